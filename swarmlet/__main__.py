@@ -1,0 +1,3 @@
+from swarmlet.cli import entrypoint
+
+entrypoint()

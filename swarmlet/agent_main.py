@@ -1,0 +1,75 @@
+"""Running an agent process: logging, signals, the control socket, and a clean stop.
+
+SIGTERM and SIGINT stop the agent cleanly: it hands over Raft leadership if it holds it, tells
+gossip it is leaving (the others see a departure, not a failure), and exits after its last write
+is durable (Raft persists before it acknowledges, so there is nothing left to flush).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+
+import trio
+
+from swarmlet.api import serve_control
+from swarmlet.control import Control
+from swarmlet.datadir import DataDir
+from swarmlet.errors import StorageCorruptError
+from swarmlet.node import Agent, AgentConfig
+
+log = logging.getLogger("swarmlet")
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+async def _main(
+    datadir: DataDir, config: AgentConfig | None, on_ready: Callable[[], None] | None
+) -> None:
+    agent = Agent(datadir, config)
+    control = Control(agent)
+
+    async def serve(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await serve_control(
+            datadir.socket_path, control.handlers(), control.streams(), task_status=task_status
+        )
+
+    async with trio.open_nursery() as nursery:
+
+        async def on_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info(
+                        "received %s: leaving the cluster cleanly", signal.Signals(signum).name
+                    )
+                    agent.stopping.set()
+                    return
+
+        nursery.start_soon(on_signals)
+        async with trio.open_nursery() as inner:  # exits when agent.run has shut down
+            await inner.start(agent.run, serve)
+            if on_ready is not None:
+                on_ready()
+        nursery.cancel_scope.cancel()
+    log.info("agent stopped")
+
+
+def run_agent(
+    datadir: DataDir,
+    config: AgentConfig | None = None,
+    *,
+    on_ready: Callable[[], None] | None = None,
+) -> int:
+    configure_logging()
+    try:
+        trio.run(_main, datadir, config, on_ready)
+    except StorageCorruptError as exc:
+        log.critical("refusing to start: %s", exc)
+        return 3
+    return 0

@@ -1,0 +1,130 @@
+"""The trio driver of the SWIM core: feeds it datagrams and time, carries out what it asks.
+
+It owns no membership logic: receive, feed the core, drain its outputs, send. Push-pull exchanges
+run over the agent's TCP channel (`swarmlet.transport`); the agent's TCP dispatcher hands an
+incoming `PushPullState` to `answer_push_pull`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import trio
+
+from swarmlet.errors import RemoteProtocolError
+from swarmlet.gossip.config import GossipConfig
+from swarmlet.gossip.core import MemberEvent, SendDatagram, StartPushPull, Swim
+from swarmlet.gossip.messages import Ack, Alive, Dead, Nack, Ping, PingReq, PushPullState, Suspect
+from swarmlet.transport import Address, FramedStream, Transport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class GossipDatagram:
+    """One UDP datagram: a compound of gossip messages (a probe plus piggybacked updates)."""
+
+    msgs: tuple[Ping | PingReq | Ack | Nack | Alive | Suspect | Dead, ...]
+
+
+WIRE_TYPES: tuple[type, ...] = (GossipDatagram,)
+
+_PUSH_PULL_TIMEOUT_S = 5.0
+
+
+class GossipDriver:
+    def __init__(
+        self,
+        transport: Transport,
+        config: GossipConfig,
+        name: str,
+        addr: Address,
+        meta: bytes,
+        incarnation: int,
+        on_event: Callable[[MemberEvent], None],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.transport = transport
+        self.core = Swim(
+            config, name, addr, meta, rng or random.Random(), trio.current_time(), incarnation
+        )
+        self._on_event = on_event
+        self._wake = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._leaving = False
+        self._leave_done = trio.Event()
+
+    # ---------------------------------------------------------------------------- inputs
+
+    def _on_datagram(self, addr: Address, msg: object) -> None:
+        if not isinstance(msg, GossipDatagram):
+            self.transport.counters["dropped_datagram_unexpected"] += 1
+            return
+        self.core.handle_datagram(trio.current_time(), addr, msg.msgs)
+        self._wake.set()
+
+    def join(self, seeds: Sequence[Address]) -> None:
+        self.core.join(trio.current_time(), seeds)
+        self._wake.set()
+
+    def set_meta(self, meta: bytes) -> None:
+        self.core.set_meta(trio.current_time(), meta)
+        self._wake.set()
+
+    async def leave(self, timeout_s: float) -> None:
+        """Announce a clean departure and wait (bounded) until it has been gossiped enough."""
+        self.core.leave(trio.current_time())
+        self._leaving = True
+        self._wake.set()
+        with trio.move_on_after(timeout_s):
+            await self._leave_done.wait()
+
+    async def answer_push_pull(self, stream: FramedStream, remote: PushPullState) -> None:
+        await stream.send(self.core.local_state())
+        self.core.merge_remote_state(trio.current_time(), remote)
+        self._wake.set()
+
+    # ---------------------------------------------------------------------------- outputs
+
+    async def _push_pull(self, addr: Address, join: bool) -> None:
+        try:
+            with trio.fail_after(_PUSH_PULL_TIMEOUT_S):
+                stream = await self.transport.connect(addr)
+                async with stream.stream:
+                    await stream.send(self.core.local_state(join=join))
+                    remote = await stream.receive(expect=(PushPullState,))
+            if remote is not None:
+                self.core.merge_remote_state(trio.current_time(), remote)
+                self._wake.set()
+        except (OSError, trio.TooSlowError, trio.BrokenResourceError, RemoteProtocolError) as exc:
+            self.transport.counters["push_pull_failures"] += 1
+            log.debug("push-pull with %s:%s failed: %s", addr[0], addr[1], exc)
+
+    async def _flush(self) -> None:
+        assert self._nursery is not None
+        for out in self.core.take_outputs():
+            if isinstance(out, SendDatagram):
+                await self.transport.send_datagram(out.addr, GossipDatagram(tuple(out.msgs)))
+            elif isinstance(out, StartPushPull):
+                self._nursery.start_soon(self._push_pull, out.addr, out.join)
+        for event in self.core.take_events():
+            self._on_event(event)
+
+    # ---------------------------------------------------------------------------- loop
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self.transport.serve_udp, self._on_datagram)
+            task_status.started()
+            while True:
+                self.core.tick(trio.current_time())
+                await self._flush()
+                if self._leaving and self.core.leave_broadcast_done():
+                    self._leave_done.set()
+                with trio.move_on_at(self.core.next_deadline()):
+                    await self._wake.wait()
+                self._wake = trio.Event()

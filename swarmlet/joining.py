@@ -1,0 +1,92 @@
+"""The joining side of the join handshake (the accepting side is `Agent._on_join`).
+
+The joiner proves it holds the token by sealing its request with a key derived from the token's
+secret; the reply, sealed with the same key, carries the cluster key, which the joiner checks
+against the token's fingerprint before trusting it. Nothing is written to the data dir unless
+the cluster accepted the node.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from swarmlet import crypto, messages
+from swarmlet.datadir import DataDir, Identity
+from swarmlet.errors import RemoteProtocolError, SwarmletError, UsageError
+from swarmlet.hostinfo import host_info
+from swarmlet.rpc import JoinReply, JoinRequest
+from swarmlet.transport import open_join_stream
+
+JOIN_TIMEOUT_S = 20.0
+
+
+def _parse_remote(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        return text, 7946
+    if not port.isdigit():
+        raise UsageError(f"invalid address {text!r}: expected HOST:PORT")
+    return host, int(port)
+
+
+async def join_cluster(
+    remote: str,
+    token: crypto.JoinToken,
+    *,
+    name: str,
+    name_is_explicit: bool,
+    advertise_host: str,
+    port: int,
+    publish_host: str,
+    datadir: DataDir,
+) -> Identity:
+    messages.ensure_registered()
+    addr = _parse_remote(remote)
+    node_id = crypto.new_id()
+    info = await host_info()
+    request = JoinRequest(
+        node_id=node_id,
+        name=name,
+        name_is_explicit=name_is_explicit,
+        addr=f"{advertise_host}:{port}",
+        publish_addr=publish_host,
+        nano_cpus=info.nano_cpus,
+        memory_bytes=info.memory_bytes,
+    )
+    try:
+        with trio.fail_after(JOIN_TIMEOUT_S):
+            stream = await open_join_stream(addr, token.join_key, token.key_id)
+            if stream is None:
+                raise UsageError(
+                    f"the cluster at {remote} refused the join token: it is invalid or was rotated "
+                    "(`swarmlet join-token worker` on a manager prints the current one)"
+                )
+            async with stream.stream:
+                await stream.send(request)
+                reply = await stream.receive(expect=(JoinReply,))
+    except (OSError, trio.BrokenResourceError) as exc:
+        raise SwarmletError(f"cannot reach {remote}: {exc}") from None
+    except trio.TooSlowError:
+        raise SwarmletError(
+            f"{remote} did not answer the join request within {JOIN_TIMEOUT_S:.0f} s"
+        ) from None
+    except RemoteProtocolError as exc:
+        raise SwarmletError(f"the join reply from {remote} was invalid: {exc}") from None
+    if reply is None:
+        raise SwarmletError(f"{remote} closed the connection without answering")
+    if not reply.ok:
+        raise UsageError(f"the cluster refused to add this node: {reply.error}")
+    if crypto.fingerprint(reply.master_key) != token.cluster_fingerprint:
+        raise SwarmletError("the cluster's key does not match the token's fingerprint; not joining")
+    identity = Identity(
+        node_id=node_id,
+        cluster_id=reply.cluster_id,
+        name=reply.name,
+        advertise_host=advertise_host,
+        port=port,
+        publish_host=publish_host,
+        role=reply.role,
+        seeds=(*tuple(reply.seeds), f"{addr[0]}:{addr[1]}"),
+    )
+    datadir.write_identity(identity, reply.master_key)
+    return identity

@@ -1,0 +1,340 @@
+"""The trio driver of the Raft core: time, durable storage, the network and the state machine.
+
+The loop, in etcd's order: tick and step the core; take a `Ready`; persist its hard state, entries
+and snapshot (fsync, in a worker thread) BEFORE sending its messages; apply its committed entries
+to `ClusterState`; answer waiting proposals and reads; `advance`. The core is only touched under
+`_core_lock`, so nothing steps it between `ready()` and `advance()`; proposals and messages that
+arrive during an fsync queue behind the lock and go out in the next batch (group commit).
+
+Peers are reached through per-peer sender tasks with bounded queues: a slow or dead peer drops
+messages (Raft tolerates loss) instead of blocking the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from swarmlet import wire
+from swarmlet.errors import NotLeaderError, RemoteProtocolError
+from swarmlet.raft.core import RaftConfig, RaftNode
+from swarmlet.raft.messages import Message, Role, SoftState
+from swarmlet.raft.storage import RaftStorage
+from swarmlet.raft.types import ConfChange, Entry, EntryKind, Snapshot
+from swarmlet.state import ApplyResult, ClusterState, Command
+from swarmlet.transport import Address, FramedStream, Transport
+
+log = logging.getLogger(__name__)
+
+_PEER_QUEUE = 512
+_RECONNECT_BACKOFF_S = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class RaftStreamHello:
+    """First frame of a connection that carries Raft messages from `from_id`."""
+
+    from_id: str
+
+
+WIRE_TYPES: tuple[type, ...] = (RaftStreamHello,)
+
+
+@dataclass
+class _Waiter:
+    term: int
+    done: trio.Event = field(default_factory=trio.Event)
+    result: ApplyResult | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RaftStatus:
+    role: str
+    term: int
+    leader_id: str | None
+    commit_index: int
+    applied_index: int
+    voters: tuple[str, ...]
+    learners: tuple[str, ...]
+
+
+class RaftDriver:
+    def __init__(
+        self,
+        node_id: str,
+        storage: RaftStorage,
+        transport: Transport,
+        resolve: Callable[[str], Address | None],
+        *,
+        config: RaftConfig,
+        tick_interval_s: float,
+        snapshot_every: int = 2000,
+        on_apply: Callable[[Command, ApplyResult], None] | None = None,
+        on_soft_state: Callable[[SoftState], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.storage = storage
+        self.transport = transport
+        self.resolve = resolve
+        self.tick_interval_s = tick_interval_s
+        self.snapshot_every = snapshot_every
+        self._on_apply = on_apply
+        self._on_soft_state = on_soft_state
+        hard_state, snapshot, entries = storage.load()
+        self.state = ClusterState.restore(snapshot.data)
+        self.applied = snapshot.meta.index
+        self.core = RaftNode(
+            node_id,
+            config,
+            rng or random.Random(),
+            hard_state=hard_state,
+            snapshot=snapshot,
+            entries=entries,
+            applied=snapshot.meta.index,
+        )
+        self._core_lock = trio.Lock()
+        self._wake = trio.Event()
+        self._applied_changed = trio.Event()
+        self._waiters: dict[int, _Waiter] = {}
+        self._reads: dict[bytes, tuple[trio.Event, list[int]]] = {}
+        self._read_seq = 0
+        self._peers: dict[str, trio.MemorySendChannel[Message]] = {}
+        self._nursery: trio.Nursery | None = None
+        self.soft_state = SoftState(Role.FOLLOWER, None, hard_state.term)
+        self.leader_changed = trio.Event()
+
+    # ------------------------------------------------------------------------ observation
+
+    @property
+    def is_leader(self) -> bool:
+        return self.core.role is Role.LEADER
+
+    @property
+    def leader_id(self) -> str | None:
+        return self.core.leader_id
+
+    def status(self) -> RaftStatus:
+        conf = self.core.conf
+        return RaftStatus(
+            role=self.core.role.name.lower(),
+            term=self.core.term,
+            leader_id=self.core.leader_id,
+            commit_index=self.core.commit_index,
+            applied_index=self.applied,
+            voters=tuple(conf.voters),
+            learners=tuple(conf.learners),
+        )
+
+    # ------------------------------------------------------------------------ inputs
+
+    async def step(self, msg: Message) -> None:
+        async with self._core_lock:
+            self.core.step(msg)
+        self._wake.set()
+
+    async def propose(self, command: Command) -> ApplyResult:
+        """Propose on this node (the leader) and wait until the command is applied here.
+
+        Raises NotLeaderError (with the hint) if this node is not the leader, or if leadership
+        was lost before the entry committed (the caller may retry with the new leader).
+        """
+        data = wire.encode(command)
+        async with self._core_lock:
+            index = self.core.propose(data)
+            waiter = _Waiter(term=self.core.term)
+            self._waiters[index] = waiter
+        self._wake.set()
+        await waiter.done.wait()
+        if waiter.result is None:
+            raise NotLeaderError(self.core.leader_id)
+        return waiter.result
+
+    async def propose_conf_change(self, change: ConfChange) -> None:
+        async with self._core_lock:
+            index = self.core.propose_conf_change(change)
+            waiter = _Waiter(term=self.core.term)
+            self._waiters[index] = waiter
+        self._wake.set()
+        await waiter.done.wait()
+        if waiter.result is None:
+            raise NotLeaderError(self.core.leader_id)
+
+    async def read_barrier(self) -> None:
+        """Wait until this node's state reflects every write committed before the call
+        (ReadIndex, Raft thesis §6.4). Raises NotLeaderError-free; callers bound it in time."""
+        self._read_seq += 1
+        ctx = f"{self.node_id}/{self._read_seq}".encode()
+        event = trio.Event()
+        slot: list[int] = []
+        self._reads[ctx] = (event, slot)
+        try:
+            async with self._core_lock:
+                self.core.read_index(ctx)
+            self._wake.set()
+            await event.wait()
+            await self.wait_applied(slot[0])
+        finally:
+            self._reads.pop(ctx, None)
+
+    async def wait_applied(self, index: int) -> None:
+        while self.applied < index:
+            await self._applied_changed.wait()
+
+    async def transfer_leadership(self, to: str) -> None:
+        async with self._core_lock:
+            self.core.transfer_leadership(to)
+        self._wake.set()
+
+    # ------------------------------------------------------------------------ the network
+
+    async def serve_stream(self, stream: FramedStream, hello: RaftStreamHello) -> None:
+        """An incoming connection from a peer's sender: step every message it carries."""
+        while True:
+            try:
+                msg = await stream.receive()
+            except RemoteProtocolError:
+                return
+            if msg is None:
+                return
+            if getattr(msg, "from_id", None) != hello.from_id:
+                self.transport.counters["dropped_raft_wrong_sender"] += 1
+                continue
+            await self.step(msg)
+
+    def _send(self, msg: Message) -> None:
+        to = msg.to_id
+        channel = self._peers.get(to)
+        if channel is None:
+            assert self._nursery is not None
+            channel, receive = trio.open_memory_channel[Message](_PEER_QUEUE)
+            self._peers[to] = channel
+            self._nursery.start_soon(self._sender, to, receive)
+        try:
+            channel.send_nowait(msg)
+        except trio.WouldBlock:
+            self.transport.counters["raft_dropped_peer_queue_full"] += 1
+
+    async def _sender(self, peer: str, queue: trio.MemoryReceiveChannel[Message]) -> None:
+        stream: FramedStream | None = None
+        async for msg in queue:
+            for _attempt in range(2):
+                if stream is None:
+                    addr = self.resolve(peer)
+                    if addr is None:
+                        self.transport.counters["raft_dropped_unknown_peer"] += 1
+                        break
+                    try:
+                        stream = await self.transport.connect(addr)
+                        await stream.send(RaftStreamHello(self.node_id))
+                    except (OSError, trio.TooSlowError, trio.BrokenResourceError):
+                        stream = None
+                        self.transport.counters["raft_connect_failures"] += 1
+                        await trio.sleep(_RECONNECT_BACKOFF_S)
+                        break
+                try:
+                    await stream.send(msg)
+                    break
+                except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                    await stream.aclose()
+                    stream = None  # reconnect once, then drop: Raft retransmits what matters
+
+    # ------------------------------------------------------------------------ the loop
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            next_tick = trio.current_time() + self.tick_interval_s
+            while True:
+                with trio.move_on_at(next_tick):
+                    await self._wake.wait()
+                self._wake = trio.Event()
+                async with self._core_lock:
+                    now = trio.current_time()
+                    while now >= next_tick:
+                        self.core.tick()
+                        next_tick += self.tick_interval_s
+                    while self.core.has_ready():
+                        await self._handle_ready()
+
+    async def _handle_ready(self) -> None:
+        rd = self.core.ready()
+        if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
+            # Durable before anything that depends on it leaves this node (Raft Figure 2).
+            await trio.to_thread.run_sync(
+                self.storage.save, rd.hard_state, list(rd.entries), rd.snapshot
+            )
+        if rd.snapshot is not None:
+            self._restore(rd.snapshot)
+        for msg in rd.messages:
+            self._send(msg)
+        for entry in rd.committed_entries:
+            self._apply(entry)
+        for read in rd.read_states:
+            pending = self._reads.get(read.ctx)
+            if pending is not None:
+                pending[1].append(read.index)
+                pending[0].set()
+        if rd.soft_state is not None:
+            self._set_soft_state(rd.soft_state)
+        self.core.advance(rd)
+        if rd.committed_entries:
+            self._applied_changed.set()
+            self._applied_changed = trio.Event()
+            await self._maybe_compact()
+
+    def _set_soft_state(self, soft: SoftState) -> None:
+        old = self.soft_state
+        self.soft_state = soft
+        if soft.role is not Role.LEADER:
+            # Proposals of a lost leadership may never commit: fail them so callers can retry.
+            for index, waiter in list(self._waiters.items()):
+                if waiter.term != soft.term or old.role is Role.LEADER:
+                    del self._waiters[index]
+                    waiter.done.set()
+        if (old.leader_id, old.term) != (soft.leader_id, soft.term):
+            self.leader_changed.set()
+            self.leader_changed = trio.Event()
+        if self._on_soft_state is not None:
+            self._on_soft_state(soft)
+
+    def _restore(self, snapshot: Snapshot) -> None:
+        self.state = ClusterState.restore(snapshot.data)
+        self.applied = snapshot.meta.index
+        log.info("restored state from snapshot at index %d", snapshot.meta.index)
+
+    def _apply(self, entry: Entry) -> None:
+        if entry.index <= self.applied:
+            return
+        self.applied = entry.index
+        result = ApplyResult(True)
+        if entry.kind is EntryKind.NORMAL and entry.data:
+            try:
+                command = wire.decode(entry.data)
+            except RemoteProtocolError as exc:
+                # A committed entry we cannot decode: every replica fails the same way, so the
+                # state stays identical; the command is rejected, loudly.
+                log.error("committed entry %d is not a valid command: %s", entry.index, exc)
+                result = ApplyResult(False, error=f"undecodable command: {exc}")
+            else:
+                result = self.state.apply(command)
+                if self._on_apply is not None:
+                    self._on_apply(command, result)
+        waiter = self._waiters.pop(entry.index, None)
+        if waiter is not None:
+            # Our proposal's slot was taken by another leader's entry: it was lost.
+            waiter.result = result if entry.term == waiter.term else None
+            waiter.done.set()
+
+    async def _maybe_compact(self) -> None:
+        if self.applied - self.storage.snapshot_index < self.snapshot_every:
+            return
+        data = self.state.snapshot()
+        self.core.compact(self.applied, data)
+        snapshot = self.core.snapshot
+        await trio.to_thread.run_sync(self.storage.compact, snapshot)

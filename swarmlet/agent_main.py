@@ -8,6 +8,7 @@ is durable (Raft persists before it acknowledges, so there is nothing left to fl
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from collections.abc import Callable
 
@@ -22,9 +23,10 @@ from swarmlet.node import Agent, AgentConfig
 log = logging.getLogger("swarmlet")
 
 
-def configure_logging(level: int = logging.INFO) -> None:
+def configure_logging() -> None:
+    level = os.environ.get("SWARMLET_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(
-        level=level,
+        level=getattr(logging, level, logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 

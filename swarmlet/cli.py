@@ -180,9 +180,17 @@ def cmd_init(args: argparse.Namespace, console: Console) -> int:
         f"Cluster initialised: this node ({identity.name}, {identity.node_id}) is a manager."
     )
     console.print("\nTo add a worker to this cluster, run:\n")
-    console.print(f"    swarmlet join --token {worker['token']} {identity.addr}\n", markup=False, soft_wrap=True)
+    console.print(
+        f"    swarmlet join --token {worker['token']} {identity.addr}\n",
+        markup=False,
+        soft_wrap=True,
+    )
     console.print("To add a manager to this cluster, run:\n")
-    console.print(f"    swarmlet join --token {manager['token']} {identity.addr}\n", markup=False, soft_wrap=True)
+    console.print(
+        f"    swarmlet join --token {manager['token']} {identity.addr}\n",
+        markup=False,
+        soft_wrap=True,
+    )
     return EXIT_OK
 
 
@@ -240,7 +248,11 @@ def cmd_join_token(args: argparse.Namespace, console: Console) -> int:
     if args.rotate:
         console.print(f"Successfully rotated the {args.role} join token.\n")
     console.print(f"To add a {args.role} to this cluster, run:\n")
-    console.print(f"    swarmlet join --token {result['token']} {result['addr']}\n", markup=False, soft_wrap=True)
+    console.print(
+        f"    swarmlet join --token {result['token']} {result['addr']}\n",
+        markup=False,
+        soft_wrap=True,
+    )
     return EXIT_OK
 
 

@@ -110,7 +110,9 @@ class Control:
                 "incarnation": agent.gossip.core.incarnation,
                 "awareness": agent.gossip.core.awareness,
             },
-            "counters": dict(agent.transport.counters) | dict(agent.gossip.core.counters),
+            "counters": dict(agent.transport.counters)
+            | {f"gossip_{k}": v for k, v in agent.gossip.core.counters.items()}
+            | {f"raft_{k}": v for k, v in agent.raft.core.counters.items()},
         }
 
     async def node_ls(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -128,6 +128,9 @@ class Transport:
 
     async def open_udp(self) -> None:
         sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        # A burst (a gossip round to several members, push-pull fan-in) must not overflow the
+        # kernel's default ~200 KiB buffer while the event loop is busy for a few milliseconds.
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4 * 1024 * 1024)
         await sock.bind(self.bind)
         self._udp = sock
 
@@ -200,7 +203,9 @@ class Transport:
     async def connect(self, addr: Address) -> FramedStream:
         """A cluster-channel connection to a peer. Raises OSError if it cannot be reached."""
         with trio.fail_after(self._connect_timeout_s):
-            stream = await trio.open_tcp_stream(addr[0], addr[1])
+            # From our own address: peers (and firewalls) see connections come from the address
+            # we advertise, not whatever source the kernel would pick (127.0.0.1 on loopback).
+            stream = await trio.open_tcp_stream(addr[0], addr[1], local_address=self.bind[0])
         try:
             await stream.send_all(CHANNEL_CLUSTER)
         except BaseException:

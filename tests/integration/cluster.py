@@ -1,0 +1,234 @@
+"""Real agents on loopback addresses, driven through the `swarmlet` command.
+
+Agent i listens on 127.0.0.i:PORT with its own data dir; a test cluster gets its own port so
+clusters of different tests never meet. Partitions are real: iptables rules on the loopback
+addresses (kernel-level), removed again on cleanup. Everything a cluster started is killed on
+cleanup, whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SWARMLET = [sys.executable, "-m", "swarmlet"]
+_IPTABLES_COMMENT = "swarmlet-test"
+
+
+class CommandFailed(AssertionError):
+    pass
+
+
+@dataclass
+class AgentHandle:
+    index: int
+    data_dir: Path
+    host: str
+    port: int
+
+    @property
+    def addr(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def pid(self) -> int | None:
+        try:
+            return int((self.data_dir / "agent.pid").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+
+def run_cli(
+    *args: str, data_dir: Path | None = None, check: bool = True, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    cmd = [*SWARMLET, *args]
+    if data_dir is not None:
+        cmd += ["--data-dir", str(data_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise CommandFailed(
+            f"{' '.join(cmd)} exited {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
+        )
+    return proc
+
+
+def wait_for(
+    what: str, predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2
+) -> Any:
+    """Poll until `predicate` returns something truthy. Bounded, so a hang fails loudly."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except CommandFailed as exc:
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+
+
+@dataclass
+class LocalCluster:
+    root: Path
+    port: int
+    agents: list[AgentHandle] = field(default_factory=list)
+    _partitioned: list[list[str]] = field(default_factory=list)
+
+    def handle(self, index: int) -> AgentHandle:
+        return AgentHandle(index, self.root / f"n{index}", f"127.0.0.{index}", self.port)
+
+    def init(self) -> AgentHandle:
+        a = self.handle(1)
+        run_cli(
+            "init",
+            "--advertise-addr",
+            a.host,
+            "--port",
+            str(a.port),
+            "--publish-addr",
+            a.host,
+            "--name",
+            "n1",
+            data_dir=a.data_dir,
+        )
+        self.agents.append(a)
+        return a
+
+    def token(self, role: str) -> str:
+        return run_cli("join-token", "-q", role, data_dir=self.agents[0].data_dir).stdout.strip()
+
+    def join(self, role: str, via: AgentHandle | None = None) -> AgentHandle:
+        a = self.handle(len(self.agents) + 1)
+        via = via or self.agents[0]
+        run_cli(
+            "join",
+            "--token",
+            self.token(role),
+            "--advertise-addr",
+            a.host,
+            "--port",
+            str(a.port),
+            "--publish-addr",
+            a.host,
+            "--name",
+            f"n{a.index}",
+            via.addr,
+            data_dir=a.data_dir,
+        )
+        self.agents.append(a)
+        return a
+
+    def start(self, managers: int, workers: int = 0) -> None:
+        self.init()
+        for _ in range(managers - 1):
+            self.join("manager")
+        for _ in range(workers):
+            self.join("worker")
+
+    # ------------------------------------------------------------------ observation
+
+    def node_ls(self, a: AgentHandle) -> list[dict[str, Any]]:
+        out = run_cli("node", "ls", "--format", "json", data_dir=a.data_dir, timeout=30).stdout
+        result: list[dict[str, Any]] = json.loads(out)
+        return result
+
+    def status(self, a: AgentHandle) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(run_cli("status", data_dir=a.data_dir).stdout)
+        return result
+
+    def leader_of(self, a: AgentHandle) -> str | None:
+        leader: str | None = self.status(a)["raft"]["leader_id"]
+        return leader
+
+    def agent_by_node_id(self, node_id: str) -> AgentHandle:
+        for a in self.agents:
+            if self.status(a)["node_id"] == node_id:
+                return a
+        raise KeyError(node_id)
+
+    def node_id(self, a: AgentHandle) -> str:
+        node_id: str = json.loads((run_cli("status", data_dir=a.data_dir).stdout))["node_id"]
+        return node_id
+
+    # ------------------------------------------------------------------ faults
+
+    def kill(self, a: AgentHandle) -> None:
+        pid = a.pid()
+        assert pid is not None, f"agent {a.index} has no pid file"
+        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        wait_for(f"agent {a.index} to die", lambda: not _alive(pid), timeout=10)
+
+    def restart(self, a: AgentHandle) -> None:
+        run_cli("agent", "--detach", data_dir=a.data_dir)
+
+    def partition(self, isolated: AgentHandle) -> None:
+        """Drop every packet between `isolated` and the other agents, both ways (iptables)."""
+        for other in self.agents:
+            if other is isolated:
+                continue
+            for src, dst in ((isolated.host, other.host), (other.host, isolated.host)):
+                rule = [
+                    "-s",
+                    src,
+                    "-d",
+                    dst,
+                    "-m",
+                    "comment",
+                    "--comment",
+                    _IPTABLES_COMMENT,
+                    "-j",
+                    "DROP",
+                ]
+                subprocess.run(["iptables", "-I", "INPUT", *rule], check=True)
+                self._partitioned.append(rule)
+
+    def heal(self) -> None:
+        while self._partitioned:
+            rule = self._partitioned.pop()
+            subprocess.run(["iptables", "-D", "INPUT", *rule], check=False)
+
+    def cleanup(self) -> None:
+        self.heal()
+        for a in self.agents:
+            pid = a.pid()
+            if pid is not None and _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child counts as dead.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+_next_port = [17000 + (os.getpid() % 500) * 10]
+
+
+@contextlib.contextmanager
+def local_cluster(root: Path) -> Iterator[LocalCluster]:
+    _next_port[0] += 1
+    cluster = LocalCluster(root, _next_port[0])
+    try:
+        yield cluster
+    finally:
+        cluster.cleanup()

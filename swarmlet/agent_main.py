@@ -16,6 +16,7 @@ import trio
 
 from swarmlet.api import serve_control
 from swarmlet.control import Control
+from swarmlet.control_services import ServiceControl
 from swarmlet.datadir import DataDir
 from swarmlet.errors import StorageCorruptError
 from swarmlet.node import Agent, AgentConfig
@@ -36,10 +37,14 @@ async def _main(
 ) -> None:
     agent = Agent(datadir, config)
     control = Control(agent)
+    services = ServiceControl(agent)
 
     async def serve(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await serve_control(
-            datadir.socket_path, control.handlers(), control.streams(), task_status=task_status
+            datadir.socket_path,
+            control.handlers() | services.handlers(),
+            control.streams() | services.streams(),
+            task_status=task_status,
         )
 
     async with trio.open_nursery() as nursery:

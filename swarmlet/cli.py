@@ -557,13 +557,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="remove even if the node is not down")
     p.add_argument("nodes", nargs="+", metavar="NODE")
 
-    for extend in _EXTENSIONS:
-        extend(sub, command)
+    from swarmlet import cli_service  # imports this module: load it once the parser exists
+
+    cli_service.register(sub, command)
     return parser
-
-
-# Later layers (services, stacks, secrets, dashboard) register their subcommands here.
-_EXTENSIONS: list[Callable[[Any, Callable[..., Any]], None]] = []
 
 
 def main(argv: Sequence[str], console: Console | None = None) -> int:

@@ -26,19 +26,21 @@ from swarmlet.errors import (
     NoLeaderError,
     NotLeaderError,
     RemoteProtocolError,
+    RuntimeAdapterError,
     SwarmletError,
     UsageError,
 )
 from swarmlet.events import EventLog
+from swarmlet.executor import Executor
 from swarmlet.gossip.config import GossipConfig
 from swarmlet.gossip.core import EventKind as MemberEventKind
 from swarmlet.gossip.core import MemberEvent
 from swarmlet.gossip.driver import GossipDriver
 from swarmlet.gossip.messages import MemberState, PushPullState
 from swarmlet.hostinfo import HostInfo, host_info, read_host_info
-from swarmlet.membership import next_conf_change
+from swarmlet.leader import LeaderDuties
 from swarmlet.model import Node, Resources, Role
-from swarmlet.observed import NodeMeta, decode_meta, encode_meta
+from swarmlet.observed import NodeMeta, TaskObservation, decode_meta, encode_meta
 from swarmlet.raft.core import RaftConfig
 from swarmlet.raft.driver import RaftDriver, RaftStreamHello
 from swarmlet.raft.messages import Role as RaftRole
@@ -46,6 +48,7 @@ from swarmlet.raft.messages import SoftState
 from swarmlet.raft.storage import RaftStorage
 from swarmlet.raft.types import ConfState, HardState, Snapshot, SnapshotMeta
 from swarmlet.rpc import JoinReply, JoinRequest, ProposeReply, ProposeRequest
+from swarmlet.runtime import open_docker_runtime
 from swarmlet.state import AddNode, ApplyResult, ClusterState, Command, InitCluster
 from swarmlet.transport import (
     JOIN_ACCEPTED,
@@ -131,6 +134,9 @@ class Agent:
         self.node_id = self.identity.node_id
         self.keys = crypto.ClusterKeys(key)
         self.events = EventLog()
+        self.down_since: dict[str, float] = {}
+        self.leader = LeaderDuties(self)
+        self.executor: Executor | None = None
         self.transport = Transport(
             (self.identity.advertise_host, self.identity.port), self.keys.message_key
         )
@@ -145,6 +151,7 @@ class Agent:
             config=self.config.raft,
             tick_interval_s=self.config.raft_tick_interval_s,
             on_soft_state=self._on_soft_state,
+            on_apply=self._on_apply,
         )
         self.host = read_host_info()
         self._meta_version = 0
@@ -157,8 +164,7 @@ class Agent:
             datadir.next_incarnation(time.time()),
             self._on_member_event,
         )
-        self.down_since: dict[str, float] = {}
-        self._duty_wake = trio.Event()
+
         self.stopping = trio.Event()
         # Long-running components added by later layers (task runner, proxy) and the TCP
         # request types they serve.
@@ -186,8 +192,17 @@ class Agent:
             raft_term=self.raft.core.term,
             raft_commit=self.raft.core.commit_index,
             leader_id=self.raft.leader_id or "",
+            tasks=self.local_observations(),
             version=self._meta_version,
         )
+
+    def local_observations(self) -> tuple[TaskObservation, ...]:
+        return tuple(self.executor.observations.values()) if self.executor is not None else ()
+
+    def publish_tasks(self, observations: tuple[TaskObservation, ...]) -> None:
+        """The executor saw a task change: spread it (gossip) and let the leader look at once."""
+        self.gossip.set_meta(encode_meta(self._meta()))
+        self.leader.notify()
 
     def node_meta(self, node_id: str) -> NodeMeta | None:
         member = self.gossip.core.member(node_id)
@@ -210,13 +225,13 @@ class Agent:
         member = self.gossip.core.member(node_id)
         return member.addr if member is not None else None
 
-    def _name(self, node_id: str) -> str:
+    def node_name(self, node_id: str) -> str:
         node = self.state.nodes.get(node_id)
         return node.name if node is not None else node_id[:12]
 
     def _on_member_event(self, event: MemberEvent) -> None:
         member = event.member
-        name = self._name(member.name)
+        name = self.node_name(member.name)
         if event.kind is MemberEventKind.FAILED:
             self.down_since.setdefault(member.name, time.monotonic())
             self.events.record("node", "down", name, f"node {name} is down (failed probes)")
@@ -232,15 +247,20 @@ class Agent:
                 self.events.record("node", "ready", name, f"node {name} is back")
             else:
                 self.events.record("node", "join", name, f"node {name} joined gossip")
-        self._duty_wake.set()
+        self.leader.notify()  # every kind, UPDATE too: a node's meta carries its task states
 
     def _on_soft_state(self, soft: SoftState) -> None:
         if soft.role is RaftRole.LEADER:
             self.events.record("raft", "elected", self.identity.name, f"leader in term {soft.term}")
         elif soft.leader_id:
-            leader = self._name(soft.leader_id)
+            leader = self.node_name(soft.leader_id)
             self.events.record("raft", "leader", leader, f"{leader} leads term {soft.term}")
-        self._duty_wake.set()
+        self.leader.notify()
+
+    def _on_apply(self, command: Command, result: ApplyResult) -> None:
+        if self.executor is not None:
+            self.executor.notify()
+        self.leader.notify()
 
     # ------------------------------------------------------------------------ writes
 
@@ -380,42 +400,6 @@ class Agent:
         )
         self.events.record("node", "joined", result.value, f"{result.value} joined as {role.value}")
 
-    # ------------------------------------------------------------------------ leader duties
-
-    async def _leader_duties(self) -> None:
-        """Keep the Raft voter set in line with the cluster's managers (one change at a time)."""
-        while True:
-            with trio.move_on_after(0.5):
-                await self._duty_wake.wait()
-            self._duty_wake = trio.Event()
-            if not self.raft.is_leader:
-                continue
-            conf = self.raft.core.conf
-            change = next_conf_change(
-                conf,
-                self.state.nodes,
-                self.alive_ids(),
-                self.down_since,
-                time.monotonic(),
-                leader_id=self.node_id,
-                target_voters=self.state.target_voters,
-                grace_s=self.config.voter_grace_s,
-            )
-            if change is None:
-                continue
-            try:
-                with trio.fail_after(self.config.write_timeout_s):
-                    await self.raft.propose_conf_change(change)
-                self.events.record(
-                    "raft",
-                    change.kind.name.lower().replace("_", "-"),
-                    self._name(change.node_id),
-                    f"raft membership: {change.kind.name.lower()} {self._name(change.node_id)}",
-                )
-            except (SwarmletError, trio.TooSlowError) as exc:
-                log.info("membership change %s deferred: %s", change, exc)
-                await trio.sleep(0.2)
-
     async def _refresh_meta(self) -> None:
         last: tuple[object, ...] = ()
         while True:
@@ -429,6 +413,26 @@ class Agent:
                 await self.raft.leader_changed.wait()
 
     # ------------------------------------------------------------------------ run
+
+    async def _run_executor(self) -> None:
+        """Run this node's tasks; without a Docker engine, say so and keep trying."""
+        while True:
+            try:
+                async with open_docker_runtime() as runtime:
+                    self.executor = Executor(
+                        runtime,
+                        cluster_id=self.state.cluster_id or self.identity.cluster_id,
+                        node_id=self.node_id,
+                        host_ip=self.identity.advertise_host,
+                        state=lambda: self.state,
+                        publish=self.publish_tasks,
+                        record_event=self.events.record,
+                    )
+                    await self.executor.run()
+            except RuntimeAdapterError as exc:
+                log.error("cannot run tasks: the Docker engine does not answer (%s)", exc)
+            self.executor = None
+            await trio.sleep(5.0)
 
     def seeds(self) -> list[Address]:
         addrs = {n.addr for n in self.state.nodes.values() if n.id != self.node_id}
@@ -448,7 +452,8 @@ class Agent:
             await nursery.start(self.raft.run)
             await nursery.start(self.gossip.run)
             self.gossip.join(self.seeds())
-            nursery.start_soon(self._leader_duties)
+            await nursery.start(self.leader.run)
+            nursery.start_soon(self._run_executor)
             nursery.start_soon(self._refresh_meta)
             for service in self.extra_services:
                 await nursery.start(service)

@@ -1,0 +1,123 @@
+"""Tunables of the SWIM + Lifeguard membership core.
+
+Owns the numbers and why they were chosen; the formulas that use them live in `maths`. Every field
+carries its unit in its name. `GossipConfig.lan()` is the default for agents on one LAN (or on
+loopback addresses of one machine).
+
+How the LAN default meets its goal (10 members; a killed member declared dead by all with a median
+of <= 2 s, where memberlist's LAN config needs about 6 s; no false DEAD over 10 minutes at 5% packet
+loss with one core of a 2-core box hogged):
+
+detection ~= first probe of the victim + one probe interval (ping, then ping-req) + the minimum
+suspicion timeout + one or two gossip hops for the Dead message:
+  - each of the 9 survivors probes the victim once per round of 9 probes (9 * 0.3 s = 2.7 s), at an
+    independent phase, so the first probe comes ~2.7 / 10 = 0.27 s after the crash on average;
+  - the probe ends 0.3 s later without an ack: Suspect;
+  - min suspicion = 4 * max(1, log10(10)) * 0.3 s = 1.2 s. With k = 4 - 2 = 2 expected
+    confirmations, the next two survivors to probe the victim (~0.3 s and ~0.6 s later) confirm
+    it, so the timer shrinks to the minimum before it fires;
+  - Dead then spreads in one or two gossip rounds of 0.1 s.
+  Sum: ~0.27 + 0.3 + 1.2 + 0.2 ~= 2.0 s in the worst case of that chain, ~1.8 s typically.
+  Measured by tests/gossip/test_sim.py (virtual time, 20 seeds): median 1.72 s, max 2.3 s; at 5%
+  loss median 1.73 s; 50 members (min suspicion 2.0 s there) 2.5-2.9 s.
+
+false positives: a live member is only *suspected* when the ping and all three indirect paths fail
+(at 5% loss: (1 - 0.95^2) * (1 - 0.95^4)^3 ~= 6e-4 per probe, about one suspicion a minute in a
+10-member cluster). A lone suspicion gets no confirmation, so it runs the max timeout,
+6 * 1.2 s = 7.2 s, while the refutation needs the Suspect to reach the victim (buddy system: the
+next probe of the victim carries it; or a gossip round) and its Alive to spread back: well under
+1 s even with scheduling delays of tens of milliseconds from the hogged core. A member that really
+stalls is confirmed by several others and declared dead after ~1.2 s: the price of fast detection.
+In the simulation a member frozen for 1.5 s survives and one frozen for 2 s or more is declared dead
+(and rejoins by refuting once it runs again); 40 runs of 10 minutes at 5% loss with datagrams held
+up to 0.5 s by busy receivers, and 20 runs of 50 members at 10% loss, saw no false death.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import maths
+from .messages import ALIVE_OVERHEAD_BYTES, COMPOUND_OVERHEAD_BYTES, MAX_NAME_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class GossipConfig:
+    # How often we probe one member (round robin), before Lifeguard scaling. Shorter: faster
+    # detection, more packets (2 per probe, ~3/s per member at 0.3 s) and less time for the
+    # indirect probe. Must exceed 2 * probe_timeout_s so nacks arrive before the probe ends.
+    probe_interval_s: float = 0.3
+    # How long we wait for the direct Ack before asking others (ping-req). Shorter: earlier indirect
+    # probes; too short and a busy peer (scheduling delay on a hogged core) looks unresponsive,
+    # which costs an indirect probe and raises our own awareness score. Intermediaries wait this
+    # long before sending a Nack.
+    probe_timeout_s: float = 0.12
+    # Members asked to probe indirectly (SWIM k). More: fewer false suspicions under loss, more
+    # packets on each failed probe.
+    indirect_checks: int = 3
+    # Minimum suspicion timeout = suspicion_mult * max(1, log10(n)) * probe_interval_s (memberlist).
+    # Larger: more time to refute, slower detection. k = suspicion_mult - 2 confirmations are
+    # expected to reach the minimum.
+    suspicion_mult: int = 4
+    # Maximum suspicion timeout = this * minimum (Lifeguard dynamic suspicion): how long a lone,
+    # unconfirmed suspicion waits for a refutation.
+    suspicion_max_timeout_mult: int = 6
+    # Each update is piggybacked retransmit_mult * ceil(log10(n + 1)) times. Larger: more reliable
+    # dissemination under loss, larger datagrams.
+    retransmit_mult: int = 4
+    # A gossip round (only when updates are queued) sends them to gossip_nodes random members.
+    # Shorter/more: faster spread of Suspect/Dead/Alive (detection and refutation), more packets.
+    gossip_interval_s: float = 0.1
+    gossip_nodes: int = 3
+    # TCP full-state exchange with one random member (scaled up above 32 members). Shorter: faster
+    # repair after partitions and of lost updates; each exchange carries every member's meta.
+    push_pull_interval_s: float = 15.0
+    # Probe traffic (ping, ack, ping-req, nack and their piggybacked updates) stays within one
+    # Ethernet MTU so a probe is never fragmented: a fragmented datagram is lost when any fragment
+    # is, which would turn large metadata into false suspicions.
+    max_datagram_bytes: int = 1400
+    # Gossip rounds may send larger datagrams (IP fragments them) so that an Alive with a large meta
+    # still spreads by gossip; must hold one Alive with max_meta_bytes of meta. Must not exceed what
+    # the driver's UDP socket accepts (65507 bytes).
+    max_gossip_datagram_bytes: int = 32768
+    # Bound on a member's opaque meta (hostname, role, labels, resources, task states).
+    max_meta_bytes: int = 16384
+    # Lifeguard local health multiplier cap: probe interval and timeout are scaled by up to this
+    # factor while we miss acks and nacks (we are the slow one). Larger: a struggling member backs
+    # off further, detecting others more slowly meanwhile.
+    awareness_max_multiplier: int = 8
+    # Dead and left members are gossiped to (so a falsely-dead member learns it and refutes), then
+    # forgotten after this long; a member may come back at a new address once DEAD or LEFT.
+    dead_reclaim_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.probe_interval_s <= 0 or self.probe_timeout_s <= 0:
+            raise ValueError("probe_interval_s and probe_timeout_s must be positive")
+        if self.probe_timeout_s >= self.probe_interval_s:
+            raise ValueError("probe_timeout_s must be shorter than probe_interval_s")
+        if self.gossip_interval_s <= 0 or self.push_pull_interval_s <= 0:
+            raise ValueError("gossip_interval_s and push_pull_interval_s must be positive")
+        if self.suspicion_mult < 1 or self.suspicion_max_timeout_mult < 1:
+            raise ValueError("suspicion multipliers must be >= 1")
+        if self.retransmit_mult < 1 or self.awareness_max_multiplier < 1:
+            raise ValueError("retransmit_mult and awareness_max_multiplier must be >= 1")
+        if self.indirect_checks < 0 or self.gossip_nodes < 1:
+            raise ValueError("indirect_checks must be >= 0 and gossip_nodes >= 1")
+        if self.max_datagram_bytes < 512:
+            raise ValueError("max_datagram_bytes must be at least 512")
+        largest_alive = self.max_meta_bytes + 2 * MAX_NAME_BYTES + ALIVE_OVERHEAD_BYTES
+        if largest_alive + COMPOUND_OVERHEAD_BYTES > self.max_gossip_datagram_bytes:
+            raise ValueError("max_gossip_datagram_bytes cannot hold an Alive with max_meta_bytes")
+        if self.max_gossip_datagram_bytes > 65507:
+            raise ValueError("max_gossip_datagram_bytes exceeds the largest UDP payload")
+
+    @classmethod
+    def lan(cls) -> GossipConfig:
+        """The LAN default: see the module docstring for the detection and false-positive budget."""
+        return cls()
+
+    def suspicion_min_s(self, n: int) -> float:
+        return maths.suspicion_timeout_s(self.suspicion_mult, n, self.probe_interval_s)
+
+    def suspicion_max_s(self, n: int) -> float:
+        return self.suspicion_max_timeout_mult * self.suspicion_min_s(n)

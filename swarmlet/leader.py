@@ -1,0 +1,153 @@
+"""The leader's duties: keep the Raft voter set right, and orchestrate the services.
+
+Only the leader runs them (it alone decides); every other agent's loops idle. Both compare the
+desired state (Raft) with the observed state (gossip) and propose the difference as commands,
+computed by pure functions: `membership.next_conf_change` and `orchestrator.reconcile`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import TYPE_CHECKING
+
+import trio
+
+from swarmlet.errors import SwarmletError
+from swarmlet.membership import next_conf_change
+from swarmlet.model import Resources
+from swarmlet.observed import TaskObservation
+from swarmlet.orchestrator.context import Observed, seeded_ids
+from swarmlet.orchestrator.core import plan
+from swarmlet.scheduler import ObservedNode
+from swarmlet.state import Batch, PutTasks, RemoveTasks, UpdateService
+
+if TYPE_CHECKING:
+    from swarmlet.node import Agent
+
+log = logging.getLogger(__name__)
+
+
+def observe(agent: Agent) -> Observed:
+    """The observed state as gossip (and, for this node, the executor) reports it now."""
+    nodes: dict[str, ObservedNode] = {}
+    tasks: dict[str, TaskObservation] = {}
+    for node_id in agent.state.nodes:
+        meta = agent.node_meta(node_id)
+        ready = agent.is_ready(node_id)
+        total = Resources(meta.nano_cpus, meta.memory_bytes) if meta is not None else None
+        nodes[node_id] = ObservedNode(
+            node_id=node_id,
+            ready=ready,
+            total=total,
+            changed_at=agent.down_since.get(node_id, 0.0),
+        )
+        if meta is not None and node_id != agent.node_id:
+            for obs in meta.tasks:
+                tasks[obs.task_id] = obs
+    for obs in agent.local_observations():
+        tasks[obs.task_id] = obs
+    return Observed(nodes=nodes, tasks=tasks)
+
+
+class LeaderDuties:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.wake = trio.Event()
+        self._ids = seeded_ids(random.Random())
+
+    def notify(self) -> None:
+        self.wake.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._membership_loop)
+            nursery.start_soon(self._orchestration_loop)
+            task_status.started()
+
+    async def _wait(self, timeout_s: float) -> None:
+        with trio.move_on_after(timeout_s):
+            await self.wake.wait()
+        self.wake = trio.Event()
+
+    async def _membership_loop(self) -> None:
+        agent = self.agent
+        while True:
+            await trio.sleep(0.1)
+            if not agent.raft.is_leader:
+                await trio.sleep(0.4)
+                continue
+            change = next_conf_change(
+                agent.raft.core.conf,
+                agent.state.nodes,
+                agent.alive_ids(),
+                agent.down_since,
+                time.monotonic(),
+                leader_id=agent.node_id,
+                target_voters=agent.state.target_voters,
+                grace_s=agent.config.voter_grace_s,
+            )
+            if change is None:
+                await trio.sleep(0.4)
+                continue
+            try:
+                with trio.fail_after(agent.config.write_timeout_s):
+                    await agent.raft.propose_conf_change(change)
+                name = agent.node_name(change.node_id)
+                kind = change.kind.name.lower().replace("_", "-")
+                agent.events.record("raft", kind, name, f"raft membership: {kind} {name}")
+            except (SwarmletError, trio.TooSlowError) as exc:
+                log.info("membership change %s deferred: %s", change, exc)
+                await trio.sleep(0.5)
+
+    async def _orchestration_loop(self) -> None:
+        agent = self.agent
+        while True:
+            if not agent.raft.is_leader:
+                await self._wait(1.0)
+                continue
+            now = time.time()
+            result = plan(agent.state, observe(agent), now, self._ids)
+            if result.commands:
+                batch = Batch(result.commands) if len(result.commands) > 1 else result.commands[0]
+                try:
+                    with trio.fail_after(agent.config.write_timeout_s):
+                        applied = await agent.raft.propose(batch)
+                    if not applied.ok:
+                        log.error("orchestrator command rejected: %s", applied.error)
+                        await self._wait(1.0)
+                    else:
+                        self._record(result.commands)
+                except (SwarmletError, trio.TooSlowError) as exc:
+                    log.info("orchestration deferred: %s", exc)
+                    await self._wait(0.5)
+                continue  # look again at once: the commands may enable more work
+            delay = 5.0 if result.wakeup_at is None else max(0.0, result.wakeup_at - now)
+            await self._wait(min(delay, 5.0))
+
+    def _record(self, commands: tuple[object, ...]) -> None:
+        state = self.agent.state
+        for command in commands:
+            if isinstance(command, UpdateService):
+                self.agent.events.record(
+                    "service", "rollback", command.spec.name, f"rolled back {command.spec.name}"
+                )
+            elif isinstance(command, PutTasks):
+                for task in command.tasks:
+                    service = state.services.get(task.service_id)
+                    name = (
+                        f"{service.spec.name}.{task.slot or task.node_id[:8]}"
+                        if service
+                        else task.id
+                    )
+                    where = self.agent.node_name(task.node_id) if task.node_id else "-"
+                    self.agent.events.record(
+                        "task",
+                        f"{task.desired_state}/{task.state}",
+                        name,
+                        f"task {task.id[:10]} on {where}: desired {task.desired_state}, "
+                        f"state {task.state}{': ' + task.message if task.message else ''}",
+                    )
+            elif isinstance(command, RemoveTasks):
+                continue

@@ -1,0 +1,146 @@
+"""reconcile(desired, observed) -> commands: the leader's orchestration, pure.
+
+The leader calls `reconcile` whenever the replicated state or the observed state changes, and at
+the time `next_wakeup` gives; it proposes the returned commands through Raft. Reconcile is
+idempotent: called again on the same inputs after its commands were applied, it returns nothing
+new (tests check this). Every command it returns is accepted by `ClusterState.apply` on the state
+it was computed from (states only move forward; tests apply them).
+
+Steps, in order:
+1. tasks on nodes gossip declares down are ORPHANED at once (Swarm waits; swarmlet acts on the
+   SWIM verdict, which already includes Lifeguard's suspicion time);
+2. per service (by id): re-stamp tasks a spec change does not concern (`update.adopt_unchanged`),
+   then the slots (`replicated` or `global_`: restart policy, node down/drain, scale), the rolling
+   update (`update`), rebalancing (`rebalance`), the task history (`reaper`);
+3. tasks of removed services are reaped;
+4. every task waiting for a node goes through the scheduler in one batch; a task that stays
+   pending records why (rewritten only when the explanation changes).
+
+Output, in this order: UpdateService for rollbacks (a service rolled back is reconciled again on
+the restored spec in the same call, so the tasks that follow may carry its new version), one
+PutTasks per service (so a rejected command holds back one service, not all), one RemoveTasks,
+SetUpdateStatus per service. Propose them in this order (or as one Batch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from swarmlet.errors import UsageError
+from swarmlet.model import ServiceMode, Task, TaskState
+from swarmlet.orchestrator.context import Context, IdSource, Observed, SlotKey
+from swarmlet.orchestrator.global_ import reconcile_global
+from swarmlet.orchestrator.reaper import reap_history, reap_removed_services
+from swarmlet.orchestrator.rebalance import rebalance
+from swarmlet.orchestrator.replicated import reconcile_replicated
+from swarmlet.orchestrator.update import adopt_unchanged, run_update
+from swarmlet.scheduler import Constraint, parse_constraints, schedule
+from swarmlet.state import ClusterState, Command, PutTasks, RemoveTasks, SetUpdateStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    commands: tuple[Command, ...]
+    wakeup_at: float | None  # the earliest time > now at which a timer (restart delay, update
+    # delay/monitor, rebalance cooldown) lets reconcile do more with no other change
+
+
+def reconcile(state: ClusterState, observed: Observed, now: float, ids: IdSource) -> list[Command]:
+    """The commands the leader should propose now."""
+    return list(plan(state, observed, now, ids).commands)
+
+
+def next_wakeup(state: ClusterState, observed: Observed, now: float) -> float | None:
+    """When to call `reconcile` again if nothing else changes (call it on every change anyway).
+    Evaluate it on the state after the last reconcile's commands were applied."""
+    return plan(state, observed, now, _no_ids).wakeup_at
+
+
+def _no_ids() -> str:
+    return "probe"
+
+
+def plan(state: ClusterState, observed: Observed, now: float, ids: IdSource) -> Plan:
+    ctx = Context(state, observed, now, ids)
+    _orphan_tasks_on_down_nodes(ctx)
+    for service_id in sorted(ctx.work.services):
+        if _orchestrate(ctx, service_id):
+            _orchestrate(ctx, service_id)  # rolled back: once more, on the restored spec
+    reap_removed_services(ctx)
+    _schedule_pending(ctx)
+    return Plan(_commands(ctx), min(ctx.wakeups, default=None))
+
+
+def _orchestrate(ctx: Context, service_id: str) -> bool:
+    """One service's step 2; True if it was rolled back."""
+    service = ctx.work.services[service_id]
+    try:
+        constraints: tuple[Constraint, ...] = parse_constraints(service.spec.placement.constraints)
+    except UsageError:
+        constraints = ()  # the scheduler explains it on every pending task
+    adopt_unchanged(ctx, service)
+    filled: dict[SlotKey, list[Task]] = {}
+    if service.spec.mode is ServiceMode.GLOBAL:
+        for node_id, current in reconcile_global(ctx, service, constraints).items():
+            filled[(0, node_id)] = current
+    else:
+        for slot, current in reconcile_replicated(ctx, service, constraints).items():
+            filled[(slot, "")] = current
+    if run_update(ctx, service, filled):
+        return True
+    service = ctx.work.services[service_id]
+    rebalance(ctx, service, filled, constraints)
+    reap_history(ctx, service)
+    return False
+
+
+def _orphan_tasks_on_down_nodes(ctx: Context) -> None:
+    for task in sorted(ctx.work.tasks.values(), key=lambda t: t.id):
+        if task.node_id and ctx.node_ready(task.node_id) is False and ctx.alive(task):
+            ctx.record(task, state=TaskState.ORPHANED, message="node down")
+
+
+def _schedule_pending(ctx: Context) -> None:
+    pending = sorted(
+        (
+            t
+            for t in ctx.work.tasks.values()
+            if t.desired_state is TaskState.RUNNING and t.state <= TaskState.PENDING
+        ),
+        key=lambda t: (t.service_id, t.slot, t.node_id, t.created_at, t.id),
+    )
+    if not pending:
+        return
+    decisions = schedule(ctx.work, ctx.observed.nodes, pending)
+    for task, decision in zip(pending, decisions, strict=True):
+        if decision.node_id:
+            ctx.put(
+                dataclasses.replace(
+                    task,
+                    node_id=decision.node_id,
+                    state=TaskState.ASSIGNED,
+                    message="assigned",
+                    updated_at=ctx.now,
+                )
+            )
+        elif task.state is not TaskState.PENDING or task.message != decision.message:
+            ctx.put(
+                dataclasses.replace(
+                    task, state=TaskState.PENDING, message=decision.message, updated_at=ctx.now
+                )
+            )
+
+
+def _commands(ctx: Context) -> tuple[Command, ...]:
+    by_service: dict[str, list[Task]] = {}
+    for task in ctx.changes.values():
+        if task.id in ctx.work.tasks:
+            by_service.setdefault(task.service_id, []).append(task)
+    # A rollback first: the tasks created after it in this call run the restored spec's version.
+    commands: list[Command] = list(ctx.rollbacks)
+    commands.extend(PutTasks(tuple(tasks)) for _, tasks in sorted(by_service.items()))
+    if ctx.removed:
+        commands.append(RemoveTasks(tuple(ctx.removed)))
+    commands.extend(SetUpdateStatus(sid, status) for sid, status in sorted(ctx.statuses.items()))
+    return tuple(commands)

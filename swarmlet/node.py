@@ -38,9 +38,10 @@ from swarmlet.gossip.core import MemberEvent
 from swarmlet.gossip.driver import GossipDriver
 from swarmlet.gossip.messages import MemberState, PushPullState
 from swarmlet.hostinfo import HostInfo, host_info, read_host_info
-from swarmlet.leader import LeaderDuties
+from swarmlet.leader import LeaderDuties, observe
 from swarmlet.model import Node, Resources, Role
 from swarmlet.observed import NodeMeta, TaskObservation, decode_meta, encode_meta
+from swarmlet.proxy import Proxy, Route, routes_from
 from swarmlet.raft.core import RaftConfig
 from swarmlet.raft.driver import RaftDriver, RaftStreamHello
 from swarmlet.raft.messages import Role as RaftRole
@@ -137,6 +138,7 @@ class Agent:
         self.down_since: dict[str, float] = {}
         self.leader = LeaderDuties(self)
         self.executor: Executor | None = None
+        self.proxy = Proxy(self.identity.publish_host, self._routes)
         self.transport = Transport(
             (self.identity.advertise_host, self.identity.port), self.keys.message_key
         )
@@ -203,6 +205,10 @@ class Agent:
         """The executor saw a task change: spread it (gossip) and let the leader look at once."""
         self.gossip.set_meta(encode_meta(self._meta()))
         self.leader.notify()
+        self.proxy.notify()
+
+    def _routes(self) -> list[Route]:
+        return routes_from(self.state, observe(self).tasks)
 
     def node_meta(self, node_id: str) -> NodeMeta | None:
         member = self.gossip.core.member(node_id)
@@ -247,7 +253,9 @@ class Agent:
                 self.events.record("node", "ready", name, f"node {name} is back")
             else:
                 self.events.record("node", "join", name, f"node {name} joined gossip")
-        self.leader.notify()  # every kind, UPDATE too: a node's meta carries its task states
+        # Every kind, UPDATE too: a node's meta carries its task states and endpoints.
+        self.leader.notify()
+        self.proxy.notify()
 
     def _on_soft_state(self, soft: SoftState) -> None:
         if soft.role is RaftRole.LEADER:
@@ -261,6 +269,7 @@ class Agent:
         if self.executor is not None:
             self.executor.notify()
         self.leader.notify()
+        self.proxy.notify()
 
     # ------------------------------------------------------------------------ writes
 
@@ -454,6 +463,7 @@ class Agent:
             self.gossip.join(self.seeds())
             await nursery.start(self.leader.run)
             nursery.start_soon(self._run_executor)
+            await nursery.start(self.proxy.run)
             nursery.start_soon(self._refresh_meta)
             for service in self.extra_services:
                 await nursery.start(service)

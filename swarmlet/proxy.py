@@ -1,0 +1,290 @@
+"""The routing mesh: on every node, one listener per published port, round-robin over every
+healthy replica of the service in the cluster.
+
+The endpoint table comes from the observed state (gossip), so the mesh keeps working while
+there is no leader. A replica is an endpoint while its task is desired RUNNING, observed
+RUNNING and not reported unhealthy. A failed connect moves on to the next endpoint within the
+same client connection and benches the failed endpoint for a short back-off (passive health),
+so a freshly dead replica costs the client nothing but a little latency.
+
+The byte pump copies each direction with bounded buffers (one `receive_some` at a time, so a
+slow reader back-pressures the writer through TCP) and propagates half-close (EOF one way
+leaves the other way open).
+
+Pure part: `EndpointSelector` (round-robin, skip benched, back-off), tested with tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import resource
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import trio
+
+from swarmlet.model import TaskState
+from swarmlet.observed import Endpoint, TaskObservation
+from swarmlet.state import ClusterState
+
+log = logging.getLogger(__name__)
+
+COPY_BUFFER_BYTES = 64 * 1024
+CONNECT_TIMEOUT_S = 1.0
+BENCH_BASE_S = 1.0  # first back-off after a failed connect; doubles up to BENCH_MAX_S
+BENCH_MAX_S = 30.0
+
+
+# ---------------------------------------------------------------------------- pure selection
+
+
+@dataclass
+class _Bench:
+    until: float
+    failures: int
+
+
+@dataclass
+class EndpointSelector:
+    """Round-robin over a changing list of endpoints, skipping benched ones."""
+
+    _cursor: int = 0
+    _bench: dict[Endpoint, _Bench] = field(default_factory=dict)
+
+    def order(self, endpoints: Sequence[Endpoint], now: float) -> list[Endpoint]:
+        """Every endpoint once, in the order to try them: round-robin from the cursor, healthy
+        first, benched ones last (when all are benched, trying one beats refusing the client)."""
+        if not endpoints:
+            return []
+        start = self._cursor % len(endpoints)
+        self._cursor = start + 1
+        rotated = [*endpoints[start:], *endpoints[:start]]
+        healthy = [e for e in rotated if not self._benched(e, now)]
+        benched = [e for e in rotated if self._benched(e, now)]
+        return healthy + benched
+
+    def _benched(self, endpoint: Endpoint, now: float) -> bool:
+        bench = self._bench.get(endpoint)
+        return bench is not None and now < bench.until
+
+    def failed(self, endpoint: Endpoint, now: float) -> None:
+        bench = self._bench.get(endpoint)
+        failures = bench.failures + 1 if bench is not None else 1
+        delay = min(BENCH_MAX_S, BENCH_BASE_S * 2 ** (failures - 1))
+        self._bench[endpoint] = _Bench(until=now + delay, failures=failures)
+
+    def succeeded(self, endpoint: Endpoint) -> None:
+        self._bench.pop(endpoint, None)
+
+    def forget_except(self, endpoints: Sequence[Endpoint]) -> None:
+        keep = set(endpoints)
+        for endpoint in list(self._bench):
+            if endpoint not in keep:
+                del self._bench[endpoint]
+
+
+def routes_from(state: ClusterState, tasks: Mapping[str, TaskObservation]) -> list[Route]:
+    """Every ingress-published port of every service, with the endpoints that may serve it."""
+    routes = []
+    for service in state.services.values():
+        ingress = [p for p in service.spec.ports if p.mode == "ingress"]
+        if not ingress:
+            continue
+        up = [
+            obs
+            for task in state.tasks_of(service.id)
+            if task.desired_state is TaskState.RUNNING
+            and (obs := tasks.get(task.id)) is not None
+            and obs.state is TaskState.RUNNING
+            and obs.healthy is not False
+        ]
+        for port in ingress:
+            endpoints = tuple(
+                e
+                for obs in up
+                for e in obs.endpoints
+                if e.target == port.target and e.protocol == port.protocol
+            )
+            routes.append(Route(service.spec.name, port.published, port.protocol, endpoints))
+    return routes
+
+
+# ---------------------------------------------------------------------------- the proxy
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One published port: where clients connect, and who serves it."""
+
+    service: str
+    published: int
+    protocol: str
+    endpoints: tuple[Endpoint, ...]
+
+
+@dataclass
+class PortStats:
+    connections: int = 0
+    active: int = 0
+    bytes_in: int = 0  # client -> replica
+    bytes_out: int = 0  # replica -> client
+    errors: int = 0
+    per_endpoint: Counter[str] = field(default_factory=Counter)
+
+
+class _Listener:
+    def __init__(self, route: Route, scope: trio.CancelScope) -> None:
+        self.route = route
+        self.scope = scope
+        self.selector = EndpointSelector()
+        self.stats = PortStats()
+
+
+def raise_fd_limit() -> None:
+    """Each proxied connection holds two sockets: allow as many as the hard limit permits."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+class Proxy:
+    def __init__(self, publish_host: str, routes: Callable[[], list[Route]]) -> None:
+        self.publish_host = publish_host
+        self._routes = routes
+        self._listeners: dict[tuple[int, str], _Listener] = {}
+        self.port_errors: dict[tuple[int, str], str] = {}
+        self._wake = trio.Event()
+        self._nursery: trio.Nursery | None = None
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def stats(self) -> dict[str, dict[str, object]]:
+        out: dict[str, dict[str, object]] = {}
+        for (port, proto), listener in self._listeners.items():
+            s = listener.stats
+            out[f"{port}/{proto}"] = {
+                "service": listener.route.service,
+                "connections": s.connections,
+                "active": s.active,
+                "bytes_in": s.bytes_in,
+                "bytes_out": s.bytes_out,
+                "errors": s.errors,
+                "endpoints": dict(s.per_endpoint),
+            }
+        return out
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        raise_fd_limit()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            while True:
+                await self._sync()
+                with trio.move_on_after(2.0):
+                    await self._wake.wait()
+                self._wake = trio.Event()
+
+    async def _sync(self) -> None:
+        assert self._nursery is not None
+        wanted = {(r.published, r.protocol): r for r in self._routes() if r.protocol == "tcp"}
+        for key, listener in list(self._listeners.items()):
+            if key not in wanted:
+                listener.scope.cancel()
+                del self._listeners[key]
+            else:
+                listener.route = wanted[key]
+                listener.selector.forget_except(wanted[key].endpoints)
+        for key, route in wanted.items():
+            if key not in self._listeners:
+                await self._open(route)
+
+    async def _open(self, route: Route) -> None:
+        assert self._nursery is not None
+        key = (route.published, route.protocol)
+        try:
+            listeners = await trio.open_tcp_listeners(route.published, host=self.publish_host)
+        except OSError as exc:
+            reason = (
+                "already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+            )
+            message = f"cannot listen on {self.publish_host}:{route.published}: {reason}"
+            if self.port_errors.get(key) != message:
+                log.error("%s (service %s)", message, route.service)
+            self.port_errors[key] = message
+            return
+        self.port_errors.pop(key, None)
+        scope = trio.CancelScope()
+        listener = _Listener(route, scope)
+        self._listeners[key] = listener
+
+        async def handle(stream: trio.SocketStream) -> None:
+            await self._handle(listener, stream)
+
+        async def serve() -> None:
+            with scope:
+                await trio.serve_listeners(handle, listeners)
+            for lst in listeners:
+                await lst.aclose()
+
+        self._nursery.start_soon(serve)
+
+    async def _connect(self, listener: _Listener) -> tuple[trio.SocketStream, Endpoint] | None:
+        for endpoint in listener.selector.order(listener.route.endpoints, trio.current_time()):
+            try:
+                with trio.fail_after(CONNECT_TIMEOUT_S):
+                    upstream = await trio.open_tcp_stream(endpoint.host, endpoint.port)
+            except (OSError, trio.TooSlowError):
+                listener.selector.failed(endpoint, trio.current_time())
+                listener.stats.errors += 1
+                continue
+            listener.selector.succeeded(endpoint)
+            return upstream, endpoint
+        return None
+
+    async def _handle(self, listener: _Listener, client: trio.SocketStream) -> None:
+        stats = listener.stats
+        stats.connections += 1
+        stats.active += 1
+        try:
+            connected = await self._connect(listener)
+            if connected is None:
+                return  # no replica could take it: the client sees the connection close
+            upstream, endpoint = connected
+            stats.per_endpoint[f"{endpoint.host}:{endpoint.port}"] += 1
+            async with upstream, trio.open_nursery() as nursery:
+                nursery.start_soon(_pump, client, upstream, stats, True)
+                nursery.start_soon(_pump, upstream, client, stats, False)
+        finally:
+            stats.active -= 1
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await client.aclose()
+
+
+async def _pump(
+    source: trio.SocketStream, sink: trio.SocketStream, stats: PortStats, inbound: bool
+) -> None:
+    """Copy until EOF, then half-close the other side; errors end only this connection."""
+    try:
+        while True:
+            data = await source.receive_some(COPY_BUFFER_BYTES)
+            if not data:
+                break
+            await sink.send_all(data)
+            if inbound:
+                stats.bytes_in += len(data)
+            else:
+                stats.bytes_out += len(data)
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            await sink.send_eof()
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        # One side reset: tear both down (closing the nursery's streams ends the other pump).
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            await source.aclose()
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            await sink.aclose()

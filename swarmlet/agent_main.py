@@ -17,6 +17,7 @@ import trio
 from swarmlet.api import serve_control
 from swarmlet.control import Control
 from swarmlet.control_services import ServiceControl
+from swarmlet.control_stacks import StackControl
 from swarmlet.datadir import DataDir
 from swarmlet.errors import StorageCorruptError
 from swarmlet.node import Agent, AgentConfig
@@ -38,11 +39,12 @@ async def _main(
     agent = Agent(datadir, config)
     control = Control(agent)
     services = ServiceControl(agent)
+    stacks = StackControl(agent)
 
     async def serve(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await serve_control(
             datadir.socket_path,
-            control.handlers() | services.handlers(),
+            control.handlers() | services.handlers() | stacks.handlers(),
             control.streams() | services.streams(),
             task_status=task_status,
         )

@@ -557,9 +557,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="remove even if the node is not down")
     p.add_argument("nodes", nargs="+", metavar="NODE")
 
-    from swarmlet import cli_service  # imports this module: load it once the parser exists
+    # These import this module: load them once the parser exists.
+    from swarmlet import cli_service, cli_stack
 
     cli_service.register(sub, command)
+    cli_stack.register(sub, command)
     return parser
 
 

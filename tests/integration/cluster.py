@@ -55,7 +55,8 @@ def run_cli(
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise CommandFailed(
-            f"{' '.join(cmd)} exited {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
+            f"{' '.join(cmd)} exited {proc.returncode}\n"
+            f"stdout: {proc.stdout}\nstderr: {proc.stderr}"
         )
     return proc
 
@@ -157,7 +158,7 @@ class LocalCluster:
         raise KeyError(node_id)
 
     def node_id(self, a: AgentHandle) -> str:
-        node_id: str = json.loads((run_cli("status", data_dir=a.data_dir).stdout))["node_id"]
+        node_id: str = json.loads(run_cli("status", data_dir=a.data_dir).stdout)["node_id"]
         return node_id
 
     # ------------------------------------------------------------------ faults

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The demo: a three-agent swarmlet cluster on this machine (127.0.0.1-3, one data dir each under
+# /tmp/swarmlet-demo), with the web stack deployed behind the routing mesh.
+#
+#   bash stacks/demo.sh          # set up and start (idempotent: stops a previous demo first)
+#   bash stacks/demo.sh stop     # stop the agents and remove the demo's containers
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=/tmp/swarmlet-demo
+port=7946
+sw=.venv/bin/swarmlet
+
+stop() {
+  for d in "$root"/n*; do
+    [ -f "$d/agent.pid" ] && kill -9 "$(cat "$d/agent.pid")" 2>/dev/null || true
+  done
+  if [ -f "$root/cluster-id" ]; then
+    ids=$(docker ps -aq --filter "label=swarmlet.cluster=$(cat "$root/cluster-id")")
+    [ -z "$ids" ] || docker rm -f $ids >/dev/null
+  fi
+  rm -rf "$root"
+}
+
+if [ "${1:-}" = stop ]; then stop; echo "demo stopped"; exit 0; fi
+
+bash .ci/setup.sh
+bash stacks/build-images.sh
+stop
+mkdir -p "$root"
+$sw init --advertise-addr 127.0.0.1 --port $port --publish-addr 127.0.0.1 --name n1 --data-dir "$root/n1"
+$sw status --data-dir "$root/n1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["cluster_id"])' > "$root/cluster-id"
+manager=$($sw join-token -q manager --data-dir "$root/n1")
+worker=$($sw join-token -q worker --data-dir "$root/n1")
+$sw join --token "$manager" --advertise-addr 127.0.0.2 --port $port --publish-addr 127.0.0.2 --name n2 --data-dir "$root/n2" 127.0.0.1:$port
+$sw join --token "$worker" --advertise-addr 127.0.0.3 --port $port --publish-addr 127.0.0.3 --name n3 --data-dir "$root/n3" 127.0.0.1:$port
+$sw stack deploy -c stacks/web.yml web --data-dir "$root/n1"
+echo
+$sw node ls --data-dir "$root/n1"
+echo
+$sw stack ps web --data-dir "$root/n1"
+echo
+echo "Requests to any node's port 8080 go round-robin over the replicas:"
+for i in 1 2 3 4 5 6; do curl -s "http://127.0.0.$(( (i % 3) + 1 )):8080/"; done
+cat <<MSG
+
+The demo cluster is running (data dirs under $root). Try:
+  export SWARMLET_DATA_DIR=$root/n1
+  $sw dashboard
+  $sw service scale web_app=9
+  kill -9 \$(cat $root/n3/agent.pid)      # watch the replicas move
+  bash stacks/demo.sh stop
+MSG

@@ -1,0 +1,160 @@
+"""The control API's stack operations: deploy (create, update only what changed, prune), list,
+remove.
+
+The CLI loads and converts the stack files (`swarmlet.stack`): a stack that fails to load or
+validate never reaches the agent, so it changes nothing. What reaches the agent is applied as
+one `Batch`: all of it or none of it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from swarmlet import crypto, wire
+from swarmlet.api import Handler
+from swarmlet.crypto import AAD_SECRET, Sealer
+from swarmlet.errors import RemoteProtocolError, UsageError
+from swarmlet.model import Secret, Service, ServiceSpec
+from swarmlet.node import Agent
+from swarmlet.specparse import validate_spec
+from swarmlet.state import (
+    Batch,
+    Command,
+    CreateSecret,
+    CreateService,
+    RemoveSecret,
+    RemoveService,
+    UpdateService,
+)
+
+LABEL_STACK = "swarmlet.stack"
+MAX_SECRET_BYTES = 500 * 1024  # Swarm's limits
+MAX_CONFIG_BYTES = 1000 * 1024
+
+
+def seal_secret(agent: Agent, data: bytes) -> bytes:
+    return Sealer(agent.keys.data_key).seal(data, AAD_SECRET)
+
+
+def open_secret(agent: Agent, sealed: bytes) -> bytes:
+    return Sealer(agent.keys.data_key).open(sealed, AAD_SECRET)
+
+
+def secret_command(
+    agent: Agent, name: str, data: bytes, labels: dict[str, str], *, is_config: bool
+) -> Command | None:
+    """CreateSecret for a new secret/config; None if an identical one exists; UsageError if one
+    of that name exists with other content (secrets are immutable, as in Swarm)."""
+    kind = "config" if is_config else "secret"
+    limit = MAX_CONFIG_BYTES if is_config else MAX_SECRET_BYTES
+    if len(data) > limit:
+        raise UsageError(f"{kind} {name!r} is {len(data)} bytes; the limit is {limit // 1024} KB")
+    existing = agent.state.secret_by_name(name, is_config=is_config)
+    if existing is not None:
+        current = existing.data if is_config else open_secret(agent, existing.data)
+        if current != data:
+            raise UsageError(
+                f"{kind} {name!r} already exists with other content; {kind}s are immutable: "
+                "give the new version a new name"
+            )
+        return None
+    stored = data if is_config else seal_secret(agent, data)
+    return CreateSecret(
+        Secret(
+            id=crypto.new_id(),
+            name=name,
+            data=stored,
+            labels=labels,
+            created_at=time.time(),
+            is_config=is_config,
+        )
+    )
+
+
+class StackControl:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    async def deploy(self, args: dict[str, Any]) -> dict[str, Any]:
+        agent = self.agent
+        stack = str(args.get("name", ""))
+        if not stack:
+            raise UsageError("a stack name is required")
+        await agent.read_barrier()
+        commands: list[Command] = []
+        for item in args.get("secrets") or ():
+            command = secret_command(
+                agent,
+                str(item["name"]),
+                bytes(item["data"]),
+                {LABEL_STACK: stack},
+                is_config=bool(item.get("is_config")),
+            )
+            if command is not None:
+                commands.append(command)
+        specs: list[ServiceSpec] = []
+        for raw in args.get("services") or ():
+            try:
+                spec = wire.decode(raw, expect=(ServiceSpec,))
+            except RemoteProtocolError as exc:
+                raise UsageError(f"invalid service spec: {exc}") from None
+            assert isinstance(spec, ServiceSpec)
+            validate_spec(spec)
+            specs.append(spec)
+        created, updated, unchanged, removed = [], [], [], []
+        now = time.time()
+        for spec in specs:
+            current = agent.state.service_by_name(spec.name)
+            if current is None:
+                service = Service(id=crypto.new_id(), spec=spec, created_at=now, updated_at=now)
+                commands.append(CreateService(service))
+                created.append(spec.name)
+            elif current.spec.stack != stack:
+                raise UsageError(f"service {spec.name} exists and does not belong to stack {stack}")
+            elif current.spec != spec:
+                commands.append(UpdateService(current.id, spec, now))
+                updated.append(spec.name)
+            else:
+                unchanged.append(spec.name)
+        if args.get("prune"):
+            names = {s.name for s in specs}
+            for service in agent.state.services.values():
+                if service.spec.stack == stack and service.spec.name not in names:
+                    commands.append(RemoveService(service.id, now))
+                    removed.append(service.spec.name)
+        if commands:
+            result = await agent.write(Batch(tuple(commands)))
+            if not result.ok:
+                raise UsageError(result.error)
+        return {"created": created, "updated": updated, "unchanged": unchanged, "removed": removed}
+
+    async def ls(self, args: dict[str, Any]) -> dict[str, Any]:
+        await self.agent.read_barrier()
+        stacks: dict[str, int] = {}
+        for service in self.agent.state.services.values():
+            if service.spec.stack:
+                stacks[service.spec.stack] = stacks.get(service.spec.stack, 0) + 1
+        return {"stacks": [{"name": k, "services": v} for k, v in sorted(stacks.items())]}
+
+    async def rm(self, args: dict[str, Any]) -> dict[str, Any]:
+        agent = self.agent
+        stack = str(args.get("name", ""))
+        await agent.read_barrier()
+        now = time.time()
+        services = [s for s in agent.state.services.values() if s.spec.stack == stack]
+        secrets = [s for s in agent.state.secrets.values() if s.labels.get(LABEL_STACK) == stack]
+        if not services and not secrets:
+            raise UsageError(f"nothing found in stack: {stack}")
+        commands: list[Command] = [RemoveService(s.id, now) for s in services]
+        commands += [RemoveSecret(s.id) for s in secrets]
+        result = await agent.write(Batch(tuple(commands)))
+        if not result.ok:
+            raise UsageError(result.error)
+        return {
+            "removed_services": sorted(s.spec.name for s in services),
+            "removed_secrets": sorted(s.name for s in secrets),
+        }
+
+    def handlers(self) -> dict[str, Handler]:
+        return {"stack.deploy": self.deploy, "stack.ls": self.ls, "stack.rm": self.rm}

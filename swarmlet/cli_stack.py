@@ -19,7 +19,6 @@ from swarmlet.cli import EXIT_OK, _print_json, call
 from swarmlet.cli_service import print_tasks, wait_converged
 from swarmlet.errors import StackError
 from swarmlet.stack import load_stack, render_config
-from swarmlet.stack.convert import StackPlan, convert_stack
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -30,7 +29,9 @@ def _load(args: argparse.Namespace) -> Any:
     return load_stack(files, dict(os.environ))
 
 
-def _plan(args: argparse.Namespace, console: Console) -> StackPlan:
+def _plan(args: argparse.Namespace, console: Console) -> Any:
+    from swarmlet.stack.convert import convert_stack
+
     loaded = _load(args)
     plan = convert_stack(args.name, loaded, file=args.compose_file[0])
     err = Console(stderr=True)
@@ -39,7 +40,7 @@ def _plan(args: argparse.Namespace, console: Console) -> StackPlan:
     return plan
 
 
-def _secret_payloads(plan: StackPlan) -> list[dict[str, Any]]:
+def _secret_payloads(plan: Any) -> list[dict[str, Any]]:
     payloads = []
     for items, is_config in ((plan.secrets, False), (plan.configs, True)):
         for item in items:

@@ -7,6 +7,7 @@ new (tests check this). Every command it returns is accepted by `ClusterState.ap
 it was computed from (states only move forward; tests apply them).
 
 Steps, in order:
+0. terminal states agents reported are recorded;
 1. tasks on nodes gossip declares down are ORPHANED at once (Swarm waits; swarmlet acts on the
    SWIM verdict, which already includes Lifeguard's suspicion time);
 2. per service (by id): re-stamp tasks a spec change does not concern (`update.adopt_unchanged`),
@@ -63,6 +64,7 @@ def _no_ids() -> str:
 
 def plan(state: ClusterState, observed: Observed, now: float, ids: IdSource) -> Plan:
     ctx = Context(state, observed, now, ids)
+    _record_terminal_observations(ctx)
     _orphan_tasks_on_down_nodes(ctx)
     for service_id in sorted(ctx.work.services):
         if _orchestrate(ctx, service_id):
@@ -93,6 +95,15 @@ def _orchestrate(ctx: Context, service_id: str) -> bool:
     rebalance(ctx, service, filled, constraints)
     reap_history(ctx, service)
     return False
+
+
+def _record_terminal_observations(ctx: Context) -> None:
+    """An agent reported a task ended: write it down (the scheduler frees its resources and
+    ports from the record; the reaper and `service ps` read it too)."""
+    for task_id, obs in sorted(ctx.observed.tasks.items()):
+        task = ctx.work.tasks.get(task_id)
+        if task is not None and obs.state.terminal and obs.state > task.state:
+            ctx.record(task)
 
 
 def _orphan_tasks_on_down_nodes(ctx: Context) -> None:

@@ -5,7 +5,7 @@
   restart policy's `max_attempts` needs them to be counted: `restart.history_limit`);
 * slots of a replicated service that are no longer filled and above `replicas` (scaled down),
   and global slots of nodes that left the cluster, once all their tasks are terminal.
-Tasks changed in this same reconcile are left for the next one.
+A task recorded and removed in the same reconcile appears only in RemoveTasks.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ def reap_removed_services(ctx: Context) -> None:
         if service_id in ctx.work.services:
             continue
         for task in ctx.tasks_of(service_id):
-            if task.id in ctx.changes:
-                continue
             if not ctx.alive(task) or task.state < TaskState.ASSIGNED:
                 ctx.remove(task)
 
@@ -45,5 +43,4 @@ def reap_history(ctx: Context, service: Service) -> None:
             continue
         doomed = sorted(done, key=order)
         for task in doomed[: len(doomed) - keep]:
-            if task.id not in ctx.changes:
-                ctx.remove(task)
+            ctx.remove(task)

@@ -1,0 +1,2 @@
+"""Unit tests of the lead's modules: wire, crypto, transport, state, membership, datadir,
+events and api."""

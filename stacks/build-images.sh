@@ -13,7 +13,7 @@
 # Concurrent runs (parallel test sessions) serialise on a lock file.
 set -euo pipefail
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
 
 force=0
 for arg in "$@"; do
@@ -49,6 +49,7 @@ fi
 
 workdir="$(mktemp -d)"
 trap 'rm -rf "$workdir"' EXIT
+replaced=()  # ids of images whose tag moved to a rebuilt image, removed at the end
 
 # build TAG DOCKERFILE RECIPE_HASH FILE... [-- BUILD_ARG...]
 build() {
@@ -69,12 +70,16 @@ build() {
     mkdir -p "$ctx"
     cp "$recipes/$dockerfile" "$ctx/Dockerfile"
     for f in "${files[@]}"; do cp "$f" "$ctx/"; done
-    local cache=()
+    local cache=() old
     [ "$force" = 1 ] && cache=(--no-cache)
+    old="$(docker image inspect -f '{{ .Id }}' "$tag" 2>/dev/null || true)"
     docker build -q "${cache[@]}" "${args[@]}" --label "swarmlet.recipe=$recipe" \
         -t "$tag" "$ctx" >/dev/null 2>"$workdir/build.err" \
         || { cat "$workdir/build.err" >&2; echo "build-images.sh: building $tag failed" >&2; exit 1; }
     echo "$tag: built"
+    if [ -n "$old" ] && [ "$old" != "$(docker image inspect -f '{{ .Id }}' "$tag")" ]; then
+        replaced=("$old" "${replaced[@]}")
+    fi
 }
 
 hash_of() { cat "$@" | sha256sum | cut -c1-16; }
@@ -86,3 +91,8 @@ web_files=("$recipes/web-start.sh" "$recipes/httpd.conf")
 web_recipe="$(echo "$base_recipe" | cat - "$recipes/web.Dockerfile" "${web_files[@]}" | sha256sum | cut -c1-16)"
 build swarmlet/web:1 web.Dockerfile "$web_recipe-1" "${web_files[@]}" -- "BODY_PREFIX="
 build swarmlet/web:2 web.Dockerfile "$web_recipe-2" "${web_files[@]}" -- "BODY_PREFIX=v2 "
+
+# Drop the images the rebuilt tags replaced (children first); one still used by a container stays.
+for id in "${replaced[@]}"; do
+    docker rmi "$id" >/dev/null 2>&1 || true
+done

@@ -122,6 +122,17 @@ async def serve_control(
                     )
             except SwarmletError as exc:
                 await _send(stream, _error_body(exc))
+            except Exception as exc:
+                # A bug of ours in one handler: answer and log it loudly, but keep serving.
+                log.exception("control operation %s failed", op)
+                await _send(
+                    stream,
+                    {
+                        "ok": False,
+                        "error": f"internal error in {op}: {exc!r}",
+                        "type": "SwarmletError",
+                    },
+                )
         except (trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError):
             pass  # the client went away or spoke nonsense: nothing to answer
         finally:

@@ -219,7 +219,22 @@ class ServiceControl:
             if t.state is TaskState.PENDING and t.message
         ]
         view["pending_reasons"] = sorted(set(pending))
+        view["port_errors"] = self._port_errors(service)
         return view
+
+    def _port_errors(self, service: Service) -> list[str]:
+        """Published ports of this service that some node's proxy cannot listen on."""
+        keys = {f"{p.published}/{p.protocol}" for p in service.spec.ports if p.mode == "ingress"}
+        errors = []
+        for node_id in sorted(self.agent.state.nodes):
+            if node_id == self.agent.node_id:
+                node_errors = {f"{k[0]}/{k[1]}": v for k, v in self.agent.proxy.port_errors.items()}
+            else:
+                meta = self.agent.node_meta(node_id)
+                node_errors = dict(meta.port_errors) if meta is not None else {}
+            for key in sorted(keys & set(node_errors)):
+                errors.append(f"{self.agent.node_name(node_id)}: {node_errors[key]}")
+        return errors
 
     async def spec(self, args: dict[str, Any]) -> bytes:
         """The current spec, wire-encoded: the base that `service update` changes."""

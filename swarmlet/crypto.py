@@ -147,6 +147,12 @@ class JoinToken:
         if not text.startswith(TOKEN_PREFIX):
             raise UsageError(f"invalid join token: it must start with {TOKEN_PREFIX!r}")
         parts = text[len(TOKEN_PREFIX) :].split("-")
-        if len(parts) != 2 or len(parts[0]) != _FINGERPRINT_CHARS or len(parts[1]) < 16:
+        if (
+            len(parts) != 2
+            or len(parts[0]) != _FINGERPRINT_CHARS
+            or len(parts[1]) < 16
+            or not all(c in "0123456789abcdef" for c in parts[0])
+            or not all(c in "abcdefghijklmnopqrstuvwxyz234567" for c in parts[1])
+        ):
             raise UsageError("invalid join token: expected SWLT-1-<fingerprint>-<secret>")
         return cls(parts[0], parts[1])

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import msgpack
 
-from swarmlet.errors import UsageError
+from swarmlet.errors import StorageCorruptError, UsageError
 
 ENV_VAR = "SWARMLET_DATA_DIR"
 
@@ -130,12 +130,12 @@ class DataDir:
             raise UsageError(
                 f"{self.path} holds no swarmlet node: run `swarmlet init` or `swarmlet join` first"
             )
-        body = msgpack.unpackb(self.identity_file.read_bytes(), raw=False)
         key = self.key_file.read_bytes()
         if len(key) != 32:
-            raise UsageError(f"{self.key_file} is damaged (expected 32 bytes)")
-        return (
-            Identity(
+            raise StorageCorruptError(f"{self.key_file} is damaged (expected 32 bytes)")
+        try:
+            body = msgpack.unpackb(self.identity_file.read_bytes(), raw=False)
+            identity = Identity(
                 node_id=body["node_id"],
                 cluster_id=body["cluster_id"],
                 name=body["name"],
@@ -145,9 +145,13 @@ class DataDir:
                 role=body["role"],
                 seeds=tuple(body.get("seeds", ())),
                 bootstrap=body.get("bootstrap", False),
-            ),
-            key,
-        )
+            )
+        except (msgpack.UnpackException, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise StorageCorruptError(
+                f"{self.identity_file} is damaged ({exc!r}); restore it from a backup, "
+                "or remove the data dir and join the cluster again"
+            ) from None
+        return identity, key
 
     def next_incarnation(self, wall_clock_s: float) -> int:
         """A gossip incarnation higher than any this node used before (persisted first).

@@ -8,7 +8,9 @@ time); after it commits, it asks again.
 Beyond Swarm: a voter that has been down longer than `grace_s` is replaced automatically by a
 healthy manager that is not voting yet, so the cluster regains its fault tolerance without an
 operator. The replacement is promoted first and the dead voter demoted next, so the number of
-live voters never drops during the exchange. Without a standby, the voter set stays as it is.
+live voters never drops during the exchange. Without a standby, a long-dead voter is still
+demoted (it counts for nothing and only inflates the quorum); it is promoted again when it
+returns healthy.
 
 Invariants:
   * the target voter count is odd for the number of healthy managers (an even count tolerates no
@@ -57,7 +59,7 @@ def next_conf_change(
 
     # 3. Workers do not vote.
     for node_id in sorted(voters):
-        if nodes[node_id].role is not Role.MANAGER and node_id != leader_id and len(voters) > 1:
+        if node_id != leader_id and nodes[node_id].role is not Role.MANAGER and len(voters) > 1:
             return ConfChange(ConfChangeKind.ADD_LEARNER, node_id)
 
     def long_down(node_id: str) -> bool:

@@ -138,7 +138,7 @@ class Agent:
         self.down_since: dict[str, float] = {}
         self.leader = LeaderDuties(self)
         self.executor: Executor | None = None
-        self.proxy = Proxy(self.identity.publish_host, self._routes)
+        self.proxy = Proxy(self.identity.publish_host, self._routes, self._republish)
         self.transport = Transport(
             (self.identity.advertise_host, self.identity.port), self.keys.message_key
         )
@@ -196,14 +196,20 @@ class Agent:
             leader_id=self.raft.leader_id or "",
             tasks=self.local_observations(),
             version=self._meta_version,
+            port_errors={
+                f"{port}/{proto}": e for (port, proto), e in self.proxy.port_errors.items()
+            },
         )
 
     def local_observations(self) -> tuple[TaskObservation, ...]:
         return tuple(self.executor.observations.values()) if self.executor is not None else ()
 
+    def _republish(self) -> None:
+        self.gossip.set_meta(encode_meta(self._meta()))
+
     def publish_tasks(self, observations: tuple[TaskObservation, ...]) -> None:
         """The executor saw a task change: spread it (gossip) and let the leader look at once."""
-        self.gossip.set_meta(encode_meta(self._meta()))
+        self._republish()
         self.leader.notify()
         self.proxy.notify()
 

@@ -59,7 +59,11 @@ class NodeMeta:
     tasks: tuple[TaskObservation, ...] = ()
     # Per published port: connections and bytes through this node's proxy, for the dashboard.
     proxy_connections: dict[str, int] = field(default_factory=dict)
-    version: int = 0  # bumped by the agent on every change, so identical metas are recognisable
+    version: int = 0
+    # "PORT/PROTO" -> why this node's proxy cannot listen there (e.g. the port is taken).
+    port_errors: dict[str, str] = field(
+        default_factory=dict
+    )  # bumped by the agent on every change, so identical metas are recognisable
 
 
 WIRE_TYPES: tuple[type, ...] = (Endpoint, TaskObservation, NodeMeta)

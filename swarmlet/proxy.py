@@ -153,9 +153,15 @@ def raise_fd_limit() -> None:
 
 
 class Proxy:
-    def __init__(self, publish_host: str, routes: Callable[[], list[Route]]) -> None:
+    def __init__(
+        self,
+        publish_host: str,
+        routes: Callable[[], list[Route]],
+        on_port_errors: Callable[[], None] = lambda: None,
+    ) -> None:
         self.publish_host = publish_host
         self._routes = routes
+        self._on_port_errors = on_port_errors
         self._listeners: dict[tuple[int, str], _Listener] = {}
         self.port_errors: dict[tuple[int, str], str] = {}
         self._wake = trio.Event()
@@ -193,6 +199,10 @@ class Proxy:
     async def _sync(self) -> None:
         assert self._nursery is not None
         wanted = {(r.published, r.protocol): r for r in self._routes() if r.protocol == "tcp"}
+        for key in list(self.port_errors):
+            if key not in wanted:
+                del self.port_errors[key]
+                self._on_port_errors()
         for key, listener in list(self._listeners.items()):
             if key not in wanted:
                 listener.scope.cancel()
@@ -216,9 +226,11 @@ class Proxy:
             message = f"cannot listen on {self.publish_host}:{route.published}: {reason}"
             if self.port_errors.get(key) != message:
                 log.error("%s (service %s)", message, route.service)
-            self.port_errors[key] = message
+                self.port_errors[key] = message
+                self._on_port_errors()
             return
-        self.port_errors.pop(key, None)
+        if self.port_errors.pop(key, None) is not None:
+            self._on_port_errors()
         scope = trio.CancelScope()
         listener = _Listener(route, scope)
         self._listeners[key] = listener

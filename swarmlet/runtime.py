@@ -39,8 +39,10 @@ Decisions where the brief was silent:
 from __future__ import annotations
 
 import math
+import os
+import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -79,6 +81,8 @@ MountType = Literal["volume", "bind", "tmpfs"]
 _NS_PER_S = 1_000_000_000
 # Docker's zero time.Time, reported as StartedAt/FinishedAt of a container that never ran/stopped.
 _DOCKER_ZERO_TIME = "0001-01-01T00:00:00Z"
+_DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+_NO_TIMEOUT: Any = None  # requests: no read timeout (docker's stubs say int)
 # Event attributes that Docker adds itself next to the container's labels.
 _DOCKER_EVENT_ATTRIBUTES = frozenset({"image", "name", "exitCode", "signal", "execDuration"})
 
@@ -550,7 +554,8 @@ class DockerRuntime:
         stream_limiter: trio.CapacityLimiter,
     ) -> None:
         self._api = client.api
-        # Same engine, no read timeout: a quiet `logs --follow` must not time out after 60 s.
+        # Same engine, for events and logs: no read timeout (a quiet `logs --follow` must not
+        # time out after 60 s) and a connection pool as large as the stream limiter.
         self._stream_api = stream_client.api
         self._limiter = limiter
         self._stream_limiter = stream_limiter
@@ -688,7 +693,7 @@ class DockerRuntime:
         # string through, and its stubs only know int (whole seconds would replay up to 1 s early).
         since: Any = f"{since_s:.9f}"
         stream = await self._call(
-            "events", lambda: self._api.events(since=since, filters=filters, decode=True)
+            "events", lambda: self._stream_api.events(since=since, filters=filters, decode=True)
         )
         send, receive = trio.open_memory_channel[ContainerEvent](0)
         iterator = _EventStream(receive)
@@ -741,7 +746,7 @@ class DockerRuntime:
 
     async def logs(
         self, container_id: str, *, follow: bool, tail: int | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """stdout and stderr interleaved, one line at a time without its newline. With `follow`
         the iteration ends when the container stops. Use it under `contextlib.aclosing` (or
         iterate to the end) so that the HTTP stream is closed promptly."""
@@ -813,6 +818,14 @@ class DockerRuntime:
         await self._call(f"volume rm {name}", remove)
 
 
+def _probe_unix_socket(path: str, timeout_s: float) -> None:
+    """Connect once and close. docker-py leaks its socket when a unix-socket connect fails (a
+    ResourceWarning later); probing first with a socket we close gives the same error cleanly."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(timeout_s)
+        probe.connect(path)
+
+
 @asynccontextmanager
 async def open_docker_runtime(
     *,
@@ -821,22 +834,31 @@ async def open_docker_runtime(
     base_url: str | None = None,
     request_timeout_s: float = 60.0,
 ) -> AsyncIterator[DockerRuntime]:
-    """Connect to the engine (`base_url`, else DOCKER_HOST, else the local socket) and ping it;
-    an engine that does not answer raises DockerError at once."""
+    """Connect to the engine (`base_url`, else $DOCKER_HOST, else the local socket) and ping it;
+    an engine that does not answer raises DockerError at once. TLS settings ($DOCKER_TLS_VERIFY)
+    are not read: swarmlet talks to the local engine."""
 
-    def connect(timeout_s: Any) -> docker.DockerClient:
-        # requests takes a float or None (no read timeout); docker's stubs say int.
-        if base_url is not None:
-            return docker.DockerClient(base_url=base_url, version="auto", timeout=timeout_s)
-        return docker.from_env(version="auto", timeout=timeout_s)
+    url = base_url or os.environ.get("DOCKER_HOST") or _DEFAULT_DOCKER_HOST
 
+    def connect() -> docker.DockerClient:
+        if url.startswith("unix://"):
+            _probe_unix_socket(url.removeprefix("unix://"), request_timeout_s)
+        return docker.DockerClient(
+            base_url=url, version="auto", timeout=timeout_s, max_pool_size=max_threads + 2
+        )
+
+    # requests takes a float or None (no read timeout); docker's stubs say int.
+    timeout_s: Any = request_timeout_s
     limiter = trio.CapacityLimiter(max_threads)
-    client = await trio.to_thread.run_sync(
-        _translated("connect", lambda: connect(request_timeout_s)), limiter=limiter
-    )
+    client = await trio.to_thread.run_sync(_translated(f"connect {url}", connect), limiter=limiter)
     try:
-        stream_client = await trio.to_thread.run_sync(
-            _translated("connect", lambda: connect(None)), limiter=limiter
+        # The version is already negotiated: no second round trip.
+        # Streams hold their connection for their whole life: one pooled connection each.
+        stream_client = docker.DockerClient(
+            base_url=url,
+            version=client.api.api_version,
+            timeout=_NO_TIMEOUT,
+            max_pool_size=max_stream_threads,
         )
         try:
             runtime = DockerRuntime(

@@ -240,6 +240,20 @@ class _NodeInfo:
             self.total += 1
             self.by_service[service_id] = self.by_service.get(service_id, 0) + 1
 
+    def remove(self, service_id: str, spec: ServiceSpec | None, *, active: bool) -> None:
+        """The inverse of `add` (a task's host ports were free before it took them)."""
+        if spec is not None:
+            self.reserved_cpu -= spec.reservations.nano_cpus
+            self.reserved_mem -= spec.reservations.memory_bytes
+            self.ports.difference_update(host_ports(spec))
+        if active:
+            self.total -= 1
+            left = self.by_service[service_id] - 1
+            if left:
+                self.by_service[service_id] = left
+            else:
+                del self.by_service[service_id]
+
 
 def static_rejection(
     node: Node, observed: ObservedNode | None, constraints: Sequence[Constraint]
@@ -310,32 +324,68 @@ def schedule(
 ) -> list[Decision]:
     """One decision per task, in input order. Tasks must be desired RUNNING and not yet
     assigned (state NEW or PENDING); any other task gets its current node back unchanged."""
-    infos = {nid: _NodeInfo(node, observed.get(nid)) for nid, node in sorted(state.nodes.items())}
-    for task in state.tasks.values():
-        if occupies(task) and task.node_id in infos:
-            service = state.services.get(task.service_id)
-            infos[task.node_id].add(
-                task.service_id, service.spec if service else None, active=is_active(task)
-            )
+    return Scheduler(state, observed).schedule(tasks)
 
-    groups: dict[tuple[str, str], list[int]] = {}
-    decisions: list[Decision | None] = [None] * len(tasks)
-    for i, task in enumerate(tasks):
-        if not _pending_for_scheduling(task):
-            decisions[i] = Decision(task.id, task.node_id)
-            continue
-        groups.setdefault((task.service_id, task.node_id), []).append(i)
 
-    for (service_id, pinned), indexes in groups.items():
-        service = state.services.get(service_id)
-        if service is None:
-            for i in indexes:
-                decisions[i] = Decision(tasks[i].id, "", f"no service {service_id}")
-            continue
-        placed = _schedule_group(service, infos, pinned, len(indexes))
-        for i, outcome in zip(indexes, placed, strict=True):
-            decisions[i] = Decision(tasks[i].id, *outcome)
-    return [d for d in decisions if d is not None]
+class Scheduler:
+    """The node tallies of one state, kept up to date across several batches (the orchestrator
+    probes placements and then schedules, in one pass, without recounting every task)."""
+
+    def __init__(self, state: ClusterState, observed: Mapping[str, ObservedNode]) -> None:
+        self.state = state
+        self.infos = {
+            nid: _NodeInfo(node, observed.get(nid)) for nid, node in sorted(state.nodes.items())
+        }
+        for task in state.tasks.values():
+            if occupies(task) and task.node_id in self.infos:
+                service = state.services.get(task.service_id)
+                self.infos[task.node_id].add(
+                    task.service_id, service.spec if service else None, active=is_active(task)
+                )
+
+    def schedule(self, tasks: Sequence[Task]) -> list[Decision]:
+        """Place a batch (see `schedule`); placements count against the nodes from now on."""
+        groups: dict[tuple[str, str], list[int]] = {}
+        decisions: list[Decision | None] = [None] * len(tasks)
+        for i, task in enumerate(tasks):
+            if not _pending_for_scheduling(task):
+                decisions[i] = Decision(task.id, task.node_id)
+                continue
+            groups.setdefault((task.service_id, task.node_id), []).append(i)
+
+        for (service_id, pinned), indexes in groups.items():
+            service = self.state.services.get(service_id)
+            if service is None:
+                for i in indexes:
+                    decisions[i] = Decision(tasks[i].id, "", f"no service {service_id}")
+                continue
+            placed = _schedule_group(service, self.infos, pinned, len(indexes))
+            for i, outcome in zip(indexes, placed, strict=True):
+                decisions[i] = Decision(tasks[i].id, *outcome)
+        return [d for d in decisions if d is not None]
+
+    def probe(self, task: Task) -> Decision:
+        """Where `task` would go, without counting it."""
+        [decision] = self.schedule([task])
+        service = self.state.services.get(task.service_id)
+        if decision.node_id and service is not None:
+            self.infos[decision.node_id].remove(task.service_id, service.spec, active=True)
+        return decision
+
+    def changed(self, old: Task | None, new: Task) -> None:
+        """Keep the tallies current when a task is created or changed outside `schedule`."""
+        for task, sign in ((old, -1), (new, 1)):
+            if task is None or not occupies(task):
+                continue
+            info = self.infos.get(task.node_id)
+            service = self.state.services.get(task.service_id)
+            if info is None:
+                continue
+            spec = service.spec if service is not None else None
+            if sign > 0:
+                info.add(task.service_id, spec, active=is_active(task))
+            else:
+                info.remove(task.service_id, spec, active=is_active(task))
 
 
 def _schedule_group(

@@ -436,7 +436,8 @@ def _published_ports_in_use(
         if service.id == exclude_service:
             continue
         for port in service.spec.ports:
-            used[(port.published, port.protocol)] = service.spec.name
+            if port.mode == "ingress" and port.published:  # host-mode ports are per node
+                used[(port.published, port.protocol)] = service.spec.name
     return used
 
 
@@ -446,6 +447,8 @@ def _check_spec(state: ClusterState, service_id: str, spec: ServiceSpec) -> None
         raise Rejected(f"a service named {spec.name!r} already exists")
     used = _published_ports_in_use(state, service_id)
     for port in spec.ports:
+        if port.mode != "ingress" or not port.published:
+            continue
         owner = used.get((port.published, port.protocol))
         if owner is not None:
             raise Rejected(

@@ -85,6 +85,9 @@ class FramedStream:
         """
         header = await self._read_exactly(_LEN.size)
         if header is None:
+            if self._buffer:
+                self._counters["dropped_frame_truncated"] += 1
+                raise RemoteProtocolError("connection closed inside a frame header")
             return None
         (length,) = _LEN.unpack(header)
         if length > self._max:
@@ -172,9 +175,11 @@ class Transport:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         async def handle(stream: trio.SocketStream) -> None:
-            peer = stream.socket.getpeername()
-            addr: Address = (peer[0], peer[1])
+            addr: Address = ("?", 0)
             try:
+                # Inside the try: a connection reset before we get here raises ENOTCONN.
+                peer = stream.socket.getpeername()
+                addr = (peer[0], peer[1])
                 with trio.move_on_after(self._connect_timeout_s * 2) as hello_scope:
                     channel = await stream.receive_some(1)
                 if hello_scope.cancelled_caught or not channel:

@@ -192,7 +192,8 @@ def _from_struct(value: Any, allowed: tuple[type[Any], ...], path: str, depth: i
     if not (isinstance(value, list) and len(value) == 2 and isinstance(value[1], list)):
         raise _bad(path, "[type, fields]", value)
     type_id, raw_fields = value
-    cls = _type_by_id.get(type_id) if isinstance(type_id, int) else None
+    is_id = isinstance(type_id, int) and not isinstance(type_id, bool)
+    cls = _type_by_id.get(type_id) if is_id else None
     if cls is None or cls not in allowed:
         raise RemoteProtocolError(f"{path}: unexpected message type {type_id!r}")
     fields = _fields(cls)

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from swarmlet.model import Service, Task, TaskState, UpdateStatus
 from swarmlet.observed import TaskObservation
-from swarmlet.scheduler import ObservedNode
+from swarmlet.scheduler import ObservedNode, Scheduler
 from swarmlet.state import ClusterState, UpdateService
 
 IdSource = Callable[[], str]
@@ -82,6 +82,7 @@ class Context:
         self.statuses: dict[str, UpdateStatus] = {}
         self.rollbacks: list[UpdateService] = []
         self.wakeups: list[float] = []
+        self._scheduler: Scheduler | None = None
         self.by_service: dict[str, dict[str, Task]] = {}
         for task in state.tasks.values():
             self.by_service.setdefault(task.service_id, {})[task.id] = task
@@ -115,6 +116,13 @@ class Context:
         obs = self.observed.nodes.get(node_id)
         return None if obs is None else obs.ready
 
+    @property
+    def scheduler(self) -> Scheduler:
+        """Built on first use, from the scratch state; kept current by `put`."""
+        if self._scheduler is None:
+            self._scheduler = Scheduler(self.work, self.observed.nodes)
+        return self._scheduler
+
     def wake_at(self, at: float) -> None:
         if at > self.now:
             self.wakeups.append(at)
@@ -124,9 +132,12 @@ class Context:
     def tasks_of(self, service_id: str) -> list[Task]:
         return sorted(self.by_service.get(service_id, {}).values(), key=order)
 
-    def put(self, task: Task) -> None:
+    def put(self, task: Task, *, counted: bool = False) -> None:
+        """Record a new or changed task. `counted`: the scheduler placed it and counted it."""
         if task.node_id and task.node_id not in self.work.nodes:
             return  # the node was removed: its tasks are orphaned by RemoveNode, never rewritten
+        if self._scheduler is not None and not counted:
+            self._scheduler.changed(self.work.tasks.get(task.id), task)
         self.work.tasks[task.id] = task
         self.by_service.setdefault(task.service_id, {})[task.id] = task
         self.changes[task.id] = task

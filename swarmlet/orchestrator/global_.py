@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from swarmlet.model import Service, Task
 from swarmlet.orchestrator.context import Context, is_current
-from swarmlet.orchestrator.slots import reconcile_slot
+from swarmlet.orchestrator.slots import NodeVerdicts, reconcile_slot
 from swarmlet.scheduler import Constraint, static_rejection
 
 
@@ -25,8 +25,9 @@ def reconcile_global(
         for node_id, node in ctx.work.nodes.items()
         if static_rejection(node, ctx.observed.nodes.get(node_id), constraints) is None
     }
+    verdicts = NodeVerdicts(ctx, constraints)
     for node_id, slot_tasks in _by_node(ctx, service).items():
-        reconcile_slot(ctx, service, slot_tasks, constraints, can_replace=node_id in eligible)
+        reconcile_slot(ctx, service, slot_tasks, verdicts, can_replace=node_id in eligible)
     filled: dict[str, list[Task]] = {}
     for node_id, tasks in _by_node(ctx, service).items():
         current = [t for t in tasks if is_current(t)]

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 
 from swarmlet.model import Service, Task, TaskState, UpdateState
 from swarmlet.orchestrator.context import Context, SlotKey
-from swarmlet.scheduler import Constraint, schedule, static_rejection
+from swarmlet.scheduler import Constraint, static_rejection
 
 COOLDOWN_S = 30.0
 MESSAGE = "rebalancing from node "
@@ -83,7 +83,7 @@ def rebalance(
         spec_version=service.version,
         attempt=mover.attempt,
     )
-    [decision] = schedule(ctx.work, ctx.observed.nodes, [probe])
+    decision = ctx.scheduler.probe(probe)
     target = decision.node_id
     if not target or counts.get(target, load[target]) > counts[source] - 2:
         return

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from swarmlet.model import Service, Task
 from swarmlet.orchestrator.context import Context, is_current
-from swarmlet.orchestrator.slots import reconcile_slot
+from swarmlet.orchestrator.slots import NodeVerdicts, reconcile_slot
 from swarmlet.scheduler import Constraint
 
 
@@ -21,8 +21,9 @@ def reconcile_replicated(
     ctx: Context, service: Service, constraints: Sequence[Constraint]
 ) -> dict[int, list[Task]]:
     """Returns the service's filled slots (slot -> current tasks) after the changes."""
+    verdicts = NodeVerdicts(ctx, constraints)
     for slot_tasks in _by_slot(ctx, service).values():
-        reconcile_slot(ctx, service, slot_tasks, constraints, can_replace=True)
+        reconcile_slot(ctx, service, slot_tasks, verdicts, can_replace=True)
 
     filled = {
         slot: current

@@ -27,14 +27,12 @@ from swarmlet.orchestrator.context import Context, is_current, order
 from swarmlet.scheduler import Constraint
 
 
-def move_off_reason(ctx: Context, task: Task, constraints: Sequence[Constraint]) -> str:
-    """Why an alive task must leave its node now ("" if it may stay)."""
-    if not task.node_id:
-        return ""
-    node = ctx.work.nodes.get(task.node_id)
+def move_off_reason(ctx: Context, node_id: str, constraints: Sequence[Constraint]) -> str:
+    """Why an alive task must leave this node now ("" if it may stay)."""
+    node = ctx.work.nodes.get(node_id)
     if node is None:
-        return ""  # RemoveNode already orphaned it
-    if ctx.node_ready(task.node_id) is False:
+        return ""  # RemoveNode already orphaned its tasks
+    if ctx.node_ready(node_id) is False:
         return "node down"
     if node.availability is Availability.DRAIN:
         return "node drained"
@@ -43,16 +41,38 @@ def move_off_reason(ctx: Context, task: Task, constraints: Sequence[Constraint])
     return ""
 
 
+class NodeVerdicts:
+    """`move_off_reason` for one service, computed once per node."""
+
+    def __init__(self, ctx: Context, constraints: Sequence[Constraint]) -> None:
+        self._ctx = ctx
+        self._constraints = constraints
+        self._cache: dict[str, str] = {}
+
+    def __call__(self, task: Task) -> str:
+        if not task.node_id:
+            return ""
+        reason = self._cache.get(task.node_id)
+        if reason is None:
+            reason = move_off_reason(self._ctx, task.node_id, self._constraints)
+            self._cache[task.node_id] = reason
+        return reason
+
+
 def reconcile_slot(
     ctx: Context,
     service: Service,
     slot_tasks: Sequence[Task],
-    constraints: Sequence[Constraint],
+    verdicts: NodeVerdicts,
     *,
     can_replace: bool,
 ) -> None:
     """`slot_tasks`: every task of the slot (history included), in creation order.
     `can_replace`: False for a global slot whose node takes no new tasks."""
+    if len(slot_tasks) == 1:  # the common case: one task, alive where it may stay
+        only = slot_tasks[0]
+        if is_current(only) and ctx.alive(only) and not verdicts(only):
+            return
     current = [t for t in slot_tasks if is_current(t)]
     if not current:
         return
@@ -62,7 +82,7 @@ def reconcile_slot(
     moved: Task | None = None
     remaining: list[Task] = []
     for task in current:
-        reason = move_off_reason(ctx, task, constraints) if ctx.alive(task) else ""
+        reason = verdicts(task) if ctx.alive(task) else ""
         if reason == "node down":
             moved = ctx.retire(task, reason, state=TaskState.ORPHANED)
         elif reason:

@@ -232,13 +232,6 @@ async def test_args_that_are_not_a_map_are_ignored(tmp_path: Path) -> None:
             assert answer == {"ok": True, "result": {}}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=BaseException,
-    reason="BUG (or decision): a handler raising a non-SwarmletError (here KeyError) escapes "
-    "`handle` and stops serve_control, contradicting its docstring ('Errors of one request "
-    "never stop the server')",
-)
 async def test_a_handler_bug_does_not_stop_the_server(tmp_path: Path) -> None:
     with trio.fail_after(TIMEOUT_S):
         async with control(tmp_path) as (client, _):

@@ -239,11 +239,6 @@ def test_a_well_formed_token_parses_into_its_parts() -> None:
     assert token == JoinToken(GOOD_FP, GOOD_SECRET)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): parse checks only lengths, so a fingerprint that is not hex (or a "
-    "secret outside base32) passes as a valid token",
-)
 @pytest.mark.parametrize(
     "text",
     [

@@ -81,19 +81,14 @@ def test_reading_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
         DataDir(tmp_path).read_identity()  # exists, but empty
 
 
-def test_a_damaged_key_file_is_a_usage_error(tmp_path: Path) -> None:
+def test_a_damaged_key_file_is_reported_as_corrupt(tmp_path: Path) -> None:
     d = DataDir(tmp_path)
     d.write_identity(IDENTITY, KEY)
     d.key_file.write_bytes(KEY[:10])
-    with pytest.raises(UsageError, match="damaged"):
+    with pytest.raises(StorageCorruptError, match="damaged"):
         d.read_identity()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): a damaged identity file raises a raw msgpack/TypeError/KeyError "
-    "instead of a SwarmletError that names the file",
-)
 @pytest.mark.parametrize(
     "content",
     [b"\xc1", b"", msgpack.packb(1), msgpack.packb({"node_id": "x"})],

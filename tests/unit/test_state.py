@@ -216,22 +216,12 @@ def test_a_published_port_in_use_by_another_service_is_rejected(cluster: Cluster
     apply_ok(cluster, CreateService(Service("s3", udp)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (likely): mode=host published ports are reserved cluster-wide; they are per node "
-    "(Swarm; swarmlet.scheduler's host-port filter already checks them per node)",
-)
 def test_host_mode_ports_do_not_conflict_across_services(cluster: ClusterState) -> None:
     host = (PortConfig(9000, 80, mode="host"),)
     apply_ok(cluster, CreateService(Service("s2", ServiceSpec("a", "i", ports=host))))
     apply_ok(cluster, CreateService(Service("s3", ServiceSpec("b", "i", ports=host))))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (likely): a port without a published number (published=0) is reserved as port "
-    "0, so a second service with an unpublished port is refused",
-)
 def test_ports_without_a_published_number_do_not_conflict(cluster: ClusterState) -> None:
     unpublished = (PortConfig(0, 80),)
     apply_ok(cluster, CreateService(Service("s2", ServiceSpec("a", "i", ports=unpublished))))

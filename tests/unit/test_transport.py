@@ -219,11 +219,6 @@ async def test_a_frame_cut_short_by_the_end_of_the_stream_is_an_error() -> None:
         assert counters["dropped_frame_truncated"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a stream that ends inside the 4-byte length prefix is taken for a clean end "
-    "(receive returns None, nothing counted) instead of a truncated frame",
-)
 async def test_a_stream_ending_inside_the_length_prefix_is_a_truncated_frame() -> None:
     with trio.fail_after(TIMEOUT_S):
         _, receiver, raw, counters = framed_pair()
@@ -433,12 +428,6 @@ def _connect_and_reset(addr: Address) -> None:
     # closed with SO_LINGER 0: an RST, before the server's handler has run
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=BaseException,
-    reason="BUG: a connection reset before its handler runs makes getpeername() raise "
-    "ENOTCONN outside the handler's try block; the exception kills serve_tcp (and the agent)",
-)
 async def test_a_connection_reset_before_it_is_handled_does_not_stop_the_listener() -> None:
     with trio.fail_after(TIMEOUT_S):
         async with tcp_server() as (_, addr):

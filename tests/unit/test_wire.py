@@ -294,10 +294,6 @@ def test_unknown_type_ids_are_rejected(type_id: Any) -> None:
         wire.decode(_pack([type_id, [1, "a"]]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): a bool type id is accepted as the int id 1 (True == 1), unlike int fields",
-)
 def test_a_bool_type_id_is_rejected() -> None:
     with pytest.raises(RemoteProtocolError):
         wire.decode(_pack([True, [1, "a"]]))

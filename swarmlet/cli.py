@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -76,16 +75,18 @@ def _default_advertise_host() -> str:
 
 
 def _agent_running(datadir: DataDir) -> bool:
+    """Is the process in agent.pid alive and ours? A pid file left by a killed agent may name a
+    zombie (nothing reaps it in some containers) or, later, an unrelated process."""
     pid = datadir.read_pid()
     if pid is None:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    state = stat.rsplit(")", 1)[-1].split()[0]
+    return state != "Z" and b"swarmlet" in cmdline
 
 
 def _start_background_agent(datadir: DataDir) -> subprocess.Popen[bytes]:

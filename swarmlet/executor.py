@@ -21,7 +21,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -146,6 +146,7 @@ class Executor:
         node_id: str,
         host_ip: str,
         state: Callable[[], ClusterState],
+        sync: Callable[[], Awaitable[bool]],
         publish: Callable[[tuple[TaskObservation, ...]], None],
         record_event: Callable[[str, str, str, str], object],
         max_parallel_starts: int = 8,
@@ -155,6 +156,11 @@ class Executor:
         self.node_id = node_id
         self.host_ip = host_ip
         self._state = state
+        self._sync = sync
+        # Until the local state is known to be current (a ReadIndex barrier succeeded), a
+        # container whose task we do not know may belong to a task we have not heard of yet: it
+        # is kept, never removed.
+        self.synced = False
         self._publish = publish
         self._record = record_event
         self.observations: dict[str, TaskObservation] = {}
@@ -198,10 +204,13 @@ class Executor:
             self._nursery = nursery
             # Subscribe before listing, so nothing that happens in between is missed.
             async with self.runtime.events(self.labels) as events:
+                self.synced = await self._sync()
                 await self._adopt()
                 nursery.start_soon(self._watch, events)
                 task_status.started()
                 while True:
+                    if not self.synced:
+                        self.synced = await self._sync()
                     await self._reconcile()
                     with trio.move_on_after(5.0):  # a periodic look repairs anything missed
                         await self._wake.wait()
@@ -213,6 +222,9 @@ class Executor:
             task_id = info.labels.get(LABEL_TASK, "")
             task = state.tasks.get(task_id)
             mine = task is not None and task.node_id == self.node_id
+            if task is None and not self.synced:
+                self._containers[task_id] = info.id  # decided once the state is current
+                continue
             if mine and task is not None and info.state == "running" and not task.state.terminal:
                 self._containers[task_id] = info.id
                 healthy = None if info.health is None else info.health == "healthy"
@@ -288,7 +300,9 @@ class Executor:
         # Containers of tasks that left the state (reaped, or reassigned) go away.
         for task_id in list(self._containers):
             current = state.tasks.get(task_id)
-            if (current is None or current.node_id != self.node_id) and task_id not in self._busy:
+            gone = current is None and self.synced
+            reassigned = current is not None and current.node_id != self.node_id
+            if (gone or reassigned) and task_id not in self._busy:
                 self._busy.add(task_id)
                 self._nursery.start_soon(self._forget, task_id)
 

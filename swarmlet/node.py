@@ -328,12 +328,22 @@ class Agent:
             reply = ProposeReply(False, error=f"invalid command: {exc}")
         await stream.send(reply)
 
+    async def sync_state(self) -> bool:
+        """Bring the local state up to date before acting on it after a start: first everything
+        this node knew was committed, then a ReadIndex barrier. False if no leader answered."""
+        await self.raft.wait_applied(self.raft.startup_commit)
+        return await self.read_barrier(timeout_s=5.0)
+
     async def read_barrier(self, timeout_s: float = 2.0) -> bool:
         """Make the local state linearizable (ReadIndex). False if no leader answered in time:
         the caller then serves the local, possibly stale, state and says so."""
         with trio.move_on_after(timeout_s):
-            await self.raft.read_barrier()
-            return True
+            while True:
+                try:
+                    await self.raft.read_barrier()
+                    return True
+                except (NoLeaderError, NotLeaderError):
+                    await self.raft.leader_changed.wait()  # an election is under way
         return False
 
     # ------------------------------------------------------------------------ incoming TCP
@@ -440,6 +450,7 @@ class Agent:
                         node_id=self.node_id,
                         host_ip=self.identity.advertise_host,
                         state=lambda: self.state,
+                        sync=self.sync_state,
                         publish=self.publish_tasks,
                         record_event=self.events.record,
                     )

@@ -88,6 +88,9 @@ class RaftDriver:
         hard_state, snapshot, entries = storage.load()
         self.state = ClusterState.restore(snapshot.data)
         self.applied = snapshot.meta.index
+        # What this node knew to be committed when it stopped: its state is not "as before the
+        # restart" until it has applied at least this far.
+        self.startup_commit = hard_state.commit
         self.core = RaftNode(
             node_id,
             config,

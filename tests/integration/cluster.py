@@ -50,9 +50,12 @@ def run_cli(
     *args: str, data_dir: Path | None = None, check: bool = True, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     cmd = [*SWARMLET, *args]
+    env = dict(os.environ)
     if data_dir is not None:
-        cmd += ["--data-dir", str(data_dir)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        env["SWARMLET_DATA_DIR"] = str(data_dir)  # not a flag: COMMAND ARG... would swallow it
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, check=False, env=env
+    )
     if check and proc.returncode != 0:
         raise CommandFailed(
             f"{' '.join(cmd)} exited {proc.returncode}\n"
@@ -83,6 +86,7 @@ class LocalCluster:
     root: Path
     port: int
     agents: list[AgentHandle] = field(default_factory=list)
+    cluster_id: str = ""
     _partitioned: list[list[str]] = field(default_factory=list)
 
     def handle(self, index: int) -> AgentHandle:
@@ -103,6 +107,7 @@ class LocalCluster:
             data_dir=a.data_dir,
         )
         self.agents.append(a)
+        self.cluster_id = self.status(a)["cluster_id"]
         return a
 
     def token(self, role: str) -> str:
@@ -200,6 +205,29 @@ class LocalCluster:
             rule = self._partitioned.pop()
             subprocess.run(["iptables", "-D", "INPUT", *rule], check=False)
 
+    def containers(self, **labels: str) -> list[dict[str, str]]:
+        """This cluster's containers (running or not) as {id, node, task, service, state}."""
+        filters = [f"label=swarmlet.cluster={self.cluster_id}"]
+        filters += [f"label=swarmlet.{k}={v}" for k, v in labels.items()]
+        args = ["docker", "ps", "-a", "--no-trunc", "--format", "{{json .}}"]
+        for f in filters:
+            args += ["--filter", f]
+        out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+        result = []
+        for line in out.splitlines():
+            row = json.loads(line)
+            labels_ = dict(kv.split("=", 1) for kv in row["Labels"].split(",") if "=" in kv)
+            result.append(
+                {
+                    "id": row["ID"],
+                    "node": labels_.get("swarmlet.node", ""),
+                    "task": labels_.get("swarmlet.task", ""),
+                    "service": labels_.get("swarmlet.service", ""),
+                    "state": row["State"],
+                }
+            )
+        return result
+
     def cleanup(self) -> None:
         self.heal()
         for a in self.agents:
@@ -207,6 +235,10 @@ class LocalCluster:
             if pid is not None and _alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+        if self.cluster_id:
+            ids = [c["id"] for c in self.containers()]
+            if ids:
+                subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
 
 
 def _alive(pid: int) -> bool:

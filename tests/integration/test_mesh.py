@@ -1,0 +1,154 @@
+"""The routing mesh with real agents and real replicas: round robin, failures, scale down."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from swarmlet.testing.images import ensure_test_images
+from tests.integration.cluster import LocalCluster, local_cluster, run_cli, wait_for
+from tests.integration.test_services import services
+
+pytestmark = [pytest.mark.integration, pytest.mark.docker]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _images() -> None:
+    ensure_test_images()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    with local_cluster(tmp_path) as c:
+        c.start(managers=3)
+        yield c
+
+
+def get(host: str, port: int) -> str:
+    with urllib.request.urlopen(f"http://{host}:{port}/", timeout=5) as response:
+        body: bytes = response.read()
+        return body.decode().strip()
+
+
+def _deploy(cluster: LocalCluster, replicas: int) -> int:
+    port = cluster.port + 300
+    run_cli(
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        str(replicas),
+        "-p",
+        f"{port}:80",
+        "swarmlet/web:1",
+        data_dir=cluster.agents[0].data_dir,
+        timeout=120,
+    )
+    # Every node's proxy has every endpoint once the gossip has spread (well under a second).
+    for a in cluster.agents:
+        wait_for(
+            f"{a.host} to route to {replicas}",
+            lambda a=a: len({get(a.host, port) for _ in range(3 * replicas)}) == replicas,
+        )
+    return port
+
+
+def test_round_robin_reaches_every_replica_evenly_through_every_node(cluster: LocalCluster) -> None:
+    port = _deploy(cluster, 6)
+    for a in cluster.agents:
+        counts = Counter(get(a.host, port) for _ in range(60))
+        assert len(counts) == 6
+        assert all(9 <= n <= 11 for n in counts.values()), counts
+
+
+class RequestLoop:
+    """Requests in a background thread until stopped; records every failure."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.ok = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                get(self.host, self.port)
+                self.ok += 1
+            except OSError as exc:
+                self.failures.append(repr(exc))
+
+    def __enter__(self) -> RequestLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def test_a_killed_replica_costs_no_failed_request(cluster: LocalCluster) -> None:
+    port = _deploy(cluster, 6)
+    with RequestLoop(cluster.agents[1].host, port) as loop:
+        wait_for("some traffic", lambda: loop.ok > 20)
+        for c in cluster.containers(service="web")[:2]:
+            subprocess.run(["docker", "kill", c["id"]], check=True, capture_output=True)
+        wait_for("the replacements", lambda: services(cluster)["web"]["replicas_running"] == 6)
+        before = loop.ok
+        wait_for("traffic after the kill", lambda: loop.ok > before + 50)
+    assert loop.failures == []
+
+
+def test_scale_down_during_a_request_loop_costs_no_failed_request(cluster: LocalCluster) -> None:
+    port = _deploy(cluster, 6)
+    with RequestLoop(cluster.agents[2].host, port) as loop:
+        wait_for("some traffic", lambda: loop.ok > 20)
+        run_cli("service", "scale", "web=2", data_dir=cluster.agents[0].data_dir, timeout=120)
+        before = loop.ok
+        wait_for("traffic after the scale-down", lambda: loop.ok > before + 50)
+    assert loop.failures == []
+    assert len({get(cluster.agents[0].host, port) for _ in range(10)}) == 2
+
+
+def test_port_taken_by_another_process_is_reported(cluster: LocalCluster) -> None:
+    import socket
+
+    port = cluster.port + 400
+    blocker = socket.socket()
+    blocker.bind((cluster.agents[1].host, port))
+    blocker.listen()
+    try:
+        run_cli(
+            "service",
+            "create",
+            "--name",
+            "web",
+            "-p",
+            f"{port}:80",
+            "swarmlet/web:1",
+            data_dir=cluster.agents[0].data_dir,
+            timeout=120,
+        )
+        inspect = wait_for(
+            "the conflict in service inspect",
+            lambda: (
+                (
+                    out := run_cli(
+                        "service", "inspect", "web", data_dir=cluster.agents[0].data_dir
+                    ).stdout
+                )
+                and "already in use" in out
+                and out
+            ),
+        )
+        assert cluster.agents[1].host in inspect
+    finally:
+        blocker.close()

@@ -1,0 +1,229 @@
+"""Services on the real Docker Engine with several real agents on loopback addresses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from swarmlet.testing.images import ensure_test_images
+from tests.integration.cluster import LocalCluster, local_cluster, run_cli, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.docker]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _images() -> None:
+    ensure_test_images()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    with local_cluster(tmp_path) as c:
+        c.start(managers=3)
+        yield c
+
+
+def services(cluster: LocalCluster, via: int = 0) -> dict[str, dict[str, Any]]:
+    out = run_cli("service", "ls", "--format", "json", data_dir=cluster.agents[via].data_dir).stdout
+    return {s["name"]: s for s in json.loads(out)}
+
+
+def tasks(cluster: LocalCluster, name: str, via: int = 0) -> list[dict[str, Any]]:
+    out = run_cli("service", "ps", name, "--format", "json", data_dir=cluster.agents[via].data_dir)
+    result: list[dict[str, Any]] = json.loads(out.stdout)
+    return result
+
+
+def running_per_node(cluster: LocalCluster, name: str) -> Counter[str]:
+    """Running containers per node, as Docker sees them (the ground truth)."""
+    return Counter(c["node"] for c in cluster.containers(service=name) if c["state"] == "running")
+
+
+def spread(cluster: LocalCluster, name: str) -> list[int]:
+    return sorted(running_per_node(cluster, name).values())
+
+
+def create(cluster: LocalCluster, *args: str) -> None:
+    run_cli("service", "create", *args, data_dir=cluster.agents[0].data_dir, timeout=120)
+
+
+def test_six_replicas_spread_two_per_node_and_json_contract(cluster: LocalCluster) -> None:
+    create(
+        cluster,
+        "--name",
+        "web",
+        "--replicas",
+        "6",
+        "-p",
+        f"{cluster.port + 100}:80",
+        "swarmlet/web:1",
+    )
+    assert spread(cluster, "web") == [2, 2, 2]
+    s = services(cluster, via=2)["web"]
+    assert (s["mode"], s["image"], s["replicas_desired"], s["replicas_running"]) == (
+        "replicated",
+        "swarmlet/web:1",
+        6,
+        6,
+    )
+    assert s["ports"][0]["published"] == cluster.port + 100
+    for t in tasks(cluster, "web", via=1):
+        for key in ("id", "slot", "node", "desired_state", "state", "error", "container_id"):
+            assert key in t
+        assert t["state"] == "running" and t["container_id"]
+
+
+def test_a_killed_container_is_replaced(cluster: LocalCluster) -> None:
+    create(cluster, "--name", "web", "--replicas", "3", "swarmlet/web:1")
+    victim = next(c for c in cluster.containers(service="web") if c["state"] == "running")
+    subprocess.run(["docker", "kill", victim["id"]], check=True, capture_output=True)
+    wait_for(
+        "a replacement",
+        lambda: (
+            services(cluster)["web"]["replicas_running"] == 3
+            and victim["id"]
+            not in {c["id"] for c in cluster.containers(service="web") if c["state"] == "running"}
+        ),
+    )
+    failed = [t for t in tasks(cluster, "web") if t["state"] == "failed"]
+    assert failed and "137" in failed[0]["error"]
+
+
+def test_host_death_reschedules_and_return_rebalances_without_duplicates(
+    cluster: LocalCluster,
+) -> None:
+    create(cluster, "--name", "web", "--replicas", "6", "swarmlet/web:1")
+    victim = cluster.agents[2]
+    victim_id = cluster.node_id(victim)
+    cluster.kill(victim)
+    for c in cluster.containers(node=victim_id):  # the host died with its containers
+        subprocess.run(["docker", "rm", "-f", c["id"]], check=True, capture_output=True)
+    wait_for("6 replicas on the 2 survivors", lambda: spread(cluster, "web") == [3, 3], timeout=30)
+    cluster.restart(victim)
+    wait_for("rebalanced to 2/2/2", lambda: spread(cluster, "web") == [2, 2, 2], timeout=90)
+    assert sum(running_per_node(cluster, "web").values()) == 6
+
+
+def test_returning_node_stops_its_stale_containers(cluster: LocalCluster) -> None:
+    create(cluster, "--name", "web", "--replicas", "6", "--rebalance", "false", "swarmlet/web:1")
+    victim = cluster.agents[2]
+    victim_id = cluster.node_id(victim)
+    stale = {c["id"] for c in cluster.containers(node=victim_id) if c["state"] == "running"}
+    assert stale
+    cluster.kill(victim)  # an agent crash: its containers keep running meanwhile
+    wait_for(
+        "6 running on the survivors",
+        lambda: (
+            sum(n for node, n in running_per_node(cluster, "web").items() if node != victim_id) == 6
+        ),
+    )
+    cluster.restart(victim)
+    wait_for(
+        "the stale containers to stop",
+        lambda: not stale & {c["id"] for c in cluster.containers() if c["state"] == "running"},
+    )
+    assert sum(running_per_node(cluster, "web").values()) == 6
+
+
+def test_drain_moves_tasks_and_pause_stops_new_placements(cluster: LocalCluster) -> None:
+    create(cluster, "--name", "web", "--replicas", "6", "swarmlet/web:1")
+    n3 = cluster.node_id(cluster.agents[2])
+    run_cli("node", "update", "--availability", "drain", "n3", data_dir=cluster.agents[0].data_dir)
+    wait_for("n3 to be empty", lambda: running_per_node(cluster, "web").get(n3, 0) == 0)
+    wait_for("6 running elsewhere", lambda: sum(running_per_node(cluster, "web").values()) == 6)
+    run_cli("node", "update", "--availability", "pause", "n3", data_dir=cluster.agents[0].data_dir)
+    run_cli("service", "scale", "web=8", data_dir=cluster.agents[0].data_dir, timeout=120)
+    assert running_per_node(cluster, "web").get(n3, 0) == 0
+
+
+def test_global_service_runs_on_every_node_including_new_ones(cluster: LocalCluster) -> None:
+    create(cluster, "--name", "agent", "--mode", "global", "swarmlet/busybox:1", "sleep", "3600")
+    assert spread(cluster, "agent") == [1, 1, 1]
+    cluster.join("worker")
+    wait_for("a task on the new node", lambda: spread(cluster, "agent") == [1, 1, 1, 1])
+
+
+def test_restarted_agent_adopts_its_running_containers(tmp_path: Path) -> None:
+    # One node: nobody declares it down while it restarts (with peers, a restart slower than
+    # failure detection rightly gets its tasks rescheduled instead).
+    with local_cluster(tmp_path) as cluster:
+        a = cluster.init()
+        create(cluster, "--name", "web", "--replicas", "3", "swarmlet/web:1")
+        before = {c["id"] for c in cluster.containers() if c["state"] == "running"}
+        assert len(before) == 3
+        cluster.kill(a)
+        cluster.restart(a)
+        wait_for(
+            "the service to be whole", lambda: services(cluster)["web"]["replicas_running"] == 3
+        )
+        after = {c["id"] for c in cluster.containers() if c["state"] == "running"}
+        assert after == before
+        assert len(cluster.containers()) == 3  # no copies were started
+
+
+def test_bad_input_is_refused_and_changes_nothing(cluster: LocalCluster) -> None:
+    d = cluster.agents[0].data_dir
+    for args, expected in (
+        (["--replicas", "-1"], "--replicas"),
+        (["--constraint", "node.labels.zone=a"], "constraint"),
+        (["--reserve-memory", "lots"], "--reserve-memory"),
+    ):
+        proc = run_cli(
+            "service", "create", "--name", "bad", *args, "swarmlet/web:1", data_dir=d, check=False
+        )
+        assert proc.returncode != 0 and expected in proc.stderr, proc.stderr
+    create(cluster, "--name", "a", "-p", f"{cluster.port + 200}:80", "swarmlet/web:1")
+    proc = run_cli(
+        "service",
+        "create",
+        "--name",
+        "b",
+        "-p",
+        f"{cluster.port + 200}:80",
+        "swarmlet/web:1",
+        data_dir=d,
+        check=False,
+    )
+    assert proc.returncode != 0 and "already published" in proc.stderr
+    assert set(services(cluster)) == {"a"}
+
+
+def test_unplaceable_task_stays_pending_and_says_why(cluster: LocalCluster) -> None:
+    run_cli(
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "big",
+        "--reserve-memory",
+        "100000g",
+        "swarmlet/web:1",
+        data_dir=cluster.agents[0].data_dir,
+    )
+    t = wait_for(
+        "a pending explanation", lambda: [t for t in tasks(cluster, "big") if t["message"]]
+    )
+    assert t[0]["state"] == "pending"
+    assert "memory" in t[0]["message"]
+
+
+def test_missing_image_is_rejected_with_dockers_error(cluster: LocalCluster) -> None:
+    run_cli(
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "ghost",
+        "swarmlet/does-not-exist:1",
+        data_dir=cluster.agents[0].data_dir,
+    )
+    t = wait_for(
+        "a rejected task", lambda: [t for t in tasks(cluster, "ghost") if t["state"] == "rejected"]
+    )
+    assert "does-not-exist" in t[0]["error"]

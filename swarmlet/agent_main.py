@@ -16,6 +16,7 @@ import trio
 
 from swarmlet.api import serve_control
 from swarmlet.control import Control
+from swarmlet.control_secrets import SecretControl
 from swarmlet.control_services import ServiceControl
 from swarmlet.control_stacks import StackControl
 from swarmlet.datadir import DataDir
@@ -40,11 +41,12 @@ async def _main(
     control = Control(agent)
     services = ServiceControl(agent)
     stacks = StackControl(agent)
+    secrets = SecretControl(agent)
 
     async def serve(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await serve_control(
             datadir.socket_path,
-            control.handlers() | services.handlers() | stacks.handlers(),
+            control.handlers() | services.handlers() | stacks.handlers() | secrets.handlers(),
             control.streams() | services.streams(),
             task_status=task_status,
         )

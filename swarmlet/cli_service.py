@@ -34,6 +34,7 @@ from swarmlet.model import (
 from swarmlet.specparse import (
     parse_cpus,
     parse_duration,
+    parse_file_ref,
     parse_key_value,
     parse_mount,
     parse_port,
@@ -95,6 +96,8 @@ def spec_from_args(args: argparse.Namespace, base: ServiceSpec | None = None) ->
         mounts = tuple(parse_mount(m) for m in args.mount or ())
         base = dataclasses.replace(
             base,
+            secrets=tuple(parse_file_ref(t, "--secret") for t in args.secret or ()),
+            configs=tuple(parse_file_ref(t, "--config") for t in args.config or ()),
             env=env,
             labels=labels,
             container_labels=container_labels,
@@ -462,6 +465,8 @@ def register(sub: Any, command: Any) -> None:
     p.add_argument("--label", action="append", metavar="k=v")
     p.add_argument("--container-label", action="append", metavar="k=v")
     p.add_argument("--mount", action="append", help="type=volume,source=NAME,target=/PATH")
+    p.add_argument("--secret", action="append", help="NAME or source=NAME,target=PATH,mode=0400")
+    p.add_argument("--config", action="append", help="NAME or source=NAME,target=/PATH")
     _spec_flags(p, create=True)
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND ARG...")

@@ -13,63 +13,19 @@ from typing import Any
 
 from swarmlet import crypto, wire
 from swarmlet.api import Handler
-from swarmlet.crypto import AAD_SECRET, Sealer
+from swarmlet.control_secrets import LABEL_STACK, secret_command
 from swarmlet.errors import RemoteProtocolError, UsageError
-from swarmlet.model import Secret, Service, ServiceSpec
+from swarmlet.model import Service, ServiceSpec
 from swarmlet.node import Agent
 from swarmlet.specparse import validate_spec
 from swarmlet.state import (
     Batch,
     Command,
-    CreateSecret,
     CreateService,
     RemoveSecret,
     RemoveService,
     UpdateService,
 )
-
-LABEL_STACK = "swarmlet.stack"
-MAX_SECRET_BYTES = 500 * 1024  # Swarm's limits
-MAX_CONFIG_BYTES = 1000 * 1024
-
-
-def seal_secret(agent: Agent, data: bytes) -> bytes:
-    return Sealer(agent.keys.data_key).seal(data, AAD_SECRET)
-
-
-def open_secret(agent: Agent, sealed: bytes) -> bytes:
-    return Sealer(agent.keys.data_key).open(sealed, AAD_SECRET)
-
-
-def secret_command(
-    agent: Agent, name: str, data: bytes, labels: dict[str, str], *, is_config: bool
-) -> Command | None:
-    """CreateSecret for a new secret/config; None if an identical one exists; UsageError if one
-    of that name exists with other content (secrets are immutable, as in Swarm)."""
-    kind = "config" if is_config else "secret"
-    limit = MAX_CONFIG_BYTES if is_config else MAX_SECRET_BYTES
-    if len(data) > limit:
-        raise UsageError(f"{kind} {name!r} is {len(data)} bytes; the limit is {limit // 1024} KB")
-    existing = agent.state.secret_by_name(name, is_config=is_config)
-    if existing is not None:
-        current = existing.data if is_config else open_secret(agent, existing.data)
-        if current != data:
-            raise UsageError(
-                f"{kind} {name!r} already exists with other content; {kind}s are immutable: "
-                "give the new version a new name"
-            )
-        return None
-    stored = data if is_config else seal_secret(agent, data)
-    return CreateSecret(
-        Secret(
-            id=crypto.new_id(),
-            name=name,
-            data=stored,
-            labels=labels,
-            created_at=time.time(),
-            is_config=is_config,
-        )
-    )
 
 
 class StackControl:

@@ -21,11 +21,12 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 import trio
 
+from swarmlet import secretfiles
 from swarmlet.errors import RuntimeAdapterError
 from swarmlet.model import Service, ServiceSpec, Task, TaskState
 from swarmlet.observed import Endpoint, TaskObservation
@@ -62,8 +63,15 @@ def container_name(spec: ServiceSpec, task: Task) -> str:
 
 
 def container_spec(
-    service: Service, task: Task, *, cluster_id: str, node_id: str, host_ip: str
+    service: Service,
+    task: Task,
+    *,
+    cluster_id: str,
+    node_id: str,
+    host_ip: str,
+    files: Sequence[tuple[str, str]] = (),
 ) -> ContainerSpec:
+    """`files`: (host path, container path) of the task's secrets and configs, bound read-only."""
     spec = service.spec
     labels = dict(spec.container_labels)
     labels.update(
@@ -109,6 +117,10 @@ def container_spec(
                 volume_driver_opts=dict(m.driver_opts),
             )
             for m in spec.mounts
+        )
+        + tuple(
+            MountSpec(target=target, source=source, type="bind", read_only=True)
+            for source, target in files
         ),
         healthcheck=healthcheck,
         user=spec.user or None,
@@ -149,6 +161,7 @@ class Executor:
         sync: Callable[[], Awaitable[bool]],
         publish: Callable[[tuple[TaskObservation, ...]], None],
         record_event: Callable[[str, str, str, str], object],
+        secret_value: Callable[[str, bool], bytes] = lambda name, is_config: b"",
         max_parallel_starts: int = 8,
     ) -> None:
         self.runtime = runtime
@@ -163,6 +176,7 @@ class Executor:
         self.synced = False
         self._publish = publish
         self._record = record_event
+        self._secret_value = secret_value
         self.observations: dict[str, TaskObservation] = {}
         self._containers: dict[str, str] = {}  # task id -> container id
         self._busy: set[str] = set()  # task ids with a start or stop in progress
@@ -310,19 +324,30 @@ class Executor:
         try:
             async with self._start_limiter:
                 self._observe(task.id, TaskState.STARTING)
-                spec = container_spec(
-                    service,
-                    task,
-                    cluster_id=self.cluster_id,
-                    node_id=self.node_id,
-                    host_ip=self.host_ip,
-                )
                 try:
+                    refs = [(r, False) for r in service.spec.secrets]
+                    refs += [(r, True) for r in service.spec.configs]
+                    files = (
+                        secretfiles.materialize(self.node_id, task.id, refs, self._secret_value)
+                        if refs
+                        else []
+                    )
+                    spec = container_spec(
+                        service,
+                        task,
+                        cluster_id=self.cluster_id,
+                        node_id=self.node_id,
+                        host_ip=self.host_ip,
+                        files=files,
+                    )
                     await self.runtime.ensure_image(spec.image)
                     info = await self.runtime.run(spec)
-                except RuntimeAdapterError as exc:
-                    self._observe(task.id, TaskState.REJECTED, error=str(exc))
-                    self._record("task", "rejected", spec.name, str(exc))
+                except (RuntimeAdapterError, KeyError, OSError) as exc:
+                    error = (
+                        f"missing secret or config {exc}" if isinstance(exc, KeyError) else str(exc)
+                    )
+                    self._observe(task.id, TaskState.REJECTED, error=error)
+                    self._record("task", "rejected", task.id, error)
                     return
                 self._containers[task.id] = info.id
                 has_health = spec.healthcheck is not None and not spec.healthcheck.is_disabled
@@ -367,6 +392,7 @@ class Executor:
             if container_id is not None:
                 with contextlib.suppress(RuntimeAdapterError):
                     await self.runtime.remove(container_id, force=True)
+            secretfiles.remove(self.node_id, task_id)
             if self.observations.pop(task_id, None) is not None:
                 self._publish(tuple(self.observations.values()))
         finally:

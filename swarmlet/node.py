@@ -204,6 +204,17 @@ class Agent:
     def local_observations(self) -> tuple[TaskObservation, ...]:
         return tuple(self.executor.observations.values()) if self.executor is not None else ()
 
+    def secret_value(self, name: str, is_config: bool) -> bytes:
+        """The plaintext of a secret (or config) for a task of this node. KeyError if unknown."""
+        item = self.state.secret_by_name(name, is_config=is_config)
+        if item is None:
+            raise KeyError(name)
+        return (
+            item.data
+            if is_config
+            else crypto.Sealer(self.keys.data_key).open(item.data, crypto.AAD_SECRET)
+        )
+
     def _republish(self) -> None:
         self.gossip.set_meta(encode_meta(self._meta()))
 
@@ -453,6 +464,7 @@ class Agent:
                         sync=self.sync_state,
                         publish=self.publish_tasks,
                         record_event=self.events.record,
+                        secret_value=self.secret_value,
                     )
                     await self.executor.run()
             except RuntimeAdapterError as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from swarmlet.errors import UsageError
-from swarmlet.model import Mount, PortConfig, ServiceMode, ServiceSpec
+from swarmlet.model import FileRef, Mount, PortConfig, ServiceMode, ServiceSpec
 from swarmlet.scheduler import parse_constraint, preference_label
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
@@ -141,6 +141,30 @@ def parse_mount(text: str, flag: str = "--mount") -> Mount:
         read_only=read_only,
         driver=fields.get("volume-driver", ""),
         driver_opts=opts,
+    )
+
+
+def parse_file_ref(text: str, flag: str) -> FileRef:
+    """ "NAME" or "source=NAME,target=PATH,uid=0,gid=0,mode=0400" (--secret / --config)."""
+    if "=" not in text:
+        return FileRef(name=text, target=text)
+    fields = dict(parse_key_value(part, flag) for part in text.split(","))
+    unknown = set(fields) - {"source", "src", "target", "uid", "gid", "mode"}
+    if unknown:
+        raise UsageError(f"{flag}: unknown field(s) {', '.join(sorted(unknown))} in {text!r}")
+    name = fields.get("source") or fields.get("src") or ""
+    if not name:
+        raise UsageError(f"{flag}: {text!r} needs source=NAME")
+    try:
+        mode = int(fields.get("mode", "0444"), 8)
+    except ValueError:
+        raise UsageError(f"{flag}: mode must be octal, e.g. 0400, got {fields['mode']!r}") from None
+    return FileRef(
+        name=name,
+        target=fields.get("target", name),
+        uid=fields.get("uid", "0"),
+        gid=fields.get("gid", "0"),
+        mode=mode,
     )
 
 

@@ -110,6 +110,7 @@ class Control:
                 "incarnation": agent.gossip.core.incarnation,
                 "awareness": agent.gossip.core.awareness,
             },
+            "proxy": agent.proxy.stats(),
             "counters": dict(agent.transport.counters)
             | {f"gossip_{k}": v for k, v in agent.gossip.core.counters.items()}
             | {f"raft_{k}": v for k, v in agent.raft.core.counters.items()},

@@ -52,6 +52,10 @@ LABEL_TASK = "swarmlet.task"
 LABEL_SLOT = "swarmlet.slot"
 LABEL_STACK = "swarmlet.stack"
 
+# How often running replicas of autoscaled services are measured (docker stats takes ~1 s each,
+# in parallel); the figures travel in the task observations.
+STATS_INTERVAL_S = 5.0
+
 # How long a stopped task's endpoint stays out of the proxies before its container is signalled,
 # so that every proxy (fed by gossip) has dropped it: about two gossip rounds.
 ENDPOINT_DRAIN_S = 0.3
@@ -221,6 +225,7 @@ class Executor:
                 self.synced = await self._sync()
                 await self._adopt()
                 nursery.start_soon(self._watch, events)
+                nursery.start_soon(self._measure)
                 task_status.started()
                 while True:
                     if not self.synced:
@@ -260,6 +265,37 @@ class Executor:
                 log.info("removing container %s: its task is not ours any more", info.id[:12])
                 with contextlib.suppress(RuntimeAdapterError):
                     await self.runtime.remove(info.id, force=True)
+
+    async def _measure(self) -> None:
+        """CPU and memory of the running replicas of autoscaled services, for the leader."""
+        while True:
+            await trio.sleep(STATS_INTERVAL_S)
+            state = self._state()
+            wanted = [
+                (task_id, container_id)
+                for task_id, container_id in self._containers.items()
+                if (task := state.tasks.get(task_id)) is not None
+                and (service := state.services.get(task.service_id)) is not None
+                and service.spec.autoscale is not None
+                and (obs := self.observations.get(task_id)) is not None
+                and obs.state is TaskState.RUNNING
+            ]
+
+            async def one(task_id: str, container_id: str) -> None:
+                with contextlib.suppress(RuntimeAdapterError):
+                    stats = await self.runtime.stats(container_id)
+                    obs = self.observations.get(task_id)
+                    if obs is not None and obs.state is TaskState.RUNNING:
+                        self._observe(
+                            task_id,
+                            obs.state,
+                            cpu_percent=round(stats.cpu_percent, 1),
+                            memory_bytes=stats.memory_bytes,
+                        )
+
+            async with trio.open_nursery() as nursery:
+                for task_id, container_id in wanted:
+                    nursery.start_soon(one, task_id, container_id)
 
     async def _watch(self, events: object) -> None:
         async for event in events:  # type: ignore[attr-defined]

@@ -199,6 +199,7 @@ class Agent:
             port_errors={
                 f"{port}/{proto}": e for (port, proto), e in self.proxy.port_errors.items()
             },
+            proxy_connections=self.proxy.connection_counts(),
         )
 
     def local_observations(self) -> tuple[TaskObservation, ...]:
@@ -441,7 +442,16 @@ class Agent:
         while True:
             self.host = await host_info()
             meta = self._meta()
-            key = (meta.name, meta.role, meta.raft_term, meta.leader_id, meta.cpu_percent // 10)
+            # Republish on what others act on or show: roles, leadership, load in 10% steps,
+            # proxy traffic (request rates for the autoscaler and the dashboard).
+            key = (
+                meta.name,
+                meta.role,
+                meta.raft_term,
+                meta.leader_id,
+                meta.cpu_percent // 10,
+                sum(meta.proxy_connections.values()),
+            )
             if key != last:
                 last = key
                 self.gossip.set_meta(encode_meta(meta))

@@ -170,6 +170,12 @@ class Proxy:
     def notify(self) -> None:
         self._wake.set()
 
+    def connection_counts(self) -> dict[str, int]:
+        """Connections accepted so far per "PORT/PROTO" (monotonic; rates are differences)."""
+        return {
+            f"{p}/{proto}": lst.stats.connections for (p, proto), lst in self._listeners.items()
+        }
+
     def stats(self) -> dict[str, dict[str, object]]:
         out: dict[str, dict[str, object]] = {}
         for (port, proto), listener in self._listeners.items():

@@ -195,8 +195,11 @@ def spec_from_args(args: argparse.Namespace, base: ServiceSpec | None = None) ->
 # ---------------------------------------------------------------------------- progress
 
 
-def wait_converged(args: argparse.Namespace, console: Console, names: list[str]) -> int:
-    """Show progress until every named service runs its replicas; non-zero if one fails."""
+def wait_converged(
+    args: argparse.Namespace, console: Console, names: list[str], *, version: int = 0
+) -> int:
+    """Show progress until every named service runs its replicas (and, after an update, until
+    the rolling update completed); non-zero if one fails, pauses or rolls back."""
     deadline = time.monotonic() + CONVERGE_TIMEOUT_S
     last = ""
     while time.monotonic() < deadline:
@@ -214,13 +217,21 @@ def wait_converged(args: argparse.Namespace, console: Console, names: list[str])
             if status in ("paused", "rollback_paused"):
                 console.print(f"{name}: update paused: {s['update_status']['message']}")
                 return EXIT_ERROR
+            if version and status in ("rollback_started", "rollback_completed"):
+                message = s["update_status"]["message"]
+                console.print(f"{name}: the update failed and was rolled back: {message}")
+                return EXIT_ERROR
         text = "; ".join(lines)
         if text != last:
             console.print(text)
             last = text
+        tasks = call(args, "service.ps", services=names)["tasks"]
+        if version:
+            # After an update: done once every task meant to run carries the new spec.
+            current = [t for t in tasks if t["desired_state"] == "running"]
+            done = done and all(t["spec_version"] >= version for t in current)
         if done:
             return EXIT_OK
-        tasks = call(args, "service.ps", services=names)["tasks"]
         rejected = [
             t for t in tasks if t["state"] == "rejected" and t["desired_state"] == "running"
         ]
@@ -262,11 +273,11 @@ def _current_spec(args: argparse.Namespace, ref: str) -> ServiceSpec:
 
 def cmd_update(args: argparse.Namespace, console: Console) -> int:
     spec = spec_from_args(args, base=_current_spec(args, args.service))
-    call(args, "service.update", service=args.service, spec=_encode(spec))
+    result = call(args, "service.update", service=args.service, spec=_encode(spec))
     console.print(args.service, markup=False)
     if args.detach:
         return EXIT_OK
-    return wait_converged(args, console, [spec.name])
+    return wait_converged(args, console, [spec.name], version=result["version"])
 
 
 def cmd_rollback(args: argparse.Namespace, console: Console) -> int:

@@ -270,9 +270,7 @@ def format_port(port: Mapping[str, Any]) -> str:
     return text
 
 
-def port_rates(
-    proxy: Mapping[str, Any], previous: View | None, now: float
-) -> tuple[PortRate, ...]:
+def port_rates(proxy: Mapping[str, Any], previous: View | None, now: float) -> tuple[PortRate, ...]:
     before = {p.key: p for p in previous.proxy} if previous is not None else {}
     elapsed_s = (
         now - previous.proxy_sampled_at
@@ -349,7 +347,9 @@ def current_tasks(
         if newest.state not in ERROR_STATES:
             continue
         mode, replicas = desired.get(service, ("", 0))
-        exists = (mode == "global" and node_id in node_ids) or (mode != "global" and slot <= replicas)
+        exists = (mode == "global" and node_id in node_ids) or (
+            mode != "global" and slot <= replicas
+        )
         if exists:
             chosen.append(newest)
     chosen.sort(key=lambda t: (t.service, t.slot, t.node_name, t.updated_at, t.id))
@@ -357,12 +357,12 @@ def current_tasks(
 
 
 def service_rows(
-    result: Mapping[str, Any], tasks: Sequence[TaskCell], proxy: Sequence[PortRate],
-    raw_tasks: Mapping[str, Any] | None,
+    result: Mapping[str, Any], proxy: Sequence[PortRate], tasks: Mapping[str, Any] | None
 ) -> tuple[ServiceRow, ...]:
+    """Rows of `service.ls`; `tasks` (`service.ps`, all services) counts the updated replicas."""
     versions: dict[tuple[str, int], int] = {}
-    if raw_tasks is not None:
-        for raw in _list(raw_tasks.get("tasks")):
+    if tasks is not None:
+        for raw in _list(tasks.get("tasks")):
             t = _map(raw)
             if _str(t, "state") == "running" and _str(t, "desired_state") == "running":
                 key = (_str(t, "service"), _int(t, "spec_version"))
@@ -451,8 +451,7 @@ def build_view(
         sampled_at = previous.proxy_sampled_at if previous is not None else None
 
     if services is not None:
-        all_tasks = task_cells(tasks) if tasks is not None else []
-        service_list = service_rows(services, all_tasks, proxy, tasks)
+        service_list = service_rows(services, proxy, tasks)
     else:
         service_list = previous.services if previous is not None else ()
     if tasks is not None:

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 COPY_BUFFER_BYTES = 64 * 1024
 CONNECT_TIMEOUT_S = 1.0
+REPLAY_WINDOW_S = 1.0  # a replica closing without a byte this soon after connect is retried
+REPLAY_LIMIT_BYTES = 64 * 1024  # at most this much of the client's opening bytes is replayed
 BENCH_BASE_S = 1.0  # first back-off after a failed connect; doubles up to BENCH_MAX_S
 BENCH_MAX_S = 30.0
 
@@ -132,6 +134,7 @@ class PortStats:
     bytes_in: int = 0  # client -> replica
     bytes_out: int = 0  # replica -> client
     errors: int = 0
+    retries: int = 0  # connections replayed to another replica after an empty close
     per_endpoint: Counter[str] = field(default_factory=Counter)
 
 
@@ -187,6 +190,7 @@ class Proxy:
                 "bytes_in": s.bytes_in,
                 "bytes_out": s.bytes_out,
                 "errors": s.errors,
+                "retries": s.retries,
                 "endpoints": dict(s.per_endpoint),
             }
         return out
@@ -252,36 +256,119 @@ class Proxy:
 
         self._nursery.start_soon(serve)
 
-    async def _connect(self, listener: _Listener) -> tuple[trio.SocketStream, Endpoint] | None:
-        for endpoint in listener.selector.order(listener.route.endpoints, trio.current_time()):
-            try:
-                with trio.fail_after(CONNECT_TIMEOUT_S):
-                    upstream = await trio.open_tcp_stream(endpoint.host, endpoint.port)
-            except (OSError, trio.TooSlowError):
-                listener.selector.failed(endpoint, trio.current_time())
-                listener.stats.errors += 1
-                continue
-            listener.selector.succeeded(endpoint)
-            return upstream, endpoint
-        return None
-
     async def _handle(self, listener: _Listener, client: trio.SocketStream) -> None:
         stats = listener.stats
         stats.connections += 1
         stats.active += 1
+        session = _Session(client, stats)
         try:
-            connected = await self._connect(listener)
-            if connected is None:
-                return  # no replica could take it: the client sees the connection close
-            upstream, endpoint = connected
-            stats.per_endpoint[f"{endpoint.host}:{endpoint.port}"] += 1
-            async with upstream, trio.open_nursery() as nursery:
-                nursery.start_soon(_pump, client, upstream, stats, True)
-                nursery.start_soon(_pump, upstream, client, stats, False)
+            for endpoint in listener.selector.order(listener.route.endpoints, trio.current_time()):
+                try:
+                    with trio.fail_after(CONNECT_TIMEOUT_S):
+                        upstream = await trio.open_tcp_stream(endpoint.host, endpoint.port)
+                except (OSError, trio.TooSlowError):
+                    listener.selector.failed(endpoint, trio.current_time())
+                    stats.errors += 1
+                    continue
+                stats.per_endpoint[f"{endpoint.host}:{endpoint.port}"] += 1
+                async with upstream:
+                    if await session.relay(upstream):
+                        listener.selector.succeeded(endpoint)
+                        return
+                # Closed before a single byte came back: a replica dying behind Docker's port
+                # proxy looks exactly like this. Bench it and replay to the next one.
+                listener.selector.failed(endpoint, trio.current_time())
+                stats.errors += 1
+                stats.retries += 1
+            # No replica could take it: the client sees the connection close.
         finally:
             stats.active -= 1
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 await client.aclose()
+
+
+_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+class _Session:
+    """One client connection, relayed to one replica at a time.
+
+    Until the replica sends its first byte, the client's bytes are also kept (up to
+    REPLAY_LIMIT_BYTES), so that a replica that closes without answering within
+    REPLAY_WINDOW_S can be replaced by the next one, transparently. Past the first byte, past
+    the window or past the limit, the connection is committed to its replica. The cost: a
+    replica that read a request and closed without a word sees the request replayed elsewhere
+    (HAProxy's `retry-on empty-response` makes the same trade for HTTP).
+    """
+
+    def __init__(self, client: trio.SocketStream, stats: PortStats) -> None:
+        self.client = client
+        self.stats = stats
+        self.sent = bytearray()  # client bytes so far, while replay is still possible
+        self.replayable = True
+        self.client_eof = False
+
+    async def relay(self, upstream: trio.SocketStream) -> bool:
+        """Relay until both directions end. False: the replica closed before answering and the
+        session may be retried with another replica."""
+        connected_at = trio.current_time()
+        answered = trio.Event()
+        try:
+            if self.sent:
+                await upstream.send_all(bytes(self.sent))
+            if self.client_eof:
+                await upstream.send_eof()
+        except _BROKEN:
+            return not self.replayable
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._client_to_upstream, upstream, answered)
+            try:
+                first = await upstream.receive_some(COPY_BUFFER_BYTES)
+            except _BROKEN:
+                first = b""
+            if not first:
+                early = trio.current_time() - connected_at < REPLAY_WINDOW_S
+                if self.replayable and early:
+                    nursery.cancel_scope.cancel()  # abandon this replica; `sent` holds it all
+                    return False
+                with contextlib.suppress(*_BROKEN):
+                    await self.client.send_eof()
+                return True
+            self.replayable = False
+            answered.set()
+            try:
+                await self.client.send_all(first)
+            except _BROKEN:
+                nursery.cancel_scope.cancel()
+                return True
+            self.stats.bytes_out += len(first)
+            await _pump(upstream, self.client, self.stats, inbound=False)
+        return True
+
+    async def _client_to_upstream(self, upstream: trio.SocketStream, answered: trio.Event) -> None:
+        while not self.client_eof:
+            try:
+                data = await self.client.receive_some(COPY_BUFFER_BYTES)
+            except _BROKEN:
+                self.replayable = False  # the client is gone: nothing to retry for
+                with contextlib.suppress(*_BROKEN):
+                    await upstream.aclose()
+                return
+            if not data:
+                self.client_eof = True
+                with contextlib.suppress(*_BROKEN):
+                    await upstream.send_eof()
+                return
+            if self.replayable and not answered.is_set():
+                # Kept before sending: a cancelled send_all may have sent any part of it.
+                self.sent += data
+                if len(self.sent) > REPLAY_LIMIT_BYTES:
+                    self.replayable = False
+            try:
+                await upstream.send_all(data)
+            except _BROKEN:
+                return  # the replica went away: `relay` sees it and decides
+            self.stats.bytes_in += len(data)
 
 
 async def _pump(
@@ -298,11 +385,11 @@ async def _pump(
                 stats.bytes_in += len(data)
             else:
                 stats.bytes_out += len(data)
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        with contextlib.suppress(*_BROKEN):
             await sink.send_eof()
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-        # One side reset: tear both down (closing the nursery's streams ends the other pump).
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+    except _BROKEN:
+        # One side reset: tear both down.
+        with contextlib.suppress(*_BROKEN):
             await source.aclose()
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        with contextlib.suppress(*_BROKEN):
             await sink.aclose()

@@ -1,0 +1,147 @@
+"""The routing mesh's pure parts (endpoint selection) and its relay, on real loopback sockets."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from swarmlet.model import PortConfig, Service, ServiceSpec, Task, TaskState
+from swarmlet.observed import Endpoint, TaskObservation
+from swarmlet.proxy import (
+    BENCH_BASE_S,
+    BENCH_MAX_S,
+    EndpointSelector,
+    Proxy,
+    Route,
+    _Listener,
+    routes_from,
+)
+from swarmlet.state import ClusterState
+
+A, B, C = (Endpoint(80, "tcp", "127.0.0.1", p) for p in (1001, 1002, 1003))
+TIMEOUT_S = 10
+
+
+def test_round_robin_visits_every_endpoint_in_turn() -> None:
+    sel = EndpointSelector()
+    firsts = [sel.order([A, B, C], now=0.0)[0] for _ in range(6)]
+    assert firsts == [A, B, C, A, B, C]
+
+
+def test_every_endpoint_is_offered_once_per_connection() -> None:
+    assert sorted(EndpointSelector().order([A, B, C], 0.0), key=lambda e: e.port) == [A, B, C]
+
+
+def test_a_failed_endpoint_is_tried_last_until_its_back_off_ends() -> None:
+    sel = EndpointSelector()
+    sel.failed(A, now=10.0)
+    for _ in range(3):
+        assert sel.order([A, B, C], now=10.5)[-1] == A
+    # after the back-off, A takes its normal turn again
+    turns = [sel.order([A, B, C], now=10.0 + BENCH_BASE_S + 0.1)[0] for _ in range(3)]
+    assert A in turns
+
+
+def test_back_off_doubles_and_is_capped() -> None:
+    sel = EndpointSelector()
+    now = 0.0
+    for _ in range(20):
+        sel.failed(A, now)
+    assert sel.order([A, B], now + BENCH_MAX_S - 0.01)[-1] == A
+    assert A in [sel.order([A, B], now + BENCH_MAX_S + 0.01)[0] for _ in range(2)]
+
+
+def test_success_clears_the_back_off() -> None:
+    sel = EndpointSelector()
+    sel.failed(A, 0.0)
+    sel.succeeded(A)
+    assert [sel.order([A, B], 0.1)[0] for _ in range(2)] == [A, B]
+
+
+def test_all_benched_endpoints_are_still_offered() -> None:
+    sel = EndpointSelector()
+    for e in (A, B):
+        sel.failed(e, 0.0)
+    assert sorted(sel.order([A, B], 0.1), key=lambda e: e.port) == [A, B]
+
+
+def test_no_endpoints_gives_an_empty_order() -> None:
+    assert EndpointSelector().order([], 0.0) == []
+
+
+def test_routes_hold_only_running_healthy_desired_replicas() -> None:
+    state = ClusterState()
+    spec = ServiceSpec(name="web", image="x", replicas=3, ports=(PortConfig(8080, 80),))
+    state.services["s"] = Service(id="s", spec=spec)
+    tasks = {
+        "t1": (TaskState.RUNNING, TaskState.RUNNING, None),
+        "t2": (TaskState.RUNNING, TaskState.RUNNING, False),  # unhealthy
+        "t3": (TaskState.SHUTDOWN, TaskState.RUNNING, None),  # being stopped
+        "t4": (TaskState.RUNNING, TaskState.STARTING, None),
+    }
+    observed = {}
+    for i, (tid, (desired, seen, healthy)) in enumerate(tasks.items()):
+        state.tasks[tid] = Task(
+            id=tid, service_id="s", slot=i + 1, spec_version=1, desired_state=desired
+        )
+        observed[tid] = TaskObservation(
+            task_id=tid,
+            state=seen,
+            healthy=healthy,
+            endpoints=(Endpoint(80, "tcp", "h", 5000 + i),),
+        )
+    (route,) = routes_from(state, observed)
+    assert route == Route("web", 8080, "tcp", (Endpoint(80, "tcp", "h", 5000),))
+
+
+async def _echo_server(
+    nursery: trio.Nursery, reply: bool, host: str = "127.0.0.1"
+) -> tuple[int, list[bytes]]:
+    """A replica: records what it got; answers it back (reply=True) or closes without a word."""
+    got: list[bytes] = []
+
+    async def handle(stream: trio.SocketStream) -> None:
+        async with stream:
+            data = await stream.receive_some(65536)
+            got.append(data)
+            if reply and data:
+                await stream.send_all(b"echo:" + data)
+
+    listeners = await nursery.start(trio.serve_tcp, handle, 0)
+    return listeners[0].socket.getsockname()[1], got
+
+
+async def test_a_replica_closing_without_answering_is_replaced_transparently() -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            dead_port, dead_got = await _echo_server(nursery, reply=False)
+            good_port, good_got = await _echo_server(nursery, reply=True)
+            route = Route(
+                "web",
+                0,
+                "tcp",
+                (
+                    Endpoint(80, "tcp", "127.0.0.1", dead_port),
+                    Endpoint(80, "tcp", "127.0.0.1", good_port),
+                ),
+            )
+            proxy = Proxy("127.0.0.1", lambda: [route])
+            client_side, server_side = await _socket_pair()
+            listener_route = proxy_listener(proxy, route)
+            async with client_side:
+                nursery.start_soon(proxy._handle, listener_route, server_side)
+                await client_side.send_all(b"hello")
+                answer = await client_side.receive_some(100)
+            assert answer == b"echo:hello"
+            assert dead_got == [b"hello"] and good_got == [b"hello"]
+            assert listener_route.stats.retries == 1
+            nursery.cancel_scope.cancel()
+
+
+def proxy_listener(proxy: Proxy, route: Route) -> _Listener:
+    return _Listener(route, trio.CancelScope())
+
+
+async def _socket_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    a, b = trio.socket.socketpair()
+    return trio.SocketStream(a), trio.SocketStream(b)

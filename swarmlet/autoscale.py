@@ -10,6 +10,10 @@ replica change of the service. Time comes in as numbers (`at_s`, `now`).
 The algorithm is Kubernetes' HorizontalPodAutoscaler's (kubernetes.io "Horizontal Pod Autoscaling",
 "Algorithm details"; pkg/controller/podautoscaler/horizontal.go and replica_calculator.go):
 
+Targets are per replica (HPA's `AverageValue`/`Utilization`): `cpu_percent` of one core,
+`memory_bytes`, and `requests_per_s` (the service's rate through all proxies, shared by its running
+replicas). The recommendation is:
+
 1. Per target and sample: `ratio = metric / target` (per replica), and inside the tolerance band
    (`|ratio - 1| <= tolerance`, HPA's 0.1) the target recommends the current count. Otherwise
    `desired = ceil(running * ratio)` (for the request rate that is `ceil(rps / target)`). As in
@@ -47,7 +51,10 @@ Decisions where the brief was silent, and why:
   it still needs the up-window of sustained traffic (a stray connection does not wake it).
 - The state is per service and leader-local: a new leader starts empty, so it waits a full window
   before acting (conservative: it has no evidence yet). To carry the cool-down over, the driver
-  may start with `AutoscalerState(name, last_change_at_s=service.updated_at)`.
+  may start with `AutoscalerState(name, last_change_at_s=service.updated_at)`, provided `now` is
+  on the same (wall) clock.
+- Reasons quote the recommendation that bound the move (the lowest over the up-window, the highest
+  over the down-window), so the numbers shown are the weakest evidence that still justified it.
 - Samples whose `at_s` is not after the last one kept (duplicates, reordering) are ignored and
   leave the state unchanged. The driver should pass None for a metric whose reports are stale,
   rather than skip the tick: a gap in samples extends the recommendation before it.
@@ -67,7 +74,8 @@ from swarmlet.errors import UsageError
 from swarmlet.model import AutoscalePolicy
 from swarmlet.specparse import parse_size
 
-# ceil() of a product that should be a whole number (3 * 70 / 70) must not round up.
+# Float slack: ceil() of a product that should be whole (3 * 70 / 70) must not round up, and a
+# ratio on the tolerance's edge (77 / 70) is inside the band.
 _CEIL_EPSILON = 1e-9
 
 
@@ -199,7 +207,7 @@ def decide(
         window = _window(state.recommendations, now, config.scale_up_window_s)
         if window is not None:
             binding = min(window, key=lambda r: r.replicas)  # HPA: min over the up-window
-            if binding.replicas > current:
+            if binding.replicas > current < high:
                 step = max(
                     math.ceil(current * config.max_up_factor), current + config.max_up_min_step
                 )
@@ -210,7 +218,7 @@ def decide(
         window = _window(state.recommendations, now, config.scale_down_window_s)
         if window is not None:
             binding = max(window, key=lambda r: r.replicas)  # HPA: max over the down-window
-            if binding.replicas < current:
+            if binding.replicas < current > low:
                 step_down = max(
                     math.floor(current * config.max_down_fraction), config.max_down_min_step
                 )
@@ -257,7 +265,7 @@ def recommend(
             per = value / running if metric == "rps" else value
             ratio = per / target
             shown = f"{metric} {_fmt(metric, per)}" + (" per replica" if metric == "rps" else "")
-            if abs(ratio - 1.0) <= config.tolerance:
+            if abs(ratio - 1.0) <= config.tolerance + _CEIL_EPSILON:  # 77 / 70 is 1.1000...01
                 present.append((current, f"{shown} near {_fmt(metric, target)} target"))
             elif ratio > 1.0:
                 wanted = math.ceil(running * ratio - _CEIL_EPSILON)

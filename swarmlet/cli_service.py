@@ -221,6 +221,8 @@ def wait_converged(
                 message = s["update_status"]["message"]
                 console.print(f"{name}: the update failed and was rolled back: {message}")
                 return EXIT_ERROR
+            if version and status == "updating":
+                done = False  # still rolling, or monitoring the last batch
         text = "; ".join(lines)
         if text != last:
             console.print(text)

@@ -16,8 +16,10 @@ Priorities, where the screen is too small (decisions of this module):
   Nodes, Services, Events, Tasks; what is left goes to Nodes, Services and Tasks up to their full
   length, and the rest to Events (newest at the bottom). A section that does not fit its minimum is
   dropped; a truncated list ends with "… N more".
-- Columns: each has a priority; the most important that fit at their minimum width are kept and
-  the others dropped, then the kept ones grow to their natural width in priority order; cells are
+- Columns: each has a priority and a comfortable width (its content, capped). Columns are taken
+  in priority order at that width while they fit; the first that does not is taken at its minimum
+  width if that fits, and the rest are dropped. Then the kept ones grow to their content in
+  priority order, and the flexible one (a service's update state) takes what is left. Cells are
   cut with an ellipsis. A task-grid cell too narrow for its slots shows counts per state instead.
 - Nothing relies on colour alone: down nodes say DOWN, task states have distinct glyphs, the
   progress bar uses two different characters.
@@ -47,7 +49,7 @@ from swarmlet.dashboard.view import (
     View,
 )
 
-BAR_WIDTH = 10
+BAR_WIDTH = 8
 _CONNECTION_STYLE = {
     Connection.OK: ("●", "bold green"),
     Connection.STALE: ("◐", "bold yellow"),
@@ -168,8 +170,9 @@ class Column:
     header: str
     cells: list[Text]
     priority: int  # 0 is kept longest
-    min_width: int = 1
-    max_width: int = 40
+    min_width: int = 4  # the narrowest it is shown at, when it is the last column that fits
+    max_width: int = 40  # its natural width never exceeds this
+    comfort: int = 0  # the width it is chosen at (0: its natural width); grows from there
     justify: str = "left"
     flex: bool = False  # takes the width left over, up to its content
     compact: list[Text] | None = None  # shown instead of a cell that does not fit
@@ -192,16 +195,22 @@ def table(
     chosen: list[int] = []
     used = 0
     for i in sorted(range(len(columns)), key=lambda i: columns[i].priority):
-        need = max(1, min(natural[i], columns[i].min_width))
+        column = columns[i]
         spacing = gap if chosen else 0
-        if used + spacing + need <= width:
-            chosen.append(i)
-            widths[i] = need
-            used += spacing + need
+        comfortable = max(1, min(natural[i], column.comfort or natural[i]))
+        squeezed = max(1, min(natural[i], column.min_width))
+        if used + spacing + comfortable <= width:
+            widths[i] = comfortable
+        elif used + spacing + squeezed <= width:
+            widths[i] = squeezed  # the last column that fits: the screen is full
         elif not chosen:
-            chosen.append(i)
-            widths[i] = max(0, width)
-            used = widths[i]
+            widths[i], spacing = max(0, width), 0
+        else:
+            break
+        chosen.append(i)
+        used += spacing + widths[i]
+        if widths[i] < comfortable:
+            break
     left = max(0, width - used)
     for flex in (False, True):
         for i in sorted(chosen, key=lambda i: columns[i].priority):
@@ -298,11 +307,11 @@ def heading(title: str, info: str, width: int) -> Text:
 def status_line(view: View, width: int) -> Text:
     c = view.cluster
     glyph, style = _CONNECTION_STYLE[view.connection]
-    gossip = f"gossip {c.gossip_alive}/{c.gossip_members} alive"
+    gossip = f"alive {c.gossip_alive}/{c.gossip_members}"
     leader = f"leader {clean(c.leader_name)}" if c.leader_id else "no leader"
     parts: list[tuple[int, Text]] = [
         (6, Text(f"swarmlet {clean(c.node_name)}".rstrip(), style="bold")),
-        (5, Text(f"cluster {clean(c.cluster_id[:12]) or '?'}")),
+        (5, Text(f"cluster {clean(c.cluster_id[:8]) or '?'}")),
         (3, Text(f"term {c.term}")),
         (4, Text(f"commit {c.commit_index}")),
         (1, Text(leader, style="" if c.leader_id else "bold yellow")),
@@ -310,7 +319,7 @@ def status_line(view: View, width: int) -> Text:
         (0, Text(f"{glyph} {view.connection.value}", style=style)),
         (7, Text("q quits", style="dim")),
     ]
-    sep = " │ "
+    sep = "  "
     chosen: set[int] = set()
     used = 0
     for n in sorted(range(len(parts)), key=lambda n: parts[n][0]):
@@ -321,7 +330,7 @@ def status_line(view: View, width: int) -> Text:
     pieces: list[Text] = []
     for n in sorted(chosen):
         if pieces:
-            pieces.append(Text(sep, style="dim"))
+            pieces.append(Text(sep))
         pieces.append(parts[n][1])
     if not pieces:
         pieces = [parts[6][1]]
@@ -383,27 +392,38 @@ def _availability(n: NodeRow) -> Text:
 
 
 def _replicas(s: ServiceRow) -> Text:
-    style = (
-        "green" if not s.converging and s.desired > 0 else ("dim" if s.desired == 0 else "yellow")
-    )
-    return Text(f"{s.running}/{s.desired}", style=style)
-
-
-def _progress(s: ServiceRow) -> Text:
+    """ "2/3", followed by a progress bar while the service converges or updates."""
+    if s.desired == 0:
+        style = "dim"
+    else:
+        style = "yellow" if s.converging or s.updating or s.paused else "green"
+    text = Text(f"{s.running}/{s.desired}", style=style)
     if s.updating or s.paused:
-        return bar(s.updated, s.desired)
-    if s.converging:
-        return bar(s.running, s.desired)
-    return Text("")
+        text.append(" ")
+        text.append_text(bar(s.updated, s.desired))
+    elif s.converging:
+        text.append(" ")
+        text.append_text(bar(s.running, s.desired))
+    return text
+
+
+def _without_prefix(message: str, prefix: str) -> str:
+    message = clean(message).strip()
+    if message.lower().startswith(prefix):
+        message = message[len(prefix) :].lstrip(" :")
+    return message
 
 
 def _update(s: ServiceRow) -> Text:
-    message = clean(s.update_message)
+    rollback = s.update_state.startswith("rollback")
     if s.paused:
-        label = "rollback paused" if s.update_state.startswith("rollback") else "update paused"
-        return Text(f"{label}: {message}" if message else label, style="bold red")
+        label = "rollback paused" if rollback else "update paused"
+        message = _without_prefix(s.update_message, label)
+        shown = "ROLLBACK PAUSED" if rollback else "PAUSED"
+        return Text(f"{shown}: {message}" if message else shown, style="bold red")
     if s.updating:
-        label = "rolling back" if s.update_state.startswith("rollback") else "updating"
+        label = "rolling back" if rollback else "updating"
+        message = _without_prefix(s.update_message, label)
         text = f"{label} {s.updated}/{s.desired}"
         return Text(f"{text}: {message}" if message else text, style="yellow")
     if s.converging:
@@ -413,31 +433,52 @@ def _update(s: ServiceRow) -> Text:
 
 def services_section(view: View, width: int) -> Section:
     services = view.services
-    progress = [_progress(s) for s in services]
     updates = [_update(s) for s in services]
     rates = [s.connections_per_s for s in services]
     columns = [
-        Column("SERVICE", [_text(s.name, "bold") for s in services], 0, min_width=6, max_width=28),
+        Column(
+            "SERVICE",
+            [_text(s.name, "bold") for s in services],
+            0,
+            min_width=6,
+            max_width=28,
+            comfort=20,
+        ),
         Column(
             "MODE",
-            [Text("global" if s.mode == "global" else "repl") for s in services],
+            [Text("global" if s.mode == "global" else "replicated") for s in services],
             7,
-            min_width=4,
+            min_width=6,
         ),
-        Column("REPLICAS", [_replicas(s) for s in services], 1, justify="right", min_width=3),
+        Column("REPLICAS", [_replicas(s) for s in services], 1, min_width=3),
         Column(
-            "PORTS", [_text(", ".join(s.ports)) for s in services], 5, min_width=5, max_width=24
+            "PORTS",
+            [_text(", ".join(s.ports)) for s in services],
+            4,
+            min_width=5,
+            max_width=32,
+            comfort=12,
         ),
-        Column("IMAGE", [_text(s.image) for s in services], 6, min_width=8, max_width=32),
     ]
-    if any(p.cell_len for p in progress):
-        columns.insert(3, Column("PROGRESS", progress, 3, min_width=BAR_WIDTH))
     if any(r is not None for r in rates) or any(s.ports for s in services):
         columns.append(
-            Column("CONN/S", [Text(format_rate(r)) for r in rates], 4, justify="right", min_width=4)
+            Column(
+                "CONN/S",
+                [Text(format_rate(s.connections_per_s) if s.ports else "") for s in services],
+                5,
+                justify="right",
+                min_width=4,
+            )
         )
+    columns.append(
+        Column(
+            "IMAGE", [_text(s.image) for s in services], 6, min_width=10, max_width=40, comfort=24
+        )
+    )
     if any(u.cell_len for u in updates):
-        columns.append(Column("UPDATE", updates, 2, min_width=8, max_width=200, flex=True))
+        columns.append(
+            Column("STATE", updates, 2, min_width=8, max_width=200, comfort=16, flex=True)
+        )
     header, rows = table(columns, width, ["" for _ in services])
     converging = sum(1 for s in services if s.converging or s.updating or s.paused)
     info = f"{len(services)}" + (f" ({converging} converging)" if converging else "")

@@ -464,9 +464,10 @@ def build_view(
 
     if status is None:
         connection = Connection.UNREACHABLE
-        message = f"agent unreachable: {error or 'no answer'}"
+        message = "agent unreachable"
         if updated_at is not None:
-            message += f"; showing the state of {max(0.0, now - updated_at):.0f} s ago"
+            message += f", showing the state of {max(0.0, now - updated_at):.0f} s ago"
+        message += f": {error or 'no answer'}"
     else:
         stale = cluster.leader_id is None or any(
             r is not None and r.get("stale") is True for r in (nodes, services)

@@ -252,10 +252,20 @@ def run_update(ctx: Context, service: Service, filled: Mapping[SlotKey, Sequence
                 f"{progress.failed_task}",
             ),
         )
-        if not ctx.work.apply(command).ok:
-            return False
-        ctx.rollbacks.append(command)
-        return True
+        result = ctx.work.apply(command)
+        if result.ok:
+            ctx.rollbacks.append(command)
+            return True
+        # The previous spec no longer fits the cluster (e.g. its port was taken since): pause.
+        ctx.set_status(
+            service,
+            UpdateStatus(
+                UpdateState.PAUSED,
+                started_at=status.started_at,
+                message=f"update paused: cannot roll back: {result.error}",
+            ),
+        )
+        return False
     if decision.status is not None:
         service = ctx.set_status(service, decision.status)
         config = config_for(decision.status, service.spec)

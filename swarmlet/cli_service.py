@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from swarmlet import messages, wire
+from swarmlet.autoscale import parse_autoscale
 from swarmlet.cli import EXIT_ERROR, EXIT_OK, _client, _print_json, call
 from swarmlet.errors import UsageError
 from swarmlet.model import (
@@ -188,6 +189,13 @@ def spec_from_args(args: argparse.Namespace, base: ServiceSpec | None = None) ->
         if args.stop_grace_period
         else base.stop_grace_period_s,
     )
+    if args.autoscale is not None:
+        spec = dataclasses.replace(spec, autoscale=parse_autoscale(args.autoscale))
+        if spec.autoscale is not None:
+            bounded = min(
+                max(spec.replicas, spec.autoscale.min_replicas), spec.autoscale.max_replicas
+            )
+            spec = dataclasses.replace(spec, replicas=bounded)
     validate_spec(spec)
     return spec
 
@@ -453,6 +461,11 @@ def _spec_flags(p: argparse.ArgumentParser, *, create: bool) -> None:
         p.add_argument(f"--{prefix}-failure-action", choices=("pause", "continue", "rollback"))
         p.add_argument(f"--{prefix}-monitor")
         p.add_argument(f"--{prefix}-max-failure-ratio", type=float)
+    p.add_argument(
+        "--autoscale",
+        metavar="POLICY",
+        help="min=2,max=10,cpu=70[,memory=512M][,rps=100] per replica, or none",
+    )
     p.add_argument(
         "-d", "--detach", action="store_true", help="do not wait for the service to converge"
     )

@@ -7,6 +7,7 @@ computed by pure functions: `membership.next_conf_change` and `orchestrator.reco
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -14,9 +15,10 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from swarmlet.autoscale import AutoscaleConfig, AutoscalerState, Sample, decide
 from swarmlet.errors import SwarmletError
 from swarmlet.membership import next_conf_change
-from swarmlet.model import Resources
+from swarmlet.model import Resources, Service, TaskState
 from swarmlet.observed import TaskObservation
 from swarmlet.orchestrator.context import Observed, seeded_ids
 from swarmlet.orchestrator.core import plan
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from swarmlet.node import Agent
 
 log = logging.getLogger(__name__)
+
+AUTOSCALE_INTERVAL_S = 5.0  # one load sample per autoscaled service per interval
 
 
 def observe(agent: Agent) -> Observed:
@@ -56,6 +60,9 @@ class LeaderDuties:
         self.agent = agent
         self.wake = trio.Event()
         self._ids = seeded_ids(random.Random())
+        self.autoscale_config = AutoscaleConfig()
+        self._autoscalers: dict[str, AutoscalerState] = {}
+        self._connections: dict[str, tuple[float, int]] = {}  # service -> (time, total count)
 
     def notify(self) -> None:
         self.wake.set()
@@ -64,6 +71,7 @@ class LeaderDuties:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._membership_loop)
             nursery.start_soon(self._orchestration_loop)
+            nursery.start_soon(self._autoscale_loop)
             task_status.started()
 
     async def _wait(self, timeout_s: float) -> None:
@@ -125,6 +133,81 @@ class LeaderDuties:
                 continue  # look again at once: the commands may enable more work
             delay = 5.0 if result.wakeup_at is None else max(0.0, result.wakeup_at - now)
             await self._wait(min(delay, 5.0))
+
+    # ------------------------------------------------------------------------ autoscaling
+
+    def _sample(self, service: Service, observed: Observed, now: float) -> Sample:
+        """One service's load now: per-replica CPU (of its limit if it has one, else of a core)
+        and memory means over its running replicas, and its request rate through every proxy."""
+        spec = service.spec
+        up = [
+            obs
+            for task in self.agent.state.tasks_of(service.id)
+            if task.desired_state is TaskState.RUNNING
+            and (obs := observed.tasks.get(task.id)) is not None
+            and obs.state is TaskState.RUNNING
+        ]
+        measured = [o for o in up if o.memory_bytes > 0]
+        cpu = memory = None
+        if measured:
+            cores = spec.limits.nano_cpus / 1e9 if spec.limits.nano_cpus else 1.0
+            cpu = sum(o.cpu_percent for o in measured) / len(measured) / cores
+            memory = sum(o.memory_bytes for o in measured) / len(measured)
+        rps = None
+        keys = {f"{p.published}/{p.protocol}" for p in spec.ports if p.mode == "ingress"}
+        if keys:
+            total = 0
+            for node_id in self.agent.state.nodes:
+                if node_id == self.agent.node_id:
+                    counts = self.agent.proxy.connection_counts()
+                else:
+                    meta = self.agent.node_meta(node_id)
+                    counts = dict(meta.proxy_connections) if meta is not None else {}
+                total += sum(v for k, v in counts.items() if k in keys)
+            previous = self._connections.get(service.id)
+            self._connections[service.id] = (now, total)
+            if previous is not None and now > previous[0]:
+                rps = max(0.0, (total - previous[1]) / (now - previous[0]))
+        return Sample(
+            at_s=now,
+            replicas=len(up),
+            cpu_percent=cpu,
+            memory_bytes=memory,
+            requests_per_s=rps,
+            spec_replicas=spec.replicas,
+        )
+
+    async def _autoscale_loop(self) -> None:
+        agent = self.agent
+        while True:
+            await trio.sleep(AUTOSCALE_INTERVAL_S)
+            if not agent.raft.is_leader:
+                self._autoscalers.clear()  # a new leader gathers its own evidence
+                continue
+            now = time.time()
+            observed = observe(agent)
+            for service in list(agent.state.services.values()):
+                policy = service.spec.autoscale
+                if policy is None:
+                    self._autoscalers.pop(service.id, None)
+                    continue
+                state = self._autoscalers.get(service.id) or AutoscalerState(
+                    service.spec.name, last_change_at_s=service.updated_at
+                )
+                decision, self._autoscalers[service.id] = decide(
+                    policy, self.autoscale_config, state, self._sample(service, observed, now), now
+                )
+                if decision is None:
+                    continue
+                spec = dataclasses.replace(service.spec, replicas=decision.to_replicas)
+                try:
+                    with trio.fail_after(agent.config.write_timeout_s):
+                        result = await agent.raft.propose(UpdateService(service.id, spec, now))
+                except (SwarmletError, trio.TooSlowError) as exc:
+                    log.info("autoscaling %s deferred: %s", service.spec.name, exc)
+                    continue
+                if result.ok:
+                    agent.events.record("autoscale", "scaled", service.spec.name, decision.reason)
 
     def _record(self, commands: tuple[object, ...]) -> None:
         state = self.agent.state

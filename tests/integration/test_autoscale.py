@@ -1,0 +1,72 @@
+"""Autoscaling with real replicas: CPU load scales a service up, and its end scales it down."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from swarmlet.testing.images import ensure_test_images
+from tests.integration.cluster import local_cluster, run_cli, wait_for
+from tests.integration.test_services import services
+
+pytestmark = [pytest.mark.integration, pytest.mark.docker]
+
+# Each replica burns its CPU limit (0.2 of a core) for 60 s from its start, then idles.
+BURN = "end=$(( $(date +%s) + 60 )); while [ $(date +%s) -lt $end ]; do :; done; exec sleep 86400"
+
+
+def test_cpu_load_scales_up_within_bounds_and_back_down_after_it_stops(tmp_path: Path) -> None:
+    ensure_test_images()
+    with local_cluster(tmp_path) as cluster:
+        cluster.start(managers=1, workers=1)
+        d = cluster.agents[0].data_dir
+        run_cli(
+            "service",
+            "create",
+            "--name",
+            "burn",
+            "--limit-cpu",
+            "0.2",
+            "--autoscale",
+            "min=1,max=3,cpu=50",
+            "swarmlet/busybox:1",
+            "sh",
+            "-c",
+            BURN,
+            data_dir=d,
+            timeout=120,
+        )
+        refused = run_cli("service", "scale", "burn=2", data_dir=d, check=False)
+        assert refused.returncode != 0 and "autoscaled" in refused.stderr
+        wait_for(
+            "a scale-up to the max",
+            lambda: services(cluster)["burn"]["replicas_desired"] == 3,
+            timeout=120,
+        )
+        wait_for(
+            "3 running", lambda: services(cluster)["burn"]["replicas_running"] == 3, timeout=60
+        )
+        wait_for(
+            "a scale-down once idle",
+            lambda: services(cluster)["burn"]["replicas_desired"] < 3,
+            timeout=300,
+        )
+        events = [
+            json.loads(line)
+            for line in run_cli(
+                "events",
+                "--no-follow",
+                "--since",
+                "1h",
+                "--format",
+                "json",
+                "--filter",
+                "type=autoscale",
+                data_dir=d,
+            ).stdout.splitlines()
+        ]
+        reasons = [e["message"] for e in events]
+        assert any(r.startswith("scaled burn 1 -> ") and "cpu" in r for r in reasons), reasons
+        assert all(1 <= int(r.split(" -> ")[1].split(":")[0]) <= 3 for r in reasons)

@@ -23,7 +23,7 @@ from swarmlet.observed import TaskObservation
 from swarmlet.orchestrator.context import Observed, seeded_ids
 from swarmlet.orchestrator.core import plan
 from swarmlet.scheduler import ObservedNode
-from swarmlet.state import Batch, PutTasks, RemoveTasks, UpdateService
+from swarmlet.state import Batch, ClusterState, PutTasks, RemoveTasks, UpdateService
 
 if TYPE_CHECKING:
     from swarmlet.node import Agent
@@ -53,6 +53,38 @@ def observe(agent: Agent) -> Observed:
     for obs in agent.local_observations():
         tasks[obs.task_id] = obs
     return Observed(nodes=nodes, tasks=tasks)
+
+
+def hold_back_dependents(state: ClusterState, observed: Observed) -> ClusterState:
+    """The state to orchestrate, without the services whose first start must wait.
+
+    Beyond Swarm (which ignores `depends_on` in stacks): a service that has never had a task is
+    held back until every service it depends on has a replica running. Only the first start is
+    ordered; afterwards each service lives on its own, as compose's `depends_on` does.
+    """
+
+    def up(service_name: str) -> bool:
+        dep = state.service_by_name(service_name)
+        if dep is None:
+            return True  # removed meanwhile: nothing to wait for
+        return any(
+            (obs := observed.tasks.get(t.id)) is not None and obs.state is TaskState.RUNNING
+            for t in state.tasks_of(dep.id)
+        )
+
+    held = [
+        s.id
+        for s in state.services.values()
+        if s.spec.depends_on
+        and not state.tasks_of(s.id)
+        and not all(up(name) for name in s.spec.depends_on)
+    ]
+    if not held:
+        return state
+    trimmed = state.copy()
+    for service_id in held:
+        del trimmed.services[service_id]
+    return trimmed
 
 
 class LeaderDuties:
@@ -116,7 +148,8 @@ class LeaderDuties:
                 await self._wait(1.0)
                 continue
             now = time.time()
-            result = plan(agent.state, observe(agent), now, self._ids)
+            observed = observe(agent)
+            result = plan(hold_back_dependents(agent.state, observed), observed, now, self._ids)
             if result.commands:
                 batch = Batch(result.commands) if len(result.commands) > 1 else result.commands[0]
                 try:

@@ -7,6 +7,7 @@ is durable (Raft persists before it acknowledges, so there is nothing left to fl
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -71,6 +72,19 @@ async def _main(
     log.info("agent stopped")
 
 
+def config_from_env() -> AgentConfig:
+    """Operator overrides of the agent's defaults (documented in README.md):
+    SWARMLET_VOTER_GRACE_S  how long a Raft voter may be down before a standby replaces it."""
+    config = AgentConfig()
+    grace = os.environ.get("SWARMLET_VOTER_GRACE_S")
+    if grace:
+        try:
+            config = dataclasses.replace(config, voter_grace_s=float(grace))
+        except ValueError:
+            log.warning("ignoring SWARMLET_VOTER_GRACE_S=%r: not a number of seconds", grace)
+    return config
+
+
 def run_agent(
     datadir: DataDir,
     config: AgentConfig | None = None,
@@ -79,7 +93,7 @@ def run_agent(
 ) -> int:
     configure_logging()
     try:
-        trio.run(_main, datadir, config, on_ready)
+        trio.run(_main, datadir, config or config_from_env(), on_ready)
     except StorageCorruptError as exc:
         log.critical("refusing to start: %s", exc)
         return 3

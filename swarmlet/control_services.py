@@ -19,7 +19,15 @@ from swarmlet import crypto, wire
 from swarmlet.api import Emit, Handler, StreamHandler
 from swarmlet.errors import RemoteProtocolError, UsageError
 from swarmlet.leader import observe
-from swarmlet.model import Service, ServiceMode, ServiceSpec, Task, TaskState
+from swarmlet.model import (
+    Service,
+    ServiceMode,
+    ServiceSpec,
+    Task,
+    TaskState,
+    UpdateState,
+    UpdateStatus,
+)
 from swarmlet.node import Agent, parse_addr
 from swarmlet.observed import TaskObservation
 from swarmlet.rpc import EndOfStream, LogLine, LogsRequest
@@ -158,8 +166,14 @@ class ServiceControl:
         service = self._service(str(args.get("service", "")))
         if service.previous_spec is None:
             raise UsageError(f"service {service.spec.name} has no previous spec to roll back to")
+        now = time.time()
+        status = UpdateStatus(
+            UpdateState.ROLLBACK_STARTED, started_at=now, message="manually requested"
+        )
         await self._commit(
-            UpdateService(service.id, service.previous_spec, time.time(), is_rollback=True)
+            UpdateService(
+                service.id, service.previous_spec, now, is_rollback=True, update_status=status
+            )
         )
         return {"id": service.id}
 

@@ -23,7 +23,7 @@ from swarmlet.observed import TaskObservation
 from swarmlet.orchestrator.context import Observed, seeded_ids
 from swarmlet.orchestrator.core import plan
 from swarmlet.scheduler import ObservedNode
-from swarmlet.state import Batch, ClusterState, PutTasks, RemoveTasks, UpdateService
+from swarmlet.state import Batch, ClusterState, Command, PutTasks, RemoveTasks, UpdateService
 
 if TYPE_CHECKING:
     from swarmlet.node import Agent
@@ -38,6 +38,10 @@ def observe(agent: Agent) -> Observed:
     nodes: dict[str, ObservedNode] = {}
     tasks: dict[str, TaskObservation] = {}
     for node_id in agent.state.nodes:
+        if node_id != agent.node_id and agent.gossip.core.member(node_id) is None:
+            # Not heard of yet (e.g. just after a failover): no verdict, so the orchestrator
+            # neither places new tasks there nor writes its tasks off.
+            continue
         meta = agent.node_meta(node_id)
         ready = agent.is_ready(node_id)
         total = Resources(meta.nano_cpus, meta.memory_bytes) if meta is not None else None
@@ -151,21 +155,38 @@ class LeaderDuties:
             observed = observe(agent)
             result = plan(hold_back_dependents(agent.state, observed), observed, now, self._ids)
             if result.commands:
-                batch = Batch(result.commands) if len(result.commands) > 1 else result.commands[0]
                 try:
                     with trio.fail_after(agent.config.write_timeout_s):
-                        applied = await agent.raft.propose(batch)
-                    if not applied.ok:
-                        log.error("orchestrator command rejected: %s", applied.error)
-                        await self._wait(1.0)
-                    else:
-                        self._record(result.commands)
+                        await self._propose(result.commands)
                 except (SwarmletError, trio.TooSlowError) as exc:
                     log.info("orchestration deferred: %s", exc)
                     await self._wait(0.5)
                 continue  # look again at once: the commands may enable more work
             delay = 5.0 if result.wakeup_at is None else max(0.0, result.wakeup_at - now)
             await self._wait(min(delay, 5.0))
+
+    async def _propose(self, commands: tuple[Command, ...]) -> None:
+        """All of a plan as one entry (one fsync); if the state refuses it, one by one, so that
+        a refused command holds back only its own service."""
+        batch = Batch(commands) if len(commands) > 1 else commands[0]
+        applied = await self.agent.raft.propose(batch)
+        if applied.ok:
+            self._record(commands)
+            return
+        if len(commands) == 1:
+            log.error("orchestrator command refused: %s", applied.error)
+            await self._wait(1.0)
+            return
+        refused = 0
+        for command in commands:
+            one = await self.agent.raft.propose(command)
+            if one.ok:
+                self._record((command,))
+            else:
+                refused += 1
+                log.error("orchestrator command refused: %s", one.error)
+        if refused:
+            await self._wait(1.0)
 
     # ------------------------------------------------------------------------ autoscaling
 

@@ -258,7 +258,9 @@ class Task:
     node_id: str = ""  # "" until assigned
     message: str = ""  # why pending, or what happened
     error: str = ""
-    attempt: int = 0  # restarts so far in this slot (for back-off and max_attempts)
+    # Restarts in the slot's current crash streak (for the back-off; reset once a task ran 10 s).
+    # max_attempts is counted from the slot's task history instead.
+    attempt: int = 0
     created_at: float = 0.0
     updated_at: float = 0.0
 

@@ -112,3 +112,27 @@ def test_state_survives_restarting_every_agent_at_once(tmp_path: Path) -> None:
             )
         wait_for("a leader after the restart", lambda: _leader_id(cluster, cluster.agents[0]))
         assert _write(cluster, cluster.agents[2], "after-restart")
+
+
+def test_a_voter_down_past_the_grace_period_is_replaced_by_a_standby_manager(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SWARMLET_VOTER_GRACE_S", "3")  # inherited by the agents the CLI starts
+    with local_cluster(tmp_path) as cluster:
+        cluster.start(managers=4)  # 3 voters and a standby
+        status = cluster.status(cluster.agents[0])
+        voters = set(status["raft"]["voters"])
+        (standby,) = set(status["raft"]["learners"])
+        leader = status["raft"]["leader_id"]
+        victim_id = sorted(voters - {leader})[0]
+        victim = cluster.agent_by_node_id(victim_id)
+        cluster.kill(victim)
+        survivor = next(a for a in cluster.agents if a is not victim)
+
+        def replaced() -> bool:
+            raft = cluster.status(survivor)["raft"]
+            return standby in raft["voters"] and victim_id not in raft["voters"]
+
+        wait_for("the standby to take the dead voter's seat", replaced, timeout=60)
+        assert len(cluster.status(survivor)["raft"]["voters"]) == 3
+        assert _write(cluster, survivor, "after-replacement")

@@ -559,11 +559,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("nodes", nargs="+", metavar="NODE")
 
     # These import this module: load them once the parser exists.
-    from swarmlet import cli_secret, cli_service, cli_stack
+    from swarmlet import cli_dashboard, cli_secret, cli_service, cli_stack
 
     cli_service.register(sub, command)
     cli_stack.register(sub, command)
     cli_secret.register(sub, command)
+    cli_dashboard.register(sub, command)
     return parser
 
 

@@ -568,7 +568,8 @@ def event_line(e: EventRow, utc_offset_s: int, width: int) -> Text:
     text.append(" ")
     text.append(f"{clean(e.type):<7}", style=_EVENT_TYPE_STYLE.get(e.type, ""))
     text.append(" ")
-    text.append(f"{clean(e.action):<9}", style=_EVENT_ACTION_STYLE.get(e.action, ""))
+    outcome = e.action.rsplit("/", 1)[-1]  # task events read "desired/observed"
+    text.append(f"{clean(e.action):<9}", style=_EVENT_ACTION_STYLE.get(outcome, ""))
     text.append(" ")
     text.append(clean(e.subject), style="bold")
     if e.message:

@@ -288,7 +288,7 @@ async def _http_get(host: str, port: int) -> tuple[int, bytes]:
                 data = b""
                 while chunk := await stream.receive_some():
                     data += chunk
-        except OSError:
+        except (OSError, trio.BrokenResourceError):
             data = b""
         if data:
             head, _, body = data.partition(b"\r\n\r\n")

@@ -39,8 +39,8 @@ $sw node ls --data-dir "$root/n1"
 echo
 $sw stack ps web --data-dir "$root/n1"
 echo
-echo "Requests to any node's port 8080 go round-robin over the replicas:"
-for i in 1 2 3 4 5 6; do curl -s "http://127.0.0.$(( (i % 3) + 1 )):8080/"; done
+echo "Six requests to n2's port 8080 go round-robin over the six replicas, wherever they run:"
+for _ in 1 2 3 4 5 6; do curl -s "http://127.0.0.2:8080/"; done
 cat <<MSG
 
 The demo cluster is running (data dirs under $root). Try:

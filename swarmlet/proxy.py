@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import random
 import resource
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -142,7 +143,9 @@ class _Listener:
     def __init__(self, route: Route, scope: trio.CancelScope) -> None:
         self.route = route
         self.scope = scope
-        self.selector = EndpointSelector()
+        # Each proxy starts its round robin at a random place, so the proxies of all nodes do not
+        # hit the same replica first, in step.
+        self.selector = EndpointSelector(_cursor=random.randrange(1 << 16))
         self.stats = PortStats()
 
 

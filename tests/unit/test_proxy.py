@@ -145,3 +145,76 @@ def proxy_listener(proxy: Proxy, route: Route) -> _Listener:
 async def _socket_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
     a, b = trio.socket.socketpair()
     return trio.SocketStream(a), trio.SocketStream(b)
+
+
+async def _serve(nursery: trio.Nursery, handler: object) -> int:
+    listeners = await nursery.start(trio.serve_tcp, handler, 0)
+    port: int = listeners[0].socket.getsockname()[1]
+    return port
+
+
+async def test_large_transfers_and_half_close_pass_through_unchanged() -> None:
+    payload = bytes(range(256)) * 40_000  # ~10 MB, a recognisable pattern
+
+    async def replica(stream: trio.SocketStream) -> None:
+        # Reads everything until the client half-closes, then answers with a digest-like echo.
+        async with stream:
+            got = bytearray()
+            while chunk := await stream.receive_some(65536):
+                got += chunk
+            await stream.send_all(bytes(got[::-1]))
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            port = await _serve(nursery, replica)
+            route = Route("web", 0, "tcp", (Endpoint(80, "tcp", "127.0.0.1", port),))
+            listener = _Listener(route, trio.CancelScope())
+            client, server_side = await _socket_pair()
+            nursery.start_soon(Proxy("127.0.0.1", lambda: [route])._handle, listener, server_side)
+
+            async def send() -> None:
+                await client.send_all(payload)
+                await client.send_eof()  # half-close: the answer must still come back
+
+            nursery.start_soon(send)
+            received = bytearray()
+            while chunk := await client.receive_some(65536):
+                received += chunk
+            assert received == payload[::-1]
+            assert listener.stats.bytes_in == len(payload)
+            assert listener.stats.bytes_out == len(payload)
+            await client.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_slow_client_back_pressures_the_replica_without_buffering_it_all() -> None:
+    sent = 0
+    total = 1 << 30  # far more than any socket buffers can hold
+
+    async def replica(stream: trio.SocketStream) -> None:
+        nonlocal sent
+        async with stream:
+            await stream.receive_some(100)
+            chunk = b"x" * 65536
+            while sent < total:
+                await stream.send_all(chunk)
+                sent += len(chunk)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            port = await _serve(nursery, replica)
+            route = Route("web", 0, "tcp", (Endpoint(80, "tcp", "127.0.0.1", port),))
+            client, server_side = await _socket_pair()
+            listener = _Listener(route, trio.CancelScope())
+            nursery.start_soon(Proxy("127.0.0.1", lambda: [route])._handle, listener, server_side)
+            await client.send_all(b"GET")
+            # The client reads nothing: the replica must stall once the kernel buffers are full,
+            # instead of the proxy buffering everything it sends.
+            last = -1
+            while sent != last:
+                last = sent
+                await trio.sleep(0.2)
+            assert 0 < sent < 64 * 1024 * 1024
+            assert await client.receive_some(65536)  # and the bytes are all there to be read
+            await client.aclose()
+            nursery.cancel_scope.cancel()

@@ -9,6 +9,8 @@ need_apt=()
 command -v iptables >/dev/null || need_apt+=(iptables)
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || need_apt+=(busybox-static)
 command -v tmux >/dev/null || need_apt+=(tmux)
+command -v debootstrap >/dev/null || need_apt+=(debootstrap)
+command -v ruby >/dev/null || need_apt+=(ruby)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 
 docker_ok() { docker info >/dev/null 2>&1; }

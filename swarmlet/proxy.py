@@ -136,6 +136,7 @@ class PortStats:
     bytes_out: int = 0  # replica -> client
     errors: int = 0
     retries: int = 0  # connections replayed to another replica after an empty close
+    refused: int = 0  # clients turned away: the agent's connection limit was reached
     per_endpoint: Counter[str] = field(default_factory=Counter)
 
 
@@ -149,13 +150,23 @@ class _Listener:
         self.stats = PortStats()
 
 
-def raise_fd_limit() -> None:
-    """Each proxied connection holds two sockets: allow as many as the hard limit permits."""
+FD_RESERVE = 1024  # descriptors kept for the agent itself: Raft, gossip, Docker, the API
+WANTED_FDS = 1 << 18  # 2 sockets per proxied connection: room for ~100,000 connections
+
+
+def raise_fd_limit() -> int:
+    """Each proxied connection holds two sockets: raise the soft limit to the hard one, and, as
+    root, the hard one too (up to the kernel's nr_open). Returns the limit in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if hard != resource.RLIM_INFINITY and hard < WANTED_FDS:
+        with contextlib.suppress(ValueError, OSError):  # not root: keep the hard limit
+            resource.setrlimit(resource.RLIMIT_NOFILE, (WANTED_FDS, WANTED_FDS))
+            return WANTED_FDS
+    target = hard if hard != resource.RLIM_INFINITY else WANTED_FDS
     if soft < target:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 class Proxy:
@@ -172,6 +183,8 @@ class Proxy:
         self.port_errors: dict[tuple[int, str], str] = {}
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
+        self.max_connections = 1 << 30  # set from the descriptor limit in `run`
+        self.active_connections = 0
 
     def notify(self) -> None:
         self._wake.set()
@@ -194,12 +207,15 @@ class Proxy:
                 "bytes_out": s.bytes_out,
                 "errors": s.errors,
                 "retries": s.retries,
+                "refused": s.refused,
                 "endpoints": dict(s.per_endpoint),
             }
         return out
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        raise_fd_limit()
+        # Past this many connections new clients are refused at once, so that a flood of
+        # connections can never starve the agent's own sockets (Raft, gossip, the API).
+        self.max_connections = max(64, (raise_fd_limit() - FD_RESERVE) // 2)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
@@ -262,6 +278,12 @@ class Proxy:
     async def _handle(self, listener: _Listener, client: trio.SocketStream) -> None:
         stats = listener.stats
         stats.connections += 1
+        if self.active_connections >= self.max_connections:
+            stats.refused += 1
+            with contextlib.suppress(*_BROKEN):
+                await client.aclose()
+            return
+        self.active_connections += 1
         stats.active += 1
         session = _Session(client, stats)
         try:
@@ -286,7 +308,8 @@ class Proxy:
             # No replica could take it: the client sees the connection close.
         finally:
             stats.active -= 1
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            self.active_connections -= 1
+            with contextlib.suppress(*_BROKEN):
                 await client.aclose()
 
 

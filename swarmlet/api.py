@@ -122,6 +122,8 @@ async def serve_control(
                     )
             except SwarmletError as exc:
                 await _send(stream, _error_body(exc))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise  # the client went away before the answer: not an error of ours
             except Exception as exc:
                 # A bug of ours in one handler: answer and log it loudly, but keep serving.
                 log.exception("control operation %s failed", op)

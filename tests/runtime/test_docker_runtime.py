@@ -539,7 +539,9 @@ async def test_name_conflict_is_a_runtime_error(
 async def test_logs_return_stdout_and_stderr_lines_and_honour_tail(
     runtime: DockerRuntime, labels: dict[str, str]
 ) -> None:
-    script = "echo one; echo two >&2; printf 'three'"
+    # stdout and stderr are two pipes: Docker orders lines by when it reads them, so the writes
+    # are spaced out to make the expected order the only possible one.
+    script = "echo one; sleep 0.3; echo two >&2; sleep 0.3; printf 'three'"
     with trio.fail_after(30):
         info = await _run_to_exit(
             runtime, _spec(labels, "logs", image=BUSYBOX_IMAGE, command=("sh", "-c", script))

@@ -321,27 +321,48 @@ def _ports_text(ports: list[dict[str, Any]]) -> str:
     return ", ".join(f"*:{p['published']}->{p['target']}/{p['protocol']}" for p in ports)
 
 
-def cmd_ls(args: argparse.Namespace, console: Console) -> int:
-    result = call(args, "service.ls")
-    services = result["services"]
-    if args.format == "json":
-        _print_json(console, services)
-        return EXIT_OK
+def print_services(console: Console, services: list[dict[str, Any]]) -> None:
     table = Table(box=None, pad_edge=False)
     for column in ("ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"):
         table.add_column(column, no_wrap=True)
     for s in services:
-        mode = s["mode"]
         table.add_row(
             s["id"][:12],
             s["name"],
-            mode,
+            s["mode"],
             f"{s['replicas_running']}/{s['replicas_desired']}",
             s["image"],
             _ports_text(s["ports"]),
         )
     console.print(table)
+
+
+def list_services(args: argparse.Namespace, console: Console, stack: str | None = None) -> int:
+    services = call(args, "service.ls", stack=stack)["services"]
+    if args.format == "json":
+        _print_json(console, services)
+    else:
+        print_services(console, services)
     return EXIT_OK
+
+
+def list_tasks(
+    args: argparse.Namespace,
+    console: Console,
+    *,
+    services: list[str] | None = None,
+    stack: str | None = None,
+) -> int:
+    tasks = call(args, "service.ps", services=services, stack=stack)["tasks"]
+    if args.format == "json":
+        _print_json(console, tasks)
+    else:
+        print_tasks(console, tasks)
+    return EXIT_OK
+
+
+def cmd_ls(args: argparse.Namespace, console: Console) -> int:
+    return list_services(args, console)
 
 
 def print_tasks(
@@ -376,12 +397,7 @@ def _ago(seconds: float) -> str:
 
 
 def cmd_ps(args: argparse.Namespace, console: Console) -> int:
-    tasks = call(args, "service.ps", services=args.services)["tasks"]
-    if args.format == "json":
-        _print_json(console, tasks)
-        return EXIT_OK
-    print_tasks(console, tasks)
-    return EXIT_OK
+    return list_tasks(args, console, services=args.services)
 
 
 def cmd_inspect(args: argparse.Namespace, console: Console) -> int:

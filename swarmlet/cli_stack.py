@@ -16,7 +16,7 @@ from rich.table import Table
 
 from swarmlet import messages, wire
 from swarmlet.cli import EXIT_OK, _print_json, call
-from swarmlet.cli_service import print_tasks, wait_converged
+from swarmlet.cli_service import list_services, list_tasks, wait_converged
 from swarmlet.errors import StackError
 from swarmlet.stack import load_stack, render_config
 
@@ -107,35 +107,11 @@ def cmd_ls(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_ps(args: argparse.Namespace, console: Console) -> int:
-    tasks = call(args, "service.ps", stack=args.name)["tasks"]
-    if args.format == "json":
-        _print_json(console, tasks)
-        return EXIT_OK
-    print_tasks(console, tasks)
-    return EXIT_OK
+    return list_tasks(args, console, stack=args.name)
 
 
 def cmd_services(args: argparse.Namespace, console: Console) -> int:
-    services = call(args, "service.ls", stack=args.name)["services"]
-    if args.format == "json":
-        _print_json(console, services)
-        return EXIT_OK
-    from swarmlet.cli_service import _ports_text
-
-    table = Table(box=None, pad_edge=False)
-    for column in ("ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"):
-        table.add_column(column, no_wrap=True)
-    for s in services:
-        table.add_row(
-            s["id"][:12],
-            s["name"],
-            s["mode"],
-            f"{s['replicas_running']}/{s['replicas_desired']}",
-            s["image"],
-            _ports_text(s["ports"]),
-        )
-    console.print(table)
-    return EXIT_OK
+    return list_services(args, console, stack=args.name)
 
 
 def cmd_rm(args: argparse.Namespace, console: Console) -> int:

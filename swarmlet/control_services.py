@@ -51,6 +51,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def decode_spec(raw: object) -> ServiceSpec:
+    """A wire-encoded spec from an API caller, type-checked and validated."""
+    if not isinstance(raw, bytes):
+        raise UsageError("spec: expected an encoded service spec")
+    try:
+        spec = wire.decode(raw, expect=(ServiceSpec,))
+    except RemoteProtocolError as exc:
+        raise UsageError(f"invalid service spec: {exc}") from None
+    assert isinstance(spec, ServiceSpec)
+    validate_spec(spec)
+    return spec
+
+
 def effective_state(task: Task, obs: TaskObservation | None) -> TaskState:
     return max(task.state, obs.state) if obs is not None else task.state
 
@@ -80,16 +93,7 @@ class ServiceControl:
 
     @staticmethod
     def _spec(args: dict[str, Any]) -> ServiceSpec:
-        raw = args.get("spec")
-        if not isinstance(raw, bytes):
-            raise UsageError("spec: expected an encoded service spec")
-        try:
-            spec = wire.decode(raw, expect=(ServiceSpec,))
-        except RemoteProtocolError as exc:
-            raise UsageError(f"invalid service spec: {exc}") from None
-        assert isinstance(spec, ServiceSpec)
-        validate_spec(spec)
-        return spec
+        return decode_spec(args.get("spec"))
 
     async def _commit(self, command: Any) -> str:
         result = await self.agent.write(command)

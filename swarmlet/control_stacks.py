@@ -11,13 +11,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from swarmlet import crypto, wire
+from swarmlet import crypto
 from swarmlet.api import Handler
 from swarmlet.control_secrets import LABEL_STACK, secret_command
-from swarmlet.errors import RemoteProtocolError, UsageError
-from swarmlet.model import Service, ServiceSpec
+from swarmlet.control_services import decode_spec
+from swarmlet.errors import UsageError
+from swarmlet.model import Service
 from swarmlet.node import Agent
-from swarmlet.specparse import validate_spec
 from swarmlet.state import (
     Batch,
     Command,
@@ -49,15 +49,7 @@ class StackControl:
             )
             if command is not None:
                 commands.append(command)
-        specs: list[ServiceSpec] = []
-        for raw in args.get("services") or ():
-            try:
-                spec = wire.decode(raw, expect=(ServiceSpec,))
-            except RemoteProtocolError as exc:
-                raise UsageError(f"invalid service spec: {exc}") from None
-            assert isinstance(spec, ServiceSpec)
-            validate_spec(spec)
-            specs.append(spec)
+        specs = [decode_spec(raw) for raw in args.get("services") or ()]
         created, updated, unchanged, removed = [], [], [], []
         now = time.time()
         for spec in specs:

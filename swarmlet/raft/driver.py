@@ -148,8 +148,14 @@ class RaftDriver:
         was lost before the entry committed (the caller may retry with the new leader).
         """
         data = wire.encode(command)
+        return await self._append_and_wait(lambda: self.core.propose(data))
+
+    async def propose_conf_change(self, change: ConfChange) -> None:
+        await self._append_and_wait(lambda: self.core.propose_conf_change(change))
+
+    async def _append_and_wait(self, append: Callable[[], int]) -> ApplyResult:
         async with self._core_lock:
-            index = self.core.propose(data)
+            index = append()
             waiter = _Waiter(term=self.core.term)
             self._waiters[index] = waiter
         self._wake.set()
@@ -157,16 +163,6 @@ class RaftDriver:
         if waiter.result is None:
             raise NotLeaderError(self.core.leader_id)
         return waiter.result
-
-    async def propose_conf_change(self, change: ConfChange) -> None:
-        async with self._core_lock:
-            index = self.core.propose_conf_change(change)
-            waiter = _Waiter(term=self.core.term)
-            self._waiters[index] = waiter
-        self._wake.set()
-        await waiter.done.wait()
-        if waiter.result is None:
-            raise NotLeaderError(self.core.leader_id)
 
     async def read_barrier(self) -> None:
         """Wait until this node's state reflects every write committed before the call

@@ -2,8 +2,10 @@
 
     transport (UDP + TCP, sealed)  ->  gossip driver (membership, observed state)
                                    ->  raft driver (replicated desired state)
-    control API (Unix socket)      ->  `swarmlet.control` handlers
-    leader duties                  ->  voter policy (`membership`), orchestration (`orchestrator`)
+    control API (Unix socket)      ->  `swarmlet.control*` handlers
+    leader duties (`leader`)       ->  voter policy, orchestration, autoscaling (pure cores)
+    executor (`executor`)          ->  this node's containers, through `runtime` (Docker)
+    proxy (`proxy`)                ->  the routing mesh, fed from the observed state
 
 This module wires things together and carries the cross-cutting paths that need several
 components at once: forwarding writes to the leader, the join handshake, liveness as seen by
@@ -67,10 +69,11 @@ log = logging.getLogger(__name__)
 class AgentConfig:
     gossip: GossipConfig = field(default_factory=GossipConfig.lan)
     # Raft runs on ticks of `raft_tick_interval_s`. Election timeout: election_ticks..2x ticks,
-    # i.e. 0.4-0.8 s; heartbeats every tick (50 ms). A dead leader is replaced in ~0.6 s + one
-    # election round trip: the 1 s failover goal, with margin for Python's scheduling jitter.
+    # i.e. 0.4-0.8 s: a dead leader is replaced in ~0.6 s + one election round trip, the 1 s
+    # failover goal with margin for Python's scheduling jitter. Heartbeats every 2 ticks (100 ms,
+    # etcd's default): 4-8 per election timeout, and half the idle traffic of one per tick.
     raft: RaftConfig = field(
-        default_factory=lambda: RaftConfig(election_ticks=8, heartbeat_ticks=1)
+        default_factory=lambda: RaftConfig(election_ticks=8, heartbeat_ticks=2)
     )
     raft_tick_interval_s: float = 0.05
     # A voter down this long is replaced by a healthy standby manager (beyond Swarm).
@@ -168,9 +171,7 @@ class Agent:
         )
 
         self.stopping = trio.Event()
-        # Long-running components added by later layers (task runner, proxy) and the TCP
-        # request types they serve.
-        self.extra_services: list[Callable[..., Awaitable[None]]] = []
+        # TCP request types served by other layers (e.g. `service logs` across nodes).
         self.stream_handlers: dict[type, Callable[[FramedStream, object], Awaitable[None]]] = {}
 
     @property
@@ -504,8 +505,6 @@ class Agent:
             nursery.start_soon(self._run_executor)
             await nursery.start(self.proxy.run)
             nursery.start_soon(self._refresh_meta)
-            for service in self.extra_services:
-                await nursery.start(service)
             if serve_control is not None:
                 await nursery.start(serve_control)
             self.datadir.pid_file.write_text(str(os.getpid()))

@@ -57,9 +57,9 @@ from bench.common import (
     print_load,
     print_table,
     spawn,
-    wait_tcp,
     write_json,
 )
+from bench.reference import wait_tcp
 from swarmlet import messages, wire
 from swarmlet.model import PortConfig, ServiceSpec
 

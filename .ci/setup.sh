@@ -11,6 +11,7 @@ command -v iptables >/dev/null || need_apt+=(iptables)
 command -v tmux >/dev/null || need_apt+=(tmux)
 command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 command -v ruby >/dev/null || need_apt+=(ruby)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)  # only to verify the unit file
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 
 docker_ok() { docker info >/dev/null 2>&1; }

@@ -54,7 +54,7 @@ class Tmux:
 @pytest.fixture
 def tmux() -> Iterator[Tmux]:
     if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed")
+        pytest.fail("tmux is not installed (.ci/setup.sh installs it)")
     t = Tmux(f"swarmlet-dash-{os.getpid()}")
     try:
         yield t

@@ -6,7 +6,6 @@ import dataclasses
 import enum
 
 import msgpack
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -174,25 +173,18 @@ def test_message_tuple_is_append_only_ordered() -> None:
 
 
 def test_size_estimate_bounds_the_real_sealed_datagram() -> None:
-    """Against the project's own codec and the driver's datagram wrapper, when they import."""
-    try:
-        from swarmlet import crypto, wire
-        from swarmlet import messages as registry
-        from swarmlet.gossip.driver import GossipDatagram
-    except Exception as e:  # another module of the tree is mid-change: nothing to compare with
-        pytest.skip(f"wire codec unavailable: {e}")
-    registry_setup = getattr(registry, "ensure_registered", None)
-    if callable(registry_setup):
-        registry_setup()
+    """Against the project's own codec and the driver's datagram wrapper."""
+    from swarmlet import crypto, wire
+    from swarmlet import messages as registry
+    from swarmlet.gossip.driver import GossipDatagram
+
+    registry.ensure_registered()
     msgs: tuple[Message, ...] = (
         Ping(2**62, "n" * 40),
         Alive(2**62, "m" * 40, "10.200.200.200", 65535, b"x" * 900),
         Suspect(2**62, "s" * 40, "a" * 40),
         Dead(2**62, "d" * 40, "a" * 40),
     )
-    try:
-        encoded = wire.encode(GossipDatagram(msgs))
-    except Exception as e:
-        pytest.skip(f"wire codec not ready: {e}")
+    encoded = wire.encode(GossipDatagram(msgs))
     sealed = len(encoded) + crypto.SEAL_OVERHEAD
     assert sealed <= COMPOUND_OVERHEAD_BYTES + sum(estimate_size(m) for m in msgs)

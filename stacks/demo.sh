@@ -40,7 +40,12 @@ echo
 $sw stack ps web --data-dir "$root/n1"
 echo
 echo "Six requests to n2's port 8080 go round-robin over the six replicas, wherever they run:"
-for _ in 1 2 3 4 5 6; do curl -s "http://127.0.0.2:8080/"; done
+.venv/bin/python - <<'PY'
+import urllib.request
+
+for _ in range(6):
+    print(urllib.request.urlopen("http://127.0.0.2:8080/", timeout=5).read().decode().strip())
+PY
 cat <<MSG
 
 The demo cluster is running (data dirs under $root). Try:

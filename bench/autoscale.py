@@ -66,6 +66,7 @@ from bench.common import (
     make_root,
     print_load,
     print_table,
+    wait_until,
     write_json,
 )
 from swarmlet.autoscale import AutoscaleConfig, AutoscalerState, Sample, decide
@@ -120,12 +121,7 @@ class BodyLoop:
 
 
 def wait(what: str, done: Callable[[], bool], timeout_s: float = TIMEOUT_S) -> float:
-    start = time.monotonic()
-    while not done():
-        if time.monotonic() - start > timeout_s:
-            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(POLL_S)
-    return time.monotonic()
+    return wait_until(what, done, timeout_s=timeout_s, poll_s=POLL_S)
 
 
 def docker(*args: str) -> str:

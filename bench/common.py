@@ -554,6 +554,16 @@ async def wait_all_status(
     return seen
 
 
+def wait_until(what: str, done: Callable[[], bool], *, timeout_s: float, poll_s: float) -> float:
+    """Poll `done` every `poll_s` until it holds; return the monotonic time it did."""
+    start = time.monotonic()
+    while not done():
+        if time.monotonic() - start > timeout_s:
+            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(poll_s)
+    return time.monotonic()
+
+
 def wait_all_see_sync(
     observers: Sequence[Agent],
     predicate: Callable[[dict[str, str]], bool],

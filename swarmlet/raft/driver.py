@@ -201,7 +201,6 @@ class RaftDriver:
                 return
             if msg is None:
                 return
-            log.debug("recv %s", msg)
             if getattr(msg, "from_id", None) != hello.from_id:
                 self.transport.counters["dropped_raft_wrong_sender"] += 1
                 continue
@@ -286,7 +285,6 @@ class RaftDriver:
         if rd.snapshot is not None:
             self._restore(rd.snapshot)
         for msg in rd.messages:
-            log.debug("send %s", msg)
             self._send(msg)
         for entry in rd.committed_entries:
             self._apply(entry)

@@ -17,14 +17,13 @@ from typing import Any
 import trio
 
 RING_SIZE = 2000
-TYPES = ("node", "service", "task", "raft", "autoscale")
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
     seq: int  # increases by one per event on this agent
     time: float  # wall clock, seconds since the epoch
-    type: str  # one of TYPES
+    type: str  # node | service | task | raft | autoscale
     action: str  # e.g. "down", "elected", "failed", "scaled"
     subject: str  # a node, service or task name
     message: str

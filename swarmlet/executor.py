@@ -433,9 +433,3 @@ class Executor:
                 self._publish(tuple(self.observations.values()))
         finally:
             self._busy.discard(task_id)
-
-    async def remove_all(self) -> None:
-        """Remove every container of ours (used when this node leaves the cluster for good)."""
-        for info in await self.runtime.list(self.labels):
-            with contextlib.suppress(RuntimeAdapterError):
-                await self.runtime.remove(info.id, force=True)

@@ -32,14 +32,3 @@ def read_host_info() -> HostInfo:
 
 async def host_info() -> HostInfo:
     return await trio.to_thread.run_sync(read_host_info)
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessInfo:
-    rss_bytes: int
-    cpu_percent: float  # of one core, since the previous reading
-
-
-def read_process_info(pid: int) -> ProcessInfo:
-    proc = psutil.Process(pid)
-    return ProcessInfo(rss_bytes=int(proc.memory_info().rss), cpu_percent=proc.cpu_percent(None))

@@ -3,7 +3,7 @@
 # /tmp/swarmlet-demo), with the web stack deployed behind the routing mesh.
 #
 #   bash stacks/demo.sh          # set up and start (idempotent: stops a previous demo first)
-#   bash stacks/demo.sh stop     # stop the agents and remove the demo's containers
+#   bash stacks/demo.sh stop     # stop the agents, remove the demo's containers and networks
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=/tmp/swarmlet-demo
@@ -17,6 +17,8 @@ stop() {
   if [ -f "$root/cluster-id" ]; then
     ids=$(docker ps -aq --filter "label=swarmlet.cluster=$(cat "$root/cluster-id")")
     [ -z "$ids" ] || docker rm -f $ids >/dev/null
+    nets=$(docker network ls -q --filter "label=swarmlet.cluster=$(cat "$root/cluster-id")")
+    [ -z "$nets" ] || docker network rm $nets >/dev/null
   fi
   rm -rf "$root"
 }
@@ -53,5 +55,8 @@ The demo cluster is running (data dirs under $root). Try:
   $sw dashboard
   $sw service scale web_app=9
   kill -9 \$(cat $root/n3/agent.pid)      # watch the replicas move
+  # service discovery: from inside any replica, the name "app" reaches the service's replicas
+  docker exec \$(docker ps -q --filter label=swarmlet.service=web_app | head -1) \\
+    sh -c "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc app 80"
   bash stacks/demo.sh stop
 MSG

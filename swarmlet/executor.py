@@ -21,14 +21,23 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import trio
 
 from swarmlet import secretfiles
 from swarmlet.errors import RuntimeAdapterError
+from swarmlet.labels import (
+    LABEL_CLUSTER,
+    LABEL_NODE,
+    LABEL_SERVICE,
+    LABEL_SLOT,
+    LABEL_STACK,
+    LABEL_TASK,
+)
 from swarmlet.model import Service, ServiceSpec, Task, TaskState
+from swarmlet.networks import LocalNetworks
 from swarmlet.observed import Endpoint, TaskObservation
 from swarmlet.runtime import (
     ContainerEvent,
@@ -45,12 +54,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LABEL_CLUSTER = "swarmlet.cluster"
-LABEL_NODE = "swarmlet.node"
-LABEL_SERVICE = "swarmlet.service"
-LABEL_TASK = "swarmlet.task"
-LABEL_SLOT = "swarmlet.slot"
-LABEL_STACK = "swarmlet.stack"
 
 # How often running replicas of autoscaled services are measured (docker stats takes ~1 s each,
 # in parallel); the figures travel in the task observations.
@@ -74,8 +77,14 @@ def container_spec(
     node_id: str,
     host_ip: str,
     files: Sequence[tuple[str, str]] = (),
+    networks: Sequence[str] = (),
+    service_hosts: Mapping[str, str] = {},  # read only
+    exposed: Sequence[tuple[int, str]] = (),
 ) -> ContainerSpec:
-    """`files`: (host path, container path) of the task's secrets and configs, bound read-only."""
+    """`files`: (host path, container path) of the task's secrets and configs, bound read-only.
+    `networks`: the Docker networks to join; `service_hosts`: the services it may call by name
+    (name -> VIP, `swarmlet.networks`); `exposed`: the image's EXPOSE ports, published too so
+    that other nodes' proxies reach them."""
     spec = service.spec
     labels = dict(spec.container_labels)
     labels.update(
@@ -106,7 +115,12 @@ def container_spec(
         entrypoint=spec.entrypoint,
         env=dict(spec.env),
         labels=labels,
-        ports=tuple(PortBinding(p.target, p.protocol) for p in spec.ports),
+        ports=tuple(
+            PortBinding(target, protocol)
+            for target, protocol in dict.fromkeys(
+                [(p.target, p.protocol) for p in spec.ports] + list(exposed)
+            )
+        ),
         host_ip=host_ip,
         nano_cpus=spec.limits.nano_cpus or None,
         memory_bytes=spec.limits.memory_bytes or None,
@@ -133,7 +147,12 @@ def container_spec(
         stop_signal=spec.stop_signal or None,
         stop_grace_s=spec.stop_grace_period_s,
         init=spec.init,
-        extra_hosts=dict(h.split(":", 1) for h in spec.extra_hosts if ":" in h),
+        # The user's own entries win over service names.
+        extra_hosts={
+            **service_hosts,
+            **dict(h.split(":", 1) for h in spec.extra_hosts if ":" in h),
+        },
+        networks=tuple(networks),
         cap_add=spec.cap_add,
         cap_drop=spec.cap_drop,
         sysctls=dict(spec.sysctls),
@@ -165,6 +184,7 @@ class Executor:
         sync: Callable[[], Awaitable[bool]],
         publish: Callable[[tuple[TaskObservation, ...]], None],
         record_event: Callable[[str, str, str, str], object],
+        networks: LocalNetworks,
         secret_value: Callable[[str, bool], bytes] = lambda name, is_config: b"",
         max_parallel_starts: int = 8,
     ) -> None:
@@ -181,6 +201,7 @@ class Executor:
         self._publish = publish
         self._record = record_event
         self._secret_value = secret_value
+        self.networks = networks
         self.observations: dict[str, TaskObservation] = {}
         self._containers: dict[str, str] = {}  # task id -> container id
         self._busy: set[str] = set()  # task ids with a start or stop in progress
@@ -223,6 +244,7 @@ class Executor:
             # Subscribe before listing, so nothing that happens in between is missed.
             async with self.runtime.events(self.labels) as events:
                 self.synced = await self._sync()
+                await self.networks.load()
                 await self._adopt()
                 nursery.start_soon(self._watch, events)
                 nursery.start_soon(self._measure)
@@ -355,6 +377,10 @@ class Executor:
             if (gone or reassigned) and task_id not in self._busy:
                 self._busy.add(task_id)
                 self._nursery.start_soon(self._forget, task_id)
+        try:
+            await self.networks.sync(state)
+        except RuntimeAdapterError as exc:  # Docker hiccup: the next pass tries again
+            log.warning("networks: %s", exc)
 
     async def _start(self, service: Service, task: Task) -> None:
         try:
@@ -368,6 +394,12 @@ class Executor:
                         if refs
                         else []
                     )
+                    await self.runtime.ensure_image(service.spec.image)
+                    networks: tuple[str, ...] = ()
+                    exposed: tuple[tuple[int, str], ...] = ()
+                    if service.spec.networks:
+                        networks = await self.networks.ensure(service.spec)
+                        exposed = await self.runtime.exposed_ports(service.spec.image)
                     spec = container_spec(
                         service,
                         task,
@@ -375,8 +407,10 @@ class Executor:
                         node_id=self.node_id,
                         host_ip=self.host_ip,
                         files=files,
+                        networks=networks,
+                        service_hosts=self.networks.hosts_for(self._state(), service.spec),
+                        exposed=exposed,
                     )
-                    await self.runtime.ensure_image(spec.image)
                     info = await self.runtime.run(spec)
                 except (RuntimeAdapterError, KeyError, OSError) as exc:
                     error = (

@@ -208,8 +208,7 @@ class LeaderDuties:
             cpu = sum(o.cpu_percent for o in measured) / len(measured) / cores
             memory = sum(o.memory_bytes for o in measured) / len(measured)
         rps = None
-        keys = {f"{p.published}/{p.protocol}" for p in spec.ports if p.mode == "ingress"}
-        if keys:
+        if any(p.mode == "ingress" for p in spec.ports) or spec.networks:
             total = 0
             for node_id in self.agent.state.nodes:
                 if node_id == self.agent.node_id:
@@ -217,7 +216,7 @@ class LeaderDuties:
                 else:
                     meta = self.agent.node_meta(node_id)
                     counts = dict(meta.proxy_connections) if meta is not None else {}
-                total += sum(v for k, v in counts.items() if k in keys)
+                total += counts.get(spec.name, 0)
             previous = self._connections.get(service.id)
             self._connections[service.id] = (now, total)
             if previous is not None and now > previous[0]:

@@ -162,6 +162,18 @@ class FileRef:
 
 
 @dataclass(frozen=True, slots=True)
+class NetworkAttachment:
+    """A network a service's containers join. Each node makes its own bridge for it (see
+    `swarmlet.networks`); services on a common network reach each other by name through the
+    mesh, wherever their replicas run."""
+
+    name: str  # cluster-wide, e.g. "web_default"
+    aliases: tuple[str, ...] = ()  # more names the service answers to on this network
+    internal: bool = False  # no route out of the host (Docker's internal bridge)
+    external: bool = False  # an existing Docker network, joined as is (no names through the mesh)
+
+
+@dataclass(frozen=True, slots=True)
 class AutoscalePolicy:
     min_replicas: int
     max_replicas: int
@@ -204,6 +216,7 @@ class ServiceSpec:
     cap_add: tuple[str, ...] = ()
     cap_drop: tuple[str, ...] = ()
     sysctls: dict[str, str] = field(default_factory=dict)
+    networks: tuple[NetworkAttachment, ...] = ()
     stack: str = ""  # the stack this service belongs to, "" for none
     depends_on: tuple[str, ...] = ()  # service names whose first start comes before ours
     rebalance: bool = True  # move replicas back when a node joins or returns
@@ -238,6 +251,9 @@ class Service:
     created_at: float = 0.0
     updated_at: float = 0.0
     update_status: UpdateStatus = field(default_factory=UpdateStatus)
+    # Set by the state machine for a service on networks: the service's virtual address on
+    # every node's bridge for those networks is derived from it (`swarmlet.networks`).
+    vip_index: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,4 +310,5 @@ WIRE_TYPES: tuple[type, ...] = (
     Service,
     Task,
     Secret,
+    NetworkAttachment,  # appended: ids are permanent
 )

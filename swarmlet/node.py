@@ -42,6 +42,7 @@ from swarmlet.gossip.messages import MemberState, PushPullState
 from swarmlet.hostinfo import HostInfo, host_info, read_host_info
 from swarmlet.leader import LeaderDuties, observe
 from swarmlet.model import Node, Resources, Role
+from swarmlet.networks import LocalNetworks
 from swarmlet.observed import NodeMeta, TaskObservation, decode_meta, encode_meta
 from swarmlet.proxy import Proxy, Route, routes_from
 from swarmlet.raft.core import RaftConfig
@@ -227,7 +228,8 @@ class Agent:
         self.proxy.notify()
 
     def _routes(self) -> list[Route]:
-        return routes_from(self.state, observe(self).tasks)
+        vips = self.executor.networks.ready if self.executor is not None else {}
+        return routes_from(self.state, observe(self).tasks, vips)
 
     def node_meta(self, node_id: str) -> NodeMeta | None:
         member = self.gossip.core.member(node_id)
@@ -466,9 +468,10 @@ class Agent:
         while True:
             try:
                 async with open_docker_runtime() as runtime:
+                    cluster_id = self.state.cluster_id or self.identity.cluster_id
                     self.executor = Executor(
                         runtime,
-                        cluster_id=self.state.cluster_id or self.identity.cluster_id,
+                        cluster_id=cluster_id,
                         node_id=self.node_id,
                         host_ip=self.identity.advertise_host,
                         state=lambda: self.state,
@@ -476,6 +479,12 @@ class Agent:
                         publish=self.publish_tasks,
                         record_event=self.events.record,
                         secret_value=self.secret_value,
+                        networks=LocalNetworks(
+                            runtime,
+                            cluster_id=cluster_id,
+                            node_id=self.node_id,
+                            on_change=self.proxy.notify,
+                        ),
                     )
                     await self.executor.run()
             except RuntimeAdapterError as exc:

@@ -57,7 +57,7 @@ class NodeMeta:
     raft_commit: int = 0
     leader_id: str = ""
     tasks: tuple[TaskObservation, ...] = ()
-    # Per published port: connections and bytes through this node's proxy, for the dashboard.
+    # Per service: connections accepted so far by this node's proxy (autoscaling, dashboard).
     proxy_connections: dict[str, int] = field(default_factory=dict)
     version: int = 0
     # "PORT/PROTO" -> why this node's proxy cannot listen there (e.g. the port is taken).

@@ -89,29 +89,38 @@ class EndpointSelector:
                 del self._bench[endpoint]
 
 
-def routes_from(state: ClusterState, tasks: Mapping[str, TaskObservation]) -> list[Route]:
-    """Every ingress-published port of every service, with the endpoints that may serve it."""
+def routes_from(
+    state: ClusterState,
+    tasks: Mapping[str, TaskObservation],
+    vips: Mapping[str, Sequence[str]] = {},  # read only
+) -> list[Route]:
+    """Every ingress-published port of every service, and every port its replicas publish at
+    each of its virtual addresses on this node (`vips`: service id -> addresses, from
+    `swarmlet.networks`), with the endpoints that may serve it."""
     routes = []
     for service in state.services.values():
         ingress = [p for p in service.spec.ports if p.mode == "ingress"]
-        if not ingress:
+        service_vips = vips.get(service.id, ())
+        if not ingress and not service_vips:
             continue
-        up = [
-            obs
-            for task in state.tasks_of(service.id)
-            if task.desired_state is TaskState.RUNNING
-            and (obs := tasks.get(task.id)) is not None
-            and obs.state is TaskState.RUNNING
-            and obs.healthy is not False
-        ]
+        serving: dict[tuple[int, str], list[Endpoint]] = {}  # (target, protocol) -> endpoints
+        for task in state.tasks_of(service.id):
+            obs = tasks.get(task.id)
+            if (
+                task.desired_state is TaskState.RUNNING
+                and obs is not None
+                and obs.state is TaskState.RUNNING
+                and obs.healthy is not False
+            ):
+                for e in obs.endpoints:
+                    serving.setdefault((e.target, e.protocol), []).append(e)
+        name = service.spec.name
         for port in ingress:
-            endpoints = tuple(
-                e
-                for obs in up
-                for e in obs.endpoints
-                if e.target == port.target and e.protocol == port.protocol
-            )
-            routes.append(Route(service.spec.name, port.published, port.protocol, endpoints))
+            endpoints = tuple(serving.get((port.target, port.protocol), ()))
+            routes.append(Route(name, port.published, port.protocol, endpoints))
+        for (target, protocol), found in sorted(serving.items()):
+            for vip in service_vips:
+                routes.append(Route(name, target, protocol, tuple(found), vip))
     return routes
 
 
@@ -126,6 +135,11 @@ class Route:
     published: int
     protocol: str
     endpoints: tuple[Endpoint, ...]
+    host: str = ""  # a service's virtual address; "" for the node's publish address
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        return (self.host, self.published, self.protocol)
 
 
 @dataclass
@@ -179,7 +193,8 @@ class Proxy:
         self.publish_host = publish_host
         self._routes = routes
         self._on_port_errors = on_port_errors
-        self._listeners: dict[tuple[int, str], _Listener] = {}
+        self._listeners: dict[tuple[str, int, str], _Listener] = {}  # by Route.key
+        # Published ports only (a VIP is ours alone): (port, protocol) -> why it cannot listen.
         self.port_errors: dict[tuple[int, str], str] = {}
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -190,16 +205,20 @@ class Proxy:
         self._wake.set()
 
     def connection_counts(self) -> dict[str, int]:
-        """Connections accepted so far per "PORT/PROTO" (monotonic; rates are differences)."""
-        return {
-            f"{p}/{proto}": lst.stats.connections for (p, proto), lst in self._listeners.items()
-        }
+        """Connections accepted so far per service, through its published ports and its virtual
+        addresses (monotonic; rates are differences)."""
+        counts: Counter[str] = Counter()
+        for listener in self._listeners.values():
+            counts[listener.route.service] += listener.stats.connections
+        return dict(counts)
 
     def stats(self) -> dict[str, dict[str, object]]:
+        """Per listener: "PORT/PROTO" for a published port, "VIP:PORT/PROTO" for a service's
+        virtual address."""
         out: dict[str, dict[str, object]] = {}
-        for (port, proto), listener in self._listeners.items():
+        for (host, port, proto), listener in self._listeners.items():
             s = listener.stats
-            out[f"{port}/{proto}"] = {
+            out[f"{host}:{port}/{proto}" if host else f"{port}/{proto}"] = {
                 "service": listener.route.service,
                 "connections": s.connections,
                 "active": s.active,
@@ -227,10 +246,10 @@ class Proxy:
 
     async def _sync(self) -> None:
         assert self._nursery is not None
-        wanted = {(r.published, r.protocol): r for r in self._routes() if r.protocol == "tcp"}
-        for key in list(self.port_errors):
-            if key not in wanted:
-                del self.port_errors[key]
+        wanted = {r.key: r for r in self._routes() if r.protocol == "tcp"}
+        for port_key in list(self.port_errors):
+            if ("", *port_key) not in wanted:
+                del self.port_errors[port_key]
                 self._on_port_errors()
         for key, listener in list(self._listeners.items()):
             if key not in wanted:
@@ -246,23 +265,26 @@ class Proxy:
     async def _open(self, route: Route) -> None:
         assert self._nursery is not None
         key = (route.published, route.protocol)
+        host = route.host or self.publish_host
         try:
-            listeners = await trio.open_tcp_listeners(route.published, host=self.publish_host)
+            listeners = await trio.open_tcp_listeners(route.published, host=host)
         except OSError as exc:
             reason = (
                 "already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
             )
-            message = f"cannot listen on {self.publish_host}:{route.published}: {reason}"
-            if self.port_errors.get(key) != message:
+            message = f"cannot listen on {host}:{route.published}: {reason}"
+            if route.host:  # a VIP: nobody else should hold it; the next sync tries again
+                log.warning("%s (service %s)", message, route.service)
+            elif self.port_errors.get(key) != message:
                 log.error("%s (service %s)", message, route.service)
                 self.port_errors[key] = message
                 self._on_port_errors()
             return
-        if self.port_errors.pop(key, None) is not None:
+        if not route.host and self.port_errors.pop(key, None) is not None:
             self._on_port_errors()
         scope = trio.CancelScope()
         listener = _Listener(route, scope)
-        self._listeners[key] = listener
+        self._listeners[route.key] = listener
 
         async def handle(stream: trio.SocketStream) -> None:
             await self._handle(listener, stream)

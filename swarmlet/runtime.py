@@ -2,7 +2,7 @@
 
 Owns: turning a `ContainerSpec` into a Docker container and Docker's answers back into frozen
 values (`ContainerInfo`, `ContainerEvent`, `ContainerStats`); the Docker events stream; container
-logs and stats; volumes.
+logs and stats; volumes; bridge networks.
 
 Invariants:
   - every blocking docker-py call runs in `trio.to_thread.run_sync` under a `CapacityLimiter`
@@ -66,12 +66,14 @@ __all__ = [
     "DockerRuntime",
     "HealthcheckSpec",
     "MountSpec",
+    "NetworkInfo",
     "PortBinding",
     "UlimitSpec",
     "container_create_args",
     "container_event_from_docker",
     "container_info_from_inspect",
     "container_stats_from_docker",
+    "network_info_from_inspect",
     "open_docker_runtime",
 ]
 
@@ -202,6 +204,7 @@ class ContainerSpec:
     dns_search: tuple[str, ...] = ()
     dns_options: tuple[str, ...] = ()
     network_mode: str | None = None
+    networks: tuple[str, ...] = ()  # Docker networks to join (the first is the primary one)
     shm_size_bytes: int | None = None
     pids_limit: int | None = None
     tty: bool = False
@@ -246,6 +249,39 @@ class ContainerStats:
     cpu_percent: float  # 100.0 = one core fully used (docker stats' convention)
     memory_bytes: int  # usage without the page cache, as `docker stats` shows
     memory_limit_bytes: int  # the container's limit, or the host's memory without one
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkInfo:
+    id: str
+    name: str
+    labels: dict[str, str]
+    subnet: str  # the first IPv4 subnet, e.g. "172.20.0.0/16"; "" if none
+    gateway: str  # the host's address on it, e.g. "172.20.0.1"
+    bridge: str  # the host's interface for a bridge network ("" for other drivers)
+    internal: bool = False
+
+
+BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
+
+
+def network_info_from_inspect(attrs: Mapping[str, Any]) -> NetworkInfo:
+    configs = ((attrs.get("IPAM") or {}).get("Config")) or []
+    ipv4: Mapping[str, str] = next((c for c in configs if "." in (c.get("Subnet") or "")), {})
+    options = attrs.get("Options") or {}
+    bridge = ""
+    if attrs.get("Driver") == "bridge":
+        # Docker names the interface br-<id prefix> unless the creator chose a name.
+        bridge = options.get(BRIDGE_NAME_OPTION) or f"br-{attrs['Id'][:12]}"
+    return NetworkInfo(
+        id=attrs["Id"],
+        name=attrs["Name"],
+        labels=dict(attrs.get("Labels") or {}),
+        subnet=ipv4.get("Subnet", ""),
+        gateway=ipv4.get("Gateway", ""),
+        bridge=bridge,
+        internal=bool(attrs.get("Internal")),
+    )
 
 
 class DockerError(RuntimeAdapterError):
@@ -383,6 +419,10 @@ def container_create_args(spec: ContainerSpec) -> tuple[dict[str, Any], dict[str
         )
     if spec.network_mode is not None:
         host["network_mode"] = spec.network_mode
+    elif spec.networks:
+        # The others are joined between create and start (`run`): engines before API 1.44
+        # take one network at create.
+        host["network_mode"] = spec.networks[0]
     return create, host
 
 
@@ -607,9 +647,12 @@ class DockerRuntime:
             )
             container_id = created["Id"]
             try:
+                for network in spec.networks[1:]:
+                    self._api.connect_container_to_network(container_id, network)
                 self._api.start(container_id)
             except docker.errors.APIError:
-                # The start error is the one that matters; a failed cleanup must not hide it.
+                # The start (or connect) error is the one that matters; a failed cleanup must
+                # not hide it.
                 with suppress(docker.errors.APIError):
                     self._api.remove_container(container_id, force=True, v=True)
                 raise
@@ -816,6 +859,86 @@ class DockerRuntime:
                 self._api.remove_volume(name)
 
         await self._call(f"volume rm {name}", remove)
+
+    async def exposed_ports(self, image: str) -> tuple[tuple[int, str], ...]:
+        """The image's EXPOSE ports as (port, protocol), sorted."""
+
+        def exposed() -> tuple[tuple[int, str], ...]:
+            attrs = self._api.inspect_image(image)  # type: ignore[no-untyped-call]
+            keys = ((attrs.get("Config") or {}).get("ExposedPorts")) or {}
+            ports = []
+            for key in keys:
+                port, _, protocol = str(key).partition("/")
+                ports.append((int(port), protocol or "tcp"))
+            return tuple(sorted(ports))
+
+        return await self._call(f"image inspect {image}", exposed)
+
+    async def create_network(
+        self,
+        name: str,
+        *,
+        labels: Mapping[str, str],
+        subnet: str = "",
+        ip_range: str = "",
+        gateway: str = "",
+        internal: bool = False,
+        bridge: str = "",
+    ) -> NetworkInfo:
+        """Create a bridge network. Without `subnet`, Docker picks a free one from its pools;
+        `ip_range` limits the addresses Docker gives to containers; `bridge` names the host
+        interface (at most 15 characters)."""
+
+        def create() -> NetworkInfo:
+            ipam = None
+            if subnet:
+                pool = docker.types.IPAMPool(
+                    subnet=subnet, iprange=ip_range or None, gateway=gateway or None
+                )
+                ipam = docker.types.IPAMConfig(pool_configs=[pool])
+            created = self._api.create_network(
+                name,
+                driver="bridge",
+                options={BRIDGE_NAME_OPTION: bridge} if bridge else None,
+                ipam=ipam,
+                internal=internal,
+                labels=dict(labels),
+                check_duplicate=True,
+            )
+            return network_info_from_inspect(self._api.inspect_network(created["Id"]))
+
+        return await self._call(f"network create {name}", create)
+
+    async def networks(self, labels: Mapping[str, str]) -> tuple[NetworkInfo, ...]:
+        """Networks that carry all of `labels`."""
+
+        def list_() -> tuple[NetworkInfo, ...]:
+            rows = self._api.networks(filters={"label": label_filters(labels)})
+            infos = []
+            for row in rows:
+                with suppress(docker.errors.NotFound):  # removed since the list
+                    infos.append(network_info_from_inspect(self._api.inspect_network(row["Id"])))
+            return tuple(infos)
+
+        return await self._call("network ls", list_)
+
+    async def inspect_network(self, name: str) -> NetworkInfo | None:
+        def inspect() -> NetworkInfo | None:
+            try:
+                return network_info_from_inspect(self._api.inspect_network(name))
+            except docker.errors.NotFound:
+                return None
+
+        return await self._call(f"network inspect {name}", inspect)
+
+    async def remove_network(self, name: str) -> None:
+        """Remove a network; a missing one is not an error, one with containers is (403)."""
+
+        def remove() -> None:
+            with suppress(docker.errors.NotFound):
+                self._api.remove_network(name)
+
+        await self._call(f"network rm {name}", remove)
 
 
 def _probe_unix_socket(path: str, timeout_s: float) -> None:

@@ -15,6 +15,7 @@ Must not know: Raft, the network, Docker, the clock.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -467,8 +468,18 @@ def _create_service(state: ClusterState, cmd: CreateService) -> str:
     if service.id in state.services:
         raise Rejected(f"service id {service.id} already exists")
     _check_spec(state, service.id, service.spec)
-    state.services[service.id] = service
+    state.services[service.id] = _with_vip_index(state, dataclasses.replace(service, vip_index=0))
     return service.id
+
+
+def _with_vip_index(state: ClusterState, service: Service) -> Service:
+    """A service on networks gets the lowest index no other service holds; it keeps it for its
+    whole life, so every node derives the same virtual address from it at any time."""
+    if not service.spec.networks or service.vip_index:
+        return service
+    taken = {s.vip_index for s in state.services.values()}
+    index = next(i for i in itertools.count(1) if i not in taken)
+    return dataclasses.replace(service, vip_index=index)
 
 
 def _update_service(state: ClusterState, cmd: UpdateService) -> str:
@@ -479,8 +490,7 @@ def _update_service(state: ClusterState, cmd: UpdateService) -> str:
     if cmd.spec == service.spec:
         return service.id  # re-deploying an unchanged spec changes nothing
     state.services[service.id] = dataclasses.replace(
-        service,
-        spec=cmd.spec,
+        _with_vip_index(state, dataclasses.replace(service, spec=cmd.spec)),
         version=service.version + 1,
         # A rollback goes back to the previous spec and forgets it (as Swarm: no second rollback).
         previous_spec=None if cmd.is_rollback else service.spec,

@@ -2,7 +2,7 @@
 # Installs swarmlet on a Debian 12 host (a Vagrant VM or any fresh machine), as root:
 #
 #   - Debian packages: docker.io (only if no Docker Engine answers and none is installed),
-#     python3-venv, busybox-static, iptables, curl, ca-certificates;
+#     python3-venv, busybox-static, iptables, iproute2 (service VIPs), curl, ca-certificates;
 #   - swarmlet from the repository REPO into the virtualenv /opt/swarmlet/venv (pip), linked as
 #     /usr/local/bin/swarmlet; skipped when that exact source is already installed;
 #   - the systemd unit swarmlet-agent.service (enabled; it starts once the node has an identity),
@@ -81,7 +81,7 @@ installed() { [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = i
 # ---------------------------------------------------------------- Debian packages
 
 need=()
-for pkg in python3-venv busybox-static iptables curl ca-certificates; do
+for pkg in python3-venv busybox-static iptables iproute2 curl ca-certificates; do
     installed "$pkg" || need+=("$pkg")
 done
 # Any working engine will do (docker-ce, docker.io, ...); docker.io only where there is none.

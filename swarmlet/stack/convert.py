@@ -27,9 +27,11 @@ Decisions where docker and swarmlet differ (each also noted at its code):
   swarmlet's env is a str map, so it becomes ``FOO=""`` with a warning.
 - Secret/config targets are made absolute: a relative secret target lives under
   ``/run/secrets/``, a relative config target under ``/`` (docker's defaults).
-- Networks are recorded (``StackPlan.networks``, ``StackPlan.service_networks``), not yet
-  created; as docker's ``convert.Networks``, only networks some service uses are listed, and a
-  service without ``networks`` uses ``default`` (``STACK_default``).
+- Networks: as docker's ``convert.Networks``, only networks some service uses are listed
+  (``StackPlan.networks``), and a service without ``networks`` uses ``default``
+  (``STACK_default``). Each service carries its attachments (``ServiceSpec.networks``, with
+  aliases); every node makes its own bridge per network (``swarmlet.networks``), whatever
+  ``driver`` says, since overlay networks need Swarm mode.
 - Extensions: docker's v3 schema forbids ``x-*`` keys inside ``deploy`` (the loader rejects
   ``deploy.x-swarmlet-autoscale``), so the extensions are read at the service level
   (``services.S.x-swarmlet-autoscale``, ``services.S.x-swarmlet-rebalance``, which docker
@@ -50,6 +52,7 @@ from swarmlet.model import (
     FileRef,
     Healthcheck,
     Mount,
+    NetworkAttachment,
     Placement,
     PortConfig,
     Resources,
@@ -133,8 +136,6 @@ class StackPlan:
     configs: tuple[SecretDef, ...]
     volumes: tuple[VolumeDef, ...]
     networks: tuple[NetworkDef, ...]
-    # full service name -> the cluster names of its networks (sorted, as docker sorts them)
-    service_networks: dict[str, tuple[str, ...]]
     warnings: tuple[str, ...]
 
 
@@ -163,6 +164,7 @@ class _Converter:
         self.configs = self._file_objects("config")
         self.volumes = self._volumes()
         self.network_cfgs: Obj = self.config.get("networks") or {}
+        self.used_networks: set[str] = set()  # keys of the networks some service joins
 
     def error(self, path: str, message: str) -> StackError:
         return StackError(self.file, path, message)
@@ -228,15 +230,7 @@ class _Converter:
 
     def plan(self) -> StackPlan:
         order = self._dependency_order()
-        specs: list[ServiceSpec] = []
-        service_networks: dict[str, tuple[str, ...]] = {}
-        used_networks: set[str] = set()
-        for key in order:
-            spec = self._service(key, self.services[key] or {})
-            specs.append(spec)
-            nets = self._service_networks(key, self.services[key] or {})
-            used_networks.update(nets)
-            service_networks[spec.name] = tuple(sorted(self._network(n).name for n in nets))
+        specs = [self._service(key, self.services[key] or {}) for key in order]
         self._check_published_ports(order, specs)
         return StackPlan(
             name=self.stack,
@@ -244,8 +238,7 @@ class _Converter:
             secrets=tuple(self.secrets.values()),
             configs=tuple(self.configs.values()),
             volumes=tuple(self.volumes.values()),
-            networks=tuple(self._network(n) for n in sorted(used_networks)),
-            service_networks=service_networks,
+            networks=tuple(self._network(n) for n in sorted(self.used_networks)),
             warnings=tuple(self.warnings),
         )
 
@@ -343,6 +336,7 @@ class _Converter:
             cap_add=tuple(str(c) for c in svc.get("cap_add") or ()),
             cap_drop=tuple(str(c) for c in svc.get("cap_drop") or ()),
             sysctls=_string_map(svc.get("sysctls")),
+            networks=self._attachments(key, svc),
             stack=self.stack,
             depends_on=tuple(self.scope(d) for d in dict.fromkeys(svc.get("depends_on") or [])),
             rebalance=self._rebalance(svc, deploy, p),
@@ -627,6 +621,24 @@ class _Converter:
                 )
             )
         return tuple(out)
+
+    def _attachments(self, key: str, svc: Obj) -> tuple[NetworkAttachment, ...]:
+        """The service's networks, sorted by cluster name (as docker sorts them)."""
+        given: Obj = svc.get("networks") or {}
+        out = []
+        for net in self._service_networks(key, svc):
+            self.used_networks.add(net)
+            network = self._network(net)
+            aliases = (given.get(net) or {}).get("aliases") or ()
+            out.append(
+                NetworkAttachment(
+                    name=network.name,
+                    aliases=tuple(str(a) for a in aliases),
+                    internal=network.internal,
+                    external=network.external,
+                )
+            )
+        return tuple(sorted(out, key=lambda a: a.name))
 
     def _service_networks(self, key: str, svc: Obj) -> list[str]:
         # service.go convertServiceNetworks: none given -> "default".

@@ -239,6 +239,16 @@ class LocalCluster:
             ids = [c["id"] for c in self.containers()]
             if ids:
                 subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
+            for network in self.networks():
+                subprocess.run(["docker", "network", "rm", network], capture_output=True)
+
+    def networks(self, **labels: str) -> list[str]:
+        """The names of this cluster's Docker networks (the nodes' bridges)."""
+        args = ["docker", "network", "ls", "--format", "{{.Name}}"]
+        args += ["--filter", f"label=swarmlet.cluster={self.cluster_id}"]
+        for k, v in labels.items():
+            args += ["--filter", f"label=swarmlet.{k}={v}"]
+        return subprocess.run(args, capture_output=True, text=True, check=True).stdout.split()
 
 
 def _alive(pid: int) -> bool:

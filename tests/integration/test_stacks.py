@@ -86,6 +86,66 @@ def _stack_containers(stack: str) -> list[str]:
     return out.split()
 
 
+def test_services_call_each_other_by_name_across_nodes_and_their_networks_go_with_the_stack(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    d = cluster.agents[0].data_dir
+    api_node, client_node = cluster.node_id(cluster.agents[0]), cluster.node_id(cluster.agents[2])
+    stack = tmp_path / "talk.yml"
+    stack.write_text(
+        'version: "3.8"\n'
+        "services:\n"
+        "  api:\n"
+        "    image: swarmlet/web:1\n"
+        "    networks: {back: {aliases: [backend]}}\n"
+        "    deploy:\n"
+        "      replicas: 2\n"
+        f"      placement: {{constraints: [node.id=={api_node}]}}\n"
+        "  client:\n"
+        "    image: swarmlet/busybox:1\n"
+        "    command: [sleep, '3600']\n"
+        "    networks: [back]\n"
+        "    deploy:\n"
+        f"      placement: {{constraints: [node.id=={client_node}]}}\n"
+        "networks:\n"
+        "  back: {}\n"
+    )
+    run_cli("stack", "deploy", "-c", str(stack), "talk", data_dir=d, timeout=120)
+    wait_for("both services running", lambda: _running(cluster, talk_api=2, talk_client=1))
+    (client,) = [c["id"] for c in cluster.containers(service="talk_client")]
+    api_hosts = {c["id"][:12] for c in cluster.containers(service="talk_api")}
+
+    def call(name: str) -> str:
+        """GET http://NAME/ from inside the client container (the web image answers with its
+        hostname, i.e. its container id prefix). nc -w bounds the wait (this busybox's wget
+        crashes with -T)."""
+        request = f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {name} 80"
+        proc = subprocess.run(
+            ["docker", "exec", client, "sh", "-c", request], capture_output=True, text=True
+        )
+        lines = proc.stdout.strip().splitlines()
+        return lines[-1].strip() if lines else ""
+
+    # The client runs on another node than both replicas: the name resolves to a VIP on the
+    # client node's bridge, whose proxy forwards to the replicas on the api node.
+    wait_for("the client to reach api by name", lambda: call("api") in api_hosts)
+    assert {call("api") for _ in range(8)} == api_hosts  # round robin over both replicas
+    assert call("talk_api") in api_hosts and call("backend") in api_hosts
+    nodes_with_bridges = {n.rsplit(".", 1)[1] for n in cluster.networks(stack="talk")}
+    assert nodes_with_bridges == {api_node[:12], client_node[:12]}
+
+    run_cli("stack", "rm", "talk", data_dir=d)
+    wait_for("nothing labelled with the stack", lambda: not _stack_containers("talk"))
+    wait_for("no network labelled with the stack", lambda: not cluster.networks(stack="talk"))
+
+
+def _running(cluster: LocalCluster, **replicas: int) -> bool:
+    listed = services(cluster)
+    return all(
+        name in listed and listed[name]["replicas_running"] == n for name, n in replicas.items()
+    )
+
+
 def test_a_stack_that_fails_to_load_changes_nothing(cluster: LocalCluster, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"
     bad.write_text(

@@ -241,7 +241,8 @@ def _test_images() -> None:
 
 @pytest.fixture
 def labels() -> Iterator[dict[str, str]]:
-    """A label unique to this test; every container and volume carrying it is removed afterwards,
+    """A label unique to this test; every container, volume and network carrying it is removed
+    afterwards,
     through the docker CLI so that cleanup does not depend on the code under test."""
     value = uuid.uuid4().hex
     yield {TEST_LABEL: value}
@@ -252,6 +253,9 @@ def labels() -> Iterator[dict[str, str]]:
     volumes = _docker_cli("volume", "ls", "-q", "--filter", selector).split()
     if volumes:
         _docker_cli("volume", "rm", "-f", *volumes)
+    networks = _docker_cli("network", "ls", "-q", "--filter", selector).split()
+    if networks:
+        _docker_cli("network", "rm", *networks)
 
 
 def _docker_cli(*args: str) -> str:
@@ -671,3 +675,45 @@ async def test_unreachable_engine_fails_loudly() -> None:
             pass
     assert str(caught.value).startswith("docker connect unix:///nonexistent/docker.sock failed: ")
     assert caught.value.status_code is None
+
+
+@pytest.mark.docker
+async def test_networks_are_created_listed_joined_and_removed(
+    runtime: DockerRuntime, labels: dict[str, str]
+) -> None:
+    with trio.fail_after(60):
+        picked = await runtime.create_network(_name(labels, "a"), labels=labels)
+        assert picked.subnet and picked.gateway and picked.bridge.startswith("br-")
+        lower = picked.subnet.replace(".0.0/16", ".0.0/17") if "/16" in picked.subnet else ""
+        await runtime.remove_network(picked.name)
+        chosen = await runtime.create_network(
+            _name(labels, "b"),
+            labels=labels,
+            subnet=picked.subnet,
+            ip_range=lower or picked.subnet,
+            gateway=picked.gateway,
+            bridge="swltest" + labels[TEST_LABEL][:8],
+        )
+        assert (chosen.subnet, chosen.gateway) == (picked.subnet, picked.gateway)
+        assert chosen.bridge == "swltest" + labels[TEST_LABEL][:8]
+        other = await runtime.create_network(_name(labels, "c"), labels=labels)
+        assert {n.name for n in await runtime.networks(labels)} == {chosen.name, other.name}
+        info = await runtime.run(
+            _spec(
+                labels,
+                "two",
+                image=BUSYBOX_IMAGE,
+                command=("sleep", "60"),
+                networks=(chosen.name, other.name),
+            )
+        )
+        attrs = _docker_cli("inspect", "-f", "{{json .NetworkSettings.Networks}}", info.id)
+        assert chosen.name in attrs and other.name in attrs
+        with pytest.raises(DockerError):  # a network with a container on it stays
+            await runtime.remove_network(chosen.name)
+        await runtime.remove(info.id)
+        await runtime.remove_network(chosen.name)
+        await runtime.remove_network(chosen.name)  # already gone: not an error
+        assert await runtime.inspect_network(chosen.name) is None
+        assert await runtime.exposed_ports(WEB_IMAGE) == ((80, "tcp"),)
+        assert await runtime.exposed_ports(BUSYBOX_IMAGE) == ()

@@ -24,6 +24,7 @@ from swarmlet.model import (
     FileRef,
     Healthcheck,
     Mount,
+    NetworkAttachment,
     PortConfig,
     Resources,
     RestartCondition,
@@ -335,7 +336,7 @@ def test_full_example_named_objects(tmp_path: Path) -> None:
         "st_some-network",
     ]
     assert plan.networks[0].driver == "overlay"
-    assert plan.service_networks == {"st_foo": tuple(n.name for n in plan.networks)}
+    assert [a.name for a in plan.services[0].networks] == [n.name for n in plan.networks]
 
 
 def test_full_example_warns_about_what_swarmlet_ignores(tmp_path: Path) -> None:
@@ -502,7 +503,7 @@ def test_defaults_for_a_minimal_service(tmp_path: Path) -> None:
     assert api.update == UpdateConfig()
     assert api.stop_grace_period_s == 10.0
     assert [n.name for n in plan.networks] == ["st_default"]
-    assert plan.service_networks == {"st_api": ("st_default",)}
+    assert api.networks == (NetworkAttachment("st_default"),)
 
 
 def test_string_command_is_shell_split(tmp_path: Path) -> None:
@@ -664,7 +665,24 @@ def test_only_used_networks_are_planned(tmp_path: Path) -> None:
         ("default", "st_default", False),
         ("front", "st_front", False),
     ]
-    assert plan.service_networks == {"st_a": ("shared", "st_front"), "st_b": ("st_default",)}
+    a, b = plan.services
+    assert a.networks == (
+        NetworkAttachment("shared", external=True),
+        NetworkAttachment("st_front"),
+    )
+    assert b.networks == (NetworkAttachment("st_default"),)
+
+
+def test_network_aliases_and_internal_reach_the_spec(tmp_path: Path) -> None:
+    text = (
+        'version: "3.8"\nservices:\n  a:\n    image: x\n'
+        "    networks:\n      back:\n        aliases: [db, primary]\n"
+        "networks:\n  back:\n    internal: true\n"
+    )
+    plan = _convert(tmp_path, text)
+    assert plan.services[0].networks == (
+        NetworkAttachment("st_back", aliases=("db", "primary"), internal=True),
+    )
 
 
 def test_invalid_stack_name_is_an_error(tmp_path: Path) -> None:

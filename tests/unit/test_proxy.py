@@ -94,6 +94,22 @@ def test_routes_hold_only_running_healthy_desired_replicas() -> None:
     assert route == Route("web", 8080, "tcp", (Endpoint(80, "tcp", "h", 5000),))
 
 
+def test_a_service_on_a_network_is_routed_at_its_vip_on_every_port_its_replicas_publish() -> None:
+    state = ClusterState()
+    spec = ServiceSpec(name="st_api", image="x", ports=(PortConfig(8080, 80),))
+    state.services["s"] = Service(id="s", spec=spec)
+    state.tasks["t"] = Task(id="t", service_id="s", slot=1, spec_version=1)
+    web, admin = Endpoint(80, "tcp", "h", 5000), Endpoint(9000, "tcp", "h", 5001)
+    observed = {"t": TaskObservation(task_id="t", state=TaskState.RUNNING, endpoints=(web, admin))}
+    routes = routes_from(state, observed, {"s": ("172.20.128.1",)})
+    assert routes == [
+        Route("st_api", 8080, "tcp", (web,)),
+        Route("st_api", 80, "tcp", (web,), "172.20.128.1"),
+        Route("st_api", 9000, "tcp", (admin,), "172.20.128.1"),
+    ]
+    assert routes_from(state, {}, {"s": ("172.20.128.1",)}) == [Route("st_api", 8080, "tcp", ())]
+
+
 async def _echo_server(
     nursery: trio.Nursery, reply: bool, host: str = "127.0.0.1"
 ) -> tuple[int, list[bytes]]:

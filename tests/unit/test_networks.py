@@ -1,0 +1,118 @@
+"""The pure part of service networks: address plan, names, which VIPs a node carries."""
+
+from __future__ import annotations
+
+import pytest
+
+from swarmlet.model import NetworkAttachment, Service, ServiceSpec
+from swarmlet.networks import (
+    LocalNetwork,
+    bridge_name,
+    docker_network_name,
+    hosts_for,
+    networks_in_use,
+    split_subnet,
+    vip_address,
+    wanted_vips,
+)
+from swarmlet.state import ClusterState, CreateService, RemoveService, UpdateService
+
+
+@pytest.mark.parametrize(
+    ("subnet", "lower", "upper"),
+    [
+        ("172.20.0.0/16", "172.20.0.0/17", "172.20.128.0/17"),
+        ("192.168.16.0/20", "192.168.16.0/21", "192.168.24.0/21"),
+        ("10.0.0.0/24", "10.0.0.0/25", "10.0.0.128/25"),
+    ],
+)
+def test_containers_get_the_lower_half_and_vips_the_upper(
+    subnet: str, lower: str, upper: str
+) -> None:
+    assert split_subnet(subnet) == (lower, upper)
+
+
+@pytest.mark.parametrize(
+    ("subnet", "index", "vip"),
+    [
+        ("172.20.0.0/16", 1, "172.20.128.1"),
+        ("172.20.0.0/16", 300, "172.20.129.44"),
+        ("10.0.0.0/24", 126, "10.0.0.254"),
+        ("10.0.0.0/24", 127, None),  # the broadcast address is never a VIP
+        ("10.0.0.0/24", 0, None),  # 0: the service has no index
+    ],
+)
+def test_vip_address(subnet: str, index: int, vip: str | None) -> None:
+    assert vip_address(subnet, index) == vip
+
+
+def test_names_are_per_node_and_fit_linux_interface_names() -> None:
+    name = docker_network_name("web_default", "0123456789abcdef")
+    assert name == "web_default.0123456789ab"
+    assert name != docker_network_name("web_default", "fedcba9876543210")
+    assert len(bridge_name(name)) <= 15
+    assert bridge_name(name) == bridge_name(name)
+
+
+def _service(state: ClusterState, sid: str, name: str, *networks: NetworkAttachment) -> Service:
+    stack = name.split("_")[0] if "_" in name else ""
+    spec = ServiceSpec(name=name, image="x", stack=stack, networks=networks)
+    state.apply(CreateService(Service(id=sid, spec=spec)))
+    return state.services[sid]
+
+
+def test_the_state_machine_gives_each_networked_service_the_lowest_free_index_for_life() -> None:
+    state = ClusterState()
+    front, back = NetworkAttachment("st_front"), NetworkAttachment("st_back")
+    assert _service(state, "a", "st_a", front).vip_index == 1
+    assert _service(state, "b", "st_b", back).vip_index == 2
+    assert _service(state, "plain", "plain").vip_index == 0  # no networks: no VIP
+    state.apply(RemoveService("a", 0.0))
+    assert _service(state, "c", "st_c", front).vip_index == 1  # a's index is free again
+    b = state.services["b"]
+    state.apply(UpdateService("b", ServiceSpec(name="st_b", image="y", networks=(back,)), 0.0))
+    assert state.services["b"].vip_index == b.vip_index  # kept through updates
+    state.apply(UpdateService("plain", ServiceSpec(name="plain", image="x", networks=(back,)), 0))
+    assert state.services["plain"].vip_index == 3  # joined a network: gets one
+
+
+def test_hosts_name_every_service_sharing_a_network_at_its_vip_on_this_node() -> None:
+    state = ClusterState()
+    front = NetworkAttachment("st_front")
+    back = NetworkAttachment("st_back", aliases=("database",))
+    web = _service(state, "w", "st_web", front)
+    api = _service(state, "a", "st_api", front, NetworkAttachment("st_back"))
+    _service(state, "d", "st_db", back)
+    _service(state, "o", "other_db", NetworkAttachment("other_default"))
+    local = {
+        "st_front": LocalNetwork("st_front", "st_front.n1", "172.20.0.0/16", "swl1"),
+        "st_back": LocalNetwork("st_back", "st_back.n1", "172.21.0.0/16", "swl2"),
+    }
+    assert hosts_for(state, web.spec, local) == {
+        "api": "172.20.128.2",
+        "st_api": "172.20.128.2",
+        "web": "172.20.128.1",
+        "st_web": "172.20.128.1",
+    }
+    # api is on both networks: it sees db (and db's alias) on the back network's bridge.
+    assert hosts_for(state, api.spec, local) == {
+        "api": "172.20.128.2",
+        "st_api": "172.20.128.2",
+        "web": "172.20.128.1",
+        "st_web": "172.20.128.1",
+        "db": "172.21.128.3",
+        "st_db": "172.21.128.3",
+        "database": "172.21.128.3",
+    }
+    # A network this node has no bridge for gives no names (yet).
+    assert hosts_for(state, web.spec, {}) == {}
+
+
+def test_wanted_vips_cover_every_service_of_every_local_network() -> None:
+    state = ClusterState()
+    _service(state, "w", "st_web", NetworkAttachment("st_front"))
+    _service(state, "a", "st_api", NetworkAttachment("st_front"), NetworkAttachment("st_back"))
+    _service(state, "x", "st_ext", NetworkAttachment("host_net", external=True))
+    local = {"st_front": LocalNetwork("st_front", "st_front.n1", "172.20.0.0/16", "swl1")}
+    assert wanted_vips(state, local) == {"swl1": {"172.20.128.1": "w", "172.20.128.2": "a"}}
+    assert networks_in_use(state) == {"st_front", "st_back"}  # external ones are not ours

@@ -167,7 +167,8 @@ def cmd_init(args: argparse.Namespace, console: Console) -> int:
         role="manager",
         bootstrap=True,
     )
-    datadir.write_identity(identity, crypto.new_key())
+    datadir.write_identity(identity, crypto.new_key(), crypto.new_node_key())
+    datadir.write_manager_key(crypto.new_key())  # managers only: see `swarmlet.keyring`
     if args.foreground:
         return _run_agent_foreground(
             datadir,

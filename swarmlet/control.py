@@ -154,7 +154,14 @@ class Control:
             managers = [n for n in self.agent.state.managers() if n.id != node.id]
             if not managers:
                 raise UsageError(f"cannot demote {node.name}: it is the last manager")
-        await self._commit(UpdateNode(node.id, role=role))
+        # A manager's record carries the managers' key sealed to it (`swarmlet.keyring`), so only
+        # a manager can promote; demotion drops the key from the record.
+        sealed_key = (
+            self.agent.keyring.seal_manager_key_to(node.id, node.public_key)
+            if role is Role.MANAGER
+            else None
+        )
+        await self._commit(UpdateNode(node.id, role=role, sealed_manager_key=sealed_key))
         return self.node_view(self.agent.state.nodes[node.id])
 
     async def node_rm(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -174,13 +181,15 @@ class Control:
 
     async def join_token(self, args: dict[str, Any]) -> dict[str, Any]:
         role = Role(_str_arg(args, "role"))
+        keyring = self.agent.keyring  # the tokens are sealed from workers: managers only
         if args.get("rotate"):
             token = str(crypto.JoinToken.new(self.agent.keys))
-            await self._commit(RotateToken(role, token))
+            sealed = keyring.require_managers().seal_token(role.value, token)
+            await self._commit(RotateToken(role, sealed))
         else:
             await self.agent.read_barrier()
+        token = keyring.join_token(role)
         state = self.agent.state
-        token = state.manager_token if role is Role.MANAGER else state.worker_token
         leader = state.nodes.get(self.agent.raft.leader_id or "")
         addr = leader.addr if leader is not None else self.agent.identity.addr
         return {"role": role.value, "token": token, "addr": addr}

@@ -1,9 +1,12 @@
 """The control API's secret and config operations.
 
-Secrets are sealed with the cluster's data key (AES-GCM, `crypto`) before they are proposed, so
-the Raft log, snapshots and data dirs only ever hold ciphertext; `inspect` never returns a
-secret's value. Configs are not secret and stored as they are. Both are immutable, as in Swarm,
-and cannot be removed while a service uses them (`ClusterState.apply` refuses).
+Secrets are sealed with the managers' key (AES-GCM, `crypto.ManagerKeys`) before they are
+proposed, so the Raft log, snapshots and data dirs only ever hold ciphertext that workers cannot
+open, although they replicate it: creating a secret (or comparing one with an existing secret of
+that name) therefore needs a manager. `inspect` never returns a secret's value; a node receives
+values only for its own tasks (`secretdelivery`). Configs are not secret and stored as they are.
+Both are immutable, as in Swarm, and cannot be removed while a service uses them
+(`ClusterState.apply` refuses).
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from typing import Any
 
 from swarmlet import crypto
 from swarmlet.api import Handler
-from swarmlet.crypto import AAD_SECRET, Sealer
 from swarmlet.errors import UsageError
 from swarmlet.model import Secret
 from swarmlet.node import Agent
@@ -22,10 +24,6 @@ from swarmlet.state import Command, CreateSecret, RemoveSecret
 LABEL_STACK = "swarmlet.stack"
 MAX_SECRET_BYTES = 500 * 1024  # Swarm's limits
 MAX_CONFIG_BYTES = 1000 * 1024
-
-
-def seal_secret(agent: Agent, data: bytes) -> bytes:
-    return Sealer(agent.keys.data_key).seal(data, AAD_SECRET)
 
 
 def secret_command(
@@ -37,15 +35,16 @@ def secret_command(
     limit = MAX_CONFIG_BYTES if is_config else MAX_SECRET_BYTES
     if len(data) > limit:
         raise UsageError(f"{kind} {name!r} is {len(data)} bytes; the limit is {limit // 1024} KB")
+    keys = None if is_config else agent.keyring.require_managers()
     existing = agent.state.secret_by_name(name, is_config=is_config)
     if existing is not None:
-        if agent.secret_value(name, is_config) != data:
+        if (existing.data if keys is None else keys.open_secret(existing.data)) != data:
             raise UsageError(
                 f"{kind} {name!r} already exists with other content; {kind}s are immutable: "
                 "give the new version a new name"
             )
         return None
-    stored = data if is_config else seal_secret(agent, data)
+    stored = data if keys is None else keys.seal_secret(data)
     return CreateSecret(
         Secret(
             id=crypto.new_id(),

@@ -16,6 +16,16 @@ Join tokens (`SWLT-1-<cluster fingerprint>-<secret>`): the secret never travels.
 derives a join key from it and seals its request with that key; only an agent that knows the token
 can open it, and the reply (which carries the cluster key) is sealed with the same join key, so
 only the joiner can read it. The joiner checks the key it receives against the token's fingerprint.
+
+Two keys, two circles. The cluster key (`ClusterKeys`) is held by every node, workers included: it
+seals the traffic between agents. The managers' key (`ManagerKeys`) is held by managers only: it
+seals what workers must not read although they replicate it (Raft learners): secrets' values and
+both join tokens (a worker that could read the manager token could make itself a manager).
+
+Sealed to a node (`seal_to`): each node has an X25519 key pair; anything meant for one node alone
+(the managers' key for a new manager, a task's secrets for its node) is sealed to its public key
+with a fresh ephemeral X25519 key, HKDF-SHA256 and AES-256-GCM (the construction of libsodium's
+sealed boxes and of HPKE's base mode), so no other member can open it, even with the cluster key.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -48,6 +59,15 @@ AAD_GOSSIP = b"swarmlet/gossip/1"
 AAD_TCP = b"swarmlet/tcp/1"
 AAD_JOIN = b"swarmlet/join/1"
 AAD_SECRET = b"swarmlet/secret/1"
+AAD_TOKEN = b"swarmlet/token/1/"  # + the role: a worker token cannot pass for the manager token
+AAD_MANAGER_KEY = b"swarmlet/manager-key/1/"  # + the node id the blob is recorded for
+AAD_DELIVERY = b"swarmlet/secret-delivery/1/"  # + node id and task id (`delivery_aad`)
+
+PUBLIC_KEY_BYTES = 32
+# `seal_to` uses each derived key exactly once, so a constant nonce is safe (as in HPKE's
+# single-shot mode); the ephemeral public key travels in front of the ciphertext.
+_SEALED_TO_NONCE = bytes(NONCE_BYTES)
+SEALED_TO_OVERHEAD = PUBLIC_KEY_BYTES + TAG_BYTES
 
 
 def _hkdf(material: bytes, info: bytes) -> bytes:
@@ -78,13 +98,53 @@ class ClusterKeys:
         return _hkdf(self.master, b"swarmlet message key")
 
     @property
-    def data_key(self) -> bytes:
-        """Seals secrets at rest (in the Raft log, snapshots and the data dir)."""
-        return _hkdf(self.master, b"swarmlet data key")
-
-    @property
     def fingerprint(self) -> str:
         return fingerprint(self.master)
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerKeys:
+    """The managers' key (managers only) and the keys derived from it.
+
+    Secrets keep `AAD_SECRET` as associated data; a token's role is bound into its seal, so the
+    sealed worker token cannot be swapped in for the manager token. Opening raises
+    RemoteProtocolError for a wrong key or damaged data, as `Sealer.open` does.
+    """
+
+    master: bytes
+
+    @property
+    def secret_key(self) -> bytes:
+        """Seals secrets' values at rest (in the Raft log, snapshots and the data dir)."""
+        return _hkdf(self.master, b"swarmlet secret key")
+
+    @property
+    def token_key(self) -> bytes:
+        return _hkdf(self.master, b"swarmlet token key")
+
+    def seal_secret(self, data: bytes) -> bytes:
+        return Sealer(self.secret_key).seal(data, AAD_SECRET)
+
+    def open_secret(self, sealed: bytes) -> bytes:
+        return Sealer(self.secret_key).open(sealed, AAD_SECRET)
+
+    def seal_token(self, role: str, token: str) -> bytes:
+        return Sealer(self.token_key).seal(token.encode(), AAD_TOKEN + role.encode())
+
+    def open_token(self, role: str, sealed: bytes) -> str:
+        return Sealer(self.token_key).open(sealed, AAD_TOKEN + role.encode()).decode()
+
+    def seal_to_node(self, node_id: str, public_key: bytes) -> bytes:
+        """This key sealed to a manager's public key, for its Node record."""
+        return seal_to(public_key, self.master, AAD_MANAGER_KEY + node_id.encode())
+
+    @classmethod
+    def open_from_node(cls, node_key: bytes, node_id: str, sealed: bytes) -> ManagerKeys:
+        """The inverse of `seal_to_node`, with the node's private key."""
+        master = open_sealed(node_key, sealed, AAD_MANAGER_KEY + node_id.encode())
+        if len(master) != KEY_BYTES:
+            raise RemoteProtocolError(f"the managers' key must be {KEY_BYTES} bytes")
+        return cls(master)
 
 
 class Sealer:
@@ -114,6 +174,65 @@ class Sealer:
             return self._aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad)
         except InvalidTag:
             raise RemoteProtocolError("message failed authentication") from None
+
+
+# ------------------------------------------------------------------------------ sealed to a node
+
+
+def new_node_key() -> bytes:
+    """A new X25519 private key (32 raw bytes)."""
+    return X25519PrivateKey.generate().private_bytes_raw()
+
+
+def public_key_of(private_key: bytes) -> bytes:
+    return X25519PrivateKey.from_private_bytes(private_key).public_key().public_bytes_raw()
+
+
+def check_public_key(public_key: bytes) -> bytes:
+    """`public_key` if it has the shape of an X25519 public key; RemoteProtocolError if not
+    (public keys come from other nodes, in join requests and through the replicated state)."""
+    if len(public_key) != PUBLIC_KEY_BYTES:
+        raise RemoteProtocolError(f"a public key must be {PUBLIC_KEY_BYTES} bytes")
+    return public_key
+
+
+def _sealed_to_key(shared: bytes, ephemeral_public: bytes, recipient_public: bytes) -> AESGCM:
+    # Both public keys salt the derivation, binding the key to this sender and recipient.
+    salt = ephemeral_public + recipient_public
+    key = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=salt, info=b"swarmlet sealed to")
+    return AESGCM(key.derive(shared))
+
+
+def seal_to(public_key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """Seal `plaintext` so that only the holder of `public_key`'s private key can open it.
+    RemoteProtocolError if `public_key` is not usable (`check_public_key`)."""
+    ephemeral = X25519PrivateKey.generate()
+    ephemeral_public = ephemeral.public_key().public_bytes_raw()
+    try:
+        shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(check_public_key(public_key)))
+    except ValueError:  # a low-order point: the shared secret would be all zeros
+        raise RemoteProtocolError("unusable public key (a low-order point)") from None
+    aead = _sealed_to_key(shared, ephemeral_public, public_key)
+    return ephemeral_public + aead.encrypt(_SEALED_TO_NONCE, plaintext, aad)
+
+
+def open_sealed(private_key: bytes, sealed: bytes, aad: bytes) -> bytes:
+    """Open what `seal_to` sealed to our public key; RemoteProtocolError if that fails."""
+    if len(sealed) < SEALED_TO_OVERHEAD:
+        raise RemoteProtocolError(f"sealed data too short ({len(sealed)} bytes)")
+    me = X25519PrivateKey.from_private_bytes(private_key)
+    ephemeral_public = sealed[:PUBLIC_KEY_BYTES]
+    try:
+        shared = me.exchange(X25519PublicKey.from_public_bytes(ephemeral_public))
+        aead = _sealed_to_key(shared, ephemeral_public, me.public_key().public_bytes_raw())
+        return aead.decrypt(_SEALED_TO_NONCE, sealed[PUBLIC_KEY_BYTES:], aad)
+    except (ValueError, InvalidTag):
+        raise RemoteProtocolError("sealed data failed authentication") from None
+
+
+def delivery_aad(node_id: str, task_id: str) -> bytes:
+    """Binds a delivery of secrets to the node and the task it was granted for."""
+    return AAD_DELIVERY + node_id.encode() + b"/" + task_id.encode()
 
 
 # ------------------------------------------------------------------------------------ join tokens

@@ -2,7 +2,12 @@
 
 Layout (all files owned by the agent's user, the directory and secrets 0700/0600):
     identity.msgpack   who this node is and how it was started (see `Identity`)
-    cluster.key        the cluster master key (32 bytes)
+    cluster.key        the cluster master key (32 bytes); every node
+    node.key           this node's X25519 private key (32 bytes); every node, written with the
+                       identity: its public key goes into the node's record at join time
+    managers.key       the managers' key (32 bytes); managers only (see `swarmlet.keyring`):
+                       written by `init`, or when the node's record first carries it sealed to
+                       this node (join as a manager, promotion); removed when it is demoted
     raft/              the Raft log, hard state and snapshots (`swarmlet.raft.storage`)
     control.sock       the control API (Unix socket, 0600)
     agent.pid          the running agent's pid
@@ -83,6 +88,14 @@ class DataDir:
         return self.path / "cluster.key"
 
     @property
+    def node_key_file(self) -> Path:
+        return self.path / "node.key"
+
+    @property
+    def manager_key_file(self) -> Path:
+        return self.path / "managers.key"
+
+    @property
     def raft_dir(self) -> Path:
         return self.path / "raft"
 
@@ -109,9 +122,11 @@ class DataDir:
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.path, 0o700)
 
-    def write_identity(self, identity: Identity, key: bytes) -> None:
+    def write_identity(self, identity: Identity, key: bytes, node_key: bytes) -> None:
+        """`key`: the cluster key; `node_key`: this node's private key (`crypto.new_node_key`)."""
         self.create()
         write_atomic(self.key_file, key)
+        write_atomic(self.node_key_file, node_key)
         body = {
             "node_id": identity.node_id,
             "cluster_id": identity.cluster_id,
@@ -130,9 +145,7 @@ class DataDir:
             raise UsageError(
                 f"{self.path} holds no swarmlet node: run `swarmlet init` or `swarmlet join` first"
             )
-        key = self.key_file.read_bytes()
-        if len(key) != 32:
-            raise StorageCorruptError(f"{self.key_file} is damaged (expected 32 bytes)")
+        key = _read_key(self.key_file)
         try:
             body = msgpack.unpackb(self.identity_file.read_bytes(), raw=False)
             identity = Identity(
@@ -152,6 +165,23 @@ class DataDir:
                 "or remove the data dir and join the cluster again"
             ) from None
         return identity, key
+
+    def read_node_key(self) -> bytes:
+        return _read_key(self.node_key_file)
+
+    def read_manager_key(self) -> bytes | None:
+        """The managers' key, or None on a node that does not hold it (a worker)."""
+        if not self.manager_key_file.exists():
+            return None
+        return _read_key(self.manager_key_file)
+
+    def write_manager_key(self, key: bytes) -> None:
+        self.create()
+        write_atomic(self.manager_key_file, key)
+
+    def remove_manager_key(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.manager_key_file.unlink()
 
     def next_incarnation(self, wall_clock_s: float) -> int:
         """A gossip incarnation higher than any this node used before (persisted first).
@@ -177,3 +207,16 @@ class DataDir:
     def remove_pid(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.pid_file.unlink()
+
+
+def _read_key(path: Path) -> bytes:
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        raise StorageCorruptError(
+            f"{path} is missing; restore it from a backup, or remove the data dir and join the "
+            "cluster again"
+        ) from None
+    if len(key) != 32:
+        raise StorageCorruptError(f"{path} is damaged (expected 32 bytes)")
+    return key

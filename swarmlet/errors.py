@@ -6,6 +6,7 @@ SwarmletError
 ├── NotLeaderError        a write reached a node that is not the leader (carries the leader hint)
 ├── NoLeaderError         no leader is known right now; retry later
 ├── RuntimeAdapterError   the Docker engine refused or failed an operation
+├── SecretsUnavailableError  a task's secrets could not be obtained (refused, no manager)
 ├── StorageCorruptError   committed durable state is damaged; the agent must stop
 ├── AgentUnavailableError the local agent does not answer on its control socket
 └── ProtocolError         a message could not be decoded or authenticated
@@ -51,6 +52,11 @@ class NoLeaderError(SwarmletError):
 
 class RuntimeAdapterError(SwarmletError):
     """The container runtime (Docker) refused or failed an operation."""
+
+
+class SecretsUnavailableError(SwarmletError):
+    """A task's secrets or configs could not be obtained: refused, missing, or no manager
+    answered. The task cannot start; the message says why."""
 
 
 class StorageCorruptError(SwarmletError):

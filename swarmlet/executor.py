@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from swarmlet import secretfiles
-from swarmlet.errors import RuntimeAdapterError
+from swarmlet.errors import RuntimeAdapterError, SecretsUnavailableError
 from swarmlet.labels import (
     LABEL_CLUSTER,
     LABEL_NODE,
@@ -185,7 +185,9 @@ class Executor:
         publish: Callable[[tuple[TaskObservation, ...]], None],
         record_event: Callable[[str, str, str, str], object],
         networks: LocalNetworks,
-        secret_value: Callable[[str, bool], bytes] = lambda name, is_config: b"",
+        # The content of a task's secrets and configs, (name, is_config) -> bytes (see
+        # `secretdelivery`); raises SecretsUnavailableError, which rejects the task.
+        task_files: Callable[[Task], Awaitable[Mapping[tuple[str, bool], bytes]]],
         max_parallel_starts: int = 8,
     ) -> None:
         self.runtime = runtime
@@ -200,7 +202,7 @@ class Executor:
         self.synced = False
         self._publish = publish
         self._record = record_event
-        self._secret_value = secret_value
+        self._task_files = task_files
         self.networks = networks
         self.observations: dict[str, TaskObservation] = {}
         self._containers: dict[str, str] = {}  # task id -> container id
@@ -390,7 +392,9 @@ class Executor:
                     refs = [(r, False) for r in service.spec.secrets]
                     refs += [(r, True) for r in service.spec.configs]
                     files = (
-                        secretfiles.materialize(self.node_id, task.id, refs, self._secret_value)
+                        secretfiles.materialize(
+                            self.node_id, task.id, refs, await self._task_files(task)
+                        )
                         if refs
                         else []
                     )
@@ -412,7 +416,7 @@ class Executor:
                         exposed=exposed,
                     )
                     info = await self.runtime.run(spec)
-                except (RuntimeAdapterError, KeyError, OSError) as exc:
+                except (RuntimeAdapterError, SecretsUnavailableError, KeyError, OSError) as exc:
                     error = (
                         f"missing secret or config {exc}" if isinstance(exc, KeyError) else str(exc)
                     )

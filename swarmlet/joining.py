@@ -4,6 +4,11 @@ The joiner proves it holds the token by sealing its request with a key derived f
 secret; the reply, sealed with the same key, carries the cluster key, which the joiner checks
 against the token's fingerprint before trusting it. Nothing is written to the data dir unless
 the cluster accepted the node.
+
+The joiner makes its X25519 key pair here and sends the public half, which goes into its Node
+record: secrets for its tasks are sealed to it, and, if it joins as a manager, the managers' key
+too (`swarmlet.keyring`; the reply never carries that key). Only managers admit nodes: a worker
+asked to admit one refuses the token, as a manager refuses an unknown one.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ async def join_cluster(
     messages.ensure_registered()
     addr = _parse_remote(remote)
     node_id = crypto.new_id()
+    node_key = crypto.new_node_key()
     info = await host_info()
     request = JoinRequest(
         node_id=node_id,
@@ -52,14 +58,16 @@ async def join_cluster(
         publish_addr=publish_host,
         nano_cpus=info.nano_cpus,
         memory_bytes=info.memory_bytes,
+        public_key=crypto.public_key_of(node_key),
     )
     try:
         with trio.fail_after(JOIN_TIMEOUT_S):
             stream = await open_join_stream(addr, token.join_key, token.key_id)
             if stream is None:
                 raise UsageError(
-                    f"the cluster at {remote} refused the join token: it is invalid or was rotated "
-                    "(`swarmlet join-token worker` on a manager prints the current one)"
+                    f"{remote} refused the join token: it is invalid or was rotated, or {remote} "
+                    "is not a manager (`swarmlet join-token worker` on a manager prints the "
+                    "current token)"
                 )
             async with stream.stream:
                 await stream.send(request)
@@ -88,5 +96,5 @@ async def join_cluster(
         role=reply.role,
         seeds=(*tuple(reply.seeds), f"{addr[0]}:{addr[1]}"),
     )
-    datadir.write_identity(identity, reply.master_key)
+    datadir.write_identity(identity, reply.master_key, node_key)
     return identity

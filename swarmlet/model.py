@@ -83,6 +83,11 @@ class Node:
     """A member of the cluster as recorded in the replicated state.
 
     Liveness (ready/down) is not here: it is observed by gossip and never written through Raft.
+
+    Keys: `public_key` is the node's X25519 public key, set when it joins; whatever is meant for
+    this node alone is sealed to it (`crypto.seal_to`). A manager's record also carries
+    `sealed_manager_key`, the managers' key sealed to `public_key`: written by the manager that
+    admits or promotes the node, emptied when it is demoted (see `swarmlet.keyring`).
     """
 
     id: str
@@ -94,6 +99,8 @@ class Node:
     labels: dict[str, str] = field(default_factory=dict)
     resources: Resources = field(default_factory=Resources)
     joined_at: float = 0.0
+    public_key: bytes = b""
+    sealed_manager_key: bytes = b""  # managers only; b"" for a worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,8 +290,8 @@ class Task:
 
 @dataclass(frozen=True, slots=True)
 class Secret:
-    """A secret or config. `data` is sealed with the cluster's data key (`swarmlet.crypto`) for
-    secrets, plain for configs."""
+    """A secret or config. `data` is sealed with the managers' key (`crypto.ManagerKeys`) for
+    secrets, which workers cannot open, and plain for configs."""
 
     id: str
     name: str

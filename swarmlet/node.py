@@ -5,6 +5,8 @@
     control API (Unix socket)      ->  `swarmlet.control*` handlers
     leader duties (`leader`)       ->  voter policy, orchestration, autoscaling (pure cores)
     executor (`executor`)          ->  this node's containers, through `runtime` (Docker)
+    keys (`keyring`)               ->  node key pair; the managers' key, following the role
+    secrets (`secretdelivery`)     ->  a task's secrets: from this node's state or a manager
     proxy (`proxy`)                ->  the routing mesh, fed from the observed state
 
 This module wires things together and carries the cross-cutting paths that need several
@@ -29,6 +31,7 @@ from swarmlet.errors import (
     NotLeaderError,
     RemoteProtocolError,
     RuntimeAdapterError,
+    StorageCorruptError,
     SwarmletError,
     UsageError,
 )
@@ -40,6 +43,7 @@ from swarmlet.gossip.core import MemberEvent
 from swarmlet.gossip.driver import GossipDriver
 from swarmlet.gossip.messages import MemberState, PushPullState
 from swarmlet.hostinfo import HostInfo, host_info, read_host_info
+from swarmlet.keyring import KeyRing
 from swarmlet.leader import LeaderDuties, observe
 from swarmlet.model import Node, Resources, Role
 from swarmlet.networks import LocalNetworks
@@ -51,8 +55,9 @@ from swarmlet.raft.messages import Role as RaftRole
 from swarmlet.raft.messages import SoftState
 from swarmlet.raft.storage import RaftStorage
 from swarmlet.raft.types import ConfState, HardState, Snapshot, SnapshotMeta
-from swarmlet.rpc import JoinReply, JoinRequest, ProposeReply, ProposeRequest
+from swarmlet.rpc import JoinReply, JoinRequest, ProposeReply, ProposeRequest, SecretsRequest
 from swarmlet.runtime import open_docker_runtime
+from swarmlet.secretdelivery import SecretDelivery
 from swarmlet.state import AddNode, ApplyResult, ClusterState, Command, InitCluster
 from swarmlet.transport import (
     JOIN_ACCEPTED,
@@ -93,17 +98,32 @@ def parse_addr(text: str) -> Address:
     return host, int(port)
 
 
-def bootstrap_storage(storage: RaftStorage, identity: Identity, keys: crypto.ClusterKeys) -> None:
+def bootstrap_storage(
+    storage: RaftStorage, identity: Identity, keys: crypto.ClusterKeys, datadir: DataDir
+) -> None:
     """Seed a brand-new cluster: a snapshot at index 1 that already holds the cluster and its
-    first node, with that node as the only voter. Atomic: either it is on disk or nothing is."""
+    first node, with that node as the only voter. Atomic: either it is on disk or nothing is.
+    The join tokens are sealed with the managers' key `init` wrote, and the first node's record
+    carries that key sealed to itself, as every manager's does (`swarmlet.keyring`)."""
+    master = datadir.read_manager_key()
+    if master is None:
+        raise StorageCorruptError(
+            f"{datadir.manager_key_file} is missing: remove the data dir and run `swarmlet init`"
+        )
+    managers = crypto.ManagerKeys(master)
+    public_key = crypto.public_key_of(datadir.read_node_key())
     state = ClusterState()
     now = time.time()
     for command in (
         InitCluster(
             cluster_id=identity.cluster_id,
             created_at=now,
-            worker_token=str(crypto.JoinToken.new(keys)),
-            manager_token=str(crypto.JoinToken.new(keys)),
+            sealed_worker_token=managers.seal_token(
+                Role.WORKER.value, str(crypto.JoinToken.new(keys))
+            ),
+            sealed_manager_token=managers.seal_token(
+                Role.MANAGER.value, str(crypto.JoinToken.new(keys))
+            ),
         ),
         AddNode(
             Node(
@@ -114,6 +134,8 @@ def bootstrap_storage(storage: RaftStorage, identity: Identity, keys: crypto.Clu
                 role=Role.MANAGER,
                 resources=_resources(read_host_info()),
                 joined_at=now,
+                public_key=public_key,
+                sealed_manager_key=managers.seal_to_node(identity.node_id, public_key),
             ),
             name_is_explicit=True,
         ),
@@ -138,6 +160,7 @@ class Agent:
         self.identity, key = datadir.read_identity()
         self.node_id = self.identity.node_id
         self.keys = crypto.ClusterKeys(key)
+        self.keyring = KeyRing(datadir, self.node_id, lambda: self.state)
         self.events = EventLog()
         self.down_since: dict[str, float] = {}
         self.leader = LeaderDuties(self)
@@ -148,7 +171,7 @@ class Agent:
         )
         self.storage = RaftStorage.open(datadir.raft_dir)
         if self.identity.bootstrap and self.storage.last_index == 0:
-            bootstrap_storage(self.storage, self.identity, self.keys)
+            bootstrap_storage(self.storage, self.identity, self.keys, datadir)
         self.raft = RaftDriver(
             self.node_id,
             self.storage,
@@ -174,6 +197,16 @@ class Agent:
         self.stopping = trio.Event()
         # TCP request types served by other layers (e.g. `service logs` across nodes).
         self.stream_handlers: dict[type, Callable[[FramedStream, object], Awaitable[None]]] = {}
+        self.secrets = SecretDelivery(
+            node_id=self.node_id,
+            keyring=self.keyring,
+            state=lambda: self.state,
+            raft=self.raft,
+            transport=self.transport,
+            resolve=self._resolve,
+            is_ready=self.is_ready,
+        )
+        self.stream_handlers[SecretsRequest] = self.secrets.serve
 
     @property
     def state(self) -> ClusterState:
@@ -206,17 +239,6 @@ class Agent:
 
     def local_observations(self) -> tuple[TaskObservation, ...]:
         return tuple(self.executor.observations.values()) if self.executor is not None else ()
-
-    def secret_value(self, name: str, is_config: bool) -> bytes:
-        """The plaintext of a secret (or config) for a task of this node. KeyError if unknown."""
-        item = self.state.secret_by_name(name, is_config=is_config)
-        if item is None:
-            raise KeyError(name)
-        return (
-            item.data
-            if is_config
-            else crypto.Sealer(self.keys.data_key).open(item.data, crypto.AAD_SECRET)
-        )
 
     def _republish(self) -> None:
         self.gossip.set_meta(encode_meta(self._meta()))
@@ -287,6 +309,7 @@ class Agent:
         self.leader.notify()
 
     def _on_apply(self, command: Command, result: ApplyResult) -> None:
+        self.keyring.sync()  # promoted or demoted: take or drop the managers' key
         if self.executor is not None:
             self.executor.notify()
         self.leader.notify()
@@ -379,17 +402,8 @@ class Agent:
             await handler(stream, first)
 
     async def _on_join(self, raw: trio.SocketStream, key_id: bytes, addr: Address) -> None:
-        tokens = {
-            crypto.JoinToken.parse(self.state.worker_token).key_id: (
-                Role.WORKER,
-                self.state.worker_token,
-            ),
-            crypto.JoinToken.parse(self.state.manager_token).key_id: (
-                Role.MANAGER,
-                self.state.manager_token,
-            ),
-        }
-        match = tokens.get(key_id)
+        # Only a manager can open the tokens (`keyring`): a worker refuses every join.
+        match = self.keyring.join_tokens().get(key_id)
         if match is None:
             self.transport.counters["join_refused_bad_token"] += 1
             self.events.record("node", "join-refused", f"{addr[0]}", "join refused: invalid token")
@@ -397,12 +411,17 @@ class Agent:
             return
         await raw.send_all(JOIN_ACCEPTED)
         role, token = match
-        stream = join_stream(raw, crypto.JoinToken.parse(token).join_key, self.transport.counters)
+        stream = join_stream(raw, token.join_key, self.transport.counters)
         request = await stream.receive(expect=(JoinRequest,))
         if request is None:
             return
         try:
             parse_addr(request.addr)
+            sealed_key = (
+                self.keyring.seal_manager_key_to(request.node_id, request.public_key)
+                if role is Role.MANAGER
+                else b""
+            )
             result = await self.write(
                 AddNode(
                     Node(
@@ -413,6 +432,8 @@ class Agent:
                         role=role,
                         resources=Resources(request.nano_cpus, request.memory_bytes),
                         joined_at=time.time(),
+                        public_key=crypto.check_public_key(request.public_key),
+                        sealed_manager_key=sealed_key,
                     ),
                     name_is_explicit=request.name_is_explicit,
                 )
@@ -478,7 +499,7 @@ class Agent:
                         sync=self.sync_state,
                         publish=self.publish_tasks,
                         record_event=self.events.record,
-                        secret_value=self.secret_value,
+                        task_files=self.secrets.task_files,
                         networks=LocalNetworks(
                             runtime,
                             cluster_id=cluster_id,

@@ -34,6 +34,7 @@ class JoinRequest:
     publish_addr: str
     nano_cpus: int
     memory_bytes: int
+    public_key: bytes  # the joiner's X25519 public key, for its Node record
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,29 @@ class EndOfStream:
     error: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class SecretsRequest:
+    """A node asks a manager for the secrets of one of its tasks (`swarmlet.secretdelivery`)."""
+
+    node_id: str
+    task_id: str
+    min_index: int  # the asker's applied index: the manager decides on a state at least as new
+
+
+@dataclass(frozen=True, slots=True)
+class SecretsReply:
+    ok: bool
+    error: str = ""
+    sealed: bytes = b""  # a wire-encoded `SecretValues`, sealed to the asking node (crypto.seal_to)
+
+
+@dataclass(frozen=True, slots=True)
+class SecretValues:
+    """The plaintext inside `SecretsReply.sealed`: secret name -> value."""
+
+    values: dict[str, bytes]
+
+
 # Only append: ids are permanent.
 MESSAGES: tuple[type, ...] = (
     ProposeRequest,
@@ -76,4 +100,7 @@ MESSAGES: tuple[type, ...] = (
     LogsRequest,
     LogLine,
     EndOfStream,
+    SecretsRequest,
+    SecretsReply,
+    SecretValues,
 )

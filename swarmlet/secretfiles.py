@@ -4,7 +4,8 @@ Each task that uses secrets or configs gets a directory on a tmpfs (`/run/swarml
 a tmpfs, else `/dev/shm/swarmlet`), one file per secret with the uid, gid and mode asked for,
 bind-mounted read-only into the container at its target. The directory is removed when the task
 leaves this node. Nothing here ever writes a secret's value to the data dir or to a disk-backed
-filesystem; `docker inspect` shows only the tmpfs path.
+filesystem; `docker inspect` shows only the tmpfs path. The values come from
+`secretdelivery`, which fetched or opened them for this task alone.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from swarmlet.errors import RuntimeAdapterError
@@ -51,9 +52,10 @@ def materialize(
     node_id: str,
     task_id: str,
     refs: Sequence[tuple[FileRef, bool]],
-    value: Callable[[str, bool], bytes],
+    values: Mapping[tuple[str, bool], bytes],
 ) -> list[tuple[str, str]]:
-    """Write each (ref, is_config) file for the task; return (host path, container target)."""
+    """Write each (ref, is_config) file for the task, its content `values[(name, is_config)]`
+    (KeyError if missing); return (host path, container target)."""
     task_dir = tmpfs_root() / node_id / task_id
     task_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(task_dir, 0o711)  # traversable by the container's user, not listable
@@ -62,7 +64,7 @@ def materialize(
         path = task_dir / f"{index}-{'config' if is_config else 'secret'}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, value(ref.name, is_config))
+            os.write(fd, values[(ref.name, is_config)])
         finally:
             os.close(fd)
         with contextlib.suppress(ValueError, OSError):

@@ -9,7 +9,11 @@ rejected *deterministically*: every replica rejects it the same way, leaves the 
 the proposer gets the reason back. Input validation that does not depend on state (a negative
 replica count, a malformed constraint) belongs to the API layer, before anything is proposed.
 
-Must not know: Raft, the network, Docker, the clock.
+Join tokens and secrets' values are held sealed with the managers' key (`crypto.ManagerKeys`):
+every agent replicates this state, workers too (as Raft learners), but only managers can open
+them. Apply never opens anything: it stores and compares ciphertext.
+
+Must not know: Raft, the network, Docker, the clock, any key.
 """
 
 from __future__ import annotations
@@ -44,8 +48,8 @@ VALID_VOTER_TARGETS = (1, 3, 5, 7)
 class InitCluster:
     cluster_id: str
     created_at: float
-    worker_token: str
-    manager_token: str
+    sealed_worker_token: bytes  # crypto.ManagerKeys.seal_token
+    sealed_manager_token: bytes
     target_voters: int = 3
 
 
@@ -70,12 +74,14 @@ class UpdateNode:
     addr: str | None = None  # a restarted agent may come back on a new address
     publish_addr: str | None = None
     resources: Resources | None = None
+    # With role=MANAGER: the managers' key sealed to the node. Demotion empties it in any case.
+    sealed_manager_key: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class RotateToken:
     role: Role
-    token: str
+    sealed_token: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,8 +202,8 @@ class StateSnapshot:
 
     cluster_id: str
     created_at: float
-    worker_token: str
-    manager_token: str
+    sealed_worker_token: bytes
+    sealed_manager_token: bytes
     target_voters: int
     nodes: tuple[Node, ...]
     services: tuple[Service, ...]
@@ -214,8 +220,8 @@ class ClusterState:
     def __init__(self) -> None:
         self.cluster_id = ""
         self.created_at = 0.0
-        self.worker_token = ""
-        self.manager_token = ""
+        self.sealed_worker_token = b""
+        self.sealed_manager_token = b""
         self.target_voters = 3
         self.nodes: dict[str, Node] = {}
         self.services: dict[str, Service] = {}
@@ -257,6 +263,9 @@ class ClusterState:
             None,
         )
 
+    def sealed_token(self, role: Role) -> bytes:
+        return self.sealed_manager_token if role is Role.MANAGER else self.sealed_worker_token
+
     def managers(self) -> list[Node]:
         return [n for n in self.nodes.values() if n.role is Role.MANAGER]
 
@@ -291,8 +300,8 @@ class ClusterState:
     def _adopt(self, other: ClusterState) -> None:
         self.cluster_id = other.cluster_id
         self.created_at = other.created_at
-        self.worker_token = other.worker_token
-        self.manager_token = other.manager_token
+        self.sealed_worker_token = other.sealed_worker_token
+        self.sealed_manager_token = other.sealed_manager_token
         self.target_voters = other.target_voters
         self.nodes = dict(other.nodes)
         self.services = dict(other.services)
@@ -306,8 +315,8 @@ class ClusterState:
             StateSnapshot(
                 cluster_id=self.cluster_id,
                 created_at=self.created_at,
-                worker_token=self.worker_token,
-                manager_token=self.manager_token,
+                sealed_worker_token=self.sealed_worker_token,
+                sealed_manager_token=self.sealed_manager_token,
                 target_voters=self.target_voters,
                 nodes=tuple(self.nodes.values()),
                 services=tuple(self.services.values()),
@@ -324,8 +333,8 @@ class ClusterState:
         snap = wire.decode(data, expect=(StateSnapshot,))
         state.cluster_id = snap.cluster_id
         state.created_at = snap.created_at
-        state.worker_token = snap.worker_token
-        state.manager_token = snap.manager_token
+        state.sealed_worker_token = snap.sealed_worker_token
+        state.sealed_manager_token = snap.sealed_manager_token
         state.target_voters = snap.target_voters
         state.nodes = {n.id: n for n in snap.nodes}
         state.services = {s.id: s for s in snap.services}
@@ -344,8 +353,8 @@ def _init_cluster(state: ClusterState, cmd: InitCluster) -> str:
         raise Rejected(f"target voters must be one of {VALID_VOTER_TARGETS}")
     state.cluster_id = cmd.cluster_id
     state.created_at = cmd.created_at
-    state.worker_token = cmd.worker_token
-    state.manager_token = cmd.manager_token
+    state.sealed_worker_token = cmd.sealed_worker_token
+    state.sealed_manager_token = cmd.sealed_manager_token
     state.target_voters = cmd.target_voters
     return cmd.cluster_id
 
@@ -402,10 +411,15 @@ def _update_node(state: ClusterState, cmd: UpdateNode) -> str:
         raise Rejected(f"no node {cmd.node_id}")
     labels = {k: v for k, v in node.labels.items() if k not in cmd.labels_rm}
     labels.update(cmd.labels_add)
+    role = cmd.role or node.role
+    # A worker never keeps the managers' key in its record (demotion drops it; the node then
+    # deletes its copy); a promotion brings it, sealed to the node by the manager promoting it.
+    sealed_key = b"" if role is Role.WORKER else (cmd.sealed_manager_key or node.sealed_manager_key)
     state.nodes[node.id] = dataclasses.replace(
         node,
         availability=cmd.availability or node.availability,
-        role=cmd.role or node.role,
+        role=role,
+        sealed_manager_key=sealed_key,
         labels=labels,
         addr=cmd.addr or node.addr,
         publish_addr=cmd.publish_addr or node.publish_addr,
@@ -416,10 +430,10 @@ def _update_node(state: ClusterState, cmd: UpdateNode) -> str:
 
 def _rotate_token(state: ClusterState, cmd: RotateToken) -> str:
     if cmd.role is Role.MANAGER:
-        state.manager_token = cmd.token
+        state.sealed_manager_token = cmd.sealed_token
     else:
-        state.worker_token = cmd.token
-    return cmd.token
+        state.sealed_worker_token = cmd.sealed_token
+    return ""
 
 
 def _set_target_voters(state: ClusterState, cmd: SetTargetVoters) -> str:

@@ -11,9 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from swarmlet import messages, wire
+from swarmlet.crypto import ManagerKeys
+from swarmlet.errors import RemoteProtocolError, UsageError
+from swarmlet.model import Role
+from swarmlet.raft.storage import RaftStorage
+from swarmlet.raft.types import EntryKind
+from swarmlet.state import ClusterState
 from swarmlet.testing.images import ensure_test_images
 from tests.integration.cluster import LocalCluster, local_cluster, run_cli, wait_for
-from tests.integration.test_services import services, tasks
+from tests.integration.test_services import services
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -162,31 +169,101 @@ def test_a_stack_that_fails_to_load_changes_nothing(cluster: LocalCluster, tmp_p
 def test_a_secret_is_readable_in_the_container_and_nowhere_in_plain_text(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
+    """One replica per node, so one runs on the worker (n3), which holds no managers' key and
+    gets the secret from a manager, sealed to it. Its own copy of the replicated state cannot
+    open the secret nor the manager token; promoting it brings the key, demoting it takes it."""
     port = cluster.port + 600
-    stack = _stack_file(tmp_path, "secret.yml", **{'"8081:80"': f'"{port}:80"'})
+    stack = _stack_file(
+        tmp_path,
+        "secret.yml",
+        **{
+            '"8081:80"': f'"{port}:80"',
+            "replicas: 2": "replicas: 3\n      placement:\n        max_replicas_per_node: 1",
+        },
+    )
     value = (tmp_path / "api_key.txt").read_text().strip()
     d = cluster.agents[0].data_dir
+    worker = cluster.agents[2]
+    worker_id = cluster.node_id(worker)
     run_cli("stack", "deploy", "-c", str(stack), "sec", data_dir=d, timeout=120)
-    task = next(t for t in tasks(cluster, "sec_api") if t["state"] == "running")
-    cid = task["container_id"]
-    inside = subprocess.run(
-        ["docker", "exec", cid, "cat", "/run/secrets/api_key"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    assert inside == value
-    inspect = subprocess.run(
-        ["docker", "inspect", cid], capture_output=True, text=True, check=True
-    ).stdout
-    assert value not in inspect
+
+    def running() -> dict[str, str]:
+        containers = cluster.containers(service="sec_api")
+        return {c["node"]: c["id"] for c in containers if c["state"] == "running"}
+
+    by_node = wait_for("a running replica on each node", lambda: len(running()) == 3 and running())
+    assert worker_id in by_node
+    for cid in by_node.values():
+        inside = subprocess.run(
+            ["docker", "exec", cid, "cat", "/run/secrets/api_key"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert inside == value
+        inspect = subprocess.run(
+            ["docker", "inspect", cid], capture_output=True, text=True, check=True
+        ).stdout
+        assert value not in inspect
+    manager_token = cluster.token("manager")
     for a in cluster.agents:
         for path in a.data_dir.rglob("*"):
             if path.is_file() and path.suffix != ".sock":
-                assert value.encode() not in path.read_bytes(), path
+                content = path.read_bytes()
+                assert value.encode() not in content, path
+                assert manager_token.encode() not in content, path
+    managers_keys = {(a.data_dir / "managers.key").read_bytes() for a in cluster.agents[:2]}
+    assert len(managers_keys) == 1  # n2 joined as a manager: it received the key
+    assert not (worker.data_dir / "managers.key").exists()
+    proc = run_cli("join-token", "-q", "manager", data_dir=worker.data_dir, check=False)
+    assert proc.returncode != 0 and "managers' key" in proc.stderr
+
+    # The worker's replicated state holds the secret and the tokens, sealed: neither its
+    # cluster key nor its node key opens them; the managers' key does.
+    cluster.kill(worker)
+    state = wait_for("the worker's storage lock", lambda: _replicated_state(worker.data_dir))
+    sealed = state.secret_by_name("sec_api_key")
+    assert sealed is not None and value.encode() not in sealed.data
+    for name in ("cluster.key", "node.key"):
+        guess = ManagerKeys((worker.data_dir / name).read_bytes())
+        with pytest.raises(RemoteProtocolError):
+            guess.open_secret(sealed.data)
+        with pytest.raises(RemoteProtocolError):
+            guess.open_token("manager", state.sealed_token(Role.MANAGER))
+    managers = ManagerKeys(managers_keys.pop())
+    assert managers.open_secret(sealed.data).decode().strip() == value
+    assert managers.open_token("manager", state.sealed_token(Role.MANAGER)) == manager_token
+    cluster.restart(worker)
+
+    run_cli("node", "promote", "n3", data_dir=d)
+    wait_for("n3 to receive the managers' key", (worker.data_dir / "managers.key").exists)
+    token = run_cli("join-token", "-q", "manager", data_dir=worker.data_dir).stdout.strip()
+    assert token == manager_token
+    run_cli("node", "demote", "n3", data_dir=d)
+    wait_for(
+        "n3 to delete the managers' key", lambda: not (worker.data_dir / "managers.key").exists()
+    )
+
     secret = json.loads(run_cli("secret", "inspect", "sec_api_key", data_dir=d).stdout)[0]
     assert secret["services"] == ["sec_api"] and "data" not in secret
     proc = run_cli("secret", "rm", "sec_api_key", data_dir=d, check=False)
     assert proc.returncode != 0 and "in use" in proc.stderr
     run_cli("stack", "rm", "sec", data_dir=d)
     assert json.loads(run_cli("secret", "ls", "--format", "json", data_dir=d).stdout) == []
+
+
+def _replicated_state(data_dir: Path) -> ClusterState | None:
+    """What a stopped node's Raft storage holds: its snapshot, then every entry of its log.
+    None while the storage is still locked (a killed agent's last threads are still exiting)."""
+    messages.ensure_registered()
+    try:
+        storage = RaftStorage.open(data_dir / "raft")
+    except UsageError:
+        return None
+    with storage:
+        _, snapshot, entries = storage.load()
+    state = ClusterState.restore(snapshot.data)
+    for entry in entries:
+        if entry.kind is EntryKind.NORMAL and entry.data:
+            state.apply(wire.decode(entry.data))
+    return state

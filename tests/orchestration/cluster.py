@@ -49,7 +49,7 @@ def make_state(
     resources: Resources = DEFAULT_RESOURCES,
 ) -> ClusterState:
     state = ClusterState()
-    assert state.apply(InitCluster("c1", 0.0, "wt", "mt")).ok
+    assert state.apply(InitCluster("c1", 0.0, b"wt", b"mt")).ok
     for i in range(1, nodes + 1):
         add_node(state, i, labels=(labels or {}).get(i, {}), resources=resources)
     return state

@@ -18,6 +18,7 @@ from swarmlet.crypto import (
     SEAL_OVERHEAD,
     ClusterKeys,
     JoinToken,
+    ManagerKeys,
     Sealer,
 )
 from swarmlet.errors import RemoteProtocolError, UsageError
@@ -149,10 +150,10 @@ def test_messages_sealed_around_the_prefix_change_still_open() -> None:
 
 
 def test_derived_keys_are_distinct_deterministic_and_not_the_master() -> None:
-    keys = ClusterKeys(KEY)
-    assert len({keys.master, keys.message_key, keys.data_key}) == 3
+    keys, managers = ClusterKeys(KEY), ManagerKeys(KEY)
+    assert len({KEY, keys.message_key, managers.secret_key, managers.token_key}) == 4
     assert ClusterKeys(KEY).message_key == keys.message_key
-    assert ClusterKeys(KEY).data_key == keys.data_key
+    assert ManagerKeys(KEY).secret_key == managers.secret_key
     assert len(keys.message_key) == crypto.KEY_BYTES
 
 

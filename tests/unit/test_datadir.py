@@ -14,6 +14,7 @@ from swarmlet.datadir import DataDir, Identity, write_atomic
 from swarmlet.errors import StorageCorruptError, UsageError
 
 KEY = bytes(range(32))
+NODE_KEY = bytes(range(1, 33))
 IDENTITY = Identity(
     node_id="abc",
     cluster_id="c1",
@@ -34,16 +35,17 @@ def mode(path: Path) -> int:
 def test_identity_and_key_round_trip(tmp_path: Path) -> None:
     d = DataDir(tmp_path / "data")
     assert not d.exists()
-    d.write_identity(IDENTITY, KEY)
+    d.write_identity(IDENTITY, KEY, NODE_KEY)
     assert d.exists()
     assert DataDir(tmp_path / "data").read_identity() == (IDENTITY, KEY)
+    assert DataDir(tmp_path / "data").read_node_key() == NODE_KEY
     assert IDENTITY.addr == "10.0.0.1:7946"
 
 
 def test_identity_defaults_survive_a_round_trip(tmp_path: Path) -> None:
     d = DataDir(tmp_path)
     plain = Identity("n", "c", "h", "a", 1, "p", "worker")
-    d.write_identity(plain, KEY)
+    d.write_identity(plain, KEY, NODE_KEY)
     assert d.read_identity()[0] == plain
 
 
@@ -51,12 +53,15 @@ def test_files_are_owner_only_and_the_directory_is_0700(tmp_path: Path) -> None:
     old = os.umask(0)  # even with a permissive umask
     try:
         d = DataDir(tmp_path / "data")
-        d.write_identity(IDENTITY, KEY)
+        d.write_identity(IDENTITY, KEY, NODE_KEY)
     finally:
         os.umask(old)
     assert mode(d.path) == 0o700
     assert mode(d.identity_file) == 0o600
     assert mode(d.key_file) == 0o600
+    assert mode(d.node_key_file) == 0o600
+    d.write_manager_key(KEY)
+    assert mode(d.manager_key_file) == 0o600
 
 
 def test_an_existing_open_directory_is_tightened_to_0700(tmp_path: Path) -> None:
@@ -83,10 +88,32 @@ def test_reading_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_a_damaged_key_file_is_reported_as_corrupt(tmp_path: Path) -> None:
     d = DataDir(tmp_path)
-    d.write_identity(IDENTITY, KEY)
+    d.write_identity(IDENTITY, KEY, NODE_KEY)
     d.key_file.write_bytes(KEY[:10])
     with pytest.raises(StorageCorruptError, match="damaged"):
         d.read_identity()
+
+
+def test_the_managers_key_is_optional_and_can_be_removed(tmp_path: Path) -> None:
+    d = DataDir(tmp_path)
+    d.write_identity(IDENTITY, KEY, NODE_KEY)
+    assert d.read_manager_key() is None  # a worker's data dir
+    d.write_manager_key(NODE_KEY)
+    assert d.read_manager_key() == NODE_KEY
+    d.remove_manager_key()
+    d.remove_manager_key()  # idempotent
+    assert d.read_manager_key() is None and not d.manager_key_file.exists()
+
+
+def test_a_missing_or_damaged_node_key_is_reported_as_corrupt(tmp_path: Path) -> None:
+    d = DataDir(tmp_path)
+    d.write_identity(IDENTITY, KEY, NODE_KEY)
+    d.node_key_file.write_bytes(b"short")
+    with pytest.raises(StorageCorruptError, match="damaged"):
+        d.read_node_key()
+    d.node_key_file.unlink()
+    with pytest.raises(StorageCorruptError, match="missing"):
+        d.read_node_key()
 
 
 @pytest.mark.parametrize(
@@ -96,7 +123,7 @@ def test_a_damaged_key_file_is_reported_as_corrupt(tmp_path: Path) -> None:
 )
 def test_a_damaged_identity_file_is_reported_as_such(tmp_path: Path, content: bytes) -> None:
     d = DataDir(tmp_path)
-    d.write_identity(IDENTITY, KEY)
+    d.write_identity(IDENTITY, KEY, NODE_KEY)
     d.identity_file.write_bytes(content)
     with pytest.raises((UsageError, StorageCorruptError)):
         d.read_identity()

@@ -52,7 +52,7 @@ from swarmlet.state import (
 
 messages.ensure_registered()
 
-INIT = InitCluster("cluster-1", 100.0, "wtok", "mtok")
+INIT = InitCluster("cluster-1", 100.0, b"wtok", b"mtok")
 
 
 def node(node_id: str, name: str = "", role: Role = Role.WORKER) -> Node:
@@ -97,17 +97,17 @@ def cluster() -> ClusterState:
 def test_init_sets_the_cluster_once_only() -> None:
     state = ClusterState()
     assert state.apply(INIT) == ApplyResult(True, value="cluster-1")
-    assert (state.cluster_id, state.worker_token, state.manager_token) == (
+    assert (state.cluster_id, state.sealed_worker_token, state.sealed_manager_token) == (
         "cluster-1",
-        "wtok",
-        "mtok",
+        b"wtok",
+        b"mtok",
     )
-    assert_rejected(state, InitCluster("cluster-2", 1.0, "a", "b"), "already initialised")
+    assert_rejected(state, InitCluster("cluster-2", 1.0, b"a", b"b"), "already initialised")
 
 
 @pytest.mark.parametrize("target", [0, 2, 4, 9, -1])
 def test_init_and_set_target_voters_refuse_even_or_out_of_range_targets(target: int) -> None:
-    assert_rejected(ClusterState(), InitCluster("c", 1.0, "w", "m", target), "target voters")
+    assert_rejected(ClusterState(), InitCluster("c", 1.0, b"w", b"m", target), "target voters")
     state = ClusterState()
     apply_ok(state, INIT)
     assert_rejected(state, SetTargetVoters(target), "target voters")
@@ -195,10 +195,13 @@ def test_removing_a_node_orphans_its_live_tasks_and_leaves_finished_ones(
 
 
 def test_rotate_token_replaces_the_token_of_that_role_only(cluster: ClusterState) -> None:
-    apply_ok(cluster, RotateToken(Role.WORKER, "w2"))
-    assert (cluster.worker_token, cluster.manager_token) == ("w2", "mtok")
-    apply_ok(cluster, RotateToken(Role.MANAGER, "m2"))
-    assert (cluster.worker_token, cluster.manager_token) == ("w2", "m2")
+    apply_ok(cluster, RotateToken(Role.WORKER, b"w2"))
+    assert (cluster.sealed_token(Role.WORKER), cluster.sealed_token(Role.MANAGER)) == (
+        b"w2",
+        b"mtok",
+    )
+    apply_ok(cluster, RotateToken(Role.MANAGER, b"m2"))
+    assert (cluster.sealed_worker_token, cluster.sealed_manager_token) == (b"w2", b"m2")
 
 
 # ------------------------------------------------------------------------------- services
@@ -470,7 +473,7 @@ _tasks = st.builds(
 )
 _times = st.floats(0, 1000, allow_nan=False)
 _simple_commands: st.SearchStrategy[Command] = st.one_of(
-    st.builds(InitCluster, st.sampled_from(("c1", "c2")), _times, st.just("w"), st.just("m")),
+    st.builds(InitCluster, st.sampled_from(("c1", "c2")), _times, st.just(b"w"), st.just(b"m")),
     st.builds(AddNode, _nodes, st.booleans()),
     st.builds(RemoveNode, st.sampled_from(_NODE_IDS)),
     st.builds(

@@ -360,7 +360,7 @@ async def test_the_join_channel_hands_the_key_id_to_the_join_handler() -> None:
             framed = await open_join_stream(addr, token.join_key, token.key_id)
             assert framed is not None
             async with framed.stream:
-                await framed.send(JoinRequest("n", "host-9", False, "a:1", "a", 1, 2))
+                await framed.send(JoinRequest("n", "host-9", False, "a:1", "a", 1, 2, bytes(32)))
                 assert await framed.receive() == JoinReply(True, name="host-9")
             stranger = JoinToken.new(ClusterKeys(OTHER_KEY))
             assert await open_join_stream(addr, stranger.join_key, stranger.key_id) is None

@@ -148,7 +148,7 @@ def test_nested_struct_union_round_trips_each_member_type() -> None:
 
 
 def test_nested_batch_round_trips() -> None:
-    batch = Batch((InitCluster("c", 1.0, "w", "m"), Batch((AddNode(NODE), RemoveNode("n1")))))
+    batch = Batch((InitCluster("c", 1.0, b"w", b"m"), Batch((AddNode(NODE), RemoveNode("n1")))))
     assert wire.decode(wire.encode(batch)) == batch
 
 

@@ -258,9 +258,9 @@ class Service:
     created_at: float = 0.0
     updated_at: float = 0.0
     update_status: UpdateStatus = field(default_factory=UpdateStatus)
-    # Set by the state machine for a service on networks: the service's virtual address on
-    # every node's bridge for those networks is derived from it (`swarmlet.networks`).
-    vip_index: int = 0
+    # Set by the state machine: network name -> the service's index on it, from which every
+    # node derives the service's virtual address on its bridge (`swarmlet.networks`).
+    vip_indexes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

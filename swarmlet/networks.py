@@ -9,9 +9,12 @@ by name through an ``/etc/hosts`` entry (``extra_hosts``) naming that VIP: ``api
 and the service's aliases on the network.
 
 Address plan of a node's bridge: Docker picks a free subnet; containers get addresses from its
-lower half (``ip_range``), VIPs come from its upper half, at ``upper half + service.vip_index``.
-The index is allocated by the state machine and kept for the service's life, so the address a
-container was given at start stays right however many services come and go.
+lower half (``ip_range``), VIPs come from its upper half, at ``upper half + index``, where the
+index is the service's on that network (``Service.vip_indexes``). The state machine allocates
+indexes from a per-network counter and never reuses one while the network has services, so the
+address a container was given at start keeps meaning the same service. A service whose index
+does not fit the upper half (more services over a network's life than half the bridge's
+subnet: 32,766 on Docker's usual /16, 2,046 on a /20) has no VIP on that bridge: logged.
 
 A service's ports through its VIP are the ports its replicas publish: its image's EXPOSE ports
 and its ``ports`` targets (the executor publishes them all on the node's advertise address).
@@ -104,7 +107,7 @@ def _attachments_by_network(
     by_network: dict[str, list[tuple[Service, NetworkAttachment]]] = {}
     for service in sorted(state.services.values(), key=lambda s: s.spec.name):
         for attachment in service.spec.networks:
-            if not attachment.external and service.vip_index:
+            if attachment.name in service.vip_indexes:
                 by_network.setdefault(attachment.name, []).append((service, attachment))
     return by_network
 
@@ -122,7 +125,7 @@ def hosts_for(
         if net is None or attachment.external:
             continue
         for service, theirs in by_network.get(attachment.name, []):
-            vip = vip_address(net.subnet, service.vip_index)
+            vip = vip_address(net.subnet, service.vip_indexes[attachment.name])
             if vip is None:
                 continue
             for name in _names(service, theirs):
@@ -140,9 +143,17 @@ def wanted_vips(
         if net is None:
             continue
         for service, _ in members:
-            vip = vip_address(net.subnet, service.vip_index)
+            vip = vip_address(net.subnet, service.vip_indexes[network])
             if vip is not None:
                 wanted[net.bridge][vip] = service.id
+            else:
+                log.error(
+                    "service %s has no VIP on %s: index %d is past the upper half of %s",
+                    service.spec.name,
+                    net.docker_name,
+                    service.vip_indexes[network],
+                    net.subnet,
+                )
     return wanted
 
 
@@ -227,7 +238,9 @@ class LocalNetworks:
                     internal=attachment.internal,
                     bridge=bridge_name(name),
                 )
-            except DockerError as exc:  # the subnet was taken meanwhile
+            except DockerError as exc:
+                if exc.status_code != 403:  # 403: "Pool overlaps": the subnet was taken
+                    raise
                 last = exc
                 continue
             log.info("network %s: bridge %s on %s", name, info.bridge, info.subnet)

@@ -19,7 +19,6 @@ Must not know: Raft, the network, Docker, the clock, any key.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -209,6 +208,7 @@ class StateSnapshot:
     services: tuple[Service, ...]
     tasks: tuple[Task, ...]
     secrets: tuple[Secret, ...]
+    vip_counters: dict[str, int] = field(default_factory=dict)
 
 
 SNAPSHOT_TYPES: tuple[type, ...] = (StateSnapshot, ApplyResult)
@@ -227,6 +227,11 @@ class ClusterState:
         self.services: dict[str, Service] = {}
         self.tasks: dict[str, Task] = {}
         self.secrets: dict[str, Secret] = {}
+        # Network name -> the next VIP index on it. An index is not reused while its network
+        # has services: a container keeps the /etc/hosts it started with, so a removed
+        # service's VIP must not come to mean another service. A network's counter goes with
+        # its last service (and so do the bridges, with their containers).
+        self.vip_counters: dict[str, int] = {}
 
     # -------------------------------------------------------------------------------- reads
 
@@ -307,6 +312,7 @@ class ClusterState:
         self.services = dict(other.services)
         self.tasks = dict(other.tasks)
         self.secrets = dict(other.secrets)
+        self.vip_counters = dict(other.vip_counters)
 
     # ------------------------------------------------------------------------- snapshots
 
@@ -322,6 +328,7 @@ class ClusterState:
                 services=tuple(self.services.values()),
                 tasks=tuple(self.tasks.values()),
                 secrets=tuple(self.secrets.values()),
+                vip_counters=dict(self.vip_counters),
             )
         )
 
@@ -340,6 +347,7 @@ class ClusterState:
         state.services = {s.id: s for s in snap.services}
         state.tasks = {t.id: t for t in snap.tasks}
         state.secrets = {s.id: s for s in snap.secrets}
+        state.vip_counters = dict(snap.vip_counters)
         return state
 
 
@@ -482,18 +490,32 @@ def _create_service(state: ClusterState, cmd: CreateService) -> str:
     if service.id in state.services:
         raise Rejected(f"service id {service.id} already exists")
     _check_spec(state, service.id, service.spec)
-    state.services[service.id] = _with_vip_index(state, dataclasses.replace(service, vip_index=0))
+    state.services[service.id] = _with_vip_indexes(
+        state, dataclasses.replace(service, vip_indexes={})
+    )
     return service.id
 
 
-def _with_vip_index(state: ClusterState, service: Service) -> Service:
-    """A service on networks gets the lowest index no other service holds; it keeps it for its
-    whole life, so every node derives the same virtual address from it at any time."""
-    if not service.spec.networks or service.vip_index:
-        return service
-    taken = {s.vip_index for s in state.services.values()}
-    index = next(i for i in itertools.count(1) if i not in taken)
-    return dataclasses.replace(service, vip_index=index)
+def _with_vip_indexes(state: ClusterState, service: Service) -> Service:
+    """The service's index on each of its networks (not external ones): kept for as long as it
+    stays on that network, new ones from the network's counter."""
+    indexes = {}
+    for attachment in service.spec.networks:
+        if attachment.external:
+            continue
+        index = service.vip_indexes.get(attachment.name)
+        if index is None:
+            index = state.vip_counters.get(attachment.name, 1)
+            state.vip_counters[attachment.name] = index + 1
+        indexes[attachment.name] = index
+    return dataclasses.replace(service, vip_indexes=indexes)
+
+
+def _drop_unused_vip_counters(state: ClusterState) -> None:
+    in_use = {n for s in state.services.values() for n in s.vip_indexes}
+    for network in list(state.vip_counters):
+        if network not in in_use:
+            del state.vip_counters[network]
 
 
 def _update_service(state: ClusterState, cmd: UpdateService) -> str:
@@ -504,13 +526,14 @@ def _update_service(state: ClusterState, cmd: UpdateService) -> str:
     if cmd.spec == service.spec:
         return service.id  # re-deploying an unchanged spec changes nothing
     state.services[service.id] = dataclasses.replace(
-        _with_vip_index(state, dataclasses.replace(service, spec=cmd.spec)),
+        _with_vip_indexes(state, dataclasses.replace(service, spec=cmd.spec)),
         version=service.version + 1,
         # A rollback goes back to the previous spec and forgets it (as Swarm: no second rollback).
         previous_spec=None if cmd.is_rollback else service.spec,
         updated_at=cmd.updated_at,
         update_status=cmd.update_status or service.update_status,
     )
+    _drop_unused_vip_counters(state)
     return service.id
 
 
@@ -518,6 +541,7 @@ def _remove_service(state: ClusterState, cmd: RemoveService) -> str:
     if cmd.service_id not in state.services:
         raise Rejected(f"no service {cmd.service_id}")
     del state.services[cmd.service_id]
+    _drop_unused_vip_counters(state)
     for task in list(state.tasks.values()):
         if task.service_id == cmd.service_id and task.desired_state is TaskState.RUNNING:
             state.tasks[task.id] = dataclasses.replace(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from swarmlet import messages
 from swarmlet.model import NetworkAttachment, Service, ServiceSpec
 from swarmlet.networks import (
     LocalNetwork,
@@ -61,19 +62,32 @@ def _service(state: ClusterState, sid: str, name: str, *networks: NetworkAttachm
     return state.services[sid]
 
 
-def test_the_state_machine_gives_each_networked_service_the_lowest_free_index_for_life() -> None:
+def test_indexes_are_per_network_and_not_reused_while_the_network_has_services() -> None:
     state = ClusterState()
     front, back = NetworkAttachment("st_front"), NetworkAttachment("st_back")
-    assert _service(state, "a", "st_a", front).vip_index == 1
-    assert _service(state, "b", "st_b", back).vip_index == 2
-    assert _service(state, "plain", "plain").vip_index == 0  # no networks: no VIP
+    assert _service(state, "a", "st_a", front).vip_indexes == {"st_front": 1}
+    assert _service(state, "b", "st_b", front, back).vip_indexes == {"st_front": 2, "st_back": 1}
+    assert _service(state, "plain", "plain").vip_indexes == {}  # no networks: no VIP
+    ext = NetworkAttachment("shared", external=True)
+    assert _service(state, "x", "st_x", ext).vip_indexes == {}  # external: joined as is
     state.apply(RemoveService("a", 0.0))
-    assert _service(state, "c", "st_c", front).vip_index == 1  # a's index is free again
+    # a's VIP may still be in other containers' /etc/hosts as "a": never handed out again.
+    assert _service(state, "c", "st_c", front).vip_indexes == {"st_front": 3}
     b = state.services["b"]
     state.apply(UpdateService("b", ServiceSpec(name="st_b", image="y", networks=(back,)), 0.0))
-    assert state.services["b"].vip_index == b.vip_index  # kept through updates
+    assert state.services["b"].vip_indexes == {"st_back": 1}  # kept on the network it stays on
+    assert state.services["b"].version == b.version + 1
     state.apply(UpdateService("plain", ServiceSpec(name="plain", image="x", networks=(back,)), 0))
-    assert state.services["plain"].vip_index == 3  # joined a network: gets one
+    assert state.services["plain"].vip_indexes == {"st_back": 2}  # joined a network: gets one
+    # Once a network has no services, its counter goes: a stack removed and deployed again
+    # starts from 1.
+    for sid in ("b", "c", "plain"):
+        state.apply(RemoveService(sid, 0.0))
+    assert state.vip_counters == {}
+    assert _service(state, "d", "st_d", front).vip_indexes == {"st_front": 1}
+    messages.ensure_registered()
+    restored = ClusterState.restore(state.snapshot())
+    assert restored.vip_counters == {"st_front": 2}
 
 
 def test_hosts_name_every_service_sharing_a_network_at_its_vip_on_this_node() -> None:
@@ -100,9 +114,9 @@ def test_hosts_name_every_service_sharing_a_network_at_its_vip_on_this_node() ->
         "st_api": "172.20.128.2",
         "web": "172.20.128.1",
         "st_web": "172.20.128.1",
-        "db": "172.21.128.3",
-        "st_db": "172.21.128.3",
-        "database": "172.21.128.3",
+        "db": "172.21.128.2",
+        "st_db": "172.21.128.2",
+        "database": "172.21.128.2",
     }
     # A network this node has no bridge for gives no names (yet).
     assert hosts_for(state, web.spec, {}) == {}

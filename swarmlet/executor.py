@@ -204,6 +204,9 @@ class Executor:
         self._record = record_event
         self._task_files = task_files
         self.networks = networks
+        # Running containers on service networks: task id -> (hosts file, the service lines
+        # last written to it; None: unknown, e.g. adopted after a restart).
+        self._hosts: dict[str, tuple[str, dict[str, str] | None]] = {}
         self.observations: dict[str, TaskObservation] = {}
         self._containers: dict[str, str] = {}  # task id -> container id
         self._busy: set[str] = set()  # task ids with a start or stop in progress
@@ -270,6 +273,9 @@ class Executor:
                 continue
             if mine and task is not None and info.state == "running" and not task.state.terminal:
                 self._containers[task_id] = info.id
+                service = state.services.get(task.service_id)
+                if service is not None and service.spec.networks and info.hosts_path:
+                    self._hosts[task_id] = (info.hosts_path, None)
                 healthy = None if info.health is None else info.health == "healthy"
                 running = info.health in (None, "healthy")
                 self._observe(
@@ -383,6 +389,32 @@ class Executor:
             await self.networks.sync(state)
         except RuntimeAdapterError as exc:  # Docker hiccup: the next pass tries again
             log.warning("networks: %s", exc)
+        await self._refresh_hosts(state)
+
+    def _service_hosts(self, state: ClusterState, spec: ServiceSpec) -> dict[str, str]:
+        """The service names a container of `spec` resolves (name -> VIP); the user's own
+        extra_hosts win and are left to Docker."""
+        own = {h.split(":", 1)[0] for h in spec.extra_hosts}
+        hosts = self.networks.hosts_for(state, spec)
+        return {name: vip for name, vip in hosts.items() if name not in own}
+
+    async def _refresh_hosts(self, state: ClusterState) -> None:
+        """Services that joined or left a container's networks since it started: rewrite its
+        service names (`LocalNetworks.refresh_hosts`)."""
+        for task_id, (path, written) in list(self._hosts.items()):
+            task = state.tasks.get(task_id)
+            service = state.services.get(task.service_id) if task is not None else None
+            if service is None:
+                continue
+            wanted = self._service_hosts(state, service.spec)
+            if wanted == written:
+                continue
+            try:
+                await self.networks.refresh_hosts(path, service.spec, wanted)
+            except OSError as exc:  # the container went meanwhile, or a remote engine
+                log.debug("hosts of task %s not rewritten: %s", task_id, exc)
+                continue
+            self._hosts[task_id] = (path, wanted)
 
     async def _start(self, service: Service, task: Task) -> None:
         try:
@@ -404,6 +436,7 @@ class Executor:
                     if service.spec.networks:
                         networks = await self.networks.ensure(service.spec)
                         exposed = await self.runtime.exposed_ports(service.spec.image)
+                    service_hosts = self._service_hosts(self._state(), service.spec)
                     spec = container_spec(
                         service,
                         task,
@@ -412,7 +445,7 @@ class Executor:
                         host_ip=self.host_ip,
                         files=files,
                         networks=networks,
-                        service_hosts=self.networks.hosts_for(self._state(), service.spec),
+                        service_hosts=service_hosts,
                         exposed=exposed,
                     )
                     info = await self.runtime.run(spec)
@@ -424,6 +457,8 @@ class Executor:
                     self._record("task", "rejected", task.id, error)
                     return
                 self._containers[task.id] = info.id
+                if networks and info.hosts_path:
+                    self._hosts[task.id] = (info.hosts_path, service_hosts)
                 has_health = spec.healthcheck is not None and not spec.healthcheck.is_disabled
                 if info.state != "running":
                     state, error = _exit_state(info.exit_code)
@@ -462,6 +497,7 @@ class Executor:
     async def _forget(self, task_id: str) -> None:
         try:
             container_id = self._containers.pop(task_id, None)
+            self._hosts.pop(task_id, None)
             self._stopped.discard(task_id)
             if container_id is not None:
                 with contextlib.suppress(RuntimeAdapterError):

@@ -16,6 +16,11 @@ address a container was given at start keeps meaning the same service. A service
 does not fit the upper half (more services over a network's life than half the bridge's
 subnet: 32,766 on Docker's usual /16, 2,046 on a /20) has no VIP on that bridge: logged.
 
+Names stay current: a container gets its entries at creation (``extra_hosts``), and when services
+join or leave its networks later, the agent rewrites the service lines of the container's hosts
+file (Docker's ``HostsPath``, bind-mounted as ``/etc/hosts``) in place: every line whose
+address is in one of the container's VIP halves is ours, the rest is left as Docker wrote it.
+
 A service's ports through its VIP are the ports its replicas publish: its image's EXPOSE ports
 and its ``ports`` targets (the executor publishes them all on the node's advertise address).
 Unlike Swarm's VIP, a port the image does not expose is not reachable by name.
@@ -30,7 +35,7 @@ import hashlib
 import ipaddress
 import logging
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import psutil
@@ -131,6 +136,34 @@ def hosts_for(
             for name in _names(service, theirs):
                 hosts.setdefault(name, vip)
     return hosts
+
+
+def vip_halves(spec: ServiceSpec, local: Mapping[str, LocalNetwork]) -> tuple[str, ...]:
+    """The VIP halves of the bridges a container of `spec` is on."""
+    return tuple(
+        split_subnet(local[a.name].subnet)[1]
+        for a in spec.networks
+        if not a.external and a.name in local
+    )
+
+
+def rewrite_hosts(text: str, wanted: Mapping[str, str], halves: Sequence[str]) -> str:
+    """A hosts file with its service lines (addresses in `halves`) replaced by `wanted`
+    (name -> VIP), one line per name as Docker writes ``extra_hosts``."""
+    nets = [ipaddress.ip_network(h) for h in halves]
+
+    def ours(line: str) -> bool:
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            return False
+        try:
+            address = ipaddress.ip_address(fields[0])
+        except ValueError:
+            return False
+        return any(address in net for net in nets)
+
+    kept = [line for line in text.splitlines() if not ours(line)]
+    return "\n".join([*kept, *(f"{vip}\t{name}" for name, vip in wanted.items())]) + "\n"
 
 
 def wanted_vips(
@@ -282,6 +315,21 @@ class LocalNetworks:
 
     def hosts_for(self, state: ClusterState, spec: ServiceSpec) -> dict[str, str]:
         return hosts_for(state, spec, self.local)
+
+    async def refresh_hosts(self, path: str, spec: ServiceSpec, wanted: Mapping[str, str]) -> None:
+        """Rewrite the service lines of a running container's hosts file (see the module
+        docstring). In place, not by rename: the container sees the file through a bind mount
+        of this very inode."""
+        halves = vip_halves(spec, self.local)
+
+        def rewrite() -> None:
+            with open(path, "r+", encoding="utf-8") as f:
+                new = rewrite_hosts(f.read(), wanted, halves)
+                f.seek(0)
+                f.write(new)
+                f.truncate()
+
+        await trio.to_thread.run_sync(rewrite)
 
 
 def _local(network: str, info: NetworkInfo) -> LocalNetwork:

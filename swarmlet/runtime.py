@@ -224,6 +224,7 @@ class ContainerInfo:
     error: str
     image: str = ""
     oom_killed: bool = False
+    hosts_path: str = ""  # the host file Docker bind-mounts as the container's /etc/hosts
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,6 +465,7 @@ def container_info_from_inspect(attrs: Mapping[str, Any]) -> ContainerInfo:
         error=str(state.get("Error") or ""),
         image=str(config.get("Image", "")),
         oom_killed=bool(state.get("OOMKilled", False)),
+        hosts_path=str(attrs.get("HostsPath") or ""),
     )
 
 

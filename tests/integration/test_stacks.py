@@ -141,6 +141,20 @@ def test_services_call_each_other_by_name_across_nodes_and_their_networks_go_wit
     nodes_with_bridges = {n.rsplit(".", 1)[1] for n in cluster.networks(stack="talk")}
     assert nodes_with_bridges == {api_node[:12], client_node[:12]}
 
+    # A service added by a later deploy is reachable by name from the running client, which the
+    # deploy does not restart (its spec did not change).
+    stack.write_text(
+        stack.read_text().replace(
+            "networks:\n  back: {}\n",
+            "  late:\n    image: swarmlet/web:1\n    environment: [NAME=late]\n"
+            "    networks: [back]\n"
+            "networks:\n  back: {}\n",
+        )
+    )
+    run_cli("stack", "deploy", "-c", str(stack), "talk", data_dir=d, timeout=120)
+    wait_for("the running client to reach the new service", lambda: call("late") == "late")
+    assert [c["id"] for c in cluster.containers(service="talk_client")] == [client]
+
     run_cli("stack", "rm", "talk", data_dir=d)
     wait_for("nothing labelled with the stack", lambda: not _stack_containers("talk"))
     wait_for("no network labelled with the stack", lambda: not cluster.networks(stack="talk"))

@@ -108,12 +108,25 @@ async def test_a_container_reaches_a_service_by_name_at_its_vip_on_the_nodes_bri
             nursery.cancel_scope.cancel()
         assert got == [b"hello-by-name\n"]
 
+        # A service that joins the network later is named in the running container too.
+        late = ServiceSpec(name="st_late", image=BUSYBOX_IMAGE, stack="st", networks=(front,))
+        state.apply(CreateService(Service(id="l", spec=late)))
+        await networks.sync(state)
+        client_spec = state.services["c"].spec
+        await networks.refresh_hosts(
+            info.hosts_path, client_spec, networks.hosts_for(state, client_spec)
+        )
+        etc_hosts = _docker("exec", info.id, "cat", "/etc/hosts")
+        late_vip = networks.ready["l"][0]
+        assert f"{late_vip}\tlate\n" in etc_hosts and f"{api_vip}\tapi\n" in etc_hosts
+
         # The service goes: its VIP leaves the bridge; the bridge stays while a container is on
         # it, and goes once the container does.
         state.apply(RemoveService("a", 0.0))
         await networks.sync(state)
         assert api_vip not in {a.address for a in psutil.net_if_addrs()[net.bridge]}
         state.apply(RemoveService("c", 0.0))
+        state.apply(RemoveService("l", 0.0))
         await networks.sync(state)
         assert "st_front" in networks.local
         await runtime.remove(info.id)

@@ -12,6 +12,7 @@ from swarmlet.networks import (
     docker_network_name,
     hosts_for,
     networks_in_use,
+    rewrite_hosts,
     split_subnet,
     vip_address,
     wanted_vips,
@@ -130,3 +131,29 @@ def test_wanted_vips_cover_every_service_of_every_local_network() -> None:
     local = {"st_front": LocalNetwork("st_front", "st_front.n1", "172.20.0.0/16", "swl1")}
     assert wanted_vips(state, local) == {"swl1": {"172.20.128.1": "w", "172.20.128.2": "a"}}
     assert networks_in_use(state) == {"st_front", "st_back"}  # external ones are not ours
+
+
+def test_rewriting_hosts_replaces_only_the_lines_in_the_vip_halves() -> None:
+    docker_wrote = (
+        "127.0.0.1\tlocalhost\n"
+        "::1\tlocalhost ip6-localhost ip6-loopback\n"
+        "10.0.0.9\tmy-own-entry\n"  # the user's extra_hosts
+        "172.20.128.1\tapi\n"
+        "172.20.128.1\tst_api\n"
+        "172.20.128.2\told\n"  # a service that left
+        "172.20.0.2\tabc123def456\n"  # the container itself, in the lower half
+    )
+    wanted = {"api": "172.20.128.1", "st_api": "172.20.128.1", "new": "172.20.128.3"}
+    assert rewrite_hosts(docker_wrote, wanted, ["172.20.128.0/17"]) == (
+        "127.0.0.1\tlocalhost\n"
+        "::1\tlocalhost ip6-localhost ip6-loopback\n"
+        "10.0.0.9\tmy-own-entry\n"
+        "172.20.0.2\tabc123def456\n"
+        "172.20.128.1\tapi\n"
+        "172.20.128.1\tst_api\n"
+        "172.20.128.3\tnew\n"
+    )
+    # Nothing of ours, nothing wanted: the file is unchanged.
+    assert rewrite_hosts("127.0.0.1\tlocalhost\n", {}, ["172.20.128.0/17"]) == (
+        "127.0.0.1\tlocalhost\n"
+    )

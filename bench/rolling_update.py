@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.rolling_update [--runs 3] [--orders stop-first start-first]
                                              [--only swarmlet|swarm] [--json out.json]
+                                             [--timeline] [--no-requests] [--docker-floor]
 
 Figures, not pass/fail checks. Per run and update order: a service of 10 replicas of
 `swarmlet/web:1` with a published port, `--update-parallelism 2 --update-delay 0s`, is updated to
@@ -15,6 +16,15 @@ medians reported:
   `update_status.state`, Swarm's `UpdateStatus.State`);
 - `failed`: requests through the mesh that failed (connection refused/reset, timeout, HTTP error)
   between the update command and 2 s after completion; `ok` the ones that succeeded.
+
+Where swarmlet's time goes (`phases`, always measured, printed after the table; `--timeline`
+also prints every event): from the leader's `task` events (each recorded once its write
+committed), each task's observed `since` and `docker events`, the steps of a slot's update,
+medians over the 10 new tasks: command -> first new task written, written -> container created,
+created -> started, started -> observed running, running -> the next slot's task written.
+`--docker-floor` times the same update straight through the Docker API with no orchestration
+(`docker_floor_run`): what is left once swarmlet's own costs are gone. `--no-requests` runs
+swarmlet without the request loop, as Swarm runs here (the loop costs CPU on a 2-core machine).
 
 Timing choices (the issue is silent on them; decided here):
 - Both updates are issued through their CLI, detached (`swarmlet service update --detach`,
@@ -37,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import statistics
 import subprocess
@@ -44,6 +55,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import docker
@@ -63,6 +75,7 @@ from bench.common import (
     wait_until,
     write_json,
 )
+from swarmlet.api import ControlClient
 from swarmlet.testing.images import ensure_test_images
 
 REPLICAS = 10
@@ -145,6 +158,7 @@ def measure(
 ) -> dict[str, Any]:
     """Issue the update; time both goals; count the requests in the window."""
     start = time.monotonic()
+    wall_start = time.time()
     sh(update)
     cli_s = time.monotonic() - start
     running_at = wait("all new replicas running", new_running)
@@ -152,6 +166,7 @@ def measure(
     time.sleep(TAIL_S)
     ok, failures = loop.between(start, completed_at + TAIL_S)
     return {
+        "wall_start": wall_start,
         "requests": bool(loop.outcomes),
         "new_running_s": running_at - start,
         "completed_s": completed_at - start,
@@ -166,8 +181,10 @@ def measure(
 
 
 class Swarmlet:
-    def __init__(self, cluster: SwarmletCluster) -> None:
+    def __init__(self, cluster: SwarmletCluster, *, timeline: bool, requests: bool) -> None:
         self.cluster = cluster
+        self.show_timeline = timeline
+        self.requests = requests
         # Not a flag: `service create IMAGE COMMAND ARG...` would swallow a trailing --data-dir.
         os.environ["SWARMLET_DATA_DIR"] = str(cluster.agents[0].data_dir)
 
@@ -196,6 +213,74 @@ class Swarmlet:
     def cli(self, *args: str) -> list[str]:
         return [*SWARMLET, *args]
 
+    def events(self, since: float) -> list[dict[str, Any]]:
+        """Every agent's `task` events since `since` (the leader records its task writes)."""
+
+        async def one(client: ControlClient) -> list[dict[str, Any]]:
+            async with client.stream("events", since=since, types=["task"], no_follow=True) as it:
+                return [dict(e) async for e in it]
+
+        return [e for a in self.cluster.agents for e in trio.run(one, a.client)]
+
+    def timeline(self, since: float, until: float, version: int) -> dict[str, Any]:
+        """Where one update's time went, in wall-clock times (one machine, one clock):
+        * `rows`: (time, slot, what): the leader's task writes (recorded once committed), each
+          task's last observed state change (its `since`, from the agent that runs it), and
+          Docker's container events (create, start, kill, die);
+        * `phases`: medians over the new tasks of the steps of a slot's update."""
+        tasks = {t["id"]: t for t in self.tasks()}
+        rows: list[tuple[float, str, str]] = []
+        written: dict[str, float] = {}  # new task -> when the leader's write of it committed
+        for e in self.events(since):
+            words = e["message"].split()  # "task <id[:10]> on <node>: desired ..., state ..."
+            if len(words) < 4 or words[0] != "task" or words[2] != "on":
+                continue  # an agent's own report (a failure), not a write
+            task_id = next((k for k in tasks if k.startswith(words[1])), words[1])
+            written.setdefault(task_id, e["time"])
+            what = e["message"].split(": ", 1)[1]
+            rows.append((e["time"], e["subject"], f"leader wrote {task_id[:6]}: {what}"))
+        for t in tasks.values():
+            if t["updated_at"] >= since and t["container_id"]:
+                what = f"{t['node_name']} observed {t['id'][:6]} {t['state']}"
+                rows.append((t["updated_at"], t["name"], what))
+        docker: dict[tuple[str, str], float] = {}
+        label = f"label=swarmlet.service={NAME}"
+        out = sh(["docker", "events", "--since", f"{since:.3f}", "--until", f"{until:.3f}",
+                  "--filter", label, "--format", "{{json .}}"])  # fmt: skip
+        for line in out.splitlines():
+            e = json.loads(line)
+            task_id = e["Actor"]["Attributes"].get("swarmlet.task", "")
+            action = e["Action"].split(":")[0]
+            if action in ("create", "start", "kill", "die") and task_id in tasks:
+                docker.setdefault((task_id, action), e["timeNano"] / 1e9)
+                name = tasks[task_id]["name"]
+                rows.append((e["timeNano"] / 1e9, name, f"docker {action} {task_id[:6]}"))
+        new = [t for t in tasks.values() if t["spec_version"] == version and t["id"] in written]
+        writes = sorted(written[t["id"]] for t in new)
+        running = [t["updated_at"] for t in new if t["state"] == "running"]
+        steps: dict[str, list[float]] = {
+            "command_to_first_write": [writes[0] - since] if writes else [],
+            "write_to_create": [],
+            "create_to_start": [],
+            "start_to_running": [],
+            # The next slot's write after a task is seen running: gossip + plan + commit.
+            "running_to_next_write": [
+                min(w for w in writes if w >= r) - r for r in running if writes[-1] >= r
+            ],
+        }
+        for t in new:
+            created, started = docker.get((t["id"], "create")), docker.get((t["id"], "start"))
+            if created is not None:
+                steps["write_to_create"].append(created - written[t["id"]])
+            if created is not None and started is not None:
+                steps["create_to_start"].append(started - created)
+            if started is not None and t["state"] == "running":
+                steps["start_to_running"].append(t["updated_at"] - started)
+        return {
+            "rows": [(round(at - since, 3), name, what) for at, name, what in sorted(rows)],
+            "phases": {k: median(v) for k, v in steps.items()},
+        }
+
     def run(self, order: str, port: int) -> dict[str, Any]:
         create = self.cli(
             "service", "create", "--detach", "--name", NAME, "--replicas", str(REPLICAS),
@@ -208,8 +293,8 @@ class Swarmlet:
             wait("10 running", lambda: (s := self.service()) is not None and s[
                 "replicas_running"] == REPLICAS)  # fmt: skip
             wait("the mesh to answer", lambda: answers(host, port, "v1"))
-            with RequestLoop(host, port) as loop:
-                wait("some traffic", lambda: len(loop.outcomes) > 20)
+            with RequestLoop(host if self.requests else "", port) as loop:
+                wait("some traffic", lambda: not loop.enabled or len(loop.outcomes) > 20)
                 before = self.service()
                 assert before is not None
                 version = int(before["version"]) + 1
@@ -223,6 +308,13 @@ class Swarmlet:
                         and s["update_status"]["state"] == "completed"
                     ),
                 )
+            since = result["wall_start"]
+            timeline = self.timeline(since, since + result["completed_s"], version)
+            result["phases"] = timeline["phases"]
+            if self.show_timeline:
+                result["timeline"] = timeline["rows"]
+                for at, name, what in timeline["rows"]:
+                    print(f"  +{at:6.3f}  {name:8}  {what}")
             return result
         finally:
             with contextlib.suppress(Exception):
@@ -253,7 +345,7 @@ def run_swarmlet(args: argparse.Namespace, results: dict[str, Any]) -> None:
     cluster = SwarmletCluster(root, free_port())
     log("swarmlet: starting 3 managers")
     cluster.start(managers=3, workers=0)
-    side = Swarmlet(cluster)
+    side = Swarmlet(cluster, timeline=args.timeline, requests=not args.no_requests)
     out: dict[str, list[dict[str, Any]]] = results.setdefault("swarmlet", {})
     for i in range(args.runs):
         for order in args.orders:
@@ -366,6 +458,54 @@ def run_swarm(args: argparse.Namespace, results: dict[str, Any]) -> None:
                 log(f"swarm {order} #{i + 1}: {brief(r)}")
 
 
+# ----------------------------------------------------------------------------- Docker floor
+
+FLOOR_LABEL = {"swarmlet.bench": "rolling-floor"}
+
+
+def docker_floor_run(order: str) -> float:
+    """The same update straight through the Docker API, with no orchestration: 10 containers of
+    OLD, each with a published port on 127.0.0.2 as swarmlet's tasks have, replaced two at a
+    time in `order`; a pair starts once both containers of the previous pair have started, and
+    stops run in the background, as swarmlet's do. Returns the time from the first stop or
+    start to the last start: compare with swarmlet's `new_running_s - command_to_first_write`."""
+    api = docker.from_env().api
+
+    def start(image: str) -> str:
+        host_config = api.create_host_config(port_bindings={80: ("127.0.0.2", None)})
+        created = api.create_container(
+            image, ports=[80], host_config=host_config, labels=FLOOR_LABEL
+        )
+        api.start(created["Id"])
+        return str(created["Id"])
+
+    try:
+        with ThreadPoolExecutor(max_workers=2 * REPLICAS) as pool:
+            old = list(pool.map(lambda _: start(OLD), range(REPLICAS)))
+            begin = time.monotonic()
+            for i in range(0, REPLICAS, 2):
+                pair = old[i : i + 2]
+                if order == "stop-first":
+                    for c in pair:
+                        pool.submit(api.stop, c, timeout=10)
+                for future in [pool.submit(start, NEW) for _ in pair]:
+                    future.result()
+                if order == "start-first":
+                    for c in pair:
+                        pool.submit(api.stop, c, timeout=10)
+            return time.monotonic() - begin
+    finally:
+        remove_containers(f"swarmlet.bench={FLOOR_LABEL['swarmlet.bench']}")
+
+
+def run_docker_floor(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    out: dict[str, list[float]] = results.setdefault("docker_floor", {})
+    for i in range(args.runs):
+        for order in args.orders:
+            out.setdefault(order, []).append(docker_floor_run(order))
+            log(f"Docker API floor {order} #{i + 1}: {out[order][-1]:.3f} s")
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -445,6 +585,15 @@ def report(results: dict[str, Any]) -> None:
         for order, runs in side.items():
             for key in ("new_running_s", "completed_s", "cli_s"):
                 print(f"{name} {order} {key}: " + " ".join(fmt(r[key]) for r in runs))
+    for order, runs in s.items():
+        print(f"swarmlet {order}, steps of a slot's update (s, median over tasks, then runs):")
+        for key in runs[0]["phases"]:
+            print(f"  {key}: {fmt(median([r['phases'][key] for r in runs]))}")
+        after_write = [r["new_running_s"] - r["phases"]["command_to_first_write"] for r in runs]
+        print(f"  first write to all new running: {fmt(median(after_write))}")
+    for order, floor in results.get("docker_floor", {}).items():
+        print(f"Docker API floor {order} (no orchestration), first stop or start to last start: "
+              f"median {fmt(median(floor))} ({' '.join(fmt(x) for x in floor)})")  # fmt: skip
 
 
 def main() -> None:
@@ -457,6 +606,15 @@ def main() -> None:
     parser.add_argument("--only", choices=("swarmlet", "swarm"), default=None)
     parser.add_argument("--swarm-wait", type=float, default=900.0, help="s to wait for a swarm")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--timeline", action="store_true", help="print each swarmlet update's task timeline"
+    )
+    parser.add_argument(
+        "--no-requests", action="store_true", help="no request loop on the swarmlet side"
+    )
+    parser.add_argument(
+        "--docker-floor", action="store_true", help="also time the update through Docker alone"
+    )
     parser.add_argument("--json", default=None)
     parser.add_argument("--update-monitor", default=None, help="e.g. 1s (default: 5 s on both)")
     args = parser.parse_args()
@@ -477,6 +635,8 @@ def main() -> None:
             finally:
                 REGISTRY.cleanup()
                 remove_containers(f"swarmlet.service={NAME}")
+        if args.docker_floor:
+            run_docker_floor(args, results)
         if args.only != "swarmlet":
             run_swarm(args, results)
     finally:

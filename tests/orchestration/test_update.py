@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from swarmlet.model import (
     FailureAction,
     PortConfig,
@@ -75,6 +77,32 @@ def test_update_waits_delay_between_slots_and_monitor_before_completing() -> Non
     assert status(h) is UpdateState.UPDATING
     assert next_wakeup(h.state, h.observed(), h.now) == second + 30.0
     h.now = second + 30.0
+    h.reconcile()
+    assert status(h) is UpdateState.COMPLETED
+
+
+@pytest.mark.parametrize("order", list(UpdateOrder))
+def test_without_delay_the_monitor_holds_back_completion_but_never_the_next_batch(
+    order: UpdateOrder,
+) -> None:
+    # Swarm's updater: a slot's worker takes the next slot once its new task runs, plus `delay`;
+    # the monitor window counts failures and only then lets the update complete.
+    h = Harness(make_state(3))
+    config = UpdateConfig(parallelism=2, delay_s=0.0, order=order, monitor_s=5.0)
+    add_service(h.state, "web", replicas=10, update=config)
+    h.settle(2)
+    new_image(h)
+    for batch in range(1, 6):  # no time passes: each batch waits only for the last to run
+        h.reconcile()
+        assert sum(t.spec_version == 2 for t in active(h.state, "s-web")) == 2 * batch
+        h.reconcile()
+        assert sum(t.spec_version == 2 for t in active(h.state, "s-web")) == 2 * batch
+        h.agents()
+    h.reconcile()
+    assert versions(h) == [2] * 10
+    assert status(h) is UpdateState.UPDATING
+    assert next_wakeup(h.state, h.observed(), h.now) == h.now + 5.0
+    h.now += 5.0
     h.reconcile()
     assert status(h) is UpdateState.COMPLETED
 

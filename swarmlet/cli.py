@@ -167,8 +167,10 @@ def cmd_init(args: argparse.Namespace, console: Console) -> int:
         role="manager",
         bootstrap=True,
     )
-    datadir.write_identity(identity, crypto.new_key(), crypto.new_node_key())
+    # The managers' key first: the identity is the commit point (`datadir`), so a crash in
+    # between leaves a data dir that `init` may start again, never a node without the key.
     datadir.write_manager_key(crypto.new_key())  # managers only: see `swarmlet.keyring`
+    datadir.write_identity(identity, crypto.new_key(), crypto.new_node_key())
     if args.foreground:
         return _run_agent_foreground(
             datadir,

@@ -6,6 +6,11 @@ Results are plain JSON-like values; `swarmlet.cli` prints them (tables, or JSON 
 Reads are served from the local replica after a ReadIndex barrier, so they are linearizable while
 a leader is reachable; without one they fall back to the local state and say so (`stale: true`),
 which keeps `node ls` and the dashboard useful during an election or a partition.
+
+Writes to the cluster are a manager's (`managers_only`), as in Swarm: a worker's control API
+refuses them ("this node is not a manager: run it on a manager") and serves reads. The leader
+checks it again: a forwarded write must be authenticated with the managers' key
+(`swarmlet.proposeauth`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,20 @@ def _str_arg(args: Mapping[str, Any], key: str, *, required: bool = True) -> str
     if not isinstance(value, str) or (required and not value):
         raise UsageError(f"{key}: expected a non-empty string")
     return value
+
+
+def managers_only(agent: Agent, handlers: Mapping[str, Handler]) -> dict[str, Handler]:
+    """`handlers` (cluster writes), each refused with a UsageError on a node that does not
+    hold the managers' key (`KeyRing.require_managers`)."""
+
+    def guard(handler: Handler) -> Handler:
+        async def guarded(args: dict[str, Any]) -> Any:
+            agent.keyring.require_managers()
+            return await handler(args)
+
+        return guarded
+
+    return {op: guard(handler) for op, handler in handlers.items()}
 
 
 def parse_label(text: str) -> tuple[str, str]:
@@ -150,6 +169,8 @@ class Control:
     async def node_set_role(self, args: dict[str, Any]) -> dict[str, Any]:
         node = self._node(_str_arg(args, "node"))
         role = Role(_str_arg(args, "role"))
+        if node.role is role:
+            return self.node_view(node)  # nothing to do (the key comes only with a promotion)
         if role is Role.WORKER and node.role is Role.MANAGER:
             managers = [n for n in self.agent.state.managers() if n.id != node.id]
             if not managers:
@@ -226,15 +247,17 @@ class Control:
     # ------------------------------------------------------------------------ tables
 
     def handlers(self) -> dict[str, Handler]:
-        return {
-            "status": self.status,
-            "node.ls": self.node_ls,
-            "node.inspect": self.node_inspect,
+        writes = {
             "node.update": self.node_update,
             "node.role": self.node_set_role,
             "node.rm": self.node_rm,
-            "join-token": self.join_token,
-            "leave": self.leave,
+        }
+        return managers_only(self.agent, writes) | {
+            "status": self.status,
+            "node.ls": self.node_ls,
+            "node.inspect": self.node_inspect,
+            "join-token": self.join_token,  # the tokens open on managers only (`keyring`)
+            "leave": self.leave,  # gossip, not a write: a worker leaves too
         }
 
     def streams(self) -> dict[str, StreamHandler]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from swarmlet import crypto
 from swarmlet.api import Handler
+from swarmlet.control import managers_only
 from swarmlet.errors import UsageError
 from swarmlet.model import Secret
 from swarmlet.node import Agent
@@ -38,16 +39,18 @@ def secret_command(
     keys = None if is_config else agent.keyring.require_managers()
     existing = agent.state.secret_by_name(name, is_config=is_config)
     if existing is not None:
-        if (existing.data if keys is None else keys.open_secret(existing.data)) != data:
+        current = existing.data if keys is None else keys.open_secret(existing.id, existing.data)
+        if current != data:
             raise UsageError(
                 f"{kind} {name!r} already exists with other content; {kind}s are immutable: "
                 "give the new version a new name"
             )
         return None
-    stored = data if keys is None else keys.seal_secret(data)
+    secret_id = crypto.new_id()
+    stored = data if keys is None else keys.seal_secret(secret_id, data)
     return CreateSecret(
         Secret(
-            id=crypto.new_id(),
+            id=secret_id,
             name=name,
             data=stored,
             labels=labels,
@@ -124,9 +127,8 @@ class SecretControl:
         return {"removed": item.name}
 
     def handlers(self) -> dict[str, Handler]:
-        return {
-            "secret.create": self.create,
+        writes = {"secret.create": self.create, "secret.rm": self.rm}
+        return managers_only(self.agent, writes) | {
             "secret.ls": self.ls,
             "secret.inspect": self.inspect,
-            "secret.rm": self.rm,
         }

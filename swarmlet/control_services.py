@@ -17,6 +17,7 @@ import trio
 
 from swarmlet import crypto, wire
 from swarmlet.api import Emit, Handler, StreamHandler
+from swarmlet.control import managers_only
 from swarmlet.errors import RemoteProtocolError, UsageError
 from swarmlet.leader import observe
 from swarmlet.model import (
@@ -379,12 +380,14 @@ class ServiceControl:
     # ------------------------------------------------------------------------ tables
 
     def handlers(self) -> dict[str, Handler]:
-        return {
+        writes = {
             "service.create": self.create,
             "service.update": self.update,
             "service.rollback": self.rollback,
             "service.scale": self.scale,
             "service.rm": self.rm,
+        }
+        return managers_only(self.agent, writes) | {
             "service.ls": self.ls,
             "service.inspect": self.inspect,
             "service.spec": self.spec,

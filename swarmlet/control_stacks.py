@@ -13,6 +13,7 @@ from typing import Any
 
 from swarmlet import crypto
 from swarmlet.api import Handler
+from swarmlet.control import managers_only
 from swarmlet.control_secrets import LABEL_STACK, secret_command
 from swarmlet.control_services import decode_spec
 from swarmlet.errors import UsageError
@@ -105,4 +106,5 @@ class StackControl:
         }
 
     def handlers(self) -> dict[str, Handler]:
-        return {"stack.deploy": self.deploy, "stack.ls": self.ls, "stack.rm": self.rm}
+        writes = {"stack.deploy": self.deploy, "stack.rm": self.rm}
+        return managers_only(self.agent, writes) | {"stack.ls": self.ls}

@@ -23,9 +23,16 @@ seals what workers must not read although they replicate it (Raft learners): sec
 both join tokens (a worker that could read the manager token could make itself a manager).
 
 Sealed to a node (`seal_to`): each node has an X25519 key pair; anything meant for one node alone
-(the managers' key for a new manager, a task's secrets for its node) is sealed to its public key
-with a fresh ephemeral X25519 key, HKDF-SHA256 and AES-256-GCM (the construction of libsodium's
-sealed boxes and of HPKE's base mode), so no other member can open it, even with the cluster key.
+(the managers' key for a new manager, a task's secrets for its node, a join challenge) is sealed
+to its public key with a fresh ephemeral X25519 key, HKDF-SHA256 and AES-256-GCM (the
+construction of libsodium's sealed boxes and of HPKE's base mode), so no other member can open
+it, even with the cluster key.
+
+What managers vouch for. Anyone can seal to a node, so what must come from a manager is also
+authenticated with keys derived from the managers' key: an Ed25519 signature (deliveries of
+secrets; its public half, `ManagerKeys.public_key`, is in the replicated state and also names the
+managers' key there, so a node refuses a key that is not the cluster's) and an HMAC-SHA256
+(writes forwarded to the leader, `swarmlet.proposeauth`).
 """
 
 from __future__ import annotations
@@ -37,8 +44,9 @@ import secrets
 import struct
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -58,12 +66,14 @@ KEY_ID_BYTES = 8
 AAD_GOSSIP = b"swarmlet/gossip/1"
 AAD_TCP = b"swarmlet/tcp/1"
 AAD_JOIN = b"swarmlet/join/1"
-AAD_SECRET = b"swarmlet/secret/1"
+AAD_SECRET = b"swarmlet/secret/1/"  # + the secret's id: a value cannot be moved to another secret
 AAD_TOKEN = b"swarmlet/token/1/"  # + the role: a worker token cannot pass for the manager token
 AAD_MANAGER_KEY = b"swarmlet/manager-key/1/"  # + the node id the blob is recorded for
-AAD_DELIVERY = b"swarmlet/secret-delivery/1/"  # + node id and task id (`delivery_aad`)
+AAD_DELIVERY = b"swarmlet/secret-delivery/1/"  # + node, task and request nonce (`delivery_aad`)
+AAD_JOIN_PROOF = b"swarmlet/join-proof/1/"  # + the joining node's id
 
 PUBLIC_KEY_BYTES = 32
+SIGNATURE_BYTES = 64
 # `seal_to` uses each derived key exactly once, so a constant nonce is safe (as in HPKE's
 # single-shot mode); the ephemeral public key travels in front of the ciphertext.
 _SEALED_TO_NONCE = bytes(NONCE_BYTES)
@@ -106,9 +116,9 @@ class ClusterKeys:
 class ManagerKeys:
     """The managers' key (managers only) and the keys derived from it.
 
-    Secrets keep `AAD_SECRET` as associated data; a token's role is bound into its seal, so the
-    sealed worker token cannot be swapped in for the manager token. Opening raises
-    RemoteProtocolError for a wrong key or damaged data, as `Sealer.open` does.
+    A secret's id is bound into its seal, and a token's role into the token's, so neither can be
+    swapped for another. Opening raises RemoteProtocolError for a wrong key or damaged data, as
+    `Sealer.open` does; so do the checks of a signature or a MAC.
     """
 
     master: bytes
@@ -122,17 +132,49 @@ class ManagerKeys:
     def token_key(self) -> bytes:
         return _hkdf(self.master, b"swarmlet token key")
 
-    def seal_secret(self, data: bytes) -> bytes:
-        return Sealer(self.secret_key).seal(data, AAD_SECRET)
+    @property
+    def propose_key(self) -> bytes:
+        """Authenticates writes forwarded to the leader (`swarmlet.proposeauth`)."""
+        return _hkdf(self.master, b"swarmlet propose key")
 
-    def open_secret(self, sealed: bytes) -> bytes:
-        return Sealer(self.secret_key).open(sealed, AAD_SECRET)
+    def _signing_key(self) -> Ed25519PrivateKey:
+        return Ed25519PrivateKey.from_private_bytes(_hkdf(self.master, b"swarmlet signing key"))
+
+    @property
+    def public_key(self) -> bytes:
+        """The Ed25519 public key of the managers' signatures. Recorded in the replicated state
+        at init, it also names this key: a node takes no other (`swarmlet.keyring`)."""
+        return self._signing_key().public_key().public_bytes_raw()
+
+    def sign(self, data: bytes) -> bytes:
+        return self._signing_key().sign(data)
+
+    def seal_secret(self, secret_id: str, data: bytes) -> bytes:
+        return Sealer(self.secret_key).seal(data, AAD_SECRET + secret_id.encode())
+
+    def open_secret(self, secret_id: str, sealed: bytes) -> bytes:
+        return Sealer(self.secret_key).open(sealed, AAD_SECRET + secret_id.encode())
 
     def seal_token(self, role: str, token: str) -> bytes:
         return Sealer(self.token_key).seal(token.encode(), AAD_TOKEN + role.encode())
 
     def open_token(self, role: str, sealed: bytes) -> str:
         return Sealer(self.token_key).open(sealed, AAD_TOKEN + role.encode()).decode()
+
+    def mac(self, data: bytes) -> bytes:
+        """HMAC-SHA256 of `data` under `propose_key`."""
+        h = hmac.HMAC(self.propose_key, hashes.SHA256())
+        h.update(data)
+        return h.finalize()
+
+    def check_mac(self, data: bytes, mac: bytes) -> None:
+        """RemoteProtocolError unless `mac` is `data`'s (compared in constant time)."""
+        h = hmac.HMAC(self.propose_key, hashes.SHA256())
+        h.update(data)
+        try:
+            h.verify(mac)
+        except InvalidSignature:
+            raise RemoteProtocolError("not authenticated with the managers' key") from None
 
     def seal_to_node(self, node_id: str, public_key: bytes) -> bytes:
         """This key sealed to a manager's public key, for its Node record."""
@@ -145,6 +187,14 @@ class ManagerKeys:
         if len(master) != KEY_BYTES:
             raise RemoteProtocolError(f"the managers' key must be {KEY_BYTES} bytes")
         return cls(master)
+
+
+def check_signature(public_key: bytes, signature: bytes, data: bytes) -> None:
+    """RemoteProtocolError unless `signature` is the managers' (`ManagerKeys.sign`) over `data`."""
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, data)
+    except (ValueError, InvalidSignature):
+        raise RemoteProtocolError("not signed with the managers' key") from None
 
 
 class Sealer:
@@ -230,9 +280,15 @@ def open_sealed(private_key: bytes, sealed: bytes, aad: bytes) -> bytes:
         raise RemoteProtocolError("sealed data failed authentication") from None
 
 
-def delivery_aad(node_id: str, task_id: str) -> bytes:
-    """Binds a delivery of secrets to the node and the task it was granted for."""
-    return AAD_DELIVERY + node_id.encode() + b"/" + task_id.encode()
+def delivery_aad(node_id: str, task_id: str, nonce: bytes) -> bytes:
+    """Binds a delivery of secrets to the node and the task it was granted for, and to the
+    request it answers (`nonce`, the asker's): an old delivery cannot be replayed."""
+    return AAD_DELIVERY + node_id.encode() + b"/" + task_id.encode() + b"/" + nonce
+
+
+def join_proof_aad(node_id: str) -> bytes:
+    """Binds a join challenge (`swarmlet.joining`) to the node id it is issued for."""
+    return AAD_JOIN_PROOF + node_id.encode()
 
 
 # ------------------------------------------------------------------------------------ join tokens

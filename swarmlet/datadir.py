@@ -6,15 +6,17 @@ Layout (all files owned by the agent's user, the directory and secrets 0700/0600
     node.key           this node's X25519 private key (32 bytes); every node, written with the
                        identity: its public key goes into the node's record at join time
     managers.key       the managers' key (32 bytes); managers only (see `swarmlet.keyring`):
-                       written by `init`, or when the node's record first carries it sealed to
-                       this node (join as a manager, promotion); removed when it is demoted
+                       written by `init` (before the identity), or when the node's record first
+                       carries it sealed to this node (join as a manager, promotion); removed
+                       when it is demoted or removed from the cluster
     raft/              the Raft log, hard state and snapshots (`swarmlet.raft.storage`)
     control.sock       the control API (Unix socket, 0600)
     agent.pid          the running agent's pid
     agent.log          the agent's log when it runs in the background
 
 Files are replaced atomically (write a temp file, fsync, rename, fsync the directory), so a crash
-leaves either the old or the new version.
+leaves either the old or the new version. The identity file is the commit point of `init` and
+`join`: written last, so a data dir without it holds no node and may be initialised again.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import msgpack
 
+from swarmlet.crypto import KEY_BYTES
 from swarmlet.errors import StorageCorruptError, UsageError
 
 ENV_VAR = "SWARMLET_DATA_DIR"
@@ -49,7 +52,12 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in `path` durable."""
+    dir_fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
@@ -145,7 +153,11 @@ class DataDir:
             raise UsageError(
                 f"{self.path} holds no swarmlet node: run `swarmlet init` or `swarmlet join` first"
             )
-        key = _read_key(self.key_file)
+        key = _read_key(
+            self.key_file,
+            "restore it from a backup of this data dir, or remove the data dir and join the "
+            "cluster again",
+        )
         try:
             body = msgpack.unpackb(self.identity_file.read_bytes(), raw=False)
             identity = Identity(
@@ -167,13 +179,20 @@ class DataDir:
         return identity, key
 
     def read_node_key(self) -> bytes:
-        return _read_key(self.node_key_file)
+        # Made by this node and never sent anywhere: no other node holds a copy.
+        return _read_key(
+            self.node_key_file,
+            "it exists nowhere else unless this data dir was backed up: restore it from such a "
+            "backup, or remove the data dir, join the cluster again as a new node, and remove "
+            "the old one (`swarmlet node rm` on a manager)",
+        )
 
     def read_manager_key(self) -> bytes | None:
         """The managers' key, or None on a node that does not hold it (a worker)."""
-        if not self.manager_key_file.exists():
+        try:
+            return _checked_key(self.manager_key_file, self.manager_key_file.read_bytes())
+        except FileNotFoundError:
             return None
-        return _read_key(self.manager_key_file)
 
     def write_manager_key(self, key: bytes) -> None:
         self.create()
@@ -182,6 +201,7 @@ class DataDir:
     def remove_manager_key(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.manager_key_file.unlink()
+            _fsync_dir(self.path)
 
     def next_incarnation(self, wall_clock_s: float) -> int:
         """A gossip incarnation higher than any this node used before (persisted first).
@@ -209,14 +229,15 @@ class DataDir:
             self.pid_file.unlink()
 
 
-def _read_key(path: Path) -> bytes:
+def _read_key(path: Path, if_missing: str) -> bytes:
+    """`if_missing`: what the operator can do about a missing file."""
     try:
-        key = path.read_bytes()
+        return _checked_key(path, path.read_bytes())
     except FileNotFoundError:
-        raise StorageCorruptError(
-            f"{path} is missing; restore it from a backup, or remove the data dir and join the "
-            "cluster again"
-        ) from None
-    if len(key) != 32:
-        raise StorageCorruptError(f"{path} is damaged (expected 32 bytes)")
+        raise StorageCorruptError(f"{path} is missing; {if_missing}") from None
+
+
+def _checked_key(path: Path, key: bytes) -> bytes:
+    if len(key) != KEY_BYTES:
+        raise StorageCorruptError(f"{path} is damaged (expected {KEY_BYTES} bytes)")
     return key

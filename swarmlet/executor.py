@@ -166,6 +166,14 @@ def _endpoints(info: ContainerInfo, host: str) -> tuple[Endpoint, ...]:
     )
 
 
+def start_error(exc: Exception) -> str:
+    """Why a task did not start. A KeyError is `secretfiles.materialize`'s: (name, is_config)."""
+    if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], tuple):
+        name, is_config = exc.args[0]
+        return f"missing {'config' if is_config else 'secret'} {name}"
+    return str(exc)
+
+
 def _exit_state(exit_code: int | None) -> tuple[TaskState, str]:
     if exit_code == 0:
         return TaskState.COMPLETE, ""
@@ -450,9 +458,7 @@ class Executor:
                     )
                     info = await self.runtime.run(spec)
                 except (RuntimeAdapterError, SecretsUnavailableError, KeyError, OSError) as exc:
-                    error = (
-                        f"missing secret or config {exc}" if isinstance(exc, KeyError) else str(exc)
-                    )
+                    error = start_error(exc)
                     self._observe(task.id, TaskState.REJECTED, error=error)
                     self._record("task", "rejected", task.id, error)
                     return

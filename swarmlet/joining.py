@@ -1,9 +1,22 @@
-"""The joining side of the join handshake (the accepting side is `Agent._on_join`).
+"""The joining side of the join handshake (the accepting side is `Agent._on_join`), and the
+accepting side's proof that the joiner holds its node key (`check_possession`).
+
+    joiner                                  manager
+      JoinRequest (id, addresses, public key)  ->
+                                            <-  JoinChallenge (a nonce sealed to that key)
+      JoinProof (the nonce)                    ->
+                                            <-  JoinReply (the cluster key, name, role, seeds)
 
 The joiner proves it holds the token by sealing its request with a key derived from the token's
 secret; the reply, sealed with the same key, carries the cluster key, which the joiner checks
 against the token's fingerprint before trusting it. Nothing is written to the data dir unless
 the cluster accepted the node.
+
+The challenge proves that the joiner holds the private half of the public key it sends. Public
+keys are no secret (every member replicates the Node records), so without it a member holding a
+token could re-join under another node's id and key, take over its address, and receive the
+Raft traffic and the secrets requests meant for that node (the state refuses a re-join under
+another key, not one under a copied key).
 
 The joiner makes its X25519 key pair here and sends the public half, which goes into its Node
 record: secrets for its tasks are sealed to it, and, if it joins as a manager, the managers' key
@@ -13,16 +26,21 @@ asked to admit one refuses the token, as a manager refuses an unknown one.
 
 from __future__ import annotations
 
+import hmac
+import os
+
 import trio
 
 from swarmlet import crypto, messages
 from swarmlet.datadir import DataDir, Identity
 from swarmlet.errors import RemoteProtocolError, SwarmletError, UsageError
 from swarmlet.hostinfo import host_info
-from swarmlet.rpc import JoinReply, JoinRequest
-from swarmlet.transport import open_join_stream
+from swarmlet.rpc import JoinChallenge, JoinProof, JoinReply, JoinRequest
+from swarmlet.transport import FramedStream, open_join_stream
 
 JOIN_TIMEOUT_S = 20.0
+PROOF_TIMEOUT_S = 10.0  # how long the accepting side waits for the answer to its challenge
+_CHALLENGE_BYTES = 16
 
 
 def _parse_remote(text: str) -> tuple[str, int]:
@@ -71,7 +89,11 @@ async def join_cluster(
                 )
             async with stream.stream:
                 await stream.send(request)
-                reply = await stream.receive(expect=(JoinReply,))
+                reply = await stream.receive(expect=(JoinChallenge, JoinReply))
+                if isinstance(reply, JoinChallenge):
+                    aad = crypto.join_proof_aad(node_id)
+                    await stream.send(JoinProof(crypto.open_sealed(node_key, reply.sealed, aad)))
+                    reply = await stream.receive(expect=(JoinReply,))
     except (OSError, trio.BrokenResourceError) as exc:
         raise SwarmletError(f"cannot reach {remote}: {exc}") from None
     except trio.TooSlowError:
@@ -98,3 +120,15 @@ async def join_cluster(
     )
     datadir.write_identity(identity, reply.master_key, node_key)
     return identity
+
+
+async def check_possession(stream: FramedStream, node_id: str, public_key: bytes) -> bool:
+    """Challenge the joiner to open a nonce sealed to `public_key` (the accepting side).
+    False if it answers wrongly or not within `PROOF_TIMEOUT_S`."""
+    nonce = os.urandom(_CHALLENGE_BYTES)
+    sealed = crypto.seal_to(public_key, nonce, crypto.join_proof_aad(node_id))
+    await stream.send(JoinChallenge(sealed))
+    with trio.move_on_after(PROOF_TIMEOUT_S):
+        proof = await stream.receive(expect=(JoinProof,))
+        return proof is not None and hmac.compare_digest(proof.nonce, nonce)
+    return False

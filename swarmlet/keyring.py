@@ -12,12 +12,19 @@ it too, sealed to itself. Chosen over sending it in the join reply because one p
 joins and promotions alike, any manager can admit or promote (not only the leader), and demotion
 is a single replicated change: `UpdateNode(role=worker)` empties the record's blob on every
 replica. `sync` makes this node's data dir follow its own record: a blob appears, the key is
-opened and written; the record says worker, `managers.key` is deleted.
+opened and written; the record says worker, or it is gone (`node rm --force`) after this node
+has seen it, `managers.key` is deleted.
+
+A forged key. Anyone can seal a key of their choice to a node's public key, and the state only
+checks that a manager's record carries a blob. So a blob is taken only if the key it holds is
+the cluster's: its public key (`ManagerKeys.public_key`) must equal the one `init` recorded in
+the state (`ClusterState.managers_public_key`).
 
 `sync` runs after every applied command and before every use of the key. A state installed from
 a snapshot calls no apply hook, so a demotion learnt that way takes effect at the next command
 applied or the next use, whichever comes first. A demoted node did know the key: nothing re-keys
-the cluster on demotion (neither does Swarm); rotate the join tokens if that matters.
+the cluster on demotion (neither does Swarm); rotate the join tokens if that matters. "Seen" is
+this process's memory: a node removed while it was down, which never hears of it, keeps its key.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from swarmlet import crypto
 from swarmlet.datadir import DataDir
 from swarmlet.errors import RemoteProtocolError, UsageError
 from swarmlet.model import Role
+from swarmlet.rpc import SecretsReply
 from swarmlet.state import ClusterState
 
 log = logging.getLogger(__name__)
@@ -44,32 +52,43 @@ class KeyRing:
         master = datadir.read_manager_key()
         self._managers = crypto.ManagerKeys(master) if master is not None else None
         self._unopenable = b""  # a blob that failed to open: not retried (and logged) each time
+        self._seen_own = False  # this node's record was in the applied state at some point
 
     # ------------------------------------------------------------------------ the managers' key
 
     def sync(self) -> None:
         """Take or drop the managers' key as this node's own record says (see the docstring)."""
-        own = self._state().nodes.get(self._node_id)
+        state = self._state()
+        own = state.nodes.get(self._node_id)
         if own is None:
-            return  # not (yet) in the state this node has applied: nothing to conclude
+            # Not yet in the state this node has applied (a restart, a join), or removed.
+            if self._seen_own:
+                self._drop("this node was removed from the cluster")
+            return
+        self._seen_own = True
         if own.role is Role.WORKER:
-            if self._managers is not None:
-                self._managers = None
-                self._datadir.remove_manager_key()
-                log.info("this node is a worker: the managers' key was removed from its data dir")
+            self._drop("this node is a worker")
             return
         blob = own.sealed_manager_key
         if self._managers is not None or not blob or blob == self._unopenable:
             return
         try:
             keys = crypto.ManagerKeys.open_from_node(self._node_key, self._node_id, blob)
+            if keys.public_key != state.managers_public_key:
+                raise RemoteProtocolError("it is not the cluster's (another public key)")
         except RemoteProtocolError as exc:
             self._unopenable = blob
-            log.error("the managers' key in this node's record does not open (%s)", exc)
+            log.error("the managers' key in this node's record was refused: %s", exc)
             return
         self._datadir.write_manager_key(keys.master)
         self._managers = keys
         log.info("this node is a manager: it received the managers' key")
+
+    def _drop(self, why: str) -> None:
+        if self._managers is not None:
+            self._managers = None
+            self._datadir.remove_manager_key()
+            log.info("%s: the managers' key was removed from its data dir", why)
 
     @property
     def managers(self) -> crypto.ManagerKeys | None:
@@ -80,17 +99,23 @@ class KeyRing:
         keys = self.managers
         if keys is None:
             raise UsageError(
-                "this node does not hold the managers' key: run this on a manager (a manager "
-                "that joined or was promoted a moment ago receives it once it has caught up)"
+                "this node is not a manager: run it on a manager (this node does not hold the "
+                "managers' key; a manager that joined or was promoted a moment ago receives it "
+                "once it has caught up)"
             )
         return keys
 
     def seal_manager_key_to(self, node_id: str, public_key: bytes) -> bytes:
         """For the record of a node becoming a manager (join with the manager token, promote)."""
         keys = self.require_managers()
-        if len(public_key) != crypto.PUBLIC_KEY_BYTES:
-            raise UsageError(f"node {node_id} has no public key; remove it and join it again")
-        return keys.seal_to_node(node_id, public_key)
+        try:
+            return keys.seal_to_node(node_id, public_key)
+        except RemoteProtocolError as exc:
+            raise UsageError(
+                f"node {node_id} cannot receive the managers' key: its record has no usable "
+                f"public key ({exc}); remove it (`swarmlet node rm`) and join it again from an "
+                "empty data dir with the manager token"
+            ) from None
 
     # ------------------------------------------------------------------------ join tokens
 
@@ -119,8 +144,10 @@ class KeyRing:
 
     # ------------------------------------------------------------------------ sealed to us
 
-    def open_delivery(self, sealed: bytes, task_id: str) -> bytes:
-        """Open a delivery of a task's secrets sealed to this node (`secretdelivery`)."""
-        return crypto.open_sealed(
-            self._node_key, sealed, crypto.delivery_aad(self._node_id, task_id)
-        )
+    def open_delivery(self, reply: SecretsReply, task_id: str, nonce: bytes) -> bytes:
+        """Open a delivery of a task's secrets sealed to this node (`secretdelivery`), once its
+        signature shows that a manager made it. RemoteProtocolError if either check fails."""
+        aad = crypto.delivery_aad(self._node_id, task_id, nonce)
+        signed = aad + reply.sealed
+        crypto.check_signature(self._state().managers_public_key, reply.signature, signed)
+        return crypto.open_sealed(self._node_key, reply.sealed, aad)

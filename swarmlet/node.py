@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from swarmlet import crypto, messages, wire
+from swarmlet import crypto, messages, proposeauth, wire
 from swarmlet.datadir import DataDir, Identity
 from swarmlet.errors import (
     NoLeaderError,
@@ -43,6 +43,7 @@ from swarmlet.gossip.core import MemberEvent
 from swarmlet.gossip.driver import GossipDriver
 from swarmlet.gossip.messages import MemberState, PushPullState
 from swarmlet.hostinfo import HostInfo, host_info, read_host_info
+from swarmlet.joining import check_possession
 from swarmlet.keyring import KeyRing
 from swarmlet.leader import LeaderDuties, observe
 from swarmlet.model import Node, Resources, Role
@@ -58,7 +59,7 @@ from swarmlet.raft.types import ConfState, HardState, Snapshot, SnapshotMeta
 from swarmlet.rpc import JoinReply, JoinRequest, ProposeReply, ProposeRequest, SecretsRequest
 from swarmlet.runtime import open_docker_runtime
 from swarmlet.secretdelivery import SecretDelivery
-from swarmlet.state import AddNode, ApplyResult, ClusterState, Command, InitCluster
+from swarmlet.state import COMMANDS, AddNode, ApplyResult, ClusterState, Command, InitCluster
 from swarmlet.transport import (
     JOIN_ACCEPTED,
     JOIN_REFUSED,
@@ -124,6 +125,7 @@ def bootstrap_storage(
             sealed_manager_token=managers.seal_token(
                 Role.MANAGER.value, str(crypto.JoinToken.new(keys))
             ),
+            managers_public_key=managers.public_key,
         ),
         AddNode(
             Node(
@@ -195,6 +197,7 @@ class Agent:
         )
 
         self.stopping = trio.Event()
+        self.propose_guard = proposeauth.ProposeGuard()
         # TCP request types served by other layers (e.g. `service logs` across nodes).
         self.stream_handlers: dict[type, Callable[[FramedStream, object], Awaitable[None]]] = {}
         self.secrets = SecretDelivery(
@@ -202,6 +205,7 @@ class Agent:
             keyring=self.keyring,
             state=lambda: self.state,
             raft=self.raft,
+            commit_index=lambda: self.raft.core.commit_index,
             transport=self.transport,
             resolve=self._resolve,
             is_ready=self.is_ready,
@@ -344,10 +348,18 @@ class Agent:
         addr = self._resolve(leader)
         if addr is None:
             raise NotLeaderError(leader)
+        request = proposeauth.sign(
+            self.keyring.require_managers(),  # only managers write (`proposeauth`)
+            wire.encode(command),
+            proposer=self.node_id,
+            leader=leader,
+            nonce=os.urandom(proposeauth.NONCE_BYTES),
+            now=time.time(),
+        )
         with trio.fail_after(self.config.write_timeout_s):
             stream = await self.transport.connect(addr)
             async with stream.stream:
-                await stream.send(ProposeRequest(wire.encode(command)))
+                await stream.send(request)
                 reply = await stream.receive(expect=(ProposeReply,))
         if reply is None or reply.not_leader:
             raise NotLeaderError(reply.leader_hint if reply else None)
@@ -355,9 +367,19 @@ class Agent:
             await self.raft.wait_applied(reply.index)
         return ApplyResult(reply.ok, reply.error, reply.value)
 
-    async def _serve_propose(self, stream: FramedStream, request: ProposeRequest) -> None:
+    async def _serve_propose(
+        self, stream: FramedStream, request: ProposeRequest, addr: Address
+    ) -> None:
+        refusal = self.propose_guard.check(
+            self.keyring.managers, request, leader=self.node_id, now=time.time()
+        )
+        if refusal:
+            self.transport.counters["propose_refused"] += 1
+            log.warning("refused a write from %r (%s): %s", request.proposer, addr[0], refusal)
+            await stream.send(ProposeReply(False, error=f"write refused: {refusal}"))
+            return
         try:
-            command = wire.decode(request.command)
+            command = wire.decode(request.command, expect=COMMANDS)
             result = await self.raft.propose(command)
             reply = ProposeReply(result.ok, result.error, result.value, index=self.raft.applied)
         except NotLeaderError as exc:
@@ -393,7 +415,7 @@ class Agent:
         elif isinstance(first, PushPullState):
             await self.gossip.answer_push_pull(stream, first)
         elif isinstance(first, ProposeRequest):
-            await self._serve_propose(stream, first)
+            await self._serve_propose(stream, first, addr)
         elif first is not None:
             handler = self.stream_handlers.get(type(first))
             if handler is None:
@@ -417,8 +439,13 @@ class Agent:
             return
         try:
             parse_addr(request.addr)
+            public_key = crypto.check_public_key(request.public_key)
+            if not await check_possession(stream, request.node_id, public_key):
+                self.transport.counters["join_refused_no_proof"] += 1
+                await stream.send(JoinReply(False, error="no proof of the node key"))
+                return
             sealed_key = (
-                self.keyring.seal_manager_key_to(request.node_id, request.public_key)
+                self.keyring.seal_manager_key_to(request.node_id, public_key)
                 if role is Role.MANAGER
                 else b""
             )
@@ -432,7 +459,7 @@ class Agent:
                         role=role,
                         resources=Resources(request.nano_cpus, request.memory_bytes),
                         joined_at=time.time(),
-                        public_key=crypto.check_public_key(request.public_key),
+                        public_key=public_key,
                         sealed_manager_key=sealed_key,
                     ),
                     name_is_explicit=request.name_is_explicit,

@@ -1,8 +1,8 @@
 """Request/reply messages between agents over the cluster TCP channel (one request per connection).
 
-Writes reach the leader through `ProposeRequest`: any agent may accept a write from its user and
-forward it; the reply carries the log index so the forwarder can wait until it has applied the
-write itself (read-your-writes on every node).
+Writes reach the leader through `ProposeRequest`: a manager may accept a write from its user and
+forward it, authenticated with the managers' key (`swarmlet.proposeauth`); the reply carries the
+log index so the forwarder can wait until it has applied the write itself (read-your-writes).
 """
 
 from __future__ import annotations
@@ -13,6 +13,12 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class ProposeRequest:
     command: bytes  # a wire-encoded `swarmlet.state.Command`
+    # Authentication (`swarmlet.proposeauth`): `mac` covers every other field.
+    proposer: str = ""  # node ids
+    leader: str = ""
+    nonce: bytes = b""
+    sent_at: float = 0.0  # the proposer's wall clock, seconds since the epoch
+    mac: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +81,7 @@ class SecretsRequest:
     node_id: str
     task_id: str
     min_index: int  # the asker's applied index: the manager decides on a state at least as new
+    nonce: bytes = b""  # fresh per request, bound into the answer (`crypto.delivery_aad`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +89,7 @@ class SecretsReply:
     ok: bool
     error: str = ""
     sealed: bytes = b""  # a wire-encoded `SecretValues`, sealed to the asking node (crypto.seal_to)
+    signature: bytes = b""  # the managers' (`crypto.ManagerKeys.sign`) over the AAD and `sealed`
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +97,20 @@ class SecretValues:
     """The plaintext inside `SecretsReply.sealed`: secret name -> value."""
 
     values: dict[str, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class JoinChallenge:
+    """A random nonce sealed to the public key of a `JoinRequest` (`swarmlet.joining`)."""
+
+    sealed: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class JoinProof:
+    """The joiner's answer to a `JoinChallenge`: the nonce, which only the key's holder opens."""
+
+    nonce: bytes
 
 
 # Only append: ids are permanent.
@@ -103,4 +125,6 @@ MESSAGES: tuple[type, ...] = (
     SecretsRequest,
     SecretsReply,
     SecretValues,
+    JoinChallenge,
+    JoinProof,
 )

@@ -15,14 +15,15 @@ to nodes running a task that uses them"):
 The asker's identity needs no proof here: the values are sealed to the public key in the named
 node's record, so a member that claims to be another node receives nothing it can open.
 
-Pure: reads a `ClusterState`, returns a value; no I/O, no keys.
+Pure: reads a `ClusterState`, returns a value; no I/O, no keys (it checks the shape of one).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from swarmlet.crypto import PUBLIC_KEY_BYTES
+from swarmlet.crypto import check_public_key
+from swarmlet.errors import RemoteProtocolError
 from swarmlet.model import TaskState
 from swarmlet.state import ClusterState
 
@@ -49,6 +50,8 @@ def grant_secrets(state: ClusterState, node_id: str, task_id: str) -> SecretGran
     if service is None or task.desired_state is not TaskState.RUNNING or task.state.terminal:
         return SecretGrant(refusal=f"task {task_id} is not meant to run")
     node = state.nodes.get(node_id)
-    if node is None or len(node.public_key) != PUBLIC_KEY_BYTES:
+    try:
+        check_public_key(node.public_key if node is not None else b"")
+    except RemoteProtocolError:
         return SecretGrant(refusal=f"node {node_id} has no public key to seal secrets to")
     return SecretGrant(tuple(dict.fromkeys(ref.name for ref in service.spec.secrets)))

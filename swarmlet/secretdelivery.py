@@ -3,22 +3,35 @@
 Secrets' values are sealed with the managers' key in the replicated state (`keyring`), so:
   * a manager opens them from its own state, after the same check it applies to anyone who asks
     (`secretaccess.grant_secrets`);
-  * a worker sends a `SecretsRequest` naming the task to a manager (the leader first, then the
-    other managers gossip sees alive) over the cluster TCP channel. The manager first applies
-    its log at least as far as the worker has (so a task just assigned is not refused for lag),
-    decides with `grant_secrets`, and answers with the values sealed to the public key in the
-    worker's Node record and bound to node and task (`crypto.delivery_aad`): no other member can
-    open them, even with the cluster key, and a member claiming to be that node gains nothing.
+  * a worker sends a `SecretsRequest` naming the task, with a fresh nonce, to a manager (the
+    leader first, then the other managers gossip sees alive) over the cluster TCP channel. The
+    manager refuses at once an index beyond its commit index (the leader's is never behind a
+    worker's), else applies its log at least as far as the worker has (so a task just assigned
+    is not refused for lag), decides with `grant_secrets`, and answers with the values sealed to
+    the public key in the worker's Node record and bound to node, task and nonce
+    (`crypto.delivery_aad`), signed with the managers' Ed25519 key (`ManagerKeys.sign`). No
+    other member can open the values, even with the cluster key, and a member claiming to be
+    that node gains nothing.
 Configs are not secret: every node reads them from its own state.
 
-When no manager delivers (none reachable, a refusal), `SecretsUnavailableError` carries each
-manager's answer; the executor rejects the task with it and the orchestrator retries as for any
-failed start. Values are held in memory only, until `secretfiles` writes them to a tmpfs.
+Forged answers. The cluster channel is sealed with the cluster key, which workers hold too, and
+anyone can seal values to a worker's public key: without the signature, whoever answers in a
+manager's place (at an address taken over, or on the path) could have the worker mount values of
+its choosing. The worker therefore opens a delivery only if the managers' public key in its
+state verifies it, and only for the nonce of its own request, so an old delivery cannot be
+replayed either. What such a member can still do is refuse or stay silent: the worker asks the
+next manager, and if none delivers the task is rejected and retried.
+
+When no manager delivers (none reachable, a refusal, an invalid answer) within `ASK_TOTAL_S`,
+`SecretsUnavailableError` carries each manager's answer; the executor rejects the task with it
+and the orchestrator retries as for any failed start. Values are held in memory only, until
+`secretfiles` writes them to a tmpfs.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import Protocol
 
@@ -37,9 +50,13 @@ from swarmlet.transport import Address, FramedStream, Transport
 log = logging.getLogger(__name__)
 
 # Per manager asked, its wait for its log to catch up included; past it, the next one is asked.
-ASK_TIMEOUT_S = 5.0
-# How long a manager waits to apply the asker's index before answering that it lags.
-CATCH_UP_TIMEOUT_S = 3.0
+ASK_TIMEOUT_S = 2.0
+# All managers together: the asking holds one of the executor's start slots.
+ASK_TOTAL_S = 5.0
+# How long a manager waits to apply the asker's index before answering that it lags: committed
+# entries apply in milliseconds, so this is for a busy manager (less than ASK_TIMEOUT_S).
+CATCH_UP_TIMEOUT_S = 1.0
+_NONCE_BYTES = 16
 
 TaskFiles = dict[tuple[str, bool], bytes]  # (name, is_config) -> content
 
@@ -64,6 +81,7 @@ class SecretDelivery:
         keyring: KeyRing,
         state: Callable[[], ClusterState],
         raft: AppliedLog,
+        commit_index: Callable[[], int],
         transport: Transport,
         resolve: Callable[[str], Address | None],
         is_ready: Callable[[str], bool],
@@ -72,6 +90,7 @@ class SecretDelivery:
         self.keyring = keyring
         self._state = state
         self.raft = raft
+        self._commit_index = commit_index
         self.transport = transport
         self._resolve = resolve
         self._is_ready = is_ready
@@ -106,21 +125,27 @@ class SecretDelivery:
             (n for n in state.managers() if n.id != self.node_id and self._is_ready(n.id)),
             key=lambda n: (n.id != leader, n.name),
         )
-        request = SecretsRequest(self.node_id, task_id, self.raft.applied)
         answers: list[str] = []
-        for manager in managers:
-            try:
-                reply = await self._ask(manager.id, request)
-                if not reply.ok:
-                    answers.append(f"{manager.name} refused: {reply.error}")
-                    continue
-                plain = self.keyring.open_delivery(reply.sealed, task_id)
-                delivered: SecretValues = wire.decode(plain, expect=(SecretValues,))
-                return dict(delivered.values)
-            except (OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
-                answers.append(f"{manager.name} unreachable ({type(exc).__name__}: {exc})")
-            except RemoteProtocolError as exc:
-                answers.append(f"{manager.name} sent an invalid answer ({exc})")
+        with trio.move_on_after(ASK_TOTAL_S) as overall:
+            for manager in managers:
+                nonce = os.urandom(_NONCE_BYTES)
+                request = SecretsRequest(self.node_id, task_id, self.raft.applied, nonce)
+                try:
+                    reply = await self._ask(manager.id, request)
+                    if not reply.ok:
+                        answers.append(f"{manager.name} refused: {reply.error}")
+                        continue
+                    plain = self.keyring.open_delivery(reply, task_id, nonce)
+                    delivered: SecretValues = wire.decode(plain, expect=(SecretValues,))
+                    return dict(delivered.values)
+                except trio.TooSlowError:
+                    answers.append(f"{manager.name} did not answer within {ASK_TIMEOUT_S:g} s")
+                except (OSError, trio.BrokenResourceError) as exc:
+                    answers.append(f"{manager.name} unreachable ({type(exc).__name__}: {exc})")
+                except RemoteProtocolError as exc:
+                    answers.append(f"{manager.name} sent an invalid answer ({exc})")
+        if overall.cancelled_caught:
+            answers.append(f"{manager.name} was still being asked after {ASK_TOTAL_S:g} s in all")
         why = "; ".join(answers) or "no manager is reachable"
         raise SecretsUnavailableError(f"no manager delivered the secrets of task {task_id}: {why}")
 
@@ -157,21 +182,26 @@ class SecretDelivery:
         keys = self.keyring.managers
         if keys is None:
             return SecretsReply(False, error="not a manager holding the managers' key")
+        commit_index = self._commit_index()
+        if request.min_index > commit_index:
+            # Nothing this manager knows reaches that far: waiting could last forever.
+            return SecretsReply(
+                False, error=f"index {request.min_index} is beyond its commit index {commit_index}"
+            )
         with trio.move_on_after(CATCH_UP_TIMEOUT_S):
             await self.raft.wait_applied(request.min_index)
         if self.raft.applied < request.min_index:
             return SecretsReply(False, error=f"its log is behind index {request.min_index}")
         state = self._state()
+        aad = delivery_aad(request.node_id, request.task_id, request.nonce)
         try:
             values = _open_granted(state, keys, request.node_id, request.task_id)
             sealed = seal_to(
-                state.nodes[request.node_id].public_key,
-                wire.encode(SecretValues(values)),
-                delivery_aad(request.node_id, request.task_id),
+                state.nodes[request.node_id].public_key, wire.encode(SecretValues(values)), aad
             )
         except (SecretsUnavailableError, RemoteProtocolError) as exc:
             return SecretsReply(False, error=str(exc))
-        return SecretsReply(True, sealed=sealed)
+        return SecretsReply(True, sealed=sealed, signature=keys.sign(aad + sealed))
 
 
 def _open_granted(
@@ -186,7 +216,7 @@ def _open_granted(
         secret = state.secret_by_name(name)
         assert secret is not None  # see `secretaccess`: a secret in use cannot be removed
         try:
-            values[name] = keys.open_secret(secret.data)
+            values[name] = keys.open_secret(secret.id, secret.data)
         except RemoteProtocolError:
             raise SecretsUnavailableError(f"secret {name!r} does not open: it is damaged") from None
     return values

@@ -11,7 +11,11 @@ replica count, a malformed constraint) belongs to the API layer, before anything
 
 Join tokens and secrets' values are held sealed with the managers' key (`crypto.ManagerKeys`):
 every agent replicates this state, workers too (as Raft learners), but only managers can open
-them. Apply never opens anything: it stores and compares ciphertext.
+them. Apply never opens anything: it stores and compares ciphertext. What it can check of keys,
+it does: the managers' public key is set once, at init (it names the managers' key and verifies
+their signatures); a manager's record always carries the managers' key sealed to it, and a
+command brings that blob only with a promotion; a join cannot take over an existing node id
+under another public key.
 
 Must not know: Raft, the network, Docker, the clock, any key.
 """
@@ -50,6 +54,7 @@ class InitCluster:
     sealed_worker_token: bytes  # crypto.ManagerKeys.seal_token
     sealed_manager_token: bytes
     target_voters: int = 3
+    managers_public_key: bytes = b""  # crypto.ManagerKeys.public_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +214,7 @@ class StateSnapshot:
     tasks: tuple[Task, ...]
     secrets: tuple[Secret, ...]
     vip_counters: dict[str, int] = field(default_factory=dict)
+    managers_public_key: bytes = b""
 
 
 SNAPSHOT_TYPES: tuple[type, ...] = (StateSnapshot, ApplyResult)
@@ -223,6 +229,7 @@ class ClusterState:
         self.sealed_worker_token = b""
         self.sealed_manager_token = b""
         self.target_voters = 3
+        self.managers_public_key = b""
         self.nodes: dict[str, Node] = {}
         self.services: dict[str, Service] = {}
         self.tasks: dict[str, Task] = {}
@@ -308,6 +315,7 @@ class ClusterState:
         self.sealed_worker_token = other.sealed_worker_token
         self.sealed_manager_token = other.sealed_manager_token
         self.target_voters = other.target_voters
+        self.managers_public_key = other.managers_public_key
         self.nodes = dict(other.nodes)
         self.services = dict(other.services)
         self.tasks = dict(other.tasks)
@@ -329,6 +337,7 @@ class ClusterState:
                 tasks=tuple(self.tasks.values()),
                 secrets=tuple(self.secrets.values()),
                 vip_counters=dict(self.vip_counters),
+                managers_public_key=self.managers_public_key,
             )
         )
 
@@ -348,6 +357,7 @@ class ClusterState:
         state.tasks = {t.id: t for t in snap.tasks}
         state.secrets = {s.id: s for s in snap.secrets}
         state.vip_counters = dict(snap.vip_counters)
+        state.managers_public_key = snap.managers_public_key
         return state
 
 
@@ -364,6 +374,7 @@ def _init_cluster(state: ClusterState, cmd: InitCluster) -> str:
     state.sealed_worker_token = cmd.sealed_worker_token
     state.sealed_manager_token = cmd.sealed_manager_token
     state.target_voters = cmd.target_voters
+    state.managers_public_key = cmd.managers_public_key
     return cmd.cluster_id
 
 
@@ -381,12 +392,19 @@ def _add_node(state: ClusterState, cmd: AddNode) -> str:
     node = cmd.node
     existing = state.nodes.get(node.id)
     if existing is not None:
-        # A node re-joining with its own id (e.g. after losing its data dir's Raft state but not its
-        # identity) keeps its name, role and labels; only the addresses are refreshed.
+        # Only the node itself may re-join under its id (a join proves it holds the private key
+        # of the public key it sends, `swarmlet.joining`): anyone else would take over its
+        # address, and with it the Raft traffic and the secrets requests meant for it.
+        if node.public_key != existing.public_key:
+            raise Rejected(f"node id {node.id} is already in the cluster with another key")
+        # A node re-joining with its own id and key (e.g. a join retried after a lost answer)
+        # keeps its name, role and labels; only the addresses are refreshed.
         state.nodes[node.id] = dataclasses.replace(
             existing, addr=node.addr, publish_addr=node.publish_addr, resources=node.resources
         )
         return existing.name
+    if node.role is Role.MANAGER and not node.sealed_manager_key:
+        raise Rejected(f"node {node.id} joins as a manager without the managers' key sealed to it")
     others = [n.name for n in state.nodes.values()]
     if cmd.name_is_explicit and node.name in others:
         raise Rejected(
@@ -421,8 +439,16 @@ def _update_node(state: ClusterState, cmd: UpdateNode) -> str:
     labels.update(cmd.labels_add)
     role = cmd.role or node.role
     # A worker never keeps the managers' key in its record (demotion drops it; the node then
-    # deletes its copy); a promotion brings it, sealed to the node by the manager promoting it.
-    sealed_key = b"" if role is Role.WORKER else (cmd.sealed_manager_key or node.sealed_manager_key)
+    # deletes its copy); a promotion brings it, sealed to the node by the manager promoting it,
+    # and nothing else may replace a manager's blob.
+    promotion = node.role is Role.WORKER and role is Role.MANAGER
+    if promotion and not cmd.sealed_manager_key:
+        raise Rejected(f"promoting node {node.id} needs the managers' key sealed to it")
+    if cmd.sealed_manager_key and not promotion:
+        raise Rejected(f"the managers' key comes only with a promotion (node {node.id})")
+    sealed_key = cmd.sealed_manager_key or node.sealed_manager_key
+    if role is Role.WORKER:
+        sealed_key = b""
     state.nodes[node.id] = dataclasses.replace(
         node,
         availability=cmd.availability or node.availability,

@@ -7,7 +7,7 @@ in `Counters`; it never raises out of the receive loops and never stops the agen
 TCP connection layout: the first byte names the channel.
   ``C``  cluster channel: frames sealed with the cluster's message key.
   ``J``  join channel: followed by the 8-byte id of a join key; frames sealed with that key. Only
-         a `JoinRequest` and its reply travel here (see `swarmlet.join`).
+         the join handshake travels here (see `swarmlet.joining`).
 A frame is ``[u32 big-endian length][sealed msgpack]``; lengths above `max_frame_bytes` close the
 connection before anything is allocated.
 """

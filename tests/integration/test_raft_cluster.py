@@ -40,18 +40,24 @@ def test_killed_leader_is_replaced_and_the_cluster_accepts_writes(tmp_path: Path
         cluster.start(managers=3, workers=2)
         old_id = cluster.leader_of(cluster.agents[0]) or ""
         old_leader = cluster.agent_by_node_id(old_id)
-        assert _write(cluster, cluster.agents[4], "before")
+        follower = next(a for a in cluster.agents[:3] if a is not old_leader)
+        assert _write(cluster, follower, "before")
         cluster.kill(old_leader)
-        survivors = [a for a in cluster.agents if a is not old_leader]
+        survivors = [a for a in cluster.agents[:3] if a is not old_leader]  # the managers
 
         def new_leader() -> str | None:
             lid = _leader_id(cluster, survivors[0])
             return lid if lid and lid != old_id else None
 
         wait_for("a new leader", new_leader)
-        for a in survivors:  # every survivor, worker or manager, takes writes (forwarded)
+        for a in survivors:  # every surviving manager takes writes (forwarded to the leader)
             assert _write(cluster, a, f"after-{a.index}")
-        for a in survivors:
+        worker = cluster.agents[4]  # workers refuse them, as Swarm's do
+        proc = run_cli(
+            "node", "update", "--label-add", "w=1", "n1", data_dir=worker.data_dir, check=False
+        )
+        assert proc.returncode != 0 and "this node is not a manager" in proc.stderr, proc.stderr
+        for a in [*survivors, worker]:
             wait_for(
                 f"n{a.index} to apply every write",
                 lambda a=a: (
@@ -65,7 +71,7 @@ def test_partitioned_leader_cannot_commit_and_the_majority_can(tmp_path: Path) -
         cluster.start(managers=3, workers=2)
         leader_id = cluster.leader_of(cluster.agents[0]) or ""
         old_leader = cluster.agent_by_node_id(leader_id)
-        others = [a for a in cluster.agents if a is not old_leader]
+        others = [a for a in cluster.agents[:3] if a is not old_leader]  # the other managers
         assert _write(cluster, old_leader, "w0")
         cluster.partition(old_leader)
         try:
@@ -101,7 +107,7 @@ def test_state_survives_restarting_every_agent_at_once(tmp_path: Path) -> None:
         cluster.start(managers=3, workers=2)
         keys = [f"k{i}" for i in range(5)]
         for i, key in enumerate(keys):
-            assert _write(cluster, cluster.agents[i], key)
+            assert _write(cluster, cluster.agents[i % 3], key)  # the managers
         for a in cluster.agents:
             cluster.kill(a)
         for a in cluster.agents:

@@ -231,6 +231,10 @@ def test_a_secret_is_readable_in_the_container_and_nowhere_in_plain_text(
     assert not (worker.data_dir / "managers.key").exists()
     proc = run_cli("join-token", "-q", "manager", data_dir=worker.data_dir, check=False)
     assert proc.returncode != 0 and "managers' key" in proc.stderr
+    # Nor can it write: a service mounting the secret on it, or its own promotion.
+    for write in (("service", "scale", "sec_api=4"), ("node", "promote", "n3")):
+        proc = run_cli(*write, data_dir=worker.data_dir, check=False)
+        assert proc.returncode != 0 and "this node is not a manager" in proc.stderr, proc.stderr
 
     # The worker's replicated state holds the secret and the tokens, sealed: neither its
     # cluster key nor its node key opens them; the managers' key does.
@@ -241,11 +245,11 @@ def test_a_secret_is_readable_in_the_container_and_nowhere_in_plain_text(
     for name in ("cluster.key", "node.key"):
         guess = ManagerKeys((worker.data_dir / name).read_bytes())
         with pytest.raises(RemoteProtocolError):
-            guess.open_secret(sealed.data)
+            guess.open_secret(sealed.id, sealed.data)
         with pytest.raises(RemoteProtocolError):
             guess.open_token("manager", state.sealed_token(Role.MANAGER))
     managers = ManagerKeys(managers_keys.pop())
-    assert managers.open_secret(sealed.data).decode().strip() == value
+    assert managers.open_secret(sealed.id, sealed.data).decode().strip() == value
     assert managers.open_token("manager", state.sealed_token(Role.MANAGER)) == manager_token
     cluster.restart(worker)
 

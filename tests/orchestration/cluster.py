@@ -71,6 +71,7 @@ def add_node(
         role=role,
         labels=labels or {},
         resources=resources,
+        sealed_manager_key=b"blob" if role is Role.MANAGER else b"",  # a manager's needs one
     )
     assert state.apply(AddNode(node)).ok
     return node.id

@@ -1,4 +1,4 @@
-"""swarmlet.datadir: identity files, permissions, incarnations."""
+"""swarmlet.datadir: identity files, permissions, incarnations; and `init`'s order of writes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from swarmlet import datadir
+from swarmlet import cli, datadir
 from swarmlet.datadir import DataDir, Identity, write_atomic
 from swarmlet.errors import StorageCorruptError, UsageError
 
@@ -103,6 +103,22 @@ def test_the_managers_key_is_optional_and_can_be_removed(tmp_path: Path) -> None
     d.remove_manager_key()
     d.remove_manager_key()  # idempotent
     assert d.read_manager_key() is None and not d.manager_key_file.exists()
+    d.manager_key_file.write_bytes(b"short")
+    with pytest.raises(StorageCorruptError, match="damaged"):
+        d.read_manager_key()
+
+
+def test_removing_the_managers_key_is_made_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = DataDir(tmp_path)
+    d.write_manager_key(KEY)
+    synced: list[Path] = []
+    monkeypatch.setattr(datadir, "_fsync_dir", synced.append)
+    d.remove_manager_key()
+    assert synced == [tmp_path]  # the unlink reaches the disk before the node acts as a worker
+    d.remove_manager_key()
+    assert synced == [tmp_path]  # nothing removed, nothing to sync
 
 
 def test_a_missing_or_damaged_node_key_is_reported_as_corrupt(tmp_path: Path) -> None:
@@ -112,8 +128,33 @@ def test_a_missing_or_damaged_node_key_is_reported_as_corrupt(tmp_path: Path) ->
     with pytest.raises(StorageCorruptError, match="damaged"):
         d.read_node_key()
     d.node_key_file.unlink()
-    with pytest.raises(StorageCorruptError, match="missing"):
+    # No other node holds a copy: the way out is a new node, unless this data dir was backed up.
+    with pytest.raises(StorageCorruptError, match="missing; it exists nowhere else") as caught:
         d.read_node_key()
+    assert "join the cluster again as a new node" in str(caught.value)
+
+
+def test_init_writes_the_managers_key_before_the_identity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The identity is the commit point: a crash before it leaves a data dir `init` takes again,
+    never one that has an identity and no managers' key (which `agent` would refuse forever)."""
+
+    def crash(*_args: object) -> None:
+        raise OSError("power cut")
+
+    started: list[DataDir] = []
+    monkeypatch.setattr(DataDir, "write_identity", crash)
+    monkeypatch.setattr(cli, "_run_agent_foreground", lambda d, **_kw: started.append(d) or 0)
+    argv = ["init", "--data-dir", str(tmp_path / "n1"), "--advertise-addr", "127.0.0.1"]
+    with pytest.raises(OSError, match="power cut"):
+        cli.main([*argv, "--foreground"])
+    d = DataDir(tmp_path / "n1")
+    assert d.read_manager_key() is not None and not d.exists()
+    monkeypatch.undo()
+    monkeypatch.setattr(cli, "_run_agent_foreground", lambda d, **_kw: started.append(d) or 0)
+    assert cli.main([*argv, "--foreground"]) == 0
+    assert d.exists() and d.read_manager_key() is not None and len(started) == 1
 
 
 @pytest.mark.parametrize(

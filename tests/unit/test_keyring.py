@@ -1,4 +1,6 @@
-"""swarmlet.keyring: the managers' key follows the own record; tokens open on managers only."""
+"""swarmlet.keyring: the managers' key follows the own record (only the cluster's key is taken;
+it goes with a demotion or a removal); tokens open on managers only; deliveries open only if
+the managers signed them."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from swarmlet.datadir import DataDir, Identity
 from swarmlet.errors import RemoteProtocolError, UsageError
 from swarmlet.keyring import KeyRing
 from swarmlet.model import Node, Role
-from swarmlet.state import AddNode, ClusterState, InitCluster, UpdateNode
+from swarmlet.rpc import SecretsReply
+from swarmlet.state import AddNode, ClusterState, InitCluster, RemoveNode, UpdateNode
 
 MANAGERS = crypto.ManagerKeys(crypto.new_key())
 CLUSTER = crypto.ClusterKeys(crypto.new_key())
@@ -29,13 +32,14 @@ def data_dir(path: Path, node_id: str, *, managers_key: bool = False) -> DataDir
     return d
 
 
-def cluster(*nodes: Node) -> ClusterState:
+def cluster(*nodes: Node, managers_public_key: bytes = MANAGERS.public_key) -> ClusterState:
     state = ClusterState()
     init = InitCluster(
         "c",
         0.0,
         MANAGERS.seal_token("worker", str(WORKER_TOKEN)),
         MANAGERS.seal_token("manager", str(MANAGER_TOKEN)),
+        managers_public_key=managers_public_key,
     )
     assert state.apply(init).ok
     for node in nodes:
@@ -70,9 +74,9 @@ def test_a_worker_holds_no_managers_key_and_opens_no_token(
     assert keyring.managers is None
     assert keyring.join_tokens() == {}
     assert not d.manager_key_file.exists()
-    with pytest.raises(UsageError, match="run this on a manager"):
+    with pytest.raises(UsageError, match="this node is not a manager: run it on a manager"):
         keyring.join_token(Role.MANAGER)
-    with pytest.raises(UsageError, match="run this on a manager"):
+    with pytest.raises(UsageError, match="not a manager"):
         keyring.seal_manager_key_to("x", bytes(32))
 
 
@@ -125,15 +129,73 @@ def test_a_manager_seals_the_key_to_a_new_manager_it_can_open(tmp_path: Path) ->
     new_key = crypto.new_node_key()
     blob = keyring.seal_manager_key_to("m2", crypto.public_key_of(new_key))
     assert crypto.ManagerKeys.open_from_node(new_key, "m2", blob) == MANAGERS
-    with pytest.raises(UsageError, match="no public key"):
-        keyring.seal_manager_key_to("m3", b"")
+    for unusable in (b"", bytes(31), bytes(32)):  # bytes(32): a low-order point
+        with pytest.raises(UsageError, match="node m3 cannot receive the managers' key"):
+            keyring.seal_manager_key_to("m3", unusable)
 
 
-def test_a_delivery_opens_only_for_this_node_and_task(
+def delivered(
+    keyring: KeyRing, task_id: str, nonce: bytes, signer: crypto.ManagerKeys = MANAGERS
+) -> SecretsReply:
+    aad = crypto.delivery_aad("w1", task_id, nonce)
+    sealed = crypto.seal_to(keyring.public_key, b"v", aad)
+    return SecretsReply(True, sealed=sealed, signature=signer.sign(aad + sealed))
+
+
+def test_a_delivery_opens_only_for_this_node_task_and_request(
     worker: tuple[KeyRing, DataDir, ClusterState],
 ) -> None:
     keyring, _, _ = worker
-    sealed = crypto.seal_to(keyring.public_key, b"v", crypto.delivery_aad("w1", "t1"))
-    assert keyring.open_delivery(sealed, "t1") == b"v"
+    reply = delivered(keyring, "t1", b"n1")
+    assert keyring.open_delivery(reply, "t1", b"n1") == b"v"
     with pytest.raises(RemoteProtocolError):
-        keyring.open_delivery(sealed, "t2")
+        keyring.open_delivery(reply, "t2", b"n1")
+    with pytest.raises(RemoteProtocolError):
+        keyring.open_delivery(reply, "t1", b"n2")  # a replayed answer to an earlier request
+
+
+def test_a_delivery_not_signed_by_the_managers_is_refused(
+    worker: tuple[KeyRing, DataDir, ClusterState],
+) -> None:
+    """Anyone can seal values to the worker's public key; only the managers can sign them."""
+    keyring, _, _ = worker
+    forged = delivered(keyring, "t1", b"n1", signer=crypto.ManagerKeys(crypto.new_key()))
+    with pytest.raises(RemoteProtocolError, match="not signed"):
+        keyring.open_delivery(forged, "t1", b"n1")
+    unsigned = SecretsReply(True, sealed=forged.sealed)
+    with pytest.raises(RemoteProtocolError, match="not signed"):
+        keyring.open_delivery(unsigned, "t1", b"n1")
+
+
+@pytest.mark.parametrize(
+    "recorded",
+    [crypto.ManagerKeys(crypto.new_key()).public_key, b""],
+    ids=["another-public-key", "none-recorded"],
+)
+def test_a_managers_key_that_is_not_the_clusters_is_refused(
+    tmp_path: Path, recorded: bytes
+) -> None:
+    """A forged key: anyone can seal a key of their choice to a node's public key; the state
+    only sees that a blob is there. The key must match the public key recorded at init."""
+    d = data_dir(tmp_path, "w1")
+    public = crypto.public_key_of(d.read_node_key())
+    forged = crypto.ManagerKeys(crypto.new_key())
+    state = cluster(record("w1", Role.WORKER, public), managers_public_key=recorded)
+    blob = forged.seal_to_node("w1", public)
+    assert state.apply(UpdateNode("w1", role=Role.MANAGER, sealed_manager_key=blob)).ok
+    keyring = KeyRing(d, "w1", lambda: state)
+    assert keyring.managers is None
+    assert not d.manager_key_file.exists()
+
+
+def test_a_manager_removed_from_the_state_drops_its_key(tmp_path: Path) -> None:
+    d = data_dir(tmp_path, "m2", managers_key=True)
+    public = crypto.public_key_of(d.read_node_key())
+    state = cluster(record("m2", Role.MANAGER, public, MANAGERS.seal_to_node("m2", public)))
+    keyring = KeyRing(d, "m2", lambda: state)
+    assert keyring.managers == MANAGERS  # its record is seen
+    assert state.apply(RemoveNode("m2")).ok  # `node rm --force` on another manager
+    keyring.sync()
+    assert keyring.managers is None
+    assert keyring.join_tokens() == {}  # it admits nobody any more
+    assert not d.manager_key_file.exists()

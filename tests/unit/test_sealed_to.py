@@ -1,4 +1,5 @@
-"""swarmlet.crypto: sealing to a node's public key, and the managers' key."""
+"""swarmlet.crypto: sealing to a node's public key, and the managers' key (seals, signatures,
+MACs)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from swarmlet.errors import RemoteProtocolError
 
 NODE_KEY = new_node_key()
 OTHER_NODE_KEY = new_node_key()
-AAD = crypto.delivery_aad("node-1", "task-1")
+AAD = crypto.delivery_aad("node-1", "task-1", b"nonce-1")
 MANAGERS = ManagerKeys(bytes(range(32)))
 
 
@@ -68,7 +69,11 @@ def test_any_truncation_fails(plaintext: bytes, data: st.DataObject) -> None:
 
 def test_a_delivery_for_one_task_or_node_does_not_open_as_another() -> None:
     sealed = seal_to(public_key_of(NODE_KEY), b"s3cret", AAD)
-    for aad in (crypto.delivery_aad("node-1", "task-2"), crypto.delivery_aad("node-2", "task-1")):
+    for aad in (
+        crypto.delivery_aad("node-1", "task-2", b"nonce-1"),
+        crypto.delivery_aad("node-2", "task-1", b"nonce-1"),
+        crypto.delivery_aad("node-1", "task-1", b"nonce-2"),  # an answer to another request
+    ):
         with pytest.raises(RemoteProtocolError):
             open_sealed(NODE_KEY, sealed, aad)
 
@@ -94,11 +99,51 @@ def test_node_keys_are_random_and_their_public_halves_stable() -> None:
 
 
 def test_secrets_round_trip_and_another_managers_key_cannot_open_them() -> None:
-    sealed = MANAGERS.seal_secret(b"api-key")
+    sealed = MANAGERS.seal_secret("x1", b"api-key")
     assert b"api-key" not in sealed
-    assert MANAGERS.open_secret(sealed) == b"api-key"
+    assert MANAGERS.open_secret("x1", sealed) == b"api-key"
     with pytest.raises(RemoteProtocolError):
-        ManagerKeys(bytes(32)).open_secret(sealed)
+        ManagerKeys(bytes(32)).open_secret("x1", sealed)
+
+
+def test_a_sealed_secret_cannot_be_moved_to_another_secret() -> None:
+    sealed = MANAGERS.seal_secret("x1", b"api-key")
+    with pytest.raises(RemoteProtocolError):
+        MANAGERS.open_secret("x2", sealed)
+
+
+def test_the_managers_signature_verifies_with_their_public_key_only() -> None:
+    signature = MANAGERS.sign(b"delivery")
+    assert len(signature) == crypto.SIGNATURE_BYTES
+    crypto.check_signature(MANAGERS.public_key, signature, b"delivery")
+    other = ManagerKeys(bytes(32))
+    assert other.public_key != MANAGERS.public_key
+    assert MANAGERS.public_key == ManagerKeys(bytes(range(32))).public_key  # derived, stable
+    for public_key, sig, data in (
+        (MANAGERS.public_key, signature, b"delivery!"),  # other data
+        (other.public_key, signature, b"delivery"),  # another key
+        (MANAGERS.public_key, other.sign(b"delivery"), b"delivery"),  # a forged signature
+        (MANAGERS.public_key, b"", b"delivery"),
+        (b"", signature, b"delivery"),  # a state without the managers' public key
+    ):
+        with pytest.raises(RemoteProtocolError):
+            crypto.check_signature(public_key, sig, data)
+
+
+def test_a_mac_checks_only_with_the_same_key_and_data() -> None:
+    mac = MANAGERS.mac(b"command")
+    MANAGERS.check_mac(b"command", mac)
+    with pytest.raises(RemoteProtocolError):
+        MANAGERS.check_mac(b"command2", mac)
+    with pytest.raises(RemoteProtocolError):
+        ManagerKeys(bytes(32)).check_mac(b"command", mac)
+    with pytest.raises(RemoteProtocolError):
+        MANAGERS.check_mac(b"command", mac[:-1])
+
+
+def test_each_purpose_has_its_own_derived_key() -> None:
+    keys = {MANAGERS.secret_key, MANAGERS.token_key, MANAGERS.propose_key, MANAGERS.master}
+    assert len(keys) == 4
 
 
 def test_a_sealed_token_opens_only_under_its_own_role() -> None:

@@ -1,5 +1,6 @@
 """swarmlet.secretaccess: which secrets a node may receive for a task; and the state machine's
-handling of the keys in Node records (the managers' key follows the role)."""
+handling of keys (the managers' key follows the role, comes only with a promotion; a node id
+keeps its public key; the managers' public key is recorded at init)."""
 
 from __future__ import annotations
 
@@ -44,8 +45,10 @@ def state() -> ClusterState:
     s = ClusterState()
     apply_ok(
         s,
-        InitCluster("c", 0.0, b"w", b"m"),
-        AddNode(Node("m1", "m1", "m1:1", "m1", Role.MANAGER, public_key=PUBLIC)),
+        InitCluster("c", 0.0, b"w", b"m", managers_public_key=b"managers-public"),
+        AddNode(
+            Node("m1", "m1", "m1:1", "m1", Role.MANAGER, public_key=PUBLIC, sealed_manager_key=b"b")
+        ),
         AddNode(Node("w1", "w1", "w1:1", "w1", Role.WORKER, public_key=PUBLIC)),
         AddNode(Node("w2", "w2", "w2:1", "w2", Role.WORKER)),
         CreateSecret(Secret("x1", "db_password", b"sealed-1")),
@@ -114,9 +117,48 @@ def test_a_node_record_keeps_its_public_key_and_a_demotion_drops_the_managers_ke
         state.nodes["w1"], role=Role.WORKER, sealed_manager_key=b""
     )
     assert state.nodes["w1"].public_key == PUBLIC
-    # A worker's record never holds the key, whatever a command carries.
-    apply_ok(state, UpdateNode("w2", sealed_manager_key=b"blob-w2"))
-    assert state.nodes["w2"].sealed_manager_key == b""
+
+
+def reject(state: ClusterState, command: Command, match: str) -> None:
+    before = state.snapshot()
+    result = state.apply(command)
+    assert not result.ok and match in result.error, result
+    assert state.snapshot() == before
+
+
+@pytest.mark.parametrize(
+    ("command", "match"),
+    [
+        (UpdateNode("w1", role=Role.MANAGER), "needs the managers' key"),
+        (UpdateNode("w2", sealed_manager_key=b"forged"), "only with a promotion"),  # a worker
+        (UpdateNode("m1", sealed_manager_key=b"forged"), "only with a promotion"),  # replaced
+        (UpdateNode("m1", role=Role.MANAGER, sealed_manager_key=b"x"), "only with a promotion"),
+        (UpdateNode("m1", role=Role.WORKER, sealed_manager_key=b"x"), "only with a promotion"),
+        (AddNode(Node("m2", "m2", "m2:1", "m2", Role.MANAGER, public_key=PUBLIC)), "without"),
+    ],
+)
+def test_the_managers_key_comes_only_with_a_promotion_and_every_manager_has_it(
+    state: ClusterState, command: Command, match: str
+) -> None:
+    reject(state, command, match)
+
+
+def test_a_join_cannot_take_over_a_node_id_under_another_public_key(state: ClusterState) -> None:
+    other_key = bytes(32 - i for i in range(32))
+    impostor = Node("m1", "evil", "6.6.6.6:1", "6.6.6.6", Role.WORKER, public_key=other_key)
+    reject(state, AddNode(impostor), "already in the cluster with another key")
+    keyless = Node("w1", "evil", "6.6.6.6:1", "6.6.6.6", Role.WORKER)
+    reject(state, AddNode(keyless), "another key")
+    # The node itself, with its own key, re-joins: its addresses are refreshed, nothing else.
+    again = Node("w1", "w1-new", "10.0.0.9:1", "10.0.0.9", Role.MANAGER, public_key=PUBLIC)
+    apply_ok(state, AddNode(again))
+    got = state.nodes["w1"]
+    assert (got.name, got.role, got.addr, got.publish_addr) == (
+        "w1",
+        Role.WORKER,
+        "10.0.0.9:1",
+        "10.0.0.9",
+    )
 
 
 def test_the_tokens_are_stored_as_given_and_survive_a_snapshot(state: ClusterState) -> None:
@@ -124,3 +166,4 @@ def test_the_tokens_are_stored_as_given_and_survive_a_snapshot(state: ClusterSta
     assert again.sealed_token(Role.WORKER) == b"w"
     assert again.sealed_token(Role.MANAGER) == b"m"
     assert again.nodes["m1"].public_key == PUBLIC
+    assert again.managers_public_key == state.managers_public_key == b"managers-public"

@@ -56,7 +56,9 @@ INIT = InitCluster("cluster-1", 100.0, b"wtok", b"mtok")
 
 
 def node(node_id: str, name: str = "", role: Role = Role.WORKER) -> Node:
-    return Node(node_id, name or node_id, f"{node_id}:7946", node_id, role)
+    # A manager's record carries the managers' key sealed to it (opaque to the state).
+    blob = b"blob-" + node_id.encode() if role is Role.MANAGER else b""
+    return Node(node_id, name or node_id, f"{node_id}:7946", node_id, role, sealed_manager_key=blob)
 
 
 def spec(
@@ -162,7 +164,10 @@ def test_update_node_changes_only_what_it_names(cluster: ClusterState) -> None:
     assert got.labels == {"b": "2"}
     assert got.role is Role.WORKER
     assert got.addr == "w1:7946"
-    apply_ok(cluster, UpdateNode("w1", role=Role.MANAGER, resources=Resources(2, 3)))
+    apply_ok(
+        cluster,
+        UpdateNode("w1", role=Role.MANAGER, resources=Resources(2, 3), sealed_manager_key=b"b"),
+    )
     assert cluster.nodes["w1"].role is Role.MANAGER
     assert cluster.nodes["w1"].resources == Resources(2, 3)
     assert cluster.nodes["w1"].availability is Availability.DRAIN

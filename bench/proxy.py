@@ -1,21 +1,30 @@
 """The routing mesh side by side: swarmlet's proxy vs HAProxy (mode tcp) vs one replica directly.
 
     .venv/bin/python -m bench.proxy [--rounds 3] [--duration 15] [--no-profile] [--quick] [--keep]
+                                    [--profile-mode close|keep-alive] [--proxy-workers N]
+                                    [--compare-workers M]
                                     [--json FILE]
 
 Figures, not pass/fail checks. A swarmlet cluster of 3 agents (127.0.0.1-3) runs a service of 3
 nginx replicas (`swarmlet-bench/nginx:1`, built here from bench/images/ if missing) with a
 published port; wrk (2 threads, 64 connections, `--latency`) hits:
 
-- mesh:    node n1's publish address 127.0.0.1:PUBLISHED (swarmlet's proxy in the agent process);
+- mesh:    node n1's publish address 127.0.0.1:PUBLISHED (swarmlet's proxy: the agent process
+           and its proxy worker processes);
 - haproxy: HAProxy 2.6 `mode tcp`, `balance roundrobin` over the same 3 replicas' host ports;
 - direct:  one replica's host port (the ceiling: no proxy at all);
 
 each with keep-alive and with a connection per request (`-H "Connection: close"`). Targets are
 interleaved within each round so that load from the rest of this shared machine spreads evenly.
 Reported: medians over rounds of requests/s, p50 and p99 latency; the mesh's ratio to HAProxy;
-the agent's CPU use during the mesh runs (/proc/PID/stat), and once a py-spy profile of the agent
-under keep-alive load (top frames by own and by total time).
+the agent's CPU use during the mesh runs (/proc/PID/stat, with its proxy workers), and once a
+py-spy profile of the agent and its workers under load (`--profile-mode`, default close; top
+frames by own and by total time).
+
+n1's proxy runs with `--proxy-workers` worker processes (default: swarmlet's own default,
+`swarmlet.proxy_workers.default_worker_count`), n2's with `--compare-workers` (default: 1 if n1
+has none, else none); n2 is measured too ("mesh w=M", at 127.0.0.2:PUBLISHED), so both set-ups
+are compared in the same run.
 
 Decided here (the issue is silent):
 - HAProxy runs with its defaults (nbthread = the 2 CPUs, no `maxconn` limit below 64); timeouts
@@ -39,6 +48,7 @@ import statistics
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +72,7 @@ from bench.common import (
 from bench.reference import wait_tcp
 from swarmlet import messages, wire
 from swarmlet.model import PortConfig, ServiceSpec
+from swarmlet.proxy_workers import default_worker_count
 
 IMAGE = "swarmlet-bench/nginx:1"
 BUILD_SCRIPT = Path(__file__).with_name("images") / "build.sh"
@@ -126,25 +137,51 @@ def wrk(url: str, mode: str, duration_s: int) -> WrkResult:
 # ----------------------------------------------------------------------------- CPU of a pid
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (the agent and its proxy workers)."""
+    tree = [pid]
+    for p in tree:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                tree += [int(c) for c in (task / "children").read_text().split()]
+    return tree
+
+
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of `pid` (all threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    """utime + stime of `pid` and its descendants (all threads), in seconds."""
     ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    total = 0
+    for p in process_tree(pid):
+        with contextlib.suppress(FileNotFoundError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
 
 
 def run_queue_wait_s(pid: int) -> float:
-    """Seconds the threads of `pid` spent runnable but waiting for a CPU (schedstat field 2):
-    on a shared machine, how much of the agent's slowness is starvation rather than work."""
+    """Seconds the threads of `pid` and its descendants spent runnable but waiting for a CPU
+    (schedstat field 2): on a shared machine, how much of the agent's slowness is starvation
+    rather than work."""
     total_ns = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(FileNotFoundError, ValueError, IndexError):
-            total_ns += int((task / "schedstat").read_text().split()[1])
+    for p in process_tree(pid):
+        with contextlib.suppress(FileNotFoundError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                with contextlib.suppress(FileNotFoundError, ValueError, IndexError):
+                    total_ns += int((task / "schedstat").read_text().split()[1])
     return total_ns / 1e9
 
 
 # ----------------------------------------------------------------------------- set-up
+
+
+@contextlib.contextmanager
+def proxy_workers(count: int) -> Iterator[None]:
+    """Agents started within get `count` proxy worker processes."""
+    os.environ["SWARMLET_PROXY_WORKERS"] = str(count)
+    try:
+        yield
+    finally:
+        del os.environ["SWARMLET_PROXY_WORKERS"]
 
 
 def start_haproxy(root: Path, backends: list[tuple[str, int]]) -> int:
@@ -215,13 +252,15 @@ def wait_http(url: str, timeout_s: float = 30) -> None:
 # ----------------------------------------------------------------------------- profile
 
 
-def profile(pid: int, url: str, duration_s: int, out_dir: Path) -> list[str]:
-    """py-spy the agent while wrk (keep-alive) runs through the mesh; summary lines."""
+def profile(pid: int, url: str, mode: str, duration_s: int, out_dir: Path) -> list[str]:
+    """py-spy the agent and its proxy workers while wrk (`mode`) runs through the mesh; summary
+    lines."""
     py_spy = shutil.which("py-spy") or str(Path(__file__).parents[1] / ".venv/bin/py-spy")
     if not Path(py_spy).exists():
         return ["py-spy not installed (`.venv/bin/pip install py-spy`): no profile"]
     raw = out_dir / "mesh-profile.txt"
     record = [py_spy, "record", "--pid", str(pid), "--duration", str(duration_s), "--gil"]
+    record.append("--subprocesses")  # the agent's proxy workers too
     spy_raw = subprocess.Popen(
         [*record, "--format", "raw", "--output", str(raw)],
         stdout=subprocess.DEVNULL,
@@ -229,7 +268,7 @@ def profile(pid: int, url: str, duration_s: int, out_dir: Path) -> list[str]:
     )
     REGISTRY.pids.add(spy_raw.pid)
     time.sleep(0.5)
-    result = wrk(url, "keep-alive", duration_s)
+    result = wrk(url, mode, duration_s)
     spy_raw.wait(timeout=60)
     lines = [
         f"under py-spy (100 Hz, --gil: samples holding the GIL only): "
@@ -265,8 +304,8 @@ def profile(pid: int, url: str, duration_s: int, out_dir: Path) -> list[str]:
 
 
 def _part(stack: str) -> str:
-    if "swarmlet/proxy.py" in stack:
-        return "routing mesh (swarmlet/proxy.py and the trio calls it makes)"
+    if "swarmlet/proxy" in stack:
+        return "routing mesh (swarmlet/proxy*.py and the trio calls they make)"
     if any(k in stack for k in ("gossip", "raft", "transport", "rpc.py")):
         return "gossip / raft / transport"
     if "runtime.py" in stack or "docker" in stack:
@@ -292,36 +331,55 @@ def median(values: list[float]) -> float:
 def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
     root = make_root("proxy", keep=args.keep)
     cluster = SwarmletCluster(root, free_port())
-    log(f"swarmlet: starting 3 managers on 127.0.0.1-3:{cluster.port}")
-    cluster.start(managers=3, workers=0)
+    workers = args.proxy_workers
+    compare = args.compare_workers
+    if compare is None:
+        compare = 0 if workers else 1
+    log(
+        f"swarmlet: starting 3 managers on 127.0.0.1-3:{cluster.port}; proxy worker processes: "
+        f"n1 {workers}, n2 {compare}, n3 0"
+    )
+    with proxy_workers(workers):
+        cluster.init()
+    with proxy_workers(compare):
+        cluster.join("manager")
+    with proxy_workers(0):
+        cluster.join("manager")
     published = free_port()
     backends = trio.run(deploy, cluster, published)
     log(f"replicas at {backends}")
     haproxy_port = start_haproxy(root, backends)
-    urls = {
-        "mesh": f"http://127.0.0.1:{published}/",
-        "haproxy": f"http://127.0.0.1:{haproxy_port}/",
-        "direct": f"http://{backends[0][0]}:{backends[0][1]}/",
-    }
+    # n1 is the mesh as configured; n2 (the agent alone) only to compare, when they differ.
+    meshes = {"mesh": (cluster.agents[0], "127.0.0.1")}
+    if compare != workers:
+        meshes[f"mesh w={compare}"] = (cluster.agents[1], "127.0.0.2")
+    urls = {t: f"http://{host}:{published}/" for t, (_, host) in meshes.items()}
+    urls["haproxy"] = f"http://127.0.0.1:{haproxy_port}/"
+    urls["direct"] = f"http://{backends[0][0]}:{backends[0][1]}/"
     for url in urls.values():
         wait_http(url)
-    agent_pid = cluster.agents[0].pid()
-    assert agent_pid is not None
+    pids = {t: a.pid() for t, (a, _) in meshes.items()}
+    agent_pid = pids["mesh"]
+    assert agent_pid is not None and None not in pids.values()
     runs: dict[str, dict[str, list[WrkResult]]] = {t: {m: [] for m in MODES} for t in urls}
-    agent_cpu: dict[str, list[float]] = {m: [] for m in MODES}
-    agent_wait: dict[str, list[float]] = {m: [] for m in MODES}
+    agent_cpu: dict[str, dict[str, list[float]]] = {t: {m: [] for m in MODES} for t in meshes}
+    agent_wait: dict[str, dict[str, list[float]]] = {t: {m: [] for m in MODES} for t in meshes}
+    results["proxy_workers"] = workers
+    results["compare_workers"] = compare
     results["agent_cpu_cores"] = agent_cpu
     results["agent_run_queue_wait"] = agent_wait
     for round_ in range(args.rounds):
         for mode in MODES:
             for target, url in urls.items():
-                cpu0, t0 = cpu_seconds(agent_pid), time.monotonic()
-                wait0 = run_queue_wait_s(agent_pid)
+                pid = pids.get(target)
+                if pid is not None:
+                    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+                    wait0 = run_queue_wait_s(pid)
                 r = wrk(url, mode, args.duration)
-                if target == "mesh":
+                if pid is not None:
                     wall_s = time.monotonic() - t0
-                    agent_cpu[mode].append((cpu_seconds(agent_pid) - cpu0) / wall_s)
-                    agent_wait[mode].append((run_queue_wait_s(agent_pid) - wait0) / wall_s)
+                    agent_cpu[target][mode].append((cpu_seconds(pid) - cpu0) / wall_s)
+                    agent_wait[target][mode].append((run_queue_wait_s(pid) - wait0) / wall_s)
                 runs[target][mode].append(r)
                 log(
                     f"round {round_ + 1} {mode:10} {target:7}: {r.requests_per_s:9,.0f} req/s "
@@ -333,7 +391,10 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
         t: {m: [vars(r) for r in rs] for m, rs in v.items()} for t, v in runs.items()
     }
     if not args.no_profile:
-        results["profile"] = profile(agent_pid, urls["mesh"], args.duration, root)
+        results["profile_mode"] = args.profile_mode
+        results["profile"] = profile(
+            agent_pid, urls["mesh"], args.profile_mode, args.duration, root
+        )
     report(runs, agent_cpu, agent_wait, results)
     run_cli_rm(cluster)
 
@@ -347,8 +408,8 @@ def run_cli_rm(cluster: SwarmletCluster) -> None:
 
 def report(
     runs: dict[str, dict[str, list[WrkResult]]],
-    agent_cpu: dict[str, list[float]],
-    agent_wait: dict[str, list[float]],
+    agent_cpu: dict[str, dict[str, list[float]]],
+    agent_wait: dict[str, dict[str, list[float]]],
     results: dict[str, Any],
 ) -> None:
     rows = []
@@ -378,16 +439,22 @@ def report(
         ["mode", "target", "req/s", "runs", "p50 ms", "p99 ms", "errors"],
         rows,
     )
-    print("\nmesh vs HAProxy (goal: throughput >= 70%, p99 < 2x):")
-    for mode in MODES:
-        m, h, d = summary["mesh"][mode], summary["haproxy"][mode], summary["direct"][mode]
-        print(
-            f"  {mode:10}: throughput {100 * m['rps'] / h['rps']:.0f}% of HAProxy "
-            f"({100 * m['rps'] / d['rps']:.0f}% of direct; HAProxy {100 * h['rps'] / d['rps']:.0f}%"
-            f" of direct); p99 {m['p99_ms'] / h['p99_ms']:.2f}x HAProxy's; agent CPU "
-            f"{median(agent_cpu[mode]):.2f} cores, runnable-but-waiting "
-            f"{median(agent_wait[mode]):.2f} (thread-seconds per second)"
-        )
+    print(
+        f"\nmesh vs HAProxy (goal: throughput >= 70%, p99 < 2x); n1's proxy has "
+        f"{results['proxy_workers']} worker processes:"
+    )
+    for target in agent_cpu:
+        for mode in MODES:
+            m, h = summary[target][mode], summary["haproxy"][mode]
+            d = summary["direct"][mode]
+            print(
+                f"  {target:8} {mode:10}: throughput {100 * m['rps'] / h['rps']:.0f}% of HAProxy "
+                f"({100 * m['rps'] / d['rps']:.0f}% of direct; HAProxy "
+                f"{100 * h['rps'] / d['rps']:.0f}% of direct); p99 "
+                f"{m['p99_ms'] / h['p99_ms']:.2f}x HAProxy's; agent + workers CPU "
+                f"{median(agent_cpu[target][mode]):.2f} cores, runnable-but-waiting "
+                f"{median(agent_wait[target][mode]):.2f} (thread-seconds per second)"
+            )
     print(
         "  issue reference (this kind of machine): HAProxy 19.1k req/s keep-alive (p99 13.8 ms), "
         "6.7k connection-per-request; direct 28.9k"
@@ -396,7 +463,7 @@ def report(
     if "image" in results:
         print(f"\nimage: {results['image']}")
     if "profile" in results:
-        print("\nprofile of the agent (n1) under keep-alive load through the mesh:")
+        print(f"\nprofile of agent n1 and its workers, {results['profile_mode']} load, mesh:")
         print("\n".join(results["profile"]))
 
 
@@ -405,6 +472,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--profile-mode", choices=list(MODES), default="close")
+    parser.add_argument(
+        "--proxy-workers",
+        type=int,
+        default=default_worker_count(),
+        help="n1's proxy worker processes (SWARMLET_PROXY_WORKERS); default: swarmlet's",
+    )
+    parser.add_argument("--compare-workers", type=int, default=None, help="n2's")
     parser.add_argument("--keep", action="store_true", help="keep the data dirs and profile")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round of 3 s")
     parser.add_argument("--json", default=None)

@@ -20,8 +20,10 @@ import time
 import psutil
 import trio
 
+from bench.common import free_port
 from swarmlet.observed import Endpoint
-from swarmlet.proxy import FD_RESERVE, Proxy, Route, _Listener, raise_fd_limit
+from swarmlet.proxy import Proxy, Route
+from swarmlet.proxy_relay import FD_RESERVE, raise_fd_limit
 
 
 def _replica(port_out: multiprocessing.connection.Connection) -> None:
@@ -72,21 +74,17 @@ def main() -> None:
     replica_port = rx.recv()
 
     async def run() -> None:
-        route = Route("idle", 0, "tcp", (Endpoint(80, "tcp", "127.0.0.1", replica_port),))
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        port = listeners[0].socket.getsockname()[1]
-        proxy = Proxy("127.0.0.1", lambda: [route])
-
-        listener = _Listener(route, trio.CancelScope())
+        port = free_port()
+        route = Route("idle", port, "tcp", (Endpoint(80, "tcp", "127.0.0.1", replica_port),))
+        # No worker processes: every connection is held in this process, whose memory we read.
+        proxy = Proxy("127.0.0.1", lambda: [route], workers=0)
         me = psutil.Process(os.getpid())
-        rss_before = me.memory_info().rss
-        fds_before = me.num_fds()
-
-        async def handle(stream: trio.SocketStream) -> None:
-            await proxy._handle(listener, stream)
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(trio.serve_listeners, handle, listeners)
+            await nursery.start(proxy.run)
+            listener = proxy.relay.listeners[route.key]
+            rss_before = me.memory_info().rss
+            fds_before = me.num_fds()
             crx, ctx = multiprocessing.Pipe()
             clients = multiprocessing.Process(
                 target=_clients, args=(port, args.connections, ctx), daemon=True

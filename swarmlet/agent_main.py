@@ -74,7 +74,8 @@ async def _main(
 
 def config_from_env() -> AgentConfig:
     """Operator overrides of the agent's defaults (documented in README.md):
-    SWARMLET_VOTER_GRACE_S  how long a Raft voter may be down before a standby replaces it."""
+    SWARMLET_VOTER_GRACE_S  how long a Raft voter may be down before a standby replaces it;
+    SWARMLET_PROXY_WORKERS  extra processes serving the routing mesh (0: the agent alone)."""
     config = AgentConfig()
     grace = os.environ.get("SWARMLET_VOTER_GRACE_S")
     if grace:
@@ -82,6 +83,12 @@ def config_from_env() -> AgentConfig:
             config = dataclasses.replace(config, voter_grace_s=float(grace))
         except ValueError:
             log.warning("ignoring SWARMLET_VOTER_GRACE_S=%r: not a number of seconds", grace)
+    workers = os.environ.get("SWARMLET_PROXY_WORKERS")
+    if workers:
+        if workers.isdigit():
+            config = dataclasses.replace(config, proxy_workers=int(workers))
+        else:
+            log.warning("ignoring SWARMLET_PROXY_WORKERS=%r: not a whole number >= 0", workers)
     return config
 
 

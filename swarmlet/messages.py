@@ -7,7 +7,7 @@ are permanent too (see `swarmlet.wire`). `ensure_registered()` is idempotent; ev
 
 from __future__ import annotations
 
-from swarmlet import model, observed, rpc, state, wire
+from swarmlet import model, observed, proxy_workers, rpc, state, wire
 from swarmlet.gossip import driver as gossip_driver
 from swarmlet.gossip import messages as gossip_messages
 from swarmlet.raft import driver as raft_driver
@@ -42,3 +42,5 @@ def ensure_registered() -> None:
     wire.register_all(wire.STATE_RANGE.start + 100, state.SNAPSHOT_TYPES)
     wire.register_all(wire.STATE_RANGE.start + 120, observed.WIRE_TYPES)
     wire.register_all(wire.CONTROL_RANGE.start, rpc.MESSAGES)
+    # Between an agent and its own proxy worker processes (same version on both ends).
+    wire.register_all(wire.CONTROL_RANGE.start + 100, proxy_workers.WIRE_TYPES)

@@ -50,6 +50,7 @@ from swarmlet.model import Node, Resources, Role
 from swarmlet.networks import LocalNetworks
 from swarmlet.observed import NodeMeta, TaskObservation, decode_meta, encode_meta
 from swarmlet.proxy import Proxy, Route, routes_from
+from swarmlet.proxy_workers import default_worker_count
 from swarmlet.raft.core import RaftConfig
 from swarmlet.raft.driver import RaftDriver, RaftStreamHello
 from swarmlet.raft.messages import Role as RaftRole
@@ -90,6 +91,8 @@ class AgentConfig:
     # How often the agent refreshes its load figures in its gossip metadata.
     meta_refresh_s: float = 2.0
     leave_timeout_s: float = 2.0
+    # Extra processes serving the routing mesh's ports beside the agent (0: the agent alone).
+    proxy_workers: int = field(default_factory=default_worker_count)
 
 
 def parse_addr(text: str) -> Address:
@@ -167,7 +170,12 @@ class Agent:
         self.down_since: dict[str, float] = {}
         self.leader = LeaderDuties(self)
         self.executor: Executor | None = None
-        self.proxy = Proxy(self.identity.publish_host, self._routes, self._republish)
+        self.proxy = Proxy(
+            self.identity.publish_host,
+            self._routes,
+            self._republish,
+            workers=self.config.proxy_workers,
+        )
         self.transport = Transport(
             (self.identity.advertise_host, self.identity.port), self.keys.message_key
         )

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+
 import trio
 import trio.testing
 
 from swarmlet.model import PortConfig, Service, ServiceSpec, Task, TaskState
 from swarmlet.observed import Endpoint, TaskObservation
-from swarmlet.proxy import (
-    BENCH_BASE_S,
-    BENCH_MAX_S,
-    EndpointSelector,
-    Proxy,
-    Route,
-    _Listener,
-    routes_from,
-)
+from swarmlet.proxy_relay import Relay, _Listener
+from swarmlet.proxy_routes import BENCH_BASE_S, BENCH_MAX_S, EndpointSelector, Route, routes_from
 from swarmlet.state import ClusterState
 
 A, B, C = (Endpoint(80, "tcp", "127.0.0.1", p) for p in (1001, 1002, 1003))
@@ -141,11 +136,10 @@ async def test_a_replica_closing_without_answering_is_replaced_transparently() -
                     Endpoint(80, "tcp", "127.0.0.1", good_port),
                 ),
             )
-            proxy = Proxy("127.0.0.1", lambda: [route])
             client_side, server_side = await _socket_pair()
-            listener_route = proxy_listener(proxy, route)
+            listener_route = proxy_listener(route)
             async with client_side:
-                nursery.start_soon(proxy._handle, listener_route, server_side)
+                nursery.start_soon(Relay("127.0.0.1").handle, listener_route, server_side)
                 await client_side.send_all(b"hello")
                 answer = await client_side.receive_some(100)
             assert answer == b"echo:hello"
@@ -154,15 +148,17 @@ async def test_a_replica_closing_without_answering_is_replaced_transparently() -
             nursery.cancel_scope.cancel()
 
 
-def proxy_listener(proxy: Proxy, route: Route) -> _Listener:
-    listener = _Listener(route, trio.CancelScope())
+def proxy_listener(route: Route) -> _Listener:
+    listener = _Listener(route, [])
     listener.selector = EndpointSelector()  # start at the first endpoint, not a random one
     return listener
 
 
-async def _socket_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
-    a, b = trio.socket.socketpair()
-    return trio.SocketStream(a), trio.SocketStream(b)
+async def _socket_pair() -> tuple[trio.SocketStream, socket.socket]:
+    """A client's stream, and the proxy's end of it (a non-blocking stdlib socket)."""
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    return trio.SocketStream(trio.socket.from_stdlib_socket(a)), b
 
 
 async def _serve(nursery: trio.Nursery, handler: object) -> int:
@@ -186,9 +182,9 @@ async def test_large_transfers_and_half_close_pass_through_unchanged() -> None:
         async with trio.open_nursery() as nursery:
             port = await _serve(nursery, replica)
             route = Route("web", 0, "tcp", (Endpoint(80, "tcp", "127.0.0.1", port),))
-            listener = _Listener(route, trio.CancelScope())
+            listener = _Listener(route, [])
             client, server_side = await _socket_pair()
-            nursery.start_soon(Proxy("127.0.0.1", lambda: [route])._handle, listener, server_side)
+            nursery.start_soon(Relay("127.0.0.1").handle, listener, server_side)
 
             async def send() -> None:
                 await client.send_all(payload)
@@ -223,8 +219,8 @@ async def test_a_slow_client_back_pressures_the_replica_without_buffering_it_all
             port = await _serve(nursery, replica)
             route = Route("web", 0, "tcp", (Endpoint(80, "tcp", "127.0.0.1", port),))
             client, server_side = await _socket_pair()
-            listener = _Listener(route, trio.CancelScope())
-            nursery.start_soon(Proxy("127.0.0.1", lambda: [route])._handle, listener, server_side)
+            listener = _Listener(route, [])
+            nursery.start_soon(Relay("127.0.0.1").handle, listener, server_side)
             await client.send_all(b"GET")
             # The client reads nothing: the replica must stall once the kernel buffers are full,
             # instead of the proxy buffering everything it sends.

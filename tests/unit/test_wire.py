@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from swarmlet import messages, model, observed, rpc, state, wire
+from swarmlet import messages, model, observed, proxy_workers, rpc, state, wire
 from swarmlet.errors import LocalProtocolError, RemoteProtocolError
 from swarmlet.gossip import driver as gossip_driver
 from swarmlet.gossip import messages as gossip_messages
@@ -51,6 +51,7 @@ ALL_TYPES: tuple[type, ...] = (
     *state.SNAPSHOT_TYPES,
     *observed.WIRE_TYPES,
     *rpc.MESSAGES,
+    *proxy_workers.WIRE_TYPES,
 )
 
 # Type ids are persisted in Raft logs and sent to peers: they must never change. New classes may

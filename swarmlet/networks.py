@@ -200,8 +200,9 @@ def networks_in_use(state: ClusterState) -> set[str]:
 class LocalNetworks:
     """Makes and removes this node's bridges, and keeps their VIPs in step with the state.
 
-    `ready` (service id -> VIPs present on a bridge) is what the proxy may listen on; it changes
-    only in `sync`, which then calls `on_change`.
+    `ready` (service id -> (VIP, its bridge's subnet) for each VIP present on a bridge) is
+    where the proxy may listen, and whom it may serve there; it changes only in `sync`, which
+    then calls `on_change`.
     """
 
     def __init__(
@@ -217,7 +218,7 @@ class LocalNetworks:
         self._labels = {LABEL_CLUSTER: cluster_id, LABEL_NODE: node_id}
         self._on_change = on_change
         self.local: dict[str, LocalNetwork] = {}
-        self.ready: dict[str, tuple[str, ...]] = {}
+        self.ready: dict[str, tuple[tuple[str, str], ...]] = {}
         self._lock = trio.Lock()  # one creation or removal of a network at a time
 
     async def load(self) -> None:
@@ -293,7 +294,7 @@ class LocalNetworks:
                         log.debug("network %s not removed yet: %s", net.docker_name, exc)
                         continue
                     del self.local[network]
-            ready: dict[str, list[str]] = {}
+            ready: dict[str, list[tuple[str, str]]] = {}
             present = psutil.net_if_addrs()
             for bridge, vips in wanted_vips(state, self.local).items():
                 have = {a.address for a in present.get(bridge, ()) if a.family == socket.AF_INET}
@@ -307,7 +308,7 @@ class LocalNetworks:
                         await _ip("del", stale, bridge)
                 for vip, service_id in vips.items():
                     if vip in have:
-                        ready.setdefault(service_id, []).append(vip)
+                        ready.setdefault(service_id, []).append((vip, net.subnet))
             new = {sid: tuple(sorted(v)) for sid, v in ready.items()}
             if new != self.ready:
                 self.ready = new

@@ -38,7 +38,7 @@ import trio
 
 from swarmlet.observed import Endpoint
 from swarmlet.proxy_counters import PortKey, PortStats
-from swarmlet.proxy_routes import EndpointSelector, Route
+from swarmlet.proxy_routes import EndpointSelector, Route, admits
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ class Relay:
                 return  # `_remove` closed it
             for _ in range(ACCEPT_BATCH):
                 try:
-                    client, _ = sock.accept()
+                    client, peer = sock.accept()
                 except BlockingIOError:
                     break
                 except OSError as exc:
@@ -203,6 +203,10 @@ class Relay:
                     log.error("accept on port %d: %s", listener.route.published, exc)
                     await trio.sleep(0.1)
                     break
+                if not admits(listener.route, peer[0]):  # another network's container
+                    listener.stats.refused += 1
+                    client.close()
+                    continue
                 client.setblocking(False)
                 _nodelay(client)
                 nursery.start_soon(self.handle, listener, client)

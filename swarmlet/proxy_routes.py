@@ -8,6 +8,8 @@ back-off that doubles up to BENCH_MAX_S (passive health). No I/O, no clock: `now
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -29,10 +31,29 @@ class Route:
     protocol: str
     endpoints: tuple[Endpoint, ...]
     host: str = ""  # a service's virtual address; "" for the node's publish address
+    # For a virtual address: the bridge subnet whose peers may connect (the containers on that
+    # network; a container of another network reaches the address through the host, and is
+    # refused). "": anyone.
+    clients: str = ""
 
     @property
     def key(self) -> tuple[str, int, str]:
         return (self.host, self.published, self.protocol)
+
+
+def admits(route: Route, peer: str) -> bool:
+    """Whether a client at address `peer` may use `route` (see `Route.clients`)."""
+    if not route.clients:
+        return True
+    try:
+        return ipaddress.ip_address(peer) in _network(route.clients)
+    except ValueError:
+        return False
+
+
+@functools.lru_cache(maxsize=1024)
+def _network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(cidr)
 
 
 @dataclass
@@ -86,11 +107,11 @@ class EndpointSelector:
 def routes_from(
     state: ClusterState,
     tasks: Mapping[str, TaskObservation],
-    vips: Mapping[str, Sequence[str]] = {},  # read only
+    vips: Mapping[str, Sequence[tuple[str, str]]] = {},  # read only
 ) -> list[Route]:
     """Every ingress-published port of every service, and every port its replicas publish at
-    each of its virtual addresses on this node (`vips`: service id -> addresses, from
-    `swarmlet.networks`), with the endpoints that may serve it."""
+    each of its virtual addresses on this node (`vips`: service id -> (address, the subnet of
+    its bridge), from `swarmlet.networks`), with the endpoints that may serve it."""
     routes = []
     for service in state.services.values():
         ingress = [p for p in service.spec.ports if p.mode == "ingress"]
@@ -113,6 +134,6 @@ def routes_from(
             endpoints = tuple(serving.get((port.target, port.protocol), ()))
             routes.append(Route(name, port.published, port.protocol, endpoints))
         for (target, protocol), found in sorted(serving.items()):
-            for vip in service_vips:
-                routes.append(Route(name, target, protocol, tuple(found), vip))
+            for vip, subnet in service_vips:
+                routes.append(Route(name, target, protocol, tuple(found), vip, subnet))
     return routes

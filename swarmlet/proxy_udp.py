@@ -23,7 +23,7 @@ import trio
 
 from swarmlet.observed import Endpoint
 from swarmlet.proxy_counters import PortStats
-from swarmlet.proxy_routes import EndpointSelector, Route
+from swarmlet.proxy_routes import EndpointSelector, Route, admits
 
 FLOW_IDLE_S = 30.0
 MAX_FLOWS = 4096  # per port; a new client past it is dropped (counted as refused)
@@ -109,6 +109,9 @@ class UdpRelay:
             while True:
                 data, source = await sock.recvfrom(MAX_DATAGRAM)
                 client = (str(source[0]), int(source[1]))
+                if not admits(self.route, client[0]):  # another network's container
+                    self.stats.refused += 1
+                    continue
                 now = trio.current_time()
                 if self.table.touch(client, now) is None and not await self._open(
                     nursery, sock, client, now

@@ -78,7 +78,10 @@ async def test_a_container_reaches_a_service_by_name_at_its_vip_on_the_nodes_bri
 
         await networks.sync(state)
         api_vip = str(ipaddress.ip_network(split_subnet(net.subnet)[1]).network_address + 1)
-        assert networks.ready == {"a": (api_vip,), "c": (api_vip[:-1] + "2",)}
+        assert networks.ready == {
+            "a": ((api_vip, net.subnet),),
+            "c": ((api_vip[:-1] + "2", net.subnet),),
+        }
         assert changes
         assert api_vip in {a.address for a in psutil.net_if_addrs()[net.bridge]}
 
@@ -117,7 +120,7 @@ async def test_a_container_reaches_a_service_by_name_at_its_vip_on_the_nodes_bri
             info.hosts_path, client_spec, networks.hosts_for(state, client_spec)
         )
         etc_hosts = _docker("exec", info.id, "cat", "/etc/hosts")
-        late_vip = networks.ready["l"][0]
+        late_vip = networks.ready["l"][0][0]
         assert f"{late_vip}\tlate\n" in etc_hosts and f"{api_vip}\tapi\n" in etc_hosts
 
         # The service goes: its VIP leaves the bridge; the bridge stays while a container is on

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 import trio
@@ -10,7 +11,14 @@ import trio.testing
 from swarmlet.model import PortConfig, Service, ServiceSpec, Task, TaskState
 from swarmlet.observed import Endpoint, TaskObservation
 from swarmlet.proxy_relay import Relay, _Listener
-from swarmlet.proxy_routes import BENCH_BASE_S, BENCH_MAX_S, EndpointSelector, Route, routes_from
+from swarmlet.proxy_routes import (
+    BENCH_BASE_S,
+    BENCH_MAX_S,
+    EndpointSelector,
+    Route,
+    admits,
+    routes_from,
+)
 from swarmlet.state import ClusterState
 
 A, B, C = (Endpoint(80, "tcp", "127.0.0.1", p) for p in (1001, 1002, 1003))
@@ -96,13 +104,25 @@ def test_a_service_on_a_network_is_routed_at_its_vip_on_every_port_its_replicas_
     state.tasks["t"] = Task(id="t", service_id="s", slot=1, spec_version=1)
     web, admin = Endpoint(80, "tcp", "h", 5000), Endpoint(9000, "tcp", "h", 5001)
     observed = {"t": TaskObservation(task_id="t", state=TaskState.RUNNING, endpoints=(web, admin))}
-    routes = routes_from(state, observed, {"s": ("172.20.128.1",)})
+    vips = {"s": (("172.20.128.1", "172.20.0.0/16"),)}
+    routes = routes_from(state, observed, vips)
     assert routes == [
         Route("st_api", 8080, "tcp", (web,)),
-        Route("st_api", 80, "tcp", (web,), "172.20.128.1"),
-        Route("st_api", 9000, "tcp", (admin,), "172.20.128.1"),
+        Route("st_api", 80, "tcp", (web,), "172.20.128.1", "172.20.0.0/16"),
+        Route("st_api", 9000, "tcp", (admin,), "172.20.128.1", "172.20.0.0/16"),
     ]
-    assert routes_from(state, {}, {"s": ("172.20.128.1",)}) == [Route("st_api", 8080, "tcp", ())]
+    assert routes_from(state, {}, vips) == [Route("st_api", 8080, "tcp", ())]
+
+
+def test_a_vip_admits_only_the_containers_of_its_network() -> None:
+    published = Route("web", 8080, "tcp", ())
+    vip = Route("st_api", 80, "tcp", (), "172.20.128.1", "172.20.0.0/16")
+    assert admits(published, "203.0.113.9")  # a published port serves anyone
+    assert admits(vip, "172.20.0.7")  # a container on the bridge
+    assert admits(vip, "172.20.0.1")  # the host itself, from the bridge's gateway
+    assert not admits(vip, "172.21.0.7")  # a container of another network, via the host
+    assert not admits(vip, "127.0.0.1")
+    assert not admits(vip, "not an address")
 
 
 async def _echo_server(
@@ -231,4 +251,34 @@ async def test_a_slow_client_back_pressures_the_replica_without_buffering_it_all
             assert 0 < sent < 64 * 1024 * 1024
             assert await client.receive_some(65536)  # and the bytes are all there to be read
             await client.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_vip_listener_refuses_peers_from_outside_its_network() -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            port, got = await _echo_server(nursery, reply=True)
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                listen_port = probe.getsockname()[1]
+            endpoint = Endpoint(80, "tcp", "127.0.0.1", port)
+            # The "VIP" is 127.0.0.1 here; only 10.0.0.0/8 may use it, and we connect from
+            # 127.0.0.1: refused before any replica is contacted.
+            route = Route("st_api", listen_port, "tcp", (endpoint,), "127.0.0.1", "10.0.0.0/8")
+            relay = Relay("127.0.0.1")
+            await nursery.start(relay.run)
+            assert await relay.sync({route.key: route}) == {}
+            stream = await trio.open_tcp_stream("127.0.0.1", listen_port)
+            async with stream:
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await stream.send_all(b"hello")
+                assert await stream.receive_some(100) == b""  # closed at once
+            assert relay.listeners[route.key].stats.refused == 1 and got == []
+            # Its own network's peers are served.
+            allowed = Route("st_api", listen_port, "tcp", (endpoint,), "127.0.0.1", "127.0.0.0/8")
+            await relay.sync({allowed.key: allowed})
+            stream = await trio.open_tcp_stream("127.0.0.1", listen_port)
+            async with stream:
+                await stream.send_all(b"hello")
+                assert await stream.receive_some(100) == b"echo:hello"
             nursery.cancel_scope.cancel()

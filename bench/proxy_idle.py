@@ -1,11 +1,15 @@
 """10,000 idle connections through swarmlet's proxy: memory and file descriptors per connection,
 and whether the proxy still answers a new request while holding them.
 
-    .venv/bin/python -m bench.proxy_idle [--connections 10000]
+    .venv/bin/python -m bench.proxy_idle [--connections 10000] [--workers N]
 
-The proxy under test is swarmlet's `Proxy` (the same class every agent runs), in this process;
-the replica is a small trio server in a child process that holds every connection open; the
-clients are a third process. Everything is on 127.0.0.1. Figures are printed, not asserted.
+The proxy under test is swarmlet's `Proxy` (the same class every agent runs), in this process,
+with N worker processes (`SWARMLET_PROXY_WORKERS`) sharing the port; the replica is a small trio
+server in a child process that holds every connection open; the clients are another process.
+Everything is on 127.0.0.1. Each proxy process needs 2 descriptors per connection it holds: where
+the hard limit is too low for all of them in one process (and cannot be raised without
+CAP_SYS_RESOURCE), workers split them (the kernel spreads new connections over the processes).
+Figures are printed, not asserted.
 """
 
 from __future__ import annotations
@@ -57,10 +61,19 @@ def _clients(port: int, count: int, done: multiprocessing.connection.Connection)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--connections", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=0, help="proxy worker processes")
     args = parser.parse_args()
     limit = raise_fd_limit()
-    fit = (limit - FD_RESERVE) // 2
-    print(f"file descriptor limit: {limit} (the proxy takes 2 per connection: room for {fit})")
+    # Per process, and the kernel does not split exactly evenly: keep 10% slack.
+    fit = (
+        (limit - FD_RESERVE) // 2 * (args.workers + 1) * 9 // 10
+        if args.workers
+        else ((limit - FD_RESERVE) // 2)
+    )
+    print(
+        f"file descriptor limit: {limit} per process, {args.workers + 1} proxy process(es) "
+        f"taking 2 per connection: room for {fit}"
+    )
     if args.connections > fit:
         print(
             f"capping at {fit} connections: this machine's hard limit is {limit} and raising it "
@@ -76,15 +89,28 @@ def main() -> None:
     async def run() -> None:
         port = free_port()
         route = Route("idle", port, "tcp", (Endpoint(80, "tcp", "127.0.0.1", replica_port),))
-        # No worker processes: every connection is held in this process, whose memory we read.
-        proxy = Proxy("127.0.0.1", lambda: [route], workers=0)
+        proxy = Proxy("127.0.0.1", lambda: [route], workers=args.workers)
         me = psutil.Process(os.getpid())
+
+        def processes() -> list[psutil.Process]:
+            pids = proxy.workers.pids if proxy.workers is not None else []
+            return [me, *(psutil.Process(pid) for pid in pids)]
+
+        def held() -> int:
+            return sum(c.active for c in proxy._counters() if c.key == route.key)
+
+        def rss() -> int:
+            return sum(p.memory_info().rss for p in processes())
+
+        def fds() -> int:
+            return sum(p.num_fds() for p in processes())
 
         async with trio.open_nursery() as nursery:
             await nursery.start(proxy.run)
-            listener = proxy.relay.listeners[route.key]
-            rss_before = me.memory_info().rss
-            fds_before = me.num_fds()
+            while proxy.workers is not None and not proxy.workers.in_step():  # noqa: ASYNC110
+                await trio.sleep(0.1)  # the workers report no event
+            rss_before = rss()
+            fds_before = fds()
             crx, ctx = multiprocessing.Pipe()
             clients = multiprocessing.Process(
                 target=_clients, args=(port, args.connections, ctx), daemon=True
@@ -92,12 +118,12 @@ def main() -> None:
             started = time.monotonic()
             clients.start()
             opened = await trio.to_thread.run_sync(crx.recv)
-            while listener.stats.active < opened:  # noqa: ASYNC110 - a counter, not an event
+            while held() < opened:  # noqa: ASYNC110 - a counter, not an event
                 await trio.sleep(0.1)
             elapsed = time.monotonic() - started
             await trio.sleep(2.0)
-            rss = me.memory_info().rss
-            fds = me.num_fds()
+            rss_after = rss()
+            fds_after = fds()
             # A new request still goes through while the proxy holds them all.
             t0 = time.monotonic()
             stream = await trio.open_tcp_stream("127.0.0.1", port)
@@ -105,12 +131,21 @@ def main() -> None:
             answer = await stream.receive_some(10)
             latency_ms = (time.monotonic() - t0) * 1000
             await stream.aclose()
-            print(f"idle connections held: {listener.stats.active - 0} (opened in {elapsed:.1f} s)")
+            per_process = [
+                sum(c.active for c in report.values() if c.key == route.key)
+                for report in (proxy.workers.counters()[1:] if proxy.workers else [])
+            ]
+            own = proxy.relay.listeners[route.key].stats.active
             print(
-                f"proxy RSS: {rss_before / 2**20:.1f} MiB -> {rss / 2**20:.1f} MiB "
-                f"({(rss - rss_before) / max(1, opened) / 1024:.1f} KiB per connection)"
+                f"idle connections held: {held()} (opened in {elapsed:.1f} s; agent process "
+                f"{own}, workers {per_process})"
             )
-            print(f"proxy file descriptors: {fds_before} -> {fds} (2 per connection)")
+            print(
+                f"proxy RSS, all processes: {rss_before / 2**20:.1f} MiB -> "
+                f"{rss_after / 2**20:.1f} MiB "
+                f"({(rss_after - rss_before) / max(1, opened) / 1024:.1f} KiB per connection)"
+            )
+            print(f"proxy file descriptors: {fds_before} -> {fds_after} (2 per connection)")
             print(f"a new request meanwhile: answered {answer!r} in {latency_ms:.1f} ms")
             crx.send(True)
             clients.join(timeout=30)

@@ -32,14 +32,16 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
 from swarmlet.api import ControlClient
+
+V = TypeVar("V")
 
 SWARMLET = [sys.executable, "-m", "swarmlet"]
 IPTABLES_COMMENT = f"swarmlet-bench-{os.getpid()}"
@@ -492,22 +494,35 @@ async def node_status(a: Agent, timeout_s: float = 2.0) -> dict[str, str] | None
     return None
 
 
-async def wait_all_see(
+async def _status(a: Agent, timeout_s: float = 5.0) -> dict[str, Any] | None:
+    """Agent `a`'s `status` (its local view, no read barrier), or None when it does not answer."""
+    with trio.move_on_after(timeout_s):
+        try:
+            result: dict[str, Any] = await a.client.call("status")
+        except Exception:
+            return None
+        return result
+    return None
+
+
+async def _wait_all(
     observers: Sequence[Agent],
-    predicate: Callable[[dict[str, str]], bool],
+    read: Callable[[Agent], Awaitable[V | None]],
+    predicate: Callable[[V], bool],
     *,
     timeout_s: float,
-    interval_s: float = 0.05,
-    start: float | None = None,
+    interval_s: float,
+    start: float | None,
 ) -> dict[str, float]:
-    """Poll each observer's node.ls until `predicate(view)` holds; the first time (seconds after
-    `start`) each observer reported it. Observers that never do within the timeout are absent."""
+    """Poll `read(observer)` for each observer until `predicate` holds; the first time (seconds
+    after `start`) each observer reported it. Observers that never do within the timeout are
+    absent."""
     start = time.monotonic() if start is None else start
     seen: dict[str, float] = {}
 
     async def poll(a: Agent) -> None:
         while True:
-            view = await node_status(a)
+            view = await read(a)
             now = time.monotonic()
             if view is not None and predicate(view):
                 seen[a.name] = now - start
@@ -521,6 +536,20 @@ async def wait_all_see(
     return seen
 
 
+async def wait_all_see(
+    observers: Sequence[Agent],
+    predicate: Callable[[dict[str, str]], bool],
+    *,
+    timeout_s: float,
+    interval_s: float = 0.05,
+    start: float | None = None,
+) -> dict[str, float]:
+    """`_wait_all` on each observer's node.ls ({hostname: ready|down})."""
+    return await _wait_all(
+        observers, node_status, predicate, timeout_s=timeout_s, interval_s=interval_s, start=start
+    )
+
+
 async def wait_all_status(
     observers: Sequence[Agent],
     predicate: Callable[[dict[str, Any]], bool],
@@ -529,29 +558,10 @@ async def wait_all_status(
     interval_s: float = 0.05,
     start: float | None = None,
 ) -> dict[str, float]:
-    """As `wait_all_see`, on each observer's `status` (its local view, no read barrier)."""
-    start = time.monotonic() if start is None else start
-    seen: dict[str, float] = {}
-
-    async def poll(a: Agent) -> None:
-        while True:
-            status: dict[str, Any] | None = None
-            with trio.move_on_after(5.0):
-                try:
-                    status = await a.client.call("status")
-                except Exception:
-                    status = None
-            now = time.monotonic()
-            if status is not None and predicate(status):
-                seen[a.name] = now - start
-                return
-            await trio.sleep(interval_s)
-
-    with trio.move_on_after(timeout_s):
-        async with trio.open_nursery() as nursery:
-            for a in observers:
-                nursery.start_soon(poll, a)
-    return seen
+    """`_wait_all` on each observer's `status` (its local view, no read barrier)."""
+    return await _wait_all(
+        observers, _status, predicate, timeout_s=timeout_s, interval_s=interval_s, start=start
+    )
 
 
 def wait_until(what: str, done: Callable[[], bool], *, timeout_s: float, poll_s: float) -> float:

@@ -295,7 +295,7 @@ class LocalNetworks:
                         continue
                     del self.local[network]
             ready: dict[str, list[tuple[str, str]]] = {}
-            present = psutil.net_if_addrs()
+            present = await trio.to_thread.run_sync(psutil.net_if_addrs)
             for bridge, vips in wanted_vips(state, self.local).items():
                 have = {a.address for a in present.get(bridge, ()) if a.family == socket.AF_INET}
                 net = next(n for n in self.local.values() if n.bridge == bridge)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import random
 from itertools import pairwise
 from pathlib import Path
@@ -20,6 +19,7 @@ from swarmlet.autoscale import (
     recommend,
 )
 from swarmlet.model import AutoscalePolicy
+from tests.purity import imported_roots
 
 from .world import Sampler, cpu_demand, simulate
 
@@ -481,12 +481,4 @@ FORBIDDEN = {"trio", "socket", "time", "docker", "psutil", "random", "subprocess
 
 
 def test_autoscale_is_pure_and_imports_no_io_clock_or_chance() -> None:
-    tree = ast.parse(Path(swarmlet.autoscale.__file__).read_text())
-    for node in ast.walk(tree):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module]
-        for name in names:
-            assert name.split(".")[0] not in FORBIDDEN, name
+    assert not imported_roots(Path(swarmlet.autoscale.__file__)) & FORBIDDEN

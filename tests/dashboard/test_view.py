@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import copy
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import pytest
 
 import swarmlet.dashboard
 from swarmlet.dashboard.view import Connection, View, build_view, with_events
+from tests.purity import imported_roots
 
 from .fixtures import EVENTS, NODES, SERVICES, STATUS, T0, TASKS, fixed_view, previous_view
 
@@ -231,12 +231,5 @@ FORBIDDEN = {"trio", "socket", "time", "docker", "psutil", "random", "subprocess
 
 @pytest.mark.parametrize("module", ["view.py", "render.py"])
 def test_view_and_render_import_no_io_or_clock(module: str) -> None:
-    tree = ast.parse((Path(swarmlet.dashboard.__file__).parent / module).read_text())
-    for node in ast.walk(tree):
-        names = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module]
-        for name in names:
-            assert name.split(".")[0] not in FORBIDDEN, f"{module} imports {name}"
+    path = Path(swarmlet.dashboard.__file__).parent / module
+    assert not imported_roots(path) & FORBIDDEN, module

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import pathlib
 
 import pytest
@@ -18,6 +17,7 @@ from swarmlet.raft.quorum import (
     refusal_reason,
 )
 from swarmlet.raft.types import ConfChange, ConfChangeKind, ConfState, Entry, Snapshot, SnapshotMeta
+from tests.purity import imported_roots
 
 ADD_VOTER, ADD_LEARNER, REMOVE = (
     ConfChangeKind.ADD_VOTER,
@@ -123,12 +123,4 @@ def test_pure_core_modules_import_no_io() -> None:
     forbidden = {"trio", "socket", "time", "docker", "psutil", "asyncio", "os", "threading"}
     root = pathlib.Path(__file__).resolve().parents[2] / "swarmlet" / "raft"
     for name in ("core.py", "log.py", "messages.py", "progress.py", "quorum.py", "types.py"):
-        tree = ast.parse((root / name).read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                mods = [a.name.split(".")[0] for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                mods = [(node.module or "").split(".")[0]]
-            else:
-                continue
-            assert not set(mods) & forbidden, (name, mods)
+        assert not imported_roots(root / name) & forbidden, name

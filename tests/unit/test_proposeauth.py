@@ -3,7 +3,6 @@ not replayed. Pure: times and nonces are given."""
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import swarmlet.proposeauth
 from swarmlet import crypto
 from swarmlet.proposeauth import MAX_SKEW_S, NONCE_BYTES, ProposeGuard, sign
 from swarmlet.rpc import ProposeRequest
+from tests.purity import imported_roots
 
 MANAGERS = crypto.ManagerKeys(crypto.new_key())
 NOW = 1_800_000_000.0
@@ -123,12 +123,4 @@ def test_nonces_leave_the_memory_with_the_window_and_stay_refused() -> None:
 
 def test_proposeauth_imports_no_io_clock_or_global_random() -> None:
     forbidden = {"trio", "socket", "time", "random", "os", "subprocess", "threading"}
-    tree = ast.parse(Path(swarmlet.proposeauth.__file__).read_text())
-    for node in ast.walk(tree):
-        names = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module]
-        for name in names:
-            assert name.split(".")[0] not in forbidden, name
+    assert not imported_roots(Path(swarmlet.proposeauth.__file__)) & forbidden

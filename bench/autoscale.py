@@ -26,11 +26,11 @@ to tell from what it would have served anyway; here the step is an instant and e
 its replica. This decides honestly "time until new replicas serve": a new replica counts when a
 request through the mesh reaches it, not when the orchestrator says it runs.
 
-(b) VIRTUAL time, no agents: `swarmlet.autoscale.decide` with the default `AutoscaleConfig` and
+(b) VIRTUAL time, no agents: `leader.autoscaler.decide` with the default `AutoscaleConfig` and
 policy min=1, max=10, cpu=50, fed one sample every 5 virtual seconds for 600 virtual seconds
 (121 samples). The service starts at 3 replicas, and the load is 3 replicas' worth at the target
 (150% of one core in all) times (1 + noise), shared by the replicas running (decisions take
-effect at once, as in tests/autoscale/world.py). Noise: independent Gaussian per sample with
+effect at once, as in tests/leader/autoscaler/world.py). Noise: independent Gaussian per sample with
 sigma 5, 10, 20 and 30%, and a slow variant (AR(1), coefficient 0.9, the same stationary sigma),
 which looks more like real load. Each seeded with `random.Random(seed)`, seeds 0..N-1. Counted:
 decisions (any replica change) and flaps (a decision whose direction reverses the previous one).
@@ -69,8 +69,8 @@ from bench.common import (
     wait_until,
     write_json,
 )
-from swarmlet.autoscale import AutoscaleConfig, AutoscalerState, Sample, decide
-from swarmlet.model import AutoscalePolicy
+from swarmlet.leader.autoscaler import AutoscaleConfig, AutoscalerState, Sample, decide
+from swarmlet.state.model import AutoscalePolicy
 from swarmlet.testing.images import BUSYBOX_IMAGE, ensure_test_images
 
 NAME = "ascale"

@@ -7,8 +7,8 @@ Every process a benchmark starts is recorded in `REGISTRY` and killed (SIGKILL) 
 ends, whatever the reason (normal exit, exception, Ctrl-C, SIGTERM); iptables rules carry a
 comment unique to the benchmark's pid and are removed the same way.
 
-Timing choices (decided here, since the issue is silent):
-- swarmlet is observed through its control API (`swarmlet.api.ControlClient`) so that CLI start-up
+Timing choices (decided here):
+- swarmlet is observed through its control API (`api.control_socket.ControlClient`), so CLI start-up
   (~0.3 s per command) does not distort a measurement; the CLI is used for set-up only.
 - Serf is observed through its own msgpack RPC protocol (what `serf members` speaks), on one
   persistent connection per agent, for the same reason: `serf members` is a process per poll, and
@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from swarmlet.api import ControlClient
+from swarmlet.api.control_socket import ControlClient
 
 V = TypeVar("V")
 

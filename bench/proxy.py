@@ -22,7 +22,7 @@ py-spy profile of the agent and its workers under load (`--profile-mode`, defaul
 frames by own and by total time).
 
 n1's proxy runs with `--proxy-workers` worker processes (default: swarmlet's own default,
-`swarmlet.proxy_workers.default_worker_count`), n2's with `--compare-workers` (default: 1 if n1
+`swarmlet.proxy.workers.default_worker_count`), n2's with `--compare-workers` (default: 1 if n1
 has none, else none); n2 is measured too ("mesh w=M", at 127.0.0.2:PUBLISHED), so both set-ups
 are compared in the same run.
 
@@ -70,9 +70,9 @@ from bench.common import (
     write_json,
 )
 from bench.reference import wait_tcp
-from swarmlet import messages, wire
-from swarmlet.model import PortConfig, ServiceSpec
-from swarmlet.proxy_workers import default_worker_count
+from swarmlet.proxy.workers import default_worker_count
+from swarmlet.state.model import PortConfig, ServiceSpec
+from swarmlet.wire import codec as wire
 
 IMAGE = "swarmlet-bench/nginx:1"
 BUILD_SCRIPT = Path(__file__).with_name("images") / "build.sh"
@@ -215,7 +215,6 @@ async def _call(cluster: SwarmletCluster, method: str, **args: Any) -> Any:
 
 async def deploy(cluster: SwarmletCluster, published: int) -> list[tuple[str, int]]:
     """Create the service; wait for 3 running replicas; their (host, port) endpoints."""
-    messages.ensure_registered()
     spec = ServiceSpec(
         name=SERVICE,
         image=IMAGE,

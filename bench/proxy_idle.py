@@ -25,9 +25,9 @@ import psutil
 import trio
 
 from bench.common import free_port
-from swarmlet.observed import Endpoint
-from swarmlet.proxy import Proxy, Route
-from swarmlet.proxy_relay import FD_RESERVE, raise_fd_limit
+from swarmlet.proxy.mesh import Proxy, Route
+from swarmlet.proxy.tcp import FD_RESERVE, raise_fd_limit
+from swarmlet.state.observed import Endpoint
 
 
 def _replica(port_out: multiprocessing.connection.Connection) -> None:

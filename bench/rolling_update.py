@@ -75,7 +75,7 @@ from bench.common import (
     wait_until,
     write_json,
 )
-from swarmlet.api import ControlClient
+from swarmlet.api.control_socket import ControlClient
 from swarmlet.testing.images import ensure_test_images
 
 REPLICAS = 10

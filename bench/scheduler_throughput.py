@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from tests.orchestration.throughput import run_throughput
+from tests.leader.orchestrator.throughput import run_throughput
 
 
 def main() -> None:

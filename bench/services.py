@@ -67,10 +67,10 @@ from bench.common import (
     print_table,
     write_json,
 )
-from swarmlet import messages, wire
-from swarmlet.model import PortConfig, ServiceSpec
-from swarmlet.model import RestartPolicy as SwarmletRestart
+from swarmlet.state.model import PortConfig, ServiceSpec
+from swarmlet.state.model import RestartPolicy as SwarmletRestart
 from swarmlet.testing.images import BUSYBOX_IMAGE, WEB_IMAGE, ensure_test_images
+from swarmlet.wire import codec as wire
 
 POLL_S = 0.02
 TIMEOUT_S = 90.0
@@ -106,7 +106,6 @@ class SwarmletSide:
         return await (via or self.a1).client.call(method, **args)
 
     async def create(self, spec: ServiceSpec) -> None:
-        messages.ensure_registered()
         await self.call("service.create", spec=wire.encode(spec))
 
     async def running(self, name: str, via: Agent | None = None) -> int:

@@ -1,3 +1,3 @@
-from swarmlet.cli import entrypoint
+from swarmlet.cli.main import entrypoint
 
 entrypoint()

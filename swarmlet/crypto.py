@@ -32,7 +32,7 @@ What managers vouch for. Anyone can seal to a node, so what must come from a man
 authenticated with keys derived from the managers' key: an Ed25519 signature (deliveries of
 secrets; its public half, `ManagerKeys.public_key`, is in the replicated state and also names the
 managers' key there, so a node refuses a key that is not the cluster's) and an HMAC-SHA256
-(writes forwarded to the leader, `swarmlet.proposeauth`).
+(writes forwarded to the leader, `swarmlet.security.propose_auth`).
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ class ManagerKeys:
 
     @property
     def propose_key(self) -> bytes:
-        """Authenticates writes forwarded to the leader (`swarmlet.proposeauth`)."""
+        """Authenticates writes forwarded to the leader (`swarmlet.security.propose_auth`)."""
         return _hkdf(self.master, b"swarmlet propose key")
 
     def _signing_key(self) -> Ed25519PrivateKey:
@@ -143,7 +143,7 @@ class ManagerKeys:
     @property
     def public_key(self) -> bytes:
         """The Ed25519 public key of the managers' signatures. Recorded in the replicated state
-        at init, it also names this key: a node takes no other (`swarmlet.keyring`)."""
+        at init, it also names this key: a node takes no other (`swarmlet.security.keyring`)."""
         return self._signing_key().public_key().public_bytes_raw()
 
     def sign(self, data: bytes) -> bytes:
@@ -287,7 +287,7 @@ def delivery_aad(node_id: str, task_id: str, nonce: bytes) -> bytes:
 
 
 def join_proof_aad(node_id: str) -> bytes:
-    """Binds a join challenge (`swarmlet.joining`) to the node id it is issued for."""
+    """Binds a join challenge (`swarmlet.security.join`) to the node id it is issued for."""
     return AAD_JOIN_PROOF + node_id.encode()
 
 

@@ -167,7 +167,7 @@ first=$((SECONDS - started))
 echo "--- checks"
 docker exec "$name" swarmlet --version
 docker exec "$name" swarmlet init --help >/dev/null
-docker exec "$name" /opt/swarmlet/venv/bin/python -c 'import swarmlet.agent_main, swarmlet.cli'
+docker exec "$name" /opt/swarmlet/venv/bin/python -c 'import swarmlet.node.main, swarmlet.cli.main'
 echo "swarmlet --version, swarmlet init --help: ok"
 
 started=$SECONDS

@@ -38,7 +38,7 @@ import trio
 from rich.console import Console
 from rich.live import Live
 
-from swarmlet.api import ControlClient
+from swarmlet.api.control_socket import ControlClient
 from swarmlet.dashboard.render import render
 from swarmlet.dashboard.view import View, build_view, with_events
 from swarmlet.errors import SwarmletError

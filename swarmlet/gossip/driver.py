@@ -1,7 +1,7 @@
 """The trio driver of the SWIM core: feeds it datagrams and time, carries out what it asks.
 
 It owns no membership logic: receive, feed the core, drain its outputs, send. Push-pull exchanges
-run over the agent's TCP channel (`swarmlet.transport`); the agent's TCP dispatcher hands an
+run over the agent's TCP channel (`swarmlet.wire.transport`); the agent's TCP dispatcher hands an
 incoming `PushPullState` to `answer_push_pull`.
 """
 
@@ -18,7 +18,8 @@ from swarmlet.errors import RemoteProtocolError
 from swarmlet.gossip.config import GossipConfig
 from swarmlet.gossip.core import MemberEvent, SendDatagram, StartPushPull, Swim
 from swarmlet.gossip.messages import Ack, Alive, Dead, Nack, Ping, PingReq, PushPullState, Suspect
-from swarmlet.transport import Address, FramedStream, Transport
+from swarmlet.wire import catalog, codec
+from swarmlet.wire.transport import Address, FramedStream, Transport
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class GossipDatagram:
 
 
 WIRE_TYPES: tuple[type, ...] = (GossipDatagram,)
+codec.register_all(catalog.GOSSIP_DATAGRAM, WIRE_TYPES)
 
 _PUSH_PULL_TIMEOUT_S = 5.0
 

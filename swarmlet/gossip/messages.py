@@ -1,6 +1,6 @@
 """Gossip wire messages, their precedence rules, size estimates and well-formedness checks.
 
-Owns the message dataclasses (encoded by the generic codec in `swarmlet.wire`; no encoder here),
+Owns the message dataclasses (encoded by the generic codec in `wire.codec`; no encoder here),
 the order of member states by (incarnation, state), a conservative encoded-size estimate, and the
 checks that a decoded message has the field types and ranges it claims. It must not know about
 timers, sockets or the membership table.
@@ -15,6 +15,8 @@ import dataclasses
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from swarmlet.wire import catalog, codec
 
 MAX_NAME_BYTES = 255  # node names and hosts (a DNS name is at most 253 bytes)
 MAX_INCARNATION = 2**63 - 1  # msgpack int64; memberlist uses uint32
@@ -111,6 +113,7 @@ MESSAGES: tuple[type, ...] = (
     PushNodeState,
     PushPullState,
 )
+codec.register_all(catalog.GOSSIP_MESSAGES, MESSAGES)
 
 Message = Ping | PingReq | Ack | Nack | Alive | Suspect | Dead
 BroadcastMessage = Alive | Suspect | Dead

@@ -19,14 +19,15 @@ from dataclasses import dataclass, field
 
 import trio
 
-from swarmlet import wire
 from swarmlet.errors import NotLeaderError, RemoteProtocolError
 from swarmlet.raft.core import RaftConfig, RaftNode
 from swarmlet.raft.messages import Message, Role, SoftState
 from swarmlet.raft.storage import RaftStorage
 from swarmlet.raft.types import ConfChange, Entry, EntryKind, Snapshot
-from swarmlet.state import ApplyResult, ClusterState, Command
-from swarmlet.transport import Address, FramedStream, Transport
+from swarmlet.state.machine import ApplyResult, ClusterState, Command
+from swarmlet.wire import catalog
+from swarmlet.wire import codec as wire
+from swarmlet.wire.transport import Address, FramedStream, Transport
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class RaftStreamHello:
 
 
 WIRE_TYPES: tuple[type, ...] = (RaftStreamHello,)
+wire.register_all(catalog.RAFT_STREAM, WIRE_TYPES)
 
 
 @dataclass

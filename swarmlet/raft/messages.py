@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from swarmlet.raft.quorum import decode_conf_change
 from swarmlet.raft.types import Entry, EntryKind, Snapshot
+from swarmlet.wire import catalog, codec
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +160,7 @@ MESSAGES: tuple[type, ...] = (
     ReadIndexReq,
     ReadIndexResp,
 )
+codec.register_all(catalog.RAFT_MESSAGES, MESSAGES)
 
 
 def _nat(*values: object) -> bool:

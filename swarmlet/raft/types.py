@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from swarmlet.wire import catalog, codec
+
 
 class EntryKind(enum.IntEnum):
     """What an entry's `data` holds. Only append to this list (it is persisted)."""
@@ -70,3 +72,8 @@ class Snapshot:
 
     meta: SnapshotMeta = field(default_factory=SnapshotMeta)
     data: bytes = b""
+
+
+codec.register_all(
+    catalog.RAFT_TYPES, (Entry, HardState, ConfChange, ConfState, SnapshotMeta, Snapshot)
+)

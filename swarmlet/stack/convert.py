@@ -1,7 +1,7 @@
 """A loaded stack document -> swarmlet service specs and the stack's named objects.
 
 Owns: what docker/cli's ``cli/compose/convert`` (``service.go``, ``volume.go``, ``compose.go``)
-does with ``docker stack config``'s normalised document, mapped onto `swarmlet.model`, plus
+does with ``docker stack config``'s normalised document, mapped onto `swarmlet.state.model`, plus
 two things docker does not do: ``depends_on`` ordering and the ``x-swarmlet-*`` extensions.
 
 Input invariant: ``loaded.config`` is the loader's output (schema-valid, normalised: durations as
@@ -30,7 +30,7 @@ Decisions where docker and swarmlet differ (each also noted at its code):
 - Networks: as docker's ``convert.Networks``, only networks some service uses are listed
   (``StackPlan.networks``), and a service without ``networks`` uses ``default``
   (``STACK_default``). Each service carries its attachments (``ServiceSpec.networks``, with
-  aliases); every node makes its own bridge per network (``swarmlet.networks``), whatever
+  aliases); every node makes its own bridge per network (``swarmlet.executor.networks``), whatever
   ``driver`` says, since overlay networks need Swarm mode.
 - Extensions: docker's v3 schema forbids ``x-*`` keys inside ``deploy`` (the loader rejects
   ``deploy.x-swarmlet-autoscale``), so the extensions are read at the service level
@@ -46,7 +46,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swarmlet.errors import StackError, UsageError
-from swarmlet.model import (
+from swarmlet.leader.scheduler import parse_constraint, preference_label
+from swarmlet.stack.goformat import parse_duration_ns
+from swarmlet.stack.loader import DEPRECATED_PROPERTIES, UNSUPPORTED_PROPERTIES, LoadedStack
+from swarmlet.state.model import (
     AutoscalePolicy,
     FailureAction,
     FileRef,
@@ -63,10 +66,7 @@ from swarmlet.model import (
     UpdateConfig,
     UpdateOrder,
 )
-from swarmlet.scheduler import parse_constraint, preference_label
-from swarmlet.specparse import parse_cpus, parse_size, validate_spec
-from swarmlet.stack.goformat import parse_duration_ns
-from swarmlet.stack.loader import DEPRECATED_PROPERTIES, UNSUPPORTED_PROPERTIES, LoadedStack
+from swarmlet.state.specparse import parse_cpus, parse_size, validate_spec
 
 Obj = dict[str, Any]
 

@@ -10,7 +10,7 @@ import pytest
 import trio
 from rich.console import Console
 
-from swarmlet.api import ControlClient, Emit, serve_control
+from swarmlet.api.control_socket import ControlClient, Emit, serve_control
 from swarmlet.dashboard import app
 from swarmlet.dashboard.view import Connection
 

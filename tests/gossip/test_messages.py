@@ -174,11 +174,10 @@ def test_message_tuple_is_append_only_ordered() -> None:
 
 def test_size_estimate_bounds_the_real_sealed_datagram() -> None:
     """Against the project's own codec and the driver's datagram wrapper."""
-    from swarmlet import crypto, wire
-    from swarmlet import messages as registry
+    from swarmlet import crypto
     from swarmlet.gossip.driver import GossipDatagram
+    from swarmlet.wire import codec as wire
 
-    registry.ensure_registered()
     msgs: tuple[Message, ...] = (
         Ping(2**62, "n" * 40),
         Alive(2**62, "m" * 40, "10.200.200.200", 65535, b"x" * 900),

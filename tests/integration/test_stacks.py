@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from swarmlet import messages, wire
 from swarmlet.crypto import ManagerKeys
 from swarmlet.errors import RemoteProtocolError, UsageError
-from swarmlet.model import Role
 from swarmlet.raft.storage import RaftStorage
 from swarmlet.raft.types import EntryKind
-from swarmlet.state import ClusterState
+from swarmlet.state.machine import ClusterState
+from swarmlet.state.model import Role
 from swarmlet.testing.images import ensure_test_images
+from swarmlet.wire import codec as wire
 from tests.integration.cluster import LocalCluster, local_cluster, run_cli, wait_for
 from tests.integration.test_services import services
 
@@ -273,7 +273,6 @@ def test_a_secret_is_readable_in_the_container_and_nowhere_in_plain_text(
 def _replicated_state(data_dir: Path) -> ClusterState | None:
     """What a stopped node's Raft storage holds: its snapshot, then every entry of its log.
     None while the storage is still locked (a killed agent's last threads are still exiting)."""
-    messages.ensure_registered()
     try:
         storage = RaftStorage.open(data_dir / "raft")
     except UsageError:

@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 
 from swarmlet.errors import StackError
-from swarmlet.model import (
+from swarmlet.stack.convert import SecretDef, StackPlan, VolumeDef, convert_stack
+from swarmlet.stack.loader import LoadedStack, load_stack
+from swarmlet.state.model import (
     AutoscalePolicy,
     FailureAction,
     FileRef,
@@ -33,8 +35,6 @@ from swarmlet.model import (
     UpdateConfig,
     UpdateOrder,
 )
-from swarmlet.stack.convert import SecretDef, StackPlan, VolumeDef, convert_stack
-from swarmlet.stack.loader import LoadedStack, load_stack
 
 from .corpus import RESULTS, expected_config, stage
 

@@ -1,0 +1,264 @@
+"""The control API's operations: validate input, read or write the cluster state, shape results.
+
+Results are plain JSON-like values; `swarmlet.cli.main` prints them (tables, or JSON with
+`--format json`, which is the contract scripts and other checks rely on).
+
+Reads are served from the local replica after a ReadIndex barrier, so they are linearizable while
+a leader is reachable; without one they fall back to the local state and say so (`stale: true`),
+which keeps `node ls` and the dashboard useful during an election or a partition.
+
+Writes to the cluster are a manager's (`managers_only`), as in Swarm: a worker's control API
+refuses them ("this node is not a manager: run it on a manager") and serves reads. The leader
+checks it again: a forwarded write must be authenticated with the managers' key
+(`swarmlet.security.propose_auth`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from swarmlet import crypto
+from swarmlet.api.control_socket import Emit, Handler, StreamHandler
+from swarmlet.errors import UsageError
+from swarmlet.node.agent import Agent
+from swarmlet.state.machine import ApplyResult, Command, RemoveNode, RotateToken, UpdateNode
+from swarmlet.state.model import Availability, Node, Role
+
+
+def _str_arg(args: Mapping[str, Any], key: str, *, required: bool = True) -> str:
+    value = args.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value):
+        raise UsageError(f"{key}: expected a non-empty string")
+    return value
+
+
+def managers_only(agent: Agent, handlers: Mapping[str, Handler]) -> dict[str, Handler]:
+    """`handlers` (cluster writes), each refused with a UsageError on a node that does not
+    hold the managers' key (`KeyRing.require_managers`)."""
+
+    def guard(handler: Handler) -> Handler:
+        async def guarded(args: dict[str, Any]) -> Any:
+            agent.keyring.require_managers()
+            return await handler(args)
+
+        return guarded
+
+    return {op: guard(handler) for op, handler in handlers.items()}
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not key or key != key.strip():
+        raise UsageError(f"invalid label {text!r}: expected KEY=VALUE")
+    return key, value if sep else ""
+
+
+class Control:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    # ------------------------------------------------------------------------ helpers
+
+    async def _commit(self, command: Command) -> ApplyResult:
+        result = await self.agent.write(command)
+        if not result.ok:
+            raise UsageError(result.error)
+        return result
+
+    def _node(self, ref: str) -> Node:
+        node = self.agent.state.find_node(ref)
+        if node is None:
+            raise UsageError(f"no such node: {ref}")
+        return node
+
+    def node_view(self, node: Node) -> dict[str, Any]:
+        agent = self.agent
+        meta = agent.node_meta(node.id) if node.id != agent.node_id else None
+        conf = agent.raft.core.conf
+        tasks = [t for t in agent.state.tasks.values() if t.node_id == node.id]
+        return {
+            "id": node.id,
+            "hostname": node.name,
+            "addr": node.addr,
+            "publish_addr": node.publish_addr,
+            "status": "ready" if agent.is_ready(node.id) else "down",
+            "availability": node.availability.value,
+            "role": node.role.value,
+            "leader": node.id == agent.raft.leader_id,
+            "raft": "voter"
+            if node.id in conf.voters
+            else ("learner" if node.id in conf.learners else "none"),
+            "labels": dict(node.labels),
+            "cpus": node.resources.nano_cpus / 1e9,
+            "memory_bytes": node.resources.memory_bytes,
+            "cpu_percent": (meta.cpu_percent if meta else agent.host.cpu_percent),
+            "memory_used_bytes": (meta.memory_used_bytes if meta else agent.host.memory_used_bytes),
+            "tasks": sum(
+                1 for t in tasks if not t.state.terminal and t.desired_state.name == "RUNNING"
+            ),
+            "self": node.id == agent.node_id,
+        }
+
+    # ------------------------------------------------------------------------ operations
+
+    async def status(self, args: dict[str, Any]) -> dict[str, Any]:
+        agent = self.agent
+        raft = agent.raft.status()
+        return {
+            "node_id": agent.node_id,
+            "name": agent.identity.name,
+            "cluster_id": agent.state.cluster_id,
+            "member": agent.node_id in agent.state.nodes,
+            "addr": agent.identity.addr,
+            "raft": {
+                "role": raft.role,
+                "term": raft.term,
+                "leader_id": raft.leader_id,
+                "commit_index": raft.commit_index,
+                "applied_index": raft.applied_index,
+                "voters": list(raft.voters),
+                "learners": list(raft.learners),
+            },
+            "gossip": {
+                "members": len(agent.gossip.core.members()),
+                "alive": sum(1 for nid in agent.state.nodes if agent.is_ready(nid)),
+                "incarnation": agent.gossip.core.incarnation,
+                "awareness": agent.gossip.core.awareness,
+            },
+            "proxy": agent.proxy.stats(),
+            "counters": dict(agent.transport.counters)
+            | {f"gossip_{k}": v for k, v in agent.gossip.core.counters.items()}
+            | {f"raft_{k}": v for k, v in agent.raft.core.counters.items()},
+        }
+
+    async def node_ls(self, args: dict[str, Any]) -> dict[str, Any]:
+        fresh = await self.agent.read_barrier()
+        nodes = sorted(self.agent.state.nodes.values(), key=lambda n: n.name)
+        return {"stale": not fresh, "nodes": [self.node_view(n) for n in nodes]}
+
+    async def node_inspect(self, args: dict[str, Any]) -> dict[str, Any]:
+        await self.agent.read_barrier()
+        return self.node_view(self._node(_str_arg(args, "node")))
+
+    async def node_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        node = self._node(_str_arg(args, "node"))
+        availability = None
+        if args.get("availability"):
+            try:
+                availability = Availability(args["availability"])
+            except ValueError:
+                raise UsageError(
+                    f"--availability: expected active, pause or drain, got {args['availability']!r}"
+                ) from None
+        labels_add = dict(parse_label(text) for text in args.get("label_add") or ())
+        labels_rm = tuple(str(k) for k in args.get("label_rm") or ())
+        for key in labels_rm:
+            if key not in node.labels and key not in labels_add:
+                raise UsageError(f"--label-rm: node {node.name} has no label {key!r}")
+        await self._commit(
+            UpdateNode(
+                node.id, availability=availability, labels_add=labels_add, labels_rm=labels_rm
+            )
+        )
+        return self.node_view(self.agent.state.nodes[node.id])
+
+    async def node_set_role(self, args: dict[str, Any]) -> dict[str, Any]:
+        node = self._node(_str_arg(args, "node"))
+        role = Role(_str_arg(args, "role"))
+        if node.role is role:
+            return self.node_view(node)  # nothing to do (the key comes only with a promotion)
+        if role is Role.WORKER and node.role is Role.MANAGER:
+            managers = [n for n in self.agent.state.managers() if n.id != node.id]
+            if not managers:
+                raise UsageError(f"cannot demote {node.name}: it is the last manager")
+        # A manager's record carries the managers' key sealed to it (`security.keyring`), so only
+        # a manager can promote; demotion drops the key from the record.
+        sealed_key = (
+            self.agent.keyring.seal_manager_key_to(node.id, node.public_key)
+            if role is Role.MANAGER
+            else None
+        )
+        await self._commit(UpdateNode(node.id, role=role, sealed_manager_key=sealed_key))
+        return self.node_view(self.agent.state.nodes[node.id])
+
+    async def node_rm(self, args: dict[str, Any]) -> dict[str, Any]:
+        node = self._node(_str_arg(args, "node"))
+        force = bool(args.get("force"))
+        if node.id == self.agent.node_id:
+            raise UsageError("cannot remove the node you are talking to; use `swarmlet leave`")
+        if self.agent.is_ready(node.id) and not force:
+            raise UsageError(
+                f"node {node.name} is not down; stop it first (`swarmlet leave` on it) "
+                "or use --force"
+            )
+        if node.role is Role.MANAGER and not force:
+            raise UsageError(f"node {node.name} is a manager; demote it first or use --force")
+        await self._commit(RemoveNode(node.id))
+        return {"removed": node.id}
+
+    async def join_token(self, args: dict[str, Any]) -> dict[str, Any]:
+        role = Role(_str_arg(args, "role"))
+        keyring = self.agent.keyring  # the tokens are sealed from workers: managers only
+        if args.get("rotate"):
+            token = str(crypto.JoinToken.new(self.agent.keys))
+            sealed = keyring.require_managers().seal_token(role.value, token)
+            await self._commit(RotateToken(role, sealed))
+        else:
+            await self.agent.read_barrier()
+        token = keyring.join_token(role)
+        state = self.agent.state
+        leader = state.nodes.get(self.agent.raft.leader_id or "")
+        addr = leader.addr if leader is not None else self.agent.identity.addr
+        return {"role": role.value, "token": token, "addr": addr}
+
+    async def leave(self, args: dict[str, Any]) -> dict[str, Any]:
+        agent = self.agent
+        force = bool(args.get("force"))
+        voters = agent.raft.core.conf.voters
+        if (
+            agent.node_id in voters
+            and len(voters) <= 2
+            and len(agent.state.managers()) > 1
+            and not force
+        ):
+            raise UsageError(
+                "leaving would cost the managers their quorum; demote this node first "
+                "or use --force"
+            )
+        await agent.leave()
+        return {"left": agent.node_id}
+
+    async def events(self, args: dict[str, Any], emit: Emit) -> None:
+        since = float(args.get("since") or time.time())
+        types = set(args.get("types") or ())
+        if args.get("no_follow"):
+            for event in self.agent.events.since(since):
+                if not types or event.type in types:
+                    await emit(event.to_dict())
+            return
+        async for event in self.agent.events.follow(since):
+            if not types or event.type in types:
+                await emit(event.to_dict())
+
+    # ------------------------------------------------------------------------ tables
+
+    def handlers(self) -> dict[str, Handler]:
+        writes = {
+            "node.update": self.node_update,
+            "node.role": self.node_set_role,
+            "node.rm": self.node_rm,
+        }
+        return managers_only(self.agent, writes) | {
+            "status": self.status,
+            "node.ls": self.node_ls,
+            "node.inspect": self.node_inspect,
+            "join-token": self.join_token,  # the tokens open on managers only (`keyring`)
+            "leave": self.leave,  # gossip, not a write: a worker leaves too
+        }
+
+    def streams(self) -> dict[str, StreamHandler]:
+        return {"events": self.events}

@@ -1,0 +1,399 @@
+"""The control API's service operations: create, inspect, list, scale, update, roll back,
+remove, tasks and logs.
+
+A service spec travels from the CLI wire-encoded (`wire.codec`), so its types are checked on
+the way in; it is validated here again (`specparse.validate_spec`) because the API is not only
+the CLI's. Everything that depends on the cluster state (name taken, port taken, secret
+missing) is decided by `ClusterState.apply`, deterministically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import trio
+
+from swarmlet import crypto
+from swarmlet.api.control_socket import Emit, Handler, StreamHandler
+from swarmlet.api.nodes import managers_only
+from swarmlet.errors import RemoteProtocolError, UsageError
+from swarmlet.leader.duties import observe
+from swarmlet.node.agent import Agent, parse_addr
+from swarmlet.state.machine import CreateService, RemoveService, UpdateService
+from swarmlet.state.model import (
+    Service,
+    ServiceMode,
+    ServiceSpec,
+    Task,
+    TaskState,
+    UpdateState,
+    UpdateStatus,
+)
+from swarmlet.state.observed import TaskObservation
+from swarmlet.state.specparse import validate_spec
+from swarmlet.wire import codec as wire
+from swarmlet.wire.peer_rpc import EndOfStream, LogLine, LogsRequest
+from swarmlet.wire.transport import FramedStream
+
+
+def _plain(value: Any) -> Any:
+    """A dataclass tree as JSON-friendly values (enums by value)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if hasattr(value, "value") and not isinstance(value, int | float | str | bytes):
+        return value.value
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return value
+
+
+def decode_spec(raw: object) -> ServiceSpec:
+    """A wire-encoded spec from an API caller, type-checked and validated."""
+    if not isinstance(raw, bytes):
+        raise UsageError("spec: expected an encoded service spec")
+    try:
+        spec = wire.decode(raw, expect=(ServiceSpec,))
+    except RemoteProtocolError as exc:
+        raise UsageError(f"invalid service spec: {exc}") from None
+    assert isinstance(spec, ServiceSpec)
+    validate_spec(spec)
+    return spec
+
+
+def effective_state(task: Task, obs: TaskObservation | None) -> TaskState:
+    return max(task.state, obs.state) if obs is not None else task.state
+
+
+def is_up(task: Task, obs: TaskObservation | None) -> bool:
+    return (
+        task.desired_state is TaskState.RUNNING
+        and obs is not None
+        and obs.state is TaskState.RUNNING
+        and obs.healthy is not False
+        and not task.state.terminal
+    )
+
+
+class ServiceControl:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        agent.stream_handlers[LogsRequest] = self._serve_logs  # type: ignore[assignment]
+
+    # ------------------------------------------------------------------------ helpers
+
+    def _service(self, ref: str) -> Service:
+        service = self.agent.state.find_service(ref)
+        if service is None:
+            raise UsageError(f"no such service: {ref}")
+        return service
+
+    @staticmethod
+    def _spec(args: dict[str, Any]) -> ServiceSpec:
+        return decode_spec(args.get("spec"))
+
+    async def _commit(self, command: Any) -> str:
+        result = await self.agent.write(command)
+        if not result.ok:
+            raise UsageError(result.error)
+        return result.value
+
+    def service_view(
+        self, service: Service, tasks_obs: dict[str, TaskObservation]
+    ) -> dict[str, Any]:
+        spec = service.spec
+        tasks = self.agent.state.tasks_of(service.id)
+        running = sum(1 for t in tasks if is_up(t, tasks_obs.get(t.id)))
+        if spec.mode is ServiceMode.GLOBAL:
+            desired = sum(1 for t in tasks if t.desired_state is TaskState.RUNNING)
+        else:
+            desired = spec.replicas
+        return {
+            "id": service.id,
+            "name": spec.name,
+            "mode": spec.mode.value,
+            "image": spec.image,
+            "replicas_desired": desired,
+            "replicas_running": running,
+            "ports": [_plain(p) for p in spec.ports],
+            "stack": spec.stack,
+            "version": service.version,
+            "update_status": _plain(service.update_status),
+            "autoscale": _plain(spec.autoscale) if spec.autoscale else None,
+        }
+
+    def task_view(
+        self, service: Service, task: Task, obs: TaskObservation | None
+    ) -> dict[str, Any]:
+        state = effective_state(task, obs)
+        slot = str(task.slot) if task.slot else self.agent.node_name(task.node_id)
+        return {
+            "id": task.id,
+            "name": f"{service.spec.name}.{slot}",
+            "service": service.spec.name,
+            "slot": task.slot,
+            "node": task.node_id,
+            "node_name": self.agent.node_name(task.node_id) if task.node_id else "",
+            "desired_state": str(task.desired_state),
+            "state": str(state),
+            "healthy": obs.healthy if obs is not None else None,
+            "error": (obs.error if obs is not None and obs.error else task.error),
+            "message": task.message,
+            "container_id": obs.container_id if obs is not None else "",
+            "spec_version": task.spec_version,
+            "created_at": task.created_at,
+            "updated_at": max(task.updated_at, obs.since if obs is not None else 0.0),
+            "endpoints": [_plain(e) for e in obs.endpoints] if obs is not None else [],
+        }
+
+    # ------------------------------------------------------------------------ operations
+
+    async def create(self, args: dict[str, Any]) -> dict[str, Any]:
+        spec = self._spec(args)
+        now = time.time()
+        service = Service(id=crypto.new_id(), spec=spec, created_at=now, updated_at=now)
+        await self._commit(CreateService(service))
+        return {"id": service.id, "name": spec.name}
+
+    async def update(self, args: dict[str, Any]) -> dict[str, Any]:
+        service = self._service(str(args.get("service", "")))
+        spec = self._spec(args)
+        if spec.name != service.spec.name:
+            raise UsageError("a service cannot be renamed")
+        await self._commit(UpdateService(service.id, spec, time.time()))
+        return {"id": service.id, "version": self.agent.state.services[service.id].version}
+
+    async def rollback(self, args: dict[str, Any]) -> dict[str, Any]:
+        service = self._service(str(args.get("service", "")))
+        if service.previous_spec is None:
+            raise UsageError(f"service {service.spec.name} has no previous spec to roll back to")
+        now = time.time()
+        status = UpdateStatus(
+            UpdateState.ROLLBACK_STARTED, started_at=now, message="manually requested"
+        )
+        await self._commit(
+            UpdateService(
+                service.id, service.previous_spec, now, is_rollback=True, update_status=status
+            )
+        )
+        return {"id": service.id}
+
+    async def scale(self, args: dict[str, Any]) -> dict[str, Any]:
+        changes = args.get("scale") or {}
+        if not isinstance(changes, dict) or not changes:
+            raise UsageError("expected SERVICE=REPLICAS")
+        planned = []
+        for ref, replicas in changes.items():
+            service = self._service(str(ref))
+            if not isinstance(replicas, int) or replicas < 0:
+                raise UsageError(f"{ref}: replicas must be 0 or more, got {replicas!r}")
+            if service.spec.mode is ServiceMode.GLOBAL:
+                raise UsageError(f"{ref}: a global service cannot be scaled")
+            if service.spec.autoscale is not None:
+                raise UsageError(
+                    f"{ref}: the service is autoscaled (min {service.spec.autoscale.min_replicas}, "
+                    f"max {service.spec.autoscale.max_replicas}); change the policy with "
+                    "`service update --autoscale` or remove it with `--autoscale none`"
+                )
+            planned.append((service, replicas))
+        for service, replicas in planned:
+            spec = dataclasses.replace(service.spec, replicas=replicas)
+            await self._commit(UpdateService(service.id, spec, time.time()))
+        return {"scaled": {s.spec.name: r for s, r in planned}}
+
+    async def rm(self, args: dict[str, Any]) -> dict[str, Any]:
+        removed = []
+        for ref in args.get("services") or ():
+            service = self._service(str(ref))
+            await self._commit(RemoveService(service.id, time.time()))
+            removed.append(service.spec.name)
+        return {"removed": removed}
+
+    async def ls(self, args: dict[str, Any]) -> dict[str, Any]:
+        fresh = await self.agent.read_barrier()
+        tasks_obs = dict(observe(self.agent).tasks)
+        services = sorted(self.agent.state.services.values(), key=lambda s: s.spec.name)
+        stack = args.get("stack")
+        views = [
+            self.service_view(s, tasks_obs) for s in services if not stack or s.spec.stack == stack
+        ]
+        return {"stale": not fresh, "services": views}
+
+    async def inspect(self, args: dict[str, Any]) -> dict[str, Any]:
+        await self.agent.read_barrier()
+        service = self._service(str(args.get("service", "")))
+        tasks_obs = dict(observe(self.agent).tasks)
+        view = self.service_view(service, tasks_obs)
+        view["spec"] = _plain(service.spec)
+        view["previous_spec"] = _plain(service.previous_spec) if service.previous_spec else None
+        view["created_at"] = service.created_at
+        view["updated_at"] = service.updated_at
+        pending = [
+            t.message
+            for t in self.agent.state.tasks_of(service.id)
+            if t.state is TaskState.PENDING and t.message
+        ]
+        view["pending_reasons"] = sorted(set(pending))
+        view["port_errors"] = self._port_errors(service)
+        return view
+
+    def _port_errors(self, service: Service) -> list[str]:
+        """Published ports of this service that some node's proxy cannot listen on."""
+        keys = {f"{p.published}/{p.protocol}" for p in service.spec.ports if p.mode == "ingress"}
+        errors = []
+        for node_id in sorted(self.agent.state.nodes):
+            if node_id == self.agent.node_id:
+                node_errors = {f"{k[0]}/{k[1]}": v for k, v in self.agent.proxy.port_errors.items()}
+            else:
+                meta = self.agent.node_meta(node_id)
+                node_errors = dict(meta.port_errors) if meta is not None else {}
+            for key in sorted(keys & set(node_errors)):
+                errors.append(f"{self.agent.node_name(node_id)}: {node_errors[key]}")
+        return errors
+
+    async def spec(self, args: dict[str, Any]) -> bytes:
+        """The current spec, wire-encoded: the base that `service update` changes."""
+        await self.agent.read_barrier()
+        return wire.encode(self._service(str(args.get("service", ""))).spec)
+
+    async def ps(self, args: dict[str, Any]) -> dict[str, Any]:
+        await self.agent.read_barrier()
+        tasks_obs = dict(observe(self.agent).tasks)
+        refs = args.get("services") or ()
+        stack = args.get("stack")
+        if refs:
+            services = [self._service(str(ref)) for ref in refs]
+        else:
+            services = [
+                s for s in self.agent.state.services.values() if not stack or s.spec.stack == stack
+            ]
+        views = []
+        for service in sorted(services, key=lambda s: s.spec.name):
+            for task in self.agent.state.tasks_of(service.id):
+                views.append(self.task_view(service, task, tasks_obs.get(task.id)))
+        return {"tasks": views}
+
+    # ------------------------------------------------------------------------ logs
+
+    async def logs(self, args: dict[str, Any], emit: Emit) -> None:
+        """Lines from every task's container, merged across nodes, prefixed by task and node."""
+        service = self._service(str(args.get("service", "")))
+        request_follow = bool(args.get("follow"))
+        tail = int(args["tail"]) if args.get("tail") is not None else -1
+        names: dict[str, str] = {}
+        by_node: dict[str, list[str]] = {}
+        for task in self.agent.state.tasks_of(service.id):
+            if task.node_id:
+                slot = task.slot or self.agent.node_name(task.node_id)
+                names[task.id] = f"{service.spec.name}.{slot}.{task.id[:10]}"
+                by_node.setdefault(task.node_id, []).append(task.id)
+        send, receive = trio.open_memory_channel[tuple[str, str, str]](256)
+        async with trio.open_nursery() as nursery:
+            for node_id, task_ids in by_node.items():
+                request = LogsRequest(tuple(task_ids), request_follow, tail)
+                nursery.start_soon(self._node_logs, node_id, request, send.clone())
+            send.close()
+            async with receive:
+                async for node_id, task_id, line in receive:
+                    await emit(
+                        {
+                            "task": names.get(task_id, task_id),
+                            "node": self.agent.node_name(node_id),
+                            "line": line,
+                        }
+                    )
+
+    async def _node_logs(
+        self,
+        node_id: str,
+        request: LogsRequest,
+        out: trio.MemorySendChannel[tuple[str, str, str]],
+    ) -> None:
+        async with out:
+            try:
+                if node_id == self.agent.node_id:
+                    local_send, local_receive = trio.open_memory_channel[tuple[str, str]](256)
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._local_logs, request, local_send)
+                        async with local_receive:
+                            async for task_id, line in local_receive:
+                                await out.send((node_id, task_id, line))
+                    return
+                node = self.agent.state.nodes.get(node_id)
+                if node is None or not self.agent.is_ready(node_id):
+                    await out.send((node_id, "", "(node is down: no logs)"))
+                    return
+                stream = await self.agent.transport.connect(parse_addr(node.addr))
+                async with stream.stream:
+                    await stream.send(request)
+                    while True:
+                        msg = await stream.receive(expect=(LogLine, EndOfStream))
+                        if msg is None or isinstance(msg, EndOfStream):
+                            return
+                        await out.send((node_id, msg.task_id, msg.line.decode(errors="replace")))
+            except (
+                OSError,
+                trio.BrokenResourceError,
+                RemoteProtocolError,
+                trio.TooSlowError,
+            ) as exc:
+                await out.send((node_id, "", f"(logs unavailable: {exc})"))
+
+    async def _local_logs(
+        self, request: LogsRequest, out: trio.MemorySendChannel[tuple[str, str]]
+    ) -> None:
+        """Lines of this node's containers for `request.task_ids`, into `out` (then closed)."""
+        executor = self.agent.executor
+
+        async def one(
+            task_id: str, container_id: str, out: trio.MemorySendChannel[tuple[str, str]]
+        ) -> None:
+            assert executor is not None
+            async with out:
+                tail = None if request.tail < 0 else request.tail
+                async for line in executor.runtime.logs(
+                    container_id, follow=request.follow, tail=tail
+                ):
+                    await out.send((task_id, line.decode(errors="replace")))
+
+        async with out, trio.open_nursery() as nursery:
+            if executor is None:
+                return
+            for task_id in request.task_ids:
+                container_id = executor.container_of(task_id)
+                if container_id:
+                    nursery.start_soon(one, task_id, container_id, out.clone())
+
+    async def _serve_logs(self, stream: FramedStream, request: LogsRequest) -> None:
+        send, receive = trio.open_memory_channel[tuple[str, str]](256)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._local_logs, request, send)
+            async with receive:
+                async for task_id, line in receive:
+                    await stream.send(LogLine(task_id, line.encode()))
+        await stream.send(EndOfStream())
+
+    # ------------------------------------------------------------------------ tables
+
+    def handlers(self) -> dict[str, Handler]:
+        writes = {
+            "service.create": self.create,
+            "service.update": self.update,
+            "service.rollback": self.rollback,
+            "service.scale": self.scale,
+            "service.rm": self.rm,
+        }
+        return managers_only(self.agent, writes) | {
+            "service.ls": self.ls,
+            "service.inspect": self.inspect,
+            "service.spec": self.spec,
+            "service.ps": self.ps,
+        }
+
+    def streams(self) -> dict[str, StreamHandler]:
+        return {"service.logs": self.logs}

@@ -1,0 +1,110 @@
+"""The control API's stack operations: deploy (create, update only what changed, prune), list,
+remove.
+
+The CLI loads and converts the stack files (`swarmlet.stack`): a stack that fails to load or
+validate never reaches the agent, so it changes nothing. What reaches the agent is applied as
+one `Batch`: all of it or none of it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from swarmlet import crypto
+from swarmlet.api.control_socket import Handler
+from swarmlet.api.nodes import managers_only
+from swarmlet.api.secrets import LABEL_STACK, secret_command
+from swarmlet.api.services import decode_spec
+from swarmlet.errors import UsageError
+from swarmlet.node.agent import Agent
+from swarmlet.state.machine import (
+    Batch,
+    Command,
+    CreateService,
+    RemoveSecret,
+    RemoveService,
+    UpdateService,
+)
+from swarmlet.state.model import Service
+
+
+class StackControl:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    async def deploy(self, args: dict[str, Any]) -> dict[str, Any]:
+        agent = self.agent
+        stack = str(args.get("name", ""))
+        if not stack:
+            raise UsageError("a stack name is required")
+        await agent.read_barrier()
+        commands: list[Command] = []
+        for item in args.get("secrets") or ():
+            command = secret_command(
+                agent,
+                str(item["name"]),
+                bytes(item["data"]),
+                {LABEL_STACK: stack},
+                is_config=bool(item.get("is_config")),
+            )
+            if command is not None:
+                commands.append(command)
+        specs = [decode_spec(raw) for raw in args.get("services") or ()]
+        created, updated, unchanged, removed = [], [], [], []
+        now = time.time()
+        for spec in specs:
+            current = agent.state.service_by_name(spec.name)
+            if current is None:
+                service = Service(id=crypto.new_id(), spec=spec, created_at=now, updated_at=now)
+                commands.append(CreateService(service))
+                created.append(spec.name)
+            elif current.spec.stack != stack:
+                raise UsageError(f"service {spec.name} exists and does not belong to stack {stack}")
+            elif current.spec != spec:
+                commands.append(UpdateService(current.id, spec, now))
+                updated.append(spec.name)
+            else:
+                unchanged.append(spec.name)
+        if args.get("prune"):
+            names = {s.name for s in specs}
+            for service in agent.state.services.values():
+                if service.spec.stack == stack and service.spec.name not in names:
+                    commands.append(RemoveService(service.id, now))
+                    removed.append(service.spec.name)
+        if commands:
+            result = await agent.write(Batch(tuple(commands)))
+            if not result.ok:
+                raise UsageError(result.error)
+        return {"created": created, "updated": updated, "unchanged": unchanged, "removed": removed}
+
+    async def ls(self, args: dict[str, Any]) -> dict[str, Any]:
+        await self.agent.read_barrier()
+        stacks: dict[str, int] = {}
+        for service in self.agent.state.services.values():
+            if service.spec.stack:
+                stacks[service.spec.stack] = stacks.get(service.spec.stack, 0) + 1
+        return {"stacks": [{"name": k, "services": v} for k, v in sorted(stacks.items())]}
+
+    async def rm(self, args: dict[str, Any]) -> dict[str, Any]:
+        agent = self.agent
+        stack = str(args.get("name", ""))
+        await agent.read_barrier()
+        now = time.time()
+        services = [s for s in agent.state.services.values() if s.spec.stack == stack]
+        secrets = [s for s in agent.state.secrets.values() if s.labels.get(LABEL_STACK) == stack]
+        if not services and not secrets:
+            raise UsageError(f"nothing found in stack: {stack}")
+        commands: list[Command] = [RemoveService(s.id, now) for s in services]
+        commands += [RemoveSecret(s.id) for s in secrets]
+        result = await agent.write(Batch(tuple(commands)))
+        if not result.ok:
+            raise UsageError(result.error)
+        return {
+            "removed_services": sorted(s.spec.name for s in services),
+            "removed_secrets": sorted(s.name for s in secrets),
+        }
+
+    def handlers(self) -> dict[str, Handler]:
+        writes = {"stack.deploy": self.deploy, "stack.rm": self.rm}
+        return managers_only(self.agent, writes) | {"stack.ls": self.ls}

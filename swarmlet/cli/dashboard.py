@@ -1,0 +1,44 @@
+"""`swarmlet dashboard`: the live terminal view (see `swarmlet.dashboard`).
+
+It needs a terminal: scripts use `node ls`, `service ls`, `events --format json` instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.console import Console
+
+from swarmlet.cli.main import EXIT_OK, _data_dir
+from swarmlet.errors import UsageError
+
+
+def cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
+    from swarmlet.dashboard import app  # rich.live and the view: load on demand
+
+    if not args.interval > 0:
+        raise UsageError(f"--interval: expected a positive number of seconds, got {args.interval}")
+    if not console.is_terminal:
+        raise UsageError(
+            "the dashboard needs a terminal; in scripts, use `swarmlet node ls`, "
+            "`swarmlet service ls` or `swarmlet events` (with --format json)"
+        )
+    app.run(_data_dir(args).socket_path, console, interval_s=args.interval)
+    return EXIT_OK
+
+
+def register(sub: Any, command: Any) -> None:
+    p = command(
+        "dashboard",
+        cmd_dashboard,
+        "live view of nodes, services, tasks and events (q quits)",
+        "swarmlet dashboard --interval 1",
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="time between polls of the agent (default: 0.5)",
+    )

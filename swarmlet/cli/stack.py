@@ -1,0 +1,169 @@
+"""`swarmlet stack ...`: deploy compose-like stack files, list, inspect and remove stacks.
+
+Loading, interpolation, validation and conversion all happen here, before anything is sent:
+a stack that fails to load changes nothing in the cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from swarmlet.cli.main import EXIT_OK, _print_json, call
+from swarmlet.cli.service import list_services, list_tasks, wait_converged
+from swarmlet.errors import StackError
+from swarmlet.stack import load_stack, render_config
+from swarmlet.wire import codec as wire
+
+
+def _load(args: argparse.Namespace) -> Any:
+    files = [Path(f) for f in args.compose_file]
+    for f in files:
+        if not f.exists():
+            raise StackError(str(f), "", "no such file")
+    return load_stack(files, dict(os.environ))
+
+
+def _plan(args: argparse.Namespace, console: Console) -> Any:
+    from swarmlet.stack.convert import convert_stack
+
+    loaded = _load(args)
+    plan = convert_stack(args.name, loaded, file=args.compose_file[0])
+    err = Console(stderr=True)
+    for warning in plan.warnings:
+        err.print(warning, markup=False, highlight=False)
+    return plan
+
+
+def _secret_payloads(plan: Any) -> list[dict[str, Any]]:
+    payloads = []
+    for items, is_config in ((plan.secrets, False), (plan.configs, True)):
+        for item in items:
+            if item.external:
+                continue
+            path = Path(item.file)
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                kind = "configs" if is_config else "secrets"
+                raise StackError(
+                    str(path), f"{kind}.{item.key}.file", f"cannot read: {exc.strerror or exc}"
+                ) from None
+            payloads.append({"name": item.name, "data": data, "is_config": is_config})
+    return payloads
+
+
+def cmd_deploy(args: argparse.Namespace, console: Console) -> int:
+    plan = _plan(args, console)
+    result = call(
+        args,
+        "stack.deploy",
+        name=args.name,
+        services=[wire.encode(spec) for spec in plan.services],
+        secrets=_secret_payloads(plan),
+        prune=args.prune,
+    )
+    for key, verb in (("created", "Creating"), ("updated", "Updating"), ("removed", "Removing")):
+        for name in result[key]:
+            console.print(f"{verb} service {name}", markup=False)
+    if args.detach or not (result["created"] or result["updated"]):
+        return EXIT_OK
+    return wait_converged(args, console, [s.name for s in plan.services])
+
+
+def cmd_config(args: argparse.Namespace, console: Console) -> int:
+    loaded = _load(args)
+    err = Console(stderr=True)
+    for warning in loaded.warnings:
+        err.print(warning, markup=False, highlight=False)
+    console.print(
+        render_config(loaded.config, args.format),
+        markup=False,
+        highlight=False,
+        end="",
+        soft_wrap=True,
+    )
+    return EXIT_OK
+
+
+def cmd_ls(args: argparse.Namespace, console: Console) -> int:
+    stacks = call(args, "stack.ls")["stacks"]
+    if args.format == "json":
+        _print_json(console, stacks)
+        return EXIT_OK
+    table = Table(box=None, pad_edge=False)
+    table.add_column("NAME")
+    table.add_column("SERVICES")
+    for s in stacks:
+        table.add_row(s["name"], str(s["services"]))
+    console.print(table)
+    return EXIT_OK
+
+
+def cmd_ps(args: argparse.Namespace, console: Console) -> int:
+    return list_tasks(args, console, stack=args.name)
+
+
+def cmd_services(args: argparse.Namespace, console: Console) -> int:
+    return list_services(args, console, stack=args.name)
+
+
+def cmd_rm(args: argparse.Namespace, console: Console) -> int:
+    for name in args.names:
+        result = call(args, "stack.rm", name=name)
+        for service in result["removed_services"]:
+            console.print(f"Removing service {service}", markup=False)
+        for secret in result["removed_secrets"]:
+            console.print(f"Removing secret {secret}", markup=False)
+    return EXIT_OK
+
+
+def register(sub: Any, command: Any) -> None:
+    stack = sub.add_parser("stack", help="manage stacks", description="manage stacks")
+    ssub = stack.add_subparsers(dest="stack_command", metavar="COMMAND")
+    ssub.required = True
+
+    p = command(
+        "deploy",
+        cmd_deploy,
+        "deploy or update a stack",
+        "swarmlet stack deploy -c stacks/web.yml web",
+        ssub,
+    )
+    p.add_argument("-c", "--compose-file", action="append", required=True, metavar="FILE")
+    p.add_argument("--prune", action="store_true", help="remove services no longer in the files")
+    p.add_argument(
+        "-d", "--detach", action="store_true", help="do not wait for the services to converge"
+    )
+    p.add_argument("name", metavar="STACK")
+
+    p = command(
+        "config",
+        cmd_config,
+        "print the normalised stack document",
+        "swarmlet stack config -c stacks/web.yml",
+        ssub,
+    )
+    p.add_argument("-c", "--compose-file", action="append", required=True, metavar="FILE")
+    p.add_argument("--format", choices=("yaml", "json"), default="yaml")
+
+    p = command("ls", cmd_ls, "list stacks", "swarmlet stack ls", ssub)
+    p.add_argument("--format", choices=("table", "json"), default="table")
+
+    p = command("ps", cmd_ps, "list a stack's tasks", "swarmlet stack ps web", ssub)
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("name", metavar="STACK")
+
+    p = command(
+        "services", cmd_services, "list a stack's services", "swarmlet stack services web", ssub
+    )
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("name", metavar="STACK")
+
+    p = command("rm", cmd_rm, "remove stacks", "swarmlet stack rm web", ssub)
+    p.add_argument("names", nargs="+", metavar="STACK")

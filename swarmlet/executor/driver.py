@@ -1,0 +1,515 @@
+"""The task executor: drives this node's containers towards the tasks the replicated state
+assigns to it, and reports what it observes.
+
+Inputs: the replicated state (which tasks are ours, and their desired state) and the Docker
+events stream (a container died, became healthy or unhealthy). Output: one `TaskObservation` per
+task, published through gossip, from which the leader decides (restart, replace) and every
+node's proxy learns the endpoints.
+
+Invariants:
+  * we only ever touch containers labelled with our cluster id AND our node id;
+  * a task's observed state only moves forward;
+  * at most one container per task: on restart, running containers of tasks still assigned to
+    us are adopted, not started again, and every other container of ours is removed;
+  * a stopping task leaves the proxies (its observation turns SHUTDOWN) before its container
+    gets the stop signal, and the container then has `stop_grace_period_s` to finish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import trio
+
+from swarmlet.errors import RuntimeAdapterError, SecretsUnavailableError
+from swarmlet.executor import secretfiles
+from swarmlet.executor.labels import (
+    LABEL_CLUSTER,
+    LABEL_NODE,
+    LABEL_SERVICE,
+    LABEL_SLOT,
+    LABEL_STACK,
+    LABEL_TASK,
+)
+from swarmlet.executor.networks import LocalNetworks
+from swarmlet.executor.runtime import (
+    ContainerEvent,
+    ContainerInfo,
+    ContainerSpec,
+    DockerRuntime,
+    HealthcheckSpec,
+    MountSpec,
+    PortBinding,
+)
+from swarmlet.state.model import Service, ServiceSpec, Task, TaskState
+from swarmlet.state.observed import Endpoint, TaskObservation
+
+if TYPE_CHECKING:
+    from swarmlet.state.machine import ClusterState
+
+log = logging.getLogger(__name__)
+
+
+# How often running replicas of autoscaled services are measured (docker stats takes ~1 s each,
+# in parallel); the figures travel in the task observations.
+STATS_INTERVAL_S = 5.0
+
+# How long a stopped task's endpoint stays out of the proxies before its container is signalled,
+# so that every proxy (fed by gossip) has dropped it: about two gossip rounds.
+ENDPOINT_DRAIN_S = 0.3
+
+
+def container_name(spec: ServiceSpec, task: Task) -> str:
+    slot = str(task.slot) if task.slot else task.node_id
+    return f"{spec.name}.{slot}.{task.id}"
+
+
+def container_spec(
+    service: Service,
+    task: Task,
+    *,
+    cluster_id: str,
+    node_id: str,
+    host_ip: str,
+    files: Sequence[tuple[str, str]] = (),
+    networks: Sequence[str] = (),
+    service_hosts: Mapping[str, str] = {},  # read only
+    exposed: Sequence[tuple[int, str]] = (),
+) -> ContainerSpec:
+    """`files`: (host path, container path) of the task's secrets and configs, bound read-only.
+    `networks`: the Docker networks to join; `service_hosts`: the services it may call by name
+    (name -> VIP, `executor.networks`); `exposed`: the image's EXPOSE ports, published too so
+    that other nodes' proxies reach them."""
+    spec = service.spec
+    labels = dict(spec.container_labels)
+    labels.update(
+        {
+            LABEL_CLUSTER: cluster_id,
+            LABEL_NODE: node_id,
+            LABEL_SERVICE: spec.name,
+            LABEL_TASK: task.id,
+            LABEL_SLOT: str(task.slot),
+        }
+    )
+    if spec.stack:
+        labels[LABEL_STACK] = spec.stack
+    healthcheck = None
+    if spec.healthcheck is not None:
+        hc = spec.healthcheck
+        healthcheck = HealthcheckSpec(
+            test=hc.test,
+            interval_s=hc.interval_s,
+            timeout_s=hc.timeout_s,
+            retries=hc.retries,
+            start_period_s=hc.start_period_s,
+        )
+    return ContainerSpec(
+        name=container_name(spec, task),
+        image=spec.image,
+        command=spec.command,
+        entrypoint=spec.entrypoint,
+        env=dict(spec.env),
+        labels=labels,
+        ports=tuple(
+            PortBinding(target, protocol)
+            for target, protocol in dict.fromkeys(
+                [(p.target, p.protocol) for p in spec.ports] + list(exposed)
+            )
+        ),
+        host_ip=host_ip,
+        nano_cpus=spec.limits.nano_cpus or None,
+        memory_bytes=spec.limits.memory_bytes or None,
+        memory_reservation_bytes=spec.reservations.memory_bytes or None,
+        mounts=tuple(
+            MountSpec(
+                target=m.target,
+                source=m.source,
+                type=m.type,  # type: ignore[arg-type]  # validated when the spec was accepted
+                read_only=m.read_only,
+                volume_driver=m.driver or None,
+                volume_driver_opts=dict(m.driver_opts),
+            )
+            for m in spec.mounts
+        )
+        + tuple(
+            MountSpec(target=target, source=source, type="bind", read_only=True)
+            for source, target in files
+        ),
+        healthcheck=healthcheck,
+        user=spec.user or None,
+        working_dir=spec.working_dir or None,
+        hostname=spec.hostname or None,
+        stop_signal=spec.stop_signal or None,
+        stop_grace_s=spec.stop_grace_period_s,
+        init=spec.init,
+        # The user's own entries win over service names.
+        extra_hosts={
+            **service_hosts,
+            **dict(h.split(":", 1) for h in spec.extra_hosts if ":" in h),
+        },
+        networks=tuple(networks),
+        cap_add=spec.cap_add,
+        cap_drop=spec.cap_drop,
+        sysctls=dict(spec.sysctls),
+    )
+
+
+def _endpoints(info: ContainerInfo, host: str) -> tuple[Endpoint, ...]:
+    return tuple(
+        Endpoint(target=target, protocol=proto, host=host, port=port)
+        for (target, proto), port in sorted(info.host_ports.items())
+    )
+
+
+def start_error(exc: Exception) -> str:
+    """Why a task did not start. A KeyError is `secretfiles.materialize`'s: (name, is_config)."""
+    if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], tuple):
+        name, is_config = exc.args[0]
+        return f"missing {'config' if is_config else 'secret'} {name}"
+    return str(exc)
+
+
+def _exit_state(exit_code: int | None) -> tuple[TaskState, str]:
+    if exit_code == 0:
+        return TaskState.COMPLETE, ""
+    return TaskState.FAILED, f"task: non-zero exit ({exit_code})"
+
+
+class Executor:
+    def __init__(
+        self,
+        runtime: DockerRuntime,
+        *,
+        cluster_id: str,
+        node_id: str,
+        host_ip: str,
+        state: Callable[[], ClusterState],
+        sync: Callable[[], Awaitable[bool]],
+        publish: Callable[[tuple[TaskObservation, ...]], None],
+        record_event: Callable[[str, str, str, str], object],
+        networks: LocalNetworks,
+        # The content of a task's secrets and configs, (name, is_config) -> bytes (see
+        # `secretdelivery`); raises SecretsUnavailableError, which rejects the task.
+        task_files: Callable[[Task], Awaitable[Mapping[tuple[str, bool], bytes]]],
+        max_parallel_starts: int = 8,
+    ) -> None:
+        self.runtime = runtime
+        self.cluster_id = cluster_id
+        self.node_id = node_id
+        self.host_ip = host_ip
+        self._state = state
+        self._sync = sync
+        # Until the local state is known to be current (a ReadIndex barrier succeeded), a
+        # container whose task we do not know may belong to a task we have not heard of yet: it
+        # is kept, never removed.
+        self.synced = False
+        self._publish = publish
+        self._record = record_event
+        self._task_files = task_files
+        self.networks = networks
+        # Running containers on service networks: task id -> (hosts file, the service lines
+        # last written to it; None: unknown, e.g. adopted after a restart).
+        self._hosts: dict[str, tuple[str, dict[str, str] | None]] = {}
+        self.observations: dict[str, TaskObservation] = {}
+        self._containers: dict[str, str] = {}  # task id -> container id
+        self._busy: set[str] = set()  # task ids with a start or stop in progress
+        self._stopping: set[str] = set()
+        self._stopped: set[str] = set()  # tasks whose container was stopped on purpose
+        self._wake = trio.Event()
+        self._start_limiter = trio.CapacityLimiter(max_parallel_starts)
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {LABEL_CLUSTER: self.cluster_id, LABEL_NODE: self.node_id}
+
+    def container_of(self, task_id: str) -> str | None:
+        return self._containers.get(task_id)
+
+    def notify(self) -> None:
+        """The replicated state changed: look again."""
+        self._wake.set()
+
+    # ------------------------------------------------------------------------ observations
+
+    def _observe(self, task_id: str, state: TaskState, **changes: object) -> None:
+        old = self.observations.get(task_id)
+        if old is not None and state < old.state:
+            return  # states only move forward; a late event about an older state is moot
+        base = old or TaskObservation(task_id=task_id, state=state)
+        new = dataclasses.replace(base, state=state, **changes)  # type: ignore[arg-type]
+        if old is None or new.state != old.state:
+            new = dataclasses.replace(new, since=time.time())
+        if new != old:
+            self.observations[task_id] = new
+            self._publish(tuple(self.observations.values()))
+
+    # ------------------------------------------------------------------------ run
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            # Subscribe before listing, so nothing that happens in between is missed.
+            async with self.runtime.events(self.labels) as events:
+                self.synced = await self._sync()
+                await self.networks.load()
+                await self._adopt()
+                nursery.start_soon(self._watch, events)
+                nursery.start_soon(self._measure)
+                task_status.started()
+                while True:
+                    if not self.synced:
+                        self.synced = await self._sync()
+                    await self._reconcile()
+                    with trio.move_on_after(5.0):  # a periodic look repairs anything missed
+                        await self._wake.wait()
+                    self._wake = trio.Event()
+
+    async def _adopt(self) -> None:
+        state = self._state()
+        for info in await self.runtime.list(self.labels):
+            task_id = info.labels.get(LABEL_TASK, "")
+            task = state.tasks.get(task_id)
+            mine = task is not None and task.node_id == self.node_id
+            if task is None and not self.synced:
+                self._containers[task_id] = info.id  # decided once the state is current
+                continue
+            if mine and task is not None and info.state == "running" and not task.state.terminal:
+                self._containers[task_id] = info.id
+                service = state.services.get(task.service_id)
+                if service is not None and service.spec.networks and info.hosts_path:
+                    self._hosts[task_id] = (info.hosts_path, None)
+                healthy = None if info.health is None else info.health == "healthy"
+                running = info.health in (None, "healthy")
+                self._observe(
+                    task_id,
+                    TaskState.RUNNING if running else TaskState.STARTING,
+                    container_id=info.id,
+                    endpoints=_endpoints(info, self.host_ip),
+                    healthy=healthy,
+                )
+                log.info("adopted container %s of task %s", info.id[:12], task_id)
+            elif mine and task is not None and info.state != "running":
+                self._containers[task_id] = info.id  # kept for logs until the task is reaped
+                self._stopped.add(task_id)
+                state_, error = _exit_state(info.exit_code)
+                self._observe(task_id, state_, container_id=info.id, error=error)
+            else:
+                log.info("removing container %s: its task is not ours any more", info.id[:12])
+                with contextlib.suppress(RuntimeAdapterError):
+                    await self.runtime.remove(info.id, force=True)
+
+    async def _measure(self) -> None:
+        """CPU and memory of the running replicas of autoscaled services, for the leader."""
+        while True:
+            await trio.sleep(STATS_INTERVAL_S)
+            state = self._state()
+            wanted = [
+                (task_id, container_id)
+                for task_id, container_id in self._containers.items()
+                if (task := state.tasks.get(task_id)) is not None
+                and (service := state.services.get(task.service_id)) is not None
+                and service.spec.autoscale is not None
+                and (obs := self.observations.get(task_id)) is not None
+                and obs.state is TaskState.RUNNING
+            ]
+
+            async def one(task_id: str, container_id: str) -> None:
+                with contextlib.suppress(RuntimeAdapterError):
+                    stats = await self.runtime.stats(container_id)
+                    obs = self.observations.get(task_id)
+                    if obs is not None and obs.state is TaskState.RUNNING:
+                        self._observe(
+                            task_id,
+                            obs.state,
+                            cpu_percent=round(stats.cpu_percent, 1),
+                            memory_bytes=stats.memory_bytes,
+                        )
+
+            async with trio.open_nursery() as nursery:
+                for task_id, container_id in wanted:
+                    nursery.start_soon(one, task_id, container_id)
+
+    async def _watch(self, events: object) -> None:
+        async for event in events:  # type: ignore[attr-defined]
+            self._on_event(event)
+
+    def _on_event(self, event: ContainerEvent) -> None:
+        task_id = event.labels.get(LABEL_TASK, "")
+        if not task_id or self._containers.get(task_id) not in (None, event.container_id):
+            return
+        health = event.health_status
+        if event.action == "die":
+            if task_id in self._stopping:
+                self._observe(task_id, TaskState.SHUTDOWN, exit_code=event.exit_code)
+            else:
+                state, error = _exit_state(event.exit_code)
+                self._observe(task_id, state, error=error, exit_code=event.exit_code)
+                self._record("task", str(state), task_id, error or "task completed")
+        elif health == "healthy":
+            self._observe(task_id, TaskState.RUNNING, healthy=True)
+        elif health == "unhealthy":
+            self._observe(
+                task_id, TaskState.FAILED, healthy=False, error="task: unhealthy container"
+            )
+            self._record("task", "unhealthy", task_id, "health check failed: replacing the task")
+            self._wake.set()  # stop it
+        self._wake.set()
+
+    # ------------------------------------------------------------------------ reconcile
+
+    async def _reconcile(self) -> None:
+        assert self._nursery is not None
+        state = self._state()
+        for task in state.tasks.values():
+            if task.node_id != self.node_id or task.id in self._busy:
+                continue
+            obs = self.observations.get(task.id)
+            observed = obs.state if obs is not None else TaskState.NEW
+            wants_running = task.desired_state is TaskState.RUNNING and not task.state.terminal
+            if wants_running and observed < TaskState.STARTING and task.id not in self._containers:
+                service = state.services.get(task.service_id)
+                if service is not None:
+                    self._busy.add(task.id)
+                    self._nursery.start_soon(self._start, service, task)
+            elif (
+                (not wants_running or observed.terminal)
+                and task.id in self._containers
+                and task.id not in self._stopped
+            ):
+                # Also for a container that already died: stopping it is then a no-op.
+                self._busy.add(task.id)
+                self._nursery.start_soon(self._stop, task, observed)
+        # Containers of tasks that left the state (reaped, or reassigned) go away.
+        for task_id in list(self._containers):
+            current = state.tasks.get(task_id)
+            gone = current is None and self.synced
+            reassigned = current is not None and current.node_id != self.node_id
+            if (gone or reassigned) and task_id not in self._busy:
+                self._busy.add(task_id)
+                self._nursery.start_soon(self._forget, task_id)
+        try:
+            await self.networks.sync(state)
+        except RuntimeAdapterError as exc:  # Docker hiccup: the next pass tries again
+            log.warning("networks: %s", exc)
+        await self._refresh_hosts(state)
+
+    def _service_hosts(self, state: ClusterState, spec: ServiceSpec) -> dict[str, str]:
+        """The service names a container of `spec` resolves (name -> VIP); the user's own
+        extra_hosts win and are left to Docker."""
+        own = {h.split(":", 1)[0] for h in spec.extra_hosts}
+        hosts = self.networks.hosts_for(state, spec)
+        return {name: vip for name, vip in hosts.items() if name not in own}
+
+    async def _refresh_hosts(self, state: ClusterState) -> None:
+        """Services that joined or left a container's networks since it started: rewrite its
+        service names (`LocalNetworks.refresh_hosts`)."""
+        for task_id, (path, written) in list(self._hosts.items()):
+            task = state.tasks.get(task_id)
+            service = state.services.get(task.service_id) if task is not None else None
+            if service is None:
+                continue
+            wanted = self._service_hosts(state, service.spec)
+            if wanted == written:
+                continue
+            try:
+                await self.networks.refresh_hosts(path, service.spec, wanted)
+            except OSError as exc:  # the container went meanwhile, or a remote engine
+                log.debug("hosts of task %s not rewritten: %s", task_id, exc)
+                continue
+            self._hosts[task_id] = (path, wanted)
+
+    async def _start(self, service: Service, task: Task) -> None:
+        try:
+            async with self._start_limiter:
+                self._observe(task.id, TaskState.STARTING)
+                try:
+                    refs = [(r, False) for r in service.spec.secrets]
+                    refs += [(r, True) for r in service.spec.configs]
+                    files = (
+                        secretfiles.materialize(
+                            self.node_id, task.id, refs, await self._task_files(task)
+                        )
+                        if refs
+                        else []
+                    )
+                    await self.runtime.ensure_image(service.spec.image)
+                    networks: tuple[str, ...] = ()
+                    exposed: tuple[tuple[int, str], ...] = ()
+                    if service.spec.networks:
+                        networks = await self.networks.ensure(service.spec)
+                        exposed = await self.runtime.exposed_ports(service.spec.image)
+                    service_hosts = self._service_hosts(self._state(), service.spec)
+                    spec = container_spec(
+                        service,
+                        task,
+                        cluster_id=self.cluster_id,
+                        node_id=self.node_id,
+                        host_ip=self.host_ip,
+                        files=files,
+                        networks=networks,
+                        service_hosts=service_hosts,
+                        exposed=exposed,
+                    )
+                    info = await self.runtime.run(spec)
+                except (RuntimeAdapterError, SecretsUnavailableError, KeyError, OSError) as exc:
+                    error = start_error(exc)
+                    self._observe(task.id, TaskState.REJECTED, error=error)
+                    self._record("task", "rejected", task.id, error)
+                    return
+                self._containers[task.id] = info.id
+                if networks and info.hosts_path:
+                    self._hosts[task.id] = (info.hosts_path, service_hosts)
+                has_health = spec.healthcheck is not None and not spec.healthcheck.is_disabled
+                if info.state != "running":
+                    state, error = _exit_state(info.exit_code)
+                    self._observe(task.id, state, container_id=info.id, error=error)
+                    return
+                self._observe(
+                    task.id,
+                    TaskState.STARTING if has_health else TaskState.RUNNING,
+                    container_id=info.id,
+                    endpoints=_endpoints(info, self.host_ip),
+                    healthy=False if has_health else None,
+                )
+        finally:
+            self._busy.discard(task.id)
+            self._wake.set()
+
+    async def _stop(self, task: Task, observed: TaskState) -> None:
+        container_id = self._containers[task.id]
+        try:
+            self._stopping.add(task.id)
+            if observed <= TaskState.RUNNING:
+                # Leave the proxies first (SHUTDOWN carries no endpoints), then stop.
+                self._observe(task.id, TaskState.SHUTDOWN, endpoints=())
+                await trio.sleep(ENDPOINT_DRAIN_S)
+            state = self._state()
+            service = state.services.get(task.service_id)
+            grace = service.spec.stop_grace_period_s if service is not None else 10.0
+            with contextlib.suppress(RuntimeAdapterError):
+                await self.runtime.stop(container_id, grace)
+        finally:
+            self._stopped.add(task.id)
+            self._stopping.discard(task.id)
+            self._busy.discard(task.id)
+            self._wake.set()
+
+    async def _forget(self, task_id: str) -> None:
+        try:
+            container_id = self._containers.pop(task_id, None)
+            self._hosts.pop(task_id, None)
+            self._stopped.discard(task_id)
+            if container_id is not None:
+                with contextlib.suppress(RuntimeAdapterError):
+                    await self.runtime.remove(container_id, force=True)
+            secretfiles.remove(self.node_id, task_id)
+            if self.observations.pop(task_id, None) is not None:
+                self._publish(tuple(self.observations.values()))
+        finally:
+            self._busy.discard(task_id)

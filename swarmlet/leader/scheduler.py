@@ -1,0 +1,504 @@
+"""Pure placement: which node runs each pending task, or why none can.
+
+Owns: the filter pipeline (Swarm's `manager/scheduler/filter.go`), constraint parsing and matching
+(swarmkit `manager/constraint/constraint.go`), spread scoring and placement preferences (swarmkit
+`scheduler.go`, `scheduleNTasksOnSubtree`). Must not know: Raft, the network, Docker, the clock.
+
+Filters, in order; a node is counted against the first one that rejects it, and the explanation of
+a task that stays pending lists the counts ("no suitable node (2 nodes lack memory; 1 node is
+draining; 1 node is down)"):
+
+1. ready: the gossip verdict (`ObservedNode.ready`). A node gossip has not reported yet is not
+   ready ("status unknown").
+2. availability: only `active` nodes take new tasks (`pause` and `drain` do not).
+3. constraints: `node.id`, `node.hostname` (the node's name, which defaults to its host name),
+   `node.role`, `node.platform.os` (always "linux"), `node.labels.KEY`, with `==` and `!=`. Values
+   compare case-insensitively and a missing label is "" (as swarmkit). swarmlet records no engine
+   labels and no architecture, so `engine.labels.KEY` and `node.platform.arch` never match, with
+   either operator: a service asking for them stays pending and says why, rather than landing on
+   a node that was never checked. This is where swarmlet differs from Swarm.
+4. resources: the service's reservations against the node's capacity minus the reservations of
+   the tasks already on it (not terminal). Capacity is what the node reports through gossip
+   (`ObservedNode.total`), else what the node recorded when it joined; 0 means unknown and does
+   not limit. `ObservedNode.free` is not used: like Swarm, placement counts reservations, not load.
+5. host ports: a `mode=host` published port must be free on the node: not used by another task
+   there, nor by a non-swarmlet process the agent reported.
+6. max replicas per node: tasks of the service desired running on the node.
+
+Spread (swarmkit's): fewest tasks of this service on the node, then fewest tasks overall, then the
+node id (deterministic). Placement preferences (`spread=node.labels.X` or `node.labels.X`) first
+spread over the values of each label in turn (a tree of preferences; nodes missing the label form
+their own group), then over the nodes of the chosen leaf.
+
+Speed: tasks with identical requirements (same service, same pinned node) form a group. The static
+filters (1-3) run once per group and node; the dynamic ones (4-6) can only get worse as a group's
+tasks are placed, so a node that fails one is dropped from the group's heap for good. A batch of T
+tasks over N nodes costs O(N) per group plus O(T log N).
+
+Tasks with a `node_id` already set but not yet assigned (global services) are pinned: only that
+node is considered. Requirements come from the service's current spec.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from swarmlet.errors import UsageError
+from swarmlet.state.machine import ClusterState
+from swarmlet.state.model import (
+    Availability,
+    Node,
+    Resources,
+    Service,
+    ServiceSpec,
+    Task,
+    TaskState,
+)
+
+MESSAGES: tuple[type, ...] = ()  # nothing here crosses the wire
+
+
+# ------------------------------------------------------------------------------- observations
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedNode:
+    """What gossip says about a node right now (never written through Raft)."""
+
+    node_id: str
+    ready: bool
+    total: Resources | None = None  # capacity as reported by the agent
+    free: Resources | None = None  # informational: Swarm schedules on reservations
+    host_ports_in_use: frozenset[tuple[int, str]] = frozenset()  # (port, protocol), non-swarmlet
+    changed_at: float = 0.0  # when `ready` last changed (seconds, the driver's clock)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The scheduler's answer for one task: a node, or "" and why not."""
+
+    task_id: str
+    node_id: str
+    message: str = ""
+
+
+# ------------------------------------------------------------------------------- constraints
+
+# swarmkit constraint.go: key and value syntax, operators tried in this order.
+_KEY_RE = re.compile(r"[a-z_][a-z0-9\-_.]+", re.IGNORECASE)
+_VALUE_RE = re.compile(r"[a-z0-9:\-_\s.*()?+\[\]\\^$|/]+", re.IGNORECASE)
+_OPERATORS = ("==", "!=")
+_NODE_LABELS = "node.labels."
+_ENGINE_LABELS = "engine.labels."
+_PLAIN_KEYS = ("node.id", "node.hostname", "node.role", "node.platform.os", "node.platform.arch")
+
+
+@dataclass(frozen=True, slots=True)
+class Constraint:
+    key: str  # lower-case, except the label name after "node.labels." / "engine.labels."
+    equal: bool  # True: ==, False: !=
+    value: str
+
+    def matches(self, node: Node) -> bool:
+        if self.key.startswith(_ENGINE_LABELS) or self.key == "node.platform.arch":
+            return False  # swarmlet knows no engine labels nor architectures: never matches
+        if self.key == "node.id":
+            actual = node.id
+        elif self.key == "node.hostname":
+            actual = node.name
+        elif self.key == "node.role":
+            actual = str(node.role)
+        elif self.key == "node.platform.os":
+            actual = "linux"
+        else:  # node.labels.X: the label name is case-sensitive, a missing label is ""
+            actual = node.labels.get(self.key[len(_NODE_LABELS) :], "")
+        # swarmkit Constraint.Match: strings.EqualFold
+        return (actual.casefold() == self.value.casefold()) == self.equal
+
+    def __str__(self) -> str:
+        return f"{self.key}{'==' if self.equal else '!='}{self.value}"
+
+
+def parse_constraint(text: str) -> Constraint:
+    """Parse "KEY==VALUE" or "KEY!=VALUE"; raise UsageError saying what is wrong."""
+    for op in _OPERATORS:
+        if op not in text:
+            continue
+        raw_key, raw_value = (part.strip() for part in text.split(op, 1))
+        if not _KEY_RE.fullmatch(raw_key):
+            raise UsageError(f"constraint {text!r}: key {raw_key!r} is invalid")
+        if not _VALUE_RE.fullmatch(raw_value):
+            raise UsageError(f"constraint {text!r}: value {raw_value!r} is invalid")
+        lowered = raw_key.lower()
+        for prefix in (_NODE_LABELS, _ENGINE_LABELS):
+            if lowered.startswith(prefix) and len(raw_key) > len(prefix):
+                return Constraint(prefix + raw_key[len(prefix) :], op == "==", raw_value)
+        if lowered in _PLAIN_KEYS:
+            return Constraint(lowered, op == "==", raw_value)
+        raise UsageError(
+            f"constraint {text!r}: unknown key {raw_key!r}; use node.id, node.hostname, "
+            "node.role, node.platform.os, node.labels.<label> or engine.labels.<label>"
+        )
+    raise UsageError(f"constraint {text!r}: expected one operator from ==, !=")
+
+
+def parse_constraints(texts: Iterable[str]) -> tuple[Constraint, ...]:
+    return tuple(parse_constraint(t) for t in texts)
+
+
+# ------------------------------------------------------------------------------- explanations
+
+# reason key -> (singular, plural); "{n}" is the node count.
+_REASONS: dict[str, tuple[str, str]] = {
+    "down": ("{n} node is down", "{n} nodes are down"),
+    "unknown": ("{n} node has not reported its status", "{n} nodes have not reported their status"),
+    "paused": ("{n} node is paused", "{n} nodes are paused"),
+    "draining": ("{n} node is draining", "{n} nodes are draining"),
+    "constraints": (
+        "{n} node does not satisfy the constraints",
+        "{n} nodes do not satisfy the constraints",
+    ),
+    "cpu": ("{n} node lacks CPU", "{n} nodes lack CPU"),
+    "memory": ("{n} node lacks memory", "{n} nodes lack memory"),
+    "port": ("{n} node has host port {detail} in use", "{n} nodes have host port {detail} in use"),
+    "max_replicas": (
+        "{n} node already runs the maximum replicas per node ({detail})",
+        "{n} nodes already run the maximum replicas per node ({detail})",
+    ),
+}
+_FILTER_ORDER = tuple(_REASONS)
+
+
+def explain(failures: Mapping[str, int]) -> str:
+    """ "no suitable node (2 nodes lack memory; 1 node is draining; 1 node is down)".
+
+    Keys are reason names, optionally with a detail after a colon ("port:8080/tcp"). Most
+    frequent first; among equals, the later (more specific) filter first.
+    """
+    if not failures:
+        return "no suitable node (no nodes in the cluster)"
+
+    def rank(key: str) -> tuple[int, int, str]:
+        return (-failures[key], -_FILTER_ORDER.index(key.split(":", 1)[0]), key)
+
+    parts = []
+    for key in sorted(failures, key=rank):
+        name, _, detail = key.partition(":")
+        singular, plural = _REASONS[name]
+        n = failures[key]
+        parts.append((singular if n == 1 else plural).format(n=n, detail=detail))
+    return f"no suitable node ({'; '.join(parts)})"
+
+
+# ------------------------------------------------------------------------------- node view
+
+
+def occupies(task: Task) -> bool:
+    """A task holds its node's resources and ports from assignment until it is terminal (a
+    pinned global task waiting for its node does not hold anything yet)."""
+    return bool(task.node_id) and TaskState.ASSIGNED <= task.state <= TaskState.RUNNING
+
+
+def is_active(task: Task) -> bool:
+    """A task counted for spread and max-replicas: on a node, desired running, not terminal."""
+    return occupies(task) and task.desired_state <= TaskState.RUNNING
+
+
+def host_ports(spec: ServiceSpec) -> tuple[tuple[int, str], ...]:
+    return tuple((p.published, p.protocol) for p in spec.ports if p.mode == "host" and p.published)
+
+
+class _NodeInfo:
+    """Per-call, mutable tallies for one node; updated as the batch is placed."""
+
+    __slots__ = (
+        "by_service",
+        "cap_cpu",
+        "cap_mem",
+        "node",
+        "observed",
+        "ports",
+        "reserved_cpu",
+        "reserved_mem",
+        "total",
+    )
+
+    def __init__(self, node: Node, observed: ObservedNode | None) -> None:
+        self.node = node
+        self.observed = observed
+        reported = observed.total if observed is not None else None
+        self.cap_cpu = (reported.nano_cpus if reported else 0) or node.resources.nano_cpus
+        self.cap_mem = (reported.memory_bytes if reported else 0) or node.resources.memory_bytes
+        self.total = 0
+        self.by_service: dict[str, int] = {}
+        self.reserved_cpu = 0
+        self.reserved_mem = 0
+        self.ports: set[tuple[int, str]] = set(observed.host_ports_in_use) if observed else set()
+
+    def add(self, service_id: str, spec: ServiceSpec | None, *, active: bool) -> None:
+        if spec is not None:
+            self.reserved_cpu += spec.reservations.nano_cpus
+            self.reserved_mem += spec.reservations.memory_bytes
+            self.ports.update(host_ports(spec))
+        if active:
+            self.total += 1
+            self.by_service[service_id] = self.by_service.get(service_id, 0) + 1
+
+    def remove(self, service_id: str, spec: ServiceSpec | None, *, active: bool) -> None:
+        """The inverse of `add` (a task's host ports were free before it took them)."""
+        if spec is not None:
+            self.reserved_cpu -= spec.reservations.nano_cpus
+            self.reserved_mem -= spec.reservations.memory_bytes
+            self.ports.difference_update(host_ports(spec))
+        if active:
+            self.total -= 1
+            left = self.by_service[service_id] - 1
+            if left:
+                self.by_service[service_id] = left
+            else:
+                del self.by_service[service_id]
+
+
+def static_rejection(
+    node: Node, observed: ObservedNode | None, constraints: Sequence[Constraint]
+) -> str | None:
+    """The first of filters 1-3 that rejects the node, or None. Shared with the orchestrator
+    (global services' eligibility, moving tasks off nodes that no longer match)."""
+    if observed is None:
+        return "unknown"
+    if not observed.ready:
+        return "down"
+    if node.availability is Availability.PAUSE:
+        return "paused"
+    if node.availability is Availability.DRAIN:
+        return "draining"
+    if not all(c.matches(node) for c in constraints):
+        return "constraints"
+    return None
+
+
+def _dynamic_rejection(
+    info: _NodeInfo, service_id: str, spec: ServiceSpec, ports: Sequence[tuple[int, str]]
+) -> str | None:
+    want = spec.reservations
+    if want.nano_cpus and info.cap_cpu and info.reserved_cpu + want.nano_cpus > info.cap_cpu:
+        return "cpu"
+    if want.memory_bytes and info.cap_mem and info.reserved_mem + want.memory_bytes > info.cap_mem:
+        return "memory"
+    for port, proto in ports:
+        if (port, proto) in info.ports:
+            return f"port:{port}/{proto}"
+    limit = spec.placement.max_replicas_per_node
+    if limit and info.by_service.get(service_id, 0) >= limit:
+        return f"max_replicas:{limit}"
+    return None
+
+
+# ------------------------------------------------------------------------------- preferences
+
+
+def preference_label(preference: str) -> str | None:
+    """ "spread=node.labels.zone" or "node.labels.zone" -> "zone"; anything else -> None (all
+    nodes then fall in one group, as swarmkit does for a label no node has)."""
+    path = preference.removeprefix("spread=").strip()
+    if path.lower().startswith(_NODE_LABELS) and len(path) > len(_NODE_LABELS):
+        return path[len(_NODE_LABELS) :]
+    return None
+
+
+@dataclass
+class _Branch:
+    """A subtree of the preference tree: the nodes sharing the values of the labels above."""
+
+    count: int = 0  # tasks of the service in this subtree
+    children: dict[str, _Branch] = field(default_factory=dict)
+    heap: list[tuple[int, int, str]] = field(default_factory=list)  # leaves only
+    exhausted: bool = False
+
+
+# ------------------------------------------------------------------------------- schedule
+
+
+def _pending_for_scheduling(task: Task) -> bool:
+    return task.desired_state is TaskState.RUNNING and task.state <= TaskState.PENDING
+
+
+def schedule(
+    state: ClusterState, observed: Mapping[str, ObservedNode], tasks: Sequence[Task]
+) -> list[Decision]:
+    """One decision per task, in input order. Tasks must be desired RUNNING and not yet
+    assigned (state NEW or PENDING); any other task gets its current node back unchanged."""
+    return Scheduler(state, observed).schedule(tasks)
+
+
+class Scheduler:
+    """The node tallies of one state, kept up to date across several batches (the orchestrator
+    probes placements and then schedules, in one pass, without recounting every task)."""
+
+    def __init__(self, state: ClusterState, observed: Mapping[str, ObservedNode]) -> None:
+        self.state = state
+        self.infos = {
+            nid: _NodeInfo(node, observed.get(nid)) for nid, node in sorted(state.nodes.items())
+        }
+        for task in state.tasks.values():
+            if occupies(task) and task.node_id in self.infos:
+                service = state.services.get(task.service_id)
+                self.infos[task.node_id].add(
+                    task.service_id, service.spec if service else None, active=is_active(task)
+                )
+
+    def schedule(self, tasks: Sequence[Task]) -> list[Decision]:
+        """Place a batch (see `schedule`); placements count against the nodes from now on."""
+        groups: dict[tuple[str, str], list[int]] = {}
+        decisions: list[Decision | None] = [None] * len(tasks)
+        for i, task in enumerate(tasks):
+            if not _pending_for_scheduling(task):
+                decisions[i] = Decision(task.id, task.node_id)
+                continue
+            groups.setdefault((task.service_id, task.node_id), []).append(i)
+
+        for (service_id, pinned), indexes in groups.items():
+            service = self.state.services.get(service_id)
+            if service is None:
+                for i in indexes:
+                    decisions[i] = Decision(tasks[i].id, "", f"no service {service_id}")
+                continue
+            placed = _schedule_group(service, self.infos, pinned, len(indexes))
+            for i, outcome in zip(indexes, placed, strict=True):
+                decisions[i] = Decision(tasks[i].id, *outcome)
+        return [d for d in decisions if d is not None]
+
+    def probe(self, task: Task) -> Decision:
+        """Where `task` would go, without counting it."""
+        [decision] = self.schedule([task])
+        service = self.state.services.get(task.service_id)
+        if decision.node_id and service is not None:
+            self.infos[decision.node_id].remove(task.service_id, service.spec, active=True)
+        return decision
+
+    def changed(self, old: Task | None, new: Task) -> None:
+        """Keep the tallies current when a task is created or changed outside `schedule`."""
+        for task, sign in ((old, -1), (new, 1)):
+            if task is None or not occupies(task):
+                continue
+            info = self.infos.get(task.node_id)
+            service = self.state.services.get(task.service_id)
+            if info is None:
+                continue
+            spec = service.spec if service is not None else None
+            if sign > 0:
+                info.add(task.service_id, spec, active=is_active(task))
+            else:
+                info.remove(task.service_id, spec, active=is_active(task))
+
+
+def _schedule_group(
+    service: Service, infos: dict[str, _NodeInfo], pinned: str, count: int
+) -> list[tuple[str, str]]:
+    """Place `count` identical tasks of `service`; (node_id, "") or ("", explanation) each."""
+    spec = service.spec
+    try:
+        constraints = parse_constraints(spec.placement.constraints)
+    except UsageError as exc:
+        return [("", str(exc))] * count
+    if pinned:
+        candidates = [infos[pinned]] if pinned in infos else []
+    else:
+        candidates = list(infos.values())
+    ports = host_ports(spec)
+    failures: Counter[str] = Counter()
+    feasible: list[_NodeInfo] = []
+    for info in candidates:
+        reason = static_rejection(info.node, info.observed, constraints) or _dynamic_rejection(
+            info, service.id, spec, ports
+        )
+        if reason is None:
+            feasible.append(info)
+        else:
+            failures[reason] += 1
+    if pinned and pinned not in infos:
+        return [("", f"node {pinned} is not in the cluster")] * count
+
+    labels = [lbl for p in spec.placement.preferences if (lbl := preference_label(p)) is not None]
+    root = _Branch()
+    for info in feasible:
+        branch = root
+        n = info.by_service.get(service.id, 0)
+        branch.count += n
+        for label in labels:
+            branch = branch.children.setdefault(info.node.labels.get(label, ""), _Branch())
+            branch.count += n
+        branch.heap.append((n, info.total, info.node.id))
+    _heapify_leaves(root)
+
+    out: list[tuple[str, str]] = []
+    for _ in range(count):
+        node_id = _place_one(root, infos, service, ports, failures)
+        out.append((node_id, "") if node_id else ("", explain(failures)))
+    return out
+
+
+def _heapify_leaves(branch: _Branch) -> None:
+    heapq.heapify(branch.heap)
+    for child in branch.children.values():
+        _heapify_leaves(child)
+
+
+def _place_one(
+    root: _Branch,
+    infos: dict[str, _NodeInfo],
+    service: Service,
+    ports: Sequence[tuple[int, str]],
+    failures: Counter[str],
+) -> str:
+    spec = service.spec
+    while not root.exhausted:
+        # Walk down the preference tree: at each level the branch with the fewest tasks of the
+        # service (swarmkit: spread over the label's values), ties by value.
+        path = [root]
+        branch = root
+        while branch.children:
+            live = [(b.count, value, b) for value, b in branch.children.items() if not b.exhausted]
+            if not live:
+                branch.exhausted = True
+                break
+            branch = min(live, key=lambda entry: (entry[0], entry[1]))[2]
+            path.append(branch)
+        else:
+            node_id = _pop_leaf(branch, infos, service, spec, ports, failures)
+            if node_id:
+                for b in path:
+                    b.count += 1
+                return node_id
+            branch.exhausted = True
+        # An exhausted branch may leave its parents without live children: re-check from the top.
+        for b in reversed(path[:-1]):
+            if all(c.exhausted for c in b.children.values()):
+                b.exhausted = True
+    return ""
+
+
+def _pop_leaf(
+    leaf: _Branch,
+    infos: dict[str, _NodeInfo],
+    service: Service,
+    spec: ServiceSpec,
+    ports: Sequence[tuple[int, str]],
+    failures: Counter[str],
+) -> str:
+    heap = leaf.heap
+    while heap:
+        _, _, node_id = heapq.heappop(heap)
+        info = infos[node_id]
+        reason = _dynamic_rejection(info, service.id, spec, ports)
+        if reason is not None:
+            failures[reason] += 1  # full for this group from now on: dropped from the heap
+            continue
+        info.add(service.id, spec, active=True)
+        heapq.heappush(heap, (info.by_service[service.id], info.total, node_id))
+        return node_id
+    return ""

@@ -1,0 +1,100 @@
+"""Running an agent process: logging, signals, the control socket, and a clean stop.
+
+SIGTERM and SIGINT stop the agent cleanly: it hands over Raft leadership if it holds it, tells
+gossip it is leaving (the others see a departure, not a failure), and exits after its last write
+is durable (Raft persists before it acknowledges, so there is nothing left to flush).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+from collections.abc import Callable
+
+import trio
+
+from swarmlet.api.control_socket import serve_control
+from swarmlet.api.nodes import Control
+from swarmlet.api.secrets import SecretControl
+from swarmlet.api.services import ServiceControl
+from swarmlet.api.stacks import StackControl
+from swarmlet.errors import StorageCorruptError
+from swarmlet.logs import configure_logging
+from swarmlet.node.agent import Agent, AgentConfig
+from swarmlet.security.datadir import DataDir
+
+log = logging.getLogger("swarmlet")
+
+
+async def _main(
+    datadir: DataDir, config: AgentConfig | None, on_ready: Callable[[], None] | None
+) -> None:
+    agent = Agent(datadir, config)
+    control = Control(agent)
+    services = ServiceControl(agent)
+    stacks = StackControl(agent)
+    secrets = SecretControl(agent)
+
+    async def serve(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await serve_control(
+            datadir.socket_path,
+            control.handlers() | services.handlers() | stacks.handlers() | secrets.handlers(),
+            control.streams() | services.streams(),
+            task_status=task_status,
+        )
+
+    async with trio.open_nursery() as nursery:
+
+        async def on_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info(
+                        "received %s: leaving the cluster cleanly", signal.Signals(signum).name
+                    )
+                    agent.stopping.set()
+                    return
+
+        nursery.start_soon(on_signals)
+        async with trio.open_nursery() as inner:  # exits when agent.run has shut down
+            await inner.start(agent.run, serve)
+            if on_ready is not None:
+                on_ready()
+        nursery.cancel_scope.cancel()
+    log.info("agent stopped")
+
+
+def config_from_env() -> AgentConfig:
+    """Operator overrides of the agent's defaults (documented in README.md):
+    SWARMLET_VOTER_GRACE_S  how long a Raft voter may be down before a standby replaces it;
+    SWARMLET_PROXY_WORKERS  extra processes serving the routing mesh (0: the agent alone)."""
+    config = AgentConfig()
+    grace = os.environ.get("SWARMLET_VOTER_GRACE_S")
+    if grace:
+        try:
+            config = dataclasses.replace(config, voter_grace_s=float(grace))
+        except ValueError:
+            log.warning("ignoring SWARMLET_VOTER_GRACE_S=%r: not a number of seconds", grace)
+    workers = os.environ.get("SWARMLET_PROXY_WORKERS")
+    if workers:
+        if workers.isdigit():
+            config = dataclasses.replace(config, proxy_workers=int(workers))
+        else:
+            log.warning("ignoring SWARMLET_PROXY_WORKERS=%r: not a whole number >= 0", workers)
+    return config
+
+
+def run_agent(
+    datadir: DataDir,
+    config: AgentConfig | None = None,
+    *,
+    on_ready: Callable[[], None] | None = None,
+) -> int:
+    configure_logging()
+    try:
+        trio.run(_main, datadir, config or config_from_env(), on_ready)
+    except StorageCorruptError as exc:
+        log.critical("refusing to start: %s", exc)
+        return 3
+    return 0

@@ -1,0 +1,139 @@
+"""The routing mesh's pure part: which published ports exist (`Route`, from the replicated and
+the observed state) and in which order to try a port's endpoints (`EndpointSelector`).
+
+A replica is an endpoint while its task is desired RUNNING, observed RUNNING and not reported
+unhealthy. The selector goes round-robin and benches an endpoint whose connect failed for a
+back-off that doubles up to BENCH_MAX_S (passive health). No I/O, no clock: `now` is passed in.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from swarmlet.state.machine import ClusterState
+from swarmlet.state.model import TaskState
+from swarmlet.state.observed import Endpoint, TaskObservation
+
+BENCH_BASE_S = 1.0  # first back-off after a failed connect; doubles up to BENCH_MAX_S
+BENCH_MAX_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One published port: where clients connect, and who serves it. Also sent as is to the
+    proxy's worker processes (`swarmlet.proxy_wire.RouteTable`)."""
+
+    service: str
+    published: int
+    protocol: str
+    endpoints: tuple[Endpoint, ...]
+    host: str = ""  # a service's virtual address; "" for the node's publish address
+    # For a virtual address: the bridge subnet whose peers may connect (the containers on that
+    # network; a container of another network reaches the address through the host, and is
+    # refused). "": anyone.
+    clients: str = ""
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        return (self.host, self.published, self.protocol)
+
+
+def admits(route: Route, peer: str) -> bool:
+    """Whether a client at address `peer` may use `route` (see `Route.clients`)."""
+    if not route.clients:
+        return True
+    try:
+        return ipaddress.ip_address(peer) in _network(route.clients)
+    except ValueError:
+        return False
+
+
+@functools.lru_cache(maxsize=1024)
+def _network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(cidr)
+
+
+@dataclass
+class _Bench:
+    until: float
+    failures: int
+
+
+@dataclass
+class EndpointSelector:
+    """Round-robin over a changing list of endpoints, skipping benched ones."""
+
+    _cursor: int = 0
+    _bench: dict[Endpoint, _Bench] = field(default_factory=dict)
+
+    def order(self, endpoints: Sequence[Endpoint], now: float) -> list[Endpoint]:
+        """Every endpoint once, in the order to try them: round-robin from the cursor, healthy
+        first, benched ones last (when all are benched, trying one beats refusing the client)."""
+        if not endpoints:
+            return []
+        start = self._cursor % len(endpoints)
+        self._cursor = start + 1
+        rotated = [*endpoints[start:], *endpoints[:start]]
+        if not self._bench:  # the usual case: once per connection, so worth the shortcut
+            return rotated
+        healthy = [e for e in rotated if not self._benched(e, now)]
+        benched = [e for e in rotated if self._benched(e, now)]
+        return healthy + benched
+
+    def _benched(self, endpoint: Endpoint, now: float) -> bool:
+        bench = self._bench.get(endpoint)
+        return bench is not None and now < bench.until
+
+    def failed(self, endpoint: Endpoint, now: float) -> None:
+        bench = self._bench.get(endpoint)
+        failures = bench.failures + 1 if bench is not None else 1
+        delay = min(BENCH_MAX_S, BENCH_BASE_S * 2 ** (failures - 1))
+        self._bench[endpoint] = _Bench(until=now + delay, failures=failures)
+
+    def succeeded(self, endpoint: Endpoint) -> None:
+        if self._bench:
+            self._bench.pop(endpoint, None)
+
+    def forget_except(self, endpoints: Sequence[Endpoint]) -> None:
+        keep = set(endpoints)
+        for endpoint in list(self._bench):
+            if endpoint not in keep:
+                del self._bench[endpoint]
+
+
+def routes_from(
+    state: ClusterState,
+    tasks: Mapping[str, TaskObservation],
+    vips: Mapping[str, Sequence[tuple[str, str]]] = {},  # read only
+) -> list[Route]:
+    """Every ingress-published port of every service, and every port its replicas publish at
+    each of its virtual addresses on this node (`vips`: service id -> (address, the subnet of
+    its bridge), from `swarmlet.executor.networks`), with the endpoints that may serve it."""
+    routes = []
+    for service in state.services.values():
+        ingress = [p for p in service.spec.ports if p.mode == "ingress"]
+        service_vips = vips.get(service.id, ())
+        if not ingress and not service_vips:
+            continue
+        serving: dict[tuple[int, str], list[Endpoint]] = {}  # (target, protocol) -> endpoints
+        for task in state.tasks_of(service.id):
+            obs = tasks.get(task.id)
+            if (
+                task.desired_state is TaskState.RUNNING
+                and obs is not None
+                and obs.state is TaskState.RUNNING
+                and obs.healthy is not False
+            ):
+                for e in obs.endpoints:
+                    serving.setdefault((e.target, e.protocol), []).append(e)
+        name = service.spec.name
+        for port in ingress:
+            endpoints = tuple(serving.get((port.target, port.protocol), ()))
+            routes.append(Route(name, port.published, port.protocol, endpoints))
+        for (target, protocol), found in sorted(serving.items()):
+            for vip, subnet in service_vips:
+                routes.append(Route(name, target, protocol, tuple(found), vip, subnet))
+    return routes

@@ -1,0 +1,243 @@
+"""The agent's data directory: identity, keys, and where everything else lives.
+
+Layout (all files owned by the agent's user, the directory and secrets 0700/0600):
+    identity.msgpack   who this node is and how it was started (see `Identity`)
+    cluster.key        the cluster master key (32 bytes); every node
+    node.key           this node's X25519 private key (32 bytes); every node, written with the
+                       identity: its public key goes into the node's record at join time
+    managers.key       the managers' key (32 bytes); managers only (see `security.keyring`):
+                       written by `init` (before the identity), or when the node's record first
+                       carries it sealed to this node (join as a manager, promotion); removed
+                       when it is demoted or removed from the cluster
+    raft/              the Raft log, hard state and snapshots (`swarmlet.raft.storage`)
+    control.sock       the control API (Unix socket, 0600)
+    agent.pid          the running agent's pid
+    agent.log          the agent's log when it runs in the background
+
+Files are replaced atomically (write a temp file, fsync, rename, fsync the directory), so a crash
+leaves either the old or the new version. The identity file is the commit point of `init` and
+`join`: written last, so a data dir without it holds no node and may be initialised again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+
+from swarmlet.crypto import KEY_BYTES
+from swarmlet.errors import StorageCorruptError, UsageError
+
+ENV_VAR = "SWARMLET_DATA_DIR"
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/swarmlet")
+    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local/state")) / "swarmlet"
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in `path` durable."""
+    dir_fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who this node is. Written once by `init`/`join`; `addr`/`publish_addr` may be updated."""
+
+    node_id: str
+    cluster_id: str
+    name: str
+    advertise_host: str
+    port: int
+    publish_host: str
+    role: str  # the role the node joined with; the replicated state is authoritative afterwards
+    seeds: tuple[str, ...] = ()  # "host:port" of members known at join time, for restarts
+    bootstrap: bool = False  # True for the node that ran `init`: it seeds a new Raft group
+
+    @property
+    def addr(self) -> str:
+        return f"{self.advertise_host}:{self.port}"
+
+
+class DataDir:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def identity_file(self) -> Path:
+        return self.path / "identity.msgpack"
+
+    @property
+    def key_file(self) -> Path:
+        return self.path / "cluster.key"
+
+    @property
+    def node_key_file(self) -> Path:
+        return self.path / "node.key"
+
+    @property
+    def manager_key_file(self) -> Path:
+        return self.path / "managers.key"
+
+    @property
+    def raft_dir(self) -> Path:
+        return self.path / "raft"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.path / "control.sock"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.path / "agent.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / "agent.log"
+
+    @property
+    def incarnation_file(self) -> Path:
+        return self.path / "gossip.incarnation"
+
+    def exists(self) -> bool:
+        return self.identity_file.exists()
+
+    def create(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.path, 0o700)
+
+    def write_identity(self, identity: Identity, key: bytes, node_key: bytes) -> None:
+        """`key`: the cluster key; `node_key`: this node's private key (`crypto.new_node_key`)."""
+        self.create()
+        write_atomic(self.key_file, key)
+        write_atomic(self.node_key_file, node_key)
+        body = {
+            "node_id": identity.node_id,
+            "cluster_id": identity.cluster_id,
+            "name": identity.name,
+            "advertise_host": identity.advertise_host,
+            "port": identity.port,
+            "publish_host": identity.publish_host,
+            "role": identity.role,
+            "seeds": list(identity.seeds),
+            "bootstrap": identity.bootstrap,
+        }
+        write_atomic(self.identity_file, msgpack.packb(body, use_bin_type=True))
+
+    def read_identity(self) -> tuple[Identity, bytes]:
+        if not self.exists():
+            raise UsageError(
+                f"{self.path} holds no swarmlet node: run `swarmlet init` or `swarmlet join` first"
+            )
+        key = _read_key(
+            self.key_file,
+            "restore it from a backup of this data dir, or remove the data dir and join the "
+            "cluster again",
+        )
+        try:
+            body = msgpack.unpackb(self.identity_file.read_bytes(), raw=False)
+            identity = Identity(
+                node_id=body["node_id"],
+                cluster_id=body["cluster_id"],
+                name=body["name"],
+                advertise_host=body["advertise_host"],
+                port=body["port"],
+                publish_host=body["publish_host"],
+                role=body["role"],
+                seeds=tuple(body.get("seeds", ())),
+                bootstrap=body.get("bootstrap", False),
+            )
+        except (msgpack.UnpackException, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise StorageCorruptError(
+                f"{self.identity_file} is damaged ({exc!r}); restore it from a backup, "
+                "or remove the data dir and join the cluster again"
+            ) from None
+        return identity, key
+
+    def read_node_key(self) -> bytes:
+        # Made by this node and never sent anywhere: no other node holds a copy.
+        return _read_key(
+            self.node_key_file,
+            "it exists nowhere else unless this data dir was backed up: restore it from such a "
+            "backup, or remove the data dir, join the cluster again as a new node, and remove "
+            "the old one (`swarmlet node rm` on a manager)",
+        )
+
+    def read_manager_key(self) -> bytes | None:
+        """The managers' key, or None on a node that does not hold it (a worker)."""
+        try:
+            return _checked_key(self.manager_key_file, self.manager_key_file.read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def write_manager_key(self, key: bytes) -> None:
+        self.create()
+        write_atomic(self.manager_key_file, key)
+
+    def remove_manager_key(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.manager_key_file.unlink()
+            _fsync_dir(self.path)
+
+    def next_incarnation(self, wall_clock_s: float) -> int:
+        """A gossip incarnation higher than any this node used before (persisted first).
+
+        Seeded from the wall clock: a run refutes suspicions far fewer times than it lives
+        seconds, so a restart starts above everything the previous run reached, even if the
+        previous run could not persist its last value.
+        """
+        try:
+            last = int(self.incarnation_file.read_text())
+        except (FileNotFoundError, ValueError):
+            last = 0
+        nxt = max(last + 1, int(wall_clock_s))
+        write_atomic(self.incarnation_file, str(nxt).encode(), 0o644)
+        return nxt
+
+    def read_pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def remove_pid(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.pid_file.unlink()
+
+
+def _read_key(path: Path, if_missing: str) -> bytes:
+    """`if_missing`: what the operator can do about a missing file."""
+    try:
+        return _checked_key(path, path.read_bytes())
+    except FileNotFoundError:
+        raise StorageCorruptError(f"{path} is missing; {if_missing}") from None
+
+
+def _checked_key(path: Path, key: bytes) -> bytes:
+    if len(key) != KEY_BYTES:
+        raise StorageCorruptError(f"{path} is damaged (expected {KEY_BYTES} bytes)")
+    return key

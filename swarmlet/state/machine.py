@@ -1,0 +1,666 @@
+"""The cluster state machine: the replicated desired state and the only code that changes it.
+
+Every change is a command committed through Raft and applied here, in log order, on every agent.
+`apply` is deterministic: it reads nothing but the command and the current state (commands carry
+every id and timestamp), so all replicas hold identical state after the same prefix of the log.
+
+A command that is invalid against the current state (a duplicate name, a task moving backwards) is
+rejected *deterministically*: every replica rejects it the same way, leaves the state unchanged, and
+the proposer gets the reason back. Input validation that does not depend on state (a negative
+replica count, a malformed constraint) belongs to the API layer, before anything is proposed.
+
+Join tokens and secrets' values are held sealed with the managers' key (`crypto.ManagerKeys`):
+every agent replicates this state, workers too (as Raft learners), but only managers can open
+them. Apply never opens anything: it stores and compares ciphertext. What it can check of keys,
+it does: the managers' public key is set once, at init (it names the managers' key and verifies
+their signatures); a manager's record always carries the managers' key sealed to it, and a
+command brings that blob only with a promotion; a join cannot take over an existing node id
+under another public key.
+
+Must not know: Raft, the network, Docker, the clock, any key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from swarmlet.state.model import (
+    Availability,
+    Node,
+    Resources,
+    Role,
+    Secret,
+    Service,
+    ServiceSpec,
+    Task,
+    TaskState,
+    UpdateStatus,
+)
+from swarmlet.wire import catalog
+from swarmlet.wire import codec as wire
+
+VALID_VOTER_TARGETS = (1, 3, 5, 7)
+
+
+# ------------------------------------------------------------------------------------ commands
+
+
+@dataclass(frozen=True, slots=True)
+class InitCluster:
+    cluster_id: str
+    created_at: float
+    sealed_worker_token: bytes  # crypto.ManagerKeys.seal_token
+    sealed_manager_token: bytes
+    target_voters: int = 3
+    managers_public_key: bytes = b""  # crypto.ManagerKeys.public_key
+
+
+@dataclass(frozen=True, slots=True)
+class AddNode:
+    node: Node
+    name_is_explicit: bool = False  # an explicit --name that is taken is refused, not renamed
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveNode:
+    node_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateNode:
+    node_id: str
+    availability: Availability | None = None
+    role: Role | None = None
+    labels_add: dict[str, str] = field(default_factory=dict)
+    labels_rm: tuple[str, ...] = ()
+    addr: str | None = None  # a restarted agent may come back on a new address
+    publish_addr: str | None = None
+    resources: Resources | None = None
+    # With role=MANAGER: the managers' key sealed to the node. Demotion empties it in any case.
+    sealed_manager_key: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RotateToken:
+    role: Role
+    sealed_token: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SetTargetVoters:
+    target_voters: int
+
+
+@dataclass(frozen=True, slots=True)
+class CreateService:
+    service: Service
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateService:
+    service_id: str
+    spec: ServiceSpec
+    updated_at: float
+    is_rollback: bool = False
+    update_status: UpdateStatus | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveService:
+    service_id: str
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SetUpdateStatus:
+    service_id: str
+    status: UpdateStatus
+
+
+@dataclass(frozen=True, slots=True)
+class PutTasks:
+    """Create tasks or record changes to existing ones (the orchestrator's output)."""
+
+    tasks: tuple[Task, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveTasks:
+    task_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CreateSecret:
+    secret: Secret
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveSecret:
+    secret_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Several commands applied atomically: all or none (e.g. a stack deploy)."""
+
+    commands: tuple[Command, ...]
+
+
+Command = (
+    InitCluster
+    | AddNode
+    | RemoveNode
+    | UpdateNode
+    | RotateToken
+    | SetTargetVoters
+    | CreateService
+    | UpdateService
+    | RemoveService
+    | SetUpdateStatus
+    | PutTasks
+    | RemoveTasks
+    | CreateSecret
+    | RemoveSecret
+    | Batch
+)
+
+# Append only: ids are persisted in the Raft log.
+COMMANDS: tuple[type, ...] = (
+    InitCluster,
+    AddNode,
+    RemoveNode,
+    UpdateNode,
+    RotateToken,
+    SetTargetVoters,
+    CreateService,
+    UpdateService,
+    RemoveService,
+    SetUpdateStatus,
+    PutTasks,
+    RemoveTasks,
+    CreateSecret,
+    RemoveSecret,
+    Batch,
+)
+wire.register_all(catalog.STATE_COMMANDS, COMMANDS)
+
+
+class Rejected(Exception):
+    """A command that is invalid against the current state. Deterministic on every replica."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    ok: bool
+    error: str = ""
+    value: str = ""  # e.g. the final name of an added node
+
+
+# ------------------------------------------------------------------------------------ the state
+
+
+@dataclass(frozen=True, slots=True)
+class StateSnapshot:
+    """Everything `ClusterState` holds, as one wire value (the Raft snapshot's payload)."""
+
+    cluster_id: str
+    created_at: float
+    sealed_worker_token: bytes
+    sealed_manager_token: bytes
+    target_voters: int
+    nodes: tuple[Node, ...]
+    services: tuple[Service, ...]
+    tasks: tuple[Task, ...]
+    secrets: tuple[Secret, ...]
+    vip_counters: dict[str, int] = field(default_factory=dict)
+    managers_public_key: bytes = b""
+
+
+SNAPSHOT_TYPES: tuple[type, ...] = (StateSnapshot, ApplyResult)
+wire.register_all(catalog.STATE_SNAPSHOT, SNAPSHOT_TYPES)
+
+
+class ClusterState:
+    """The replicated desired state. Read freely; change only through `apply`."""
+
+    def __init__(self) -> None:
+        self.cluster_id = ""
+        self.created_at = 0.0
+        self.sealed_worker_token = b""
+        self.sealed_manager_token = b""
+        self.target_voters = 3
+        self.managers_public_key = b""
+        self.nodes: dict[str, Node] = {}
+        self.services: dict[str, Service] = {}
+        self.tasks: dict[str, Task] = {}
+        self.secrets: dict[str, Secret] = {}
+        # Network name -> the next VIP index on it. An index is not reused while its network
+        # has services: a container keeps the /etc/hosts it started with, so a removed
+        # service's VIP must not come to mean another service. A network's counter goes with
+        # its last service (and so do the bridges, with their containers).
+        self.vip_counters: dict[str, int] = {}
+
+    # -------------------------------------------------------------------------------- reads
+
+    def node_by_name(self, name: str) -> Node | None:
+        return next((n for n in self.nodes.values() if n.name == name), None)
+
+    def find_node(self, ref: str) -> Node | None:
+        """A node by id, unique id prefix, or name (as `docker node inspect` accepts)."""
+        if ref in self.nodes:
+            return self.nodes[ref]
+        by_name = self.node_by_name(ref)
+        if by_name is not None:
+            return by_name
+        matches = [n for n in self.nodes.values() if n.id.startswith(ref)]
+        return matches[0] if len(matches) == 1 else None
+
+    def service_by_name(self, name: str) -> Service | None:
+        return next((s for s in self.services.values() if s.spec.name == name), None)
+
+    def find_service(self, ref: str) -> Service | None:
+        if ref in self.services:
+            return self.services[ref]
+        return self.service_by_name(ref)
+
+    def tasks_of(self, service_id: str) -> list[Task]:
+        return sorted(
+            (t for t in self.tasks.values() if t.service_id == service_id),
+            key=lambda t: (t.slot, t.node_id, t.created_at, t.id),
+        )
+
+    def secret_by_name(self, name: str, *, is_config: bool = False) -> Secret | None:
+        return next(
+            (s for s in self.secrets.values() if s.name == name and s.is_config == is_config),
+            None,
+        )
+
+    def sealed_token(self, role: Role) -> bytes:
+        return self.sealed_manager_token if role is Role.MANAGER else self.sealed_worker_token
+
+    def managers(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.role is Role.MANAGER]
+
+    # -------------------------------------------------------------------------------- apply
+
+    def apply(self, command: Command) -> ApplyResult:
+        """Apply one committed command. Never raises for a command that is merely invalid."""
+        try:
+            if isinstance(command, Batch):
+                # All or nothing: check on a scratch copy, then commit by swapping the dicts.
+                scratch = self.copy()
+                for sub in command.commands:
+                    scratch._apply_one(sub)
+                self._adopt(scratch)
+                return ApplyResult(True)
+            return ApplyResult(True, value=self._apply_one(command))
+        except Rejected as exc:
+            return ApplyResult(False, error=str(exc))
+
+    def _apply_one(self, command: Command) -> str:
+        handler = _HANDLERS.get(type(command))
+        if handler is None:
+            raise Rejected(f"unknown command {type(command).__name__}")
+        result: str = handler(self, command)
+        return result
+
+    def copy(self) -> ClusterState:
+        other = ClusterState()
+        other._adopt(self)
+        return other
+
+    def _adopt(self, other: ClusterState) -> None:
+        self.cluster_id = other.cluster_id
+        self.created_at = other.created_at
+        self.sealed_worker_token = other.sealed_worker_token
+        self.sealed_manager_token = other.sealed_manager_token
+        self.target_voters = other.target_voters
+        self.managers_public_key = other.managers_public_key
+        self.nodes = dict(other.nodes)
+        self.services = dict(other.services)
+        self.tasks = dict(other.tasks)
+        self.secrets = dict(other.secrets)
+        self.vip_counters = dict(other.vip_counters)
+
+    # ------------------------------------------------------------------------- snapshots
+
+    def snapshot(self) -> bytes:
+        return wire.encode(
+            StateSnapshot(
+                cluster_id=self.cluster_id,
+                created_at=self.created_at,
+                sealed_worker_token=self.sealed_worker_token,
+                sealed_manager_token=self.sealed_manager_token,
+                target_voters=self.target_voters,
+                nodes=tuple(self.nodes.values()),
+                services=tuple(self.services.values()),
+                tasks=tuple(self.tasks.values()),
+                secrets=tuple(self.secrets.values()),
+                vip_counters=dict(self.vip_counters),
+                managers_public_key=self.managers_public_key,
+            )
+        )
+
+    @classmethod
+    def restore(cls, data: bytes) -> ClusterState:
+        state = cls()
+        if not data:
+            return state
+        snap = wire.decode(data, expect=(StateSnapshot,))
+        state.cluster_id = snap.cluster_id
+        state.created_at = snap.created_at
+        state.sealed_worker_token = snap.sealed_worker_token
+        state.sealed_manager_token = snap.sealed_manager_token
+        state.target_voters = snap.target_voters
+        state.nodes = {n.id: n for n in snap.nodes}
+        state.services = {s.id: s for s in snap.services}
+        state.tasks = {t.id: t for t in snap.tasks}
+        state.secrets = {s.id: s for s in snap.secrets}
+        state.vip_counters = dict(snap.vip_counters)
+        state.managers_public_key = snap.managers_public_key
+        return state
+
+
+# ------------------------------------------------------------------------------- handlers
+
+
+def _init_cluster(state: ClusterState, cmd: InitCluster) -> str:
+    if state.cluster_id:
+        raise Rejected("the cluster is already initialised")
+    if cmd.target_voters not in VALID_VOTER_TARGETS:
+        raise Rejected(f"target voters must be one of {VALID_VOTER_TARGETS}")
+    state.cluster_id = cmd.cluster_id
+    state.created_at = cmd.created_at
+    state.sealed_worker_token = cmd.sealed_worker_token
+    state.sealed_manager_token = cmd.sealed_manager_token
+    state.target_voters = cmd.target_voters
+    state.managers_public_key = cmd.managers_public_key
+    return cmd.cluster_id
+
+
+def _unique_name(taken: Iterable[str], wanted: str) -> str:
+    names = set(taken)
+    if wanted not in names:
+        return wanted
+    n = 2
+    while f"{wanted}-{n}" in names:
+        n += 1
+    return f"{wanted}-{n}"
+
+
+def _add_node(state: ClusterState, cmd: AddNode) -> str:
+    node = cmd.node
+    existing = state.nodes.get(node.id)
+    if existing is not None:
+        # Only the node itself may re-join under its id (a join proves it holds the private key
+        # of the public key it sends, `swarmlet.security.join`): anyone else would take over its
+        # address, and with it the Raft traffic and the secrets requests meant for it.
+        if node.public_key != existing.public_key:
+            raise Rejected(f"node id {node.id} is already in the cluster with another key")
+        # A node re-joining with its own id and key (e.g. a join retried after a lost answer)
+        # keeps its name, role and labels; only the addresses are refreshed.
+        state.nodes[node.id] = dataclasses.replace(
+            existing, addr=node.addr, publish_addr=node.publish_addr, resources=node.resources
+        )
+        return existing.name
+    if node.role is Role.MANAGER and not node.sealed_manager_key:
+        raise Rejected(f"node {node.id} joins as a manager without the managers' key sealed to it")
+    others = [n.name for n in state.nodes.values()]
+    if cmd.name_is_explicit and node.name in others:
+        raise Rejected(
+            f"a node named {node.name!r} is already in the cluster; choose another --name"
+        )
+    name = _unique_name(others, node.name)
+    state.nodes[node.id] = dataclasses.replace(node, name=name)
+    return name
+
+
+def _remove_node(state: ClusterState, cmd: RemoveNode) -> str:
+    if cmd.node_id not in state.nodes:
+        raise Rejected(f"no node {cmd.node_id}")
+    del state.nodes[cmd.node_id]
+    # Its tasks can never report again: mark them orphaned so the orchestrator replaces them.
+    for task in list(state.tasks.values()):
+        if task.node_id == cmd.node_id and not task.state.terminal:
+            state.tasks[task.id] = dataclasses.replace(
+                task,
+                desired_state=TaskState.SHUTDOWN,
+                state=TaskState.ORPHANED,
+                message="node removed",
+            )
+    return cmd.node_id
+
+
+def _update_node(state: ClusterState, cmd: UpdateNode) -> str:
+    node = state.nodes.get(cmd.node_id)
+    if node is None:
+        raise Rejected(f"no node {cmd.node_id}")
+    labels = {k: v for k, v in node.labels.items() if k not in cmd.labels_rm}
+    labels.update(cmd.labels_add)
+    role = cmd.role or node.role
+    # A worker never keeps the managers' key in its record (demotion drops it; the node then
+    # deletes its copy); a promotion brings it, sealed to the node by the manager promoting it,
+    # and nothing else may replace a manager's blob.
+    promotion = node.role is Role.WORKER and role is Role.MANAGER
+    if promotion and not cmd.sealed_manager_key:
+        raise Rejected(f"promoting node {node.id} needs the managers' key sealed to it")
+    if cmd.sealed_manager_key and not promotion:
+        raise Rejected(f"the managers' key comes only with a promotion (node {node.id})")
+    sealed_key = cmd.sealed_manager_key or node.sealed_manager_key
+    if role is Role.WORKER:
+        sealed_key = b""
+    state.nodes[node.id] = dataclasses.replace(
+        node,
+        availability=cmd.availability or node.availability,
+        role=role,
+        sealed_manager_key=sealed_key,
+        labels=labels,
+        addr=cmd.addr or node.addr,
+        publish_addr=cmd.publish_addr or node.publish_addr,
+        resources=cmd.resources or node.resources,
+    )
+    return node.id
+
+
+def _rotate_token(state: ClusterState, cmd: RotateToken) -> str:
+    if cmd.role is Role.MANAGER:
+        state.sealed_manager_token = cmd.sealed_token
+    else:
+        state.sealed_worker_token = cmd.sealed_token
+    return ""
+
+
+def _set_target_voters(state: ClusterState, cmd: SetTargetVoters) -> str:
+    if cmd.target_voters not in VALID_VOTER_TARGETS:
+        raise Rejected(f"target voters must be one of {VALID_VOTER_TARGETS}")
+    state.target_voters = cmd.target_voters
+    return str(cmd.target_voters)
+
+
+def _published_ports_in_use(
+    state: ClusterState, exclude_service: str
+) -> dict[tuple[int, str], str]:
+    used: dict[tuple[int, str], str] = {}
+    for service in state.services.values():
+        if service.id == exclude_service:
+            continue
+        for port in service.spec.ports:
+            if port.mode == "ingress" and port.published:  # host-mode ports are per node
+                used[(port.published, port.protocol)] = service.spec.name
+    return used
+
+
+def _check_spec(state: ClusterState, service_id: str, spec: ServiceSpec) -> None:
+    other = state.service_by_name(spec.name)
+    if other is not None and other.id != service_id:
+        raise Rejected(f"a service named {spec.name!r} already exists")
+    used = _published_ports_in_use(state, service_id)
+    for port in spec.ports:
+        if port.mode != "ingress" or not port.published:
+            continue
+        owner = used.get((port.published, port.protocol))
+        if owner is not None:
+            raise Rejected(
+                f"port {port.published}/{port.protocol} is already published by service {owner}"
+            )
+    for ref in spec.secrets:
+        if state.secret_by_name(ref.name) is None:
+            raise Rejected(f"secret {ref.name!r} not found")
+    for ref in spec.configs:
+        if state.secret_by_name(ref.name, is_config=True) is None:
+            raise Rejected(f"config {ref.name!r} not found")
+
+
+def _create_service(state: ClusterState, cmd: CreateService) -> str:
+    service = cmd.service
+    if service.id in state.services:
+        raise Rejected(f"service id {service.id} already exists")
+    _check_spec(state, service.id, service.spec)
+    state.services[service.id] = _with_vip_indexes(
+        state, dataclasses.replace(service, vip_indexes={})
+    )
+    return service.id
+
+
+def _with_vip_indexes(state: ClusterState, service: Service) -> Service:
+    """The service's index on each of its networks (not external ones): kept for as long as it
+    stays on that network, new ones from the network's counter."""
+    indexes = {}
+    for attachment in service.spec.networks:
+        if attachment.external:
+            continue
+        index = service.vip_indexes.get(attachment.name)
+        if index is None:
+            index = state.vip_counters.get(attachment.name, 1)
+            state.vip_counters[attachment.name] = index + 1
+        indexes[attachment.name] = index
+    return dataclasses.replace(service, vip_indexes=indexes)
+
+
+def _drop_unused_vip_counters(state: ClusterState) -> None:
+    in_use = {n for s in state.services.values() for n in s.vip_indexes}
+    for network in list(state.vip_counters):
+        if network not in in_use:
+            del state.vip_counters[network]
+
+
+def _update_service(state: ClusterState, cmd: UpdateService) -> str:
+    service = state.services.get(cmd.service_id)
+    if service is None:
+        raise Rejected(f"no service {cmd.service_id}")
+    _check_spec(state, service.id, cmd.spec)
+    if cmd.spec == service.spec:
+        return service.id  # re-deploying an unchanged spec changes nothing
+    state.services[service.id] = dataclasses.replace(
+        _with_vip_indexes(state, dataclasses.replace(service, spec=cmd.spec)),
+        version=service.version + 1,
+        # A rollback goes back to the previous spec and forgets it (as Swarm: no second rollback).
+        previous_spec=None if cmd.is_rollback else service.spec,
+        updated_at=cmd.updated_at,
+        update_status=cmd.update_status or service.update_status,
+    )
+    _drop_unused_vip_counters(state)
+    return service.id
+
+
+def _remove_service(state: ClusterState, cmd: RemoveService) -> str:
+    if cmd.service_id not in state.services:
+        raise Rejected(f"no service {cmd.service_id}")
+    del state.services[cmd.service_id]
+    _drop_unused_vip_counters(state)
+    for task in list(state.tasks.values()):
+        if task.service_id == cmd.service_id and task.desired_state is TaskState.RUNNING:
+            state.tasks[task.id] = dataclasses.replace(
+                task, desired_state=TaskState.SHUTDOWN, updated_at=cmd.updated_at
+            )
+    return cmd.service_id
+
+
+def _set_update_status(state: ClusterState, cmd: SetUpdateStatus) -> str:
+    service = state.services.get(cmd.service_id)
+    if service is None:
+        raise Rejected(f"no service {cmd.service_id}")
+    state.services[service.id] = dataclasses.replace(service, update_status=cmd.status)
+    return service.id
+
+
+def _put_tasks(state: ClusterState, cmd: PutTasks) -> str:
+    staged: dict[str, Task] = {}
+    for task in cmd.tasks:
+        old = staged.get(task.id) or state.tasks.get(task.id)
+        if old is None:
+            if task.service_id not in state.services:
+                raise Rejected(f"task {task.id}: no service {task.service_id}")
+        else:
+            # Swarm's task model: observed state and desired state only move forward, and a task
+            # never changes service, slot or (once assigned) node.
+            if task.state < old.state:
+                raise Rejected(
+                    f"task {task.id}: state cannot go back from {old.state} to {task.state}"
+                )
+            if task.desired_state < old.desired_state:
+                raise Rejected(f"task {task.id}: desired state cannot go back")
+            if (task.service_id, task.slot) != (old.service_id, old.slot):
+                raise Rejected(f"task {task.id}: service and slot are immutable")
+            if old.node_id and task.node_id != old.node_id:
+                raise Rejected(f"task {task.id}: already assigned to {old.node_id}")
+        if task.node_id and task.node_id not in state.nodes:
+            raise Rejected(f"task {task.id}: no node {task.node_id}")
+        staged[task.id] = task
+    state.tasks.update(staged)
+    return ""
+
+
+def _remove_tasks(state: ClusterState, cmd: RemoveTasks) -> str:
+    for task_id in cmd.task_ids:
+        state.tasks.pop(task_id, None)
+    return ""
+
+
+def _create_secret(state: ClusterState, cmd: CreateSecret) -> str:
+    secret = cmd.secret
+    kind = "config" if secret.is_config else "secret"
+    if secret.id in state.secrets or state.secret_by_name(secret.name, is_config=secret.is_config):
+        raise Rejected(f"{kind} {secret.name!r} already exists")
+    state.secrets[secret.id] = secret
+    return secret.id
+
+
+def _remove_secret(state: ClusterState, cmd: RemoveSecret) -> str:
+    secret = state.secrets.get(cmd.secret_id)
+    if secret is None:
+        raise Rejected(f"no secret {cmd.secret_id}")
+    users = sorted(
+        s.spec.name
+        for s in state.services.values()
+        if any(
+            ref.name == secret.name
+            for ref in (s.spec.configs if secret.is_config else s.spec.secrets)
+        )
+    )
+    if users:
+        kind = "config" if secret.is_config else "secret"
+        raise Rejected(f"{kind} {secret.name!r} is in use by {', '.join(users)}")
+    del state.secrets[secret.id]
+    return secret.id
+
+
+_HANDLERS: dict[type, Any] = {
+    InitCluster: _init_cluster,
+    AddNode: _add_node,
+    RemoveNode: _remove_node,
+    UpdateNode: _update_node,
+    RotateToken: _rotate_token,
+    SetTargetVoters: _set_target_voters,
+    CreateService: _create_service,
+    UpdateService: _update_service,
+    RemoveService: _remove_service,
+    SetUpdateStatus: _set_update_status,
+    PutTasks: _put_tasks,
+    RemoveTasks: _remove_tasks,
+    CreateSecret: _create_secret,
+    RemoveSecret: _remove_secret,
+}

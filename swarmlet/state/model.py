@@ -1,0 +1,324 @@
+"""The cluster's desired-state objects: nodes, services, tasks, secrets and configs.
+
+These are immutable values. `state.machine.ClusterState` holds them and is the only code that
+replaces one with a changed copy (`dataclasses.replace`). The vocabulary is Docker Swarm's: a
+service spec is immutable and versioned; a replicated service has `replicas` slots; a task is one
+attempt at running one slot (or, for a global service, one node); its state only moves forward.
+
+Units are in the names: `_s` seconds (float), `_bytes`, `nano_cpus` (1e9 = one core).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from swarmlet.wire import catalog, codec
+
+
+class Role(enum.StrEnum):
+    MANAGER = "manager"
+    WORKER = "worker"
+
+
+class Availability(enum.StrEnum):
+    ACTIVE = "active"  # runs tasks, takes new ones
+    PAUSE = "pause"  # keeps its tasks, takes no new ones
+    DRAIN = "drain"  # its tasks move elsewhere
+
+
+class TaskState(enum.IntEnum):
+    """Swarm's ordered task states (swarmkit api/types.proto). A task's state only moves forward.
+
+    Everything above RUNNING is terminal.
+    """
+
+    NEW = 0
+    PENDING = 1  # waiting for the scheduler (the task says why)
+    ASSIGNED = 2  # has a node; that node's agent has not started it yet
+    STARTING = 3  # the agent is creating/starting the container
+    RUNNING = 4
+    COMPLETE = 5  # exited 0
+    SHUTDOWN = 6  # stopped on purpose
+    FAILED = 7  # exited non-zero, was killed, or never became healthy
+    REJECTED = 8  # could not be started on its node (image missing, port conflict, ...)
+    ORPHANED = 9  # its node was down too long; the task is written off
+
+    @property
+    def terminal(self) -> bool:
+        return self > TaskState.RUNNING
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+class ServiceMode(enum.StrEnum):
+    REPLICATED = "replicated"
+    GLOBAL = "global"
+
+
+class RestartCondition(enum.StrEnum):
+    ANY = "any"
+    ON_FAILURE = "on-failure"
+    NONE = "none"
+
+
+class UpdateOrder(enum.StrEnum):
+    STOP_FIRST = "stop-first"
+    START_FIRST = "start-first"
+
+
+class FailureAction(enum.StrEnum):
+    PAUSE = "pause"
+    CONTINUE = "continue"
+    ROLLBACK = "rollback"
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    nano_cpus: int = 0
+    memory_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A member of the cluster as recorded in the replicated state.
+
+    Liveness (ready/down) is not here: it is observed by gossip and never written through Raft.
+
+    Keys: `public_key` is the node's X25519 public key, set when it joins; whatever is meant for
+    this node alone is sealed to it (`crypto.seal_to`). A manager's record also carries
+    `sealed_manager_key`, the managers' key sealed to `public_key`: written by the manager that
+    admits or promotes the node, emptied when it is demoted (see `swarmlet.security.keyring`).
+    """
+
+    id: str
+    name: str  # unique in the cluster; defaults to the host name
+    addr: str  # "host:port" the other agents reach (gossip UDP + TCP)
+    publish_addr: str  # where this node's proxy listens for published ports
+    role: Role
+    availability: Availability = Availability.ACTIVE
+    labels: dict[str, str] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+    joined_at: float = 0.0
+    public_key: bytes = b""
+    sealed_manager_key: bytes = b""  # managers only; b"" for a worker
+
+
+@dataclass(frozen=True, slots=True)
+class PortConfig:
+    published: int
+    target: int
+    protocol: str = "tcp"  # tcp | udp
+    mode: str = "ingress"  # ingress: every node's proxy; host: only the task's own node
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    constraints: tuple[str, ...] = ()  # e.g. "node.labels.zone==a", "node.role!=manager"
+    preferences: tuple[str, ...] = ()  # label paths to spread over, e.g. "node.labels.zone"
+    max_replicas_per_node: int = 0  # 0: unlimited
+
+
+@dataclass(frozen=True, slots=True)
+class RestartPolicy:
+    condition: RestartCondition = RestartCondition.ANY
+    # None: swarmlet's exponential back-off (0 s for a slot's first restart, then doubling from
+    # 0.5 s up to 30 s); a number: Swarm's fixed delay between restarts.
+    delay_s: float | None = None
+    max_attempts: int = 0  # 0: unlimited
+    window_s: float = 0.0  # attempts are counted within this window (0: since the slot began)
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateConfig:
+    parallelism: int = 1  # 0: all at once
+    delay_s: float = 0.0
+    order: UpdateOrder = UpdateOrder.STOP_FIRST
+    failure_action: FailureAction = FailureAction.PAUSE
+    monitor_s: float = 5.0
+    max_failure_ratio: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Healthcheck:
+    test: tuple[str, ...] = ()  # ("CMD", ...), ("CMD-SHELL", "..."), or ("NONE",) to disable
+    interval_s: float = 0.0  # 0: Docker's default
+    timeout_s: float = 0.0
+    retries: int = 0
+    start_period_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    type: str  # volume | bind | tmpfs
+    target: str
+    source: str = ""
+    read_only: bool = False
+    driver: str = ""
+    driver_opts: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FileRef:
+    """A secret or config made available to a task as a file."""
+
+    name: str  # the secret's/config's name in the cluster
+    target: str  # path in the container (secrets: relative to /run/secrets)
+    uid: str = "0"
+    gid: str = "0"
+    mode: int = 0o444
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkAttachment:
+    """A network a service's containers join. Each node makes its own bridge for it (see
+    `swarmlet.executor.networks`); services on a common network reach each other by name through the
+    mesh, wherever their replicas run."""
+
+    name: str  # cluster-wide, e.g. "web_default"
+    aliases: tuple[str, ...] = ()  # more names the service answers to on this network
+    internal: bool = False  # no route out of the host (Docker's internal bridge)
+    external: bool = False  # an existing Docker network, joined as is (no names through the mesh)
+
+
+@dataclass(frozen=True, slots=True)
+class AutoscalePolicy:
+    min_replicas: int
+    max_replicas: int
+    cpu_percent: float = 0.0  # target per replica; 0: not a target
+    memory_bytes: int = 0
+    requests_per_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    """What the user asked for. Immutable: an update writes a new spec with a higher version."""
+
+    name: str
+    image: str
+    command: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)  # on the service
+    container_labels: dict[str, str] = field(default_factory=dict)
+    mode: ServiceMode = ServiceMode.REPLICATED
+    replicas: int = 1
+    ports: tuple[PortConfig, ...] = ()
+    placement: Placement = field(default_factory=Placement)
+    reservations: Resources = field(default_factory=Resources)
+    limits: Resources = field(default_factory=Resources)
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
+    rollback: UpdateConfig = field(default_factory=UpdateConfig)
+    healthcheck: Healthcheck | None = None
+    mounts: tuple[Mount, ...] = ()
+    secrets: tuple[FileRef, ...] = ()
+    configs: tuple[FileRef, ...] = ()
+    user: str = ""
+    working_dir: str = ""
+    hostname: str = ""
+    stop_signal: str = ""
+    stop_grace_period_s: float = 10.0
+    init: bool = False
+    extra_hosts: tuple[str, ...] = ()
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    sysctls: dict[str, str] = field(default_factory=dict)
+    networks: tuple[NetworkAttachment, ...] = ()
+    stack: str = ""  # the stack this service belongs to, "" for none
+    depends_on: tuple[str, ...] = ()  # service names whose first start comes before ours
+    rebalance: bool = True  # move replicas back when a node joins or returns
+    autoscale: AutoscalePolicy | None = None
+    force_update: int = 0  # bumped by `service update --force`
+
+
+class UpdateState(enum.StrEnum):
+    NONE = ""
+    UPDATING = "updating"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    ROLLBACK_STARTED = "rollback_started"
+    ROLLBACK_PAUSED = "rollback_paused"
+    ROLLBACK_COMPLETED = "rollback_completed"
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateStatus:
+    state: UpdateState = UpdateState.NONE
+    started_at: float = 0.0
+    completed_at: float = 0.0
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    id: str
+    spec: ServiceSpec
+    version: int = 1  # bumped on every spec change; tasks record the version they run
+    previous_spec: ServiceSpec | None = None  # for `service rollback`
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    update_status: UpdateStatus = field(default_factory=UpdateStatus)
+    # Set by the state machine: network name -> the service's index on it, from which every
+    # node derives the service's virtual address on its bridge (`swarmlet.executor.networks`).
+    vip_indexes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One attempt at running one slot of a service.
+
+    `desired_state` is written by the leader (RUNNING or SHUTDOWN). `state` is the furthest state
+    the leader has recorded; agents' fresher observations travel by gossip and are merged on read
+    (the later of the two wins, since states only move forward).
+    """
+
+    id: str
+    service_id: str
+    slot: int  # replicated: 1..replicas; global: 0 (the node identifies the task)
+    spec_version: int
+    desired_state: TaskState = TaskState.RUNNING
+    state: TaskState = TaskState.NEW
+    node_id: str = ""  # "" until assigned
+    message: str = ""  # why pending, or what happened
+    error: str = ""
+    # Restarts in the slot's current crash streak (for the back-off; reset once a task ran 10 s).
+    # max_attempts is counted from the slot's task history instead.
+    attempt: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A secret or config. `data` is sealed with the managers' key (`crypto.ManagerKeys`) for
+    secrets, which workers cannot open, and plain for configs."""
+
+    id: str
+    name: str
+    data: bytes
+    labels: dict[str, str] = field(default_factory=dict)
+    created_at: float = 0.0
+    is_config: bool = False
+
+
+WIRE_TYPES: tuple[type, ...] = (
+    Resources,
+    Node,
+    PortConfig,
+    Placement,
+    RestartPolicy,
+    UpdateConfig,
+    Healthcheck,
+    Mount,
+    FileRef,
+    AutoscalePolicy,
+    ServiceSpec,
+    UpdateStatus,
+    Service,
+    Task,
+    Secret,
+    NetworkAttachment,  # appended: ids are permanent
+)
+codec.register_all(catalog.STATE_MODEL, WIRE_TYPES)

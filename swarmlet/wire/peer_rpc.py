@@ -1,0 +1,133 @@
+"""Request/reply messages between agents over the cluster TCP channel (one request per connection).
+
+Writes reach the leader through `ProposeRequest`: a manager may accept a write from its user and
+forward it, authenticated with the managers' key (`security.propose_auth`); the reply carries the
+log index so the forwarder can wait until it has applied the write itself (read-your-writes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from swarmlet.wire import catalog, codec
+
+
+@dataclass(frozen=True, slots=True)
+class ProposeRequest:
+    command: bytes  # a wire-encoded `swarmlet.state.machine.Command`
+    # Authentication (`security.propose_auth`): `mac` covers every other field.
+    proposer: str = ""  # node ids
+    leader: str = ""
+    nonce: bytes = b""
+    sent_at: float = 0.0  # the proposer's wall clock, seconds since the epoch
+    mac: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class ProposeReply:
+    ok: bool
+    error: str = ""
+    value: str = ""
+    index: int = 0
+    not_leader: bool = False
+    leader_hint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRequest:
+    node_id: str
+    name: str
+    name_is_explicit: bool
+    addr: str
+    publish_addr: str
+    nano_cpus: int
+    memory_bytes: int
+    public_key: bytes  # the joiner's X25519 public key, for its Node record
+
+
+@dataclass(frozen=True, slots=True)
+class JoinReply:
+    ok: bool
+    error: str = ""
+    cluster_id: str = ""
+    master_key: bytes = b""
+    name: str = ""
+    role: str = ""
+    seeds: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LogsRequest:
+    """Ask a node for the logs of the containers of some tasks it runs (for `service logs`)."""
+
+    task_ids: tuple[str, ...]
+    follow: bool
+    tail: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    task_id: str
+    line: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfStream:
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SecretsRequest:
+    """A node asks a manager for the secrets of one of its tasks (`security.secret_delivery`)."""
+
+    node_id: str
+    task_id: str
+    min_index: int  # the asker's applied index: the manager decides on a state at least as new
+    nonce: bytes = b""  # fresh per request, bound into the answer (`crypto.delivery_aad`)
+
+
+@dataclass(frozen=True, slots=True)
+class SecretsReply:
+    ok: bool
+    error: str = ""
+    sealed: bytes = b""  # a wire-encoded `SecretValues`, sealed to the asking node (crypto.seal_to)
+    signature: bytes = b""  # the managers' (`crypto.ManagerKeys.sign`) over the AAD and `sealed`
+
+
+@dataclass(frozen=True, slots=True)
+class SecretValues:
+    """The plaintext inside `SecretsReply.sealed`: secret name -> value."""
+
+    values: dict[str, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class JoinChallenge:
+    """A random nonce sealed to the public key of a `JoinRequest` (`swarmlet.security.join`)."""
+
+    sealed: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class JoinProof:
+    """The joiner's answer to a `JoinChallenge`: the nonce, which only the key's holder opens."""
+
+    nonce: bytes
+
+
+# Only append: ids are permanent.
+MESSAGES: tuple[type, ...] = (
+    ProposeRequest,
+    ProposeReply,
+    JoinRequest,
+    JoinReply,
+    LogsRequest,
+    LogLine,
+    EndOfStream,
+    SecretsRequest,
+    SecretsReply,
+    SecretValues,
+    JoinChallenge,
+    JoinProof,
+)
+codec.register_all(catalog.PEER_RPC, MESSAGES)

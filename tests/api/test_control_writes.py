@@ -1,0 +1,107 @@
+"""The control API refuses cluster writes on a node that is not a manager (as Swarm does) and
+serves reads there. The agent is a stand-in holding a real KeyRing and ClusterState; a write
+handler that got past the refusal would touch what the stand-in lacks and fail otherwise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from swarmlet import crypto
+from swarmlet.api.control_socket import Handler
+from swarmlet.api.nodes import Control
+from swarmlet.api.secrets import SecretControl
+from swarmlet.api.services import ServiceControl
+from swarmlet.api.stacks import StackControl
+from swarmlet.errors import UsageError
+from swarmlet.security.datadir import DataDir, Identity
+from swarmlet.security.keyring import KeyRing
+from swarmlet.state.machine import ClusterState
+
+WRITES = {
+    "node.update",
+    "node.role",
+    "node.rm",
+    "service.create",
+    "service.update",
+    "service.rollback",
+    "service.scale",
+    "service.rm",
+    "stack.deploy",
+    "stack.rm",
+    "secret.create",
+    "secret.rm",
+}
+
+
+@dataclass
+class StandIn:
+    keyring: KeyRing
+    state: ClusterState = field(default_factory=ClusterState)
+    stream_handlers: dict[type, Any] = field(default_factory=dict)
+
+    async def read_barrier(self) -> bool:
+        return True
+
+
+def handlers(tmp_path: Path, *, manager: bool) -> dict[str, Handler]:
+    d = DataDir(tmp_path / "n1")
+    d.write_identity(
+        Identity("n1", "c", "n1", "127.0.0.1", 1, "127.0.0.1", "worker"),
+        crypto.new_key(),
+        crypto.new_node_key(),
+    )
+    if manager:
+        d.write_manager_key(crypto.new_key())
+    agent: Any = StandIn(KeyRing(d, "n1", ClusterState))
+    table: dict[str, Handler] = {}
+    for control in (Control, ServiceControl, StackControl, SecretControl):
+        table |= control(agent).handlers()
+    return table
+
+
+@pytest.mark.parametrize("op", sorted(WRITES))
+async def test_a_worker_refuses_every_cluster_write(tmp_path: Path, op: str) -> None:
+    handler = handlers(tmp_path, manager=False)[op]
+    with (
+        trio.fail_after(5),
+        pytest.raises(UsageError, match="this node is not a manager: run it on a manager"),
+    ):
+        await handler({})
+
+
+async def outcome(handler: Handler) -> str:
+    try:
+        await handler({})
+    except UsageError as exc:  # the write's own checks of its (empty) arguments
+        return str(exc)
+    except AttributeError as exc:  # it reached what the stand-in lacks: past any refusal
+        return str(exc)
+    return "done"
+
+
+@pytest.mark.parametrize("op", sorted(WRITES))
+async def test_a_manager_goes_on_to_the_write(tmp_path: Path, op: str) -> None:
+    with trio.fail_after(5):
+        result = await outcome(handlers(tmp_path, manager=True)[op])
+    assert "not a manager" not in result
+
+
+@pytest.mark.parametrize("op", ["node.ls", "stack.ls", "secret.ls"])
+async def test_a_worker_serves_reads(tmp_path: Path, op: str) -> None:
+    with trio.fail_after(5):
+        result = await handlers(tmp_path, manager=False)[op]({})
+    assert result is not None
+
+
+def test_every_write_is_listed(tmp_path: Path) -> None:
+    """A new write operation must be guarded: this list, and the tests above, must know it."""
+    writes = set()
+    for op, handler in handlers(tmp_path, manager=False).items():
+        if handler.__qualname__.startswith("managers_only."):
+            writes.add(op)
+    assert writes == WRITES

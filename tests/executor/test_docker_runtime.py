@@ -1,0 +1,719 @@
+"""Contract tests of the Docker runtime adapter.
+
+The first group tests the pure translations (spec -> docker-py arguments, Docker's JSON ->
+values) with tables. The `docker` group runs against the real engine: every test labels its
+containers with a fresh `swarmlet.test=<uuid>`, and a fixture removes them (with the docker CLI,
+independently of the code under test) even when the test fails. If the engine does not answer,
+these tests fail: they never skip. Every I/O test runs under `trio.fail_after`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from swarmlet.errors import RuntimeAdapterError
+from swarmlet.executor.runtime import (
+    ContainerEvent,
+    ContainerInfo,
+    ContainerSpec,
+    DockerError,
+    DockerRuntime,
+    HealthcheckSpec,
+    MountSpec,
+    PortBinding,
+    UlimitSpec,
+    container_create_args,
+    container_event_from_docker,
+    container_info_from_inspect,
+    container_stats_from_docker,
+    open_docker_runtime,
+)
+from swarmlet.testing.images import BUSYBOX_IMAGE, WEB_IMAGE, ensure_test_images
+
+# --------------------------------------------------------------------------------------------
+# Pure translations
+
+
+def test_create_args_pass_only_what_the_spec_sets() -> None:
+    create, host = container_create_args(ContainerSpec(name="a", image="img:1"))
+    assert create == {
+        "image": "img:1",
+        "name": "a",
+        "labels": {},
+        "environment": {},
+        "detach": True,
+        "use_config_proxy": False,
+    }
+    assert host == {}
+
+
+def test_create_args_publish_each_port_on_the_host_ip_with_a_docker_chosen_port() -> None:
+    spec = ContainerSpec(
+        name="a",
+        image="img:1",
+        ports=(PortBinding(80), PortBinding(53, "udp")),
+        host_ip="127.0.0.2",
+    )
+    create, host = container_create_args(spec)
+    assert create["ports"] == [(80, "tcp"), (53, "udp")]
+    assert host["port_bindings"] == {"80/tcp": ("127.0.0.2",), "53/udp": ("127.0.0.2",)}
+
+
+def test_create_args_convert_durations_and_sizes_to_docker_units() -> None:
+    spec = ContainerSpec(
+        name="a",
+        image="img:1",
+        healthcheck=HealthcheckSpec(
+            test=("CMD-SHELL", "true"),
+            interval_s=0.5,
+            timeout_s=2,
+            retries=3,
+            start_period_s=1.25,
+        ),
+        stop_grace_s=2.1,
+        nano_cpus=500_000_000,
+        memory_bytes=64 << 20,
+    )
+    create, host = container_create_args(spec)
+    assert create["healthcheck"] == {
+        "test": ["CMD-SHELL", "true"],
+        "interval": 500_000_000,
+        "timeout": 2_000_000_000,
+        "retries": 3,
+        "start_period": 1_250_000_000,
+    }
+    assert create["stop_timeout"] == 3  # Docker's StopTimeout is whole seconds: round up
+    assert host["nano_cpus"] == 500_000_000
+    assert host["mem_limit"] == 64 << 20
+
+
+def test_create_args_disabled_healthcheck_sends_none_test() -> None:
+    create, _ = container_create_args(
+        ContainerSpec(name="a", image="img:1", healthcheck=HealthcheckSpec.disabled())
+    )
+    assert create["healthcheck"] == {"test": ["NONE"]}
+
+
+def _inspect_attrs(**state: Any) -> dict[str, Any]:
+    return {
+        "Id": "abc123",
+        "Name": "/web.1",
+        "Config": {"Labels": {"swarmlet.task": "t1"}, "Image": "swarmlet/web:1"},
+        "State": {
+            "Status": "running",
+            "ExitCode": 0,
+            "Error": "",
+            "StartedAt": "2026-11-22T15:00:00.1Z",
+            "FinishedAt": "0001-01-01T00:00:00Z",
+            **state,
+        },
+        "NetworkSettings": {
+            "Ports": {
+                "80/tcp": [
+                    {"HostIp": "0.0.0.0", "HostPort": "49153"},
+                    {"HostIp": "::", "HostPort": "49153"},
+                ],
+                "443/tcp": None,
+                "53/udp": [{"HostIp": "127.0.0.2", "HostPort": "40000"}],
+            }
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("state", "exit_code", "health"),
+    [
+        ({}, None, None),
+        ({"Status": "exited", "ExitCode": 137}, 137, None),
+        ({"Status": "dead", "ExitCode": 1}, 1, None),
+        ({"Health": {"Status": "starting"}}, None, "starting"),
+        ({"Health": {"Status": "unhealthy"}}, None, "unhealthy"),
+    ],
+)
+def test_info_from_inspect_reports_exit_code_only_once_exited(
+    state: dict[str, Any], exit_code: int | None, health: str | None
+) -> None:
+    info = container_info_from_inspect(_inspect_attrs(**state))
+    assert info.exit_code == exit_code
+    assert info.health == health
+
+
+def test_info_from_inspect_reads_published_ports_and_hides_docker_zero_time() -> None:
+    info = container_info_from_inspect(_inspect_attrs())
+    assert info.id == "abc123"
+    assert info.name == "web.1"
+    assert info.labels == {"swarmlet.task": "t1"}
+    assert info.image == "swarmlet/web:1"
+    assert info.host_ports == {(80, "tcp"): 49153, (53, "udp"): 40000}
+    assert info.started_at == "2026-11-22T15:00:00.1Z"
+    assert info.finished_at == ""
+
+
+def test_event_from_docker_splits_labels_from_docker_attributes() -> None:
+    raw = {
+        "status": "die",
+        "id": "c1",
+        "Type": "container",
+        "Action": "die",
+        "Actor": {
+            "ID": "c1",
+            "Attributes": {
+                "exitCode": "137",
+                "image": "swarmlet/busybox:1",
+                "name": "x",
+                "swarmlet.test": "u",
+            },
+        },
+        "time": 1,
+        "timeNano": 1_000_000_123,
+    }
+    assert container_event_from_docker(raw) == ContainerEvent(
+        action="die",
+        container_id="c1",
+        labels={"swarmlet.test": "u"},
+        exit_code=137,
+        time_ns=1_000_000_123,
+        name="x",
+        image="swarmlet/busybox:1",
+    )
+
+
+def test_event_from_docker_reads_health_status_and_ignores_other_types() -> None:
+    health = container_event_from_docker(
+        {"Type": "container", "Action": "health_status: healthy", "Actor": {"ID": "c"}, "time": 2}
+    )
+    assert health is not None
+    assert health.health_status == "healthy"
+    assert health.exit_code is None
+    assert health.time_ns == 2_000_000_000
+    assert container_event_from_docker({"Type": "network", "Action": "connect"}) is None
+
+
+@pytest.mark.parametrize(
+    ("memory_detail", "memory_bytes"),
+    [
+        ({"total_inactive_file": 100, "cache": 300}, 900),  # cgroup v1
+        ({"inactive_file": 200}, 800),  # cgroup v2
+        ({}, 1000),
+    ],
+)
+def test_stats_from_docker_use_the_docker_cli_formulas(
+    memory_detail: dict[str, int], memory_bytes: int
+) -> None:
+    raw = {
+        "cpu_stats": {
+            "cpu_usage": {"total_usage": 300},
+            "system_cpu_usage": 2000,
+            "online_cpus": 2,
+        },
+        "precpu_stats": {"cpu_usage": {"total_usage": 100}, "system_cpu_usage": 1000},
+        "memory_stats": {"usage": 1000, "limit": 4096, "stats": memory_detail},
+    }
+    stats = container_stats_from_docker(raw)
+    assert stats.cpu_percent == pytest.approx(40.0)  # 200/1000 of the machine x 2 cores
+    assert stats.memory_bytes == memory_bytes
+    assert stats.memory_limit_bytes == 4096
+
+
+def test_stats_from_docker_of_a_stopped_container_are_zero() -> None:
+    stats = container_stats_from_docker({"cpu_stats": {}, "precpu_stats": {}, "memory_stats": {}})
+    assert (stats.cpu_percent, stats.memory_bytes, stats.memory_limit_bytes) == (0.0, 0, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# Against the real engine
+
+TEST_LABEL = "swarmlet.test"
+
+
+@pytest.fixture(scope="session")
+def _test_images() -> None:
+    ensure_test_images()
+
+
+@pytest.fixture
+def labels() -> Iterator[dict[str, str]]:
+    """A label unique to this test; every container, volume and network carrying it is removed
+    afterwards,
+    through the docker CLI so that cleanup does not depend on the code under test."""
+    value = uuid.uuid4().hex
+    yield {TEST_LABEL: value}
+    selector = f"label={TEST_LABEL}={value}"
+    containers = _docker_cli("ps", "-aq", "--filter", selector).split()
+    if containers:
+        _docker_cli("rm", "-f", "-v", *containers)
+    volumes = _docker_cli("volume", "ls", "-q", "--filter", selector).split()
+    if volumes:
+        _docker_cli("volume", "rm", "-f", *volumes)
+    networks = _docker_cli("network", "ls", "-q", "--filter", selector).split()
+    if networks:
+        _docker_cli("network", "rm", *networks)
+
+
+def _docker_cli(*args: str) -> str:
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+
+
+@pytest.fixture
+async def runtime(_test_images: None) -> AsyncIterator[DockerRuntime]:
+    with trio.fail_after(30):
+        async with open_docker_runtime() as rt:
+            yield rt
+
+
+def _name(labels: dict[str, str], suffix: str) -> str:
+    return f"swarmlet-test-{labels[TEST_LABEL][:12]}-{suffix}"
+
+
+def _spec(test_labels: dict[str, str], suffix: str, **fields: Any) -> ContainerSpec:
+    """A spec named after the test, labelled with `test_labels` unless `labels` is given."""
+    fields.setdefault("labels", dict(test_labels))
+    return ContainerSpec(name=_name(test_labels, suffix), **fields)
+
+
+async def _http_get(host: str, port: int) -> tuple[int, bytes]:
+    """GET / over HTTP/1.0, retried until the server answers (docker-proxy accepts connections
+    before the process in the container listens, then closes them)."""
+    while True:
+        try:
+            stream = await trio.open_tcp_stream(host, port)
+            async with stream:
+                await stream.send_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")
+                data = b""
+                while chunk := await stream.receive_some():
+                    data += chunk
+        except (OSError, trio.BrokenResourceError):
+            data = b""
+        if data:
+            head, _, body = data.partition(b"\r\n\r\n")
+            return int(head.split()[1]), body
+        await trio.sleep(0.05)
+
+
+async def _wait_for_event(
+    events: AsyncIterator[ContainerEvent], container_id: str, action: str
+) -> ContainerEvent:
+    async for event in events:
+        if event.container_id == container_id and event.action == action:
+            return event
+    raise AssertionError(f"the events stream ended before {action} of {container_id}")
+
+
+async def _run_to_exit(rt: DockerRuntime, spec: ContainerSpec) -> ContainerInfo:
+    async with rt.events(spec.labels) as events:
+        info = await rt.run(spec)
+        await _wait_for_event(events, info.id, "die")
+    final = await rt.inspect(info.id)
+    assert final is not None
+    return final
+
+
+async def _logs(rt: DockerRuntime, container_id: str, **kwargs: Any) -> list[bytes]:
+    async with aclosing(rt.logs(container_id, **kwargs)) as lines:
+        return [line async for line in lines]
+
+
+@pytest.mark.docker
+async def test_ping_answers(runtime: DockerRuntime) -> None:
+    with trio.fail_after(10):
+        await runtime.ping()
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("host_ip", ["127.0.0.1", "127.0.0.2"])
+async def test_run_publishes_target_port_on_host_ip_and_answers_with_the_name(
+    runtime: DockerRuntime, labels: dict[str, str], host_ip: str
+) -> None:
+    with trio.fail_after(30):
+        named = await runtime.run(
+            _spec(
+                labels,
+                "named",
+                image=WEB_IMAGE,
+                env={"NAME": "replica-1"},
+                ports=(PortBinding(80),),
+                host_ip=host_ip,
+            )
+        )
+        anonymous = await runtime.run(
+            _spec(labels, "anon", image=WEB_IMAGE, ports=(PortBinding(80),), host_ip=host_ip)
+        )
+        assert named.state == "running"
+        assert set(named.host_ports) == {(80, "tcp")}
+        assert await _http_get(host_ip, named.host_ports[(80, "tcp")]) == (200, b"replica-1\n")
+        # Without NAME the body is the hostname, i.e. the container id prefix.
+        port = anonymous.host_ports[(80, "tcp")]
+        assert await _http_get(host_ip, port) == (200, anonymous.id[:12].encode() + b"\n")
+
+
+@pytest.mark.docker
+async def test_inspect_and_list_by_label_see_every_state(
+    runtime: DockerRuntime, labels: dict[str, str]
+) -> None:
+    with trio.fail_after(30):
+        sleeper = await runtime.run(
+            _spec(labels, "sleep", image=BUSYBOX_IMAGE, command=("sleep", "60"))
+        )
+        done = await _run_to_exit(
+            runtime, _spec(labels, "done", image=BUSYBOX_IMAGE, command=("sh", "-c", "exit 3"))
+        )
+        assert (done.state, done.exit_code) == ("exited", 3)
+        assert done.finished_at != ""
+
+        listed = {info.id: info for info in await runtime.list(labels)}
+        assert set(listed) == {sleeper.id, done.id}
+        assert listed[sleeper.id].state == "running"
+        assert listed[sleeper.id].exit_code is None
+        assert listed[sleeper.id].name == _name(labels, "sleep")
+        assert listed[sleeper.id].labels[TEST_LABEL] == labels[TEST_LABEL]
+        assert await runtime.list({TEST_LABEL: uuid.uuid4().hex}) == []
+
+        await runtime.remove(sleeper.id)
+        await runtime.remove(done.id)
+        assert await runtime.inspect(sleeper.id) is None
+        assert await runtime.list(labels) == []
+        await runtime.remove(sleeper.id)  # a missing container is not an error
+
+
+@pytest.mark.docker
+async def test_stop_sends_the_stop_signal_and_records_the_exit(
+    runtime: DockerRuntime, labels: dict[str, str]
+) -> None:
+    with trio.fail_after(30):
+        web = await runtime.run(_spec(labels, "web", image=WEB_IMAGE))
+        await runtime.stop(web.id, timeout_s=10)
+        stopped = await runtime.inspect(web.id)
+        assert stopped is not None
+        # The web image exits 0 on SIGTERM; a SIGKILL after the grace period would give 137.
+        assert (stopped.state, stopped.exit_code) == ("exited", 0)
+
+
+@pytest.mark.docker
+async def test_kill_is_seen_as_start_then_die_with_exit_code_137(
+    runtime: DockerRuntime, labels: dict[str, str]
+) -> None:
+    with trio.fail_after(30):
+        async with runtime.events(labels) as events:
+            info = await runtime.run(
+                _spec(labels, "victim", image=BUSYBOX_IMAGE, command=("sleep", "60"))
+            )
+            start = await _wait_for_event(events, info.id, "start")
+            assert start.labels[TEST_LABEL] == labels[TEST_LABEL]
+            assert start.name == info.name
+            await runtime.kill(info.id)
+            die = await _wait_for_event(events, info.id, "die")
+            assert die.exit_code == 137
+            assert die.time_ns >= start.time_ns
+
+
+@pytest.mark.docker
+async def test_events_only_report_containers_with_the_labels(
+    runtime: DockerRuntime, labels: dict[str, str]
+) -> None:
+    other = {TEST_LABEL: labels[TEST_LABEL], "swarmlet.role": "other"}
+    with trio.fail_after(30):
+        async with runtime.events({**labels, "swarmlet.role": "mine"}) as events:
+            await runtime.run(
+                _spec(labels, "other", image=BUSYBOX_IMAGE, command=("true",), labels=other)
+            )
+            mine = await runtime.run(
+                _spec(
+                    labels,
+                    "mine",
+                    image=BUSYBOX_IMAGE,
+                    command=("true",),
+                    labels={**labels, "swarmlet.role": "mine"},
+                )
+            )
+            first = await events.__anext__()
+            assert first.container_id == mine.id
+
+
+@pytest.mark.docker
+async def test_leaving_events_returns_promptly_even_with_unread_events(
+    runtime: DockerRuntime, labels: dict[str, str]
+) -> None:
+    with trio.fail_after(15):
+        async with runtime.events(labels):
+            await runtime.run(_spec(labels, "x", image=BUSYBOX_IMAGE, command=("true",)))
+        async with runtime.events(labels):
+            pass  # nothing ever arrives: closing must still end the reader thread
+
+
+@pytest.mark.docker
+async def test_body_exception_leaves_events_unwrapped(
+    runtime: DockerRuntime, labels: dict[str, str]
+) -> None:
+    with trio.fail_after(15), pytest.raises(KeyError):
+        async with runtime.events(labels):
+            raise KeyError("mine")
+
+
+@pytest.mark.docker
+async def test_health_status_events_report_healthy_then_unhealthy(
+    runtime: DockerRuntime, labels: dict[str, str], tmp_path: Path
+) -> None:
+    # The check passes while a file exists in a bind-mounted directory that the test controls,
+    # so the order of events does not depend on timing.
+    flag = tmp_path / "ok"
+    flag.touch()
+    check = HealthcheckSpec(
+        test=("CMD-SHELL", "test -f /flag/ok"), interval_s=0.2, timeout_s=1, retries=1
+    )
+    spec = _spec(
+        labels,
+        "health",
+        image=BUSYBOX_IMAGE,
+        command=("sleep", "60"),
+        healthcheck=check,
+        mounts=(MountSpec(target="/flag", source=str(tmp_path), type="bind", read_only=True),),
+    )
+    with trio.fail_after(30):
+        async with runtime.events(labels) as events:
+            info = await runtime.run(spec)
+            assert info.health in ("starting", "healthy")
+            event = await _wait_for_event(events, info.id, "health_status: healthy")
+            assert event.health_status == "healthy"
+            flag.unlink()
+            event = await _wait_for_event(events, info.id, "health_status: unhealthy")
+            assert event.health_status == "unhealthy"
+        final = await runtime.inspect(info.id)
+        assert final is not None
+        assert final.health == "unhealthy"
+
+
+@pytest.mark.docker
+async def test_missing_image_fails_with_dockers_own_pull_error(
+    runtime: DockerRuntime, labels: dict[str, str]
+) -> None:
+    ref = f"swarmlet/missing-{labels[TEST_LABEL]}:1"
+    with trio.fail_after(60):
+        assert not await runtime.image_present(ref)
+        with pytest.raises(RuntimeAdapterError) as caught:
+            await runtime.ensure_image(ref)
+        # The CLI prints the daemon's explanation after "Error response from daemon: ".
+        cli = await trio.run_process(["docker", "pull", ref], capture_stderr=True, check=False)
+        assert cli.returncode != 0
+        daemon_says = cli.stderr.decode().strip().removeprefix("Error response from daemon: ")
+        assert isinstance(caught.value, DockerError)
+        assert caught.value.explanation == daemon_says
+        assert str(caught.value) == f"docker pull {ref} failed: {daemon_says}"
+
+        with pytest.raises(RuntimeAdapterError, match="No such image"):
+            await runtime.run(_spec(labels, "noimage", image=ref))
+
+
+@pytest.mark.docker
+async def test_start_failure_raises_and_leaves_no_container(
+    runtime: DockerRuntime, labels: dict[str, str]
+) -> None:
+    with trio.fail_after(30):
+        with pytest.raises(RuntimeAdapterError, match="no/such/binary") as caught:
+            await runtime.run(
+                _spec(labels, "bad", image=BUSYBOX_IMAGE, command=("/no/such/binary",))
+            )
+        assert isinstance(caught.value, DockerError)
+        assert caught.value.status_code is not None
+        assert await runtime.list(labels) == []
+
+
+@pytest.mark.docker
+async def test_name_conflict_is_a_runtime_error(
+    runtime: DockerRuntime, labels: dict[str, str]
+) -> None:
+    spec = _spec(labels, "twin", image=BUSYBOX_IMAGE, command=("sleep", "60"))
+    with trio.fail_after(30):
+        await runtime.run(spec)
+        with pytest.raises(DockerError) as caught:
+            await runtime.run(spec)
+        assert caught.value.status_code == 409
+
+
+@pytest.mark.docker
+async def test_logs_return_stdout_and_stderr_lines_and_honour_tail(
+    runtime: DockerRuntime, labels: dict[str, str]
+) -> None:
+    # stdout and stderr are two pipes: Docker orders lines by when it reads them, so the writes
+    # are spaced out to make the expected order the only possible one.
+    script = "echo one; sleep 0.3; echo two >&2; sleep 0.3; printf 'three'"
+    with trio.fail_after(30):
+        info = await _run_to_exit(
+            runtime, _spec(labels, "logs", image=BUSYBOX_IMAGE, command=("sh", "-c", script))
+        )
+        assert await _logs(runtime, info.id, follow=False) == [b"one", b"two", b"three"]
+        assert await _logs(runtime, info.id, follow=False, tail=1) == [b"three"]
+
+
+@pytest.mark.docker
+async def test_followed_logs_stream_until_the_container_exits(
+    runtime: DockerRuntime, labels: dict[str, str]
+) -> None:
+    script = "echo a; sleep 0.3; echo b"
+    with trio.fail_after(30):
+        info = await runtime.run(
+            _spec(labels, "follow", image=BUSYBOX_IMAGE, command=("sh", "-c", script))
+        )
+        assert await _logs(runtime, info.id, follow=True) == [b"a", b"b"]
+
+
+@pytest.mark.docker
+async def test_cancelled_log_follow_releases_the_stream(
+    runtime: DockerRuntime, labels: dict[str, str]
+) -> None:
+    with trio.fail_after(30):
+        info = await runtime.run(
+            _spec(labels, "quiet", image=BUSYBOX_IMAGE, command=("sleep", "60"))
+        )
+        with trio.move_on_after(0.3) as scope:
+            await _logs(runtime, info.id, follow=True)
+        assert scope.cancelled_caught
+
+
+@pytest.mark.docker
+async def test_stats_report_the_memory_limit(
+    runtime: DockerRuntime, labels: dict[str, str]
+) -> None:
+    limit = 64 << 20
+    with trio.fail_after(30):
+        info = await runtime.run(
+            _spec(
+                labels,
+                "stats",
+                image=BUSYBOX_IMAGE,
+                command=("sleep", "60"),
+                memory_bytes=limit,
+                nano_cpus=500_000_000,
+            )
+        )
+        stats = await runtime.stats(info.id)
+        assert stats.memory_limit_bytes == limit
+        assert 0 < stats.memory_bytes < limit
+        assert stats.cpu_percent >= 0.0
+
+
+@pytest.mark.docker
+async def test_spec_options_reach_the_container(
+    runtime: DockerRuntime, labels: dict[str, str]
+) -> None:
+    script = "id -u; pwd; hostname; echo $GREETING; grep -c db.internal /etc/hosts; ulimit -n"
+    spec = _spec(
+        labels,
+        "options",
+        image=BUSYBOX_IMAGE,
+        entrypoint=("sh", "-c"),
+        command=(script,),
+        env={"GREETING": "hello"},
+        user="65534",
+        working_dir="/tmp",
+        hostname="replica-7",
+        extra_hosts={"db.internal": "10.1.2.3"},
+        ulimits=(UlimitSpec("nofile", 1024, 2048),),
+        cap_drop=("NET_RAW",),
+        init=True,
+        stop_signal="SIGINT",
+        stop_grace_s=1,
+        read_only=True,
+        mounts=(MountSpec(target="/scratch", type="tmpfs", tmpfs_size_bytes=1 << 20),),
+        log_driver="json-file",
+        log_options={"max-size": "1m"},
+    )
+    with trio.fail_after(30):
+        info = await _run_to_exit(runtime, spec)
+        assert info.exit_code == 0, info
+        assert await _logs(runtime, info.id, follow=False) == [
+            b"65534",
+            b"/tmp",
+            b"replica-7",
+            b"hello",
+            b"1",
+            b"1024",
+        ]
+
+
+@pytest.mark.docker
+async def test_named_volume_outlives_its_container_and_removal_is_idempotent(
+    runtime: DockerRuntime, labels: dict[str, str]
+) -> None:
+    volume = _name(labels, "vol")
+    mount = (MountSpec(target="/data", source=volume),)
+    with trio.fail_after(30):
+        await runtime.create_volume(volume, labels=labels)
+        await runtime.create_volume(volume, labels=labels)  # exists: kept
+        writer = _spec(
+            labels,
+            "writer",
+            image=BUSYBOX_IMAGE,
+            command=("sh", "-c", "echo kept > /data/f"),
+            mounts=mount,
+        )
+        reader = _spec(
+            labels, "reader", image=BUSYBOX_IMAGE, command=("cat", "/data/f"), mounts=mount
+        )
+        written = await _run_to_exit(runtime, writer)
+        assert written.exit_code == 0
+        read = await _run_to_exit(runtime, reader)
+        assert await _logs(runtime, read.id, follow=False) == [b"kept"]
+        for info in (written, read):
+            await runtime.remove(info.id)
+        await runtime.remove_volume(volume)
+        await runtime.remove_volume(volume)  # missing: not an error
+
+
+async def test_unreachable_engine_fails_loudly() -> None:
+    with trio.fail_after(30), pytest.raises(DockerError) as caught:
+        async with open_docker_runtime(base_url="unix:///nonexistent/docker.sock"):
+            pass
+    assert str(caught.value).startswith("docker connect unix:///nonexistent/docker.sock failed: ")
+    assert caught.value.status_code is None
+
+
+@pytest.mark.docker
+async def test_networks_are_created_listed_joined_and_removed(
+    runtime: DockerRuntime, labels: dict[str, str]
+) -> None:
+    with trio.fail_after(60):
+        picked = await runtime.create_network(_name(labels, "a"), labels=labels)
+        assert picked.subnet and picked.gateway and picked.bridge.startswith("br-")
+        lower = picked.subnet.replace(".0.0/16", ".0.0/17") if "/16" in picked.subnet else ""
+        await runtime.remove_network(picked.name)
+        chosen = await runtime.create_network(
+            _name(labels, "b"),
+            labels=labels,
+            subnet=picked.subnet,
+            ip_range=lower or picked.subnet,
+            gateway=picked.gateway,
+            bridge="swltest" + labels[TEST_LABEL][:8],
+        )
+        assert (chosen.subnet, chosen.gateway) == (picked.subnet, picked.gateway)
+        assert chosen.bridge == "swltest" + labels[TEST_LABEL][:8]
+        other = await runtime.create_network(_name(labels, "c"), labels=labels)
+        assert {n.name for n in await runtime.networks(labels)} == {chosen.name, other.name}
+        info = await runtime.run(
+            _spec(
+                labels,
+                "two",
+                image=BUSYBOX_IMAGE,
+                command=("sleep", "60"),
+                networks=(chosen.name, other.name),
+            )
+        )
+        attrs = _docker_cli("inspect", "-f", "{{json .NetworkSettings.Networks}}", info.id)
+        assert chosen.name in attrs and other.name in attrs
+        with pytest.raises(DockerError):  # a network with a container on it stays
+            await runtime.remove_network(chosen.name)
+        await runtime.remove(info.id)
+        await runtime.remove_network(chosen.name)
+        await runtime.remove_network(chosen.name)  # already gone: not an error
+        assert await runtime.inspect_network(chosen.name) is None
+        assert await runtime.exposed_ports(WEB_IMAGE) == ((80, "tcp"),)
+        assert await runtime.exposed_ports(BUSYBOX_IMAGE) == ()

@@ -1,2 +1,0 @@
-"""Unit tests of the lead's modules: wire, crypto, transport, state, membership, datadir,
-events and api."""

@@ -22,7 +22,7 @@ py-spy profile of the agent and its workers under load (`--profile-mode`, defaul
 frames by own and by total time).
 
 n1's proxy runs with `--proxy-workers` worker processes (default: swarmlet's own default,
-`swarmlet.proxy.workers.default_worker_count`), n2's with `--compare-workers` (default: 1 if n1
+`swarmlet.proxy.worker_pool.default_worker_count`), n2's with `--compare-workers` (default: 1 if n1
 has none, else none); n2 is measured too ("mesh w=M", at 127.0.0.2:PUBLISHED), so both set-ups
 are compared in the same run.
 
@@ -70,7 +70,7 @@ from bench.common import (
     write_json,
 )
 from bench.reference import wait_tcp
-from swarmlet.proxy.workers import default_worker_count
+from swarmlet.proxy.worker_pool import default_worker_count
 from swarmlet.state.model import PortConfig, ServiceSpec
 from swarmlet.wire import codec as wire
 

@@ -1,0 +1,6 @@
+"""The control API: what the `swarmlet` command and the dashboard ask the local agent.
+
+`control_socket` is the Unix-socket protocol (server and client); `nodes`, `services`, `stacks`
+and `secrets` are its handlers, which see the agent only through the protocols of `cluster`
+(never the agent itself), so they can be read, and tested, against what they use.
+"""

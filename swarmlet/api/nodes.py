@@ -1,6 +1,6 @@
 """The control API's operations: validate input, read or write the cluster state, shape results.
 
-Results are plain JSON-like values; `swarmlet.cli.main` prints them (tables, or JSON with
+Results are plain JSON-like values; the `swarmlet` command prints them (tables, or JSON with
 `--format json`, which is the contract scripts and other checks rely on).
 
 Reads are served from the local replica after a ReadIndex barrier, so they are linearizable while
@@ -20,11 +20,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from swarmlet import crypto
+from swarmlet.api.cluster import ClusterAccess, LocalAgent
 from swarmlet.api.control_socket import Emit, Handler, StreamHandler
 from swarmlet.errors import UsageError
-from swarmlet.node.agent import Agent
-from swarmlet.state.machine import ApplyResult, Command, RemoveNode, RotateToken, UpdateNode
-from swarmlet.state.model import Availability, Node, Role
+from swarmlet.state.commands import Command, RemoveNode, RotateToken, UpdateNode
+from swarmlet.state.machine import ApplyResult
+from swarmlet.state.model import Availability, Node, Role, TaskState
 
 
 def _str_arg(args: Mapping[str, Any], key: str, *, required: bool = True) -> str:
@@ -36,13 +37,13 @@ def _str_arg(args: Mapping[str, Any], key: str, *, required: bool = True) -> str
     return value
 
 
-def managers_only(agent: Agent, handlers: Mapping[str, Handler]) -> dict[str, Handler]:
+def managers_only(cluster: ClusterAccess, handlers: Mapping[str, Handler]) -> dict[str, Handler]:
     """`handlers` (cluster writes), each refused with a UsageError on a node that does not
     hold the managers' key (`KeyRing.require_managers`)."""
 
     def guard(handler: Handler) -> Handler:
         async def guarded(args: dict[str, Any]) -> Any:
-            agent.keyring.require_managers()
+            cluster.keyring.require_managers()
             return await handler(args)
 
         return guarded
@@ -58,7 +59,7 @@ def parse_label(text: str) -> tuple[str, str]:
 
 
 class Control:
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: LocalAgent) -> None:
         self.agent = agent
 
     # ------------------------------------------------------------------------ helpers
@@ -98,7 +99,7 @@ class Control:
             "cpu_percent": (meta.cpu_percent if meta else agent.host.cpu_percent),
             "memory_used_bytes": (meta.memory_used_bytes if meta else agent.host.memory_used_bytes),
             "tasks": sum(
-                1 for t in tasks if not t.state.terminal and t.desired_state.name == "RUNNING"
+                1 for t in tasks if not t.state.terminal and t.desired_state is TaskState.RUNNING
             ),
             "self": node.id == agent.node_id,
         }

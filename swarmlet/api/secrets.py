@@ -4,9 +4,9 @@ Secrets are sealed with the managers' key (AES-GCM, `crypto.ManagerKeys`) before
 proposed, so the Raft log, snapshots and data dirs only ever hold ciphertext that workers cannot
 open, although they replicate it: creating a secret (or comparing one with an existing secret of
 that name) therefore needs a manager. `inspect` never returns a secret's value; a node receives
-values only for its own tasks (`secretdelivery`). Configs are not secret and stored as they are.
-Both are immutable, as in Swarm, and cannot be removed while a service uses them
-(`ClusterState.apply` refuses).
+values only for its own tasks (`swarmlet.security.secret_delivery`). Configs are not secret and
+stored as they are. Both are immutable, as in Swarm, and cannot be removed while a service uses
+them (`ClusterState.apply` refuses).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import time
 from typing import Any
 
 from swarmlet import crypto
+from swarmlet.api.cluster import ClusterAccess
 from swarmlet.api.control_socket import Handler
 from swarmlet.api.nodes import managers_only
 from swarmlet.errors import UsageError
-from swarmlet.node.agent import Agent
-from swarmlet.state.machine import Command, CreateSecret, RemoveSecret
+from swarmlet.state.commands import Command, CreateSecret, RemoveSecret
 from swarmlet.state.model import Secret
 
 LABEL_STACK = "swarmlet.stack"
@@ -28,7 +28,7 @@ MAX_CONFIG_BYTES = 1000 * 1024
 
 
 def secret_command(
-    agent: Agent, name: str, data: bytes, labels: dict[str, str], *, is_config: bool
+    cluster: ClusterAccess, name: str, data: bytes, labels: dict[str, str], *, is_config: bool
 ) -> Command | None:
     """CreateSecret for a new secret/config; None if an identical one exists; UsageError if one
     of that name exists with other content (secrets are immutable, as in Swarm)."""
@@ -36,8 +36,8 @@ def secret_command(
     limit = MAX_CONFIG_BYTES if is_config else MAX_SECRET_BYTES
     if len(data) > limit:
         raise UsageError(f"{kind} {name!r} is {len(data)} bytes; the limit is {limit // 1024} KB")
-    keys = None if is_config else agent.keyring.require_managers()
-    existing = agent.state.secret_by_name(name, is_config=is_config)
+    keys = None if is_config else cluster.keyring.require_managers()
+    existing = cluster.state.secret_by_name(name, is_config=is_config)
     if existing is not None:
         current = existing.data if keys is None else keys.open_secret(existing.id, existing.data)
         if current != data:
@@ -61,7 +61,7 @@ def secret_command(
 
 
 class SecretControl:
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: ClusterAccess) -> None:
         self.agent = agent
 
     def _view(self, item: Secret) -> dict[str, Any]:

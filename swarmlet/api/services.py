@@ -16,12 +16,12 @@ from typing import Any
 import trio
 
 from swarmlet import crypto
+from swarmlet.api.cluster import LocalAgent
 from swarmlet.api.control_socket import Emit, Handler, StreamHandler
 from swarmlet.api.nodes import managers_only
 from swarmlet.errors import RemoteProtocolError, UsageError
-from swarmlet.leader.duties import observe
-from swarmlet.node.agent import Agent, parse_addr
-from swarmlet.state.machine import CreateService, RemoveService, UpdateService
+from swarmlet.leader.observation import observe
+from swarmlet.state.commands import CreateService, RemoveService, UpdateService
 from swarmlet.state.model import (
     Service,
     ServiceMode,
@@ -35,7 +35,7 @@ from swarmlet.state.observed import TaskObservation
 from swarmlet.state.specparse import validate_spec
 from swarmlet.wire import codec as wire
 from swarmlet.wire.peer_rpc import EndOfStream, LogLine, LogsRequest
-from swarmlet.wire.transport import FramedStream
+from swarmlet.wire.transport import FramedStream, parse_addr
 
 
 def _plain(value: Any) -> Any:
@@ -81,9 +81,9 @@ def is_up(task: Task, obs: TaskObservation | None) -> bool:
 
 
 class ServiceControl:
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: LocalAgent) -> None:
         self.agent = agent
-        agent.stream_handlers[LogsRequest] = self._serve_logs  # type: ignore[assignment]
+        agent.stream_handlers[LogsRequest] = self._serve_logs
 
     # ------------------------------------------------------------------------ helpers
 

@@ -12,13 +12,13 @@ import time
 from typing import Any
 
 from swarmlet import crypto
+from swarmlet.api.cluster import ClusterAccess
 from swarmlet.api.control_socket import Handler
 from swarmlet.api.nodes import managers_only
 from swarmlet.api.secrets import LABEL_STACK, secret_command
 from swarmlet.api.services import decode_spec
 from swarmlet.errors import UsageError
-from swarmlet.node.agent import Agent
-from swarmlet.state.machine import (
+from swarmlet.state.commands import (
     Batch,
     Command,
     CreateService,
@@ -30,7 +30,7 @@ from swarmlet.state.model import Service
 
 
 class StackControl:
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: ClusterAccess) -> None:
         self.agent = agent
 
     async def deploy(self, args: dict[str, Any]) -> dict[str, Any]:

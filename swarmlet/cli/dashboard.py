@@ -6,15 +6,18 @@ It needs a terminal: scripts use `node ls`, `service ls`, `events --format json`
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-
-from swarmlet.cli.main import EXIT_OK, _data_dir
+from swarmlet.cli.common import ExitStatus, add_command, data_dir
 from swarmlet.errors import UsageError
 
+if TYPE_CHECKING:
+    from rich.console import Console
 
-def cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
+    from swarmlet.cli.common import Subcommands
+
+
+def cmd_dashboard(args: argparse.Namespace, console: Console) -> ExitStatus:
     from swarmlet.dashboard import app  # rich.live and the view: load on demand
 
     if not args.interval > 0:
@@ -24,12 +27,13 @@ def cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
             "the dashboard needs a terminal; in scripts, use `swarmlet node ls`, "
             "`swarmlet service ls` or `swarmlet events` (with --format json)"
         )
-    app.run(_data_dir(args).socket_path, console, interval_s=args.interval)
-    return EXIT_OK
+    app.run(data_dir(args).socket_path, console, interval_s=args.interval)
+    return ExitStatus.OK
 
 
-def register(sub: Any, command: Any) -> None:
-    p = command(
+def register(sub: Subcommands) -> None:
+    p = add_command(
+        sub,
         "dashboard",
         cmd_dashboard,
         "live view of nodes, services, tasks and events (q quits)",

@@ -1,7 +1,8 @@
 """`swarmlet stack ...`: deploy compose-like stack files, list, inspect and remove stacks.
 
 Loading, interpolation, validation and conversion all happen here, before anything is sent:
-a stack that fails to load changes nothing in the cluster.
+a stack that fails to load changes nothing in the cluster. The stack loader is heavy to import,
+so only the commands that read stack files load it.
 """
 
 from __future__ import annotations
@@ -9,19 +10,30 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.table import Table
 
-from swarmlet.cli.main import EXIT_OK, _print_json, call
+from swarmlet.cli.common import (
+    ExitStatus,
+    add_command,
+    add_group,
+    call,
+    plain_table,
+    print_json,
+)
 from swarmlet.cli.service import list_services, list_tasks, wait_converged
 from swarmlet.errors import StackError
-from swarmlet.stack import load_stack, render_config
-from swarmlet.wire import codec as wire
+
+if TYPE_CHECKING:
+    from swarmlet.cli.common import Subcommands
+    from swarmlet.stack.convert import StackPlan
+    from swarmlet.stack.loader import LoadedStack
 
 
-def _load(args: argparse.Namespace) -> Any:
+def _load(args: argparse.Namespace) -> LoadedStack:
+    from swarmlet.stack import load_stack
+
     files = [Path(f) for f in args.compose_file]
     for f in files:
         if not f.exists():
@@ -29,7 +41,7 @@ def _load(args: argparse.Namespace) -> Any:
     return load_stack(files, dict(os.environ))
 
 
-def _plan(args: argparse.Namespace, console: Console) -> Any:
+def _plan(args: argparse.Namespace) -> StackPlan:
     from swarmlet.stack.convert import convert_stack
 
     loaded = _load(args)
@@ -40,7 +52,7 @@ def _plan(args: argparse.Namespace, console: Console) -> Any:
     return plan
 
 
-def _secret_payloads(plan: Any) -> list[dict[str, Any]]:
+def _secret_payloads(plan: StackPlan) -> list[dict[str, Any]]:
     payloads = []
     for items, is_config in ((plan.secrets, False), (plan.configs, True)):
         for item in items:
@@ -58,8 +70,10 @@ def _secret_payloads(plan: Any) -> list[dict[str, Any]]:
     return payloads
 
 
-def cmd_deploy(args: argparse.Namespace, console: Console) -> int:
-    plan = _plan(args, console)
+def cmd_deploy(args: argparse.Namespace, console: Console) -> ExitStatus:
+    from swarmlet.wire import codec as wire
+
+    plan = _plan(args)
     result = call(
         args,
         "stack.deploy",
@@ -72,11 +86,13 @@ def cmd_deploy(args: argparse.Namespace, console: Console) -> int:
         for name in result[key]:
             console.print(f"{verb} service {name}", markup=False)
     if args.detach or not (result["created"] or result["updated"]):
-        return EXIT_OK
+        return ExitStatus.OK
     return wait_converged(args, console, [s.name for s in plan.services])
 
 
-def cmd_config(args: argparse.Namespace, console: Console) -> int:
+def cmd_config(args: argparse.Namespace, console: Console) -> ExitStatus:
+    from swarmlet.stack import render_config
+
     loaded = _load(args)
     err = Console(stderr=True)
     for warning in loaded.warnings:
@@ -88,52 +104,48 @@ def cmd_config(args: argparse.Namespace, console: Console) -> int:
         end="",
         soft_wrap=True,
     )
-    return EXIT_OK
+    return ExitStatus.OK
 
 
-def cmd_ls(args: argparse.Namespace, console: Console) -> int:
+def cmd_ls(args: argparse.Namespace, console: Console) -> ExitStatus:
     stacks = call(args, "stack.ls")["stacks"]
     if args.format == "json":
-        _print_json(console, stacks)
-        return EXIT_OK
-    table = Table(box=None, pad_edge=False)
-    table.add_column("NAME")
-    table.add_column("SERVICES")
+        print_json(console, stacks)
+        return ExitStatus.OK
+    table = plain_table(("NAME", "SERVICES"), wrap=("NAME", "SERVICES"))
     for s in stacks:
         table.add_row(s["name"], str(s["services"]))
     console.print(table)
-    return EXIT_OK
+    return ExitStatus.OK
 
 
-def cmd_ps(args: argparse.Namespace, console: Console) -> int:
+def cmd_ps(args: argparse.Namespace, console: Console) -> ExitStatus:
     return list_tasks(args, console, stack=args.name)
 
 
-def cmd_services(args: argparse.Namespace, console: Console) -> int:
+def cmd_services(args: argparse.Namespace, console: Console) -> ExitStatus:
     return list_services(args, console, stack=args.name)
 
 
-def cmd_rm(args: argparse.Namespace, console: Console) -> int:
+def cmd_rm(args: argparse.Namespace, console: Console) -> ExitStatus:
     for name in args.names:
         result = call(args, "stack.rm", name=name)
         for service in result["removed_services"]:
             console.print(f"Removing service {service}", markup=False)
         for secret in result["removed_secrets"]:
             console.print(f"Removing secret {secret}", markup=False)
-    return EXIT_OK
+    return ExitStatus.OK
 
 
-def register(sub: Any, command: Any) -> None:
-    stack = sub.add_parser("stack", help="manage stacks", description="manage stacks")
-    ssub = stack.add_subparsers(dest="stack_command", metavar="COMMAND")
-    ssub.required = True
+def register(sub: Subcommands) -> None:
+    stacks = add_group(sub, "stack", "manage stacks", dest="stack_command")
 
-    p = command(
+    p = add_command(
+        stacks,
         "deploy",
         cmd_deploy,
         "deploy or update a stack",
         "swarmlet stack deploy -c stacks/web.yml web",
-        ssub,
     )
     p.add_argument("-c", "--compose-file", action="append", required=True, metavar="FILE")
     p.add_argument("--prune", action="store_true", help="remove services no longer in the files")
@@ -142,28 +154,28 @@ def register(sub: Any, command: Any) -> None:
     )
     p.add_argument("name", metavar="STACK")
 
-    p = command(
+    p = add_command(
+        stacks,
         "config",
         cmd_config,
         "print the normalised stack document",
         "swarmlet stack config -c stacks/web.yml",
-        ssub,
     )
     p.add_argument("-c", "--compose-file", action="append", required=True, metavar="FILE")
     p.add_argument("--format", choices=("yaml", "json"), default="yaml")
 
-    p = command("ls", cmd_ls, "list stacks", "swarmlet stack ls", ssub)
+    p = add_command(stacks, "ls", cmd_ls, "list stacks", "swarmlet stack ls")
     p.add_argument("--format", choices=("table", "json"), default="table")
 
-    p = command("ps", cmd_ps, "list a stack's tasks", "swarmlet stack ps web", ssub)
+    p = add_command(stacks, "ps", cmd_ps, "list a stack's tasks", "swarmlet stack ps web")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("name", metavar="STACK")
 
-    p = command(
-        "services", cmd_services, "list a stack's services", "swarmlet stack services web", ssub
+    p = add_command(
+        stacks, "services", cmd_services, "list a stack's services", "swarmlet stack services web"
     )
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("name", metavar="STACK")
 
-    p = command("rm", cmd_rm, "remove stacks", "swarmlet stack rm web", ssub)
+    p = add_command(stacks, "rm", cmd_rm, "remove stacks", "swarmlet stack rm web")
     p.add_argument("names", nargs="+", metavar="STACK")

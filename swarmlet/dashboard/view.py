@@ -4,7 +4,7 @@
 `service.ps` and the events received so far, the previous view and the time, and returns a
 frozen `View`. It never imports trio, time or socket; `render` turns a View into rich text.
 
-Decisions where the issue is silent:
+Decisions, and why:
 
 - An input of None means "not fetched this round" (the call failed or timed out): that part of
   the previous view is kept, so a dashboard that loses its agent keeps showing the last known

@@ -13,6 +13,9 @@ Invariants:
     us are adopted, not started again, and every other container of ours is removed;
   * a stopping task leaves the proxies (its observation turns SHUTDOWN) before its container
     gets the stop signal, and the container then has `stop_grace_period_s` to finish.
+
+What a task's container looks like, and what its exit means for the task, is decided by the pure
+functions of `executor.task_container`; this module does the I/O and keeps the bookkeeping.
 """
 
 from __future__ import annotations
@@ -21,33 +24,25 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 import trio
 
 from swarmlet.errors import RuntimeAdapterError, SecretsUnavailableError
 from swarmlet.executor import secretfiles
-from swarmlet.executor.labels import (
-    LABEL_CLUSTER,
-    LABEL_NODE,
-    LABEL_SERVICE,
-    LABEL_SLOT,
-    LABEL_STACK,
-    LABEL_TASK,
-)
+from swarmlet.executor.docker_runtime import DockerRuntime
+from swarmlet.executor.labels import LABEL_CLUSTER, LABEL_NODE, LABEL_TASK
 from swarmlet.executor.networks import LocalNetworks
-from swarmlet.executor.runtime import (
-    ContainerEvent,
-    ContainerInfo,
-    ContainerSpec,
-    DockerRuntime,
-    HealthcheckSpec,
-    MountSpec,
-    PortBinding,
+from swarmlet.executor.runtime_types import ContainerEvent
+from swarmlet.executor.task_container import (
+    container_spec,
+    exit_state,
+    start_error,
+    task_endpoints,
 )
 from swarmlet.state.model import Service, ServiceSpec, Task, TaskState
-from swarmlet.state.observed import Endpoint, TaskObservation
+from swarmlet.state.observed import TaskObservation
 
 if TYPE_CHECKING:
     from swarmlet.state.machine import ClusterState
@@ -55,129 +50,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-# How often running replicas of autoscaled services are measured (docker stats takes ~1 s each,
-# in parallel); the figures travel in the task observations.
+# How often running replicas of autoscaled services are measured (each stats sample waits for the
+# engine to measure a CPU delta; they run in parallel); the figures travel in the observations.
 STATS_INTERVAL_S = 5.0
 
 # How long a stopped task's endpoint stays out of the proxies before its container is signalled,
 # so that every proxy (fed by gossip) has dropped it: about two gossip rounds.
 ENDPOINT_DRAIN_S = 0.3
-
-
-def container_name(spec: ServiceSpec, task: Task) -> str:
-    slot = str(task.slot) if task.slot else task.node_id
-    return f"{spec.name}.{slot}.{task.id}"
-
-
-def container_spec(
-    service: Service,
-    task: Task,
-    *,
-    cluster_id: str,
-    node_id: str,
-    host_ip: str,
-    files: Sequence[tuple[str, str]] = (),
-    networks: Sequence[str] = (),
-    service_hosts: Mapping[str, str] = {},  # read only
-    exposed: Sequence[tuple[int, str]] = (),
-) -> ContainerSpec:
-    """`files`: (host path, container path) of the task's secrets and configs, bound read-only.
-    `networks`: the Docker networks to join; `service_hosts`: the services it may call by name
-    (name -> VIP, `executor.networks`); `exposed`: the image's EXPOSE ports, published too so
-    that other nodes' proxies reach them."""
-    spec = service.spec
-    labels = dict(spec.container_labels)
-    labels.update(
-        {
-            LABEL_CLUSTER: cluster_id,
-            LABEL_NODE: node_id,
-            LABEL_SERVICE: spec.name,
-            LABEL_TASK: task.id,
-            LABEL_SLOT: str(task.slot),
-        }
-    )
-    if spec.stack:
-        labels[LABEL_STACK] = spec.stack
-    healthcheck = None
-    if spec.healthcheck is not None:
-        hc = spec.healthcheck
-        healthcheck = HealthcheckSpec(
-            test=hc.test,
-            interval_s=hc.interval_s,
-            timeout_s=hc.timeout_s,
-            retries=hc.retries,
-            start_period_s=hc.start_period_s,
-        )
-    return ContainerSpec(
-        name=container_name(spec, task),
-        image=spec.image,
-        command=spec.command,
-        entrypoint=spec.entrypoint,
-        env=dict(spec.env),
-        labels=labels,
-        ports=tuple(
-            PortBinding(target, protocol)
-            for target, protocol in dict.fromkeys(
-                [(p.target, p.protocol) for p in spec.ports] + list(exposed)
-            )
-        ),
-        host_ip=host_ip,
-        nano_cpus=spec.limits.nano_cpus or None,
-        memory_bytes=spec.limits.memory_bytes or None,
-        memory_reservation_bytes=spec.reservations.memory_bytes or None,
-        mounts=tuple(
-            MountSpec(
-                target=m.target,
-                source=m.source,
-                type=m.type,  # type: ignore[arg-type]  # validated when the spec was accepted
-                read_only=m.read_only,
-                volume_driver=m.driver or None,
-                volume_driver_opts=dict(m.driver_opts),
-            )
-            for m in spec.mounts
-        )
-        + tuple(
-            MountSpec(target=target, source=source, type="bind", read_only=True)
-            for source, target in files
-        ),
-        healthcheck=healthcheck,
-        user=spec.user or None,
-        working_dir=spec.working_dir or None,
-        hostname=spec.hostname or None,
-        stop_signal=spec.stop_signal or None,
-        stop_grace_s=spec.stop_grace_period_s,
-        init=spec.init,
-        # The user's own entries win over service names.
-        extra_hosts={
-            **service_hosts,
-            **dict(h.split(":", 1) for h in spec.extra_hosts if ":" in h),
-        },
-        networks=tuple(networks),
-        cap_add=spec.cap_add,
-        cap_drop=spec.cap_drop,
-        sysctls=dict(spec.sysctls),
-    )
-
-
-def _endpoints(info: ContainerInfo, host: str) -> tuple[Endpoint, ...]:
-    return tuple(
-        Endpoint(target=target, protocol=proto, host=host, port=port)
-        for (target, proto), port in sorted(info.host_ports.items())
-    )
-
-
-def start_error(exc: Exception) -> str:
-    """Why a task did not start. A KeyError is `secretfiles.materialize`'s: (name, is_config)."""
-    if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], tuple):
-        name, is_config = exc.args[0]
-        return f"missing {'config' if is_config else 'secret'} {name}"
-    return str(exc)
-
-
-def _exit_state(exit_code: int | None) -> tuple[TaskState, str]:
-    if exit_code == 0:
-        return TaskState.COMPLETE, ""
-    return TaskState.FAILED, f"task: non-zero exit ({exit_code})"
 
 
 class Executor:
@@ -290,14 +169,14 @@ class Executor:
                     task_id,
                     TaskState.RUNNING if running else TaskState.STARTING,
                     container_id=info.id,
-                    endpoints=_endpoints(info, self.host_ip),
+                    endpoints=task_endpoints(info, self.host_ip),
                     healthy=healthy,
                 )
                 log.info("adopted container %s of task %s", info.id[:12], task_id)
             elif mine and task is not None and info.state != "running":
                 self._containers[task_id] = info.id  # kept for logs until the task is reaped
                 self._stopped.add(task_id)
-                state_, error = _exit_state(info.exit_code)
+                state_, error = exit_state(info.exit_code)
                 self._observe(task_id, state_, container_id=info.id, error=error)
             else:
                 log.info("removing container %s: its task is not ours any more", info.id[:12])
@@ -348,7 +227,7 @@ class Executor:
             if task_id in self._stopping:
                 self._observe(task_id, TaskState.SHUTDOWN, exit_code=event.exit_code)
             else:
-                state, error = _exit_state(event.exit_code)
+                state, error = exit_state(event.exit_code)
                 self._observe(task_id, state, error=error, exit_code=event.exit_code)
                 self._record("task", str(state), task_id, error or "task completed")
         elif health == "healthy":
@@ -467,14 +346,14 @@ class Executor:
                     self._hosts[task.id] = (info.hosts_path, service_hosts)
                 has_health = spec.healthcheck is not None and not spec.healthcheck.is_disabled
                 if info.state != "running":
-                    state, error = _exit_state(info.exit_code)
+                    state, error = exit_state(info.exit_code)
                     self._observe(task.id, state, container_id=info.id, error=error)
                     return
                 self._observe(
                     task.id,
                     TaskState.STARTING if has_health else TaskState.RUNNING,
                     container_id=info.id,
-                    endpoints=_endpoints(info, self.host_ip),
+                    endpoints=task_endpoints(info, self.host_ip),
                     healthy=False if has_health else None,
                 )
         finally:

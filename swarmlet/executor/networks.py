@@ -42,8 +42,9 @@ import psutil
 import trio
 
 from swarmlet.errors import RuntimeAdapterError
+from swarmlet.executor.docker_runtime import DockerRuntime
 from swarmlet.executor.labels import LABEL_CLUSTER, LABEL_NETWORK, LABEL_NODE, LABEL_STACK
-from swarmlet.executor.runtime import DockerError, DockerRuntime, NetworkInfo
+from swarmlet.executor.runtime_types import DockerError, NetworkInfo
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import NetworkAttachment, Service, ServiceSpec
 

@@ -15,7 +15,7 @@ Invariants:
     incarnation (memberlist's dead-node reclaim: the restarted agent may have lost its counter);
   - anything illegal from the network changes nothing and increments a `dropped_*` counter.
 
-Decisions where the brief and memberlist are silent:
+Decisions of our own, each with its reason:
   - no TCP fallback ping (memberlist sends one in parallel with the indirect probes): Lifeguard's
     nacks already tell a lossy network from a dead member, and the driver stays UDP-only for probes;
   - probe traffic (ping/ack/ping-req/nack plus piggybacked updates) fits `max_datagram_bytes`;

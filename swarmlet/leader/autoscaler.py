@@ -40,7 +40,7 @@ replicas). The recommendation is:
 7. Bounds: the result is always within [min_replicas, max_replicas]. A spec count outside them
    (the policy was just changed) is brought inside at once, ignoring windows and cool-downs.
 
-Decisions where the brief was silent, and why:
+Decisions, and why:
 - `Sample.spec_replicas` (an addition): the count the service's spec asks for now, which is what a
   decision changes (`from_replicas`). `Sample.replicas` is the number of running replicas the
   per-replica means were taken over; the two differ while replicas start or stop (HPA too computes
@@ -339,10 +339,11 @@ _ITEM_RE = re.compile(r"^\s*([a-z]+)\s*=\s*(\S.*?)\s*$", re.IGNORECASE)
 def parse_autoscale(text: str) -> AutoscalePolicy | None:
     """`min=2,max=10,cpu=70[,memory=512M][,rps=100]` -> a policy; "none" -> None.
 
-    The same rules as the stack loader's `x-swarmlet-autoscale` (swarmlet.stack.convert): min >= 0,
-    max >= min and >= 1, at least one target, every target above 0. cpu is percent of one core per
-    replica (a trailing % is accepted), memory bytes per replica with docker's units, rps requests
-    per second per replica (the service's rate through all proxies over its running replicas).
+    The same rules as the stack loader's `x-swarmlet-autoscale` (swarmlet.stack.extensions):
+    min >= 0, max >= min and >= 1, at least one target, every target above 0. cpu is percent of
+    one core per replica (a trailing % is accepted), memory bytes per replica with docker's units,
+    rps requests per second per replica (the service's rate through all proxies over its running
+    replicas).
     """
     text = str(text).strip()
     if text.lower() == "none":

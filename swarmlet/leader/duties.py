@@ -1,8 +1,13 @@
-"""The leader's duties: keep the Raft voter set right, and orchestrate the services.
+"""The leader's duties: keep the Raft voter set right, orchestrate the services, autoscale them.
 
-Only the leader runs them (it alone decides); every other agent's loops idle. Both compare the
-desired state (Raft) with the observed state (gossip) and propose the difference as commands,
-computed by pure functions: `membership.next_conf_change` and `orchestrator.reconcile`.
+Only the leader runs them (it alone decides); on every other node the loops idle. Each compares
+the desired state (Raft) with the observed state (gossip, `leader.observation`) and proposes the
+difference as commands, computed by pure functions: `voters.next_conf_change`,
+`orchestrator.core.plan` (after `depends_on.hold_back_dependents`) and `autoscaler.decide`.
+
+The duties see the node they run on only through `DutiesHost`: what they read of the cluster and
+of the proxy, how they propose, and where they record events. They must not know how the node is
+put together; a proposal that fails (leadership lost, timeout) is deferred, never fatal.
 """
 
 from __future__ import annotations
@@ -11,96 +16,73 @@ import dataclasses
 import logging
 import random
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Protocol
 
 import trio
 
 from swarmlet.errors import SwarmletError
 from swarmlet.leader.autoscaler import AutoscaleConfig, AutoscalerState, Sample, decide
+from swarmlet.leader.depends_on import hold_back_dependents
+from swarmlet.leader.observation import ObservationSource, observe, ready_node_ids
 from swarmlet.leader.orchestrator.context import Observed, seeded_ids
 from swarmlet.leader.orchestrator.core import plan
-from swarmlet.leader.scheduler import ObservedNode
 from swarmlet.leader.voters import next_conf_change
-from swarmlet.state.machine import (
-    Batch,
-    ClusterState,
-    Command,
-    PutTasks,
-    RemoveTasks,
-    UpdateService,
-)
-from swarmlet.state.model import Resources, Service, TaskState
-from swarmlet.state.observed import TaskObservation
-
-if TYPE_CHECKING:
-    from swarmlet.node.agent import Agent
+from swarmlet.raft.types import ConfChange, ConfState
+from swarmlet.state.commands import Batch, Command, PutTasks, RemoveTasks, UpdateService
+from swarmlet.state.machine import ApplyResult
+from swarmlet.state.model import Service, TaskState
 
 log = logging.getLogger(__name__)
 
 AUTOSCALE_INTERVAL_S = 5.0  # one load sample per autoscaled service per interval
 
 
-def observe(agent: Agent) -> Observed:
-    """The observed state as gossip (and, for this node, the executor) reports it now."""
-    nodes: dict[str, ObservedNode] = {}
-    tasks: dict[str, TaskObservation] = {}
-    for node_id in agent.state.nodes:
-        if node_id != agent.node_id and agent.gossip.core.member(node_id) is None:
-            # Not heard of yet (e.g. just after a failover): no verdict, so the orchestrator
-            # neither places new tasks there nor writes its tasks off.
-            continue
-        meta = agent.node_meta(node_id)
-        ready = agent.is_ready(node_id)
-        total = Resources(meta.nano_cpus, meta.memory_bytes) if meta is not None else None
-        nodes[node_id] = ObservedNode(
-            node_id=node_id,
-            ready=ready,
-            total=total,
-            changed_at=agent.down_since.get(node_id, 0.0),
-        )
-        if meta is not None and node_id != agent.node_id:
-            for obs in meta.tasks:
-                tasks[obs.task_id] = obs
-    for obs in agent.local_observations():
-        tasks[obs.task_id] = obs
-    return Observed(nodes=nodes, tasks=tasks)
+class EventRecorder(Protocol):
+    def record(self, type_: str, action: str, subject: str, message: str) -> object: ...
 
 
-def hold_back_dependents(state: ClusterState, observed: Observed) -> ClusterState:
-    """The state to orchestrate, without the services whose first start must wait.
+class ConnectionCounts(Protocol):
+    def connection_counts(self) -> Mapping[str, int]:
+        """Connections this node's proxy has carried so far, by service name (cumulative)."""
+        ...
 
-    Beyond Swarm (which ignores `depends_on` in stacks): a service that has never had a task is
-    held back until every service it depends on has a replica running. Only the first start is
-    ordered; afterwards each service lives on its own, as compose's `depends_on` does.
-    """
 
-    def up(service_name: str) -> bool:
-        dep = state.service_by_name(service_name)
-        if dep is None:
-            return True  # removed meanwhile: nothing to wait for
-        return any(
-            (obs := observed.tasks.get(t.id)) is not None and obs.state is TaskState.RUNNING
-            for t in state.tasks_of(dep.id)
-        )
+class DutiesHost(ObservationSource, Protocol):
+    """What the leader's duties need of the node they run on."""
 
-    held = [
-        s.id
-        for s in state.services.values()
-        if s.spec.depends_on
-        and not state.tasks_of(s.id)
-        and not all(up(name) for name in s.spec.depends_on)
-    ]
-    if not held:
-        return state
-    trimmed = state.copy()
-    for service_id in held:
-        del trimmed.services[service_id]
-    return trimmed
+    @property
+    def is_leader(self) -> bool:
+        """Whether this node leads the Raft group now."""
+        ...
+
+    @property
+    def raft_conf(self) -> ConfState:
+        """The Raft group's current voters and learners."""
+        ...
+
+    @property
+    def events(self) -> EventRecorder: ...
+
+    @property
+    def proxy(self) -> ConnectionCounts: ...
+
+    async def propose(self, command: Command) -> ApplyResult:
+        """Commit `command` on this node, the leader; NotLeaderError if it is not (any more)."""
+        ...
+
+    async def propose_conf_change(self, change: ConfChange) -> None: ...
+
+    def node_name(self, node_id: str) -> str: ...
 
 
 class LeaderDuties:
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    def __init__(self, host: DutiesHost, *, voter_grace_s: float, write_timeout_s: float) -> None:
+        """`voter_grace_s`: how long a voter may be down before a standby replaces it;
+        `write_timeout_s`: how long one proposal may take before it is deferred."""
+        self.host = host
+        self.voter_grace_s = voter_grace_s
+        self.write_timeout_s = write_timeout_s
         self.wake = trio.Event()
         self._ids = seeded_ids(random.Random())
         self.autoscale_config = AutoscaleConfig()
@@ -123,47 +105,47 @@ class LeaderDuties:
         self.wake = trio.Event()
 
     async def _membership_loop(self) -> None:
-        agent = self.agent
+        host = self.host
         while True:
             await trio.sleep(0.1)
-            if not agent.raft.is_leader:
+            if not host.is_leader:
                 await trio.sleep(0.4)
                 continue
             change = next_conf_change(
-                agent.raft.core.conf,
-                agent.state.nodes,
-                agent.alive_ids(),
-                agent.down_since,
+                host.raft_conf,
+                host.state.nodes,
+                ready_node_ids(host),
+                host.down_since,
                 time.monotonic(),
-                leader_id=agent.node_id,
-                target_voters=agent.state.target_voters,
-                grace_s=agent.config.voter_grace_s,
+                leader_id=host.node_id,
+                target_voters=host.state.target_voters,
+                grace_s=self.voter_grace_s,
             )
             if change is None:
                 await trio.sleep(0.4)
                 continue
             try:
-                with trio.fail_after(agent.config.write_timeout_s):
-                    await agent.raft.propose_conf_change(change)
-                name = agent.node_name(change.node_id)
+                with trio.fail_after(self.write_timeout_s):
+                    await host.propose_conf_change(change)
+                name = host.node_name(change.node_id)
                 kind = change.kind.name.lower().replace("_", "-")
-                agent.events.record("raft", kind, name, f"raft membership: {kind} {name}")
+                host.events.record("raft", kind, name, f"raft membership: {kind} {name}")
             except (SwarmletError, trio.TooSlowError) as exc:
                 log.info("membership change %s deferred: %s", change, exc)
                 await trio.sleep(0.5)
 
     async def _orchestration_loop(self) -> None:
-        agent = self.agent
+        host = self.host
         while True:
-            if not agent.raft.is_leader:
+            if not host.is_leader:
                 await self._wait(1.0)
                 continue
             now = time.time()
-            observed = observe(agent)
-            result = plan(hold_back_dependents(agent.state, observed), observed, now, self._ids)
+            observed = observe(host)
+            result = plan(hold_back_dependents(host.state, observed), observed, now, self._ids)
             if result.commands:
                 try:
-                    with trio.fail_after(agent.config.write_timeout_s):
+                    with trio.fail_after(self.write_timeout_s):
                         await self._propose(result.commands)
                 except (SwarmletError, trio.TooSlowError) as exc:
                     log.info("orchestration deferred: %s", exc)
@@ -176,7 +158,7 @@ class LeaderDuties:
         """All of a plan as one entry (one fsync); if the state refuses it, one by one, so that
         a refused command holds back only its own service."""
         batch = Batch(commands) if len(commands) > 1 else commands[0]
-        applied = await self.agent.raft.propose(batch)
+        applied = await self.host.propose(batch)
         if applied.ok:
             self._record(commands)
             return
@@ -186,7 +168,7 @@ class LeaderDuties:
             return
         refused = 0
         for command in commands:
-            one = await self.agent.raft.propose(command)
+            one = await self.host.propose(command)
             if one.ok:
                 self._record((command,))
             else:
@@ -203,7 +185,7 @@ class LeaderDuties:
         spec = service.spec
         up = [
             obs
-            for task in self.agent.state.tasks_of(service.id)
+            for task in self.host.state.tasks_of(service.id)
             if task.desired_state is TaskState.RUNNING
             and (obs := observed.tasks.get(task.id)) is not None
             and obs.state is TaskState.RUNNING
@@ -217,11 +199,11 @@ class LeaderDuties:
         rps = None
         if any(p.mode == "ingress" for p in spec.ports) or spec.networks:
             total = 0
-            for node_id in self.agent.state.nodes:
-                if node_id == self.agent.node_id:
-                    counts = self.agent.proxy.connection_counts()
+            for node_id in self.host.state.nodes:
+                if node_id == self.host.node_id:
+                    counts = self.host.proxy.connection_counts()
                 else:
-                    meta = self.agent.node_meta(node_id)
+                    meta = self.host.node_meta(node_id)
                     counts = dict(meta.proxy_connections) if meta is not None else {}
                 total += counts.get(spec.name, 0)
             previous = self._connections.get(service.id)
@@ -238,15 +220,15 @@ class LeaderDuties:
         )
 
     async def _autoscale_loop(self) -> None:
-        agent = self.agent
+        host = self.host
         while True:
             await trio.sleep(AUTOSCALE_INTERVAL_S)
-            if not agent.raft.is_leader:
+            if not host.is_leader:
                 self._autoscalers.clear()  # a new leader gathers its own evidence
                 continue
             now = time.time()
-            observed = observe(agent)
-            for service in list(agent.state.services.values()):
+            observed = observe(host)
+            for service in list(host.state.services.values()):
                 policy = service.spec.autoscale
                 if policy is None:
                     self._autoscalers.pop(service.id, None)
@@ -261,19 +243,19 @@ class LeaderDuties:
                     continue
                 spec = dataclasses.replace(service.spec, replicas=decision.to_replicas)
                 try:
-                    with trio.fail_after(agent.config.write_timeout_s):
-                        result = await agent.raft.propose(UpdateService(service.id, spec, now))
+                    with trio.fail_after(self.write_timeout_s):
+                        result = await host.propose(UpdateService(service.id, spec, now))
                 except (SwarmletError, trio.TooSlowError) as exc:
                     log.info("autoscaling %s deferred: %s", service.spec.name, exc)
                     continue
                 if result.ok:
-                    agent.events.record("autoscale", "scaled", service.spec.name, decision.reason)
+                    host.events.record("autoscale", "scaled", service.spec.name, decision.reason)
 
     def _record(self, commands: tuple[object, ...]) -> None:
-        state = self.agent.state
+        state = self.host.state
         for command in commands:
             if isinstance(command, UpdateService):
-                self.agent.events.record(
+                self.host.events.record(
                     "service", "rollback", command.spec.name, f"rolled back {command.spec.name}"
                 )
             elif isinstance(command, PutTasks):
@@ -284,8 +266,8 @@ class LeaderDuties:
                         if service
                         else task.id
                     )
-                    where = self.agent.node_name(task.node_id) if task.node_id else "-"
-                    self.agent.events.record(
+                    where = self.host.node_name(task.node_id) if task.node_id else "-"
+                    self.host.events.record(
                         "task",
                         f"{task.desired_state}/{task.state}",
                         name,

@@ -1,8 +1,9 @@
 """Pure placement: which node runs each pending task, or why none can.
 
-Owns: the filter pipeline (Swarm's `manager/scheduler/filter.go`), constraint parsing and matching
-(swarmkit `manager/constraint/constraint.go`), spread scoring and placement preferences (swarmkit
-`scheduler.go`, `scheduleNTasksOnSubtree`). Must not know: Raft, the network, Docker, the clock.
+Owns: the filter pipeline (Swarm's `manager/scheduler/filter.go`), spread scoring and placement
+preferences (swarmkit `scheduler.go`, `scheduleNTasksOnSubtree`). Constraints and preferences are
+parsed and matched by `state.constraints`, since they are part of the spec. Must not know: Raft,
+the network, Docker, the clock.
 
 Filters, in order; a node is counted against the first one that rejects it, and the explanation of
 a task that stays pending lists the counts ("no suitable node (2 nodes lack memory; 1 node is
@@ -42,12 +43,12 @@ node is considered. Requirements come from the service's current spec.
 from __future__ import annotations
 
 import heapq
-import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from swarmlet.errors import UsageError
+from swarmlet.state.constraints import Constraint, parse_constraints, preference_label
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import (
     Availability,
@@ -58,9 +59,6 @@ from swarmlet.state.model import (
     Task,
     TaskState,
 )
-
-MESSAGES: tuple[type, ...] = ()  # nothing here crosses the wire
-
 
 # ------------------------------------------------------------------------------- observations
 
@@ -84,70 +82,6 @@ class Decision:
     task_id: str
     node_id: str
     message: str = ""
-
-
-# ------------------------------------------------------------------------------- constraints
-
-# swarmkit constraint.go: key and value syntax, operators tried in this order.
-_KEY_RE = re.compile(r"[a-z_][a-z0-9\-_.]+", re.IGNORECASE)
-_VALUE_RE = re.compile(r"[a-z0-9:\-_\s.*()?+\[\]\\^$|/]+", re.IGNORECASE)
-_OPERATORS = ("==", "!=")
-_NODE_LABELS = "node.labels."
-_ENGINE_LABELS = "engine.labels."
-_PLAIN_KEYS = ("node.id", "node.hostname", "node.role", "node.platform.os", "node.platform.arch")
-
-
-@dataclass(frozen=True, slots=True)
-class Constraint:
-    key: str  # lower-case, except the label name after "node.labels." / "engine.labels."
-    equal: bool  # True: ==, False: !=
-    value: str
-
-    def matches(self, node: Node) -> bool:
-        if self.key.startswith(_ENGINE_LABELS) or self.key == "node.platform.arch":
-            return False  # swarmlet knows no engine labels nor architectures: never matches
-        if self.key == "node.id":
-            actual = node.id
-        elif self.key == "node.hostname":
-            actual = node.name
-        elif self.key == "node.role":
-            actual = str(node.role)
-        elif self.key == "node.platform.os":
-            actual = "linux"
-        else:  # node.labels.X: the label name is case-sensitive, a missing label is ""
-            actual = node.labels.get(self.key[len(_NODE_LABELS) :], "")
-        # swarmkit Constraint.Match: strings.EqualFold
-        return (actual.casefold() == self.value.casefold()) == self.equal
-
-    def __str__(self) -> str:
-        return f"{self.key}{'==' if self.equal else '!='}{self.value}"
-
-
-def parse_constraint(text: str) -> Constraint:
-    """Parse "KEY==VALUE" or "KEY!=VALUE"; raise UsageError saying what is wrong."""
-    for op in _OPERATORS:
-        if op not in text:
-            continue
-        raw_key, raw_value = (part.strip() for part in text.split(op, 1))
-        if not _KEY_RE.fullmatch(raw_key):
-            raise UsageError(f"constraint {text!r}: key {raw_key!r} is invalid")
-        if not _VALUE_RE.fullmatch(raw_value):
-            raise UsageError(f"constraint {text!r}: value {raw_value!r} is invalid")
-        lowered = raw_key.lower()
-        for prefix in (_NODE_LABELS, _ENGINE_LABELS):
-            if lowered.startswith(prefix) and len(raw_key) > len(prefix):
-                return Constraint(prefix + raw_key[len(prefix) :], op == "==", raw_value)
-        if lowered in _PLAIN_KEYS:
-            return Constraint(lowered, op == "==", raw_value)
-        raise UsageError(
-            f"constraint {text!r}: unknown key {raw_key!r}; use node.id, node.hostname, "
-            "node.role, node.platform.os, node.labels.<label> or engine.labels.<label>"
-        )
-    raise UsageError(f"constraint {text!r}: expected one operator from ==, !=")
-
-
-def parse_constraints(texts: Iterable[str]) -> tuple[Constraint, ...]:
-    return tuple(parse_constraint(t) for t in texts)
 
 
 # ------------------------------------------------------------------------------- explanations
@@ -299,15 +233,6 @@ def _dynamic_rejection(
 
 
 # ------------------------------------------------------------------------------- preferences
-
-
-def preference_label(preference: str) -> str | None:
-    """ "spread=node.labels.zone" or "node.labels.zone" -> "zone"; anything else -> None (all
-    nodes then fall in one group, as swarmkit does for a label no node has)."""
-    path = preference.removeprefix("spread=").strip()
-    if path.lower().startswith(_NODE_LABELS) and len(path) > len(_NODE_LABELS):
-        return path[len(_NODE_LABELS) :]
-    return None
 
 
 @dataclass

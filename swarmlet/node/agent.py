@@ -1,17 +1,20 @@
-"""The composition root: one agent, every component started in one nursery.
+"""The agent: one node's components, built and wired together and started in one nursery.
 
     transport (UDP + TCP, sealed)  ->  gossip driver (membership, observed state)
-                                   ->  raft driver (replicated desired state)
-    control API (Unix socket)      ->  `swarmlet.api.nodes*` handlers
+                                   ->  raft driver (replicated desired state, `node.replicated`)
+    writes (`node.forwarding`)     ->  proposed here when leading, else forwarded to the leader
+    joins (`security.join`)        ->  admitting new nodes, on managers
     leader duties (`leader`)       ->  voter policy, orchestration, autoscaling (pure cores)
-    executor (`executor`)          ->  this node's containers, through `runtime` (Docker)
-    keys (`keyring`)               ->  node key pair; the managers' key, following the role
-    secrets (`secretdelivery`)     ->  a task's secrets: from this node's state or a manager
+    executor (`executor`)          ->  this node's containers, through the Docker runtime
+    keys (`security.keyring`)      ->  node key pair; the managers' key, following the role
+    secrets (`security.secret_delivery`) -> a task's secrets: from this node's state or a manager
     proxy (`proxy`)                ->  the routing mesh, fed from the observed state
 
-This module wires things together and carries the cross-cutting paths that need several
-components at once: forwarding writes to the leader, the join handshake, liveness as seen by
-gossip. Protocol rules live in the cores, not here.
+The agent owns the wiring and what only the whole node can answer: its gossip metadata (load,
+task observations, Raft position), liveness and names of the other nodes, the events that
+gossip and Raft report, and the dispatch of incoming TCP streams by their first frame. It is
+what the leader's duties (`leader.duties.DutiesHost`), the join acceptor and the control API
+read, each through its own narrow interface. Protocol rules live in the cores, not here.
 """
 
 from __future__ import annotations
@@ -20,156 +23,43 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 import trio
 
 from swarmlet import crypto
-from swarmlet.errors import (
-    NoLeaderError,
-    NotLeaderError,
-    RemoteProtocolError,
-    RuntimeAdapterError,
-    StorageCorruptError,
-    SwarmletError,
-    UsageError,
-)
+from swarmlet.errors import NoLeaderError, NotLeaderError, RuntimeAdapterError
+from swarmlet.executor.docker_runtime import open_docker_runtime
 from swarmlet.executor.driver import Executor
-from swarmlet.executor.hostinfo import HostInfo, host_info, read_host_info
+from swarmlet.executor.hostinfo import host_info, read_host_info
 from swarmlet.executor.networks import LocalNetworks
-from swarmlet.executor.runtime import open_docker_runtime
-from swarmlet.gossip.config import GossipConfig
 from swarmlet.gossip.core import EventKind as MemberEventKind
 from swarmlet.gossip.core import MemberEvent
 from swarmlet.gossip.driver import GossipDriver
 from swarmlet.gossip.messages import MemberState, PushPullState
-from swarmlet.leader.duties import LeaderDuties, observe
+from swarmlet.leader.duties import LeaderDuties
+from swarmlet.leader.observation import is_ready, observe
+from swarmlet.node.bootstrap import bootstrap_storage
+from swarmlet.node.config import AgentConfig
 from swarmlet.node.events import EventLog
+from swarmlet.node.forwarding import WriteForwarding
+from swarmlet.node.replicated import ReplicatedState, encode_command
 from swarmlet.proxy.mesh import Proxy, Route, routes_from
-from swarmlet.proxy.workers import default_worker_count
-from swarmlet.raft.core import RaftConfig
 from swarmlet.raft.driver import RaftDriver, RaftStreamHello
 from swarmlet.raft.messages import Role as RaftRole
 from swarmlet.raft.messages import SoftState
 from swarmlet.raft.storage import RaftStorage
-from swarmlet.raft.types import ConfState, HardState, Snapshot, SnapshotMeta
-from swarmlet.security import propose_auth as proposeauth
-from swarmlet.security.datadir import DataDir, Identity
-from swarmlet.security.join import check_possession
+from swarmlet.raft.types import ConfChange, ConfState
+from swarmlet.security.datadir import DataDir
+from swarmlet.security.join import JoinAcceptor
 from swarmlet.security.keyring import KeyRing
 from swarmlet.security.secret_delivery import SecretDelivery
-from swarmlet.state.machine import (
-    COMMANDS,
-    AddNode,
-    ApplyResult,
-    ClusterState,
-    Command,
-    InitCluster,
-)
-from swarmlet.state.model import Node, Resources, Role
+from swarmlet.state.commands import Command
+from swarmlet.state.machine import ApplyResult, ClusterState
 from swarmlet.state.observed import NodeMeta, TaskObservation, decode_meta, encode_meta
-from swarmlet.wire import codec as wire
-from swarmlet.wire.peer_rpc import (
-    JoinReply,
-    JoinRequest,
-    ProposeReply,
-    ProposeRequest,
-    SecretsRequest,
-)
-from swarmlet.wire.transport import (
-    JOIN_ACCEPTED,
-    JOIN_REFUSED,
-    Address,
-    FramedStream,
-    Transport,
-    join_stream,
-)
+from swarmlet.wire.peer_rpc import ProposeRequest, SecretsRequest
+from swarmlet.wire.transport import Address, FramedStream, Transport, parse_addr
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AgentConfig:
-    gossip: GossipConfig = field(default_factory=GossipConfig.lan)
-    # Raft runs on ticks of `raft_tick_interval_s`. Election timeout: election_ticks..2x ticks,
-    # i.e. 0.4-0.8 s: a dead leader is replaced in ~0.6 s + one election round trip, the 1 s
-    # failover goal with margin for Python's scheduling jitter. Heartbeats every 2 ticks (100 ms,
-    # etcd's default): 4-8 per election timeout, and half the idle traffic of one per tick.
-    raft: RaftConfig = field(
-        default_factory=lambda: RaftConfig(election_ticks=8, heartbeat_ticks=2)
-    )
-    raft_tick_interval_s: float = 0.05
-    # A voter down this long is replaced by a healthy standby manager (beyond Swarm).
-    voter_grace_s: float = 30.0
-    # How long a write waits for a leader (an election, a partition healing) before failing.
-    write_timeout_s: float = 10.0
-    # How often the agent refreshes its load figures in its gossip metadata.
-    meta_refresh_s: float = 2.0
-    leave_timeout_s: float = 2.0
-    # Extra processes serving the routing mesh's ports beside the agent (0: the agent alone).
-    proxy_workers: int = field(default_factory=default_worker_count)
-
-
-def parse_addr(text: str) -> Address:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise UsageError(f"invalid address {text!r}: expected HOST:PORT")
-    return host, int(port)
-
-
-def bootstrap_storage(
-    storage: RaftStorage, identity: Identity, keys: crypto.ClusterKeys, datadir: DataDir
-) -> None:
-    """Seed a brand-new cluster: a snapshot at index 1 that already holds the cluster and its
-    first node, with that node as the only voter. Atomic: either it is on disk or nothing is.
-    The join tokens are sealed with the managers' key `init` wrote, and the first node's record
-    carries that key sealed to itself, as every manager's does (`swarmlet.security.keyring`)."""
-    master = datadir.read_manager_key()
-    if master is None:
-        raise StorageCorruptError(
-            f"{datadir.manager_key_file} is missing: remove the data dir and run `swarmlet init`"
-        )
-    managers = crypto.ManagerKeys(master)
-    public_key = crypto.public_key_of(datadir.read_node_key())
-    state = ClusterState()
-    now = time.time()
-    for command in (
-        InitCluster(
-            cluster_id=identity.cluster_id,
-            created_at=now,
-            sealed_worker_token=managers.seal_token(
-                Role.WORKER.value, str(crypto.JoinToken.new(keys))
-            ),
-            sealed_manager_token=managers.seal_token(
-                Role.MANAGER.value, str(crypto.JoinToken.new(keys))
-            ),
-            managers_public_key=managers.public_key,
-        ),
-        AddNode(
-            Node(
-                id=identity.node_id,
-                name=identity.name,
-                addr=identity.addr,
-                publish_addr=identity.publish_host,
-                role=Role.MANAGER,
-                resources=_resources(read_host_info()),
-                joined_at=now,
-                public_key=public_key,
-                sealed_manager_key=managers.seal_to_node(identity.node_id, public_key),
-            ),
-            name_is_explicit=True,
-        ),
-    ):
-        result = state.apply(command)
-        assert result.ok, result.error
-    snapshot = Snapshot(
-        SnapshotMeta(index=1, term=1, conf=ConfState(voters=(identity.node_id,))), state.snapshot()
-    )
-    storage.save(HardState(term=1, vote=None, commit=1), [], snapshot)
-
-
-def _resources(info: HostInfo) -> Resources:
-    return Resources(nano_cpus=info.nano_cpus, memory_bytes=info.memory_bytes)
 
 
 class Agent:
@@ -182,7 +72,11 @@ class Agent:
         self.keyring = KeyRing(datadir, self.node_id, lambda: self.state)
         self.events = EventLog()
         self.down_since: dict[str, float] = {}
-        self.leader = LeaderDuties(self)
+        self.leader = LeaderDuties(
+            self,
+            voter_grace_s=self.config.voter_grace_s,
+            write_timeout_s=self.config.write_timeout_s,
+        )
         self.executor: Executor | None = None
         self.proxy = Proxy(
             self.identity.publish_host,
@@ -196,15 +90,16 @@ class Agent:
         self.storage = RaftStorage.open(datadir.raft_dir)
         if self.identity.bootstrap and self.storage.last_index == 0:
             bootstrap_storage(self.storage, self.identity, self.keys, datadir)
+        self.replicated = ReplicatedState(on_apply=self._on_apply)
         self.raft = RaftDriver(
             self.node_id,
             self.storage,
+            self.replicated,
             self.transport,
             self._resolve,
             config=self.config.raft,
             tick_interval_s=self.config.raft_tick_interval_s,
             on_soft_state=self._on_soft_state,
-            on_apply=self._on_apply,
         )
         self.host = read_host_info()
         self._meta_version = 0
@@ -219,7 +114,24 @@ class Agent:
         )
 
         self.stopping = trio.Event()
-        self.propose_guard = proposeauth.ProposeGuard()
+        self.forwarding = WriteForwarding(
+            node_id=self.node_id,
+            raft=self.raft,
+            propose=self.propose,
+            keyring=self.keyring,
+            transport=self.transport,
+            resolve=self._resolve,
+            write_timeout_s=self.config.write_timeout_s,
+        )
+        self.joins = JoinAcceptor(
+            keyring=self.keyring,
+            master_key=self.keys.master,
+            state=lambda: self.state,
+            write=self.write,
+            is_ready=self.is_ready,
+            counters=self.transport.counters,
+            record_event=self.events.record,
+        )
         # TCP request types served by other layers (e.g. `service logs` across nodes).
         self.stream_handlers: dict[type, Callable[[FramedStream, object], Awaitable[None]]] = {}
         self.secrets = SecretDelivery(
@@ -236,7 +148,8 @@ class Agent:
 
     @property
     def state(self) -> ClusterState:
-        return self.raft.state
+        """This node's replica of the desired state (behind the leader until a read barrier)."""
+        return self.replicated.state
 
     # ------------------------------------------------------------------------ observed state
 
@@ -279,19 +192,18 @@ class Agent:
         vips = self.executor.networks.ready if self.executor is not None else {}
         return routes_from(self.state, observe(self).tasks, vips)
 
+    def member_state(self, node_id: str) -> MemberState | None:
+        member = self.gossip.core.member(node_id)
+        return member.state if member is not None else None
+
     def node_meta(self, node_id: str) -> NodeMeta | None:
         member = self.gossip.core.member(node_id)
         return decode_meta(member.meta) if member is not None else None
 
     def is_ready(self, node_id: str) -> bool:
-        """Liveness as gossip sees it: alive or merely suspected counts as ready."""
-        if node_id == self.node_id:
-            return True
-        member = self.gossip.core.member(node_id)
-        return member is not None and member.state in (MemberState.ALIVE, MemberState.SUSPECT)
-
-    def alive_ids(self) -> set[str]:
-        return {nid for nid in self.state.nodes if self.is_ready(nid)}
+        """Liveness as gossip sees it; a suspected node still counts as ready
+        (`leader.observation.counts_as_ready` holds the rule and its source)."""
+        return is_ready(self, node_id)
 
     def _resolve(self, node_id: str) -> Address | None:
         node = self.state.nodes.get(node_id)
@@ -341,74 +253,26 @@ class Agent:
         self.leader.notify()
         self.proxy.notify()
 
-    # ------------------------------------------------------------------------ writes
+    # ------------------------------------------------------------------------ Raft
+
+    @property
+    def is_leader(self) -> bool:
+        return self.raft.is_leader
+
+    @property
+    def raft_conf(self) -> ConfState:
+        return self.raft.core.conf
+
+    async def propose(self, command: Command) -> ApplyResult:
+        """Commit `command` on this node, which must lead (NotLeaderError if not)."""
+        return await self.raft.propose(encode_command(command))
+
+    async def propose_conf_change(self, change: ConfChange) -> None:
+        await self.raft.propose_conf_change(change)
 
     async def write(self, command: Command) -> ApplyResult:
-        """Commit `command` through the leader, wherever it is, and wait until it is applied
-        here too. Retries across elections until `write_timeout_s`; raises NoLeaderError then."""
-        deadline = trio.current_time() + self.config.write_timeout_s
-        while True:
-            try:
-                if self.raft.is_leader:
-                    return await self.raft.propose(command)
-                leader = self.raft.leader_id
-                if leader is not None:
-                    return await self._forward(leader, command)
-            except NotLeaderError:
-                pass
-            except (OSError, trio.BrokenResourceError, RemoteProtocolError) as exc:
-                log.debug("forwarding a write failed: %s", exc)
-            if trio.current_time() >= deadline:
-                raise NoLeaderError(
-                    "no leader could take the write: the managers may have lost their quorum "
-                    "(check `swarmlet node ls`)"
-                )
-            with trio.move_on_at(min(deadline, trio.current_time() + 0.1)):
-                await self.raft.leader_changed.wait()
-
-    async def _forward(self, leader: str, command: Command) -> ApplyResult:
-        addr = self._resolve(leader)
-        if addr is None:
-            raise NotLeaderError(leader)
-        request = proposeauth.sign(
-            self.keyring.require_managers(),  # only managers write (`proposeauth`)
-            wire.encode(command),
-            proposer=self.node_id,
-            leader=leader,
-            nonce=os.urandom(proposeauth.NONCE_BYTES),
-            now=time.time(),
-        )
-        with trio.fail_after(self.config.write_timeout_s):
-            stream = await self.transport.connect(addr)
-            async with stream.stream:
-                await stream.send(request)
-                reply = await stream.receive(expect=(ProposeReply,))
-        if reply is None or reply.not_leader:
-            raise NotLeaderError(reply.leader_hint if reply else None)
-        with trio.fail_after(self.config.write_timeout_s):
-            await self.raft.wait_applied(reply.index)
-        return ApplyResult(reply.ok, reply.error, reply.value)
-
-    async def _serve_propose(
-        self, stream: FramedStream, request: ProposeRequest, addr: Address
-    ) -> None:
-        refusal = self.propose_guard.check(
-            self.keyring.managers, request, leader=self.node_id, now=time.time()
-        )
-        if refusal:
-            self.transport.counters["propose_refused"] += 1
-            log.warning("refused a write from %r (%s): %s", request.proposer, addr[0], refusal)
-            await stream.send(ProposeReply(False, error=f"write refused: {refusal}"))
-            return
-        try:
-            command = wire.decode(request.command, expect=COMMANDS)
-            result = await self.raft.propose(command)
-            reply = ProposeReply(result.ok, result.error, result.value, index=self.raft.applied)
-        except NotLeaderError as exc:
-            reply = ProposeReply(False, not_leader=True, leader_hint=exc.leader_hint or "")
-        except RemoteProtocolError as exc:
-            reply = ProposeReply(False, error=f"invalid command: {exc}")
-        await stream.send(reply)
+        """Commit `command` through the leader, wherever it is (`node.forwarding`)."""
+        return await self.forwarding.write(command)
 
     async def sync_state(self) -> bool:
         """Bring the local state up to date before acting on it after a start: first everything
@@ -437,78 +301,13 @@ class Agent:
         elif isinstance(first, PushPullState):
             await self.gossip.answer_push_pull(stream, first)
         elif isinstance(first, ProposeRequest):
-            await self._serve_propose(stream, first, addr)
+            await self.forwarding.serve_propose(stream, first, addr)
         elif first is not None:
             handler = self.stream_handlers.get(type(first))
             if handler is None:
                 self.transport.counters["dropped_stream_unexpected"] += 1
                 return
             await handler(stream, first)
-
-    async def _on_join(self, raw: trio.SocketStream, key_id: bytes, addr: Address) -> None:
-        # Only a manager can open the tokens (`keyring`): a worker refuses every join.
-        match = self.keyring.join_tokens().get(key_id)
-        if match is None:
-            self.transport.counters["join_refused_bad_token"] += 1
-            self.events.record("node", "join-refused", f"{addr[0]}", "join refused: invalid token")
-            await raw.send_all(JOIN_REFUSED)
-            return
-        await raw.send_all(JOIN_ACCEPTED)
-        role, token = match
-        stream = join_stream(raw, token.join_key, self.transport.counters)
-        request = await stream.receive(expect=(JoinRequest,))
-        if request is None:
-            return
-        try:
-            parse_addr(request.addr)
-            public_key = crypto.check_public_key(request.public_key)
-            if not await check_possession(stream, request.node_id, public_key):
-                self.transport.counters["join_refused_no_proof"] += 1
-                await stream.send(JoinReply(False, error="no proof of the node key"))
-                return
-            sealed_key = (
-                self.keyring.seal_manager_key_to(request.node_id, public_key)
-                if role is Role.MANAGER
-                else b""
-            )
-            result = await self.write(
-                AddNode(
-                    Node(
-                        id=request.node_id,
-                        name=request.name,
-                        addr=request.addr,
-                        publish_addr=request.publish_addr,
-                        role=role,
-                        resources=Resources(request.nano_cpus, request.memory_bytes),
-                        joined_at=time.time(),
-                        public_key=public_key,
-                        sealed_manager_key=sealed_key,
-                    ),
-                    name_is_explicit=request.name_is_explicit,
-                )
-            )
-        except SwarmletError as exc:
-            await stream.send(JoinReply(False, error=str(exc)))
-            return
-        if not result.ok:
-            await stream.send(JoinReply(False, error=result.error))
-            return
-        seeds = tuple(
-            n.addr
-            for n in self.state.nodes.values()
-            if n.id != request.node_id and self.is_ready(n.id)
-        )
-        await stream.send(
-            JoinReply(
-                True,
-                cluster_id=self.state.cluster_id,
-                master_key=self.keys.master,
-                name=result.value,
-                role=role.value,
-                seeds=seeds,
-            )
-        )
-        self.events.record("node", "joined", result.value, f"{result.value} joined as {role.value}")
 
     async def _refresh_meta(self) -> None:
         last: tuple[object, ...] = ()
@@ -576,7 +375,7 @@ class Agent:
     ) -> None:
         async with trio.open_nursery() as nursery:
             await self.transport.open_udp()
-            await nursery.start(self.transport.serve_tcp, self._on_stream, self._on_join)
+            await nursery.start(self.transport.serve_tcp, self._on_stream, self.joins.serve)
             await nursery.start(self.raft.run)
             await nursery.start(self.gossip.run)
             self.gossip.join(self.seeds())

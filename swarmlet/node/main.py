@@ -1,4 +1,9 @@
-"""Running an agent process: logging, signals, the control socket, and a clean stop.
+"""Running an agent process, the top of the composition: logging, signals, the control socket,
+and a clean stop.
+
+Here the agent (`node.agent`) meets the control API: the handlers of `swarmlet.api` are built on
+the agent, which they see only through their own Protocols (`api.cluster`), and served on the
+data dir's Unix socket inside the agent's nursery. Nothing below this module knows both sides.
 
 SIGTERM and SIGINT stop the agent cleanly: it hands over Raft leadership if it holds it, tells
 gossip it is leaving (the others see a departure, not a failure), and exits after its last write
@@ -22,7 +27,8 @@ from swarmlet.api.services import ServiceControl
 from swarmlet.api.stacks import StackControl
 from swarmlet.errors import StorageCorruptError
 from swarmlet.logs import configure_logging
-from swarmlet.node.agent import Agent, AgentConfig
+from swarmlet.node.agent import Agent
+from swarmlet.node.config import AgentConfig
 from swarmlet.security.datadir import DataDir
 
 log = logging.getLogger("swarmlet")

@@ -4,10 +4,14 @@ healthy replica of the service in the cluster.
 The endpoint table comes from the observed state (gossip), so the mesh keeps working while
 there is no leader. This module owns the listeners' life: which ports to hold (from `routes`,
 re-read on every `notify`), port conflicts (`port_errors`, shown by `service ps`), the
-descriptor budget, and the counters, its own and its worker processes' (`swarmlet.proxy.workers`,
-which it starts, feeds each route change and adds up). The routes and the endpoint order are pure
-(`swarmlet.proxy.routes`); the bytes are moved by `swarmlet.proxy.tcp` (TCP, in this process
-and the workers) and `swarmlet.proxy.udp` (UDP, in this process only: flows are per process).
+descriptor budget, and the counters, its own and its worker processes' (a `WorkerPool` from
+`swarmlet.proxy.worker_pool`, which it starts, feeds each route change and adds up). The routes
+and the endpoint order are pure (`swarmlet.proxy.routes`); the bytes are moved by
+`swarmlet.proxy.tcp` (TCP, in this process and the workers) and `swarmlet.proxy.udp` (UDP, in
+this process only: flows are per process).
+
+Invariant: the workers are sent exactly the TCP ports this process holds, in the same `_sync`
+that changes them here. It does not know how a worker runs (`swarmlet.proxy.worker_process`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from swarmlet.proxy.counters import PortCounters, PortKey, PortStats, snapshot, 
 from swarmlet.proxy.routes import EndpointSelector, Route, routes_from
 from swarmlet.proxy.tcp import Relay, connection_budget
 from swarmlet.proxy.udp import UdpRelay
-from swarmlet.proxy.workers import WorkerPool
+from swarmlet.proxy.worker_pool import WorkerPool
 
 __all__ = ["Proxy", "Route", "routes_from"]
 
@@ -49,7 +53,7 @@ class Proxy:
         on_port_errors: Callable[[], None] = lambda: None,
         workers: int = 0,
     ) -> None:
-        """`workers`: extra processes serving the same ports (`swarmlet.proxy.workers`); 0
+        """`workers`: extra processes serving the same ports (`swarmlet.proxy.worker_pool`); 0
         serves every connection in this process."""
         self.publish_host = publish_host
         self._routes = routes

@@ -24,7 +24,7 @@ BENCH_MAX_S = 30.0
 @dataclass(frozen=True, slots=True)
 class Route:
     """One published port: where clients connect, and who serves it. Also sent as is to the
-    proxy's worker processes (`swarmlet.proxy_wire.RouteTable`)."""
+    proxy's worker processes (in `swarmlet.proxy.worker_protocol.RouteTable`)."""
 
     service: str
     published: int

@@ -1,6 +1,6 @@
 """The routing mesh's data path: listeners on published ports, their accept loops, and the relay
 of each client connection to a replica. The agent's `Proxy` and its worker processes
-(`swarmlet.proxy.workers`) both serve connections with this code.
+(`swarmlet.proxy.worker_process`) both serve connections with this code.
 
 A failed connect moves on to the next endpoint within the same client connection and benches
 the failed one (`EndpointSelector`), so a freshly dead replica costs the client nothing but a

@@ -1,12 +1,13 @@
 """`python -m swarmlet.proxy.worker_main CONTROL_FD AGENT_PID`: a proxy worker process.
 
-A module of its own because `python -m` runs its target as `__main__`: run as that, the module
-that defines the worker's wire types would register a second copy of each class under the same
-ids. This one only calls it.
+Only the entry point. `python -m` runs its target as `__main__`, a second copy beside any import
+of the same module by name; keeping the target this small means nothing that must exist once
+(the wire types of `swarmlet.proxy.worker_protocol`, the worker's code in
+`swarmlet.proxy.worker_process`) is ever defined twice.
 """
 
 import sys
 
-from swarmlet.proxy.workers import main
+from swarmlet.proxy.worker_process import main
 
 sys.exit(main(sys.argv))

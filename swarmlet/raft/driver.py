@@ -1,13 +1,18 @@
 """The trio driver of the Raft core: time, durable storage, the network and the state machine.
 
 The loop, in etcd's order: tick and step the core; take a `Ready`; persist its hard state, entries
-and snapshot (fsync, in a worker thread) BEFORE sending its messages; apply its committed entries
-to `ClusterState`; answer waiting proposals and reads; `advance`. The core is only touched under
-`_core_lock`, so nothing steps it between `ready()` and `advance()`; proposals and messages that
-arrive during an fsync queue behind the lock and go out in the next batch (group commit).
+and snapshot (fsync, in a worker thread) BEFORE sending its messages; hand its committed entries
+to the `StateMachine` it was given; answer waiting proposals and reads; `advance`. The core is
+only touched under `_core_lock`, so nothing steps it between `ready()` and `advance()`; proposals
+and messages that arrive during an fsync queue behind the lock and go out in the next batch
+(group commit).
 
 Peers are reached through per-peer sender tasks with bounded queues: a slow or dead peer drops
 messages (Raft tolerates loss) instead of blocking the loop.
+
+The driver replicates bytes. What they mean, and what applying them answers, belongs to the
+state machine (`swarmlet.raft.state_machine`): a proposer gets back exactly the result the state
+machine returned for its entry, whatever its type, and the driver knows no command or state.
 """
 
 from __future__ import annotations
@@ -16,15 +21,16 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar, cast
 
 import trio
 
 from swarmlet.errors import NotLeaderError, RemoteProtocolError
 from swarmlet.raft.core import RaftConfig, RaftNode
 from swarmlet.raft.messages import Message, Role, SoftState
+from swarmlet.raft.state_machine import StateMachine
 from swarmlet.raft.storage import RaftStorage
 from swarmlet.raft.types import ConfChange, Entry, EntryKind, Snapshot
-from swarmlet.state.machine import ApplyResult, ClusterState, Command
 from swarmlet.wire import catalog
 from swarmlet.wire import codec as wire
 from swarmlet.wire.transport import Address, FramedStream, Transport
@@ -33,6 +39,8 @@ log = logging.getLogger(__name__)
 
 _PEER_QUEUE = 512
 _RECONNECT_BACKOFF_S = 0.2
+
+ResultT = TypeVar("ResultT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +55,14 @@ wire.register_all(catalog.RAFT_STREAM, WIRE_TYPES)
 
 
 @dataclass
-class _Waiter:
+class _Waiter(Generic[ResultT]):
+    """A proposal waiting for its entry. When `done` is set, `committed` says whether the entry
+    at its index is the proposed one (False: it was lost with the leadership)."""
+
     term: int
     done: trio.Event = field(default_factory=trio.Event)
-    result: ApplyResult | None = None
+    committed: bool = False
+    result: ResultT | None = None  # what the state machine answered, for an entry with data
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,31 +76,31 @@ class RaftStatus:
     learners: tuple[str, ...]
 
 
-class RaftDriver:
+class RaftDriver(Generic[ResultT]):
     def __init__(
         self,
         node_id: str,
         storage: RaftStorage,
+        state_machine: StateMachine[ResultT],
         transport: Transport,
         resolve: Callable[[str], Address | None],
         *,
         config: RaftConfig,
         tick_interval_s: float,
         snapshot_every: int = 2000,
-        on_apply: Callable[[Command, ApplyResult], None] | None = None,
         on_soft_state: Callable[[SoftState], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.node_id = node_id
         self.storage = storage
+        self.state_machine = state_machine
         self.transport = transport
         self.resolve = resolve
         self.tick_interval_s = tick_interval_s
         self.snapshot_every = snapshot_every
-        self._on_apply = on_apply
         self._on_soft_state = on_soft_state
         hard_state, snapshot, entries = storage.load()
-        self.state = ClusterState.restore(snapshot.data)
+        state_machine.restore(snapshot.data)
         self.applied = snapshot.meta.index
         # What this node knew to be committed when it stopped: its state is not "as before the
         # restart" until it has applied at least this far.
@@ -106,7 +118,7 @@ class RaftDriver:
         self._core_lock = trio.Lock()
         self._wake = trio.Event()
         self._applied_changed = trio.Event()
-        self._waiters: dict[int, _Waiter] = {}
+        self._waiters: dict[int, _Waiter[ResultT]] = {}
         self._reads: dict[bytes, tuple[trio.Event, list[int]]] = {}
         self._read_seq = 0
         self._peers: dict[str, trio.MemorySendChannel[Message]] = {}
@@ -143,28 +155,32 @@ class RaftDriver:
             self.core.step(msg)
         self._wake.set()
 
-    async def propose(self, command: Command) -> ApplyResult:
-        """Propose on this node (the leader) and wait until the command is applied here.
+    async def propose(self, data: bytes) -> ResultT:
+        """Propose `data` on this node (the leader), wait until it is applied here, and return
+        what the state machine answered for it.
 
         Raises NotLeaderError (with the hint) if this node is not the leader, or if leadership
         was lost before the entry committed (the caller may retry with the new leader).
         """
-        data = wire.encode(command)
-        return await self._append_and_wait(lambda: self.core.propose(data))
+        if not data:
+            raise ValueError("an entry without data is Raft's own no-op: propose some data")
+        waiter = await self._append_and_wait(lambda: self.core.propose(data))
+        # A committed NORMAL entry with data always went through the state machine.
+        return cast(ResultT, waiter.result)
 
     async def propose_conf_change(self, change: ConfChange) -> None:
         await self._append_and_wait(lambda: self.core.propose_conf_change(change))
 
-    async def _append_and_wait(self, append: Callable[[], int]) -> ApplyResult:
+    async def _append_and_wait(self, append: Callable[[], int]) -> _Waiter[ResultT]:
         async with self._core_lock:
             index = append()
-            waiter = _Waiter(term=self.core.term)
+            waiter = _Waiter[ResultT](term=self.core.term)
             self._waiters[index] = waiter
         self._wake.set()
         await waiter.done.wait()
-        if waiter.result is None:
+        if not waiter.committed:
             raise NotLeaderError(self.core.leader_id)
-        return waiter.result
+        return waiter
 
     async def read_barrier(self) -> None:
         """Wait until this node's state reflects every write committed before the call
@@ -319,7 +335,7 @@ class RaftDriver:
             self._on_soft_state(soft)
 
     def _restore(self, snapshot: Snapshot) -> None:
-        self.state = ClusterState.restore(snapshot.data)
+        self.state_machine.restore(snapshot.data)
         self.applied = snapshot.meta.index
         log.info("restored state from snapshot at index %d", snapshot.meta.index)
 
@@ -327,29 +343,20 @@ class RaftDriver:
         if entry.index <= self.applied:
             return
         self.applied = entry.index
-        result = ApplyResult(True)
+        result: ResultT | None = None
         if entry.kind is EntryKind.NORMAL and entry.data:
-            try:
-                command = wire.decode(entry.data)
-            except RemoteProtocolError as exc:
-                # A committed entry we cannot decode: every replica fails the same way, so the
-                # state stays identical; the command is rejected, loudly.
-                log.error("committed entry %d is not a valid command: %s", entry.index, exc)
-                result = ApplyResult(False, error=f"undecodable command: {exc}")
-            else:
-                result = self.state.apply(command)
-                if self._on_apply is not None:
-                    self._on_apply(command, result)
+            result = self.state_machine.apply(entry.index, entry.data)
         waiter = self._waiters.pop(entry.index, None)
         if waiter is not None:
             # Our proposal's slot was taken by another leader's entry: it was lost.
-            waiter.result = result if entry.term == waiter.term else None
+            waiter.committed = entry.term == waiter.term
+            waiter.result = result if waiter.committed else None
             waiter.done.set()
 
     async def _maybe_compact(self) -> None:
         if self.applied - self.storage.snapshot_index < self.snapshot_every:
             return
-        data = self.state.snapshot()
+        data = self.state_machine.snapshot()
         self.core.compact(self.applied, data)
         snapshot = self.core.snapshot
         await trio.to_thread.run_sync(self.storage.compact, snapshot)

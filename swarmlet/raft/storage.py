@@ -1,33 +1,21 @@
-"""Durable storage of the Raft log, hard state and snapshots in one directory.
+"""Durable storage of the Raft log, hard state and snapshots in one directory: `RaftStorage`, what
+the driver opens, saves each Ready through and compacts.
 
 Owns `<data-dir>/raft/`; knows nothing of the Raft rules beyond log indexes and terms, and
 nothing of trio: every call blocks on file I/O, and the driver calls it through
 `trio.to_thread.run_sync`. One `RaftStorage` per directory and per process: an exclusive `flock` on
-`LOCK` keeps a second agent out.
+`LOCK` keeps a second agent out. The bytes of each file are `disk_format`'s; reading the directory
+back at open, and repairing it, is `recovery`'s.
 
-Layout::
+Invariants of the write path (what `recovery` relies on):
+- A save is durable before it returns, in this order: a received snapshot (temp file, fsync,
+  rename, directory fsync) before any entry it covers is deleted; entries (fdatasync of each
+  segment written) before the hard state that commits them; a new segment's name (directory fsync)
+  before the hard state.
+- A segment is fdatasynced before the next one is created, so only the last can end in a torn
+  record.
 
-    LOCK                              held (flock) while open
-    hardstate                         one record: [term, vote, commit]
-    snapshot-<index:020d>.snap        one record: [index, term, voters, learners, data]
-    log-<first-index:020d>.seg        records, one per entry: [0, term, index, kind, data]
-    *.tmp                             an atomic write in progress; removed on open
-
-Record: ``[u32 length][u32 crc32 of payload][payload]`` (big-endian), payload msgpack
-(``use_bin_type=True``, read with ``raw=False, strict_map_key=True``); never pickle. A length of 0,
-above `max_record_bytes` or past the end of the file is rejected before anything is read or
-allocated.
-
-Invariants on disk (checked on open; `StorageCorruptError` when broken):
-- Segments sorted by first index hold contiguous entries: a segment's first record has the index in
-  its name, each record the next index, the next segment starts right after; terms never decrease.
-- Only the last segment may end in a torn record: a segment is fsynced before the next is created.
-- The snapshot covers everything before the first live segment; entries <= snapshot index that are
-  still in the oldest segment (the one straddling the snapshot) are skipped on load.
-- `hardstate.commit <= max(snapshot index, last log index)`: entries are fsynced before the hard
-  state that commits them.
-
-Decisions (where the issue left the choice to us):
+Decisions, and why:
 - Suffix overwrite REWRITES instead of appending a truncation marker: delete the segments after the
   one holding the first overwritten index (fsync the directory), `ftruncate` that segment at the
   entry's offset (fsync, so no write can land before the cut), then append. Overwrites are rare
@@ -39,15 +27,9 @@ Decisions (where the issue left the choice to us):
   vote.
 - A received snapshot (`save(snapshot=...)`) follows Raft §7: if the log holds an entry at the
   snapshot's index with the snapshot's term, the entries after it are kept; otherwise (beyond the
-  end, or a different term there) the whole log is discarded. The same rule is applied on open, so a
-  crash between writing the snapshot and deleting the log recovers the same way.
-- Snapshots: the newest two files are kept. If the newest is corrupt, open fails (a snapshot file
-  appears only by rename after fsync, so damage is not a torn write, and the newer snapshot may have
-  been acknowledged); the message names the older file: moving the corrupt one aside falls back to
-  it, and the load then succeeds only if the log still covers the entries after the older snapshot.
-- A corrupt record with a valid record after it (in the same or a later segment) is corruption, even
-  though a crash between writes of one unfinished save could in theory leave such a hole when pages
-  are written back out of order: we cannot tell the two apart, and stopping is the safe side.
+  end, or a different term there) the whole log is discarded. `recovery` applies the same rule on
+  open.
+- Snapshots: the newest two files are kept, so a corrupt newest one can be moved aside by hand.
 - An OSError while writing leaves the files in an unknown state (and a failed fsync cannot be
   retried): the storage refuses every later call; the driver must stop the node and reopen.
 """
@@ -56,41 +38,31 @@ from __future__ import annotations
 
 import array
 import fcntl
-import logging
 import os
-import re
-import struct
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
-import msgpack
-
-from swarmlet.errors import StorageCorruptError, UsageError
-from swarmlet.raft.types import ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta
-
-logger = logging.getLogger(__name__)
+from swarmlet.errors import UsageError
+from swarmlet.raft.disk_format import (
+    HARD_STATE_NAME,
+    HEADER_BYTES,
+    LOCK_NAME,
+    SNAPSHOT_RE,
+    TMP_SUFFIX,
+    encode_entry,
+    encode_hard_state,
+    encode_snapshot,
+    segment_name,
+    snapshot_name,
+)
+from swarmlet.raft.recovery import Loaded, Segment, fsync_dir, numbered_files, recover
+from swarmlet.raft.types import Entry, HardState, Snapshot, SnapshotMeta
 
 DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024  # roll to a new segment once the current one reaches this
 DEFAULT_MAX_RECORD_BYTES = 64 * 1024 * 1024  # largest log record accepted, on write and on read
 KEEP_SNAPSHOTS = 2  # the newest snapshot and the one before it
-_MAX_U32 = 0xFFFFFFFF
-
-_HEADER = struct.Struct(">II")  # payload length, crc32 of payload
-HEADER_BYTES = _HEADER.size
-_ENTRY_TAG = 0  # first element of a log record's payload; other values are reserved
-_SEGMENT_RE = re.compile(r"^log-(\d{20})\.seg$")
-_SNAPSHOT_RE = re.compile(r"^snapshot-(\d{20})\.snap$")
-_HARD_STATE = "hardstate"
-_LOCK = "LOCK"
-_TMP_SUFFIX = ".tmp"
-_ADVICE = (
-    "Stop this agent; restore the raft directory from a backup, or remove it and rejoin this node "
-    "to the cluster so that it receives the log from the leader."
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,195 +76,6 @@ class StorageStats:
     snapshot_index: int
 
 
-class _BadRecordError(Exception):
-    """No valid record at an offset; the message says why."""
-
-
-def encode_record(payload: bytes) -> bytes:
-    """Frame `payload` as ``[u32 length][u32 crc32][payload]``."""
-    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
-
-
-def read_record(buf: bytes, offset: int, max_record_bytes: int) -> tuple[memoryview, int]:
-    """The payload of the record at `offset` and the offset after it; `_BadRecordError` if there is
-    no valid record there. Nothing is allocated before the length is known to fit in `buf`."""
-    remaining = len(buf) - offset
-    if remaining < HEADER_BYTES:
-        raise _BadRecordError(f"partial record header ({remaining} bytes)")
-    length, crc = _HEADER.unpack_from(buf, offset)
-    if length == 0 or length > max_record_bytes:
-        raise _BadRecordError(f"record length {length} out of bounds")
-    if length > remaining - HEADER_BYTES:
-        raise _BadRecordError(f"record length {length} runs past the end of the file")
-    start = offset + HEADER_BYTES
-    payload = memoryview(buf)[start : start + length]
-    if zlib.crc32(payload) != crc:
-        raise _BadRecordError("checksum mismatch")
-    return payload, start + length
-
-
-def _find_valid_record(buf: bytes, start: int, max_record_bytes: int) -> int | None:
-    """The first offset >= `start` where a valid record begins (used to tell a torn tail from a
-    hole in the middle). Linear in the bytes left; runs only when a record is bad."""
-    for offset in range(start, len(buf) - HEADER_BYTES + 1):
-        length = int.from_bytes(buf[offset : offset + 4], "big")
-        if 0 < length <= min(max_record_bytes, len(buf) - offset - HEADER_BYTES):
-            try:
-                read_record(buf, offset, max_record_bytes)
-            except _BadRecordError:
-                continue
-            return offset
-    return None
-
-
-def _pack(obj: object) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
-
-
-def _unpack(payload: memoryview | bytes) -> Any:
-    try:
-        return msgpack.unpackb(payload, raw=False, strict_map_key=True)
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise ValueError(f"undecodable payload: {exc}") from exc
-
-
-def _is_int(value: object, minimum: int) -> bool:
-    return type(value) is int and value >= minimum
-
-
-def encode_entry(entry: Entry) -> bytes:
-    return encode_record(_pack([_ENTRY_TAG, entry.term, entry.index, int(entry.kind), entry.data]))
-
-
-def decode_entry(payload: memoryview | bytes) -> Entry:
-    obj = _unpack(payload)
-    if not (isinstance(obj, list) and len(obj) == 5 and obj[0] == _ENTRY_TAG):
-        raise ValueError("not an entry record")
-    _, term, index, kind, data = obj
-    if not (_is_int(term, 1) and _is_int(index, 1) and type(kind) is int):
-        raise ValueError("bad term, index or kind")
-    if not isinstance(data, bytes):
-        raise ValueError("entry data is not bytes")
-    return Entry(term=term, index=index, kind=EntryKind(kind), data=data)
-
-
-def _encode_hard_state(hs: HardState) -> bytes:
-    return encode_record(_pack([hs.term, hs.vote, hs.commit]))
-
-
-def _decode_hard_state(payload: memoryview) -> HardState:
-    obj = _unpack(payload)
-    if not (isinstance(obj, list) and len(obj) == 3):
-        raise ValueError("not a hard state record")
-    term, vote, commit = obj
-    if not (_is_int(term, 0) and _is_int(commit, 0) and (vote is None or isinstance(vote, str))):
-        raise ValueError("bad term, vote or commit")
-    return HardState(term=term, vote=vote, commit=commit)
-
-
-def _encode_snapshot(snap: Snapshot) -> bytes:
-    meta = snap.meta
-    conf = [list(meta.conf.voters), list(meta.conf.learners)]
-    return encode_record(_pack([meta.index, meta.term, *conf, snap.data]))
-
-
-def _decode_snapshot(payload: memoryview) -> Snapshot:
-    obj = _unpack(payload)
-    if not (isinstance(obj, list) and len(obj) == 5):
-        raise ValueError("not a snapshot record")
-    index, term, voters, learners, data = obj
-    ok = _is_int(index, 1) and _is_int(term, 1) and isinstance(data, bytes)
-    ok = ok and all(
-        isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in (voters, learners)
-    )
-    if not ok:
-        raise ValueError("bad snapshot fields")
-    conf = ConfState(voters=tuple(voters), learners=tuple(learners))
-    return Snapshot(meta=SnapshotMeta(index=index, term=term, conf=conf), data=data)
-
-
-def _segment_name(first_index: int) -> str:
-    return f"log-{first_index:020d}.seg"
-
-
-def _snapshot_name(index: int) -> str:
-    return f"snapshot-{index:020d}.snap"
-
-
-@dataclass(slots=True)
-class _Segment:
-    """What the storage remembers of one segment file: where each entry starts and its term."""
-
-    first_index: int
-    path: Path
-    offsets: array.array[int]
-    terms: array.array[int]
-    size_bytes: int
-
-    @property
-    def last_index(self) -> int:
-        return self.first_index + len(self.offsets) - 1
-
-
-@dataclass(slots=True)
-class _Loaded:
-    hard_state: HardState
-    snapshot: Snapshot
-    entries: list[Entry]
-    segments: list[_Segment]
-
-
-def _corrupt(path: Path, offset: int | None, what: str) -> StorageCorruptError:
-    where = f"{path}" if offset is None else f"{path} at offset {offset}"
-    return StorageCorruptError(f"{where}: {what}. {_ADVICE}")
-
-
-def _read_hard_state(path: Path) -> HardState:
-    if not path.exists():
-        return HardState()
-    buf = path.read_bytes()
-    try:
-        payload, end = read_record(buf, 0, _MAX_U32)
-        if end != len(buf):
-            raise _BadRecordError(f"{len(buf) - end} bytes after the record")
-        return _decode_hard_state(payload)
-    except (_BadRecordError, ValueError) as exc:
-        raise _corrupt(path, None, f"hard state (term, vote, commit) is unreadable: {exc}") from exc
-
-
-def _list(dirpath: Path, pattern: re.Pattern[str]) -> list[tuple[int, Path]]:
-    found = []
-    for child in dirpath.iterdir():
-        match = pattern.match(child.name)
-        if match:
-            found.append((int(match.group(1)), child))
-    return sorted(found)
-
-
-def _read_snapshot(dirpath: Path) -> Snapshot:
-    snapshots = _list(dirpath, _SNAPSHOT_RE)
-    if not snapshots:
-        return Snapshot()
-    index, path = snapshots[-1]
-    buf = path.read_bytes()
-    try:
-        payload, end = read_record(buf, 0, _MAX_U32)
-        if end != len(buf):
-            raise _BadRecordError(f"{len(buf) - end} bytes after the record")
-        snap = _decode_snapshot(payload)
-        if snap.meta.index != index:
-            raise ValueError(f"holds index {snap.meta.index}, not the one in its name")
-    except (_BadRecordError, ValueError) as exc:
-        older = (
-            f" Moving it aside falls back to {snapshots[-2][1].name}, which works only if the log "
-            "still holds the entries after it."
-            if len(snapshots) > 1
-            else ""
-        )
-        raise _corrupt(path, None, f"snapshot is unreadable: {exc}.{older}") from exc
-    return snap
-
-
 class RaftStorage:
     """The Raft log, hard state and snapshots of one node. Create with `RaftStorage.open`."""
 
@@ -300,7 +83,7 @@ class RaftStorage:
         self,
         dirpath: Path,
         lock_fd: int,
-        loaded: _Loaded,
+        loaded: Loaded,
         *,
         segment_bytes: int,
         max_record_bytes: int,
@@ -312,7 +95,7 @@ class RaftStorage:
         self._hard_state = loaded.hard_state
         self._snapshot_meta = loaded.snapshot.meta
         self._segments = loaded.segments
-        self._loaded: _Loaded | None = loaded  # handed out by the first load(), then dropped
+        self._loaded: Loaded | None = loaded  # handed out by the first load(), then dropped
         self._active_fd: int | None = None  # O_APPEND descriptor of the last segment
         self._failed: BaseException | None = None
 
@@ -331,17 +114,17 @@ class RaftStorage:
         snapshot covers. Raises `StorageCorruptError` for damage that could lose committed data."""
         dirpath = Path(path)
         dirpath.mkdir(parents=True, exist_ok=True)
-        lock_fd = os.open(dirpath / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        lock_fd = os.open(dirpath / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(lock_fd)
             raise UsageError(
-                f"{dirpath} is in use by another process (it holds the lock on {_LOCK}); stop it "
-                "or use another data directory"
+                f"{dirpath} is in use by another process (it holds the lock on {LOCK_NAME}); "
+                "stop it or use another data directory"
             ) from None
         try:
-            loaded = _recover(dirpath, max_record_bytes)
+            loaded = recover(dirpath, max_record_bytes)
         except BaseException:
             os.close(lock_fd)
             raise
@@ -361,7 +144,7 @@ class RaftStorage:
         self._loaded = None
         if loaded is None:
             self._close_active()
-            loaded = _recover(self._dir, self._max_record_bytes)
+            loaded = recover(self._dir, self._max_record_bytes)
             self._segments = loaded.segments
             self._hard_state = loaded.hard_state
             self._snapshot_meta = loaded.snapshot.meta
@@ -444,7 +227,7 @@ class RaftStorage:
             if hard_state is not None and write_hs:
                 if created_segment:  # the new segment's name is durable before the commit index
                     self._fsync_dir()
-                self._write_atomic(_HARD_STATE, _encode_hard_state(hard_state))
+                self._write_atomic(HARD_STATE_NAME, encode_hard_state(hard_state))
                 self._hard_state = hard_state
                 self._fsync_dir()
             elif created_segment:
@@ -550,7 +333,7 @@ class RaftStorage:
 
     def _install_snapshot(self, snapshot: Snapshot, *, keep_log: bool) -> None:
         index = snapshot.meta.index
-        self._write_atomic(_snapshot_name(index), _encode_snapshot(snapshot))
+        self._write_atomic(snapshot_name(index), encode_snapshot(snapshot))
         self._fsync_dir()  # the snapshot is durable before any entry it covers is deleted
         self._snapshot_meta = snapshot.meta
         if keep_log:
@@ -567,7 +350,7 @@ class RaftStorage:
             self._segments.clear()
         for seg in doomed:  # oldest first: what is left is always contiguous
             seg.path.unlink()
-        for _, old in _list(self._dir, _SNAPSHOT_RE)[:-KEEP_SNAPSHOTS]:
+        for _, old in numbered_files(self._dir, SNAPSHOT_RE)[:-KEEP_SNAPSHOTS]:
             old.unlink()
         self._fsync_dir()
 
@@ -603,9 +386,9 @@ class RaftStorage:
                     self._write_active(pending)
                     pending.clear()
                 self._close_active()  # after the fsync in _write_active: sealed before the next
-                path = self._dir / _segment_name(entry.index)
+                path = self._dir / segment_name(entry.index)
                 self._active_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                seg = _Segment(entry.index, path, array.array("Q"), array.array("Q"), 0)
+                seg = Segment(entry.index, path, array.array("Q"), array.array("Q"), 0)
                 self._segments.append(seg)
                 created = True
             elif self._active_fd is None:
@@ -633,7 +416,7 @@ class RaftStorage:
 
     def _write_atomic(self, name: str, data: bytes) -> None:
         """Write temp, fsync, rename over `name`. The caller fsyncs the directory."""
-        tmp = self._dir / (name + _TMP_SUFFIX)
+        tmp = self._dir / (name + TMP_SUFFIX)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             view = memoryview(data)
@@ -645,142 +428,4 @@ class RaftStorage:
         os.replace(tmp, self._dir / name)
 
     def _fsync_dir(self) -> None:
-        fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _recover(dirpath: Path, max_record_bytes: int) -> _Loaded:
-    """Read the directory and repair what a crash may leave; raise where committed data is lost.
-    Every check runs before the first repair, so a failed open changes nothing but temp files."""
-    for child in dirpath.iterdir():
-        if child.name.endswith(_TMP_SUFFIX):
-            logger.warning("raft storage: removing %s left by an interrupted atomic write", child)
-            child.unlink()
-    hard_state = _read_hard_state(dirpath / _HARD_STATE)
-    snapshot = _read_snapshot(dirpath)
-    snap_index = snapshot.meta.index
-    listed = _list(dirpath, _SEGMENT_RE)
-    base = max((i for i, (first, _) in enumerate(listed) if first <= snap_index + 1), default=None)
-    if listed and base is None:
-        first, path = listed[0]
-        raise _corrupt(
-            path,
-            None,
-            f"the log starts at index {first} but the snapshot ends at {snap_index}: "
-            f"entries {snap_index + 1}..{first - 1} are missing",
-        )
-    obsolete = [path for _, path in listed[:base]]
-    live = listed[base:] if base is not None else []
-
-    segments: list[_Segment] = []
-    entries: list[Entry] = []
-    cut: tuple[Path, int, int, str] | None = None  # path, offset, bytes dropped, reason
-    expected = live[0][0] if live else snap_index + 1
-    last_term = 0
-    for pos, (first, path) in enumerate(live):
-        is_last = pos == len(live) - 1
-        if first != expected:
-            raise _corrupt(path, None, f"starts at index {first}, expected {expected} (a gap)")
-        buf = path.read_bytes()
-        seg = _Segment(first, path, array.array("Q"), array.array("Q"), len(buf))
-        offset = 0
-        while offset < len(buf):
-            try:
-                payload, after = read_record(buf, offset, max_record_bytes)
-            except _BadRecordError as bad:
-                later = _find_valid_record(buf, offset + 1, max_record_bytes)
-                if later is not None or not is_last:
-                    follows = f"offset {later}" if later is not None else "the next segment"
-                    raise _corrupt(
-                        path, offset, f"bad record ({bad}) with a valid record at {follows}"
-                    ) from None
-                cut = (path, offset, len(buf) - offset, str(bad))
-                seg.size_bytes = offset
-                break
-            try:
-                entry = decode_entry(payload)
-            except ValueError as exc:
-                raise _corrupt(path, offset, f"checksum ok but not a log entry: {exc}") from None
-            if entry.index != expected:
-                raise _corrupt(path, offset, f"holds index {entry.index}, expected {expected}")
-            if entry.term < last_term:
-                raise _corrupt(path, offset, f"term {entry.term} after term {last_term}")
-            seg.offsets.append(offset)
-            seg.terms.append(entry.term)
-            if entry.index > snap_index:
-                entries.append(entry)
-            last_term = entry.term
-            expected += 1
-            offset = after
-        if not is_last and not seg.offsets:
-            raise _corrupt(path, None, "an empty segment before the last one")
-        segments.append(seg)
-
-    # Raft §7, as in save(): a log without the snapshot's last entry is discarded.
-    log_last = expected - 1
-    at_snap = next((s for s in segments if s.first_index <= snap_index <= s.last_index), None)
-    reset = snap_index > 0 and (
-        log_last < snap_index
-        or (
-            at_snap is not None
-            and at_snap.terms[snap_index - at_snap.first_index] != snapshot.meta.term
-        )
-    )
-    if reset:
-        entries = []
-    last_index = max(snap_index, entries[-1].index if entries else 0)
-    if hard_state.commit > last_index:
-        if cut is not None:
-            path, offset, dropped, reason = cut
-            what = (
-                f"a torn tail ({reason}, {dropped} bytes) would cut the log to index {last_index}"
-            )
-            raise _corrupt(path, offset, f"{what}, below the commit index {hard_state.commit}")
-        raise _corrupt(
-            dirpath / _HARD_STATE,
-            None,
-            f"commit index {hard_state.commit} is beyond the last stored index {last_index}",
-        )
-
-    # Repairs: nothing below changes what the checks above accepted.
-    dir_changed = False
-    if cut is not None:
-        path, offset, dropped, reason = cut
-        logger.warning(
-            "raft log %s: torn tail at offset %d (%s): dropped %d bytes",
-            path,
-            offset,
-            reason,
-            dropped,
-        )
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            os.ftruncate(fd, offset)
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
-    for path in obsolete:
-        logger.info("raft log: removing %s, covered by the snapshot at %d", path, snap_index)
-        path.unlink()
-        dir_changed = True
-    if reset:
-        logger.warning(
-            "raft log %s: the log does not hold the snapshot's entry %d (term %d); discarding it",
-            dirpath,
-            snap_index,
-            snapshot.meta.term,
-        )
-        for seg in segments:
-            seg.path.unlink()
-        segments = []
-        dir_changed = True
-    if dir_changed:
-        fd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    return _Loaded(hard_state, snapshot, entries, segments)
+        fsync_dir(self._dir)

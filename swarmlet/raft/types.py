@@ -74,6 +74,6 @@ class Snapshot:
     data: bytes = b""
 
 
-codec.register_all(
-    catalog.RAFT_TYPES, (Entry, HardState, ConfChange, ConfState, SnapshotMeta, Snapshot)
-)
+# Append only: ids are persisted in the Raft log.
+WIRE_TYPES: tuple[type, ...] = (Entry, HardState, ConfChange, ConfState, SnapshotMeta, Snapshot)
+codec.register_all(catalog.RAFT_TYPES, WIRE_TYPES)

@@ -1,5 +1,5 @@
-"""The joining side of the join handshake (the accepting side is `Agent._on_join`), and the
-accepting side's proof that the joiner holds its node key (`check_possession`).
+"""The join handshake, both of its sides: `join_cluster` on the node that joins, `JoinAcceptor`
+on the manager that admits it (with `check_possession`, its proof that the joiner holds its key).
 
     joiner                                  manager
       JoinRequest (id, addresses, public key)  ->
@@ -22,12 +22,20 @@ The joiner makes its X25519 key pair here and sends the public half, which goes 
 record: secrets for its tasks are sealed to it, and, if it joins as a manager, the managers' key
 too (`security.keyring`; the reply never carries that key). Only managers admit nodes: a worker
 asked to admit one refuses the token, as a manager refuses an unknown one.
+
+The accepting side admits a node by writing its `AddNode` through the leader, like any write:
+the node is a member once that command is committed, and the reply carries the name the state
+gave it. The acceptor is handed the few parts of the agent it uses (the key ring, the replicated
+state, the write path, liveness, counters, the event log); it must not know the agent itself.
 """
 
 from __future__ import annotations
 
 import hmac
 import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
 
 import trio
 
@@ -35,8 +43,20 @@ from swarmlet import crypto
 from swarmlet.errors import RemoteProtocolError, SwarmletError, UsageError
 from swarmlet.executor.hostinfo import host_info
 from swarmlet.security.datadir import DataDir, Identity
+from swarmlet.state.commands import AddNode, Command
+from swarmlet.state.machine import ApplyResult, ClusterState
+from swarmlet.state.model import Node, Resources, Role
 from swarmlet.wire.peer_rpc import JoinChallenge, JoinProof, JoinReply, JoinRequest
-from swarmlet.wire.transport import FramedStream, open_join_stream
+from swarmlet.wire.transport import (
+    JOIN_ACCEPTED,
+    JOIN_REFUSED,
+    Address,
+    Counters,
+    FramedStream,
+    join_stream,
+    open_join_stream,
+    parse_addr,
+)
 
 JOIN_TIMEOUT_S = 20.0
 PROOF_TIMEOUT_S = 10.0  # how long the accepting side waits for the answer to its challenge
@@ -131,3 +151,101 @@ async def check_possession(stream: FramedStream, node_id: str, public_key: bytes
         proof = await stream.receive(expect=(JoinProof,))
         return proof is not None and hmac.compare_digest(proof.nonce, nonce)
     return False
+
+
+class JoinKeys(Protocol):
+    """The part of the key ring (`security.keyring.KeyRing`) that admitting a node uses."""
+
+    def join_tokens(self) -> Mapping[bytes, tuple[Role, crypto.JoinToken]]:
+        """Key id -> (role, token); empty on a node that cannot open the tokens (a worker)."""
+        ...
+
+    def seal_manager_key_to(self, node_id: str, public_key: bytes) -> bytes: ...
+
+
+class JoinAcceptor:
+    """The accepting side: admits a node that holds a valid join token and its node key."""
+
+    def __init__(
+        self,
+        *,
+        keyring: JoinKeys,
+        master_key: bytes,
+        state: Callable[[], ClusterState],
+        write: Callable[[Command], Awaitable[ApplyResult]],
+        is_ready: Callable[[str], bool],
+        counters: Counters,
+        record_event: Callable[[str, str, str, str], object],
+    ) -> None:
+        self.keyring = keyring
+        self._master_key = master_key
+        self._state = state
+        self._write = write
+        self._is_ready = is_ready
+        self.counters = counters
+        self._record_event = record_event
+
+    async def serve(self, raw: trio.SocketStream, key_id: bytes, addr: Address) -> None:
+        """One join connection, from the token's key id on (the transport's join handler)."""
+        # Only a manager can open the tokens (`keyring`): a worker refuses every join.
+        match = self.keyring.join_tokens().get(key_id)
+        if match is None:
+            self.counters["join_refused_bad_token"] += 1
+            self._record_event("node", "join-refused", f"{addr[0]}", "join refused: invalid token")
+            await raw.send_all(JOIN_REFUSED)
+            return
+        await raw.send_all(JOIN_ACCEPTED)
+        role, token = match
+        stream = join_stream(raw, token.join_key, self.counters)
+        request = await stream.receive(expect=(JoinRequest,))
+        if request is None:
+            return
+        try:
+            parse_addr(request.addr)
+            public_key = crypto.check_public_key(request.public_key)
+            if not await check_possession(stream, request.node_id, public_key):
+                self.counters["join_refused_no_proof"] += 1
+                await stream.send(JoinReply(False, error="no proof of the node key"))
+                return
+            sealed_key = (
+                self.keyring.seal_manager_key_to(request.node_id, public_key)
+                if role is Role.MANAGER
+                else b""
+            )
+            result = await self._write(
+                AddNode(
+                    Node(
+                        id=request.node_id,
+                        name=request.name,
+                        addr=request.addr,
+                        publish_addr=request.publish_addr,
+                        role=role,
+                        resources=Resources(request.nano_cpus, request.memory_bytes),
+                        joined_at=time.time(),
+                        public_key=public_key,
+                        sealed_manager_key=sealed_key,
+                    ),
+                    name_is_explicit=request.name_is_explicit,
+                )
+            )
+        except SwarmletError as exc:
+            await stream.send(JoinReply(False, error=str(exc)))
+            return
+        if not result.ok:
+            await stream.send(JoinReply(False, error=result.error))
+            return
+        state = self._state()
+        seeds = tuple(
+            n.addr for n in state.nodes.values() if n.id != request.node_id and self._is_ready(n.id)
+        )
+        await stream.send(
+            JoinReply(
+                True,
+                cluster_id=state.cluster_id,
+                master_key=self._master_key,
+                name=result.value,
+                role=role.value,
+                seeds=seeds,
+            )
+        )
+        self._record_event("node", "joined", result.value, f"{result.value} joined as {role.value}")

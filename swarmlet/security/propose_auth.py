@@ -9,12 +9,12 @@ commits it only if the MAC holds, the request is addressed to it, its time is wi
 `MAX_SKEW_S` of the leader's clock and its nonce is new.
 
 Non-managers propose nothing. The writes that reach the leader from elsewhere are a user's
-(the control API, which refuses them on a worker: `control.managers_only`) and the join handler's
-(`Agent._on_join`, on managers only: only they can open the join tokens). The rest is proposed
-by the leader itself (orchestration, voter policy, autoscaling); a worker's observations (task
-states, liveness, leaving) travel by gossip, and no agent rewrites its own record when it
-restarts. So an unauthenticated request is refused whatever its command; nothing needs the
-"about the proposer's own node" exception.
+(the control API, which refuses them on a worker: `api.nodes.managers_only`) and the join
+handler's (`security.join.JoinAcceptor`, on managers only: only they can open the join tokens).
+The rest is proposed by the leader itself (orchestration, voter policy, autoscaling); a worker's
+observations (task states, liveness, leaving) travel by gossip, and no agent rewrites its own
+record when it restarts. So an unauthenticated request is refused whatever its command; nothing
+needs the "about the proposer's own node" exception.
 
 Replays. The seen nonces are kept until their time leaves the window, at most `MAX_SEEN` of
 them: past that, the oldest are forgotten. Everything sent at or before the newest forgotten
@@ -37,7 +37,7 @@ from swarmlet.errors import RemoteProtocolError
 from swarmlet.wire.peer_rpc import ProposeRequest
 
 MAX_SKEW_S = 60.0  # how far a request's time may be from the leader's clock, either way
-MAX_SEEN = 65536  # nonces remembered (about 2 MB); ~1,000 forwarded writes/s over the window
+MAX_SEEN = 65536  # nonces remembered (about 2 MB): a full window of busy forwarded writes
 NONCE_BYTES = 16
 
 

@@ -6,7 +6,8 @@ compose 3.x files; ``render_config(config, "yaml" | "json")`` prints the result 
 Modules: ``yamlsource`` (YAML), ``interpolate`` + ``envfile`` (variables), ``schema``
 (validation), ``normalize`` + ``ports`` + ``volumes`` + ``goformat`` (docker's typed form),
 ``merge`` (several ``-c`` files), ``loader`` (the pipeline), ``render`` (output).
-Conversion to service specs lives elsewhere and consumes ``LoadedStack.config``.
+``convert`` turns ``LoadedStack.config`` into service specs (with ``convert_context``,
+``objects`` for secrets, configs, volumes and networks, ``deploy_section`` and ``extensions``).
 """
 
 from swarmlet.stack.loader import LoadedStack, load_stack

@@ -7,8 +7,9 @@ files are merged (``merge``). Any error raises StackError(file, key path, messag
 returned half-loaded.
 
 Environment: the caller's ``environ``, completed by a ``.env`` file next to the first stack
-file for the names ``environ`` lacks (as the brief asks; docker's own ``stack deploy`` reads
-no ``.env``; a corpus scratch dir has none, so the goldens are unaffected).
+file for the names ``environ`` lacks, as ``docker compose`` reads one, so that a project keeps
+its defaults beside its files (docker's own ``stack deploy`` reads no ``.env``; a corpus scratch
+dir has none, so the goldens are unaffected).
 Pure apart from reading the stack files, ``.env`` and ``env_file`` files; no clock, no network.
 """
 
@@ -94,8 +95,9 @@ def _check_forbidden(raw: dict[str, Any], file: str) -> None:
         )
 
 
-# cli/compose/schema: one schema per supported version; we ship only v3.13 (the brief) and
-# validate every 3.x file against it, which accepts keys an older declared version lacks.
+# cli/compose/schema: one schema per supported version; we ship only v3.13, the last 3.x schema,
+# so there is one schema to keep in step with docker's, and validate every 3.x file against it,
+# which accepts keys an older declared version lacks.
 SUPPORTED_VERSIONS = frozenset(f"3.{minor}" for minor in range(14))
 
 

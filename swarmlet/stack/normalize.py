@@ -46,8 +46,9 @@ class Context:
     environ: Mapping[str, str]
     version: str
     warnings: list[str] = field(default_factory=list)
-    # env_file entries resolve against the directory of the file naming them (the brief);
-    # docker uses the working dir, which is the same directory unless `workdir` is given.
+    # env_file entries resolve against the directory of the file naming them, so a file means
+    # the same wherever it is merged from; docker uses the working dir, which is the same
+    # directory unless `workdir` is given.
     file_dir: str = ""
 
     def error(self, path: str, message: str) -> StackError:

@@ -2,9 +2,10 @@
 
 Owns: parsing one stack file's bytes into nested dict/list/scalars. Invariants: keys of every
 mapping are strings (docker/cli ``convertToStringKeysRecursive``: "non-string key"), a key
-repeated in one mapping is an error (the brief: duplicate keys are an error in docker), anchors,
-aliases and ``<<`` merge keys are resolved, and YAML 1.1 timestamps stay strings (gopkg.in/yaml.v2
-only builds ``time.Time`` when decoding into one; docker decodes into ``interface{}``).
+repeated in one mapping is an error (as in docker: a value silently replaced by a later one is
+worse than a refusal), anchors, aliases and ``<<`` merge keys are resolved, and YAML 1.1
+timestamps stay strings (gopkg.in/yaml.v2 only builds ``time.Time`` when decoding into one;
+docker decodes into ``interface{}``).
 Must not know: compose keys, schema, interpolation. Only ``yaml.SafeLoader`` is used.
 """
 

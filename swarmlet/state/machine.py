@@ -1,8 +1,9 @@
 """The cluster state machine: the replicated desired state and the only code that changes it.
 
-Every change is a command committed through Raft and applied here, in log order, on every agent.
-`apply` is deterministic: it reads nothing but the command and the current state (commands carry
-every id and timestamp), so all replicas hold identical state after the same prefix of the log.
+Every change is a command (`state.commands`) committed through Raft and applied here, in log
+order, on every agent. `apply` is deterministic: it reads nothing but the command and the current
+state (commands carry every id and timestamp), so all replicas hold identical state after the same
+prefix of the log.
 
 A command that is invalid against the current state (a duplicate name, a task moving backwards) is
 rejected *deterministically*: every replica rejects it the same way, leaves the state unchanged, and
@@ -27,165 +28,37 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from swarmlet.state.commands import (
+    AddNode,
+    Batch,
+    Command,
+    CreateSecret,
+    CreateService,
+    InitCluster,
+    PutTasks,
+    RemoveNode,
+    RemoveSecret,
+    RemoveService,
+    RemoveTasks,
+    RotateToken,
+    SetTargetVoters,
+    SetUpdateStatus,
+    UpdateNode,
+    UpdateService,
+)
 from swarmlet.state.model import (
-    Availability,
     Node,
-    Resources,
     Role,
     Secret,
     Service,
     ServiceSpec,
     Task,
     TaskState,
-    UpdateStatus,
 )
 from swarmlet.wire import catalog
 from swarmlet.wire import codec as wire
 
 VALID_VOTER_TARGETS = (1, 3, 5, 7)
-
-
-# ------------------------------------------------------------------------------------ commands
-
-
-@dataclass(frozen=True, slots=True)
-class InitCluster:
-    cluster_id: str
-    created_at: float
-    sealed_worker_token: bytes  # crypto.ManagerKeys.seal_token
-    sealed_manager_token: bytes
-    target_voters: int = 3
-    managers_public_key: bytes = b""  # crypto.ManagerKeys.public_key
-
-
-@dataclass(frozen=True, slots=True)
-class AddNode:
-    node: Node
-    name_is_explicit: bool = False  # an explicit --name that is taken is refused, not renamed
-
-
-@dataclass(frozen=True, slots=True)
-class RemoveNode:
-    node_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class UpdateNode:
-    node_id: str
-    availability: Availability | None = None
-    role: Role | None = None
-    labels_add: dict[str, str] = field(default_factory=dict)
-    labels_rm: tuple[str, ...] = ()
-    addr: str | None = None  # a restarted agent may come back on a new address
-    publish_addr: str | None = None
-    resources: Resources | None = None
-    # With role=MANAGER: the managers' key sealed to the node. Demotion empties it in any case.
-    sealed_manager_key: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RotateToken:
-    role: Role
-    sealed_token: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SetTargetVoters:
-    target_voters: int
-
-
-@dataclass(frozen=True, slots=True)
-class CreateService:
-    service: Service
-
-
-@dataclass(frozen=True, slots=True)
-class UpdateService:
-    service_id: str
-    spec: ServiceSpec
-    updated_at: float
-    is_rollback: bool = False
-    update_status: UpdateStatus | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RemoveService:
-    service_id: str
-    updated_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class SetUpdateStatus:
-    service_id: str
-    status: UpdateStatus
-
-
-@dataclass(frozen=True, slots=True)
-class PutTasks:
-    """Create tasks or record changes to existing ones (the orchestrator's output)."""
-
-    tasks: tuple[Task, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class RemoveTasks:
-    task_ids: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class CreateSecret:
-    secret: Secret
-
-
-@dataclass(frozen=True, slots=True)
-class RemoveSecret:
-    secret_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """Several commands applied atomically: all or none (e.g. a stack deploy)."""
-
-    commands: tuple[Command, ...]
-
-
-Command = (
-    InitCluster
-    | AddNode
-    | RemoveNode
-    | UpdateNode
-    | RotateToken
-    | SetTargetVoters
-    | CreateService
-    | UpdateService
-    | RemoveService
-    | SetUpdateStatus
-    | PutTasks
-    | RemoveTasks
-    | CreateSecret
-    | RemoveSecret
-    | Batch
-)
-
-# Append only: ids are persisted in the Raft log.
-COMMANDS: tuple[type, ...] = (
-    InitCluster,
-    AddNode,
-    RemoveNode,
-    UpdateNode,
-    RotateToken,
-    SetTargetVoters,
-    CreateService,
-    UpdateService,
-    RemoveService,
-    SetUpdateStatus,
-    PutTasks,
-    RemoveTasks,
-    CreateSecret,
-    RemoveSecret,
-    Batch,
-)
-wire.register_all(catalog.STATE_COMMANDS, COMMANDS)
 
 
 class Rejected(Exception):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from swarmlet.errors import UsageError
-from swarmlet.leader.scheduler import parse_constraint, preference_label
+from swarmlet.state.constraints import parse_constraint, preference_label
 from swarmlet.state.model import FileRef, Mount, PortConfig, ServiceMode, ServiceSpec
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
@@ -134,6 +134,9 @@ def parse_mount(text: str, flag: str = "--mount") -> Mount:
         raise UsageError(f"{flag}: {text!r} needs target=/absolute/path")
     if mount_type == "bind" and not fields.get("source", "").startswith("/"):
         raise UsageError(f"{flag}: a bind mount needs source=/absolute/path")
+    if mount_type != "volume" and (opts or "volume-driver" in fields):
+        # As docker refuses them: a volume's driver and options mean nothing to a bind or tmpfs.
+        raise UsageError(f"{flag}: volume-opt and volume-driver apply only to type=volume")
     return Mount(
         type=mount_type,
         target=fields["target"],

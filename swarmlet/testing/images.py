@@ -1,7 +1,7 @@
 """The locally built test and demo images (no registry needed): see stacks/build-images.sh.
 
 `ensure_test_images()` runs the build script, which skips every image whose tag already exists
-with the same recipe, so calling it at the start of each test session or demo costs ~0.1 s.
+with the same recipe, so calling it at the start of each test session or demo is cheap.
 Within one process the script runs once (unless `force`).
 """
 

@@ -14,7 +14,7 @@ from swarmlet.wire import catalog, codec
 
 @dataclass(frozen=True, slots=True)
 class ProposeRequest:
-    command: bytes  # a wire-encoded `swarmlet.state.machine.Command`
+    command: bytes  # a wire-encoded `swarmlet.state.commands.Command`
     # Authentication (`security.propose_auth`): `mac` covers every other field.
     proposer: str = ""  # node ids
     leader: str = ""

@@ -23,7 +23,7 @@ from typing import Any
 import trio
 
 from swarmlet.crypto import AAD_GOSSIP, AAD_JOIN, AAD_TCP, KEY_ID_BYTES, Sealer
-from swarmlet.errors import RemoteProtocolError
+from swarmlet.errors import RemoteProtocolError, UsageError
 from swarmlet.wire import codec as wire
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,14 @@ CHANNEL_JOIN = b"J"
 MAX_DATAGRAM_BYTES = 65507  # the largest UDP payload over IPv4
 MAX_FRAME_BYTES = 64 * 1024 * 1024  # Raft snapshots travel in one frame
 _LEN = struct.Struct(">I")
+
+
+def parse_addr(text: str) -> Address:
+    """`HOST:PORT` as an Address; a UsageError says what was expected."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UsageError(f"invalid address {text!r}: expected HOST:PORT")
+    return host, int(port)
 
 
 class Counters(Counter[str]):

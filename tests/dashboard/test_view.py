@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-import swarmlet.dashboard
 from swarmlet.dashboard.view import Connection, View, build_view, with_events
-from tests.purity import imported_roots
 
 from .fixtures import EVENTS, NODES, SERVICES, STATUS, T0, TASKS, fixed_view, previous_view
 
@@ -222,14 +219,3 @@ def test_malformed_results_give_defaults_not_errors() -> None:
     assert view.nodes[1].memory_bytes == 0
     assert view.services == ()
     assert len(view.events) == 2
-
-
-# ---------------------------------------------------------------------------- purity
-
-FORBIDDEN = {"trio", "socket", "time", "docker", "psutil", "random", "subprocess", "os"}
-
-
-@pytest.mark.parametrize("module", ["view.py", "render.py"])
-def test_view_and_render_import_no_io_or_clock(module: str) -> None:
-    path = Path(swarmlet.dashboard.__file__).parent / module
-    assert not imported_roots(path) & FORBIDDEN, module

@@ -1,10 +1,10 @@
-"""Contract tests of the Docker runtime adapter.
+"""Contract tests of the Docker runtime adapter (`executor.docker_runtime`) against the real
+engine; the pure translations it relies on are tested in test_docker_translate.py.
 
-The first group tests the pure translations (spec -> docker-py arguments, Docker's JSON ->
-values) with tables. The `docker` group runs against the real engine: every test labels its
-containers with a fresh `swarmlet.test=<uuid>`, and a fixture removes them (with the docker CLI,
-independently of the code under test) even when the test fails. If the engine does not answer,
-these tests fail: they never skip. Every I/O test runs under `trio.fail_after`.
+Every test labels its containers with a fresh `swarmlet.test=<uuid>`, and a fixture removes them
+(with the docker CLI, independently of the code under test) even when the test fails. If the
+engine does not answer, these tests fail: they never skip. Every I/O test runs under
+`trio.fail_after`.
 """
 
 from __future__ import annotations
@@ -20,216 +20,18 @@ import pytest
 import trio
 
 from swarmlet.errors import RuntimeAdapterError
-from swarmlet.executor.runtime import (
+from swarmlet.executor.docker_runtime import DockerRuntime, open_docker_runtime
+from swarmlet.executor.runtime_types import (
     ContainerEvent,
     ContainerInfo,
     ContainerSpec,
     DockerError,
-    DockerRuntime,
     HealthcheckSpec,
     MountSpec,
     PortBinding,
     UlimitSpec,
-    container_create_args,
-    container_event_from_docker,
-    container_info_from_inspect,
-    container_stats_from_docker,
-    open_docker_runtime,
 )
 from swarmlet.testing.images import BUSYBOX_IMAGE, WEB_IMAGE, ensure_test_images
-
-# --------------------------------------------------------------------------------------------
-# Pure translations
-
-
-def test_create_args_pass_only_what_the_spec_sets() -> None:
-    create, host = container_create_args(ContainerSpec(name="a", image="img:1"))
-    assert create == {
-        "image": "img:1",
-        "name": "a",
-        "labels": {},
-        "environment": {},
-        "detach": True,
-        "use_config_proxy": False,
-    }
-    assert host == {}
-
-
-def test_create_args_publish_each_port_on_the_host_ip_with_a_docker_chosen_port() -> None:
-    spec = ContainerSpec(
-        name="a",
-        image="img:1",
-        ports=(PortBinding(80), PortBinding(53, "udp")),
-        host_ip="127.0.0.2",
-    )
-    create, host = container_create_args(spec)
-    assert create["ports"] == [(80, "tcp"), (53, "udp")]
-    assert host["port_bindings"] == {"80/tcp": ("127.0.0.2",), "53/udp": ("127.0.0.2",)}
-
-
-def test_create_args_convert_durations_and_sizes_to_docker_units() -> None:
-    spec = ContainerSpec(
-        name="a",
-        image="img:1",
-        healthcheck=HealthcheckSpec(
-            test=("CMD-SHELL", "true"),
-            interval_s=0.5,
-            timeout_s=2,
-            retries=3,
-            start_period_s=1.25,
-        ),
-        stop_grace_s=2.1,
-        nano_cpus=500_000_000,
-        memory_bytes=64 << 20,
-    )
-    create, host = container_create_args(spec)
-    assert create["healthcheck"] == {
-        "test": ["CMD-SHELL", "true"],
-        "interval": 500_000_000,
-        "timeout": 2_000_000_000,
-        "retries": 3,
-        "start_period": 1_250_000_000,
-    }
-    assert create["stop_timeout"] == 3  # Docker's StopTimeout is whole seconds: round up
-    assert host["nano_cpus"] == 500_000_000
-    assert host["mem_limit"] == 64 << 20
-
-
-def test_create_args_disabled_healthcheck_sends_none_test() -> None:
-    create, _ = container_create_args(
-        ContainerSpec(name="a", image="img:1", healthcheck=HealthcheckSpec.disabled())
-    )
-    assert create["healthcheck"] == {"test": ["NONE"]}
-
-
-def _inspect_attrs(**state: Any) -> dict[str, Any]:
-    return {
-        "Id": "abc123",
-        "Name": "/web.1",
-        "Config": {"Labels": {"swarmlet.task": "t1"}, "Image": "swarmlet/web:1"},
-        "State": {
-            "Status": "running",
-            "ExitCode": 0,
-            "Error": "",
-            "StartedAt": "2026-11-22T15:00:00.1Z",
-            "FinishedAt": "0001-01-01T00:00:00Z",
-            **state,
-        },
-        "NetworkSettings": {
-            "Ports": {
-                "80/tcp": [
-                    {"HostIp": "0.0.0.0", "HostPort": "49153"},
-                    {"HostIp": "::", "HostPort": "49153"},
-                ],
-                "443/tcp": None,
-                "53/udp": [{"HostIp": "127.0.0.2", "HostPort": "40000"}],
-            }
-        },
-    }
-
-
-@pytest.mark.parametrize(
-    ("state", "exit_code", "health"),
-    [
-        ({}, None, None),
-        ({"Status": "exited", "ExitCode": 137}, 137, None),
-        ({"Status": "dead", "ExitCode": 1}, 1, None),
-        ({"Health": {"Status": "starting"}}, None, "starting"),
-        ({"Health": {"Status": "unhealthy"}}, None, "unhealthy"),
-    ],
-)
-def test_info_from_inspect_reports_exit_code_only_once_exited(
-    state: dict[str, Any], exit_code: int | None, health: str | None
-) -> None:
-    info = container_info_from_inspect(_inspect_attrs(**state))
-    assert info.exit_code == exit_code
-    assert info.health == health
-
-
-def test_info_from_inspect_reads_published_ports_and_hides_docker_zero_time() -> None:
-    info = container_info_from_inspect(_inspect_attrs())
-    assert info.id == "abc123"
-    assert info.name == "web.1"
-    assert info.labels == {"swarmlet.task": "t1"}
-    assert info.image == "swarmlet/web:1"
-    assert info.host_ports == {(80, "tcp"): 49153, (53, "udp"): 40000}
-    assert info.started_at == "2026-11-22T15:00:00.1Z"
-    assert info.finished_at == ""
-
-
-def test_event_from_docker_splits_labels_from_docker_attributes() -> None:
-    raw = {
-        "status": "die",
-        "id": "c1",
-        "Type": "container",
-        "Action": "die",
-        "Actor": {
-            "ID": "c1",
-            "Attributes": {
-                "exitCode": "137",
-                "image": "swarmlet/busybox:1",
-                "name": "x",
-                "swarmlet.test": "u",
-            },
-        },
-        "time": 1,
-        "timeNano": 1_000_000_123,
-    }
-    assert container_event_from_docker(raw) == ContainerEvent(
-        action="die",
-        container_id="c1",
-        labels={"swarmlet.test": "u"},
-        exit_code=137,
-        time_ns=1_000_000_123,
-        name="x",
-        image="swarmlet/busybox:1",
-    )
-
-
-def test_event_from_docker_reads_health_status_and_ignores_other_types() -> None:
-    health = container_event_from_docker(
-        {"Type": "container", "Action": "health_status: healthy", "Actor": {"ID": "c"}, "time": 2}
-    )
-    assert health is not None
-    assert health.health_status == "healthy"
-    assert health.exit_code is None
-    assert health.time_ns == 2_000_000_000
-    assert container_event_from_docker({"Type": "network", "Action": "connect"}) is None
-
-
-@pytest.mark.parametrize(
-    ("memory_detail", "memory_bytes"),
-    [
-        ({"total_inactive_file": 100, "cache": 300}, 900),  # cgroup v1
-        ({"inactive_file": 200}, 800),  # cgroup v2
-        ({}, 1000),
-    ],
-)
-def test_stats_from_docker_use_the_docker_cli_formulas(
-    memory_detail: dict[str, int], memory_bytes: int
-) -> None:
-    raw = {
-        "cpu_stats": {
-            "cpu_usage": {"total_usage": 300},
-            "system_cpu_usage": 2000,
-            "online_cpus": 2,
-        },
-        "precpu_stats": {"cpu_usage": {"total_usage": 100}, "system_cpu_usage": 1000},
-        "memory_stats": {"usage": 1000, "limit": 4096, "stats": memory_detail},
-    }
-    stats = container_stats_from_docker(raw)
-    assert stats.cpu_percent == pytest.approx(40.0)  # 200/1000 of the machine x 2 cores
-    assert stats.memory_bytes == memory_bytes
-    assert stats.memory_limit_bytes == 4096
-
-
-def test_stats_from_docker_of_a_stopped_container_are_zero() -> None:
-    stats = container_stats_from_docker({"cpu_stats": {}, "precpu_stats": {}, "memory_stats": {}})
-    assert (stats.cpu_percent, stats.memory_bytes, stats.memory_limit_bytes) == (0.0, 0, 0)
-
-
-# --------------------------------------------------------------------------------------------
-# Against the real engine
 
 TEST_LABEL = "swarmlet.test"
 
@@ -524,6 +326,20 @@ async def test_start_failure_raises_and_leaves_no_container(
             )
         assert isinstance(caught.value, DockerError)
         assert caught.value.status_code is not None
+        assert await runtime.list(labels) == []
+
+
+@pytest.mark.docker
+async def test_mount_options_that_do_not_fit_the_type_are_a_runtime_error(
+    runtime: DockerRuntime, labels: dict[str, str], tmp_path: Path
+) -> None:
+    """docker-py refuses them before any request; the executor must see a RuntimeAdapterError
+    (which fails the task), never docker's own exception (which would end the executor)."""
+    bind = MountSpec(target="/y", source=str(tmp_path), type="bind", volume_driver_opts={"o": "p"})
+    spec = _spec(labels, "badmount", image=BUSYBOX_IMAGE, command=("sleep", "60"), mounts=(bind,))
+    with trio.fail_after(30):
+        with pytest.raises(DockerError, match="bind"):
+            await runtime.run(spec)
         assert await runtime.list(labels) == []
 
 

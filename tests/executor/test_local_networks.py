@@ -14,10 +14,12 @@ import psutil
 import pytest
 import trio
 
+from swarmlet.executor.docker_runtime import DockerRuntime, open_docker_runtime
 from swarmlet.executor.labels import LABEL_CLUSTER
 from swarmlet.executor.networks import LocalNetworks, split_subnet
-from swarmlet.executor.runtime import ContainerSpec, DockerRuntime, open_docker_runtime
-from swarmlet.state.machine import ClusterState, CreateService, RemoveService
+from swarmlet.executor.runtime_types import ContainerSpec
+from swarmlet.state.commands import CreateService, RemoveService
+from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import NetworkAttachment, Service, ServiceSpec
 from swarmlet.testing.images import BUSYBOX_IMAGE, ensure_test_images
 

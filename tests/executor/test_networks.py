@@ -15,7 +15,8 @@ from swarmlet.executor.networks import (
     vip_address,
     wanted_vips,
 )
-from swarmlet.state.machine import ClusterState, CreateService, RemoveService, UpdateService
+from swarmlet.state.commands import CreateService, RemoveService, UpdateService
+from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import NetworkAttachment, Service, ServiceSpec
 
 

@@ -1,4 +1,6 @@
-"""Real agents on loopback addresses, driven through the `swarmlet` command.
+"""Real agents on loopback addresses, driven through the `swarmlet` command, and the helpers the
+integration tests share to read them (`services`, `tasks`) and to talk to their routing mesh
+(`get`, `RequestLoop`). Fixtures built on these live in the conftest.py files.
 
 Agent i listens on 127.0.0.i:PORT with its own data dir; a test cluster gets its own port so
 clusters of different tests never meet. Partitions are real: iptables rules on the loopback
@@ -14,7 +16,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -275,3 +279,56 @@ def local_cluster(root: Path) -> Iterator[LocalCluster]:
         yield cluster
     finally:
         cluster.cleanup()
+
+
+# ---------------------------------------------------------------------------- reading a cluster
+
+
+def services(cluster: LocalCluster, via: int = 0) -> dict[str, dict[str, Any]]:
+    """`service ls` as seen by agent `via`, by service name."""
+    out = run_cli("service", "ls", "--format", "json", data_dir=cluster.agents[via].data_dir).stdout
+    return {s["name"]: s for s in json.loads(out)}
+
+
+def tasks(cluster: LocalCluster, name: str, via: int = 0) -> list[dict[str, Any]]:
+    """`service ps NAME` as seen by agent `via`."""
+    out = run_cli("service", "ps", name, "--format", "json", data_dir=cluster.agents[via].data_dir)
+    result: list[dict[str, Any]] = json.loads(out.stdout)
+    return result
+
+
+# ---------------------------------------------------------------------------- the routing mesh
+
+
+def get(host: str, port: int) -> str:
+    """The body of an HTTP GET of / at host:port (a replica of the test web image names itself)."""
+    with urllib.request.urlopen(f"http://{host}:{port}/", timeout=5) as response:
+        body: bytes = response.read()
+        return body.decode().strip()
+
+
+class RequestLoop:
+    """Requests in a background thread until stopped; records every failure."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.ok = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                get(self.host, self.port)
+                self.ok += 1
+            except OSError as exc:
+                self.failures.append(repr(exc))
+
+    def __enter__(self) -> RequestLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)

@@ -7,11 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from swarmlet.testing.images import ensure_test_images
-from tests.integration.cluster import local_cluster, run_cli, wait_for
-from tests.integration.test_services import services
+from tests.integration.cluster import local_cluster, run_cli, services, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.docker]
+pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.usefixtures("docker_images")]
 
 # Each replica burns its CPU limit (0.2 of a core) for 90 s from its start, then idles. The
 # target (20% of the limit) is far below what even a starved replica on a loaded machine uses, so
@@ -20,7 +18,6 @@ BURN = "end=$(( $(date +%s) + 90 )); while [ $(date +%s) -lt $end ]; do :; done;
 
 
 def test_cpu_load_scales_up_within_bounds_and_back_down_after_it_stops(tmp_path: Path) -> None:
-    ensure_test_images()
     with local_cluster(tmp_path) as cluster:
         cluster.start(managers=1, workers=1)
         d = cluster.agents[0].data_dir

@@ -3,37 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import threading
-import urllib.request
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from swarmlet.testing.images import ensure_test_images
-from tests.integration.cluster import LocalCluster, local_cluster, run_cli, wait_for
-from tests.integration.test_services import services
+from tests.integration.cluster import LocalCluster, RequestLoop, get, run_cli, services, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.docker]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _images() -> None:
-    ensure_test_images()
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with local_cluster(tmp_path) as c:
-        c.start(managers=3)
-        yield c
-
-
-def get(host: str, port: int) -> str:
-    with urllib.request.urlopen(f"http://{host}:{port}/", timeout=5) as response:
-        body: bytes = response.read()
-        return body.decode().strip()
+pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.usefixtures("docker_images")]
 
 
 def _deploy(cluster: LocalCluster, replicas: int) -> int:
@@ -66,33 +42,6 @@ def test_round_robin_reaches_every_replica_evenly_through_every_node(cluster: Lo
         counts = Counter(get(a.host, port) for _ in range(60))
         assert len(counts) == 6
         assert all(9 <= n <= 11 for n in counts.values()), counts
-
-
-class RequestLoop:
-    """Requests in a background thread until stopped; records every failure."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.ok = 0
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                get(self.host, self.port)
-                self.ok += 1
-            except OSError as exc:
-                self.failures.append(repr(exc))
-
-    def __enter__(self) -> RequestLoop:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
 
 def test_a_killed_replica_costs_no_failed_request(cluster: LocalCluster) -> None:

@@ -2,42 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from swarmlet.testing.images import ensure_test_images
-from tests.integration.cluster import LocalCluster, local_cluster, run_cli, wait_for
+from tests.integration.cluster import (
+    LocalCluster,
+    local_cluster,
+    run_cli,
+    services,
+    tasks,
+    wait_for,
+)
 
-pytestmark = [pytest.mark.integration, pytest.mark.docker]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _images() -> None:
-    ensure_test_images()
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with local_cluster(tmp_path) as c:
-        c.start(managers=3)
-        yield c
-
-
-def services(cluster: LocalCluster, via: int = 0) -> dict[str, dict[str, Any]]:
-    out = run_cli("service", "ls", "--format", "json", data_dir=cluster.agents[via].data_dir).stdout
-    return {s["name"]: s for s in json.loads(out)}
-
-
-def tasks(cluster: LocalCluster, name: str, via: int = 0) -> list[dict[str, Any]]:
-    out = run_cli("service", "ps", name, "--format", "json", data_dir=cluster.agents[via].data_dir)
-    result: list[dict[str, Any]] = json.loads(out.stdout)
-    return result
+pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.usefixtures("docker_images")]
 
 
 def running_per_node(cluster: LocalCluster, name: str) -> Counter[str]:

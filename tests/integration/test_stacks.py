@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,26 +15,17 @@ from swarmlet.raft.storage import RaftStorage
 from swarmlet.raft.types import EntryKind
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import Role
-from swarmlet.testing.images import ensure_test_images
 from swarmlet.wire import codec as wire
-from tests.integration.cluster import LocalCluster, local_cluster, run_cli, wait_for
-from tests.integration.test_services import services
+from tests.integration.cluster import LocalCluster, get, run_cli, services, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.docker]
+pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.usefixtures("docker_images")]
 
 STACKS = Path(__file__).resolve().parents[2] / "stacks"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _images() -> None:
-    ensure_test_images()
-
-
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with local_cluster(tmp_path) as c:
-        c.start(managers=2, workers=1)
-        yield c
+def cluster_shape() -> tuple[int, int]:
+    return (2, 1)  # n3 is a worker: it holds no managers' key
 
 
 def _stack_file(tmp_path: Path, name: str, **replace: str) -> Path:
@@ -50,12 +39,6 @@ def _stack_file(tmp_path: Path, name: str, **replace: str) -> Path:
         if (STACKS / extra).exists():
             shutil.copy(STACKS / extra, tmp_path / extra)
     return target
-
-
-def get(host: str, port: int) -> str:
-    with urllib.request.urlopen(f"http://{host}:{port}/", timeout=5) as response:
-        body: bytes = response.read()
-        return body.decode().strip()
 
 
 def test_web_stack_deploys_answers_through_the_mesh_redeploys_idempotently_and_is_removed(

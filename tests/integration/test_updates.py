@@ -4,30 +4,21 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from swarmlet.testing.images import ensure_test_images
-from tests.integration.cluster import LocalCluster, local_cluster, run_cli, wait_for
-from tests.integration.test_mesh import RequestLoop, get
-from tests.integration.test_services import services, tasks
+from tests.integration.cluster import (
+    LocalCluster,
+    RequestLoop,
+    get,
+    run_cli,
+    services,
+    tasks,
+    wait_for,
+)
 
-pytestmark = [pytest.mark.integration, pytest.mark.docker]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _images() -> None:
-    ensure_test_images()
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with local_cluster(tmp_path) as c:
-        c.start(managers=3)
-        yield c
+pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.usefixtures("docker_images")]
 
 
 def inspect(cluster: LocalCluster, name: str) -> dict[str, Any]:

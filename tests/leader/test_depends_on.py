@@ -1,8 +1,8 @@
-"""`depends_on` orders the first start of a stack's services (leader.hold_back_dependents)."""
+"""`depends_on` orders the first start of a stack's services (leader.depends_on)."""
 
 from __future__ import annotations
 
-from swarmlet.leader.duties import hold_back_dependents
+from swarmlet.leader.depends_on import hold_back_dependents
 from swarmlet.leader.orchestrator.context import Observed
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import Service, ServiceSpec, Task, TaskState

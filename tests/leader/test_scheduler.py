@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from swarmlet.errors import UsageError
-from swarmlet.leader.scheduler import (
-    Constraint,
-    ObservedNode,
-    Scheduler,
-    explain,
-    parse_constraint,
-    schedule,
-)
-from swarmlet.state.machine import ClusterState, PutTasks, UpdateNode
+from swarmlet.leader.scheduler import ObservedNode, Scheduler, explain, schedule
+from swarmlet.state.commands import PutTasks, UpdateNode
+from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import (
     Availability,
-    Node,
     Placement,
     PortConfig,
     Resources,
-    Role,
     Task,
     TaskState,
 )
@@ -291,68 +282,6 @@ def test_throughput_helper_places_every_task() -> None:
     placed, elapsed_s = run_throughput(nodes=50, tasks=2_000, services=10)
     assert placed == 2_000
     assert elapsed_s >= 0
-
-
-# ----------------------------------------------------------------------------- constraints
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("node.role==manager", Constraint("node.role", True, "manager")),
-        ("node.role != worker", Constraint("node.role", False, "worker")),
-        ("node.labels.Zone==a", Constraint("node.labels.Zone", True, "a")),
-        ("NODE.LABELS.zone==a", Constraint("node.labels.zone", True, "a")),
-        ("engine.labels.ssd==true", Constraint("engine.labels.ssd", True, "true")),
-        ("node.hostname==host-1.example", Constraint("node.hostname", True, "host-1.example")),
-        ("Node.ID==abc", Constraint("node.id", True, "abc")),
-        ("node.platform.os==linux", Constraint("node.platform.os", True, "linux")),
-    ],
-)
-def test_parse_constraint_accepts_swarm_syntax(text: str, expected: Constraint) -> None:
-    assert parse_constraint(text) == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "error"),
-    [
-        ("node.role", "expected one operator"),
-        ("node.role>manager", "expected one operator"),
-        ("==manager", "key '' is invalid"),
-        ("node.role==", "value '' is invalid"),
-        ("node.role==a<b", "value 'a<b' is invalid"),
-        ("node.colour==red", "unknown key 'node.colour'"),
-        ("node.labels.==x", "unknown key"),
-    ],
-)
-def test_parse_constraint_rejects_malformed_input(text: str, error: str) -> None:
-    with pytest.raises(UsageError, match=error.replace("(", r"\(").replace(")", r"\)")):
-        parse_constraint(text)
-
-
-NODE = Node("abc", "host1", "a:1", "a", Role.MANAGER, labels={"zone": "East"})
-
-
-@pytest.mark.parametrize(
-    ("text", "matches"),
-    [
-        ("node.id==abc", True),
-        ("node.id!=abc", False),
-        ("node.hostname==HOST1", True),
-        ("node.role==manager", True),
-        ("node.role!=manager", False),
-        ("node.labels.zone==east", True),
-        ("node.labels.Zone==east", False),  # label names are case-sensitive
-        ("node.labels.rack!=r1", True),  # a missing label is ""
-        ("node.labels.rack==r1", False),
-        ("engine.labels.zone==East", False),  # swarmlet has no engine labels
-        ("engine.labels.zone!=East", False),
-        ("node.platform.os==linux", True),
-        ("node.platform.arch==x86_64", False),
-    ],
-)
-def test_constraint_matching(text: str, matches: bool) -> None:
-    assert parse_constraint(text).matches(NODE) is matches
 
 
 def tallies(scheduler: Scheduler) -> dict[str, tuple[object, ...]]:

@@ -9,7 +9,7 @@ import pytest
 from swarmlet.errors import RemoteProtocolError
 from swarmlet.proxy.counters import PortCounters, PortStats, add, retire, snapshot, total
 from swarmlet.proxy.routes import Route
-from swarmlet.proxy.workers import RouteTable, WorkerReport
+from swarmlet.proxy.worker_protocol import RouteTable, WorkerReport
 from swarmlet.state.observed import Endpoint
 from swarmlet.wire import codec as wire
 

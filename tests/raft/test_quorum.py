@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pathlib
-
 import pytest
 
 from swarmlet.raft.log import RaftLog
@@ -17,7 +15,6 @@ from swarmlet.raft.quorum import (
     refusal_reason,
 )
 from swarmlet.raft.types import ConfChange, ConfChangeKind, ConfState, Entry, Snapshot, SnapshotMeta
-from tests.purity import imported_roots
 
 ADD_VOTER, ADD_LEARNER, REMOVE = (
     ConfChangeKind.ADD_VOTER,
@@ -115,12 +112,3 @@ def test_log_terms_and_compaction() -> None:
         log.append([Entry(3, 9)])  # gap
     with pytest.raises(ValueError, match="decrease"):
         log.append([Entry(2, 7)])  # term goes back
-
-
-def test_pure_core_modules_import_no_io() -> None:
-    # STYLE: the pure cores never import trio, socket, time, docker or psutil, nor use `random`
-    # other than an injected Random.
-    forbidden = {"trio", "socket", "time", "docker", "psutil", "asyncio", "os", "threading"}
-    root = pathlib.Path(__file__).resolve().parents[2] / "swarmlet" / "raft"
-    for name in ("core.py", "log.py", "messages.py", "progress.py", "quorum.py", "types.py"):
-        assert not imported_roots(root / name) & forbidden, name

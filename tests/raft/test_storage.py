@@ -13,18 +13,19 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from swarmlet.errors import StorageCorruptError, UsageError
-from swarmlet.raft.storage import (
+from swarmlet.raft.disk_format import (
     HEADER_BYTES,
-    RaftStorage,
-    _BadRecordError,
+    BadRecordError,
     encode_entry,
     read_record,
 )
+from swarmlet.raft.storage import RaftStorage
 from swarmlet.raft.types import ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta
 
 LOGGER = "swarmlet.raft.storage"
@@ -266,15 +267,76 @@ def test_a_failed_write_makes_every_later_call_refuse(
     assert reopen(tmp_path)[2][-1].index >= 1  # reopening recovers
 
 
-def test_storage_module_does_not_import_trio() -> None:
+@pytest.mark.parametrize("name", ["storage", "recovery", "disk_format"])
+def test_storage_modules_do_not_import_trio(name: str) -> None:
     import ast
+    import importlib
 
-    import swarmlet.raft.storage as module
-
-    tree = ast.parse(Path(module.__file__).read_text())
+    module = importlib.import_module(f"swarmlet.raft.{name}")
+    tree = ast.parse(Path(module.__file__ or "").read_text())
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not {name for name in imported if name.split(".")[0] in {"trio", "time", "random"}}
+
+
+# -- the on-disk format -----------------------------------------------------------------------
+# Built here from the documented layout with msgpack and struct, not with the storage's own
+# encoders: a directory written by any earlier version must load, and writes must not change.
+
+
+def frame(obj: object) -> bytes:
+    payload = msgpack.packb(obj, use_bin_type=True)
+    return struct.pack(">II", len(payload), zlib.crc32(payload)) + payload
+
+
+FORMAT_ENTRIES = [
+    Entry(term=1, index=1, data=b""),
+    Entry(term=1, index=2, data=b"one"),
+    Entry(term=2, index=3, kind=EntryKind.CONF_CHANGE, data=b"conf"),
+    Entry(term=2, index=4, data=b"\x00\xff" * 40),
+    Entry(term=3, index=5, data=b"five"),
+    Entry(term=3, index=6, data=b"six"),
+    Entry(term=3, index=7, data=b"seven"),
+]
+FORMAT_SNAPSHOT = make_snapshot(3, 2, data=b"the state at 3")
+FORMAT_HARD_STATE = HardState(term=3, vote="b", commit=5)
+
+
+def format_records(entries: list[Entry]) -> bytes:
+    return b"".join(frame([0, e.term, e.index, int(e.kind), e.data]) for e in entries)
+
+
+def documented_files() -> dict[str, bytes]:
+    """FORMAT_* as files: two segments (1..4, 5..7), a snapshot at 3, the hard state."""
+    return {
+        "hardstate": frame([3, "b", 5]),
+        "snapshot-00000000000000000003.snap": frame(
+            [3, 2, ["a", "b", "c"], ["w"], b"the state at 3"]
+        ),
+        "log-00000000000000000001.seg": format_records(FORMAT_ENTRIES[:4]),
+        "log-00000000000000000005.seg": format_records(FORMAT_ENTRIES[4:]),
+    }
+
+
+def test_a_directory_in_the_documented_format_loads(tmp_path: Path) -> None:
+    for name, data in documented_files().items():
+        (tmp_path / name).write_bytes(data)
+    with RaftStorage.open(tmp_path) as storage:
+        assert storage.load() == (FORMAT_HARD_STATE, FORMAT_SNAPSHOT, FORMAT_ENTRIES[3:])
+        assert storage.term_at(2) == 1
+        assert storage.stats().segments == 2
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != "LOCK"} == (
+        documented_files()
+    )
+
+
+def test_writes_produce_the_documented_format_byte_for_byte(tmp_path: Path) -> None:
+    segment_bytes = len(format_records(FORMAT_ENTRIES[:4]))  # roll after entry 4
+    with RaftStorage.open(tmp_path, segment_bytes=segment_bytes) as storage:
+        storage.save(FORMAT_HARD_STATE, FORMAT_ENTRIES)
+        storage.compact(FORMAT_SNAPSHOT)
+    written = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert written == {"LOCK": b"", **documented_files()}
 
 
 # -- crash safety -----------------------------------------------------------------------------
@@ -435,7 +497,7 @@ def test_absurd_length_prefix_is_rejected_without_allocating() -> None:
     tracemalloc.start()
     try:
         for max_record_bytes in (64 << 20, 0xFFFFFFFF):
-            with pytest.raises(_BadRecordError, match="4294967280"):
+            with pytest.raises(BadRecordError, match="4294967280"):
                 read_record(buf, 0, max_record_bytes)
         _, peak = tracemalloc.get_traced_memory()
     finally:

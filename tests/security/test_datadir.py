@@ -9,6 +9,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from swarmlet.cli import agent_process
 from swarmlet.cli import main as cli
 from swarmlet.errors import StorageCorruptError, UsageError
 from swarmlet.security import datadir
@@ -146,14 +147,18 @@ def test_init_writes_the_managers_key_before_the_identity(
 
     started: list[DataDir] = []
     monkeypatch.setattr(DataDir, "write_identity", crash)
-    monkeypatch.setattr(cli, "_run_agent_foreground", lambda d, **_kw: started.append(d) or 0)
+    monkeypatch.setattr(
+        agent_process, "run_agent_foreground", lambda d, **_kw: started.append(d) or 0
+    )
     argv = ["init", "--data-dir", str(tmp_path / "n1"), "--advertise-addr", "127.0.0.1"]
     with pytest.raises(OSError, match="power cut"):
         cli.main([*argv, "--foreground"])
     d = DataDir(tmp_path / "n1")
     assert d.read_manager_key() is not None and not d.exists()
     monkeypatch.undo()
-    monkeypatch.setattr(cli, "_run_agent_foreground", lambda d, **_kw: started.append(d) or 0)
+    monkeypatch.setattr(
+        agent_process, "run_agent_foreground", lambda d, **_kw: started.append(d) or 0
+    )
     assert cli.main([*argv, "--foreground"]) == 0
     assert d.exists() and d.read_manager_key() is not None and len(started) == 1
 

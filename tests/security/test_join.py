@@ -1,29 +1,32 @@
-"""security.join: the join handshake over real loopback connections. The accepting side here is
-a stand-in for `Agent._on_join` that runs the same possession check and answers with a reply.
-Every test runs under `trio.fail_after`.
+"""security.join: both sides of the join handshake over real loopback connections. The joining
+side is `join_cluster`; the accepting side is the real `JoinAcceptor`, handed fakes for the key
+ring, the write path and the replicated state. Every test runs under `trio.fail_after`.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import trio
 
 from swarmlet import crypto
+from swarmlet.errors import UsageError
 from swarmlet.security.datadir import DataDir
-from swarmlet.security.join import check_possession, join_cluster
+from swarmlet.security.join import JoinAcceptor, join_cluster
+from swarmlet.state.commands import AddNode, Command
+from swarmlet.state.machine import ApplyResult, ClusterState
+from swarmlet.state.model import Node, Role
 from swarmlet.wire.peer_rpc import JoinChallenge, JoinProof, JoinReply, JoinRequest
 from swarmlet.wire.transport import (
-    JOIN_ACCEPTED,
     Address,
     Counters,
     FramedStream,
     Transport,
-    join_stream,
     open_join_stream,
 )
 
@@ -40,64 +43,143 @@ def free_port() -> int:
         return port
 
 
+@dataclass
+class FakeKeys:
+    """A key ring that opens one token for `role`, or none (a worker's)."""
+
+    role: Role | None = Role.WORKER
+
+    def join_tokens(self) -> Mapping[bytes, tuple[Role, crypto.JoinToken]]:
+        return {} if self.role is None else {TOKEN.key_id: (self.role, TOKEN)}
+
+    def seal_manager_key_to(self, node_id: str, public_key: bytes) -> bytes:
+        return b"sealed-for-" + node_id.encode()
+
+
+@dataclass
+class Manager:
+    """The accepting node's side: what the acceptor wrote, counted and recorded."""
+
+    keys: FakeKeys = field(default_factory=FakeKeys)
+    refuse_with: str = ""
+    state: ClusterState = field(default_factory=ClusterState)
+    written: list[Command] = field(default_factory=list)
+    counters: Counters = field(default_factory=Counters)
+    events: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    async def write(self, command: Command) -> ApplyResult:
+        self.written.append(command)
+        if self.refuse_with:
+            return ApplyResult(False, error=self.refuse_with)
+        assert isinstance(command, AddNode)
+        self.state.nodes[command.node.id] = command.node
+        return ApplyResult(True, value=command.node.name)
+
+    def record(self, type_: str, action: str, subject: str, message: str) -> None:
+        self.events.append((type_, action, subject, message))
+
+
 @asynccontextmanager
-async def manager(proofs: list[bool]) -> AsyncIterator[Address]:
-    """Admits every joiner that proves it holds its key; records each check's outcome."""
+async def serving(manager: Manager) -> AsyncIterator[Address]:
     addr = (HOST, free_port())
     server = Transport(addr, CLUSTER.message_key)
-
-    async def on_join(raw: trio.SocketStream, _key_id: bytes, _addr: Address) -> None:
-        await raw.send_all(JOIN_ACCEPTED)
-        stream = join_stream(raw, TOKEN.join_key, Counters())
-        request = await stream.receive(expect=(JoinRequest,))
-        assert request is not None
-        proved = await check_possession(stream, request.node_id, request.public_key)
-        proofs.append(proved)
-        if not proved:
-            await stream.send(JoinReply(False, error="no proof of the node key"))
-            return
-        await stream.send(
-            JoinReply(True, cluster_id="c", master_key=CLUSTER.master, name="n2", role="worker")
-        )
+    manager.state.cluster_id = "c"
+    manager.state.nodes["m1"] = Node(
+        id="m1", name="m1", addr="10.0.0.1:7946", publish_addr="10.0.0.1", role=Role.MANAGER
+    )
+    acceptor = JoinAcceptor(
+        keyring=manager.keys,
+        master_key=CLUSTER.master,
+        state=lambda: manager.state,
+        write=manager.write,
+        is_ready=lambda node_id: True,
+        counters=manager.counters,
+        record_event=manager.record,
+    )
 
     async def no_stream(_stream: FramedStream, _addr: Address) -> None:
         return
 
     async with trio.open_nursery() as nursery:
-        await nursery.start(server.serve_tcp, no_stream, on_join)
+        await nursery.start(server.serve_tcp, no_stream, acceptor.serve)
         yield addr
         nursery.cancel_scope.cancel()
 
 
+async def join(addr: Address, datadir: DataDir) -> object:
+    return await join_cluster(
+        f"{addr[0]}:{addr[1]}",
+        TOKEN,
+        name="n2",
+        name_is_explicit=False,
+        advertise_host=HOST,
+        port=1,
+        publish_host=HOST,
+        datadir=datadir,
+    )
+
+
 async def test_a_joiner_proves_it_holds_its_node_key_and_is_admitted(tmp_path: Path) -> None:
-    proofs: list[bool] = []
+    manager = Manager()
     d = DataDir(tmp_path / "n2")
     with trio.fail_after(TIMEOUT_S):
-        async with manager(proofs) as (host, port):
-            identity = await join_cluster(
-                f"{host}:{port}",
-                TOKEN,
-                name="n2",
-                name_is_explicit=False,
-                advertise_host=HOST,
-                port=1,
-                publish_host=HOST,
-                datadir=d,
-            )
-    assert proofs == [True]
-    assert identity.name == "n2"
-    assert d.read_identity()[1] == CLUSTER.master
+        async with serving(manager) as addr:
+            await join(addr, d)
+    identity, master = d.read_identity()
+    assert identity.name == "n2" and identity.role == "worker"
+    assert master == CLUSTER.master
+    assert identity.seeds == ("10.0.0.1:7946", f"{addr[0]}:{addr[1]}")
+    [command] = manager.written
+    assert isinstance(command, AddNode)
+    assert command.node.id == identity.node_id and command.node.role is Role.WORKER
+    assert command.node.public_key == crypto.public_key_of(d.read_node_key())
+    assert command.node.sealed_manager_key == b""  # a worker gets no managers' key
+    assert manager.events[-1][:3] == ("node", "joined", "n2")
+
+
+async def test_a_manager_joiner_gets_the_managers_key_sealed_in_its_record(
+    tmp_path: Path,
+) -> None:
+    manager = Manager(keys=FakeKeys(Role.MANAGER))
+    with trio.fail_after(TIMEOUT_S):
+        async with serving(manager) as addr:
+            await join(addr, DataDir(tmp_path / "n2"))
+    [command] = manager.written
+    assert isinstance(command, AddNode)
+    assert command.node.role is Role.MANAGER
+    assert command.node.sealed_manager_key == b"sealed-for-" + command.node.id.encode()
+
+
+async def test_a_node_that_cannot_open_the_tokens_refuses_every_join(tmp_path: Path) -> None:
+    manager = Manager(keys=FakeKeys(role=None))
+    with trio.fail_after(TIMEOUT_S):
+        async with serving(manager) as addr:
+            with pytest.raises(UsageError, match="refused the join token"):
+                await join(addr, DataDir(tmp_path / "n2"))
+    assert manager.written == []
+    assert manager.counters["join_refused_bad_token"] == 1
+    assert manager.events[-1][:2] == ("node", "join-refused")
+
+
+async def test_a_join_the_state_refuses_is_refused_with_its_reason(tmp_path: Path) -> None:
+    manager = Manager(refuse_with="name n2 is taken")
+    d = DataDir(tmp_path / "n2")
+    with trio.fail_after(TIMEOUT_S):
+        async with serving(manager) as addr:
+            with pytest.raises(UsageError, match="name n2 is taken"):
+                await join(addr, d)
+    assert not d.identity_file.exists()
 
 
 @pytest.mark.parametrize("answer", [b"a guess", b""])
 async def test_a_joiner_with_a_copied_public_key_is_refused(answer: bytes) -> None:
     """Public keys are in every replica of the state: a member that copies a node's id and
     key into a join request cannot open the challenge sealed to that key."""
-    proofs: list[bool] = []
+    manager = Manager()
     victim_public = crypto.public_key_of(crypto.new_node_key())
     request = JoinRequest("victim", "victim", False, "6.6.6.6:1", "6.6.6.6", 1, 1, victim_public)
     with trio.fail_after(TIMEOUT_S):
-        async with manager(proofs) as addr:
+        async with serving(manager) as addr:
             stream = await open_join_stream(addr, TOKEN.join_key, TOKEN.key_id)
             assert stream is not None
             async with stream.stream:
@@ -106,5 +188,6 @@ async def test_a_joiner_with_a_copied_public_key_is_refused(answer: bytes) -> No
                 assert challenge is not None
                 await stream.send(JoinProof(answer))
                 reply = await stream.receive(expect=(JoinReply,))
-    assert proofs == [False]
     assert reply is not None and not reply.ok and reply.error == "no proof of the node key"
+    assert manager.written == []
+    assert manager.counters["join_refused_no_proof"] == 1

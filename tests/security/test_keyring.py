@@ -13,7 +13,8 @@ from swarmlet import crypto
 from swarmlet.errors import RemoteProtocolError, UsageError
 from swarmlet.security.datadir import DataDir, Identity
 from swarmlet.security.keyring import KeyRing
-from swarmlet.state.machine import AddNode, ClusterState, InitCluster, RemoveNode, UpdateNode
+from swarmlet.state.commands import AddNode, InitCluster, RemoveNode, UpdateNode
+from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import Node, Role
 from swarmlet.wire.peer_rpc import SecretsReply
 

@@ -4,15 +4,12 @@ not replayed. Pure: times and nonces are given."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 
-import swarmlet.security.propose_auth
 from swarmlet import crypto
 from swarmlet.security.propose_auth import MAX_SKEW_S, NONCE_BYTES, ProposeGuard, sign
 from swarmlet.wire.peer_rpc import ProposeRequest
-from tests.purity import imported_roots
 
 MANAGERS = crypto.ManagerKeys(crypto.new_key())
 NOW = 1_800_000_000.0
@@ -119,8 +116,3 @@ def test_nonces_leave_the_memory_with_the_window_and_stay_refused() -> None:
     assert len(guard._seen) == 1  # the first one's time left the window
     # Even if the leader's clock stepped back, the first request stays refused.
     assert guard.check(MANAGERS, request(1), leader="m1", now=NOW) == "replayed"
-
-
-def test_proposeauth_imports_no_io_clock_or_global_random() -> None:
-    forbidden = {"trio", "socket", "time", "random", "os", "subprocess", "threading"}
-    assert not imported_roots(Path(swarmlet.security.propose_auth.__file__)) & forbidden

@@ -9,9 +9,8 @@ import dataclasses
 import pytest
 
 from swarmlet.security.secret_access import SecretGrant, grant_secrets
-from swarmlet.state.machine import (
+from swarmlet.state.commands import (
     AddNode,
-    ClusterState,
     Command,
     CreateSecret,
     CreateService,
@@ -20,6 +19,7 @@ from swarmlet.state.machine import (
     RemoveService,
     UpdateNode,
 )
+from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import FileRef, Node, Role, Secret, Service, ServiceSpec, Task, TaskState
 
 PUBLIC = bytes(range(32))

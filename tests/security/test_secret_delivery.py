@@ -22,14 +22,8 @@ from swarmlet.security import secret_delivery as secretdelivery
 from swarmlet.security.datadir import DataDir, Identity
 from swarmlet.security.keyring import KeyRing
 from swarmlet.security.secret_delivery import SecretDelivery
-from swarmlet.state.machine import (
-    AddNode,
-    ClusterState,
-    CreateSecret,
-    CreateService,
-    InitCluster,
-    PutTasks,
-)
+from swarmlet.state.commands import AddNode, CreateSecret, CreateService, InitCluster, PutTasks
+from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import FileRef, Node, Role, Secret, Service, ServiceSpec, Task
 from swarmlet.wire import codec as wire
 from swarmlet.wire.peer_rpc import SecretsReply, SecretsRequest, SecretValues

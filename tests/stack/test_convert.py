@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from swarmlet.errors import StackError
-from swarmlet.stack.convert import SecretDef, StackPlan, VolumeDef, convert_stack
+from swarmlet.stack.convert import StackPlan, convert_stack
 from swarmlet.stack.loader import LoadedStack, load_stack
+from swarmlet.stack.objects import SecretDef, VolumeDef
 from swarmlet.state.model import (
     AutoscalePolicy,
     FailureAction,

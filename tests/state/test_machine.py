@@ -13,11 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from swarmlet.state.machine import (
+from swarmlet.state.commands import (
     AddNode,
-    ApplyResult,
     Batch,
-    ClusterState,
     Command,
     CreateSecret,
     CreateService,
@@ -33,6 +31,7 @@ from swarmlet.state.machine import (
     UpdateNode,
     UpdateService,
 )
+from swarmlet.state.machine import ApplyResult, ClusterState
 from swarmlet.state.model import (
     Availability,
     FileRef,

@@ -20,36 +20,27 @@ from swarmlet.gossip import driver as gossip_driver
 from swarmlet.gossip import messages as gossip_messages
 from swarmlet.gossip.driver import GossipDatagram
 from swarmlet.gossip.messages import Ack, Alive, Dead, MemberState, Ping, PushNodeState
-from swarmlet.proxy import workers as proxy_workers
+from swarmlet.proxy import worker_protocol as proxy_workers
 from swarmlet.raft import driver as raft_driver
 from swarmlet.raft import messages as raft_messages
 from swarmlet.raft import types as raft_types
 from swarmlet.raft.types import ConfState, Entry, EntryKind, Snapshot, SnapshotMeta
-from swarmlet.state import machine as state
-from swarmlet.state import model, observed
-from swarmlet.state.machine import AddNode, Batch, InitCluster, RemoveNode
+from swarmlet.state import commands, machine, model, observed
+from swarmlet.state.commands import AddNode, Batch, InitCluster, RemoveNode
 from swarmlet.state.model import Node, Role, TaskState
 from swarmlet.wire import codec as wire
 from swarmlet.wire import peer_rpc as rpc
 from tests.wire.strategies import instances_of, plain_values
 
-RAFT_VALUE_TYPES: tuple[type, ...] = (
-    raft_types.Entry,
-    raft_types.HardState,
-    raft_types.ConfChange,
-    raft_types.ConfState,
-    raft_types.SnapshotMeta,
-    raft_types.Snapshot,
-)
 ALL_TYPES: tuple[type, ...] = (
     *gossip_messages.MESSAGES,
     *gossip_driver.WIRE_TYPES,
-    *RAFT_VALUE_TYPES,
+    *raft_types.WIRE_TYPES,
     *raft_messages.MESSAGES,
     *raft_driver.WIRE_TYPES,
     *model.WIRE_TYPES,
-    *state.COMMANDS,
-    *state.SNAPSHOT_TYPES,
+    *commands.COMMANDS,
+    *machine.SNAPSHOT_TYPES,
     *observed.WIRE_TYPES,
     *rpc.MESSAGES,
     *proxy_workers.WIRE_TYPES,
@@ -67,9 +58,9 @@ PERMANENT_IDS: dict[int, type] = {
     180: raft_driver.RaftStreamHello,
     200: model.Resources,
     214: model.Secret,
-    250: state.InitCluster,
-    264: state.Batch,
-    300: state.StateSnapshot,
+    250: commands.InitCluster,
+    264: commands.Batch,
+    300: machine.StateSnapshot,
     320: observed.Endpoint,
     400: rpc.ProposeRequest,
     406: rpc.EndOfStream,

@@ -25,8 +25,6 @@ from swarmlet.leader.orchestrator.core import Plan, next_wakeup, plan, reconcile
 from swarmlet.leader.scheduler import ObservedNode
 from swarmlet.state.observed import TaskObservation
 
-MESSAGES: tuple[type, ...] = ()  # nothing here crosses the wire
-
 __all__ = [
     "MESSAGES",
     "IdSource",

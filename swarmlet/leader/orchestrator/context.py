@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from swarmlet.leader.scheduler import ObservedNode, Scheduler
-from swarmlet.state.machine import ClusterState, UpdateService
+from swarmlet.state.commands import UpdateService
+from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import Service, Task, TaskState, UpdateStatus
 from swarmlet.state.observed import TaskObservation
 

@@ -36,8 +36,9 @@ from swarmlet.leader.orchestrator.reaper import reap_history, reap_removed_servi
 from swarmlet.leader.orchestrator.rebalance import rebalance
 from swarmlet.leader.orchestrator.replicated import reconcile_replicated
 from swarmlet.leader.orchestrator.update import adopt_unchanged, run_update
-from swarmlet.leader.scheduler import Constraint, parse_constraints
-from swarmlet.state.machine import ClusterState, Command, PutTasks, RemoveTasks, SetUpdateStatus
+from swarmlet.state.commands import Command, PutTasks, RemoveTasks, SetUpdateStatus
+from swarmlet.state.constraints import Constraint, parse_constraints
+from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import ServiceMode, Task, TaskState
 
 

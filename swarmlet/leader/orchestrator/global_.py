@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 from swarmlet.leader.orchestrator.context import Context, is_current
 from swarmlet.leader.orchestrator.slots import NodeVerdicts, reconcile_slot
-from swarmlet.leader.scheduler import Constraint, static_rejection
+from swarmlet.leader.scheduler import static_rejection
+from swarmlet.state.constraints import Constraint
 from swarmlet.state.model import Service, Task
 
 

@@ -25,7 +25,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from swarmlet.leader.orchestrator.context import Context, SlotKey
-from swarmlet.leader.scheduler import Constraint, static_rejection
+from swarmlet.leader.scheduler import static_rejection
+from swarmlet.state.constraints import Constraint
 from swarmlet.state.model import Service, Task, TaskState, UpdateState
 
 COOLDOWN_S = 30.0

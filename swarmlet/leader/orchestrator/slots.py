@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from swarmlet.leader.orchestrator import restart
 from swarmlet.leader.orchestrator.context import Context, is_current, order
-from swarmlet.leader.scheduler import Constraint
+from swarmlet.state.constraints import Constraint
 from swarmlet.state.model import Availability, Service, ServiceMode, Task, TaskState
 
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 from swarmlet.leader.orchestrator.context import Context, SlotKey, is_current, order
 from swarmlet.leader.scheduler import host_ports
-from swarmlet.state.machine import UpdateService
+from swarmlet.state.commands import UpdateService
 from swarmlet.state.model import (
     FailureAction,
     Placement,

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import random
 from itertools import pairwise
-from pathlib import Path
 
 import pytest
 
-import swarmlet.leader.autoscaler
 from swarmlet.leader.autoscaler import (
     AutoscaleConfig,
     AutoscalerState,
@@ -19,7 +17,6 @@ from swarmlet.leader.autoscaler import (
     recommend,
 )
 from swarmlet.state.model import AutoscalePolicy
-from tests.purity import imported_roots
 
 from .world import Sampler, cpu_demand, simulate
 
@@ -473,12 +470,3 @@ def test_config_rejects_values_that_would_stall_or_break_scaling(
 ) -> None:
     with pytest.raises(ValueError, match="AutoscaleConfig"):
         AutoscaleConfig(**overrides)  # type: ignore[arg-type]
-
-
-# --- purity ------------------------------------------------------------------------------------
-
-FORBIDDEN = {"trio", "socket", "time", "docker", "psutil", "random", "subprocess"}
-
-
-def test_autoscale_is_pure_and_imports_no_io_clock_or_chance() -> None:
-    assert not imported_roots(Path(swarmlet.leader.autoscaler.__file__)) & FORBIDDEN

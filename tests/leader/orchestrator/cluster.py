@@ -11,9 +11,8 @@ from collections.abc import Iterable
 
 from swarmlet.leader.orchestrator import Observed, counter_ids, reconcile
 from swarmlet.leader.scheduler import ObservedNode
-from swarmlet.state.machine import (
+from swarmlet.state.commands import (
     AddNode,
-    ClusterState,
     Command,
     CreateService,
     InitCluster,
@@ -21,6 +20,7 @@ from swarmlet.state.machine import (
     UpdateNode,
     UpdateService,
 )
+from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import (
     Availability,
     Node,

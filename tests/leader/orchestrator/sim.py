@@ -29,7 +29,7 @@ from collections import Counter
 
 from swarmlet.leader.orchestrator.context import is_current
 from swarmlet.leader.scheduler import is_active, occupies
-from swarmlet.state.machine import Command, PutTasks
+from swarmlet.state.commands import Command, PutTasks
 from swarmlet.state.model import (
     Availability,
     FailureAction,

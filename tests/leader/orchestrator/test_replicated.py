@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from swarmlet.leader.orchestrator import next_wakeup, reconcile
-from swarmlet.state.machine import PutTasks, RemoveTasks, UpdateNode
+from swarmlet.state.commands import PutTasks, RemoveTasks, UpdateNode
 from swarmlet.state.model import (
     Availability,
     Placement,

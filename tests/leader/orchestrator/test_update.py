@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from swarmlet.leader.orchestrator import next_wakeup
-from swarmlet.state.machine import SetUpdateStatus, UpdateService
+from swarmlet.state.commands import SetUpdateStatus, UpdateService
 from swarmlet.state.model import (
     FailureAction,
     PortConfig,

@@ -1,39 +1,32 @@
-"""The Docker runtime adapter: the only module that imports `docker` (docker-py).
+"""The Docker runtime adapter: the only module that imports `docker` (docker-py) and the one
+place where swarmlet blocks on the engine.
 
-Owns: turning a `ContainerSpec` into a Docker container and Docker's answers back into frozen
-values (`ContainerInfo`, `ContainerEvent`, `ContainerStats`); the Docker events stream; container
-logs and stats; volumes; bridge networks.
+Owns: the docker-py clients and their thread limits; creating, starting, stopping and removing
+containers from a `ContainerSpec`; the engine's events stream; container logs and stats; images,
+volumes and bridge networks. What it sends and reads is translated by `executor.docker_translate`
+into the values of `executor.runtime_types`.
 
 Invariants:
   - every blocking docker-py call runs in `trio.to_thread.run_sync` under a `CapacityLimiter`
-    (`max_threads`); long-lived streams (events, logs) get their own limiter so that a node with
-    many followers never starves the short calls;
+    (`max_threads`); long-lived streams (events, logs) have their own client and limiter, so
+    a node with many followers never starves the short calls;
   - every docker / requests exception is translated, inside the worker thread, into
     `DockerError`, a `RuntimeAdapterError` whose message is Docker's own explanation prefixed by
     the operation ("docker pull x:1 failed: <what the daemon said>");
-  - the translation functions (`container_create_args`, `container_info_from_inspect`,
-    `container_event_from_docker`, `container_stats_from_docker`) are pure and tested with tables.
+  - `run` is create + start and never pulls (`ensure_image` does). If start (or joining a
+    further network) fails, the created container is removed before the error is raised: the
+    caller sees one failure and finds no half-made container later;
+  - `remove` also removes the container's anonymous volumes (`v=True`, as swarmkit's executor
+    does), so replaced replicas leak nothing; a missing container, or one whose removal is
+    already in progress, is not an error;
+  - `events` asks for the events since the moment it was called, so one that fires while the
+    HTTP stream is being set up is replayed, not lost; only lifecycle and health actions are
+    requested (`CONTAINER_EVENT_ACTIONS`), since every health probe would otherwise add `exec_*`
+    events; a stream that ends without being closed by us (the engine restarted) raises
+    `DockerError` instead of looking like a quiet engine.
 
 It must not know tasks, services or the cluster: callers choose names and labels
 (`swarmlet.cluster`, `swarmlet.node`, `swarmlet.task`, ...) and filter by them.
-
-Decisions where the brief was silent:
-  - `run` is create + start. If start fails (bad command, port taken), the created container is
-    removed and the error raised: the caller sees one failure, and no half-made container is left
-    for it to find later. `run` does not pull: call `ensure_image` first.
-  - `remove` removes anonymous volumes too (`v=True`), as swarmkit's executor does
-    (`RemoveVolumes: true`), so replaced replicas leak nothing. A missing container, or one whose
-    removal is already in progress, is not an error.
-  - `events` asks the daemon for the events since the moment it was called (`since`), so an event
-    that fires while the HTTP stream is being set up is replayed, not lost. Only lifecycle and
-    health actions are requested (`CONTAINER_EVENT_ACTIONS`): health checks would otherwise add
-    three `exec_*` events per probe. If the stream ends without us closing it (the engine
-    restarted), iteration raises `RuntimeAdapterError`: a consumer never mistakes it for quiet.
-  - Docker puts labels and its own attributes (`image`, `name`, `exitCode`, `signal`) in one map
-    in an event; `ContainerEvent.labels` is that map without Docker's keys, so a label literally
-    named `image` or `name` does not appear there (use `inspect`).
-  - `started_at` / `finished_at` are Docker's RFC 3339 strings, and "" for Docker's zero time.
-  - `exit_code` is set only once the container has exited or is dead (Docker reports 0 before).
 """
 
 from __future__ import annotations
@@ -44,8 +37,7 @@ import socket
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import docker
 import docker.errors
@@ -55,474 +47,31 @@ import trio
 from docker.types.daemon import CancellableStream
 
 from swarmlet.errors import RuntimeAdapterError
-
-__all__ = [
-    "CONTAINER_EVENT_ACTIONS",
-    "ContainerEvent",
-    "ContainerInfo",
-    "ContainerSpec",
-    "ContainerStats",
-    "DockerError",
-    "DockerRuntime",
-    "HealthcheckSpec",
-    "MountSpec",
-    "NetworkInfo",
-    "PortBinding",
-    "UlimitSpec",
-    "container_create_args",
-    "container_event_from_docker",
-    "container_info_from_inspect",
-    "container_stats_from_docker",
-    "network_info_from_inspect",
-    "open_docker_runtime",
-]
-
-T = TypeVar("T")
-MountType = Literal["volume", "bind", "tmpfs"]
-
-_NS_PER_S = 1_000_000_000
-# Docker's zero time.Time, reported as StartedAt/FinishedAt of a container that never ran/stopped.
-_DOCKER_ZERO_TIME = "0001-01-01T00:00:00Z"
-_DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
-_NO_TIMEOUT: Any = None  # requests: no read timeout (docker's stubs say int)
-# Event attributes that Docker adds itself next to the container's labels.
-_DOCKER_EVENT_ATTRIBUTES = frozenset({"image", "name", "exitCode", "signal", "execDuration"})
-
-# The container events the adapter asks for. Docker matches `health_status` by prefix, so
-# "health_status: healthy" / "health_status: unhealthy" pass (moby #25798).
-CONTAINER_EVENT_ACTIONS: tuple[str, ...] = (
-    "create",
-    "start",
-    "restart",
-    "die",
-    "kill",
-    "oom",
-    "stop",
-    "pause",
-    "unpause",
-    "destroy",
-    "health_status",
+from swarmlet.executor.docker_translate import (
+    BRIDGE_NAME_OPTION,
+    CONTAINER_EVENT_ACTIONS,
+    container_create_args,
+    container_event_from_docker,
+    container_info_from_inspect,
+    container_stats_from_docker,
+    label_filters,
+    network_info_from_inspect,
+)
+from swarmlet.executor.runtime_types import (
+    ContainerEvent,
+    ContainerInfo,
+    ContainerSpec,
+    ContainerStats,
+    DockerError,
+    NetworkInfo,
 )
 
+__all__ = ["DockerRuntime", "open_docker_runtime"]
 
-# --------------------------------------------------------------------------------------------
-# Values
+T = TypeVar("T")
 
-
-@dataclass(frozen=True, slots=True)
-class PortBinding:
-    """Publish container port `target`/`protocol` on the spec's `host_ip`; Docker picks the host
-    port."""
-
-    target: int
-    protocol: str = "tcp"
-
-
-@dataclass(frozen=True, slots=True)
-class MountSpec:
-    """A mount: `type` is "volume" (named or anonymous), "bind" or "tmpfs"."""
-
-    target: str
-    source: str = ""
-    type: MountType = "volume"
-    read_only: bool = False
-    bind_propagation: str | None = None
-    volume_nocopy: bool = False
-    volume_labels: dict[str, str] = field(default_factory=dict)
-    volume_driver: str | None = None
-    volume_driver_opts: dict[str, str] = field(default_factory=dict)
-    tmpfs_size_bytes: int | None = None
-    tmpfs_mode: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class UlimitSpec:
-    name: str
-    soft: int
-    hard: int
-
-
-@dataclass(frozen=True, slots=True)
-class HealthcheckSpec:
-    """Docker's healthcheck. Durations of 0 (and retries 0) inherit the image's or Docker's default
-    (interval 30 s, timeout 30 s, retries 3, start period 0 s).
-
-    `test` is ("CMD", arg, ...), ("CMD-SHELL", command) or ("NONE",) to disable the image's check.
-    """
-
-    test: tuple[str, ...]
-    interval_s: float = 0.0
-    timeout_s: float = 0.0
-    retries: int = 0
-    start_period_s: float = 0.0
-
-    @classmethod
-    def disabled(cls) -> HealthcheckSpec:
-        return cls(test=("NONE",))
-
-    @property
-    def is_disabled(self) -> bool:
-        return self.test == ("NONE",)
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerSpec:
-    """Everything needed to create one container. Empty / None means Docker's (or the image's)
-    default, so a spec only says what it changes."""
-
-    name: str
-    image: str
-    command: tuple[str, ...] | None = None  # None: the image's CMD
-    entrypoint: tuple[str, ...] | None = None  # None: the image's ENTRYPOINT
-    env: dict[str, str] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
-    ports: tuple[PortBinding, ...] = ()
-    host_ip: str = ""  # the node's advertise address, e.g. 127.0.0.2; "" = all interfaces
-    nano_cpus: int | None = None  # 1e9 = one core
-    memory_bytes: int | None = None
-    memory_reservation_bytes: int | None = None
-    mounts: tuple[MountSpec, ...] = ()
-    healthcheck: HealthcheckSpec | None = None  # None: the image's
-    user: str | None = None
-    working_dir: str | None = None
-    hostname: str | None = None  # None: the container id prefix
-    stop_signal: str | None = None
-    stop_grace_s: float | None = None  # rounded up to whole seconds (Docker's StopTimeout is int)
-    init: bool = False
-    extra_hosts: dict[str, str] = field(default_factory=dict)  # hostname -> address
-    cap_add: tuple[str, ...] = ()
-    cap_drop: tuple[str, ...] = ()
-    sysctls: dict[str, str] = field(default_factory=dict)
-    ulimits: tuple[UlimitSpec, ...] = ()
-    log_driver: str | None = None
-    log_options: dict[str, str] = field(default_factory=dict)
-    read_only: bool = False
-    privileged: bool = False
-    group_add: tuple[str, ...] = ()
-    security_opt: tuple[str, ...] = ()
-    dns: tuple[str, ...] = ()
-    dns_search: tuple[str, ...] = ()
-    dns_options: tuple[str, ...] = ()
-    network_mode: str | None = None
-    networks: tuple[str, ...] = ()  # Docker networks to join (the first is the primary one)
-    shm_size_bytes: int | None = None
-    pids_limit: int | None = None
-    tty: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerInfo:
-    id: str
-    name: str
-    labels: dict[str, str]
-    state: str  # created | running | paused | restarting | removing | exited | dead
-    exit_code: int | None  # set once exited or dead
-    health: str | None  # starting | healthy | unhealthy | None (no healthcheck)
-    host_ports: dict[tuple[int, str], int]  # (target, protocol) -> host port
-    started_at: str
-    finished_at: str
-    error: str
-    image: str = ""
-    oom_killed: bool = False
-    hosts_path: str = ""  # the host file Docker bind-mounts as the container's /etc/hosts
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerEvent:
-    action: str  # start | die | kill | oom | stop | destroy | "health_status: healthy" | ...
-    container_id: str
-    labels: dict[str, str]
-    exit_code: int | None  # on die
-    time_ns: int
-    name: str = ""
-    image: str = ""
-    signal: str | None = None  # on kill
-
-    @property
-    def health_status(self) -> str | None:
-        """The status of a health_status event ("healthy" / "unhealthy"), else None."""
-        prefix = "health_status: "
-        return self.action[len(prefix) :] if self.action.startswith(prefix) else None
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerStats:
-    cpu_percent: float  # 100.0 = one core fully used (docker stats' convention)
-    memory_bytes: int  # usage without the page cache, as `docker stats` shows
-    memory_limit_bytes: int  # the container's limit, or the host's memory without one
-
-
-@dataclass(frozen=True, slots=True)
-class NetworkInfo:
-    id: str
-    name: str
-    labels: dict[str, str]
-    subnet: str  # the first IPv4 subnet, e.g. "172.20.0.0/16"; "" if none
-    gateway: str  # the host's address on it, e.g. "172.20.0.1"
-    bridge: str  # the host's interface for a bridge network ("" for other drivers)
-    internal: bool = False
-
-
-BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
-
-
-def network_info_from_inspect(attrs: Mapping[str, Any]) -> NetworkInfo:
-    configs = ((attrs.get("IPAM") or {}).get("Config")) or []
-    ipv4: Mapping[str, str] = next((c for c in configs if "." in (c.get("Subnet") or "")), {})
-    options = attrs.get("Options") or {}
-    bridge = ""
-    if attrs.get("Driver") == "bridge":
-        # Docker names the interface br-<id prefix> unless the creator chose a name.
-        bridge = options.get(BRIDGE_NAME_OPTION) or f"br-{attrs['Id'][:12]}"
-    return NetworkInfo(
-        id=attrs["Id"],
-        name=attrs["Name"],
-        labels=dict(attrs.get("Labels") or {}),
-        subnet=ipv4.get("Subnet", ""),
-        gateway=ipv4.get("Gateway", ""),
-        bridge=bridge,
-        internal=bool(attrs.get("Internal")),
-    )
-
-
-class DockerError(RuntimeAdapterError):
-    """Docker refused or failed `operation`. `status_code` is the HTTP status (404 for a missing
-    container or image, 409 for a conflict), None when the engine was not reached at all."""
-
-    def __init__(self, operation: str, status_code: int | None, explanation: str) -> None:
-        self.operation = operation
-        self.status_code = status_code
-        self.explanation = explanation
-        super().__init__(f"docker {operation} failed: {explanation}")
-
-
-# --------------------------------------------------------------------------------------------
-# Pure translation
-
-
-def label_filters(labels: Mapping[str, str]) -> list[str]:
-    """Docker filter values for "has every one of these labels" (Docker ANDs label filters)."""
-    return [f"{key}={value}" for key, value in sorted(labels.items())]
-
-
-def _seconds_to_ns(seconds: float) -> int:
-    return round(seconds * _NS_PER_S)
-
-
-def _mount(spec: MountSpec) -> docker.types.Mount:
-    driver_config = None
-    if spec.volume_driver is not None or spec.volume_driver_opts:
-        driver_config = docker.types.DriverConfig(
-            spec.volume_driver or "local", dict(spec.volume_driver_opts)
-        )
-    return docker.types.Mount(
-        target=spec.target,
-        source=spec.source or None,
-        type=spec.type,
-        read_only=spec.read_only,
-        propagation=spec.bind_propagation,
-        no_copy=spec.volume_nocopy,
-        labels=dict(spec.volume_labels) or None,
-        driver_config=driver_config,
-        tmpfs_size=spec.tmpfs_size_bytes,
-        tmpfs_mode=spec.tmpfs_mode,
-    )
-
-
-def _healthcheck(spec: HealthcheckSpec) -> dict[str, Any]:
-    check: dict[str, Any] = {"test": list(spec.test)}
-    if spec.interval_s:
-        check["interval"] = _seconds_to_ns(spec.interval_s)
-    if spec.timeout_s:
-        check["timeout"] = _seconds_to_ns(spec.timeout_s)
-    if spec.retries:
-        check["retries"] = spec.retries
-    if spec.start_period_s:
-        check["start_period"] = _seconds_to_ns(spec.start_period_s)
-    return check
-
-
-def container_create_args(spec: ContainerSpec) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(kwargs of `APIClient.create_container` without host_config, kwargs of
-    `APIClient.create_host_config`). Only what the spec sets is passed: Docker's defaults hold."""
-    create: dict[str, Any] = {
-        "image": spec.image,
-        "name": spec.name,
-        "labels": dict(spec.labels),
-        "environment": dict(spec.env),
-        "detach": True,
-        # Do not inject proxy variables from the client's ~/.docker/config.json: the spec is all.
-        "use_config_proxy": False,
-    }
-    host: dict[str, Any] = {}
-    if spec.command is not None:
-        create["command"] = list(spec.command)
-    if spec.entrypoint is not None:
-        create["entrypoint"] = list(spec.entrypoint)
-    if spec.ports:
-        create["ports"] = [(p.target, p.protocol) for p in spec.ports]
-        # (host_ip,) with no host port: Docker picks a free one (read back from inspect).
-        host["port_bindings"] = {f"{p.target}/{p.protocol}": (spec.host_ip,) for p in spec.ports}
-    if spec.healthcheck is not None:
-        create["healthcheck"] = _healthcheck(spec.healthcheck)
-    for key, value in (
-        ("user", spec.user),
-        ("working_dir", spec.working_dir),
-        ("hostname", spec.hostname),
-        ("stop_signal", spec.stop_signal),
-    ):
-        if value is not None:
-            create[key] = value
-    if spec.stop_grace_s is not None:
-        create["stop_timeout"] = math.ceil(spec.stop_grace_s)
-    if spec.tty:
-        create["tty"] = True
-
-    for key, number in (
-        ("nano_cpus", spec.nano_cpus),
-        ("mem_limit", spec.memory_bytes),
-        ("mem_reservation", spec.memory_reservation_bytes),
-        ("shm_size", spec.shm_size_bytes),
-        ("pids_limit", spec.pids_limit),
-    ):
-        if number is not None:
-            host[key] = number
-    if spec.mounts:
-        host["mounts"] = [_mount(m) for m in spec.mounts]
-    if spec.init:
-        host["init"] = True
-    if spec.read_only:
-        host["read_only"] = True
-    if spec.privileged:
-        host["privileged"] = True
-    for key, items in (
-        ("cap_add", spec.cap_add),
-        ("cap_drop", spec.cap_drop),
-        ("group_add", spec.group_add),
-        ("security_opt", spec.security_opt),
-        ("dns", spec.dns),
-        ("dns_search", spec.dns_search),
-        ("dns_opt", spec.dns_options),
-    ):
-        if items:
-            host[key] = list(items)
-    if spec.extra_hosts:
-        host["extra_hosts"] = dict(spec.extra_hosts)
-    if spec.sysctls:
-        host["sysctls"] = dict(spec.sysctls)
-    if spec.ulimits:
-        host["ulimits"] = [
-            docker.types.Ulimit(name=u.name, soft=u.soft, hard=u.hard) for u in spec.ulimits
-        ]
-    if spec.log_driver is not None or spec.log_options:
-        host["log_config"] = docker.types.LogConfig(
-            type=spec.log_driver or "json-file", config=dict(spec.log_options)
-        )
-    if spec.network_mode is not None:
-        host["network_mode"] = spec.network_mode
-    elif spec.networks:
-        # The others are joined between create and start (`run`): engines before API 1.44
-        # take one network at create.
-        host["network_mode"] = spec.networks[0]
-    return create, host
-
-
-def _host_ports(ports: Mapping[str, Any] | None) -> dict[tuple[int, str], int]:
-    """NetworkSettings.Ports, {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "49153"}]} ->
-    {(80, "tcp"): 49153}. With several bindings (0.0.0.0 and ::) the first one wins."""
-    result: dict[tuple[int, str], int] = {}
-    for key, bindings in (ports or {}).items():
-        if not bindings:
-            continue  # exposed, not published
-        port, _, protocol = key.partition("/")
-        for binding in bindings:
-            if binding.get("HostPort"):
-                result[(int(port), protocol or "tcp")] = int(binding["HostPort"])
-                break
-    return result
-
-
-def _docker_time(value: str | None) -> str:
-    return "" if not value or value == _DOCKER_ZERO_TIME else value
-
-
-def container_info_from_inspect(attrs: Mapping[str, Any]) -> ContainerInfo:
-    """`GET /containers/{id}/json` -> ContainerInfo."""
-    state = attrs.get("State") or {}
-    status = str(state.get("Status", ""))
-    health = state.get("Health") or {}
-    config = attrs.get("Config") or {}
-    return ContainerInfo(
-        id=str(attrs["Id"]),
-        name=str(attrs.get("Name", "")).lstrip("/"),
-        labels=dict(config.get("Labels") or {}),
-        state=status,
-        exit_code=int(state.get("ExitCode", 0)) if status in ("exited", "dead") else None,
-        health=health.get("Status") or None,
-        host_ports=_host_ports((attrs.get("NetworkSettings") or {}).get("Ports")),
-        started_at=_docker_time(state.get("StartedAt")),
-        finished_at=_docker_time(state.get("FinishedAt")),
-        error=str(state.get("Error") or ""),
-        image=str(config.get("Image", "")),
-        oom_killed=bool(state.get("OOMKilled", False)),
-        hosts_path=str(attrs.get("HostsPath") or ""),
-    )
-
-
-def container_event_from_docker(raw: Mapping[str, Any]) -> ContainerEvent | None:
-    """One decoded message of `GET /events` -> ContainerEvent; None for non-container events."""
-    if raw.get("Type", "container") != "container":
-        return None
-    actor = raw.get("Actor") or {}
-    attributes: dict[str, str] = dict(actor.get("Attributes") or {})
-    exit_code = attributes.get("exitCode")
-    time_ns = raw.get("timeNano")
-    if time_ns is None:
-        time_ns = int(raw.get("time", 0)) * _NS_PER_S
-    return ContainerEvent(
-        action=str(raw.get("Action") or raw.get("status") or ""),
-        container_id=str(actor.get("ID") or raw.get("id") or ""),
-        labels={k: v for k, v in attributes.items() if k not in _DOCKER_EVENT_ATTRIBUTES},
-        exit_code=int(exit_code) if exit_code is not None else None,
-        time_ns=int(time_ns),
-        name=attributes.get("name", ""),
-        image=attributes.get("image", ""),
-        signal=attributes.get("signal"),
-    )
-
-
-def container_stats_from_docker(raw: Mapping[str, Any]) -> ContainerStats:
-    """One `GET /containers/{id}/stats?stream=false` sample -> ContainerStats, with the formulas of
-    the docker CLI (cli/command/container/stats_helpers.go: calculateCPUPercentUnix and
-    calculateMemUsageUnixNoCache)."""
-    cpu = raw.get("cpu_stats") or {}
-    precpu = raw.get("precpu_stats") or {}
-    cpu_delta = (cpu.get("cpu_usage") or {}).get("total_usage", 0) - (
-        precpu.get("cpu_usage") or {}
-    ).get("total_usage", 0)
-    system_delta = cpu.get("system_cpu_usage", 0) - precpu.get("system_cpu_usage", 0)
-    online_cpus = cpu.get("online_cpus") or len(
-        (cpu.get("cpu_usage") or {}).get("percpu_usage") or ()
-    )
-    cpu_percent = 0.0
-    if cpu_delta > 0 and system_delta > 0:
-        cpu_percent = cpu_delta / system_delta * max(online_cpus, 1) * 100.0
-
-    memory = raw.get("memory_stats") or {}
-    usage = int(memory.get("usage", 0))
-    detail = memory.get("stats") or {}
-    # cgroup v1 reports total_inactive_file, v2 inactive_file; the CLI subtracts it when present.
-    if "total_inactive_file" in detail:
-        inactive = int(detail["total_inactive_file"])
-    else:
-        inactive = int(detail.get("inactive_file", 0))
-    if inactive < usage:
-        usage -= inactive
-    return ContainerStats(
-        cpu_percent=cpu_percent,
-        memory_bytes=usage,
-        memory_limit_bytes=int(memory.get("limit", 0)),
-    )
+_DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+_NO_TIMEOUT: Any = None  # requests: no read timeout (docker's stubs say int)
 
 
 # --------------------------------------------------------------------------------------------
@@ -644,6 +193,10 @@ class DockerRuntime:
         create_args, host_args = container_create_args(spec)
 
         def run() -> ContainerInfo:
+            if "mounts" in host_args:
+                # docker-py's Mount also checks that the options fit the mount type; built here,
+                # inside the translation, so a mismatch is a DockerError like any other refusal.
+                host_args["mounts"] = [docker.types.Mount(**m) for m in host_args["mounts"]]
             created = self._api.create_container(
                 host_config=self._api.create_host_config(**host_args), **create_args
             )

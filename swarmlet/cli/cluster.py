@@ -1,0 +1,311 @@
+"""`swarmlet init|join|agent|join-token|leave|status|events`: forming the cluster, running this
+node's agent, and watching it.
+
+`init` and `join` write a new data dir and then start the agent (`cli.agent_process`); both
+refuse a data dir that already holds a node, so a node is never created twice. The order of
+`init`'s writes is a crash-safety rule: see `cmd_init`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import socket
+import time
+from typing import TYPE_CHECKING
+
+from swarmlet.cli import agent_process
+from swarmlet.cli.common import (
+    ExitStatus,
+    add_command,
+    add_format,
+    call,
+    client,
+    data_dir,
+    print_json,
+)
+from swarmlet.errors import UsageError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from swarmlet.cli.common import Subcommands
+    from swarmlet.security.datadir import DataDir
+
+DEFAULT_PORT = 7946
+LEAVE_WAIT_S = 10.0
+
+
+def default_advertise_host() -> str:
+    """The address of the interface that routes outwards (no packet is sent by a UDP connect)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: never routed anywhere, nothing is sent
+            return str(s.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
+
+
+def _new_node_dir(args: argparse.Namespace) -> DataDir:
+    """The data dir for a new node; a UsageError if it already holds one."""
+    datadir = data_dir(args)
+    if datadir.exists():
+        raise UsageError(
+            f"{datadir.path} already holds a node; start it with `swarmlet agent`, "
+            "or use another --data-dir"
+        )
+    return datadir
+
+
+def cmd_init(args: argparse.Namespace, console: Console) -> ExitStatus:
+    from swarmlet import crypto
+    from swarmlet.security.datadir import Identity
+
+    datadir = _new_node_dir(args)
+    host = args.advertise_addr or default_advertise_host()
+    identity = Identity(
+        node_id=crypto.new_id(),
+        cluster_id=crypto.new_id(),
+        name=args.name or socket.gethostname(),
+        advertise_host=host,
+        port=args.port,
+        publish_host=args.publish_addr or "0.0.0.0",
+        role="manager",
+        bootstrap=True,
+    )
+    # The managers' key first: the identity is the commit point (`datadir`), so a crash in
+    # between leaves a data dir that `init` may start again, never a node without the key.
+    datadir.write_manager_key(crypto.new_key())  # managers only: see `swarmlet.security.keyring`
+    datadir.write_identity(identity, crypto.new_key(), crypto.new_node_key())
+    if args.foreground:
+        return ExitStatus(
+            agent_process.run_agent_foreground(
+                datadir,
+                on_ready=lambda: console.print(f"swarmlet cluster initialised on {identity.addr}"),
+            )
+        )
+    proc = agent_process.start_background_agent(datadir)
+    agent_process.wait_ready(datadir, proc, agent_process.is_member_with_leader)
+    worker = call(args, "join-token", role="worker")
+    manager = call(args, "join-token", role="manager")
+    console.print(
+        f"Cluster initialised: this node ({identity.name}, {identity.node_id}) is a manager."
+    )
+    console.print("\nTo add a worker to this cluster, run:\n")
+    console.print(
+        f"    swarmlet join --token {worker['token']} {identity.addr}\n",
+        markup=False,
+        soft_wrap=True,
+    )
+    console.print("To add a manager to this cluster, run:\n")
+    console.print(
+        f"    swarmlet join --token {manager['token']} {identity.addr}\n",
+        markup=False,
+        soft_wrap=True,
+    )
+    return ExitStatus.OK
+
+
+def cmd_join(args: argparse.Namespace, console: Console) -> ExitStatus:
+    import trio
+
+    from swarmlet import crypto
+    from swarmlet.security.join import join_cluster
+
+    datadir = _new_node_dir(args)
+    token = crypto.JoinToken.parse(args.token)
+    host = args.advertise_addr or default_advertise_host()
+    identity = trio.run(
+        lambda: join_cluster(
+            args.remote,
+            token,
+            name=args.name or socket.gethostname(),
+            name_is_explicit=bool(args.name),
+            advertise_host=host,
+            port=args.port,
+            publish_host=args.publish_addr or "0.0.0.0",
+            datadir=datadir,
+        )
+    )
+    if args.foreground:
+        return ExitStatus(agent_process.run_agent_foreground(datadir))
+    proc = agent_process.start_background_agent(datadir)
+    agent_process.wait_ready(datadir, proc, agent_process.is_member_seeing_others)
+    console.print(f"This node joined the cluster as a {identity.role} ({identity.name}).")
+    return ExitStatus.OK
+
+
+def cmd_agent(args: argparse.Namespace, console: Console) -> ExitStatus:
+    datadir = data_dir(args)
+    datadir.read_identity()  # a clear error if there is no node here
+    if agent_process.agent_running(datadir):
+        raise UsageError(
+            f"an agent is already running for {datadir.path} (pid {datadir.read_pid()})"
+        )
+    if args.detach:
+        proc = agent_process.start_background_agent(datadir)
+        status = agent_process.wait_ready(datadir, proc, lambda s: True)
+        console.print(f"agent {status['name']} started (pid {proc.pid})")
+        return ExitStatus.OK
+    return ExitStatus(agent_process.run_agent_foreground(datadir))
+
+
+def cmd_join_token(args: argparse.Namespace, console: Console) -> ExitStatus:
+    result = call(args, "join-token", role=args.role, rotate=args.rotate)
+    if args.quiet:
+        console.print(result["token"], markup=False)
+        return ExitStatus.OK
+    if args.rotate:
+        console.print(f"Successfully rotated the {args.role} join token.\n")
+    console.print(f"To add a {args.role} to this cluster, run:\n")
+    console.print(
+        f"    swarmlet join --token {result['token']} {result['addr']}\n",
+        markup=False,
+        soft_wrap=True,
+    )
+    return ExitStatus.OK
+
+
+def cmd_leave(args: argparse.Namespace, console: Console) -> ExitStatus:
+    datadir = data_dir(args)
+    pid = datadir.read_pid()
+    call(args, "leave", force=args.force)
+    deadline = time.monotonic() + LEAVE_WAIT_S
+    while pid is not None and time.monotonic() < deadline and agent_process.agent_running(datadir):
+        time.sleep(0.05)
+    console.print("Node left the cluster.")
+    return ExitStatus.OK
+
+
+def cmd_status(args: argparse.Namespace, console: Console) -> ExitStatus:
+    print_json(console, call(args, "status"))
+    return ExitStatus.OK
+
+
+def parse_since(text: str | None, now: float) -> float:
+    """`--since`: a duration back from `now` (10s, 5m, 1h) or a unix time; `now` if empty."""
+    if not text:
+        return now
+    units = {"s": 1, "m": 60, "h": 3600}
+    if text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
+        return now - float(text[:-1]) * units[text[-1]]
+    try:
+        return float(text)
+    except ValueError:
+        raise UsageError(
+            f"--since: expected a duration like 10m or a unix time, got {text!r}"
+        ) from None
+
+
+def cmd_events(args: argparse.Namespace, console: Console) -> ExitStatus:
+    import trio
+
+    types = []
+    for f in args.filter or ():
+        key, _, value = f.partition("=")
+        if key != "type":
+            raise UsageError(f"--filter: only type=node|service|task|raft is supported, got {f!r}")
+        types.append(value)
+    since = parse_since(args.since, time.time())
+
+    async def stream() -> None:
+        async with client(args).stream(
+            "events", since=since, types=types, no_follow=args.no_follow
+        ) as events:
+            async for event in events:
+                if args.format == "json":
+                    console.print(json.dumps(event), markup=False, highlight=False, soft_wrap=True)
+                else:
+                    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(event["time"]))
+                    console.print(
+                        f"{stamp} {event['type']} {event['action']} {event['subject']}: "
+                        f"{event['message']}",
+                        markup=False,
+                        highlight=False,
+                    )
+
+    with contextlib.suppress(KeyboardInterrupt):
+        trio.run(stream)
+    return ExitStatus.OK
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def _add_node_address_flags(parser: argparse.ArgumentParser, *, port_help: str | None) -> None:
+    parser.add_argument("--advertise-addr", help="address the other agents reach this one on")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=port_help)
+    parser.add_argument(
+        "--publish-addr", help="address published service ports listen on (default: all)"
+    )
+    parser.add_argument("--name", help="node name (default: the host name)")
+    parser.add_argument("--foreground", action="store_true", help="run the agent in this process")
+
+
+def register(sub: Subcommands) -> None:
+    p = add_command(
+        sub,
+        "init",
+        cmd_init,
+        "create a new cluster with this host as its first manager",
+        "swarmlet init --advertise-addr 127.0.0.1 --data-dir /tmp/n1",
+    )
+    _add_node_address_flags(p, port_help="gossip/raft port (UDP+TCP)")
+
+    p = add_command(
+        sub,
+        "join",
+        cmd_join,
+        "join an existing cluster with a join token",
+        "swarmlet join --token SWLT-1-... --advertise-addr 127.0.0.2 --data-dir /tmp/n2 "
+        "127.0.0.1:7946",
+    )
+    p.add_argument("--token", required=True, help="a worker or manager join token")
+    _add_node_address_flags(p, port_help=None)
+    p.add_argument("remote", metavar="HOST:PORT", help="any member of the cluster")
+
+    p = add_command(
+        sub,
+        "agent",
+        cmd_agent,
+        "run the agent of an existing data dir (after a reboot, a crash, or under systemd)",
+        "swarmlet agent --data-dir /var/lib/swarmlet",
+    )
+    p.add_argument("--detach", action="store_true", help="run in the background")
+
+    p = add_command(
+        sub,
+        "join-token",
+        cmd_join_token,
+        "print (or rotate) the token for joining as a worker or a manager",
+        "swarmlet join-token -q worker",
+    )
+    p.add_argument("role", choices=("worker", "manager"))
+    p.add_argument("-q", "--quiet", action="store_true", help="print the token only")
+    p.add_argument("--rotate", action="store_true", help="replace the token (existing nodes stay)")
+
+    p = add_command(
+        sub, "leave", cmd_leave, "leave the cluster and stop this agent", "swarmlet leave"
+    )
+    p.add_argument("--force", action="store_true", help="leave even if the managers lose quorum")
+
+    add_command(
+        sub,
+        "status",
+        cmd_status,
+        "this agent's view: raft, gossip, counters (JSON)",
+        "swarmlet status",
+    )
+
+    p = add_command(
+        sub,
+        "events",
+        cmd_events,
+        "stream cluster events",
+        "swarmlet events --since 10m --filter type=node",
+    )
+    p.add_argument("--since", help="start from this long ago (10s, 5m, 1h) or a unix time")
+    p.add_argument("--filter", action="append", help="type=node|service|task|raft")
+    p.add_argument("--no-follow", action="store_true", help="print past events and exit")
+    add_format(p)

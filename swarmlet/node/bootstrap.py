@@ -1,0 +1,76 @@
+"""Seeding a brand-new cluster's Raft storage, on the node that ran `swarmlet init`.
+
+The first node starts from a snapshot at index 1 that already holds the cluster and the node
+itself, with that node as the only voter: no election, no log entry, nothing to replay. It is
+written in one atomic save, so a crash leaves either a whole cluster or an empty storage that
+the next start seeds again.
+
+Invariants: the join tokens are sealed with the managers' key that `init` wrote to the data dir,
+and the first node's record carries that key sealed to the node's own public key, as every
+manager's does (`swarmlet.security.keyring`). This runs once, before the Raft driver opens the
+storage; it knows nothing of the running agent.
+"""
+
+from __future__ import annotations
+
+import time
+
+from swarmlet import crypto
+from swarmlet.errors import StorageCorruptError
+from swarmlet.executor.hostinfo import read_host_info
+from swarmlet.raft.storage import RaftStorage
+from swarmlet.raft.types import ConfState, HardState, Snapshot, SnapshotMeta
+from swarmlet.security.datadir import DataDir, Identity
+from swarmlet.state.commands import AddNode, InitCluster
+from swarmlet.state.machine import ClusterState
+from swarmlet.state.model import Node, Resources, Role
+
+
+def bootstrap_storage(
+    storage: RaftStorage, identity: Identity, keys: crypto.ClusterKeys, datadir: DataDir
+) -> None:
+    """Save the first snapshot of a new cluster whose first node is `identity`.
+    StorageCorruptError if `init` left no managers' key in the data dir."""
+    master = datadir.read_manager_key()
+    if master is None:
+        raise StorageCorruptError(
+            f"{datadir.manager_key_file} is missing: remove the data dir and run `swarmlet init`"
+        )
+    managers = crypto.ManagerKeys(master)
+    public_key = crypto.public_key_of(datadir.read_node_key())
+    host = read_host_info()
+    state = ClusterState()
+    now = time.time()
+    for command in (
+        InitCluster(
+            cluster_id=identity.cluster_id,
+            created_at=now,
+            sealed_worker_token=managers.seal_token(
+                Role.WORKER.value, str(crypto.JoinToken.new(keys))
+            ),
+            sealed_manager_token=managers.seal_token(
+                Role.MANAGER.value, str(crypto.JoinToken.new(keys))
+            ),
+            managers_public_key=managers.public_key,
+        ),
+        AddNode(
+            Node(
+                id=identity.node_id,
+                name=identity.name,
+                addr=identity.addr,
+                publish_addr=identity.publish_host,
+                role=Role.MANAGER,
+                resources=Resources(nano_cpus=host.nano_cpus, memory_bytes=host.memory_bytes),
+                joined_at=now,
+                public_key=public_key,
+                sealed_manager_key=managers.seal_to_node(identity.node_id, public_key),
+            ),
+            name_is_explicit=True,
+        ),
+    ):
+        result = state.apply(command)
+        assert result.ok, result.error
+    snapshot = Snapshot(
+        SnapshotMeta(index=1, term=1, conf=ConfState(voters=(identity.node_id,))), state.snapshot()
+    )
+    storage.save(HardState(term=1, vote=None, commit=1), [], snapshot)

@@ -1,0 +1,176 @@
+"""The on-disk format of the Raft directory: file names, the checksummed record frame, and the
+payloads of log entries, the hard state and snapshots. Bytes in, values out; no file is opened here.
+
+Layout::
+
+    LOCK                              held (flock) while open
+    hardstate                         one record: [term, vote, commit]
+    snapshot-<index:020d>.snap        one record: [index, term, voters, learners, data]
+    log-<first-index:020d>.seg        records, one per entry: [0, term, index, kind, data]
+    *.tmp                             an atomic write in progress; removed on open
+
+Record: ``[u32 length][u32 crc32 of payload][payload]`` (big-endian), payload msgpack
+(``use_bin_type=True``, read with ``raw=False, strict_map_key=True``); never pickle. A length of 0,
+above the caller's `max_record_bytes` or past the end of the buffer is rejected before anything is
+read or allocated.
+
+Invariants: the format is persisted, so it only grows: every file written by an earlier version
+decodes to the same values, and an encoder never changes the bytes it produces for a value. A
+decoder checks the shape and types of what it reads and raises `ValueError` for anything else;
+`BadRecordError` means no valid frame at an offset.
+
+It knows nothing of directories, fsync or recovery (which record is a torn tail and which is
+corruption is `recovery`'s to decide), nor of the Raft rules beyond the fields it encodes.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from typing import Any
+
+import msgpack
+
+from swarmlet.raft.types import ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta
+
+ANY_RECORD_BYTES = 0xFFFFFFFF  # the frame's own bound (a u32 length): for single-record files
+
+_HEADER = struct.Struct(">II")  # payload length, crc32 of payload
+HEADER_BYTES = _HEADER.size
+_ENTRY_TAG = 0  # first element of a log record's payload; other values are reserved
+
+SEGMENT_RE = re.compile(r"^log-(\d{20})\.seg$")
+SNAPSHOT_RE = re.compile(r"^snapshot-(\d{20})\.snap$")
+HARD_STATE_NAME = "hardstate"
+LOCK_NAME = "LOCK"
+TMP_SUFFIX = ".tmp"
+
+
+def segment_name(first_index: int) -> str:
+    return f"log-{first_index:020d}.seg"
+
+
+def snapshot_name(index: int) -> str:
+    return f"snapshot-{index:020d}.snap"
+
+
+# -- the record frame ---------------------------------------------------------------------------
+
+
+class BadRecordError(Exception):
+    """No valid record at an offset; the message says why."""
+
+
+def encode_record(payload: bytes) -> bytes:
+    """Frame `payload` as ``[u32 length][u32 crc32][payload]``."""
+    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def read_record(buf: bytes, offset: int, max_record_bytes: int) -> tuple[memoryview, int]:
+    """The payload of the record at `offset` and the offset after it; `BadRecordError` if there is
+    no valid record there. Nothing is allocated before the length is known to fit in `buf`."""
+    remaining = len(buf) - offset
+    if remaining < HEADER_BYTES:
+        raise BadRecordError(f"partial record header ({remaining} bytes)")
+    length, crc = _HEADER.unpack_from(buf, offset)
+    if length == 0 or length > max_record_bytes:
+        raise BadRecordError(f"record length {length} out of bounds")
+    if length > remaining - HEADER_BYTES:
+        raise BadRecordError(f"record length {length} runs past the end of the file")
+    start = offset + HEADER_BYTES
+    payload = memoryview(buf)[start : start + length]
+    if zlib.crc32(payload) != crc:
+        raise BadRecordError("checksum mismatch")
+    return payload, start + length
+
+
+def find_valid_record(buf: bytes, start: int, max_record_bytes: int) -> int | None:
+    """The first offset >= `start` where a valid record begins (used to tell a torn tail from a
+    hole in the middle). Linear in the bytes left; runs only when a record is bad."""
+    for offset in range(start, len(buf) - HEADER_BYTES + 1):
+        length = int.from_bytes(buf[offset : offset + 4], "big")
+        if 0 < length <= min(max_record_bytes, len(buf) - offset - HEADER_BYTES):
+            try:
+                read_record(buf, offset, max_record_bytes)
+            except BadRecordError:
+                continue
+            return offset
+    return None
+
+
+def read_single_record(buf: bytes) -> memoryview:
+    """The payload of a file that holds exactly one record (hard state, snapshot)."""
+    payload, end = read_record(buf, 0, ANY_RECORD_BYTES)
+    if end != len(buf):
+        raise BadRecordError(f"{len(buf) - end} bytes after the record")
+    return payload
+
+
+# -- payloads -----------------------------------------------------------------------------------
+
+
+def _pack(obj: object) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _unpack(payload: memoryview | bytes) -> Any:
+    try:
+        return msgpack.unpackb(payload, raw=False, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise ValueError(f"undecodable payload: {exc}") from exc
+
+
+def _is_int(value: object, minimum: int) -> bool:
+    return type(value) is int and value >= minimum
+
+
+def encode_entry(entry: Entry) -> bytes:
+    return encode_record(_pack([_ENTRY_TAG, entry.term, entry.index, int(entry.kind), entry.data]))
+
+
+def decode_entry(payload: memoryview | bytes) -> Entry:
+    obj = _unpack(payload)
+    if not (isinstance(obj, list) and len(obj) == 5 and obj[0] == _ENTRY_TAG):
+        raise ValueError("not an entry record")
+    _, term, index, kind, data = obj
+    if not (_is_int(term, 1) and _is_int(index, 1) and type(kind) is int):
+        raise ValueError("bad term, index or kind")
+    if not isinstance(data, bytes):
+        raise ValueError("entry data is not bytes")
+    return Entry(term=term, index=index, kind=EntryKind(kind), data=data)
+
+
+def encode_hard_state(hs: HardState) -> bytes:
+    return encode_record(_pack([hs.term, hs.vote, hs.commit]))
+
+
+def decode_hard_state(payload: memoryview) -> HardState:
+    obj = _unpack(payload)
+    if not (isinstance(obj, list) and len(obj) == 3):
+        raise ValueError("not a hard state record")
+    term, vote, commit = obj
+    if not (_is_int(term, 0) and _is_int(commit, 0) and (vote is None or isinstance(vote, str))):
+        raise ValueError("bad term, vote or commit")
+    return HardState(term=term, vote=vote, commit=commit)
+
+
+def encode_snapshot(snap: Snapshot) -> bytes:
+    meta = snap.meta
+    conf = [list(meta.conf.voters), list(meta.conf.learners)]
+    return encode_record(_pack([meta.index, meta.term, *conf, snap.data]))
+
+
+def decode_snapshot(payload: memoryview) -> Snapshot:
+    obj = _unpack(payload)
+    if not (isinstance(obj, list) and len(obj) == 5):
+        raise ValueError("not a snapshot record")
+    index, term, voters, learners, data = obj
+    ok = _is_int(index, 1) and _is_int(term, 1) and isinstance(data, bytes)
+    ok = ok and all(
+        isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in (voters, learners)
+    )
+    if not ok:
+        raise ValueError("bad snapshot fields")
+    conf = ConfState(voters=tuple(voters), learners=tuple(learners))
+    return Snapshot(meta=SnapshotMeta(index=index, term=term, conf=conf), data=data)

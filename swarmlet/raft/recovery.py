@@ -1,0 +1,273 @@
+"""Reading the Raft directory back at open: the hard state, the newest snapshot and the log
+segments, checked against each other, with the repairs a crash may call for (temp files removed, a
+torn tail cut off the last segment, segments the snapshot covers deleted).
+
+Invariants on disk (checked here; `StorageCorruptError` when broken):
+- Segments sorted by first index hold contiguous entries: a segment's first record has the index in
+  its name, each record the next index, the next segment starts right after; terms never decrease.
+- Only the last segment may end in a torn record: a segment is fsynced before the next is created.
+- The snapshot covers everything before the first live segment; entries <= snapshot index that are
+  still in the oldest segment (the one straddling the snapshot) are skipped on load.
+- `hardstate.commit <= max(snapshot index, last log index)`: entries are fsynced before the hard
+  state that commits them.
+
+Every check runs before the first repair, so a failed open changes nothing but temp files. A cut
+tail is fdatasynced, and the directory is fsynced after segments are deleted, before `recover`
+returns.
+
+Decisions, and why:
+- Raft §7 on open, as `RaftStorage.save(snapshot=...)` does: a log that does not hold the
+  snapshot's last entry (with its term) is discarded, so a crash between writing a received
+  snapshot and deleting the log recovers the same way.
+- Snapshots: only the newest file is read. If it is corrupt, open fails (a snapshot file appears
+  only by rename after fsync, so damage is not a torn write, and the newer snapshot may have been
+  acknowledged); the message names the older file: moving the corrupt one aside falls back to it,
+  and the load then succeeds only if the log still covers the entries after the older snapshot.
+- A corrupt record with a valid record after it (in the same or a later segment) is corruption, even
+  though a crash between writes of one unfinished save could in theory leave such a hole when pages
+  are written back out of order: we cannot tell the two apart, and stopping is the safe side.
+
+Its warnings go to the "swarmlet.raft.storage" logger, the one operators watch for the storage.
+It knows nothing of writing the log (that is `storage`'s), of the lock, or of trio: every call
+blocks on file I/O.
+"""
+
+from __future__ import annotations
+
+import array
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from swarmlet.errors import StorageCorruptError
+from swarmlet.raft.disk_format import (
+    HARD_STATE_NAME,
+    SEGMENT_RE,
+    SNAPSHOT_RE,
+    TMP_SUFFIX,
+    BadRecordError,
+    decode_entry,
+    decode_hard_state,
+    decode_snapshot,
+    find_valid_record,
+    read_record,
+    read_single_record,
+)
+from swarmlet.raft.types import Entry, HardState, Snapshot
+
+logger = logging.getLogger("swarmlet.raft.storage")
+
+_ADVICE = (
+    "Stop this agent; restore the raft directory from a backup, or remove it and rejoin this node "
+    "to the cluster so that it receives the log from the leader."
+)
+
+
+@dataclass(slots=True)
+class Segment:
+    """What the storage remembers of one segment file: where each entry starts and its term."""
+
+    first_index: int
+    path: Path
+    offsets: array.array[int]
+    terms: array.array[int]
+    size_bytes: int
+
+    @property
+    def last_index(self) -> int:
+        return self.first_index + len(self.offsets) - 1
+
+
+@dataclass(slots=True)
+class Loaded:
+    """A recovered directory: what `RaftStorage.load` returns, and the segments it appends to."""
+
+    hard_state: HardState
+    snapshot: Snapshot
+    entries: list[Entry]
+    segments: list[Segment]
+
+
+def numbered_files(dirpath: Path, pattern: re.Pattern[str]) -> list[tuple[int, Path]]:
+    """The files of `dirpath` whose name matches `pattern`, with the index in their name, sorted."""
+    found = []
+    for child in dirpath.iterdir():
+        match = pattern.match(child.name)
+        if match:
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def fsync_dir(dirpath: Path) -> None:
+    fd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _corrupt(path: Path, offset: int | None, what: str) -> StorageCorruptError:
+    where = f"{path}" if offset is None else f"{path} at offset {offset}"
+    return StorageCorruptError(f"{where}: {what}. {_ADVICE}")
+
+
+def _read_hard_state(path: Path) -> HardState:
+    if not path.exists():
+        return HardState()
+    try:
+        return decode_hard_state(read_single_record(path.read_bytes()))
+    except (BadRecordError, ValueError) as exc:
+        raise _corrupt(path, None, f"hard state (term, vote, commit) is unreadable: {exc}") from exc
+
+
+def _read_snapshot(dirpath: Path) -> Snapshot:
+    snapshots = numbered_files(dirpath, SNAPSHOT_RE)
+    if not snapshots:
+        return Snapshot()
+    index, path = snapshots[-1]
+    buf = path.read_bytes()
+    try:
+        snap = decode_snapshot(read_single_record(buf))
+        if snap.meta.index != index:
+            raise ValueError(f"holds index {snap.meta.index}, not the one in its name")
+    except (BadRecordError, ValueError) as exc:
+        older = (
+            f" Moving it aside falls back to {snapshots[-2][1].name}, which works only if the log "
+            "still holds the entries after it."
+            if len(snapshots) > 1
+            else ""
+        )
+        raise _corrupt(path, None, f"snapshot is unreadable: {exc}.{older}") from exc
+    return snap
+
+
+def recover(dirpath: Path, max_record_bytes: int) -> Loaded:
+    """Read the directory and repair what a crash may leave; raise where committed data is lost.
+    Every check runs before the first repair, so a failed open changes nothing but temp files."""
+    for child in dirpath.iterdir():
+        if child.name.endswith(TMP_SUFFIX):
+            logger.warning("raft storage: removing %s left by an interrupted atomic write", child)
+            child.unlink()
+    hard_state = _read_hard_state(dirpath / HARD_STATE_NAME)
+    snapshot = _read_snapshot(dirpath)
+    snap_index = snapshot.meta.index
+    listed = numbered_files(dirpath, SEGMENT_RE)
+    base = max((i for i, (first, _) in enumerate(listed) if first <= snap_index + 1), default=None)
+    if listed and base is None:
+        first, path = listed[0]
+        raise _corrupt(
+            path,
+            None,
+            f"the log starts at index {first} but the snapshot ends at {snap_index}: "
+            f"entries {snap_index + 1}..{first - 1} are missing",
+        )
+    obsolete = [path for _, path in listed[:base]]
+    live = listed[base:] if base is not None else []
+
+    segments: list[Segment] = []
+    entries: list[Entry] = []
+    cut: tuple[Path, int, int, str] | None = None  # path, offset, bytes dropped, reason
+    expected = live[0][0] if live else snap_index + 1
+    last_term = 0
+    for pos, (first, path) in enumerate(live):
+        is_last = pos == len(live) - 1
+        if first != expected:
+            raise _corrupt(path, None, f"starts at index {first}, expected {expected} (a gap)")
+        buf = path.read_bytes()
+        seg = Segment(first, path, array.array("Q"), array.array("Q"), len(buf))
+        offset = 0
+        while offset < len(buf):
+            try:
+                payload, after = read_record(buf, offset, max_record_bytes)
+            except BadRecordError as bad:
+                later = find_valid_record(buf, offset + 1, max_record_bytes)
+                if later is not None or not is_last:
+                    follows = f"offset {later}" if later is not None else "the next segment"
+                    raise _corrupt(
+                        path, offset, f"bad record ({bad}) with a valid record at {follows}"
+                    ) from None
+                cut = (path, offset, len(buf) - offset, str(bad))
+                seg.size_bytes = offset
+                break
+            try:
+                entry = decode_entry(payload)
+            except ValueError as exc:
+                raise _corrupt(path, offset, f"checksum ok but not a log entry: {exc}") from None
+            if entry.index != expected:
+                raise _corrupt(path, offset, f"holds index {entry.index}, expected {expected}")
+            if entry.term < last_term:
+                raise _corrupt(path, offset, f"term {entry.term} after term {last_term}")
+            seg.offsets.append(offset)
+            seg.terms.append(entry.term)
+            if entry.index > snap_index:
+                entries.append(entry)
+            last_term = entry.term
+            expected += 1
+            offset = after
+        if not is_last and not seg.offsets:
+            raise _corrupt(path, None, "an empty segment before the last one")
+        segments.append(seg)
+
+    # Raft §7, as in save(): a log without the snapshot's last entry is discarded.
+    log_last = expected - 1
+    at_snap = next((s for s in segments if s.first_index <= snap_index <= s.last_index), None)
+    reset = snap_index > 0 and (
+        log_last < snap_index
+        or (
+            at_snap is not None
+            and at_snap.terms[snap_index - at_snap.first_index] != snapshot.meta.term
+        )
+    )
+    if reset:
+        entries = []
+    last_index = max(snap_index, entries[-1].index if entries else 0)
+    if hard_state.commit > last_index:
+        if cut is not None:
+            path, offset, dropped, reason = cut
+            what = (
+                f"a torn tail ({reason}, {dropped} bytes) would cut the log to index {last_index}"
+            )
+            raise _corrupt(path, offset, f"{what}, below the commit index {hard_state.commit}")
+        raise _corrupt(
+            dirpath / HARD_STATE_NAME,
+            None,
+            f"commit index {hard_state.commit} is beyond the last stored index {last_index}",
+        )
+
+    # Repairs: nothing below changes what the checks above accepted.
+    dir_changed = False
+    if cut is not None:
+        path, offset, dropped, reason = cut
+        logger.warning(
+            "raft log %s: torn tail at offset %d (%s): dropped %d bytes",
+            path,
+            offset,
+            reason,
+            dropped,
+        )
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, offset)
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+    for path in obsolete:
+        logger.info("raft log: removing %s, covered by the snapshot at %d", path, snap_index)
+        path.unlink()
+        dir_changed = True
+    if reset:
+        logger.warning(
+            "raft log %s: the log does not hold the snapshot's entry %d (term %d); discarding it",
+            dirpath,
+            snap_index,
+            snapshot.meta.term,
+        )
+        for seg in segments:
+            seg.path.unlink()
+        segments = []
+        dir_changed = True
+    if dir_changed:
+        fsync_dir(dirpath)
+    return Loaded(hard_state, snapshot, entries, segments)

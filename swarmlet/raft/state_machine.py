@@ -1,0 +1,34 @@
+"""The replicated state machine as the Raft driver sees it: opaque bytes in, an opaque result out.
+
+Raft decides the order of entries and when they are committed; what an entry means belongs to
+its user, as in etcd's raft, which hands committed entries to the application to apply. So the
+driver holds a `StateMachine` and never looks inside an entry's data or a result:
+
+- `restore(data)` replaces the whole state with a snapshot's bytes (at start, and when the
+  leader sends a snapshot); empty bytes mean the empty state.
+- `apply(index, data)` applies one committed NORMAL entry that carries data, in log order and
+  once per index on this node. What it returns goes back unchanged to the proposer waiting on
+  that entry, so its type is the user's (`ResultT_co`). It must not raise for data it cannot
+  understand: every replica applies the same entries, so it answers with a result that says so
+  and leaves the state as every other replica leaves it.
+- `snapshot()` serialises the state as of the last applied entry, for log compaction.
+
+Implementations must be deterministic: the same entries on the same state give the same state
+and the same results on every replica. This module knows no command, codec or state type.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, TypeVar
+
+ResultT_co = TypeVar("ResultT_co", covariant=True)
+
+
+class StateMachine(Protocol[ResultT_co]):
+    """What the Raft driver applies committed entries to."""
+
+    def restore(self, data: bytes) -> None: ...
+
+    def apply(self, index: int, data: bytes) -> ResultT_co: ...
+
+    def snapshot(self) -> bytes: ...

@@ -1,0 +1,171 @@
+"""The commands of the cluster state machine: every change to the replicated desired state, as data.
+
+Each command is a frozen dataclass committed through Raft and applied by `ClusterState.apply` on
+every agent, in log order. A command carries every id, name and timestamp its effect needs, so
+that applying it reads nothing but the command and the state: the proposer decides, the replicas
+only apply. What a command means against the state (and why one is rejected) lives with the state
+machine, in `state.machine`; this module only defines the values.
+
+Invariant: `COMMANDS` is the wire catalog's list for `catalog.STATE_COMMANDS`. Its order gives
+each command its permanent type id, persisted in every Raft log: only ever append to it.
+
+Must not know: the state they change, Raft, the network, any key (tokens and keys arrive sealed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from swarmlet.state.model import (
+    Availability,
+    Node,
+    Resources,
+    Role,
+    Secret,
+    Service,
+    ServiceSpec,
+    Task,
+    UpdateStatus,
+)
+from swarmlet.wire import catalog
+from swarmlet.wire import codec as wire
+
+
+@dataclass(frozen=True, slots=True)
+class InitCluster:
+    cluster_id: str
+    created_at: float
+    sealed_worker_token: bytes  # crypto.ManagerKeys.seal_token
+    sealed_manager_token: bytes
+    target_voters: int = 3
+    managers_public_key: bytes = b""  # crypto.ManagerKeys.public_key
+
+
+@dataclass(frozen=True, slots=True)
+class AddNode:
+    node: Node
+    name_is_explicit: bool = False  # an explicit --name that is taken is refused, not renamed
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveNode:
+    node_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateNode:
+    node_id: str
+    availability: Availability | None = None
+    role: Role | None = None
+    labels_add: dict[str, str] = field(default_factory=dict)
+    labels_rm: tuple[str, ...] = ()
+    addr: str | None = None  # a restarted agent may come back on a new address
+    publish_addr: str | None = None
+    resources: Resources | None = None
+    # With role=MANAGER: the managers' key sealed to the node. Demotion empties it in any case.
+    sealed_manager_key: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RotateToken:
+    role: Role
+    sealed_token: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SetTargetVoters:
+    target_voters: int
+
+
+@dataclass(frozen=True, slots=True)
+class CreateService:
+    service: Service
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateService:
+    service_id: str
+    spec: ServiceSpec
+    updated_at: float
+    is_rollback: bool = False
+    update_status: UpdateStatus | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveService:
+    service_id: str
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SetUpdateStatus:
+    service_id: str
+    status: UpdateStatus
+
+
+@dataclass(frozen=True, slots=True)
+class PutTasks:
+    """Create tasks or record changes to existing ones (the orchestrator's output)."""
+
+    tasks: tuple[Task, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveTasks:
+    task_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CreateSecret:
+    secret: Secret
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveSecret:
+    secret_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Several commands applied atomically: all or none (e.g. a stack deploy)."""
+
+    commands: tuple[Command, ...]
+
+
+Command = (
+    InitCluster
+    | AddNode
+    | RemoveNode
+    | UpdateNode
+    | RotateToken
+    | SetTargetVoters
+    | CreateService
+    | UpdateService
+    | RemoveService
+    | SetUpdateStatus
+    | PutTasks
+    | RemoveTasks
+    | CreateSecret
+    | RemoveSecret
+    | Batch
+)
+
+# Append only: ids are persisted in the Raft log.
+COMMANDS: tuple[type, ...] = (
+    InitCluster,
+    AddNode,
+    RemoveNode,
+    UpdateNode,
+    RotateToken,
+    SetTargetVoters,
+    CreateService,
+    UpdateService,
+    RemoveService,
+    SetUpdateStatus,
+    PutTasks,
+    RemoveTasks,
+    CreateSecret,
+    RemoveSecret,
+    Batch,
+)
+wire.register_all(catalog.STATE_COMMANDS, COMMANDS)

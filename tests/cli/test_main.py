@@ -1,0 +1,125 @@
+"""cli.main: failures map to exit statuses in one place; the parser loads no heavy module; the
+command modules never import the entry point."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from swarmlet.cli.common import ExitStatus
+from swarmlet.cli.main import build_parser, main
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[ExitStatus, str, str]:
+    out = io.StringIO()
+    status = main(argv, Console(file=out, width=200))
+    # Errors go to a Console on stderr, wrapped at its width: compare the words.
+    return status, out.getvalue(), " ".join(capsys.readouterr().err.split())
+
+
+def test_a_bad_command_line_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(["node", "ls", "--format", "yaml"], capsys)
+    assert status is ExitStatus.USAGE
+    assert "error: swarmlet node ls: argument --format: invalid choice: 'yaml'" in err
+
+
+def test_a_missing_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run([], capsys)
+    assert status is ExitStatus.USAGE
+    assert "the following arguments are required: COMMAND" in err
+
+
+def test_no_agent_is_an_error_that_says_how_to_start_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = run(["node", "ls", "--data-dir", str(tmp_path)], capsys)
+    assert status is ExitStatus.ERROR
+    assert "no agent answers" in err and "swarmlet agent --detach" in err
+
+
+def test_a_stack_that_does_not_load_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = run(["stack", "config", "-c", str(tmp_path / "missing.yml")], capsys)
+    assert status is ExitStatus.ERROR
+    assert "no such file" in err
+
+
+def test_exit_statuses_are_the_documented_numbers() -> None:
+    assert [int(s) for s in ExitStatus] == [0, 1, 2, 3, 130]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["node", "ls", "--help"],
+        ["service", "create", "--help"],
+        ["stack", "deploy", "--help"],
+        ["secret", "create", "--help"],
+        ["config", "ls", "--help"],
+        ["events", "--help"],
+    ],
+)
+def test_help_exits_cleanly(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(argv)
+    assert exc.value.code == 0
+
+
+def test_every_command_group_is_registered() -> None:
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if a.dest == "command"]
+    assert set(sub.choices or ()) == {
+        "init",
+        "join",
+        "agent",
+        "join-token",
+        "leave",
+        "status",
+        "events",
+        "node",
+        "service",
+        "stack",
+        "secret",
+        "config",
+        "dashboard",
+    }
+
+
+def _modules_after(code: str) -> set[str]:
+    probe = f"import sys\n{code}\nprint('\\n'.join(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], check=True, capture_output=True, text=True, timeout=60
+    ).stdout
+    return set(out.split())
+
+
+def test_building_the_parser_loads_no_heavy_module() -> None:
+    """`swarmlet --version` and `--help` build the whole parser: they must stay fast."""
+    loaded = _modules_after("from swarmlet.cli.main import build_parser; build_parser()")
+    heavy = {
+        "trio",
+        "msgpack",
+        "cryptography",
+        "swarmlet.api.control_socket",
+        "swarmlet.stack",
+        "swarmlet.state.model",
+        "swarmlet.node.main",
+        "swarmlet.dashboard",
+        "rich.table",
+    }
+    assert not heavy & loaded
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["common", "agent_process", "cluster", "node", "service", "service_flags", "stack", "secret"],
+)
+def test_command_modules_do_not_import_the_entry_point(module: str) -> None:
+    assert "swarmlet.cli.main" not in _modules_after(f"import swarmlet.cli.{module}")

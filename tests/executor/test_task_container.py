@@ -1,0 +1,124 @@
+"""swarmlet.executor.task_container: the container that runs a task, and what the container's
+outcome means for the task."""
+
+from __future__ import annotations
+
+import pytest
+
+from swarmlet.errors import RuntimeAdapterError, SecretsUnavailableError
+from swarmlet.executor.labels import LABEL_CLUSTER, LABEL_NODE, LABEL_SLOT, LABEL_TASK
+from swarmlet.executor.runtime_types import ContainerInfo, MountSpec, PortBinding
+from swarmlet.executor.task_container import (
+    container_spec,
+    exit_state,
+    start_error,
+    task_endpoints,
+)
+from swarmlet.state.model import Mount, PortConfig, Service, ServiceSpec, Task, TaskState
+from swarmlet.state.observed import Endpoint
+
+
+@pytest.mark.parametrize(
+    ("exc", "message"),
+    [
+        (KeyError(("db", False)), "missing secret db"),  # `secretfiles.materialize`
+        (KeyError(("settings", True)), "missing config settings"),
+        (KeyError("other"), "'other'"),
+        (RuntimeAdapterError("no such image"), "no such image"),
+        (SecretsUnavailableError("m1 refused: no task t9"), "m1 refused: no task t9"),
+    ],
+)
+def test_a_failed_start_says_what_is_missing(exc: Exception, message: str) -> None:
+    assert start_error(exc) == message
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "state", "error"),
+    [
+        (0, TaskState.COMPLETE, ""),
+        (1, TaskState.FAILED, "task: non-zero exit (1)"),
+        (None, TaskState.FAILED, "task: non-zero exit (None)"),
+    ],
+)
+def test_only_exit_code_zero_completes_a_task(
+    exit_code: int | None, state: TaskState, error: str
+) -> None:
+    assert exit_state(exit_code) == (state, error)
+
+
+def _service(spec: ServiceSpec) -> Service:
+    return Service(id="s1", spec=spec)
+
+
+def test_container_spec_names_and_labels_the_container_after_its_task() -> None:
+    service = _service(
+        ServiceSpec(name="web", image="img:1", container_labels={LABEL_TASK: "forged", "team": "a"})
+    )
+    spec = container_spec(
+        service,
+        Task(id="t1", service_id="s1", slot=2, spec_version=1, node_id="n1"),
+        cluster_id="c1",
+        node_id="n1",
+        host_ip="127.0.0.2",
+    )
+    assert spec.name == "web.2.t1"
+    assert spec.labels[LABEL_TASK] == "t1"  # ours win over the user's
+    assert spec.labels["team"] == "a"
+    assert (spec.labels[LABEL_CLUSTER], spec.labels[LABEL_NODE], spec.labels[LABEL_SLOT]) == (
+        "c1",
+        "n1",
+        "2",
+    )
+    global_task = Task(id="t2", service_id="s1", slot=0, spec_version=1, node_id="n1")
+    global_spec = container_spec(service, global_task, cluster_id="c1", node_id="n1", host_ip="")
+    assert global_spec.name == "web.n1.t2"  # a global task's slot is its node
+
+
+def test_container_spec_publishes_ports_once_binds_files_and_lets_user_hosts_win() -> None:
+    service = _service(
+        ServiceSpec(
+            name="web",
+            image="img:1",
+            ports=(PortConfig(published=8080, target=80),),
+            mounts=(Mount(type="volume", target="/data", source="data"),),
+            extra_hosts=("db:10.0.0.9",),
+        )
+    )
+    spec = container_spec(
+        service,
+        Task(id="t1", service_id="s1", slot=1, spec_version=1, node_id="n1"),
+        cluster_id="c1",
+        node_id="n1",
+        host_ip="127.0.0.2",
+        files=(("/var/lib/x/db", "/run/secrets/db"),),
+        networks=("net-a", "net-b"),
+        service_hosts={"db": "10.9.0.2", "api": "10.9.0.3"},
+        exposed=((80, "tcp"), (53, "udp")),
+    )
+    assert spec.ports == (PortBinding(80), PortBinding(53, "udp"))
+    assert spec.host_ip == "127.0.0.2"
+    assert spec.mounts == (
+        MountSpec(target="/data", source="data"),
+        MountSpec(target="/run/secrets/db", source="/var/lib/x/db", type="bind", read_only=True),
+    )
+    assert spec.extra_hosts == {"db": "10.0.0.9", "api": "10.9.0.3"}
+    assert spec.networks == ("net-a", "net-b")
+
+
+def test_task_endpoints_list_each_published_port_on_the_node_address() -> None:
+    info = ContainerInfo(
+        id="c",
+        name="web.1.t1",
+        labels={},
+        state="running",
+        exit_code=None,
+        health=None,
+        host_ports={(80, "tcp"): 49153, (53, "udp"): 40000},
+        started_at="",
+        finished_at="",
+        error="",
+    )
+    assert task_endpoints(info, "127.0.0.2") == (
+        Endpoint(target=53, protocol="udp", host="127.0.0.2", port=40000),
+        Endpoint(target=80, protocol="tcp", host="127.0.0.2", port=49153),
+    )

@@ -8,7 +8,9 @@ length-prefixed msgpack map of plain values (JSON-like, since most results end u
             | {"ok": false, "error": "message", "type": "UsageError"}
     stream    {"item": ...} ... then {"ok": true, "result": null}    (events, logs -f, ...)
 
-One request per connection keeps the server trivial and makes a hung client harmless.
+One request per connection keeps the server trivial and makes a hung client harmless. The
+framing and the error mapping are `control_protocol`'s, shared with the blocking client the
+`swarmlet` command uses (`control_client`); `ControlClient` here is the same client for trio code.
 """
 
 from __future__ import annotations
@@ -16,21 +18,26 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import trio
 
 from swarmlet import errors
-from swarmlet.errors import AgentUnavailableError, RemoteProtocolError, SwarmletError
+from swarmlet.api.control_protocol import (
+    NEED_DATA,
+    RECEIVE_BYTES,
+    agent_unavailable,
+    closed_inside_frame,
+    encode_frame,
+    next_frame,
+    response_result,
+    stream_item,
+)
+from swarmlet.errors import RemoteProtocolError, SwarmletError
 
 log = logging.getLogger(__name__)
-
-_LEN = struct.Struct(">I")
-MAX_API_FRAME_BYTES = 16 * 1024 * 1024
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 Emit = Callable[[Any], Awaitable[None]]
@@ -38,32 +45,21 @@ StreamHandler = Callable[[dict[str, Any], Emit], Awaitable[None]]
 
 
 async def _send(stream: trio.abc.SendStream, body: Any) -> None:
-    data = msgpack.packb(body, use_bin_type=True)
-    await stream.send_all(_LEN.pack(len(data)) + data)
+    await stream.send_all(encode_frame(body))
 
 
 async def _receive(stream: trio.abc.ReceiveStream, buffer: bytearray) -> Any | None:
-    async def fill(n: int) -> bool:
-        while len(buffer) < n:
-            chunk = await stream.receive_some(65536)
-            if not chunk:
-                return False
-            buffer.extend(chunk)
-        return True
-
-    if not await fill(_LEN.size):
-        return None
-    (length,) = _LEN.unpack(buffer[: _LEN.size])
-    if length > MAX_API_FRAME_BYTES:
-        raise RemoteProtocolError(f"API frame of {length} bytes is too large")
-    if not await fill(_LEN.size + length):
-        raise RemoteProtocolError("connection closed inside a frame")
-    body = bytes(buffer[_LEN.size : _LEN.size + length])
-    del buffer[: _LEN.size + length]
-    try:
-        return msgpack.unpackb(body, raw=False, strict_map_key=False)
-    except Exception as exc:
-        raise RemoteProtocolError(f"undecodable API frame: {exc}") from None
+    """The next frame's value; None if the peer closed before sending one."""
+    while True:
+        body = next_frame(buffer)
+        if body is not NEED_DATA:
+            return body
+        chunk = await stream.receive_some(RECEIVE_BYTES)
+        if not chunk:
+            if closed_inside_frame(buffer):
+                raise RemoteProtocolError("connection closed inside a frame")
+            return None
+        buffer.extend(chunk)
 
 
 def _error_body(exc: SwarmletError) -> dict[str, Any]:
@@ -148,18 +144,9 @@ async def serve_control(
             os.unlink(path)  # a socket path: metadata only, never blocks for long
 
 
-def _raise_error(body: dict[str, Any]) -> None:
-    kind = getattr(errors, str(body.get("type", "")), None)
-    message = str(body.get("error", "unknown error"))
-    if kind is errors.NotLeaderError:
-        raise errors.NotLeaderError(body.get("leader"))
-    if isinstance(kind, type) and issubclass(kind, SwarmletError) and kind is not errors.StackError:
-        raise kind(message)
-    raise SwarmletError(message)
-
-
 class ControlClient:
-    """The CLI's side. Every method opens its own connection."""
+    """The trio client (the dashboard's, the benchmarks'). Every method opens its own connection.
+    The `swarmlet` command uses `control_client.BlockingControlClient`, which needs no trio."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -168,21 +155,14 @@ class ControlClient:
         try:
             return await trio.open_unix_socket(str(self.path))
         except OSError as exc:
-            raise AgentUnavailableError(
-                f"no agent answers at {self.path} ({exc.strerror or exc}); "
-                "is it running? (`swarmlet agent --detach` starts it)"
-            ) from None
+            raise agent_unavailable(self.path, exc) from None
 
     async def call(self, op: str, **args: Any) -> Any:
         stream = await self._open()
         async with stream:
             await _send(stream, {"op": op, "args": args})
             body = await _receive(stream, bytearray())
-        if body is None:
-            raise AgentUnavailableError("the agent closed the connection without answering")
-        if not body.get("ok"):
-            _raise_error(body)
-        return body.get("result")
+        return response_result(body)
 
     @contextlib.asynccontextmanager
     async def stream(self, op: str, **args: Any) -> AsyncIterator[AsyncIterator[Any]]:
@@ -191,15 +171,10 @@ class ControlClient:
         async def items() -> AsyncIterator[Any]:
             buffer = bytearray()
             while True:
-                body = await _receive(stream, buffer)
-                if body is None:
-                    raise AgentUnavailableError("the agent closed the stream")
-                if "item" in body:
-                    yield body["item"]
-                    continue
-                if not body.get("ok"):
-                    _raise_error(body)
-                return
+                is_item, item = stream_item(await _receive(stream, buffer))
+                if not is_item:
+                    return
+                yield item
 
         async with stream:
             await _send(stream, {"op": op, "args": args})

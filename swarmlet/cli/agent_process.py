@@ -71,11 +71,9 @@ def wait_ready(
     want: Callable[[AgentStatus], bool],
 ) -> AgentStatus:
     """Poll the new agent's status until `want` holds; fail with its log if it dies first."""
-    import trio
+    from swarmlet.api.control_client import BlockingControlClient
 
-    from swarmlet.api.control_socket import ControlClient
-
-    client = ControlClient(datadir.socket_path)
+    client = BlockingControlClient(datadir.socket_path)
     deadline = time.monotonic() + READY_TIMEOUT_S
     last_error = ""
     while time.monotonic() < deadline:
@@ -83,7 +81,7 @@ def wait_ready(
             tail = log_tail(datadir)
             raise SwarmletError(f"the agent exited with status {proc.returncode}:\n{tail}")
         try:
-            status: AgentStatus = trio.run(client.call, "status")
+            status: AgentStatus = client.call("status")
             if want(status):
                 return status
         except AgentUnavailableError as exc:

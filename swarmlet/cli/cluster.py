@@ -3,19 +3,16 @@ node's agent, and watching it.
 
 `init` and `join` write a new data dir and then start the agent (`cli.agent_process`); both
 refuse a data dir that already holds a node, so a node is never created twice. The order of
-`init`'s writes is a crash-safety rule: see `cmd_init`.
+`init`'s writes is a crash-safety rule: see `cmd_init`. `status` and `events` only ask the
+agent, so they load neither `agent_process` nor the join protocol.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import socket
 import time
-from typing import TYPE_CHECKING
 
-from swarmlet.cli import agent_process
 from swarmlet.cli.common import (
     ExitStatus,
     add_command,
@@ -23,14 +20,13 @@ from swarmlet.cli.common import (
     call,
     client,
     data_dir,
-    print_json,
 )
 from swarmlet.errors import UsageError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at run time
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from swarmlet.cli.common import Subcommands
+    from swarmlet.cli.output import Output
     from swarmlet.security.datadir import DataDir
 
 DEFAULT_PORT = 7946
@@ -39,6 +35,8 @@ LEAVE_WAIT_S = 10.0
 
 def default_advertise_host() -> str:
     """The address of the interface that routes outwards (no packet is sent by a UDP connect)."""
+    import socket
+
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
             s.connect(("192.0.2.1", 9))  # TEST-NET-1: never routed anywhere, nothing is sent
@@ -58,8 +56,11 @@ def _new_node_dir(args: argparse.Namespace) -> DataDir:
     return datadir
 
 
-def cmd_init(args: argparse.Namespace, console: Console) -> ExitStatus:
+def cmd_init(args: argparse.Namespace, out: Output) -> ExitStatus:
+    import socket
+
     from swarmlet import crypto
+    from swarmlet.cli import agent_process
     from swarmlet.security.datadir import Identity
 
     datadir = _new_node_dir(args)
@@ -82,35 +83,28 @@ def cmd_init(args: argparse.Namespace, console: Console) -> ExitStatus:
         return ExitStatus(
             agent_process.run_agent_foreground(
                 datadir,
-                on_ready=lambda: console.print(f"swarmlet cluster initialised on {identity.addr}"),
+                on_ready=lambda: out.line(f"swarmlet cluster initialised on {identity.addr}"),
             )
         )
     proc = agent_process.start_background_agent(datadir)
     agent_process.wait_ready(datadir, proc, agent_process.is_member_with_leader)
     worker = call(args, "join-token", role="worker")
     manager = call(args, "join-token", role="manager")
-    console.print(
-        f"Cluster initialised: this node ({identity.name}, {identity.node_id}) is a manager."
-    )
-    console.print("\nTo add a worker to this cluster, run:\n")
-    console.print(
-        f"    swarmlet join --token {worker['token']} {identity.addr}\n",
-        markup=False,
-        soft_wrap=True,
-    )
-    console.print("To add a manager to this cluster, run:\n")
-    console.print(
-        f"    swarmlet join --token {manager['token']} {identity.addr}\n",
-        markup=False,
-        soft_wrap=True,
-    )
+    out.line(f"Cluster initialised: this node ({identity.name}, {identity.node_id}) is a manager.")
+    out.line("\nTo add a worker to this cluster, run:\n")
+    out.line(f"    swarmlet join --token {worker['token']} {identity.addr}\n")
+    out.line("To add a manager to this cluster, run:\n")
+    out.line(f"    swarmlet join --token {manager['token']} {identity.addr}\n")
     return ExitStatus.OK
 
 
-def cmd_join(args: argparse.Namespace, console: Console) -> ExitStatus:
+def cmd_join(args: argparse.Namespace, out: Output) -> ExitStatus:
+    import socket
+
     import trio
 
     from swarmlet import crypto
+    from swarmlet.cli import agent_process
     from swarmlet.security.join import join_cluster
 
     datadir = _new_node_dir(args)
@@ -132,11 +126,13 @@ def cmd_join(args: argparse.Namespace, console: Console) -> ExitStatus:
         return ExitStatus(agent_process.run_agent_foreground(datadir))
     proc = agent_process.start_background_agent(datadir)
     agent_process.wait_ready(datadir, proc, agent_process.is_member_seeing_others)
-    console.print(f"This node joined the cluster as a {identity.role} ({identity.name}).")
+    out.line(f"This node joined the cluster as a {identity.role} ({identity.name}).")
     return ExitStatus.OK
 
 
-def cmd_agent(args: argparse.Namespace, console: Console) -> ExitStatus:
+def cmd_agent(args: argparse.Namespace, out: Output) -> ExitStatus:
+    from swarmlet.cli import agent_process
+
     datadir = data_dir(args)
     datadir.read_identity()  # a clear error if there is no node here
     if agent_process.agent_running(datadir):
@@ -146,40 +142,38 @@ def cmd_agent(args: argparse.Namespace, console: Console) -> ExitStatus:
     if args.detach:
         proc = agent_process.start_background_agent(datadir)
         status = agent_process.wait_ready(datadir, proc, lambda s: True)
-        console.print(f"agent {status['name']} started (pid {proc.pid})")
+        out.line(f"agent {status['name']} started (pid {proc.pid})")
         return ExitStatus.OK
     return ExitStatus(agent_process.run_agent_foreground(datadir))
 
 
-def cmd_join_token(args: argparse.Namespace, console: Console) -> ExitStatus:
+def cmd_join_token(args: argparse.Namespace, out: Output) -> ExitStatus:
     result = call(args, "join-token", role=args.role, rotate=args.rotate)
     if args.quiet:
-        console.print(result["token"], markup=False)
+        out.line(str(result["token"]))
         return ExitStatus.OK
     if args.rotate:
-        console.print(f"Successfully rotated the {args.role} join token.\n")
-    console.print(f"To add a {args.role} to this cluster, run:\n")
-    console.print(
-        f"    swarmlet join --token {result['token']} {result['addr']}\n",
-        markup=False,
-        soft_wrap=True,
-    )
+        out.line(f"Successfully rotated the {args.role} join token.\n")
+    out.line(f"To add a {args.role} to this cluster, run:\n")
+    out.line(f"    swarmlet join --token {result['token']} {result['addr']}\n")
     return ExitStatus.OK
 
 
-def cmd_leave(args: argparse.Namespace, console: Console) -> ExitStatus:
+def cmd_leave(args: argparse.Namespace, out: Output) -> ExitStatus:
+    from swarmlet.cli import agent_process
+
     datadir = data_dir(args)
     pid = datadir.read_pid()
     call(args, "leave", force=args.force)
     deadline = time.monotonic() + LEAVE_WAIT_S
     while pid is not None and time.monotonic() < deadline and agent_process.agent_running(datadir):
         time.sleep(0.05)
-    console.print("Node left the cluster.")
+    out.line("Node left the cluster.")
     return ExitStatus.OK
 
 
-def cmd_status(args: argparse.Namespace, console: Console) -> ExitStatus:
-    print_json(console, call(args, "status"))
+def cmd_status(args: argparse.Namespace, out: Output) -> ExitStatus:
+    out.json(call(args, "status"))
     return ExitStatus.OK
 
 
@@ -198,8 +192,8 @@ def parse_since(text: str | None, now: float) -> float:
         ) from None
 
 
-def cmd_events(args: argparse.Namespace, console: Console) -> ExitStatus:
-    import trio
+def cmd_events(args: argparse.Namespace, out: Output) -> ExitStatus:
+    import json
 
     types = []
     for f in args.filter or ():
@@ -209,24 +203,19 @@ def cmd_events(args: argparse.Namespace, console: Console) -> ExitStatus:
         types.append(value)
     since = parse_since(args.since, time.time())
 
-    async def stream() -> None:
-        async with client(args).stream(
-            "events", since=since, types=types, no_follow=args.no_follow
-        ) as events:
-            async for event in events:
-                if args.format == "json":
-                    console.print(json.dumps(event), markup=False, highlight=False, soft_wrap=True)
-                else:
-                    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(event["time"]))
-                    console.print(
-                        f"{stamp} {event['type']} {event['action']} {event['subject']}: "
-                        f"{event['message']}",
-                        markup=False,
-                        highlight=False,
-                    )
-
-    with contextlib.suppress(KeyboardInterrupt):
-        trio.run(stream)
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        client(args).stream("events", since=since, types=types, no_follow=args.no_follow) as events,
+    ):
+        for event in events:
+            if args.format == "json":
+                out.line(json.dumps(event))
+            else:
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(event["time"]))
+                out.line(
+                    f"{stamp} {event['type']} {event['action']} {event['subject']}: "
+                    f"{event['message']}"
+                )
     return ExitStatus.OK
 
 

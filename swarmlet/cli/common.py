@@ -1,31 +1,29 @@
 """What every `swarmlet` subcommand shares: exit statuses, the parser pieces, finding and calling
-the local agent, printing JSON.
+the local agent.
 
 The command modules (`cli.cluster`, `cli.node`, `cli.service`, ...) import from here and never
 from `cli.main`, which imports them: the dependency runs one way. This module stays cheap to
-import (argparse and the standard library): `swarmlet --version` and `--help` build the whole
-parser, so trio, the control client and the data dir's crypto load only when a command calls
-the agent.
+import (argparse and the standard library, not even `typing`): `--help` builds the whole parser,
+and every command builds its own. A command loads what it uses when it runs: the blocking
+control client (a socket and msgpack, no event loop) when it calls the agent, rich only when
+its output needs it (`cli.output`).
 """
 
 from __future__ import annotations
 
 import argparse
 import enum
-import json
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
 
 from swarmlet.errors import UsageError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at run time
 if TYPE_CHECKING:
-    from typing import TypeAlias
+    from typing import Any, NoReturn, TypeAlias
 
-    from rich.console import Console
-    from rich.table import Table
-
-    from swarmlet.api.control_socket import ControlClient
+    from swarmlet.api.control_client import BlockingControlClient
+    from swarmlet.cli.output import Output
     from swarmlet.security.datadir import DataDir
 
     # What `ArgumentParser.add_subparsers()` returns: commands are added to it.
@@ -42,7 +40,7 @@ class ExitStatus(enum.IntEnum):
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 
 
-Command = Callable[[argparse.Namespace, "Console"], ExitStatus]
+Command = Callable[[argparse.Namespace, "Output"], ExitStatus]
 
 
 class UsageParser(argparse.ArgumentParser):
@@ -99,42 +97,33 @@ def add_command(
 # ---------------------------------------------------------------------------- the local agent
 
 
+def data_dir_path(args: argparse.Namespace) -> Path:
+    """`--data-dir`, or the default (`$SWARMLET_DATA_DIR`, ...)."""
+    from swarmlet.security.datadir_location import default_data_dir
+
+    return Path(args.data_dir) if args.data_dir else default_data_dir()
+
+
 def data_dir(args: argparse.Namespace) -> DataDir:
-    from swarmlet.security.datadir import DataDir, default_data_dir
+    """The data dir, for the commands that read or write it (identity, keys, pid)."""
+    from swarmlet.security.datadir import DataDir
 
-    return DataDir(Path(args.data_dir) if args.data_dir else default_data_dir())
+    return DataDir(data_dir_path(args))
 
 
-def client(args: argparse.Namespace) -> ControlClient:
-    from swarmlet.api.control_socket import ControlClient
+def socket_path(args: argparse.Namespace) -> Path:
+    """The agent's control socket: found without loading what reads the data dir's files."""
+    from swarmlet.security.datadir_location import control_socket_path
 
-    return ControlClient(data_dir(args).socket_path)
+    return control_socket_path(data_dir_path(args))
+
+
+def client(args: argparse.Namespace) -> BlockingControlClient:
+    from swarmlet.api.control_client import BlockingControlClient
+
+    return BlockingControlClient(socket_path(args))
 
 
 def call(args: argparse.Namespace, op: str, **kwargs: Any) -> Any:
     """One request to the local agent's control API; its result, or the error it raised."""
-    import trio
-
-    return trio.run(lambda: client(args).call(op, **kwargs))
-
-
-# ---------------------------------------------------------------------------- output
-
-
-def print_json(console: Console, value: Any) -> None:
-    """`value` as JSON: highlighted on a terminal, plain and unwrapped for scripts."""
-    if console.is_terminal:
-        console.print_json(json.dumps(value), highlight=False)
-    else:
-        console.print(json.dumps(value, indent=2), markup=False, highlight=False, soft_wrap=True)
-
-
-def plain_table(columns: Sequence[str], *, wrap: Collection[str] = ()) -> Table:
-    """A borderless table with these column headers, as `docker ... ls` prints; only the
-    columns in `wrap` may wrap."""
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False)
-    for column in columns:
-        table.add_column(column, no_wrap=column not in wrap)
-    return table
+    return client(args).call(op, **kwargs)

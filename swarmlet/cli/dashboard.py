@@ -6,28 +6,27 @@ It needs a terminal: scripts use `node ls`, `service ls`, `events --format json`
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
-from swarmlet.cli.common import ExitStatus, add_command, data_dir
+from swarmlet.cli.common import ExitStatus, add_command, socket_path
 from swarmlet.errors import UsageError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at run time
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from swarmlet.cli.common import Subcommands
+    from swarmlet.cli.output import Output
 
 
-def cmd_dashboard(args: argparse.Namespace, console: Console) -> ExitStatus:
+def cmd_dashboard(args: argparse.Namespace, out: Output) -> ExitStatus:
     from swarmlet.dashboard import app  # rich.live and the view: load on demand
 
     if not args.interval > 0:
         raise UsageError(f"--interval: expected a positive number of seconds, got {args.interval}")
-    if not console.is_terminal:
+    if not out.is_terminal:
         raise UsageError(
             "the dashboard needs a terminal; in scripts, use `swarmlet node ls`, "
             "`swarmlet service ls` or `swarmlet events` (with --format json)"
         )
-    app.run(data_dir(args).socket_path, console, interval_s=args.interval)
+    app.run(socket_path(args), out.rich, interval_s=args.interval)
     return ExitStatus.OK
 
 

@@ -8,7 +8,6 @@ manager that is down (`Unreachable`) or a standby that holds no vote (`(standby)
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
 
 from swarmlet.cli.common import (
     ExitStatus,
@@ -16,14 +15,14 @@ from swarmlet.cli.common import (
     add_format,
     add_group,
     call,
-    plain_table,
-    print_json,
 )
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at run time
 if TYPE_CHECKING:
-    from rich.console import Console
+    from typing import Any
 
     from swarmlet.cli.common import Command, Subcommands
+    from swarmlet.cli.output import Cell, Output
 
 NODE_COLUMNS = (
     "ID",
@@ -59,41 +58,43 @@ def manager_status(node: dict[str, Any]) -> str:
     return status
 
 
-def cmd_ls(args: argparse.Namespace, console: Console) -> ExitStatus:
+def cmd_ls(args: argparse.Namespace, out: Output) -> ExitStatus:
     result = call(args, "node.ls")
     nodes = result["nodes"]
     if args.format == "json":
-        print_json(console, nodes)
+        out.json(nodes)
         return ExitStatus.OK
-    table = plain_table(NODE_COLUMNS)
+    rows: list[list[Cell]] = []
     for n in nodes:
         status = n["status"].capitalize()
-        table.add_row(
-            n["id"][:12] + (" *" if n["self"] else ""),
-            n["hostname"],
-            n["addr"],
-            f"[red]{status}[/red]" if n["status"] == "down" else status,
-            n["availability"].capitalize(),
-            manager_status(n),
-            f"{n['cpus']:g}",
-            format_bytes(n["memory_bytes"]),
-            str(n["tasks"]),
+        rows.append(
+            [
+                n["id"][:12] + (" *" if n["self"] else ""),
+                n["hostname"],
+                n["addr"],
+                ((status, "red"),) if n["status"] == "down" else status,
+                n["availability"].capitalize(),
+                manager_status(n),
+                f"{n['cpus']:g}",
+                format_bytes(n["memory_bytes"]),
+                str(n["tasks"]),
+            ]
         )
-    console.print(table)
+    out.table(NODE_COLUMNS, rows)
     if result.get("stale"):
-        console.print(
-            "[yellow]warning: no leader answered; this is this node's last known state[/yellow]"
+        out.line(
+            "warning: no leader answered; this is this node's last known state", style="yellow"
         )
     return ExitStatus.OK
 
 
-def cmd_inspect(args: argparse.Namespace, console: Console) -> ExitStatus:
+def cmd_inspect(args: argparse.Namespace, out: Output) -> ExitStatus:
     results = [call(args, "node.inspect", node=ref) for ref in args.nodes]
-    print_json(console, results)
+    out.json(results)
     return ExitStatus.OK
 
 
-def cmd_update(args: argparse.Namespace, console: Console) -> ExitStatus:
+def cmd_update(args: argparse.Namespace, out: Output) -> ExitStatus:
     call(
         args,
         "node.update",
@@ -102,24 +103,24 @@ def cmd_update(args: argparse.Namespace, console: Console) -> ExitStatus:
         label_add=args.label_add or [],
         label_rm=args.label_rm or [],
     )
-    console.print(args.node, markup=False)
+    out.line(args.node)
     return ExitStatus.OK
 
 
 def _set_role(role: str) -> Command:
-    def run(args: argparse.Namespace, console: Console) -> ExitStatus:
+    def run(args: argparse.Namespace, out: Output) -> ExitStatus:
         for ref in args.nodes:
             view = call(args, "node.role", node=ref, role=role)
-            console.print(f"Node {view['hostname']} is now a {role}.")
+            out.line(f"Node {view['hostname']} is now a {role}.")
         return ExitStatus.OK
 
     return run
 
 
-def cmd_rm(args: argparse.Namespace, console: Console) -> ExitStatus:
+def cmd_rm(args: argparse.Namespace, out: Output) -> ExitStatus:
     for ref in args.nodes:
         call(args, "node.rm", node=ref, force=args.force)
-        console.print(ref, markup=False)
+        out.line(ref)
     return ExitStatus.OK
 
 

@@ -5,22 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from swarmlet.cli.common import (
     ExitStatus,
     add_command,
     add_group,
     call,
-    plain_table,
-    print_json,
 )
 from swarmlet.errors import UsageError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at run time
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from swarmlet.cli.common import Command, Subcommands
+    from swarmlet.cli.output import Output
 
 
 def _kind(is_config: bool) -> str:
@@ -28,7 +25,7 @@ def _kind(is_config: bool) -> str:
 
 
 def _create(is_config: bool) -> Command:
-    def run(args: argparse.Namespace, console: Console) -> ExitStatus:
+    def run(args: argparse.Namespace, out: Output) -> ExitStatus:
         if args.file == "-":
             data = sys.stdin.buffer.read()
         else:
@@ -42,45 +39,40 @@ def _create(is_config: bool) -> Command:
         result = call(
             args, "secret.create", name=args.name, data=data, labels=labels, is_config=is_config
         )
-        console.print(result["id"], markup=False)
+        out.line(str(result["id"]))
         return ExitStatus.OK
 
     return run
 
 
 def _ls(is_config: bool) -> Command:
-    def run(args: argparse.Namespace, console: Console) -> ExitStatus:
+    def run(args: argparse.Namespace, out: Output) -> ExitStatus:
         items = call(args, "secret.ls", is_config=is_config)
         if args.format == "json":
-            print_json(console, items)
+            out.json(items)
             return ExitStatus.OK
-        table = plain_table(("ID", "NAME", "SIZE", "USED BY"))
-        for item in items:
-            table.add_row(
-                item["id"][:12], item["name"], str(item["size_bytes"]), ", ".join(item["services"])
-            )
-        console.print(table)
+        rows = [
+            [item["id"][:12], item["name"], str(item["size_bytes"]), ", ".join(item["services"])]
+            for item in items
+        ]
+        out.table(("ID", "NAME", "SIZE", "USED BY"), rows)
         return ExitStatus.OK
 
     return run
 
 
 def _inspect(is_config: bool) -> Command:
-    def run(args: argparse.Namespace, console: Console) -> ExitStatus:
-        print_json(
-            console, [call(args, "secret.inspect", name=n, is_config=is_config) for n in args.names]
-        )
+    def run(args: argparse.Namespace, out: Output) -> ExitStatus:
+        out.json([call(args, "secret.inspect", name=n, is_config=is_config) for n in args.names])
         return ExitStatus.OK
 
     return run
 
 
 def _rm(is_config: bool) -> Command:
-    def run(args: argparse.Namespace, console: Console) -> ExitStatus:
+    def run(args: argparse.Namespace, out: Output) -> ExitStatus:
         for name in args.names:
-            console.print(
-                call(args, "secret.rm", name=name, is_config=is_config)["removed"], markup=False
-            )
+            out.line(str(call(args, "secret.rm", name=name, is_config=is_config)["removed"]))
         return ExitStatus.OK
 
     return run

@@ -12,11 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import time
-from typing import TYPE_CHECKING, Any
-
-from rich.text import Text  # loaded with rich.console anyway
 
 from swarmlet.cli.common import (
     ExitStatus,
@@ -24,15 +20,17 @@ from swarmlet.cli.common import (
     add_group,
     call,
     client,
-    plain_table,
-    print_json,
 )
 from swarmlet.errors import UsageError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at run time
 if TYPE_CHECKING:
-    from rich.console import Console
+    from typing import Any
+
+    from rich.text import Text
 
     from swarmlet.cli.common import Subcommands
+    from swarmlet.cli.output import Cell, Output
     from swarmlet.state.model import ServiceSpec
 
 CONVERGE_TIMEOUT_S = 120.0
@@ -53,7 +51,7 @@ _STATE_STYLES = {
 
 
 def wait_converged(
-    args: argparse.Namespace, console: Console, names: list[str], *, version: int = 0
+    args: argparse.Namespace, out: Output, names: list[str], *, version: int = 0
 ) -> ExitStatus:
     """Show progress until every named service runs its replicas (and, after an update, until
     the rolling update completed); non-zero if one fails, pauses or rolls back."""
@@ -72,17 +70,17 @@ def wait_converged(
                 done = False
             status = s["update_status"]["state"]
             if status in ("paused", "rollback_paused"):
-                console.print(f"{name}: update paused: {s['update_status']['message']}")
+                out.line(f"{name}: update paused: {s['update_status']['message']}")
                 return ExitStatus.ERROR
             if version and status in ("rollback_started", "rollback_completed"):
                 message = s["update_status"]["message"]
-                console.print(f"{name}: the update failed and was rolled back: {message}")
+                out.line(f"{name}: the update failed and was rolled back: {message}")
                 return ExitStatus.ERROR
             if version and status == "updating":
                 done = False  # still rolling, or monitoring the last batch
         text = "; ".join(lines)
         if text != last:
-            console.print(text)
+            out.line(text)
             last = text
         tasks = call(args, "service.ps", services=names)["tasks"]
         if version:
@@ -97,28 +95,26 @@ def wait_converged(
         if rejected and all(
             t["state"] in ("rejected", "failed") for t in tasks if t["desired_state"] == "running"
         ):
-            console.print(f"error: tasks are failing: {rejected[0]['error']}")
+            out.line(f"error: tasks are failing: {rejected[0]['error']}")
             return ExitStatus.ERROR
         time.sleep(CONVERGE_POLL_INTERVAL_S)
-    console.print(
-        f"error: not converged within {CONVERGE_TIMEOUT_S:.0f} s; see `swarmlet service ps`"
-    )
+    out.line(f"error: not converged within {CONVERGE_TIMEOUT_S:.0f} s; see `swarmlet service ps`")
     return ExitStatus.ERROR
 
 
 # ---------------------------------------------------------------------------- commands
 
 
-def cmd_create(args: argparse.Namespace, console: Console) -> ExitStatus:
+def cmd_create(args: argparse.Namespace, out: Output) -> ExitStatus:
     from swarmlet.cli.service_flags import spec_from_args
     from swarmlet.wire import codec as wire
 
     spec = spec_from_args(args)
     result = call(args, "service.create", spec=wire.encode(spec))
-    console.print(result["id"], markup=False)
+    out.line(str(result["id"]))
     if args.detach:
         return ExitStatus.OK
-    return wait_converged(args, console, [spec.name])
+    return wait_converged(args, out, [spec.name])
 
 
 def _current_spec(args: argparse.Namespace, ref: str) -> ServiceSpec:
@@ -130,25 +126,25 @@ def _current_spec(args: argparse.Namespace, ref: str) -> ServiceSpec:
     return spec
 
 
-def cmd_update(args: argparse.Namespace, console: Console) -> ExitStatus:
+def cmd_update(args: argparse.Namespace, out: Output) -> ExitStatus:
     from swarmlet.cli.service_flags import spec_from_args
     from swarmlet.wire import codec as wire
 
     spec = spec_from_args(args, base=_current_spec(args, args.service))
     result = call(args, "service.update", service=args.service, spec=wire.encode(spec))
-    console.print(args.service, markup=False)
+    out.line(args.service)
     if args.detach:
         return ExitStatus.OK
-    return wait_converged(args, console, [spec.name], version=result["version"])
+    return wait_converged(args, out, [spec.name], version=result["version"])
 
 
-def cmd_rollback(args: argparse.Namespace, console: Console) -> ExitStatus:
+def cmd_rollback(args: argparse.Namespace, out: Output) -> ExitStatus:
     call(args, "service.rollback", service=args.service)
-    console.print(args.service, markup=False)
-    return ExitStatus.OK if args.detach else wait_converged(args, console, [args.service])
+    out.line(args.service)
+    return ExitStatus.OK if args.detach else wait_converged(args, out, [args.service])
 
 
-def cmd_scale(args: argparse.Namespace, console: Console) -> ExitStatus:
+def cmd_scale(args: argparse.Namespace, out: Output) -> ExitStatus:
     changes: dict[str, int] = {}
     for item in args.pairs:
         name, sep, value = item.partition("=")
@@ -159,13 +155,13 @@ def cmd_scale(args: argparse.Namespace, console: Console) -> ExitStatus:
         changes[name] = int(value)
     call(args, "service.scale", scale=changes)
     for name, replicas in changes.items():
-        console.print(f"{name} scaled to {replicas}", markup=False)
-    return ExitStatus.OK if args.detach else wait_converged(args, console, list(changes))
+        out.line(f"{name} scaled to {replicas}")
+    return ExitStatus.OK if args.detach else wait_converged(args, out, list(changes))
 
 
-def cmd_rm(args: argparse.Namespace, console: Console) -> ExitStatus:
+def cmd_rm(args: argparse.Namespace, out: Output) -> ExitStatus:
     for name in call(args, "service.rm", services=args.services)["removed"]:
-        console.print(name, markup=False)
+        out.line(name)
     return ExitStatus.OK
 
 
@@ -173,69 +169,72 @@ def _ports_text(ports: list[dict[str, Any]]) -> str:
     return ", ".join(f"*:{p['published']}->{p['target']}/{p['protocol']}" for p in ports)
 
 
-def print_services(console: Console, services: list[dict[str, Any]]) -> None:
-    table = plain_table(("ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"))
-    for s in services:
-        table.add_row(
+def print_services(out: Output, services: list[dict[str, Any]]) -> None:
+    rows = [
+        [
             s["id"][:12],
             s["name"],
             s["mode"],
             f"{s['replicas_running']}/{s['replicas_desired']}",
             s["image"],
             _ports_text(s["ports"]),
-        )
-    console.print(table)
+        ]
+        for s in services
+    ]
+    out.table(("ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"), rows)
 
 
-def list_services(
-    args: argparse.Namespace, console: Console, stack: str | None = None
-) -> ExitStatus:
+def list_services(args: argparse.Namespace, out: Output, stack: str | None = None) -> ExitStatus:
     services = call(args, "service.ls", stack=stack)["services"]
     if args.format == "json":
-        print_json(console, services)
+        out.json(services)
     else:
-        print_services(console, services)
+        print_services(out, services)
     return ExitStatus.OK
 
 
 def list_tasks(
     args: argparse.Namespace,
-    console: Console,
+    out: Output,
     *,
     services: list[str] | None = None,
     stack: str | None = None,
 ) -> ExitStatus:
     tasks = call(args, "service.ps", services=services, stack=stack)["tasks"]
     if args.format == "json":
-        print_json(console, tasks)
+        out.json(tasks)
     else:
-        print_tasks(console, tasks)
+        print_tasks(out, tasks)
     return ExitStatus.OK
 
 
-def cmd_ls(args: argparse.Namespace, console: Console) -> ExitStatus:
-    return list_services(args, console)
+def cmd_ls(args: argparse.Namespace, out: Output) -> ExitStatus:
+    return list_services(args, out)
 
 
-def print_tasks(console: Console, tasks: list[dict[str, Any]]) -> None:
-    table = plain_table(
-        ("ID", "NAME", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR"), wrap=("ERROR",)
-    )
+def print_tasks(out: Output, tasks: list[dict[str, Any]]) -> None:
+    rows: list[list[Cell]] = []
     now = time.time()
     for t in tasks:
         since = max(0.0, now - (t["updated_at"] or now))
-        state = Text(t["state"].capitalize(), style=_STATE_STYLES.get(t["state"], ""))
-        state.append(f" {_ago(since)}", style="dim")
-        error = t["error"] or (t["message"] if t["state"] == "pending" else "")
-        table.add_row(
-            t["id"][:12],
-            t["name"],
-            t["node_name"] or "-",
-            t["desired_state"].capitalize(),
-            state,
-            error,
+        state = (
+            (t["state"].capitalize(), _STATE_STYLES.get(t["state"], "")),
+            (f" {_ago(since)}", "dim"),
         )
-    console.print(table)
+        error = t["error"] or (t["message"] if t["state"] == "pending" else "")
+        rows.append(
+            [
+                t["id"][:12],
+                t["name"],
+                t["node_name"] or "-",
+                t["desired_state"].capitalize(),
+                state,
+                error,
+            ]
+        )
+    out.table(
+        ("ID", "NAME", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR"), rows, wrap=("ERROR",)
+    )
 
 
 def _ago(seconds: float) -> str:
@@ -246,12 +245,12 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 3600:.0f} hours ago"
 
 
-def cmd_ps(args: argparse.Namespace, console: Console) -> ExitStatus:
-    return list_tasks(args, console, services=args.services)
+def cmd_ps(args: argparse.Namespace, out: Output) -> ExitStatus:
+    return list_tasks(args, out, services=args.services)
 
 
-def cmd_inspect(args: argparse.Namespace, console: Console) -> ExitStatus:
-    print_json(console, [call(args, "service.inspect", service=ref) for ref in args.services])
+def cmd_inspect(args: argparse.Namespace, out: Output) -> ExitStatus:
+    out.json([call(args, "service.inspect", service=ref) for ref in args.services])
     return ExitStatus.OK
 
 
@@ -267,29 +266,32 @@ _TASK_COLOURS = (
 )
 
 
-def cmd_logs(args: argparse.Namespace, console: Console) -> ExitStatus:
-    import trio
+def _log_line(item: dict[str, Any], colours: dict[str, str]) -> Text:
+    """`TASK@NODE | line`, the prefix in the task's own colour."""
+    from rich.text import Text
+
+    prefix = f"{item['task']}@{item['node']}"
+    colour = colours.setdefault(item["task"], _TASK_COLOURS[len(colours) % len(_TASK_COLOURS)])
+    text = Text(prefix.ljust(max(28, len(prefix))) + " | ", style=colour)
+    text.append(item["line"])
+    return text
+
+
+def cmd_logs(args: argparse.Namespace, out: Output) -> ExitStatus:
+    import json
 
     colours: dict[str, str] = {}
-
-    async def stream() -> None:
-        async with client(args).stream(
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        client(args).stream(
             "service.logs", service=args.service, follow=args.follow, tail=args.tail
-        ) as lines:
-            async for item in lines:
-                prefix = f"{item['task']}@{item['node']}"
-                colour = colours.setdefault(
-                    item["task"], _TASK_COLOURS[len(colours) % len(_TASK_COLOURS)]
-                )
-                if args.format == "json":
-                    console.print(json.dumps(item), markup=False, highlight=False, soft_wrap=True)
-                    continue
-                text = Text(prefix.ljust(max(28, len(prefix))) + " | ", style=colour)
-                text.append(item["line"])
-                console.print(text, highlight=False, soft_wrap=True)
-
-    with contextlib.suppress(KeyboardInterrupt):
-        trio.run(stream)
+        ) as lines,
+    ):
+        for item in lines:
+            if args.format == "json":
+                out.line(json.dumps(item))
+                continue
+            out.rich.print(_log_line(item, colours), highlight=False, soft_wrap=True)
     return ExitStatus.OK
 
 

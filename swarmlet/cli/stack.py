@@ -10,23 +10,23 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from rich.console import Console
 
 from swarmlet.cli.common import (
     ExitStatus,
     add_command,
     add_group,
     call,
-    plain_table,
-    print_json,
 )
+from swarmlet.cli.output import error
 from swarmlet.cli.service import list_services, list_tasks, wait_converged
 from swarmlet.errors import StackError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at run time
 if TYPE_CHECKING:
+    from typing import Any
+
     from swarmlet.cli.common import Subcommands
+    from swarmlet.cli.output import Output
     from swarmlet.stack.convert import StackPlan
     from swarmlet.stack.loader import LoadedStack
 
@@ -46,9 +46,8 @@ def _plan(args: argparse.Namespace) -> StackPlan:
 
     loaded = _load(args)
     plan = convert_stack(args.name, loaded, file=args.compose_file[0])
-    err = Console(stderr=True)
     for warning in plan.warnings:
-        err.print(warning, markup=False, highlight=False)
+        error(warning)
     return plan
 
 
@@ -70,7 +69,7 @@ def _secret_payloads(plan: StackPlan) -> list[dict[str, Any]]:
     return payloads
 
 
-def cmd_deploy(args: argparse.Namespace, console: Console) -> ExitStatus:
+def cmd_deploy(args: argparse.Namespace, out: Output) -> ExitStatus:
     from swarmlet.wire import codec as wire
 
     plan = _plan(args)
@@ -84,56 +83,47 @@ def cmd_deploy(args: argparse.Namespace, console: Console) -> ExitStatus:
     )
     for key, verb in (("created", "Creating"), ("updated", "Updating"), ("removed", "Removing")):
         for name in result[key]:
-            console.print(f"{verb} service {name}", markup=False)
+            out.line(f"{verb} service {name}")
     if args.detach or not (result["created"] or result["updated"]):
         return ExitStatus.OK
-    return wait_converged(args, console, [s.name for s in plan.services])
+    return wait_converged(args, out, [s.name for s in plan.services])
 
 
-def cmd_config(args: argparse.Namespace, console: Console) -> ExitStatus:
+def cmd_config(args: argparse.Namespace, out: Output) -> ExitStatus:
     from swarmlet.stack import render_config
 
     loaded = _load(args)
-    err = Console(stderr=True)
     for warning in loaded.warnings:
-        err.print(warning, markup=False, highlight=False)
-    console.print(
-        render_config(loaded.config, args.format),
-        markup=False,
-        highlight=False,
-        end="",
-        soft_wrap=True,
-    )
+        error(warning)
+    out.write(render_config(loaded.config, args.format))
     return ExitStatus.OK
 
 
-def cmd_ls(args: argparse.Namespace, console: Console) -> ExitStatus:
+def cmd_ls(args: argparse.Namespace, out: Output) -> ExitStatus:
     stacks = call(args, "stack.ls")["stacks"]
     if args.format == "json":
-        print_json(console, stacks)
+        out.json(stacks)
         return ExitStatus.OK
-    table = plain_table(("NAME", "SERVICES"), wrap=("NAME", "SERVICES"))
-    for s in stacks:
-        table.add_row(s["name"], str(s["services"]))
-    console.print(table)
+    rows = [[s["name"], str(s["services"])] for s in stacks]
+    out.table(("NAME", "SERVICES"), rows, wrap=("NAME", "SERVICES"))
     return ExitStatus.OK
 
 
-def cmd_ps(args: argparse.Namespace, console: Console) -> ExitStatus:
-    return list_tasks(args, console, stack=args.name)
+def cmd_ps(args: argparse.Namespace, out: Output) -> ExitStatus:
+    return list_tasks(args, out, stack=args.name)
 
 
-def cmd_services(args: argparse.Namespace, console: Console) -> ExitStatus:
-    return list_services(args, console, stack=args.name)
+def cmd_services(args: argparse.Namespace, out: Output) -> ExitStatus:
+    return list_services(args, out, stack=args.name)
 
 
-def cmd_rm(args: argparse.Namespace, console: Console) -> ExitStatus:
+def cmd_rm(args: argparse.Namespace, out: Output) -> ExitStatus:
     for name in args.names:
         result = call(args, "stack.rm", name=name)
         for service in result["removed_services"]:
-            console.print(f"Removing service {service}", markup=False)
+            out.line(f"Removing service {service}")
         for secret in result["removed_secrets"]:
-            console.print(f"Removing secret {secret}", markup=False)
+            out.line(f"Removing secret {secret}")
     return ExitStatus.OK
 
 

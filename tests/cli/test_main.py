@@ -1,18 +1,22 @@
-"""cli.main: failures map to exit statuses in one place; the parser loads no heavy module; the
-command modules never import the entry point."""
+"""cli.main: failures map to exit statuses in one place; a command line builds only its own
+command's parser, which parses as the whole one does; the parser loads no heavy module; the
+command modules never import the entry point. (What each command imports: `test_imports`.)"""
 
 from __future__ import annotations
 
+import argparse
 import io
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
 
+from swarmlet.cli import main as cli_main
 from swarmlet.cli.common import ExitStatus
-from swarmlet.cli.main import build_parser, main
+from swarmlet.cli.main import COMMAND_MODULES, build_parser, main
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[ExitStatus, str, str]:
@@ -92,6 +96,64 @@ def test_every_command_group_is_registered() -> None:
     }
 
 
+def _commands(parser: argparse.ArgumentParser) -> list[str]:
+    (sub,) = [a for a in parser._actions if a.dest == "command"]
+    return list(sub.choices or ())
+
+
+def test_the_command_table_names_every_command_in_help_order() -> None:
+    assert _commands(build_parser()) == list(COMMAND_MODULES)
+
+
+@pytest.mark.parametrize("command", list(COMMAND_MODULES))
+def test_a_command_line_builds_the_parsers_of_its_own_module_only(command: str) -> None:
+    module = COMMAND_MODULES[command]
+    assert _commands(build_parser(command)) == [
+        name for name, owner in COMMAND_MODULES.items() if owner == module
+    ]
+
+
+@pytest.mark.parametrize("first_word", [None, "--help", "-h", "--version", "nod", "NODE"])
+def test_anything_else_builds_every_parser(first_word: str | None) -> None:
+    assert _commands(build_parser(first_word)) == list(COMMAND_MODULES)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["node", "ls", "--format", "json", "--data-dir", "/d"],
+        ["service", "update", "--image", "web:2", "--update-order", "start-first", "web"],
+        ["service", "create", "--name", "web", "-p", "8080:80", "img", "sh", "-c", "x"],
+        ["stack", "deploy", "-c", "a.yml", "-c", "b.yml", "--prune", "web"],
+        ["config", "ls", "--format", "json"],
+        ["events", "--since", "10m", "--filter", "type=node", "--no-follow"],
+        ["join-token", "-q", "worker"],
+    ],
+)
+def test_the_partial_parser_parses_as_the_whole_one(argv: list[str]) -> None:
+    def parsed(parser: argparse.ArgumentParser) -> dict[str, Any]:
+        values = vars(parser.parse_args(argv))
+        # (a handler made per build, like `secret._ls(is_config)`, is a new closure each time)
+        handler = values.pop("handler")
+        cells = [c.cell_contents for c in handler.__closure__ or ()]
+        return {**values, "handler": (handler.__module__, handler.__qualname__, cells)}
+
+    assert parsed(build_parser(argv[0])) == parsed(build_parser())
+
+
+def test_version_is_answered_before_argparse_as_argparse_answers_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(SystemExit) as by_argparse:
+        main(["--version"])
+    from_argparse = capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["swarmlet", "--version"])
+    with pytest.raises(SystemExit) as fast:
+        cli_main.entrypoint()
+    assert (fast.value.code, capsys.readouterr()) == (by_argparse.value.code, from_argparse)
+    assert from_argparse.out == "swarmlet 0.1.0\n"
+
+
 def _modules_after(code: str) -> set[str]:
     probe = f"import sys\n{code}\nprint('\\n'.join(sorted(sys.modules)))"
     out = subprocess.run(
@@ -107,12 +169,14 @@ def test_building_the_parser_loads_no_heavy_module() -> None:
         "trio",
         "msgpack",
         "cryptography",
-        "swarmlet.api.control_socket",
+        "socket",
+        "swarmlet.api",
+        "swarmlet.security",
         "swarmlet.stack",
-        "swarmlet.state.model",
-        "swarmlet.node.main",
+        "swarmlet.state",
+        "swarmlet.node",
         "swarmlet.dashboard",
-        "rich.table",
+        "rich",
     }
     assert not heavy & loaded
 

@@ -1,0 +1,261 @@
+"""api.control_client and api.control_protocol: the blocking client the `swarmlet` command uses,
+against the real server (`serve_control`, under trio), and against agents that misbehave; the
+framing, sans-I/O."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import trio
+
+from swarmlet.api.control_client import BlockingControlClient
+from swarmlet.api.control_protocol import (
+    FRAME_HEADER,
+    MAX_API_FRAME_BYTES,
+    NEED_DATA,
+    closed_inside_frame,
+    encode_frame,
+    next_frame,
+)
+from swarmlet.api.control_socket import ControlClient, Emit, Handler, StreamHandler, serve_control
+from swarmlet.errors import (
+    AgentUnavailableError,
+    NoLeaderError,
+    NotLeaderError,
+    RemoteProtocolError,
+    StackError,
+    SwarmletError,
+    UsageError,
+)
+
+TIMEOUT_S = 10
+
+
+async def _echo(args: dict[str, Any]) -> Any:
+    return args
+
+
+async def _usage(args: dict[str, Any]) -> Any:
+    raise UsageError("no such service 'web'")
+
+
+async def _not_leader(args: dict[str, Any]) -> Any:
+    raise NotLeaderError(args.get("hint"))
+
+
+async def _no_leader(args: dict[str, Any]) -> Any:
+    raise NoLeaderError("no leader; retry later")
+
+
+async def _stack(args: dict[str, Any]) -> Any:
+    raise StackError("web.yml", "services.app.image", "required")
+
+
+async def _count(args: dict[str, Any], emit: Emit) -> None:
+    for i in range(int(args.get("n", 0))):
+        await emit({"i": i})
+
+
+async def _count_then_fail(args: dict[str, Any], emit: Emit) -> None:
+    await emit("first")
+    raise UsageError("stream broke")
+
+
+HANDLERS: dict[str, Handler] = {
+    "echo": _echo,
+    "usage": _usage,
+    "not_leader": _not_leader,
+    "no_leader": _no_leader,
+    "stack": _stack,
+}
+STREAMS: dict[str, StreamHandler] = {"count": _count, "count_then_fail": _count_then_fail}
+
+
+@contextlib.asynccontextmanager
+async def served(tmp_path: Path) -> AsyncIterator[BlockingControlClient]:
+    path = tmp_path / "c.sock"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_control, path, HANDLERS, STREAMS)
+        yield BlockingControlClient(path)
+        nursery.cancel_scope.cancel()
+
+
+async def in_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run the blocking client off the trio thread, as a separate process would."""
+    return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+
+
+# ---------------------------------------------------------------------------- the real server
+
+
+async def test_a_call_round_trips_its_arguments(tmp_path: Path) -> None:
+    args = {"name": "web", "n": 3, "labels": {"a": "b"}, "data": b"\x00", "l": [1, None]}
+    with trio.fail_after(TIMEOUT_S):
+        async with served(tmp_path) as client:
+            assert await in_thread(client.call, "echo", **args) == args
+            assert await in_thread(client.call, "echo") == {}
+
+
+@pytest.mark.parametrize(
+    ("op", "error", "match"),
+    [
+        ("usage", UsageError, "no such service 'web'"),
+        ("no_leader", NoLeaderError, "retry later"),
+        ("stack", SwarmletError, "services.app.image: required"),
+        ("nope", UsageError, "unknown operation nope"),
+    ],
+)
+async def test_errors_reach_the_client_with_their_type(
+    tmp_path: Path, op: str, error: type[Exception], match: str
+) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with served(tmp_path) as client:
+            with pytest.raises(error, match=match) as caught:
+                await in_thread(client.call, op)
+            if error is SwarmletError:
+                assert type(caught.value) is SwarmletError  # StackError is not rebuilt
+
+
+async def test_not_leader_carries_the_leader_hint(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with served(tmp_path) as client:
+            with pytest.raises(NotLeaderError) as caught:
+                await in_thread(client.call, "not_leader", hint="node-7")
+            assert caught.value.leader_hint == "node-7"
+
+
+def _collect(client: BlockingControlClient, op: str, got: list[Any], **args: Any) -> None:
+    with client.stream(op, **args) as items:
+        got.extend(items)
+
+
+async def test_a_stream_delivers_its_items_then_ends(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with served(tmp_path) as client:
+            got: list[Any] = []
+            await in_thread(_collect, client, "count", got, n=4)
+            assert got == [{"i": i} for i in range(4)]
+
+
+async def test_a_stream_that_fails_delivers_its_items_then_the_error(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with served(tmp_path) as client:
+            got: list[Any] = []
+            with pytest.raises(UsageError, match="stream broke"):
+                await in_thread(_collect, client, "count_then_fail", got)
+            assert got == ["first"]
+
+
+async def test_no_agent_is_the_same_error_from_both_clients(tmp_path: Path) -> None:
+    path = tmp_path / "none.sock"
+    with pytest.raises(AgentUnavailableError) as blocking:
+        BlockingControlClient(path).call("echo")
+    with trio.fail_after(TIMEOUT_S), pytest.raises(AgentUnavailableError) as trio_client:
+        await ControlClient(path).call("echo")
+    assert str(blocking.value) == str(trio_client.value)
+    assert "no agent answers at" in str(blocking.value) and "swarmlet agent --detach" in str(
+        blocking.value
+    )
+
+
+# ---------------------------------------------------------------------------- agents that misbehave
+
+
+@contextlib.contextmanager
+def raw_agent(path: Path, reply: bytes) -> Iterator[None]:
+    """Accept one connection, read the request, send `reply` as raw bytes, close."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+    listener.settimeout(TIMEOUT_S)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            buffer = bytearray()
+            while next_frame(buffer) is NEED_DATA:
+                buffer.extend(conn.recv(65536))
+            conn.sendall(reply)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join(timeout=TIMEOUT_S)
+        listener.close()
+
+
+@pytest.mark.parametrize(
+    ("reply", "error", "match"),
+    [
+        (b"", AgentUnavailableError, "closed the connection without answering"),
+        (b"\x00\x00", AgentUnavailableError, "closed the connection without answering"),
+        (FRAME_HEADER.pack(10) + b"abc", RemoteProtocolError, "closed inside a frame"),
+        (FRAME_HEADER.pack(MAX_API_FRAME_BYTES + 1), RemoteProtocolError, "too large"),
+        (FRAME_HEADER.pack(1) + b"\xc1", RemoteProtocolError, "undecodable"),
+        (encode_frame([1, 2]), RemoteProtocolError, "not a map"),
+    ],
+    ids=["nothing", "half-a-length", "truncated", "huge", "not-msgpack", "not-a-map"],
+)
+def test_an_agent_that_misbehaves_is_an_error_not_a_crash(
+    tmp_path: Path, reply: bytes, error: type[Exception], match: str
+) -> None:
+    path = tmp_path / "c.sock"
+    with raw_agent(path, reply), pytest.raises(error, match=match):
+        BlockingControlClient(path).call("node.ls")
+
+
+# ---------------------------------------------------------------------------- framing
+
+
+def test_frames_are_taken_one_at_a_time_from_the_front() -> None:
+    first, second = encode_frame({"op": "a"}), encode_frame({"op": "b", "args": {"x": b"\x01"}})
+    buffer = bytearray(first + second[:5])
+    assert next_frame(buffer) == {"op": "a"}
+    assert next_frame(buffer) is NEED_DATA
+    assert buffer == bytearray(second[:5])  # an incomplete frame is left as it is
+    buffer.extend(second[5:])
+    assert next_frame(buffer) == {"op": "b", "args": {"x": b"\x01"}}
+    assert buffer == bytearray()
+
+
+def test_a_frame_too_long_is_refused_from_its_length_alone() -> None:
+    with pytest.raises(RemoteProtocolError, match="too large"):
+        next_frame(bytearray(FRAME_HEADER.pack(MAX_API_FRAME_BYTES + 1)))
+    body = msgpack.packb("x" * 10)
+    assert next_frame(bytearray(FRAME_HEADER.pack(len(body)) + body)) == "x" * 10
+
+
+@pytest.mark.parametrize(
+    ("left", "cut"),
+    [(b"", False), (b"\x00\x00\x00", False), (FRAME_HEADER.pack(9), True), (b"\x00" * 6, True)],
+)
+def test_closing_inside_a_body_is_a_cut_frame_inside_a_length_is_nothing(
+    left: bytes, cut: bool
+) -> None:
+    assert closed_inside_frame(bytearray(left)) is cut
+
+
+def test_the_protocol_needs_no_socket_and_the_client_no_event_loop() -> None:
+    probe = (
+        "import sys, swarmlet.api.control_protocol as p; a = set(sys.modules); "
+        "import swarmlet.api.control_client; b = set(sys.modules); "
+        "print(' '.join(sorted(a)), '|', ' '.join(sorted(b)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    protocol, client = (set(half.split()) for half in out.split("|"))
+    assert not {"trio", "socket", "asyncio", "selectors"} & protocol
+    assert "socket" in client
+    assert not {"trio", "asyncio", "swarmlet.api.control_socket"} & client

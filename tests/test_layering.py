@@ -110,6 +110,7 @@ PURE_PACKAGES: dict[str, tuple[str, ...]] = {
     "swarmlet.leader.orchestrator": (),
 }
 PURE_MODULES: tuple[str, ...] = (
+    "swarmlet.wire.bounds",
     "swarmlet.wire.catalog",
     "swarmlet.wire.codec",
     "swarmlet.wire.peer_rpc",
@@ -121,6 +122,7 @@ PURE_MODULES: tuple[str, ...] = (
     "swarmlet.proxy.routes",
     "swarmlet.proxy.counters",
     "swarmlet.proxy.worker_protocol",
+    "swarmlet.api.control_protocol",
     "swarmlet.security.secret_access",
     "swarmlet.security.propose_auth",
     "swarmlet.dashboard.view",

@@ -182,6 +182,10 @@ class Executor:
                 log.info("removing container %s: its task is not ours any more", info.id[:12])
                 with contextlib.suppress(RuntimeAdapterError):
                     await self.runtime.remove(info.id, force=True)
+        # Secret files of tasks that ended while the agent was away, or mid-start, go.
+        live = self._containers.keys() - self._stopped
+        for task_id in secretfiles.task_ids(self.node_id) - live:
+            secretfiles.remove(self.node_id, task_id)
 
     async def _measure(self) -> None:
         """CPU and memory of the running replicas of autoscaled services, for the leader."""
@@ -357,6 +361,8 @@ class Executor:
                     healthy=False if has_health else None,
                 )
         finally:
+            if task.id not in self._containers:  # failed or cancelled: no secret stays behind
+                secretfiles.remove(self.node_id, task.id)
             self._busy.discard(task.id)
             self._wake.set()
 
@@ -374,6 +380,7 @@ class Executor:
             with contextlib.suppress(RuntimeAdapterError):
                 await self.runtime.stop(container_id, grace)
         finally:
+            secretfiles.remove(self.node_id, task.id)  # the task has ended: its secrets go
             self._stopped.add(task.id)
             self._stopping.discard(task.id)
             self._busy.discard(task.id)

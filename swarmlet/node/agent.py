@@ -385,7 +385,7 @@ class Agent:
             nursery.start_soon(self._refresh_meta)
             if serve_control is not None:
                 await nursery.start(serve_control)
-            self.datadir.pid_file.write_text(str(os.getpid()))
+            self.datadir.write_pid(os.getpid())
             log.info(
                 "agent %s (%s) running on %s", self.identity.name, self.node_id, self.identity.addr
             )

@@ -60,8 +60,8 @@ def encode(message: RouteTable | WorkerReport) -> bytes:
 
 class ControlDecoder(Generic[Message]):
     """The messages of one direction of one control socket, from its bytes as they arrive.
-    Raises `RemoteProtocolError` for anything but a well-formed `expect` (and msgpack's
-    `BufferFull` for a message larger than CONTROL_MAX_BYTES)."""
+    Raises `RemoteProtocolError` for anything but a well-formed `expect`, a message larger
+    than CONTROL_MAX_BYTES included."""
 
     def __init__(self, expect: type[Message]) -> None:
         self._expect: type[Message] = expect

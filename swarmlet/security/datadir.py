@@ -10,19 +10,23 @@ Layout (all files owned by the agent's user, the directory and secrets 0700/0600
                        carries it sealed to this node (join as a manager, promotion); removed
                        when it is demoted or removed from the cluster
     raft/              the Raft log, hard state and snapshots (`swarmlet.raft.storage`)
-    control.sock       the control API (Unix socket, 0600)
+    control.sock       the control API (Unix socket, 0600); found by `datadir_location`
     agent.pid          the running agent's pid
     agent.log          the agent's log when it runs in the background
 
 Files are replaced atomically (write a temp file, fsync, rename, fsync the directory), so a crash
-leaves either the old or the new version. The identity file is the commit point of `init` and
-`join`: written last, so a data dir without it holds no node and may be initialised again.
+leaves either the old or the new version. A file is created only with O_EXCL|O_NOFOLLOW, and a
+data dir another user owns is refused (`DataDir.check_owner`): nothing here writes through a link
+someone planted, or trusts a directory someone else controls. The identity file is the commit
+point of `init` and `join`: written last, so a data dir without it holds no node and may be
+initialised again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,27 +34,44 @@ import msgpack
 
 from swarmlet.crypto import KEY_BYTES
 from swarmlet.errors import StorageCorruptError, UsageError
+from swarmlet.security.datadir_location import ENV_VAR as ENV_VAR
+from swarmlet.security.datadir_location import control_socket_path
+from swarmlet.security.datadir_location import default_data_dir as default_data_dir
 
-ENV_VAR = "SWARMLET_DATA_DIR"
+# A file this module creates is always new, never reached through a link: whatever was at its
+# name (a crash's leftover, a link someone planted to make the agent write its keys elsewhere)
+# is neither written through nor reused.
+_CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def default_data_dir() -> Path:
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env)
-    if os.geteuid() == 0:
-        return Path("/var/lib/swarmlet")
-    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local/state")) / "swarmlet"
+def _create_new(path: Path, mode: int) -> int:
+    """A new file at `path`, open for writing, with exactly `mode` (whatever the umask). A
+    leftover at the name is unlinked first: that removes the entry, never what a link names."""
+    try:
+        fd = os.open(path, _CREATE_NEW, mode)
+    except FileExistsError:
+        os.unlink(path)
+        fd = os.open(path, _CREATE_NEW, mode)  # a second one appearing meanwhile is refused
+    os.fchmod(fd, mode)
+    return fd
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace `path` with `data`: a new temporary file, fsync, rename over `path` (which
+    replaces a link there, never follows it), fsync the directory."""
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd = _create_new(tmp, mode)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
     os.replace(tmp, path)
     _fsync_dir(path.parent)
 
@@ -109,7 +130,7 @@ class DataDir:
 
     @property
     def socket_path(self) -> Path:
-        return self.path / "control.sock"
+        return control_socket_path(self.path)
 
     @property
     def pid_file(self) -> Path:
@@ -128,7 +149,22 @@ class DataDir:
 
     def create(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.check_owner()
         os.chmod(self.path, 0o700)
+
+    def check_owner(self) -> None:
+        """Refuse a data dir that another user owns: that user could replace the keys, the
+        identity and the Raft log this agent trusts (a missing one is left to the caller)."""
+        try:
+            owner = os.stat(self.path).st_uid  # through a link: the directory that is used
+        except FileNotFoundError:
+            return
+        if owner != os.geteuid():
+            raise UsageError(
+                f"{self.path} is owned by {_user(owner)}, not by {_user(os.geteuid())} who runs "
+                "the agent: that user could replace its keys and state; give it to the agent's "
+                f"user (chown -R {os.geteuid()} {self.path}) or use another --data-dir"
+            )
 
     def write_identity(self, identity: Identity, key: bytes, node_key: bytes) -> None:
         """`key`: the cluster key; `node_key`: this node's private key (`crypto.new_node_key`)."""
@@ -149,6 +185,7 @@ class DataDir:
         write_atomic(self.identity_file, msgpack.packb(body, use_bin_type=True))
 
     def read_identity(self) -> tuple[Identity, bytes]:
+        self.check_owner()
         if not self.exists():
             raise UsageError(
                 f"{self.path} holds no swarmlet node: run `swarmlet init` or `swarmlet join` first"
@@ -224,9 +261,19 @@ class DataDir:
         except (FileNotFoundError, ValueError):
             return None
 
+    def write_pid(self, pid: int) -> None:
+        write_atomic(self.pid_file, str(pid).encode(), 0o644)
+
     def remove_pid(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.pid_file.unlink()
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _read_key(path: Path, if_missing: str) -> bytes:

@@ -26,6 +26,7 @@ from typing import Any
 import msgpack
 
 from swarmlet.errors import LocalProtocolError, RemoteProtocolError
+from swarmlet.wire import bounds
 
 # Bounds on what an unpacker will allocate for one message (a peer controls these sizes).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -205,14 +206,9 @@ def _from_struct(value: Any, allowed: tuple[type[Any], ...], path: str, depth: i
 
 
 def unpack_plain(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
-    """msgpack-decode untrusted bytes with bounded buffers; raise RemoteProtocolError on garbage."""
-    if len(data) > max_bytes:
-        raise RemoteProtocolError(f"message of {len(data)} bytes exceeds {max_bytes}")
-    try:
-        # unpackb bounds every container by the input's length, so `len(data)` bounds memory.
-        return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
-    except Exception as exc:  # msgpack raises several unrelated types on garbage
-        raise RemoteProtocolError(f"undecodable msgpack: {exc}") from None
+    """msgpack-decode untrusted bytes within `bounds` (size, structure, per-object limits and
+    memory); raise RemoteProtocolError on garbage and on a hostile shape."""
+    return bounds.unpack(data, max_bytes)
 
 
 def decode(data: bytes, *, expect: tuple[type[Any], ...] | None = None) -> Any:
@@ -226,9 +222,9 @@ def from_plain(value: Any, *, expect: tuple[type[Any], ...] | None = None) -> An
     return _from_struct(value, allowed, "message", 0)
 
 
-def new_unpacker(max_bytes: int = MAX_MESSAGE_BYTES) -> msgpack.Unpacker:
+def new_unpacker(max_bytes: int = MAX_MESSAGE_BYTES) -> bounds.BoundedUnpacker:
     """A streaming unpacker for one connection, with the same bounds as `decode`."""
-    return msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=max_bytes)
+    return bounds.BoundedUnpacker(max_bytes)
 
 
 def registered(cls: type[Any]) -> bool:

@@ -218,3 +218,104 @@ def test_the_data_dir_comes_from_the_environment_first(
     else:
         monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
         assert datadir.default_data_dir() == tmp_path / "swarmlet"
+
+
+# ------------------------------------------------------------------ hostile files and owners
+
+
+def _victim(tmp_path: Path) -> Path:
+    """A file outside the data dir that a planted link points to."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"original")
+    victim.chmod(0o644)
+    return victim
+
+
+def _unchanged(victim: Path) -> bool:
+    return victim.read_bytes() == b"original" and mode(victim) == 0o644
+
+
+def test_a_link_planted_at_the_temporary_name_is_not_written_through(tmp_path: Path) -> None:
+    victim = _victim(tmp_path)
+    target = tmp_path / "data" / "f"
+    target.parent.mkdir()
+    (target.parent / ".f.tmp").symlink_to(victim)
+    (target.parent / ".g.tmp").symlink_to(tmp_path / "nowhere")  # dangling: not created
+    write_atomic(target, b"new")
+    write_atomic(target.parent / "g", b"new")
+    assert _unchanged(victim)
+    assert not (tmp_path / "nowhere").exists()
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["f", "g"]
+
+
+def test_a_link_planted_at_the_final_name_is_replaced_not_followed(tmp_path: Path) -> None:
+    victim = _victim(tmp_path)
+    target = tmp_path / "f"
+    target.symlink_to(victim)
+    write_atomic(target, b"new")
+    assert _unchanged(victim)
+    assert not target.is_symlink()
+    assert target.read_bytes() == b"new"
+    assert mode(target) == 0o600
+
+
+def test_keys_and_the_pid_are_never_written_through_planted_links(tmp_path: Path) -> None:
+    victim = _victim(tmp_path)
+    d = DataDir(tmp_path / "data")
+    d.create()
+    d.key_file.symlink_to(victim)
+    (d.path / ".node.key.tmp").symlink_to(victim)
+    d.pid_file.symlink_to(victim)
+    d.write_identity(IDENTITY, KEY, NODE_KEY)
+    d.write_pid(4321)
+    assert _unchanged(victim)
+    assert d.read_identity() == (IDENTITY, KEY)
+    assert d.read_node_key() == NODE_KEY
+    assert d.read_pid() == 4321
+
+
+def test_a_leftover_temporary_file_does_not_block_a_write(tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    (tmp_path / ".f.tmp").write_bytes(b"half a write from before a crash")
+    write_atomic(target, b"new", 0o644)
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+def test_a_written_file_has_exactly_its_mode_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        write_atomic(tmp_path / "f", b"x", 0o644)
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "f") == 0o644
+
+
+def test_a_data_dir_owned_by_another_user_is_refused_with_its_path_and_owner(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "data"
+    DataDir(path).write_identity(IDENTITY, KEY, NODE_KEY)
+    path.chmod(0o755)
+    os.chown(path, 12345, 12345)
+    for use in (DataDir(path).create, DataDir(path).read_identity):
+        with pytest.raises(UsageError, match="owned by uid 12345") as raised:
+            use()
+        assert str(path) in str(raised.value)
+        assert f"uid {os.geteuid()}" in str(raised.value)
+    assert mode(path) == 0o755  # left for its owner to look at
+
+
+def test_a_data_dir_reached_through_a_link_is_judged_by_the_directory(tmp_path: Path) -> None:
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    ours.mkdir()
+    theirs.mkdir()
+    os.chown(theirs, 12345, 12345)
+    (tmp_path / "link-to-ours").symlink_to(ours)
+    (tmp_path / "link-to-theirs").symlink_to(theirs)
+    DataDir(tmp_path / "link-to-ours").write_identity(IDENTITY, KEY, NODE_KEY)
+    assert DataDir(tmp_path / "link-to-ours").read_identity() == (IDENTITY, KEY)
+    with pytest.raises(UsageError, match="owned by uid 12345"):
+        DataDir(tmp_path / "link-to-theirs").write_identity(IDENTITY, KEY, NODE_KEY)
+    assert list(theirs.iterdir()) == []

@@ -158,6 +158,24 @@ def test_streaming_unpacker_and_from_plain_decode_concatenated_messages() -> Non
     assert [wire.from_plain(value) for value in unpacker] == msgs
 
 
+@pytest.mark.parametrize("cls", ALL_TYPES, ids=lambda cls: cls.__name__)
+@settings(max_examples=4, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(data=st.data())
+def test_every_registered_type_round_trips_through_a_stream_cut_anywhere(
+    cls: type, data: st.DataObject
+) -> None:
+    # The streaming unpacker checks a value's bounds as its bytes arrive, in any pieces.
+    msgs = [data.draw(instances_of(cls)), data.draw(instances_of(cls))]
+    stream = b"".join(wire.encode(m) for m in msgs)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=4)))
+    unpacker = wire.new_unpacker()
+    values = []
+    for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        unpacker.feed(stream[start:end])
+        values.extend(unpacker)
+    assert [wire.from_plain(value) for value in values] == msgs
+
+
 def test_int_is_accepted_for_a_float_field_and_becomes_float() -> None:
     task_plain = [213, ["t", "s", 1, 1, 4, 0, "", "", "", 0, 5, 6]]  # Task, int timestamps
     task = wire.decode(_pack(task_plain))

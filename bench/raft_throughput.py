@@ -14,12 +14,16 @@ write with `etcdctl put` would measure process start-up, not etcd).
 
 Both load generators are the same trio loop in this one Python process; on a 2-core machine the
 generator, and the three servers share the CPU, so the figures are for comparison, not capacity.
+Beside each point: the CPU time (user + system, from /proc) the three members spent per write,
+and the load generator's own, which say where a gap comes from when the machine is shared.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
+import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -41,6 +45,30 @@ from bench.common import (
 from bench.reference import EtcdCluster, EtcdMember
 
 Op = Callable[[int, int], Awaitable[None]]  # (writer, sequence number)
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (those that are gone count 0)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return total
+
+
+def measured(point: Callable[[], dict[str, Any]], pids: list[int]) -> dict[str, Any]:
+    """Run one point; add the members' and this process's CPU time per write (microseconds)."""
+    servers, client = cpu_seconds(pids), sum(os.times()[:2])
+    r = point()
+    writes = max(r["ops"], 1)
+    r["server_cpu_us_per_write"] = 1e6 * (cpu_seconds(pids) - servers) / writes
+    r["client_cpu_us_per_write"] = 1e6 * (sum(os.times()[:2]) - client) / writes
+    return r
 
 
 async def load(
@@ -140,7 +168,10 @@ def swarmlet_bench(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]
     try:
         for role, target in (("leader", leader), ("follower", follower)):
             for k in args.writers:
-                r = trio.run(load, swarmlet_op(target), k, args.duration, args.warmup)
+                point = functools.partial(
+                    trio.run, load, swarmlet_op(target), k, args.duration, args.warmup
+                )
+                r = measured(point, list(cluster.pids().values()))
                 r |= {"system": "swarmlet", "via": role}
                 rows.append(r)
                 log(
@@ -182,7 +213,9 @@ def etcd_bench(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
                         for c in conns:
                             await c.aclose()
 
-                r = trio.run(run) | {"system": "etcd", "via": role}
+                pids = [m.proc.pid for m in cluster.members if m.proc is not None]
+                r = measured(functools.partial(trio.run, run), pids)
+                r |= {"system": "etcd", "via": role}
                 rows.append(r)
                 log(
                     f"etcd via {role}, {k} writers: {r['ops_per_s']:.0f} writes/s, p50 "
@@ -208,7 +241,10 @@ def report(rows: list[dict[str, Any]]) -> None:
                 fmt(r["p50_ms"], 1),
                 fmt(r["p99_ms"], 1),
                 r["errors"],
+                f"{r['server_cpu_us_per_write']:.0f}",
+                f"{r['client_cpu_us_per_write']:.0f}",
                 fmt(ratio(r["ops_per_s"], ref["ops_per_s"]), 2) if ref else "",
+                fmt(ratio(r["p50_ms"], ref["p50_ms"]), 2) if ref else "",
             ]
         )
     print_table(
@@ -222,7 +258,10 @@ def report(rows: list[dict[str, Any]]) -> None:
             "p50 ms",
             "p99 ms",
             "errors",
+            "members' CPU us/write",
+            "client CPU us/write",
             "throughput vs etcd",
+            "p50 vs etcd",
         ],
         table,
     )

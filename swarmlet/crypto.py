@@ -38,6 +38,7 @@ managers' key there, so a node refuses a key that is not the cluster's) and an H
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
 import secrets
@@ -80,7 +81,10 @@ _SEALED_TO_NONCE = bytes(NONCE_BYTES)
 SEALED_TO_OVERHEAD = PUBLIC_KEY_BYTES + TAG_BYTES
 
 
+@functools.lru_cache(maxsize=32)
 def _hkdf(material: bytes, info: bytes) -> bytes:
+    # Cached: only long-lived keys are derived here (never ephemeral secrets), and a forwarded
+    # write would otherwise derive the propose key twice (`ManagerKeys.mac`, `check_mac`).
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(material)
 
 

@@ -56,7 +56,7 @@ from swarmlet.security.secret_delivery import SecretDelivery
 from swarmlet.state.commands import Command
 from swarmlet.state.machine import ApplyResult, ClusterState
 from swarmlet.state.observed import NodeMeta, TaskObservation, decode_meta, encode_meta
-from swarmlet.wire.peer_rpc import ProposeRequest, SecretsRequest
+from swarmlet.wire.peer_rpc import ProposeBatch, ProposeRequest, SecretsRequest
 from swarmlet.wire.transport import Address, FramedStream, Transport, parse_addr
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,7 @@ class Agent:
             is_ready=self.is_ready,
         )
         self.stream_handlers[SecretsRequest] = self.secrets.serve
+        self.stream_handlers[ProposeBatch] = self.forwarding.serve_batches
 
     @property
     def state(self) -> ClusterState:
@@ -377,6 +378,7 @@ class Agent:
             await self.transport.open_udp()
             await nursery.start(self.transport.serve_tcp, self._on_stream, self.joins.serve)
             await nursery.start(self.raft.run)
+            await nursery.start(self.forwarding.run)
             await nursery.start(self.gossip.run)
             self.gossip.join(self.seeds())
             await nursery.start(self.leader.run)

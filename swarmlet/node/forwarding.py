@@ -1,24 +1,35 @@
 """Writes from anywhere in the cluster: committed through the leader, wherever it is.
 
 A write on the leader is proposed to its Raft driver directly. On any other node it is signed
-with the managers' key (`security.propose_auth`: only managers write) and sent to the leader as
-a `ProposeRequest`; the leader checks the signature, proposes, and answers with the entry's
-index, and the writer waits until its own replica has applied that index, so a caller reads its
-own write. Elections and unreachable leaders are retried until `write_timeout_s`.
+with the managers' key (`security.propose_auth`: only managers write) and sent to the leader; the
+leader checks the signature, proposes, and answers with the entry's index, and the writer waits
+until its own replica has applied that index, so a caller reads its own write. Elections and
+unreachable leaders are retried until `write_timeout_s`.
 
-The serving side (`serve_propose`) runs on the node a `ProposeRequest` reaches: it refuses what
-`ProposeGuard` refuses (bad signature, replay, not addressed to it) and answers `not_leader`
-with a hint when it has lost the leadership.
+Forwarded writes travel in batches over one long-lived connection to the leader (`_LeaderLink`):
+the writes that are waiting when the link may send leave together as one `ProposeBatch`, up to
+`_MAX_IN_FLIGHT` batches are outstanding, and each reply comes back on the same connection,
+matched by its `seq`. The leader proposes a batch's writes at once, so they share one Raft
+append with whatever else is pending there. Each request stays signed on its own and is checked
+on its own; a batch only saves connections, frames and round trips. A connection carrying one
+`ProposeRequest` is still answered (`serve_propose`), and is what a writer uses when the
+forwarder is not running.
+
+The serving side runs on the node the requests reach: it refuses what `ProposeGuard` refuses
+(bad signature, replay, not addressed to it) and answers `not_leader` with a hint when it has
+lost the leadership.
 
 Must not know: what a command means (it only encodes and decodes it), who asked for the write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import trio
 
@@ -29,13 +40,115 @@ from swarmlet.security.keyring import KeyRing
 from swarmlet.state.commands import COMMANDS, Command
 from swarmlet.state.machine import ApplyResult
 from swarmlet.wire import codec as wire
-from swarmlet.wire.peer_rpc import ProposeReply, ProposeRequest
+from swarmlet.wire.peer_rpc import ProposeBatch, ProposeBatchReply, ProposeReply, ProposeRequest
 from swarmlet.wire.transport import Address, FramedStream, Transport
 
 log = logging.getLogger(__name__)
 
 # How long a writer waits for the next leader before it asks again (an election is under way).
 _LEADER_POLL_S = 0.1
+_MAX_BATCH = 256  # forwarded writes in one ProposeBatch, at most
+_MAX_IN_FLIGHT = 4  # batches sent on a link and not yet answered, at most
+
+_LINK_ERRORS = (
+    OSError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    trio.TooSlowError,
+    RemoteProtocolError,
+)
+
+
+@dataclass
+class _Pending:
+    request: ProposeRequest
+    done: trio.Event = field(default_factory=trio.Event)
+    reply: ProposeReply | None = None  # None when done: the link broke first
+
+
+class _LeaderLink:
+    """One connection to one leader carrying batches of forwarded writes, both ways."""
+
+    def __init__(self, leader: str, addr: Address) -> None:
+        self.leader = leader
+        self.addr = addr
+        self.closed = False
+        self._queue: list[_Pending] = []
+        self._in_flight: dict[int, list[_Pending]] = {}
+        self._seq = 0
+        self._wake = trio.Event()
+        self._scope = trio.CancelScope()
+
+    async def call(self, request: ProposeRequest) -> ProposeReply:
+        """Send `request` with the next batch and wait for its reply. Raises
+        trio.BrokenResourceError if the link broke before the reply came."""
+        if self.closed:
+            raise trio.BrokenResourceError(f"the link to {self.leader} is closed")
+        pending = _Pending(request)
+        self._queue.append(pending)
+        self._wake.set()
+        await pending.done.wait()
+        if pending.reply is None:
+            raise trio.BrokenResourceError(f"the connection to the leader {self.leader} broke")
+        return pending.reply
+
+    def close(self) -> None:
+        self.closed = True
+        self._scope.cancel()
+
+    async def run(self, transport: Transport) -> None:
+        stream: FramedStream | None = None
+        try:
+            with self._scope:
+                stream = await transport.connect(self.addr)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._until_broken, self._receive, stream)
+                    await self._until_broken(self._send, stream)
+        except _LINK_ERRORS as exc:
+            log.debug("no write link to %s: %s", self.leader, exc)
+        finally:
+            self.closed = True
+            for pending in [*self._queue, *(p for b in self._in_flight.values() for p in b)]:
+                pending.done.set()  # without a reply: the writer retries
+            self._queue.clear()
+            self._in_flight.clear()
+            if stream is not None:
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+
+    async def _until_broken(
+        self, half: Callable[[FramedStream], Awaitable[None]], stream: FramedStream
+    ) -> None:
+        """Run one half of the link; when either ends, the other is cancelled."""
+        try:
+            await half(stream)
+        except _LINK_ERRORS as exc:
+            log.debug("the write link to %s broke: %s", self.leader, exc)
+        finally:
+            self._scope.cancel()
+
+    async def _send(self, stream: FramedStream) -> None:
+        while True:
+            while not self._queue or len(self._in_flight) >= _MAX_IN_FLIGHT:
+                await self._wake.wait()
+                self._wake = trio.Event()
+            batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
+            self._seq += 1
+            self._in_flight[self._seq] = batch
+            await stream.send(ProposeBatch(self._seq, tuple(p.request for p in batch)))
+
+    async def _receive(self, stream: FramedStream) -> None:
+        while True:
+            reply = await stream.receive(expect=(ProposeBatchReply,))
+            if reply is None:
+                raise trio.BrokenResourceError(f"{self.leader} closed the write link")
+            batch = self._in_flight.pop(reply.seq, None)
+            if batch is None or len(batch) != len(reply.replies):
+                raise RemoteProtocolError(f"a reply from {self.leader} matches no batch sent")
+            for pending, answer in zip(batch, reply.replies, strict=True):
+                pending.reply = answer
+                pending.done.set()
+            self._wake.set()
 
 
 class WriteForwarding:
@@ -60,6 +173,19 @@ class WriteForwarding:
         self._resolve = resolve
         self.write_timeout_s = write_timeout_s
         self.propose_guard = proposeauth.ProposeGuard()
+        self._link: _LeaderLink | None = None
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Hold the links to the leader (forwarded writes go one request per connection
+        while this is not running)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
 
     async def write(self, command: Command) -> ApplyResult:
         """Commit `command` through the leader, wherever it is, and wait until it is applied
@@ -97,34 +223,85 @@ class WriteForwarding:
             now=time.time(),
         )
         with trio.fail_after(self.write_timeout_s):
-            stream = await self.transport.connect(addr)
-            async with stream.stream:
-                await stream.send(request)
-                reply = await stream.receive(expect=(ProposeReply,))
-        if reply is None or reply.not_leader:
-            raise NotLeaderError(reply.leader_hint if reply else None)
+            link = self._link_to(leader, addr)
+            if link is not None:
+                reply = await link.call(request)
+            else:
+                reply = await self._forward_alone(addr, request)
+        if reply.not_leader:
+            raise NotLeaderError(reply.leader_hint or None)
         with trio.fail_after(self.write_timeout_s):
             await self.raft.wait_applied(reply.index)
         return ApplyResult(reply.ok, reply.error, reply.value)
+
+    def _link_to(self, leader: str, addr: Address) -> _LeaderLink | None:
+        """The open link to `leader` (a new one if needed); None without the forwarder."""
+        if self._nursery is None:
+            return None
+        link = self._link
+        if link is not None and not link.closed and (link.leader, link.addr) == (leader, addr):
+            return link
+        if link is not None:
+            link.close()  # another leader now: its writes fail and are retried
+        link = self._link = _LeaderLink(leader, addr)
+        self._nursery.start_soon(link.run, self.transport)
+        return link
+
+    async def _forward_alone(self, addr: Address, request: ProposeRequest) -> ProposeReply:
+        stream = await self.transport.connect(addr)
+        async with stream.stream:
+            await stream.send(request)
+            reply = await stream.receive(expect=(ProposeReply,))
+        if not isinstance(reply, ProposeReply):
+            raise trio.BrokenResourceError("the leader closed the connection without answering")
+        return reply
+
+    # ------------------------------------------------------------------------ the leader's side
 
     async def serve_propose(
         self, stream: FramedStream, request: ProposeRequest, addr: Address
     ) -> None:
         """Answer one forwarded write (this node is, or was, the leader)."""
+        await stream.send(await self._answer(request, addr[0]))
+
+    async def serve_batches(self, stream: FramedStream, first: object) -> None:
+        """Answer a link's `ProposeBatch`es (this node is, or was, the leader), each as soon
+        as its writes are applied here, while the next ones arrive."""
+        batch = first
+        async with trio.open_nursery() as nursery:
+            while isinstance(batch, ProposeBatch):
+                nursery.start_soon(self._answer_batch, stream, batch)
+                try:
+                    batch = await stream.receive(expect=(ProposeBatch,))
+                except _LINK_ERRORS:
+                    break  # the answers under way are still sent, or dropped if they cannot be
+
+    async def _answer_batch(self, stream: FramedStream, batch: ProposeBatch) -> None:
+        replies: list[ProposeReply] = [ProposeReply(False)] * len(batch.requests)
+
+        async def answer(i: int, request: ProposeRequest) -> None:
+            replies[i] = await self._answer(request, request.proposer)
+
+        async with trio.open_nursery() as nursery:
+            for i, request in enumerate(batch.requests):
+                nursery.start_soon(answer, i, request)
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            await stream.send(ProposeBatchReply(batch.seq, tuple(replies)))
+
+    async def _answer(self, request: ProposeRequest, source: str) -> ProposeReply:
         refusal = self.propose_guard.check(
             self.keyring.managers, request, leader=self.node_id, now=time.time()
         )
         if refusal:
             self.transport.counters["propose_refused"] += 1
-            log.warning("refused a write from %r (%s): %s", request.proposer, addr[0], refusal)
-            await stream.send(ProposeReply(False, error=f"write refused: {refusal}"))
-            return
+            log.warning("refused a write from %r (%s): %s", request.proposer, source, refusal)
+            return ProposeReply(False, error=f"write refused: {refusal}")
         try:
-            command = wire.decode(request.command, expect=COMMANDS)
-            result = await self._propose(command)
-            reply = ProposeReply(result.ok, result.error, result.value, index=self.raft.applied)
+            wire.decode(request.command, expect=COMMANDS)  # only a valid command is committed
+            # The bytes the proposer signed are what the log holds: no re-encoding.
+            result = await self.raft.propose(request.command)
         except NotLeaderError as exc:
-            reply = ProposeReply(False, not_leader=True, leader_hint=exc.leader_hint or "")
+            return ProposeReply(False, not_leader=True, leader_hint=exc.leader_hint or "")
         except RemoteProtocolError as exc:
-            reply = ProposeReply(False, error=f"invalid command: {exc}")
-        await stream.send(reply)
+            return ProposeReply(False, error=f"invalid command: {exc}")
+        return ProposeReply(result.ok, result.error, result.value, index=self.raft.applied)

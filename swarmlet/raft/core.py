@@ -30,6 +30,47 @@ Decisions where the sources leave a choice:
   SnapshotMeta(index=1, term=1, conf=ConfState(voters=...))), so that a node joining later (started
   from the empty `Snapshot()`) receives the initial configuration by InstallSnapshot.
 - Snapshots travel whole in one InstallSnapshot message: the cluster state must fit in a frame.
+- Every message of a stale term is answered with the current term (Raft Figure 2), vote requests
+  included; etcd answers only some. A node that its own log makes a learner never campaigns and
+  so never spreads its term; without the answer, a candidate of a lower term that needed its vote
+  never learned that term and a group stayed leaderless for good (found by the simulation).
+- Learning a higher term from a vote request or answer does not restart the election timer
+  (Raft Figure 2: only a leader's message or a granted vote does; etcd restarts it), so that a
+  candidate that cannot win does not keep those that could from ever timing out first.
+
+Lost tails. Raft assumes that a node's log keeps what it acknowledged. A torn write cut off at
+open, or a disk that reported an fsync done and did not keep the bytes, breaks that: the node
+restarts with fewer entries than it acknowledged. Two rules repair it:
+- The leader notices. Its heartbeat carries min(match, commit); a follower whose log ends below
+  that answers with the reject an append there would get, and the leader lowers `match` to the
+  follower's log and sends the entries again (probing at `match` first, so that a reject the
+  network merely delayed costs one round trip). etcd never lowers `match` (its disks keep their
+  fsyncs) and so leaves such a follower without the entries forever.
+- The vote floor. Leader Completeness (Raft §5.4.3) rests on every voter of a commit's majority
+  still holding the entry when it votes: one of them is in every election's majority and refuses
+  a candidate without it (§5.4.1). A node that lost entries it acknowledged may be that one. So
+  its storage reports a `VoteFloor(index, term)`, the last entry it may have held, and until its
+  own log is at least as far along (`_log_covers`: it reached `index`, or holds an entry of a
+  newer term), the node votes, pre-votes included, only for a candidate whose log is at least
+  as up to date as that lost log (`_candidate_covers`: the §5.4.3 argument then holds for the
+  lost log itself), and never for itself (it does not campaign). It may vote again once its log
+  reaches the floor: its log then matches, up to the floor, that of a leader elected without its
+  vote (or with a vote the rule allowed), which holds every committed entry.
+  The floor holds in configurations of three voters or more. With one or two, every commit needs
+  every voter: the other voter holds every committed entry and refuses a candidate without it by
+  the ordinary rule, and a lone voter has no one to wait for; the floor would only leave a
+  two-voter group whose leader lost entries no one else had without a leader for good. This
+  trusts the configuration in what is left of the log: a lost tail that held a committed change
+  growing a group of one or two voters is beyond the rule.
+  The price: until it catches up the node cannot help elect a leader that lacks what it may have
+  held, and when every election needs its vote and no candidate covers its floor, the group
+  waits. That happens when a majority lost their tails at once (a power cut across the group),
+  or when a membership change made while the node was below its floor (even a stale leader's
+  change, never to be committed, in the log of the node that would win) leaves no majority
+  without it. The group then waits for an operator (swarmlet.raft.recovery says how to lift a
+  floor); the simulation keeps membership still while a node is below its floor. Without the
+  floor, the simulation's lost acknowledged tails elect leaders that lack committed entries
+  (tests/raft/test_sim.py shows it).
 
 Timing defaults, in ticks (driver tick_interval_s ~ 0.05): a follower times out after a random
 [election_ticks, 2*election_ticks) = [10, 20) ticks = 0.5-1.0 s without hearing from the leader,
@@ -83,6 +124,7 @@ from swarmlet.raft.types import (
     HardState,
     Snapshot,
     SnapshotMeta,
+    VoteFloor,
 )
 
 __all__ = [
@@ -97,6 +139,28 @@ __all__ = [
     "Role",
     "SoftState",
 ]
+
+
+_NO_FLOOR = VoteFloor()
+
+
+def _log_covers(last_index: int, last_term: int, floor: VoteFloor) -> bool:
+    """Whether this node's own log, ending at (last_term, last_index), again holds every entry it
+    may have acknowledged before losing a tail up to `floor`. After the loss its log grows only by
+    appends from leaders (and snapshots), each of a term >= floor.term that holds every committed
+    entry (Raft §5.4.1, Leader Completeness); a log that matches such a leader's up to floor.index,
+    or that ends in an entry of a newer term than floor.term (written after that leader's
+    election, so after every entry committed before it), holds every committed entry the lost
+    tail held."""
+    return floor.index == 0 or last_index >= floor.index or last_term > floor.term
+
+
+def _candidate_covers(last_index: int, last_term: int, floor: VoteFloor) -> bool:
+    """Whether a candidate's log, ending at (last_term, last_index), is at least as up to date
+    (Raft §5.4.1) as every log this node may have held before losing its tail: one ending at
+    floor.index with a last term <= floor.term. The §5.4.3 argument then holds for the lost log:
+    a candidate at least as up to date as a log holding a committed entry holds that entry."""
+    return last_term > floor.term or (last_term == floor.term and last_index >= floor.index)
 
 
 @dataclass(slots=True)
@@ -120,6 +184,7 @@ class RaftNode:
         snapshot: Snapshot,
         entries: Sequence[Entry],
         applied: int = 0,
+        vote_floor: VoteFloor = _NO_FLOOR,
     ) -> None:
         if not node_id:
             raise ValueError("node_id must not be empty")
@@ -152,6 +217,9 @@ class RaftNode:
         self.applied_index = max(applied, meta.index)
         self._applying = self.applied_index  # highest index handed out in committed_entries
         self._unstable_from = self._log.last_index + 1
+        self._vote_floor: VoteFloor | None = None
+        if not _log_covers(self._log.last_index, self._log.last_term, vote_floor):
+            self._vote_floor = vote_floor
         self._pending_snapshot: Snapshot | None = None
         self._prev_hard = hard_state  # as loaded: a normalised state differs and gets persisted
         self.role = Role.FOLLOWER
@@ -170,6 +238,9 @@ class RaftNode:
         self._pending_reads: list[_PendingRead] = []
         self._deferred_reads: list[tuple[bytes, str | None]] = []
         self._outstanding = False
+        # A commit index the followers have not been sent yet, and what each was last sent.
+        self._commit_unsent = False
+        self._sent_commit: dict[str, int] = {}
         self.conf = ConfState()
         self._prev_conf = ConfState()  # the configuration before the latest change in the log
         self._conf_index = 0
@@ -209,6 +280,12 @@ class RaftNode:
         """The entries after the snapshot (for tests and diagnostics)."""
         return self._log.entries()
 
+    @property
+    def vote_floor(self) -> VoteFloor | None:
+        """What this node may have acknowledged and lost, while its log is not that far along:
+        it withholds its vote from candidates whose log is not either, and does not campaign."""
+        return self._vote_floor
+
     def progress(self, peer: str) -> Progress | None:
         """The leader's view of `peer` (for tests and diagnostics); None if not leading it."""
         return self._progress.get(peer)
@@ -229,6 +306,18 @@ class RaftNode:
         `Ready.committed_entries` (with the term it was proposed in)."""
         self._check_leader()
         return self._append_entry(EntryKind.NORMAL, data)
+
+    def propose_batch(self, batch: Sequence[bytes]) -> range:
+        """Append several commands at once (group commit): one append to the log, one round of
+        messages to the followers. Returns their indexes, in the order of `batch`."""
+        self._check_leader()
+        first = self._log.last_index + 1
+        self._log.append(
+            [Entry(self.term, first + i, EntryKind.NORMAL, data) for i, data in enumerate(batch)]
+        )
+        self._maybe_commit()
+        self._broadcast_append()
+        return range(first, first + len(batch))
 
     def propose_conf_change(self, change: ConfChange) -> int:
         """Append a single-server membership change (thesis §4.1); returns its index."""
@@ -296,6 +385,7 @@ class RaftNode:
     def has_ready(self) -> bool:
         return bool(
             self._msgs
+            or self._commit_to_send()
             or self._pending_snapshot is not None
             or self._unstable_from <= self._log.last_index
             or self.commit_index > self._applying
@@ -307,6 +397,7 @@ class RaftNode:
     def ready(self) -> Ready:
         if self._outstanding:
             raise RuntimeError("advance() the previous Ready before taking another")
+        self._send_commit()
         hs = self._hard_state()
         soft = self._soft_state()
         last = self._log.last_index
@@ -372,8 +463,10 @@ class RaftNode:
             )
         self._pending_reads = []
         self._deferred_reads = []
+        self._commit_unsent = False
+        self._sent_commit = {}
 
-    def _become_follower(self, term: int, leader: str | None) -> None:
+    def _become_follower(self, term: int, leader: str | None, *, keep_timer: bool = False) -> None:
         if term < self.term:
             raise AssertionError(f"term would go back from {self.term} to {term}")
         if term > self.term:
@@ -381,7 +474,10 @@ class RaftNode:
             self.vote = None
         self.role = Role.FOLLOWER
         self.leader_id = leader
-        self._reset_timers()
+        if keep_timer:
+            self._heartbeat_elapsed = 0
+        else:
+            self._reset_timers()
         self._reset_leader_state()
 
     def _become_pre_candidate(self) -> None:
@@ -467,6 +563,8 @@ class RaftNode:
         committed: that change may still be rolled back, and without this a two-voter group whose
         leader demoted itself and crashed would have no candidate the other voter could elect.
         Votes are counted in the latest configuration (thesis §4.1) either way."""
+        if self._floor_applies() is not None:
+            return False  # its own log is not as up to date as the one it may have lost
         if self.id in self.conf.voters:
             return True
         return self._conf_index > self.commit_index and self.id in self._prev_conf.voters
@@ -547,17 +645,26 @@ class RaftNode:
                     if isinstance(msg, AppendEntries | Heartbeat | InstallSnapshot)
                     else None
                 )
-                self._become_follower(msg.term, leader)
+                # Raft Figure 2: a follower's election timer restarts when it hears from a leader
+                # or grants a vote, not when it merely learns a higher term (etcd restarts it).
+                # Otherwise a candidate that cannot win (a log too short) restarts the timers of
+                # the nodes that could, every time it campaigns, and may keep them from ever
+                # timing out first.
+                self._become_follower(msg.term, leader, keep_timer=leader is None)
         elif msg.term < self.term:
             self._count("dropped_stale")
-            if isinstance(msg, AppendEntries | Heartbeat) and (
-                self.config.check_quorum or self.config.pre_vote
-            ):
-                # A stale leader that cannot get a higher term from votes (they are ignored or
-                # pre-votes) learns it here and steps down (etcd/raft).
+            # Raft Figure 2: every reply carries currentTerm, "for the leader (candidate) to
+            # update itself". etcd/raft answers stale appends only with check-quorum or pre-vote
+            # and never answers a stale vote request, trusting that the node with the higher
+            # term will campaign and so spread its term. Here it may not: a node that its own
+            # log makes a learner (or removes) never campaigns, yet a candidate whose longer
+            # log makes it a voter needs its vote. Found by the simulation: such a learner,
+            # pushed to ever higher terms by a removed node's vote requests, silently dropped
+            # the real candidate's requests of lower terms, and no leader was ever elected.
+            if isinstance(msg, AppendEntries | Heartbeat):
                 self._send(AppendResp(self.id, msg.from_id, self.term, 0, reject=True))
-            elif isinstance(msg, RequestVote) and msg.pre_vote:
-                self._send(VoteResp(self.id, msg.from_id, self.term, False, pre_vote=True))
+            elif isinstance(msg, RequestVote):
+                self._send(VoteResp(self.id, msg.from_id, self.term, False, msg.pre_vote))
             return
         self._dispatch(msg)
 
@@ -579,6 +686,8 @@ class RaftNode:
             elif isinstance(msg, Heartbeat):
                 self._commit_to(min(msg.commit, self._log.last_index))
                 self._send(HeartbeatResp(self.id, msg.from_id, self.term, msg.read_seq))
+                if msg.commit > self._log.last_index:
+                    self._report_short_log(msg.from_id, msg.commit)
             else:
                 self._handle_snapshot(msg)
         elif isinstance(msg, TimeoutNow):
@@ -606,6 +715,17 @@ class RaftNode:
     def _handle_vote_request(self, msg: RequestVote) -> None:
         # Raft §5.2, §5.4.1: one vote per term, only for a log at least as up to date as ours.
         up_to_date = self._log.is_up_to_date(msg.last_index, msg.last_term)
+        floor = self._floor_applies()
+        if (
+            up_to_date
+            and floor is not None
+            and not _candidate_covers(msg.last_index, msg.last_term, floor)
+        ):
+            # The vote floor (see the module docstring): this node may have acknowledged
+            # entries the candidate lacks, then lost them; its vote could be the one that lets
+            # a candidate without a committed entry win.
+            self._count("votes_withheld_below_floor")
+            up_to_date = False
         can_vote = self.vote == msg.from_id or (self.vote is None and self.leader_id is None)
         if msg.pre_vote:
             can_vote = can_vote or msg.term > self.term
@@ -679,6 +799,20 @@ class RaftNode:
         self._commit_to(min(msg.commit, last_new))
         self._send(AppendResp(self.id, msg.from_id, self.term, last_new))
 
+    def _report_short_log(self, leader: str, index: int) -> None:
+        """The leader's heartbeat carries min(our match, its commit) (see Heartbeat): `index`
+        above our last index means our log lost entries we acknowledged (a torn write cut off
+        at open, a disk that did not keep an fsync) and the leader does not know. Say so with
+        the reject an append at `index` would get; the leader then lowers our match and sends
+        the entries again."""
+        self._count("short_log_reported")
+        last = self._log.last_index
+        self._send(
+            AppendResp(
+                self.id, leader, self.term, index, reject=True, hint_index=last + 1, hint_term=0
+            )
+        )
+
     def _truncate_and_append(self, entries: Sequence[Entry]) -> None:
         start = entries[0].index
         truncated_conf = start <= self._conf_index
@@ -686,6 +820,24 @@ class RaftNode:
         self._unstable_from = min(self._unstable_from, start)
         if truncated_conf or any(e.kind == EntryKind.CONF_CHANGE for e in entries):
             self._recompute_conf()
+        self._check_vote_floor()
+
+    def _floor_applies(self) -> VoteFloor | None:
+        """The vote floor, where it must hold: in a configuration of three voters or more. With
+        one or two voters every commit needs every voter: the other voter, if any, holds every
+        committed entry and refuses a candidate without it by the ordinary rule (§5.4.1), and a
+        lone voter has no one to recover from; the floor would only leave such a group without
+        a leader for good (a two-voter group whose leader lost entries that only it held)."""
+        self._check_vote_floor()  # a leader's own appends may have taken its log past it
+        if self._vote_floor is not None and len(self.conf.voters) >= 3:
+            return self._vote_floor
+        return None
+
+    def _check_vote_floor(self) -> None:
+        floor = self._vote_floor
+        if floor is not None and _log_covers(self._log.last_index, self._log.last_term, floor):
+            self._vote_floor = None
+            self._count("vote_floor_reached")
 
     def _handle_snapshot(self, msg: InstallSnapshot) -> None:
         meta = msg.snapshot.meta
@@ -704,6 +856,7 @@ class RaftNode:
             self._applying = max(self._applying, meta.index)
             self._recompute_conf()
             self._count("snapshots_installed")
+        self._check_vote_floor()
         self._send(AppendResp(self.id, msg.from_id, self.term, meta.index))
 
     def _commit_to(self, index: int) -> None:
@@ -724,6 +877,7 @@ class RaftNode:
     def _append_entry(self, kind: EntryKind, data: bytes) -> int:
         index = self._log.last_index + 1
         self._log.append([Entry(self.term, index, kind, data)])
+        self._check_vote_floor()
         if kind == EntryKind.CONF_CHANGE:
             # Thesis §4.1: the configuration takes effect as soon as it is in the log.
             self._prev_conf = self.conf
@@ -758,7 +912,9 @@ class RaftNode:
         if self._deferred_reads:
             deferred, self._deferred_reads = self._deferred_reads, []
             self._leader_read(deferred)
-        self._broadcast_append()
+        # The followers learn the new commit index at the next Ready (`_send_commit`), from
+        # the appends that carry what was proposed meanwhile, or from an append of its own.
+        self._commit_unsent = True
         if self._conf_index <= self.commit_index and self.id not in self.conf.voters:
             # Thesis §4.2.2: a leader that is no longer a voter steps down once that is committed.
             self._count("removed_leader_step_downs")
@@ -768,6 +924,23 @@ class RaftNode:
     def _broadcast_append(self) -> None:
         for p in list(self._progress):
             self._send_append(p, allow_empty=True)
+
+    def _commit_to_send(self) -> bool:
+        return (
+            self._commit_unsent
+            and self.role == Role.LEADER
+            and any(self._sent_commit.get(p, 0) < self.commit_index for p in self._progress)
+        )
+
+    def _send_commit(self) -> None:
+        """An append (empty if need be) to each follower not yet sent the commit index: one
+        message per follower and Ready, however many acknowledgements moved it (a follower
+        whose appends are paused learns it later, from an append or a heartbeat)."""
+        if self._commit_to_send():
+            for p in list(self._progress):
+                if self._sent_commit.get(p, 0) < self.commit_index:
+                    self._send_append(p, allow_empty=True)
+        self._commit_unsent = False
 
     def _broadcast_heartbeat(self) -> None:
         for p, pr in self._progress.items():
@@ -794,6 +967,7 @@ class RaftNode:
         self._send(
             AppendEntries(self.id, to, self.term, prev, prev_term, entries, self.commit_index)
         )
+        self._sent_commit[to] = self.commit_index
         if pr.state == ProgressState.REPLICATE:
             if entries:
                 pr.next = entries[-1].index + 1
@@ -806,6 +980,9 @@ class RaftNode:
         pr = self._progress[msg.from_id]
         pr.recent_active = True
         if msg.reject:
+            if msg.hint_term == 0 and 0 < msg.hint_index <= pr.match:
+                self._handle_short_log(msg.from_id, pr, msg)
+                return
             if msg.hint_term == 0:
                 guess = msg.hint_index
             else:
@@ -818,6 +995,11 @@ class RaftNode:
             self._count("dropped_invalid")
             return
         if not pr.maybe_update(msg.index):
+            if pr.state == ProgressState.PROBE and msg.index == pr.match:
+                # The probe at `match` succeeded (etcd/raft does the same): pipeline again.
+                pr.become_replicate()
+                while self._send_append(msg.from_id, allow_empty=False):
+                    pass
             return
         if pr.state == ProgressState.PROBE or (
             pr.state == ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot
@@ -833,6 +1015,24 @@ class RaftNode:
         ):
             self._send(TimeoutNow(self.id, msg.from_id, self.term))
 
+    def _handle_short_log(self, peer: str, pr: Progress, msg: AppendResp) -> None:
+        """A reject says the follower's log ends at hint_index - 1, below what it acknowledged
+        (`match`). It lost a tail (see _report_short_log), or the reject is an old one that the
+        network delivered after the ack. etcd/raft ignores it as stale (MaybeDecrTo: match never
+        goes back on a disk that keeps its fsyncs), which leaves a follower that did lose its tail
+        without the entries forever. Here: from REPLICATE, probe at `match` first (an old
+        reject then costs one round trip and no more); a reject of that very probe is fresh, and
+        `match` goes back to what the follower holds. Lowering `match` is safe in any case: it
+        only ever lets the leader commit, and commit_index itself never goes back."""
+        if pr.state == ProgressState.REPLICATE:
+            self._count("short_logs_probed")
+            pr.become_probe()
+            self._send_append(peer, allow_empty=True)
+        elif pr.state == ProgressState.PROBE and msg.index == pr.next - 1:
+            self._count("short_logs_repaired")
+            pr.regress(msg.hint_index - 1)
+            self._send_append(peer, allow_empty=True)
+
     def _handle_heartbeat_response(self, msg: HeartbeatResp) -> None:
         pr = self._progress[msg.from_id]
         pr.recent_active = True
@@ -841,7 +1041,10 @@ class RaftNode:
             self.config.max_inflight_appends
         ):
             pr.inflight.popleft()  # an append may be lost: let one more through
-        if pr.match < self._log.last_index:
+        if pr.match < self._log.last_index or pr.state == ProgressState.PROBE:
+            # In PROBE, even with nothing beyond `match` (etcd/raft does the same): `match` may
+            # be more than the follower still holds (see _handle_short_log), and only an answer
+            # to a probe can say so once the last probe was lost.
             self._send_append(msg.from_id, allow_empty=True)
         if msg.read_seq > pr.read_ack_seq:
             pr.read_ack_seq = msg.read_seq

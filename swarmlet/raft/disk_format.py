@@ -5,6 +5,7 @@ Layout::
 
     LOCK                              held (flock) while open
     hardstate                         one record: [term, vote, commit]
+    votefloor                         one record: [index, term] (only after a torn tail was cut)
     snapshot-<index:020d>.snap        one record: [index, term, voters, learners, data]
     log-<first-index:020d>.seg        records, one per entry: [0, term, index, kind, data]
     *.tmp                             an atomic write in progress; removed on open
@@ -32,7 +33,15 @@ from typing import Any
 
 import msgpack
 
-from swarmlet.raft.types import ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta
+from swarmlet.raft.types import (
+    ConfState,
+    Entry,
+    EntryKind,
+    HardState,
+    Snapshot,
+    SnapshotMeta,
+    VoteFloor,
+)
 
 ANY_RECORD_BYTES = 0xFFFFFFFF  # the frame's own bound (a u32 length): for single-record files
 
@@ -43,6 +52,7 @@ _ENTRY_TAG = 0  # first element of a log record's payload; other values are rese
 SEGMENT_RE = re.compile(r"^log-(\d{20})\.seg$")
 SNAPSHOT_RE = re.compile(r"^snapshot-(\d{20})\.snap$")
 HARD_STATE_NAME = "hardstate"
+VOTE_FLOOR_NAME = "votefloor"
 LOCK_NAME = "LOCK"
 TMP_SUFFIX = ".tmp"
 
@@ -141,6 +151,24 @@ def decode_entry(payload: memoryview | bytes) -> Entry:
     return Entry(term=term, index=index, kind=EntryKind(kind), data=data)
 
 
+def peek_torn_entry(buf: bytes, offset: int) -> tuple[int, int] | None:
+    """(term, index) from the first bytes of a torn entry record at `offset`, if they decode; None
+    otherwise. The checksum cannot vouch for a torn record: what this returns is only as good as
+    the assumption that a torn write keeps the start of what it wrote (recovery uses it to bound
+    what a lost entry may have been, never as an entry)."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=64)
+    unpacker.feed(buf[offset + HEADER_BYTES : offset + HEADER_BYTES + 64])
+    try:
+        if unpacker.read_array_header() != 5 or unpacker.unpack() != _ENTRY_TAG:
+            return None
+        term, index = unpacker.unpack(), unpacker.unpack()
+    except (ValueError, TypeError, msgpack.UnpackException, msgpack.OutOfData):
+        return None
+    if not (_is_int(term, 1) and _is_int(index, 1)):
+        return None
+    return term, index
+
+
 def encode_hard_state(hs: HardState) -> bytes:
     return encode_record(_pack([hs.term, hs.vote, hs.commit]))
 
@@ -153,6 +181,17 @@ def decode_hard_state(payload: memoryview) -> HardState:
     if not (_is_int(term, 0) and _is_int(commit, 0) and (vote is None or isinstance(vote, str))):
         raise ValueError("bad term, vote or commit")
     return HardState(term=term, vote=vote, commit=commit)
+
+
+def encode_vote_floor(floor: VoteFloor) -> bytes:
+    return encode_record(_pack([floor.index, floor.term]))
+
+
+def decode_vote_floor(payload: memoryview) -> VoteFloor:
+    obj = _unpack(payload)
+    if not (isinstance(obj, list) and len(obj) == 2 and all(_is_int(v, 0) for v in obj)):
+        raise ValueError("not a vote floor record")
+    return VoteFloor(index=obj[0], term=obj[1])
 
 
 def encode_snapshot(snap: Snapshot) -> bytes:

@@ -1,14 +1,34 @@
 """The trio driver of the Raft core: time, durable storage, the network and the state machine.
 
-The loop, in etcd's order: tick and step the core; take a `Ready`; persist its hard state, entries
-and snapshot (fsync, in a worker thread) BEFORE sending its messages; hand its committed entries
-to the `StateMachine` it was given; answer waiting proposals and reads; `advance`. The core is
-only touched under `_core_lock`, so nothing steps it between `ready()` and `advance()`; proposals
-and messages that arrive during an fsync queue behind the lock and go out in the next batch
-(group commit).
+One loop owns the core. Messages from peers and local proposals land in two inboxes; each turn
+of the loop ticks, steps every queued message, proposes every queued command as ONE batch
+(`RaftNode.propose_batch`), and then, in etcd's order, takes a `Ready`, persists it (fsync, in a
+worker thread), sends its messages, hands its committed entries to the `StateMachine` it was
+given, answers waiting proposals and reads, and calls `advance`. Whatever arrives during the
+fsync waits in the inboxes for the next turn, so all the proposals pending at a Ready share one
+append, one fsync and one AppendEntries per follower (group commit). Batches are pipelined, but
+only `max_batches_in_flight` of them may wait for their commit at once: meanwhile the next batch
+grows. Each batch costs every member a fixed amount of work (messages, a Ready, an fsync, a
+wake-up of whatever watches the state) whatever its size, so when the CPU, not the network, is
+what limits writes, a few large batches commit more than many small ones; a lone write still
+goes out at once.
+
+Persist before send, with one exception (Raft thesis §10.2.1): a leader's appends may leave
+before its own disk write, so that the followers' writes overlap it. That is safe because the
+leader counts itself in a quorum only for entries on its disk: no message is stepped until the
+write has returned (the core is stepped by this loop alone), so no acknowledgement can commit
+an entry the leader has not persisted. The exception holds only when the Ready changes neither
+term nor vote and installs no snapshot (what a vote or an acknowledgement promises must be on
+disk first), and when nothing it carries as committed lies in its own unpersisted entries (a
+one-voter group commits on append: its learners must not apply what its disk may lose).
+
+The core is only touched under `_core_lock` (the loop holds it from taking a Ready to
+`advance`); local requests other than proposals (reads, membership changes, transfers) take it
+for one call.
 
 Peers are reached through per-peer sender tasks with bounded queues: a slow or dead peer drops
-messages (Raft tolerates loss) instead of blocking the loop.
+messages (Raft tolerates loss) instead of blocking the loop; a sender writes everything queued
+for its peer with one system call.
 
 The driver replicates bytes. What they mean, and what applying them answers, belongs to the
 state machine (`swarmlet.raft.state_machine`): a proposer gets back exactly the result the state
@@ -17,6 +37,7 @@ machine returned for its entry, whatever its type, and the driver knows no comma
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 from collections.abc import Callable
@@ -27,6 +48,7 @@ import trio
 
 from swarmlet.errors import NotLeaderError, RemoteProtocolError
 from swarmlet.raft.core import RaftConfig, RaftNode
+from swarmlet.raft.interface import Ready
 from swarmlet.raft.messages import Message, Role, SoftState
 from swarmlet.raft.state_machine import StateMachine
 from swarmlet.raft.storage import RaftStorage
@@ -38,6 +60,8 @@ from swarmlet.wire.transport import Address, FramedStream, Transport
 log = logging.getLogger(__name__)
 
 _PEER_QUEUE = 512
+_INBOX_LIMIT = 4096  # messages from peers waiting for the loop; beyond it they are dropped
+_SEND_BATCH = 256  # messages written to a peer in one system call, at most
 _RECONNECT_BACKOFF_S = 0.2
 
 ResultT = TypeVar("ResultT")
@@ -57,12 +81,14 @@ wire.register_all(catalog.RAFT_STREAM, WIRE_TYPES)
 @dataclass
 class _Waiter(Generic[ResultT]):
     """A proposal waiting for its entry. When `done` is set, `committed` says whether the entry
-    at its index is the proposed one (False: it was lost with the leadership)."""
+    at its index is the proposed one (False: it was refused or lost with the leadership, and
+    `leader_hint` names the leader to retry with, if known)."""
 
-    term: int
+    term: int = 0
     done: trio.Event = field(default_factory=trio.Event)
     committed: bool = False
     result: ResultT | None = None  # what the state machine answered, for an entry with data
+    leader_hint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +114,7 @@ class RaftDriver(Generic[ResultT]):
         config: RaftConfig,
         tick_interval_s: float,
         snapshot_every: int = 2000,
+        max_batches_in_flight: int = 2,
         on_soft_state: Callable[[SoftState], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -114,10 +141,15 @@ class RaftDriver(Generic[ResultT]):
             snapshot=snapshot,
             entries=entries,
             applied=snapshot.meta.index,
+            vote_floor=storage.vote_floor,
         )
         self._core_lock = trio.Lock()
         self._wake = trio.Event()
         self._applied_changed = trio.Event()
+        self._inbox: list[Message] = []  # from peers, stepped by the loop in arrival order
+        self._proposals: list[tuple[bytes, _Waiter[ResultT]]] = []  # proposed as one batch
+        self._batch_ends: collections.deque[int] = collections.deque()  # last index of each
+        self.max_batches_in_flight = max_batches_in_flight
         self._waiters: dict[int, _Waiter[ResultT]] = {}
         self._reads: dict[bytes, tuple[trio.Event, list[int]]] = {}
         self._read_seq = 0
@@ -150,37 +182,44 @@ class RaftDriver(Generic[ResultT]):
 
     # ------------------------------------------------------------------------ inputs
 
-    async def step(self, msg: Message) -> None:
-        async with self._core_lock:
-            self.core.step(msg)
+    def deliver(self, msg: Message) -> None:
+        """Queue a message from a peer for the loop (dropped, and counted, if the loop is that
+        far behind: Raft tolerates loss)."""
+        if len(self._inbox) >= _INBOX_LIMIT:
+            self.transport.counters["raft_dropped_inbox_full"] += 1
+            return
+        self._inbox.append(msg)
         self._wake.set()
 
     async def propose(self, data: bytes) -> ResultT:
         """Propose `data` on this node (the leader), wait until it is applied here, and return
-        what the state machine answered for it.
+        what the state machine answered for it. Concurrent proposals share one append.
 
         Raises NotLeaderError (with the hint) if this node is not the leader, or if leadership
         was lost before the entry committed (the caller may retry with the new leader).
         """
         if not data:
             raise ValueError("an entry without data is Raft's own no-op: propose some data")
-        waiter = await self._append_and_wait(lambda: self.core.propose(data))
+        if not self.is_leader:
+            raise NotLeaderError(self.core.leader_id)
+        waiter = _Waiter[ResultT]()
+        self._proposals.append((data, waiter))
+        self._wake.set()
+        await waiter.done.wait()
+        if not waiter.committed:
+            raise NotLeaderError(waiter.leader_hint)
         # A committed NORMAL entry with data always went through the state machine.
         return cast(ResultT, waiter.result)
 
     async def propose_conf_change(self, change: ConfChange) -> None:
-        await self._append_and_wait(lambda: self.core.propose_conf_change(change))
-
-    async def _append_and_wait(self, append: Callable[[], int]) -> _Waiter[ResultT]:
         async with self._core_lock:
-            index = append()
+            index = self.core.propose_conf_change(change)
             waiter = _Waiter[ResultT](term=self.core.term)
             self._waiters[index] = waiter
         self._wake.set()
         await waiter.done.wait()
         if not waiter.committed:
             raise NotLeaderError(self.core.leader_id)
-        return waiter
 
     async def read_barrier(self) -> None:
         """Wait until this node's state reflects every write committed before the call
@@ -211,7 +250,7 @@ class RaftDriver(Generic[ResultT]):
     # ------------------------------------------------------------------------ the network
 
     async def serve_stream(self, stream: FramedStream, hello: RaftStreamHello) -> None:
-        """An incoming connection from a peer's sender: step every message it carries."""
+        """An incoming connection from a peer's sender: queue every message it carries."""
         while True:
             try:
                 msg = await stream.receive()
@@ -222,7 +261,7 @@ class RaftDriver(Generic[ResultT]):
             if getattr(msg, "from_id", None) != hello.from_id:
                 self.transport.counters["dropped_raft_wrong_sender"] += 1
                 continue
-            await self.step(msg)
+            self.deliver(msg)
 
     def _send(self, msg: Message) -> None:
         to = msg.to_id
@@ -239,7 +278,13 @@ class RaftDriver(Generic[ResultT]):
 
     async def _sender(self, peer: str, queue: trio.MemoryReceiveChannel[Message]) -> None:
         stream: FramedStream | None = None
-        async for msg in queue:
+        async for first in queue:
+            batch = [first]
+            while len(batch) < _SEND_BATCH:
+                try:
+                    batch.append(queue.receive_nowait())
+                except trio.WouldBlock:
+                    break
             for _attempt in range(2):
                 if stream is None:
                     addr = self.resolve(peer)
@@ -255,7 +300,7 @@ class RaftDriver(Generic[ResultT]):
                         await trio.sleep(_RECONNECT_BACKOFF_S)
                         break
                 try:
-                    await stream.send(msg)
+                    await stream.send_many(batch)
                     break
                 except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
                     await stream.aclose()
@@ -269,30 +314,87 @@ class RaftDriver(Generic[ResultT]):
             task_status.started()
             next_tick = trio.current_time() + self.tick_interval_s
             while True:
-                with trio.move_on_at(next_tick):
-                    await self._wake.wait()
+                if not (self._inbox or self._may_propose()):
+                    with trio.move_on_at(next_tick):
+                        await self._wake.wait()
                 self._wake = trio.Event()
-                async with self._core_lock:
-                    now = trio.current_time()
-                    while now >= next_tick:
-                        self.core.tick()
-                        next_tick += self.tick_interval_s
-                    while self.core.has_ready():
-                        await self._handle_ready()
+                busy = True
+                while busy:  # until the inboxes are empty and the core has nothing to do
+                    async with self._core_lock:  # released between turns: reads wait one turn
+                        now = trio.current_time()
+                        if now >= next_tick:
+                            self.core.tick()
+                            # Ticks missed while the loop was busy are dropped, not replayed in
+                            # a burst (as etcd's ticker drops them): a burst would age every
+                            # timer at once, and check-quorum would depose a leader that was
+                            # only slow to read its followers' answers.
+                            next_tick += self.tick_interval_s
+                            if next_tick <= now:
+                                next_tick = now + self.tick_interval_s
+                        self._take_inputs()
+                        busy = self.core.has_ready()
+                        if busy:
+                            await self._handle_ready()
+
+    def _may_propose(self) -> bool:
+        """Whether queued proposals go into the log now: when fewer than
+        `max_batches_in_flight` earlier batches wait for their commit (else they wait, and the
+        next batch grows), or at once when this node no longer leads (they are refused)."""
+        if not self._proposals:
+            return False
+        if self.core.role is not Role.LEADER:
+            self._batch_ends.clear()
+            return True
+        commit = self.core.commit_index
+        while self._batch_ends and self._batch_ends[0] <= commit:
+            self._batch_ends.popleft()
+        return len(self._batch_ends) < self.max_batches_in_flight
+
+    def _take_inputs(self) -> None:
+        """Step what the peers sent, then propose everything queued as one batch."""
+        if self._inbox:
+            inbox, self._inbox = self._inbox, []
+            for msg in inbox:
+                self.core.step(msg)
+        if self._may_propose():
+            batch, self._proposals = self._proposals, []
+            try:
+                indexes = self.core.propose_batch([data for data, _ in batch])
+            except NotLeaderError as exc:
+                for _, waiter in batch:
+                    waiter.leader_hint = exc.leader_hint
+                    waiter.done.set()
+                return
+            for index, (_, waiter) in zip(indexes, batch, strict=True):
+                waiter.term = self.core.term
+                self._waiters[index] = waiter
+            self._batch_ends.append(indexes[-1])
+
+    def _may_send_before_persist(self, rd: Ready) -> bool:
+        """Thesis §10.2.1, with the conditions of the module docstring."""
+        if self.core.role is not Role.LEADER or rd.snapshot is not None:
+            return False
+        hs = rd.hard_state
+        if hs is not None and (hs.term, hs.vote) != self._persisted_term_vote:
+            return False
+        return not rd.entries or self.core.commit_index < rd.entries[0].index
 
     async def _handle_ready(self) -> None:
         rd = self.core.ready()
         hard_state = rd.hard_state
         if (
             hard_state is not None
-            and not rd.entries
             and rd.snapshot is None
             and (hard_state.term, hard_state.vote) == self._persisted_term_vote
         ):
             # Only the commit index moved. It is volatile state (Raft Figure 2): a restarted node
             # relearns it from the leader, and an older persisted value is a safe lower bound.
-            # Skipping this save spares an atomic rewrite (two fsyncs) on every commit.
+            # Skipping this save spares an atomic rewrite (two fsyncs) on most Readys.
             hard_state = None
+        early = self._may_send_before_persist(rd)
+        if early:
+            for msg in rd.messages:
+                self._send(msg)
         if hard_state is not None or rd.entries or rd.snapshot is not None:
             # Durable before anything that depends on it leaves this node (Raft Figure 2).
             await trio.to_thread.run_sync(
@@ -302,8 +404,9 @@ class RaftDriver(Generic[ResultT]):
                 self._persisted_term_vote = (hard_state.term, hard_state.vote)
         if rd.snapshot is not None:
             self._restore(rd.snapshot)
-        for msg in rd.messages:
-            self._send(msg)
+        if not early:
+            for msg in rd.messages:
+                self._send(msg)
         for entry in rd.committed_entries:
             self._apply(entry)
         for read in rd.read_states:
@@ -327,6 +430,7 @@ class RaftDriver(Generic[ResultT]):
             for index, waiter in list(self._waiters.items()):
                 if waiter.term != soft.term or old.role is Role.LEADER:
                     del self._waiters[index]
+                    waiter.leader_hint = soft.leader_id
                     waiter.done.set()
         if (old.leader_id, old.term) != (soft.leader_id, soft.term):
             self.leader_changed.set()
@@ -351,6 +455,7 @@ class RaftDriver(Generic[ResultT]):
             # Our proposal's slot was taken by another leader's entry: it was lost.
             waiter.committed = entry.term == waiter.term
             waiter.result = result if waiter.committed else None
+            waiter.leader_hint = self.core.leader_id
             waiter.done.set()
 
     async def _maybe_compact(self) -> None:

@@ -39,6 +39,9 @@ class AppendResp:
     Reject: `index` is the `prev_index` that did not match; the hint (Raft §5.3, the optimisation at
     the end of the section) is the follower's term at `prev_index` (`hint_term`, 0 if its log is
     shorter) and the first index of that term in its log (`hint_index`; last index + 1 if shorter).
+    A follower also answers a Heartbeat whose `commit` is beyond its log with such a reject
+    (`index` = that commit): its log lost entries it had acknowledged (see RaftNode). A reject
+    with `hint_index` 0 only tells a stale leader the current term.
     """
 
     from_id: str

@@ -7,6 +7,10 @@ Three states, as etcd/raft's tracker:
   and at most `max_inflight` append messages may be unacknowledged.
 - SNAPSHOT: an InstallSnapshot is in flight; appends pause until it is acknowledged, or
   `snapshot_elapsed_ticks` reaches the retry timeout (the message may have been lost).
+
+`match` only grows, except through `regress`: a follower whose disk lost a tail it had
+acknowledged reports a log shorter than `match` (etcd's tracker, which trusts disks, has no such
+path and ignores that report as stale).
 """
 
 from __future__ import annotations
@@ -77,6 +81,16 @@ class Progress:
         while self.inflight and self.inflight[0] <= index:
             self.inflight.popleft()
         return updated
+
+    def regress(self, last: int) -> None:
+        """The follower reported a log ending at `last`, below `match`: forget what it no longer
+        holds and probe from there. The only way `match` goes down (see RaftNode)."""
+        self.match = min(self.match, last)
+        self.state = ProgressState.PROBE
+        self.next = last + 1
+        self.probe_sent = False
+        self.pending_snapshot = 0
+        self.inflight.clear()
 
     def maybe_decrease(self, rejected: int, next_guess: int) -> bool:
         """A reject of the append whose prev_index was `rejected`. False if the reject is stale.

@@ -10,6 +10,8 @@ Invariants on disk (checked here; `StorageCorruptError` when broken):
   still in the oldest segment (the one straddling the snapshot) are skipped on load.
 - `hardstate.commit <= max(snapshot index, last log index)`: entries are fsynced before the hard
   state that commits them.
+- `votefloor`, when present, names what the log may have held before a tail was cut (see below);
+  it is written, fsynced and renamed into place before the cut, so no crash loses it.
 
 Every check runs before the first repair, so a failed open changes nothing but temp files. A cut
 tail is fdatasynced, and the directory is fsynced after segments are deleted, before `recover`
@@ -23,6 +25,23 @@ Decisions, and why:
   only by rename after fsync, so damage is not a torn write, and the newer snapshot may have been
   acknowledged); the message names the older file: moving the corrupt one aside falls back to it,
   and the load then succeeds only if the log still covers the entries after the older snapshot.
+- A torn tail is cut, but the node may have acknowledged the entry it held: a disk that reports
+  an fsync done before the bytes are safe tears records that were acknowledged, and nothing on
+  disk tells that apart from a write cut short before its fsync returned. So the cut also
+  leaves a vote floor (`VoteFloor`): the torn record's index and term, with which the Raft core
+  withholds its vote from any candidate whose log does not reach that far, until its own log
+  does (see swarmlet.raft.core); `RaftStorage` then deletes the file. The term is read from the
+  torn record's first bytes when they decode to the expected index (a torn write keeps the
+  start of what it wrote, and the term is in its first dozen bytes); otherwise the hard state's
+  term bounds it, a looser bound after elections that added no entry, which holds the floor
+  longer. A torn record of a newer term than the hard state's leaves no floor: acknowledging an
+  entry takes a save that left a hard state of its term on disk (this trusts the hard state,
+  written with rename and fsyncs; a disk that loses it may also forget a vote, which no log
+  rule can make up for). Floors of successive cuts merge into the later in Raft's order of logs
+  (`later_floor`). The floor is exact when the disk lost only (part of) the last record, which
+  is what a torn write leaves; a disk that drops whole records after it leaves nothing to count
+  them by. An operator may delete `votefloor` to let the node vote at once, accepting that an
+  acknowledged write may be lost.
 - A corrupt record with a valid record after it (in the same or a later segment) is corruption, even
   though a crash between writes of one unfinished save could in theory leave such a hole when pages
   are written back out of order: we cannot tell the two apart, and stopping is the safe side.
@@ -47,15 +66,19 @@ from swarmlet.raft.disk_format import (
     SEGMENT_RE,
     SNAPSHOT_RE,
     TMP_SUFFIX,
+    VOTE_FLOOR_NAME,
     BadRecordError,
     decode_entry,
     decode_hard_state,
     decode_snapshot,
+    decode_vote_floor,
+    encode_vote_floor,
     find_valid_record,
+    peek_torn_entry,
     read_record,
     read_single_record,
 )
-from swarmlet.raft.types import Entry, HardState, Snapshot
+from swarmlet.raft.types import Entry, HardState, Snapshot, VoteFloor
 
 logger = logging.getLogger("swarmlet.raft.storage")
 
@@ -88,6 +111,7 @@ class Loaded:
     snapshot: Snapshot
     entries: list[Entry]
     segments: list[Segment]
+    vote_floor: VoteFloor  # VoteFloor() when nothing was lost, or the log is that far again
 
 
 def numbered_files(dirpath: Path, pattern: re.Pattern[str]) -> list[tuple[int, Path]]:
@@ -122,6 +146,52 @@ def _read_hard_state(path: Path) -> HardState:
         raise _corrupt(path, None, f"hard state (term, vote, commit) is unreadable: {exc}") from exc
 
 
+def _read_vote_floor(path: Path) -> VoteFloor:
+    if not path.exists():
+        return VoteFloor()
+    try:
+        return decode_vote_floor(read_single_record(path.read_bytes()))
+    except (BadRecordError, ValueError) as exc:
+        raise _corrupt(
+            path,
+            None,
+            f"vote floor is unreadable: {exc}. It records that this node lost entries it may have "
+            "acknowledged; deleting it lets the node vote at once, at the risk of losing such a "
+            "write",
+        ) from exc
+
+
+def floor_reached(last_index: int, last_term: int, floor: VoteFloor) -> bool:
+    """Whether a log ending at (last_term, last_index) is past `floor` (the core's rule: it reached
+    the index, or holds an entry of a newer term than any that was lost)."""
+    return floor.index == 0 or last_index >= floor.index or last_term > floor.term
+
+
+def later_floor(a: VoteFloor, b: VoteFloor) -> VoteFloor:
+    """The floor that stands for both: the later in Raft's order of logs (§5.4.1: last term,
+    then last index). A candidate at least as up to date as the later is as up to date as the
+    other, and a log that reaches the later holds what either lost (see swarmlet.raft.core)."""
+    if a.index == 0:
+        return b
+    if b.index == 0:
+        return a
+    return max(a, b, key=lambda f: (f.term, f.index))
+
+
+def write_atomic(dirpath: Path, name: str, data: bytes) -> None:
+    """Write temp, fsync, rename over `name`. The caller fsyncs the directory."""
+    tmp = dirpath / (name + TMP_SUFFIX)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, dirpath / name)
+
+
 def _read_snapshot(dirpath: Path) -> Snapshot:
     snapshots = numbered_files(dirpath, SNAPSHOT_RE)
     if not snapshots:
@@ -151,6 +221,7 @@ def recover(dirpath: Path, max_record_bytes: int) -> Loaded:
             logger.warning("raft storage: removing %s left by an interrupted atomic write", child)
             child.unlink()
     hard_state = _read_hard_state(dirpath / HARD_STATE_NAME)
+    stored_floor = _read_vote_floor(dirpath / VOTE_FLOOR_NAME)
     snapshot = _read_snapshot(dirpath)
     snap_index = snapshot.meta.index
     listed = numbered_files(dirpath, SEGMENT_RE)
@@ -169,6 +240,8 @@ def recover(dirpath: Path, max_record_bytes: int) -> Loaded:
     segments: list[Segment] = []
     entries: list[Entry] = []
     cut: tuple[Path, int, int, str] | None = None  # path, offset, bytes dropped, reason
+    cut_index = 0  # the index of the torn record
+    cut_term: int | None = None  # its term, if its first bytes say
     expected = live[0][0] if live else snap_index + 1
     last_term = 0
     for pos, (first, path) in enumerate(live):
@@ -189,6 +262,10 @@ def recover(dirpath: Path, max_record_bytes: int) -> Loaded:
                         path, offset, f"bad record ({bad}) with a valid record at {follows}"
                     ) from None
                 cut = (path, offset, len(buf) - offset, str(bad))
+                cut_index = expected
+                peeked = peek_torn_entry(buf, offset)
+                if peeked is not None and peeked[1] == expected and peeked[0] >= last_term:
+                    cut_term = peeked[0]
                 seg.size_bytes = offset
                 break
             try:
@@ -236,8 +313,27 @@ def recover(dirpath: Path, max_record_bytes: int) -> Loaded:
             f"commit index {hard_state.commit} is beyond the last stored index {last_index}",
         )
 
+    log_last_term = entries[-1].term if entries else snapshot.meta.term
+    floor = stored_floor
+    if cut is not None and (cut_term is None or cut_term <= hard_state.term):
+        # A torn record of a newer term than the hard state's was never acknowledged: an entry
+        # is acknowledged only after a save that left a hard state of its term on disk.
+        bound = max(hard_state.term, last_term, snapshot.meta.term)
+        floor = later_floor(floor, VoteFloor(cut_index, bound if cut_term is None else cut_term))
+    if floor_reached(last_index, log_last_term, floor):
+        floor = VoteFloor()
+
     # Repairs: nothing below changes what the checks above accepted.
     dir_changed = False
+    if floor != stored_floor:
+        if floor.index:
+            # Durable before the cut: a crash right after the cut must not forget the floor.
+            write_atomic(dirpath, VOTE_FLOOR_NAME, encode_vote_floor(floor))
+            fsync_dir(dirpath)
+        else:
+            logger.info("raft log %s: the log is past its vote floor again", dirpath)
+            (dirpath / VOTE_FLOOR_NAME).unlink()
+            dir_changed = True
     if cut is not None:
         path, offset, dropped, reason = cut
         logger.warning(
@@ -247,6 +343,16 @@ def recover(dirpath: Path, max_record_bytes: int) -> Loaded:
             reason,
             dropped,
         )
+        if floor.index:
+            logger.warning(
+                "raft log %s: this node may have acknowledged entry %d (term <= %d) before the "
+                "cut: it votes only for candidates whose log reaches it, until its own log does "
+                "(delete %s to lift this, accepting that an acknowledged write may be lost)",
+                dirpath,
+                floor.index,
+                floor.term,
+                dirpath / VOTE_FLOOR_NAME,
+            )
         fd = os.open(path, os.O_WRONLY)
         try:
             os.ftruncate(fd, offset)
@@ -270,4 +376,4 @@ def recover(dirpath: Path, max_record_bytes: int) -> Loaded:
         dir_changed = True
     if dir_changed:
         fsync_dir(dirpath)
-    return Loaded(hard_state, snapshot, entries, segments)
+    return Loaded(hard_state, snapshot, entries, segments, floor)

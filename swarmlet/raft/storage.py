@@ -30,6 +30,9 @@ Decisions, and why:
   end, or a different term there) the whole log is discarded. `recovery` applies the same rule on
   open.
 - Snapshots: the newest two files are kept, so a corrupt newest one can be moved aside by hand.
+- The vote floor (`recovery` writes it when it cuts a torn tail; `vote_floor` reports it to the
+  driver, which hands it to the core) is deleted by the save that takes the log past it. That
+  deletion is not fsynced: if a crash undoes it, the floor comes back, which only delays votes.
 - An OSError while writing leaves the files in an unknown state (and a failed fsync cannot be
   retried): the storage refuses every later call; the driver must stop the node and reopen.
 """
@@ -50,15 +53,23 @@ from swarmlet.raft.disk_format import (
     HEADER_BYTES,
     LOCK_NAME,
     SNAPSHOT_RE,
-    TMP_SUFFIX,
+    VOTE_FLOOR_NAME,
     encode_entry,
     encode_hard_state,
     encode_snapshot,
     segment_name,
     snapshot_name,
 )
-from swarmlet.raft.recovery import Loaded, Segment, fsync_dir, numbered_files, recover
-from swarmlet.raft.types import Entry, HardState, Snapshot, SnapshotMeta
+from swarmlet.raft.recovery import (
+    Loaded,
+    Segment,
+    floor_reached,
+    fsync_dir,
+    numbered_files,
+    recover,
+    write_atomic,
+)
+from swarmlet.raft.types import Entry, HardState, Snapshot, SnapshotMeta, VoteFloor
 
 DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024  # roll to a new segment once the current one reaches this
 DEFAULT_MAX_RECORD_BYTES = 64 * 1024 * 1024  # largest log record accepted, on write and on read
@@ -95,6 +106,7 @@ class RaftStorage:
         self._hard_state = loaded.hard_state
         self._snapshot_meta = loaded.snapshot.meta
         self._segments = loaded.segments
+        self._vote_floor = loaded.vote_floor
         self._loaded: Loaded | None = loaded  # handed out by the first load(), then dropped
         self._active_fd: int | None = None  # O_APPEND descriptor of the last segment
         self._failed: BaseException | None = None
@@ -148,6 +160,7 @@ class RaftStorage:
             self._segments = loaded.segments
             self._hard_state = loaded.hard_state
             self._snapshot_meta = loaded.snapshot.meta
+            self._vote_floor = loaded.vote_floor
         return loaded.hard_state, loaded.snapshot, loaded.entries
 
     # -- queries ----------------------------------------------------------------------------
@@ -161,6 +174,12 @@ class RaftStorage:
         """The index of the last entry, or the snapshot's index if the log has none after it."""
         last = self._segments[-1].last_index if self._segments else 0
         return max(last, self._snapshot_meta.index)
+
+    @property
+    def vote_floor(self) -> VoteFloor:
+        """What the log may have held before open cut a torn tail off it, while the log is not
+        that far again (`VoteFloor()` otherwise): the Raft core's `vote_floor` (see recovery)."""
+        return self._vote_floor
 
     def term_at(self, index: int) -> int | None:
         """The term of the entry at `index` (the snapshot's term at its index; 0 at index 0), or
@@ -232,6 +251,7 @@ class RaftStorage:
                 self._fsync_dir()
             elif created_segment:
                 self._fsync_dir()
+            self._maybe_lift_vote_floor()
         except OSError as exc:
             self._failed = exc
             raise
@@ -278,6 +298,15 @@ class RaftStorage:
         self.close()
 
     # -- internals --------------------------------------------------------------------------
+
+    def _maybe_lift_vote_floor(self) -> None:
+        floor = self._vote_floor
+        if floor.index == 0:
+            return
+        last = self.last_index
+        if floor_reached(last, self.term_at(last) or 0, floor):
+            (self._dir / VOTE_FLOOR_NAME).unlink(missing_ok=True)
+            self._vote_floor = VoteFloor()
 
     def _check_usable(self) -> None:
         if self._lock_fd is None:
@@ -416,16 +445,7 @@ class RaftStorage:
 
     def _write_atomic(self, name: str, data: bytes) -> None:
         """Write temp, fsync, rename over `name`. The caller fsyncs the directory."""
-        tmp = self._dir / (name + TMP_SUFFIX)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self._dir / name)
+        write_atomic(self._dir, name, data)
 
     def _fsync_dir(self) -> None:
         fsync_dir(self._dir)

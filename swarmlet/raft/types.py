@@ -36,6 +36,18 @@ class HardState:
     commit: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class VoteFloor:
+    """What this node's log may have held before its storage lost a tail it had perhaps
+    acknowledged (a torn write cut off at open; a disk that did not keep an fsync): entries up to
+    `index`, of terms <= `term`. Until its log is at least that far along, the node votes only for
+    candidates whose log is (see swarmlet.raft.core). `VoteFloor()` (index 0): nothing was lost.
+    Persisted by the storage in its own format; never sent."""
+
+    index: int = 0
+    term: int = 0
+
+
 class ConfChangeKind(enum.IntEnum):
     """Single-server membership changes. Only append to this list."""
 

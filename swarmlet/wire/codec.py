@@ -20,7 +20,7 @@ import dataclasses
 import enum
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgpack
@@ -48,6 +48,8 @@ def register(type_id: int, cls: type[Any]) -> None:
         raise ValueError(f"wire id {type_id} or class {cls.__name__} is already registered")
     _type_by_id[type_id] = cls
     _id_by_type[cls] = type_id
+    _decoders.clear()  # a union compiled before may name this class
+    _plans.clear()
 
 
 def register_all(first_id: int, classes: Iterable[type[Any]]) -> None:
@@ -91,118 +93,239 @@ def encode(msg: Any) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------- decode
+#
+# Decoding is compiled: the first time a field type (a hint) is met, `_decoder` builds a
+# function for it and caches it, so decoding a message does no type introspection and builds
+# no strings. Where a value is wrong, `_Invalid` carries the path back up, segment by segment,
+# and `from_plain` turns it into the RemoteProtocolError a peer's garbage deserves.
+
+_Decoder = Callable[[Any, int], Any]  # (value, depth) -> the value as its type
+_decoders: dict[Any, _Decoder] = {}
+_plans: dict[type[Any], tuple[tuple[str, _Decoder], ...]] = {}  # each struct's field decoders
 
 
-def _bad(path: str, expected: str, got: Any) -> RemoteProtocolError:
-    return RemoteProtocolError(f"{path}: expected {expected}, got {type(got).__name__}")
+class _Invalid(RemoteProtocolError):
+    """A value that does not fit; `path` collects where, innermost segment first."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.path: list[str] = []
+
+    def at(self, root: str) -> RemoteProtocolError:
+        return RemoteProtocolError(f"{root}{''.join(reversed(self.path))}: {self.detail}")
 
 
-def _from_plain(value: Any, hint: Any, path: str, depth: int) -> Any:
-    if depth > _MAX_DEPTH:
-        raise RemoteProtocolError(f"{path}: nested too deeply")
+def _bad(expected: str, got: Any) -> _Invalid:
+    return _Invalid(f"expected {expected}, got {type(got).__name__}")
+
+
+def _too_deep(child_depth: int) -> None:
+    if child_depth > _MAX_DEPTH:
+        raise _Invalid("nested too deeply")
+
+
+def _decoder(hint: Any) -> _Decoder:
+    decoder = _decoders.get(hint)
+    if decoder is None:
+        decoder = _decoders[hint] = _compile(hint)
+    return decoder
+
+
+def _compile(hint: Any) -> _Decoder:
     origin = typing.get_origin(hint)
     if origin is typing.Union or origin is types.UnionType:
-        return _from_union(value, typing.get_args(hint), path, depth)
+        return _compile_union(typing.get_args(hint))
     if hint is Any:
-        return value
+        return lambda value, depth: value
     if hint is type(None):
-        if value is not None:
-            raise _bad(path, "nil", value)
-        return None
+
+        def nil(value: Any, depth: int) -> Any:
+            if value is not None:
+                raise _bad("nil", value)
+            return None
+
+        return nil
     if hint is bool:
-        if not isinstance(value, bool):
-            raise _bad(path, "bool", value)
-        return value
+
+        def boolean(value: Any, depth: int) -> Any:
+            if value is not True and value is not False:
+                raise _bad("bool", value)
+            return value
+
+        return boolean
     if hint is int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise _bad(path, "int", value)
-        return value
+
+        def integer(value: Any, depth: int) -> Any:
+            if type(value) is not int and (not isinstance(value, int) or isinstance(value, bool)):
+                raise _bad("int", value)
+            return value
+
+        return integer
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _bad(path, "float", value)
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise _bad(path, "str", value)
-        return value
-    if hint is bytes:
-        if not isinstance(value, bytes):
-            raise _bad(path, "bytes", value)
-        return value
+
+        def real(value: Any, depth: int) -> Any:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise _bad("float", value)
+            return float(value)
+
+        return real
+    if hint is str or hint is bytes:
+        name = hint.__name__
+
+        def scalar(value: Any, depth: int) -> Any:
+            if not isinstance(value, hint):
+                raise _bad(name, value)
+            return value
+
+        return scalar
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        try:
-            return hint(value)
-        except ValueError:
-            raise RemoteProtocolError(f"{path}: {value!r} is not a {hint.__name__}") from None
-    if origin is tuple:
+        members = {m.value: m for m in hint}
+
+        def member(value: Any, depth: int) -> Any:
+            try:
+                return members[value]
+            except (KeyError, TypeError):
+                try:
+                    return hint(value)  # what a plain lookup does not find (aliases, _missing_)
+                except ValueError:
+                    raise _Invalid(f"{value!r} is not a {hint.__name__}") from None
+
+        return member
+    if origin is tuple or origin is list:
         args = typing.get_args(hint)
-        if not isinstance(value, list):
-            raise _bad(path, "array", value)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(
-                _from_plain(v, args[0], f"{path}[{i}]", depth + 1) for i, v in enumerate(value)
-            )
-        if len(args) != len(value):
-            raise RemoteProtocolError(f"{path}: expected {len(args)} items, got {len(value)}")
-        return tuple(
-            _from_plain(v, a, f"{path}[{i}]", depth + 1)
-            for i, (v, a) in enumerate(zip(value, args, strict=True))
-        )
-    if origin is list:
-        (arg,) = typing.get_args(hint)
-        if not isinstance(value, list):
-            raise _bad(path, "array", value)
-        return [_from_plain(v, arg, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+        if origin is list or (len(args) == 2 and args[1] is Ellipsis):
+            return _compile_sequence(args[0], tuple if origin is tuple else list)
+        return _compile_fixed_tuple(args)
     if origin is dict:
         key_hint, val_hint = typing.get_args(hint)
-        if not isinstance(value, dict):
-            raise _bad(path, "map", value)
-        return {
-            _from_plain(k, key_hint, f"{path}.<key>", depth + 1): _from_plain(
-                v, val_hint, f"{path}.{k}", depth + 1
-            )
-            for k, v in value.items()
-        }
+        return _compile_dict(key_hint, val_hint)
     if isinstance(hint, type) and hint in _id_by_type:
-        return _from_struct(value, (hint,), path, depth)
-    raise LocalProtocolError(f"{path}: field type {hint!r} is not supported by the wire codec")
+        allowed = (hint,)
+        return lambda value, depth: _decode_struct(value, allowed, depth)
+    raise LocalProtocolError(f"field type {hint!r} is not supported by the wire codec")
 
 
-def _from_union(value: Any, options: tuple[Any, ...], path: str, depth: int) -> Any:
+def _compile_sequence(item_hint: Any, kind: type) -> _Decoder:
+    item = _decoder(item_hint)
+
+    def sequence(value: Any, depth: int) -> Any:
+        if not isinstance(value, list):
+            raise _bad("array", value)
+        if value:
+            _too_deep(depth + 1)
+        out = []
+        for i, v in enumerate(value):
+            try:
+                out.append(item(v, depth + 1))
+            except _Invalid as exc:
+                exc.path.append(f"[{i}]")
+                raise
+        return out if kind is list else tuple(out)
+
+    return sequence
+
+
+def _compile_fixed_tuple(args: tuple[Any, ...]) -> _Decoder:
+    items = tuple(_decoder(a) for a in args)
+
+    def fixed(value: Any, depth: int) -> Any:
+        if not isinstance(value, list):
+            raise _bad("array", value)
+        if len(items) != len(value):
+            raise _Invalid(f"expected {len(items)} items, got {len(value)}")
+        if value:
+            _too_deep(depth + 1)
+        out = []
+        for i, (v, item) in enumerate(zip(value, items, strict=True)):
+            try:
+                out.append(item(v, depth + 1))
+            except _Invalid as exc:
+                exc.path.append(f"[{i}]")
+                raise
+        return tuple(out)
+
+    return fixed
+
+
+def _compile_dict(key_hint: Any, val_hint: Any) -> _Decoder:
+    key_of = _decoder(key_hint)
+    val_of = _decoder(val_hint)
+
+    def mapping(value: Any, depth: int) -> Any:
+        if not isinstance(value, dict):
+            raise _bad("map", value)
+        if value:
+            _too_deep(depth + 1)
+        out = {}
+        for k, v in value.items():
+            try:
+                key = key_of(k, depth + 1)
+            except _Invalid as exc:
+                exc.path.append(".<key>")
+                raise
+            try:
+                out[key] = val_of(v, depth + 1)
+            except _Invalid as exc:
+                exc.path.append(f".{k}")
+                raise
+        return out
+
+    return mapping
+
+
+def _compile_union(options: tuple[Any, ...]) -> _Decoder:
     structs = tuple(o for o in options if isinstance(o, type) and o in _id_by_type)
-    if structs and isinstance(value, list) and len(value) == 2 and isinstance(value[0], int):
-        return _from_struct(value, structs, path, depth)
-    for option in options:
-        if option in structs:
-            continue
-        try:
-            return _from_plain(value, option, path, depth)
-        except RemoteProtocolError:
-            continue
-    raise RemoteProtocolError(f"{path}: {type(value).__name__} matches none of the allowed types")
+    others = tuple(_decoder(o) for o in options if o not in structs)
+    optional = type(None) in options
+
+    def union(value: Any, depth: int) -> Any:
+        if value is None and optional:
+            return None  # what trying the options in turn would give, without the failures
+        if structs and isinstance(value, list) and len(value) == 2 and isinstance(value[0], int):
+            return _decode_struct(value, structs, depth)
+        for option in others:
+            try:
+                return option(value, depth)
+            except RemoteProtocolError:
+                continue
+        raise _Invalid(f"{type(value).__name__} matches none of the allowed types")
+
+    return union
 
 
-def _from_struct(value: Any, allowed: tuple[type[Any], ...], path: str, depth: int) -> Any:
+def _struct_plan(cls: type[Any]) -> tuple[tuple[str, _Decoder], ...]:
+    plan = _plans.get(cls)
+    if plan is None:
+        plan = _plans[cls] = tuple((name, _decoder(hint)) for name, hint in _fields(cls))
+    return plan
+
+
+def _decode_struct(value: Any, allowed: tuple[type[Any], ...] | None, depth: int) -> Any:
+    """`allowed`: the classes acceptable here; None for any registered class."""
     if not (isinstance(value, list) and len(value) == 2 and isinstance(value[1], list)):
-        raise _bad(path, "[type, fields]", value)
+        raise _bad("[type, fields]", value)
     type_id, raw_fields = value
     is_id = isinstance(type_id, int) and not isinstance(type_id, bool)
     cls = _type_by_id.get(type_id) if is_id else None
-    if cls is None or cls not in allowed:
-        raise RemoteProtocolError(f"{path}: unexpected message type {type_id!r}")
-    fields = _fields(cls)
-    if len(raw_fields) != len(fields):
-        raise RemoteProtocolError(
-            f"{path}: {cls.__name__} has {len(fields)} fields, got {len(raw_fields)}"
-        )
-    kwargs = {
-        name: _from_plain(raw, hint, f"{path}.{name}", depth + 1)
-        for (name, hint), raw in zip(fields, raw_fields, strict=True)
-    }
+    if cls is None or (allowed is not None and cls not in allowed):
+        raise _Invalid(f"unexpected message type {type_id!r}")
+    plan = _struct_plan(cls)
+    if len(raw_fields) != len(plan):
+        raise _Invalid(f"{cls.__name__} has {len(plan)} fields, got {len(raw_fields)}")
+    if plan:
+        _too_deep(depth + 1)
+    kwargs = {}
+    for (name, field_of), raw in zip(plan, raw_fields, strict=True):
+        try:
+            kwargs[name] = field_of(raw, depth + 1)
+        except _Invalid as exc:
+            exc.path.append(f".{name}")
+            raise
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:  # a __post_init__ check rejected the values
-        raise RemoteProtocolError(f"{path}: invalid {cls.__name__}: {exc}") from None
+        raise _Invalid(f"invalid {cls.__name__}: {exc}") from None
 
 
 def unpack_plain(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
@@ -218,8 +341,10 @@ def decode(data: bytes, *, expect: tuple[type[Any], ...] | None = None) -> Any:
 
 def from_plain(value: Any, *, expect: tuple[type[Any], ...] | None = None) -> Any:
     """Build a message from an already unpacked msgpack value (e.g. from a streaming Unpacker)."""
-    allowed = tuple(_type_by_id.values()) if expect is None else expect
-    return _from_struct(value, allowed, "message", 0)
+    try:
+        return _decode_struct(value, expect, 0)
+    except _Invalid as exc:
+        raise exc.at("message") from None
 
 
 def new_unpacker(max_bytes: int = MAX_MESSAGE_BYTES) -> bounds.BoundedUnpacker:

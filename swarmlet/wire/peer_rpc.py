@@ -1,4 +1,5 @@
-"""Request/reply messages between agents over the cluster TCP channel (one request per connection).
+"""Request/reply messages between agents over the cluster TCP channel (one request per connection,
+but for `ProposeBatch`).
 
 Writes reach the leader through `ProposeRequest`: a manager may accept a write from its user and
 forward it, authenticated with the managers' key (`security.propose_auth`); the reply carries the
@@ -115,6 +116,22 @@ class JoinProof:
     nonce: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class ProposeBatch:
+    """Forwarded writes sent together, each signed on its own. A connection that opens with a
+    batch carries any number of them, several in flight: the leader answers each with the
+    `ProposeBatchReply` of the same `seq` (`node.forwarding`)."""
+
+    seq: int
+    requests: tuple[ProposeRequest, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProposeBatchReply:
+    seq: int
+    replies: tuple[ProposeReply, ...]  # one per request of the batch, in its order
+
+
 # Only append: ids are permanent.
 MESSAGES: tuple[type, ...] = (
     ProposeRequest,
@@ -129,5 +146,7 @@ MESSAGES: tuple[type, ...] = (
     SecretValues,
     JoinChallenge,
     JoinProof,
+    ProposeBatch,
+    ProposeBatchReply,
 )
 codec.register_all(catalog.PEER_RPC, MESSAGES)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
@@ -74,6 +74,18 @@ class FramedStream:
         async with self._send_lock:
             await self.stream.send_all(_LEN.pack(len(sealed)) + sealed)
         self._counters["frames_out"] += 1
+
+    async def send_many(self, msgs: Sequence[Any]) -> None:
+        """Send each of `msgs` as its own frame, all with one write (fewer system calls when a
+        sender has several messages queued; the receiver sees the same frames as from `send`)."""
+        parts: list[bytes] = []
+        for msg in msgs:
+            sealed = self._sealer.seal(wire.encode(msg), self._aad)
+            parts.append(_LEN.pack(len(sealed)))
+            parts.append(sealed)
+        async with self._send_lock:
+            await self.stream.send_all(b"".join(parts))
+        self._counters["frames_out"] += len(msgs)
 
     async def _read_exactly(self, n: int) -> bytes | None:
         while len(self._buffer) < n:

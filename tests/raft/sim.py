@@ -3,6 +3,27 @@ in-memory network with seeded loss, delay, duplication, reordering and partition
 and without losing unsynced writes) and restarts from the simulated storage, membership changes,
 leadership transfers, compaction, a client that writes and reads.
 
+Two storage faults cut a node's log short (drawn from their own rng, so that a run without them
+replays as it did before they existed):
+- lose the unsynced tail: a crash in the middle of a write keeps only part of it (a prefix of its
+  entries, perhaps a torn record after them, no hard state). Legal: nothing in it was
+  acknowledged. A torn record leaves a vote floor, as `swarmlet.raft.recovery` does, since a
+  torn record cannot be told from an acknowledged one.
+- lose an acknowledged tail: a disk that acknowledged fsyncs it did not keep; the node restarts
+  with up to 5 fewer entries than it acknowledged (never below its persisted commit index, where
+  the real storage refuses to start), and a vote floor naming the last of them. The invariants
+  hold thanks to the core's rule for it; `--no-vote-floor` keeps the floor from the core, and
+  leaders that lack committed entries get elected.
+The floor names the last lost entry exactly (the real storage reads it off the torn record; a
+disk that drops several whole records leaves it fewer to go by), and, as in the real storage,
+none is left for an entry of a newer term than the hard state on disk (it was never
+acknowledged), and floors merge into the later (`swarmlet.raft.recovery.later_floor`).
+The fault model is the one the rule is built for, with liveness: a tail is lost only while no
+other node is below a floor and while the membership is settled (every member's log, and the
+node's cut log, hold the same configuration), and the membership does not change while a node is
+below its floor; an acknowledged tail is never lost in a group of one voter (whose lost entries
+had no other copy). Elsewhere a torn write is cut at a record boundary, which leaves no floor.
+
 Safety invariants are checked after every event (Raft Figure 3):
 - election safety: at most one leader per term;
 - leader append-only: a leader never overwrites or deletes entries of its log;
@@ -36,6 +57,8 @@ from typing import NoReturn
 from swarmlet.errors import NoLeaderError, NotLeaderError
 from swarmlet.raft.core import ConfChangeRefused, LeadershipTransferError, RaftConfig, RaftNode
 from swarmlet.raft.messages import Message, Role
+from swarmlet.raft.quorum import apply_conf_change, decode_conf_change
+from swarmlet.raft.recovery import later_floor
 from swarmlet.raft.types import (
     ConfChange,
     ConfChangeKind,
@@ -45,6 +68,7 @@ from swarmlet.raft.types import (
     HardState,
     Snapshot,
     SnapshotMeta,
+    VoteFloor,
 )
 
 
@@ -67,6 +91,8 @@ class SimParams:
     write_rate: float = 0.5  # chance per tick of a client write
     read_rate: float = 0.1
     crash_mid_ready: float = 0.005  # chance that a Ready's fsync is interrupted by a crash
+    storage_faults: bool = True  # lose unsynced and acknowledged tails (at fault_rate / 4)
+    vote_floor: bool = True  # hand the storage's vote floor to the core (False: to show it matters)
     config: RaftConfig = field(default_factory=RaftConfig)
 
     @staticmethod
@@ -98,7 +124,70 @@ class SimStorage:
         self.hard_state = HardState()
         self.snapshot = snapshot
         self.entries: list[Entry] = []
+        self.vote_floor = VoteFloor()  # as swarmlet.raft.recovery reports it
         self._unsynced: tuple[HardState | None, tuple[Entry, ...], Snapshot | None] | None = None
+
+    @property
+    def last_index(self) -> int:
+        return self.snapshot.meta.index + len(self.entries)
+
+    @property
+    def last_term(self) -> int:
+        return self.entries[-1].term if self.entries else self.snapshot.meta.term
+
+    def conf(self) -> ConfState:
+        conf = self.snapshot.meta.conf
+        for e in self.entries:
+            if e.kind == EntryKind.CONF_CHANGE:
+                conf = apply_conf_change(conf, decode_conf_change(e.data))
+        return conf
+
+    def _lose_tail(self, keep: int, lost: Entry) -> None:
+        """Keep entries up to index `keep`; `lost` is the last entry the log may have held. Its
+        index and term are the vote floor (the real storage reads them off a torn record)."""
+        del self.entries[keep - self.snapshot.meta.index :]
+        if lost.term <= self.hard_state.term:  # else never acknowledged (see recovery)
+            self.vote_floor = later_floor(self.vote_floor, VoteFloor(lost.index, lost.term))
+        self._lift_floor()
+
+    def _lift_floor(self) -> None:
+        f = self.vote_floor
+        if f.index and (self.last_index >= f.index or self.last_term > f.term):
+            self.vote_floor = VoteFloor()
+
+    def conf_upto(self, index: int) -> ConfState:
+        conf = self.snapshot.meta.conf
+        for e in self.entries:
+            if e.index <= index and e.kind == EntryKind.CONF_CHANGE:
+                conf = apply_conf_change(conf, decode_conf_change(e.data))
+        return conf
+
+    def tear(self, rng: random.Random, allow_floor: Callable[[Entry], bool]) -> bool:
+        """A crash during the unsynced write: a snapshot in it is whole (it is renamed into
+        place), its entries are cut after a random prefix (the truncation of an overwritten
+        suffix came first, and is durable), the hard state (written last) is lost. Returns
+        whether a torn record was left (and a vote floor with it)."""
+        if self._unsynced is None:
+            return False
+        _, entries, snapshot = self._unsynced
+        self._unsynced = None
+        if snapshot is not None:
+            self.snapshot = snapshot
+            self.entries = []
+        if not entries:
+            return False
+        del self.entries[entries[0].index - self.snapshot.meta.index - 1 :]
+        keep = rng.randrange(len(entries))
+        self.entries.extend(entries[:keep])
+        if rng.random() < 0.5 or not allow_floor(entries[keep]):
+            return False  # cut at a record boundary: nothing to see
+        self._lose_tail(self.last_index, entries[keep])
+        return True
+
+    def lose_acknowledged(self, lost: int) -> None:
+        """The disk did not keep the last `lost` synced entries although it said it had."""
+        self.sync()
+        self._lose_tail(self.last_index - lost, self.entries[-1])
 
     def write(
         self, hard_state: HardState | None, entries: tuple[Entry, ...], snapshot: Snapshot | None
@@ -118,6 +207,7 @@ class SimStorage:
             self.entries.extend(entries)
         if hard_state is not None:
             self.hard_state = hard_state
+        self._lift_floor()
 
     def crash(self, *, lose_unsynced: bool) -> None:
         if lose_unsynced:
@@ -159,14 +249,23 @@ class Simulation:
         *,
         verbose: bool = False,
         chaos_ticks: int | None = None,
+        storage_faults: bool = True,
+        vote_floor: bool = True,
     ):
         self.seed = seed
         self.rng = random.Random(seed)
+        self.storage_rng = random.Random(f"{seed}/storage")
         self.params = params if params is not None else SimParams.from_seed(self.rng)
         self.replay = f"python -m tests.raft.sim --seed {seed} -v"
         if chaos_ticks is not None:
             self.params = replace(self.params, chaos_ticks=chaos_ticks)
             self.replay += f" --chaos-ticks {chaos_ticks}"
+        if not storage_faults:
+            self.params = replace(self.params, storage_faults=False)
+            self.replay += " --no-storage-faults"
+        if not vote_floor:
+            self.params = replace(self.params, vote_floor=False)
+            self.replay += " --no-vote-floor"
         self.verbose = verbose
         self.now = 0.0
         self._queue: list[tuple[float, int, Callable[[], None]]] = []
@@ -196,6 +295,8 @@ class Simulation:
         # Client state.
         self.next_write = 0
         self.pending: dict[str, dict[int, tuple[int, bytes]]] = {}
+        self.tear_next: set[str] = set()  # crash during the next write of entries, tearing it
+        self.stats: dict[str, int] = {}  # faults injected, and the core's counters that matter
         self.acked: dict[bytes, int] = {}
         self.reads: dict[bytes, int] = {}
         self.reads_served = 0
@@ -229,6 +330,7 @@ class Simulation:
             hard_state=st.hard_state,
             snapshot=st.snapshot,
             entries=list(st.entries),
+            vote_floor=st.vote_floor if self.params.vote_floor else VoteFloor(),
         )
         node.values = decode_values(st.snapshot.data)
         node.applied = st.snapshot.meta.index
@@ -272,14 +374,31 @@ class Simulation:
         raft = node.raft
         assert raft is not None
         while raft.has_ready():
-            self.check_leader(nid, raft)
             rd = raft.ready()
             self.check_entries(nid, raft, rd.entries)
             node.storage.write(rd.hard_state, rd.entries, rd.snapshot)
+            if self.chaos and rd.entries and nid in self.tear_next:
+                self.tear_next.discard(nid)
+                torn = node.storage.tear(
+                    self.storage_rng,
+                    lambda e: (
+                        e.kind != EntryKind.CONF_CHANGE
+                        and self.may_lose_tail(nid, e.index - 1, min_voters=1)
+                    ),
+                )
+                self.count("unsynced_tails_lost")
+                if torn:
+                    self.count("torn_records")
+                self.crash(nid, lose_unsynced=True, why=f"mid-write (torn record: {torn})")
+                return
             if self.chaos and self.rng.random() < self.params.crash_mid_ready:
                 self.crash(nid, lose_unsynced=self.rng.random() < 0.5, why="during fsync")
                 return
             node.storage.sync()
+            # A leader counts once the Ready that made it one is on disk: one whose vote for
+            # itself a crash lost before anything was sent (a lone voter elects itself within
+            # one Ready) led nothing, and may vote for another in that term after its restart.
+            self.check_leader(nid, raft)
             for m in rd.messages:
                 self.send(m)
             if rd.snapshot is not None:
@@ -409,9 +528,66 @@ class Simulation:
                 best = r
         return best
 
+    def count(self, name: str, n: int = 1) -> None:
+        self.stats[name] = self.stats.get(name, 0) + n
+
+    def collect_counters(self, raft: RaftNode) -> None:
+        for name in (
+            "votes_withheld_below_floor",
+            "vote_floor_reached",
+            "short_log_reported",
+            "short_logs_probed",
+            "short_logs_repaired",
+        ):
+            if name in raft.counters:
+                self.count(name, raft.counters[name])
+
+    def floored(self, besides: str) -> bool:
+        """Whether a node other than `besides` may have lost entries it acknowledged."""
+        for nid, node in self.nodes.items():
+            if nid == besides:
+                continue
+            if node.storage.vote_floor.index or (
+                node.raft is not None and node.raft.vote_floor is not None
+            ):
+                return True
+        return False
+
+    def may_lose_tail(self, nid: str, keep: int, *, min_voters: int) -> bool:
+        """The fault model of lost tails (see the module docstring): node `nid` may lose its
+        entries after `keep` if no other node is below a vote floor, and the membership is
+        settled: every member's log, and `nid`'s both whole and cut, holds the same
+        configuration, of at least `min_voters` voters."""
+        st = self.nodes[nid].storage
+        if self.floored(besides=nid):
+            return False
+        conf = st.conf()
+        if len(conf.voters) < min_voters or st.conf_upto(keep) != conf:
+            return False
+        return all(self.nodes[m].storage.conf() == conf for m in conf.voters + conf.learners)
+
+    def lose_acknowledged_tail(self, nid: str) -> None:
+        """A disk that acknowledged fsyncs it did not keep (see the module docstring)."""
+        node = self.nodes[nid]
+        st = node.storage
+        if node.raft is not None:
+            self.crash(nid, lose_unsynced=self.storage_rng.random() < 0.5, why="(its disk lies)")
+        st.sync()  # what the disk claims to hold (the unsynced write, if kept, was fsynced)
+        # Never below the persisted commit index: the real storage refuses to start there.
+        keep = max(st.last_index - self.storage_rng.randint(1, 5), st.hard_state.commit)
+        keep = max(keep, st.snapshot.meta.index)
+        # Not a lone voter: its lost entries had no other copy, and no rule brings them back.
+        if keep == st.last_index or not self.may_lose_tail(nid, keep, min_voters=2):
+            return
+        self.log(f"{nid} loses acknowledged entries {keep + 1}..{st.last_index}")
+        st.lose_acknowledged(st.last_index - keep)
+        self.count("acknowledged_tails_lost")
+
     def crash(self, nid: str, *, lose_unsynced: bool, why: str = "") -> None:
         node = self.nodes[nid]
         node.storage.crash(lose_unsynced=lose_unsynced)
+        if node.raft is not None:
+            self.collect_counters(node.raft)
         node.raft = None
         node.incarnation += 1
         self.pending.pop(nid, None)
@@ -520,9 +696,24 @@ class Simulation:
                 node.storage.compact(snap)
                 self.log(f"compact {nid} at {node.applied}")
 
+    def storage_fault(self) -> None:
+        """One of the two faults that cut a log short (see the module docstring)."""
+        rng = self.storage_rng
+        if rng.random() < 0.5:
+            live = sorted(nid for nid, n in self.nodes.items() if n.raft is not None)
+            if live:
+                nid = rng.choice(live)
+                self.tear_next.add(nid)
+                self.log(f"{nid} will crash in its next write")
+        else:
+            self.lose_acknowledged_tail(rng.choice(sorted(self.nodes)))
+
     def change(self) -> None:
         leader = self.leader()
-        if leader is None:
+        if leader is None or self.floored(besides=""):
+            # The fault model: membership holds still while a node is below its vote floor (a
+            # change then, even a stale leader's that never commits, can make the floored node's
+            # vote the one every election needs; see swarmlet.raft.core).
             return
         conf = leader.conf
         others = [nid for nid in self.nodes if nid not in conf.voters + conf.learners]
@@ -576,6 +767,10 @@ class Simulation:
             self.read()
         if self.rng.random() < p.fault_rate:
             self.fault()
+        # Drawn apart, so that without storage faults a seed replays as it did before they
+        # existed.
+        if p.storage_faults and self.storage_rng.random() < p.fault_rate / 4:
+            self.storage_fault()
         return False
 
     def heal_tick(self) -> bool:
@@ -620,6 +815,7 @@ class Simulation:
         for nid, node in self.nodes.items():
             raft = node.raft
             assert raft is not None
+            self.collect_counters(raft)
             for e in raft.entries():
                 c = self.committed.get(e.index)
                 if e.index <= raft.commit_index and c != (e.term, e.kind, e.data):
@@ -637,6 +833,7 @@ class Simulation:
                 n.raft.conf,
                 n.raft.last_index,
                 n.raft.last_term,
+                n.raft.vote_floor,
             )
             if n.raft is not None
             else None
@@ -645,7 +842,7 @@ class Simulation:
         self.fail(
             f"liveness: no progress for {p.heal_ticks} ticks after healing; leader "
             f"{leader.id if leader else None} conf {leader.conf if leader else None}; "
-            f"nodes (role, term, commit, applied): {state}"
+            f"nodes (role, term, commit, applied, conf, last index, last term, vote floor): {state}"
         )
 
 
@@ -655,8 +852,17 @@ def run_seed(
     verbose: bool = False,
     params: SimParams | None = None,
     chaos_ticks: int | None = None,
+    storage_faults: bool = True,
+    vote_floor: bool = True,
 ) -> Simulation:
-    sim = Simulation(seed, params, verbose=verbose, chaos_ticks=chaos_ticks)
+    sim = Simulation(
+        seed,
+        params,
+        verbose=verbose,
+        chaos_ticks=chaos_ticks,
+        storage_faults=storage_faults,
+        vote_floor=vote_floor,
+    )
     sim.run()
     return sim
 
@@ -667,17 +873,27 @@ def _parse_range(text: str) -> range:
 
 
 def _run_one(
-    seed: int, verbose: bool = False, chaos_ticks: int | None = None
-) -> tuple[int, str | None, str]:
+    seed: int,
+    verbose: bool = False,
+    chaos_ticks: int | None = None,
+    storage_faults: bool = True,
+    vote_floor: bool = True,
+) -> tuple[int, str | None, str, dict[str, int]]:
     try:
-        sim = run_seed(seed, verbose=verbose, chaos_ticks=chaos_ticks)
+        sim = run_seed(
+            seed,
+            verbose=verbose,
+            chaos_ticks=chaos_ticks,
+            storage_faults=storage_faults,
+            vote_floor=vote_floor,
+        )
     except SimFailure as e:
-        return seed, str(e), ""
+        return seed, str(e), "", {}
     summary = (
         f"seed {seed} ok: {sim.events} events, {len(sim.acked)} writes acked, "
-        f"{sim.reads_served} reads, {len(sim.leaders)} terms with a leader"
+        f"{sim.reads_served} reads, {len(sim.leaders)} terms with a leader, {sim.stats}"
     )
-    return seed, None, summary
+    return seed, None, summary, sim.stats
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -688,22 +904,41 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-seconds", type=float, default=0.0, help="stop a sweep after this")
     ap.add_argument("--chaos-ticks", type=int, help="override the length of the chaos phase")
     ap.add_argument("-j", "--jobs", type=int, default=1, help="worker processes for a sweep")
+    ap.add_argument(
+        "--no-storage-faults",
+        action="store_true",
+        help="no lost tails (replays a seed as it ran before these faults existed)",
+    )
+    ap.add_argument(
+        "--no-vote-floor",
+        action="store_true",
+        help="do not tell the core about lost acknowledged tails (safety then breaks)",
+    )
     args = ap.parse_args(argv)
     seeds = [args.seed] if args.seed is not None else list(args.seeds or range(100))
     started = time.monotonic()
     failures = 0
     ran = 0
-    results: Iterator[tuple[int, str | None, str]]
+    totals: dict[str, int] = {}
+    results: Iterator[tuple[int, str | None, str, dict[str, int]]]
     pool: Pool | None = None
+    work = functools.partial(
+        _run_one,
+        verbose=args.verbose,
+        chaos_ticks=args.chaos_ticks,
+        storage_faults=not args.no_storage_faults,
+        vote_floor=not args.no_vote_floor,
+    )
     if args.jobs > 1:
         pool = multiprocessing.Pool(args.jobs)
-        work = functools.partial(_run_one, verbose=False, chaos_ticks=args.chaos_ticks)
         results = pool.imap_unordered(work, seeds, chunksize=16)
     else:
-        results = (_run_one(seed, args.verbose, args.chaos_ticks) for seed in seeds)
+        results = map(work, seeds)
     try:
-        for _seed, error, summary in results:
+        for _seed, error, summary, stats in results:
             ran += 1
+            for name, n in stats.items():
+                totals[name] = totals.get(name, 0) + n
             if error is not None:
                 failures += 1
                 print(f"FAIL {error}", flush=True)
@@ -718,6 +953,8 @@ def main(argv: list[str] | None = None) -> int:
         if pool is not None:
             pool.terminate()
     print(f"{ran} seeds, {failures} failed, {time.monotonic() - started:.1f} s")
+    if totals:
+        print("totals: " + ", ".join(f"{k} {v}" for k, v in sorted(totals.items())))
     return 1 if failures else 0
 
 

@@ -6,18 +6,26 @@ can look like idleness). A lone voter elects itself after a few ticks of 50 ms."
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from swarmlet import crypto
+from swarmlet.errors import NotLeaderError
 from swarmlet.raft.core import RaftConfig
 from swarmlet.raft.driver import RaftDriver
+from swarmlet.raft.messages import AppendEntries, AppendResp, Message, Role, VoteResp
 from swarmlet.raft.storage import RaftStorage
-from swarmlet.raft.types import ConfState, HardState, Snapshot, SnapshotMeta
+from swarmlet.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMeta, VoteFloor
 from swarmlet.wire.transport import Transport
+
+from .net import role
 
 NODE = "n1"
 TIMEOUT_S = 30  # a hang fails the test; nothing here waits for more than a few ticks
@@ -107,3 +115,186 @@ async def test_the_log_is_compacted_into_the_state_machines_snapshot(tmp_path: P
     again = Journal()
     _driver(RaftStorage.open(tmp_path), again)
     assert again.restored[0].decode().split("\n")[:2] == ["seed", "a"]
+
+
+def test_the_driver_hands_the_storages_vote_floor_to_the_core(tmp_path: Path) -> None:
+    storage = _seeded(tmp_path)
+    storage.save(HardState(term=2, vote=NODE, commit=1), [Entry(2, i) for i in range(2, 6)])
+    storage.close()
+    last = sorted(tmp_path.glob("log-*.seg"))[-1]
+    last.write_bytes(last.read_bytes()[:-1])  # a torn write of entry 5
+    driver = _driver(RaftStorage.open(tmp_path), Journal())
+    assert driver.storage.vote_floor == VoteFloor(5, 2)
+    assert driver.core.vote_floor == VoteFloor(5, 2)
+
+
+# ---------------------------------------------------------------------------- group commit
+
+
+class CountingStorage(RaftStorage):
+    """Counts the saves that write entries; `gate`, once armed, holds the next such save until
+    it is released (the test then sees what the driver does while its fsync is under way)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.entry_saves = 0
+        self.armed = False
+        self.saving = threading.Event()
+        self.release = threading.Event()
+
+    def save(
+        self,
+        hard_state: HardState | None,
+        entries: Sequence[Entry] = (),
+        snapshot: Snapshot | None = None,
+    ) -> None:
+        if entries:
+            self.entry_saves += 1
+            if self.armed:
+                self.armed = False
+                self.saving.set()
+                self.release.wait(TIMEOUT_S)
+        super().save(hard_state, entries, snapshot)
+
+
+def _counting(
+    path: Path, voters: tuple[str, ...], learners: tuple[str, ...] = ()
+) -> CountingStorage:
+    storage = CountingStorage.open(path)
+    assert isinstance(storage, CountingStorage)
+    meta = SnapshotMeta(index=1, term=1, conf=ConfState(voters=voters, learners=learners))
+    storage.save(HardState(term=1, vote=None, commit=1), [], Snapshot(meta, b"seed"))
+    return storage
+
+
+async def test_concurrent_proposals_share_appends_and_fsyncs(tmp_path: Path) -> None:
+    storage = _counting(tmp_path, (NODE,))
+    journal = Journal()
+    driver = _driver(storage, journal)
+    results: dict[int, str] = {}
+
+    async def write(i: int) -> None:
+        results[i] = await driver.propose(f"w{i}".encode())
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            await _lead(driver)
+            before = storage.entry_saves
+            async with trio.open_nursery() as writers:
+                for i in range(100):
+                    writers.start_soon(write, i)
+            nursery.cancel_scope.cancel()
+    assert sorted(results) == list(range(100))
+    # Each proposer got its own entry's answer, and the entries are those proposed, once each.
+    assert all(results[i].endswith(f":w{i}") for i in range(100))
+    assert sorted(journal.lines[1:]) == sorted(f"w{i}" for i in range(100))
+    # Proposals pending together went into the log together: far fewer writes than entries.
+    assert storage.entry_saves - before <= 10
+
+
+async def test_a_follower_refuses_proposals_at_once(tmp_path: Path) -> None:
+    storage = _counting(tmp_path, (NODE, "n2", "n3"))
+    driver = _driver(storage, Journal())  # three voters: it cannot elect itself alone
+    with pytest.raises(NotLeaderError):
+        await driver.propose(b"x")
+
+
+def _recording(driver: RaftDriver[str]) -> list[Message]:
+    sent: list[Message] = []
+    driver._send = sent.append  # type: ignore[method-assign,assignment]  # the network: a list
+    return sent
+
+
+def _appends_of(sent: list[Message], data: bytes) -> set[str]:
+    return {
+        m.to_id
+        for m in sent
+        if isinstance(m, AppendEntries) and any(e.data == data for e in m.entries)
+    }
+
+
+async def _settle() -> None:
+    for _ in range(20):
+        await trio.testing.wait_all_tasks_blocked()
+        await trio.sleep(0.01)
+
+
+async def test_a_leader_sends_before_its_own_fsync_but_commits_only_after_it(
+    tmp_path: Path,
+) -> None:
+    # Raft thesis §10.2.1: the leader's append leaves while its own disk write is under way, and
+    # an entry acknowledged by every follower meanwhile is still not committed (nor answered)
+    # until the leader's write has returned.
+    storage = _counting(tmp_path, (NODE, "n2", "n3"))
+    driver = RaftDriver(
+        NODE,
+        storage,
+        Journal(),
+        Transport(("127.0.0.1", 0), crypto.ClusterKeys(crypto.new_key()).message_key),
+        lambda _node_id: None,
+        config=RaftConfig(election_ticks=1000, heartbeat_ticks=1, pre_vote=False),
+        tick_interval_s=0.05,
+    )
+    core = driver.core
+    while role(core) is not Role.CANDIDATE:
+        core.tick()
+    core.step(VoteResp("n2", NODE, core.term, granted=True))
+    assert role(core) is Role.LEADER
+    sent = _recording(driver)
+    term = core.term
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            await _settle()
+            noop = core.last_index
+            driver.deliver(AppendResp("n2", NODE, term, noop))
+            driver.deliver(AppendResp("n3", NODE, term, noop))
+            while core.commit_index < noop:
+                await _settle()
+            storage.armed = True
+            answer: list[str] = []
+
+            async def propose() -> None:
+                answer.append(await driver.propose(b"x"))
+
+            nursery.start_soon(propose)
+            await trio.to_thread.run_sync(storage.saving.wait, TIMEOUT_S)
+            await _settle()
+            index = core.last_index
+            assert storage.release.is_set() is False
+            assert _appends_of(sent, b"x") == {"n2", "n3"}  # sent while the save is held
+            driver.deliver(AppendResp("n2", NODE, term, index))
+            driver.deliver(AppendResp("n3", NODE, term, index))
+            await _settle()
+            assert core.commit_index < index and not answer  # not before the leader's fsync
+            storage.release.set()
+            while not answer:
+                await _settle()
+            assert core.commit_index >= index
+            nursery.cancel_scope.cancel()
+    assert answer[0].endswith(":x")
+
+
+async def test_a_group_that_commits_on_append_persists_before_it_sends(tmp_path: Path) -> None:
+    # One voter commits its entry as soon as it is appended: the append that tells the learner
+    # so must not leave before the entry is on the voter's disk.
+    storage = _counting(tmp_path, (NODE,), learners=("l1",))
+    driver = _driver(storage, Journal())
+    sent = _recording(driver)
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            await _lead(driver)
+            core = driver.core
+            driver.deliver(AppendResp("l1", NODE, core.term, core.last_index))  # replicating
+            await _settle()
+            storage.armed = True
+            nursery.start_soon(driver.propose, b"x")
+            await trio.to_thread.run_sync(storage.saving.wait, TIMEOUT_S)
+            await _settle()
+            assert _appends_of(sent, b"x") == set()  # held back with the save
+            storage.release.set()
+            while not _appends_of(sent, b"x"):
+                await _settle()
+            nursery.cancel_scope.cancel()

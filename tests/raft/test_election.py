@@ -9,7 +9,16 @@ import pytest
 from swarmlet.errors import NotLeaderError
 from swarmlet.raft.core import RaftConfig
 from swarmlet.raft.messages import AppendEntries, AppendResp, Heartbeat, RequestVote, Role, VoteResp
-from swarmlet.raft.types import Entry
+from swarmlet.raft.quorum import encode_conf_change
+from swarmlet.raft.types import (
+    ConfChange,
+    ConfChangeKind,
+    ConfState,
+    Entry,
+    EntryKind,
+    Snapshot,
+    SnapshotMeta,
+)
 
 from .net import Net, cluster, make_node, role
 
@@ -176,3 +185,56 @@ def test_candidate_steps_down_on_append_from_leader_of_same_term() -> None:
     node.step(AppendEntries("n3", "n2", node.term, 1, 1, (), 1))
     assert role(node) == Role.FOLLOWER
     assert node.leader_id == "n3"
+
+
+def test_candidate_learns_a_higher_term_from_a_rejected_stale_vote_request() -> None:
+    # Raft Figure 2: the reply to RequestVote carries currentTerm, even when the request is stale.
+    voter = make_node("n3", term=7, config=RaftConfig(pre_vote=False))
+    voter.step(RequestVote("n1", "n3", 4, 9, 3))
+    assert voter.ready().messages == (VoteResp("n3", "n1", 7, False),)
+    candidate = make_node("n1", config=RaftConfig(pre_vote=False))
+    for _ in range(20):
+        candidate.tick()
+    assert role(candidate) == Role.CANDIDATE
+    candidate.step(VoteResp("n3", "n1", 7, False))
+    assert role(candidate) == Role.FOLLOWER
+    assert candidate.term == 7
+
+
+def test_a_refused_vote_request_does_not_restart_the_election_timer() -> None:
+    # Raft Figure 2: a follower times out unless it hears from a leader or grants a vote.
+    node = make_node("n2", config=RaftConfig(pre_vote=False, check_quorum=False))
+    for _ in range(9):
+        node.tick()
+    node.step(RequestVote("n3", "n2", 5, 0, 0))  # a higher term, a log behind ours: refused
+    assert node.term == 5 and node.vote is None
+    ticks = 0
+    while role(node) == Role.FOLLOWER:
+        node.tick()
+        ticks += 1
+    assert 9 + ticks < 20  # the timeout it drew before the request, in [10, 20)
+
+
+def test_candidate_wins_while_a_removed_node_keeps_raising_the_term_of_its_voter() -> None:
+    # The shape of simulation seeds 90074 and 90835 (--chaos-ticks 2000): n1's longer log makes
+    # n3 a voter, but n3's shorter log makes it a learner, so n3 never campaigns itself; n2, removed
+    # from the group and unaware of it, keeps sending n3 vote requests of ever higher terms (its
+    # log is too short to win). Without a reply to n1's stale requests, n1 never learned n3's
+    # term, never caught up with it, and the group never had a leader again.
+    cfg = RaftConfig(pre_vote=False)
+    snap = Snapshot(SnapshotMeta(1, 1, ConfState(voters=("n1",), learners=("n3",))))
+    promote = Entry(
+        2, 2, EntryKind.CONF_CHANGE, encode_conf_change(ConfChange(ConfChangeKind.ADD_VOTER, "n3"))
+    )
+    n1 = make_node("n1", config=cfg, term=3, snapshot=snap, entries=[promote])
+    n3 = make_node("n3", config=cfg, term=5, snapshot=snap)
+    assert n1.conf.voters == ("n1", "n3") and n3.conf.voters == ("n1",)
+    net = Net([n1, n3])
+    for tick in range(400):
+        if tick % 20 == 0:  # n2 campaigns (its messages to n3 only; n3's answers are lost)
+            n3.step(RequestVote("n2", "n3", n3.term + 2, 0, 0))
+        net.tick_all()
+        if n1.role == Role.LEADER:
+            break
+    assert n1.role == Role.LEADER
+    assert n1.commit_index == 3  # n3 acknowledged the leader's no-op

@@ -26,7 +26,15 @@ from swarmlet.raft.disk_format import (
     read_record,
 )
 from swarmlet.raft.storage import RaftStorage
-from swarmlet.raft.types import ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta
+from swarmlet.raft.types import (
+    ConfState,
+    Entry,
+    EntryKind,
+    HardState,
+    Snapshot,
+    SnapshotMeta,
+    VoteFloor,
+)
 
 LOGGER = "swarmlet.raft.storage"
 
@@ -510,6 +518,96 @@ def test_absurd_length_prefix_at_the_tail_is_cut(tmp_path: Path) -> None:
     last = segments(tmp_path)[-1]
     last.write_bytes(last.read_bytes() + struct.pack(">II", 0x7FFFFFFF, 0) + b"abc")
     assert reopen(tmp_path)[2] == log
+
+
+# -- the vote floor a cut tail leaves -----------------------------------------------------------
+
+
+def tear(path: Path, drop: int) -> None:
+    """Cut the last `drop` bytes of the newest segment (a torn write of its last record)."""
+    last = segments(path)[-1]
+    last.write_bytes(last.read_bytes()[:-drop])
+
+
+def test_a_torn_tail_leaves_a_vote_floor_at_the_torn_record(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = make_entries(1, 20, term=1) + make_entries(21, 30, term=3)
+    with RaftStorage.open(tmp_path) as storage:
+        storage.save(HardState(term=5, commit=10), log)  # terms 4 and 5 added no entry
+    tear(tmp_path, 7)
+    with caplog.at_level(logging.WARNING, LOGGER), RaftStorage.open(tmp_path) as storage:
+        assert storage.vote_floor == VoteFloor(30, 3)  # its term read off the torn record
+        assert storage.load()[2] == log[:-1]
+    assert "may have acknowledged entry 30 (term <= 3)" in caplog.text
+    assert (tmp_path / "votefloor").exists()
+    with RaftStorage.open(tmp_path) as storage:  # the cut is done, the floor stays
+        assert storage.vote_floor == VoteFloor(30, 3)
+
+
+def test_a_torn_record_that_says_nothing_leaves_the_hard_states_term(tmp_path: Path) -> None:
+    log = make_entries(1, 6, term=2)
+    with RaftStorage.open(tmp_path) as storage:
+        storage.save(HardState(term=4, commit=2), log)
+    last = segments(tmp_path)[-1]
+    last.write_bytes(last.read_bytes() + b"\x00\x00\x00\x10\x00\x00")  # a bare header
+    with RaftStorage.open(tmp_path) as storage:
+        assert storage.vote_floor == VoteFloor(7, 4)
+
+
+def test_the_save_that_reaches_the_floor_lifts_it(tmp_path: Path) -> None:
+    log = write_log(tmp_path, 10, commit=5)
+    tear(tmp_path, 3)
+    with RaftStorage.open(tmp_path, segment_bytes=200) as storage:
+        assert storage.vote_floor == VoteFloor(10, 1)
+        storage.save(None, [log[8]])  # entry 9 again: still short of 10
+        assert storage.vote_floor == VoteFloor(10, 1)
+        storage.save(None, [Entry(term=2, index=10)])
+        assert storage.vote_floor == VoteFloor()
+    assert not (tmp_path / "votefloor").exists()
+    with RaftStorage.open(tmp_path, segment_bytes=200) as storage:
+        assert storage.vote_floor == VoteFloor()
+
+
+def test_floors_of_successive_cuts_merge_into_the_later(tmp_path: Path) -> None:
+    log = write_log(tmp_path, 10, commit=2)
+    tear(tmp_path, 3)
+    with RaftStorage.open(tmp_path, segment_bytes=200) as storage:
+        assert storage.vote_floor == VoteFloor(10, 1)
+        storage.save(HardState(term=2, commit=2), [])
+    # Entry 9 lost too, its record now a bare header: a floor (9, term <= 2). A candidate at
+    # least as up to date as (9, 2) is as up to date as (10, 1): that floor stands for both.
+    last = segments(tmp_path)[-1]
+    cut = last.read_bytes()[: -len(encode_entry(log[8]))]
+    last.write_bytes(cut + b"\x00\x00\x00\x10\x00\x00")
+    with RaftStorage.open(tmp_path, segment_bytes=200) as storage:
+        assert storage.vote_floor == VoteFloor(9, 2)
+
+
+def test_a_torn_record_of_a_term_newer_than_the_hard_state_leaves_no_floor(
+    tmp_path: Path,
+) -> None:
+    # A leader's first write (its vote for itself, then its first entry) torn by a crash: the
+    # entry's term is above the hard state on disk, so the entry was never acknowledged.
+    with RaftStorage.open(tmp_path) as storage:
+        storage.save(HardState(term=2, vote="a", commit=3), make_entries(1, 5, term=2))
+        storage.save(None, [Entry(term=3, index=6, data=b"no-op of term 3")])
+    tear(tmp_path, 4)
+    with RaftStorage.open(tmp_path) as storage:
+        assert storage.last_index == 5
+        assert storage.vote_floor == VoteFloor()
+
+
+def test_an_unreadable_floor_is_an_error_that_says_what_deleting_it_means(tmp_path: Path) -> None:
+    write_log(tmp_path, 5)
+    tear(tmp_path, 3)
+    reopen(tmp_path)
+    (tmp_path / "votefloor").write_bytes(b"garbage")
+    with pytest.raises(StorageCorruptError, match="deleting it lets the node vote at once"):
+        reopen(tmp_path)
+    (tmp_path / "votefloor").unlink()  # the operator accepts the risk
+    with RaftStorage.open(tmp_path) as storage:
+        assert storage.vote_floor == VoteFloor()
 
 
 # -- model-based property test ----------------------------------------------------------------

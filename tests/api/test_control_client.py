@@ -26,65 +26,25 @@ from swarmlet.api.control_protocol import (
     encode_frame,
     next_frame,
 )
-from swarmlet.api.control_socket import ControlClient, Emit, Handler, StreamHandler, serve_control
+from swarmlet.api.control_socket import ControlClient, serve_control
 from swarmlet.errors import (
     AgentUnavailableError,
     NoLeaderError,
     NotLeaderError,
     RemoteProtocolError,
-    StackError,
     SwarmletError,
     UsageError,
 )
+from tests.api import fake_handlers
 
 TIMEOUT_S = 10
-
-
-async def _echo(args: dict[str, Any]) -> Any:
-    return args
-
-
-async def _usage(args: dict[str, Any]) -> Any:
-    raise UsageError("no such service 'web'")
-
-
-async def _not_leader(args: dict[str, Any]) -> Any:
-    raise NotLeaderError(args.get("hint"))
-
-
-async def _no_leader(args: dict[str, Any]) -> Any:
-    raise NoLeaderError("no leader; retry later")
-
-
-async def _stack(args: dict[str, Any]) -> Any:
-    raise StackError("web.yml", "services.app.image", "required")
-
-
-async def _count(args: dict[str, Any], emit: Emit) -> None:
-    for i in range(int(args.get("n", 0))):
-        await emit({"i": i})
-
-
-async def _count_then_fail(args: dict[str, Any], emit: Emit) -> None:
-    await emit("first")
-    raise UsageError("stream broke")
-
-
-HANDLERS: dict[str, Handler] = {
-    "echo": _echo,
-    "usage": _usage,
-    "not_leader": _not_leader,
-    "no_leader": _no_leader,
-    "stack": _stack,
-}
-STREAMS: dict[str, StreamHandler] = {"count": _count, "count_then_fail": _count_then_fail}
 
 
 @contextlib.asynccontextmanager
 async def served(tmp_path: Path) -> AsyncIterator[BlockingControlClient]:
     path = tmp_path / "c.sock"
     async with trio.open_nursery() as nursery:
-        await nursery.start(serve_control, path, HANDLERS, STREAMS)
+        await nursery.start(serve_control, path, fake_handlers.HANDLERS, fake_handlers.STREAMS)
         yield BlockingControlClient(path)
         nursery.cancel_scope.cancel()
 

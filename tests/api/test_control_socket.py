@@ -19,48 +19,18 @@ from swarmlet.errors import (
     AgentUnavailableError,
     NoLeaderError,
     NotLeaderError,
-    StackError,
     SwarmletError,
     UsageError,
 )
+from tests.api import fake_handlers
 
 TIMEOUT_S = 10
 _Gen = AsyncGenerator[Any, None]
 _LEN = struct.Struct(">I")
 
 
-async def _echo(args: dict[str, Any]) -> Any:
-    return args
-
-
-async def _usage(args: dict[str, Any]) -> Any:
-    raise UsageError("no such service 'web'")
-
-
-async def _not_leader(args: dict[str, Any]) -> Any:
-    raise NotLeaderError(args.get("hint"))
-
-
-async def _no_leader(args: dict[str, Any]) -> Any:
-    raise NoLeaderError("no leader; retry later")
-
-
-async def _stack(args: dict[str, Any]) -> Any:
-    raise StackError("web.yml", "services.app.image", "required")
-
-
 async def _crash(args: dict[str, Any]) -> Any:
     return args["missing"]  # a handler bug: KeyError
-
-
-async def _count(args: dict[str, Any], emit: Emit) -> None:
-    for i in range(int(args.get("n", 0))):
-        await emit({"i": i})
-
-
-async def _count_then_fail(args: dict[str, Any], emit: Emit) -> None:
-    await emit("first")
-    raise UsageError("stream broke")
 
 
 async def _forever(args: dict[str, Any], emit: Emit) -> None:
@@ -71,19 +41,8 @@ async def _forever(args: dict[str, Any], emit: Emit) -> None:
         await trio.lowlevel.checkpoint()
 
 
-HANDLERS: dict[str, Handler] = {
-    "echo": _echo,
-    "usage": _usage,
-    "not_leader": _not_leader,
-    "no_leader": _no_leader,
-    "stack": _stack,
-    "crash": _crash,
-}
-STREAMS: dict[str, StreamHandler] = {
-    "count": _count,
-    "count_then_fail": _count_then_fail,
-    "forever": _forever,
-}
+HANDLERS: dict[str, Handler] = {**fake_handlers.HANDLERS, "crash": _crash}
+STREAMS: dict[str, StreamHandler] = {**fake_handlers.STREAMS, "forever": _forever}
 
 
 @asynccontextmanager

@@ -57,6 +57,10 @@ class Ready:
        the core already uses them).
     4. Serve `read_states`: the state machine now reflects at least `index` of each.
     5. Show `soft_state` (role, leader, term) if not None.
+
+    One exception to the order of 1 and 2 (Raft thesis §10.2.1): a leader may send its appends
+    before its own fsync when the Ready changes no term or vote and commits none of its own new
+    entries, because it counts itself in a quorum only after `advance`, once its fsync is done.
     """
 
     hard_state: HardState | None

@@ -102,6 +102,7 @@ def encode(msg: Any) -> bytes:
 _Decoder = Callable[[Any, int], Any]  # (value, depth) -> the value as its type
 _decoders: dict[Any, _Decoder] = {}
 _plans: dict[type[Any], tuple[tuple[str, _Decoder], ...]] = {}  # each struct's field decoders
+_required: dict[type[Any], int] = {}  # each struct's count of leading fields without a default
 
 
 class _Invalid(RemoteProtocolError):
@@ -298,7 +299,19 @@ def _struct_plan(cls: type[Any]) -> tuple[tuple[str, _Decoder], ...]:
     plan = _plans.get(cls)
     if plan is None:
         plan = _plans[cls] = tuple((name, _decoder(hint)) for name, hint in _fields(cls))
+        _required[cls] = _required_count(cls)
     return plan
+
+
+def _required_count(cls: type[Any]) -> int:
+    """How many leading fields a message must carry: up to its last field without a default.
+    Fields appended later with a default may be absent (a message from an older version, or
+    a record it persisted), as protobuf lets new optional fields be absent."""
+    required = 0
+    for i, f in enumerate(f for f in dataclasses.fields(cls) if f.init):
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            required = i + 1
+    return required
 
 
 def _decode_struct(value: Any, allowed: tuple[type[Any], ...] | None, depth: int) -> Any:
@@ -311,12 +324,12 @@ def _decode_struct(value: Any, allowed: tuple[type[Any], ...] | None, depth: int
     if cls is None or (allowed is not None and cls not in allowed):
         raise _Invalid(f"unexpected message type {type_id!r}")
     plan = _struct_plan(cls)
-    if len(raw_fields) != len(plan):
+    if not _required[cls] <= len(raw_fields) <= len(plan):
         raise _Invalid(f"{cls.__name__} has {len(plan)} fields, got {len(raw_fields)}")
     if plan:
         _too_deep(depth + 1)
     kwargs = {}
-    for (name, field_of), raw in zip(plan, raw_fields, strict=True):
+    for (name, field_of), raw in zip(plan, raw_fields, strict=False):
         try:
             kwargs[name] = field_of(raw, depth + 1)
         except _Invalid as exc:

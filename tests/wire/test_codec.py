@@ -269,6 +269,18 @@ def test_wrong_field_count_is_rejected(fields: list[Any]) -> None:
         wire.decode(_pack([1, fields]))
 
 
+def test_trailing_fields_with_defaults_may_be_absent() -> None:
+    # A message from before a field was appended (with a default) still decodes: the field
+    # takes its default. Fields without a default may never be absent.
+    alive = Alive(3, "n1", "10.0.0.1", 7946, b"meta", b"sig")
+    plain = msgpack.unpackb(wire.encode(alive))
+    without_signature = [plain[0], plain[1][:-1]]
+    assert wire.from_plain(without_signature) == dataclasses.replace(alive, signature=b"")
+    without_meta = [plain[0], plain[1][:-2]]
+    with pytest.raises(RemoteProtocolError, match="fields"):
+        wire.from_plain(without_meta)
+
+
 @pytest.mark.parametrize(
     ("plain", "why"),
     [

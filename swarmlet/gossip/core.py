@@ -13,7 +13,14 @@ Invariants:
   - a member's (incarnation, state) only moves up `messages.precedence_key`, except that a newer
     Alive revives a DEAD/LEFT member, and a DEAD/LEFT member may come back at a new address with any
     incarnation (memberlist's dead-node reclaim: the restarted agent may have lost its counter);
-  - anything illegal from the network changes nothing and increments a `dropped_*` counter.
+  - anything illegal from the network changes nothing and increments a `dropped_*` counter;
+  - only a member raises its own incarnation (see `_on_suspect`): news about X above the
+    incarnation we know for X changes nothing unless X signed it (an Alive, when `verify` is set),
+    so every accusation we accept is at an incarnation X has reached and can outbid by one, and
+    our own incarnation grows by one per refutation, never to a value another member chose;
+  - with `verify` set, an Alive or pushed state about another member that would change our belief
+    is applied only if that member signed it; the record keeps the signature, so we relay the
+    member's own words (gossip, push-pull, corrections) and never our own about it.
 
 Decisions of our own, each with its reason:
   - no TCP fallback ping (memberlist sends one in parallel with the indirect probes): Lifeguard's
@@ -32,7 +39,7 @@ from __future__ import annotations
 import enum
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from swarmlet.errors import LocalProtocolError
@@ -42,6 +49,7 @@ from .broadcast import BroadcastQueue
 from .config import GossipConfig
 from .messages import (
     COMPOUND_OVERHEAD_BYTES,
+    MAX_INCARNATION,
     MAX_NAME_BYTES,
     Ack,
     Alive,
@@ -55,6 +63,7 @@ from .messages import (
     PushNodeState,
     PushPullState,
     Suspect,
+    alive_signed_bytes,
     estimate_size,
     is_well_formed,
     overrides,
@@ -64,6 +73,11 @@ from .suspicion import Suspicion
 MESSAGES = messages.MESSAGES
 
 Addr = tuple[str, int]
+# sign(data) -> this member's signature over `data`.
+Sign = Callable[[bytes], bytes]
+# verify(node, data, signature) -> did `node`'s key sign `data`? Must return False, not raise,
+# for a node it has no key for.
+Verify = Callable[[str, bytes, bytes], bool]
 
 
 class EventKind(enum.IntEnum):
@@ -83,6 +97,9 @@ class Member:
     incarnation: int
     state: MemberState
     state_change_s: float  # `now` of the last change of `state`
+    # The member's own signature over its Alive at `incarnation` with this addr and meta (b"" if
+    # unsigned). A state change keeps it: it covers the facts, not the state.
+    signature: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +181,9 @@ _COUNTERS = (
     "dropped_addr_conflict",
     "dropped_meta_too_large",
     "dropped_illegal",
+    "dropped_above_known",  # news about X above the incarnation we know, not signed by X
+    "dropped_unverified",  # an Alive or pushed state that X's key did not sign
+    "refute_impossible",  # a refutation would pass MAX_INCARNATION - 1 (only our own past can ask)
 )
 
 
@@ -177,16 +197,23 @@ class Swim:
         rng: random.Random,
         now: float,
         incarnation: int = 0,
+        *,
+        sign: Sign | None = None,
+        verify: Verify | None = None,
     ) -> None:
+        """`sign` signs our own Alive (else we send it unsigned); `verify`, if given, is required
+        to pass for any Alive or pushed state about another member that changes our belief."""
         if not name or len(name.encode()) > MAX_NAME_BYTES:
             raise ValueError(f"member name must be 1..{MAX_NAME_BYTES} bytes: {name!r}")
-        if incarnation < 0:
-            raise ValueError("incarnation must be >= 0")
+        if not 0 <= incarnation < MAX_INCARNATION:
+            raise ValueError(f"incarnation must be in 0..{MAX_INCARNATION - 1}")
         self._check_meta(config, meta)
         self.config = config
         self.name = name
         self.addr: Addr = (addr[0], addr[1])
         self._rng = rng
+        self._sign = sign
+        self._verify = verify
         self.counters: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
         self._members: dict[str, Member] = {}
         self._probe_order: list[str] = []  # other members, shuffled each pass (memberlist)
@@ -208,7 +235,7 @@ class Swim:
         self._next_probe_s = now + rng.random() * config.probe_interval_s
         self._next_gossip_s = now + rng.random() * config.gossip_interval_s
         self._next_push_pull_s = now + rng.random() * config.push_pull_interval_s
-        me = Member(name, self.addr, meta, incarnation, MemberState.ALIVE, now)
+        me = self._signed(Member(name, self.addr, meta, incarnation, MemberState.ALIVE, now))
         self._members[name] = me
         self._event(EventKind.JOIN, me, now)
         self._queue.queue(self._alive_of(me))
@@ -277,7 +304,7 @@ class Swim:
             raise RuntimeError("set_meta after leave")
         self._check_meta(self.config, meta)
         me = self._members[self.name]
-        me = replace(me, meta=meta, incarnation=me.incarnation + 1)
+        me = self._signed(replace(me, meta=meta, incarnation=me.incarnation + 1))
         self._members[self.name] = me
         self._queue.queue(self._alive_of(me))
         self._event(EventKind.UPDATE, me, now)
@@ -287,7 +314,9 @@ class Swim:
             source=self.name,
             join=join,
             members=tuple(
-                PushNodeState(m.name, m.addr[0], m.addr[1], m.meta, m.incarnation, m.state)
+                PushNodeState(
+                    m.name, m.addr[0], m.addr[1], m.meta, m.incarnation, m.state, m.signature
+                )
                 for m in self._members.values()
             ),
         )
@@ -310,8 +339,19 @@ class Swim:
                 self.counters["dropped_malformed"] += 1
                 continue
             remote_state = MemberState(entry.state)
+            if entry.name == self.name and entry.incarnation > self.incarnation:
+                # Whatever the peer made of it, only our own earlier Alive (signed by us: a run
+                # that lost its counter) can tell us of a higher incarnation; `_on_alive` checks.
+                remote_state = MemberState.ALIVE
             if remote_state is MemberState.ALIVE:
-                alive = Alive(entry.incarnation, entry.name, entry.host, entry.port, entry.meta)
+                alive = Alive(
+                    entry.incarnation,
+                    entry.name,
+                    entry.host,
+                    entry.port,
+                    entry.meta,
+                    entry.signature,
+                )
                 self._on_alive(now, alive)
             elif remote_state is MemberState.LEFT:
                 self._on_dead(now, Dead(entry.incarnation, entry.name, entry.name))
@@ -539,7 +579,9 @@ class Swim:
         old = self._members.get(a.node)
         addr = (a.host, a.port)
         if old is None:
-            new = Member(a.node, addr, a.meta, a.incarnation, MemberState.ALIVE, now)
+            if not self._verified(a):
+                return
+            new = Member(a.node, addr, a.meta, a.incarnation, MemberState.ALIVE, now, a.signature)
             self._add(new)
             self._queue.queue(a)
             self._event(EventKind.JOIN, new, now)
@@ -556,7 +598,13 @@ class Swim:
                 a.incarnation == old.incarnation and a.meta == old.meta
             ):
                 return  # our own news coming back to us
-            # Someone holds a newer or different Alive about us (e.g. from before a restart).
+            if a.incarnation > old.incarnation and not self._signed_by_us(a):
+                # Only we raise our incarnation: outbidding a number someone else chose would
+                # let them walk us to MAX_INCARNATION, where no refutation is possible.
+                self.counters["dropped_above_known"] += 1
+                return
+            # A different Alive about us at our incarnation, or our own from before a restart
+            # that lost its counter: outbid it.
             self._refute(a.incarnation)
             return
         if not reclaim and not overrides(
@@ -564,6 +612,9 @@ class Swim:
         ):
             if a.incarnation < old.incarnation:
                 self.counters["dropped_stale"] += 1
+            return
+        # Only now, after the cheap checks: a rebroadcast of what we know costs no verification.
+        if not self._verified(a):
             return
         self._suspicions.pop(a.node, None)
         self._queue.queue(a)
@@ -575,6 +626,7 @@ class Swim:
             a.incarnation,
             MemberState.ALIVE,
             now if revived else old.state_change_s,
+            a.signature,
         )
         self._members[a.node] = new
         self._gone.pop(a.node, None)
@@ -594,6 +646,9 @@ class Swim:
             self.counters["dropped_stale"] += 1
             self._correct(sender, old)
             return
+        if s.incarnation > old.incarnation:
+            self._drop_above_known()
+            return
         suspicion = self._suspicions.get(s.node)
         if suspicion is not None:
             # Lifeguard §IV-B: an independent confirmation shortens the timer; re-gossip news.
@@ -603,10 +658,11 @@ class Swim:
         if old.state is not MemberState.ALIVE:
             return
         if s.node == self.name:
-            self._refute(s.incarnation)
+            self._refute(s.incarnation)  # at our own incarnation: the checks above
             return
         self._queue.queue(s)
-        new = replace(old, incarnation=s.incarnation, state=MemberState.SUSPECT, state_change_s=now)
+        # At the incarnation we know (see above), so the record's signature still covers it.
+        new = replace(old, state=MemberState.SUSPECT, state_change_s=now)
         self._members[s.node] = new
         n = len(self._members)
         min_s = self.config.suspicion_min_s(n)
@@ -625,6 +681,9 @@ class Swim:
             self.counters["dropped_stale"] += 1
             self._correct(sender, old)
             return
+        if d.incarnation > old.incarnation:
+            self._drop_above_known()
+            return
         self._suspicions.pop(d.node, None)
         if old.state in (MemberState.DEAD, MemberState.LEFT):
             return
@@ -634,12 +693,26 @@ class Swim:
         self._queue.queue(d)
         left = d.accuser == d.node
         state = MemberState.LEFT if left else MemberState.DEAD
-        new = replace(old, incarnation=d.incarnation, state=state, state_change_s=now)
+        # At the incarnation we know (see above), so the record's signature still covers it.
+        new = replace(old, state=state, state_change_s=now)
         self._members[d.node] = new
         self._gone[d.node] = now + self.config.dead_reclaim_s
         if not left:
             self.counters["failed"] += 1
         self._event(EventKind.LEFT if left else EventKind.FAILED, new, now)
+
+    def _drop_above_known(self) -> None:
+        """A Suspect or Dead about X at an incarnation above the one we know for X.
+
+        Not in SWIM or memberlist, which follow any higher incarnation in an accusation, so one
+        forged at the cap could never be outbid. Only X raises X's incarnation, and it says so in
+        an Alive (signed, when we verify) that reaches us as it reaches the accuser, who could
+        only have learnt the higher number from it. Dropping the accusation is therefore safe
+        for failure detection: at worst a suspicion waits until that Alive arrives (and our own
+        probes suspect a silent X at the incarnation we know). About ourselves it is the same
+        rule: we refute only an accusation at our current incarnation, so nothing another
+        member sends can raise ours by more than one."""
+        self.counters["dropped_above_known"] += 1
 
     def _correct(self, sender: Addr | None, known: Member) -> None:
         """The sender accuses a member of an incarnation that member has already refuted: send it
@@ -662,7 +735,12 @@ class Swim:
         Lifeguard §IV-A: having to refute means others find us slow, so raise our score."""
         me = self._members[self.name]
         incarnation = max(me.incarnation, accused_incarnation) + 1
-        me = replace(me, incarnation=incarnation)
+        if incarnation >= MAX_INCARNATION:
+            # Only our own signed past can bring us here (others cannot raise us; see
+            # `_drop_above_known`): stay put rather than send an Alive no peer would accept.
+            self.counters["refute_impossible"] += 1
+            return
+        me = self._signed(replace(me, incarnation=incarnation))
         self._members[self.name] = me
         self._apply_awareness(1)
         self._queue.queue(self._alive_of(me))
@@ -697,7 +775,32 @@ class Swim:
             )
 
     def _alive_of(self, m: Member) -> Alive:
-        return Alive(m.incarnation, m.name, m.addr[0], m.addr[1], m.meta)
+        return Alive(m.incarnation, m.name, m.addr[0], m.addr[1], m.meta, m.signature)
+
+    # --- signed statements -----------------------------------------------------------------------
+
+    def _signed(self, me: Member) -> Member:
+        """Our own record with our signature over its facts (called whenever they change)."""
+        if self._sign is None:
+            return replace(me, signature=b"")
+        data = alive_signed_bytes(me.name, me.incarnation, me.addr[0], me.addr[1], me.meta)
+        return replace(me, signature=self._sign(data))
+
+    def _check_signature(self, a: Alive) -> bool:
+        assert self._verify is not None
+        data = alive_signed_bytes(a.node, a.incarnation, a.host, a.port, a.meta)
+        return self._verify(a.node, data, a.signature)
+
+    def _verified(self, a: Alive) -> bool:
+        """May `a` about another member change our belief? True without `verify`."""
+        if self._verify is None or self._check_signature(a):
+            return True
+        self.counters["dropped_unverified"] += 1
+        return False
+
+    def _signed_by_us(self, a: Alive) -> bool:
+        """Is `a`, about us, our own statement? Never without `verify`: it could be anyone's."""
+        return self._verify is not None and self._check_signature(a)
 
     # --- dissemination ---------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import trio
 
 from swarmlet.errors import RemoteProtocolError
 from swarmlet.gossip.config import GossipConfig
-from swarmlet.gossip.core import MemberEvent, SendDatagram, StartPushPull, Swim
+from swarmlet.gossip.core import MemberEvent, SendDatagram, Sign, StartPushPull, Swim, Verify
 from swarmlet.gossip.messages import Ack, Alive, Dead, Nack, Ping, PingReq, PushPullState, Suspect
 from swarmlet.wire import catalog, codec
 from swarmlet.wire.transport import Address, FramedStream, Transport
@@ -48,10 +48,24 @@ class GossipDriver:
         incarnation: int,
         on_event: Callable[[MemberEvent], None],
         rng: random.Random | None = None,
+        *,
+        sign: Sign | None = None,
+        verify: Verify | None = None,
     ) -> None:
+        """`sign` and `verify` go to the core (see `Swim`): sign our own Alive with this node's
+        key; check another node's Alive against that node's key. Both run on the trio thread, so
+        they must be quick and must not block."""
         self.transport = transport
         self.core = Swim(
-            config, name, addr, meta, rng or random.Random(), trio.current_time(), incarnation
+            config,
+            name,
+            addr,
+            meta,
+            rng or random.Random(),
+            trio.current_time(),
+            incarnation,
+            sign=sign,
+            verify=verify,
         )
         self._on_event = on_event
         self._wake = trio.Event()

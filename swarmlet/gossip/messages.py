@@ -7,12 +7,17 @@ timers, sockets or the membership table.
 
 A datagram is a compound: the core emits `SendDatagram(addr, msgs)` with a tuple of messages, and
 the driver passes what it decodes from one datagram back as a tuple (or list) of messages.
+
+What a member says about itself (`Alive`, and the same facts in a `PushNodeState`) carries its own
+signature over `alive_signed_bytes`, so a third member can relay it and the receiver can still tell
+it came from that member. Signing and checking keys belong to the caller (the core gets callables).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,6 +26,7 @@ from swarmlet.wire import catalog, codec
 MAX_NAME_BYTES = 255  # node names and hosts (a DNS name is at most 253 bytes)
 MAX_INCARNATION = 2**63 - 1  # msgpack int64; memberlist uses uint32
 MAX_SEQ_NO = 2**63 - 1
+MAX_SIGNATURE_BYTES = 128  # Ed25519 signs in 64 bytes; the rest is room for another scheme
 
 
 class MemberState(enum.IntEnum):
@@ -66,6 +72,9 @@ class Alive:
     host: str
     port: int
     meta: bytes
+    # `node`'s own signature over alive_signed_bytes(node, incarnation, host, port, meta); b"" when
+    # the cluster does not sign. Relays pass it on untouched.
+    signature: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +99,9 @@ class PushNodeState:
     meta: bytes
     incarnation: int
     state: MemberState
+    # `name`'s signature over its Alive at `incarnation` with this host, port and meta (as in
+    # Alive): whatever state the sender holds, these facts came from the member itself.
+    signature: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +129,35 @@ codec.register_all(catalog.GOSSIP_MESSAGES, MESSAGES)
 
 Message = Ping | PingReq | Ack | Nack | Alive | Suspect | Dead
 BroadcastMessage = Alive | Suspect | Dead
+
+# --- signed statements ---------------------------------------------------------------------------
+
+ALIVE_SIGNATURE_DOMAIN = b"swarmlet/alive/1"
+
+
+def alive_signed_bytes(node: str, incarnation: int, host: str, port: int, meta: bytes) -> bytes:
+    """What a member signs to say "I am alive at `incarnation` at host:port with `meta`".
+
+    Unambiguous: each variable-length field is length-prefixed and each number has a fixed width,
+    so two different statements never give the same bytes. The domain prefix keeps a signature
+    over these bytes from being valid for anything else the same key signs (certificates, other
+    messages), and its version from being valid for a later layout."""
+    node_b, host_b = node.encode(), host.encode()
+    return b"".join(
+        (
+            struct.pack(">H", len(ALIVE_SIGNATURE_DOMAIN)),
+            ALIVE_SIGNATURE_DOMAIN,
+            struct.pack(">I", len(node_b)),
+            node_b,
+            struct.pack(">Q", incarnation),
+            struct.pack(">I", len(host_b)),
+            host_b,
+            struct.pack(">H", port),
+            struct.pack(">I", len(meta)),
+            meta,
+        )
+    )
+
 
 # --- precedence ----------------------------------------------------------------------------------
 
@@ -170,14 +211,17 @@ def _fixed_overhead(cls: type) -> int:
 
 
 _FIXED_BYTES: dict[type, int] = {cls: _fixed_overhead(cls) for cls in MESSAGES}
-ALIVE_OVERHEAD_BYTES = _FIXED_BYTES[Alive]
+# Everything in an Alive but its meta and its two names, signature included (config sizes the
+# gossip datagram to hold the largest Alive from this).
+ALIVE_OVERHEAD_BYTES = _FIXED_BYTES[Alive] + MAX_SIGNATURE_BYTES
 
 
 def estimate_size(msg: Message) -> int:
     """A conservative upper bound on the encoded size of `msg` inside a compound datagram."""
     size = _FIXED_BYTES[type(msg)]
     if isinstance(msg, Alive):
-        return size + len(msg.node.encode()) + len(msg.host.encode()) + len(msg.meta)
+        node_host = len(msg.node.encode()) + len(msg.host.encode())
+        return size + node_host + len(msg.meta) + len(msg.signature)
     if isinstance(msg, Suspect | Dead):
         return size + len(msg.node.encode()) + len(msg.accuser.encode())
     if isinstance(msg, Ping):
@@ -218,6 +262,10 @@ def _is_bytes(v: object) -> bool:
     return isinstance(v, bytes)
 
 
+def _is_signature(v: object) -> bool:
+    return isinstance(v, bytes) and len(v) <= MAX_SIGNATURE_BYTES
+
+
 def _is_bool(v: object) -> bool:
     return isinstance(v, bool)
 
@@ -243,6 +291,7 @@ _CHECKS: dict[type, tuple[tuple[str, Callable[[object], bool]], ...]] = {
         ("host", _is_name),
         ("port", _is_port),
         ("meta", _is_bytes),
+        ("signature", _is_signature),
     ),
     Suspect: (("incarnation", _is_inc), ("node", _is_name), ("accuser", _is_name)),
     Dead: (("incarnation", _is_inc), ("node", _is_name), ("accuser", _is_name)),
@@ -253,6 +302,7 @@ _CHECKS: dict[type, tuple[tuple[str, Callable[[object], bool]], ...]] = {
         ("meta", _is_bytes),
         ("incarnation", _is_inc),
         ("state", _is_state),
+        ("signature", _is_signature),
     ),
 }
 

@@ -23,7 +23,9 @@ from swarmlet.gossip.core import (
     StartPushPull,
     Swim,
 )
-from swarmlet.gossip.messages import MemberState
+from swarmlet.gossip.messages import MemberState, Message
+
+from .fake_keys import Signer, Verifier
 
 Addr = tuple[str, int]
 
@@ -67,8 +69,15 @@ def replay_hint(test: str, seed: int) -> Iterator[None]:
 
 
 class Sim:
-    def __init__(self, seed: int, config: GossipConfig | None = None, net: Net | None = None):
+    def __init__(
+        self,
+        seed: int,
+        config: GossipConfig | None = None,
+        net: Net | None = None,
+        signed: bool = False,  # each member signs its Alive and verifies everyone else's
+    ):
         self.seed = seed
+        self.signed = signed
         self.config = config or GossipConfig.lan()
         self.net = net or Net()
         self.rng = random.Random(seed)
@@ -90,7 +99,17 @@ class Sim:
 
     def start(self, name: str, addr: Addr, seeds: list[Addr], incarnation: int = 0) -> Swim:
         rng = random.Random(f"{self.seed}:{name}:{incarnation}")
-        core = Swim(self.config, name, addr, name.encode(), rng, self.now, incarnation)
+        core = Swim(
+            self.config,
+            name,
+            addr,
+            name.encode(),
+            rng,
+            self.now,
+            incarnation,
+            sign=Signer(name) if self.signed else None,
+            verify=Verifier() if self.signed else None,
+        )
         self.nodes[name] = core
         self.addrs[name] = addr
         self._by_addr[addr] = name
@@ -99,6 +118,11 @@ class Sim:
             core.join(self.now, seeds)
         self.flush(name)
         return core
+
+    def forge(self, frm: Addr, to: Addr, msgs: tuple[Message, ...]) -> None:
+        """A datagram from outside the cluster's members (one who holds the cluster key), never
+        lost, delivered after the minimum delay."""
+        self._push(self.now + self.net.delay_min_s, ("dgram", to, frm, msgs))
 
     def crash(self, name: str) -> None:
         del self.nodes[name]

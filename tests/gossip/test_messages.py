@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from swarmlet.gossip import messages
 from swarmlet.gossip.messages import (
     COMPOUND_OVERHEAD_BYTES,
+    MAX_SIGNATURE_BYTES,
     MESSAGES,
     Ack,
     Alive,
@@ -23,6 +24,7 @@ from swarmlet.gossip.messages import (
     PingReq,
     PushNodeState,
     Suspect,
+    alive_signed_bytes,
     estimate_size,
     is_well_formed,
     overrides,
@@ -102,7 +104,15 @@ wire_messages = st.one_of(
     ),
     st.builds(Ack, st.integers(0, 2**63 - 1)),
     st.builds(Nack, st.integers(0, 2**63 - 1)),
-    st.builds(Alive, incarnations, names, names, st.integers(1, 65535), st.binary(max_size=2000)),
+    st.builds(
+        Alive,
+        incarnations,
+        names,
+        names,
+        st.integers(1, 65535),
+        st.binary(max_size=2000),
+        st.binary(max_size=MAX_SIGNATURE_BYTES),
+    ),
     st.builds(Suspect, incarnations, names, names),
     st.builds(Dead, incarnations, names, names),
 )
@@ -145,6 +155,10 @@ def test_wrong_typed_and_out_of_range_fields_are_not_well_formed() -> None:
         PingReq(1, "b", "10.0.0.2", 7946, 1),  # type: ignore[arg-type]
         Alive(1, "b", "10.0.0.2", 7946, "meta"),  # type: ignore[arg-type]
         Alive(2**64, "b", "10.0.0.2", 7946, b""),
+        Alive(1, "b", "10.0.0.2", 7946, b"", "sig"),  # type: ignore[arg-type]
+        Alive(1, "b", "10.0.0.2", 7946, b"", bytes(MAX_SIGNATURE_BYTES + 1)),
+        PushNodeState("b", "10.0.0.2", 7946, b"", 0, MemberState.ALIVE, None),  # type: ignore[arg-type]
+        PushNodeState("b", "10.0.0.2", 7946, b"", 0, MemberState.ALIVE, bytes(1000)),
         Suspect(2**63 - 1, "b", "c"),  # could never be outbid by a refutation
         Suspect(1, "b", 5),  # type: ignore[arg-type]
         Dead(1.5, "b", "c"),  # type: ignore[arg-type]
@@ -180,10 +194,63 @@ def test_size_estimate_bounds_the_real_sealed_datagram() -> None:
 
     msgs: tuple[Message, ...] = (
         Ping(2**62, "n" * 40),
-        Alive(2**62, "m" * 40, "10.200.200.200", 65535, b"x" * 900),
+        Alive(2**62, "m" * 40, "10.200.200.200", 65535, b"x" * 900, b"s" * MAX_SIGNATURE_BYTES),
         Suspect(2**62, "s" * 40, "a" * 40),
         Dead(2**62, "d" * 40, "a" * 40),
     )
     encoded = wire.encode(GossipDatagram(msgs))
     sealed = len(encoded) + crypto.SEAL_OVERHEAD
     assert sealed <= COMPOUND_OVERHEAD_BYTES + sum(estimate_size(m) for m in msgs)
+
+
+# --- signed statements ---------------------------------------------------------------------------
+
+alive_facts = st.tuples(names, incarnations, names, st.integers(1, 65535), st.binary(max_size=64))
+
+
+@given(alive_facts, alive_facts)
+def test_alive_signed_bytes_differ_whenever_the_facts_do(
+    x: tuple[str, int, str, int, bytes], y: tuple[str, int, str, int, bytes]
+) -> None:
+    assert (alive_signed_bytes(*x) == alive_signed_bytes(*y)) == (x == y)
+
+
+def test_alive_signed_bytes_do_not_run_fields_together() -> None:
+    # Without length prefixes these pairs would concatenate to the same bytes.
+    assert alive_signed_bytes("ab", 1, "c", 1, b"") != alive_signed_bytes("a", 1, "bc", 1, b"")
+    assert alive_signed_bytes("a", 1, "h", 1, b"") != alive_signed_bytes("a", 1, "h", 1, b"\x00")
+
+
+def test_alive_signed_bytes_layout_is_pinned() -> None:
+    """Peers of other versions must verify the same bytes: a new layout needs a new domain."""
+    expected = (
+        b"\x00\x10swarmlet/alive/1"  # domain, 2-byte length
+        b"\x00\x00\x00\x01n"  # node, 4-byte length
+        b"\x00\x00\x00\x00\x00\x00\x00\x01"  # incarnation, 8 bytes
+        b"\x00\x00\x00\x01h"  # host, 4-byte length
+        b"\x00\x02"  # port, 2 bytes
+        b"\x00\x00\x00\x01m"  # meta, 4-byte length
+    )
+    assert alive_signed_bytes("n", 1, "h", 2, b"m") == expected
+
+
+def test_size_estimate_counts_the_signature() -> None:
+    msg = Alive(0, "a", "h", 1, b"", bytes(MAX_SIGNATURE_BYTES))
+    assert max(_encoded_sizes(msg)) <= estimate_size(msg)
+
+
+def test_an_alive_or_node_state_without_a_signature_still_decodes() -> None:
+    """The signature was appended with a default: a message without it is unsigned, not garbage
+    (the checks that follow decide whether an unsigned one is accepted)."""
+    from swarmlet.wire import codec as wire
+
+    for msg in (
+        Alive(3, "a", "h", 7946, b"m", b"sig"),
+        PushNodeState("a", "h", 7946, b"m", 3, MemberState.SUSPECT, b"sig"),
+    ):
+        plain = msgpack.unpackb(wire.encode(msg), raw=False)
+        assert plain[1][-1] == b"sig"
+        old = msgpack.packb([plain[0], plain[1][:-1]], use_bin_type=True)
+        decoded = wire.decode(old)
+        assert decoded == dataclasses.replace(msg, signature=b"")
+        assert is_well_formed(decoded)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from swarmlet.gossip.core import EventKind
-from swarmlet.gossip.messages import MemberState
+from swarmlet.gossip.messages import MAX_INCARNATION, Alive, Dead, MemberState, Suspect
 
 from .sim import Net, Sim, replay_hint, sim_seeds
 
@@ -28,10 +28,10 @@ ALIVE = (MemberState.ALIVE,)
 DEAD = (MemberState.DEAD,)
 
 
-def detection_time_s(seed: int, n: int, loss: float = 0.0) -> float:
+def detection_time_s(seed: int, n: int, loss: float = 0.0, signed: bool = False) -> float:
     """Crash one member of a converged cluster; the virtual time until every live member has
     declared it DEAD (FAILED events), from the crash."""
-    sim = Sim(seed, net=Net(loss=loss))
+    sim = Sim(seed, net=Net(loss=loss), signed=signed)
     names = sim.cluster(n)
     assert sim.run_until(60.0, sim.converged), "no convergence"
     crash_at = sim.now + sim.rng.uniform(0.0, 1.0)
@@ -92,8 +92,8 @@ def test_crash_detection_in_fifty_members(nodeid: str) -> None:
     assert max(times) <= 6.0  # min suspicion grows with log10(n): 2.0 s at 50
 
 
-def run_without_crash(seed: int, n: int, net: Net, duration_s: float) -> Sim:
-    sim = Sim(seed, net=net)
+def run_without_crash(seed: int, n: int, net: Net, duration_s: float, signed: bool = False) -> Sim:
+    sim = Sim(seed, net=net, signed=signed)
     sim.cluster(n)
     assert sim.run_until(60.0, sim.converged), "no convergence"
     sim.run_until(sim.now + duration_s)
@@ -135,12 +135,17 @@ def test_sweep_no_false_death_at_ten_percent_loss(seed: int, nodeid: str) -> Non
         assert sim.observed.false_failures == []
 
 
-@pytest.mark.parametrize(("seed", "persisted"), [(1, True), (2, False)])
-def test_restarted_member_becomes_alive_everywhere(seed: int, persisted: bool, nodeid: str) -> None:
+@pytest.mark.parametrize(
+    ("seed", "persisted", "signed"),
+    [(1, True, False), (2, False, False), (1, True, True), (2, False, True)],
+)
+def test_restarted_member_becomes_alive_everywhere(
+    seed: int, persisted: bool, signed: bool, nodeid: str
+) -> None:
     """A restarted agent keeps its name; with a persisted incarnation it outbids its death at
     once, without one it learns of its death by push-pull and refutes it."""
     with replay_hint(nodeid, seed):
-        sim = Sim(seed)
+        sim = Sim(seed, signed=signed)
         names = sim.cluster(12)
         assert sim.run_until(60.0, sim.converged)
         victim = names[5]
@@ -233,3 +238,76 @@ def test_a_member_frozen_past_detection_is_declared_dead_then_refutes(
         assert sim.run_until(sim.now + 3.0, lambda: sim.all_see(names[4], DEAD), 0.05)
         assert sim.run_until(sim.now + 10.0, sim.converged)
         assert sim.nodes[names[4]].counters["refutes"] >= 1
+
+
+# --- signed clusters and a forger with the cluster key -------------------------------------------
+
+
+def test_a_signed_cluster_detects_crashes_within_the_lan_goal(nodeid: str) -> None:
+    times = []
+    for seed in sim_seeds(list(range(10))):
+        with replay_hint(nodeid, seed):
+            times.append(detection_time_s(seed, n=10, signed=True))
+    print(f"10 signed members: median {statistics.median(times):.2f} s, max {max(times):.2f} s")
+    assert statistics.median(times) <= 2.0
+
+
+@pytest.mark.parametrize("seed", sim_seeds([8]))
+def test_a_signed_cluster_refuses_no_honest_news_and_loses_no_member_at_ten_percent_loss(
+    seed: int, nodeid: str
+) -> None:
+    with replay_hint(nodeid, seed):
+        sim = run_without_crash(seed, 20, Net(loss=0.10), duration_s=120.0, signed=True)
+        keys = ("suspects", "refutes", "dropped_above_known", "dropped_unverified")
+        total = {k: sum(c.counters[k] for c in sim.nodes.values()) for k in keys}
+        print(f"20 signed members, 10% loss, 120 s: {total}")
+        assert total["refutes"] > 0
+        assert total["dropped_unverified"] == 0  # every honest Alive verifies, relayed or not
+        assert sim.observed.false_failures == []
+        assert sim.converged()
+
+
+@pytest.mark.parametrize("seed", sim_seeds([1, 2]))
+def test_a_forger_with_the_cluster_key_can_neither_kill_nor_rewrite_a_member(
+    seed: int, nodeid: str
+) -> None:
+    """Issue #15 item 3: Suspect and Dead at the cap, and Alive with new meta, about a victim,
+    to every member, ten times a second; plus accusations at the victim's real incarnation,
+    which are accepted and must be refuted every time."""
+    with replay_hint(nodeid, seed):
+        sim = Sim(seed, net=Net(loss=0.02), signed=True)
+        names = sim.cluster(10)
+        assert sim.run_until(60.0, sim.converged)
+        victim = names[3]
+        vaddr = sim.addrs[victim]
+        forger = ("10.66.0.1", 7946)
+        cap = MAX_INCARNATION - 1
+        end = sim.now + 20.0
+        while sim.now < end:
+            real = sim.nodes[victim].incarnation
+            forged = (
+                Suspect(cap, victim, "mallory"),
+                Dead(cap, victim, "mallory"),
+                Dead(cap, victim, victim),  # a "leave"
+                Alive(cap, victim, *vaddr, b"evil", bytes(64)),
+                Alive(real + 1, victim, *vaddr, b"evil"),
+            )
+            for name in names:
+                sim.forge(forger, sim.addrs[name], forged)
+            if sim.rng.random() < 0.1:  # now and then, an accusation the victim must refute
+                sim.forge(forger, sim.addrs[names[0]], (Suspect(real, victim, "mallory"),))
+            sim.run_until(sim.now + 0.1)
+        sim.run_until(sim.now + 10.0)
+        assert sim.observed.false_failures == []
+        assert not any(
+            ev.member.name == victim and ev.kind is EventKind.LEFT for _, ev in sim.observed.events
+        )
+        assert sim.converged()
+        assert sim.nodes[victim].counters["refutes"] > 0
+        assert sim.nodes[victim].incarnation < 1000
+        for name in names:
+            m = sim.nodes[name].member(victim)
+            assert m is not None
+            assert m.meta == victim.encode()
+            assert m.incarnation == sim.nodes[victim].incarnation
+            assert sim.nodes[name].counters["dropped_above_known"] > 0

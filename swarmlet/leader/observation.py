@@ -8,13 +8,24 @@ a pure function of what an `ObservationSource` answers at the moment of the call
 `counts_as_ready` is the one place that turns a gossip member state into readiness; the agent's
 own `is_ready`, the voter policy's set of live nodes and `observe` all go through it.
 
+`observe` is also the one place where another node's reports are vetted (issue #15): the leader,
+the API and every proxy's routes (`swarmlet.proxy.routes.routes_from`) read task observations
+only through it. A node's gossip metadata is its own claim, so it is believed only about what
+the replicated state gives that node: its own tasks, with endpoints on its own address
+(`report_refusal`, `endpoint_refusal`). What it refuses is counted by reason in
+`ObservedView.refused`.
+
 Must not know: how the node is put together (it reads only the `ObservationSource` members),
 Raft, trio, time.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
+from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from swarmlet.gossip.messages import MemberState
@@ -22,7 +33,14 @@ from swarmlet.leader.orchestrator.context import Observed
 from swarmlet.leader.scheduler import ObservedNode
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import Resources
-from swarmlet.state.observed import NodeMeta, TaskObservation
+from swarmlet.state.observed import Endpoint, NodeMeta, TaskObservation
+
+# Why `observe` dropped a report or an endpoint: the keys of `ObservedView.refused`.
+REFUSED_UNKNOWN_TASK = "report_unknown_task"  # not in this replica (yet, or any more)
+REFUSED_OTHER_NODES_TASK = "report_other_nodes_task"  # assigned to another node, or to none
+REFUSED_SPECIAL_ADDRESS = "endpoint_special_address"  # unspecified, link-local or multicast
+REFUSED_FOREIGN_HOST = "endpoint_foreign_host"  # not the reporting node's own address
+REFUSED_LOOPBACK = "endpoint_loopback"  # a loopback address seen from another host
 
 
 def counts_as_ready(member_state: MemberState | None, *, is_self: bool = False) -> bool:
@@ -71,6 +89,106 @@ class ObservationSource(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ObservedView(Observed):
+    """`Observed`, with what `observe` refused to believe, by reason (`REFUSED_*`).
+
+    The counts are of this call only, not a running total: `observe` keeps no state, so a
+    report refused while this replica lags is accepted by the first call after it catches up,
+    and a lasting count means a node keeps claiming what is not its own.
+    """
+
+    refused: Mapping[str, int] = field(default_factory=dict)
+
+
+def report_refusal(state: ClusterState, reporter: str, task_id: str) -> str | None:
+    """Why `reporter`'s report about `task_id` is not believed; None if it is.
+
+    A node speaks only for the tasks the replicated state assigns to it. A task's node never
+    changes once assigned (`ClusterState.apply` refuses that), so the check is stable; without
+    it, any node could publish RUNNING with its own endpoint for another node's task and take
+    its traffic (issue #15, item 4).
+    """
+    task = state.tasks.get(task_id)
+    if task is None:
+        return REFUSED_UNKNOWN_TASK
+    if task.node_id != reporter:
+        return REFUSED_OTHER_NODES_TASK
+    return None
+
+
+def endpoint_refusal(host: str, *, owner_addr: str, observer_addr: str) -> str | None:
+    """Why an endpoint on `host`, reported by the node whose `Node.addr` is `owner_addr`, is not
+    used by the node whose `Node.addr` is `observer_addr` ("" if unknown); None if it is.
+
+    What a legitimate endpoint looks like: the executor publishes each container port with
+    Docker on the node's advertise host (`task_endpoints(info, identity.advertise_host)`), and
+    `Node.addr` is `advertise_host:port`. So an endpoint's host is exactly the host part of its
+    node's `addr`, the address the cluster knows that node by; the port is Docker's pick, and
+    cannot be checked. Nothing publishes on `publish_addr` (where the proxy listens, often
+    0.0.0.0, and checked by nobody) or on a container's bridge address, so neither is accepted.
+    On top of that:
+    - never an unspecified, link-local or multicast address: none is a node's address, and a
+      proxy would connect to something of its own (169.254.169.254 is a cloud's metadata
+      service);
+    - a loopback address only between nodes that are both on loopback addresses, i.e. a
+      cluster on one host (tests, `127.0.0.N`): seen from any other host it names the
+      observer's own loopback, where a node could point every proxy at a local service.
+    """
+    ip = _ip(host)
+    if ip is not None and (ip.is_unspecified or ip.is_link_local or ip.is_multicast):
+        return REFUSED_SPECIAL_ADDRESS
+    if not _same_host(host, _host_of(owner_addr)):
+        return REFUSED_FOREIGN_HOST
+    if _is_loopback(host) and not _is_loopback(_host_of(observer_addr)):
+        return REFUSED_LOOPBACK
+    return None
+
+
+def _host_of(addr: str) -> str:
+    """The host of "HOST:PORT" (an IPv6 host bare or in brackets); "" if `addr` is empty."""
+    host = addr.rpartition(":")[0] if ":" in addr else addr
+    return host.removeprefix("[").removesuffix("]")
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return None  # a name
+
+
+def _same_host(a: str, b: str) -> bool:
+    ip_a, ip_b = _ip(a), _ip(b)
+    if ip_a is not None or ip_b is not None:
+        return ip_a is not None and ip_a == ip_b  # "::1" and "0::1" are one address
+    return bool(a) and a.lower().rstrip(".") == b.lower().rstrip(".")
+
+
+def _is_loopback(host: str) -> bool:
+    ip = _ip(host)
+    if ip is None:
+        name = host.lower().rstrip(".")
+        return name == "localhost" or name.endswith(".localhost")  # RFC 6761 §6.3
+    return ip.is_loopback
+
+
+def _vetted(
+    obs: TaskObservation, owner_addr: str, observer_addr: str, refused: Counter[str]
+) -> TaskObservation:
+    """`obs` without the endpoints `endpoint_refusal` refuses (the rest of it stays true)."""
+    kept: list[Endpoint] = []
+    for e in obs.endpoints:
+        reason = endpoint_refusal(e.host, owner_addr=owner_addr, observer_addr=observer_addr)
+        if reason is None:
+            kept.append(e)
+        else:
+            refused[reason] += 1
+    if len(kept) == len(obs.endpoints):
+        return obs
+    return dataclasses.replace(obs, endpoints=tuple(kept))
+
+
 def is_ready(source: ObservationSource, node_id: str) -> bool:
     """`counts_as_ready` for `node_id`, as `source` sees it."""
     return counts_as_ready(source.member_state(node_id), is_self=node_id == source.node_id)
@@ -81,11 +199,16 @@ def ready_node_ids(source: ObservationSource) -> set[str]:
     return {node_id for node_id in source.state.nodes if is_ready(source, node_id)}
 
 
-def observe(source: ObservationSource) -> Observed:
-    """The observed state as gossip (and, for this node, the executor) reports it now."""
+def observe(source: ObservationSource) -> ObservedView:
+    """The observed state as gossip (and, for this node, the executor) reports it now: each
+    node's reports about its own tasks only, with endpoints on its own address only."""
+    state = source.state
     nodes: dict[str, ObservedNode] = {}
     tasks: dict[str, TaskObservation] = {}
-    for node_id in source.state.nodes:
+    refused: Counter[str] = Counter()
+    me = state.nodes.get(source.node_id)
+    observer_addr = me.addr if me is not None else ""  # not recorded yet: no loopback endpoint
+    for node_id, node in state.nodes.items():
         is_self = node_id == source.node_id
         member_state = None if is_self else source.member_state(node_id)
         if not is_self and member_state is None:
@@ -102,7 +225,13 @@ def observe(source: ObservationSource) -> Observed:
         )
         if meta is not None and not is_self:
             for obs in meta.tasks:
-                tasks[obs.task_id] = obs
+                reason = report_refusal(state, node_id, obs.task_id)
+                if reason is not None:
+                    refused[reason] += 1
+                    continue
+                tasks[obs.task_id] = _vetted(obs, node.addr, observer_addr, refused)
+    # This node's own executor, in this process: nothing to vet. (Its gossip meta, skipped
+    # above, says the same a little later.)
     for obs in source.local_observations():
         tasks[obs.task_id] = obs
-    return Observed(nodes=nodes, tasks=tasks)
+    return ObservedView(nodes=nodes, tasks=tasks, refused=dict(refused))

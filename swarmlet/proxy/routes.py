@@ -111,7 +111,11 @@ def routes_from(
 ) -> list[Route]:
     """Every ingress-published port of every service, and every port its replicas publish at
     each of its virtual addresses on this node (`vips`: service id -> (address, the subnet of
-    its bridge), from `swarmlet.executor.networks`), with the endpoints that may serve it."""
+    its bridge), from `swarmlet.executor.networks`), with the endpoints that may serve it.
+
+    `tasks` must be `leader.observation.observe(...).tasks`: that is where a node's reports are
+    vetted (only its own tasks, endpoints only on its own address), so that no node can point
+    the mesh at another node's replica, a loopback or a host of its choosing."""
     routes = []
     for service in state.services.values():
         ingress = [p for p in service.spec.ports if p.mode == "ingress"]

@@ -10,7 +10,7 @@ import pytest
 from swarmlet.gossip.messages import MemberState
 from swarmlet.leader.observation import counts_as_ready, is_ready, observe, ready_node_ids
 from swarmlet.state.machine import ClusterState
-from swarmlet.state.model import Node, Resources, Role, TaskState
+from swarmlet.state.model import Node, Resources, Role, Task, TaskState
 from swarmlet.state.observed import NodeMeta, TaskObservation
 
 
@@ -91,6 +91,7 @@ def test_observe_counts_suspects_as_ready_and_dates_the_dead() -> None:
 
 def test_observe_takes_others_tasks_from_gossip_and_its_own_from_the_executor() -> None:
     source = _source()
+    source.state.tasks["t-remote"] = Task("t-remote", "s", 1, 1, node_id="alive")
     stale_own = TaskObservation("t-own", TaskState.STARTING)
     source.metas = {
         "alive": _meta(TaskObservation("t-remote", TaskState.RUNNING)),

@@ -66,6 +66,7 @@ from .messages import (
     alive_signed_bytes,
     estimate_size,
     is_well_formed,
+    leave_signed_bytes,
     overrides,
 )
 from .suspicion import Suspicion
@@ -282,7 +283,10 @@ class Swim:
         self._left = True
         self._probe = None
         me = self._members[self.name]
-        self._leave_item = self._queue.queue(Dead(me.incarnation, self.name, self.name))
+        signature = b""
+        if self._sign is not None:
+            signature = self._sign(leave_signed_bytes(self.name, me.incarnation))
+        self._leave_item = self._queue.queue(Dead(me.incarnation, self.name, self.name, signature))
         me = replace(me, state=MemberState.LEFT, state_change_s=now)
         self._members[self.name] = me
         self._event(EventKind.LEFT, me, now)
@@ -353,9 +357,12 @@ class Swim:
                     entry.signature,
                 )
                 self._on_alive(now, alive)
-            elif remote_state is MemberState.LEFT:
+            elif remote_state is MemberState.LEFT and self._verify is None:
                 self._on_dead(now, Dead(entry.incarnation, entry.name, entry.name))
             else:
+                # A pushed LEFT carries no proof that the member itself left (its leave
+                # signature travels with its Dead, not in push-pull state): with signatures
+                # on, only a suspicion, which the member refutes if it is still there.
                 self._on_suspect(now, Suspect(entry.incarnation, entry.name, self.name))
 
     def handle_datagram(self, now: float, from_addr: Addr, msg: object) -> None:
@@ -690,8 +697,15 @@ class Swim:
         if d.node == self.name:
             self._refute(d.incarnation)  # after leave our state is LEFT: we never get here
             return
-        self._queue.queue(d)
         left = d.accuser == d.node
+        if left and self._verify is not None:
+            signed = leave_signed_bytes(d.node, d.incarnation)
+            if not self._verify(d.node, signed, d.signature):
+                # A leave skips the grace a failure gets (a voter's seat is handed on at once):
+                # one unsigned datagram must not make a live manager a learner.
+                self.counters["dropped_unverified"] += 1
+                return
+        self._queue.queue(d)
         state = MemberState.LEFT if left else MemberState.DEAD
         # At the incarnation we know (see above), so the record's signature still covers it.
         new = replace(old, state=state, state_change_s=now)

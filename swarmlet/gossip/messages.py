@@ -89,6 +89,9 @@ class Dead:
     incarnation: int
     node: str
     accuser: str  # accuser == node: the member left on purpose (LEFT, not a failure)
+    # With accuser == node: the node's signature over leave_signed_bytes (a leave skips the
+    # grace periods a failure gets, so only the node itself may announce it). b"" otherwise.
+    signature: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +162,23 @@ def alive_signed_bytes(node: str, incarnation: int, host: str, port: int, meta: 
     )
 
 
+LEAVE_SIGNATURE_DOMAIN = b"swarmlet/leave/1"
+
+
+def leave_signed_bytes(node: str, incarnation: int) -> bytes:
+    """What a member signs to say "I leave, at `incarnation`" (its own Dead, accuser = node)."""
+    node_b = node.encode()
+    return b"".join(
+        (
+            struct.pack(">H", len(LEAVE_SIGNATURE_DOMAIN)),
+            LEAVE_SIGNATURE_DOMAIN,
+            struct.pack(">I", len(node_b)),
+            node_b,
+            struct.pack(">Q", incarnation),
+        )
+    )
+
+
 # --- precedence ----------------------------------------------------------------------------------
 
 _STATE_RANK = {
@@ -222,7 +242,9 @@ def estimate_size(msg: Message) -> int:
     if isinstance(msg, Alive):
         node_host = len(msg.node.encode()) + len(msg.host.encode())
         return size + node_host + len(msg.meta) + len(msg.signature)
-    if isinstance(msg, Suspect | Dead):
+    if isinstance(msg, Dead):
+        return size + len(msg.node.encode()) + len(msg.accuser.encode()) + len(msg.signature)
+    if isinstance(msg, Suspect):
         return size + len(msg.node.encode()) + len(msg.accuser.encode())
     if isinstance(msg, Ping):
         return size + len(msg.target.encode())
@@ -294,7 +316,12 @@ _CHECKS: dict[type, tuple[tuple[str, Callable[[object], bool]], ...]] = {
         ("signature", _is_signature),
     ),
     Suspect: (("incarnation", _is_inc), ("node", _is_name), ("accuser", _is_name)),
-    Dead: (("incarnation", _is_inc), ("node", _is_name), ("accuser", _is_name)),
+    Dead: (
+        ("incarnation", _is_inc),
+        ("node", _is_name),
+        ("accuser", _is_name),
+        ("signature", _is_signature),
+    ),
     PushNodeState: (
         ("name", _is_name),
         ("host", _is_name),

@@ -21,6 +21,7 @@ from swarmlet.gossip.messages import (
     Suspect,
     alive_signed_bytes,
     is_well_formed,
+    leave_signed_bytes,
 )
 
 from .fake_keys import Signer, Verifier
@@ -391,3 +392,51 @@ async def test_the_driver_passes_sign_and_verify_to_the_core() -> None:
     driver.core.handle_datagram(now, ADDR["b"], (Alive(0, "b", *ADDR["b"], b"", bytes(64)),))
     assert verify.calls == 1
     assert driver.core.member("b") is None
+
+
+# ---------------------------------------------------------------------------- leaves
+
+
+def test_a_leave_counts_only_with_the_leavers_signature() -> None:
+    # A leave skips the grace a failure gets: a forged one would hand a live voter's seat on.
+    core = knowing("a", "bc")
+    forged = Dead(1, "b", "b")  # unsigned
+    wrong = Dead(1, "b", "b", Signer("c")(leave_signed_bytes("b", 1)))  # c's key
+    core.handle_datagram(1.0, ADDR["c"], (forged, wrong))
+    assert view(core, "b") == (MemberState.ALIVE, 1)
+    assert core.counters["dropped_unverified"] == 2
+    assert not [e for e in core.take_events() if e.kind is EventKind.LEFT]
+
+    signed = Dead(1, "b", "b", Signer("b")(leave_signed_bytes("b", 1)))
+    core.handle_datagram(2.0, ADDR["c"], (signed,))  # relayed by c: b's signature travels
+    assert view(core, "b") == (MemberState.LEFT, 1)
+    assert [e.kind for e in core.take_events()] == [EventKind.LEFT]
+
+
+def test_a_members_own_leave_is_signed_and_accepted_when_relayed() -> None:
+    # b starts at incarnation 0; the others know it there.
+    leaver, relay, hearer = knowing("b", "ac"), knowing("c", "ab", 0), knowing("a", "bc", 0)
+    leaver.leave(1.0)
+    leaver.tick(1.5)
+    leaves = [
+        m
+        for o in leaver.take_outputs()
+        if isinstance(o, SendDatagram)
+        for m in o.msgs
+        if isinstance(m, Dead) and m.node == "b"
+    ]
+    assert leaves and all(m.accuser == "b" and m.signature for m in leaves)
+    relay.handle_datagram(2.0, ADDR["b"], (leaves[0],))
+    hearer.handle_datagram(2.0, ADDR["c"], (leaves[0],))
+    assert view(relay, "b") == view(hearer, "b") == (MemberState.LEFT, 0)
+
+
+def test_a_pushed_left_state_is_only_a_suspicion_when_signatures_are_on() -> None:
+    core = knowing("a", "bc")
+    entry = own_alive(knowing("b", "ac"))
+    pushed = PushNodeState(
+        "b", entry.host, entry.port, entry.meta, 1, MemberState.LEFT, entry.signature
+    )
+    core.merge_remote_state(1.0, PushPullState("c", False, (pushed,)))
+    assert view(core, "b") == (MemberState.SUSPECT, 1)
+    assert not [e for e in core.take_events() if e.kind is EventKind.LEFT]

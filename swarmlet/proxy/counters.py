@@ -27,6 +27,7 @@ class PortStats:
     errors: int = 0
     retries: int = 0  # connections replayed to another replica after an empty close
     refused: int = 0  # clients turned away: the process's connection limit was reached
+    idle_closed: int = 0  # connections closed after the idle timeout (`proxy.tcp`)
     per_endpoint: Counter[Endpoint] = field(default_factory=Counter)
 
 
@@ -45,6 +46,7 @@ class PortCounters:
     retries: int = 0
     refused: int = 0
     endpoints: dict[str, int] = field(default_factory=dict)  # "HOST:PORT" -> connections
+    idle_closed: int = 0
 
     @property
     def key(self) -> PortKey:
@@ -64,6 +66,7 @@ def snapshot(key: PortKey, stats: PortStats) -> PortCounters:
         errors=stats.errors,
         retries=stats.retries,
         refused=stats.refused,
+        idle_closed=stats.idle_closed,
         endpoints={f"{e.host}:{e.port}": n for e, n in stats.per_endpoint.items()},
     )
 
@@ -83,6 +86,7 @@ def add(a: PortCounters, b: PortCounters) -> PortCounters:
         errors=a.errors + b.errors,
         retries=a.retries + b.retries,
         refused=a.refused + b.refused,
+        idle_closed=a.idle_closed + b.idle_closed,
         endpoints=dict(endpoints),
     )
 

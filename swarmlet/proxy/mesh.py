@@ -102,6 +102,7 @@ class Proxy:
                 "bytes_out": c.bytes_out,
                 "errors": c.errors,
                 "retries": c.retries,
+                "idle_closed": c.idle_closed,
                 "refused": c.refused,
                 "endpoints": c.endpoints,
             }

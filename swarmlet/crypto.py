@@ -153,6 +153,12 @@ class ManagerKeys:
     def sign(self, data: bytes) -> bytes:
         return self._signing_key().sign(data)
 
+    @property
+    def ca_key(self) -> Ed25519PrivateKey:
+        """The cluster CA's key (`swarmlet.certs`): node certificates are signed with it. Its own
+        derivation, so nothing signed as a certificate can pass for a delivery, or the reverse."""
+        return Ed25519PrivateKey.from_private_bytes(_hkdf(self.master, b"swarmlet CA key"))
+
     def seal_secret(self, secret_id: str, data: bytes) -> bytes:
         return Sealer(self.secret_key).seal(data, AAD_SECRET + secret_id.encode())
 
@@ -194,11 +200,12 @@ class ManagerKeys:
 
 
 def check_signature(public_key: bytes, signature: bytes, data: bytes) -> None:
-    """RemoteProtocolError unless `signature` is the managers' (`ManagerKeys.sign`) over `data`."""
+    """RemoteProtocolError unless `signature` is `public_key`'s over `data` (the managers'
+    signatures, `ManagerKeys.sign`; a node's, with its identity key)."""
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(signature, data)
     except (ValueError, InvalidSignature):
-        raise RemoteProtocolError("not signed with the managers' key") from None
+        raise RemoteProtocolError("not signed with that key") from None
 
 
 class Sealer:
@@ -240,6 +247,13 @@ def new_node_key() -> bytes:
 
 def public_key_of(private_key: bytes) -> bytes:
     return X25519PrivateKey.from_private_bytes(private_key).public_key().public_bytes_raw()
+
+
+def node_signing_key(node_key: bytes) -> Ed25519PrivateKey:
+    """The node's Ed25519 identity key, derived from its X25519 node key (one secret in the data
+    dir, two uses kept apart by the derivation): its TLS certificate is for this key, and it signs
+    what the node says about itself in gossip (`gossip.messages.alive_signed_bytes`)."""
+    return Ed25519PrivateKey.from_private_bytes(_hkdf(node_key, b"swarmlet node signing key"))
 
 
 def check_public_key(public_key: bytes) -> bytes:

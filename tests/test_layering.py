@@ -38,7 +38,7 @@ SWARMLET_DIR = Path(swarmlet.__file__).parent
 # `python -m swarmlet`.
 TIERS: tuple[frozenset[str], ...] = (
     frozenset({"swarmlet", "errors", "logs"}),
-    frozenset({"crypto", "testing"}),
+    frozenset({"crypto", "certs", "testing"}),
     frozenset({"wire"}),
     frozenset({"state"}),
     frozenset({"raft", "gossip", "stack"}),
@@ -52,7 +52,7 @@ TIERS: tuple[frozenset[str], ...] = (
 )
 
 _FOUNDATION = frozenset({"swarmlet", "errors", "logs"})
-_DATA = _FOUNDATION | {"crypto", "wire", "state"}
+_DATA = _FOUNDATION | {"crypto", "certs", "wire", "state"}
 _PLANES = _DATA | {"raft", "gossip", "stack"}
 _ROLES = _PLANES | {"leader", "executor", "proxy"}
 
@@ -62,12 +62,14 @@ ALLOWED: dict[str, frozenset[str]] = {
     "errors": frozenset(),
     "logs": frozenset(),
     "crypto": frozenset({"errors", "logs"}),
+    # Node certificates: X.509 and TLS contexts, beside crypto's primitives (not on them).
+    "certs": frozenset({"errors", "logs"}),
     # Test helpers shipped with the package (image builds for the integration tests): they must
     # not pull the product in, so a test that uses them imports only what it means to test.
     "testing": frozenset({"errors"}),
     # The transport authenticates and encrypts its streams with crypto's primitives, which is why
     # crypto sits below wire (and the join protocol, which uses the transport, sits above it).
-    "wire": _FOUNDATION | {"crypto"},
+    "wire": _FOUNDATION | {"crypto", "certs"},
     # Not crypto: the replicated state stores tokens and secrets sealed and compares ciphertext;
     # opening them is for security/, on the managers, never for the state machine.
     "state": _FOUNDATION | {"wire"},
@@ -125,6 +127,7 @@ PURE_MODULES: tuple[str, ...] = (
     "swarmlet.api.control_protocol",
     "swarmlet.security.secret_access",
     "swarmlet.security.propose_auth",
+    "swarmlet.security.peer_policy",
     "swarmlet.dashboard.view",
     "swarmlet.dashboard.render",
     "swarmlet.dashboard.cells",

@@ -23,6 +23,7 @@ from swarmlet import crypto
 from swarmlet.api.cluster import ClusterAccess, LocalAgent
 from swarmlet.api.control_socket import Emit, Handler, StreamHandler
 from swarmlet.errors import UsageError
+from swarmlet.leader.observation import observe
 from swarmlet.state.commands import Command, RemoveNode, RotateToken, UpdateNode
 from swarmlet.state.machine import ApplyResult
 from swarmlet.state.model import Availability, Node, Role, TaskState
@@ -133,7 +134,9 @@ class Control:
             "proxy": agent.proxy.stats(),
             "counters": dict(agent.transport.counters)
             | {f"gossip_{k}": v for k, v in agent.gossip.core.counters.items()}
-            | {f"raft_{k}": v for k, v in agent.raft.core.counters.items()},
+            | {f"raft_{k}": v for k, v in agent.raft.core.counters.items()}
+            # What gossip reports now that this node does not believe (a gauge, not a count).
+            | {f"observed_{k}": v for k, v in observe(agent).refused.items()},
         }
 
     async def node_ls(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -198,7 +201,7 @@ class Control:
             )
         if node.role is Role.MANAGER and not force:
             raise UsageError(f"node {node.name} is a manager; demote it first or use --force")
-        await self._commit(RemoveNode(node.id))
+        await self._commit(RemoveNode(node.id, removed_at=time.time()))
         return {"removed": node.id}
 
     async def join_token(self, args: dict[str, Any]) -> dict[str, Any]:

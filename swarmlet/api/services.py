@@ -21,6 +21,7 @@ from swarmlet.api.control_socket import Emit, Handler, StreamHandler
 from swarmlet.api.nodes import managers_only
 from swarmlet.errors import RemoteProtocolError, UsageError
 from swarmlet.leader.observation import observe
+from swarmlet.security import peer_policy
 from swarmlet.state.commands import CreateService, RemoveService, UpdateService
 from swarmlet.state.model import (
     Service,
@@ -328,7 +329,7 @@ class ServiceControl:
                 if node is None or not self.agent.is_ready(node_id):
                     await out.send((node_id, "", "(node is down: no logs)"))
                     return
-                stream = await self.agent.transport.connect(parse_addr(node.addr))
+                stream = await self.agent.transport.connect(parse_addr(node.addr), node_id)
                 async with stream.stream:
                     await stream.send(request)
                     while True:
@@ -370,6 +371,12 @@ class ServiceControl:
                     nursery.start_soon(one, task_id, container_id, out.clone())
 
     async def _serve_logs(self, stream: FramedStream, request: LogsRequest) -> None:
+        # Logs are per-task data: they go to managers only (`service logs` runs on one), as
+        # the connection's certificate and this node's state say.
+        if stream.peer is None or not peer_policy.is_manager(stream.peer, self.agent.state):
+            self.agent.transport.counters["logs_refused_not_manager"] += 1
+            await stream.send(EndOfStream(error="logs are served to managers only"))
+            return
         send, receive = trio.open_memory_channel[tuple[str, str]](256)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._local_logs, request, send)

@@ -27,7 +27,8 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from swarmlet import crypto
-from swarmlet.errors import NoLeaderError, NotLeaderError, RuntimeAdapterError
+from swarmlet.certs import PeerIdentity
+from swarmlet.errors import NoLeaderError, NotLeaderError, RemoteProtocolError, RuntimeAdapterError
 from swarmlet.executor.docker_runtime import open_docker_runtime
 from swarmlet.executor.driver import Executor
 from swarmlet.executor.hostinfo import host_info, read_host_info
@@ -49,15 +50,26 @@ from swarmlet.raft.messages import Role as RaftRole
 from swarmlet.raft.messages import SoftState
 from swarmlet.raft.storage import RaftStorage
 from swarmlet.raft.types import ConfChange, ConfState
+from swarmlet.security import peer_policy
+from swarmlet.security.certificates import Certificates
 from swarmlet.security.datadir import DataDir
 from swarmlet.security.join import JoinAcceptor
 from swarmlet.security.keyring import KeyRing
 from swarmlet.security.secret_delivery import SecretDelivery
 from swarmlet.state.commands import Command
 from swarmlet.state.machine import ApplyResult, ClusterState
+from swarmlet.state.model import Role
 from swarmlet.state.observed import NodeMeta, TaskObservation, decode_meta, encode_meta
-from swarmlet.wire.peer_rpc import ProposeBatch, ProposeRequest, SecretsRequest
-from swarmlet.wire.transport import Address, FramedStream, Transport, parse_addr
+from swarmlet.wire.peer_rpc import CertRequest, ProposeBatch, ProposeRequest, SecretsRequest
+from swarmlet.wire.transport import (
+    Address,
+    Counters,
+    DatagramAuth,
+    FramedStream,
+    TlsConfig,
+    Transport,
+    parse_addr,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +81,13 @@ class Agent:
         self.identity, key = datadir.read_identity()
         self.node_id = self.identity.node_id
         self.keys = crypto.ClusterKeys(key)
-        self.keyring = KeyRing(datadir, self.node_id, lambda: self.state)
+        self.keyring = KeyRing(
+            datadir,
+            self.node_id,
+            lambda: self.state,
+            cluster_id=self.identity.cluster_id,
+            cert_lifetime_s=self.config.cert_lifetime_s,
+        )
         self.events = EventLog()
         self.down_since: dict[str, float] = {}
         self.leader = LeaderDuties(
@@ -84,13 +102,37 @@ class Agent:
             self._republish,
             workers=self.config.proxy_workers,
         )
-        self.transport = Transport(
-            (self.identity.advertise_host, self.identity.port), self.keys.message_key
-        )
         self.storage = RaftStorage.open(datadir.raft_dir)
         if self.identity.bootstrap and self.storage.last_index == 0:
             bootstrap_storage(self.storage, self.identity, self.keys, datadir)
         self.replicated = ReplicatedState(on_apply=self._on_apply)
+        self._signing_key = datadir.signing_key()  # signs datagrams and this node's Alive
+        self.counters = Counters()  # the transport's and every other layer's events, by name
+        # Before Raft has loaded the state: a certificate this node issues itself at start
+        # says manager of generation 0, and is renewed as soon as the state says otherwise.
+        self.certificates = Certificates(
+            datadir=datadir,
+            node_id=self.node_id,
+            cluster_id=self.identity.cluster_id,
+            keyring=self.keyring,
+            state=lambda: self.state,
+            admit=self._admit,
+            connect=self._connect,
+            managers=self._managers_to_ask,
+            install=self._install_tls,
+            counters=self.counters,
+        )
+        self.transport = Transport(
+            (self.identity.advertise_host, self.identity.port),
+            self.keys.message_key,
+            self.certificates.tls(),
+            counters=self.counters,
+            datagram_auth=DatagramAuth(self.node_id, self._signing_key, self.member_key),
+        )
+        # Members' identity keys as last seen, for datagrams that arrive before the state that
+        # lists their senders is applied (a start, the whole cluster restarting at once).
+        self._known_keys = datadir.read_member_keys()
+        self._known_keys_seen = (-1, -1)  # (nodes, removed nodes) when last brought up to date
         self.raft = RaftDriver(
             self.node_id,
             self.storage,
@@ -111,6 +153,8 @@ class Agent:
             encode_meta(self._meta()),
             datadir.next_incarnation(time.time()),
             self._on_member_event,
+            sign=self._signing_key.sign,
+            verify=self._verify_member,
         )
 
         self.stopping = trio.Event()
@@ -121,6 +165,7 @@ class Agent:
             keyring=self.keyring,
             transport=self.transport,
             resolve=self._resolve,
+            state=lambda: self.state,
             write_timeout_s=self.config.write_timeout_s,
         )
         self.joins = JoinAcceptor(
@@ -145,6 +190,7 @@ class Agent:
             is_ready=self.is_ready,
         )
         self.stream_handlers[SecretsRequest] = self.secrets.serve
+        self.stream_handlers[CertRequest] = self.certificates.serve
         self.stream_handlers[ProposeBatch] = self.forwarding.serve_batches
 
     @property
@@ -213,6 +259,68 @@ class Agent:
         member = self.gossip.core.member(node_id)
         return member.addr if member is not None else None
 
+    # ------------------------------------------------------------------------ peers
+
+    def _admit(self, peer: PeerIdentity) -> PeerIdentity | str:
+        """Whether an authenticated peer is still a member in good standing (the transport asks
+        on every connection and frame; `security.peer_policy` holds the rules)."""
+        return peer_policy.admit(peer, self.state, self.identity.cluster_id, time.time())
+
+    def member_key(self, node_id: str) -> bytes | None:
+        """A member's Ed25519 identity key, which signs its datagrams and its gossip Alive: from
+        its record in the state, or, until this node's replica lists it, from the join reply.
+        None for a removed node and for one this node does not know."""
+        state = self.state
+        if node_id in state.removed_nodes:
+            return None
+        node = state.nodes.get(node_id)
+        if node is not None:
+            return node.signing_key or None
+        return self._known_keys.get(node_id)
+
+    def _remember_member_keys(self) -> None:
+        """Keep the data dir's copy of the members' keys up to date with the state (checked
+        when the number of members or of removed nodes changed: keys never change)."""
+        state = self.state
+        seen = (len(state.nodes), len(state.removed_nodes))
+        if seen == self._known_keys_seen:
+            return
+        self._known_keys_seen = seen
+        keys = {k: v for k, v in self._known_keys.items() if k not in state.removed_nodes}
+        keys.update((n.id, n.signing_key) for n in state.nodes.values() if n.signing_key)
+        if keys != self._known_keys:
+            self._known_keys = keys
+            self.datadir.write_member_keys(keys)
+
+    def _verify_member(self, node_id: str, data: bytes, signature: bytes) -> bool:
+        """Whether `node_id`'s identity key signed `data` (what it says of itself in gossip)."""
+        key = self.member_key(node_id)
+        if key is None:
+            return False
+        try:
+            crypto.check_signature(key, signature, data)
+        except RemoteProtocolError:
+            return False
+        return True
+
+    async def _connect(self, addr: Address, node_id: str) -> FramedStream:
+        return await self.transport.connect(addr, node_id=node_id)
+
+    def _install_tls(self, tls: TlsConfig) -> None:
+        self.transport.set_tls(tls)
+
+    def _managers_to_ask(self) -> list[tuple[str, Address]]:
+        """Managers to ask for a certificate: the leader first, then the other ready ones."""
+        leader = self.raft.leader_id
+        ids = [n.id for n in self.state.nodes.values() if n.role is Role.MANAGER]
+        ids.sort(key=lambda i: (i != leader, i))
+        found = []
+        for node_id in ids:
+            addr = self._resolve(node_id)
+            if node_id != self.node_id and addr is not None and self.is_ready(node_id):
+                found.append((node_id, addr))
+        return found
+
     def node_name(self, node_id: str) -> str:
         node = self.state.nodes.get(node_id)
         return node.name if node is not None else node_id[:12]
@@ -249,6 +357,8 @@ class Agent:
 
     def _on_apply(self, command: Command, result: ApplyResult) -> None:
         self.keyring.sync()  # promoted or demoted: take or drop the managers' key
+        self.certificates.notify()  # ... and renew the certificate
+        self._remember_member_keys()
         if self.executor is not None:
             self.executor.notify()
         self.leader.notify()
@@ -377,6 +487,7 @@ class Agent:
         async with trio.open_nursery() as nursery:
             await self.transport.open_udp()
             await nursery.start(self.transport.serve_tcp, self._on_stream, self.joins.serve)
+            await nursery.start(self.certificates.run)
             await nursery.start(self.raft.run)
             await nursery.start(self.forwarding.run)
             await nursery.start(self.gossip.run)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 
-from swarmlet import crypto
+from swarmlet import certs, crypto
 from swarmlet.errors import StorageCorruptError
 from swarmlet.executor.hostinfo import read_host_info
 from swarmlet.raft.storage import RaftStorage
@@ -64,6 +64,7 @@ def bootstrap_storage(
                 joined_at=now,
                 public_key=public_key,
                 sealed_manager_key=managers.seal_to_node(identity.node_id, public_key),
+                signing_key=certs.raw_public_key(datadir.signing_key()),
             ),
             name_is_explicit=True,
         ),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from swarmlet import certs
 from swarmlet.gossip.config import GossipConfig
 from swarmlet.proxy.worker_pool import default_worker_count
 from swarmlet.raft.core import RaftConfig
@@ -32,5 +33,8 @@ class AgentConfig:
     # How often the agent refreshes its load figures in its gossip metadata.
     meta_refresh_s: float = 2.0
     leave_timeout_s: float = 2.0
+    # How long the certificates this node issues (as a manager) are valid; nodes renew theirs
+    # at half-life (`security.certificates`). Swarm's default is 90 days.
+    cert_lifetime_s: float = certs.DEFAULT_LIFETIME_S
     # Extra processes serving the routing mesh's ports beside the agent (0: the agent alone).
     proxy_workers: int = field(default_factory=default_worker_count)

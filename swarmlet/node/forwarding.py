@@ -33,12 +33,14 @@ from dataclasses import dataclass, field
 
 import trio
 
+from swarmlet.certs import PeerIdentity
 from swarmlet.errors import NoLeaderError, NotLeaderError, RemoteProtocolError
 from swarmlet.raft.driver import RaftDriver
+from swarmlet.security import peer_policy
 from swarmlet.security import propose_auth as proposeauth
 from swarmlet.security.keyring import KeyRing
 from swarmlet.state.commands import COMMANDS, Command
-from swarmlet.state.machine import ApplyResult
+from swarmlet.state.machine import ApplyResult, ClusterState
 from swarmlet.wire import codec as wire
 from swarmlet.wire.peer_rpc import ProposeBatch, ProposeBatchReply, ProposeReply, ProposeRequest
 from swarmlet.wire.transport import Address, FramedStream, Transport
@@ -100,7 +102,7 @@ class _LeaderLink:
         stream: FramedStream | None = None
         try:
             with self._scope:
-                stream = await transport.connect(self.addr)
+                stream = await transport.connect(self.addr, node_id=self.leader)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._until_broken, self._receive, stream)
                     await self._until_broken(self._send, stream)
@@ -161,6 +163,7 @@ class WriteForwarding:
         keyring: KeyRing,
         transport: Transport,
         resolve: Callable[[str], Address | None],
+        state: Callable[[], ClusterState],
         write_timeout_s: float,
     ) -> None:
         """`propose` commits a command on this node when it leads (`raft.propose`, encoded);
@@ -171,6 +174,7 @@ class WriteForwarding:
         self.keyring = keyring
         self.transport = transport
         self._resolve = resolve
+        self._state = state
         self.write_timeout_s = write_timeout_s
         self.propose_guard = proposeauth.ProposeGuard()
         self._link: _LeaderLink | None = None
@@ -227,7 +231,7 @@ class WriteForwarding:
             if link is not None:
                 reply = await link.call(request)
             else:
-                reply = await self._forward_alone(addr, request)
+                reply = await self._forward_alone(leader, addr, request)
         if reply.not_leader:
             raise NotLeaderError(reply.leader_hint or None)
         with trio.fail_after(self.write_timeout_s):
@@ -247,8 +251,10 @@ class WriteForwarding:
         self._nursery.start_soon(link.run, self.transport)
         return link
 
-    async def _forward_alone(self, addr: Address, request: ProposeRequest) -> ProposeReply:
-        stream = await self.transport.connect(addr)
+    async def _forward_alone(
+        self, leader: str, addr: Address, request: ProposeRequest
+    ) -> ProposeReply:
+        stream = await self.transport.connect(addr, node_id=leader)
         async with stream.stream:
             await stream.send(request)
             reply = await stream.receive(expect=(ProposeReply,))
@@ -262,7 +268,7 @@ class WriteForwarding:
         self, stream: FramedStream, request: ProposeRequest, addr: Address
     ) -> None:
         """Answer one forwarded write (this node is, or was, the leader)."""
-        await stream.send(await self._answer(request, addr[0]))
+        await stream.send(await self._answer(stream.peer, request))
 
     async def serve_batches(self, stream: FramedStream, first: object) -> None:
         """Answer a link's `ProposeBatch`es (this node is, or was, the leader), each as soon
@@ -280,7 +286,7 @@ class WriteForwarding:
         replies: list[ProposeReply] = [ProposeReply(False)] * len(batch.requests)
 
         async def answer(i: int, request: ProposeRequest) -> None:
-            replies[i] = await self._answer(request, request.proposer)
+            replies[i] = await self._answer(stream.peer, request)
 
         async with trio.open_nursery() as nursery:
             for i, request in enumerate(batch.requests):
@@ -288,12 +294,21 @@ class WriteForwarding:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             await stream.send(ProposeBatchReply(batch.seq, tuple(replies)))
 
-    async def _answer(self, request: ProposeRequest, source: str) -> ProposeReply:
-        refusal = self.propose_guard.check(
-            self.keyring.managers, request, leader=self.node_id, now=time.time()
-        )
+    async def _answer(self, peer: PeerIdentity | None, request: ProposeRequest) -> ProposeReply:
+        # Who sent it is the connection's certificate, not the request's `proposer`: only a
+        # manager now, and only in its own name (the MAC alone would pass a demoted manager
+        # that kept the managers' key).
+        if peer is None or not peer_policy.is_manager(peer, self._state()):
+            refusal = "the sender is not a manager"
+        elif request.proposer != peer.node_id:
+            refusal = f"the sender is {peer.node_id}, not the proposer it names"
+        else:
+            refusal = self.propose_guard.check(
+                self.keyring.managers, request, leader=self.node_id, now=time.time()
+            )
         if refusal:
             self.transport.counters["propose_refused"] += 1
+            source = peer.node_id if peer is not None else "?"
             log.warning("refused a write from %r (%s): %s", request.proposer, source, refusal)
             return ProposeReply(False, error=f"write refused: {refusal}")
         try:

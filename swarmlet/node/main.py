@@ -74,7 +74,8 @@ async def _main(
 def config_from_env() -> AgentConfig:
     """Operator overrides of the agent's defaults (documented in README.md):
     SWARMLET_VOTER_GRACE_S  how long a Raft voter may be down before a standby replaces it;
-    SWARMLET_PROXY_WORKERS  extra processes serving the routing mesh (0: the agent alone)."""
+    SWARMLET_PROXY_WORKERS  extra processes serving the routing mesh (0: the agent alone);
+    SWARMLET_CERT_LIFETIME_S  how long the node certificates this node issues are valid."""
     config = AgentConfig()
     grace = os.environ.get("SWARMLET_VOTER_GRACE_S")
     if grace:
@@ -88,6 +89,12 @@ def config_from_env() -> AgentConfig:
             config = dataclasses.replace(config, proxy_workers=int(workers))
         else:
             log.warning("ignoring SWARMLET_PROXY_WORKERS=%r: not a whole number >= 0", workers)
+    lifetime = os.environ.get("SWARMLET_CERT_LIFETIME_S")
+    if lifetime:
+        try:
+            config = dataclasses.replace(config, cert_lifetime_s=float(lifetime))
+        except ValueError:
+            log.warning("ignoring SWARMLET_CERT_LIFETIME_S=%r: not a number of seconds", lifetime)
     return config
 
 

@@ -28,7 +28,12 @@ for one call.
 
 Peers are reached through per-peer sender tasks with bounded queues: a slow or dead peer drops
 messages (Raft tolerates loss) instead of blocking the loop; a sender writes everything queued
-for its peer with one system call.
+for its peer with one system call. A message that does not encode is dropped, logged and
+counted, and never stops a sender (issue #15: it used to stop the agent).
+
+Streams are authenticated by the transport (`FramedStream.peer`, from the peer's certificate);
+a stream's messages must all come from that peer, and those only a leader or a candidate sends
+from a manager (`messages.sender_refusal` says why).
 
 The driver replicates bytes. What they mean, and what applying them answers, belongs to the
 state machine (`swarmlet.raft.state_machine`): a proposer gets back exactly the result the state
@@ -49,7 +54,7 @@ import trio
 from swarmlet.errors import NotLeaderError, RemoteProtocolError
 from swarmlet.raft.core import RaftConfig, RaftNode
 from swarmlet.raft.interface import Ready
-from swarmlet.raft.messages import Message, Role, SoftState
+from swarmlet.raft.messages import Message, Role, SoftState, sender_refusal
 from swarmlet.raft.state_machine import StateMachine
 from swarmlet.raft.storage import RaftStorage
 from swarmlet.raft.types import ConfChange, Entry, EntryKind, Snapshot
@@ -250,7 +255,16 @@ class RaftDriver(Generic[ResultT]):
     # ------------------------------------------------------------------------ the network
 
     async def serve_stream(self, stream: FramedStream, hello: RaftStreamHello) -> None:
-        """An incoming connection from a peer's sender: queue every message it carries."""
+        """An incoming connection from a peer's sender: queue every message it carries that its
+        authenticated peer may send (refused ones are counted as `raft_refused_<reason>`).
+        Returning refuses the rest of the stream: the transport closes it."""
+        peer = stream.peer
+        if peer is None:  # the join channel has no identity, and carries no Raft
+            self.transport.counters["raft_refused_unauthenticated"] += 1
+            return
+        if hello.from_id != peer.node_id:
+            self.transport.counters["raft_refused_hello_not_peer"] += 1
+            return
         while True:
             try:
                 msg = await stream.receive()
@@ -258,8 +272,15 @@ class RaftDriver(Generic[ResultT]):
                 return
             if msg is None:
                 return
-            if getattr(msg, "from_id", None) != hello.from_id:
-                self.transport.counters["dropped_raft_wrong_sender"] += 1
+            # A manager's certificate, not a voter of our configuration (see sender_refusal), as
+            # admitted at this frame: a demotion applied meanwhile lowers `stream.peer`'s role.
+            admitted = stream.peer
+            may_lead = admitted is not None and admitted.is_manager
+            reason = sender_refusal(
+                msg, peer.node_id, peer_may_lead=may_lead, current_term=self.core.term
+            )
+            if reason is not None:
+                self.transport.counters[f"raft_refused_{reason}"] += 1
                 continue
             self.deliver(msg)
 
@@ -285,16 +306,25 @@ class RaftDriver(Generic[ResultT]):
                     batch.append(queue.receive_nowait())
                 except trio.WouldBlock:
                     break
-            for _attempt in range(2):
+            reconnects = 1  # after a broken stream; then drop: Raft retransmits what matters
+            while batch:
                 if stream is None:
                     addr = self.resolve(peer)
                     if addr is None:
                         self.transport.counters["raft_dropped_unknown_peer"] += 1
                         break
                     try:
-                        stream = await self.transport.connect(addr)
+                        # The transport checks that the node at `addr` is `peer` (its
+                        # certificate), so a stale address book cannot send our log elsewhere;
+                        # it raises RemoteProtocolError if not, or if `peer` is not admitted.
+                        stream = await self.transport.connect(addr, node_id=peer)
                         await stream.send(RaftStreamHello(self.node_id))
-                    except (OSError, trio.TooSlowError, trio.BrokenResourceError):
+                    except (
+                        OSError,
+                        trio.TooSlowError,
+                        trio.BrokenResourceError,
+                        RemoteProtocolError,
+                    ):
                         stream = None
                         self.transport.counters["raft_connect_failures"] += 1
                         await trio.sleep(_RECONNECT_BACKOFF_S)
@@ -302,9 +332,47 @@ class RaftDriver(Generic[ResultT]):
                 try:
                     await stream.send_many(batch)
                     break
-                except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                except (
+                    OSError,
+                    trio.BrokenResourceError,
+                    trio.ClosedResourceError,
+                    RemoteProtocolError,  # the peer was refused (revoked) since it connected
+                ):
+                    broken = True
+                except Exception:
+                    # Whatever else goes wrong, a sender never stops (it would stop the agent).
+                    good = self._encodable(peer, batch)
+                    broken = len(good) == len(batch)
+                    if broken:
+                        log.exception("raft: sending to %s failed", peer)
+                        self.transport.counters["raft_send_errors"] += 1
+                    # Else the rest goes out on the same stream, intact: a message that does not
+                    # encode is never partly written (those before it may be sent twice, which
+                    # Raft tolerates).
+                    batch = good
+                if broken:
                     await stream.aclose()
-                    stream = None  # reconnect once, then drop: Raft retransmits what matters
+                    stream = None
+                    if not reconnects:
+                        break
+                    reconnects -= 1
+
+    def _encodable(self, peer: str, batch: list[Message]) -> list[Message]:
+        """The messages of `batch` that encode; the others are logged and counted. A message of
+        our own that does not encode is a bug (the core keeps terms and indexes far below the
+        wire's limits), but one message must not stop a sender, let alone the agent."""
+        good = []
+        for msg in batch:
+            try:
+                wire.encode(msg)
+            except Exception:
+                log.exception(
+                    "raft: dropped a %s to %s: it does not encode", type(msg).__name__, peer
+                )
+                self.transport.counters["raft_send_errors_encode"] += 1
+            else:
+                good.append(msg)
+        return good
 
     # ------------------------------------------------------------------------ the loop
 

@@ -5,8 +5,8 @@ the generic msgpack codec numbers them by their position in `MESSAGES`: only app
 Every message carries `from_id`, `to_id` and the sender's `term` (Raft Figure 2).
 
 Names follow the Raft paper (AppendEntries, RequestVote, InstallSnapshot) and etcd/raft
-(Heartbeat, TimeoutNow, ReadIndex). This module holds data and their structural validation
-(`is_well_formed`), no protocol rules.
+(Heartbeat, TimeoutNow, ReadIndex). This module holds data, their structural validation
+(`is_well_formed`) and who may send them (`sender_refusal`), no protocol rules.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import enum
 from dataclasses import dataclass
 
 from swarmlet.raft.quorum import decode_conf_change
-from swarmlet.raft.types import Entry, EntryKind, Snapshot
+from swarmlet.raft.types import MAX_INDEX, MAX_TERM, Entry, EntryKind, Snapshot
 from swarmlet.wire import catalog, codec
 
 
@@ -167,7 +167,14 @@ codec.register_all(catalog.RAFT_MESSAGES, MESSAGES)
 
 
 def _nat(*values: object) -> bool:
-    return all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
+    """Indexes and counters: naturals a node may echo back in its answers, so bounded."""
+    return all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_INDEX for v in values
+    )
+
+
+def _term_in_range(term: object) -> bool:
+    return isinstance(term, int) and not isinstance(term, bool) and 0 <= term <= MAX_TERM
 
 
 def is_well_formed(msg: Message, node_id: str) -> bool:
@@ -177,8 +184,8 @@ def is_well_formed(msg: Message, node_id: str) -> bool:
         return False
     if msg.to_id != node_id or not msg.from_id or msg.from_id == node_id:
         return False
-    if not _nat(msg.term):
-        return False
+    if not _term_in_range(msg.term):
+        return False  # every other term in a message is bounded by its own (entries, snapshot)
     if isinstance(msg, AppendEntries):
         if not _nat(msg.prev_index, msg.prev_term, msg.commit) or msg.prev_term > msg.term:
             return False
@@ -214,6 +221,55 @@ def is_well_formed(msg: Message, node_id: str) -> bool:
     if isinstance(msg, ReadIndexResp):
         return _nat(msg.index)
     return True
+
+
+# Sent only by a leader (appends, heartbeats, snapshots, a transfer's TimeoutNow, the answer to a
+# forwarded read) or by a (pre-)candidate (vote requests). The rest are answers, or a follower's
+# request (a forwarded read), which any member may send: a learner only answers.
+LEADER_OR_CANDIDATE_MESSAGES: tuple[type, ...] = (
+    AppendEntries,
+    Heartbeat,
+    InstallSnapshot,
+    RequestVote,
+    TimeoutNow,
+    ReadIndexResp,
+)
+
+
+def sent_by_leader_or_candidate(msg: object) -> bool:
+    return isinstance(msg, LEADER_OR_CANDIDATE_MESSAGES)
+
+
+def sender_refusal(
+    msg: object, peer_id: str, *, peer_may_lead: bool, current_term: int
+) -> str | None:
+    """Why a message that arrived on a stream authenticated as node `peer_id` is refused, or None.
+    `peer_may_lead`: the peer's certificate says it is a manager (issue #15: checked against the
+    authenticated identity, never against a field the sender fills).
+
+    Leader and candidate messages need a manager, not a voter of the receiver's configuration:
+    that configuration may be stale (a node catching up, a new node with an empty log) and a
+    server must accept appends from a leader not in its latest configuration (Raft thesis
+    §4.2.2), so a strict voter check would keep such a node from ever catching up. Demotion and
+    revocation are enforced by the transport instead: a removed node is refused, and a
+    certificate issued before a role change counts as a worker's. Which voters count is the
+    core's business.
+
+    A non-manager's answers never raise the receiver's term (`current_term`): any message with
+    a higher term makes a Raft server step down, so a worker's answer at term+1 would depose
+    the leader at will. A learner only ever learns its term from managers' messages, so an
+    honest one never holds a term that no manager has."""
+    if not isinstance(msg, Message):
+        return "not_raft"
+    if msg.from_id != peer_id:
+        return "sender_not_peer"
+    if not peer_may_lead and sent_by_leader_or_candidate(msg):
+        return "not_manager"
+    if not _term_in_range(msg.term):
+        return "term_out_of_range"
+    if not peer_may_lead and msg.term > current_term:
+        return "term_from_non_manager"
+    return None
 
 
 class Role(enum.IntEnum):

@@ -11,6 +11,16 @@ from dataclasses import dataclass, field
 
 from swarmlet.wire import catalog, codec
 
+# The largest term a peer may send (issue #15); a message above it is dropped unread. Far beyond
+# any real count of elections (one a millisecond for 285,000 years), yet far below msgpack's
+# 2**64, so that term + 1 always encodes (a forged term 2**64 - 1, once adopted, left its holder a
+# next term it could not send, and the agent stopped), and within the integers a double holds
+# exactly, for JSON readers of the API.
+MAX_TERM = 2**53
+# The same bound on indexes and the other counters of a message (commit, hints, read numbers),
+# which a node may echo back in its answer: a log never grows near it.
+MAX_INDEX = 2**53
+
 
 class EntryKind(enum.IntEnum):
     """What an entry's `data` holds. Only append to this list (it is persisted)."""

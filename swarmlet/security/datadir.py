@@ -25,13 +25,16 @@ initialised again.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pwd
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from swarmlet import certs, crypto
 from swarmlet.crypto import KEY_BYTES
 from swarmlet.errors import StorageCorruptError, UsageError
 from swarmlet.security.datadir_location import ENV_VAR as ENV_VAR
@@ -85,6 +88,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(dir_fd)
 
 
+log = logging.getLogger(__name__)
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     """Who this node is. Written once by `init`/`join`; `addr`/`publish_addr` may be updated."""
@@ -123,6 +129,26 @@ class DataDir:
     @property
     def manager_key_file(self) -> Path:
         return self.path / "managers.key"
+
+    @property
+    def cert_file(self) -> Path:
+        """This node's certificate (PEM, `swarmlet.certs`); replaced on each renewal."""
+        return self.path / "node.crt"
+
+    @property
+    def tls_key_file(self) -> Path:
+        """The PEM form of this node's identity key (`crypto.node_signing_key`), which is
+        derived from node.key: OpenSSL loads keys from files only."""
+        return self.path / "node-tls.key"
+
+    @property
+    def ca_file(self) -> Path:
+        """The cluster CA's certificate: the only issuer this node trusts."""
+        return self.path / "ca.crt"
+
+    @property
+    def member_keys_file(self) -> Path:
+        return self.path / "members.msgpack"
 
     @property
     def raft_dir(self) -> Path:
@@ -166,11 +192,21 @@ class DataDir:
                 f"user (chown -R {os.geteuid()} {self.path}) or use another --data-dir"
             )
 
-    def write_identity(self, identity: Identity, key: bytes, node_key: bytes) -> None:
-        """`key`: the cluster key; `node_key`: this node's private key (`crypto.new_node_key`)."""
+    def write_identity(
+        self,
+        identity: Identity,
+        key: bytes,
+        node_key: bytes,
+        certificate: tuple[bytes, bytes] | None = None,
+    ) -> None:
+        """`key`: the cluster key; `node_key`: this node's private key (`crypto.new_node_key`);
+        `certificate`: (this node's, the CA's), from the join reply. The identity file goes
+        last: it is what makes the data dir a node's (`exists`)."""
         self.create()
         write_atomic(self.key_file, key)
         write_atomic(self.node_key_file, node_key)
+        if certificate is not None:
+            self.write_certificate(*certificate)
         body = {
             "node_id": identity.node_id,
             "cluster_id": identity.cluster_id,
@@ -239,6 +275,50 @@ class DataDir:
         with contextlib.suppress(FileNotFoundError):
             self.manager_key_file.unlink()
             _fsync_dir(self.path)
+
+    def has_certificate(self) -> bool:
+        return self.cert_file.exists() and self.ca_file.exists()
+
+    def write_certificate(self, cert_pem: bytes, ca_pem: bytes | None = None) -> None:
+        """Install a (new) certificate for this node's identity key, and the CA's on first use.
+        The key file is written from node.key each time, so the three always agree."""
+        self.create()
+        write_atomic(self.tls_key_file, certs.private_key_pem(self.signing_key()))
+        if ca_pem is not None:
+            write_atomic(self.ca_file, ca_pem, 0o644)
+        write_atomic(self.cert_file, cert_pem, 0o644)
+
+    def read_certificate(self) -> tuple[bytes, bytes]:
+        """(this node's certificate, the CA's), both PEM; StorageCorruptError if missing."""
+        try:
+            return self.cert_file.read_bytes(), self.ca_file.read_bytes()
+        except FileNotFoundError as exc:
+            raise StorageCorruptError(
+                f"{exc.filename} is missing: this node has no certificate (a data dir from before "
+                "certificates, or damaged); a manager issues its own at start, a worker must be "
+                "removed (`swarmlet node rm`) and join again"
+            ) from None
+
+    def write_member_keys(self, keys: dict[str, bytes]) -> None:
+        """Node id -> Ed25519 identity key of each member this node knows: whose datagrams it
+        can check at start, before its replica of the state has caught up (after a restart of
+        the whole cluster, the state a node loads may predate most members)."""
+        self.create()
+        write_atomic(self.member_keys_file, msgpack.packb(keys, use_bin_type=True), 0o644)
+
+    def read_member_keys(self) -> dict[str, bytes]:
+        try:
+            body = msgpack.unpackb(self.member_keys_file.read_bytes(), raw=False)
+            return {str(k): bytes(v) for k, v in body.items()}
+        except FileNotFoundError:
+            return {}
+        except (msgpack.UnpackException, ValueError, TypeError, AttributeError) as exc:
+            # Only a cache of what the state holds: it is rebuilt as the state is applied.
+            log.warning("%s is damaged (%r); ignored", self.member_keys_file, exc)
+            return {}
+
+    def signing_key(self) -> Ed25519PrivateKey:
+        return crypto.node_signing_key(self.read_node_key())
 
     def next_incarnation(self, wall_clock_s: float) -> int:
         """A gossip incarnation higher than any this node used before (persisted first).

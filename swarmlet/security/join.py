@@ -5,11 +5,14 @@ on the manager that admits it (with `check_possession`, its proof that the joine
       JoinRequest (id, addresses, public key)  ->
                                             <-  JoinChallenge (a nonce sealed to that key)
       JoinProof (the nonce)                    ->
-                                            <-  JoinReply (the cluster key, name, role, seeds)
+                                            <-  JoinReply (the cluster key, name, role, seeds,
+                                                the node's certificate and the CA's)
 
 The joiner proves it holds the token by sealing its request with a key derived from the token's
 secret; the reply, sealed with the same key, carries the cluster key, which the joiner checks
-against the token's fingerprint before trusting it. Nothing is written to the data dir unless
+against the token's fingerprint before trusting it, and the CA certificate, its trust anchor
+from then on (`swarmlet.certs`), with the certificate issued for its identity key. Nothing is
+written to the data dir unless
 the cluster accepted the node.
 
 The challenge proves that the joiner holds the private half of the public key it sends. Public
@@ -39,7 +42,7 @@ from typing import Protocol
 
 import trio
 
-from swarmlet import crypto
+from swarmlet import certs, crypto
 from swarmlet.errors import RemoteProtocolError, SwarmletError, UsageError
 from swarmlet.executor.hostinfo import host_info
 from swarmlet.security.datadir import DataDir, Identity
@@ -86,6 +89,7 @@ async def join_cluster(
     addr = _parse_remote(remote)
     node_id = crypto.new_id()
     node_key = crypto.new_node_key()
+    signing_key = certs.raw_public_key(crypto.node_signing_key(node_key))
     info = await host_info()
     request = JoinRequest(
         node_id=node_id,
@@ -96,6 +100,7 @@ async def join_cluster(
         nano_cpus=info.nano_cpus,
         memory_bytes=info.memory_bytes,
         public_key=crypto.public_key_of(node_key),
+        signing_key=signing_key,
     )
     try:
         with trio.fail_after(JOIN_TIMEOUT_S):
@@ -127,6 +132,13 @@ async def join_cluster(
         raise UsageError(f"the cluster refused to add this node: {reply.error}")
     if crypto.fingerprint(reply.master_key) != token.cluster_fingerprint:
         raise SwarmletError("the cluster's key does not match the token's fingerprint; not joining")
+    try:
+        # The CA certificate comes sealed with the token's key, which vouches for it.
+        issued = certs.verify(reply.certificate, reply.ca_certificate, now=time.time())
+    except RemoteProtocolError as exc:
+        raise SwarmletError(f"the certificate in the join reply is unusable: {exc}") from None
+    if issued.node_id != node_id or issued.public_key != signing_key:
+        raise SwarmletError("the join reply's certificate is for another node; not joining")
     identity = Identity(
         node_id=node_id,
         cluster_id=reply.cluster_id,
@@ -137,7 +149,10 @@ async def join_cluster(
         role=reply.role,
         seeds=(*tuple(reply.seeds), f"{addr[0]}:{addr[1]}"),
     )
-    datadir.write_identity(identity, reply.master_key, node_key)
+    datadir.write_member_keys(dict(reply.member_keys))
+    datadir.write_identity(
+        identity, reply.master_key, node_key, (reply.certificate, reply.ca_certificate)
+    )
     return identity
 
 
@@ -161,6 +176,10 @@ class JoinKeys(Protocol):
         ...
 
     def seal_manager_key_to(self, node_id: str, public_key: bytes) -> bytes: ...
+
+    def issue_certificate(self, node_id: str, role: Role, generation: int, key: bytes) -> bytes: ...
+
+    def ca_certificate(self) -> bytes: ...
 
 
 class JoinAcceptor:
@@ -197,12 +216,20 @@ class JoinAcceptor:
         await raw.send_all(JOIN_ACCEPTED)
         role, token = match
         stream = join_stream(raw, token.join_key, self.counters)
-        request = await stream.receive(expect=(JoinRequest,))
+        request = None
+        with trio.move_on_after(PROOF_TIMEOUT_S):  # a token's holder, but not yet a member
+            request = await stream.receive(expect=(JoinRequest,))
         if request is None:
+            self.counters["join_refused_no_request"] += 1
             return
         try:
             parse_addr(request.addr)
             public_key = crypto.check_public_key(request.public_key)
+            # Issued before the node is added (a key that is no Ed25519 key refuses the join
+            # here), for generation 0: the record the AddNode below creates.
+            certificate = self.keyring.issue_certificate(
+                request.node_id, role, 0, request.signing_key
+            )
             if not await check_possession(stream, request.node_id, public_key):
                 self.counters["join_refused_no_proof"] += 1
                 await stream.send(JoinReply(False, error="no proof of the node key"))
@@ -224,6 +251,7 @@ class JoinAcceptor:
                         joined_at=time.time(),
                         public_key=public_key,
                         sealed_manager_key=sealed_key,
+                        signing_key=request.signing_key,
                     ),
                     name_is_explicit=request.name_is_explicit,
                 )
@@ -246,6 +274,9 @@ class JoinAcceptor:
                 name=result.value,
                 role=role.value,
                 seeds=seeds,
+                certificate=certificate,
+                ca_certificate=self.keyring.ca_certificate(),
+                member_keys={n.id: n.signing_key for n in state.nodes.values() if n.signing_key},
             )
         )
         self._record_event("node", "joined", result.value, f"{result.value} joined as {role.value}")

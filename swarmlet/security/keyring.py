@@ -30,9 +30,10 @@ this process's memory: a node removed while it was down, which never hears of it
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
-from swarmlet import crypto
+from swarmlet import certs, crypto
 from swarmlet.errors import RemoteProtocolError, UsageError
 from swarmlet.security.datadir import DataDir
 from swarmlet.state.machine import ClusterState
@@ -43,8 +44,18 @@ log = logging.getLogger(__name__)
 
 
 class KeyRing:
-    def __init__(self, datadir: DataDir, node_id: str, state: Callable[[], ClusterState]) -> None:
+    def __init__(
+        self,
+        datadir: DataDir,
+        node_id: str,
+        state: Callable[[], ClusterState],
+        *,
+        cluster_id: str,
+        cert_lifetime_s: float = certs.DEFAULT_LIFETIME_S,
+    ) -> None:
         self._datadir = datadir
+        self._cluster_id = cluster_id
+        self.cert_lifetime_s = cert_lifetime_s
         self._node_id = node_id
         self._state = state
         self._node_key = datadir.read_node_key()
@@ -116,6 +127,25 @@ class KeyRing:
                 f"public key ({exc}); remove it (`swarmlet node rm`) and join it again from an "
                 "empty data dir with the manager token"
             ) from None
+
+    # ------------------------------------------------------------------------ certificates
+
+    def issue_certificate(self, node_id: str, role: Role, generation: int, key: bytes) -> bytes:
+        """A node certificate (`swarmlet.certs`) for Ed25519 public key `key`, signed with the
+        CA key (managers only: UsageError elsewhere)."""
+        return certs.issue(
+            self.require_managers().ca_key,
+            cluster_id=self._cluster_id,
+            node_id=node_id,
+            role=role.value,
+            generation=generation,
+            public_key=key,
+            now=time.time(),
+            lifetime_s=self.cert_lifetime_s,
+        )
+
+    def ca_certificate(self) -> bytes:
+        return certs.ca_certificate(self.require_managers().ca_key)
 
     # ------------------------------------------------------------------------ join tokens
 

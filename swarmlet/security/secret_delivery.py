@@ -154,7 +154,7 @@ class SecretDelivery:
         if addr is None:
             raise OSError("no address known")
         with trio.fail_after(ASK_TIMEOUT_S):
-            stream = await self.transport.connect(addr)
+            stream = await self.transport.connect(addr, node_id=manager_id)
             async with stream.stream:
                 await stream.send(request)
                 reply: SecretsReply | None = await stream.receive(expect=(SecretsReply,))
@@ -167,7 +167,13 @@ class SecretDelivery:
     async def serve(self, stream: FramedStream, request: object) -> None:
         """A manager's answer to a `SecretsRequest` (a stream handler of the agent)."""
         assert isinstance(request, SecretsRequest)
-        reply = await self._decide(request)
+        if stream.peer is None or stream.peer.node_id != request.node_id:
+            # Secrets go to the node that runs the task, asking in its own name: the request's
+            # node id is checked against the connection's certificate.
+            asker = stream.peer.node_id if stream.peer is not None else "?"
+            reply = SecretsReply(False, error=f"asked by {asker} for {request.node_id}")
+        else:
+            reply = await self._decide(request)
         if not reply.ok:
             self.transport.counters["secrets_refused"] += 1
             log.warning(

@@ -50,6 +50,7 @@ class AddNode:
 @dataclass(frozen=True, slots=True)
 class RemoveNode:
     node_id: str
+    removed_at: float = 0.0  # the proposer's clock, for the revocation list's record
 
 
 @dataclass(frozen=True, slots=True)

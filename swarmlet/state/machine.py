@@ -90,6 +90,7 @@ class StateSnapshot:
     secrets: tuple[Secret, ...]
     vip_counters: dict[str, int] = field(default_factory=dict)
     managers_public_key: bytes = b""
+    removed_nodes: dict[str, float] = field(default_factory=dict)
 
 
 SNAPSHOT_TYPES: tuple[type, ...] = (StateSnapshot, ApplyResult)
@@ -115,6 +116,10 @@ class ClusterState:
         # service's VIP must not come to mean another service. A network's counter goes with
         # its last service (and so do the bridges, with their containers).
         self.vip_counters: dict[str, int] = {}
+        # Node id -> when it was removed: the revocation list. A removed node's certificate is
+        # refused by its id on every connection and every message (`security.peer_policy`);
+        # ids are never reused (a join draws a new one), so an entry never needs to go.
+        self.removed_nodes: dict[str, float] = {}
 
     # -------------------------------------------------------------------------------- reads
 
@@ -197,6 +202,7 @@ class ClusterState:
         self.tasks = dict(other.tasks)
         self.secrets = dict(other.secrets)
         self.vip_counters = dict(other.vip_counters)
+        self.removed_nodes = dict(other.removed_nodes)
 
     # ------------------------------------------------------------------------- snapshots
 
@@ -214,6 +220,7 @@ class ClusterState:
                 secrets=tuple(self.secrets.values()),
                 vip_counters=dict(self.vip_counters),
                 managers_public_key=self.managers_public_key,
+                removed_nodes=dict(self.removed_nodes),
             )
         )
 
@@ -234,6 +241,7 @@ class ClusterState:
         state.secrets = {s.id: s for s in snap.secrets}
         state.vip_counters = dict(snap.vip_counters)
         state.managers_public_key = snap.managers_public_key
+        state.removed_nodes = dict(snap.removed_nodes)
         return state
 
 
@@ -266,6 +274,8 @@ def _unique_name(taken: Iterable[str], wanted: str) -> str:
 
 def _add_node(state: ClusterState, cmd: AddNode) -> str:
     node = cmd.node
+    if node.id in state.removed_nodes:
+        raise Rejected(f"node id {node.id} was removed from the cluster; a node joins anew")
     existing = state.nodes.get(node.id)
     if existing is not None:
         # Only the node itself may re-join under its id (a join proves it holds the private key
@@ -295,6 +305,7 @@ def _remove_node(state: ClusterState, cmd: RemoveNode) -> str:
     if cmd.node_id not in state.nodes:
         raise Rejected(f"no node {cmd.node_id}")
     del state.nodes[cmd.node_id]
+    state.removed_nodes[cmd.node_id] = cmd.removed_at
     # Its tasks can never report again: mark them orphaned so the orchestrator replaces them.
     for task in list(state.tasks.values()):
         if task.node_id == cmd.node_id and not task.state.terminal:
@@ -325,10 +336,14 @@ def _update_node(state: ClusterState, cmd: UpdateNode) -> str:
     sealed_key = cmd.sealed_manager_key or node.sealed_manager_key
     if role is Role.WORKER:
         sealed_key = b""
+    # A role change supersedes the node's certificates: theirs name the old role
+    # (`swarmlet.certs`: the generation is in the subject; `security.peer_policy` refuses older).
+    generation = node.cert_generation + (1 if role is not node.role else 0)
     state.nodes[node.id] = dataclasses.replace(
         node,
         availability=cmd.availability or node.availability,
         role=role,
+        cert_generation=generation,
         sealed_manager_key=sealed_key,
         labels=labels,
         addr=cmd.addr or node.addr,

@@ -103,6 +103,11 @@ class Node:
     joined_at: float = 0.0
     public_key: bytes = b""
     sealed_manager_key: bytes = b""  # managers only; b"" for a worker
+    # The node's Ed25519 identity key (`crypto.node_signing_key`): its certificates are for this
+    # key, and it signs what the node says about itself in gossip.
+    signing_key: bytes = b""
+    # Raised by every role change; certificates of an older generation are refused.
+    cert_generation: int = 0
 
 
 @dataclass(frozen=True, slots=True)

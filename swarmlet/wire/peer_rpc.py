@@ -8,7 +8,7 @@ log index so the forwarder can wait until it has applied the write itself (read-
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from swarmlet.wire import catalog, codec
 
@@ -44,6 +44,7 @@ class JoinRequest:
     nano_cpus: int
     memory_bytes: int
     public_key: bytes  # the joiner's X25519 public key, for its Node record
+    signing_key: bytes = b""  # its Ed25519 identity key: the certificate it receives is for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,11 @@ class JoinReply:
     name: str = ""
     role: str = ""
     seeds: tuple[str, ...] = ()
+    certificate: bytes = b""  # the joiner's node certificate (PEM, `swarmlet.certs`)
+    ca_certificate: bytes = b""  # the cluster CA's: the joiner's trust anchor from now on
+    # Node id -> Ed25519 identity key of every member: the joiner checks their datagrams with
+    # these until its replica of the state has caught up (`wire.transport.DatagramAuth`).
+    member_keys: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +138,19 @@ class ProposeBatchReply:
     replies: tuple[ProposeReply, ...]  # one per request of the batch, in its order
 
 
+@dataclass(frozen=True, slots=True)
+class CertRequest:
+    """A node asks a manager to renew its certificate (for the key of the certificate it
+    connected with; role and generation are the state's, never the asker's say)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CertReply:
+    ok: bool
+    error: str = ""
+    certificate: bytes = b""  # PEM
+
+
 # Only append: ids are permanent.
 MESSAGES: tuple[type, ...] = (
     ProposeRequest,
@@ -148,5 +167,7 @@ MESSAGES: tuple[type, ...] = (
     JoinProof,
     ProposeBatch,
     ProposeBatchReply,
+    CertRequest,
+    CertReply,
 )
 codec.register_all(catalog.PEER_RPC, MESSAGES)

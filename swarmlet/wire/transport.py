@@ -1,39 +1,68 @@
-"""The network between agents: sealed UDP datagrams and sealed, framed TCP streams on one port.
+"""The network between agents: sealed UDP datagrams and framed TCP streams on one port.
 
 Every byte that arrives from the network is untrusted. A datagram or frame that is oversized,
 truncated, fails authentication or does not decode to an expected message is dropped and counted
 in `Counters`; it never raises out of the receive loops and never stops the agent.
 
 TCP connection layout: the first byte names the channel.
-  ``C``  cluster channel: frames sealed with the cluster's message key.
+  ``T``  cluster channel: TLS 1.3, both sides authenticated by their node certificates
+         (`swarmlet.certs`); frames are plain msgpack inside TLS. Every stream knows its peer
+         (`FramedStream.peer`), and the `admit` policy it was given is asked again before each
+         frame in either direction, so a peer revoked meanwhile is cut off mid-connection.
   ``J``  join channel: followed by the 8-byte id of a join key; frames sealed with that key. Only
          the join handshake travels here (see `swarmlet.security.join`).
-A frame is ``[u32 big-endian length][sealed msgpack]``; lengths above `max_frame_bytes` close the
-connection before anything is allocated.
+A frame is ``[u32 big-endian length][msgpack, sealed on the join channel]``; lengths above
+`max_frame_bytes` close the connection before anything is allocated.
+
+Before a peer is authenticated it can only make the TLS handshake, within `handshake_timeout_s`;
+at most `max_connections` connections are served at once (more are closed at once, counted).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import ssl
 import struct
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import trio
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from swarmlet.crypto import AAD_GOSSIP, AAD_JOIN, AAD_TCP, KEY_ID_BYTES, Sealer
+from swarmlet.certs import PeerIdentity, identity_of_der
+from swarmlet.crypto import AAD_GOSSIP, AAD_JOIN, KEY_ID_BYTES, SIGNATURE_BYTES, Sealer
 from swarmlet.errors import RemoteProtocolError, UsageError
 from swarmlet.wire import codec as wire
 
 log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
-CHANNEL_CLUSTER = b"C"
+CHANNEL_CLUSTER = b"T"
 CHANNEL_JOIN = b"J"
 MAX_DATAGRAM_BYTES = 65507  # the largest UDP payload over IPv4
 MAX_FRAME_BYTES = 64 * 1024 * 1024  # Raft snapshots travel in one frame
 _LEN = struct.Struct(">I")
+MAX_JOIN_FRAME_BYTES = 16 * 1024  # what a node that is not a member yet may send in one frame
+MAX_CONNECTIONS = 1024  # served at once; beyond, new connections are closed (and counted)
+HANDSHAKE_TIMEOUT_S = 5.0
+
+# The peer as this node sees it now (its certificate's identity, the role possibly lowered by
+# what the state says since), or why it is refused now.
+Admit = Callable[[PeerIdentity], "PeerIdentity | str"]
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """This node's side of the cluster channel: its TLS contexts (certificate, CA) and the policy
+    that says which authenticated peers are still admitted (`security.peer_policy`)."""
+
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+    admit: Admit
 
 
 def parse_addr(text: str) -> Address:
@@ -44,33 +73,109 @@ def parse_addr(text: str) -> Address:
     return host, int(port)
 
 
+_DATAGRAM_DOMAIN = b"swarmlet/datagram/1"
+_ID_LEN = struct.Struct(">B")
+
+
+@functools.lru_cache(maxsize=4096)
+def _public_key(raw: bytes) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+@dataclass(frozen=True)
+class DatagramAuth:
+    """Every datagram says who sent it and proves it: ``[u8 n][sender id (n bytes)][Ed25519
+    signature (64)][message]``, all inside the cluster key's seal. The signature covers a domain
+    prefix, the sender id and the message, made with the sender's identity key (the one its
+    certificate is for); `key_of` finds a member's public key (its Node record, or what the join
+    reply listed), None for a node this member does not know, whose datagrams are dropped.
+
+    The seal with the shared cluster key keeps datagrams private among members; the signature
+    is what authenticates them, so a holder of the cluster key (any worker, a removed node)
+    cannot speak for another node."""
+
+    node_id: str
+    signing_key: Ed25519PrivateKey
+    key_of: Callable[[str], bytes | None]
+
+    def envelope(self, body: bytes) -> bytes:
+        sender = self.node_id.encode()
+        head = _ID_LEN.pack(len(sender)) + sender
+        return head + self.signing_key.sign(_DATAGRAM_DOMAIN + head + body) + body
+
+    def open(self, data: bytes) -> bytes | str:
+        """The message of a datagram signed by a known member, or why it is dropped."""
+        if len(data) < _ID_LEN.size:
+            return "unsigned"
+        (n,) = _ID_LEN.unpack_from(data)
+        head_end = _ID_LEN.size + n
+        if len(data) < head_end + SIGNATURE_BYTES:
+            return "unsigned"
+        try:
+            sender = data[_ID_LEN.size : head_end].decode()
+        except UnicodeDecodeError:
+            return "unsigned"
+        key = self.key_of(sender)
+        if key is None:
+            return "unknown_sender"
+        body = data[head_end + SIGNATURE_BYTES :]
+        signature = data[head_end : head_end + SIGNATURE_BYTES]
+        try:
+            _public_key(key).verify(signature, _DATAGRAM_DOMAIN + data[:head_end] + body)
+        except (InvalidSignature, ValueError):
+            return "bad_signature"
+        return body
+
+
 class Counters(Counter[str]):
     """Named event counts (dropped_*, datagrams_in, frames_out, ...), readable through the API."""
 
 
 class FramedStream:
-    """Length-prefixed, sealed messages over one TCP stream. Sends are serialised by a lock."""
+    """Length-prefixed messages over one stream: TLS with a known `peer` (the cluster channel),
+    or sealed with `sealer` (the join channel, `peer` None). Sends are serialised by a lock."""
 
     def __init__(
         self,
         stream: trio.abc.Stream,
-        sealer: Sealer,
+        sealer: Sealer | None,
         aad: bytes,
         counters: Counters,
         *,
+        peer: PeerIdentity | None = None,
+        admit: Admit | None = None,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         buffered: bytes = b"",
     ) -> None:
         self.stream = stream
+        self.peer = peer  # as admitted at the last frame (see `_check_peer`)
+        self._certified = peer  # as its certificate says
         self._sealer = sealer
         self._aad = aad
         self._counters = counters
+        self._admit = admit
         self._max = max_frame_bytes
         self._buffer = bytearray(buffered)
         self._send_lock = trio.Lock()
+        self._check_peer()  # RemoteProtocolError (counted) if the policy refuses the peer
+
+    def _frame(self, msg: Any) -> bytes:
+        body = wire.encode(msg)
+        return self._sealer.seal(body, self._aad) if self._sealer is not None else body
+
+    def _check_peer(self) -> None:
+        """Refuse to go on with a peer revoked (removed, demoted, expired) since it connected."""
+        if self._admit is None or self._certified is None:
+            return
+        admitted = self._admit(self._certified)
+        if isinstance(admitted, str):
+            self._counters[f"refused_peer_{admitted}"] += 1
+            raise RemoteProtocolError(f"peer {self._certified.node_id} is refused: {admitted}")
+        self.peer = admitted
 
     async def send(self, msg: Any) -> None:
-        sealed = self._sealer.seal(wire.encode(msg), self._aad)
+        self._check_peer()
+        sealed = self._frame(msg)
         async with self._send_lock:
             await self.stream.send_all(_LEN.pack(len(sealed)) + sealed)
         self._counters["frames_out"] += 1
@@ -78,9 +183,10 @@ class FramedStream:
     async def send_many(self, msgs: Sequence[Any]) -> None:
         """Send each of `msgs` as its own frame, all with one write (fewer system calls when a
         sender has several messages queued; the receiver sees the same frames as from `send`)."""
+        self._check_peer()
         parts: list[bytes] = []
         for msg in msgs:
-            sealed = self._sealer.seal(wire.encode(msg), self._aad)
+            sealed = self._frame(msg)
             parts.append(_LEN.pack(len(sealed)))
             parts.append(sealed)
         async with self._send_lock:
@@ -117,8 +223,10 @@ class FramedStream:
         if body is None:
             self._counters["dropped_frame_truncated"] += 1
             raise RemoteProtocolError("connection closed inside a frame")
+        self._check_peer()
         try:
-            msg = wire.decode(self._sealer.open(body, self._aad), expect=expect)
+            plain = self._sealer.open(body, self._aad) if self._sealer is not None else body
+            msg = wire.decode(plain, expect=expect)
         except RemoteProtocolError:
             self._counters["dropped_frame_invalid"] += 1
             raise
@@ -137,15 +245,37 @@ DatagramHandler = Callable[[Address, Any], None]
 class Transport:
     """The agent's UDP socket and TCP listener (same port), and outgoing connections."""
 
-    def __init__(self, bind: Address, message_key: bytes, *, connect_timeout_s: float = 2.0):
+    def __init__(
+        self,
+        bind: Address,
+        message_key: bytes,
+        tls: TlsConfig,
+        *,
+        connect_timeout_s: float = 2.0,
+        handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
+        counters: Counters | None = None,
+        datagram_auth: DatagramAuth | None = None,
+    ):
         self.bind = bind
-        self.counters = Counters()
+        self.counters = counters if counters is not None else Counters()
         self._sealer = Sealer(message_key)
+        self.tls = tls
         self._udp: trio.socket.SocketType | None = None
         self._connect_timeout_s = connect_timeout_s
+        self._handshake_timeout_s = handshake_timeout_s
+        self._max_connections = max_connections
+        self._open_connections = 0
+        # None: datagrams are only sealed (transports in tests of other layers); an agent
+        # always signs, and then drops every datagram that is not signed by a known member.
+        self.datagram_auth = datagram_auth
 
     def set_key(self, message_key: bytes) -> None:
         self._sealer = Sealer(message_key)
+
+    def set_tls(self, tls: TlsConfig) -> None:
+        """A renewed certificate: new connections present it (open ones keep theirs)."""
+        self.tls = tls
 
     # ------------------------------------------------------------------------------- UDP
 
@@ -158,9 +288,13 @@ class Transport:
         self._udp = sock
 
     async def send_datagram(self, addr: Address, msg: Any) -> bool:
-        """Seal and send; False (and counted) if it could not be sent (UDP: loss is normal)."""
+        """Sign, seal and send; False (and counted) if it could not be sent (UDP: loss is
+        normal)."""
         assert self._udp is not None, "open_udp first"
-        sealed = self._sealer.seal(wire.encode(msg), AAD_GOSSIP)
+        body = wire.encode(msg)
+        if self.datagram_auth is not None:
+            body = self.datagram_auth.envelope(body)
+        sealed = self._sealer.seal(body, AAD_GOSSIP)
         if len(sealed) > MAX_DATAGRAM_BYTES:
             self.counters["dropped_datagram_out_oversized"] += 1
             return False
@@ -178,7 +312,19 @@ class Transport:
             data, addr = await self._udp.recvfrom(MAX_DATAGRAM_BYTES + 1)
             self.counters["datagrams_in"] += 1
             try:
-                msg = wire.decode(self._sealer.open(data, AAD_GOSSIP))
+                body = self._sealer.open(data, AAD_GOSSIP)
+            except RemoteProtocolError as exc:
+                self.counters["dropped_datagram_invalid"] += 1
+                log.debug("dropped datagram from %s: %s", addr, exc)
+                continue
+            if self.datagram_auth is not None:
+                opened = self.datagram_auth.open(body)
+                if isinstance(opened, str):
+                    self.counters[f"dropped_datagram_{opened}"] += 1
+                    continue
+                body = opened
+            try:
+                msg = wire.decode(body)
             except RemoteProtocolError as exc:
                 self.counters["dropped_datagram_invalid"] += 1
                 log.debug("dropped datagram from %s: %s", addr, exc)
@@ -196,20 +342,35 @@ class Transport:
     ) -> None:
         async def handle(stream: trio.SocketStream) -> None:
             addr: Address = ("?", 0)
+            if self._open_connections >= self._max_connections:
+                self.counters["refused_connection_limit"] += 1
+                await stream.aclose()
+                return
+            self._open_connections += 1
             try:
                 # Inside the try: a connection reset before we get here raises ENOTCONN.
-                peer = stream.socket.getpeername()
-                addr = (peer[0], peer[1])
-                with trio.move_on_after(self._connect_timeout_s * 2) as hello_scope:
+                remote = stream.socket.getpeername()
+                addr = (remote[0], remote[1])
+                # One deadline for all that comes before authentication: the channel byte,
+                # then the TLS handshake or the join key id.
+                deadline = trio.current_time() + self._handshake_timeout_s
+                channel = b""
+                with trio.move_on_at(deadline) as hello:
                     channel = await stream.receive_some(1)
-                if hello_scope.cancelled_caught or not channel:
+                if hello.cancelled_caught:
+                    self.counters["refused_connection_hello_timeout"] += 1
+                if not channel:
                     return
                 if channel == CHANNEL_CLUSTER:
-                    framed = FramedStream(stream, self._sealer, AAD_TCP, self.counters)
-                    await on_stream(framed, addr)
+                    framed = await self._accept_tls(stream, deadline)
+                    if framed is not None:
+                        await on_stream(framed, addr)
                 elif channel == CHANNEL_JOIN:
-                    head = await _receive_exactly(stream, KEY_ID_BYTES)
+                    head = None
+                    with trio.move_on_at(deadline):
+                        head = await _receive_exactly(stream, KEY_ID_BYTES)
                     if head is None:
+                        self.counters["refused_connection_hello_timeout"] += 1
                         return
                     await on_join(stream, head, addr)
                 else:
@@ -219,24 +380,67 @@ class Transport:
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 self.counters["connections_broken"] += 1
             finally:
+                self._open_connections -= 1
                 await stream.aclose()
 
         listeners = await trio.open_tcp_listeners(self.bind[1], host=self.bind[0])
         task_status.started()
         await trio.serve_listeners(handle, listeners)
 
-    async def connect(self, addr: Address) -> FramedStream:
-        """A cluster-channel connection to a peer. Raises OSError if it cannot be reached."""
+    async def _accept_tls(self, stream: trio.SocketStream, deadline: float) -> FramedStream | None:
+        """The server side of the handshake, within its deadline; None (counted) if the peer
+        does not complete it with a certificate the CA signed and the policy admits."""
+        tls = self.tls
+        secure = trio.SSLStream(stream, tls.server, server_side=True)
+        with trio.move_on_at(deadline):
+            try:
+                await secure.do_handshake()
+            except trio.BrokenResourceError as exc:
+                self.counters["refused_tls_handshake"] += 1
+                log.debug("TLS handshake failed: %s", exc.__cause__ or exc)
+                return None
+            peer = self._authenticate(secure)
+            return FramedStream(secure, None, b"", self.counters, peer=peer, admit=tls.admit)
+        self.counters["refused_tls_handshake_timeout"] += 1
+        return None
+
+    def _authenticate(self, secure: trio.SSLStream[trio.SocketStream]) -> PeerIdentity:
+        """The peer's identity as its certificate (verified in the handshake) says; whether it
+        is admitted is for the `FramedStream` to ask, as it does again at every frame."""
+        der = secure.getpeercert(binary_form=True)
+        if not der:  # cannot happen with CERT_REQUIRED; never assume it
+            self.counters["refused_peer_no_certificate"] += 1
+            raise RemoteProtocolError("the peer presented no certificate")
+        try:
+            peer = identity_of_der(der)
+        except RemoteProtocolError:
+            self.counters["refused_peer_bad_certificate"] += 1
+            raise
+        return peer
+
+    async def connect(self, addr: Address, node_id: str | None = None) -> FramedStream:
+        """A cluster-channel connection to a peer, authenticated both ways. With `node_id`,
+        the peer must be that node (whoever now answers at an address is not trusted for it).
+        Raises OSError or trio.TooSlowError if it cannot be reached, trio.BrokenResourceError if
+        the TLS handshake fails, RemoteProtocolError if the peer is not admitted."""
+        tls = self.tls
         with trio.fail_after(self._connect_timeout_s):
             # From our own address: peers (and firewalls) see connections come from the address
             # we advertise, not whatever source the kernel would pick (127.0.0.1 on loopback).
             stream = await trio.open_tcp_stream(addr[0], addr[1], local_address=self.bind[0])
         try:
             await stream.send_all(CHANNEL_CLUSTER)
+            secure = trio.SSLStream(stream, tls.client, server_hostname=None)
+            with trio.fail_after(self._handshake_timeout_s):
+                await secure.do_handshake()
+            peer = self._authenticate(secure)
+            if node_id is not None and peer.node_id != node_id:
+                self.counters["refused_peer_wrong_node"] += 1
+                raise RemoteProtocolError(f"{addr[0]}:{addr[1]} is {peer.node_id}, not {node_id}")
+            return FramedStream(secure, None, b"", self.counters, peer=peer, admit=tls.admit)
         except BaseException:
             await stream.aclose()
             raise
-        return FramedStream(stream, self._sealer, AAD_TCP, self.counters)
 
 
 async def _receive_exactly(stream: trio.abc.ReceiveStream, n: int) -> bytes | None:
@@ -266,4 +470,7 @@ async def open_join_stream(addr: Address, join_key: bytes, key_id: bytes) -> Fra
 
 def join_stream(stream: trio.SocketStream, join_key: bytes, counters: Counters) -> FramedStream:
     """The accepting side of the join channel, once the key id has been matched to a token."""
-    return FramedStream(stream, Sealer(join_key), AAD_JOIN, counters, max_frame_bytes=1 << 20)
+    # A joiner is not a member yet: it sends a request and a proof, each well under a kilobyte.
+    return FramedStream(
+        stream, Sealer(join_key), AAD_JOIN, counters, max_frame_bytes=MAX_JOIN_FRAME_BYTES
+    )

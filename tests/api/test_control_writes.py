@@ -57,7 +57,7 @@ def handlers(tmp_path: Path, *, manager: bool) -> dict[str, Handler]:
     )
     if manager:
         d.write_manager_key(crypto.new_key())
-    agent: Any = StandIn(KeyRing(d, "n1", ClusterState))
+    agent: Any = StandIn(KeyRing(d, "n1", ClusterState, cluster_id="c1"))
     table: dict[str, Handler] = {}
     for control in (Control, ServiceControl, StackControl, SecretControl):
         table |= control(agent).handlers()

@@ -1,33 +1,51 @@
 """node.forwarding: writes forwarded to the leader in batches over one connection, each request
 still checked on its own; a broken link fails its writes so that they are retried; without the
-forwarder running, a write goes alone on its own connection. The network is trio's in-memory
-streams; the leader's Raft is a fake that commits every proposal at once."""
+forwarder running, a write goes alone on its own connection. The leader answers only managers,
+in their own names, as the connection's certificate and its state say. The network is real TLS
+on 127.0.0.1 with certificates of a test CA (`tests.conftest.TestCA`); the leader's Raft is a
+fake that commits every proposal at once."""
 
 from __future__ import annotations
 
 import os
+import socket
 import time
-from typing import Any, cast
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, cast
 
+import pytest
 import trio
-import trio.testing
 
 from swarmlet import crypto
-from swarmlet.errors import NotLeaderError
+from swarmlet.certs import PeerIdentity
+from swarmlet.errors import NoLeaderError, NotLeaderError
 from swarmlet.node.forwarding import WriteForwarding
 from swarmlet.raft.driver import RaftDriver
-from swarmlet.security import propose_auth
+from swarmlet.security import peer_policy, propose_auth
 from swarmlet.security.keyring import KeyRing
 from swarmlet.state.commands import UpdateNode
-from swarmlet.state.machine import ApplyResult
+from swarmlet.state.machine import ApplyResult, ClusterState
+from swarmlet.state.model import Node, Role
 from swarmlet.wire import codec as wire
-from swarmlet.wire.peer_rpc import ProposeBatch, ProposeBatchReply, ProposeRequest
-from swarmlet.wire.transport import Address, Counters, FramedStream, Transport
+from swarmlet.wire.peer_rpc import ProposeBatch, ProposeBatchReply, ProposeReply, ProposeRequest
+from swarmlet.wire.transport import Address, FramedStream, TlsConfig, Transport
+
+if TYPE_CHECKING:
+    from tests.conftest import TestCA
 
 TIMEOUT_S = 30
+HOST = "127.0.0.1"
 LEADER = "leader"
 MESSAGE_KEY = crypto.ClusterKeys(crypto.new_key()).message_key
 MANAGERS = crypto.ManagerKeys(crypto.new_key())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 class FakeRaft:
@@ -52,12 +70,6 @@ class FakeRaft:
         await trio.lowlevel.checkpoint()
 
 
-class _Counted:
-    """The one part of a transport the leader's side uses."""
-
-    counters = Counters()
-
-
 class FakeKeyRing:
     managers = MANAGERS
 
@@ -65,7 +77,42 @@ class FakeKeyRing:
         return MANAGERS
 
 
-def _forwarding(node_id: str, raft: FakeRaft, transport: object) -> WriteForwarding:
+def cluster_state(cluster_id: str) -> ClusterState:
+    """leader, follower, m2: managers; w1: a worker, once a manager (generation 1)."""
+    state = ClusterState()
+    state.cluster_id = cluster_id
+    for node_id, role, generation in (
+        (LEADER, Role.MANAGER, 0),
+        ("follower", Role.MANAGER, 0),
+        ("m2", Role.MANAGER, 0),
+        ("w1", Role.WORKER, 1),
+    ):
+        state.nodes[node_id] = Node(
+            node_id, node_id, f"{HOST}:1", HOST, role, cert_generation=generation
+        )
+    return state
+
+
+def tls(
+    ca: TestCA, state: ClusterState, node_id: str, role: str = "manager", generation: int = 0
+) -> TlsConfig:
+    """`node_id`'s side of the cluster channel, admitting peers as the agent does."""
+
+    def admit(peer: PeerIdentity) -> PeerIdentity | str:
+        return peer_policy.admit(peer, state, ca.cluster_id, time.time())
+
+    return ca.tls(node_id, role=role, generation=generation, admit=admit)
+
+
+def _forwarding(
+    node_id: str,
+    raft: FakeRaft,
+    transport: Transport,
+    state: ClusterState,
+    leader_addr: Address,
+    *,
+    write_timeout_s: float = 5.0,
+) -> WriteForwarding:
     async def propose(command: object) -> ApplyResult:
         return await raft.propose(wire.encode(command))
 
@@ -74,59 +121,78 @@ def _forwarding(node_id: str, raft: FakeRaft, transport: object) -> WriteForward
         raft=cast(RaftDriver[ApplyResult], raft),
         propose=propose,
         keyring=cast(KeyRing, FakeKeyRing()),
-        transport=cast(Transport, transport),
-        resolve=lambda _node_id: ("127.0.0.1", 1),
-        write_timeout_s=5.0,
+        transport=transport,
+        resolve=lambda _node_id: leader_addr,
+        state=lambda: state,
+        write_timeout_s=write_timeout_s,
     )
 
 
-class MemoryNetwork:
-    """`connect` gives a framed in-memory connection to `serve`, run like the agent's listener:
-    the first frame picks the handler."""
+class Leader:
+    """The leader's listener, run like the agent's: the first frame picks the handler.
+    `certified_as`: the node its certificate names (the leader's, unless it is another node
+    answering at the leader's address)."""
 
-    def __init__(self, nursery: trio.Nursery, leader: WriteForwarding) -> None:
-        self.nursery = nursery
-        self.leader = leader
-        self.counters = Counters()
+    def __init__(self, ca: TestCA, state: ClusterState, certified_as: str = LEADER) -> None:
+        self.addr = (HOST, free_port())
+        self.raft = FakeRaft(leader=True)
+        self.transport = Transport(self.addr, MESSAGE_KEY, tls(ca, state, certified_as))
+        self.forwarding = _forwarding(LEADER, self.raft, self.transport, state, self.addr)
         self.connections = 0
         self.batches = 0
         self.drop_first_connection = False
 
-    async def connect(self, addr: Address) -> FramedStream:
+    async def on_stream(self, stream: FramedStream, addr: Address) -> None:
         self.connections += 1
-        near, far = trio.testing.memory_stream_pair()
-        sealer = crypto.Sealer(MESSAGE_KEY)
-        self.nursery.start_soon(
-            self._serve, FramedStream(far, sealer, crypto.AAD_TCP, self.counters)
-        )
-        return FramedStream(near, sealer, crypto.AAD_TCP, self.counters)
-
-    async def _serve(self, stream: FramedStream) -> None:
         if self.drop_first_connection and self.connections == 1:
             await stream.receive()
-            await stream.aclose()  # the leader went away without answering
-            return
+            return  # the leader went away without answering (the listener closes it)
         first = await stream.receive()
         if isinstance(first, ProposeRequest):
-            await self.leader.serve_propose(stream, first, ("127.0.0.2", 1))
+            await self.forwarding.serve_propose(stream, first, addr)
         elif isinstance(first, ProposeBatch):
             counting = _Counting(stream, self)
-            await self.leader.serve_batches(cast(FramedStream, counting), first)
-        await stream.aclose()
+            await self.forwarding.serve_batches(cast(FramedStream, counting), first)
+
+
+@asynccontextmanager
+async def leader_serving(
+    ca: TestCA, state: ClusterState, certified_as: str = LEADER
+) -> AsyncIterator[Leader]:
+    leader = Leader(ca, state, certified_as)
+
+    async def no_join(*_args: object) -> None:
+        return
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(leader.transport.serve_tcp, leader.on_stream, no_join)
+        yield leader
+        nursery.cancel_scope.cancel()
+
+
+def follower_of(
+    leader: Leader, ca: TestCA, state: ClusterState, *, write_timeout_s: float = 5.0
+) -> WriteForwarding:
+    transport = Transport((HOST, 0), MESSAGE_KEY, tls(ca, state, "follower"))
+    raft = FakeRaft(leader=False)
+    return _forwarding(
+        "follower", raft, transport, state, leader.addr, write_timeout_s=write_timeout_s
+    )
 
 
 class _Counting:
     """A leader-side stream that counts the batches it reads."""
 
-    def __init__(self, stream: FramedStream, network: MemoryNetwork) -> None:
+    def __init__(self, stream: FramedStream, leader: Leader) -> None:
         self._stream = stream
-        self._network = network
-        network.batches += 1
+        self._leader = leader
+        self.peer = stream.peer
+        leader.batches += 1
 
     async def receive(self, **kwargs: Any) -> Any:
         msg = await self._stream.receive(**kwargs)
         if msg is not None:
-            self._network.batches += 1
+            self._leader.batches += 1
         return msg
 
     async def send(self, msg: Any) -> None:
@@ -137,13 +203,26 @@ def _command(i: int) -> UpdateNode:
     return UpdateNode("n1", labels_add={"k": str(i)})
 
 
-async def test_concurrent_forwarded_writes_share_batches_on_one_connection() -> None:
+def signed(i: int, proposer: str = "follower") -> ProposeRequest:
+    """A write with a valid MAC of the managers' key, from `proposer` to the leader."""
+    return propose_auth.sign(
+        MANAGERS,
+        wire.encode(_command(i)),
+        proposer=proposer,
+        leader=LEADER,
+        nonce=os.urandom(propose_auth.NONCE_BYTES),
+        now=time.time(),
+    )
+
+
+async def test_concurrent_forwarded_writes_share_batches_on_one_connection(
+    test_ca: TestCA,
+) -> None:
     results: dict[int, ApplyResult] = {}
-    leader_raft = FakeRaft(leader=True)
+    state = cluster_state(test_ca.cluster_id)
     with trio.fail_after(TIMEOUT_S):
-        async with trio.open_nursery() as nursery:
-            network = MemoryNetwork(nursery, _forwarding(LEADER, leader_raft, _Counted()))
-            follower = _forwarding("follower", FakeRaft(leader=False), network)
+        async with leader_serving(test_ca, state) as leader, trio.open_nursery() as nursery:
+            follower = follower_of(leader, test_ca, state)
             await nursery.start(follower.run)
 
             async def write(i: int) -> None:
@@ -155,69 +234,135 @@ async def test_concurrent_forwarded_writes_share_batches_on_one_connection() -> 
             nursery.cancel_scope.cancel()
     assert all(r.ok for r in results.values()) and len(results) == 50
     assert len({r.value for r in results.values()}) == 50  # each got its own entry's answer
-    assert sorted(leader_raft.proposed) == sorted(wire.encode(_command(i)) for i in range(50))
-    assert network.connections == 1
-    assert network.batches < 50
+    assert sorted(leader.raft.proposed) == sorted(wire.encode(_command(i)) for i in range(50))
+    assert leader.connections == 1
+    assert leader.batches < 50
 
 
-async def test_each_request_of_a_batch_is_checked_on_its_own() -> None:
-    leader_raft = FakeRaft(leader=True)
-    leader = _forwarding(LEADER, leader_raft, _Counted())
-
-    def signed(i: int) -> ProposeRequest:
-        return propose_auth.sign(
-            MANAGERS,
-            wire.encode(_command(i)),
-            proposer="follower",
-            leader=LEADER,
-            nonce=os.urandom(propose_auth.NONCE_BYTES),
-            now=time.time(),
-        )
-
-    forged = ProposeRequest(wire.encode(_command(1)), "worker", LEADER, os.urandom(16), time.time())
-    near, far = trio.testing.memory_stream_pair()
-    sealer = crypto.Sealer(MESSAGE_KEY)
-    client = FramedStream(near, sealer, crypto.AAD_TCP, Counters())
-    server = FramedStream(far, sealer, crypto.AAD_TCP, Counters())
+async def test_each_request_of_a_batch_is_checked_on_its_own(test_ca: TestCA) -> None:
+    state = cluster_state(test_ca.cluster_id)
+    unsigned = ProposeRequest(
+        wire.encode(_command(1)), "follower", LEADER, os.urandom(16), time.time()
+    )
+    client = Transport((HOST, 0), MESSAGE_KEY, tls(test_ca, state, "follower"))
     with trio.fail_after(TIMEOUT_S):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(
-                leader.serve_batches, server, ProposeBatch(7, (signed(0), forged, signed(2)))
-            )
-            reply = await client.receive(expect=(ProposeBatchReply,))
-            nursery.cancel_scope.cancel()
+        async with leader_serving(test_ca, state) as leader:
+            stream = await client.connect(leader.addr, LEADER)
+            async with stream.stream:
+                await stream.send(ProposeBatch(7, (signed(0), unsigned, signed(2))))
+                reply = await stream.receive(expect=(ProposeBatchReply,))
     assert isinstance(reply, ProposeBatchReply) and reply.seq == 7
     assert [r.ok for r in reply.replies] == [True, False, True]
     assert "only managers may write" in reply.replies[1].error
     # The refused one was not proposed (the others go together, in no particular order).
-    assert sorted(leader_raft.proposed) == sorted(
+    assert sorted(leader.raft.proposed) == sorted(
         [wire.encode(_command(0)), wire.encode(_command(2))]
     )
 
 
-async def test_a_broken_link_fails_its_writes_and_they_are_retried() -> None:
-    leader_raft = FakeRaft(leader=True)
+async def test_a_broken_link_fails_its_writes_and_they_are_retried(test_ca: TestCA) -> None:
+    state = cluster_state(test_ca.cluster_id)
     with trio.fail_after(TIMEOUT_S):
-        async with trio.open_nursery() as nursery:
-            network = MemoryNetwork(nursery, _forwarding(LEADER, leader_raft, _Counted()))
-            network.drop_first_connection = True
-            follower = _forwarding("follower", FakeRaft(leader=False), network)
+        async with leader_serving(test_ca, state) as leader, trio.open_nursery() as nursery:
+            leader.drop_first_connection = True
+            follower = follower_of(leader, test_ca, state)
             await nursery.start(follower.run)
             result = await follower.write(_command(1))
             nursery.cancel_scope.cancel()
     assert result.ok
-    assert network.connections == 2  # a new link, after the first broke
-    assert leader_raft.proposed == [wire.encode(_command(1))]
+    assert leader.connections == 2  # a new link, after the first broke
+    assert leader.raft.proposed == [wire.encode(_command(1))]
 
 
-async def test_without_the_forwarder_a_write_goes_alone() -> None:
-    leader_raft = FakeRaft(leader=True)
+async def test_without_the_forwarder_a_write_goes_alone(test_ca: TestCA) -> None:
+    state = cluster_state(test_ca.cluster_id)
     with trio.fail_after(TIMEOUT_S):
-        async with trio.open_nursery() as nursery:
-            network = MemoryNetwork(nursery, _forwarding(LEADER, leader_raft, _Counted()))
-            follower = _forwarding("follower", FakeRaft(leader=False), network)
+        async with leader_serving(test_ca, state) as leader:
+            follower = follower_of(leader, test_ca, state)
             first = await follower.write(_command(1))
             second = await follower.write(_command(2))
-            nursery.cancel_scope.cancel()
     assert first.ok and second.ok
-    assert network.connections == 2 and network.batches == 0
+    assert leader.connections == 2 and leader.batches == 0
+
+
+@pytest.mark.parametrize("with_forwarder", [False, True], ids=["alone", "linked"])
+async def test_a_write_is_not_sent_to_another_node_at_the_leaders_address(
+    test_ca: TestCA, with_forwarder: bool
+) -> None:
+    """m2, a manager of the same CA, answers at the address the leader resolves to: its
+    certificate is not the leader's, so the follower sends it nothing and the write fails."""
+    state = cluster_state(test_ca.cluster_id)
+    with trio.fail_after(TIMEOUT_S):
+        async with leader_serving(test_ca, state, "m2") as impostor, trio.open_nursery() as n:
+            follower = follower_of(impostor, test_ca, state, write_timeout_s=0.5)
+            if with_forwarder:
+                await n.start(follower.run)
+            with pytest.raises(NoLeaderError):
+                await follower.write(_command(1))
+            n.cancel_scope.cancel()
+    assert follower.transport.counters["refused_peer_wrong_node"] >= 1
+    assert impostor.raft.proposed == [] and impostor.batches == 0
+
+
+async def propose_as(
+    leader: Leader, sender: TlsConfig, request: ProposeRequest, *, batched: bool
+) -> ProposeReply:
+    """`request` sent to the leader over a connection made with `sender`'s certificate, alone or
+    in a batch."""
+    client = Transport((HOST, 0), MESSAGE_KEY, sender)
+    stream = await client.connect(leader.addr, LEADER)
+    async with stream.stream:
+        if not batched:
+            await stream.send(request)
+            reply = await stream.receive(expect=(ProposeReply,))
+            assert isinstance(reply, ProposeReply)
+            return reply
+        await stream.send(ProposeBatch(1, (request,)))
+        batch = await stream.receive(expect=(ProposeBatchReply,))
+        assert isinstance(batch, ProposeBatchReply)
+        [reply] = batch.replies
+        return reply
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["alone", "batched"])
+@pytest.mark.parametrize(
+    ("node_id", "role", "generation"),
+    [
+        ("w1", "worker", 1),  # a worker's certificate
+        ("w1", "manager", 0),  # a demoted manager's old certificate: taken as a worker's
+        ("m9", "manager", 0),  # a manager's certificate for a node the leader does not know
+    ],
+    ids=["worker", "demoted-manager", "unknown-node"],
+)
+async def test_a_write_with_a_valid_mac_from_a_non_manager_is_refused_and_counted(
+    test_ca: TestCA, node_id: str, role: str, generation: int, batched: bool
+) -> None:
+    """Whoever holds the managers' key (a demoted manager that kept it) makes a valid MAC:
+    the sender's certificate and the leader's state decide who is a manager."""
+    state = cluster_state(test_ca.cluster_id)
+    sender = tls(test_ca, state, node_id, role, generation)
+    with trio.fail_after(TIMEOUT_S):
+        async with leader_serving(test_ca, state) as leader:
+            reply = await propose_as(leader, sender, signed(1, node_id), batched=batched)
+    assert not reply.ok and reply.error == "write refused: the sender is not a manager"
+    assert leader.transport.counters["propose_refused"] == 1
+    assert leader.raft.proposed == []
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["alone", "batched"])
+async def test_a_write_in_another_managers_name_is_refused_and_counted(
+    test_ca: TestCA, batched: bool
+) -> None:
+    """m2 is a manager, but the request names `follower` as its proposer (a valid MAC: m2 holds
+    the managers' key): a write is taken only in the sender's own name."""
+    state = cluster_state(test_ca.cluster_id)
+    with trio.fail_after(TIMEOUT_S):
+        async with leader_serving(test_ca, state) as leader:
+            m2 = tls(test_ca, state, "m2")
+            reply = await propose_as(leader, m2, signed(1, "follower"), batched=batched)
+            own_name = await propose_as(leader, m2, signed(2, "m2"), batched=batched)
+    assert not reply.ok
+    assert reply.error == "write refused: the sender is m2, not the proposer it names"
+    assert leader.transport.counters["propose_refused"] == 1
+    assert own_name.ok  # the same sender in its own name is taken
+    assert leader.raft.proposed == [wire.encode(_command(2))]

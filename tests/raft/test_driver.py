@@ -10,20 +10,19 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import trio
 import trio.testing
 
-from swarmlet import crypto
 from swarmlet.errors import NotLeaderError
 from swarmlet.raft.core import RaftConfig
 from swarmlet.raft.driver import RaftDriver
 from swarmlet.raft.messages import AppendEntries, AppendResp, Message, Role, VoteResp
 from swarmlet.raft.storage import RaftStorage
 from swarmlet.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMeta, VoteFloor
-from swarmlet.wire.transport import Transport
+from swarmlet.wire.transport import Counters, Transport
 
 from .net import role
 
@@ -50,6 +49,17 @@ class Journal:
         return "\n".join(self.lines).encode()
 
 
+class _Offline:
+    """The transport, for a driver that reaches no peer here: only its counters are used."""
+
+    def __init__(self) -> None:
+        self.counters = Counters()
+
+
+def _offline() -> Transport:
+    return cast(Transport, _Offline())
+
+
 def _seeded(path: Path) -> RaftStorage:
     storage = RaftStorage.open(path)
     if storage.last_index == 0:
@@ -63,7 +73,7 @@ def _driver(storage: RaftStorage, journal: Journal, snapshot_every: int = 2000) 
         NODE,
         storage,
         journal,
-        Transport(("127.0.0.1", 0), crypto.ClusterKeys(crypto.new_key()).message_key),
+        _offline(),
         lambda _node_id: None,
         config=RaftConfig(election_ticks=4, heartbeat_ticks=1),
         tick_interval_s=0.05,
@@ -231,7 +241,7 @@ async def test_a_leader_sends_before_its_own_fsync_but_commits_only_after_it(
         NODE,
         storage,
         Journal(),
-        Transport(("127.0.0.1", 0), crypto.ClusterKeys(crypto.new_key()).message_key),
+        _offline(),
         lambda _node_id: None,
         config=RaftConfig(election_ticks=1000, heartbeat_ticks=1, pre_vote=False),
         tick_interval_s=0.05,

@@ -65,7 +65,7 @@ def worker(tmp_path: Path) -> tuple[KeyRing, DataDir, ClusterState]:
     d = data_dir(tmp_path, "w1")
     public = crypto.public_key_of(d.read_node_key())
     state = cluster(record("w1", Role.WORKER, public))
-    return KeyRing(d, "w1", lambda: state), d, state
+    return KeyRing(d, "w1", lambda: state, cluster_id="c1"), d, state
 
 
 def test_a_worker_holds_no_managers_key_and_opens_no_token(
@@ -97,7 +97,7 @@ def test_a_promotion_brings_the_key_and_a_demotion_deletes_it(
     }
     assert keyring.join_token(Role.MANAGER) == str(MANAGER_TOKEN)
     # A restart reads the key back from the data dir.
-    assert KeyRing(d, "w1", lambda: state).managers == MANAGERS
+    assert KeyRing(d, "w1", lambda: state, cluster_id="c1").managers == MANAGERS
 
     assert state.apply(UpdateNode("w1", role=Role.WORKER)).ok
     keyring.sync()
@@ -119,14 +119,14 @@ def test_a_key_sealed_to_another_node_is_not_taken(
 def test_a_node_missing_from_its_own_state_keeps_its_key(tmp_path: Path) -> None:
     d = data_dir(tmp_path, "m2", managers_key=True)
     state = cluster()  # e.g. a restart: its record has not been replayed yet
-    keyring = KeyRing(d, "m2", lambda: state)
+    keyring = KeyRing(d, "m2", lambda: state, cluster_id="c1")
     assert keyring.managers == MANAGERS
     assert d.manager_key_file.exists()
 
 
 def test_a_manager_seals_the_key_to_a_new_manager_it_can_open(tmp_path: Path) -> None:
     d = data_dir(tmp_path, "m1", managers_key=True)
-    keyring = KeyRing(d, "m1", lambda: cluster())
+    keyring = KeyRing(d, "m1", lambda: cluster(), cluster_id="c1")
     new_key = crypto.new_node_key()
     blob = keyring.seal_manager_key_to("m2", crypto.public_key_of(new_key))
     assert crypto.ManagerKeys.open_from_node(new_key, "m2", blob) == MANAGERS
@@ -184,7 +184,7 @@ def test_a_managers_key_that_is_not_the_clusters_is_refused(
     state = cluster(record("w1", Role.WORKER, public), managers_public_key=recorded)
     blob = forged.seal_to_node("w1", public)
     assert state.apply(UpdateNode("w1", role=Role.MANAGER, sealed_manager_key=blob)).ok
-    keyring = KeyRing(d, "w1", lambda: state)
+    keyring = KeyRing(d, "w1", lambda: state, cluster_id="c1")
     assert keyring.managers is None
     assert not d.manager_key_file.exists()
 
@@ -193,7 +193,7 @@ def test_a_manager_removed_from_the_state_drops_its_key(tmp_path: Path) -> None:
     d = data_dir(tmp_path, "m2", managers_key=True)
     public = crypto.public_key_of(d.read_node_key())
     state = cluster(record("m2", Role.MANAGER, public, MANAGERS.seal_to_node("m2", public)))
-    keyring = KeyRing(d, "m2", lambda: state)
+    keyring = KeyRing(d, "m2", lambda: state, cluster_id="c1")
     assert keyring.managers == MANAGERS  # its record is seen
     assert state.apply(RemoveNode("m2")).ok  # `node rm --force` on another manager
     keyring.sync()

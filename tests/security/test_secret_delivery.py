@@ -1,7 +1,7 @@
 """security.secret_delivery: a worker gets its task's secrets from a manager, sealed to it alone.
 
-Real transports on 127.0.0.1; the Raft driver is replaced by a fake applied index. Every test
-runs under `trio.fail_after`.
+Real transports on 127.0.0.1, with TLS certificates of a test CA (`tests.conftest.TestCA`); the
+Raft driver is replaced by a fake applied index. Every test runs under `trio.fail_after`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
@@ -27,7 +28,10 @@ from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import FileRef, Node, Role, Secret, Service, ServiceSpec, Task
 from swarmlet.wire import codec as wire
 from swarmlet.wire.peer_rpc import SecretsReply, SecretsRequest, SecretValues
-from swarmlet.wire.transport import Address, FramedStream, Transport
+from swarmlet.wire.transport import Address, FramedStream, TlsConfig, Transport
+
+if TYPE_CHECKING:
+    from tests.conftest import TestCA
 
 HOST = "127.0.0.1"
 TIMEOUT_S = 10
@@ -80,17 +84,19 @@ def delivery(
     node_id: str,
     d: DataDir,
     log: FakeLog,
+    tls: TlsConfig,
     *,
     ready: bool = True,
 ) -> SecretDelivery:
-    """`addrs`: what node ids resolve to; `ready`: whether gossip sees the other nodes alive."""
+    """`addrs`: what node ids resolve to; `ready`: whether gossip sees the other nodes alive;
+    `tls`: the certificate the node connects with."""
     return SecretDelivery(
         node_id=node_id,
-        keyring=KeyRing(d, node_id, lambda: state),
+        keyring=KeyRing(d, node_id, lambda: state, cluster_id="c"),
         state=lambda: state,
         raft=log,
         commit_index=lambda: log.commit_index,
-        transport=Transport((HOST, 0), CLUSTER_KEY),
+        transport=Transport((HOST, 0), CLUSTER_KEY, tls),
         resolve=addrs.get,
         is_ready=lambda _node_id: ready,
     )
@@ -103,13 +109,19 @@ class World:
     manager_log: FakeLog
     manager: SecretDelivery
     worker: SecretDelivery
+    ca: TestCA
 
-    def delivery(self, node_id: str, d: DataDir, *, ready: bool = True) -> SecretDelivery:
-        return delivery(self.state, self.addrs, node_id, d, FakeLog(), ready=ready)
+    def delivery(
+        self, node_id: str, d: DataDir, *, ready: bool = True, certified_as: str = ""
+    ) -> SecretDelivery:
+        """Another node `node_id`, connecting with a worker certificate for `certified_as`
+        (by default, for `node_id`)."""
+        tls = self.ca.tls(certified_as or node_id, role="worker")
+        return delivery(self.state, self.addrs, node_id, d, FakeLog(), tls, ready=ready)
 
 
 @asynccontextmanager
-async def world(root: Path) -> AsyncIterator[World]:
+async def world(root: Path, ca: TestCA) -> AsyncIterator[World]:
     """m1: a manager serving secrets; w1: a worker. api (s1) uses the secret api_key and the
     config settings; t1 runs on w1, t2 on m1."""
     m1, w1 = data_dir(root, "m1"), data_dir(root, "w1")
@@ -153,14 +165,16 @@ async def world(root: Path) -> AsyncIterator[World]:
         assert state.apply(command).ok
     addrs: dict[str, Address] = {"m1": (HOST, free_port())}
     manager_log = FakeLog()
+    m1_tls = ca.tls("m1")
     w = World(
         state,
         addrs,
         manager_log,
-        delivery(state, addrs, "m1", m1, manager_log),
-        delivery(state, addrs, "w1", w1, FakeLog()),
+        delivery(state, addrs, "m1", m1, manager_log, m1_tls),
+        delivery(state, addrs, "w1", w1, FakeLog(), ca.tls("w1", role="worker")),
+        ca,
     )
-    server = Transport(addrs["m1"], CLUSTER_KEY)
+    server = Transport(addrs["m1"], CLUSTER_KEY, m1_tls)
 
     async def on_stream(stream: FramedStream, _addr: Address) -> None:
         request = await stream.receive(expect=(SecretsRequest,))
@@ -175,17 +189,21 @@ async def world(root: Path) -> AsyncIterator[World]:
         nursery.cancel_scope.cancel()
 
 
-async def test_a_worker_receives_its_tasks_secrets_from_a_manager(tmp_path: Path) -> None:
+async def test_a_worker_receives_its_tasks_secrets_from_a_manager(
+    tmp_path: Path, test_ca: TestCA
+) -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with world(tmp_path) as w:
+        async with world(tmp_path, test_ca) as w:
             files = await w.worker.task_files(task("t1", "w1"))
     assert files == {("api_key", False): b"s3cret", ("settings", True): b"debug=1"}
     assert w.worker.keyring.managers is None  # it never held the managers' key
 
 
-async def test_a_manager_opens_its_own_tasks_secrets_without_asking(tmp_path: Path) -> None:
+async def test_a_manager_opens_its_own_tasks_secrets_without_asking(
+    tmp_path: Path, test_ca: TestCA
+) -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with world(tmp_path) as w:
+        async with world(tmp_path, test_ca) as w:
             w.addrs.clear()  # nobody to ask: the values come from its own state
             files = await w.manager.task_files(task("t2", "m1"))
     assert files[("api_key", False)] == b"s3cret"
@@ -199,28 +217,45 @@ async def test_a_manager_opens_its_own_tasks_secrets_without_asking(tmp_path: Pa
     ],
 )
 async def test_a_manager_refuses_a_task_that_is_not_the_nodes_own(
-    tmp_path: Path, task_id: str, refusal: str
+    tmp_path: Path, test_ca: TestCA, task_id: str, refusal: str
 ) -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with world(tmp_path) as w:
+        async with world(tmp_path, test_ca) as w:
             with pytest.raises(SecretsUnavailableError, match=refusal):
                 await w.worker.task_files(task(task_id, "w1"))
             assert w.manager.transport.counters["secrets_refused"] == 1
 
 
-async def test_a_member_posing_as_the_node_cannot_open_the_answer(tmp_path: Path) -> None:
+async def test_a_member_posing_as_the_node_cannot_open_the_answer(
+    tmp_path: Path, test_ca: TestCA
+) -> None:
+    """Even with a certificate that names the node: the values are sealed to the node key in
+    its record, which the impostor does not hold."""
     with trio.fail_after(TIMEOUT_S):
-        async with world(tmp_path) as w:
+        async with world(tmp_path, test_ca) as w:
             impostor = w.delivery("w1", data_dir(tmp_path / "elsewhere", "w1"))
             with pytest.raises(SecretsUnavailableError, match="m1 sent an invalid answer"):
                 await impostor.task_files(task("t1", "w1"))
 
 
+async def test_a_member_asking_in_another_nodes_name_is_refused(
+    tmp_path: Path, test_ca: TestCA
+) -> None:
+    """The request's node id must be the connection's certificate's."""
+    with trio.fail_after(TIMEOUT_S):
+        async with world(tmp_path, test_ca) as w:
+            w2 = w.delivery("w1", data_dir(tmp_path / "elsewhere", "w1"), certified_as="w2")
+            with pytest.raises(SecretsUnavailableError, match="m1 refused: asked by w2 for w1"):
+                await w2.task_files(task("t1", "w1"))
+            assert w.manager.transport.counters["secrets_refused"] == 1
+
+
 async def test_a_manager_behind_the_worker_waits_for_its_log_before_deciding(
     tmp_path: Path,
+    test_ca: TestCA,
 ) -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with world(tmp_path) as w:
+        async with world(tmp_path, test_ca) as w:
             w.manager_log.applied = 5  # the worker has applied up to 10
 
             async def catch_up() -> None:
@@ -235,9 +270,10 @@ async def test_a_manager_behind_the_worker_waits_for_its_log_before_deciding(
 
 async def test_without_a_reachable_manager_the_task_cannot_start_and_says_why(
     tmp_path: Path,
+    test_ca: TestCA,
 ) -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with world(tmp_path) as w:
+        async with world(tmp_path, test_ca) as w:
             w.addrs["m1"] = (HOST, free_port())  # nothing listens there
             with pytest.raises(SecretsUnavailableError, match="m1 unreachable"):
                 await w.worker.task_files(task("t1", "w1"))
@@ -248,11 +284,12 @@ async def test_without_a_reachable_manager_the_task_cannot_start_and_says_why(
 
 async def test_an_index_beyond_the_managers_commit_index_is_refused_at_once(
     tmp_path: Path,
+    test_ca: TestCA,
 ) -> None:
     """The asker chooses `min_index`: a manager that does not know that index committed refuses
     without waiting for it (the leader, asked first, never lags a worker)."""
     with trio.fail_after(TIMEOUT_S):
-        async with world(tmp_path) as w:
+        async with world(tmp_path, test_ca) as w:
             w.manager_log.applied = w.manager_log.commit_index = 5  # the worker has applied 10
             with pytest.raises(SecretsUnavailableError, match="beyond its commit index 5"):
                 await w.worker.task_files(task("t1", "w1"))
@@ -262,10 +299,10 @@ Answer = Callable[[SecretsRequest], Awaitable[SecretsReply]]
 
 
 @asynccontextmanager
-async def impostor_at(addr: Address, answer: Answer) -> AsyncIterator[None]:
-    """A member (it holds the cluster key) answering SecretsRequests at `addr` in a manager's
-    place, e.g. at an address it took over."""
-    server = Transport(addr, CLUSTER_KEY)
+async def impostor_at(addr: Address, answer: Answer, tls: TlsConfig) -> AsyncIterator[None]:
+    """A member answering SecretsRequests at `addr` in a manager's place, e.g. at an address
+    it took over, with the certificate of `tls`."""
+    server = Transport(addr, CLUSTER_KEY, tls)
 
     async def on_stream(stream: FramedStream, _addr: Address) -> None:
         request = await stream.receive(expect=(SecretsRequest,))
@@ -293,8 +330,11 @@ def values_for(
 
 @pytest.mark.parametrize("forgery", ["unsigned", "another-key", "replayed"])
 async def test_values_sealed_to_the_worker_by_a_non_manager_are_refused(
-    tmp_path: Path, forgery: str
+    tmp_path: Path, test_ca: TestCA, forgery: str
 ) -> None:
+    """Even from a server whose certificate names the manager: the delivery's signature is
+    checked whatever the connection proves."""
+
     async def answer(request: SecretsRequest) -> SecretsReply:
         if forgery == "replayed":  # a genuine delivery, captured from an earlier request
             return values_for(w, request, b"an earlier nonce", MANAGERS)
@@ -302,15 +342,33 @@ async def test_values_sealed_to_the_worker_by_a_non_manager_are_refused(
         return SecretsReply(True, sealed=reply.sealed) if forgery == "unsigned" else reply
 
     with trio.fail_after(TIMEOUT_S):
-        async with world(tmp_path) as w:
+        async with world(tmp_path, test_ca) as w:
             w.addrs["m1"] = (HOST, free_port())
-            async with impostor_at(w.addrs["m1"], answer):
+            async with impostor_at(w.addrs["m1"], answer, test_ca.tls("m1")):
                 with pytest.raises(SecretsUnavailableError, match="m1 sent an invalid answer"):
                     await w.worker.task_files(task("t1", "w1"))
 
 
+async def test_a_server_whose_certificate_names_another_node_is_not_asked(
+    tmp_path: Path, test_ca: TestCA
+) -> None:
+    """Whoever answers at a manager's address is that manager only if its certificate says so,
+    even a manager's certificate of the same CA."""
+
+    async def answer(request: SecretsRequest) -> SecretsReply:
+        return values_for(w, request, request.nonce, MANAGERS)  # as m1 would answer
+
+    with trio.fail_after(TIMEOUT_S):
+        async with world(tmp_path, test_ca) as w:
+            w.addrs["m1"] = (HOST, free_port())
+            async with impostor_at(w.addrs["m1"], answer, test_ca.tls("m9")):
+                with pytest.raises(SecretsUnavailableError, match=r"is m9, not m1"):
+                    await w.worker.task_files(task("t1", "w1"))
+            assert w.worker.transport.counters["refused_peer_wrong_node"] == 1
+
+
 async def test_managers_are_asked_leader_first_each_briefly_and_all_within_a_bound(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, test_ca: TestCA, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Asking holds an executor start slot: managers that accept and never answer cost at most
     ASK_TIMEOUT_S each and ASK_TOTAL_S in all."""
@@ -322,7 +380,7 @@ async def test_managers_are_asked_leader_first_each_briefly_and_all_within_a_bou
         raise AssertionError
 
     with trio.fail_after(TIMEOUT_S):
-        async with world(tmp_path) as w:
+        async with world(tmp_path, test_ca) as w:
             for name in ("m2", "m3", "m4"):
                 public = crypto.public_key_of(crypto.new_node_key())
                 blob = MANAGERS.seal_to_node(name, public)
@@ -334,7 +392,8 @@ async def test_managers_are_asked_leader_first_each_briefly_and_all_within_a_bou
             async with AsyncExitStack() as stack:
                 for name in ("m1", "m2", "m3", "m4"):
                     w.addrs[name] = (HOST, free_port())
-                    await stack.enter_async_context(impostor_at(w.addrs[name], never))
+                    impostor = impostor_at(w.addrs[name], never, test_ca.tls(name))
+                    await stack.enter_async_context(impostor)
                 with pytest.raises(SecretsUnavailableError) as caught:
                     await w.worker.task_files(task("t1", "w1"))
     answers = str(caught.value).split(": ", 1)[1].split("; ")

@@ -1,0 +1,1124 @@
+"""A malicious worker against a real cluster (issue #15): every attack is refused and counted, and
+the cluster's leader, terms and nodes are what they were.
+
+The attacker is this test process. It holds a copy of a real worker's data dir (its certificate,
+its identity key, the cluster key: everything a compromised worker host gives away) and speaks
+the cluster channel and gossip with the project's own transport, codec and datagram envelope,
+from its own loopback address (`ATTACKER_HOST`), so nothing it sends is mistaken for the real
+worker's traffic. The real worker keeps running: a compromised host does not stop its agent, and
+the legitimate worker must stay ready and unaffected while someone else uses its credentials (in
+the `node rm` test, the removed agent keeps running and trying, as the issue asks).
+
+Where a refusal could be blamed on a malformed request rather than on the sender's identity, a
+control sends the same request with a manager's credentials and is answered: the logs and the
+secrets of the same task, a proposal with a valid managers' MAC (taken from a manager's data dir,
+as a frame captured from a manager would carry it). For gossip, the control is the worker's own:
+a ping it signs in its own name is answered, so a datagram refused is refused for its sender.
+
+One cluster serves the attacks that leave it as it was; the removal test has its own. Every
+check compares counters before and after, so the tests do not depend on each other's order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import os
+import random
+import ssl
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import trio
+
+from swarmlet import certs, crypto
+from swarmlet.errors import RemoteProtocolError
+from swarmlet.gossip.driver import GossipDatagram
+from swarmlet.gossip.messages import (
+    Ack,
+    Alive,
+    Dead,
+    Ping,
+    PushNodeState,
+    PushPullState,
+    Suspect,
+    alive_signed_bytes,
+)
+from swarmlet.node.replicated import encode_command
+from swarmlet.raft.driver import RaftStreamHello
+from swarmlet.raft.messages import (
+    AppendEntries,
+    AppendResp,
+    Heartbeat,
+    HeartbeatResp,
+    InstallSnapshot,
+    ReadIndexResp,
+    RequestVote,
+    TimeoutNow,
+    VoteResp,
+)
+from swarmlet.raft.types import ConfState, Entry, Snapshot, SnapshotMeta
+from swarmlet.security import propose_auth
+from swarmlet.security.certificates import tls_config
+from swarmlet.security.datadir import DataDir
+from swarmlet.state.commands import Command, RemoveNode, UpdateNode
+from swarmlet.state.model import Role, TaskState
+from swarmlet.state.observed import Endpoint, NodeMeta, TaskObservation, decode_meta, encode_meta
+from swarmlet.wire import codec as wire
+from swarmlet.wire.peer_rpc import (
+    CertReply,
+    CertRequest,
+    EndOfStream,
+    LogLine,
+    LogsRequest,
+    ProposeBatch,
+    ProposeBatchReply,
+    ProposeReply,
+    ProposeRequest,
+    SecretsReply,
+    SecretsRequest,
+)
+from swarmlet.wire.transport import (
+    CHANNEL_CLUSTER,
+    MAX_DATAGRAM_BYTES,
+    DatagramAuth,
+    FramedStream,
+    Transport,
+)
+from tests.integration.cluster import (
+    AgentHandle,
+    LocalCluster,
+    get,
+    local_cluster,
+    run_cli,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+ATTACKER_HOST = "127.0.0.50"  # no agent listens there; connections come from it
+HUGE_TERM = 2**64 - 1  # the largest integer msgpack encodes: issue #15's killer heartbeat
+# Far above any incarnation in use, yet well formed (below MAX_INCARNATION): a receiver can refuse
+# it only for who says it (issue #15, item 3).
+HUGE_INCARNATION = 2**62
+TEST_TIMEOUT_S = 240.0  # every test, cluster start included, under one absolute deadline
+CUT_WAIT_S = 10.0  # how long a refused connection may take to be closed by its peer
+
+# What a refused connection looks like from the attacker's side: closed, reset, or a frame that
+# no longer decodes because the TLS session was torn down.
+_CUT = (trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError, OSError)
+
+T = TypeVar("T")
+
+
+async def off_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """A blocking helper of `tests.integration.cluster` (a CLI call, a bounded poll) in a
+    thread, so that the attacker's open connections are still served meanwhile."""
+    return await trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+
+# ---------------------------------------------------------------------------- the attacker
+
+
+class Impostor:
+    """A client of the cluster channel holding the credentials in one node's data dir: a
+    malicious worker with a worker's, the control of an experiment with a manager's. It admits
+    whoever answers (an attacker checks nothing)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        datadir = DataDir(data_dir)
+        identity, key = datadir.read_identity()
+        self.datadir = datadir
+        self.node_id = identity.node_id
+        self.signing_key = datadir.signing_key()  # signs its datagrams and its own Alive
+        self.sealer = crypto.Sealer(crypto.ClusterKeys(key).message_key)
+        self.ca_pem = datadir.read_certificate()[1]
+        self.transport = Transport(
+            (ATTACKER_HOST, 0),
+            crypto.ClusterKeys(key).message_key,
+            tls_config(datadir, admit=lambda peer: peer),
+        )
+
+    async def connect(self, agent: AgentHandle) -> FramedStream:
+        return await self.transport.connect((agent.host, agent.port))
+
+    async def ask(self, agent: AgentHandle, request: object, expect: tuple[type, ...]) -> Any:
+        """`request` on a new connection to `agent`: its answer, or None if it gave none."""
+        try:
+            stream = await self.connect(agent)
+        except _CUT:
+            return None
+        async with stream.stream:
+            return await ask_on(stream, request, expect)
+
+    async def raft_stream(self, agent: AgentHandle, from_id: str) -> FramedStream:
+        """A connection that says it carries Raft messages from `from_id`."""
+        stream = await self.connect(agent)
+        await stream.send(RaftStreamHello(from_id))
+        return stream
+
+    async def raft_refused(self, agent: AgentHandle, from_id: str) -> bool:
+        """Whether `agent` closes a Raft stream from `from_id` before it carries anything."""
+        try:
+            stream = await self.raft_stream(agent, from_id)
+        except _CUT:
+            return True  # already cut while the hello was written
+        async with stream.stream:
+            return await cut_by_peer(stream)
+
+    # Gossip: UDP datagrams to an agent's port (the same number as its TCP port).
+
+    def datagram(self, *msgs: object, signed_as: str | None) -> bytes:
+        """One gossip datagram of `msgs` as a member's transport builds it: signed with this
+        impostor's identity key in the name of `signed_as` (None: unsigned, the format before
+        datagrams were signed), sealed with the cluster key."""
+        body = wire.encode(GossipDatagram(tuple(msgs)))  # type: ignore[arg-type]
+        if signed_as is not None:
+            body = DatagramAuth(signed_as, self.signing_key, key_of=lambda n: None).envelope(body)
+        return self.sealer.seal(body, crypto.AAD_GOSSIP)
+
+    def own_alive(self, incarnation: int, host: str, port: int, meta: bytes) -> Alive:
+        """An Alive about this impostor's node, signed as only that node can sign it."""
+        data = alive_signed_bytes(self.node_id, incarnation, host, port, meta)
+        return Alive(incarnation, self.node_id, host, port, meta, self.signing_key.sign(data))
+
+    async def send_datagrams(self, agent: AgentHandle, datagrams: Sequence[bytes]) -> None:
+        with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as sock:
+            await sock.bind((ATTACKER_HOST, 0))
+            for data in datagrams:
+                await sock.sendto(data, (agent.host, agent.port))
+
+    async def acked(self, agent: AgentHandle, agent_id: str, *, signed_as: str) -> bool:
+        """Whether `agent` answers a Ping signed as `signed_as` with its Ack (within CUT_WAIT_S):
+        the control that a datagram refused for its sender is otherwise one that is answered."""
+        seq_no = random.randrange(1 << 30)
+        with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as sock:
+            await sock.bind((ATTACKER_HOST, 0))
+            ping = self.datagram(Ping(seq_no, agent_id), signed_as=signed_as)
+            await sock.sendto(ping, (agent.host, agent.port))
+            with trio.move_on_after(CUT_WAIT_S):
+                while True:
+                    if Ack(seq_no) in self.opened(await sock.recv(MAX_DATAGRAM_BYTES + 1)):
+                        return True
+        return False
+
+    def opened(self, data: bytes) -> tuple[object, ...]:
+        """The messages of a datagram from a member; its signature is skipped, not checked."""
+        try:
+            body = self.sealer.open(data, crypto.AAD_GOSSIP)
+            msg = wire.decode(body[1 + body[0] + crypto.SIGNATURE_BYTES :])
+        except (RemoteProtocolError, IndexError):
+            return ()
+        return tuple(msg.msgs) if isinstance(msg, GossipDatagram) else ()
+
+    async def members(self, agent: AgentHandle) -> dict[str, PushNodeState]:
+        """`agent`'s gossip table, as it gives it to any member in a push-pull (ours is empty,
+        so the exchange changes nothing there)."""
+        stream = await self.connect(agent)
+        async with stream.stream:
+            reply = await ask_on(stream, PushPullState(self.node_id, False, ()), (PushPullState,))
+        assert isinstance(reply, PushPullState), reply
+        return {m.name: m for m in reply.members}
+
+
+async def ask_on(stream: FramedStream, request: object, expect: tuple[type, ...]) -> Any:
+    """Send `request` and read the answer; None if the peer cut the connection instead."""
+    try:
+        await stream.send(request)
+        return await stream.receive(expect=expect)
+    except _CUT:
+        return None
+
+
+async def send_or_cut(stream: FramedStream, msg: object) -> None:
+    """Send `msg`, or nothing if the peer has already cut the connection."""
+    with contextlib.suppress(*_CUT):
+        await stream.send(msg)
+
+
+async def cut_by_peer(stream: FramedStream) -> bool:
+    """Whether the peer closes `stream` (within CUT_WAIT_S) rather than keep reading from it.
+    A Raft stream is never answered on, so closing it is the only refusal there is to see."""
+    with trio.move_on_after(CUT_WAIT_S):
+        try:
+            return await stream.receive() is None
+        except _CUT:
+            return True
+    return False
+
+
+async def tls_client_refused(agent: AgentHandle, context: ssl.SSLContext) -> bool:
+    """Whether `agent` refuses a TLS client with `context` (its certificate, or none): the
+    handshake fails, or the first read finds the connection torn down."""
+    stream = await trio.open_tcp_stream(agent.host, agent.port, local_address=ATTACKER_HOST)
+    async with stream:
+        await stream.send_all(CHANNEL_CLUSTER)
+        secure = trio.SSLStream(stream, context, server_hostname=None)
+        try:
+            with trio.fail_after(CUT_WAIT_S):
+                await secure.do_handshake()
+                # TLS 1.3: the client is done before the server has checked its certificate;
+                # the server's verdict arrives as an alert (or a close) on the first read.
+                data = await secure.receive_some(1)
+        except trio.BrokenResourceError:
+            return True
+        return not data
+
+
+def client_context(ca_pem: bytes, cert_file: Path | None, key_file: Path | None) -> ssl.SSLContext:
+    """A TLS 1.3 client that trusts the cluster's CA, so that its own check of the server
+    passes and the server's check of it is what is tested."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False
+    ctx.load_verify_locations(cadata=ca_pem.decode("ascii"))
+    if cert_file is not None and key_file is not None:
+        ctx.load_cert_chain(str(cert_file), str(key_file))
+    return ctx
+
+
+# ---------------------------------------------------------------------------- the cluster
+
+
+@dataclass(frozen=True)
+class Scene:
+    cluster: LocalCluster
+    managers: list[AgentHandle]
+    worker: AgentHandle
+    worker_id: str
+    manager_ids: dict[int, str]  # agent index -> node id
+
+    def leader(self) -> AgentHandle:
+        leader_id = self.cluster.leader_of(self.managers[0])
+        return next(m for m in self.managers if self.manager_ids[m.index] == leader_id)
+
+    def follower(self) -> AgentHandle:
+        leader = self.leader()
+        return next(m for m in self.managers if m is not leader)
+
+
+def settled(cluster: LocalCluster, managers: list[AgentHandle]) -> bool:
+    """Every manager a voter and agreeing on one leader, every node ready: the state a test's
+    "before" picture must be taken in, or a voter promotion would pass for an attack's effect."""
+    statuses = [cluster.status(m) for m in managers]
+    leaders = {s["raft"]["leader_id"] for s in statuses}
+    nodes = cluster.node_ls(managers[0])
+    return (
+        len(leaders) == 1
+        and None not in leaders
+        and all(len(s["raft"]["voters"]) == len(managers) for s in statuses)
+        and all(n["status"] == "ready" for n in nodes)
+    )
+
+
+def start_scene(cluster: LocalCluster, managers: int = 3) -> Scene:
+    cluster.start(managers=managers, workers=1)
+    agents = cluster.agents
+    wait_for("the cluster to settle", lambda: settled(cluster, agents[:managers]), timeout=60)
+    return Scene(
+        cluster,
+        agents[:managers],
+        agents[managers],
+        cluster.node_id(agents[managers]),
+        {m.index: cluster.node_id(m) for m in agents[:managers]},
+    )
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
+    with local_cluster(tmp_path_factory.mktemp("attacked")) as cluster:
+        yield start_scene(cluster)
+
+
+def picture(scene: Scene) -> dict[str, Any]:
+    """What no attack may change: each manager's leader, term and role, and every node's record
+    and liveness as n1 shows them (after a read barrier)."""
+    raft = {}
+    for m in scene.managers:
+        r = scene.cluster.status(m)["raft"]
+        raft[m.index] = (r["leader_id"], r["term"], r["role"])
+    nodes = sorted(
+        (n["id"], n["hostname"], n["role"], n["availability"], n["status"], n["raft"], labels)
+        for n in scene.cluster.node_ls(scene.managers[0])
+        for labels in (json.dumps(n["labels"], sort_keys=True),)
+    )
+    return {"raft": raft, "nodes": nodes}
+
+
+def assert_unchanged(scene: Scene, before: dict[str, Any]) -> None:
+    after = picture(scene)
+    assert after["raft"] == before["raft"], "a leader, term or role changed"
+    assert after["nodes"] == before["nodes"], "node ls changed"
+    # ... and the cluster still commits: a write forwarded by a follower to the leader.
+    label = f"after-attack-{crypto.new_id(4)}=1"
+    run_cli("node", "update", "--label-add", label, "n1", data_dir=scene.follower().data_dir)
+
+
+def counters(cluster: LocalCluster, agent: AgentHandle) -> Counter[str]:
+    return Counter(cluster.status(agent)["counters"])
+
+
+def wait_counted(
+    cluster: LocalCluster, agent: AgentHandle, before: Counter[str], expected: Counter[str]
+) -> None:
+    """Wait until `agent` has counted at least `expected` more of each name than `before`,
+    then check it counted exactly that: every refusal once, nothing else refused."""
+
+    def grown() -> Counter[str] | None:
+        now = counters(cluster, agent)
+        delta = Counter({k: now[k] - before[k] for k in expected})
+        return delta if all(delta[k] >= n for k, n in expected.items()) else None
+
+    delta = wait_for(f"n{agent.index} to count {dict(expected)}", grown)
+    assert delta == expected, f"n{agent.index} counted {dict(delta)}, expected {dict(expected)}"
+
+
+# ---------------------------------------------------------------------------- Raft
+
+
+async def test_a_raft_stream_in_another_nodes_name_is_refused(scene: Scene) -> None:
+    with trio.fail_after(TEST_TIMEOUT_S):
+        worker = Impostor(scene.worker.data_dir)
+        before = await off_loop(picture, scene)
+        leader_id = before["raft"][scene.managers[0].index][0]
+        other_ids = [i for i in scene.manager_ids.values() if i != leader_id]
+        for target in scene.managers:
+            seen = await off_loop(counters, scene.cluster, target)
+            # The hello names the leader (or, to the leader, another manager): whatever follows
+            # would pass for that manager's. It is refused before any message is read.
+            as_id = leader_id if scene.manager_ids[target.index] != leader_id else other_ids[0]
+            stream = await worker.raft_stream(target, as_id)
+            term = before["raft"][target.index][1]
+            async with stream.stream:
+                await send_or_cut(
+                    stream, Heartbeat(as_id, scene.manager_ids[target.index], term + 1, 0)
+                )
+                assert await cut_by_peer(stream)
+            await off_loop(
+                wait_counted,
+                scene.cluster,
+                target,
+                seen,
+                # The heartbeat after the hello is never read, so never refused on its own.
+                Counter(raft_refused_hello_not_peer=1, raft_refused_sender_not_peer=0),
+            )
+        await off_loop(assert_unchanged, scene, before)
+
+
+def forged_raft_messages(
+    scene: Scene, target_id: str, term: int, last_index: int
+) -> list[tuple[object, str]]:
+    """Every message a leader or a candidate sends, forged by the worker in its own name and in
+    a manager's, with huge terms and with the next term; answers with a term no encoder can
+    exceed. Each with the refusal its receiver must count."""
+    w = scene.worker_id
+    other = next(i for i in scene.manager_ids.values() if i != target_id)
+    # The entry that would make the worker a manager: what a forged append is for.
+    promote = encode_command(UpdateNode(w, role=Role.MANAGER))
+
+    def append(from_id: str, t: int) -> AppendEntries:
+        entry = Entry(term=t, index=last_index + 1, data=promote)
+        return AppendEntries(from_id, target_id, t, last_index, term, (entry,), last_index + 1)
+
+    snapshot = Snapshot(SnapshotMeta(last_index + 1, term + 1, ConfState(voters=(w,))), b"")
+    return [
+        (append(w, HUGE_TERM), "not_manager"),
+        (append(w, term + 1), "not_manager"),
+        (append(other, term + 1), "sender_not_peer"),
+        (Heartbeat(w, target_id, HUGE_TERM, 0), "not_manager"),
+        (Heartbeat(w, target_id, term + 1, last_index), "not_manager"),
+        (Heartbeat(other, target_id, term + 1, last_index), "sender_not_peer"),
+        (RequestVote(w, target_id, HUGE_TERM, HUGE_TERM, HUGE_TERM), "not_manager"),
+        (RequestVote(w, target_id, term + 1, last_index + 9, term, transfer=True), "not_manager"),
+        (RequestVote(other, target_id, term + 1, last_index + 9, term), "sender_not_peer"),
+        (TimeoutNow(w, target_id, term), "not_manager"),
+        (TimeoutNow(other, target_id, term), "sender_not_peer"),
+        (InstallSnapshot(w, target_id, term + 1, snapshot), "not_manager"),
+        (ReadIndexResp(w, target_id, term, b"ctx", last_index), "not_manager"),
+        (AppendResp(w, target_id, HUGE_TERM, last_index), "term_out_of_range"),
+        (HeartbeatResp(w, target_id, HUGE_TERM), "term_out_of_range"),
+        (VoteResp(w, target_id, HUGE_TERM, True), "term_out_of_range"),
+        (VoteResp(other, target_id, term + 1, True), "sender_not_peer"),
+    ]
+
+
+async def test_forged_appends_votes_and_heartbeats_from_a_worker_are_refused(
+    scene: Scene,
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT_S):
+        worker = Impostor(scene.worker.data_dir)
+        before = await off_loop(picture, scene)
+        for target in scene.managers:
+            target_id = scene.manager_ids[target.index]
+            status = await off_loop(scene.cluster.status, target)
+            messages = forged_raft_messages(
+                scene, target_id, status["raft"]["term"], status["raft"]["commit_index"]
+            )
+            seen = await off_loop(counters, scene.cluster, target)
+            stream = await worker.raft_stream(target, scene.worker_id)
+            async with stream.stream:
+                await stream.send_many([msg for msg, _ in messages])
+                expected = Counter(f"raft_refused_{why}" for _, why in messages)
+                await off_loop(wait_counted, scene.cluster, target, seen, expected)
+        await off_loop(assert_unchanged, scene, before)
+
+
+# ---------------------------------------------------------------------------- proposals
+
+
+async def test_proposals_from_a_worker_are_refused_even_with_a_managers_mac(scene: Scene) -> None:
+    """The requests carry a valid MAC of the managers' key (as a captured frame of a manager's
+    write would), are addressed to the leader and fresh: only the connection's certificate says
+    that a worker sent them. Each is refused, replayed or batched, in any proposer's name."""
+    with trio.fail_after(TEST_TIMEOUT_S):
+        worker = Impostor(scene.worker.data_dir)
+        before = await off_loop(picture, scene)
+        leader = await off_loop(scene.leader)
+        leader_id = scene.manager_ids[leader.index]
+        other_id = next(i for i in scene.manager_ids.values() if i != leader_id)
+        managers_key = DataDir(leader.data_dir).read_manager_key()
+        assert managers_key is not None
+        keys = crypto.ManagerKeys(managers_key)
+
+        def signed(command: Command, proposer: str) -> ProposeRequest:
+            return propose_auth.sign(
+                keys,
+                encode_command(command),
+                proposer=proposer,
+                leader=leader_id,
+                nonce=os.urandom(propose_auth.NONCE_BYTES),
+                now=time.time(),
+            )
+
+        promote_self = signed(UpdateNode(scene.worker_id, role=Role.MANAGER), scene.worker_id)
+        remove_leader = signed(RemoveNode(leader_id, removed_at=time.time()), other_id)
+        demote_other = signed(UpdateNode(other_id, role=Role.WORKER), leader_id)
+        seen = await off_loop(counters, scene.cluster, leader)
+        replies: list[ProposeReply] = []
+        for request in (promote_self, remove_leader, promote_self):  # the last one: a replay
+            reply = await worker.ask(leader, request, (ProposeReply,))
+            assert isinstance(reply, ProposeReply), reply
+            replies.append(reply)
+        batch = ProposeBatch(1, (promote_self, demote_other))
+        batch_reply = await worker.ask(leader, batch, (ProposeBatchReply,))
+        assert isinstance(batch_reply, ProposeBatchReply) and batch_reply.seq == 1, batch_reply
+        replies += batch_reply.replies
+        for reply in replies:
+            assert not reply.ok and "the sender is not a manager" in reply.error, reply
+        await off_loop(
+            wait_counted, scene.cluster, leader, seen, Counter(propose_refused=len(replies))
+        )
+        await off_loop(assert_unchanged, scene, before)  # the worker is still a worker
+
+
+# ---------------------------------------------------------------------------- per-task data
+
+
+@dataclass(frozen=True)
+class ManagerTask:
+    task_id: str
+    runs_on: AgentHandle  # the manager whose container it is
+    line: str  # what its container printed
+
+
+@pytest.fixture(scope="module")
+def manager_task(
+    scene: Scene, docker_images: None, tmp_path_factory: pytest.TempPathFactory
+) -> ManagerTask:
+    """A task on a manager that uses a secret and has printed a line: what a worker must not
+    read. Created once; the attacks leave it running."""
+    d = scene.managers[0].data_dir
+    secret_file = tmp_path_factory.mktemp("secret") / "value"
+    secret_file.write_text("attack-at-dawn")
+    run_cli("secret", "create", "mw_secret", str(secret_file), data_dir=d)
+    line = "a line only managers may read"
+    run_cli(
+        "service",
+        "create",
+        "--name",
+        "mw_task",
+        "--constraint",
+        "node.role==manager",
+        "--secret",
+        "mw_secret",
+        "swarmlet/busybox:1",
+        "sh",
+        "-c",
+        f"echo '{line}'; exec sleep 3600",
+        data_dir=d,
+        timeout=120,
+    )
+    running = wait_for(
+        "mw_task's container to run",
+        lambda: [c for c in scene.cluster.containers(service="mw_task") if c["state"] == "running"],
+    )
+    container = running[0]
+
+    def printed() -> bool:
+        logs = ["docker", "logs", container["id"]]
+        return line in subprocess.run(logs, capture_output=True, text=True, check=True).stdout
+
+    wait_for("mw_task's line in its container's log", printed)
+    owner = next(m for m in scene.managers if scene.manager_ids[m.index] == container["node"])
+    return ManagerTask(container["task"], owner, line)
+
+
+async def read_logs(impostor: Impostor, agent: AgentHandle, task_id: str) -> tuple[list[str], str]:
+    """(the lines `agent` sends for `task_id`, its EndOfStream's error)."""
+    lines: list[str] = []
+    stream = await impostor.connect(agent)
+    async with stream.stream:
+        await stream.send(LogsRequest((task_id,), follow=False, tail=100))
+        while True:
+            msg = await stream.receive(expect=(LogLine, EndOfStream))
+            if isinstance(msg, LogLine):
+                lines.append(msg.line.decode())
+            else:
+                assert isinstance(msg, EndOfStream), msg
+                return lines, msg.error
+
+
+@pytest.mark.docker
+async def test_a_worker_cannot_read_the_logs_of_a_managers_task(
+    scene: Scene, manager_task: ManagerTask
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT_S):
+        before = await off_loop(picture, scene)
+        target = manager_task.runs_on
+        control = Impostor(next(m for m in scene.managers if m is not target).data_dir)
+        # The same request from a manager is answered with the line.
+        lines, error = await read_logs(control, target, manager_task.task_id)
+        assert not error and any(manager_task.line in line for line in lines), (lines, error)
+        seen = await off_loop(counters, scene.cluster, target)
+        lines, error = await read_logs(
+            Impostor(scene.worker.data_dir), target, manager_task.task_id
+        )
+        assert lines == [] and error == "logs are served to managers only"
+        await off_loop(
+            wait_counted, scene.cluster, target, seen, Counter(logs_refused_not_manager=1)
+        )
+        await off_loop(assert_unchanged, scene, before)
+
+
+@pytest.mark.docker
+async def test_a_worker_cannot_have_the_secrets_of_a_managers_task(
+    scene: Scene, manager_task: ManagerTask
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT_S):
+        before = await off_loop(picture, scene)
+        owner = manager_task.runs_on
+        owner_id = scene.manager_ids[owner.index]
+        asked = next(m for m in scene.managers if m is not owner)
+        task_id = manager_task.task_id
+
+        def request(node_id: str) -> SecretsRequest:
+            return SecretsRequest(node_id, task_id, 0, os.urandom(16))
+
+        # The node that runs the task has it delivered (sealed to it) when it asks another
+        # manager: the request is well formed, the task exists and uses the secret.
+        reply = await Impostor(owner.data_dir).ask(asked, request(owner_id), (SecretsReply,))
+        assert isinstance(reply, SecretsReply) and reply.ok, reply
+        seen = await off_loop(counters, scene.cluster, asked)
+        worker = Impostor(scene.worker.data_dir)
+        # In the owner's name (the values would be sealed to the owner, but even a refusal must
+        # not depend on that), and in its own name for a task that is not its.
+        for node_id, why in (
+            (owner_id, f"asked by {scene.worker_id} for {owner_id}"),
+            (scene.worker_id, f"is not assigned to node {scene.worker_id}"),
+        ):
+            reply = await worker.ask(asked, request(node_id), (SecretsReply,))
+            assert isinstance(reply, SecretsReply), reply
+            assert not reply.ok and not reply.sealed and why in reply.error, reply
+        await off_loop(wait_counted, scene.cluster, asked, seen, Counter(secrets_refused=2))
+        await off_loop(assert_unchanged, scene, before)
+
+
+# ---------------------------------------------------------------------------- certificates
+
+
+async def test_a_worker_asking_for_a_certificate_gets_a_workers(scene: Scene) -> None:
+    with trio.fail_after(TEST_TIMEOUT_S):
+        worker = Impostor(scene.worker.data_dir)
+        before = await off_loop(picture, scene)
+        own_key = certs.raw_public_key(worker.datadir.signing_key())
+        for target in scene.managers:
+            reply = await worker.ask(target, CertRequest(), (CertReply,))
+            assert isinstance(reply, CertReply) and reply.ok, reply
+            got = certs.verify(bytes(reply.certificate), worker.ca_pem, now=time.time())
+            assert (got.node_id, got.role, got.public_key) == (scene.worker_id, "worker", own_key)
+        await off_loop(assert_unchanged, scene, before)
+
+
+async def test_garbage_and_foreign_certificates_are_refused_and_the_agent_keeps_serving(
+    scene: Scene, tmp_path: Path
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT_S):
+        worker = Impostor(scene.worker.data_dir)
+        before = await off_loop(picture, scene)
+        target = await off_loop(scene.leader)
+        target_id = scene.manager_ids[target.index]
+        # A manager's certificate for the leader's id in this cluster, from another CA.
+        other_ca = crypto.ManagerKeys(crypto.new_key()).ca_key
+        impostor_key = crypto.node_signing_key(crypto.new_key())
+        cert_file, key_file = tmp_path / "node.crt", tmp_path / "node.key"
+        cert_file.write_bytes(
+            certs.issue(
+                other_ca,
+                cluster_id=scene.cluster.cluster_id,
+                node_id=target_id,
+                role="manager",
+                generation=0,
+                public_key=certs.raw_public_key(impostor_key),
+                now=time.time(),
+            )
+        )
+        key_file.write_bytes(certs.private_key_pem(impostor_key))
+        seen = await off_loop(counters, scene.cluster, target)
+        rng = random.Random(15)
+        garbage = 5
+        for _ in range(garbage):
+            stream = await trio.open_tcp_stream(
+                target.host, target.port, local_address=ATTACKER_HOST
+            )
+            async with stream:
+                await stream.send_all(CHANNEL_CLUSTER + rng.randbytes(rng.randint(1, 4000)))
+        assert await tls_client_refused(target, client_context(worker.ca_pem, None, None))
+        assert await tls_client_refused(target, client_context(worker.ca_pem, cert_file, key_file))
+        await off_loop(
+            wait_counted,
+            scene.cluster,
+            target,
+            seen,
+            Counter(refused_tls_handshake=garbage + 2, refused_tls_handshake_timeout=0),
+        )
+        # Still serving the cluster channel: the worker's own certificate is answered.
+        reply = await worker.ask(target, CertRequest(), (CertReply,))
+        assert isinstance(reply, CertReply) and reply.ok, reply
+        await off_loop(assert_unchanged, scene, before)
+
+
+# ---------------------------------------------------------------------------- gossip
+
+
+def all_ready_everywhere(scene: Scene) -> bool:
+    return all(n["status"] == "ready" for m in scene.managers for n in scene.cluster.node_ls(m))
+
+
+def grown(cluster: LocalCluster, agent: AgentHandle, name: str, before: int) -> bool:
+    return counters(cluster, agent)[name] > before
+
+
+def grows_within(
+    cluster: LocalCluster, agent: AgentHandle, name: str, before: int, timeout_s: float
+) -> bool:
+    """Whether `agent`'s counter `name` grows past `before` within `timeout_s` (a bounded poll)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if grown(cluster, agent, name, before):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def someone_elses_meta(leader_id: str) -> bytes:
+    """Metadata of the attacker's choosing for another node's Alive: another name, another
+    address, the worker as the leader, a machine of a thousand cores."""
+    return encode_meta(
+        NodeMeta(
+            name="impostor",
+            role="manager",
+            addr=f"{ATTACKER_HOST}:1",
+            publish_host=ATTACKER_HOST,
+            nano_cpus=1000 * 10**9,
+            memory_bytes=2**50,
+            leader_id=leader_id,
+        )
+    )
+
+
+async def refutes_a_suspicion(impostor: Impostor, scene: Scene, victim: AgentHandle) -> bool:
+    """Whether `victim` refutes a Suspect about it at its current incarnation: legal SWIM (any
+    member may suspect any other, the accused outbids the accusation), which the rules against
+    forged incarnations must leave open. The incarnation may move on (new metadata) between our
+    reading it and the victim receiving the Suspect, which is then stale: so, a few tries."""
+    victim_id = scene.manager_ids[victim.index]
+    for _ in range(5):
+        status = await off_loop(scene.cluster.status, victim)
+        refutes = status["counters"].get("gossip_refutes", 0)
+        suspect = Suspect(status["gossip"]["incarnation"], victim_id, impostor.node_id)
+        await impostor.send_datagrams(
+            victim, [impostor.datagram(suspect, signed_as=impostor.node_id)]
+        )
+        if await off_loop(grows_within, scene.cluster, victim, "gossip_refutes", refutes, 5.0):
+            return True
+    return False
+
+
+async def test_forged_unsigned_and_garbage_gossip_is_dropped_and_counted(scene: Scene) -> None:
+    """Every manager gets, in datagrams signed as the worker: Alives about another manager and
+    about itself with the attacker's metadata, a garbage signature and an incarnation far above
+    theirs; Suspects and Deads (failures and leaves) at that incarnation. Then a datagram in a
+    manager's name signed with the worker's key, one in an unknown node's name, an unsigned one
+    (the format before datagrams were signed) and random bytes. Each is dropped and counted, and
+    no manager's incarnation or metadata is what the attacker said, anywhere."""
+    with trio.fail_after(TEST_TIMEOUT_S):
+        worker = Impostor(scene.worker.data_dir)
+        w = scene.worker_id
+        before = await off_loop(picture, scene)
+        rng = random.Random(15)
+        meta = someone_elses_meta(w)
+        for i, target in enumerate(scene.managers):
+            victim = scene.managers[(i + 1) % len(scene.managers)]
+            target_id, victim_id = scene.manager_ids[target.index], scene.manager_ids[victim.index]
+            # Signed as the worker, a ping is answered: what follows is refused for who signed
+            # what, not for its form.
+            assert await worker.acked(target, target_id, signed_as=w)
+            garbage = rng.randbytes(crypto.SIGNATURE_BYTES)
+            lies = worker.datagram(
+                # At the members' real addresses: another would be refused for that alone.
+                Alive(HUGE_INCARNATION, victim_id, victim.host, victim.port, meta, garbage),
+                Alive(HUGE_INCARNATION, target_id, target.host, target.port, meta, garbage),
+                Suspect(HUGE_INCARNATION, victim_id, w),
+                Dead(HUGE_INCARNATION, victim_id, w),
+                Dead(HUGE_INCARNATION, victim_id, victim_id),  # a leave, in the victim's name
+                Suspect(HUGE_INCARNATION, target_id, w),
+                Dead(HUGE_INCARNATION, target_id, target_id),
+                signed_as=w,
+            )
+            ping = Ping(rng.randrange(1 << 30), target_id)
+            noise = [rng.randbytes(rng.randint(1, 2000)) for _ in range(5)]
+            seen = await off_loop(counters, scene.cluster, target)
+            await worker.send_datagrams(
+                target,
+                [
+                    lies,
+                    worker.datagram(ping, signed_as=victim_id),  # a manager's name, our key
+                    worker.datagram(ping, signed_as=f"impostor-{crypto.new_id(4)}"),
+                    worker.datagram(ping, signed_as=None),
+                    *noise,  # not even sealed with the cluster key
+                ],
+            )
+            expected = Counter(
+                # The Alive about another member: not signed by that member.
+                gossip_dropped_unverified=1,
+                # The rest of `lies`: above the incarnation the target knows, which only the
+                # member itself raises (the Alive about the target: it did not sign it).
+                gossip_dropped_above_known=6,
+                dropped_datagram_bad_signature=1,
+                dropped_datagram_unknown_sender=1,
+                dropped_datagram_unsigned=1,
+                dropped_datagram_invalid=len(noise),
+            )
+            await off_loop(wait_counted, scene.cluster, target, seen, expected)
+        # No manager holds the attacker's numbers or metadata for any manager.
+        for m in scene.managers:
+            view = await worker.members(m)
+            for agent in scene.managers:
+                record = view[scene.manager_ids[agent.index]]
+                said = decode_meta(record.meta)
+                assert record.incarnation < HUGE_INCARNATION, (m.index, record)
+                assert said is not None and said.name == f"n{agent.index}", (m.index, record)
+        victim = await off_loop(scene.follower)
+        assert await refutes_a_suspicion(worker, scene, victim)
+        ready = functools.partial(all_ready_everywhere, scene)
+        await off_loop(wait_for, "every node ready on every manager", ready)
+        await off_loop(assert_unchanged, scene, before)
+
+
+@dataclass(frozen=True)
+class WebTask:
+    task_id: str
+    runs_on: AgentHandle
+    port: int  # published through every node's proxy
+    answer: str  # what its one replica answers
+
+
+def answer(host: str, port: int) -> str | None:
+    """`get`, or None while nothing answers there yet."""
+    try:
+        return get(host, port)
+    except OSError:
+        return None
+
+
+def start_web(scene: Scene, role: str, port: int) -> WebTask:
+    """One replica of the web image on a node of `role`, published on `port`, routed by every
+    manager's proxy."""
+    name = f"mw_web_{role}"
+    run_cli(
+        "service",
+        "create",
+        "--name",
+        name,
+        "--constraint",
+        f"node.role=={role}",
+        "-p",
+        f"{port}:80",
+        "swarmlet/web:1",
+        data_dir=scene.managers[0].data_dir,
+        timeout=120,
+    )
+
+    def running() -> list[dict[str, str]]:
+        return [c for c in scene.cluster.containers(service=name) if c["state"] == "running"]
+
+    container = wait_for(f"{name}'s container to run", running)[0]
+    agent_of = {scene.manager_ids[m.index]: m for m in scene.managers}
+    runs_on = agent_of.get(container["node"], scene.worker)
+    reply: str = wait_for(f"{name} to answer", functools.partial(answer, runs_on.host, port))
+    for m in scene.managers:
+        wait_for(f"n{m.index} to route {name}", functools.partial(answers, m, port, reply))
+    return WebTask(container["task"], runs_on, port, reply)
+
+
+def answers(agent: AgentHandle, port: int, reply: str) -> bool:
+    return answer(agent.host, port) == reply
+
+
+@pytest.fixture(scope="module")
+def web_tasks(scene: Scene, docker_images: None) -> tuple[WebTask, WebTask]:
+    """A web replica on a manager and one on the worker, each published on a port of its own:
+    traffic that the worker's reports must not divert. Created once; left running."""
+    port = scene.cluster.port + 300
+    return start_web(scene, "manager", port), start_web(scene, "worker", port + 1)
+
+
+class Decoy:
+    """The attacker's HTTP server, where a forged endpoint points: it answers "impostor" and
+    counts the requests it gets (from a proxy that believed the endpoint)."""
+
+    def __init__(self, host: str) -> None:
+        decoy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                decoy.requests += 1
+                body = b"impostor\n"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # not on the test's output
+
+        self.host = host
+        self.requests = 0
+        self._server = ThreadingHTTPServer((host, 0), Handler)
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def endpoint(self, like: Endpoint) -> Endpoint:
+        return dataclasses.replace(like, host=self.host, port=self.port)
+
+    def __enter__(self) -> Decoy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+
+def refused(cluster: LocalCluster, agent: AgentHandle) -> dict[str, int]:
+    """What `agent` does not believe of the reports gossip brings it now, by reason (a gauge)."""
+    return {k: v for k, v in counters(cluster, agent).items() if k.startswith("observed_") and v}
+
+
+@pytest.mark.docker
+async def test_a_workers_metadata_cannot_claim_another_nodes_task_or_foreign_endpoints(
+    scene: Scene, web_tasks: tuple[WebTask, WebTask]
+) -> None:
+    """The worker's Alive about itself, signed with its key, is the worker's to say: the managers
+    take it, metadata and all. What that metadata is believed about is limited (issue #15, item
+    4): here it claims the manager's replica, at the worker's own address (where the attacker
+    listens) and at 127.0.0.1, and adds endpoints at 127.0.0.1 and at a manager's address to the
+    worker's own replica. The leader refuses both, each manager's proxy still sends each port to
+    its one real replica, and no decoy is ever asked.
+
+    The real worker keeps running and hears each claim in its name (the managers gossip it): it
+    refutes it with its real metadata one incarnation higher. So the attacker claims again and
+    again, higher each time, while the checks run; once it stops, the worker's own word is the
+    last, and every manager believes every report again."""
+    with trio.fail_after(TEST_TIMEOUT_S):
+        worker = Impostor(scene.worker.data_dir)
+        w = scene.worker_id
+        on_manager, on_worker = web_tasks
+        leader = await off_loop(scene.leader)
+        before = await off_loop(picture, scene)
+        believed = functools.partial(refused, scene.cluster, leader)
+        await off_loop(wait_for, "the leader to believe every report", lambda: not believed())
+        own = (await worker.members(leader))[w]  # the worker's real record, as the leader has it
+        real = decode_meta(own.meta)
+        assert real is not None
+        real_report = next(t for t in real.tasks if t.task_id == on_worker.task_id)
+        like = real_report.endpoints[0]
+        with (
+            Decoy(scene.worker.host) as at_worker,
+            Decoy("127.0.0.1") as at_loopback,
+            Decoy(scene.managers[0].host) as at_manager,
+        ):
+            claims = (
+                TaskObservation(
+                    on_manager.task_id,
+                    TaskState.RUNNING,
+                    container_id="impostor",
+                    endpoints=(at_worker.endpoint(like), at_loopback.endpoint(like)),
+                ),
+                dataclasses.replace(
+                    real_report,
+                    endpoints=(
+                        *real_report.endpoints,
+                        at_loopback.endpoint(like),
+                        at_manager.endpoint(like),
+                    ),
+                ),
+            )
+            others = tuple(t for t in real.tasks if t.task_id != on_worker.task_id)
+            meta = encode_meta(dataclasses.replace(real, tasks=(*others, *claims)))
+
+            async def claim_again_and_again() -> None:
+                incarnation = own.incarnation
+                while True:
+                    # Above the worker's refutation of the last claim (one higher) and any new
+                    # metadata of its own since (one higher each).
+                    incarnation += 1000
+                    alive = worker.own_alive(incarnation, own.host, own.port, meta)
+                    datagram = worker.datagram(alive, signed_as=w)
+                    for m in scene.managers:
+                        await worker.send_datagrams(m, [datagram])
+                    await trio.sleep(0.05)
+
+            def replies_through(m: AgentHandle, task: WebTask) -> Counter[str]:
+                return Counter(get(m.host, task.port) for _ in range(20))
+
+            expected = {"observed_report_other_nodes_task": 1, "observed_endpoint_foreign_host": 2}
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(claim_again_and_again)
+                await off_loop(
+                    wait_for, "the leader to refuse the claims", lambda: believed() == expected
+                )
+                for m in scene.managers:
+                    for task in web_tasks:
+                        got = await off_loop(replies_through, m, task)
+                        assert got == Counter({task.answer: 20}), (m.index, task.port, got)
+                nursery.cancel_scope.cancel()
+            assert (at_worker.requests, at_loopback.requests, at_manager.requests) == (0, 0, 0)
+        for m in scene.managers:
+            await off_loop(
+                wait_for,
+                f"n{m.index} to believe every report again",
+                lambda m=m: not refused(scene.cluster, m),
+            )
+        await off_loop(assert_unchanged, scene, before)
+
+
+# ---------------------------------------------------------------------------- answers
+
+
+async def test_raft_answers_from_a_worker_cannot_raise_a_managers_term(scene: Scene) -> None:
+    """A learner only answers, and an answer cannot make a voter adopt a term: otherwise any
+    worker deposes the leader at will, every time it likes. (Last of the shared cluster's
+    tests: should it fail, the cluster holds a new term.)"""
+    with trio.fail_after(TEST_TIMEOUT_S):
+        worker = Impostor(scene.worker.data_dir)
+        before = await off_loop(picture, scene)
+        for target in scene.managers:
+            target_id = scene.manager_ids[target.index]
+            term = before["raft"][target.index][1]
+            stream = await worker.raft_stream(target, scene.worker_id)
+            async with stream.stream:
+                # Before the answers: the agent judges each as it arrives, long before a
+                # status call made after them returns.
+                seen = await off_loop(counters, scene.cluster, target)
+                await stream.send(HeartbeatResp(scene.worker_id, target_id, term + 1))
+                await stream.send(AppendResp(scene.worker_id, target_id, term + 1, 0))
+                await stream.send(VoteResp(scene.worker_id, target_id, term + 1, False))
+                # A refused frame after them: once it is counted, the three before it have been
+                # judged too (in order, on one stream).
+                await stream.send(TimeoutNow(scene.worker_id, target_id, term))
+                await off_loop(
+                    wait_counted,
+                    scene.cluster,
+                    target,
+                    seen,
+                    Counter(raft_refused_not_manager=1, raft_refused_term_from_non_manager=3),
+                )
+        await off_loop(assert_unchanged, scene, before)
+
+
+# ---------------------------------------------------------------------------- node rm
+
+
+async def test_a_removed_worker_is_refused_on_new_and_open_connections(tmp_path: Path) -> None:
+    """The real worker keeps running and trying (as a removed agent does), so the managers'
+    counters of refused removed peers grow by at least the attacker's refusals. The attacker's
+    links opened before the removal are served until it is applied and cut at their next frame
+    after it; new connections are refused whatever they ask. Its gossip datagrams, answered
+    before, are dropped at the door after: the removed node's key no longer signs for a member."""
+    with trio.fail_after(TEST_TIMEOUT_S):
+        with local_cluster(tmp_path) as cluster:
+            scene = await off_loop(start_scene, cluster)
+            worker = Impostor(scene.worker.data_dir)
+            w = scene.worker_id
+
+            def proposal(seq: int) -> ProposeBatch:
+                return ProposeBatch(seq, (ProposeRequest(b"", proposer=w),))
+
+            # Open links, one to each manager, answered before the removal.
+            links = {}
+            for m in scene.managers:
+                links[m.index] = stream = await worker.connect(m)
+                reply = await ask_on(stream, proposal(1), (ProposeBatchReply,))
+                assert isinstance(reply, ProposeBatchReply) and not reply.replies[0].ok, reply
+                assert await worker.acked(m, scene.manager_ids[m.index], signed_as=w)
+            before = {m.index: await off_loop(counters, cluster, m) for m in scene.managers}
+            leader = await off_loop(scene.leader)
+            await off_loop(
+                run_cli, "node", "rm", "--force", f"n{scene.worker.index}", data_dir=leader.data_dir
+            )
+            for m in scene.managers:
+                await off_loop(
+                    wait_for,
+                    f"n{m.index} to apply the removal",
+                    lambda m=m: w not in {n["id"] for n in cluster.node_ls(m)},
+                )
+            for m in scene.managers:
+                # Ours, and the real agent's: it keeps probing the managers and refuting them.
+                ping = worker.datagram(Ping(1, scene.manager_ids[m.index]), signed_as=w)
+                await worker.send_datagrams(m, [ping])
+                name = "dropped_datagram_unknown_sender"
+                dropped = functools.partial(grown, cluster, m, name, before[m.index][name])
+                await off_loop(
+                    wait_for, f"n{m.index} to drop the removed worker's datagrams", dropped
+                )
+            for m in scene.managers:
+                # Opened before, kept open: cut at its next frame.
+                async with links[m.index].stream:
+                    assert await ask_on(links[m.index], proposal(2), (ProposeBatchReply,)) is None
+                # New connections: nothing is answered, a Raft stream is closed.
+                for request, expect in (
+                    (CertRequest(), (CertReply,)),
+                    (SecretsRequest(w, "any", 0, os.urandom(16)), (SecretsReply,)),
+                    (proposal(1), (ProposeBatchReply,)),
+                ):
+                    assert await worker.ask(m, request, expect) is None, request
+                assert await worker.raft_refused(m, w)
+                # Five refusals of ours (the real worker's attempts may add to them).
+                refused = (await off_loop(counters, cluster, m))["refused_peer_removed"]
+                assert refused - before[m.index]["refused_peer_removed"] >= 5
+            leaders = {await off_loop(cluster.leader_of, m) for m in scene.managers}
+            assert leaders == {scene.manager_ids[leader.index]}
+            run = functools.partial(run_cli, "node", "update", "--label-add", "after-rm=1", "n1")
+            await off_loop(run, data_dir=scene.follower().data_dir)

@@ -1,0 +1,485 @@
+"""The cluster channel's authentication under attack, with real sockets and real TLS on 127.0.0.1.
+
+Each attack must be refused, counted under its own name, and leave the listener serving the next
+legitimate client. Certificates come from the session's test CA (`tests/conftest.py`); a second,
+foreign CA is made here. Every test runs under `trio.fail_after`: where a timeout is what closes
+a connection, the test waits for the close and never measures how long it took.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import random
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+import trio
+
+from swarmlet.certs import PeerIdentity
+from swarmlet.errors import RemoteProtocolError
+from swarmlet.gossip.messages import Ack, Ping
+from swarmlet.wire import codec as wire
+from swarmlet.wire.transport import (
+    CHANNEL_CLUSTER,
+    Address,
+    Admit,
+    Counters,
+    FramedStream,
+    StreamHandler,
+    TlsConfig,
+    Transport,
+)
+
+KEY = bytes(range(32))
+HOST = "127.0.0.1"
+TIMEOUT_S = 10
+BYE = Ack(0)  # asks `_echo` to end the connection
+
+
+class CA(Protocol):
+    """What these tests use of the `test_ca` fixture (`tests/conftest.py`)."""
+
+    root: Path
+    cluster_id: str
+
+    def __init__(self, root: Path) -> None: ...  # a fresh CA key
+
+    def issue(self, node_id: str, **issue: Any) -> tuple[Path, Path]: ...
+
+    def tls(self, node_id: str, *, admit: Admit | None = None, **issue: Any) -> TlsConfig: ...
+
+
+def another_ca(test_ca: CA, root: Path) -> CA:
+    """A second CA of the fixture's class (a test module imports no other): a fresh key."""
+    ca: CA = type(test_ca)(root)
+    return ca
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def _echo(framed: FramedStream, _addr: Address) -> None:
+    while (msg := await framed.receive()) is not None:
+        if msg == BYE:
+            return
+        await framed.send(msg)
+
+
+async def _ignore_join(_stream: trio.SocketStream, _key_id: bytes, _addr: Address) -> None:
+    return
+
+
+@dataclasses.dataclass
+class Server:
+    transport: Transport
+    addr: Address
+    accepted: list[PeerIdentity | None]  # the peer of each stream handed to the handler
+
+    @property
+    def counters(self) -> Counters:
+        return self.transport.counters
+
+
+@asynccontextmanager
+async def serve(
+    tls: TlsConfig, handler: StreamHandler = _echo, **options: Any
+) -> AsyncIterator[Server]:
+    server = Server(Transport((HOST, free_tcp_port()), KEY, tls, **options), ("", 0), [])
+    server.addr = server.transport.bind
+
+    async def on_stream(framed: FramedStream, addr: Address) -> None:
+        server.accepted.append(framed.peer)
+        await handler(framed, addr)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.transport.serve_tcp, on_stream, _ignore_join)
+        yield server
+        nursery.cancel_scope.cancel()
+
+
+def hand_over(send: trio.MemorySendChannel[FramedStream]) -> StreamHandler:
+    """A handler that gives the server's end of each stream to the test and keeps it open."""
+
+    async def handler(framed: FramedStream, _addr: Address) -> None:
+        await send.send(framed)
+        await trio.sleep_forever()
+
+    return handler
+
+
+async def _round_trip(addr: Address, tls: TlsConfig, node_id: str | None = None) -> None:
+    """A legitimate client is served."""
+    framed = await Transport((HOST, 0), KEY, tls).connect(addr, node_id)
+    async with framed.stream:
+        await framed.send(Ping(42, "echo"))
+        assert await framed.receive() == Ping(42, "echo")
+
+
+async def _wait_closed(stream: trio.abc.ReceiveStream) -> None:
+    """Until the server closes (its handler has finished, including its counting)."""
+    try:
+        while await stream.receive_some(65536):
+            pass
+    except trio.BrokenResourceError:
+        pass  # a reset, a TLS alert, or TLS closed without close_notify
+
+
+def _rogue_context(
+    cert: tuple[Path, Path] | None = None, *, maximum_version: ssl.TLSVersion | None = None
+) -> ssl.SSLContext:
+    """A client that checks nothing about the server and presents `cert` (or none): what an
+    attacker brings, so only the server's checks stand between it and the cluster."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if maximum_version is not None:
+        ctx.maximum_version = maximum_version
+    if cert is not None:
+        ctx.load_cert_chain(*cert)
+    return ctx
+
+
+async def _attempt(addr: Address, context: ssl.SSLContext) -> None:
+    """Connect on the cluster channel with `context`; if the client's side of the handshake
+    completes (in TLS 1.3 it does before the server has checked the client), send a frame;
+    then wait until the server closes."""
+    stream = await trio.open_tcp_stream(*addr)
+    async with stream:
+        await stream.send_all(CHANNEL_CLUSTER)
+        secure = trio.SSLStream(stream, context, server_hostname=None)
+        try:
+            await secure.do_handshake()
+            body = wire.encode(Ping(1, "intruder"))
+            await secure.send_all(len(body).to_bytes(4, "big") + body)
+        except trio.BrokenResourceError:
+            return
+        await _wait_closed(secure)
+
+
+def _client_hello() -> bytes:
+    """The bytes of a real TLS 1.3 ClientHello."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = _rogue_context().wrap_bio(incoming, outgoing, server_side=False)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def _assert_nothing_got_through(server: Server) -> None:
+    assert server.accepted == []
+    assert server.counters["frames_in"] == 0
+
+
+# ------------------------------------------------------------------------------- certificates
+
+
+async def test_a_client_without_a_certificate_is_refused_in_the_handshake(test_ca: CA) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with serve(test_ca.tls("server")) as server:
+            await _attempt(server.addr, _rogue_context())
+            assert server.counters["refused_tls_handshake"] == 1
+            _assert_nothing_got_through(server)
+            await _round_trip(server.addr, test_ca.tls("client"))
+
+
+async def test_a_client_certificate_from_another_ca_is_refused_in_the_handshake(
+    test_ca: CA, tmp_path: Path
+) -> None:
+    # Same cluster id and node names, another CA key: only the signature tells them apart.
+    foreign_ca = another_ca(test_ca, tmp_path)
+    with trio.fail_after(TIMEOUT_S):
+        async with serve(test_ca.tls("server")) as server:
+            await _attempt(server.addr, _rogue_context(foreign_ca.issue("client")))
+            assert server.counters["refused_tls_handshake"] == 1
+            _assert_nothing_got_through(server)
+            await _round_trip(server.addr, test_ca.tls("client"))
+
+
+async def test_a_server_certificate_from_another_ca_is_refused_by_the_client(
+    test_ca: CA, tmp_path: Path
+) -> None:
+    foreign_ca = another_ca(test_ca, tmp_path)
+    with trio.fail_after(TIMEOUT_S):
+        async with serve(foreign_ca.tls("server")) as impostor:
+            client = Transport((HOST, 0), KEY, test_ca.tls("client"))
+            with pytest.raises(trio.BrokenResourceError):
+                await client.connect(impostor.addr, "server")
+            assert impostor.accepted == []
+
+
+async def test_an_expired_client_certificate_is_refused_in_the_handshake(test_ca: CA) -> None:
+    lifetime_s = 3600.0
+    expired = test_ca.tls("late", lifetime_s=lifetime_s, now=time.time() - 2 * lifetime_s)
+    with trio.fail_after(TIMEOUT_S):
+        async with serve(test_ca.tls("server")) as server:
+            await _attempt(server.addr, expired.client)
+            assert server.counters["refused_tls_handshake"] == 1
+            _assert_nothing_got_through(server)
+            await _round_trip(server.addr, test_ca.tls("late"))
+
+
+async def test_an_expired_server_certificate_is_refused_by_the_client(test_ca: CA) -> None:
+    lifetime_s = 3600.0
+    expired = test_ca.tls("server", lifetime_s=lifetime_s, now=time.time() - 2 * lifetime_s)
+    with trio.fail_after(TIMEOUT_S):
+        async with serve(expired) as server:
+            client = Transport((HOST, 0), KEY, test_ca.tls("client"))
+            with pytest.raises(trio.BrokenResourceError):
+                await client.connect(server.addr, "server")
+            assert server.accepted == []
+
+
+async def test_a_tls_1_2_client_is_refused_in_the_handshake(test_ca: CA) -> None:
+    old = _rogue_context(test_ca.issue("client"), maximum_version=ssl.TLSVersion.TLSv1_2)
+    with trio.fail_after(TIMEOUT_S):
+        async with serve(test_ca.tls("server")) as server:
+            await _attempt(server.addr, old)
+            assert server.counters["refused_tls_handshake"] == 1
+            _assert_nothing_got_through(server)
+            await _round_trip(server.addr, test_ca.tls("client"))
+
+
+async def test_a_certificate_of_another_cluster_is_refused_by_the_policy(
+    test_ca: CA, tmp_path: Path
+) -> None:
+    # The same CA key vouching for another cluster id: TLS accepts it, the policy must not.
+    other = copy.copy(test_ca)
+    other.root = tmp_path
+    other.cluster_id = "other"
+
+    def admit(peer: PeerIdentity) -> PeerIdentity | str:
+        return peer if peer.cluster_id == test_ca.cluster_id else "other_cluster"
+
+    with trio.fail_after(TIMEOUT_S):
+        async with serve(test_ca.tls("server", admit=admit)) as server:
+            intruder = await Transport((HOST, 0), KEY, other.tls("client")).connect(server.addr)
+            assert intruder.peer is not None and intruder.peer.node_id == "server"
+            async with intruder.stream:
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await intruder.send(Ping(1, "intruder"))
+                await _wait_closed(intruder.stream)
+            assert server.counters["refused_peer_other_cluster"] == 1
+            assert server.counters["refused_tls_handshake"] == 0  # the CA did sign it
+            _assert_nothing_got_through(server)
+            await _round_trip(server.addr, test_ca.tls("client"))
+
+
+async def test_a_client_refuses_a_server_its_policy_refuses(test_ca: CA) -> None:
+    def admit(peer: PeerIdentity) -> PeerIdentity | str:
+        return "removed" if peer.node_id == "server" else peer
+
+    with trio.fail_after(TIMEOUT_S):
+        async with serve(test_ca.tls("server")) as server:
+            client = Transport((HOST, 0), KEY, test_ca.tls("client", admit=admit))
+            with pytest.raises(RemoteProtocolError, match="removed"):
+                await client.connect(server.addr, "server")
+            assert client.counters["refused_peer_removed"] == 1
+            assert client.counters["frames_out"] == 0
+            await _round_trip(server.addr, test_ca.tls("client"))
+
+
+async def test_connect_refuses_a_server_that_is_not_the_node_asked_for(test_ca: CA) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with serve(test_ca.tls("a")) as server:
+            client = Transport((HOST, 0), KEY, test_ca.tls("client"))
+            with pytest.raises(RemoteProtocolError, match="is a, not b"):
+                await client.connect(server.addr, node_id="b")
+            assert client.counters["refused_peer_wrong_node"] == 1
+            await _round_trip(server.addr, test_ca.tls("client"), node_id="a")
+            assert client.counters["refused_peer_wrong_node"] == 1
+            assert server.counters["frames_in"] == 1
+
+
+# ------------------------------------------------------------------------------- the policy
+
+
+async def test_a_peer_revoked_mid_connection_is_cut_off_in_both_directions(test_ca: CA) -> None:
+    revoked: set[str] = set()
+
+    def admit(peer: PeerIdentity) -> PeerIdentity | str:
+        return "removed" if peer.node_id in revoked else peer
+
+    send, streams = trio.open_memory_channel[FramedStream](4)
+    with trio.fail_after(TIMEOUT_S):
+        async with serve(test_ca.tls("server", admit=admit), hand_over(send)) as server:
+            worker = Transport((HOST, 0), KEY, test_ca.tls("worker-1"))
+            near = await worker.connect(server.addr, "server")
+            async with near.stream:
+                far = await streams.receive()
+                assert far.peer is not None and far.peer.node_id == "worker-1"
+                await near.send(Ping(1, "a"))
+                assert await far.receive() == Ping(1, "a")
+                await far.send(Ack(1))
+                assert await near.receive() == Ack(1)
+
+                revoked.add("worker-1")  # `node rm`, applied while the connection is open
+                await near.send(Ping(2, "a"))
+                with pytest.raises(RemoteProtocolError, match="removed"):
+                    await far.receive()
+                with pytest.raises(RemoteProtocolError, match="removed"):
+                    await far.send(Ack(2))
+                with pytest.raises(RemoteProtocolError, match="removed"):
+                    await far.send_many([Ack(3)])
+                assert server.counters["refused_peer_removed"] == 3
+                assert server.counters["frames_in"] == 1
+                assert server.counters["frames_out"] == 1
+
+            # Nor can it come back on a new connection.
+            with contextlib.suppress(trio.BrokenResourceError):
+                again = await worker.connect(server.addr, "server")
+                async with again.stream:
+                    await _wait_closed(again.stream)
+            assert server.counters["refused_peer_removed"] == 4
+            assert [p.node_id for p in server.accepted if p is not None] == ["worker-1"]
+
+            # Everyone else is still served.
+            near = await Transport((HOST, 0), KEY, test_ca.tls("worker-2")).connect(server.addr)
+            async with near.stream:
+                far = await streams.receive()
+                await near.send(Ping(3, "b"))
+                assert await far.receive() == Ping(3, "b")
+
+
+async def test_the_stream_peer_is_the_identity_the_policy_admits(test_ca: CA) -> None:
+    certified: list[PeerIdentity] = []
+
+    def admit(peer: PeerIdentity) -> PeerIdentity | str:
+        certified.append(peer)
+        # e.g. a manager certificate issued before a demotion the state has applied since
+        return dataclasses.replace(peer, role="worker") if peer.node_id == "demoted" else peer
+
+    send, streams = trio.open_memory_channel[FramedStream](4)
+    with trio.fail_after(TIMEOUT_S):
+        async with serve(test_ca.tls("server", admit=admit), hand_over(send)) as server:
+            steady = await Transport(
+                (HOST, 0), KEY, test_ca.tls("steady", role="manager", generation=4)
+            ).connect(server.addr)
+            demoted = await Transport(
+                (HOST, 0), KEY, test_ca.tls("demoted", role="manager", generation=2)
+            ).connect(server.addr)
+            async with steady.stream, demoted.stream:
+                far_steady = await streams.receive()
+                far_demoted = await streams.receive()
+                assert far_steady.peer is not None
+                assert (far_steady.peer.node_id, far_steady.peer.role) == ("steady", "manager")
+                assert (far_steady.peer.generation, far_steady.peer.cluster_id) == (
+                    4,
+                    test_ca.cluster_id,
+                )
+                assert far_demoted.peer is not None
+                assert (far_demoted.peer.node_id, far_demoted.peer.role) == ("demoted", "worker")
+                await demoted.send(Ping(1, "d"))
+                assert await far_demoted.receive() == Ping(1, "d")
+                assert far_demoted.peer.role == "worker"
+                # The certificate said manager; the policy is what lowered it.
+                assert {(p.node_id, p.role) for p in certified} == {
+                    ("steady", "manager"),
+                    ("demoted", "manager"),
+                }
+                assert demoted.peer is not None and demoted.peer.node_id == "server"
+            assert len(server.accepted) == 2
+
+
+# --------------------------------------------------------------------------- before the handshake
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(CHANNEL_CLUSTER, id="channel-byte-only"),
+        pytest.param(CHANNEL_CLUSTER + _client_hello()[:20], id="part-of-a-client-hello"),
+    ],
+)
+async def test_a_stalled_handshake_is_closed_after_the_handshake_timeout(
+    test_ca: CA, payload: bytes
+) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with serve(test_ca.tls("server"), handshake_timeout_s=0.3) as server:
+            stream = await trio.open_tcp_stream(*server.addr)
+            async with stream:
+                await stream.send_all(payload)
+                await _wait_closed(stream)  # the server closes it: the test does not
+            assert server.counters["refused_tls_handshake_timeout"] == 1
+            assert server.counters["refused_tls_handshake"] == 0
+            _assert_nothing_got_through(server)
+            await _round_trip(server.addr, test_ca.tls("client"))
+
+
+async def test_connections_beyond_the_cap_are_closed_at_once_and_counted(test_ca: CA) -> None:
+    client_tls = test_ca.tls("client")
+    with trio.fail_after(TIMEOUT_S):
+        # A handshake timeout far beyond the test's deadline: only the cap can close the extras.
+        async with serve(
+            test_ca.tls("server"), max_connections=3, handshake_timeout_s=3600
+        ) as server:
+            holders = [
+                await Transport((HOST, 0), KEY, client_tls).connect(server.addr) for _ in range(3)
+            ]
+            for holder in holders:  # each served: its handler holds one of the three places
+                await holder.send(Ping(1, "hold"))
+                assert await holder.receive() == Ping(1, "hold")
+
+            for _ in range(2):
+                extra = await trio.open_tcp_stream(*server.addr)
+                async with extra:
+                    await _wait_closed(extra)
+            with pytest.raises(trio.BrokenResourceError):
+                await Transport((HOST, 0), KEY, client_tls).connect(server.addr)
+            assert server.counters["refused_connection_limit"] == 3
+            assert server.counters["refused_tls_handshake"] == 0
+
+            for holder in holders:
+                async with holder.stream:
+                    await holder.send(BYE)
+                    await _wait_closed(holder.stream)  # its place is free once it is closed
+            await _round_trip(server.addr, client_tls)
+            assert server.counters["refused_connection_limit"] == 3
+
+
+def _random_payloads(rng: random.Random) -> list[bytes]:
+    hello = _client_hello()
+
+    def junk(n: int) -> bytes:
+        return bytes(rng.getrandbits(8) for _ in range(n))
+
+    def mutated(data: bytes) -> bytes:
+        out = bytearray(data)
+        for _ in range(rng.randint(1, 8)):
+            out[rng.randrange(len(out))] = rng.getrandbits(8)
+        return bytes(out)
+
+    payloads = [junk(rng.randint(1, 2000)) for _ in range(6)]
+    payloads += [b"\x16\x03\x01" + junk(rng.randint(2, 600)) for _ in range(3)]  # TLS-looking
+    payloads += [mutated(hello) for _ in range(3)]
+    payloads += [hello[: rng.randint(1, len(hello) - 1)] for _ in range(2)]
+    return payloads
+
+
+async def test_random_bytes_instead_of_a_client_hello_are_refused(test_ca: CA) -> None:
+    payloads = _random_payloads(random.Random(2024))
+    with trio.fail_after(TIMEOUT_S):
+        async with serve(test_ca.tls("server")) as server:
+            for payload in payloads:
+                stream = await trio.open_tcp_stream(*server.addr)
+                async with stream:
+                    try:
+                        await stream.send_all(CHANNEL_CLUSTER + payload)
+                        await stream.send_eof()
+                    except trio.BrokenResourceError:
+                        pass  # refused before it had sent everything
+                    await _wait_closed(stream)
+            assert server.counters["refused_tls_handshake"] == len(payloads)
+            _assert_nothing_got_through(server)
+            await _round_trip(server.addr, test_ca.tls("client"))

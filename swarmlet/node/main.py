@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import signal
 from collections.abc import Callable
@@ -71,30 +72,39 @@ async def _main(
     log.info("agent stopped")
 
 
+def _seconds(name: str) -> float | None:
+    """A positive number of seconds from the environment; None (and a warning) otherwise."""
+    text = os.environ.get(name)
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        log.warning("ignoring %s=%r: not a positive number of seconds", name, text)
+        return None
+    return value
+
+
 def config_from_env() -> AgentConfig:
     """Operator overrides of the agent's defaults (documented in README.md):
     SWARMLET_VOTER_GRACE_S  how long a Raft voter may be down before a standby replaces it;
     SWARMLET_PROXY_WORKERS  extra processes serving the routing mesh (0: the agent alone);
     SWARMLET_CERT_LIFETIME_S  how long the node certificates this node issues are valid."""
     config = AgentConfig()
-    grace = os.environ.get("SWARMLET_VOTER_GRACE_S")
-    if grace:
-        try:
-            config = dataclasses.replace(config, voter_grace_s=float(grace))
-        except ValueError:
-            log.warning("ignoring SWARMLET_VOTER_GRACE_S=%r: not a number of seconds", grace)
+    grace = _seconds("SWARMLET_VOTER_GRACE_S")
+    if grace is not None:
+        config = dataclasses.replace(config, voter_grace_s=grace)
     workers = os.environ.get("SWARMLET_PROXY_WORKERS")
     if workers:
         if workers.isdigit():
             config = dataclasses.replace(config, proxy_workers=int(workers))
         else:
             log.warning("ignoring SWARMLET_PROXY_WORKERS=%r: not a whole number >= 0", workers)
-    lifetime = os.environ.get("SWARMLET_CERT_LIFETIME_S")
-    if lifetime:
-        try:
-            config = dataclasses.replace(config, cert_lifetime_s=float(lifetime))
-        except ValueError:
-            log.warning("ignoring SWARMLET_CERT_LIFETIME_S=%r: not a number of seconds", lifetime)
+    lifetime = _seconds("SWARMLET_CERT_LIFETIME_S")
+    if lifetime is not None:
+        config = dataclasses.replace(config, cert_lifetime_s=lifetime)
     return config
 
 

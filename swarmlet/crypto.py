@@ -199,11 +199,17 @@ class ManagerKeys:
         return cls(master)
 
 
+@functools.lru_cache(maxsize=4096)
+def _ed25519_public(raw: bytes) -> Ed25519PublicKey:
+    # Cached: the same few members' keys check every datagram and every Alive.
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
 def check_signature(public_key: bytes, signature: bytes, data: bytes) -> None:
     """RemoteProtocolError unless `signature` is `public_key`'s over `data` (the managers'
     signatures, `ManagerKeys.sign`; a node's, with its identity key)."""
     try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, data)
+        _ed25519_public(public_key).verify(signature, data)
     except (ValueError, InvalidSignature):
         raise RemoteProtocolError("not signed with that key") from None
 

@@ -136,23 +136,32 @@ BroadcastMessage = Alive | Suspect | Dead
 # --- signed statements ---------------------------------------------------------------------------
 
 ALIVE_SIGNATURE_DOMAIN = b"swarmlet/alive/1"
+LEAVE_SIGNATURE_DOMAIN = b"swarmlet/leave/1"
 
 
-def alive_signed_bytes(node: str, incarnation: int, host: str, port: int, meta: bytes) -> bytes:
-    """What a member signs to say "I am alive at `incarnation` at host:port with `meta`".
+def _statement(domain: bytes, node: str, incarnation: int) -> list[bytes]:
+    """The head of every statement a member signs about itself: what, who, at which incarnation.
 
     Unambiguous: each variable-length field is length-prefixed and each number has a fixed width,
     so two different statements never give the same bytes. The domain prefix keeps a signature
     over these bytes from being valid for anything else the same key signs (certificates, other
     messages), and its version from being valid for a later layout."""
-    node_b, host_b = node.encode(), host.encode()
+    node_b = node.encode()
+    return [
+        struct.pack(">H", len(domain)),
+        domain,
+        struct.pack(">I", len(node_b)),
+        node_b,
+        struct.pack(">Q", incarnation),
+    ]
+
+
+def alive_signed_bytes(node: str, incarnation: int, host: str, port: int, meta: bytes) -> bytes:
+    """What a member signs to say "I am alive at `incarnation` at host:port with `meta`"."""
+    host_b = host.encode()
     return b"".join(
         (
-            struct.pack(">H", len(ALIVE_SIGNATURE_DOMAIN)),
-            ALIVE_SIGNATURE_DOMAIN,
-            struct.pack(">I", len(node_b)),
-            node_b,
-            struct.pack(">Q", incarnation),
+            *_statement(ALIVE_SIGNATURE_DOMAIN, node, incarnation),
             struct.pack(">I", len(host_b)),
             host_b,
             struct.pack(">H", port),
@@ -162,21 +171,9 @@ def alive_signed_bytes(node: str, incarnation: int, host: str, port: int, meta: 
     )
 
 
-LEAVE_SIGNATURE_DOMAIN = b"swarmlet/leave/1"
-
-
 def leave_signed_bytes(node: str, incarnation: int) -> bytes:
     """What a member signs to say "I leave, at `incarnation`" (its own Dead, accuser = node)."""
-    node_b = node.encode()
-    return b"".join(
-        (
-            struct.pack(">H", len(LEAVE_SIGNATURE_DOMAIN)),
-            LEAVE_SIGNATURE_DOMAIN,
-            struct.pack(">I", len(node_b)),
-            node_b,
-            struct.pack(">Q", incarnation),
-        )
-    )
+    return b"".join(_statement(LEAVE_SIGNATURE_DOMAIN, node, incarnation))
 
 
 # --- precedence ----------------------------------------------------------------------------------

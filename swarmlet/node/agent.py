@@ -268,8 +268,9 @@ class Agent:
 
     def member_key(self, node_id: str) -> bytes | None:
         """A member's Ed25519 identity key, which signs its datagrams and its gossip Alive: from
-        its record in the state, or, until this node's replica lists it, from the join reply.
-        None for a removed node and for one this node does not know."""
+        its record in the state, or, until this node's replica lists it, from the data dir's
+        copy (the join reply's, then the state's as applied). None for a removed node and for
+        one this node does not know."""
         state = self.state
         if node_id in state.removed_nodes:
             return None

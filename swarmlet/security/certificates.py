@@ -51,15 +51,15 @@ def tls_config(datadir: DataDir, admit: Admit) -> TlsConfig:
     return TlsConfig(server=context(True), client=context(False), admit=admit)
 
 
-def issue_own(datadir: DataDir, keyring: KeyRing, node_id: str, state: ClusterState) -> bytes:
-    """On a node holding the CA key: a certificate for itself, as its record says (a manager of
-    generation 0 before its record exists: `init`, and a data dir from before certificates)."""
+def own_certificate(
+    keyring: KeyRing, node_id: str, key: bytes, state: ClusterState
+) -> tuple[bytes, bytes]:
+    """On a node holding the CA key: (a certificate for itself, the CA's), as its record says (a
+    manager of generation 0 before its record exists: `init`, a data dir from before
+    certificates). `key`: its raw Ed25519 identity key."""
     own = state.nodes.get(node_id)
     role, generation = (own.role, own.cert_generation) if own else (Role.MANAGER, 0)
-    key = certs.raw_public_key(datadir.signing_key())
-    cert = keyring.issue_certificate(node_id, role, generation, key)
-    datadir.write_certificate(cert, keyring.ca_certificate())
-    return cert
+    return keyring.issue_certificate(node_id, role, generation, key), keyring.ca_certificate()
 
 
 class Certificates:
@@ -88,11 +88,17 @@ class Certificates:
         self._install = install
         self.counters = counters
         self._wake = trio.Event()
+        self._key = certs.raw_public_key(datadir.signing_key())  # what every cert is for
         if not datadir.has_certificate():
             if keyring.managers is None:
                 datadir.read_certificate()  # raises StorageCorruptError: what to do about it
-            issue_own(datadir, keyring, node_id, state())
+            self._issue_own()
         self.current = self._load()
+
+    def _issue_own(self) -> None:
+        self._datadir.write_certificate(
+            *own_certificate(self._keyring, self._node_id, self._key, self._state())
+        )
 
     def _load(self) -> certs.PeerIdentity:
         cert, ca = self._datadir.read_certificate()
@@ -106,7 +112,7 @@ class Certificates:
         except RemoteProtocolError as exc:
             if self._keyring.managers is not None:
                 log.warning("this node's certificate is unusable (%s): issuing a new one", exc)
-                issue_own(self._datadir, self._keyring, self._node_id, self._state())
+                self._issue_own()
                 cert, ca = self._datadir.read_certificate()
                 return certs.verify(cert, ca, now=time.time())
             raise StorageCorruptError(
@@ -146,14 +152,17 @@ class Certificates:
     async def renew(self, why: str) -> bool:
         try:
             if self._keyring.managers is not None:
-                issue_own(self._datadir, self._keyring, self._node_id, self._state())
+                cert, new_ca = own_certificate(
+                    self._keyring, self._node_id, self._key, self._state()
+                )
             else:
-                cert = await self._ask()
+                cert, new_ca = await self._ask(), None
                 _, ca = self._datadir.read_certificate()
                 got = certs.verify(cert, ca, now=time.time())
-                if got.node_id != self._node_id or got.public_key != self.current.public_key:
+                if got.node_id != self._node_id or got.public_key != self._key:
                     raise RemoteProtocolError("the certificate is for another node or key")
-                self._datadir.write_certificate(cert)
+            # Files written with fsync: off the event loop.
+            await trio.to_thread.run_sync(self._datadir.write_certificate, cert, new_ca)
             self.current = self._load()
         except (SwarmletError, OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
             self.counters["certificate_renewal_failures"] += 1

@@ -20,7 +20,6 @@ at most `max_connections` connections are served at once (more are closed at onc
 
 from __future__ import annotations
 
-import functools
 import logging
 import ssl
 import struct
@@ -30,11 +29,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from swarmlet.certs import PeerIdentity, identity_of_der
-from swarmlet.crypto import AAD_GOSSIP, AAD_JOIN, KEY_ID_BYTES, SIGNATURE_BYTES, Sealer
+from swarmlet.crypto import (
+    AAD_GOSSIP,
+    AAD_JOIN,
+    KEY_ID_BYTES,
+    SIGNATURE_BYTES,
+    Sealer,
+    check_signature,
+)
 from swarmlet.errors import RemoteProtocolError, UsageError
 from swarmlet.wire import codec as wire
 
@@ -77,11 +82,6 @@ _DATAGRAM_DOMAIN = b"swarmlet/datagram/1"
 _ID_LEN = struct.Struct(">B")
 
 
-@functools.lru_cache(maxsize=4096)
-def _public_key(raw: bytes) -> Ed25519PublicKey:
-    return Ed25519PublicKey.from_public_bytes(raw)
-
-
 @dataclass(frozen=True)
 class DatagramAuth:
     """Every datagram says who sent it and proves it: ``[u8 n][sender id (n bytes)][Ed25519
@@ -121,8 +121,8 @@ class DatagramAuth:
         body = data[head_end + SIGNATURE_BYTES :]
         signature = data[head_end : head_end + SIGNATURE_BYTES]
         try:
-            _public_key(key).verify(signature, _DATAGRAM_DOMAIN + data[:head_end] + body)
-        except (InvalidSignature, ValueError):
+            check_signature(key, signature, _DATAGRAM_DOMAIN + data[:head_end] + body)
+        except RemoteProtocolError:
             return "bad_signature"
         return body
 

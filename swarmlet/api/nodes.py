@@ -130,12 +130,16 @@ class Control:
                 "alive": sum(1 for nid in agent.state.nodes if agent.is_ready(nid)),
                 "incarnation": agent.gossip.core.incarnation,
                 "awareness": agent.gossip.core.awareness,
+                # This node's metadata as gossip spreads it (a fixed size, whatever it runs).
+                "meta_bytes": len(me.meta)
+                if (me := agent.gossip.core.member(agent.node_id))
+                else 0,
             },
             "proxy": agent.proxy.stats(),
             "counters": dict(agent.transport.counters)
             | {f"gossip_{k}": v for k, v in agent.gossip.core.counters.items()}
             | {f"raft_{k}": v for k, v in agent.raft.core.counters.items()}
-            # What gossip reports now that this node does not believe (a gauge, not a count).
+            # What the nodes' reports say that this node does not believe (a gauge, not a count).
             | {f"observed_{k}": v for k, v in observe(agent).refused.items()},
         }
 

@@ -251,8 +251,7 @@ class ServiceControl:
             if node_id == self.agent.node_id:
                 node_errors = {f"{k[0]}/{k[1]}": v for k, v in self.agent.proxy.port_errors.items()}
             else:
-                meta = self.agent.node_meta(node_id)
-                node_errors = dict(meta.port_errors) if meta is not None else {}
+                node_errors = self.agent.state.port_errors.get(node_id, {})
             for key in sorted(keys & set(node_errors)):
                 errors.append(f"{self.agent.node_name(node_id)}: {node_errors[key]}")
         return errors

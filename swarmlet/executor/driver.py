@@ -42,7 +42,7 @@ from swarmlet.executor.task_container import (
     task_endpoints,
 )
 from swarmlet.state.model import Service, ServiceSpec, Task, TaskState
-from swarmlet.state.observed import TaskObservation
+from swarmlet.state.observed import TaskLoad, TaskObservation
 
 if TYPE_CHECKING:
     from swarmlet.state.machine import ClusterState
@@ -51,11 +51,13 @@ log = logging.getLogger(__name__)
 
 
 # How often running replicas of autoscaled services are measured (each stats sample waits for the
-# engine to measure a CPU delta; they run in parallel); the figures travel in the observations.
+# engine to measure a CPU delta; they run in parallel); the figures go to the leader with the
+# node's status reports (`loads`), not in the observations, which are committed.
 STATS_INTERVAL_S = 5.0
 
 # How long a stopped task's endpoint stays out of the proxies before its container is signalled,
-# so that every proxy (fed by gossip) has dropped it: about two gossip rounds.
+# so that every proxy has dropped it: the status report's batch window, its commit, and the
+# append that brings the commit to every replica.
 ENDPOINT_DRAIN_S = 0.3
 
 
@@ -69,7 +71,7 @@ class Executor:
         host_ip: str,
         state: Callable[[], ClusterState],
         sync: Callable[[], Awaitable[bool]],
-        publish: Callable[[tuple[TaskObservation, ...]], None],
+        publish: Callable[[], None],  # `observations` changed
         record_event: Callable[[str, str, str, str], object],
         networks: LocalNetworks,
         # The content of a task's secrets and configs, (name, is_config) -> bytes (see
@@ -95,6 +97,7 @@ class Executor:
         # last written to it; None: unknown, e.g. adopted after a restart).
         self._hosts: dict[str, tuple[str, dict[str, str] | None]] = {}
         self.observations: dict[str, TaskObservation] = {}
+        self.loads: dict[str, TaskLoad] = {}  # task id -> its last measured use
         self._containers: dict[str, str] = {}  # task id -> container id
         self._busy: set[str] = set()  # task ids with a start or stop in progress
         self._stopping: set[str] = set()
@@ -124,9 +127,11 @@ class Executor:
         new = dataclasses.replace(base, state=state, **changes)  # type: ignore[arg-type]
         if old is None or new.state != old.state:
             new = dataclasses.replace(new, since=time.time())
+        if new.state is not TaskState.RUNNING:
+            self.loads.pop(task_id, None)
         if new != old:
             self.observations[task_id] = new
-            self._publish(tuple(self.observations.values()))
+            self._publish()
 
     # ------------------------------------------------------------------------ run
 
@@ -207,11 +212,8 @@ class Executor:
                     stats = await self.runtime.stats(container_id)
                     obs = self.observations.get(task_id)
                     if obs is not None and obs.state is TaskState.RUNNING:
-                        self._observe(
-                            task_id,
-                            obs.state,
-                            cpu_percent=round(stats.cpu_percent, 1),
-                            memory_bytes=stats.memory_bytes,
+                        self.loads[task_id] = TaskLoad(
+                            task_id, round(stats.cpu_percent, 1), stats.memory_bytes
                         )
 
             async with trio.open_nursery() as nursery:
@@ -395,7 +397,8 @@ class Executor:
                 with contextlib.suppress(RuntimeAdapterError):
                     await self.runtime.remove(container_id, force=True)
             secretfiles.remove(self.node_id, task_id)
+            self.loads.pop(task_id, None)
             if self.observations.pop(task_id, None) is not None:
-                self._publish(tuple(self.observations.values()))
+                self._publish()
         finally:
             self._busy.discard(task_id)

@@ -1,13 +1,13 @@
 """The leader's duties: keep the Raft voter set right, orchestrate the services, autoscale them.
 
 Only the leader runs them (it alone decides); on every other node the loops idle. Each compares
-the desired state (Raft) with the observed state (gossip, `leader.observation`) and proposes the
+the desired state (Raft) with the observed state (`leader.observation`) and proposes the
 difference as commands, computed by pure functions: `voters.next_conf_change`,
 `orchestrator.core.plan` (after `depends_on.hold_back_dependents`) and `autoscaler.decide`.
 
 The duties see the node they run on only through `DutiesHost`: what they read of the cluster and
-of the proxy, how they propose, and where they record events. They must not know how the node is
-put together; a proposal that fails (leadership lost, timeout) is deferred, never fatal.
+of the nodes' load, how they propose, and where they record events. They must not know how the
+node is put together; a proposal that fails (leadership lost, timeout) is deferred, never fatal.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Mapping
 from typing import Protocol
 
 import trio
@@ -32,6 +31,7 @@ from swarmlet.raft.types import ConfChange, ConfState
 from swarmlet.state.commands import Batch, Command, PutTasks, RemoveTasks, UpdateService
 from swarmlet.state.machine import ApplyResult
 from swarmlet.state.model import Service, TaskState
+from swarmlet.state.observed import NodeLoad
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,6 @@ AUTOSCALE_INTERVAL_S = 5.0  # one load sample per autoscaled service per interva
 
 class EventRecorder(Protocol):
     def record(self, type_: str, action: str, subject: str, message: str) -> object: ...
-
-
-class ConnectionCounts(Protocol):
-    def connection_counts(self) -> Mapping[str, int]:
-        """Connections this node's proxy has carried so far, by service name (cumulative)."""
-        ...
 
 
 class DutiesHost(ObservationSource, Protocol):
@@ -64,8 +58,10 @@ class DutiesHost(ObservationSource, Protocol):
     @property
     def events(self) -> EventRecorder: ...
 
-    @property
-    def proxy(self) -> ConnectionCounts: ...
+    def node_load(self, node_id: str) -> NodeLoad | None:
+        """What `node_id` last measured (`state.observed.NodeLoad`): this node's own now,
+        another's as its last status report brought it to this leader; None if none did."""
+        ...
 
     async def propose(self, command: Command) -> ApplyResult:
         """Commit `command` on this node, the leader; NotLeaderError if it is not (any more)."""
@@ -190,22 +186,27 @@ class LeaderDuties:
             and (obs := observed.tasks.get(task.id)) is not None
             and obs.state is TaskState.RUNNING
         ]
-        measured = [o for o in up if o.memory_bytes > 0]
+        loads = {n: self.host.node_load(n) for n in self.host.state.nodes}
+        running = {obs.task_id for obs in up}
+        measured = [
+            t
+            for load in loads.values()
+            if load is not None
+            for t in load.tasks
+            if t.task_id in running and t.memory_bytes > 0
+        ]
         cpu = memory = None
         if measured:
             cores = spec.limits.nano_cpus / 1e9 if spec.limits.nano_cpus else 1.0
-            cpu = sum(o.cpu_percent for o in measured) / len(measured) / cores
-            memory = sum(o.memory_bytes for o in measured) / len(measured)
+            cpu = sum(t.cpu_percent for t in measured) / len(measured) / cores
+            memory = sum(t.memory_bytes for t in measured) / len(measured)
         rps = None
         if any(p.mode == "ingress" for p in spec.ports) or spec.networks:
-            total = 0
-            for node_id in self.host.state.nodes:
-                if node_id == self.host.node_id:
-                    counts = self.host.proxy.connection_counts()
-                else:
-                    meta = self.host.node_meta(node_id)
-                    counts = dict(meta.proxy_connections) if meta is not None else {}
-                total += counts.get(spec.name, 0)
+            total = sum(
+                load.proxy_connections.get(spec.name, 0)
+                for load in loads.values()
+                if load is not None
+            )
             previous = self._connections.get(service.id)
             self._connections[service.id] = (now, total)
             if previous is not None and now > previous[0]:

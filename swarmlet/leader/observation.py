@@ -1,19 +1,21 @@
 """The observed state as this node sees it now, and when a node counts as ready.
 
-Desired state comes from Raft; observed state comes from gossip (each member's metadata carries
-its task observations and capacity) and, for this node, from its own executor. `observe` joins
-them into the `Observed` value the orchestrator, the autoscaler and the control API read. It is
-a pure function of what an `ObservationSource` answers at the moment of the call.
+Desired state comes from Raft; observed state comes from three places: each node's task
+statuses, committed through Raft (`ClusterState.task_status`, reported by the nodes themselves,
+`node.status_reports`); each member's gossip metadata (capacity, load) and liveness; and, for
+this node, its own executor, which is fresher than what it has reported. `observe` joins them
+into the `Observed` value the orchestrator, the autoscaler, the control API and every proxy's
+routes read. It is a pure function of what an `ObservationSource` answers at the moment of the
+call.
 
 `counts_as_ready` is the one place that turns a gossip member state into readiness; the agent's
 own `is_ready`, the voter policy's set of live nodes and `observe` all go through it.
 
-`observe` is also the one place where another node's reports are vetted (issue #15): the leader,
-the API and every proxy's routes (`swarmlet.proxy.routes.routes_from`) read task observations
-only through it. A node's gossip metadata is its own claim, so it is believed only about what
-the replicated state gives that node: its own tasks, with endpoints on its own address
-(`report_refusal`, `endpoint_refusal`). What it refuses is counted by reason in
-`ObservedView.refused`.
+A node's report is its own claim, so it is believed only about what the replicated state gives
+that node (issue #15): its own tasks (`report_refusal`, checked by the leader before it commits a
+report, and again by the state machine), with endpoints on its own address (`endpoint_refusal`,
+checked here, by each observer, since whether a loopback endpoint is usable depends on where the
+observer is). What `observe` refuses is counted by reason in `ObservedView.refused`.
 
 Must not know: how the node is put together (it reads only the `ObservationSource` members),
 Raft, trio, time.
@@ -200,15 +202,15 @@ def ready_node_ids(source: ObservationSource) -> set[str]:
 
 
 def observe(source: ObservationSource) -> ObservedView:
-    """The observed state as gossip (and, for this node, the executor) reports it now: each
-    node's reports about its own tasks only, with endpoints on its own address only."""
+    """The observed state now: each node's committed reports about its own tasks, with
+    endpoints on its own address only, and this node's executor's own view of its tasks."""
     state = source.state
     nodes: dict[str, ObservedNode] = {}
     tasks: dict[str, TaskObservation] = {}
     refused: Counter[str] = Counter()
     me = state.nodes.get(source.node_id)
     observer_addr = me.addr if me is not None else ""  # not recorded yet: no loopback endpoint
-    for node_id, node in state.nodes.items():
+    for node_id in state.nodes:
         is_self = node_id == source.node_id
         member_state = None if is_self else source.member_state(node_id)
         if not is_self and member_state is None:
@@ -223,15 +225,13 @@ def observe(source: ObservationSource) -> ObservedView:
             total=total,
             changed_at=source.down_since.get(node_id, 0.0),
         )
-        if meta is not None and not is_self:
-            for obs in meta.tasks:
-                reason = report_refusal(state, node_id, obs.task_id)
-                if reason is not None:
-                    refused[reason] += 1
-                    continue
-                tasks[obs.task_id] = _vetted(obs, node.addr, observer_addr, refused)
-    # This node's own executor, in this process: nothing to vet. (Its gossip meta, skipped
-    # above, says the same a little later.)
+    for obs in state.task_status.values():
+        task = state.tasks.get(obs.task_id)
+        # The state machine holds only statuses reported by each task's own node.
+        if task is None or task.node_id == source.node_id or task.node_id not in nodes:
+            continue  # this node's own come from its executor, below
+        tasks[obs.task_id] = _vetted(obs, state.nodes[task.node_id].addr, observer_addr, refused)
+    # This node's own executor, in this process: nothing to vet, and fresher than its reports.
     for obs in source.local_observations():
         tasks[obs.task_id] = obs
     return ObservedView(nodes=nodes, tasks=tasks, refused=dict(refused))

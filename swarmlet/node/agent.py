@@ -1,6 +1,6 @@
 """The agent: one node's components, built and wired together and started in one nursery.
 
-    transport (UDP + TCP, sealed)  ->  gossip driver (membership, observed state)
+    transport (UDP + TCP, sealed)  ->  gossip driver (membership, each node's capacity and load)
                                    ->  raft driver (replicated desired state, `node.replicated`)
     writes (`node.forwarding`)     ->  proposed here when leading, else forwarded to the leader
     joins (`security.join`)        ->  admitting new nodes, on managers
@@ -8,10 +8,11 @@
     executor (`executor`)          ->  this node's containers, through the Docker runtime
     keys (`security.keyring`)      ->  node key pair; the managers' key, following the role
     secrets (`security.secret_delivery`) -> a task's secrets: from this node's state or a manager
+    statuses (`node.status_reports`) -> this node's task statuses to the leader, committed
     proxy (`proxy`)                ->  the routing mesh, fed from the observed state
 
-The agent owns the wiring and what only the whole node can answer: its gossip metadata (load,
-task observations, Raft position), liveness and names of the other nodes, the events that
+The agent owns the wiring and what only the whole node can answer: its gossip metadata (capacity,
+load, Raft position), liveness and names of the other nodes, the events that
 gossip and Raft report, and the dispatch of incoming TCP streams by their first frame. It is
 what the leader's duties (`leader.duties.DutiesHost`), the join acceptor and the control API
 read, each through its own narrow interface. Protocol rules live in the cores, not here.
@@ -28,7 +29,13 @@ import trio
 
 from swarmlet import crypto
 from swarmlet.certs import PeerIdentity
-from swarmlet.errors import NoLeaderError, NotLeaderError, RemoteProtocolError, RuntimeAdapterError
+from swarmlet.errors import (
+    LocalProtocolError,
+    NoLeaderError,
+    NotLeaderError,
+    RemoteProtocolError,
+    RuntimeAdapterError,
+)
 from swarmlet.executor.docker_runtime import open_docker_runtime
 from swarmlet.executor.driver import Executor
 from swarmlet.executor.hostinfo import host_info, read_host_info
@@ -44,6 +51,7 @@ from swarmlet.node.config import AgentConfig
 from swarmlet.node.events import EventLog
 from swarmlet.node.forwarding import WriteForwarding
 from swarmlet.node.replicated import ReplicatedState, encode_command
+from swarmlet.node.status_reports import StatusIntake, StatusReporter
 from swarmlet.proxy.mesh import Proxy, Route, routes_from
 from swarmlet.raft.driver import RaftDriver, RaftStreamHello
 from swarmlet.raft.messages import Role as RaftRole
@@ -59,7 +67,14 @@ from swarmlet.security.secret_delivery import SecretDelivery
 from swarmlet.state.commands import Command
 from swarmlet.state.machine import ApplyResult, ClusterState
 from swarmlet.state.model import Role
-from swarmlet.state.observed import NodeMeta, TaskObservation, decode_meta, encode_meta
+from swarmlet.state.observed import (
+    NodeLoad,
+    NodeMeta,
+    StatusReport,
+    TaskObservation,
+    decode_meta,
+    encode_meta,
+)
 from swarmlet.wire.peer_rpc import CertRequest, ProposeBatch, ProposeRequest, SecretsRequest
 from swarmlet.wire.transport import (
     Address,
@@ -99,7 +114,7 @@ class Agent:
         self.proxy = Proxy(
             self.identity.publish_host,
             self._routes,
-            self._republish,
+            self._port_errors_changed,
             workers=self.config.proxy_workers,
         )
         self.storage = RaftStorage.open(datadir.raft_dir)
@@ -192,6 +207,24 @@ class Agent:
         self.stream_handlers[SecretsRequest] = self.secrets.serve
         self.stream_handlers[CertRequest] = self.certificates.serve
         self.stream_handlers[ProposeBatch] = self.forwarding.serve_batches
+        self.status_reporter = StatusReporter(
+            node_id=self.node_id,
+            raft=self.raft,
+            state=lambda: self.state,
+            observed=lambda: self.executor.observations if self.executor is not None else {},
+            port_errors=self._port_errors,
+            load=lambda: self.node_load(self.node_id) or NodeLoad(),
+            propose=self.propose,
+            transport=self.transport,
+            resolve=self._resolve,
+        )
+        self.status_intake = StatusIntake(
+            raft=self.raft,
+            state=lambda: self.state,
+            propose=self.propose,
+            counters=self.counters,
+        )
+        self.stream_handlers[StatusReport] = self.status_intake.serve
 
     @property
     def state(self) -> ClusterState:
@@ -215,23 +248,39 @@ class Agent:
             raft_term=self.raft.core.term,
             raft_commit=self.raft.core.commit_index,
             leader_id=self.raft.leader_id or "",
-            tasks=self.local_observations(),
             version=self._meta_version,
-            port_errors={
-                f"{port}/{proto}": e for (port, proto), e in self.proxy.port_errors.items()
-            },
-            proxy_connections=self.proxy.connection_counts(),
         )
+
+    def _publish_meta(self, meta: NodeMeta) -> None:
+        """Spread `meta` by gossip. It is of a bounded size whatever the node runs; should it
+        outgrow gossip's limit anyway, the node keeps its last metadata and says so, and goes
+        on running (issue #16: it once crash-looped here)."""
+        try:
+            self.gossip.set_meta(encode_meta(meta))
+        except LocalProtocolError as exc:
+            self.counters["gossip_meta_too_large"] += 1
+            self.events.record("node", "meta-too-large", meta.name, str(exc))
+            log.error("gossip metadata not updated: %s", exc)
 
     def local_observations(self) -> tuple[TaskObservation, ...]:
         return tuple(self.executor.observations.values()) if self.executor is not None else ()
 
-    def _republish(self) -> None:
-        self.gossip.set_meta(encode_meta(self._meta()))
+    def node_load(self, node_id: str) -> NodeLoad | None:
+        """This node's load now; another's as its last status report brought it here."""
+        if node_id != self.node_id:
+            return self.status_intake.loads.get(node_id)
+        loads = tuple(self.executor.loads.values()) if self.executor is not None else ()
+        return NodeLoad(loads, self.proxy.connection_counts())
 
-    def publish_tasks(self, observations: tuple[TaskObservation, ...]) -> None:
-        """The executor saw a task change: spread it (gossip) and let the leader look at once."""
-        self._republish()
+    def _port_errors(self) -> dict[str, str]:
+        return {f"{port}/{proto}": e for (port, proto), e in self.proxy.port_errors.items()}
+
+    def _port_errors_changed(self) -> None:
+        self.status_reporter.notify()
+
+    def publish_tasks(self) -> None:
+        """The executor saw a task change: report it, and let the leader and the proxy look."""
+        self.status_reporter.notify()
         self.leader.notify()
         self.proxy.notify()
 
@@ -344,7 +393,7 @@ class Agent:
                 self.events.record("node", "ready", name, f"node {name} is back")
             else:
                 self.events.record("node", "join", name, f"node {name} joined gossip")
-        # Every kind, UPDATE too: a node's meta carries its task states and endpoints.
+        # Every kind, UPDATE too: a node's meta carries its capacity.
         self.leader.notify()
         self.proxy.notify()
 
@@ -362,6 +411,7 @@ class Agent:
         self._remember_member_keys()
         if self.executor is not None:
             self.executor.notify()
+        self.status_reporter.notify()
         self.leader.notify()
         self.proxy.notify()
 
@@ -426,19 +476,11 @@ class Agent:
         while True:
             self.host = await host_info()
             meta = self._meta()
-            # Republish on what others act on or show: roles, leadership, load in 10% steps,
-            # proxy traffic (request rates for the autoscaler and the dashboard).
-            key = (
-                meta.name,
-                meta.role,
-                meta.raft_term,
-                meta.leader_id,
-                meta.cpu_percent // 10,
-                sum(meta.proxy_connections.values()),
-            )
+            # Republish on what others act on or show: roles, leadership, load in 10% steps.
+            key = (meta.name, meta.role, meta.raft_term, meta.leader_id, meta.cpu_percent // 10)
             if key != last:
                 last = key
-                self.gossip.set_meta(encode_meta(meta))
+                self._publish_meta(meta)
             with trio.move_on_after(self.config.meta_refresh_s):
                 await self.raft.leader_changed.wait()
 
@@ -491,6 +533,7 @@ class Agent:
             await nursery.start(self.certificates.run)
             await nursery.start(self.raft.run)
             await nursery.start(self.forwarding.run)
+            await nursery.start(self.status_reporter.run)
             await nursery.start(self.gossip.run)
             self.gossip.join(self.seeds())
             await nursery.start(self.leader.run)

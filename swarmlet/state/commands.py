@@ -27,6 +27,7 @@ from swarmlet.state.model import (
     Task,
     UpdateStatus,
 )
+from swarmlet.state.observed import TaskObservation
 from swarmlet.wire import catalog
 from swarmlet.wire import codec as wire
 
@@ -127,6 +128,16 @@ class RemoveSecret:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportTasks:
+    """What a node observed of its own tasks (`state.observed`). `node_id` is the sender's
+    certificate's, set by the leader that received the report, never the sender's say."""
+
+    node_id: str
+    statuses: tuple[TaskObservation, ...]
+    port_errors: dict[str, str] | None = None  # None: unchanged
+
+
+@dataclass(frozen=True, slots=True)
 class Batch:
     """Several commands applied atomically: all or none (e.g. a stack deploy)."""
 
@@ -149,6 +160,7 @@ Command = (
     | CreateSecret
     | RemoveSecret
     | Batch
+    | ReportTasks
 )
 
 # Append only: ids are persisted in the Raft log.
@@ -168,5 +180,6 @@ COMMANDS: tuple[type, ...] = (
     CreateSecret,
     RemoveSecret,
     Batch,
+    ReportTasks,
 )
 wire.register_all(catalog.STATE_COMMANDS, COMMANDS)

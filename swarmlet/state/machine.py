@@ -40,6 +40,7 @@ from swarmlet.state.commands import (
     RemoveSecret,
     RemoveService,
     RemoveTasks,
+    ReportTasks,
     RotateToken,
     SetTargetVoters,
     SetUpdateStatus,
@@ -55,6 +56,7 @@ from swarmlet.state.model import (
     Task,
     TaskState,
 )
+from swarmlet.state.observed import TaskObservation
 from swarmlet.wire import catalog
 from swarmlet.wire import codec as wire
 
@@ -91,6 +93,8 @@ class StateSnapshot:
     vip_counters: dict[str, int] = field(default_factory=dict)
     managers_public_key: bytes = b""
     removed_nodes: dict[str, float] = field(default_factory=dict)
+    task_status: tuple[TaskObservation, ...] = ()
+    port_errors: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 SNAPSHOT_TYPES: tuple[type, ...] = (StateSnapshot, ApplyResult)
@@ -120,6 +124,11 @@ class ClusterState:
         # refused by its id on every connection and every message (`security.peer_policy`);
         # ids are never reused (a join draws a new one), so an entry never needs to go.
         self.removed_nodes: dict[str, float] = {}
+        # Task id -> what its node last reported of it (`ReportTasks`): only for tasks in
+        # `tasks`, each reported by the node it is assigned to.
+        self.task_status: dict[str, TaskObservation] = {}
+        # Node id -> "PORT/PROTO" -> why its proxy cannot listen there (only nodes with errors).
+        self.port_errors: dict[str, dict[str, str]] = {}
 
     # -------------------------------------------------------------------------------- reads
 
@@ -203,6 +212,8 @@ class ClusterState:
         self.secrets = dict(other.secrets)
         self.vip_counters = dict(other.vip_counters)
         self.removed_nodes = dict(other.removed_nodes)
+        self.task_status = dict(other.task_status)
+        self.port_errors = dict(other.port_errors)
 
     # ------------------------------------------------------------------------- snapshots
 
@@ -221,6 +232,8 @@ class ClusterState:
                 vip_counters=dict(self.vip_counters),
                 managers_public_key=self.managers_public_key,
                 removed_nodes=dict(self.removed_nodes),
+                task_status=tuple(self.task_status.values()),
+                port_errors=dict(self.port_errors),
             )
         )
 
@@ -242,6 +255,8 @@ class ClusterState:
         state.vip_counters = dict(snap.vip_counters)
         state.managers_public_key = snap.managers_public_key
         state.removed_nodes = dict(snap.removed_nodes)
+        state.task_status = {o.task_id: o for o in snap.task_status}
+        state.port_errors = dict(snap.port_errors)
         return state
 
 
@@ -306,8 +321,11 @@ def _remove_node(state: ClusterState, cmd: RemoveNode) -> str:
         raise Rejected(f"no node {cmd.node_id}")
     del state.nodes[cmd.node_id]
     state.removed_nodes[cmd.node_id] = cmd.removed_at
+    state.port_errors.pop(cmd.node_id, None)
     # Its tasks can never report again: mark them orphaned so the orchestrator replaces them.
     for task in list(state.tasks.values()):
+        if task.node_id == cmd.node_id:
+            state.task_status.pop(task.id, None)
         if task.node_id == cmd.node_id and not task.state.terminal:
             state.tasks[task.id] = dataclasses.replace(
                 task,
@@ -505,7 +523,33 @@ def _put_tasks(state: ClusterState, cmd: PutTasks) -> str:
 def _remove_tasks(state: ClusterState, cmd: RemoveTasks) -> str:
     for task_id in cmd.task_ids:
         state.tasks.pop(task_id, None)
+        state.task_status.pop(task_id, None)
     return ""
+
+
+def _report_tasks(state: ClusterState, cmd: ReportTasks) -> str:
+    """Record what a node observed of its own tasks. A status about a task that is gone or
+    not the node's, or that would move its state back, is skipped, not an error: the leader
+    vetted the report against its state, and only a race (the task reaped meanwhile, a late
+    duplicate) gets here. Returns how many statuses were recorded."""
+    if cmd.node_id not in state.nodes:
+        raise Rejected(f"no node {cmd.node_id}")
+    recorded = 0
+    for obs in cmd.statuses:
+        task = state.tasks.get(obs.task_id)
+        if task is None or task.node_id != cmd.node_id:
+            continue
+        old = state.task_status.get(obs.task_id)
+        if old is not None and obs.state < old.state:
+            continue  # states only move forward
+        state.task_status[obs.task_id] = obs
+        recorded += 1
+    if cmd.port_errors is not None:
+        if cmd.port_errors:
+            state.port_errors[cmd.node_id] = dict(cmd.port_errors)
+        else:
+            state.port_errors.pop(cmd.node_id, None)
+    return str(recorded)
 
 
 def _create_secret(state: ClusterState, cmd: CreateSecret) -> str:
@@ -551,4 +595,5 @@ _HANDLERS: dict[type, Any] = {
     RemoveTasks: _remove_tasks,
     CreateSecret: _create_secret,
     RemoveSecret: _remove_secret,
+    ReportTasks: _report_tasks,
 }

@@ -1,13 +1,19 @@
-"""The observed state: what each agent reports about itself through gossip.
+"""The observed state: what each agent reports about itself, and by which path.
 
-Every agent publishes one `NodeMeta` as its gossip metadata: who it is, its resources and load,
-and the actual state of the tasks it runs (with their published endpoints). The gossip layer treats
-it as opaque bytes and spreads it (piggybacked Alive messages and push-pull), so every agent
-converges on the same picture without the leader, which is what lets the routing mesh keep working
-while there is no leader.
+Two paths, by what a fact costs to spread (issue #16):
 
-Observed state is advisory and eventually consistent: the leader acts on it, but only through
-commands committed to the replicated state.
+- Gossip carries one `NodeMeta` per node, of a fixed size whatever the node runs: who it is, its
+  resources and load, its view of Raft. Every member holds every member's, so it must stay small.
+- Task statuses (`TaskObservation`: state, container, health, endpoints) go to the leader in
+  `StatusReport`s, sent only for what changed, and are committed in batches through Raft
+  (`commands.ReportTasks`, held in `ClusterState.task_status`), as Swarm's dispatcher and Nomad's
+  `Node.UpdateAlloc` do. So a change costs the same whatever the node runs, every replica holds
+  the same statuses, and the routing mesh keeps its routes while there is no leader. The figures
+  only the leader uses (per-task CPU and memory, proxy connection counts, for autoscaling) ride
+  along in `NodeLoad` and are held in the leader's memory, never committed.
+
+Observed state is advisory: the leader acts on it, but only through commands committed to the
+replicated state.
 """
 
 from __future__ import annotations
@@ -40,12 +46,31 @@ class TaskObservation:
     endpoints: tuple[Endpoint, ...] = ()
     exit_code: int | None = None
     since: float = 0.0  # wall-clock time of the last state change
-    cpu_percent: float = 0.0  # of one core
-    memory_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TaskLoad:
+    """One running replica's last measured use (autoscaled services only)."""
+
+    task_id: str
+    cpu_percent: float  # of one core
+    memory_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLoad:
+    """What a node measures for the leader's autoscaler: sent with its status reports, held in
+    the leader's memory, never committed (it changes every few seconds and is worthless later)."""
+
+    tasks: tuple[TaskLoad, ...] = ()
+    # Per service name: connections accepted so far by this node's proxy (cumulative).
+    proxy_connections: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class NodeMeta:
+    """A node's gossip metadata: of a bounded size whatever the node runs (names are bounded)."""
+
     name: str
     role: str
     addr: str
@@ -57,17 +82,45 @@ class NodeMeta:
     raft_term: int = 0
     raft_commit: int = 0
     leader_id: str = ""
-    tasks: tuple[TaskObservation, ...] = ()
-    # Per service: connections accepted so far by this node's proxy (autoscaling, dashboard).
-    proxy_connections: dict[str, int] = field(default_factory=dict)
-    version: int = 0
-    # "PORT/PROTO" -> why this node's proxy cannot listen there (e.g. the port is taken).
-    port_errors: dict[str, str] = field(
-        default_factory=dict
-    )  # bumped by the agent on every change, so identical metas are recognisable
+    version: int = 0  # bumped by the agent on every change, so identical metas are recognisable
 
 
-WIRE_TYPES: tuple[type, ...] = (Endpoint, TaskObservation, NodeMeta)
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    """A node tells the leader what changed on it since what its replica of the state shows.
+
+    The sender is the connection's certificate; the leader commits the statuses as
+    `ReportTasks` in that node's name (`node.status_reports`). A connection that opens with a
+    report carries any number of them, one answered before the next is sent.
+    """
+
+    seq: int
+    statuses: tuple[TaskObservation, ...] = ()
+    # "PORT/PROTO" -> why this node's proxy cannot listen there; None: unchanged.
+    port_errors: dict[str, str] | None = None
+    load: NodeLoad | None = None  # None: nothing new measured
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReportReply:
+    seq: int
+    ok: bool
+    error: str = ""
+    index: int = 0  # the leader's applied index once the statuses are committed
+    not_leader: bool = False
+    leader_hint: str = ""
+
+
+# Only append: ids are permanent.
+WIRE_TYPES: tuple[type, ...] = (
+    Endpoint,
+    TaskObservation,
+    NodeMeta,
+    TaskLoad,
+    NodeLoad,
+    StatusReport,
+    StatusReportReply,
+)
 wire.register_all(catalog.STATE_OBSERVED, WIRE_TYPES)
 
 

@@ -270,8 +270,8 @@ class Harness:
         async def sync() -> bool:
             return True
 
-        def publish(observations: tuple[TaskObservation, ...]) -> None:
-            self.observations = {o.task_id: o for o in observations}
+        def publish() -> None:
+            self.observations = dict(self.executor.observations)
 
         async def task_files(task: Task) -> Mapping[tuple[str, bool], bytes]:
             return VALUES

@@ -73,7 +73,15 @@ from swarmlet.security.certificates import tls_config
 from swarmlet.security.datadir import DataDir
 from swarmlet.state.commands import Command, RemoveNode, UpdateNode
 from swarmlet.state.model import Role, TaskState
-from swarmlet.state.observed import Endpoint, NodeMeta, TaskObservation, decode_meta, encode_meta
+from swarmlet.state.observed import (
+    Endpoint,
+    NodeMeta,
+    StatusReport,
+    StatusReportReply,
+    TaskObservation,
+    decode_meta,
+    encode_meta,
+)
 from swarmlet.wire import codec as wire
 from swarmlet.wire.peer_rpc import (
     CertReply,
@@ -101,6 +109,7 @@ from tests.integration.cluster import (
     get,
     local_cluster,
     run_cli,
+    tasks,
     wait_for,
 )
 
@@ -936,34 +945,47 @@ def refused(cluster: LocalCluster, agent: AgentHandle) -> dict[str, int]:
     return {k: v for k, v in counters(cluster, agent).items() if k.startswith("observed_") and v}
 
 
+def committed_status(scene: Scene, task: WebTask) -> TaskObservation:
+    """`task`'s status as its node reported it and the leader shows it (`service ps`)."""
+    name = "mw_web_worker" if task.runs_on is scene.worker else "mw_web_manager"
+    row = next(t for t in tasks(scene.cluster, name) if t["id"] == task.task_id)
+    return TaskObservation(
+        task.task_id,
+        TaskState.RUNNING,
+        container_id=row["container_id"],
+        healthy=row["healthy"],
+        endpoints=tuple(Endpoint(**e) for e in row["endpoints"]),
+    )
+
+
 @pytest.mark.docker
-async def test_a_workers_metadata_cannot_claim_another_nodes_task_or_foreign_endpoints(
+async def test_a_workers_status_reports_cannot_claim_another_nodes_task_or_foreign_endpoints(
     scene: Scene, web_tasks: tuple[WebTask, WebTask]
 ) -> None:
-    """The worker's Alive about itself, signed with its key, is the worker's to say: the managers
-    take it, metadata and all. What that metadata is believed about is limited (issue #15, item
-    4): here it claims the manager's replica, at the worker's own address (where the attacker
-    listens) and at 127.0.0.1, and adds endpoints at 127.0.0.1 and at a manager's address to the
-    worker's own replica. The leader refuses both, each manager's proxy still sends each port to
-    its one real replica, and no decoy is ever asked.
+    """A status report is committed in the name of the certificate it came with, and only about
+    that node's own tasks (issue #15, item 4; issue #16 moved the reports from gossip to the
+    leader). With the worker's credentials, the attacker reports the manager's replica running at
+    the worker's address (where it listens) and at 127.0.0.1, and adds endpoints at 127.0.0.1 and
+    at a manager's address to the worker's own replica. The leader refuses the first (counted)
+    and commits the second, which is the worker's to say; every observer then drops its foreign
+    endpoints (counted). Each manager's proxy still sends each port to its one real replica, and
+    no decoy is ever asked.
 
-    The real worker keeps running and hears each claim in its name (the managers gossip it): it
-    refutes it with its real metadata one incarnation higher. So the attacker claims again and
-    again, higher each time, while the checks run; once it stops, the worker's own word is the
-    last, and every manager believes every report again."""
+    The real worker keeps running: its reporter sees the committed status differ from what its
+    executor sees and reports the truth again. So the attacker claims again and again while the
+    checks run; once it stops, the worker's own word is the last, and every manager believes
+    every report again."""
     with trio.fail_after(TEST_TIMEOUT_S):
         worker = Impostor(scene.worker.data_dir)
-        w = scene.worker_id
         on_manager, on_worker = web_tasks
         leader = await off_loop(scene.leader)
         before = await off_loop(picture, scene)
         believed = functools.partial(refused, scene.cluster, leader)
         await off_loop(wait_for, "the leader to believe every report", lambda: not believed())
-        own = (await worker.members(leader))[w]  # the worker's real record, as the leader has it
-        real = decode_meta(own.meta)
-        assert real is not None
-        real_report = next(t for t in real.tasks if t.task_id == on_worker.task_id)
+        real_report = await off_loop(committed_status, scene, on_worker)
         like = real_report.endpoints[0]
+        refusals = "status_refused_report_other_nodes_task"
+        refused_before = (await off_loop(counters, scene.cluster, leader))[refusals]
         with (
             Decoy(scene.worker.host) as at_worker,
             Decoy("127.0.0.1") as at_loopback,
@@ -985,29 +1007,30 @@ async def test_a_workers_metadata_cannot_claim_another_nodes_task_or_foreign_end
                     ),
                 ),
             )
-            others = tuple(t for t in real.tasks if t.task_id != on_worker.task_id)
-            meta = encode_meta(dataclasses.replace(real, tasks=(*others, *claims)))
 
             async def claim_again_and_again() -> None:
-                incarnation = own.incarnation
-                while True:
-                    # Above the worker's refutation of the last claim (one higher) and any new
-                    # metadata of its own since (one higher each).
-                    incarnation += 1000
-                    alive = worker.own_alive(incarnation, own.host, own.port, meta)
-                    datagram = worker.datagram(alive, signed_as=w)
-                    for m in scene.managers:
-                        await worker.send_datagrams(m, [datagram])
-                    await trio.sleep(0.05)
+                stream = await worker.connect(leader)
+                async with stream.stream:
+                    for seq in range(1, 1_000_000):
+                        report = StatusReport(seq, claims)
+                        reply = await ask_on(stream, report, (StatusReportReply,))
+                        assert reply is not None and reply.ok, reply
+                        await trio.sleep(0.05)
 
             def replies_through(m: AgentHandle, task: WebTask) -> Counter[str]:
                 return Counter(get(m.host, task.port) for _ in range(20))
 
-            expected = {"observed_report_other_nodes_task": 1, "observed_endpoint_foreign_host": 2}
+            def claim_refused() -> bool:
+                return counters(scene.cluster, leader)[refusals] > refused_before
+
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(claim_again_and_again)
+                await off_loop(wait_for, "the leader to refuse the claim", claim_refused)
                 await off_loop(
-                    wait_for, "the leader to refuse the claims", lambda: believed() == expected
+                    wait_for,
+                    "the leader to drop the foreign endpoints",
+                    lambda: believed() == {"observed_endpoint_foreign_host": 2},
+                    interval=0.0,
                 )
                 for m in scene.managers:
                     for task in web_tasks:
@@ -1021,6 +1044,7 @@ async def test_a_workers_metadata_cannot_claim_another_nodes_task_or_foreign_end
                 f"n{m.index} to believe every report again",
                 lambda m=m: not refused(scene.cluster, m),
             )
+        assert await off_loop(committed_status, scene, on_worker) == real_report
         await off_loop(assert_unchanged, scene, before)
 
 

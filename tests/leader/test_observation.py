@@ -1,5 +1,5 @@
 """leader.observation: when a node counts as ready (a table), and the observed state `observe`
-assembles from gossip and this node's executor."""
+assembles from gossip, the committed task statuses and this node's executor."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from swarmlet.gossip.messages import MemberState
 from swarmlet.leader.observation import counts_as_ready, is_ready, observe, ready_node_ids
+from swarmlet.state.commands import ReportTasks
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import Node, Resources, Role, Task, TaskState
 from swarmlet.state.observed import NodeMeta, TaskObservation
@@ -30,10 +31,8 @@ def test_counts_as_ready(member_state: MemberState | None, is_self: bool, ready:
     assert counts_as_ready(member_state, is_self=is_self) is ready
 
 
-def _meta(*tasks: TaskObservation) -> NodeMeta:
-    return NodeMeta(
-        "n", "worker", "h:1", "h", nano_cpus=2_000_000_000, memory_bytes=1 << 30, tasks=tasks
-    )
+def _meta() -> NodeMeta:
+    return NodeMeta("n", "worker", "h:1", "h", nano_cpus=2_000_000_000, memory_bytes=1 << 30)
 
 
 @dataclass
@@ -89,17 +88,19 @@ def test_observe_counts_suspects_as_ready_and_dates_the_dead() -> None:
     assert not is_ready(_source(), "unheard")
 
 
-def test_observe_takes_others_tasks_from_gossip_and_its_own_from_the_executor() -> None:
+def test_observe_takes_others_tasks_from_the_state_and_its_own_from_the_executor() -> None:
     source = _source()
-    source.state.tasks["t-remote"] = Task("t-remote", "s", 1, 1, node_id="alive")
-    stale_own = TaskObservation("t-own", TaskState.STARTING)
-    source.metas = {
-        "alive": _meta(TaskObservation("t-remote", TaskState.RUNNING)),
-        "me": _meta(stale_own),  # this node's gossip meta lags its executor
-    }
+    for task_id, node_id in (("t-remote", "alive"), ("t-own", "me"), ("t-unheard", "unheard")):
+        source.state.tasks[task_id] = Task(task_id, "s", 1, 1, node_id=node_id)
+        statuses = (TaskObservation(task_id, TaskState.STARTING),)
+        assert source.state.apply(ReportTasks(node_id, statuses)).value == "1"
+    source.state.apply(ReportTasks("alive", (TaskObservation("t-remote", TaskState.RUNNING),)))
+    source.metas = {"alive": _meta(), "me": _meta()}
+    # This node's committed status lags its executor.
     source.local = (TaskObservation("t-own", TaskState.RUNNING),)
     observed = observe(source)
     assert observed.tasks["t-remote"].state is TaskState.RUNNING
     assert observed.tasks["t-own"].state is TaskState.RUNNING
+    assert "t-unheard" not in observed.tasks  # no verdict on a node gossip has not heard of
     assert observed.nodes["alive"].total == Resources(2_000_000_000, 1 << 30)
     assert observed.nodes["suspect"].total is None  # no meta yet

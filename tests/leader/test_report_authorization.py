@@ -1,6 +1,7 @@
-"""leader.observation: a node is believed only about its own tasks, with endpoints on its own
-address (issue #15, item 4), and what is refused is counted. The routes every proxy serves come
-from `observe`, so they are checked here too."""
+"""A node is believed only about its own tasks (the state machine keeps other statuses out of a
+`ReportTasks`; `node.status_reports` refuses them before), with endpoints on its own address
+(`leader.observation`; issue #15, item 4), and what is refused is counted. The routes every proxy
+serves come from `observe`, so they are checked here too."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from swarmlet.leader.observation import (
     report_refusal,
 )
 from swarmlet.proxy.routes import routes_from
+from swarmlet.state.commands import ReportTasks
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import (
     Node,
@@ -41,22 +43,23 @@ class Source:
     node_id: str = ME
     state: ClusterState = field(default_factory=ClusterState)
     down_since: dict[str, float] = field(default_factory=dict)
-    metas: dict[str, NodeMeta] = field(default_factory=dict)
     local: tuple[TaskObservation, ...] = ()
 
     def member_state(self, node_id: str) -> MemberState | None:
         return MemberState.ALIVE if node_id in self.state.nodes else None
 
     def node_meta(self, node_id: str) -> NodeMeta | None:
-        return self.metas.get(node_id)
+        return None
 
     def local_observations(self) -> tuple[TaskObservation, ...]:
         return self.local
 
 
-def _meta(node_id: str, *tasks: TaskObservation) -> NodeMeta:
-    addr = ADDRS[node_id]
-    return NodeMeta(node_id, "worker", addr, addr.rpartition(":")[0], 1, 1, tasks=tasks)
+def _report(source: Source, node_id: str, *statuses: TaskObservation) -> int:
+    """Commit `node_id`'s report as the leader would; how many statuses the state took."""
+    result = source.state.apply(ReportTasks(node_id, statuses))
+    assert result.ok, result.error
+    return int(result.value)
 
 
 def _running(task_id: str, host: str, port: int, target: int = 5432) -> TaskObservation:
@@ -91,7 +94,8 @@ WEB_REPORT = _running("t-web", "10.0.0.3", 30002, target=80)
 
 def _honest() -> Source:
     source = _cluster()
-    source.metas = {DB_NODE: _meta(DB_NODE, DB_REPORT), WORKER: _meta(WORKER, WEB_REPORT)}
+    _report(source, DB_NODE, DB_REPORT)
+    _report(source, WORKER, WEB_REPORT)
     return source
 
 
@@ -102,43 +106,57 @@ def test_honest_reports_are_taken_as_they_are() -> None:
     assert observed.refused == {}
 
 
-def test_a_claim_on_another_nodes_task_is_refused_and_the_owner_wins() -> None:
+def test_a_claim_on_another_nodes_task_is_not_recorded_and_the_owner_wins() -> None:
     source = _honest()
     mitm = _running("t-db", "10.0.0.3", 40000)  # the worker's own address: a man in the middle
-    source.metas[WORKER] = _meta(WORKER, WEB_REPORT, mitm)
+    assert _report(source, WORKER, WEB_REPORT, mitm) == 1
     observed = observe(source)
     assert observed.tasks["t-db"] is DB_REPORT
-    assert observed.refused == {REFUSED_OTHER_NODES_TASK: 1}
     assert routes_from(source.state, observed.tasks) == routes_from(
         source.state, observe(_honest()).tasks
     )
 
 
-def test_a_claim_on_a_task_whose_owner_is_silent_is_refused() -> None:
+def test_a_claim_on_a_task_whose_owner_is_silent_is_not_recorded() -> None:
     source = _cluster()
-    source.metas = {WORKER: _meta(WORKER, _running("t-db", "10.0.0.3", 40000))}
+    assert _report(source, WORKER, _running("t-db", "10.0.0.3", 40000)) == 0
     observed = observe(source)
     assert "t-db" not in observed.tasks
-    assert observed.refused == {REFUSED_OTHER_NODES_TASK: 1}
     db_route = next(r for r in routes_from(source.state, observed.tasks) if r.service == "db")
     assert db_route.endpoints == ()
 
 
-def test_a_report_of_an_unassigned_task_is_refused() -> None:
+def test_a_report_of_an_unassigned_or_unknown_task_is_not_recorded() -> None:
     source = _cluster()
     source.state.tasks["t-pending"] = Task("t-pending", "db", 2, 1)  # no node yet
-    source.metas = {WORKER: _meta(WORKER, _running("t-pending", "10.0.0.3", 40000))}
-    observed = observe(source)
-    assert "t-pending" not in observed.tasks
-    assert observed.refused == {REFUSED_OTHER_NODES_TASK: 1}
+    pending = _running("t-pending", "10.0.0.3", 40000)
+    assert _report(source, WORKER, pending, _running("t-ghost", "10.0.0.3", 40001)) == 0
+    assert source.state.task_status == {}
+    assert "t-pending" not in observe(source).tasks
 
 
-def test_a_report_of_an_unknown_task_is_refused() -> None:
+def test_a_report_that_moves_a_task_back_is_not_recorded() -> None:
     source = _honest()
-    source.metas[WORKER] = _meta(WORKER, WEB_REPORT, _running("t-ghost", "10.0.0.3", 40000))
-    observed = observe(source)
-    assert set(observed.tasks) == {"t-db", "t-web"}
-    assert observed.refused == {REFUSED_UNKNOWN_TASK: 1}
+    assert _report(source, DB_NODE, TaskObservation("t-db", TaskState.STARTING)) == 0
+    assert source.state.task_status["t-db"] is DB_REPORT
+
+
+def test_a_removed_task_or_node_takes_its_statuses_along() -> None:
+    from swarmlet.state.commands import RemoveNode, RemoveTasks
+
+    source = _honest()
+    assert source.state.apply(RemoveTasks(("t-web",))).ok
+    assert set(source.state.task_status) == {"t-db"}
+    assert source.state.apply(RemoveNode(DB_NODE)).ok
+    assert source.state.task_status == {}
+
+
+def test_statuses_survive_a_snapshot() -> None:
+    source = _honest()
+    source.state.apply(ReportTasks(WORKER, (), port_errors={"80/tcp": "address in use"}))
+    restored = ClusterState.restore(source.state.snapshot())
+    assert restored.task_status == source.state.task_status
+    assert restored.port_errors == {WORKER: {"80/tcp": "address in use"}}
 
 
 @pytest.mark.parametrize(
@@ -168,18 +186,12 @@ def test_only_endpoints_on_the_nodes_own_address_are_kept() -> None:
             Endpoint(80, "tcp", "10.0.0.3", 30002),  # its own: the only one kept
             Endpoint(81, "udp", "0.0.0.0", 30004),
         ),
-        cpu_percent=12.0,
     )
-    source.metas[WORKER] = _meta(WORKER, report)
+    _report(source, WORKER, report)
     observed = observe(source)
     kept = observed.tasks["t-web"]
     assert kept.endpoints == (Endpoint(80, "tcp", "10.0.0.3", 30002),)
-    assert (kept.state, kept.healthy, kept.container_id, kept.cpu_percent) == (
-        TaskState.RUNNING,
-        True,
-        "c",
-        12.0,
-    )
+    assert (kept.state, kept.healthy, kept.container_id) == (TaskState.RUNNING, True, "c")
     assert observed.refused == {REFUSED_FOREIGN_HOST: 2, REFUSED_SPECIAL_ADDRESS: 1}
     assert routes_from(source.state, observed.tasks) == routes_from(
         source.state, observe(_honest()).tasks
@@ -188,7 +200,7 @@ def test_only_endpoints_on_the_nodes_own_address_are_kept() -> None:
 
 def test_a_task_left_without_endpoints_stays_observed() -> None:
     source = _honest()
-    source.metas[WORKER] = _meta(WORKER, _running("t-web", "127.0.0.1", 30003, target=80))
+    _report(source, WORKER, _running("t-web", "127.0.0.1", 30003, target=80))
     observed = observe(source)
     assert observed.tasks["t-web"].state is TaskState.RUNNING  # the orchestrator still sees it
     assert observed.tasks["t-web"].endpoints == ()
@@ -198,7 +210,7 @@ def test_a_task_left_without_endpoints_stays_observed() -> None:
 def test_loopback_endpoints_work_in_a_cluster_on_one_host() -> None:
     addrs = {ME: "127.0.0.1:7946", DB_NODE: "127.0.0.2:7946", WORKER: "127.0.0.3:7946"}
     source = _cluster(addrs)
-    source.metas = {WORKER: _meta(WORKER, _running("t-web", "127.0.0.3", 30002, target=80))}
+    _report(source, WORKER, _running("t-web", "127.0.0.3", 30002, target=80))
     observed = observe(source)
     assert observed.tasks["t-web"].endpoints == (Endpoint(80, "tcp", "127.0.0.3", 30002),)
     assert observed.refused == {}
@@ -206,7 +218,7 @@ def test_loopback_endpoints_work_in_a_cluster_on_one_host() -> None:
 
 def test_a_node_on_loopback_is_not_routed_to_from_another_host() -> None:
     source = _cluster({**ADDRS, WORKER: "127.0.0.3:7946"})
-    source.metas = {WORKER: _meta(WORKER, _running("t-web", "127.0.0.3", 30002, target=80))}
+    _report(source, WORKER, _running("t-web", "127.0.0.3", 30002, target=80))
     observed = observe(source)
     assert observed.tasks["t-web"].endpoints == ()
     assert observed.refused == {REFUSED_LOOPBACK: 1}

@@ -1,0 +1,302 @@
+"""Task statuses from every node to the leader, committed in batches (issue #16).
+
+A node's executor observes its own tasks (state, container, health, endpoints). It used to spread
+them in its gossip metadata, which grew with the tasks it ran and was resent whole to every member
+on every change, until a node with ~140 tasks outgrew it and its agent died. Now, as Swarm's
+dispatcher and Nomad's client do, a node reports to the leader, which commits the statuses through
+Raft (`commands.ReportTasks`): every replica holds them, the leader and the proxies read them from
+the replicated state, and the mesh keeps its routes while there is no leader.
+
+- Level-triggered (Nomad's `allocSync`): `StatusReporter` sends the difference between what its
+  executor sees and what its own replica of the state shows (`news`). Nothing is remembered but
+  what is in flight: a report lost with a leader is sent again, to the next one, because the
+  difference is still there. The cost of a change does not depend on how many tasks run.
+- Batched: what changes within `BATCH_WINDOW_S`, or while a report is in flight, leaves together
+  (one report in flight per node, at most `MAX_STATUSES_PER_REPORT` statuses each); the leader
+  proposes each report as one entry, and concurrent entries from many nodes share one Raft append
+  and fsync (group commit in `raft.driver`).
+- In the sender's name only: `StatusIntake` on the leader commits a report's statuses in the name
+  of the connection's certificate, and only about the tasks the state assigns to that node
+  (`leader.observation.report_refusal`); what it refuses is counted, and a report that changes
+  nothing commits nothing. The state machine checks ownership again when it applies.
+
+Load figures (`NodeLoad`: per-task CPU and memory, proxy connection counts) change every few
+seconds and only the leader's autoscaler reads them: they ride along at most every
+`LOAD_INTERVAL_S`, when they changed, and stay in the leader's memory.
+
+Must not know: what the executor or the proxy do (it reads their figures through callables).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+import trio
+
+from swarmlet.certs import PeerIdentity
+from swarmlet.errors import NotLeaderError, RemoteProtocolError
+from swarmlet.leader.observation import report_refusal
+from swarmlet.raft.driver import RaftDriver
+from swarmlet.state.commands import Command, ReportTasks
+from swarmlet.state.machine import ApplyResult, ClusterState
+from swarmlet.state.model import TaskState
+from swarmlet.state.observed import (
+    NodeLoad,
+    StatusReport,
+    StatusReportReply,
+    TaskLoad,
+    TaskObservation,
+)
+from swarmlet.wire.transport import Address, Counters, FramedStream, Transport
+
+log = logging.getLogger(__name__)
+
+BATCH_WINDOW_S = 0.02  # how long a first change waits for the ones that come with it
+LOAD_INTERVAL_S = 5.0  # load figures are sent at most this often (the executor measures at 5 s)
+RETRY_S = 0.5  # after a failed report, wait this long (or for a new leader) before the next
+REPLY_TIMEOUT_S = 10.0  # a leader that does not answer a report in this time is given up on
+MAX_STATUSES_PER_REPORT = 512  # a larger difference leaves in several reports, one after another
+MAX_PORT_ERRORS = 64  # per node; a proxy reports one per published port it cannot listen on
+MAX_PORT_ERROR_CHARS = 300
+
+_LINK_ERRORS = (
+    OSError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    trio.TooSlowError,
+    RemoteProtocolError,
+)
+
+
+def is_news(obs: TaskObservation, recorded: TaskObservation | None) -> bool:
+    """Whether `obs` says something the replicated state does not hold yet and would take (a
+    status never moves a task's state back: the state machine skips such a one)."""
+    return recorded is None or (obs != recorded and obs.state >= recorded.state)
+
+
+def news(
+    node_id: str, state: ClusterState, observed: Mapping[str, TaskObservation]
+) -> list[TaskObservation]:
+    """What this node observes of its own tasks that its replica of the state does not show."""
+    found = []
+    for task_id, obs in observed.items():
+        task = state.tasks.get(task_id)
+        mine = task is not None and task.node_id == node_id
+        if mine and is_news(obs, state.task_status.get(task_id)):
+            found.append(obs)
+    return found
+
+
+class StatusReporter:
+    """This node's side: sends its news to the leader until its replica shows them."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        raft: RaftDriver[ApplyResult],
+        state: Callable[[], ClusterState],
+        observed: Callable[[], Mapping[str, TaskObservation]],
+        port_errors: Callable[[], dict[str, str]],
+        load: Callable[[], NodeLoad],
+        propose: Callable[[Command], Awaitable[ApplyResult]],
+        transport: Transport,
+        resolve: Callable[[str], Address | None],
+        load_interval_s: float = LOAD_INTERVAL_S,
+    ) -> None:
+        self.node_id = node_id
+        self.load_interval_s = load_interval_s
+        self._raft = raft
+        self._state = state
+        self._observed = observed
+        self._port_errors = port_errors
+        self._load = load
+        self._propose = propose
+        self._transport = transport
+        self._resolve = resolve
+        self.counters: Counters = transport.counters
+        self._wake = trio.Event()
+        self._seq = 0
+        self._link: FramedStream | None = None
+        self._link_leader = ""
+        self._load_sent: tuple[str, NodeLoad] | None = None  # (to which leader, what)
+
+    def notify(self) -> None:
+        """The executor saw a change, or the replica applied one: look again."""
+        self._wake.set()
+
+    def pending(self, *, with_load: bool) -> StatusReport | None:
+        """The next report to send, None if there is nothing to say."""
+        state = self._state()
+        statuses = news(self.node_id, state, self._observed())[:MAX_STATUSES_PER_REPORT]
+        port_errors: dict[str, str] | None = self._port_errors()
+        if port_errors == state.port_errors.get(self.node_id, {}):
+            port_errors = None
+        load = None
+        if with_load and not self._raft.is_leader:  # the leader reads its own directly
+            leader = self._raft.leader_id or ""
+            load = self._load()
+            if self._load_sent == (leader, load):
+                load = None
+        if not statuses and port_errors is None and load is None:
+            return None
+        self._seq += 1
+        return StatusReport(self._seq, tuple(statuses), port_errors, load)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        next_load = trio.current_time() + self.load_interval_s
+        try:
+            while True:
+                with trio.move_on_at(next_load):
+                    await self._wake.wait()
+                self._wake = trio.Event()
+                await trio.sleep(BATCH_WINDOW_S)
+                with_load = trio.current_time() >= next_load
+                report = self.pending(with_load=with_load)
+                if with_load:
+                    next_load = trio.current_time() + self.load_interval_s
+                if report is None:
+                    continue
+                try:
+                    index = await self._send(report)
+                except (NotLeaderError, *_LINK_ERRORS) as exc:
+                    self.counters["status_report_retries"] += 1
+                    log.debug("a status report did not reach the leader: %s", exc)
+                    with trio.move_on_after(RETRY_S):
+                        await self._raft.leader_changed.wait()
+                    self._wake.set()
+                    continue
+                self.counters["status_reports_sent"] += 1
+                # Until the replica shows what was sent, the same news would be sent again.
+                with trio.move_on_after(REPLY_TIMEOUT_S):
+                    await self._raft.wait_applied(index)
+                self._wake.set()  # anything that changed meanwhile (cheap if nothing did)
+        finally:
+            await self._close_link()
+
+    async def _send(self, report: StatusReport) -> int:
+        """Deliver `report` and return the log index that holds it (to wait for)."""
+        if self._raft.is_leader:
+            if report.statuses or report.port_errors is not None:
+                await self._propose(ReportTasks(self.node_id, report.statuses, report.port_errors))
+            return self._raft.applied
+        leader = self._raft.leader_id
+        addr = self._resolve(leader) if leader else None
+        if leader is None or addr is None:
+            raise NotLeaderError(None)
+        if self._link is None or self._link_leader != leader:
+            await self._close_link()
+            self._link = await self._transport.connect(addr, node_id=leader)
+            self._link_leader = leader
+        try:
+            with trio.fail_after(REPLY_TIMEOUT_S):
+                await self._link.send(report)
+                reply: StatusReportReply | None = await self._link.receive(
+                    expect=(StatusReportReply,)
+                )
+        except BaseException:
+            await self._close_link()
+            raise
+        if reply is None or reply.seq != report.seq:
+            await self._close_link()
+            raise trio.BrokenResourceError(f"{leader} closed the status link")
+        if reply.not_leader:
+            raise NotLeaderError(reply.leader_hint or None)
+        if not reply.ok:
+            raise RemoteProtocolError(f"the leader refused a status report: {reply.error}")
+        if report.load is not None:
+            self._load_sent = (leader, report.load)
+        return reply.index
+
+    async def _close_link(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            with trio.CancelScope(shield=True), contextlib.suppress(*_LINK_ERRORS):
+                await link.aclose()
+
+
+class StatusIntake:
+    """The leader's side: commits reports in their senders' names; keeps their load figures."""
+
+    def __init__(
+        self,
+        *,
+        raft: RaftDriver[ApplyResult],
+        state: Callable[[], ClusterState],
+        propose: Callable[[Command], Awaitable[ApplyResult]],
+        counters: Counters,
+    ) -> None:
+        self._raft = raft
+        self._state = state
+        self._propose = propose
+        self.counters = counters
+        self.loads: dict[str, NodeLoad] = {}  # node id -> as its last report brought it
+
+    async def serve(self, stream: FramedStream, first: object) -> None:
+        """Answer a connection's reports, one after another, until it closes."""
+        report = first
+        while isinstance(report, StatusReport):
+            await stream.send(await self.answer(stream.peer, report))
+            report = await stream.receive(expect=(StatusReport,))
+
+    async def answer(self, peer: PeerIdentity | None, report: StatusReport) -> StatusReportReply:
+        state = self._state()
+        if peer is None or peer.node_id not in state.nodes:
+            return self._refuse(report, "the sender is not a member")
+        if len(report.statuses) > MAX_STATUSES_PER_REPORT:
+            return self._refuse(report, f"more than {MAX_STATUSES_PER_REPORT} statuses")
+        if not self._raft.is_leader:
+            hint = self._raft.leader_id or ""
+            return StatusReportReply(report.seq, False, not_leader=True, leader_hint=hint)
+        node_id = peer.node_id
+        if report.load is not None:
+            self.loads[node_id] = _vetted_load(node_id, report.load, state)
+        statuses = []
+        for obs in report.statuses:
+            reason = report_refusal(state, node_id, obs.task_id)
+            if reason is not None:
+                self.counters[f"status_refused_{reason}"] += 1
+                continue
+            if is_news(obs, state.task_status.get(obs.task_id)):
+                statuses.append(obs)
+        port_errors = report.port_errors
+        if port_errors is not None:
+            port_errors = _vetted_port_errors(port_errors)
+            if port_errors == state.port_errors.get(node_id, {}):
+                port_errors = None
+        if not statuses and port_errors is None:
+            return StatusReportReply(report.seq, True, index=self._raft.applied)
+        try:
+            result = await self._propose(ReportTasks(node_id, tuple(statuses), port_errors))
+        except NotLeaderError as exc:
+            hint = exc.leader_hint or ""
+            return StatusReportReply(report.seq, False, not_leader=True, leader_hint=hint)
+        self.counters["status_statuses_committed"] += len(statuses)
+        return StatusReportReply(report.seq, result.ok, result.error, index=self._raft.applied)
+
+    def _refuse(self, report: StatusReport, why: str) -> StatusReportReply:
+        self.counters["status_report_refused"] += 1
+        return StatusReportReply(report.seq, False, error=f"status report refused: {why}")
+
+
+def _vetted_load(node_id: str, load: NodeLoad, state: ClusterState) -> NodeLoad:
+    """`load` with only what the node may speak for: its own running tasks, and the services
+    that exist (so what a node sends cannot grow the leader's memory beyond the state's size)."""
+    tasks: list[TaskLoad] = []
+    for t in load.tasks:
+        task = state.tasks.get(t.task_id)
+        if task is not None and task.node_id == node_id and task.state <= TaskState.RUNNING:
+            tasks.append(t)
+    names = {s.spec.name for s in state.services.values()}
+    connections = {k: v for k, v in load.proxy_connections.items() if k in names}
+    return NodeLoad(tuple(tasks), connections)
+
+
+def _vetted_port_errors(errors: dict[str, str]) -> dict[str, str]:
+    """At most `MAX_PORT_ERRORS` errors of at most `MAX_PORT_ERROR_CHARS` each: a node's own
+    account of its proxy, kept in the replicated state, must not be able to bloat it."""
+    kept = sorted(errors.items())[:MAX_PORT_ERRORS]
+    return {k[:16]: v[:MAX_PORT_ERROR_CHARS] for k, v in kept}

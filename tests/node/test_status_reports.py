@@ -1,0 +1,367 @@
+"""node.status_reports: a node reports what changed of its own tasks, the leader commits it in the
+sender's name only, and the cost of a change does not grow with the tasks a node runs (issue #16).
+
+The reporter and the intake talk over real TLS on 127.0.0.1 with certificates of a test CA
+(`tests.conftest.TestCA`). The leader's Raft is a fake that applies each proposal at once to the
+one `ClusterState` both sides read: the follower's replica is always up to date, which is what
+lets a test count exactly how many reports a change costs.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, cast
+
+import pytest
+import trio
+
+from swarmlet import crypto
+from swarmlet.certs import PeerIdentity
+from swarmlet.errors import NotLeaderError
+from swarmlet.node.status_reports import (
+    MAX_PORT_ERRORS,
+    MAX_STATUSES_PER_REPORT,
+    StatusIntake,
+    StatusReporter,
+    is_news,
+    news,
+)
+from swarmlet.raft.driver import RaftDriver
+from swarmlet.security import peer_policy
+from swarmlet.state.commands import Command, ReportTasks
+from swarmlet.state.machine import ApplyResult, ClusterState
+from swarmlet.state.model import Node, Role, Service, ServiceSpec, Task, TaskState
+from swarmlet.state.observed import (
+    Endpoint,
+    NodeLoad,
+    StatusReport,
+    TaskLoad,
+    TaskObservation,
+)
+from swarmlet.wire import codec as wire
+from swarmlet.wire.transport import Address, Counters, FramedStream, TlsConfig, Transport
+
+if TYPE_CHECKING:
+    from tests.conftest import TestCA
+
+TIMEOUT_S = 30
+HOST = "127.0.0.1"
+LEADER, NODE, OTHER = "leader", "w1", "w2"
+MESSAGE_KEY = crypto.ClusterKeys(crypto.new_key()).message_key
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def cluster(tasks_on_node: int = 2) -> ClusterState:
+    """A leader and two workers; `tasks_on_node` tasks of service `s` on w1, one on w2."""
+    state = ClusterState()
+    state.cluster_id = "testcluster"
+    for node_id, role in ((LEADER, Role.MANAGER), (NODE, Role.WORKER), (OTHER, Role.WORKER)):
+        state.nodes[node_id] = Node(node_id, node_id, f"{HOST}:1", HOST, role)
+    state.services["s"] = Service(id="s", spec=ServiceSpec(name="web", image="x"))
+    for i in range(tasks_on_node):
+        state.tasks[f"t{i}"] = Task(f"t{i}", "s", i + 1, 1, node_id=NODE)
+    state.tasks["t-other"] = Task("t-other", "s", 0, 1, node_id=OTHER)
+    return state
+
+
+def running(task_id: str, port: int = 30000) -> TaskObservation:
+    endpoint = Endpoint(80, "tcp", HOST, port)
+    return TaskObservation(task_id, TaskState.RUNNING, container_id="c", endpoints=(endpoint,))
+
+
+class FakeRaft:
+    """Leads (or follows `LEADER`); applies each proposal to `state` at once, counting them."""
+
+    def __init__(self, state: ClusterState, *, leader: bool) -> None:
+        self.state = state
+        self.is_leader = leader
+        self.leader_id: str | None = None if leader else LEADER
+        self.applied = 0
+        self.proposed: list[Command] = []
+        self.leader_changed = trio.Event()
+
+    async def propose(self, command: Command) -> ApplyResult:
+        if not self.is_leader:
+            raise NotLeaderError(self.leader_id)
+        await trio.lowlevel.checkpoint()
+        command = wire.decode(wire.encode(command))  # what a log entry would carry
+        self.proposed.append(command)
+        self.applied += 1
+        return self.state.apply(command)
+
+    async def wait_applied(self, index: int) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+def intake(state: ClusterState, raft: FakeRaft, counters: Counters | None = None) -> StatusIntake:
+    return StatusIntake(
+        raft=cast(RaftDriver[ApplyResult], raft),
+        state=lambda: state,
+        propose=raft.propose,
+        counters=counters if counters is not None else Counters(),
+    )
+
+
+def peer(node_id: str) -> PeerIdentity:
+    return PeerIdentity(node_id, "worker", 0, time.time() + 3600, "testcluster", b"")
+
+
+# ---------------------------------------------------------------------------- what is news
+
+
+@pytest.mark.parametrize(
+    ("obs", "recorded", "expected"),
+    [
+        (running("t0"), None, True),
+        (running("t0"), running("t0"), False),
+        (running("t0", 30001), running("t0"), True),  # a new endpoint
+        (TaskObservation("t0", TaskState.FAILED), running("t0"), True),
+        (TaskObservation("t0", TaskState.STARTING), running("t0"), False),  # would go back
+    ],
+)
+def test_is_news(obs: TaskObservation, recorded: TaskObservation | None, expected: bool) -> None:
+    assert is_news(obs, recorded) is expected
+
+
+def test_news_is_only_about_the_nodes_own_tasks_in_the_state() -> None:
+    state = cluster()
+    state.apply(ReportTasks(NODE, (running("t0"),)))
+    observed = {o.task_id: o for o in (running("t0"), running("t1"), running("t-other"))}
+    observed["t-gone"] = running("t-gone")  # reaped from the state, not yet by the executor
+    assert news(NODE, state, observed) == [running("t1")]
+
+
+# ---------------------------------------------------------------------------- the intake
+
+
+async def test_the_intake_commits_only_the_senders_own_tasks_in_its_name() -> None:
+    state = cluster()
+    raft = FakeRaft(state, leader=True)
+    counters = Counters()
+    report = StatusReport(7, (running("t0"), running("t-other"), running("t-ghost")))
+    reply = await intake(state, raft, counters).answer(peer(NODE), report)
+    assert (reply.seq, reply.ok, reply.index) == (7, True, 1)
+    assert raft.proposed == [ReportTasks(NODE, (running("t0"),))]
+    assert counters["status_refused_report_other_nodes_task"] == 1
+    assert counters["status_refused_report_unknown_task"] == 1
+    assert set(state.task_status) == {"t0"}
+
+
+async def test_a_report_that_changes_nothing_commits_nothing() -> None:
+    state = cluster()
+    state.apply(ReportTasks(NODE, (running("t0"),)))
+    raft = FakeRaft(state, leader=True)
+    going_back = TaskObservation("t0", TaskState.STARTING)
+    reply = await intake(state, raft).answer(peer(NODE), StatusReport(1, (running("t0"),)))
+    assert reply.ok and raft.proposed == []
+    reply = await intake(state, raft).answer(peer(NODE), StatusReport(2, (going_back,)))
+    assert reply.ok and raft.proposed == []
+
+
+@pytest.mark.parametrize(
+    ("sender", "report", "error"),
+    [
+        (None, StatusReport(1, (running("t0"),)), "the sender is not a member"),
+        ("removed", StatusReport(1, (running("t0"),)), "the sender is not a member"),
+        (
+            NODE,
+            StatusReport(1, tuple(running("t0") for _ in range(MAX_STATUSES_PER_REPORT + 1))),
+            f"more than {MAX_STATUSES_PER_REPORT} statuses",
+        ),
+    ],
+)
+async def test_the_intake_refuses_and_counts(
+    sender: str | None, report: StatusReport, error: str
+) -> None:
+    state = cluster()
+    raft = FakeRaft(state, leader=True)
+    counters = Counters()
+    reply = await intake(state, raft, counters).answer(peer(sender) if sender else None, report)
+    assert not reply.ok and error in reply.error
+    assert counters["status_report_refused"] == 1
+    assert raft.proposed == [] and state.task_status == {}
+
+
+async def test_a_follower_sends_the_reporter_to_the_leader() -> None:
+    state = cluster()
+    raft = FakeRaft(state, leader=False)
+    reply = await intake(state, raft).answer(peer(NODE), StatusReport(3, (running("t0"),)))
+    assert (reply.ok, reply.not_leader, reply.leader_hint) == (False, True, LEADER)
+
+
+async def test_load_and_port_errors_are_kept_within_what_the_node_may_speak_for() -> None:
+    state = cluster()
+    state.tasks["t0"] = Task("t0", "s", 1, 1, state=TaskState.RUNNING, node_id=NODE)
+    raft = FakeRaft(state, leader=True)
+    leader = intake(state, raft)
+    load = NodeLoad(
+        (TaskLoad("t0", 50.0, 1 << 20), TaskLoad("t-other", 99.0, 1), TaskLoad("t-x", 1.0, 1)),
+        {"web": 10, f"made-up-{'x' * 1000}": 1},
+    )
+    errors = {f"{port}/tcp": "taken " * 200 for port in range(MAX_PORT_ERRORS * 3)}
+    reply = await leader.answer(peer(NODE), StatusReport(1, (), errors, load))
+    assert reply.ok
+    assert leader.loads[NODE] == NodeLoad((TaskLoad("t0", 50.0, 1 << 20),), {"web": 10})
+    kept = state.port_errors[NODE]
+    assert len(kept) == MAX_PORT_ERRORS and all(len(v) <= 300 for v in kept.values())
+    # An empty set of errors clears them.
+    assert (await leader.answer(peer(NODE), StatusReport(2, (), {}))).ok
+    assert NODE not in state.port_errors
+
+
+# ---------------------------------------------------------------------------- end to end
+
+
+def tls(ca: TestCA, state: ClusterState, node_id: str, role: str) -> TlsConfig:
+    def admit(p: PeerIdentity) -> PeerIdentity | str:
+        return peer_policy.admit(p, state, ca.cluster_id, time.time())
+
+    return ca.tls(node_id, role=role, admit=admit)
+
+
+class LeaderNode:
+    def __init__(self, ca: TestCA, state: ClusterState) -> None:
+        self.addr = (HOST, free_port())
+        self.raft = FakeRaft(state, leader=True)
+        self.transport = Transport(self.addr, MESSAGE_KEY, tls(ca, state, LEADER, "manager"))
+        self.intake = intake(state, self.raft, self.transport.counters)
+        self.connections = 0
+
+    async def on_stream(self, stream: FramedStream, addr: Address) -> None:
+        self.connections += 1
+        first = await stream.receive()
+        if isinstance(first, StatusReport):
+            await self.intake.serve(stream, first)
+
+
+@asynccontextmanager
+async def leader_serving(ca: TestCA, state: ClusterState) -> AsyncIterator[LeaderNode]:
+    leader = LeaderNode(ca, state)
+
+    async def no_join(*_args: object) -> None:
+        return
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(leader.transport.serve_tcp, leader.on_stream, no_join)
+        yield leader
+        nursery.cancel_scope.cancel()
+
+
+class Executor:
+    """What the reporter reads of this node: its observations, load and port errors."""
+
+    def __init__(self) -> None:
+        self.observations: dict[str, TaskObservation] = {}
+        self.load = NodeLoad()
+        self.port_errors: dict[str, str] = {}
+
+
+def reporter(
+    ca: TestCA,
+    state: ClusterState,
+    leader: LeaderNode,
+    executor: Executor,
+    load_interval_s: float = 5.0,
+) -> StatusReporter:
+    raft = FakeRaft(state, leader=False)
+    return StatusReporter(
+        node_id=NODE,
+        raft=cast(RaftDriver[ApplyResult], raft),
+        state=lambda: state,
+        observed=lambda: executor.observations,
+        port_errors=lambda: executor.port_errors,
+        load=lambda: executor.load,
+        propose=raft.propose,
+        transport=Transport((HOST, 0), MESSAGE_KEY, tls(ca, state, NODE, "worker")),
+        resolve=lambda _node_id: leader.addr,
+        load_interval_s=load_interval_s,
+    )
+
+
+async def until(predicate: Callable[[], object]) -> None:
+    """Poll `predicate` (the fakes signal nothing); each test's `fail_after` bounds it."""
+    while True:
+        if predicate():
+            return
+        await trio.sleep(0.01)
+
+
+async def test_a_thousand_tasks_on_one_node_cost_a_few_reports_and_one_change_one(
+    test_ca: TestCA,
+) -> None:
+    """1,000 tasks start on one node: their statuses reach the state in a few reports over one
+    connection (`MAX_STATUSES_PER_REPORT` each, not one per task), and a later change of one
+    task costs one report carrying that one status, whatever else the node runs."""
+    state = cluster(tasks_on_node=1000)
+    executor = Executor()
+    with trio.fail_after(TIMEOUT_S):
+        async with leader_serving(test_ca, state) as leader, trio.open_nursery() as nursery:
+            node = reporter(test_ca, state, leader, executor)
+            await nursery.start(node.run)
+            executor.observations = {f"t{i}": running(f"t{i}", 30000 + i) for i in range(1000)}
+            node.notify()
+            await until(lambda: len(state.task_status) == 1000)
+            first = [c for c in leader.raft.proposed if isinstance(c, ReportTasks)]
+            assert first == leader.raft.proposed and {c.node_id for c in first} == {NODE}
+            assert len(first) <= 1000 // MAX_STATUSES_PER_REPORT + 2
+            assert sum(len(c.statuses) for c in first) == 1000
+
+            executor.observations["t500"] = TaskObservation("t500", TaskState.FAILED, error="x")
+            node.notify()
+            await until(lambda: state.task_status["t500"].state is TaskState.FAILED)
+            await trio.sleep(0.1)  # anything else it would send, it has sent by now
+            assert leader.raft.proposed[len(first) :] == [
+                ReportTasks(NODE, (executor.observations["t500"],))
+            ]
+            assert leader.connections == 1  # one connection throughout
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_report_lost_with_the_leader_is_sent_again_to_the_next(test_ca: TestCA) -> None:
+    """Level-triggered: nothing is remembered but what the replica shows, so the news survive a
+    leader that went away before committing them."""
+    state = cluster()
+    executor = Executor()
+    executor.observations = {"t0": running("t0")}
+    with trio.fail_after(TIMEOUT_S):
+        async with leader_serving(test_ca, state) as leader, trio.open_nursery() as nursery:
+            leader.raft.is_leader = False  # lost the leadership: answers not_leader
+            leader.raft.leader_id = "elsewhere"
+            node = reporter(test_ca, state, leader, executor)
+            await nursery.start(node.run)
+            node.notify()
+            await until(lambda: node.counters["status_report_retries"] >= 2)
+            assert state.task_status == {}
+            leader.raft.is_leader = True  # ... and won it back (or another leader took over)
+            await until(lambda: "t0" in state.task_status)
+            assert state.task_status["t0"] == running("t0")
+            nursery.cancel_scope.cancel()
+
+
+async def test_load_goes_to_the_leader_only_when_it_changed(test_ca: TestCA) -> None:
+    """Load is not committed, and an idle node sends none: only a changed figure travels."""
+    state = cluster()
+    executor = Executor()
+    executor.load = NodeLoad((), {"web": 3})
+    with trio.fail_after(TIMEOUT_S):
+        async with leader_serving(test_ca, state) as leader, trio.open_nursery() as nursery:
+            node = reporter(test_ca, state, leader, executor, load_interval_s=0.05)
+            await nursery.start(node.run)
+            await until(lambda: NODE in leader.intake.loads)
+            assert leader.intake.loads[NODE] == NodeLoad((), {"web": 3})
+            sent = node.counters["status_reports_sent"]
+            await trio.sleep(0.5)  # ten intervals
+            assert node.counters["status_reports_sent"] == sent  # nothing new to say
+            executor.load = NodeLoad((), {"web": 4})
+            await until(lambda: leader.intake.loads[NODE] == NodeLoad((), {"web": 4}))
+            assert leader.raft.proposed == []
+            nursery.cancel_scope.cancel()

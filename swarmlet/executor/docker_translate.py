@@ -143,9 +143,16 @@ def container_create_args(spec: ContainerSpec) -> tuple[dict[str, Any], dict[str
     if spec.entrypoint is not None:
         create["entrypoint"] = list(spec.entrypoint)
     if spec.ports:
-        create["ports"] = [(p.target, p.protocol) for p in spec.ports]
-        # (host_ip,) with no host port: Docker picks a free one (read back from inspect).
-        host["port_bindings"] = {f"{p.target}/{p.protocol}": (spec.host_ip,) for p in spec.ports}
+        create["ports"] = list(dict.fromkeys((p.target, p.protocol) for p in spec.ports))
+        # (host_ip,) with no host port: Docker picks a free one (read back from inspect). A
+        # container port may have several bindings (the mesh's and a host-mode one); the
+        # mesh's comes first, which is the one `_host_ports` reads back.
+        bindings: dict[str, list[tuple[str] | tuple[str, int]]] = {}
+        for p in sorted(spec.ports, key=lambda p: p.host_port != 0):
+            ip = p.host_ip or spec.host_ip
+            binding = (ip, p.host_port) if p.host_port else (ip,)
+            bindings.setdefault(f"{p.target}/{p.protocol}", []).append(binding)
+        host["port_bindings"] = bindings
     if spec.healthcheck is not None:
         create["healthcheck"] = _healthcheck(spec.healthcheck)
     for key, value in (

@@ -70,6 +70,7 @@ class Executor:
         node_id: str,
         host_ip: str,
         state: Callable[[], ClusterState],
+        publish_ip: str = "",  # where `mode=host` ports are published ("": `host_ip`)
         sync: Callable[[], Awaitable[bool]],
         publish: Callable[[], None],  # `observations` changed
         record_event: Callable[[str, str, str, str], object],
@@ -83,6 +84,7 @@ class Executor:
         self.cluster_id = cluster_id
         self.node_id = node_id
         self.host_ip = host_ip
+        self.publish_ip = publish_ip
         self._state = state
         self._sync = sync
         # Until the local state is known to be current (a ReadIndex barrier succeeded), a
@@ -340,6 +342,7 @@ class Executor:
                         networks=networks,
                         service_hosts=service_hosts,
                         exposed=exposed,
+                        publish_ip=self.publish_ip,
                     )
                     info = await self.runtime.run(spec)
                 except (RuntimeAdapterError, SecretsUnavailableError, KeyError, OSError) as exc:

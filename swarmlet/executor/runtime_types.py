@@ -44,11 +44,14 @@ MountType = Literal["volume", "bind", "tmpfs"]
 
 @dataclass(frozen=True, slots=True)
 class PortBinding:
-    """Publish container port `target`/`protocol` on the spec's `host_ip`; Docker picks the host
-    port."""
+    """Publish container port `target`/`protocol`: by default on the spec's `host_ip` at a host
+    port Docker picks (what the mesh's proxies connect to); with `host_port`, at that port on
+    `host_ip` of its own (a `mode=host` published port, on the node's publish address)."""
 
     target: int
     protocol: str = "tcp"
+    host_port: int = 0  # 0: Docker picks one
+    host_ip: str = ""  # "": the spec's
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,13 +57,16 @@ def container_spec(
     networks: Sequence[str] = (),
     service_hosts: Mapping[str, str] = {},  # read only
     exposed: Sequence[tuple[int, str]] = (),
+    publish_ip: str = "",
 ) -> ContainerSpec:
     """The container that runs `task` of `service` on this node.
 
     `files`: (host path, container path) of the task's secrets and configs, bound read-only.
     `networks`: the Docker networks to join; `service_hosts`: the services it may call by name
     (name -> VIP, `executor.networks`); `exposed`: the image's EXPOSE ports, published too so
-    that other nodes' proxies reach them."""
+    that other nodes' proxies reach them. A `mode=host` port is published at its own number on
+    `publish_ip` (the node's publish address, where its proxy listens; "" for `host_ip`), as
+    Swarm does; the mesh does not route it."""
     spec = service.spec
     labels = dict(spec.container_labels)
     labels.update(
@@ -97,8 +100,13 @@ def container_spec(
         ports=tuple(
             PortBinding(target, protocol)
             for target, protocol in dict.fromkeys(
-                [(p.target, p.protocol) for p in spec.ports] + list(exposed)
+                [(p.target, p.protocol) for p in spec.ports if p.mode != "host"] + list(exposed)
             )
+        )
+        + tuple(
+            PortBinding(p.target, p.protocol, host_port=p.published, host_ip=publish_ip)
+            for p in spec.ports
+            if p.mode == "host"
         ),
         host_ip=host_ip,
         nano_cpus=spec.limits.nano_cpus or None,

@@ -497,6 +497,7 @@ class Agent:
                         cluster_id=cluster_id,
                         node_id=self.node_id,
                         host_ip=self.identity.advertise_host,
+                        publish_ip=self.identity.publish_host,
                         state=lambda: self.state,
                         sync=self.sync_state,
                         publish=self.publish_tasks,

@@ -49,7 +49,26 @@ def test_create_args_publish_each_port_on_the_host_ip_with_a_docker_chosen_port(
     )
     create, host = container_create_args(spec)
     assert create["ports"] == [(80, "tcp"), (53, "udp")]
-    assert host["port_bindings"] == {"80/tcp": ("127.0.0.2",), "53/udp": ("127.0.0.2",)}
+    assert host["port_bindings"] == {"80/tcp": [("127.0.0.2",)], "53/udp": [("127.0.0.2",)]}
+
+
+def test_create_args_publish_a_host_mode_port_at_its_number_beside_the_meshs() -> None:
+    spec = ContainerSpec(
+        name="a",
+        image="img:1",
+        ports=(
+            PortBinding(80, host_port=9090, host_ip="0.0.0.0"),
+            PortBinding(80),  # the same port routed by the mesh too: its binding comes first
+            PortBinding(53, "udp", host_port=5353),
+        ),
+        host_ip="127.0.0.2",
+    )
+    create, host = container_create_args(spec)
+    assert create["ports"] == [(80, "tcp"), (53, "udp")]
+    assert host["port_bindings"] == {
+        "80/tcp": [("127.0.0.2",), ("0.0.0.0", 9090)],
+        "53/udp": [("127.0.0.2", 5353)],
+    }
 
 
 def test_create_args_convert_durations_and_sizes_to_docker_units() -> None:

@@ -97,6 +97,7 @@ def test_container_spec_publishes_ports_once_binds_files_and_lets_user_hosts_win
     )
     assert spec.ports == (PortBinding(80), PortBinding(53, "udp"))
     assert spec.host_ip == "127.0.0.2"
+
     assert spec.mounts == (
         MountSpec(target="/data", source="data"),
         MountSpec(target="/run/secrets/db", source="/var/lib/x/db", type="bind", read_only=True),
@@ -121,4 +122,28 @@ def test_task_endpoints_list_each_published_port_on_the_node_address() -> None:
     assert task_endpoints(info, "127.0.0.2") == (
         Endpoint(target=53, protocol="udp", host="127.0.0.2", port=40000),
         Endpoint(target=80, protocol="tcp", host="127.0.0.2", port=49153),
+    )
+
+
+def test_a_host_mode_port_is_published_at_its_number_on_the_publish_address() -> None:
+    """As Swarm does: the task's node, at the published port, not through the mesh."""
+    service = _service(
+        ServiceSpec(
+            name="web",
+            image="img:1",
+            ports=(
+                PortConfig(9090, 80, mode="host"),
+                PortConfig(0, 81, "udp", mode="host"),  # Docker picks the host port
+                PortConfig(8080, 8080),
+            ),
+        )
+    )
+    task = Task(id="t1", service_id="s1", slot=1, spec_version=1, node_id="n1")
+    spec = container_spec(
+        service, task, cluster_id="c1", node_id="n1", host_ip="10.0.0.2", publish_ip="0.0.0.0"
+    )
+    assert spec.ports == (
+        PortBinding(8080),  # the mesh's, on the advertise address
+        PortBinding(80, host_port=9090, host_ip="0.0.0.0"),
+        PortBinding(81, "udp", host_ip="0.0.0.0"),
     )

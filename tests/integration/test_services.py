@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import subprocess
+import urllib.error
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from tests.integration.cluster import (
+    AgentHandle,
     LocalCluster,
+    get,
     local_cluster,
     run_cli,
     services,
@@ -207,3 +210,46 @@ def test_missing_image_is_rejected_with_dockers_error(cluster: LocalCluster) -> 
         "a rejected task", lambda: [t for t in tasks(cluster, "ghost") if t["state"] == "rejected"]
     )
     assert "does-not-exist" in t[0]["error"]
+
+
+def test_host_mode_ports_are_published_on_each_tasks_own_node(cluster: LocalCluster) -> None:
+    """`--publish mode=host,published=P,target=80`: each replica answers at P on its own node's
+    publish address (the mesh does not route P), and no node takes two of them: with more
+    replicas than nodes, the rest wait and say which port they need (issue #17)."""
+    port = cluster.port + 400
+    create(
+        cluster,
+        "--name",
+        "hostweb",
+        "--replicas",
+        "2",
+        "--publish",
+        f"mode=host,published={port},target=80",
+        "swarmlet/web:1",
+    )
+    wait_for("2 replicas on 2 nodes", lambda: spread(cluster, "hostweb") == [1, 1])
+
+    def replica_on(a: AgentHandle) -> str | None:
+        """The hostname (short container id) of the replica on `a`'s node, as it answers."""
+        ids = [
+            c["id"][:12]
+            for c in cluster.containers(service="hostweb")
+            if c["state"] == "running" and c["node"] == cluster.node_id(a)
+        ]
+        return ids[0] if ids else None
+
+    for a in cluster.agents:
+        if (replica := replica_on(a)) is not None:
+            assert get(a.host, port).strip() == replica, a.index  # its own replica, not another
+        else:
+            with pytest.raises(urllib.error.URLError, match="refused"):  # not even the mesh
+                get(a.host, port)
+    run_cli("service", "scale", "--detach", "hostweb=4", data_dir=cluster.agents[0].data_dir)
+    wait_for("one replica per node", lambda: spread(cluster, "hostweb") == [1, 1, 1])
+    pending = wait_for(
+        "the fourth to say why it waits",
+        lambda: [t for t in tasks(cluster, "hostweb") if t["state"] == "pending" and t["message"]],
+    )
+    assert f"{port}/tcp" in pending[0]["message"]
+    for a in cluster.agents:
+        assert get(a.host, port).strip() == replica_on(a), a.index

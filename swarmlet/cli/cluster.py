@@ -15,6 +15,7 @@ import time
 
 from swarmlet.cli.common import (
     ExitStatus,
+    add_bool,
     add_command,
     add_format,
     call,
@@ -229,7 +230,7 @@ def _add_node_address_flags(parser: argparse.ArgumentParser, *, port_help: str |
         "--publish-addr", help="address published service ports listen on (default: all)"
     )
     parser.add_argument("--name", help="node name (default: the host name)")
-    parser.add_argument("--foreground", action="store_true", help="run the agent in this process")
+    add_bool(parser, "--foreground", help_="run the agent in this process")
 
 
 def register(sub: Subcommands) -> None:
@@ -261,7 +262,7 @@ def register(sub: Subcommands) -> None:
         "run the agent of an existing data dir (after a reboot, a crash, or under systemd)",
         "swarmlet agent --data-dir /var/lib/swarmlet",
     )
-    p.add_argument("--detach", action="store_true", help="run in the background")
+    add_bool(p, "--detach", help_="run in the background")
 
     p = add_command(
         sub,
@@ -271,13 +272,13 @@ def register(sub: Subcommands) -> None:
         "swarmlet join-token -q worker",
     )
     p.add_argument("role", choices=("worker", "manager"))
-    p.add_argument("-q", "--quiet", action="store_true", help="print the token only")
-    p.add_argument("--rotate", action="store_true", help="replace the token (existing nodes stay)")
+    add_bool(p, "-q", "--quiet", help_="print the token only")
+    add_bool(p, "--rotate", help_="replace the token (existing nodes stay)")
 
     p = add_command(
         sub, "leave", cmd_leave, "leave the cluster and stop this agent", "swarmlet leave"
     )
-    p.add_argument("--force", action="store_true", help="leave even if the managers lose quorum")
+    add_bool(p, "--force", help_="leave even if the managers lose quorum")
 
     add_command(
         sub,
@@ -296,5 +297,5 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument("--since", help="start from this long ago (10s, 5m, 1h) or a unix time")
     p.add_argument("--filter", action="append", help="type=node|service|task|raft")
-    p.add_argument("--no-follow", action="store_true", help="print past events and exit")
+    add_bool(p, "--no-follow", help_="print past events and exit")
     add_format(p)

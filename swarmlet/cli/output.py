@@ -14,13 +14,17 @@ move the cursor are dropped and tabs are expanded; a table is rich's borderless 
 two spaces apart, cells padded to their column's width. Data is never read as rich markup or
 emoji codes: a name, an error message or a JSON document prints as it is. Errors and warnings go
 to standard error the same way (`error`).
+
+A list command prints as docker's do (`print_list`): its own table or JSON, IDs alone with `-q`,
+or what a docker template renders, written exactly (`raw`: tabs stay tabs, for `cut -f`); the
+template engine is loaded only then.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at run time
 if TYPE_CHECKING:
@@ -29,6 +33,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
+
+    from swarmlet.cli.gotemplate import Record
 
     # A table cell: plain text, or spans of (text, rich style) that a terminal shows styled;
     # the first span's style is the cell's own, under the styles of the spans after it.
@@ -109,6 +115,12 @@ class Output:
             sys.stdout.write(plain(text))
             sys.stdout.flush()
 
+    def raw(self, text: str) -> None:
+        """`text` exactly as it is, not even tabs expanded: what a docker template rendered."""
+        file = self._console.file if self._console is not None else sys.stdout
+        file.write(text)
+        file.flush()
+
     def line(self, text: str = "", style: str = "") -> None:
         """`text` and a newline (see `write`), in a rich `style` on a terminal."""
         if style and self.is_terminal:
@@ -142,6 +154,73 @@ class Output:
                 self.write("".join(line + "\n" for line in lines))
                 return
         self.rich.print(rich_table(columns, rows, wrap=wrap))
+
+
+def human_duration(seconds: float) -> str:
+    """A duration as docker prints one (go-units' HumanDuration): "3 minutes", "About an hour"."""
+    if seconds < 1:
+        return "Less than a second"
+    if int(seconds) == 1:
+        return "1 second"
+    if seconds < 60:
+        return f"{int(seconds)} seconds"
+    minutes = int(seconds / 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = round(seconds / 3600)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds / 3600) // 24 // 365} years"
+
+
+def print_list(
+    out: Output,
+    format_: str,
+    quiet: bool,
+    *,
+    table: Callable[[], None],
+    as_json: Callable[[], Any],
+    ids: Callable[[], Sequence[str]],
+    rows: Callable[[], tuple[Mapping[str, str], Sequence[Record]]],
+) -> None:
+    """A list command's output, by its `--format` and `-q` as docker decides: `table` prints
+    the command's `table()`, or its `ids()` one a line with `-q`; `json` prints `as_json()`
+    (swarmlet's documented JSON); a template (`table TEMPLATE` too, even with `-q`) renders
+    `rows()`: (docker field -> column title, the rows under docker's field names)."""
+    if format_ == "json":
+        out.json(as_json())
+    elif format_ == "table":
+        if quiet:
+            out.write("".join(f"{item}\n" for item in ids()))
+        else:
+            table()
+    else:
+        from swarmlet.cli.docker_format import render
+
+        headers, records = rows()
+        out.raw(render(format_, headers, records))
+
+
+def print_inspected(out: Output, format_: str, items: Sequence[Any]) -> None:
+    """An inspect command's output: the JSON array, or a template rendered per object, each
+    followed by a newline (docker's `inspect --format`)."""
+    if format_ == "json":
+        out.json(list(items))
+        return
+    from swarmlet.cli.gotemplate import parse
+
+    template = parse(format_)
+    out.raw("".join(template.execute(item) + "\n" for item in items))
 
 
 def error(text: str) -> None:

@@ -5,7 +5,8 @@ they show progress, and their flags.
 `swarmlet.api.services` (`service_view`, `task_view`). Turning the flags into a ServiceSpec is
 `cli.service_flags`. Commands that change services wait, unless `--detach`, until the services
 converge (`wait_converged`), and exit non-zero if a rollout pauses, rolls back or cannot place
-its tasks.
+its tasks. `ls` and `ps` (and `stack services`/`stack ps`, which share them) take docker's `-q`,
+`--filter` and `--format TEMPLATE` over docker's field names (`service_row`, `task_row`).
 """
 
 from __future__ import annotations
@@ -16,20 +17,28 @@ import time
 
 from swarmlet.cli.common import (
     ExitStatus,
+    add_bool,
     add_command,
     add_group,
+    add_inspect_format,
+    add_list_flags,
     call,
     client,
+    labels_match,
+    select,
 )
+from swarmlet.cli.output import human_duration, print_inspected, print_list
 from swarmlet.errors import UsageError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at run time
 if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Mapping
     from typing import Any
 
     from rich.text import Text
 
     from swarmlet.cli.common import Subcommands
+    from swarmlet.cli.gotemplate import Record
     from swarmlet.cli.output import Cell, Output
     from swarmlet.state.model import ServiceSpec
 
@@ -184,13 +193,132 @@ def print_services(out: Output, services: list[dict[str, Any]]) -> None:
     out.table(("ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"), rows)
 
 
+# `docker service ls` columns: field -> header (docker CLI 28, cli/command/service/formatter.go).
+SERVICE_HEADERS = {
+    "ID": "ID",
+    "Name": "NAME",
+    "Mode": "MODE",
+    "Replicas": "REPLICAS",
+    "Image": "IMAGE",
+    "Ports": "PORTS",
+}
+
+
+def display_image(image: str) -> str:
+    """An image as docker's lists show it: a tagged reference without its digest."""
+    name, _, _digest = image.partition("@")
+    return name if _digest and ":" in name.rsplit("/", 1)[-1] else image
+
+
+def service_row(service: dict[str, Any]) -> Record:
+    from swarmlet.cli.gotemplate import Record
+
+    return Record(
+        "*formatter.serviceContext",
+        {
+            "ID": service["id"][:12],
+            "Name": service["name"],
+            "Mode": service["mode"],
+            "Replicas": f"{service['replicas_running']}/{service['replicas_desired']}",
+            "Image": display_image(service["image"]),
+            "Ports": _ports_text(service["ports"]),
+        },
+    )
+
+
+# `docker service ls --filter` keys -> the values they take (() for any).
+SERVICE_FILTERS: dict[str, tuple[str, ...]] = {
+    "id": (),
+    "label": (),
+    "mode": ("replicated", "global"),
+    "name": (),
+}
+SERVICE_MATCHERS: Mapping[str, Callable[[dict[str, Any], str], bool]] = {
+    "id": lambda s, v: s["id"].startswith(v),
+    "label": lambda s, v: labels_match(s["labels"], v),
+    "mode": lambda s, v: s["mode"] == v,
+    "name": lambda s, v: s["name"].startswith(v),
+}
+
+
 def list_services(args: argparse.Namespace, out: Output, stack: str | None = None) -> ExitStatus:
     services = call(args, "service.ls", stack=stack)["services"]
-    if args.format == "json":
-        out.json(services)
-    else:
-        print_services(out, services)
+    if any(key == "label" for key, _ in args.filter):
+        # The list does not carry labels: they are in each service's spec.
+        for s in services:
+            s["labels"] = call(args, "service.inspect", service=s["id"])["spec"]["labels"]
+    services = select(services, args.filter, SERVICE_MATCHERS)
+    for s in services:
+        s.pop("labels", None)  # the JSON stays the documented list
+    print_list(
+        out,
+        args.format,
+        args.quiet,
+        table=lambda: print_services(out, services),
+        as_json=lambda: services,
+        ids=lambda: [s["id"][:12] for s in services],  # docker's service IDs are short here
+        rows=lambda: (SERVICE_HEADERS, [service_row(s) for s in services]),
+    )
     return ExitStatus.OK
+
+
+# `docker service ps` columns: field -> header (docker CLI 28, cli/command/task/formatter.go).
+TASK_HEADERS = {
+    "ID": "ID",
+    "Name": "NAME",
+    "Image": "IMAGE",
+    "Node": "NODE",
+    "DesiredState": "DESIRED STATE",
+    "CurrentState": "CURRENT STATE",
+    "Error": "ERROR",
+    "Ports": "PORTS",
+}
+TASK_ERROR_WIDTH = 30  # docker's maxErrLength
+
+
+def ellipsis(text: str, width: int) -> str:
+    """docker's formatter.Ellipsis: at most `width` characters, the last one `…` if cut."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def task_row(task: dict[str, Any], image: str, *, truncate: bool, now: float) -> Record:
+    """A task under `docker service ps`'s field names. Image is its service's current image;
+    Ports (the task's host-mode ports) is empty: the control API does not report them."""
+    from swarmlet.cli.gotemplate import Record
+
+    since = max(0.0, now - (task["updated_at"] or now))
+    error = task["error"]
+    if truncate:
+        error = ellipsis(error, TASK_ERROR_WIDTH)
+    return Record(
+        "*task.taskContext",
+        {
+            "ID": task["id"][:12] if truncate else task["id"],
+            "Name": task["name"],
+            "Image": display_image(image) if truncate else image,
+            "Node": task["node_name"],
+            "DesiredState": task["desired_state"].capitalize(),
+            "CurrentState": f"{task['state'].capitalize()} {human_duration(since).lower()} ago",
+            "Error": f'"{error}"' if error else "",
+            "Ports": "",
+        },
+    )
+
+
+# `docker service ps --filter` keys -> the values they take (() for any).
+TASK_FILTERS: dict[str, tuple[str, ...]] = {
+    "desired-state": ("running", "shutdown", "accepted"),
+    "id": (),
+    "name": (),
+    "node": (),
+}
+TASK_MATCHERS: Mapping[str, Callable[[dict[str, Any], str], bool]] = {
+    "desired-state": lambda t, v: t["desired_state"] == v,
+    "id": lambda t, v: t["id"].startswith(v),
+    "name": lambda t, v: t["name"].startswith(v),
+    # A node by name or by ID (docker resolves either to the ID).
+    "node": lambda t, v: bool(t["node"]) and (t["node_name"] == v or t["node"].startswith(v)),
+}
 
 
 def list_tasks(
@@ -199,12 +327,33 @@ def list_tasks(
     *,
     services: list[str] | None = None,
     stack: str | None = None,
+    nodes: Collection[str] | None = None,
 ) -> ExitStatus:
+    """The tasks of `services`, of `stack`, or (neither given) of every service; only those on
+    `nodes` (IDs) if given; and only those `--filter` selects."""
     tasks = call(args, "service.ps", services=services, stack=stack)["tasks"]
-    if args.format == "json":
-        out.json(tasks)
-    else:
-        print_tasks(out, tasks)
+    if nodes is not None:
+        tasks = [t for t in tasks if t["node"] in nodes]
+    tasks = select(tasks, args.filter, TASK_MATCHERS)
+
+    def rows() -> tuple[Mapping[str, str], list[Record]]:
+        # Tasks do not carry their image: their services' (one more request, for templates only).
+        images = {s["name"]: s["image"] for s in call(args, "service.ls")["services"]}
+        now = time.time()
+        truncate = not args.no_trunc
+        return TASK_HEADERS, [
+            task_row(t, images.get(t["service"], ""), truncate=truncate, now=now) for t in tasks
+        ]
+
+    print_list(
+        out,
+        args.format,
+        args.quiet,
+        table=lambda: print_tasks(out, tasks, truncate=not args.no_trunc),
+        as_json=lambda: tasks,
+        ids=lambda: [t["id"] for t in tasks],  # full IDs, as docker's `-q` prints them
+        rows=rows,
+    )
     return ExitStatus.OK
 
 
@@ -212,7 +361,7 @@ def cmd_ls(args: argparse.Namespace, out: Output) -> ExitStatus:
     return list_services(args, out)
 
 
-def print_tasks(out: Output, tasks: list[dict[str, Any]]) -> None:
+def print_tasks(out: Output, tasks: list[dict[str, Any]], *, truncate: bool = True) -> None:
     rows: list[list[Cell]] = []
     now = time.time()
     for t in tasks:
@@ -224,7 +373,7 @@ def print_tasks(out: Output, tasks: list[dict[str, Any]]) -> None:
         error = t["error"] or (t["message"] if t["state"] == "pending" else "")
         rows.append(
             [
-                t["id"][:12],
+                t["id"][:12] if truncate else t["id"],
                 t["name"],
                 t["node_name"] or "-",
                 t["desired_state"].capitalize(),
@@ -245,12 +394,37 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 3600:.0f} hours ago"
 
 
+def add_ls_flags(parser: argparse.ArgumentParser, operand: str = "") -> None:
+    """`service ls` and `stack services`: docker's list flags over docker's service fields."""
+    add_list_flags(
+        parser,
+        example="{{.Name}}\\t{{.Replicas}}",
+        filters=SERVICE_FILTERS,
+        filter_example="mode=replicated",
+        operand=operand,
+    )
+
+
+def add_ps_flags(parser: argparse.ArgumentParser) -> None:
+    """`service ps` and `stack ps`: docker's list flags over docker's task fields."""
+    add_list_flags(
+        parser,
+        example="{{.Name}}\\t{{.CurrentState}}",
+        filters=TASK_FILTERS,
+        filter_example="desired-state=running",
+        quiet="only display task IDs",
+        operand="web",
+    )
+    add_bool(parser, "--no-trunc", help_="do not truncate task IDs and errors")
+
+
 def cmd_ps(args: argparse.Namespace, out: Output) -> ExitStatus:
     return list_tasks(args, out, services=args.services)
 
 
 def cmd_inspect(args: argparse.Namespace, out: Output) -> ExitStatus:
-    out.json([call(args, "service.inspect", service=ref) for ref in args.services])
+    items = [call(args, "service.inspect", service=ref) for ref in args.services]
+    print_inspected(out, args.format, items)
     return ExitStatus.OK
 
 
@@ -320,7 +494,7 @@ def _add_spec_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--health-timeout")
     p.add_argument("--health-retries", type=int)
     p.add_argument("--health-start-period")
-    p.add_argument("--no-healthcheck", action="store_true")
+    add_bool(p, "--no-healthcheck", help_="disable the image's healthcheck")
     p.add_argument("--stop-grace-period")
     p.add_argument(
         "--rebalance", choices=("true", "false"), help="move replicas back when nodes return"
@@ -337,9 +511,7 @@ def _add_spec_flags(p: argparse.ArgumentParser) -> None:
         metavar="POLICY",
         help="min=2,max=10,cpu=70[,memory=512M][,rps=100] per replica, or none",
     )
-    p.add_argument(
-        "-d", "--detach", action="store_true", help="do not wait for the service to converge"
-    )
+    add_bool(p, "-d", "--detach", help_="do not wait for the service to converge")
     p.add_argument("--replicas", type=int)
 
 
@@ -378,7 +550,7 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--env-rm", action="append", metavar="K")
     p.add_argument("--publish-add", action="append")
     p.add_argument("--publish-rm", action="append")
-    p.add_argument("--force", action="store_true", help="restart every replica with the same spec")
+    add_bool(p, "--force", help_="restart every replica with the same spec")
     _add_spec_flags(p)
     p.add_argument("service", metavar="SERVICE")
 
@@ -389,23 +561,32 @@ def register(sub: Subcommands) -> None:
         "return to the previous spec",
         "swarmlet service rollback web",
     )
-    p.add_argument("-d", "--detach", action="store_true")
+    add_bool(p, "-d", "--detach", help_="do not wait for the service to converge")
     p.add_argument("service", metavar="SERVICE")
 
     p = add_command(
         services, "scale", cmd_scale, "change replica counts", "swarmlet service scale web=5 api=2"
     )
-    p.add_argument("-d", "--detach", action="store_true")
+    add_bool(p, "-d", "--detach", help_="do not wait for the services to converge")
     p.add_argument("pairs", nargs="+", metavar="SERVICE=REPLICAS")
 
-    p = add_command(services, "rm", cmd_rm, "remove services", "swarmlet service rm web")
+    p = add_command(
+        services, "rm", cmd_rm, "remove services", "swarmlet service rm web", aliases=("remove",)
+    )
     p.add_argument("services", nargs="+", metavar="SERVICE")
 
-    p = add_command(services, "ls", cmd_ls, "list services", "swarmlet service ls --format json")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    p = add_command(
+        services,
+        "ls",
+        cmd_ls,
+        "list services",
+        "swarmlet service ls --format json",
+        aliases=("list",),
+    )
+    add_ls_flags(p)
 
     p = add_command(services, "ps", cmd_ps, "list a service's tasks", "swarmlet service ps web")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    add_ps_flags(p)
     p.add_argument("services", nargs="+", metavar="SERVICE")
 
     p = add_command(
@@ -415,6 +596,7 @@ def register(sub: Subcommands) -> None:
         "show services in detail (JSON)",
         "swarmlet service inspect web",
     )
+    add_inspect_format(p, "{{.spec.image}}")
     p.add_argument("services", nargs="+", metavar="SERVICE")
 
     p = add_command(
@@ -424,7 +606,7 @@ def register(sub: Subcommands) -> None:
         "print a service's logs from every node",
         "swarmlet service logs -f web",
     )
-    p.add_argument("-f", "--follow", action="store_true")
+    add_bool(p, "-f", "--follow", help_="keep printing new lines")
     p.add_argument("--tail", type=int)
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument("service", metavar="SERVICE")

@@ -2,43 +2,85 @@
 
 Loading, interpolation, validation and conversion all happen here, before anything is sent:
 a stack that fails to load changes nothing in the cluster. The stack loader is heavy to import,
-so only the commands that read stack files load it.
+so only the commands that read stack files load it. `-c -` reads a stack file from standard
+input, as docker does: its relative paths (and `.env`) are the working directory's.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+import tempfile
 from pathlib import Path
 
 from swarmlet.cli.common import (
     ExitStatus,
+    add_bool,
     add_command,
     add_group,
+    add_list_flags,
     call,
 )
-from swarmlet.cli.output import error
-from swarmlet.cli.service import list_services, list_tasks, wait_converged
+from swarmlet.cli.output import error, print_list
+from swarmlet.cli.service import (
+    add_ls_flags,
+    add_ps_flags,
+    list_services,
+    list_tasks,
+    wait_converged,
+)
 from swarmlet.errors import StackError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at run time
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
     from swarmlet.cli.common import Subcommands
+    from swarmlet.cli.gotemplate import Record
     from swarmlet.cli.output import Output
     from swarmlet.stack.convert import StackPlan
     from swarmlet.stack.loader import LoadedStack
 
 
+STDIN = "-"
+
+
 def _load(args: argparse.Namespace) -> LoadedStack:
     from swarmlet.stack import load_stack
 
-    files = [Path(f) for f in args.compose_file]
-    for f in files:
-        if not f.exists():
-            raise StackError(str(f), "", "no such file")
-    return load_stack(files, dict(os.environ))
+    names: list[str] = args.compose_file
+    if names.count(STDIN) > 1:
+        raise StackError(STDIN, "", "standard input can be read once only")
+    for name in names:
+        if name != STDIN and not Path(name).exists():
+            raise StackError(name, "", "no such file")
+    if STDIN not in names:
+        return load_stack([Path(n) for n in names], dict(os.environ))
+    # The loader reads files, and resolves `.env` and `env_file` beside the file: a stack from
+    # standard input is read from a hidden file in the working directory, gone once loaded,
+    # and its errors name `-`.
+    text = sys.stdin.read()
+    try:
+        with tempfile.NamedTemporaryFile(
+            "w", encoding="utf-8", dir=".", prefix=".swarmlet-stdin-", suffix=".yml"
+        ) as copy:
+            copy.write(text)
+            copy.flush()
+            stdin_path = Path(copy.name)
+            try:
+                return load_stack(
+                    [stdin_path if n == STDIN else Path(n) for n in names], dict(os.environ)
+                )
+            except StackError as exc:
+                if Path(exc.file) == stdin_path:
+                    raise StackError(STDIN, exc.path, exc.message) from None
+                raise
+    except OSError as exc:
+        raise StackError(
+            STDIN, "", f"cannot read a stack from standard input here: {exc.strerror or exc}"
+        ) from None
 
 
 def _plan(args: argparse.Namespace) -> StackPlan:
@@ -99,13 +141,38 @@ def cmd_config(args: argparse.Namespace, out: Output) -> ExitStatus:
     return ExitStatus.OK
 
 
+# `docker stack ls` columns: field -> header (docker CLI 28, cli/command/stack/formatter).
+STACK_HEADERS = {"Name": "NAME", "Services": "SERVICES"}
+
+
+def docker_row(stack: dict[str, Any]) -> Record:
+    from swarmlet.cli.gotemplate import Record
+
+    # docker's Services is the count as a string.
+    return Record(
+        "*formatter.stackContext", {"Name": stack["name"], "Services": str(stack["services"])}
+    )
+
+
 def cmd_ls(args: argparse.Namespace, out: Output) -> ExitStatus:
     stacks = call(args, "stack.ls")["stacks"]
-    if args.format == "json":
-        out.json(stacks)
-        return ExitStatus.OK
-    rows = [[s["name"], str(s["services"])] for s in stacks]
-    out.table(("NAME", "SERVICES"), rows, wrap=("NAME", "SERVICES"))
+
+    def rows() -> tuple[Mapping[str, str], list[Record]]:
+        return STACK_HEADERS, [docker_row(s) for s in stacks]
+
+    print_list(
+        out,
+        args.format,
+        args.quiet,
+        table=lambda: out.table(
+            ("NAME", "SERVICES"),
+            [[s["name"], str(s["services"])] for s in stacks],
+            wrap=("NAME", "SERVICES"),
+        ),
+        as_json=lambda: stacks,
+        ids=lambda: [s["name"] for s in stacks],  # stacks have no IDs: their names
+        rows=rows,
+    )
     return ExitStatus.OK
 
 
@@ -127,6 +194,9 @@ def cmd_rm(args: argparse.Namespace, out: Output) -> ExitStatus:
     return ExitStatus.OK
 
 
+COMPOSE_HELP = "a stack file (repeatable; - reads standard input)"
+
+
 def register(sub: Subcommands) -> None:
     stacks = add_group(sub, "stack", "manage stacks", dest="stack_command")
 
@@ -135,13 +205,16 @@ def register(sub: Subcommands) -> None:
         "deploy",
         cmd_deploy,
         "deploy or update a stack",
-        "swarmlet stack deploy -c stacks/web.yml web",
+        "swarmlet stack deploy -c stacks/web.yml web\n"
+        "  swarmlet stack up -c - web < stacks/web.yml\n"
+        "  swarmlet stack deploy --detach=false -c stacks/web.yml web",
+        aliases=("up",),
     )
-    p.add_argument("-c", "--compose-file", action="append", required=True, metavar="FILE")
-    p.add_argument("--prune", action="store_true", help="remove services no longer in the files")
     p.add_argument(
-        "-d", "--detach", action="store_true", help="do not wait for the services to converge"
+        "-c", "--compose-file", action="append", required=True, metavar="FILE", help=COMPOSE_HELP
     )
+    add_bool(p, "--prune", help_="remove services no longer in the files")
+    add_bool(p, "-d", "--detach", help_="do not wait for the services to converge")
     p.add_argument("name", metavar="STACK")
 
     p = add_command(
@@ -151,21 +224,25 @@ def register(sub: Subcommands) -> None:
         "print the normalised stack document",
         "swarmlet stack config -c stacks/web.yml",
     )
-    p.add_argument("-c", "--compose-file", action="append", required=True, metavar="FILE")
+    p.add_argument(
+        "-c", "--compose-file", action="append", required=True, metavar="FILE", help=COMPOSE_HELP
+    )
     p.add_argument("--format", choices=("yaml", "json"), default="yaml")
 
-    p = add_command(stacks, "ls", cmd_ls, "list stacks", "swarmlet stack ls")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    p = add_command(stacks, "ls", cmd_ls, "list stacks", "swarmlet stack ls", aliases=("list",))
+    add_list_flags(p, example="{{.Name}}\\t{{.Services}}", quiet="only display names")
 
     p = add_command(stacks, "ps", cmd_ps, "list a stack's tasks", "swarmlet stack ps web")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    add_ps_flags(p)
     p.add_argument("name", metavar="STACK")
 
     p = add_command(
         stacks, "services", cmd_services, "list a stack's services", "swarmlet stack services web"
     )
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    add_ls_flags(p, operand="web")
     p.add_argument("name", metavar="STACK")
 
-    p = add_command(stacks, "rm", cmd_rm, "remove stacks", "swarmlet stack rm web")
+    p = add_command(
+        stacks, "rm", cmd_rm, "remove stacks", "swarmlet stack rm web", aliases=("remove", "down")
+    )
     p.add_argument("names", nargs="+", metavar="STACK")

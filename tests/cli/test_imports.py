@@ -160,6 +160,8 @@ def test_help_loads_the_parsers_only(tmp_path: Path) -> None:
         ["service", "ls"],
         ["service", "ps", "web"],
         ["service", "ls", "--format", "json"],
+        ["service", "ls", "--format", "{{.Name}}\t{{.Replicas}}"],  # tabs stay tabs
+        ["node", "ls", "--format", "table {{.Hostname}}\\t{{.Status}}"],
     ],
 )
 def test_a_script_reads_what_rich_prints(tmp_path: Path, argv: list[str]) -> None:
@@ -176,3 +178,42 @@ def test_a_script_reads_what_rich_prints(tmp_path: Path, argv: list[str]) -> Non
         console = Console(file=through_rich, width=200)
         assert main([*argv, "--data-dir", str(data_dir)], console) == 0
     assert plain_stdout == through_rich.getvalue()
+
+
+# The template engine and docker's list formatting: loaded only by a command given a template.
+TEMPLATES = {
+    "swarmlet.cli.gotemplate",
+    "swarmlet.cli.gotemplate_values",
+    "swarmlet.cli.docker_format",
+}
+
+
+@pytest.mark.parametrize(
+    ("argv", "command_module", "loaded", "printed"),
+    [
+        (["service", "ls", "-q"], "swarmlet.cli.service", set(), "kumeeuaxer5u\n"),
+        (["node", "ls", "--filter", "role=manager"], "swarmlet.cli.node", set(), "c1"),
+        (
+            ["service", "ls", "--format", "{{.Name}} {{.Replicas}}"],
+            "swarmlet.cli.service",
+            TEMPLATES,
+            "web 2/2\n",
+        ),
+        (
+            ["node", "ls", "--format", "table {{.Hostname}}"],
+            "swarmlet.cli.node",
+            TEMPLATES,
+            "HOSTNAME\nc1\n",
+        ),
+    ],
+)
+def test_the_template_engine_is_loaded_only_for_a_template(
+    tmp_path: Path, argv: list[str], command_module: str, loaded: set[str], printed: str
+) -> None:
+    data_dir = tmp_path / "d"
+    with fake_agent(data_dir):
+        status, modules, stdout = run_probe(tmp_path, *argv, "--data-dir", str(data_dir))
+    assert status == 0
+    assert printed in stdout
+    assert heavy(modules) == set()
+    assert swarmlet_modules(modules) == CALLING_THE_AGENT | {command_module} | loaded

@@ -128,6 +128,10 @@ def test_anything_else_builds_every_parser(first_word: str | None) -> None:
         ["config", "ls", "--format", "json"],
         ["events", "--since", "10m", "--filter", "type=node", "--no-follow"],
         ["join-token", "-q", "worker"],
+        ["stack", "up", "-c", "-", "--detach=false", "web"],
+        ["node", "ls", "-q", "-f", "role=manager", "--format", "{{.ID}}"],
+        ["service", "ps", "web", "--no-trunc", "--format", "table {{.ID}}"],
+        ["secret", "list", "--filter", "label=a"],
     ],
 )
 def test_the_partial_parser_parses_as_the_whole_one(argv: list[str]) -> None:

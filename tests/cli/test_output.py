@@ -25,6 +25,10 @@ from swarmlet.cli.output import (
     rich_table,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from swarmlet.cli.output import Cell
+
 # Characters where rich and str differ if anything does: tabs after wide, combining and
 # control characters, line and record separators, the controls rich drops.
 TRICKY = st.lists(
@@ -145,7 +149,10 @@ def test_cells_that_are_not_plain_ascii_are_left_to_rich(cell: str) -> None:
 def test_a_table_to_a_pipe_is_plain_and_on_a_terminal_styled(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    rows = [["n1", (("Down", "red"),)], ["n2", (("Running", "green"), (" 5 s ago", "dim"))]]
+    rows: list[list[Cell]] = [
+        ["n1", (("Down", "red"),)],
+        ["n2", (("Running", "green"), (" 5 s ago", "dim"))],
+    ]
     Output().table(("NAME", "STATE"), rows)
     assert capsys.readouterr().out == (
         "NAME  STATE          \nn1    Down           \nn2    Running 5 s ago\n"

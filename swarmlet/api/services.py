@@ -150,6 +150,7 @@ class ServiceControl:
             "created_at": task.created_at,
             "updated_at": max(task.updated_at, obs.since if obs is not None else 0.0),
             "endpoints": [_plain(e) for e in obs.endpoints] if obs is not None else [],
+            "exit_code": obs.exit_code if obs is not None else None,
         }
 
     # ------------------------------------------------------------------------ operations

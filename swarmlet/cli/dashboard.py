@@ -1,4 +1,4 @@
-"""`swarmlet dashboard`: the live terminal view (see `swarmlet.dashboard`).
+"""`swarmlet dashboard`: the live, interactive terminal view (see `swarmlet.dashboard`).
 
 It needs a terminal: scripts use `node ls`, `service ls`, `events --format json` instead.
 """
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def cmd_dashboard(args: argparse.Namespace, out: Output) -> ExitStatus:
-    from swarmlet.dashboard import app  # rich.live and the view: load on demand
+    from swarmlet.dashboard import tui  # Textual and the view: load on demand
 
     if not args.interval > 0:
         raise UsageError(f"--interval: expected a positive number of seconds, got {args.interval}")
@@ -26,7 +26,7 @@ def cmd_dashboard(args: argparse.Namespace, out: Output) -> ExitStatus:
             "the dashboard needs a terminal; in scripts, use `swarmlet node ls`, "
             "`swarmlet service ls` or `swarmlet events` (with --format json)"
         )
-    app.run(socket_path(args), out.rich, interval_s=args.interval)
+    tui.run(socket_path(args), interval_s=args.interval)
     return ExitStatus.OK
 
 
@@ -35,7 +35,8 @@ def register(sub: Subcommands) -> None:
         sub,
         "dashboard",
         cmd_dashboard,
-        "live view of nodes, services, tasks and events (q quits)",
+        "live view of nodes, services, tasks and events: Enter drills down, / filters, "
+        "s scales, l follows logs, ? shows the keys, q quits",
         "swarmlet dashboard --interval 1",
     )
     p.add_argument(

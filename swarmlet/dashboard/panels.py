@@ -22,7 +22,7 @@ from swarmlet.dashboard.cells import (
     one_line,
     styled,
 )
-from swarmlet.dashboard.table import Column, Section, table
+from swarmlet.dashboard.table import Column, Section, table, visible_range
 from swarmlet.dashboard.view import Connection, EventRow, NodeRow, ServiceRow, View
 
 _CONNECTION_STYLE = {
@@ -53,7 +53,7 @@ _EVENT_TYPE_STYLE = {
 }
 
 
-def status_line(view: View, width: int) -> Text:
+def status_line(view: View, width: int, hint: str = "q quits") -> Text:
     c = view.cluster
     glyph, style = _CONNECTION_STYLE[view.connection]
     gossip = f"alive {c.gossip_alive}/{c.gossip_members}"
@@ -66,7 +66,7 @@ def status_line(view: View, width: int) -> Text:
         (1, Text(leader, style="" if c.leader_id else "bold yellow")),
         (2, Text(gossip)),
         (0, Text(f"{glyph} {view.connection.value}", style=style)),
-        (7, Text("q quits", style="dim")),
+        (7, Text(hint, style="dim")),
     ]
     sep = "  "
     chosen: set[int] = set()
@@ -91,9 +91,13 @@ def banner(view: View, width: int) -> Text:
     return one_line([fit(Text(f"⚠ {clean(view.message)}", style=style), width)], style)
 
 
-def nodes_section(view: View, width: int) -> Section:
-    nodes = view.nodes
-    down = sum(1 for n in nodes if n.down)
+def nodes_section(
+    view: View, width: int, selected: int | None = None, height: int | None = None
+) -> Section:
+    """`height`: the most lines the screen could give it (only those rows are built)."""
+    shown = visible_range(len(view.nodes), selected, height or len(view.nodes))
+    nodes = view.nodes[shown.start : shown.stop]
+    down = sum(1 for n in view.nodes if n.down)
     columns = [
         Column("", [Text("★" if n.leader else " ", style="bold yellow") for n in nodes], 0),
         Column(
@@ -120,8 +124,18 @@ def nodes_section(view: View, width: int) -> Section:
         Column("TASKS", [Text(str(n.tasks)) for n in nodes], 2, justify="right"),
     ]
     header, rows = table(columns, width, ["red" if n.down else "" for n in nodes])
-    info = f"{len(nodes)}" + (f" ({down} down)" if down else "")
-    return Section("Nodes", info, header, rows, min_rows=3, empty="no nodes known yet")
+    info = f"{len(view.nodes)}" + (f" ({down} down)" if down else "")
+    return Section(
+        "Nodes",
+        info,
+        header,
+        rows,
+        min_rows=3,
+        empty="no nodes known yet",
+        selected=selected,
+        hidden_above=shown.start,
+        hidden_below=len(view.nodes) - shown.stop,
+    )
 
 
 def _node_role(n: NodeRow) -> Text:
@@ -180,8 +194,12 @@ def _update(s: ServiceRow) -> Text:
     return Text("")
 
 
-def services_section(view: View, width: int) -> Section:
-    services = view.services
+def services_section(
+    view: View, width: int, selected: int | None = None, height: int | None = None
+) -> Section:
+    """`height`: the most lines the screen could give it (only those rows are built)."""
+    shown = visible_range(len(view.services), selected, height or len(view.services))
+    services = view.services[shown.start : shown.stop]
     updates = [_update(s) for s in services]
     rates = [s.connections_per_s for s in services]
     columns = [
@@ -229,9 +247,19 @@ def services_section(view: View, width: int) -> Section:
             Column("STATE", updates, 2, min_width=8, max_width=200, comfort=16, flex=True)
         )
     header, rows = table(columns, width, ["" for _ in services])
-    converging = sum(1 for s in services if s.converging or s.updating or s.paused)
-    info = f"{len(services)}" + (f" ({converging} converging)" if converging else "")
-    return Section("Services", info, header, rows, min_rows=3, empty="no services")
+    converging = sum(1 for s in view.services if s.converging or s.updating or s.paused)
+    info = f"{len(view.services)}" + (f" ({converging} converging)" if converging else "")
+    return Section(
+        "Services",
+        info,
+        header,
+        rows,
+        min_rows=3,
+        empty="no services",
+        selected=selected,
+        hidden_above=shown.start,
+        hidden_below=len(view.services) - shown.stop,
+    )
 
 
 def event_line(e: EventRow, utc_offset_s: int, width: int) -> Text:
@@ -248,8 +276,13 @@ def event_line(e: EventRow, utc_offset_s: int, width: int) -> Text:
     return one_line([fit(text, width)])
 
 
-def events_section(view: View, width: int) -> Section:
-    rows = [event_line(e, view.utc_offset_s, width) for e in view.events]
+def events_section(
+    view: View, width: int, selected: int | None = None, height: int | None = None
+) -> Section:
+    """`height`: the most lines the screen could give it (only those rows are built)."""
+    events = view.events
+    shown = visible_range(len(events), selected, height or len(events), tail=True)
+    rows = [event_line(e, view.utc_offset_s, width) for e in events[shown.start : shown.stop]]
     return Section(
         "Events",
         f"{len(view.events)}",
@@ -259,4 +292,7 @@ def events_section(view: View, width: int) -> Section:
         tail=True,
         empty="no events yet",
         more=lambda n: f"… {n} earlier",
+        selected=selected,
+        hidden_above=shown.start,
+        hidden_below=len(events) - shown.stop,
     )

@@ -59,7 +59,8 @@ def _task_cell(tasks: Sequence[TaskCell]) -> tuple[Text, Text]:
     return full, compact
 
 
-def tasks_section(view: View, width: int) -> Section:
+def tasks_section(view: View, width: int, height: int | None = None) -> Section:
+    """`height`: the most lines the screen could give it (only those rows are built)."""
     services = [s.name for s in view.services]
     services += sorted({t.service for t in view.tasks} - set(services))
     node_names = {n.id: n.name for n in view.nodes}
@@ -70,6 +71,8 @@ def tasks_section(view: View, width: int) -> Section:
     for t in view.tasks:
         grid.setdefault((t.service, t.node_id), []).append(t)
     rows_services = [s for s in services if any((s, n) in grid for n in [*node_ids, ""])]
+    count = len(rows_services)
+    rows_services = rows_services[: max(1, height or count)]
     columns = [
         Column("SERVICE", [styled(s, "bold") for s in rows_services], 0, min_width=6, max_width=24)
     ]
@@ -102,4 +105,12 @@ def tasks_section(view: View, width: int) -> Section:
         )
     header, rows = table(columns, width, ["" for _ in rows_services])
     legend = " ".join(f"{glyph} {word}" for glyph, word, _ in TASK_LEGEND)
-    return Section("Tasks", legend, header, rows, min_rows=2, empty="no tasks")
+    return Section(
+        "Tasks",
+        legend,
+        header,
+        rows,
+        min_rows=2,
+        empty="no tasks",
+        hidden_below=count - len(rows_services),
+    )

@@ -2,7 +2,8 @@
 
 `build_view` is pure: it takes the plain results of `status`, `node.ls`, `service.ls`,
 `service.ps` and the events received so far, the previous view and the time, and returns a
-frozen `View`. It never imports trio, time or socket; `render` turns a View into rich text.
+frozen `View`. It never imports trio, time or socket; `render` and `screens` turn a View into
+rich text.
 
 Decisions, and why:
 
@@ -22,15 +23,22 @@ Decisions, and why:
   none of these shows its newest task only if that one failed, was rejected or orphaned, and the
   slot still exists (replicated: slot <= replicas; global: the node is still known), since that
   is what needs attention; shut down and completed history is left to `service ps`.
+- `history` keeps every task `service.ps` reported, for the drill-downs (a service's tasks with
+  their history, a node's tasks, a slot's history); the grid and the Tasks pane use `tasks`.
+- Events: the pane shows changes, not the raw feed (`swarmlet.dashboard.transitions`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from swarmlet.dashboard.transitions import EventRow as EventRow
+from swarmlet.dashboard.transitions import changes
 
 # How many events a view keeps; the screen never shows more than its height.
 EVENTS_KEPT = 200
@@ -78,6 +86,7 @@ class NodeRow:
     memory_used_bytes: int
     tasks: int
     is_self: bool = False
+    labels: tuple[tuple[str, str], ...] = ()  # sorted by key
 
     @property
     def down(self) -> bool:
@@ -140,16 +149,12 @@ class TaskCell:
     healthy: bool | None
     error: str
     updated_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    seq: int
-    time: float  # seconds since the epoch
-    type: str
-    action: str
-    subject: str
-    message: str
+    message: str = ""  # the leader's word on it: why it is pending, what replaced it
+    container_id: str = ""
+    spec_version: int = 0
+    created_at: float = 0.0
+    endpoints: tuple[str, ...] = ()  # "127.0.0.2:32768->80/tcp": where its ports answer
+    exit_code: int | None = None  # its container's, once it exited (see `exit_code_of`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +171,17 @@ class View:
     proxy_sampled_at: float | None = None  # `now` of the proxy counters' sample
     updated_at: float | None = None  # when the agent last answered every call
     utc_offset_s: int = 0  # local time = UTC + this; event times are shown in local time
+    history: tuple[TaskCell, ...] = ()  # every task `service.ps` reported, for the drill-downs
+
+    @property
+    def self_node(self) -> NodeRow | None:
+        return next((n for n in self.nodes if n.is_self), None)
+
+    @property
+    def on_worker(self) -> bool:
+        """The agent the dashboard talks to is a worker: cluster writes need a manager."""
+        me = self.self_node
+        return me is not None and me.role == "worker"
 
 
 EMPTY_CLUSTER = ClusterSummary()
@@ -256,6 +272,7 @@ def node_rows(result: Mapping[str, Any]) -> tuple[NodeRow, ...]:
                 memory_used_bytes=_int(n, "memory_used_bytes"),
                 tasks=_int(n, "tasks"),
                 is_self=n.get("self") is True,
+                labels=tuple(sorted((str(k), str(v)) for k, v in _map(n.get("labels")).items())),
             )
         )
     return tuple(rows)
@@ -268,6 +285,11 @@ def format_port(port: Mapping[str, Any]) -> str:
     if _str(port, "mode", "ingress") == "host":
         text += " (host)"
     return text
+
+
+def format_endpoint(endpoint: Mapping[str, Any]) -> str:
+    host, port = _str(endpoint, "host"), _int(endpoint, "port")
+    return f"{host}:{port}->{_int(endpoint, 'target')}/{_str(endpoint, 'protocol', 'tcp')}"
 
 
 def port_rates(proxy: Mapping[str, Any], previous: View | None, now: float) -> tuple[PortRate, ...]:
@@ -306,6 +328,22 @@ def port_rates(proxy: Mapping[str, Any], previous: View | None, now: float) -> t
     return tuple(rates)
 
 
+_EXIT_IN_ERROR = re.compile(r"non-zero exit \((-?\d+)\)|exit code (-?\d+)")
+
+
+def exit_code_of(task: Mapping[str, Any]) -> int | None:
+    """The container's exit code: the task's `exit_code` if the agent reports one, else read
+    from its error as the executor words it ("task: non-zero exit (137)"); 0 for a completed
+    task; None while it has not exited, or when nothing says."""
+    code = task.get("exit_code")
+    if isinstance(code, int) and not isinstance(code, bool):
+        return code
+    match = _EXIT_IN_ERROR.search(_str(task, "error"))
+    if match:
+        return int(match.group(1) or match.group(2))
+    return 0 if _str(task, "state") == "complete" else None
+
+
 def task_cells(result: Mapping[str, Any]) -> list[TaskCell]:
     cells = []
     for raw in _list(result.get("tasks")):
@@ -322,6 +360,12 @@ def task_cells(result: Mapping[str, Any]) -> list[TaskCell]:
                 healthy=_opt_bool(t, "healthy"),
                 error=_str(t, "error"),
                 updated_at=_float(t, "updated_at"),
+                message=_str(t, "message"),
+                container_id=_str(t, "container_id"),
+                spec_version=_int(t, "spec_version"),
+                created_at=_float(t, "created_at"),
+                endpoints=tuple(format_endpoint(_map(e)) for e in _list(t.get("endpoints"))),
+                exit_code=exit_code_of(t),
             )
         )
     return cells
@@ -397,24 +441,34 @@ def service_rows(
     return tuple(rows)
 
 
-def event_rows(events: Iterable[Mapping[str, Any]]) -> tuple[EventRow, ...]:
-    rows = [
-        EventRow(
-            seq=_int(e, "seq"),
-            time=_float(e, "time"),
-            type=_str(e, "type"),
-            action=_str(e, "action"),
-            subject=_str(e, "subject"),
-            message=_str(e, "message"),
+def event_rows(
+    events: Iterable[Mapping[str, Any]], tasks: Iterable[TaskCell] = ()
+) -> tuple[EventRow, ...]:
+    """The events pane's lines: changes only (`swarmlet.dashboard.transitions`), newest last.
+    A task event whose subject is a task's id (the executor's) is named as the leader's are
+    (`web.3`), from `tasks`, so that it reads and groups like them."""
+    names = {t.id: f"{t.service}.{t.slot or t.node_name or t.node_id[:8]}" for t in tasks}
+    rows = []
+    for e in (_map(raw) for raw in events):
+        type_, subject = _str(e, "type"), _str(e, "subject")
+        if type_ == "task" and subject in names:
+            subject = names[subject]
+        rows.append(
+            EventRow(
+                seq=_int(e, "seq"),
+                time=_float(e, "time"),
+                type=type_,
+                action=_str(e, "action"),
+                subject=subject,
+                message=_str(e, "message"),
+            )
         )
-        for e in (_map(raw) for raw in events)
-    ]
-    return tuple(rows[-EVENTS_KEPT:])
+    return tuple(changes(rows)[-EVENTS_KEPT:])
 
 
 def with_events(view: View, events: Iterable[Mapping[str, Any]]) -> View:
     """The same view with a newer event feed (events arrive between polls)."""
-    return dataclasses.replace(view, events=event_rows(events))
+    return dataclasses.replace(view, events=event_rows(events, view.history))
 
 
 # ---------------------------------------------------------------------------- the view
@@ -455,9 +509,11 @@ def build_view(
     else:
         service_list = previous.services if previous is not None else ()
     if tasks is not None:
-        task_list = current_tasks(task_cells(tasks), service_list, node_list)
+        history = tuple(task_cells(tasks))
+        task_list = current_tasks(history, service_list, node_list)
     else:
         task_list = previous.tasks if previous is not None else ()
+        history = previous.history if previous is not None else ()
 
     complete = None not in (status, nodes, services, tasks) and not error
     updated_at = now if complete else (previous.updated_at if previous is not None else None)
@@ -492,9 +548,10 @@ def build_view(
         nodes=node_list,
         services=service_list,
         tasks=task_list,
-        events=event_rows(events),
+        events=event_rows(events, history),
         proxy=proxy,
         proxy_sampled_at=sampled_at,
         updated_at=updated_at,
         utc_offset_s=utc_offset_s,
+        history=history,
     )

@@ -171,7 +171,14 @@ TASKS: dict[str, Any] = {
         _task("web", 1, 1, "running"),
         _task("web", 2, 2, "running"),
         _task("web", 3, 3, "orphaned", desired_state="shutdown", updated_at=T0 - 50),
-        _task("web", 3, None, "pending", updated_at=T0 - 40),
+        _task(
+            "web",
+            3,
+            None,
+            "pending",
+            updated_at=T0 - 40,
+            message="no suitable node: 1 node is draining, 1 node is down",
+        ),
         _task("web", 4, 1, "shutdown", desired_state="shutdown"),
     ]
 }

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import io
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 
 from swarmlet.dashboard.render import render
 from swarmlet.dashboard.view import View
 
 
-def screen_text(view: View, width: int, height: int) -> str:
+def screen_text(renderable: RenderableType | View, width: int, height: int) -> str:
+    """A renderable (or a View, through `render`) as the terminal shows it, without styles."""
+    if isinstance(renderable, View):
+        renderable = render(renderable, width, height)
     console = Console(
         record=True,
         width=width,
@@ -19,7 +22,7 @@ def screen_text(view: View, width: int, height: int) -> str:
         color_system=None,
         file=io.StringIO(),
     )
-    console.print(render(view, width, height))
+    console.print(renderable)
     return console.export_text()
 
 

@@ -1,8 +1,9 @@
 """The real dashboard in a real terminal (tmux) against a real two-agent cluster.
 
-It shows both nodes ready, shows the one we kill -9 as DOWN, keeps running (and says so) when its
-own agent dies too, quits on `q` with status 0, and leaves the terminal as it found it: the
-alternate screen off and the same termios settings (`stty -g`) as before it started.
+It shows both nodes ready, takes keys (opens a node's screen and comes back), shows the one we
+kill -9 as DOWN, keeps running (and says so) when its own agent dies too, quits on `q` with
+status 0, and leaves the terminal as it found it: the alternate screen off and the same termios
+settings (`stty -g`) as before it started.
 """
 
 from __future__ import annotations
@@ -67,10 +68,10 @@ def node_statuses(screen: str) -> dict[str, str]:
     statuses: dict[str, str] = {}
     in_nodes = False
     for line in screen.splitlines():
-        if line.startswith("── "):
-            in_nodes = line.startswith("── Nodes")
+        if line.startswith(("── ", "━━ ")):  # a heading; "━━ ▶" is the focused pane's
+            in_nodes = line.startswith(("── Nodes", "━━ ▶ Nodes"))
             continue
-        tokens = line.replace("★", " ").split()
+        tokens = line.replace("★", " ").replace("▶", " ").split()
         if in_nodes and len(tokens) >= 2:
             for word in ("ready", "DOWN"):
                 if word in tokens:
@@ -122,6 +123,11 @@ def test_dashboard_shows_a_killed_agent_down_and_quits_on_q(tmp_path: Path, tmux
             rc_file,
         )
         assert tmux("display-message", "-p", "-t", tmux.session, "#{alternate_on}").strip() == "1"
+        # Keys reach it through the real terminal: open the first node, then go back.
+        tmux("send-keys", "-t", tmux.session, "1", "Enter")
+        wait_screen(tmux, "n1's screen", lambda screen: "── Node n1" in screen, rc_file)
+        tmux("send-keys", "-t", tmux.session, "Escape")
+        wait_screen(tmux, "the overview", lambda screen: "━━ ▶ Nodes" in screen, rc_file)
 
         cluster.kill(cluster.agents[1])
         wait_screen(

@@ -1,4 +1,5 @@
-"""`render` is total: any view, any size from 20x10 to 200x60, fits the screen and never raises."""
+"""`render` and `render_screen` are total: any view, any UiState, any size from 20x10 to 200x60
+(and below), fits the screen and never raises."""
 
 from __future__ import annotations
 
@@ -6,6 +7,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.cells import cell_len
 
+from swarmlet.dashboard.keys import (
+    Action,
+    ActionKind,
+    Cursor,
+    Level,
+    Mode,
+    Notice,
+    NoticeKind,
+    UiState,
+    handle_key,
+)
+from swarmlet.dashboard.lists import Kind, LogLine, Pane
+from swarmlet.dashboard.screens import render_screen
 from swarmlet.dashboard.view import (
     ClusterSummary,
     Connection,
@@ -18,7 +32,7 @@ from swarmlet.dashboard.view import (
 )
 
 from .fixtures import fixed_view
-from .screen import screen_lines
+from .screen import screen_lines, screen_text
 
 # Any text, including newlines, tabs, wide and zero-width characters; and words the code acts on.
 TEXT = st.one_of(
@@ -64,6 +78,7 @@ nodes = st.builds(
     memory_used_bytes=COUNT,
     tasks=COUNT,
     is_self=st.booleans(),
+    labels=st.lists(st.tuples(TEXT, TEXT), max_size=3).map(tuple),
 )
 services = st.builds(
     ServiceRow,
@@ -95,6 +110,12 @@ tasks = st.builds(
     healthy=st.one_of(st.none(), st.booleans()),
     error=TEXT,
     updated_at=NUMBER,
+    message=TEXT,
+    container_id=TEXT,
+    spec_version=COUNT,
+    created_at=NUMBER,
+    endpoints=st.lists(TEXT, max_size=3).map(tuple),
+    exit_code=st.one_of(st.none(), COUNT),
 )
 events = st.builds(
     EventRow,
@@ -104,6 +125,7 @@ events = st.builds(
     action=TEXT,
     subject=TEXT,
     message=TEXT,
+    count=COUNT,
 )
 clusters = st.builds(
     ClusterSummary,
@@ -145,6 +167,7 @@ views = st.builds(
     proxy_sampled_at=st.one_of(st.none(), NUMBER),
     updated_at=st.one_of(st.none(), NUMBER),
     utc_offset_s=st.integers(-(10**9), 10**9),
+    history=st.lists(tasks, max_size=40).map(tuple),
 )
 WIDTHS = st.integers(20, 200)
 HEIGHTS = st.integers(10, 60)
@@ -175,3 +198,73 @@ def test_render_survives_screens_below_the_promised_minimum(
     view: View, width: int, height: int
 ) -> None:
     _assert_fits(view, width, height)
+
+
+# ---------------------------------------------------------------------------- interactive screens
+
+cursors = st.builds(Cursor, selected=st.one_of(TEXT, NODE_IDS), index=COUNT, filter=TEXT)
+levels = st.builds(
+    Level,
+    kind=st.sampled_from(Kind),
+    key=st.one_of(TEXT, NODE_IDS, st.sampled_from(["web", "api"])),
+    pane=st.sampled_from(Pane),
+    cursors=st.lists(cursors, min_size=4, max_size=4).map(tuple),
+    task=TEXT,
+)
+actions = st.builds(
+    Action,
+    kind=st.sampled_from(ActionKind),
+    target=TEXT,
+    label=TEXT,
+    replicas=st.one_of(st.none(), COUNT),
+)
+ui_states = st.builds(
+    UiState,
+    levels=st.lists(levels, min_size=1, max_size=4).map(tuple),
+    mode=st.sampled_from(Mode),
+    input=st.text(alphabet="0123456789", max_size=6),
+    pending=st.one_of(st.none(), actions),
+    notice=st.one_of(st.none(), st.builds(Notice, kind=st.sampled_from(NoticeKind), text=TEXT)),
+)
+log_lines = st.lists(
+    st.builds(LogLine, number=st.integers(0, 10**6), task=TEXT, node=TEXT, line=TEXT), max_size=30
+)
+KEYS = st.sampled_from(
+    ["up", "down", "G", "enter", "escape", "tab", "3", "4", "/", "w", "s", "5", "y", "l", "?"]
+)
+
+
+def _assert_screen_fits(
+    view: View, ui: UiState, logs: list[LogLine], width: int, height: int
+) -> None:
+    lines = screen_text(render_screen(view, ui, logs, width, height), width, height).splitlines()
+    assert len(lines) <= height
+    for line in lines:
+        assert cell_len(line) <= width, line
+
+
+@settings(max_examples=80, deadline=None)
+@given(view=views, ui=ui_states, logs=log_lines, width=WIDTHS, height=HEIGHTS)
+def test_any_screen_state_fits_any_screen(
+    view: View, ui: UiState, logs: list[LogLine], width: int, height: int
+) -> None:
+    _assert_screen_fits(view, ui, logs, width, height)
+
+
+@settings(max_examples=40, deadline=None)
+@given(view=views, ui=ui_states, width=st.integers(1, 19), height=st.integers(1, 9))
+def test_screen_states_survive_tiny_screens(
+    view: View, ui: UiState, width: int, height: int
+) -> None:
+    _assert_screen_fits(view, ui, [], width, height)
+
+
+@settings(max_examples=60, deadline=None)
+@given(view=views, keys=st.lists(KEYS, max_size=12), width=WIDTHS, height=HEIGHTS)
+def test_any_keys_on_any_view_give_a_screen_that_fits(
+    view: View, keys: list[str], width: int, height: int
+) -> None:
+    ui = UiState()
+    for key in keys:
+        ui, _ = handle_key(ui, key, view)
+    _assert_screen_fits(view, ui, [], width, height)

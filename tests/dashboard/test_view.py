@@ -219,3 +219,23 @@ def test_malformed_results_give_defaults_not_errors() -> None:
     assert view.nodes[1].memory_bytes == 0
     assert view.services == ()
     assert len(view.events) == 2
+
+
+@pytest.mark.parametrize(
+    ("task", "code"),
+    [
+        ({"state": "failed", "error": "task: non-zero exit (137)"}, 137),
+        ({"state": "failed", "error": "exit code 1"}, 1),
+        ({"state": "failed", "error": "task: unhealthy container"}, None),
+        ({"state": "complete", "error": ""}, 0),
+        ({"state": "running", "error": ""}, None),
+        ({"state": "failed", "error": "task: non-zero exit (2)", "exit_code": 3}, 3),  # reported
+        ({"state": "failed", "exit_code": True}, None),  # garbage
+    ],
+)
+def test_exit_code_is_reported_or_read_from_the_error(
+    task: dict[str, Any], code: int | None
+) -> None:
+    from swarmlet.dashboard.view import exit_code_of
+
+    assert exit_code_of(task) == code

@@ -112,8 +112,24 @@ class ServiceControl:
         running = sum(1 for t in tasks if is_up(t, tasks_obs.get(t.id)))
         if spec.mode is ServiceMode.GLOBAL:
             desired = sum(1 for t in tasks if t.desired_state is TaskState.RUNNING)
+        elif spec.mode is ServiceMode.GLOBAL_JOB:  # one completion per node of this run
+            desired = sum(
+                1
+                for t in tasks
+                if t.spec_version == service.version and t.desired_state <= TaskState.COMPLETE
+            )
         else:
-            desired = spec.replicas
+            desired = spec.replicas  # a replicated job: the completions it wants
+        job = None
+        if spec.mode.is_job:
+            # Swarm's JobStatus: this run's completions (tasks that exited 0).
+            completed = sum(
+                1
+                for t in tasks
+                if t.spec_version == service.version
+                and effective_state(t, tasks_obs.get(t.id)) is TaskState.COMPLETE
+            )
+            job = {"completed": completed, "max_concurrent": spec.max_concurrent}
         return {
             "id": service.id,
             "name": spec.name,
@@ -126,6 +142,7 @@ class ServiceControl:
             "version": service.version,
             "update_status": _plain(service.update_status),
             "autoscale": _plain(spec.autoscale) if spec.autoscale else None,
+            "job": job,  # None for a service
         }
 
     def task_view(
@@ -194,8 +211,8 @@ class ServiceControl:
             service = self._service(str(ref))
             if not isinstance(replicas, int) or replicas < 0:
                 raise UsageError(f"{ref}: replicas must be 0 or more, got {replicas!r}")
-            if service.spec.mode is ServiceMode.GLOBAL:
-                raise UsageError(f"{ref}: a global service cannot be scaled")
+            if service.spec.mode.is_global:
+                raise UsageError(f"{ref}: a {service.spec.mode} service cannot be scaled")
             if service.spec.autoscale is not None:
                 raise UsageError(
                     f"{ref}: the service is autoscaled (min {service.spec.autoscale.min_replicas}, "

@@ -55,6 +55,19 @@ class TaskState(enum.IntEnum):
 class ServiceMode(enum.StrEnum):
     REPLICATED = "replicated"
     GLOBAL = "global"
+    # Jobs run their tasks to completion (`leader.orchestrator.jobs`): `replicas` completions,
+    # or one per node, at most `ServiceSpec.max_concurrent` at once.
+    REPLICATED_JOB = "replicated-job"
+    GLOBAL_JOB = "global-job"
+
+    @property
+    def is_job(self) -> bool:
+        return self in (ServiceMode.REPLICATED_JOB, ServiceMode.GLOBAL_JOB)
+
+    @property
+    def is_global(self) -> bool:
+        """One task per node (else numbered slots)."""
+        return self in (ServiceMode.GLOBAL, ServiceMode.GLOBAL_JOB)
 
 
 class RestartCondition(enum.StrEnum):
@@ -236,6 +249,7 @@ class ServiceSpec:
     rebalance: bool = True  # move replicas back when a node joins or returns
     autoscale: AutoscalePolicy | None = None
     force_update: int = 0  # bumped by `service update --force`
+    max_concurrent: int = 0  # jobs: tasks running at once, at most (0: as many as it has)
 
 
 class UpdateState(enum.StrEnum):

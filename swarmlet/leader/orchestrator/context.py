@@ -46,8 +46,9 @@ def counter_ids(prefix: str = "t") -> IdSource:
 
 @dataclass(frozen=True)
 class Observed:
-    """What gossip says now. A node missing from `nodes` has not been heard of yet: it takes no
-    new tasks, but its tasks are left alone (only an explicit `ready=False` is a failure)."""
+    """What the nodes say now (`leader.observation`). A node missing from `nodes` has not been
+    heard of yet: it takes no new tasks, but its tasks are left alone (only an explicit
+    `ready=False` is a failure)."""
 
     nodes: Mapping[str, ObservedNode] = field(default_factory=dict)
     tasks: Mapping[str, TaskObservation] = field(default_factory=dict)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from swarmlet.errors import UsageError
 from swarmlet.leader.orchestrator.context import Context, IdSource, Observed, SlotKey, counter_ids
 from swarmlet.leader.orchestrator.global_ import reconcile_global
+from swarmlet.leader.orchestrator.jobs import reconcile_job
 from swarmlet.leader.orchestrator.reaper import reap_history, reap_removed_services
 from swarmlet.leader.orchestrator.rebalance import rebalance
 from swarmlet.leader.orchestrator.replicated import reconcile_replicated
@@ -99,6 +100,10 @@ def _orchestrate(ctx: Context, service_id: str) -> bool:
     except UsageError:
         constraints = ()  # the scheduler explains it on every pending task
     adopt_unchanged(ctx, service)
+    if service.spec.mode.is_job:
+        reconcile_job(ctx, service, constraints)
+        reap_history(ctx, service)
+        return False
     filled: dict[SlotKey, list[Task]] = {}
     if service.spec.mode is ServiceMode.GLOBAL:
         for node_id, current in reconcile_global(ctx, service, constraints).items():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from swarmlet.leader.orchestrator import restart
 from swarmlet.leader.orchestrator.context import Context, is_current, order, slot_key
-from swarmlet.state.model import Service, ServiceMode, Task, TaskState
+from swarmlet.state.model import Service, Task, TaskState
 
 
 def reap_removed_services(ctx: Context) -> None:
@@ -26,7 +26,7 @@ def reap_removed_services(ctx: Context) -> None:
 
 def reap_history(ctx: Context, service: Service) -> None:
     limit = restart.history_limit(service.spec.restart)
-    replicated = service.spec.mode is ServiceMode.REPLICATED
+    replicated = not service.spec.mode.is_global
     slots: dict[tuple[int, str], list[Task]] = {}
     for task in ctx.tasks_of(service.id):
         slots.setdefault(slot_key(task), []).append(task)

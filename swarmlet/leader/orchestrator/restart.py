@@ -11,6 +11,8 @@ Pure functions of the slot's history and `now`; table-tested. Swarm semantics (s
   current spec version that ended within the last `window_s` (0: since that version began). Swarm
   keeps this history in the leader's memory; swarmlet reads it from the retained task history,
   which therefore keeps at least `max_attempts + 1` tasks per slot (see `history_limit`).
+* a job's task that completed (exit 0) is done whatever the condition: a job runs each task to
+  completion once (`orchestrator.jobs`); its failures are restarted as above.
 * delay: `delay_s` if set (Swarm's fixed delay), else exponential: 0 s for the first restart of a
   crash streak, then 0.5 s doubling up to 30 s. A task that ran (from creation to its end) at least
   10 s ends the streak. `Task.attempt` counts restarts in the current streak.
@@ -64,13 +66,21 @@ def exits_in_window(
 
 
 def decide(
-    policy: RestartPolicy, dead: Task, history: Iterable[Task], spec_version: int, now: float
+    policy: RestartPolicy,
+    dead: Task,
+    history: Iterable[Task],
+    spec_version: int,
+    now: float,
+    *,
+    job: bool = False,
 ) -> RestartDecision:
     """`dead` is the slot's latest task, terminal (state recorded) while desired running;
     `history` is every task of the slot, `dead` included; `updated_at` of a terminal task is when
-    it ended."""
+    it ended. `job`: the service is a job."""
     if dead.state in (TaskState.ORPHANED, TaskState.SHUTDOWN):
         return RestartDecision(True, now, dead.attempt)
+    if job and dead.state is TaskState.COMPLETE:
+        return RestartDecision(False, message="completed")
     if policy.condition is RestartCondition.NONE:
         return RestartDecision(False, message=f"{dead.state}; restart policy: none")
     if policy.condition is RestartCondition.ON_FAILURE and dead.state is TaskState.COMPLETE:

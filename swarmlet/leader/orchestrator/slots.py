@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from swarmlet.leader.orchestrator import restart
 from swarmlet.leader.orchestrator.context import Context, is_current, order
 from swarmlet.state.constraints import Constraint
-from swarmlet.state.model import Availability, Service, ServiceMode, Task, TaskState
+from swarmlet.state.model import Availability, Service, Task, TaskState
 
 
 def move_off_reason(ctx: Context, node_id: str, constraints: Sequence[Constraint]) -> str:
@@ -76,7 +76,7 @@ def reconcile_slot(
     current = [t for t in slot_tasks if is_current(t)]
     if not current:
         return
-    replicated = service.spec.mode is ServiceMode.REPLICATED
+    replicated = not service.spec.mode.is_global
 
     # 1. Move off nodes that cannot keep the task.
     moved: Task | None = None
@@ -123,7 +123,14 @@ def reconcile_slot(
             ctx.create(service, latest.slot, node_id=_pin(latest))
         return
     history = [ctx.work.tasks.get(t.id, t) for t in slot_tasks]  # with the states just recorded
-    decision = restart.decide(service.spec.restart, latest, history, service.version, ctx.now)
+    decision = restart.decide(
+        service.spec.restart,
+        latest,
+        history,
+        service.version,
+        ctx.now,
+        job=service.spec.mode.is_job,
+    )
     if not decision.restart:
         ctx.put(
             dataclasses.replace(latest, desired_state=TaskState.COMPLETE, message=decision.message)

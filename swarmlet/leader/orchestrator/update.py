@@ -154,6 +154,7 @@ _IGNORED_FOR_TASKS: dict[str, object] = {
     "autoscale": None,
     "depends_on": (),
     "placement": Placement(),
+    "max_concurrent": 0,
 }
 
 

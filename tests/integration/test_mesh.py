@@ -67,6 +67,32 @@ def test_scale_down_during_a_request_loop_costs_no_failed_request(cluster: Local
     assert len({get(cluster.agents[0].host, port) for _ in range(10)}) == 2
 
 
+def test_the_mesh_serves_without_a_leader_and_through_a_failover(cluster: LocalCluster) -> None:
+    """Routes come from the replicated task statuses, which every node holds (issue #16): with
+    two of three managers' agents killed there is no leader, and the survivor's proxy still sends
+    every request to the three replicas (their containers outlive their agents). One agent back
+    makes a majority and a leader; no request failed meanwhile, and a replica started after the
+    election is routed to."""
+    port = _deploy(cluster, 3)
+    n1, n2, n3 = cluster.agents
+    with RequestLoop(n1.host, port) as loop:
+        wait_for("some traffic", lambda: loop.ok > 20)
+        cluster.kill(n2)
+        cluster.kill(n3)
+        wait_for("n1 to lose its leader", lambda: cluster.status(n1)["raft"]["leader_id"] is None)
+        before = loop.ok
+        wait_for("traffic without a leader", lambda: loop.ok > before + 100)
+        assert len({get(n1.host, port) for _ in range(9)}) == 3
+        cluster.restart(n2)
+        wait_for("a leader again", lambda: cluster.status(n1)["raft"]["leader_id"] is not None)
+        run_cli("service", "scale", "web=4", data_dir=n1.data_dir, timeout=120)
+        wait_for(
+            "n1 to route to the new replica",
+            lambda: len({get(n1.host, port) for _ in range(12)}) == 4,
+        )
+    assert loop.failures == []
+
+
 def test_port_taken_by_another_process_is_reported(cluster: LocalCluster) -> None:
     import socket
 

@@ -2,11 +2,14 @@
 they show progress, and their flags.
 
 `service ls --format json` and `service ps NAME --format json` are contracts: see the keys in
-`swarmlet.api.services` (`service_view`, `task_view`). Turning the flags into a ServiceSpec is
-`cli.service_flags`. Commands that change services wait, unless `--detach`, until the services
-converge (`wait_converged`), and exit non-zero if a rollout pauses, rolls back or cannot place
-its tasks. `ls` and `ps` (and `stack services`/`stack ps`, which share them) take docker's `-q`,
-`--filter` and `--format TEMPLATE` over docker's field names (`service_row`, `task_row`).
+`swarmlet.api.services` (`service_view`, `task_view`). `create` and `update` take docker CLI 28's
+flags for every field of the service model (`update` with docker's --X-add/--X-rm pairs), each
+with an example in its help; docker's flags the model cannot hold (`NOT_SUPPORTED`) are parsed
+and refused with their reason. Turning the flags into a ServiceSpec is `cli.service_flags`.
+Commands that change services wait, unless `--detach`, until the services converge
+(`wait_converged`), and exit non-zero if a rollout pauses, rolls back or cannot place its tasks.
+`ls` and `ps` (and `stack services`/`stack ps`, which share them) take docker's `-q`, `--filter`
+and `--format TEMPLATE` over docker's field names (`service_row`, `task_row`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import contextlib
 import time
 
 from swarmlet.cli.common import (
+    BoolFlag,
     ExitStatus,
     add_bool,
     add_command,
@@ -62,8 +66,8 @@ _STATE_STYLES = {
 def wait_converged(
     args: argparse.Namespace, out: Output, names: list[str], *, version: int = 0
 ) -> ExitStatus:
-    """Show progress until every named service runs its replicas (and, after an update, until
-    the rolling update completed); non-zero if one fails, pauses or rolls back."""
+    """Show progress (unless `-q`) until every named service runs its replicas (and, after an
+    update, until the rolling update completed); non-zero if one fails, pauses or rolls back."""
     deadline = time.monotonic() + CONVERGE_TIMEOUT_S
     last = ""
     while time.monotonic() < deadline:
@@ -88,7 +92,7 @@ def wait_converged(
             if version and status == "updating":
                 done = False  # still rolling, or monitoring the last batch
         text = "; ".join(lines)
-        if text != last:
+        if text != last and not getattr(args, "quiet", False):
             out.line(text)
             last = text
         tasks = call(args, "service.ps", services=names)["tasks"]
@@ -136,9 +140,14 @@ def _current_spec(args: argparse.Namespace, ref: str) -> ServiceSpec:
 
 
 def cmd_update(args: argparse.Namespace, out: Output) -> ExitStatus:
-    from swarmlet.cli.service_flags import spec_from_args
+    from swarmlet.cli.service_flags import rollback_conflicts, spec_from_args
     from swarmlet.wire import codec as wire
 
+    if args.rollback:
+        others = rollback_conflicts(args)
+        if others:
+            raise UsageError(f"other flags may not be combined with --rollback: {' '.join(others)}")
+        return cmd_rollback(args, out)
     spec = spec_from_args(args, base=_current_spec(args, args.service))
     result = call(args, "service.update", service=args.service, spec=wire.encode(spec))
     out.line(args.service)
@@ -471,48 +480,368 @@ def cmd_logs(args: argparse.Namespace, out: Output) -> ExitStatus:
 
 # ---------------------------------------------------------------------------- parser
 
+# docker's service flags that swarmlet's service model cannot hold yet: flag -> (why, the value
+# that asks for what swarmlet does anyway, if any). They are parsed, and the table rides along
+# in the parsed arguments (`not_supported`), so that using one is refused with its reason by
+# `service_flags.refuse_unsupported` (which this module must not import), never ignored.
+NOT_SUPPORTED: dict[str, tuple[str, str | None]] = {
+    "--dns": ("the service model has no DNS servers (containers use Docker's)", None),
+    "--dns-option": ("the service model has no DNS options", None),
+    "--dns-search": ("the service model has no DNS search domains", None),
+    "--ulimit": ("the service model has no ulimits (containers get Docker's)", None),
+    "--log-driver": ("the service model has no logging driver (containers use Docker's)", None),
+    "--log-opt": ("the service model has no logging options", None),
+    "--limit-pids": ("the service model has no process limit", "0"),
+    "--generic-resource": ("the service model has no generic resources", None),
+    "--group": ("the service model has no supplementary groups", None),
+    "--isolation": ("isolation modes are Windows-only", "default"),
+    "--credential-spec": ("credential specs are Windows-only", None),
+    "--max-concurrent": ("jobs are not supported by this command yet", None),
+    "--endpoint-mode": ("services are reached through a virtual IP only (no dnsrr)", "vip"),
+    "--read-only": ("the service model has no read-only root file system", None),
+    "--tty": ("the service model has no TTY setting", None),
+    "--with-registry-auth": ("nodes pull images without credentials", None),
+}
+_NOT_SUPPORTED_SWITCHES = ("--read-only", "--tty", "--with-registry-auth")
+_CREATE_ONLY_LISTS = ("--dns", "--dns-option", "--dns-search", "--ulimit", "--generic-resource")
 
-def _add_spec_flags(p: argparse.ArgumentParser) -> None:
-    """The flags `create` and `update` share (`service_flags.spec_from_args` reads them)."""
+
+def _add_not_supported(p: argparse.ArgumentParser, *, update: bool) -> None:
+    p.set_defaults(not_supported=NOT_SUPPORTED)
+    for flag, (reason, harmless) in NOT_SUPPORTED.items():
+        text = f"not supported yet: {reason}"
+        if harmless is not None:
+            text += f" ({harmless}, what swarmlet does, is accepted)"
+        if flag in _NOT_SUPPORTED_SWITCHES:
+            names = ("-t", flag) if flag == "--tty" else (flag,)
+            p.add_argument(*names, action=BoolFlag, default=None, help=text)
+        elif update and flag in _CREATE_ONLY_LISTS:
+            for suffix in ("add", "rm"):
+                p.add_argument(f"{flag}-{suffix}", action="append", help=text)
+        elif update and flag == "--group":
+            p.add_argument("--group-add", action="append", help=text)
+            p.add_argument("--group-rm", action="append", help=text)
+        else:
+            p.add_argument(flag, action="append", help=text)
+
+
+def _add_spec_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
+    """The flags `create` and `update` share (`service_flags.spec_from_args` reads them); on
+    `update` each changes only what it names, and `=""` returns a setting to the image's."""
+    p.add_argument("--replicas", type=int, help="number of tasks, e.g. --replicas 3")
     p.add_argument(
-        "--constraint", action="append", help="placement constraint, e.g. node.labels.zone==a"
+        "--entrypoint",
+        metavar="COMMAND",
+        help="overwrite the image's ENTRYPOINT, split as a shell would, e.g. "
+        "--entrypoint '/bin/sh -c'",
     )
-    p.add_argument("--placement-pref", action="append", help="spread=node.labels.KEY")
-    p.add_argument("--replicas-max-per-node", type=int)
-    p.add_argument("--reserve-cpu")
-    p.add_argument("--reserve-memory")
-    p.add_argument("--limit-cpu")
-    p.add_argument("--limit-memory")
-    p.add_argument("--restart-condition", choices=("any", "on-failure", "none"))
+    p.add_argument("-u", "--user", help="user[:group] in the container, e.g. -u 1000:1000")
+    p.add_argument("-w", "--workdir", help="working directory in the container, e.g. -w /srv")
+    p.add_argument("--hostname", help="the containers' host name, e.g. --hostname web")
+    p.add_argument("--stop-signal", help="signal that stops a container, e.g. SIGQUIT")
     p.add_argument(
-        "--restart-delay", help="fixed delay between restarts (default: exponential back-off)"
+        "--init",
+        action=BoolFlag,
+        default=None,
+        help="run an init as PID 1 that forwards signals and reaps processes, e.g. --init",
     )
-    p.add_argument("--restart-max-attempts", type=int)
-    p.add_argument("--restart-window")
-    p.add_argument("--health-cmd")
-    p.add_argument("--health-interval")
-    p.add_argument("--health-timeout")
-    p.add_argument("--health-retries", type=int)
-    p.add_argument("--health-start-period")
-    add_bool(p, "--no-healthcheck", help_="disable the image's healthcheck")
-    p.add_argument("--stop-grace-period")
     p.add_argument(
-        "--rebalance", choices=("true", "false"), help="move replicas back when nodes return"
+        "--cap-add",
+        action="append",
+        metavar="CAP",
+        help="add a Linux capability (repeatable), e.g. --cap-add NET_ADMIN",
     )
-    for prefix in ("update", "rollback"):
-        p.add_argument(f"--{prefix}-parallelism", type=int)
-        p.add_argument(f"--{prefix}-delay")
-        p.add_argument(f"--{prefix}-order", choices=("start-first", "stop-first"))
-        p.add_argument(f"--{prefix}-failure-action", choices=("pause", "continue", "rollback"))
-        p.add_argument(f"--{prefix}-monitor")
-        p.add_argument(f"--{prefix}-max-failure-ratio", type=float)
+    p.add_argument(
+        "--cap-drop",
+        action="append",
+        metavar="CAP",
+        help="drop a Linux capability (repeatable), e.g. --cap-drop ALL",
+    )
+    p.add_argument(
+        "--constraint",
+        action="append",
+        help="placement constraint (repeatable; on update: replaces them all), "
+        "e.g. node.labels.zone==a",
+    )
+    p.add_argument(
+        "--placement-pref",
+        action="append",
+        metavar="PREF",
+        help="spread replicas over a node label (on update: replaces them all), "
+        "e.g. spread=node.labels.zone",
+    )
+    p.add_argument(
+        "--replicas-max-per-node",
+        type=int,
+        help="at most this many tasks on one node (0: no limit), e.g. 2",
+    )
+    p.add_argument("--reserve-cpu", help="CPUs each task needs free on its node, e.g. 0.5")
+    p.add_argument("--reserve-memory", help="memory each task needs free on its node, e.g. 256M")
+    p.add_argument("--limit-cpu", help="CPUs a task may use at most, e.g. 1.5")
+    p.add_argument("--limit-memory", help="memory a task may use at most, e.g. 512M")
+    p.add_argument(
+        "--restart-condition",
+        choices=("any", "on-failure", "none"),
+        help="when to restart a task's container, e.g. on-failure",
+    )
+    p.add_argument(
+        "--restart-delay",
+        help="fixed delay between restarts (default: exponential back-off), e.g. 5s",
+    )
+    p.add_argument(
+        "--restart-max-attempts",
+        type=int,
+        help="restarts before giving up (0: no limit), e.g. 3",
+    )
+    p.add_argument(
+        "--restart-window", help="window in which --restart-max-attempts counts, e.g. 2m"
+    )
+    p.add_argument(
+        "--health-cmd",
+        help="command that checks health, run by a shell, e.g. 'wget -qO- localhost/health'",
+    )
+    timing = "(with --health-cmd, or on update to the service's own check)"
+    p.add_argument("--health-interval", help=f"time between checks {timing}, e.g. 10s")
+    p.add_argument("--health-timeout", help=f"time one check may take {timing}, e.g. 3s")
+    p.add_argument(
+        "--health-retries",
+        type=int,
+        help=f"failures in a row that make a task unhealthy {timing}, e.g. 3",
+    )
+    p.add_argument(
+        "--health-start-period",
+        help=f"time to start before failures count {timing}, e.g. 30s",
+    )
+    add_bool(
+        p,
+        "--no-healthcheck",
+        help_="disable the image's HEALTHCHECK, e.g. --no-healthcheck",
+    )
+    p.add_argument(
+        "--stop-grace-period",
+        help="time between the stop signal and SIGKILL, e.g. 30s",
+    )
+    p.add_argument(
+        "--rebalance",
+        choices=("true", "false"),
+        help="move replicas back when nodes return, e.g. --rebalance false",
+    )
+    for prefix, verb in (("update", "updated"), ("rollback", "rolled back")):
+        actions = ("pause", "continue", "rollback") if prefix == "update" else ("pause", "continue")
+        p.add_argument(
+            f"--{prefix}-parallelism",
+            type=int,
+            help=f"tasks {verb} at once (0: all), e.g. 2",
+        )
+        p.add_argument(f"--{prefix}-delay", help=f"delay between batches {verb}, e.g. 10s")
+        p.add_argument(
+            f"--{prefix}-order",
+            choices=("start-first", "stop-first"),
+            help="start the new task before stopping the old one, or the reverse, e.g. start-first",
+        )
+        p.add_argument(
+            f"--{prefix}-failure-action",
+            choices=actions,
+            help=f"what to do when a task {verb} fails, e.g. {actions[-1]}",
+        )
+        p.add_argument(
+            f"--{prefix}-monitor",
+            help=f"how long to watch each task {verb} for failure, e.g. 5s",
+        )
+        p.add_argument(
+            f"--{prefix}-max-failure-ratio",
+            type=float,
+            help="fraction of failed tasks tolerated, e.g. 0.1",
+        )
     p.add_argument(
         "--autoscale",
         metavar="POLICY",
-        help="min=2,max=10,cpu=70[,memory=512M][,rps=100] per replica, or none",
+        help="min=2,max=10,cpu=70[,memory=512M][,rps=100] per replica, or none, "
+        "e.g. --autoscale min=2,max=10,cpu=70",
     )
-    add_bool(p, "-d", "--detach", help_="do not wait for the service to converge")
-    p.add_argument("--replicas", type=int)
+    add_bool(
+        p,
+        "--no-resolve-image",
+        help_="keep the image's tag as given (swarmlet never resolves tags to digests), "
+        "e.g. --no-resolve-image",
+    )
+    add_bool(p, "-d", "--detach", help_="do not wait for the service to converge, e.g. -d")
+    add_bool(p, "-q", "--quiet", help_="do not print progress, e.g. -q")
+    _add_not_supported(p, update=update)
+
+
+def _add_create_flags(p: argparse.ArgumentParser) -> None:
+    """What only `create` takes: the lists `update` changes with --X-add/--X-rm."""
+    p.add_argument("--name", required=True, help="the service's name, e.g. --name web")
+    p.add_argument(
+        "--mode",
+        choices=("replicated", "global", "replicated-job", "global-job"),
+        default="replicated",
+        help="replicated (--replicas tasks) or global (one task per node); jobs are refused "
+        "for now, e.g. --mode global",
+    )
+    p.add_argument(
+        "-p",
+        "--publish",
+        action="append",
+        metavar="PORT",
+        help="publish a port: PUBLISHED:TARGET[/tcp|udp] or published=P,target=T"
+        "[,protocol=udp][,mode=host], e.g. -p 8080:80",
+    )
+    p.add_argument(
+        "-e", "--env", action="append", metavar="K=V", help="environment variable, e.g. -e A=1"
+    )
+    p.add_argument(
+        "--env-file",
+        action="append",
+        metavar="FILE",
+        help="read NAME=VALUE lines (a bare NAME passes this environment's value through, "
+        "if set); -e wins, e.g. --env-file ./web.env",
+    )
+    p.add_argument(
+        "-l", "--label", action="append", metavar="K=V", help="service label, e.g. -l team=web"
+    )
+    p.add_argument(
+        "--container-label",
+        action="append",
+        metavar="K=V",
+        help="label on the service's containers, e.g. --container-label tier=front",
+    )
+    p.add_argument(
+        "--mount",
+        action="append",
+        help="type=volume|bind|tmpfs,source=S,target=/PATH[,readonly][,volume-driver=D]"
+        "[,volume-opt=K=V], e.g. type=volume,source=data,target=/data",
+    )
+    p.add_argument(
+        "--secret",
+        action="append",
+        help="a secret as a file in /run/secrets: NAME, or source=NAME,target=FILE[,uid=U]"
+        "[,gid=G][,mode=0400], e.g. --secret source=db_pw,target=password",
+    )
+    p.add_argument(
+        "--config",
+        action="append",
+        help="a config as a file: NAME, or source=NAME,target=/PATH[,mode=0444], "
+        "e.g. --config source=nginx_conf,target=/etc/nginx/nginx.conf",
+    )
+    p.add_argument(
+        "--network",
+        action="append",
+        help="a network to join (swarmlet makes it on each node), NAME or name=NAME,alias=A, "
+        "e.g. --network back",
+    )
+    p.add_argument(
+        "--host",
+        action="append",
+        metavar="HOST:IP",
+        help="an /etc/hosts entry, e.g. --host db:10.0.0.5",
+    )
+    p.add_argument(
+        "--sysctl",
+        action="append",
+        metavar="K=V",
+        help="a namespaced kernel parameter, e.g. --sysctl net.core.somaxconn=1024",
+    )
+
+
+def _add_update_flags(p: argparse.ArgumentParser) -> None:
+    """What only `update` takes: the image, the command, and docker's --X-add/--X-rm pairs
+    (removals apply first, then additions, so --X-rm A --X-add A replaces A)."""
+    p.add_argument("--image", help="the new image, e.g. --image swarmlet/web:2")
+    p.add_argument(
+        "--args",
+        metavar="COMMAND",
+        help="the command's arguments, split as a shell would ('' for the image's CMD), "
+        "e.g. --args 'httpd -f -p 80'",
+    )
+    # (flag, metavar, help): each pair of docker's --X-add/--X-rm, in docker's order
+    pairs = (
+        ("--env-add", "K=V", "add or update an environment variable, e.g. --env-add A=1"),
+        ("--env-rm", "K", "remove an environment variable, e.g. --env-rm A"),
+        ("--label-add", "K=V", "add or update a service label, e.g. --label-add team=web"),
+        ("--label-rm", "K", "remove a service label, e.g. --label-rm team"),
+        (
+            "--container-label-add",
+            "K=V",
+            "add or update a container label, e.g. --container-label-add tier=front",
+        ),
+        ("--container-label-rm", "K", "remove a container label, e.g. --container-label-rm tier"),
+        (
+            "--secret-add",
+            "SECRET",
+            "add a secret, or replace the one at its target, "
+            "e.g. --secret-add source=db_pw_v2,target=db_pw",
+        ),
+        ("--secret-rm", "NAME", "remove a secret by its name, e.g. --secret-rm db_pw_v1"),
+        (
+            "--config-add",
+            "CONFIG",
+            "add a config, or replace the one at its target, "
+            "e.g. --config-add source=nginx_v2,target=/etc/nginx/nginx.conf",
+        ),
+        ("--config-rm", "NAME", "remove a config by its name, e.g. --config-rm nginx_v1"),
+        (
+            "--mount-add",
+            "MOUNT",
+            "add a mount, or replace the one at its target, "
+            "e.g. --mount-add type=volume,source=data,target=/data",
+        ),
+        ("--mount-rm", "TARGET", "remove a mount by its target path, e.g. --mount-rm /data"),
+        (
+            "--publish-add",
+            "PORT",
+            "publish a port, or replace the one at its published port, e.g. --publish-add 8080:80",
+        ),
+        (
+            "--publish-rm",
+            "PORT",
+            "remove a published port by its TARGET port (80, 80/udp, 8080:80 or "
+            "published=8080,target=80), e.g. --publish-rm 80/tcp",
+        ),
+        ("--network-add", "NETWORK", "join a network, e.g. --network-add name=back,alias=api"),
+        ("--network-rm", "NAME", "leave a network, e.g. --network-rm back"),
+        (
+            "--constraint-add",
+            "CONSTRAINT",
+            "add a placement constraint, e.g. --constraint-add node.labels.zone==a",
+        ),
+        (
+            "--constraint-rm",
+            "CONSTRAINT",
+            "remove a placement constraint, e.g. --constraint-rm node.labels.zone==a",
+        ),
+        (
+            "--placement-pref-add",
+            "PREF",
+            "add a placement preference, e.g. --placement-pref-add spread=node.labels.zone",
+        ),
+        (
+            "--placement-pref-rm",
+            "PREF",
+            "remove a placement preference, e.g. --placement-pref-rm spread=node.labels.zone",
+        ),
+        ("--host-add", "HOST:IP", "add an /etc/hosts entry, e.g. --host-add db:10.0.0.5"),
+        (
+            "--host-rm",
+            "HOST[:IP]",
+            "remove a host's /etc/hosts entries, or that one entry, e.g. --host-rm db",
+        ),
+        (
+            "--sysctl-add",
+            "K=V",
+            "add or update a sysctl, e.g. --sysctl-add net.core.somaxconn=1024",
+        ),
+        ("--sysctl-rm", "K", "remove a sysctl, e.g. --sysctl-rm net.core.somaxconn"),
+    )
+    for flag, metavar, help_ in pairs:
+        p.add_argument(flag, action="append", metavar=metavar, help=help_)
+    add_bool(p, "--force", help_="restart every replica with the same spec, e.g. --force")
+    add_bool(
+        p,
+        "--rollback",
+        help_="return to the previous spec (as `service rollback`), e.g. --rollback",
+    )
 
 
 def register(sub: Subcommands) -> None:
@@ -523,18 +852,12 @@ def register(sub: Subcommands) -> None:
         "create",
         cmd_create,
         "create a service",
-        "swarmlet service create --name web --replicas 3 -p 8080:80 swarmlet/web:1",
+        "swarmlet service create --name web --replicas 3 -p 8080:80 swarmlet/web:1\n"
+        "  swarmlet service create --name api --secret source=db_pw,target=password "
+        "--network back --env-file api.env -u 1000 swarmlet/api:1 serve --port 80",
     )
-    p.add_argument("--name", required=True)
-    p.add_argument("--mode", choices=("replicated", "global"), default="replicated")
-    p.add_argument("-p", "--publish", action="append", help="PUBLISHED:TARGET[/tcp|udp]")
-    p.add_argument("-e", "--env", action="append", metavar="K=V")
-    p.add_argument("--label", action="append", metavar="k=v")
-    p.add_argument("--container-label", action="append", metavar="k=v")
-    p.add_argument("--mount", action="append", help="type=volume,source=NAME,target=/PATH")
-    p.add_argument("--secret", action="append", help="NAME or source=NAME,target=PATH,mode=0400")
-    p.add_argument("--config", action="append", help="NAME or source=NAME,target=/PATH")
-    _add_spec_flags(p)
+    _add_create_flags(p)
+    _add_spec_flags(p, update=False)
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND ARG...")
 
@@ -543,15 +866,13 @@ def register(sub: Subcommands) -> None:
         "update",
         cmd_update,
         "change a service (rolling update)",
-        "swarmlet service update --image swarmlet/web:2 --update-order start-first web",
+        "swarmlet service update --image swarmlet/web:2 --update-order start-first web\n"
+        "  swarmlet service update --secret-rm db_pw --secret-add source=db_pw_v2,target=db_pw "
+        "web\n"
+        "  swarmlet service update --publish-rm 80/tcp --publish-add 9090:80 web",
     )
-    p.add_argument("--image")
-    p.add_argument("--env-add", action="append", metavar="K=V")
-    p.add_argument("--env-rm", action="append", metavar="K")
-    p.add_argument("--publish-add", action="append")
-    p.add_argument("--publish-rm", action="append")
-    add_bool(p, "--force", help_="restart every replica with the same spec")
-    _add_spec_flags(p)
+    _add_update_flags(p)
+    _add_spec_flags(p, update=True)
     p.add_argument("service", metavar="SERVICE")
 
     p = add_command(

@@ -271,11 +271,6 @@ class _Converter:
                     "pick one, so it is not published"
                 )
                 continue
-            if protocol == "udp" and mode == "ingress":
-                ctx.warn(
-                    f"{where}: the routing mesh carries TCP only; UDP port {published} is not "
-                    "routed (use mode: host)"
-                )
             if any((o.published, o.protocol) == (published, protocol) for o in out):
                 raise ctx.error(where, f"port {published}/{protocol} is published twice")
             out.append(PortConfig(published, target, protocol, mode))

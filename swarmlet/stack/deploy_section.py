@@ -7,7 +7,9 @@ the already-normalised value and the key path it sits at, and reports errors at 
 
 Decisions where docker and swarmlet differ:
 - Job modes (``replicated-job``, ``global-job``) are an error: swarmlet has no jobs.
-- A constraint the scheduler cannot parse is an error (the docker daemon rejects it too).
+- A constraint the scheduler cannot parse is an error (the docker daemon rejects it too), and
+  so is one it cannot check (``engine.labels.*``, ``node.platform.arch``: swarmlet records
+  neither, so it would never match; docker's daemon would match it).
 - A placement preference over anything but ``node.labels.*`` is ignored with a warning: swarmkit
   puts all nodes in one group for a descriptor it cannot read, so it changes nothing there either.
 
@@ -21,7 +23,7 @@ from typing import Any
 
 from swarmlet.errors import UsageError
 from swarmlet.stack.convert_context import ConvertContext, Obj
-from swarmlet.state.constraints import parse_constraint, preference_label
+from swarmlet.state.constraints import preference_label, validate_constraint
 from swarmlet.state.model import (
     FailureAction,
     Placement,
@@ -60,7 +62,7 @@ def placement(ctx: ConvertContext, raw: Obj, p: str) -> Placement:
     constraints = tuple(str(c) for c in raw.get("constraints") or ())
     for i, text in enumerate(constraints):
         try:
-            parse_constraint(text)
+            validate_constraint(text)
         except UsageError as exc:
             raise ctx.error(f"{p}.constraints[{i}]", str(exc)) from exc
     preferences = []

@@ -8,10 +8,15 @@ same syntax from here, so a spec that one of them accepts is one that the others
 
 Invariants: keys are lower-cased except the label name after "node.labels." or
 "engine.labels." (label names are case-sensitive, as in swarmkit); values compare
-case-insensitively; a label the node lacks reads as "". swarmlet records no engine labels and no
-architecture, so `engine.labels.KEY` and `node.platform.arch` parse but never match, with either
-operator: a service asking for them stays pending and says why, rather than landing on a node
-that was never checked.
+case-insensitively; a label the node lacks reads as "". `node.platform.os` is "linux" on every
+node (the agent runs on Linux only).
+
+swarmlet records no engine labels and no architecture (neither `Node` nor what the agent
+reports about its host carries them), so a new spec asking for `engine.labels.KEY` or
+`node.platform.arch` is refused (`validate_constraint`, which every way into the state uses)
+rather than accepted and left pending for ever. `parse_constraint` still reads them, and they
+never match, with either operator: a spec stored before they were refused keeps its tasks
+pending with a reason rather than crashing the leader or landing on an unchecked node.
 
 Must not know: the scheduler's filters, Raft, the network, the clock.
 """
@@ -81,6 +86,27 @@ def parse_constraint(text: str) -> Constraint:
             "node.role, node.platform.os, node.labels.<label> or engine.labels.<label>"
         )
     raise UsageError(f"constraint {text!r}: expected one operator from ==, !=")
+
+
+# Keys the syntax has but swarmlet cannot check, and why (see the module's docstring).
+_UNCHECKABLE = {
+    "node.platform.arch": "swarmlet does not record nodes' architectures",
+    _ENGINE_LABELS: "swarmlet does not record Docker engine labels; use node.labels.<label> "
+    "(swarmlet node update --label-add KEY=VALUE NODE)",
+}
+
+
+def validate_constraint(text: str) -> Constraint:
+    """`parse_constraint`, refusing what no node can be checked against (with the reason): what
+    a new spec goes through."""
+    constraint = parse_constraint(text)
+    for key, reason in _UNCHECKABLE.items():
+        if constraint.key == key or (key.endswith(".") and constraint.key.startswith(key)):
+            raise UsageError(
+                f"constraint {text!r}: {constraint.key} is not supported: {reason}, so it could "
+                "never match"
+            )
+    return constraint
 
 
 def parse_constraints(texts: Iterable[str]) -> tuple[Constraint, ...]:

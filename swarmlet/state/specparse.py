@@ -1,23 +1,46 @@
 """Parsing and validating what users write in service flags: sizes, durations, ports, mounts,
-constraints. Pure; shared by the CLI (errors before anything is sent) and the agent (the API may
-be called by other clients).
+extra hosts, capabilities, networks, constraints. Pure; shared by the CLI (errors before
+anything is sent) and the agent (the API may be called by other clients).
 
-Each parser raises `UsageError` naming the flag, the bad value and what was expected.
+Each parser raises `UsageError` naming the flag, the bad value and what was expected. Syntax is
+docker CLI 28's (`opts/`: mount.go, port.go, hosts.go, network.go, capabilities.go); what the
+syntax has and swarmlet's model cannot hold is refused by name, never dropped.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from collections.abc import Iterable
 
 from swarmlet.errors import UsageError
-from swarmlet.state.constraints import parse_constraint, preference_label
-from swarmlet.state.model import FileRef, Mount, PortConfig, ServiceMode, ServiceSpec
+from swarmlet.state.constraints import preference_label, validate_constraint
+from swarmlet.state.model import (
+    FileRef,
+    Mount,
+    NetworkAttachment,
+    PortConfig,
+    ServiceMode,
+    ServiceSpec,
+)
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 MAX_PORT = 65535
+# Go's strconv.ParseBool, which docker's option parsers use.
+_GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+
+
+def parse_go_bool(text: str, flag: str, whole: str) -> bool:
+    if text in _GO_TRUE:
+        return True
+    if text in _GO_FALSE:
+        return False
+    raise UsageError(f"{flag}: invalid boolean {text!r} in {whole!r}: expected true or false")
 
 
 def parse_size(text: str, flag: str) -> int:
@@ -108,25 +131,93 @@ def parse_port(text: str, flag: str = "--publish") -> PortConfig:
     return port
 
 
+def parse_port_selector(text: str, flag: str = "--publish-rm") -> tuple[int, str, str | None]:
+    """Which published ports `--publish-rm` removes, as docker reads it: by TARGET port.
+
+    "80", "80/udp", "8080:80" (target 80), or "published=8080,target=80[,protocol=udp]
+    [,mode=host]"; (target, protocol, mode), the protocol "tcp" unless given, the mode None
+    (any) unless given."""
+    mode: str | None = None
+    if "=" in text:
+        fields = dict(parse_key_value(part, flag) for part in text.split(","))
+        unknown = set(fields) - {"published", "target", "protocol", "mode"}
+        if unknown:
+            raise UsageError(f"{flag}: unknown field(s) {', '.join(sorted(unknown))} in {text!r}")
+        if "target" not in fields:
+            raise UsageError(f"{flag}: {text!r} needs target= (ports are removed by target)")
+        if "published" in fields:
+            _port_number(fields["published"], flag, text)
+        target = _port_number(fields["target"], flag, text)
+        protocol = fields.get("protocol", "tcp")
+        mode = fields.get("mode")
+    else:
+        body, _, protocol = text.partition("/")
+        published, sep, target_text = body.rpartition(":")
+        if sep:
+            _port_number(published, flag, text)
+        target = _port_number(target_text, flag, text)
+        protocol = protocol or "tcp"
+    if protocol not in ("tcp", "udp"):
+        raise UsageError(f"{flag}: protocol must be tcp or udp, got {protocol!r}")
+    if mode not in (None, "ingress", "host"):
+        raise UsageError(f"{flag}: mode must be ingress or host, got {mode!r}")
+    return target, protocol, mode
+
+
+# docker's --mount keys (opts/mount.go) that swarmlet's Mount cannot hold, and why not.
+_MOUNT_KEYS_NOT_SUPPORTED = {
+    "tmpfs-size": "tmpfs mounts take Docker's default size",
+    "tmpfs-mode": "tmpfs mounts take Docker's default mode (1777)",
+    "bind-propagation": "bind mounts take Docker's default propagation (rprivate)",
+    "bind-nonrecursive": "bind mounts are recursive",
+    "bind-recursive": "bind mounts are recursive",
+    "bind-create-host-path": "a bind mount's source must exist",
+    "volume-nocopy": "a new volume is filled from the image, as Docker's default",
+    "volume-label": "volumes carry no labels",
+    "volume-subpath": "a volume is mounted whole",
+    "image-subpath": "image mounts are not supported",
+    "consistency": "it only means something on Docker Desktop for Mac",
+}
+# Values of those keys that ask for what swarmlet does anyway: accepted.
+_MOUNT_DEFAULTS = {
+    "bind-propagation": {"rprivate"},
+    "bind-nonrecursive": _GO_FALSE,
+    "bind-recursive": {"enabled"},
+    "volume-nocopy": _GO_FALSE,
+    "consistency": {"default", "consistent"},
+}
+_MOUNT_ALIASES = {"src": "source", "dst": "target", "destination": "target", "ro": "readonly"}
+_MOUNT_KEYS = frozenset({"type", "source", "target", "readonly", "volume-driver", "volume-opt"})
+
+
 def parse_mount(text: str, flag: str = "--mount") -> Mount:
-    """ "type=volume,source=data,target=/data[,readonly]" (docker's --mount syntax)."""
+    """ "type=volume,source=data,target=/data[,readonly]" (docker's --mount syntax).
+
+    docker's keys that swarmlet's mounts cannot hold (`tmpfs-size`, `bind-propagation`,
+    `volume-nocopy`, ...) are refused by name, and unknown keys as docker refuses them."""
     fields: dict[str, str] = {}
     read_only = False
     opts: dict[str, str] = {}
     for part in text.split(","):
-        if part in ("readonly", "ro"):
-            read_only = True
+        key, sep, value = part.partition("=")
+        key = _MOUNT_ALIASES.get(key.strip().lower(), key.strip().lower())
+        if key in _MOUNT_DEFAULTS and sep and value in _MOUNT_DEFAULTS[key]:
             continue
-        key, value = parse_key_value(part, flag)
-        if key in ("readonly", "ro"):
-            read_only = value.lower() in ("1", "true", "")
+        if key in _MOUNT_KEYS_NOT_SUPPORTED:
+            raise UsageError(
+                f"{flag}: {key} is not supported yet in {text!r}: {_MOUNT_KEYS_NOT_SUPPORTED[key]}"
+            )
+        if key not in _MOUNT_KEYS:
+            raise UsageError(f"{flag}: unexpected key {key!r} in {text!r}")
+        if key == "readonly":
+            read_only = parse_go_bool(value, flag, text) if sep else True
+        elif not sep:
+            raise UsageError(f"{flag}: invalid field {part!r} in {text!r}: must be a key=value")
         elif key == "volume-opt":
             opt_key, opt_value = parse_key_value(value, flag)
             opts[opt_key] = opt_value
         else:
-            fields[{"src": "source", "dst": "target", "destination": "target"}.get(key, key)] = (
-                value
-            )
+            fields[key] = value
     mount_type = fields.get("type", "volume")
     if mount_type not in ("volume", "bind", "tmpfs"):
         raise UsageError(f"{flag}: type must be volume, bind or tmpfs, got {mount_type!r}")
@@ -171,6 +262,99 @@ def parse_file_ref(text: str, flag: str) -> FileRef:
     )
 
 
+def parse_extra_host(text: str, flag: str = "--host") -> str:
+    """ "HOST:IP" or "HOST=IP" (docker's ValidateExtraHost; IP may be IPv6, in brackets or not,
+    or host-gateway) -> "HOST:IP", the form the spec keeps."""
+    sep = "=" if "=" in text else ":"
+    host, found, address = text.partition(sep)
+    host, address = host.strip(), address.strip()
+    if not found or not host:
+        raise UsageError(f"{flag}: bad format {text!r}: expected HOST:IP, e.g. db:10.0.0.5")
+    if address.startswith("[") and address.endswith("]"):
+        address = address[1:-1]
+    if address != "host-gateway":
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise UsageError(f"{flag}: invalid IP address {address!r} in {text!r}") from None
+    return f"{host}:{address}"
+
+
+def host_name_of(entry: str) -> str:
+    """The host name of an extra-hosts entry "HOST:IP"."""
+    return entry.partition(":")[0]
+
+
+ALL_CAPABILITIES = "ALL"
+
+
+def normalize_capabilities(names: Iterable[str]) -> tuple[str, ...]:
+    """docker's normalizeCaps: upper case, "CAP_" prefixed, sorted, without repeats; "ALL"
+    alone stands for every capability."""
+    out: set[str] = set()
+    for name in names:
+        name = name.strip().upper()
+        if not name:
+            continue
+        if name == ALL_CAPABILITIES:
+            return (ALL_CAPABILITIES,)
+        out.add(name if name.startswith("CAP_") else "CAP_" + name)
+    return tuple(sorted(out))
+
+
+def effective_capabilities(
+    add: Iterable[str], drop: Iterable[str]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """docker's EffectiveCapAddCapDrop: (cap_add, cap_drop) normalized; adding wins over
+    dropping the same capability, and adding ALL drops nothing."""
+    added = normalize_capabilities(add)
+    dropped = normalize_capabilities(drop)
+    if ALL_CAPABILITIES in added:
+        return added, ()
+    return added, tuple(c for c in dropped if c not in added)
+
+
+def parse_network(text: str, flag: str = "--network") -> NetworkAttachment:
+    """ "NAME" or "name=NAME,alias=A[,alias=B]" (docker's NetworkOpt). swarmlet makes the
+    network on each node that runs the service's tasks (`executor.networks`); docker's other
+    keys (driver-opt, ip, ...) are refused by name."""
+    aliases: list[str] = []
+    if "=" not in text:
+        name = text.strip()
+    else:
+        name = ""
+        for part in text.split(","):
+            key, _, value = part.partition("=")
+            key = key.strip().lower()
+            if key in ("name", "target"):
+                name = value.strip()
+            elif key == "alias":
+                aliases.append(value.strip())
+            elif key in ("driver-opt", "ip", "ip6", "mac-address", "link-local-ip", "gw-priority"):
+                raise UsageError(
+                    f"{flag}: {key} is not supported yet in {text!r}: swarmlet makes each "
+                    "network itself, as a bridge on every node"
+                )
+            else:
+                raise UsageError(f"{flag}: invalid field key {key!r} in {text!r}")
+    if not _NAME_RE.fullmatch(name):
+        raise UsageError(
+            f"{flag}: invalid network name {name!r} in {text!r}: use letters, digits, _ . -"
+        )
+    for alias in aliases:
+        if not _NAME_RE.fullmatch(alias):
+            raise UsageError(f"{flag}: invalid alias {alias!r} in {text!r}")
+    return NetworkAttachment(name=name, aliases=tuple(aliases))
+
+
+def _check_unique(values: Iterable[str], what: str) -> None:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise UsageError(what.format(value))
+        seen.add(value)
+
+
 def validate_spec(spec: ServiceSpec) -> None:
     """Checks that do not depend on the cluster state (those are `ClusterState.apply`'s)."""
     if not spec.name or not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", spec.name):
@@ -182,7 +366,7 @@ def validate_spec(spec: ServiceSpec) -> None:
     if spec.mode is ServiceMode.GLOBAL and spec.replicas != 1:
         raise UsageError("--replicas cannot be used with --mode global")
     for text in spec.placement.constraints:
-        parse_constraint(text)
+        validate_constraint(text)
     for pref in spec.placement.preferences:
         if preference_label(pref) is None:
             raise UsageError(f"--placement-pref: expected spread=node.labels.KEY, got {pref!r}")
@@ -194,6 +378,18 @@ def validate_spec(spec: ServiceSpec) -> None:
         if key in seen:
             raise UsageError(f"--publish: port {port.published}/{port.protocol} is given twice")
         seen.add(key)
+    # docker refuses each of these (the CLI or the daemon): one file would hide the other.
+    _check_unique(
+        (r.target for r in spec.secrets), "--secret: duplicate secret target {} not allowed"
+    )
+    _check_unique(
+        (r.target for r in spec.configs), "--config: duplicate config target {} not allowed"
+    )
+    _check_unique((n.name for n in spec.networks), "--network: network {} is attached twice")
+    if spec.healthcheck is not None:
+        check = spec.healthcheck
+        if min(check.interval_s, check.timeout_s, check.start_period_s, check.retries) < 0:
+            raise UsageError("--health-*: durations and retries must not be negative")
     if spec.restart.max_attempts < 0:
         raise UsageError("--restart-max-attempts: must be 0 or more")
     if spec.update.parallelism < 0 or spec.rollback.parallelism < 0:

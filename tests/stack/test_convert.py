@@ -566,6 +566,17 @@ def test_healthcheck_disable_and_test_together_is_dockers_error(tmp_path: Path) 
             "expected one operator",
         ),
         (
+            "    deploy: {placement: {constraints: [engine.labels.ssd==true]}}\n",
+            "services.api.deploy.placement.constraints[0]",
+            "engine.labels.ssd is not supported: swarmlet does not record Docker engine labels",
+        ),
+        (
+            "    deploy: {placement: {constraints: ['node.platform.os==linux', "
+            "'node.platform.arch==x86_64']}}\n",
+            "services.api.deploy.placement.constraints[1]",
+            "node.platform.arch is not supported",
+        ),
+        (
             "    deploy: {rollback_config: {failure_action: rollback}}\n",
             "services.api.deploy.rollback_config.failure_action",
             "expected pause, continue",
@@ -726,3 +737,14 @@ def test_extension_given_both_in_deploy_and_service_is_an_error() -> None:
     with pytest.raises(StackError) as caught:
         convert_stack("st", LoadedStack(config, ()), file="f")
     assert caught.value.path == "services.api.deploy.x-swarmlet-rebalance"
+
+
+def test_udp_ports_convert_without_a_warning_the_mesh_routes_them(tmp_path: Path) -> None:
+    plan = _convert(
+        tmp_path,
+        'version: "3.8"\nservices:\n  dns:\n    image: x\n'
+        "    ports: ['53:53/udp', {target: 54, published: 54, protocol: udp, mode: host}]\n",
+    )
+    (spec,) = plan.services
+    assert spec.ports == (PortConfig(53, 53, "udp"), PortConfig(54, 54, "udp", "host"))
+    assert plan.warnings == ()

@@ -6,7 +6,12 @@ from __future__ import annotations
 import pytest
 
 from swarmlet.errors import UsageError
-from swarmlet.state.constraints import Constraint, parse_constraint, preference_label
+from swarmlet.state.constraints import (
+    Constraint,
+    parse_constraint,
+    preference_label,
+    validate_constraint,
+)
 from swarmlet.state.model import Node, Role
 
 
@@ -82,3 +87,24 @@ def test_constraint_matching(text: str, matches: bool) -> None:
 )
 def test_preference_label_reads_only_node_labels(preference: str, label: str | None) -> None:
     assert preference_label(preference) == label
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("engine.labels.ssd==true", "engine.labels.ssd is not supported: swarmlet does not record"),
+        ("ENGINE.LABELS.Zone!=a", "engine.labels.Zone is not supported"),
+        ("node.platform.arch==x86_64", "node.platform.arch is not supported: swarmlet does not"),
+        ("node.platform.arch!=arm64", "could never match"),
+    ],
+)
+def test_a_new_spec_may_not_ask_for_what_no_node_records(text: str, reason: str) -> None:
+    with pytest.raises(UsageError, match=reason):
+        validate_constraint(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["node.platform.os==linux", "node.labels.engine==x", "node.role==manager"]
+)
+def test_what_nodes_record_passes_validation(text: str) -> None:
+    assert validate_constraint(text) == parse_constraint(text)

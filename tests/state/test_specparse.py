@@ -1,12 +1,31 @@
-"""state.specparse: `--mount` as docker reads it, and the mounts docker refuses."""
+"""state.specparse: service flags' values as docker reads them (mounts, `--publish-rm`, extra
+hosts, capabilities, networks), what swarmlet cannot hold refused by name, and the checks of a
+whole spec."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
 from swarmlet.errors import UsageError
-from swarmlet.state.model import Mount
-from swarmlet.state.specparse import parse_mount
+from swarmlet.state.model import (
+    FileRef,
+    Healthcheck,
+    Mount,
+    NetworkAttachment,
+    Placement,
+    ServiceSpec,
+)
+from swarmlet.state.specparse import (
+    effective_capabilities,
+    normalize_capabilities,
+    parse_extra_host,
+    parse_mount,
+    parse_network,
+    parse_port_selector,
+    validate_spec,
+)
 
 
 @pytest.mark.parametrize(
@@ -42,3 +61,166 @@ def test_mount_docker_would_refuse_is_a_usage_error_naming_the_flag(
     with pytest.raises(UsageError, match=message) as caught:
         parse_mount(text)
     assert str(caught.value).startswith("--mount:")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "type=volume,source=data,target=/data,volume-nocopy=false",
+            Mount("volume", "/data", "data"),
+        ),
+        ("type=bind,source=/x,target=/y,bind-propagation=rprivate", Mount("bind", "/y", "/x")),
+        ("type=bind,source=/x,target=/y,bind-recursive=enabled", Mount("bind", "/y", "/x")),
+        ("type=bind,source=/x,target=/y,consistency=default", Mount("bind", "/y", "/x")),
+        ("TYPE=tmpfs,Target=/t,readonly=0", Mount("tmpfs", "/t")),
+    ],
+)
+def test_mount_keys_asking_for_dockers_default_are_accepted(text: str, expected: Mount) -> None:
+    assert parse_mount(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("type=tmpfs,target=/t,tmpfs-size=64m", "tmpfs-size is not supported yet"),
+        ("type=bind,source=/x,target=/y,bind-propagation=rshared", "bind-propagation is not"),
+        ("type=bind,source=/x,target=/y,bind-nonrecursive=true", "bind-nonrecursive is not"),
+        ("source=v,target=/y,volume-nocopy=true", "volume-nocopy is not supported yet"),
+        ("source=v,target=/y,volume-subpath=a", "volume-subpath is not supported yet"),
+        ("type=bind,source=/x,target=/y,consistency=cached", "consistency is not supported yet"),
+        ("source=v,target=/y,size=1", "unexpected key 'size'"),
+        ("source=v,target=/y,readonly=yes", "invalid boolean 'yes'"),
+        ("source=v,target", "invalid field 'target'"),
+    ],
+)
+def test_mount_keys_a_mount_cannot_hold_are_refused_by_name(text: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse_mount(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("80", (80, "tcp", None)),
+        ("80/tcp", (80, "tcp", None)),
+        ("53/udp", (53, "udp", None)),
+        ("8080:80", (80, "tcp", None)),
+        ("8080:80/udp", (80, "udp", None)),
+        ("published=8080,target=80", (80, "tcp", None)),
+        ("target=80,protocol=udp,mode=host", (80, "udp", "host")),
+    ],
+)
+def test_publish_rm_selects_by_target_port(text: str, expected: tuple[int, str, str]) -> None:
+    assert parse_port_selector(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "invalid port ''"),
+        ("80/sctp", "protocol must be tcp or udp"),
+        ("x:80", "invalid port 'x'"),
+        ("published=80", "needs target="),
+        ("target=80,mode=vip", "mode must be ingress or host"),
+        ("target=80,colour=red", "unknown field"),
+        ("70000", "expected 1-65535"),
+    ],
+)
+def test_publish_rm_refuses_what_names_no_port(text: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse_port_selector(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("db:10.0.0.5", "db:10.0.0.5"),
+        ("db=10.0.0.5", "db:10.0.0.5"),
+        ("gw:host-gateway", "gw:host-gateway"),
+        ("v6:::1", "v6:::1"),
+        ("v6=[fe80::1]", "v6:fe80::1"),
+    ],
+)
+def test_extra_hosts_are_kept_as_host_colon_address(text: str, expected: str) -> None:
+    assert parse_extra_host(text) == expected
+
+
+@pytest.mark.parametrize("text", ["db", ":10.0.0.5", "db:", "db:10.0.0", "db:example.com"])
+def test_extra_hosts_need_a_host_and_an_address(text: str) -> None:
+    with pytest.raises(UsageError, match=r"^--host: "):
+        parse_extra_host(text)
+
+
+@pytest.mark.parametrize(
+    ("add", "drop", "expected"),
+    [
+        (["net_admin", " sys_time", "CAP_NET_ADMIN"], [], (("CAP_NET_ADMIN", "CAP_SYS_TIME"), ())),
+        ([], ["all", "chown"], ((), ("ALL",))),
+        (["chown"], ["CAP_CHOWN", "kill"], (("CAP_CHOWN",), ("CAP_KILL",))),
+        (["ALL"], ["chown"], (("ALL",), ())),
+    ],
+)
+def test_capabilities_are_normalized_and_adding_wins(
+    add: list[str], drop: list[str], expected: tuple[tuple[str, ...], tuple[str, ...]]
+) -> None:
+    assert effective_capabilities(add, drop) == expected
+
+
+def test_normalized_capabilities_are_sorted_without_repeats() -> None:
+    assert normalize_capabilities(["b", "A", "cap_b", ""]) == ("CAP_A", "CAP_B")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("back", NetworkAttachment("back")),
+        ("name=back", NetworkAttachment("back")),
+        ("name=back,alias=db,alias=pg", NetworkAttachment("back", ("db", "pg"))),
+        ("target=back,alias=db", NetworkAttachment("back", ("db",))),
+    ],
+)
+def test_networks_read_as_dockers_network_option(text: str, expected: NetworkAttachment) -> None:
+    assert parse_network(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "invalid network name ''"),
+        ("alias=db", "invalid network name ''"),
+        ("back/1", "invalid network name"),
+        ("name=back,alias=a b", "invalid alias"),
+        ("name=back,ip=10.0.0.2", "ip is not supported yet"),
+        ("name=back,driver-opt=a=b", "driver-opt is not supported yet"),
+        ("name=back,colour=red", "invalid field key 'colour'"),
+    ],
+)
+def test_networks_swarmlet_cannot_make_are_refused(text: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse_network(text)
+
+
+def _spec(**changes: object) -> ServiceSpec:
+    return dataclasses.replace(ServiceSpec(name="web", image="nginx:1"), **changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (_spec(secrets=(FileRef("a", "x"), FileRef("b", "x"))), "duplicate secret target x"),
+        (_spec(configs=(FileRef("a", "/x"), FileRef("b", "/x"))), "duplicate config target /x"),
+        (
+            _spec(networks=(NetworkAttachment("n"), NetworkAttachment("n", ("a",)))),
+            "network n is attached twice",
+        ),
+        (_spec(healthcheck=Healthcheck(("CMD", "true"), retries=-1)), "must not be negative"),
+        (
+            _spec(placement=Placement(constraints=("engine.labels.ssd==true",))),
+            "engine.labels.ssd is not supported",
+        ),
+    ],
+)
+def test_validate_spec_refuses_what_docker_refuses(spec: ServiceSpec, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        validate_spec(spec)

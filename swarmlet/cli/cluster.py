@@ -57,6 +57,21 @@ def _new_node_dir(args: argparse.Namespace) -> DataDir:
     return datadir
 
 
+def _use_metrics_addr(args: argparse.Namespace) -> None:
+    """`--metrics-addr`: checked before anything is written, then handed to the agent (in this
+    process, or the background one, which inherits it) as SWARMLET_METRICS_ADDR."""
+    if args.metrics_addr:
+        import os
+
+        from swarmlet.node.config import parse_metrics_addr
+
+        try:
+            parse_metrics_addr(args.metrics_addr)
+        except UsageError as exc:
+            raise UsageError(f"--metrics-addr: {exc}") from None
+        os.environ["SWARMLET_METRICS_ADDR"] = args.metrics_addr
+
+
 def cmd_init(args: argparse.Namespace, out: Output) -> ExitStatus:
     import socket
 
@@ -64,6 +79,7 @@ def cmd_init(args: argparse.Namespace, out: Output) -> ExitStatus:
     from swarmlet.cli import agent_process
     from swarmlet.security.datadir import Identity
 
+    _use_metrics_addr(args)
     datadir = _new_node_dir(args)
     host = args.advertise_addr or default_advertise_host()
     identity = Identity(
@@ -108,6 +124,7 @@ def cmd_join(args: argparse.Namespace, out: Output) -> ExitStatus:
     from swarmlet.cli import agent_process
     from swarmlet.security.join import join_cluster
 
+    _use_metrics_addr(args)
     datadir = _new_node_dir(args)
     token = crypto.JoinToken.parse(args.token)
     host = args.advertise_addr or default_advertise_host()
@@ -134,6 +151,7 @@ def cmd_join(args: argparse.Namespace, out: Output) -> ExitStatus:
 def cmd_agent(args: argparse.Namespace, out: Output) -> ExitStatus:
     from swarmlet.cli import agent_process
 
+    _use_metrics_addr(args)
     datadir = data_dir(args)
     datadir.read_identity()  # a clear error if there is no node here
     if agent_process.agent_running(datadir):
@@ -231,6 +249,16 @@ def _add_node_address_flags(parser: argparse.ArgumentParser, *, port_help: str |
     )
     parser.add_argument("--name", help="node name (default: the host name)")
     add_bool(parser, "--foreground", help_="run the agent in this process")
+    _add_metrics_flag(parser)
+
+
+def _add_metrics_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics-addr",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (or SWARMLET_METRICS_ADDR), "
+        "e.g. --metrics-addr 127.0.0.1:9946",
+    )
 
 
 def register(sub: Subcommands) -> None:
@@ -263,6 +291,7 @@ def register(sub: Subcommands) -> None:
         "swarmlet agent --data-dir /var/lib/swarmlet",
     )
     add_bool(p, "--detach", help_="run in the background")
+    _add_metrics_flag(p)
 
     p = add_command(
         sub,

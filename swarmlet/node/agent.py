@@ -50,6 +50,7 @@ from swarmlet.node.bootstrap import bootstrap_storage
 from swarmlet.node.config import AgentConfig
 from swarmlet.node.events import EventLog
 from swarmlet.node.forwarding import WriteForwarding
+from swarmlet.node.metrics import serve_metrics
 from swarmlet.node.replicated import ReplicatedState, encode_command
 from swarmlet.node.status_reports import StatusIntake, StatusReporter
 from swarmlet.proxy.mesh import Proxy, Route, routes_from
@@ -541,6 +542,7 @@ class Agent:
             nursery.start_soon(self._run_executor)
             await nursery.start(self.proxy.run)
             nursery.start_soon(self._refresh_meta)
+            await nursery.start(serve_metrics, self, self.config.metrics_addr)  # opt-in
             if serve_control is not None:
                 await nursery.start(serve_control)
             self.datadir.write_pid(os.getpid())

@@ -26,10 +26,10 @@ from swarmlet.api.nodes import Control
 from swarmlet.api.secrets import SecretControl
 from swarmlet.api.services import ServiceControl
 from swarmlet.api.stacks import StackControl
-from swarmlet.errors import StorageCorruptError
+from swarmlet.errors import StorageCorruptError, UsageError
 from swarmlet.logs import configure_logging
 from swarmlet.node.agent import Agent
-from swarmlet.node.config import AgentConfig
+from swarmlet.node.config import AgentConfig, parse_metrics_addr
 from swarmlet.security.datadir import DataDir
 
 log = logging.getLogger("swarmlet")
@@ -91,7 +91,10 @@ def config_from_env() -> AgentConfig:
     """Operator overrides of the agent's defaults (documented in README.md):
     SWARMLET_VOTER_GRACE_S  how long a Raft voter may be down before a standby replaces it;
     SWARMLET_PROXY_WORKERS  extra processes serving the routing mesh (0: the agent alone);
-    SWARMLET_CERT_LIFETIME_S  how long the node certificates this node issues are valid."""
+    SWARMLET_CERT_LIFETIME_S  how long the node certificates this node issues are valid;
+    SWARMLET_METRICS_ADDR  HOST:PORT where Prometheus scrapes the agent (`node.metrics`).
+    A malformed metrics address is refused (UsageError), not ignored: the operator asked for an
+    endpoint, and an agent that silently serves none would look healthy and be unwatched."""
     config = AgentConfig()
     grace = _seconds("SWARMLET_VOTER_GRACE_S")
     if grace is not None:
@@ -105,6 +108,13 @@ def config_from_env() -> AgentConfig:
     lifetime = _seconds("SWARMLET_CERT_LIFETIME_S")
     if lifetime is not None:
         config = dataclasses.replace(config, cert_lifetime_s=lifetime)
+    metrics = os.environ.get("SWARMLET_METRICS_ADDR")
+    if metrics:
+        try:
+            addr = parse_metrics_addr(metrics)
+        except UsageError as exc:
+            raise UsageError(f"SWARMLET_METRICS_ADDR: {exc}") from None
+        config = dataclasses.replace(config, metrics_addr=addr)
     return config
 
 
@@ -114,10 +124,31 @@ def run_agent(
     *,
     on_ready: Callable[[], None] | None = None,
 ) -> int:
-    configure_logging()
+    """Run the agent until it stops. Exit status: 0 after a clean stop; 2 if its configuration
+    is refused (a malformed or unusable metrics address, a log level or format it cannot take);
+    3 if its data dir is corrupt."""
+    try:
+        configure_logging()
+    except ValueError as exc:
+        log.critical("refusing to start: %s", exc)
+        return 2
     try:
         trio.run(_main, datadir, config or config_from_env(), on_ready)
     except StorageCorruptError as exc:
         log.critical("refusing to start: %s", exc)
         return 3
+    except UsageError as exc:  # from config_from_env
+        log.critical("refusing to start: %s", exc)
+        return 2
+    except BaseExceptionGroup as group:  # from inside the agent's nurseries: the metrics port
+        refused, _ = group.split(UsageError)
+        if refused is None:
+            raise
+        log.critical("refusing to start: %s", _first_leaf(refused))
+        return 2
     return 0
+
+
+def _first_leaf(group: BaseExceptionGroup[UsageError]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

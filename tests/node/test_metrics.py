@@ -228,7 +228,8 @@ def test_every_family_follows_prometheus_naming(leader: bool) -> None:
 def test_exposition_parses_as_text_and_as_openmetrics() -> None:
     registry = metrics_registry(a_busy_agent())
     text = {f.name for f in parse_text(generate_latest(registry).decode())}
-    openmetrics = {f.name for f in parse_openmetrics(generate_openmetrics(registry).decode())}
+    exposition = generate_openmetrics(registry).decode()  # type: ignore[no-untyped-call]
+    openmetrics = {f.name for f in parse_openmetrics(exposition)}  # type: ignore[no-untyped-call]
     assert "swarmlet_raft_term" in text
     assert "swarmlet_raft_term" in openmetrics
     assert "process_resident_memory_bytes" in text  # the process collector rides along

@@ -66,8 +66,9 @@ _STATE_STYLES = {
 def wait_converged(
     args: argparse.Namespace, out: Output, names: list[str], *, version: int = 0
 ) -> ExitStatus:
-    """Show progress (unless `-q`) until every named service runs its replicas (and, after an
-    update, until the rolling update completed); non-zero if one fails, pauses or rolls back."""
+    """Show progress (unless `-q`) until every named service runs its replicas, or a job has
+    all its completions (and, after an update, until the rolling update completed); non-zero
+    if one fails, pauses or rolls back."""
     deadline = time.monotonic() + CONVERGE_TIMEOUT_S
     last = ""
     while time.monotonic() < deadline:
@@ -78,9 +79,13 @@ def wait_converged(
             s = services.get(name)
             if s is None:
                 continue
-            lines.append(f"{name}: {s['replicas_running']}/{s['replicas_desired']} running")
-            if s["replicas_running"] < s["replicas_desired"]:
-                done = False
+            if s.get("job"):  # a job is done when its run has all its completions
+                completed = s["job"]["completed"]
+                lines.append(f"{name}: {completed}/{s['replicas_desired']} completed")
+                done = done and completed >= s["replicas_desired"]
+            else:
+                lines.append(f"{name}: {s['replicas_running']}/{s['replicas_desired']} running")
+                done = done and s["replicas_running"] >= s["replicas_desired"]
             status = s["update_status"]["state"]
             if status in ("paused", "rollback_paused"):
                 out.line(f"{name}: update paused: {s['update_status']['message']}")
@@ -187,13 +192,25 @@ def _ports_text(ports: list[dict[str, Any]]) -> str:
     return ", ".join(f"*:{p['published']}->{p['target']}/{p['protocol']}" for p in ports)
 
 
+def replicas_text(service: dict[str, Any]) -> str:
+    """docker's REPLICAS column: "running/desired"; for a job, "running/may-run (done/wanted
+    completed)", where may-run is what max-concurrent lets run of what is left."""
+    running, desired = service["replicas_running"], service["replicas_desired"]
+    job = service.get("job")
+    if not job:
+        return f"{running}/{desired}"
+    done = job["completed"]
+    may_run = max(0, min(job["max_concurrent"] or desired, desired - done))
+    return f"{running}/{may_run} ({done}/{desired} completed)"
+
+
 def print_services(out: Output, services: list[dict[str, Any]]) -> None:
     rows = [
         [
             s["id"][:12],
             s["name"],
             s["mode"],
-            f"{s['replicas_running']}/{s['replicas_desired']}",
+            replicas_text(s),
             s["image"],
             _ports_text(s["ports"]),
         ]
@@ -228,7 +245,7 @@ def service_row(service: dict[str, Any]) -> Record:
             "ID": service["id"][:12],
             "Name": service["name"],
             "Mode": service["mode"],
-            "Replicas": f"{service['replicas_running']}/{service['replicas_desired']}",
+            "Replicas": replicas_text(service),
             "Image": display_image(service["image"]),
             "Ports": _ports_text(service["ports"]),
         },
@@ -496,7 +513,6 @@ NOT_SUPPORTED: dict[str, tuple[str, str | None]] = {
     "--group": ("the service model has no supplementary groups", None),
     "--isolation": ("isolation modes are Windows-only", "default"),
     "--credential-spec": ("credential specs are Windows-only", None),
-    "--max-concurrent": ("jobs are not supported by this command yet", None),
     "--endpoint-mode": ("services are reached through a virtual IP only (no dnsrr)", "vip"),
     "--read-only": ("the service model has no read-only root file system", None),
     "--tty": ("the service model has no TTY setting", None),
@@ -528,7 +544,15 @@ def _add_not_supported(p: argparse.ArgumentParser, *, update: bool) -> None:
 def _add_spec_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
     """The flags `create` and `update` share (`service_flags.spec_from_args` reads them); on
     `update` each changes only what it names, and `=""` returns a setting to the image's."""
-    p.add_argument("--replicas", type=int, help="number of tasks, e.g. --replicas 3")
+    p.add_argument(
+        "--replicas", type=int, help="number of tasks (a job: completions), e.g. --replicas 3"
+    )
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        metavar="N",
+        help="a job's tasks that run at once (default: all), e.g. --max-concurrent 2",
+    )
     p.add_argument(
         "--entrypoint",
         metavar="COMMAND",
@@ -677,8 +701,9 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
         "--mode",
         choices=("replicated", "global", "replicated-job", "global-job"),
         default="replicated",
-        help="replicated (--replicas tasks) or global (one task per node); jobs are refused "
-        "for now, e.g. --mode global",
+        help="replicated (--replicas tasks), global (one task per node), or a job that runs its "
+        "tasks to completion: replicated-job (--replicas completions) or global-job (one per "
+        "node), e.g. --mode global",
     )
     p.add_argument(
         "-p",

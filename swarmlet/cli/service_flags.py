@@ -70,7 +70,6 @@ from swarmlet.state.specparse import (
 )
 
 Item = TypeVar("Item")
-_JOB_MODES = ("replicated-job", "global-job")
 _HEALTH_TIMINGS = (
     "health_interval",
     "health_timeout",
@@ -134,11 +133,9 @@ def rollback_conflicts(args: argparse.Namespace) -> list[str]:
 
 
 def _created(args: argparse.Namespace, environ: Mapping[str, str]) -> ServiceSpec:
-    if args.mode in _JOB_MODES:
-        raise UsageError(f"--mode {args.mode}: not supported yet: jobs cannot be created here")
     mode = ServiceMode(args.mode)
-    if mode is ServiceMode.GLOBAL and args.replicas is not None:
-        raise UsageError("--replicas cannot be used with --mode global")
+    if mode.is_global and args.replicas is not None:
+        raise UsageError(f"--replicas cannot be used with --mode {mode}")
     env = read_env_files(args.env_file or (), environ)
     env.update(env_var(e, "--env", environ) for e in args.env or ())
     cap_add, cap_drop = effective_capabilities(args.cap_add or (), args.cap_drop or ())
@@ -148,6 +145,7 @@ def _created(args: argparse.Namespace, environ: Mapping[str, str]) -> ServiceSpe
         command=tuple(args.command) if args.command else None,
         mode=mode,
         replicas=1 if args.replicas is None else args.replicas,
+        max_concurrent=args.max_concurrent or 0,
         env=env,
         labels=_key_values(args.label, "--label"),
         container_labels=_key_values(args.container_label, "--container-label"),
@@ -216,6 +214,8 @@ def _updated(
         changes["command"] = _shell_words(args.args, "--args")
     if args.replicas is not None:
         changes["replicas"] = args.replicas
+    if args.max_concurrent is not None:
+        changes["max_concurrent"] = args.max_concurrent
     for field, flag in (
         ("env", "env"),
         ("labels", "label"),

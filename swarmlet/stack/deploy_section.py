@@ -6,7 +6,6 @@ service-level ``restart``), ``convertUpdateConfig`` and the placement checks. Ea
 the already-normalised value and the key path it sits at, and reports errors at that path.
 
 Decisions where docker and swarmlet differ:
-- Job modes (``replicated-job``, ``global-job``) are an error: swarmlet has no jobs.
 - A constraint the scheduler cannot parse is an error (the docker daemon rejects it too), and
   so is one it cannot check (``engine.labels.*``, ``node.platform.arch``: swarmlet records
   neither, so it would never match; docker's daemon would match it).
@@ -38,24 +37,22 @@ from swarmlet.state.specparse import parse_cpus
 
 
 def service_mode(ctx: ConvertContext, deploy: Obj, p: str) -> tuple[ServiceMode, int]:
-    """The mode and replica count of `deploy` (at key path `p`)."""
+    """The mode and replica count of `deploy` (at key path `p`). A job's `replicas` is its
+    completions; compose has no key for how many run at once, and docker sets MaxConcurrent to
+    the replicas, so a stack's job runs every task at once (max_concurrent 0), as docker's."""
     # service.go convertDeployMode
     mode = str(deploy.get("mode") or "replicated")
     replicas = deploy.get("replicas")
-    if mode in ("replicated-job", "global-job"):
-        raise ctx.error(p + ".mode", f"mode {mode} is not supported by swarmlet (no jobs)")
-    if mode == "global":
+    if mode in ("global", "global-job"):
         if replicas is not None:
             raise ctx.error(
                 p + ".replicas",
                 "replicas can only be used with replicated or replicated-job mode",
             )
-        return ServiceMode.GLOBAL, 1
-    if mode != "replicated":
+        return ServiceMode(mode), 1
+    if mode not in ("replicated", "replicated-job"):
         raise ctx.error(p + ".mode", f"unknown mode: {mode}")
-    return ServiceMode.REPLICATED, 1 if replicas is None else ctx.whole_number(
-        replicas, p + ".replicas"
-    )
+    return ServiceMode(mode), 1 if replicas is None else ctx.whole_number(replicas, p + ".replicas")
 
 
 def placement(ctx: ConvertContext, raw: Obj, p: str) -> Placement:

@@ -20,7 +20,6 @@ from swarmlet.state.model import (
     Mount,
     NetworkAttachment,
     PortConfig,
-    ServiceMode,
     ServiceSpec,
 )
 
@@ -363,8 +362,14 @@ def validate_spec(spec: ServiceSpec) -> None:
         raise UsageError("an image is required")
     if spec.replicas < 0:
         raise UsageError(f"--replicas: must be 0 or more, got {spec.replicas}")
-    if spec.mode is ServiceMode.GLOBAL and spec.replicas != 1:
-        raise UsageError("--replicas cannot be used with --mode global")
+    if spec.mode.is_global and spec.replicas != 1:
+        raise UsageError(f"--replicas cannot be used with --mode {spec.mode}")
+    if spec.max_concurrent < 0:
+        raise UsageError(f"--max-concurrent: must be 0 or more, got {spec.max_concurrent}")
+    if spec.max_concurrent and not spec.mode.is_job:
+        raise UsageError(
+            "--max-concurrent can only be used with a job (replicated-job, global-job)"
+        )
     for text in spec.placement.constraints:
         validate_constraint(text)
     for pref in spec.placement.preferences:

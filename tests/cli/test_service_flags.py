@@ -212,6 +212,11 @@ def test_a_shared_flag_makes_the_same_spec_on_create_and_update(
 CREATE_ONLY: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--mode", "global"), {"mode": ServiceMode.GLOBAL}),
     (("--mode", "replicated"), {}),
+    (
+        ("--mode", "replicated-job", "--replicas", "5", "--max-concurrent", "2"),
+        {"mode": ServiceMode.REPLICATED_JOB, "replicas": 5, "max_concurrent": 2},
+    ),
+    (("--mode", "global-job"), {"mode": ServiceMode.GLOBAL_JOB}),
     (("-p", "8080:80"), {"ports": (PortConfig(8080, 80),)}),
     (
         ("--publish", "published=53,target=53,protocol=udp,mode=host"),
@@ -469,8 +474,14 @@ def test_update_keeps_what_its_flags_do_not_name() -> None:
 # (command, flags, what the refusal says)
 REFUSED: list[tuple[str, tuple[str, ...], str]] = [
     ("create", ("--mode", "global", "--replicas", "2"), "--replicas cannot be used with --mode"),
-    ("create", ("--mode", "replicated-job"), "--mode replicated-job: not supported yet: jobs"),
-    ("create", ("--mode", "global-job"), "--mode global-job: not supported yet: jobs"),
+    ("create", ("--mode", "global-job", "--replicas", "2"), "--replicas cannot be used with"),
+    ("create", ("--max-concurrent", "2"), "--max-concurrent can only be used with a job"),
+    ("update", ("--max-concurrent", "2"), "--max-concurrent can only be used with a job"),
+    (
+        "create",
+        ("--mode", "replicated-job", "--max-concurrent", "-1"),
+        "--max-concurrent: must be 0 or more",
+    ),
     ("create", ("-p", "nope"), "--publish: invalid 'nope'"),
     # health timings with no command to apply them to
     ("create", ("--health-interval", "5s"), "--health-interval needs --health-cmd"),

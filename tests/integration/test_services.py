@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import subprocess
 import urllib.error
 from collections import Counter
@@ -253,3 +255,50 @@ def test_host_mode_ports_are_published_on_each_tasks_own_node(cluster: LocalClus
     assert f"{port}/tcp" in pending[0]["message"]
     for a in cluster.agents:
         assert get(a.host, port).strip() == replica_on(a), a.index
+
+
+def test_a_replicated_job_completes_max_concurrent_at_a_time_and_reruns_on_force(
+    cluster: LocalCluster,
+) -> None:
+    """`--mode replicated-job --replicas 3 --max-concurrent 1`: three containers run one after
+    another to exit 0 (Docker's record: never two at once), `service ls` shows docker's
+    "(3/3 completed)", nothing restarts a completed task, and `update --force` runs it again."""
+    create(
+        cluster,
+        "--name",
+        "batch",
+        "--mode",
+        "replicated-job",
+        "--replicas",
+        "3",
+        "--max-concurrent",
+        "1",
+        "swarmlet/busybox:1",
+        "sh",
+        "-c",
+        "sleep 1",
+    )  # returns once the job has its completions, as `docker service create` does
+    ls = run_cli("service", "ls", data_dir=cluster.agents[0].data_dir).stdout
+    assert "0/0 (3/3 completed)" in ls, ls
+    exited = [c for c in cluster.containers(service="batch") if c["state"] == "exited"]
+    assert len(exited) == 3
+    spans = sorted(
+        (info["State"]["StartedAt"], info["State"]["FinishedAt"])
+        for info in json.loads(
+            subprocess.run(
+                ["docker", "inspect", *(c["id"] for c in exited)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
+    )
+    for (_, finished), (started, _) in itertools.pairwise(spans):
+        assert started >= finished, spans  # one at a time (RFC 3339 UTC strings sort)
+    assert {t["state"] for t in tasks(cluster, "batch")} == {"complete"}
+    run_cli(
+        "service", "update", "--force", "batch", data_dir=cluster.agents[0].data_dir, timeout=120
+    )
+    current = [t for t in tasks(cluster, "batch") if t["state"] == "complete"]
+    assert len({t["spec_version"] for t in current}) == 2  # the first run and the second
+    assert services(cluster)["batch"]["job"]["completed"] == 3

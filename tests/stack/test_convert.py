@@ -523,6 +523,22 @@ def test_legacy_restart_is_used_without_restart_policy(tmp_path: Path) -> None:
     assert api.restart == RestartPolicy(RestartCondition.ON_FAILURE, max_attempts=4)
 
 
+@pytest.mark.parametrize(
+    ("deploy", "mode", "replicas"),
+    [
+        ("{mode: replicated-job, replicas: 5}", ServiceMode.REPLICATED_JOB, 5),
+        ("{mode: replicated-job}", ServiceMode.REPLICATED_JOB, 1),
+        ("{mode: global-job}", ServiceMode.GLOBAL_JOB, 1),
+    ],
+)
+def test_jobs_in_a_stack_run_every_task_at_once_as_dockers(
+    tmp_path: Path, deploy: str, mode: ServiceMode, replicas: int
+) -> None:
+    text = f'version: "3.8"\nservices:\n  migrate:\n    image: x\n    deploy: {deploy}\n'
+    (migrate,) = _convert(tmp_path, text).services
+    assert (migrate.mode, migrate.replicas, migrate.max_concurrent) == (mode, replicas, 0)
+
+
 def test_healthcheck_disable_and_test_together_is_dockers_error(tmp_path: Path) -> None:
     text = (
         'version: "3.8"\nservices:\n  api:\n    image: x\n    healthcheck:\n'

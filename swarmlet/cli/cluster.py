@@ -80,6 +80,8 @@ def cmd_init(args: argparse.Namespace, out: Output) -> ExitStatus:
     from swarmlet.security.datadir import Identity
 
     _use_metrics_addr(args)
+    if args.force_new_cluster:
+        return _force_new_cluster(args, out)
     datadir = _new_node_dir(args)
     host = args.advertise_addr or default_advertise_host()
     identity = Identity(
@@ -112,6 +114,50 @@ def cmd_init(args: argparse.Namespace, out: Output) -> ExitStatus:
     out.line(f"    swarmlet join --token {worker['token']} {identity.addr}\n")
     out.line("To add a manager to this cluster, run:\n")
     out.line(f"    swarmlet join --token {manager['token']} {identity.addr}\n")
+    return ExitStatus.OK
+
+
+def _force_new_cluster(args: argparse.Namespace, out: Output) -> ExitStatus:
+    """`init --force-new-cluster`: this stopped manager becomes the only voter of its cluster
+    (`node.force_new_cluster`), then its agent starts."""
+    from swarmlet.cli import agent_process
+    from swarmlet.node.force_new_cluster import force_new_cluster
+    from swarmlet.raft.storage import RaftStorage
+
+    given = [f for f in ("advertise_addr", "publish_addr", "name") if getattr(args, f)]
+    if given:
+        flags = ", ".join("--" + f.replace("_", "-") for f in given)
+        raise UsageError(f"{flags}: --force-new-cluster keeps the node as it is")
+    datadir = data_dir(args)
+    identity, _ = datadir.read_identity()  # a clear error if there is no node here
+    if datadir.read_manager_key() is None:
+        raise UsageError("--force-new-cluster: this node is not a manager (no managers' key)")
+    if agent_process.agent_running(datadir):
+        raise UsageError(
+            f"--force-new-cluster: the agent of {datadir.path} is running "
+            f"(pid {datadir.read_pid()}); stop it first"
+        )
+    with RaftStorage.open(datadir.raft_dir) as storage:
+        try:
+            forced = force_new_cluster(storage, identity.node_id)
+        except ValueError as exc:
+            raise UsageError(f"--force-new-cluster: {exc}") from None
+    lost = [v for v in forced.previous_voters if v != identity.node_id]
+    out.line(
+        f"Forced a new cluster: this node ({identity.name}) is its only voter, at index "
+        f"{forced.index}, term {forced.term}; {forced.applied_uncommitted} entries not known "
+        "to be committed were kept."
+    )
+    if lost:
+        out.line(
+            f"The other voters ({', '.join(lost)}) are learners now: `swarmlet node rm` the "
+            "ones that are gone for good, and join new managers."
+        )
+    if args.foreground:
+        return ExitStatus(agent_process.run_agent_foreground(datadir))
+    proc = agent_process.start_background_agent(datadir)
+    agent_process.wait_ready(datadir, proc, agent_process.is_member_with_leader)
+    out.line("The agent is running and leads.")
     return ExitStatus.OK
 
 
@@ -270,6 +316,13 @@ def register(sub: Subcommands) -> None:
         "swarmlet init --advertise-addr 127.0.0.1 --data-dir /tmp/n1",
     )
     _add_node_address_flags(p, port_help="gossip/raft port (UDP+TCP)")
+    add_bool(
+        p,
+        "--force-new-cluster",
+        help_="after losing a majority of the managers: make this stopped manager the only "
+        "voter of its cluster, keeping its state, e.g. swarmlet init --force-new-cluster "
+        "--data-dir /var/lib/swarmlet",
+    )
 
     p = add_command(
         sub,

@@ -89,6 +89,11 @@ from swarmlet.wire.transport import (
 
 log = logging.getLogger(__name__)
 
+# After a start, how long a member of the state may go unheard of by gossip before it counts as
+# down (`Agent.member_state`): a live node is heard of within a second or two (push-pull with
+# the seeds at join); this leaves room for a whole cluster restarting on a loaded machine.
+UNHEARD_DOWN_AFTER_S = 30.0
+
 
 class Agent:
     def __init__(self, datadir: DataDir, config: AgentConfig | None = None) -> None:
@@ -106,6 +111,7 @@ class Agent:
         )
         self.events = EventLog()
         self.down_since: dict[str, float] = {}
+        self._started = time.monotonic()
         self.leader = LeaderDuties(
             self,
             voter_grace_s=self.config.voter_grace_s,
@@ -290,8 +296,18 @@ class Agent:
         return routes_from(self.state, observe(self).tasks, vips)
 
     def member_state(self, node_id: str) -> MemberState | None:
+        """`node_id`'s state in gossip. A member of the state that gossip has not heard of
+        `UNHEARD_DOWN_AFTER_S` after this agent started is down since then: after a restart,
+        a node that never comes back (lost with its host, or left behind by
+        `init --force-new-cluster`) would otherwise keep its tasks and its voter seat for ever,
+        since no verdict is ever reached about a node never heard of."""
         member = self.gossip.core.member(node_id)
-        return member.state if member is not None else None
+        if member is not None:
+            return member.state
+        if node_id in self.state.nodes and time.monotonic() >= self._started + UNHEARD_DOWN_AFTER_S:
+            self.down_since.setdefault(node_id, self._started)  # gone when it is heard of
+            return MemberState.DEAD
+        return None
 
     def node_meta(self, node_id: str) -> NodeMeta | None:
         member = self.gossip.core.member(node_id)

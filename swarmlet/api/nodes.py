@@ -22,7 +22,7 @@ from typing import Any
 from swarmlet import crypto
 from swarmlet.api.cluster import ClusterAccess, LocalAgent
 from swarmlet.api.control_socket import Emit, Handler, StreamHandler
-from swarmlet.errors import UsageError
+from swarmlet.errors import NoLeaderError, UsageError
 from swarmlet.leader.observation import observe
 from swarmlet.state.commands import Command, RemoveNode, RotateToken, UpdateNode
 from swarmlet.state.machine import ApplyResult
@@ -208,6 +208,22 @@ class Control:
         await self._commit(RemoveNode(node.id, removed_at=time.time()))
         return {"removed": node.id}
 
+    async def backup(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The replicated state at a linearizable point (after a read barrier), for `swarmlet
+        backup`, which seals it with the keys it reads from this manager's data dir. Managers
+        only: the state holds what only managers may see (sealed tokens and secrets)."""
+        self.agent.keyring.require_managers()
+        if not await self.agent.read_barrier():
+            raise NoLeaderError(
+                "no leader answered: a backup needs the committed state (check `swarmlet node ls`)"
+            )
+        state = self.agent.state
+        return {
+            "cluster_id": state.cluster_id,
+            "index": self.agent.raft.applied,
+            "state": state.snapshot(),
+        }
+
     async def join_token(self, args: dict[str, Any]) -> dict[str, Any]:
         role = Role(_str_arg(args, "role"))
         keyring = self.agent.keyring  # the tokens are sealed from workers: managers only
@@ -265,6 +281,7 @@ class Control:
             "node.ls": self.node_ls,
             "node.inspect": self.node_inspect,
             "join-token": self.join_token,  # the tokens open on managers only (`keyring`)
+            "backup": self.backup,
             "leave": self.leave,  # gossip, not a write: a worker leaves too
         }
 

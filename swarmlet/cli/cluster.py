@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
+from pathlib import Path
 
 from swarmlet.cli.common import (
     ExitStatus,
@@ -81,12 +82,24 @@ def cmd_init(args: argparse.Namespace, out: Output) -> ExitStatus:
 
     _use_metrics_addr(args)
     if args.force_new_cluster:
+        if args.restore:
+            raise UsageError("--force-new-cluster and --restore: choose one")
         return _force_new_cluster(args, out)
+    backup = None
+    if args.restore:
+        from swarmlet.security.backup import open_backup
+
+        path = Path(args.restore)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"--restore: cannot read {path}: {exc.strerror}") from None
+        backup = open_backup(data, _passphrase(args, confirm=False), source=str(path))
     datadir = _new_node_dir(args)
     host = args.advertise_addr or default_advertise_host()
     identity = Identity(
         node_id=crypto.new_id(),
-        cluster_id=crypto.new_id(),
+        cluster_id=backup.cluster_id if backup is not None else crypto.new_id(),
         name=args.name or socket.gethostname(),
         advertise_host=host,
         port=args.port,
@@ -96,8 +109,14 @@ def cmd_init(args: argparse.Namespace, out: Output) -> ExitStatus:
     )
     # The managers' key first: the identity is the commit point (`datadir`), so a crash in
     # between leaves a data dir that `init` may start again, never a node without the key.
-    datadir.write_manager_key(crypto.new_key())  # managers only: see `swarmlet.security.keyring`
-    datadir.write_identity(identity, crypto.new_key(), crypto.new_node_key())
+    if backup is not None:  # the old cluster's keys: its secrets, tokens and CA stay valid
+        datadir.write_manager_key(backup.managers_key)
+        datadir.write_restore_state(backup.state)  # the agent's first start seeds from it
+        cluster_key = backup.cluster_key
+    else:
+        datadir.write_manager_key(crypto.new_key())  # managers only: `swarmlet.security.keyring`
+        cluster_key = crypto.new_key()
+    datadir.write_identity(identity, cluster_key, crypto.new_node_key())
     if args.foreground:
         return ExitStatus(
             agent_process.run_agent_foreground(
@@ -114,6 +133,60 @@ def cmd_init(args: argparse.Namespace, out: Output) -> ExitStatus:
     out.line(f"    swarmlet join --token {worker['token']} {identity.addr}\n")
     out.line("To add a manager to this cluster, run:\n")
     out.line(f"    swarmlet join --token {manager['token']} {identity.addr}\n")
+    return ExitStatus.OK
+
+
+def _passphrase(args: argparse.Namespace, *, confirm: bool) -> str:
+    """A backup's passphrase: from --passphrase-file, SWARMLET_BACKUP_PASSPHRASE, or asked on
+    the terminal (twice when sealing); never a flag's value (it would be in `ps` and history)."""
+    import os
+    import sys
+
+    if args.passphrase_file:
+        try:
+            return Path(args.passphrase_file).read_text().rstrip("\n")
+        except OSError as exc:
+            raise UsageError(f"--passphrase-file: {exc.strerror}: {args.passphrase_file}") from None
+    if os.environ.get("SWARMLET_BACKUP_PASSPHRASE"):
+        return os.environ["SWARMLET_BACKUP_PASSPHRASE"]
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "a backup needs a passphrase: --passphrase-file FILE, SWARMLET_BACKUP_PASSPHRASE, "
+            "or a terminal to type it on"
+        )
+    import getpass
+
+    passphrase = getpass.getpass("Backup passphrase: ")
+    if confirm and getpass.getpass("Again: ") != passphrase:
+        raise UsageError("the passphrases differ")
+    return passphrase
+
+
+def cmd_backup(args: argparse.Namespace, out: Output) -> ExitStatus:
+    from swarmlet.security.backup import Backup, seal_backup
+    from swarmlet.security.datadir import write_atomic
+
+    datadir = data_dir(args)
+    _identity, cluster_key = datadir.read_identity()
+    managers_key = datadir.read_manager_key()
+    if managers_key is None:
+        raise UsageError("this node is not a manager: run `swarmlet backup` on a manager")
+    passphrase = _passphrase(args, confirm=True)
+    taken = call(args, "backup")
+    sealed = seal_backup(
+        Backup(
+            cluster_id=taken["cluster_id"],
+            created_at=time.time(),
+            raft_index=taken["index"],
+            managers_key=managers_key,
+            cluster_key=cluster_key,
+            state=taken["state"],
+        ),
+        passphrase,
+    )
+    path = Path(args.file)
+    write_atomic(path, sealed)  # owner-only: it holds the cluster's keys
+    out.line(f"backed up the state at index {taken['index']} to {path} ({len(sealed)} bytes)")
     return ExitStatus.OK
 
 
@@ -298,6 +371,15 @@ def _add_node_address_flags(parser: argparse.ArgumentParser, *, port_help: str |
     _add_metrics_flag(parser)
 
 
+def _add_passphrase_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--passphrase-file",
+        metavar="FILE",
+        help="read the backup's passphrase from FILE (or SWARMLET_BACKUP_PASSPHRASE, or the "
+        "terminal), e.g. --passphrase-file /root/pass",
+    )
+
+
 def _add_metrics_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics-addr",
@@ -316,6 +398,13 @@ def register(sub: Subcommands) -> None:
         "swarmlet init --advertise-addr 127.0.0.1 --data-dir /tmp/n1",
     )
     _add_node_address_flags(p, port_help="gossip/raft port (UDP+TCP)")
+    p.add_argument(
+        "--restore",
+        metavar="FILE",
+        help="start the cluster from a backup (`swarmlet backup`): its services, secrets, "
+        "configs and networks; other hosts join again, e.g. --restore /backups/swarm.bak",
+    )
+    _add_passphrase_flag(p)
     add_bool(
         p,
         "--force-new-cluster",
@@ -381,3 +470,14 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--filter", action="append", help="type=node|service|task|raft")
     add_bool(p, "--no-follow", help_="print past events and exit")
     add_format(p)
+
+    p = add_command(
+        sub,
+        "backup",
+        cmd_backup,
+        "write the replicated state, with the cluster's keys, to FILE sealed by a passphrase "
+        "(on a manager)",
+        "swarmlet backup --passphrase-file /root/pass /backups/swarm.bak",
+    )
+    p.add_argument("file", metavar="FILE", help="where to write the backup")
+    _add_passphrase_flag(p)

@@ -48,6 +48,7 @@ COMMAND_MODULES: dict[str, str] = {
     "leave": "cluster",
     "status": "cluster",
     "events": "cluster",
+    "backup": "cluster",
     "node": "node",
     "service": "service",
     "stack": "stack",

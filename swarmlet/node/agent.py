@@ -46,7 +46,7 @@ from swarmlet.gossip.driver import GossipDriver
 from swarmlet.gossip.messages import MemberState, PushPullState
 from swarmlet.leader.duties import LeaderDuties
 from swarmlet.leader.observation import is_ready, observe
-from swarmlet.node.bootstrap import bootstrap_storage
+from swarmlet.node.bootstrap import bootstrap_storage, restore_storage
 from swarmlet.node.config import AgentConfig
 from swarmlet.node.events import EventLog
 from swarmlet.node.forwarding import WriteForwarding
@@ -126,7 +126,13 @@ class Agent:
         )
         self.storage = RaftStorage.open(datadir.raft_dir)
         if self.identity.bootstrap and self.storage.last_index == 0:
-            bootstrap_storage(self.storage, self.identity, self.keys, datadir)
+            restored = datadir.read_restore_state()
+            if restored is not None:  # `init --restore`: the backup's state, this node first
+                removed = restore_storage(self.storage, self.identity, datadir, restored)
+                log.info("restored the cluster from a backup (%d old nodes removed)", removed)
+            else:
+                bootstrap_storage(self.storage, self.identity, self.keys, datadir)
+        datadir.remove_restore_state()  # consumed (the storage holds it), or a leftover
         self.replicated = ReplicatedState(on_apply=self._on_apply)
         self._signing_key = datadir.signing_key()  # signs datagrams and this node's Alive
         self.counters = Counters()  # the transport's and every other layer's events, by name

@@ -1,4 +1,5 @@
-"""Seeding a brand-new cluster's Raft storage, on the node that ran `swarmlet init`.
+"""Seeding a brand-new cluster's Raft storage, on the node that ran `swarmlet init` (or
+`swarmlet init --restore`, from a backup's state).
 
 The first node starts from a snapshot at index 1 that already holds the cluster and the node
 itself, with that node as the only voter: no election, no log entry, nothing to replay. It is
@@ -21,7 +22,7 @@ from swarmlet.executor.hostinfo import read_host_info
 from swarmlet.raft.storage import RaftStorage
 from swarmlet.raft.types import ConfState, HardState, Snapshot, SnapshotMeta
 from swarmlet.security.datadir import DataDir, Identity
-from swarmlet.state.commands import AddNode, InitCluster
+from swarmlet.state.commands import AddNode, Command, InitCluster, RemoveNode
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import Node, Resources, Role
 
@@ -31,46 +32,78 @@ def bootstrap_storage(
 ) -> None:
     """Save the first snapshot of a new cluster whose first node is `identity`.
     StorageCorruptError if `init` left no managers' key in the data dir."""
+    managers = _managers(datadir)
+    state = ClusterState()
+    init = InitCluster(
+        cluster_id=identity.cluster_id,
+        created_at=time.time(),
+        sealed_worker_token=managers.seal_token(Role.WORKER.value, str(crypto.JoinToken.new(keys))),
+        sealed_manager_token=managers.seal_token(
+            Role.MANAGER.value, str(crypto.JoinToken.new(keys))
+        ),
+        managers_public_key=managers.public_key,
+    )
+    for command in (init, _add_first_node(identity, datadir, managers)):
+        result = state.apply(command)
+        assert result.ok, result.error
+    _save_first_snapshot(storage, identity, state)
+
+
+def restore_storage(
+    storage: RaftStorage, identity: Identity, datadir: DataDir, state_data: bytes
+) -> int:
+    """Seed a new data dir's storage from a backup's state (`init --restore`): every node of the
+    old cluster is removed (their hosts join again as new nodes; their tasks are replaced, and
+    their certificates are refused by the revocation list), and `identity` is the first node, as
+    after `init`. Returns how many old nodes were removed."""
+    managers = _managers(datadir)
+    state = ClusterState.restore(state_data)
+    if state.cluster_id != identity.cluster_id:
+        raise StorageCorruptError(
+            f"the backup is of cluster {state.cluster_id}, not {identity.cluster_id}"
+        )
+    now = time.time()
+    old = sorted(state.nodes)
+    commands: list[Command] = [RemoveNode(node_id, removed_at=now) for node_id in old]
+    commands.append(_add_first_node(identity, datadir, managers))
+    for command in commands:
+        result = state.apply(command)
+        assert result.ok, result.error
+    _save_first_snapshot(storage, identity, state)
+    return len(old)
+
+
+def _managers(datadir: DataDir) -> crypto.ManagerKeys:
     master = datadir.read_manager_key()
     if master is None:
         raise StorageCorruptError(
             f"{datadir.manager_key_file} is missing: remove the data dir and run `swarmlet init`"
         )
-    managers = crypto.ManagerKeys(master)
+    return crypto.ManagerKeys(master)
+
+
+def _add_first_node(identity: Identity, datadir: DataDir, managers: crypto.ManagerKeys) -> AddNode:
     public_key = crypto.public_key_of(datadir.read_node_key())
     host = read_host_info()
-    state = ClusterState()
-    now = time.time()
-    for command in (
-        InitCluster(
-            cluster_id=identity.cluster_id,
-            created_at=now,
-            sealed_worker_token=managers.seal_token(
-                Role.WORKER.value, str(crypto.JoinToken.new(keys))
-            ),
-            sealed_manager_token=managers.seal_token(
-                Role.MANAGER.value, str(crypto.JoinToken.new(keys))
-            ),
-            managers_public_key=managers.public_key,
+    return AddNode(
+        Node(
+            id=identity.node_id,
+            name=identity.name,
+            addr=identity.addr,
+            publish_addr=identity.publish_host,
+            role=Role.MANAGER,
+            resources=Resources(nano_cpus=host.nano_cpus, memory_bytes=host.memory_bytes),
+            joined_at=time.time(),
+            public_key=public_key,
+            sealed_manager_key=managers.seal_to_node(identity.node_id, public_key),
+            signing_key=certs.raw_public_key(datadir.signing_key()),
         ),
-        AddNode(
-            Node(
-                id=identity.node_id,
-                name=identity.name,
-                addr=identity.addr,
-                publish_addr=identity.publish_host,
-                role=Role.MANAGER,
-                resources=Resources(nano_cpus=host.nano_cpus, memory_bytes=host.memory_bytes),
-                joined_at=now,
-                public_key=public_key,
-                sealed_manager_key=managers.seal_to_node(identity.node_id, public_key),
-                signing_key=certs.raw_public_key(datadir.signing_key()),
-            ),
-            name_is_explicit=True,
-        ),
-    ):
-        result = state.apply(command)
-        assert result.ok, result.error
+        name_is_explicit=True,
+    )
+
+
+def _save_first_snapshot(storage: RaftStorage, identity: Identity, state: ClusterState) -> None:
+    """One atomic save: a crash leaves either a whole cluster or an empty storage."""
     snapshot = Snapshot(
         SnapshotMeta(index=1, term=1, conf=ConfState(voters=(identity.node_id,))), state.snapshot()
     )

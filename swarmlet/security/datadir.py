@@ -155,6 +155,11 @@ class DataDir:
         return self.path / "raft"
 
     @property
+    def restore_file(self) -> Path:
+        """A backup's state for the first start of a node made by `init --restore`."""
+        return self.path / "restore.state"
+
+    @property
     def socket_path(self) -> Path:
         return control_socket_path(self.path)
 
@@ -316,6 +321,21 @@ class DataDir:
             # Only a cache of what the state holds: it is rebuilt as the state is applied.
             log.warning("%s is damaged (%r); ignored", self.member_keys_file, exc)
             return {}
+
+    def write_restore_state(self, state: bytes) -> None:
+        """Before the identity (the commit point): the first start seeds its storage from it
+        (`node.bootstrap.restore_storage`), never from an empty state."""
+        self.create()
+        write_atomic(self.restore_file, state)
+
+    def read_restore_state(self) -> bytes | None:
+        try:
+            return self.restore_file.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def remove_restore_state(self) -> None:
+        self.restore_file.unlink(missing_ok=True)
 
     def signing_key(self) -> Ed25519PrivateKey:
         return crypto.node_signing_key(self.read_node_key())

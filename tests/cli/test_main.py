@@ -87,6 +87,7 @@ def test_every_command_group_is_registered() -> None:
         "leave",
         "status",
         "events",
+        "backup",
         "node",
         "service",
         "stack",

@@ -14,6 +14,7 @@ command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 command -v ruby >/dev/null || need_apt+=(ruby)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)  # only to verify the unit file
 command -v prometheus >/dev/null || need_apt+=(prometheus)  # the metrics test scrapes with it
+command -v docker-registry >/dev/null || need_apt+=(docker-registry)  # images pinned to digests (test_registry)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 
 docker_ok() { docker info >/dev/null 2>&1; }

@@ -1,5 +1,5 @@
 """The control API's service operations: create, inspect, list, scale, update, roll back,
-remove, tasks and logs.
+remove and tasks (logs are `api.logs`'s, served through `streams`).
 
 A service spec travels from the CLI wire-encoded (`wire.codec`), so its types are checked on
 the way in; it is validated here again (`specparse.validate_spec`) because the API is not only
@@ -13,15 +13,14 @@ import dataclasses
 import time
 from typing import Any
 
-import trio
-
 from swarmlet import crypto
 from swarmlet.api.cluster import LocalAgent
-from swarmlet.api.control_socket import Emit, Handler, StreamHandler
+from swarmlet.api.control_socket import Handler, StreamHandler
+from swarmlet.api.logs import ServiceLogs
 from swarmlet.api.nodes import managers_only
+from swarmlet.api.registry import pin_image
 from swarmlet.errors import RemoteProtocolError, UsageError
 from swarmlet.leader.observation import observe
-from swarmlet.security import peer_policy
 from swarmlet.state.commands import CreateService, RemoveService, UpdateService
 from swarmlet.state.model import (
     Service,
@@ -35,8 +34,6 @@ from swarmlet.state.model import (
 from swarmlet.state.observed import TaskObservation
 from swarmlet.state.specparse import validate_spec
 from swarmlet.wire import codec as wire
-from swarmlet.wire.peer_rpc import EndOfStream, LogLine, LogsRequest
-from swarmlet.wire.transport import FramedStream, parse_addr
 
 
 def _plain(value: Any) -> Any:
@@ -67,6 +64,17 @@ def decode_spec(raw: object) -> ServiceSpec:
     return spec
 
 
+async def pin_spec_image(
+    spec: ServiceSpec, current: ServiceSpec | None, args: dict[str, Any]
+) -> tuple[ServiceSpec, list[str]]:
+    """`spec` with its image's tag resolved to a digest on the registry (`registry.pin_image`),
+    unless the caller asked `no_resolve_image`; and the warnings for the user."""
+    if args.get("no_resolve_image"):
+        return spec, []
+    image, warning = await pin_image(spec.image, current.image if current else None)
+    return dataclasses.replace(spec, image=image), [warning] if warning else []
+
+
 def effective_state(task: Task, obs: TaskObservation | None) -> TaskState:
     return max(task.state, obs.state) if obs is not None else task.state
 
@@ -84,7 +92,7 @@ def is_up(task: Task, obs: TaskObservation | None) -> bool:
 class ServiceControl:
     def __init__(self, agent: LocalAgent) -> None:
         self.agent = agent
-        agent.stream_handlers[LogsRequest] = self._serve_logs
+        self.service_logs = ServiceLogs(agent)  # also serves other managers' LogsRequest
 
     # ------------------------------------------------------------------------ helpers
 
@@ -173,19 +181,24 @@ class ServiceControl:
     # ------------------------------------------------------------------------ operations
 
     async def create(self, args: dict[str, Any]) -> dict[str, Any]:
-        spec = self._spec(args)
+        spec, warnings = await pin_spec_image(self._spec(args), None, args)
         now = time.time()
         service = Service(id=crypto.new_id(), spec=spec, created_at=now, updated_at=now)
         await self._commit(CreateService(service))
-        return {"id": service.id, "name": spec.name}
+        return {"id": service.id, "name": spec.name, "warnings": warnings}
 
     async def update(self, args: dict[str, Any]) -> dict[str, Any]:
         service = self._service(str(args.get("service", "")))
         spec = self._spec(args)
         if spec.name != service.spec.name:
             raise UsageError("a service cannot be renamed")
+        spec, warnings = await pin_spec_image(spec, service.spec, args)
         await self._commit(UpdateService(service.id, spec, time.time()))
-        return {"id": service.id, "version": self.agent.state.services[service.id].version}
+        return {
+            "id": service.id,
+            "version": self.agent.state.services[service.id].version,
+            "warnings": warnings,
+        }
 
     async def rollback(self, args: dict[str, Any]) -> dict[str, Any]:
         service = self._service(str(args.get("service", "")))
@@ -296,112 +309,6 @@ class ServiceControl:
                 views.append(self.task_view(service, task, tasks_obs.get(task.id)))
         return {"tasks": views}
 
-    # ------------------------------------------------------------------------ logs
-
-    async def logs(self, args: dict[str, Any], emit: Emit) -> None:
-        """Lines from every task's container, merged across nodes, prefixed by task and node."""
-        service = self._service(str(args.get("service", "")))
-        request_follow = bool(args.get("follow"))
-        tail = int(args["tail"]) if args.get("tail") is not None else -1
-        names: dict[str, str] = {}
-        by_node: dict[str, list[str]] = {}
-        for task in self.agent.state.tasks_of(service.id):
-            if task.node_id:
-                slot = task.slot or self.agent.node_name(task.node_id)
-                names[task.id] = f"{service.spec.name}.{slot}.{task.id[:10]}"
-                by_node.setdefault(task.node_id, []).append(task.id)
-        send, receive = trio.open_memory_channel[tuple[str, str, str]](256)
-        async with trio.open_nursery() as nursery:
-            for node_id, task_ids in by_node.items():
-                request = LogsRequest(tuple(task_ids), request_follow, tail)
-                nursery.start_soon(self._node_logs, node_id, request, send.clone())
-            send.close()
-            async with receive:
-                async for node_id, task_id, line in receive:
-                    await emit(
-                        {
-                            "task": names.get(task_id, task_id),
-                            "node": self.agent.node_name(node_id),
-                            "line": line,
-                        }
-                    )
-
-    async def _node_logs(
-        self,
-        node_id: str,
-        request: LogsRequest,
-        out: trio.MemorySendChannel[tuple[str, str, str]],
-    ) -> None:
-        async with out:
-            try:
-                if node_id == self.agent.node_id:
-                    local_send, local_receive = trio.open_memory_channel[tuple[str, str]](256)
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._local_logs, request, local_send)
-                        async with local_receive:
-                            async for task_id, line in local_receive:
-                                await out.send((node_id, task_id, line))
-                    return
-                node = self.agent.state.nodes.get(node_id)
-                if node is None or not self.agent.is_ready(node_id):
-                    await out.send((node_id, "", "(node is down: no logs)"))
-                    return
-                stream = await self.agent.transport.connect(parse_addr(node.addr), node_id)
-                async with stream.stream:
-                    await stream.send(request)
-                    while True:
-                        msg = await stream.receive(expect=(LogLine, EndOfStream))
-                        if msg is None or isinstance(msg, EndOfStream):
-                            return
-                        await out.send((node_id, msg.task_id, msg.line.decode(errors="replace")))
-            except (
-                OSError,
-                trio.BrokenResourceError,
-                RemoteProtocolError,
-                trio.TooSlowError,
-            ) as exc:
-                await out.send((node_id, "", f"(logs unavailable: {exc})"))
-
-    async def _local_logs(
-        self, request: LogsRequest, out: trio.MemorySendChannel[tuple[str, str]]
-    ) -> None:
-        """Lines of this node's containers for `request.task_ids`, into `out` (then closed)."""
-        executor = self.agent.executor
-
-        async def one(
-            task_id: str, container_id: str, out: trio.MemorySendChannel[tuple[str, str]]
-        ) -> None:
-            assert executor is not None
-            async with out:
-                tail = None if request.tail < 0 else request.tail
-                async for line in executor.runtime.logs(
-                    container_id, follow=request.follow, tail=tail
-                ):
-                    await out.send((task_id, line.decode(errors="replace")))
-
-        async with out, trio.open_nursery() as nursery:
-            if executor is None:
-                return
-            for task_id in request.task_ids:
-                container_id = executor.container_of(task_id)
-                if container_id:
-                    nursery.start_soon(one, task_id, container_id, out.clone())
-
-    async def _serve_logs(self, stream: FramedStream, request: LogsRequest) -> None:
-        # Logs are per-task data: they go to managers only (`service logs` runs on one), as
-        # the connection's certificate and this node's state say.
-        if stream.peer is None or not peer_policy.is_manager(stream.peer, self.agent.state):
-            self.agent.transport.counters["logs_refused_not_manager"] += 1
-            await stream.send(EndOfStream(error="logs are served to managers only"))
-            return
-        send, receive = trio.open_memory_channel[tuple[str, str]](256)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._local_logs, request, send)
-            async with receive:
-                async for task_id, line in receive:
-                    await stream.send(LogLine(task_id, line.encode()))
-        await stream.send(EndOfStream())
-
     # ------------------------------------------------------------------------ tables
 
     def handlers(self) -> dict[str, Handler]:
@@ -420,4 +327,4 @@ class ServiceControl:
         }
 
     def streams(self) -> dict[str, StreamHandler]:
-        return {"service.logs": self.logs}
+        return self.service_logs.streams()

@@ -16,7 +16,7 @@ from swarmlet.api.cluster import ClusterAccess
 from swarmlet.api.control_socket import Handler
 from swarmlet.api.nodes import managers_only
 from swarmlet.api.secrets import LABEL_STACK, secret_command
-from swarmlet.api.services import decode_spec
+from swarmlet.api.services import decode_spec, pin_spec_image
 from swarmlet.errors import UsageError
 from swarmlet.state.commands import (
     Batch,
@@ -52,9 +52,16 @@ class StackControl:
                 commands.append(command)
         specs = [decode_spec(raw) for raw in args.get("services") or ()]
         created, updated, unchanged, removed = [], [], [], []
+        warnings: list[str] = []
         now = time.time()
         for spec in specs:
             current = agent.state.service_by_name(spec.name)
+            # Pinned as `service create/update` pin, so that a redeploy whose tags still name
+            # the same digests leaves those services unchanged, and one whose tag moved updates.
+            spec, spec_warnings = await pin_spec_image(
+                spec, current.spec if current is not None else None, args
+            )
+            warnings += spec_warnings
             if current is None:
                 service = Service(id=crypto.new_id(), spec=spec, created_at=now, updated_at=now)
                 commands.append(CreateService(service))
@@ -76,7 +83,13 @@ class StackControl:
             result = await agent.write(Batch(tuple(commands)))
             if not result.ok:
                 raise UsageError(result.error)
-        return {"created": created, "updated": updated, "unchanged": unchanged, "removed": removed}
+        return {
+            "created": created,
+            "updated": updated,
+            "unchanged": unchanged,
+            "removed": removed,
+            "warnings": warnings,
+        }
 
     async def ls(self, args: dict[str, Any]) -> dict[str, Any]:
         await self.agent.read_barrier()

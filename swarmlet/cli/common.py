@@ -110,7 +110,8 @@ class BoolFlag(argparse.Action):
 
 
 def explicit_booleans(parser: argparse.ArgumentParser, args: list[str]) -> list[str]:
-    """`args` with every bare BoolFlag of `parser` written `FLAG=true`. Stops at `--`, and at
+    """`args` with every bare BoolFlag of `parser` written `FLAG=true`, and short flags written
+    together after a boolean one taken apart (`-ft` is `-f -t`). Stops at `--`, and at
     the first positional argument of a parser with subcommands (theirs are their own) or with
     a trailing REMAINDER (a service's command, whose flags are the container's)."""
     actions = parser._option_string_actions
@@ -131,6 +132,16 @@ def explicit_booleans(parser: argparse.ArgumentParser, args: list[str]) -> list[
             continue
         name, has_value, _ = arg.partition("=")
         action = actions.get(name)
+        if (
+            action is None
+            and not has_value
+            and not arg.startswith("--")
+            and len(arg) > 2
+            and isinstance(actions.get(arg[:2]), BoolFlag)
+        ):
+            # Short flags written together, as docker's (pflag) read them: `-ft` is `-f -t`.
+            args = [*args[:i], arg[:2], "-" + arg[2:], *args[i + 1 :]]
+            continue
         if isinstance(action, BoolFlag):
             out.append(arg if has_value else f"{arg}=true")
             i += 1

@@ -15,7 +15,6 @@ and `--format TEMPLATE` over docker's field names (`service_row`, `task_row`).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 
 from swarmlet.cli.common import (
@@ -27,7 +26,6 @@ from swarmlet.cli.common import (
     add_inspect_format,
     add_list_flags,
     call,
-    client,
     labels_match,
     select,
 )
@@ -38,8 +36,6 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at run t
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Mapping
     from typing import Any
-
-    from rich.text import Text
 
     from swarmlet.cli.common import Subcommands
     from swarmlet.cli.gotemplate import Record
@@ -128,11 +124,25 @@ def cmd_create(args: argparse.Namespace, out: Output) -> ExitStatus:
     from swarmlet.wire import codec as wire
 
     spec = spec_from_args(args)
-    result = call(args, "service.create", spec=wire.encode(spec))
+    result = call(
+        args,
+        "service.create",
+        spec=wire.encode(spec),
+        no_resolve_image=bool(args.no_resolve_image),
+    )
+    _print_warnings(result)
     out.line(str(result["id"]))
     if args.detach:
         return ExitStatus.OK
     return wait_converged(args, out, [spec.name])
+
+
+def _print_warnings(result: dict[str, Any]) -> None:
+    """The agent's warnings (an image it could not pin to a digest), on standard error."""
+    from swarmlet.cli.output import error
+
+    for warning in result.get("warnings") or ():
+        error(f"warning: {warning}")
 
 
 def _current_spec(args: argparse.Namespace, ref: str) -> ServiceSpec:
@@ -154,7 +164,14 @@ def cmd_update(args: argparse.Namespace, out: Output) -> ExitStatus:
             raise UsageError(f"other flags may not be combined with --rollback: {' '.join(others)}")
         return cmd_rollback(args, out)
     spec = spec_from_args(args, base=_current_spec(args, args.service))
-    result = call(args, "service.update", service=args.service, spec=wire.encode(spec))
+    result = call(
+        args,
+        "service.update",
+        service=args.service,
+        spec=wire.encode(spec),
+        no_resolve_image=bool(args.no_resolve_image),
+    )
+    _print_warnings(result)
     out.line(args.service)
     if args.detach:
         return ExitStatus.OK
@@ -454,45 +471,10 @@ def cmd_inspect(args: argparse.Namespace, out: Output) -> ExitStatus:
     return ExitStatus.OK
 
 
-_TASK_COLOURS = (
-    "cyan",
-    "magenta",
-    "green",
-    "yellow",
-    "blue",
-    "bright_red",
-    "bright_cyan",
-    "bright_magenta",
-)
-
-
-def _log_line(item: dict[str, Any], colours: dict[str, str]) -> Text:
-    """`TASK@NODE | line`, the prefix in the task's own colour."""
-    from rich.text import Text
-
-    prefix = f"{item['task']}@{item['node']}"
-    colour = colours.setdefault(item["task"], _TASK_COLOURS[len(colours) % len(_TASK_COLOURS)])
-    text = Text(prefix.ljust(max(28, len(prefix))) + " | ", style=colour)
-    text.append(item["line"])
-    return text
-
-
 def cmd_logs(args: argparse.Namespace, out: Output) -> ExitStatus:
-    import json
+    from swarmlet.cli.service_logs import print_logs
 
-    colours: dict[str, str] = {}
-    with (
-        contextlib.suppress(KeyboardInterrupt),
-        client(args).stream(
-            "service.logs", service=args.service, follow=args.follow, tail=args.tail
-        ) as lines,
-    ):
-        for item in lines:
-            if args.format == "json":
-                out.line(json.dumps(item))
-                continue
-            out.rich.print(_log_line(item, colours), highlight=False, soft_wrap=True)
-    return ExitStatus.OK
+    return print_logs(args, out)
 
 
 # ---------------------------------------------------------------------------- parser
@@ -502,24 +484,13 @@ def cmd_logs(args: argparse.Namespace, out: Output) -> ExitStatus:
 # in the parsed arguments (`not_supported`), so that using one is refused with its reason by
 # `service_flags.refuse_unsupported` (which this module must not import), never ignored.
 NOT_SUPPORTED: dict[str, tuple[str, str | None]] = {
-    "--dns": ("the service model has no DNS servers (containers use Docker's)", None),
-    "--dns-option": ("the service model has no DNS options", None),
-    "--dns-search": ("the service model has no DNS search domains", None),
-    "--ulimit": ("the service model has no ulimits (containers get Docker's)", None),
-    "--log-driver": ("the service model has no logging driver (containers use Docker's)", None),
-    "--log-opt": ("the service model has no logging options", None),
-    "--limit-pids": ("the service model has no process limit", "0"),
-    "--generic-resource": ("the service model has no generic resources", None),
     "--group": ("the service model has no supplementary groups", None),
     "--isolation": ("isolation modes are Windows-only", "default"),
     "--credential-spec": ("credential specs are Windows-only", None),
     "--endpoint-mode": ("services are reached through a virtual IP only (no dnsrr)", "vip"),
-    "--read-only": ("the service model has no read-only root file system", None),
-    "--tty": ("the service model has no TTY setting", None),
     "--with-registry-auth": ("nodes pull images without credentials", None),
 }
-_NOT_SUPPORTED_SWITCHES = ("--read-only", "--tty", "--with-registry-auth")
-_CREATE_ONLY_LISTS = ("--dns", "--dns-option", "--dns-search", "--ulimit", "--generic-resource")
+_NOT_SUPPORTED_SWITCHES = ("--with-registry-auth",)
 
 
 def _add_not_supported(p: argparse.ArgumentParser, *, update: bool) -> None:
@@ -529,16 +500,85 @@ def _add_not_supported(p: argparse.ArgumentParser, *, update: bool) -> None:
         if harmless is not None:
             text += f" ({harmless}, what swarmlet does, is accepted)"
         if flag in _NOT_SUPPORTED_SWITCHES:
-            names = ("-t", flag) if flag == "--tty" else (flag,)
-            p.add_argument(*names, action=BoolFlag, default=None, help=text)
-        elif update and flag in _CREATE_ONLY_LISTS:
-            for suffix in ("add", "rm"):
-                p.add_argument(f"{flag}-{suffix}", action="append", help=text)
+            p.add_argument(flag, action=BoolFlag, default=None, help=text)
         elif update and flag == "--group":
             p.add_argument("--group-add", action="append", help=text)
             p.add_argument("--group-rm", action="append", help=text)
         else:
             p.add_argument(flag, action="append", help=text)
+
+
+def _add_container_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
+    """The container settings Swarm's ContainerSpec has beyond the command and its user: ulimits,
+    logging, DNS, read-only root, TTY, process limit, generic resources. `update` takes docker's
+    --X-add/--X-rm pairs for the lists."""
+    lists = (
+        ("--ulimit", "NAME=SOFT[:HARD]", "a ulimit (-1: unlimited)", "nofile=1024:2048", "nofile"),
+        ("--dns", "IP", "a DNS server", "8.8.8.8", "8.8.8.8"),
+        ("--dns-option", "OPTION", "a resolv.conf option", "ndots:2", "ndots:2"),
+        ("--dns-search", "DOMAIN", "a DNS search domain", "example.com", "example.com"),
+        (
+            "--generic-resource",
+            "KIND=COUNT",
+            "a resource the task reserves on its node (not supported yet: nodes do not "
+            "advertise any)",
+            "gpu=2",
+            "gpu=2",
+        ),
+    )
+    for flag, metavar, what, example, removed in lists:
+        if not update:
+            p.add_argument(
+                flag,
+                action="append",
+                metavar=metavar,
+                help=f"{what} (repeatable), e.g. {flag} {example}",
+            )
+            continue
+        p.add_argument(
+            f"{flag}-add",
+            action="append",
+            metavar=metavar,
+            help=f"add or update {what}, e.g. {flag}-add {example}",
+        )
+        p.add_argument(
+            f"{flag}-rm",
+            action="append",
+            metavar=metavar.partition("=")[0],
+            help=f"remove {what}, e.g. {flag}-rm {removed}",
+        )
+    p.add_argument(
+        "--log-driver",
+        metavar="DRIVER",
+        help="the containers' logging driver (update: '' for the node's default), "
+        "e.g. --log-driver local",
+    )
+    p.add_argument(
+        "--log-opt",
+        action="append",
+        metavar="K=V",
+        help="a logging driver option (update without --log-driver: added to the current "
+        "ones), e.g. --log-opt max-size=10m",
+    )
+    p.add_argument(
+        "--read-only",
+        action=BoolFlag,
+        default=None,
+        help="mount the containers' root file system read-only, e.g. --read-only",
+    )
+    p.add_argument(
+        "-t",
+        "--tty",
+        action=BoolFlag,
+        default=None,
+        help="allocate a pseudo-TTY, e.g. -t",
+    )
+    p.add_argument(
+        "--limit-pids",
+        type=int,
+        metavar="N",
+        help="processes a task may run at most (0: unlimited), e.g. --limit-pids 100",
+    )
 
 
 def _add_spec_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
@@ -686,11 +726,13 @@ def _add_spec_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
     add_bool(
         p,
         "--no-resolve-image",
-        help_="keep the image's tag as given (swarmlet never resolves tags to digests), "
+        help_="keep the image's tag as given, instead of pinning it to the digest the "
+        "registry names now (images named without a registry host are never pinned), "
         "e.g. --no-resolve-image",
     )
     add_bool(p, "-d", "--detach", help_="do not wait for the service to converge, e.g. -d")
     add_bool(p, "-q", "--quiet", help_="do not print progress, e.g. -q")
+    _add_container_flags(p, update=update)
     _add_not_supported(p, update=update)
 
 
@@ -949,10 +991,26 @@ def register(sub: Subcommands) -> None:
         services,
         "logs",
         cmd_logs,
-        "print a service's logs from every node",
-        "swarmlet service logs -f web",
+        "print the logs of services or tasks from every node",
+        "swarmlet service logs -f -t --since 10m web",
     )
-    add_bool(p, "-f", "--follow", help_="keep printing new lines")
-    p.add_argument("--tail", type=int)
+    add_bool(p, "-f", "--follow", help_="keep printing new lines, of replicas started later too")
+    add_bool(p, "-t", "--timestamps", help_="show Docker's timestamps (merged lines sort by them)")
+    p.add_argument(
+        "-n",
+        "--tail",
+        default="all",
+        metavar="N|all",
+        help="lines from the end of each task's log (default: all)",
+    )
+    p.add_argument(
+        "--since",
+        metavar="TIME",
+        help="only lines since a time (2026-12-03T08:25:03Z, Unix seconds) or for a while (10m)",
+    )
+    add_bool(p, "--raw", help_="no prefix before the lines")
+    add_bool(p, "--no-task-ids", help_="no task ids in the prefix")
+    add_bool(p, "--no-trunc", help_="full task ids in the prefix")
+    add_bool(p, "--no-resolve", help_="service and node ids instead of names in the prefix")
     p.add_argument("--format", choices=("text", "json"), default="text")
-    p.add_argument("service", metavar="SERVICE")
+    p.add_argument("targets", nargs="+", metavar="SERVICE|TASK")

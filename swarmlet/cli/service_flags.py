@@ -14,15 +14,20 @@ docker's semantics (docker CLI 28, `cli/command/service/update.go`), with swarml
 - Removals by key: env, labels, sysctls by name; secrets and configs by their name; mounts by
   target; networks by name; hosts by host name (or the exact HOST:IP); constraints and
   placement preferences by their text; published ports by TARGET port (`--publish-rm 80`,
-  `80/tcp`, `8080:80` or `published=8080,target=80`).
+  `80/tcp`, `8080:80` or `published=8080,target=80`); ulimits by name, generic resources by
+  kind; DNS servers, search domains and options by their text.
 - Additions "add or update": a secret, config or mount replaces the one at the same target, a
-  port the one at the same published port and protocol; a network already attached is an error.
+  port the one at the same published port and protocol, a ulimit the one of its name (ulimits
+  are kept sorted by name); a network already attached is an error.
+- `--log-driver` replaces the driver and its options with the `--log-opt`s given beside it (as
+  docker's updateLogDriver); `--log-driver ""` returns to the node's default driver.
 - Nothing is dropped silently: a flag whose setting the model cannot hold is refused with the
   reason (`cli.service.NOT_SUPPORTED`), and so are health-check timings with no check to apply
   them to (see `_healthcheck`), `-e NAME` with NAME unset, and `--hostname` templates.
 - Differences from docker: `--publish-rm 80` removes a host-mode port with target 80 too
   (docker's matches ingress only, unless mode= is given), and one that names a published port
-  instead of a target is refused with the right spelling.
+  instead of a target is refused with the right spelling. `--log-opt` without `--log-driver`,
+  which docker drops, sets options of the current (or the node's default) driver.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from swarmlet.state.constraints import preference_label
 from swarmlet.state.model import (
     FailureAction,
     FileRef,
+    GenericResource,
     Healthcheck,
     NetworkAttachment,
     PortConfig,
@@ -55,17 +61,23 @@ from swarmlet.state.model import (
 from swarmlet.state.specparse import (
     effective_capabilities,
     host_name_of,
+    merge_ulimits,
     normalize_capabilities,
     parse_cpus,
+    parse_dns_option,
+    parse_dns_search,
+    parse_dns_server,
     parse_duration,
     parse_extra_host,
     parse_file_ref,
+    parse_generic_resource,
     parse_key_value,
     parse_mount,
     parse_network,
     parse_port,
     parse_port_selector,
     parse_size,
+    parse_ulimit,
     validate_spec,
 )
 
@@ -158,7 +170,16 @@ def _created(args: argparse.Namespace, environ: Mapping[str, str]) -> ServiceSpe
         sysctls=_key_values(args.sysctl, "--sysctl"),
         cap_add=cap_add,
         cap_drop=cap_drop,
+        ulimits=merge_ulimits((), (parse_ulimit(u) for u in args.ulimit or ())),
+        dns_servers=_unique(parse_dns_server(d) for d in args.dns or ()),
+        dns_search=_unique(parse_dns_search(d) for d in args.dns_search or ()),
+        dns_options=_unique(parse_dns_option(o) for o in args.dns_option or ()),
+        generic_resources=_updated_generic_resources((), [], args.generic_resource or ()),
     )
+
+
+def _unique(items: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
 
 
 def read_env_files(paths: Iterable[str], environ: Mapping[str, str]) -> dict[str, str]:
@@ -266,6 +287,27 @@ def _updated(
     removed, added = _pair(args, "host")
     if removed or added:
         changes["extra_hosts"] = _updated_hosts(base.extra_hosts, removed, added)
+    removed, added = _pair(args, "ulimit")
+    if removed or added:
+        kept_limits = [u for u in base.ulimits if u.name not in set(removed)]
+        changes["ulimits"] = merge_ulimits(
+            kept_limits, (parse_ulimit(u, "--ulimit-add") for u in added)
+        )
+    for field, flag, parse in (
+        ("dns_servers", "dns", parse_dns_server),
+        ("dns_search", "dns-search", parse_dns_search),
+        ("dns_options", "dns-option", parse_dns_option),
+    ):
+        removed, added = _pair(args, flag)
+        if removed or added:
+            gone = {parse(r, f"--{flag}-rm") for r in removed}
+            kept_values = [v for v in getattr(base, field) if v not in gone]
+            changes[field] = _unique([*kept_values, *(parse(a, f"--{flag}-add") for a in added)])
+    removed, added = _pair(args, "generic-resource")
+    if removed or added:
+        changes["generic_resources"] = _updated_generic_resources(
+            base.generic_resources, removed, added
+        )
     if args.force:
         changes["force_update"] = base.force_update + 1
     return dataclasses.replace(base, **changes)
@@ -350,6 +392,18 @@ def _updated_hosts(hosts: tuple[str, ...], removed: list[str], added: list[str])
     return tuple(kept)
 
 
+def _updated_generic_resources(
+    resources: tuple[GenericResource, ...], removed: Iterable[str], added: Iterable[str]
+) -> tuple[GenericResource, ...]:
+    """Removed by kind (`gpu`, or `gpu=2`); an added one replaces the one of its kind."""
+    gone = {text.partition("=")[0].strip() for text in removed}
+    return _replace_by_target(
+        [r for r in resources if r.kind not in gone],
+        [parse_generic_resource(text) for text in added],
+        lambda resource: resource.kind,
+    )
+
+
 def _path(target: str) -> str:
     return target.rstrip("/") or "/"
 
@@ -393,6 +447,15 @@ def _container_settings(args: argparse.Namespace, spec: ServiceSpec) -> ServiceS
         )
     if args.rebalance is not None:
         changes["rebalance"] = args.rebalance == "true"
+    if args.log_driver is not None:
+        changes["log_driver"] = args.log_driver
+        changes["log_options"] = _key_values(args.log_opt, "--log-opt")
+    elif args.log_opt:
+        changes["log_options"] = {**spec.log_options, **_key_values(args.log_opt, "--log-opt")}
+    for flag, field in (("read_only", "read_only"), ("tty", "tty"), ("limit_pids", "pids_limit")):
+        value = getattr(args, flag)
+        if value is not None:
+            changes[field] = value
     return dataclasses.replace(spec, **changes)
 
 

@@ -30,7 +30,7 @@ from swarmlet.cli.service import (
     list_tasks,
     wait_converged,
 )
-from swarmlet.errors import StackError
+from swarmlet.errors import StackError, UsageError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at run time
 if TYPE_CHECKING:
@@ -114,6 +114,11 @@ def _secret_payloads(plan: StackPlan) -> list[dict[str, Any]]:
 def cmd_deploy(args: argparse.Namespace, out: Output) -> ExitStatus:
     from swarmlet.wire import codec as wire
 
+    if args.resolve_image == "changed":
+        raise UsageError(
+            "--resolve-image changed: not supported: swarmlet resolves every service's tag "
+            "(always) or none (never)"
+        )
     plan = _plan(args)
     result = call(
         args,
@@ -122,7 +127,10 @@ def cmd_deploy(args: argparse.Namespace, out: Output) -> ExitStatus:
         services=[wire.encode(spec) for spec in plan.services],
         secrets=_secret_payloads(plan),
         prune=args.prune,
+        no_resolve_image=args.resolve_image == "never",
     )
+    for warning in result.get("warnings") or ():
+        error(f"warning: {warning}")
     for key, verb in (("created", "Creating"), ("updated", "Updating"), ("removed", "Removing")):
         for name in result[key]:
             out.line(f"{verb} service {name}")
@@ -214,6 +222,13 @@ def register(sub: Subcommands) -> None:
         "-c", "--compose-file", action="append", required=True, metavar="FILE", help=COMPOSE_HELP
     )
     add_bool(p, "--prune", help_="remove services no longer in the files")
+    p.add_argument(
+        "--resolve-image",
+        choices=("always", "changed", "never"),
+        default="always",
+        help="pin each image's tag to its digest through its registry (always) or keep the "
+        "tags (never), e.g. --resolve-image never",
+    )
     add_bool(p, "-d", "--detach", help_="do not wait for the services to converge")
     p.add_argument("name", metavar="STACK")
 

@@ -92,6 +92,16 @@ def _translated(operation: str, fn: Callable[[], T]) -> Callable[[], T]:
     return call
 
 
+def _by_digest(ref: str) -> str:
+    """`name:tag@digest` as `name@digest` (the engine ignores the tag of such a reference);
+    any other reference as it is."""
+    name, at, digest = ref.partition("@")
+    if not at:
+        return ref
+    head, slash, last = name.rpartition("/")
+    return f"{head}{slash}{last.partition(':')[0]}@{digest}"
+
+
 def _short(container_id: str) -> str:
     return container_id[:12]
 
@@ -169,7 +179,12 @@ class DockerRuntime:
 
     async def ensure_image(self, ref: str) -> None:
         """Return when `ref` is present, pulling it if needed; a failed pull raises DockerError
-        with the daemon's message (e.g. "pull access denied for ...", "dial tcp: lookup ...")."""
+        with the daemon's message (e.g. "pull access denied for ...", "dial tcp: lookup ...").
+
+        A pinned reference (`name:tag@sha256:...`, as managers record them) is the digest: it
+        is present only if that digest is, whatever image the tag names here, and it is pulled
+        as `name@sha256:...` (docker-py splits `name:tag@digest` into a bogus repository)."""
+        ref = _by_digest(ref)
         if await self.image_present(ref):
             return
 
@@ -343,11 +358,20 @@ class DockerRuntime:
             _release(stream)  # the nursery has joined the pump: nobody reads the response now
 
     async def logs(
-        self, container_id: str, *, follow: bool, tail: int | None = None
+        self,
+        container_id: str,
+        *,
+        follow: bool,
+        tail: int | None = None,
+        since: float | None = None,
+        timestamps: bool = False,
     ) -> AsyncGenerator[bytes, None]:
-        """stdout and stderr interleaved, one line at a time without its newline. With `follow`
-        the iteration ends when the container stops. Use it under `contextlib.aclosing` (or
-        iterate to the end) so that the HTTP stream is closed promptly."""
+        """stdout and stderr interleaved, one line at a time without its newline: the last
+        `tail` lines (all if None) of those Docker stamped at or after `since` (epoch seconds),
+        each behind Docker's own timestamp and a space if `timestamps` (RFC 3339 with 9-digit
+        nanoseconds, from the engine's clock as it read the line). With `follow` the iteration
+        ends when the container stops. Use it under `contextlib.aclosing` (or iterate to the
+        end) so that the HTTP stream is closed promptly."""
         stream = await self._call(
             f"logs {_short(container_id)}",
             lambda: self._stream_api.logs(
@@ -357,6 +381,8 @@ class DockerRuntime:
                 stream=True,
                 follow=follow,
                 tail="all" if tail is None else tail,
+                since=since,
+                timestamps=timestamps,
             ),
         )
         pending = b""

@@ -203,10 +203,8 @@ def container_create_args(spec: ContainerSpec) -> tuple[dict[str, Any], dict[str
     if spec.ulimits:
         host["ulimits"] = [{"name": u.name, "soft": u.soft, "hard": u.hard} for u in spec.ulimits]
     if spec.log_driver is not None or spec.log_options:
-        host["log_config"] = {
-            "type": spec.log_driver or "json-file",
-            "config": dict(spec.log_options),
-        }
+        # An empty type is the daemon's default driver, which the options are then for.
+        host["log_config"] = {"type": spec.log_driver or "", "config": dict(spec.log_options)}
     if spec.network_mode is not None:
         host["network_mode"] = spec.network_mode
     elif spec.networks:

@@ -130,7 +130,7 @@ class ContainerSpec:
     cap_drop: tuple[str, ...] = ()
     sysctls: dict[str, str] = field(default_factory=dict)
     ulimits: tuple[UlimitSpec, ...] = ()
-    log_driver: str | None = None
+    log_driver: str | None = None  # None: the daemon's default driver (log_options apply to it)
     log_options: dict[str, str] = field(default_factory=dict)
     read_only: bool = False
     privileged: bool = False

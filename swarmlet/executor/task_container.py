@@ -33,6 +33,7 @@ from swarmlet.executor.runtime_types import (
     HealthcheckSpec,
     MountSpec,
     PortBinding,
+    UlimitSpec,
 )
 from swarmlet.state.model import Service, ServiceSpec, Task, TaskState
 from swarmlet.state.observed import Endpoint
@@ -143,6 +144,16 @@ def container_spec(
         cap_add=spec.cap_add,
         cap_drop=spec.cap_drop,
         sysctls=dict(spec.sysctls),
+        ulimits=tuple(UlimitSpec(u.name, u.soft, u.hard) for u in spec.ulimits),
+        # "" leaves the node's default driver, to which the options still apply (as Swarm).
+        log_driver=spec.log_driver or None,
+        log_options=dict(spec.log_options),
+        dns=spec.dns_servers,
+        dns_search=spec.dns_search,
+        dns_options=spec.dns_options,
+        read_only=spec.read_only,
+        tty=spec.tty,
+        pids_limit=spec.pids_limit or None,
     )
 
 

@@ -19,9 +19,11 @@ Decisions where docker and swarmlet differ (each also noted at its code):
 - Order: specs come in ``depends_on`` order (a stable topological sort over the services sorted
   by name); ``depends_on`` naming an unknown service, or a cycle, is an error.
 - What swarmlet cannot honour and that would change where data lives or where tasks run is an
-  error (cluster/npipe mounts, job modes, secret drivers, unknown protocols, constraints the
-  scheduler cannot parse: the docker daemon rejects those constraints too). What only tunes the
-  container (logging, ulimits, dns, tty, ...) is ignored with one warning per service.
+  error (cluster/npipe mounts, secret drivers, unknown protocols, constraints the scheduler
+  cannot parse: the docker daemon rejects those constraints too; generic resources, which no
+  node advertises). The container settings service.go converts (ulimits, logging, dns,
+  dns_search, read_only, tty, limits.pids) are honoured; other keys are ignored with one warning
+  per service. docker's schema has no ``dns_opt``: the loader refuses it, as docker does.
 - A port without ``published`` gets a random port from docker's ingress; swarmlet allocates
   none, so the port is dropped with a warning.
 - ``environment: {FOO: null}`` (no value, none in the environment) is docker's bare ``FOO``;
@@ -31,7 +33,7 @@ Decisions where docker and swarmlet differ (each also noted at its code):
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,18 +43,25 @@ from swarmlet.stack.convert_context import ConvertContext, Obj, string_map
 from swarmlet.stack.extensions import EXTENSION_KEYS, autoscale, rebalance
 from swarmlet.stack.loader import DEPRECATED_PROPERTIES, UNSUPPORTED_PROPERTIES, LoadedStack
 from swarmlet.stack.objects import NetworkDef, SecretDef, StackObjects, VolumeDef
-from swarmlet.state.model import Healthcheck, PortConfig, ServiceSpec
-from swarmlet.state.specparse import validate_spec
+from swarmlet.state.model import Healthcheck, PortConfig, ServiceSpec, Ulimit
+from swarmlet.state.specparse import (
+    check_ulimit,
+    merge_ulimits,
+    parse_dns_search,
+    parse_dns_server,
+    validate_spec,
+)
 
 _NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 
 # Service keys mapped onto ServiceSpec (or StackPlan) below.
 _HANDLED_KEYS = frozenset(
     {
-        "cap_add", "cap_drop", "command", "configs", "depends_on", "deploy", "entrypoint",
-        "env_file", "environment", "extra_hosts", "healthcheck", "hostname", "image", "init",
-        "labels", "networks", "ports", "secrets", "stop_grace_period", "stop_signal", "sysctls",
-        "user", "volumes", "working_dir",
+        "cap_add", "cap_drop", "command", "configs", "depends_on", "deploy", "dns", "dns_search",
+        "entrypoint", "env_file", "environment", "extra_hosts", "healthcheck", "hostname",
+        "image", "init", "labels", "logging", "networks", "ports", "read_only", "secrets",
+        "stop_grace_period", "stop_signal", "sysctls", "tty", "ulimits", "user", "volumes",
+        "working_dir",
     }
 )  # fmt: skip
 # Keys the loader already warns about (``docker stack deploy``'s own lists); not repeated.
@@ -160,6 +169,7 @@ class _Converter:
         self._warn_ignored(key, svc, deploy)
         mode, replicas = deploy_section.service_mode(ctx, deploy, p + ".deploy")
         resources: Obj = deploy.get("resources") or {}
+        logging: Obj = svc.get("logging") or {}
         spec = ServiceSpec(
             name=ctx.scope(key),
             image=str(svc["image"]),
@@ -212,7 +222,26 @@ class _Converter:
             depends_on=tuple(ctx.scope(d) for d in dict.fromkeys(svc.get("depends_on") or [])),
             rebalance=rebalance(ctx, svc, deploy, p),
             autoscale=autoscale(ctx, svc, deploy, p, mode, replicas),
+            ulimits=self._ulimits(svc.get("ulimits") or {}, p + ".ulimits"),
+            log_driver=str(logging.get("driver") or ""),
+            log_options=string_map(logging.get("options")),
+            dns_servers=self._each(svc.get("dns"), p + ".dns", parse_dns_server),
+            dns_search=self._each(svc.get("dns_search"), p + ".dns_search", parse_dns_search),
+            read_only=bool(svc.get("read_only")),
+            tty=bool(svc.get("tty")),
+            pids_limit=deploy_section.pids_limit(
+                ctx, resources.get("limits"), p + ".deploy.resources.limits"
+            ),
+            generic_resources=deploy_section.generic_resources(
+                ctx, resources.get("reservations"), p + ".deploy.resources.reservations"
+            ),
         )
+        if spec.generic_resources:
+            raise ctx.error(
+                p + ".deploy.resources.reservations.generic_resources",
+                "not supported yet: nodes do not advertise generic resources, so no node "
+                "could be chosen for the task",
+            )
         try:
             validate_spec(spec)
         except UsageError as exc:
@@ -231,11 +260,38 @@ class _Converter:
         for k in svc:
             if k.startswith("x-swarmlet-") and k not in EXTENSION_KEYS:
                 self.ctx.warn(f"{p}.{k}: unknown swarmlet extension, ignored")
-        resources = deploy.get("resources") or {}
-        if (resources.get("limits") or {}).get("pids"):
-            self.ctx.warn(f"{p}.deploy.resources.limits: swarmlet ignores pids")
-        if (resources.get("reservations") or {}).get("generic_resources"):
-            self.ctx.warn(f"{p}.deploy.resources.reservations: swarmlet ignores generic_resources")
+
+    def _ulimits(self, raw: Obj, p: str) -> tuple[Ulimit, ...]:
+        # service.go convertUlimits: a single number is both limits; sorted by name.
+        out = []
+        for name, value in raw.items():
+            where = f"{p}.{name}"
+            if isinstance(value, dict):
+                soft, hard = value.get("soft"), value.get("hard")
+            else:
+                soft = hard = value
+            ulimit = Ulimit(
+                str(name),
+                _limit(ctx=self.ctx, value=soft, where=where + ".soft"),
+                _limit(ctx=self.ctx, value=hard, where=where + ".hard"),
+            )
+            try:
+                check_ulimit(ulimit, "ulimit")
+            except UsageError as exc:
+                raise self.ctx.error(where, str(exc)) from exc
+            out.append(ulimit)
+        return merge_ulimits(out, ())
+
+    def _each(self, raw: Any, p: str, parse: Callable[[str, str], str]) -> tuple[str, ...]:
+        """A string-or-list key (normalised to a list), each item checked by `parse`."""
+        items = [raw] if isinstance(raw, str) else list(raw or ())
+        out = []
+        for i, item in enumerate(items):
+            try:
+                out.append(parse(str(item), p.rpartition(".")[2]))
+            except UsageError as exc:
+                raise self.ctx.error(f"{p}[{i}]", str(exc)) from exc
+        return tuple(out)
 
     def _environment(self, key: str, env: Mapping[str, str | None]) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -295,6 +351,13 @@ class _Converter:
             retries=ctx.whole_number(raw.get("retries") or 0, p + ".retries"),
             start_period_s=ctx.duration_s(raw.get("start_period"), p + ".start_period"),
         )
+
+
+def _limit(*, ctx: ConvertContext, value: Any, where: str) -> int:
+    """A ulimit value: a whole number, -1 for unlimited."""
+    if value == -1:
+        return -1
+    return ctx.whole_number(value, where)
 
 
 def _opt_tuple(value: Any) -> tuple[str, ...] | None:

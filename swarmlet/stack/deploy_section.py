@@ -1,7 +1,8 @@
 """A service's ``deploy`` section -> the spec's mode, placement, resources, restart policy and
 update/rollback configs, as docker/cli's ``cli/compose/convert/service.go`` converts them.
 
-Owns: ``convertDeployMode``, ``convertResources``, ``convertRestartPolicy`` (including the legacy
+Owns: ``convertDeployMode``, ``convertResources`` (with ``limits.pids`` and the generic
+resources of ``reservations``), ``convertRestartPolicy`` (including the legacy
 service-level ``restart``), ``convertUpdateConfig`` and the placement checks. Each function takes
 the already-normalised value and the key path it sits at, and reports errors at that path.
 
@@ -25,6 +26,7 @@ from swarmlet.stack.convert_context import ConvertContext, Obj
 from swarmlet.state.constraints import preference_label, validate_constraint
 from swarmlet.state.model import (
     FailureAction,
+    GenericResource,
     Placement,
     Resources,
     RestartCondition,
@@ -90,6 +92,35 @@ def resources(ctx: ConvertContext, raw: Obj | None, p: str) -> Resources:
     except UsageError as exc:
         raise ctx.error(p + ".cpus", str(exc)) from exc
     return Resources(nano_cpus, ctx.whole_number(raw.get("memory") or 0, p + ".memory"))
+
+
+def pids_limit(ctx: ConvertContext, limits: Obj | None, p: str) -> int:
+    """``limits.pids`` (`p` is the limits' path): the task's process limit, 0 for none."""
+    return ctx.whole_number((limits or {}).get("pids") or 0, p + ".pids")
+
+
+def generic_resources(
+    ctx: ConvertContext, reservations: Obj | None, p: str
+) -> tuple[GenericResource, ...]:
+    """``reservations.generic_resources`` (`p` is the reservations' path). service.go
+    convertResources: each ``discrete_resource_spec`` is a kind and a count; the schema allows
+    no other form."""
+    out = []
+    where = p + ".generic_resources"
+    for i, item in enumerate((reservations or {}).get("generic_resources") or ()):
+        spec = (item or {}).get("discrete_resource_spec") or {}
+        kind = str(spec.get("kind") or "")
+        if not kind:
+            raise ctx.error(f"{where}[{i}].discrete_resource_spec.kind", "a kind is required")
+        value = spec.get("value")
+        at = f"{where}[{i}].discrete_resource_spec.value"
+        if isinstance(value, float):  # the schema's "number": 2.0 is 2, 1.5 is no count
+            if not value.is_integer():
+                raise ctx.error(at, f"expected a whole number, got {value!r}")
+            value = int(value)
+        count = ctx.whole_number(value, at)
+        out.append(GenericResource(kind, count))
+    return tuple(out)
 
 
 def restart_policy(ctx: ConvertContext, restart: Any, policy: Obj | None, p: str) -> RestartPolicy:

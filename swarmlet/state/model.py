@@ -210,6 +210,23 @@ class AutoscalePolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class Ulimit:
+    """A resource limit of the containers' processes (setrlimit): soft <= hard; -1: unlimited."""
+
+    name: str  # nofile, nproc, core, ... (`specparse.ULIMIT_NAMES`)
+    soft: int
+    hard: int
+
+
+@dataclass(frozen=True, slots=True)
+class GenericResource:
+    """A discrete resource a task reserves on its node, Swarm's `kind=value` (e.g. gpu=2)."""
+
+    kind: str
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceSpec:
     """What the user asked for. Immutable: an update writes a new spec with a higher version."""
 
@@ -250,6 +267,20 @@ class ServiceSpec:
     autoscale: AutoscalePolicy | None = None
     force_update: int = 0  # bumped by `service update --force`
     max_concurrent: int = 0  # jobs: tasks running at once, at most (0: as many as it has)
+    # The container's own settings, as Swarm's ContainerSpec has them (appended: the codec is
+    # positional). Empty means the node's Docker default.
+    ulimits: tuple[Ulimit, ...] = ()  # sorted by name, one per name
+    log_driver: str = ""  # "": the node's default driver (log_options still apply to it)
+    log_options: dict[str, str] = field(default_factory=dict)
+    dns_servers: tuple[str, ...] = ()  # IP addresses
+    dns_search: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()  # resolv.conf options, e.g. "ndots:2"
+    read_only: bool = False  # the root file system
+    tty: bool = False
+    pids_limit: int = 0  # 0: unlimited
+    # Reservations of node-advertised resources; refused by `specparse.validate_spec` until
+    # nodes advertise them (the scheduler could not honour them).
+    generic_resources: tuple[GenericResource, ...] = ()
 
 
 class UpdateState(enum.StrEnum):
@@ -339,5 +370,7 @@ WIRE_TYPES: tuple[type, ...] = (
     Task,
     Secret,
     NetworkAttachment,  # appended: ids are permanent
+    Ulimit,
+    GenericResource,
 )
 codec.register_all(catalog.STATE_MODEL, WIRE_TYPES)

@@ -1,10 +1,12 @@
 """Parsing and validating what users write in service flags: sizes, durations, ports, mounts,
-extra hosts, capabilities, networks, constraints. Pure; shared by the CLI (errors before
-anything is sent) and the agent (the API may be called by other clients).
+extra hosts, capabilities, networks, constraints, ulimits, DNS settings, generic resources.
+Pure; shared by the CLI (errors before anything is sent) and the agent (the API may be called by
+other clients).
 
 Each parser raises `UsageError` naming the flag, the bad value and what was expected. Syntax is
 docker CLI 28's (`opts/`: mount.go, port.go, hosts.go, network.go, capabilities.go); what the
-syntax has and swarmlet's model cannot hold is refused by name, never dropped.
+syntax has and swarmlet's model cannot hold is refused by name, never dropped (go-units'
+ulimit.go and opts.ValidateDNSSearch / ParseGenericResources for the container settings).
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from swarmlet.errors import UsageError
 from swarmlet.state.constraints import preference_label, validate_constraint
 from swarmlet.state.model import (
     FileRef,
+    GenericResource,
     Mount,
     NetworkAttachment,
     PortConfig,
     ServiceSpec,
+    Ulimit,
 )
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
@@ -32,6 +36,17 @@ MAX_PORT = 65535
 _GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 _GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 _NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+# go-units' ulimitNameMapping: the rlimits Docker can set.
+ULIMIT_NAMES = frozenset(
+    {
+        "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile",
+        "nproc", "rss", "rtprio", "rttime", "sigpending", "stack",
+    }
+)  # fmt: skip
+# docker's opts.validateDomain: dot-separated labels of letters, digits and inner hyphens.
+_DOMAIN_LABEL = r"[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_DOMAIN_RE = re.compile(rf"{_DOMAIN_LABEL}(\.{_DOMAIN_LABEL})*")
+_MAX_DOMAIN_LENGTH = 255
 
 
 def parse_go_bool(text: str, flag: str, whole: str) -> bool:
@@ -346,6 +361,95 @@ def parse_network(text: str, flag: str = "--network") -> NetworkAttachment:
     return NetworkAttachment(name=name, aliases=tuple(aliases))
 
 
+def parse_ulimit(text: str, flag: str = "--ulimit") -> Ulimit:
+    """ "NAME=SOFT[:HARD]" (go-units' ParseUlimit): HARD defaults to SOFT; -1 is unlimited."""
+    name, sep, limits = text.partition("=")
+    if not sep or not name or not limits:
+        raise UsageError(
+            f"{flag}: invalid {text!r}: expected NAME=SOFT[:HARD], e.g. nofile=1024:2048"
+        )
+    parts = limits.split(":")
+    if len(parts) > 2:
+        raise UsageError(f"{flag}: invalid {text!r}: at most two limits, SOFT[:HARD]")
+    try:
+        values = [int(part) for part in parts]
+    except ValueError:
+        raise UsageError(
+            f"{flag}: invalid limit in {text!r}: expected whole numbers, e.g. nofile=1024:2048"
+        ) from None
+    ulimit = Ulimit(name, values[0], values[-1])
+    check_ulimit(ulimit, flag)
+    return ulimit
+
+
+def check_ulimit(ulimit: Ulimit, flag: str = "--ulimit") -> None:
+    if ulimit.name not in ULIMIT_NAMES:
+        raise UsageError(
+            f"{flag}: invalid ulimit name {ulimit.name!r}: expected one of "
+            f"{', '.join(sorted(ULIMIT_NAMES))}"
+        )
+    if min(ulimit.soft, ulimit.hard) < -1:
+        raise UsageError(f"{flag} {ulimit.name}: limits must be -1 (unlimited) or more")
+    # -1 (RLIM_INFINITY) is the largest limit.
+    if ulimit.hard != -1 and (ulimit.soft == -1 or ulimit.soft > ulimit.hard):
+        raise UsageError(
+            f"{flag} {ulimit.name}: the soft limit must be less than or equal to the hard "
+            f"limit: {ulimit.soft} > {ulimit.hard}"
+        )
+
+
+def merge_ulimits(kept: Iterable[Ulimit], added: Iterable[Ulimit]) -> tuple[Ulimit, ...]:
+    """One ulimit per name, a later one winning, sorted by name (as docker's updateUlimits)."""
+    by_name = {u.name: u for u in kept}
+    by_name.update((u.name, u) for u in added)
+    return tuple(by_name[name] for name in sorted(by_name))
+
+
+def parse_dns_server(text: str, flag: str = "--dns") -> str:
+    """An IPv4 or IPv6 address (docker's ValidateIPAddress)."""
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise UsageError(
+            f"{flag}: invalid IP address {text!r}: expected a name server's address, e.g. 8.8.8.8"
+        ) from None
+
+
+def parse_dns_search(text: str, flag: str = "--dns-search") -> str:
+    """A search domain, or "." for none (docker's ValidateDNSSearch)."""
+    domain = text.strip()
+    if domain == ".":
+        return domain
+    if len(domain) > _MAX_DOMAIN_LENGTH or not _DOMAIN_RE.fullmatch(domain.removesuffix(".")):
+        raise UsageError(
+            f"{flag}: invalid search domain {text!r}: expected a domain name, e.g. example.com"
+        )
+    return domain
+
+
+def parse_dns_option(text: str, flag: str = "--dns-option") -> str:
+    """A resolv.conf option ("ndots:2", "edns0"): one word."""
+    if not text or any(c.isspace() for c in text):
+        raise UsageError(
+            f"{flag}: invalid option {text!r}: expected one resolv.conf option, e.g. ndots:2"
+        )
+    return text
+
+
+def parse_generic_resource(text: str, flag: str = "--generic-resource") -> GenericResource:
+    """ "KIND=COUNT" (docker's ParseGenericResources; its named form KIND=ID is not held)."""
+    kind, sep, value = text.partition("=")
+    kind, value = kind.strip(), value.strip()
+    if not sep or not kind or not value:
+        raise UsageError(f"{flag}: invalid {text!r}: expected KIND=COUNT, e.g. gpu=2")
+    if not value.isdigit():
+        raise UsageError(
+            f"{flag}: invalid count {value!r} in {text!r}: expected a whole number (named "
+            "resources, KIND=ID, are not supported)"
+        )
+    return GenericResource(kind, int(value))
+
+
 def _check_unique(values: Iterable[str], what: str) -> None:
     seen: set[str] = set()
     for value in values:
@@ -401,3 +505,35 @@ def validate_spec(spec: ServiceSpec) -> None:
         raise UsageError("--update-parallelism: must be 0 or more")
     if not 0.0 <= spec.update.max_failure_ratio <= 1.0:
         raise UsageError("--update-max-failure-ratio: must be between 0 and 1")
+    _validate_container_settings(spec)
+
+
+def _validate_container_settings(spec: ServiceSpec) -> None:
+    """The settings only the container's engine reads: refused here rather than by Docker on
+    every node, where each task would fail to start."""
+    for ulimit in spec.ulimits:
+        check_ulimit(ulimit)
+    _check_unique((u.name for u in spec.ulimits), "--ulimit: {} is given twice")
+    for key in spec.log_options:
+        if not key:
+            raise UsageError("--log-opt: invalid option with no name: expected KEY=VALUE")
+    for server in spec.dns_servers:
+        parse_dns_server(server)
+    for domain in spec.dns_search:
+        parse_dns_search(domain)
+    for option in spec.dns_options:
+        parse_dns_option(option)
+    if spec.pids_limit < 0:
+        raise UsageError(f"--limit-pids: must be 0 (unlimited) or more, got {spec.pids_limit}")
+    for resource in spec.generic_resources:
+        if not resource.kind or resource.value <= 0:
+            raise UsageError(
+                f"--generic-resource: invalid {resource.kind}={resource.value}: expected "
+                "KIND=COUNT with a count of 1 or more"
+            )
+    if spec.generic_resources:
+        shown = ",".join(f"{r.kind}={r.value}" for r in spec.generic_resources)
+        raise UsageError(
+            f"--generic-resource {shown}: not supported yet: nodes do not advertise generic "
+            "resources, so no node could be chosen for the task"
+        )

@@ -69,13 +69,15 @@ class LogsRequest:
 
     task_ids: tuple[str, ...]
     follow: bool
-    tail: int
+    tail: int  # lines per container from the end; -1 for all
+    since: float = 0.0  # only lines Docker stamped at or after this (epoch seconds); 0: all
 
 
 @dataclass(frozen=True, slots=True)
 class LogLine:
     task_id: str
-    line: bytes
+    line: bytes  # without its newline, nor Docker's timestamp
+    timestamp: str = ""  # Docker's own (RFC 3339, nanoseconds), so merged lines sort; "" if none
 
 
 @dataclass(frozen=True, slots=True)

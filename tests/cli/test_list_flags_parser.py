@@ -144,7 +144,7 @@ def handler_of(argv: list[str]) -> tuple[str, str]:
         (["service", "rollback", "-d=F", "web"], {"detach": False}),
         (["service", "scale", "--detach=t", "web=2"], {"detach": True, "pairs": ["web=2"]}),
         (["service", "logs", "--follow=false", "web"], {"follow": False}),
-        (["service", "logs", "-f", "web"], {"follow": True, "service": "web"}),
+        (["service", "logs", "-f", "web"], {"follow": True, "targets": ["web"]}),
         (["node", "rm", "--force=true", "n3"], {"force": True, "nodes": ["n3"]}),
         (["node", "rm", "-f", "n3"], {"force": True}),
         (
@@ -157,6 +157,17 @@ def handler_of(argv: list[str]) -> tuple[str, str]:
         (["leave", "--force=1"], {"force": True}),
         (["events", "--no-follow=true"], {"no_follow": True}),
         (["agent", "--detach=false"], {"detach": False}),
+        # short flags written together, as docker reads them: -ft is -f -t
+        (["service", "logs", "-ft", "web"], {"follow": True, "timestamps": True}),
+        (
+            ["service", "logs", "-tfn", "5", "web"],
+            {"follow": True, "timestamps": True, "tail": "5"},
+        ),
+        (["stack", "deploy", "-dc", "a.yml", "web"], {"detach": True, "compose_file": ["a.yml"]}),
+        (
+            ["stack", "deploy", "--resolve-image", "never", "-c", "a.yml", "web"],
+            {"resolve_image": "never"},
+        ),
         # node ps, node update --role
         (["node", "ps"], {"nodes": [], "quiet": False, "no_trunc": False, "filter": []}),
         (["node", "ps", "-q", "self", "n2"], {"nodes": ["self", "n2"], "quiet": True}),

@@ -27,6 +27,7 @@ from swarmlet.state.model import (
     AutoscalePolicy,
     FailureAction,
     FileRef,
+    GenericResource,
     Healthcheck,
     Mount,
     NetworkAttachment,
@@ -37,6 +38,7 @@ from swarmlet.state.model import (
     RestartPolicy,
     ServiceMode,
     ServiceSpec,
+    Ulimit,
     UpdateConfig,
     UpdateOrder,
 )
@@ -192,11 +194,23 @@ SHARED: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("-q",), {}),
     (("--quiet",), {}),
     (("--no-resolve-image",), {}),
+    # the container's own settings
+    (
+        ("--log-driver", "local", "--log-opt", "max-size=10m", "--log-opt", "max-file=3"),
+        {"log_driver": "local", "log_options": {"max-size": "10m", "max-file": "3"}},
+    ),
+    # options without a driver are for the node's default driver (docker drops them)
+    (("--log-opt", "max-size=10m"), {"log_options": {"max-size": "10m"}}),
+    (("--read-only",), {"read_only": True}),
+    (("-t",), {"tty": True}),
+    (("--tty",), {"tty": True}),
+    (("--read-only=false", "--tty=false"), {}),
+    (("--limit-pids", "100"), {"pids_limit": 100}),
+    (("--limit-pids", "0"), {}),  # unlimited, the default
     # docker's flags whose value asks for what swarmlet does anyway
     (("--endpoint-mode", "vip"), {}),
-    (("--limit-pids", "0"), {}),
     (("--isolation", "default"), {}),
-    (("--read-only=false", "--tty=false", "--with-registry-auth=false"), {}),
+    (("--with-registry-auth=false",), {}),
 ]
 
 
@@ -250,6 +264,21 @@ CREATE_ONLY: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     ),
     (("--sysctl", "net.core.somaxconn=1024"), {"sysctls": {"net.core.somaxconn": "1024"}}),
     (("--entrypoint", ""), {}),  # the image's own ENTRYPOINT
+    # one ulimit per name (the last wins), sorted by name; HARD defaults to SOFT
+    (
+        ("--ulimit", "nproc=64", "--ulimit", "nofile=1024:2048", "--ulimit", "nproc=-1:-1"),
+        {"ulimits": (Ulimit("nofile", 1024, 2048), Ulimit("nproc", -1, -1))},
+    ),
+    (("--ulimit", "core=0"), {"ulimits": (Ulimit("core", 0, 0),)}),
+    (
+        ("--dns", "8.8.8.8", "--dns", "2001:4860:4860::8888", "--dns", "8.8.8.8"),
+        {"dns_servers": ("8.8.8.8", "2001:4860:4860::8888")},
+    ),
+    (
+        ("--dns-search", "dc1.example.com", "--dns-search", "."),
+        {"dns_search": ("dc1.example.com", ".")},
+    ),
+    (("--dns-option", "ndots:2", "--dns-option", "edns0"), {"dns_options": ("ndots:2", "edns0")}),
 ]
 
 
@@ -302,6 +331,18 @@ BASE = (
     "-u",
     "app",
     "--init",
+    "--ulimit",
+    "nofile=1024:2048",
+    "--dns",
+    "8.8.8.8",
+    "--dns-search",
+    "a.example",
+    "--dns-option",
+    "ndots:2",
+    "--log-driver",
+    "local",
+    "--log-opt",
+    "max-size=10m",
 )
 # (update flags, the fields they change in the spec `BASE` creates)
 UPDATE_ONLY: list[tuple[tuple[str, ...], dict[str, Any]]] = [
@@ -437,6 +478,34 @@ UPDATE_ONLY: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     ),
     (("--health-cmd", "false"), {"healthcheck": Healthcheck(("CMD-SHELL", "false"), 10.0)}),
     (("--health-cmd", ""), {"healthcheck": None}),  # back to the image's HEALTHCHECK
+    # ulimits by name: an added one replaces its namesake; kept sorted by name
+    (
+        ("--ulimit-add", "nproc=64", "--ulimit-add", "core=0"),
+        {
+            "ulimits": (
+                Ulimit("core", 0, 0),
+                Ulimit("nofile", 1024, 2048),
+                Ulimit("nproc", 64, 64),
+            )
+        },
+    ),
+    (("--ulimit-add", "nofile=4096"), {"ulimits": (Ulimit("nofile", 4096, 4096),)}),
+    (("--ulimit-rm", "nofile"), {"ulimits": ()}),
+    (("--dns-add", "1.1.1.1"), {"dns_servers": ("8.8.8.8", "1.1.1.1")}),
+    (("--dns-rm", "8.8.8.8", "--dns-add", "9.9.9.9"), {"dns_servers": ("9.9.9.9",)}),
+    (("--dns-add", "8.8.8.8"), {}),  # already there: kept once
+    (("--dns-search-add", "b.example"), {"dns_search": ("a.example", "b.example")}),
+    (("--dns-search-rm", "a.example"), {"dns_search": ()}),
+    (("--dns-option-add", "edns0"), {"dns_options": ("ndots:2", "edns0")}),
+    (("--dns-option-rm", "ndots:2"), {"dns_options": ()}),
+    (("--generic-resource-rm", "gpu"), {}),  # none reserved: nothing to remove
+    # a driver replaces the options; options alone add to the current driver's
+    (
+        ("--log-driver", "json-file", "--log-opt", "max-file=3"),
+        {"log_driver": "json-file", "log_options": {"max-file": "3"}},
+    ),
+    (("--log-opt", "max-file=3"), {"log_options": {"max-size": "10m", "max-file": "3"}}),
+    (("--log-driver", ""), {"log_driver": "", "log_options": {}}),  # the node's default
     (("--force",), {"force_update": 1}),
     (("--force=false",), {}),
     (("--rollback=false",), {}),
@@ -541,6 +610,34 @@ REFUSED: list[tuple[str, tuple[str, ...], str]] = [
     ("update", ("--host-add", "db"), "--host-add: bad format"),
     # timings with no check of the service's own to change
     ("update", ("--health-interval", "5s"), "uses its image's HEALTHCHECK"),
+    # the container's own settings, checked before any node's Docker would refuse them
+    ("create", ("--ulimit", "nofiles=1024"), "--ulimit: invalid ulimit name 'nofiles'"),
+    ("create", ("--ulimit", "nofile"), "--ulimit: invalid .nofile.: expected NAME=SOFT"),
+    ("create", ("--ulimit", "nofile=1:2:3"), "at most two limits"),
+    ("create", ("--ulimit", "nofile=many"), "expected whole numbers"),
+    (
+        "create",
+        ("--ulimit", "nofile=2048:1024"),
+        "--ulimit nofile: the soft limit must be less than or equal to the hard limit",
+    ),
+    ("update", ("--ulimit-add", "cpu=-2"), "limits must be -1 (unlimited) or more"),
+    ("create", ("--dns", "dns.google"), "--dns: invalid IP address 'dns.google'"),
+    ("update", ("--dns-add", "1.1.1"), "--dns-add: invalid IP address"),
+    ("create", ("--dns-search", "under_score.example"), "--dns-search: invalid search domain"),
+    ("update", ("--dns-search-add", "a..b"), "--dns-search-add: invalid search domain"),
+    ("create", ("--dns-option", "ndots 2"), "--dns-option: invalid option 'ndots 2'"),
+    ("update", ("--dns-option-add", ""), "--dns-option-add: invalid option"),
+    ("create", ("--limit-pids", "-1"), "--limit-pids: must be 0 (unlimited) or more, got -1"),
+    ("create", ("--log-opt", "=x"), "--log-opt: invalid '=x': expected KEY=VALUE"),
+    # no node advertises generic resources: a reservation could never be placed
+    (
+        "create",
+        ("--generic-resource", "gpu=2"),
+        "--generic-resource gpu=2: not supported yet: nodes do not advertise generic resources",
+    ),
+    ("update", ("--generic-resource-add", "gpu=1"), "--generic-resource gpu=1: not supported"),
+    ("create", ("--generic-resource", "gpu=GPU-1"), "named resources, KIND=ID, are not"),
+    ("create", ("--generic-resource", "gpu"), "expected KIND=COUNT"),
 ]
 
 
@@ -552,6 +649,13 @@ def test_what_cannot_be_honoured_is_refused_saying_why(
     run = create if command == "create" else functools.partial(update, base)
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
         run(*flags)
+
+
+def test_a_generic_resource_is_removed_by_its_kind() -> None:
+    # a spec holding one (the API's validation would refuse it today) can drop it
+    base = dataclasses.replace(DEFAULT, generic_resources=(GenericResource("gpu", 2),))
+    assert update(base, "--generic-resource-rm", "gpu") == DEFAULT
+    assert update(base, "--generic-resource-rm", "gpu=2") == DEFAULT
 
 
 def test_timings_on_a_disabled_check_are_refused() -> None:

@@ -9,6 +9,7 @@ engine does not answer, these tests fail: they never skip. Every I/O test runs u
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -31,6 +32,8 @@ from swarmlet.executor.runtime_types import (
     PortBinding,
     UlimitSpec,
 )
+from swarmlet.executor.task_container import container_spec
+from swarmlet.state.model import Service, ServiceSpec, Task, Ulimit
 from swarmlet.testing.images import BUSYBOX_IMAGE, WEB_IMAGE, ensure_test_images
 
 TEST_LABEL = "swarmlet.test"
@@ -454,6 +457,60 @@ async def test_spec_options_reach_the_container(
             b"1",
             b"1024",
         ]
+
+
+@pytest.mark.docker
+async def test_a_services_container_settings_reach_docker_and_the_container(
+    runtime: DockerRuntime, labels: dict[str, str]
+) -> None:
+    """From the service model to the engine: what `docker inspect` reads back, and what the
+    processes inside see (the script exits 0 only if every setting took effect)."""
+    script = (
+        'test "$(ulimit -n)" = 1024'
+        " && ! touch /probe 2>/dev/null"
+        " && grep -q '^nameserver 10.0.0.53' /etc/resolv.conf"
+        " && grep -q '^search example.com' /etc/resolv.conf"
+        " && grep -q '^options ndots:2' /etc/resolv.conf"
+        " && test -t 1"
+    )
+    service = Service(
+        id="s1",
+        spec=ServiceSpec(
+            name=_name(labels, "settings"),
+            image=BUSYBOX_IMAGE,
+            entrypoint=("sh", "-c"),
+            command=(script,),
+            container_labels=dict(labels),
+            ulimits=(Ulimit("nofile", 1024, 2048), Ulimit("nproc", 512, 512)),
+            log_driver="local",
+            log_options={"max-size": "1m"},
+            dns_servers=("10.0.0.53",),
+            dns_search=("example.com",),
+            dns_options=("ndots:2",),
+            read_only=True,
+            tty=True,
+            pids_limit=64,
+        ),
+    )
+    task = Task(id="t1", service_id="s1", slot=1, spec_version=1, node_id="n1")
+    spec = container_spec(service, task, cluster_id="c1", node_id="n1", host_ip="127.0.0.1")
+    with trio.fail_after(30):
+        info = await _run_to_exit(runtime, spec)
+    assert info.exit_code == 0, info
+    (inspected,) = json.loads(_docker_cli("inspect", info.id))
+    host = inspected["HostConfig"]
+    assert host["Ulimits"] == [
+        {"Name": "nofile", "Soft": 1024, "Hard": 2048},
+        {"Name": "nproc", "Soft": 512, "Hard": 512},
+    ]
+    assert host["LogConfig"] == {"Type": "local", "Config": {"max-size": "1m"}}
+    assert (host["Dns"], host["DnsSearch"], host["DnsOptions"]) == (
+        ["10.0.0.53"],
+        ["example.com"],
+        ["ndots:2"],
+    )
+    assert (host["ReadonlyRootfs"], host["PidsLimit"]) == (True, 64)
+    assert inspected["Config"]["Tty"] is True
 
 
 @pytest.mark.docker

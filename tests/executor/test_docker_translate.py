@@ -291,6 +291,36 @@ def test_create_args_ulimits_and_log_config_become_docker_py_host_config() -> No
     assert config["LogConfig"] == {"Type": "local", "Config": {"max-size": "1m"}}
 
 
+def test_create_args_dns_read_only_tty_and_pids_limit_reach_the_engine_api() -> None:
+    spec = ContainerSpec(
+        name="a",
+        image="img:1",
+        dns=("10.0.0.53",),
+        dns_search=("example.com",),
+        dns_options=("ndots:2",),
+        read_only=True,
+        tty=True,
+        pids_limit=100,
+    )
+    create, host = container_create_args(spec)
+    assert create["tty"] is True
+    config = docker.types.HostConfig(version="1.41", **host)
+    assert (config["Dns"], config["DnsSearch"], config["DnsOptions"]) == (
+        ["10.0.0.53"],
+        ["example.com"],
+        ["ndots:2"],
+    )
+    assert (config["ReadonlyRootfs"], config["PidsLimit"]) == (True, 100)
+
+
+def test_create_args_log_options_without_a_driver_are_for_the_daemons_default() -> None:
+    spec = ContainerSpec(name="a", image="img:1", log_options={"max-size": "1m"})
+    _, host = container_create_args(spec)
+    config = docker.types.HostConfig(version="1.41", **host)
+    # An empty type: the daemon's default driver (Docker fills it in), given the options.
+    assert config["LogConfig"] == {"Type": "", "Config": {"max-size": "1m"}}
+
+
 @pytest.mark.parametrize(
     ("attrs", "subnet", "bridge"),
     [

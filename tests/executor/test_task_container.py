@@ -7,14 +7,22 @@ import pytest
 
 from swarmlet.errors import RuntimeAdapterError, SecretsUnavailableError
 from swarmlet.executor.labels import LABEL_CLUSTER, LABEL_NODE, LABEL_SLOT, LABEL_TASK
-from swarmlet.executor.runtime_types import ContainerInfo, MountSpec, PortBinding
+from swarmlet.executor.runtime_types import ContainerInfo, MountSpec, PortBinding, UlimitSpec
 from swarmlet.executor.task_container import (
     container_spec,
     exit_state,
     start_error,
     task_endpoints,
 )
-from swarmlet.state.model import Mount, PortConfig, Service, ServiceSpec, Task, TaskState
+from swarmlet.state.model import (
+    Mount,
+    PortConfig,
+    Service,
+    ServiceSpec,
+    Task,
+    TaskState,
+    Ulimit,
+)
 from swarmlet.state.observed import Endpoint
 
 
@@ -147,3 +155,41 @@ def test_a_host_mode_port_is_published_at_its_number_on_the_publish_address() ->
         PortBinding(80, host_port=9090, host_ip="0.0.0.0"),
         PortBinding(81, "udp", host_ip="0.0.0.0"),
     )
+
+
+def test_the_container_settings_of_the_spec_reach_the_container() -> None:
+    service = _service(
+        ServiceSpec(
+            name="web",
+            image="img:1",
+            ulimits=(Ulimit("nofile", 1024, 2048), Ulimit("nproc", -1, -1)),
+            log_driver="local",
+            log_options={"max-size": "10m"},
+            dns_servers=("10.0.0.53",),
+            dns_search=("example.com",),
+            dns_options=("ndots:2",),
+            read_only=True,
+            tty=True,
+            pids_limit=100,
+        )
+    )
+    task = Task(id="t1", service_id="s1", slot=1, spec_version=1, node_id="n1")
+    spec = container_spec(service, task, cluster_id="c1", node_id="n1", host_ip="10.0.0.2")
+    assert spec.ulimits == (UlimitSpec("nofile", 1024, 2048), UlimitSpec("nproc", -1, -1))
+    assert (spec.log_driver, spec.log_options) == ("local", {"max-size": "10m"})
+    assert (spec.dns, spec.dns_search, spec.dns_options) == (
+        ("10.0.0.53",),
+        ("example.com",),
+        ("ndots:2",),
+    )
+    assert (spec.read_only, spec.tty, spec.pids_limit) == (True, True, 100)
+
+
+def test_unset_container_settings_leave_dockers_defaults() -> None:
+    # "" driver: the node's default driver, still given the options; 0 pids: no limit
+    service = _service(ServiceSpec(name="web", image="img:1", log_options={"max-size": "1m"}))
+    task = Task(id="t1", service_id="s1", slot=1, spec_version=1, node_id="n1")
+    spec = container_spec(service, task, cluster_id="c1", node_id="n1", host_ip="10.0.0.2")
+    assert (spec.log_driver, spec.log_options) == (None, {"max-size": "1m"})
+    assert (spec.ulimits, spec.dns, spec.dns_search, spec.dns_options) == ((), (), (), ())
+    assert (spec.read_only, spec.tty, spec.pids_limit) == (False, False, None)

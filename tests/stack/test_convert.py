@@ -33,6 +33,7 @@ from swarmlet.state.model import (
     RestartCondition,
     RestartPolicy,
     ServiceMode,
+    Ulimit,
     UpdateConfig,
     UpdateOrder,
 )
@@ -161,6 +162,15 @@ def test_corpus_file_converts_to_what_dockers_document_says(name: str, tmp_path:
         assert len(spec.secrets) == len(service.get("secrets", []))
         assert len(spec.configs) == len(service.get("configs", []))
         assert spec.depends_on == tuple(f"st_{d}" for d in service.get("depends_on", []))
+        logging = service.get("logging", {})
+        assert spec.log_driver == logging.get("driver", "")
+        assert spec.log_options == logging.get("options", {})
+        assert spec.dns_servers == tuple(service.get("dns", ()))
+        assert (spec.read_only, spec.tty) == (
+            service.get("read_only", False),
+            service.get("tty", False),
+        )
+        assert spec.pids_limit == resources.get("limits", {}).get("pids", 0)
 
 
 @pytest.mark.parametrize("name", ACCEPTED)
@@ -248,6 +258,14 @@ def test_full_example_fails_where_docker_fails_each_with_its_path(tmp_path: Path
     # docker's convert: undefined network
     assert error().path == "services.foo.networks.other-other-network"
     config["networks"]["other-other-network"] = {}
+    # no node advertises generic resources: a reservation of them could never be placed
+    e = error()
+    assert (e.path, e.message) == (
+        "services.foo.deploy.resources.reservations.generic_resources",
+        "not supported yet: nodes do not advertise generic resources, so no node could be "
+        "chosen for the task",
+    )
+    del foo["deploy"]["resources"]["reservations"]["generic_resources"]
     convert_stack("st", LoadedStack(config, ()), file="full.yml")
 
 
@@ -260,6 +278,7 @@ def _repaired_full_example(tmp_path: Path) -> StackPlan:
     foo["volumes"] = [v for v in foo["volumes"] if v["type"] != "cluster"]
     config["volumes"]["datavolume"] = {}
     config["networks"]["other-other-network"] = {}
+    del foo["deploy"]["resources"]["reservations"]["generic_resources"]
     return convert_stack("st", LoadedStack(config, loaded.warnings), file="full.yml")
 
 
@@ -314,6 +333,15 @@ def test_full_example_values_come_out_right(tmp_path: Path) -> None:
     )
     assert (foo.cap_add, foo.cap_drop) == (("ALL",), ("NET_ADMIN", "SYS_ADMIN"))
     assert foo.sysctls == {"net.core.somaxconn": "1024", "net.ipv4.tcp_syncookies": "0"}
+    # the container settings service.go converts
+    assert foo.ulimits == (Ulimit("nofile", 20000, 40000), Ulimit("nproc", 65535, 65535))
+    assert (foo.log_driver, foo.log_options) == (
+        "syslog",
+        {"syslog-address": "tcp://192.168.0.42:123"},
+    )
+    assert foo.dns_servers == ("8.8.8.8", "9.9.9.9")
+    assert foo.dns_search == ("dc1.example.com", "dc2.example.com")
+    assert (foo.read_only, foo.tty, foo.pids_limit) == (True, True, 100)
 
 
 def test_full_example_named_objects(tmp_path: Path) -> None:
@@ -342,10 +370,8 @@ def test_full_example_named_objects(tmp_path: Path) -> None:
 
 def test_full_example_warns_about_what_swarmlet_ignores(tmp_path: Path) -> None:
     warnings = _repaired_full_example(tmp_path).warnings
-    assert (
-        "services.foo: swarmlet ignores dns, dns_search, logging, read_only, stdin_open, "
-        "tmpfs, tty, ulimits"
-    ) in warnings
+    assert ("services.foo: swarmlet ignores stdin_open, tmpfs") in warnings
+    assert not any("ulimits" in w or "pids" in w or "logging" in w for w in warnings)
     assert any(w.startswith("services.foo.environment.QUX:") for w in warnings)
     assert any(w.startswith("services.foo.ports[0]: target port 3000") for w in warnings)
     assert any(
@@ -764,3 +790,92 @@ def test_udp_ports_convert_without_a_warning_the_mesh_routes_them(tmp_path: Path
     (spec,) = plan.services
     assert spec.ports == (PortConfig(53, 53, "udp"), PortConfig(54, 54, "udp", "host"))
     assert plan.warnings == ()
+
+
+# --- container settings (service.go: convertUlimits, convertLogging, convertDNSConfig) ------
+
+CONTAINER_SETTINGS = """\
+version: "3.8"
+services:
+  web:
+    image: busybox
+    ulimits:
+      nproc: 64
+      nofile: {soft: 1024, hard: 2048}
+      core: {soft: -1, hard: -1}
+    logging:
+      options: {max-size: 1m}
+    dns: 10.0.0.53
+    dns_search: [a.example, b.example]
+    read_only: true
+    tty: true
+    deploy:
+      resources:
+        limits: {pids: 50}
+"""
+
+
+def test_container_settings_are_converted_as_service_go_does(tmp_path: Path) -> None:
+    plan = _convert(tmp_path, CONTAINER_SETTINGS)
+    (web,) = plan.services
+    # sorted by name; a single number is both limits
+    assert web.ulimits == (
+        Ulimit("core", -1, -1),
+        Ulimit("nofile", 1024, 2048),
+        Ulimit("nproc", 64, 64),
+    )
+    # options without a driver are for the node's default driver, as Swarm passes them
+    assert (web.log_driver, web.log_options) == ("", {"max-size": "1m"})
+    assert web.dns_servers == ("10.0.0.53",)
+    assert web.dns_search == ("a.example", "b.example")
+    assert (web.read_only, web.tty, web.pids_limit) == (True, True, 50)
+    assert not any("ignores" in w for w in plan.warnings)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "message"),
+    [
+        ("nproc: 64", "nprocs: 64", "services.web.ulimits.nprocs", "invalid ulimit name 'nprocs'"),
+        (
+            "{soft: 1024, hard: 2048}",
+            "{soft: 4096, hard: 2048}",
+            "services.web.ulimits.nofile",
+            "the soft limit must be less than or equal to the hard limit: 4096 > 2048",
+        ),
+        ("nproc: 64", "nproc: -5", "services.web.ulimits.nproc.soft", "must be 0 or more"),
+        ("dns: 10.0.0.53", "dns: [dns.example]", "services.web.dns[0]", "invalid IP address"),
+        (
+            "dns_search: [a.example, b.example]",
+            "dns_search: [a.example, bad_domain]",
+            "services.web.dns_search[1]",
+            "invalid search domain 'bad_domain'",
+        ),
+        (
+            "limits: {pids: 50}",
+            "limits: {pids: -1}",
+            "services.web.deploy.resources.limits.pids",
+            "must be 0 or more, got -1",
+        ),
+        (
+            "limits: {pids: 50}",
+            "reservations: {generic_resources: [{discrete_resource_spec: {kind: gpu, "
+            "value: 1.5}}]}",
+            "services.web.deploy.resources.reservations.generic_resources[0]"
+            ".discrete_resource_spec.value",
+            "expected a whole number",
+        ),
+        (
+            "limits: {pids: 50}",
+            "reservations: {generic_resources: [{discrete_resource_spec: {kind: gpu, value: 2}}]}",
+            "services.web.deploy.resources.reservations.generic_resources",
+            "not supported yet: nodes do not advertise generic resources",
+        ),
+    ],
+)
+def test_container_settings_docker_would_refuse_are_errors_at_their_path(
+    tmp_path: Path, old: str, new: str, path: str, message: str
+) -> None:
+    assert old in CONTAINER_SETTINGS
+    error = _error(tmp_path, CONTAINER_SETTINGS.replace(old, new))
+    assert error.path == path
+    assert message in error.message

@@ -11,19 +11,27 @@ import pytest
 from swarmlet.errors import UsageError
 from swarmlet.state.model import (
     FileRef,
+    GenericResource,
     Healthcheck,
     Mount,
     NetworkAttachment,
     Placement,
     ServiceSpec,
+    Ulimit,
 )
 from swarmlet.state.specparse import (
     effective_capabilities,
+    merge_ulimits,
     normalize_capabilities,
+    parse_dns_option,
+    parse_dns_search,
+    parse_dns_server,
     parse_extra_host,
+    parse_generic_resource,
     parse_mount,
     parse_network,
     parse_port_selector,
+    parse_ulimit,
     validate_spec,
 )
 
@@ -219,8 +227,94 @@ def _spec(**changes: object) -> ServiceSpec:
             _spec(placement=Placement(constraints=("engine.labels.ssd==true",))),
             "engine.labels.ssd is not supported",
         ),
+        # what the API is sent is checked as the flags are
+        (_spec(ulimits=(Ulimit("nofiles", 1, 1),)), "invalid ulimit name 'nofiles'"),
+        (_spec(ulimits=(Ulimit("nofile", 2, 1),)), "soft limit must be less than or equal"),
+        (_spec(ulimits=(Ulimit("nofile", 1, 1),) * 2), "--ulimit: nofile is given twice"),
+        (_spec(pids_limit=-1), r"--limit-pids: must be 0 \(unlimited\) or more, got -1"),
+        (_spec(dns_servers=("dns.google",)), "--dns: invalid IP address 'dns.google'"),
+        (_spec(dns_search=("a b",)), "--dns-search: invalid search domain 'a b'"),
+        (_spec(dns_options=("",)), "--dns-option: invalid option ''"),
+        (_spec(log_options={"": "x"}), "--log-opt: invalid option with no name"),
+        (
+            _spec(generic_resources=(GenericResource("gpu", 2),)),
+            "--generic-resource gpu=2: not supported yet: nodes do not advertise",
+        ),
+        (_spec(generic_resources=(GenericResource("gpu", 0),)), "a count of 1 or more"),
     ],
 )
 def test_validate_spec_refuses_what_docker_refuses(spec: ServiceSpec, message: str) -> None:
     with pytest.raises(UsageError, match=message):
         validate_spec(spec)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("nofile=1024:2048", Ulimit("nofile", 1024, 2048)),
+        ("nproc=64", Ulimit("nproc", 64, 64)),  # HARD defaults to SOFT
+        ("core=-1", Ulimit("core", -1, -1)),  # unlimited
+        ("memlock=1024:-1", Ulimit("memlock", 1024, -1)),
+    ],
+)
+def test_ulimit_is_read_as_go_units_reads_it(text: str, expected: Ulimit) -> None:
+    assert parse_ulimit(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("nofile", "--ulimit: invalid 'nofile': expected NAME=SOFT"),
+        ("=1", "expected NAME=SOFT"),
+        ("nofile=1:2:3", "at most two limits"),
+        ("nofile=1k", "expected whole numbers"),
+        ("open_files=1", "invalid ulimit name 'open_files': expected one of core, cpu"),
+        ("nofile=10:5", "soft limit must be less than or equal to the hard limit: 10 > 5"),
+        ("nofile=-1:5", "soft limit must be less than or equal to the hard limit: -1 > 5"),
+        ("nofile=-2", "limits must be -1 \\(unlimited\\) or more"),
+    ],
+)
+def test_ulimit_docker_would_refuse_is_a_usage_error(text: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse_ulimit(text)
+
+
+def test_ulimits_merge_one_per_name_sorted_later_winning() -> None:
+    kept = (Ulimit("nproc", 1, 1), Ulimit("core", 0, 0))
+    added = (Ulimit("nproc", 2, 2), Ulimit("nofile", 3, 3))
+    assert merge_ulimits(kept, added) == (
+        Ulimit("core", 0, 0),
+        Ulimit("nofile", 3, 3),
+        Ulimit("nproc", 2, 2),
+    )
+
+
+def test_dns_values_are_checked_as_docker_checks_them() -> None:
+    assert parse_dns_server(" 8.8.8.8") == "8.8.8.8"
+    assert parse_dns_server("2001:4860:4860:0::8888") == "2001:4860:4860::8888"
+    assert parse_dns_search("example.com.") == "example.com."
+    assert parse_dns_search(".") == "."  # docker's "no search domain"
+    assert parse_dns_option("ndots:2") == "ndots:2"
+    for bad in ("-a.example", "a..example", "a_b.example", "x" * 256):
+        with pytest.raises(UsageError, match="--dns-search: invalid search domain"):
+            parse_dns_search(bad)
+    with pytest.raises(UsageError, match=r"--dns: invalid IP address '8\.8\.8'"):
+        parse_dns_server("8.8.8")
+
+
+@pytest.mark.parametrize(
+    ("text", "result"),
+    [
+        ("gpu=2", GenericResource("gpu", 2)),
+        (" fpga = 1 ", GenericResource("fpga", 1)),
+        ("gpu", "expected KIND=COUNT"),
+        ("=2", "expected KIND=COUNT"),
+        ("gpu=GPU-0a1b", "named resources, KIND=ID, are not supported"),
+    ],
+)
+def test_generic_resource_is_kind_and_count(text: str, result: GenericResource | str) -> None:
+    if isinstance(result, GenericResource):
+        assert parse_generic_resource(text) == result
+    else:
+        with pytest.raises(UsageError, match=result):
+            parse_generic_resource(text)

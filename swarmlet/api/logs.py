@@ -1,0 +1,349 @@
+"""`service logs`: the lines of the containers of some services' (or single tasks') tasks, from
+every node that runs them, as docker's `service logs` gives them.
+
+Two sides, both here:
+- `logs` (the control socket's `service.logs`, on a manager): resolves its targets (`select`),
+  asks each node that runs some of the tasks with one `LogsRequest` (itself directly), and emits
+  one item per line. Without follow it collects every line and emits them in the order of
+  Docker's own timestamps, so lines merged from several nodes read in time order; with follow it
+  emits lines as they arrive, and polls the state every `FOLLOW_POLL_INTERVAL_S` for new tasks
+  of the selected services (or slots), opening their streams once they run.
+- `_serve` (the cluster channel's `LogsRequest`, on any node): reads its own containers through
+  the executor's runtime and sends one `LogLine` per line, to managers only.
+
+Invariants: a task's stream is opened at most once per call; one task's lines keep Docker's order
+(the merge is a stable sort, and Docker's timestamps never go back within one container). The
+items' `task` field (`SERVICE.SLOT.TASKID10`) is a contract with the dashboard (`feeds`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from contextlib import aclosing
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import trio
+
+from swarmlet.api.cluster import LocalAgent
+from swarmlet.api.control_socket import Emit, StreamHandler
+from swarmlet.errors import RemoteProtocolError, UsageError
+from swarmlet.leader.observation import observe
+from swarmlet.security import peer_policy
+from swarmlet.state.machine import ClusterState
+from swarmlet.state.model import ServiceMode, Task, TaskState
+from swarmlet.wire.peer_rpc import EndOfStream, LogLine, LogsRequest
+from swarmlet.wire.transport import FramedStream, parse_addr
+
+FOLLOW_POLL_INTERVAL_S = 0.5  # how soon `-f` opens the stream of a replica started after it
+LINE_BUFFER = 256  # lines in flight between the node streams and the caller
+
+
+# ---------------------------------------------------------------------------- selecting tasks
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What `service logs` asked for. Services and slots also match tasks created later (what
+    `-f` picks up); task ids match just those tasks."""
+
+    services: frozenset[str] = frozenset()  # service ids
+    slots: frozenset[tuple[str, int]] = frozenset()  # (service id, slot)
+    tasks: frozenset[str] = frozenset()  # task ids
+
+    def matches(self, task: Task) -> bool:
+        return (
+            task.id in self.tasks
+            or task.service_id in self.services
+            or (task.service_id, task.slot) in self.slots
+        )
+
+    def grows(self) -> bool:
+        """Whether tasks created later can match (only then does following poll for them)."""
+        return bool(self.services or self.slots)
+
+
+def select(state: ClusterState, refs: Iterable[str]) -> Selection:
+    """Docker's `SERVICE|TASK` operands: a service name or id; a task id or a unique prefix of
+    one; a task name `SERVICE.SLOT.TASKID` (as the log prefix shows it); or `SERVICE.SLOT`, the
+    tasks of one slot. Raises UsageError naming an operand that matches nothing."""
+    services: set[str] = set()
+    slots: set[tuple[str, int]] = set()
+    tasks: set[str] = set()
+    for ref in refs:
+        service = state.find_service(ref)
+        if service is not None:
+            services.add(service.id)
+            continue
+        task_id = _task_id(state, ref)
+        if task_id:
+            tasks.add(task_id)
+            continue
+        name, _, slot = ref.rpartition(".")
+        service = state.find_service(name) if name and slot.isdigit() else None
+        if service is None:
+            raise UsageError(f"no such service or task: {ref}")
+        slots.add((service.id, int(slot)))
+    return Selection(frozenset(services), frozenset(slots), frozenset(tasks))
+
+
+def _task_id(state: ClusterState, ref: str) -> str:
+    """The task `ref` names (an id, a unique id prefix or a task name), or ""."""
+    if ref in state.tasks:
+        return ref
+    name, _, tail = ref.rpartition(".")
+    if name.count(".") >= 1 and tail:  # SERVICE.SLOT.TASKID: the id part, as a prefix
+        ref = tail
+    matches = [task_id for task_id in state.tasks if task_id.startswith(ref)] if ref else []
+    if len(matches) > 1:
+        raise UsageError(f"task id prefix {ref!r} is ambiguous: give more of the id")
+    return matches[0] if matches else ""
+
+
+# ---------------------------------------------------------------------------- Docker's timestamps
+
+# Docker writes `RFC3339NanoFixed` (2026-12-03T08:25:03.123456789Z) then a space, before each line.
+_TIMESTAMP = re.compile(rb"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d) ")
+
+
+def split_timestamp(raw: bytes) -> tuple[str, bytes]:
+    """A line Docker gave with `timestamps=True` as (timestamp, line); ("", raw) without one."""
+    match = _TIMESTAMP.match(raw)
+    if match is None:
+        return "", raw
+    return raw[: match.end() - 1].decode(), raw[match.end() :]
+
+
+def timestamp_ns(text: str) -> int:
+    """Nanoseconds since the epoch of Docker's timestamp `text`; 0 for "" or anything else."""
+    match = _TIMESTAMP.match(text.encode() + b" ")
+    if match is None:
+        return 0
+    seconds, fraction, zone = (g.decode() if g else "" for g in match.groups())
+    when = datetime.fromisoformat(seconds + ("+00:00" if zone == "Z" else zone))
+    return int(when.timestamp()) * 1_000_000_000 + int(fraction.ljust(9, "0") or 0)
+
+
+class _Line(NamedTuple):
+    node_id: str
+    task_id: str  # "" for a note about a node (down, unreachable)
+    timestamp: str  # Docker's, or ""
+    text: str
+
+
+def in_time_order(lines: list[_Line]) -> list[_Line]:
+    """Lines merged from several streams, by Docker's timestamp. Stable: lines of one stream
+    that share a timestamp (or have none, as notes) keep their order."""
+    return sorted(lines, key=lambda line: timestamp_ns(line.timestamp))
+
+
+# ---------------------------------------------------------------------------- the control side
+
+
+def _tail(value: object) -> int:
+    """The request's `tail`: lines per container from the end; -1 for all (docker's default)."""
+    if value is None or value == "all":
+        return -1
+    if isinstance(value, int) and not isinstance(value, bool):
+        return max(value, -1)
+    raise UsageError(f"tail: expected a number of lines or 'all', not {value!r}")
+
+
+def _since(value: object) -> float:
+    if value is None:
+        return 0.0
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    raise UsageError(f"since: expected seconds since the epoch, not {value!r}")
+
+
+class ServiceLogs:
+    def __init__(self, agent: LocalAgent) -> None:
+        self.agent = agent
+        agent.stream_handlers[LogsRequest] = self._serve
+
+    def streams(self) -> dict[str, StreamHandler]:
+        return {"service.logs": self.logs}
+
+    async def logs(self, args: dict[str, Any], emit: Emit) -> None:
+        """Arguments: `targets` (docker's SERVICE|TASK operands; `service`, one name, is the
+        older spelling), `follow`, `tail` (lines per task, None or "all" for all), `since`
+        (seconds since the epoch). One item per line; see `_item` for its keys."""
+        await self.agent.read_barrier()
+        refs = args.get("targets") or [args.get("service", "")]
+        selection = select(self.agent.state, [str(ref) for ref in refs])
+        follow = bool(args.get("follow"))
+        template = LogsRequest((), follow, _tail(args.get("tail")), _since(args.get("since")))
+        opened: dict[str, Task] = {}
+        send, receive = trio.open_memory_channel[_Line](LINE_BUFFER)
+        async with trio.open_nursery() as nursery:
+            self._open_new(selection, template, opened, nursery, send)
+            if template.follow and selection.grows():
+                nursery.start_soon(self._watch, selection, template, opened, send.clone())
+            send.close()
+            async with receive:
+                if template.follow:
+                    async for line in receive:
+                        await emit(self._item(line, opened))
+                else:
+                    lines = [line async for line in receive]
+                    for line in in_time_order(lines):
+                        await emit(self._item(line, opened))
+
+    def _open_new(
+        self,
+        selection: Selection,
+        template: LogsRequest,
+        opened: dict[str, Task],
+        nursery: trio.Nursery,
+        out: trio.MemorySendChannel[_Line],
+    ) -> None:
+        """Start a stream per node for the selected tasks not opened yet that have run: before
+        RUNNING a task may have no container yet, and a later poll opens it."""
+        observed = observe(self.agent).tasks
+        by_node: dict[str, list[str]] = {}
+        for task in sorted(self.agent.state.tasks.values(), key=lambda t: (t.slot, t.id)):
+            if task.id in opened or not task.node_id or not selection.matches(task):
+                continue
+            obs = observed.get(task.id)
+            if max(task.state, obs.state if obs else TaskState.NEW) < TaskState.RUNNING:
+                continue
+            opened[task.id] = task
+            by_node.setdefault(task.node_id, []).append(task.id)
+        for node_id, task_ids in by_node.items():
+            request = LogsRequest(tuple(task_ids), template.follow, template.tail, template.since)
+            nursery.start_soon(self._node_logs, node_id, request, out.clone())
+
+    async def _watch(
+        self,
+        selection: Selection,
+        template: LogsRequest,
+        opened: dict[str, Task],
+        out: trio.MemorySendChannel[_Line],
+    ) -> None:
+        """While following: open the streams of tasks that start later, until every selected
+        service is removed (holding `out` open keeps the follow going meanwhile)."""
+        selected = selection.services | {service_id for service_id, _ in selection.slots}
+        async with out, trio.open_nursery() as nursery:
+            while any(s in self.agent.state.services for s in selected):
+                self._open_new(selection, template, opened, nursery, out)
+                await trio.sleep(FOLLOW_POLL_INTERVAL_S)
+
+    def _item(self, line: _Line, opened: dict[str, Task]) -> dict[str, Any]:
+        """One line for the caller: `task` (SERVICE.SLOT.TASKID10), `task_id`, `service`,
+        `service_id`, `slot` (the slot, or the node's name for a global service's task),
+        `slot_width` (digits of the replica count: docker pads the prefix by it), `node`,
+        `node_id`, `timestamp` (Docker's RFC 3339, or "") and `line`."""
+        task = opened.get(line.task_id)
+        service = self.agent.state.services.get(task.service_id) if task else None
+        item: dict[str, Any] = {
+            "task": line.task_id,
+            "task_id": line.task_id,
+            "service": "",
+            "service_id": "",
+            "slot": "",
+            "slot_width": 0,
+            "node": self.agent.node_name(line.node_id),
+            "node_id": line.node_id,
+            "timestamp": line.timestamp,
+            "line": line.text,
+        }
+        if task is not None:
+            name = service.spec.name if service else task.service_id
+            slot = str(task.slot or self.agent.node_name(task.node_id))
+            replicated = service is not None and service.spec.mode is ServiceMode.REPLICATED
+            item |= {
+                "task": f"{name}.{slot}.{task.id[:10]}",
+                "service": name,
+                "service_id": task.service_id,
+                "slot": slot,
+                "slot_width": len(str(service.spec.replicas)) if service and replicated else 0,
+            }
+        return item
+
+    async def _node_logs(
+        self, node_id: str, request: LogsRequest, out: trio.MemorySendChannel[_Line]
+    ) -> None:
+        async with out:
+            try:
+                if node_id == self.agent.node_id:
+                    local_send, local_receive = trio.open_memory_channel[LogLine](LINE_BUFFER)
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._local_logs, request, local_send)
+                        async with local_receive:
+                            async for local in local_receive:
+                                await out.send(_line(node_id, local))
+                    return
+                node = self.agent.state.nodes.get(node_id)
+                if node is None or not self.agent.is_ready(node_id):
+                    await out.send(_Line(node_id, "", "", "(node is down: no logs)"))
+                    return
+                stream = await self.agent.transport.connect(parse_addr(node.addr), node_id)
+                async with stream.stream:
+                    await stream.send(request)
+                    while True:
+                        msg = await stream.receive(expect=(LogLine, EndOfStream))
+                        if msg is None or isinstance(msg, EndOfStream):
+                            if msg is not None and msg.error:
+                                await out.send(_Line(node_id, "", "", f"({msg.error})"))
+                            return
+                        await out.send(_line(node_id, msg))
+            except (
+                OSError,
+                trio.BrokenResourceError,
+                RemoteProtocolError,
+                trio.TooSlowError,
+            ) as exc:
+                await out.send(_Line(node_id, "", "", f"(logs unavailable: {exc})"))
+
+    # ------------------------------------------------------------------------ the node side
+
+    async def _local_logs(self, request: LogsRequest, out: trio.MemorySendChannel[LogLine]) -> None:
+        """Lines of this node's containers for `request.task_ids`, into `out` (then closed),
+        each with Docker's timestamp split off."""
+        executor = self.agent.executor
+
+        async def one(
+            task_id: str, container_id: str, out: trio.MemorySendChannel[LogLine]
+        ) -> None:
+            assert executor is not None
+            lines = executor.runtime.logs(
+                container_id,
+                follow=request.follow,
+                tail=None if request.tail < 0 else request.tail,
+                since=request.since or None,
+                timestamps=True,
+            )
+            async with out, aclosing(lines):
+                async for raw in lines:
+                    timestamp, line = split_timestamp(raw)
+                    await out.send(LogLine(task_id, line, timestamp))
+
+        async with out, trio.open_nursery() as nursery:
+            if executor is None:
+                return
+            for task_id in request.task_ids:
+                container_id = executor.container_of(task_id)
+                if container_id:
+                    nursery.start_soon(one, task_id, container_id, out.clone())
+
+    async def _serve(self, stream: FramedStream, request: LogsRequest) -> None:
+        # Logs are per-task data: they go to managers only (`service logs` runs on one), as
+        # the connection's certificate and this node's state say.
+        if stream.peer is None or not peer_policy.is_manager(stream.peer, self.agent.state):
+            self.agent.transport.counters["logs_refused_not_manager"] += 1
+            await stream.send(EndOfStream(error="logs are served to managers only"))
+            return
+        send, receive = trio.open_memory_channel[LogLine](LINE_BUFFER)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._local_logs, request, send)
+            async with receive:
+                async for msg in receive:
+                    await stream.send(msg)
+        await stream.send(EndOfStream())
+
+
+def _line(node_id: str, msg: LogLine) -> _Line:
+    return _Line(node_id, msg.task_id, msg.timestamp, msg.line.decode(errors="replace"))

@@ -124,8 +124,9 @@ class _Converter:
             wanted = (self.services[key] or {}).get("depends_on") or []
             for i, dep in enumerate(wanted):
                 if dep not in self.services:
+                    at = f".{dep}" if isinstance(wanted, dict) else f"[{i}]"  # long syntax: a map
                     raise self.ctx.error(
-                        f"services.{key}.depends_on[{i}]",
+                        f"services.{key}.depends_on{at}",
                         f'service "{key}" depends on undefined service "{dep}"',
                     )
             deps[key] = list(dict.fromkeys(wanted))
@@ -220,6 +221,7 @@ class _Converter:
             networks=objects.attachments(key, svc),
             stack=ctx.stack,
             depends_on=tuple(ctx.scope(d) for d in dict.fromkeys(svc.get("depends_on") or [])),
+            depends_on_condition=self._conditions(svc.get("depends_on"), p + ".depends_on"),
             rebalance=rebalance(ctx, svc, deploy, p),
             autoscale=autoscale(ctx, svc, deploy, p, mode, replicas),
             ulimits=self._ulimits(svc.get("ulimits") or {}, p + ".ulimits"),
@@ -260,6 +262,29 @@ class _Converter:
         for k in svc:
             if k.startswith("x-swarmlet-") and k not in EXTENSION_KEYS:
                 self.ctx.warn(f"{p}.{k}: unknown swarmlet extension, ignored")
+
+    def _conditions(self, raw: object, p: str) -> dict[str, str]:
+        """compose-spec's long `depends_on`: each dependency's condition, when it is not the
+        default `service_started` (`leader.depends_on` honours them). `restart: true` (restart
+        this service when the dependency is updated) and `required: false` (start without the
+        dependency) are refused: swarmlet does neither."""
+        if not isinstance(raw, dict):
+            return {}
+        conditions = {}
+        for name, options in raw.items():
+            if options.get("restart"):
+                raise self.ctx.error(
+                    f"{p}.{name}.restart", "restart: true is not supported by swarmlet"
+                )
+            if options.get("required") is False:
+                raise self.ctx.error(
+                    f"{p}.{name}.required",
+                    "required: false is not supported by swarmlet (the dependency must exist)",
+                )
+            condition = str(options.get("condition") or "service_started")
+            if condition != "service_started":
+                conditions[self.ctx.scope(str(name))] = condition
+        return conditions
 
     def _ulimits(self, raw: Obj, p: str) -> tuple[Ulimit, ...]:
         # service.go convertUlimits: a single number is both limits; sorted by name.

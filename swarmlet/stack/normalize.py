@@ -494,7 +494,11 @@ def normalize_service(name: str, raw: Obj, ctx: Context) -> Obj:
     put(out, "container_name", s("container_name"))
     cred = raw.get("credential_spec") or {}
     put(out, "credential_spec", struct({k: cred.get(k) for k in ("config", "file", "registry")}))
-    put(out, "depends_on", [str(v) for v in raw.get("depends_on") or []])
+    depends_on = raw.get("depends_on") or []
+    if isinstance(depends_on, dict):  # compose-spec's long syntax (`stack.schema`)
+        put(out, "depends_on", {str(k): dict(v or {}) for k, v in depends_on.items()})
+    else:
+        put(out, "depends_on", [str(v) for v in depends_on])
     put(out, "deploy", _deploy(raw.get("deploy"), ctx, p + ".deploy"))
     put(out, "devices", [str(v) for v in raw.get("devices") or []])
     put(out, "dns", _string_list(raw.get("dns")))

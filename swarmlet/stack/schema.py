@@ -6,6 +6,10 @@ and the translation of the most specific error to docker's wording
 (``getMostSpecificError``/``getDescription``): ``must be a list``,
 ``Additional property profiles is not allowed``. The schema declares draft-04, so that is the
 validator used. Must not know: normalisation or files on disk.
+
+One deliberate relaxation (`_ACCEPTED_BEYOND_DOCKER`): a service's `depends_on` may also take
+compose-spec's long syntax (`db: {condition: service_healthy}`), which docker's schema refuses
+(moby/moby#46827) and swarmlet honours (`leader.depends_on`).
 """
 
 from __future__ import annotations
@@ -44,10 +48,43 @@ def _is_duration(instance: object) -> bool:
     return True
 
 
+# compose-spec's long `depends_on` (its schema's `service.depends_on`, without `restart`, which
+# the converter refuses with its reason rather than the schema without one).
+_DEPENDS_ON = {
+    "oneOf": [
+        {"$ref": "#/definitions/list_of_strings"},
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "patternProperties": {
+                "^[a-zA-Z0-9._-]+$": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "condition": {
+                            "type": "string",
+                            "enum": [
+                                "service_started",
+                                "service_healthy",
+                                "service_completed_successfully",
+                            ],
+                        },
+                        "restart": {"type": "boolean"},
+                        "required": {"type": "boolean"},
+                    },
+                    "required": ["condition"],
+                }
+            },
+        },
+    ]
+}
+
+
 @functools.cache
 def _validator() -> Any:
     text = resources.files("swarmlet.stack").joinpath("config_schema_v3.13.json").read_text()
     schema = json.loads(text)
+    schema["definitions"]["service"]["properties"]["depends_on"] = _DEPENDS_ON
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft4Validator)
     return cls(schema, format_checker=_FORMATS)
 

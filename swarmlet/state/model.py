@@ -281,6 +281,9 @@ class ServiceSpec:
     # Reservations of node-advertised resources; refused by `specparse.validate_spec` until
     # nodes advertise them (the scheduler could not honour them).
     generic_resources: tuple[GenericResource, ...] = ()
+    # compose-spec's long `depends_on`: service name -> "service_healthy" or
+    # "service_completed_successfully" (absent: "service_started"), `leader.depends_on`.
+    depends_on_condition: dict[str, str] = field(default_factory=dict)
 
 
 class UpdateState(enum.StrEnum):

@@ -549,6 +549,46 @@ def test_legacy_restart_is_used_without_restart_policy(tmp_path: Path) -> None:
     assert api.restart == RestartPolicy(RestartCondition.ON_FAILURE, max_attempts=4)
 
 
+LONG_DEPENDS_ON = (
+    'version: "3.8"\nservices:\n  app:\n    image: x\n    depends_on:\n'
+    "      migrate: {condition: service_completed_successfully}\n"
+    "      db: {condition: service_healthy}\n"
+    "      cache: {condition: service_started}\n"
+    "  migrate: {image: x, deploy: {mode: replicated-job}}\n"
+    "  db: {image: x}\n  cache: {image: x}\n"
+)
+
+
+def test_the_long_depends_on_takes_compose_specs_conditions(tmp_path: Path) -> None:
+    """Beyond docker, whose schema refuses the long syntax (moby/moby#46827)."""
+    plan = _convert(tmp_path, LONG_DEPENDS_ON)
+    assert [s.name for s in plan.services][-1] == "st_app"  # after its dependencies
+    app = next(s for s in plan.services if s.name == "st_app")
+    assert set(app.depends_on) == {"st_migrate", "st_db", "st_cache"}
+    assert app.depends_on_condition == {
+        "st_migrate": "service_completed_successfully",
+        "st_db": "service_healthy",
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "message"),
+    [
+        ("{condition: service_healthy, restart: true}", "depends_on.db.restart", "restart: true"),
+        ("{condition: service_healthy, required: false}", "depends_on.db.required", "required"),
+        ("{condition: service_ready}", "depends_on.db.condition", "must be one of"),
+        ("{restart: false}", "depends_on.db", "condition is required"),
+    ],
+)
+def test_what_the_long_depends_on_cannot_honour_is_refused(
+    tmp_path: Path, change: str, path: str, message: str
+) -> None:
+    text = LONG_DEPENDS_ON.replace("{condition: service_healthy}", change)
+    error = _error(tmp_path, text)
+    assert error.path == f"services.app.{path}", error
+    assert message in error.message
+
+
 @pytest.mark.parametrize(
     ("deploy", "mode", "replicas"),
     [

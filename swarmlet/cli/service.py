@@ -753,7 +753,7 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
         action="append",
         metavar="PORT",
         help="publish a port: PUBLISHED:TARGET[/tcp|udp] or published=P,target=T"
-        "[,protocol=udp][,mode=host], e.g. -p 8080:80",
+        "[,protocol=udp][,mode=host][,proxy-protocol=v1|v2], e.g. -p 8080:80",
     )
     p.add_argument(
         "-e", "--env", action="append", metavar="K=V", help="environment variable, e.g. -e A=1"

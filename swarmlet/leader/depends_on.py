@@ -62,8 +62,7 @@ def hold_back_dependents(state: ClusterState, observed: Observed) -> ClusterStat
         if s.spec.depends_on
         and not state.tasks_of(s.id)
         and not all(
-            met(name, s.spec.depends_on_condition.get(name, STARTED))
-            for name in s.spec.depends_on
+            met(name, s.spec.depends_on_condition.get(name, STARTED)) for name in s.spec.depends_on
         )
     ]
     if not held:

@@ -35,6 +35,9 @@ class Route:
     # network; a container of another network reaches the address through the host, and is
     # refused). "": anyone.
     clients: str = ""
+    # "" | "v1" | "v2": each connection to a replica opens with a PROXY protocol header of this
+    # version (`swarmlet.proxy.proxy_header`). Published TCP ports only, never a virtual address.
+    proxy_protocol: str = ""
 
     @property
     def key(self) -> tuple[str, int, str]:
@@ -136,7 +139,10 @@ def routes_from(
         name = service.spec.name
         for port in ingress:
             endpoints = tuple(serving.get((port.target, port.protocol), ()))
-            routes.append(Route(name, port.published, port.protocol, endpoints))
+            header = port.proxy_protocol if port.protocol == "tcp" else ""
+            routes.append(
+                Route(name, port.published, port.protocol, endpoints, proxy_protocol=header)
+            )
         for (target, protocol), found in sorted(serving.items()):
             for vip, subnet in service_vips:
                 routes.append(Route(name, target, protocol, tuple(found), vip, subnet))

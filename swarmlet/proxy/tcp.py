@@ -13,6 +13,10 @@ A connection that moves no byte either way for `Relay.idle_timeout_s` is closed 
 opening bytes, kept for replay to another replica, are dropped as soon as the connection is
 committed to its replica.
 
+On a route with `Route.proxy_protocol`, every connection to a replica, a retry's included,
+opens with a PROXY protocol header (`swarmlet.proxy.proxy_header`) naming the client's address
+and the one it connected to, written before any client byte; it is not counted in `bytes_in`.
+
 Sockets are plain non-blocking stdlib sockets, waited on with `trio.lowlevel.wait_readable` /
 `wait_writable`, rather than `trio.SocketStream`: a proxied request is a handful of tiny reads
 and writes, and a trio stream adds a trip through the scheduler to every call that succeeds at
@@ -42,6 +46,7 @@ from functools import lru_cache
 import trio
 
 from swarmlet.proxy.counters import PortKey, PortStats
+from swarmlet.proxy.proxy_header import proxy_header
 from swarmlet.proxy.routes import EndpointSelector, Route, admits
 from swarmlet.state.observed import Endpoint
 
@@ -259,9 +264,15 @@ class Relay:
             stats.refused += 1
             client.close()
             return
+        try:
+            header = _header_for(listener.route, client)
+        except (OSError, ValueError):  # gone already, or a version this proxy cannot send:
+            stats.errors += 1  # either way no replica may see the connection without it
+            client.close()
+            return
         self.active_connections += 1
         stats.active += 1
-        session = _Session(client, stats)
+        session = _Session(client, stats, header)
         self._sessions.add(session)
         try:
             with session.scope:  # cancelled by the sweeper only
@@ -297,6 +308,17 @@ async def _relay_to_a_replica(listener: _Listener, session: _Session) -> None:
         stats.errors += 1
         stats.retries += 1
     # No replica could take it: the client sees the connection close.
+
+
+def _header_for(route: Route, client: socket.socket) -> bytes:
+    """The PROXY protocol header each connection to a replica opens with, b"" if none. Read
+    from the socket, not the listener: the address the client connected to is the header's.
+    Raises OSError if the client is gone already, ValueError for a version it cannot send
+    (the specs are checked where they are made: this is for a state from elsewhere)."""
+    if not route.proxy_protocol:
+        return b""
+    peer, local = client.getpeername(), client.getsockname()
+    return proxy_header(route.proxy_protocol, peer[:2], local[:2])
 
 
 # ---------------------------------------------------------------------------- sockets
@@ -419,9 +441,10 @@ class _Session:
     `retry-on empty-response` makes the same trade for HTTP).
     """
 
-    def __init__(self, client: socket.socket, stats: PortStats) -> None:
+    def __init__(self, client: socket.socket, stats: PortStats, header: bytes = b"") -> None:
         self.client = client
         self.stats = stats
+        self.header = header  # written first on each connection to a replica (PROXY protocol)
         self.sent = bytearray()  # client bytes so far, while replay is still possible
         self.replayable = True
         self.client_eof = False
@@ -438,6 +461,8 @@ class _Session:
         session may be retried with another replica."""
         connected_at = trio.current_time()
         try:
+            if self.header:  # before any client byte, on every replica tried
+                await _send_all(upstream, self.header, self)
             if self.sent:
                 await _send_all(upstream, self.sent, self)
             if self.client_eof:

@@ -40,7 +40,7 @@ from typing import Any
 from swarmlet.errors import UsageError
 from swarmlet.stack import deploy_section
 from swarmlet.stack.convert_context import ConvertContext, Obj, string_map
-from swarmlet.stack.extensions import EXTENSION_KEYS, autoscale, rebalance
+from swarmlet.stack.extensions import EXTENSION_KEYS, autoscale, proxy_protocol, rebalance
 from swarmlet.stack.loader import DEPRECATED_PROPERTIES, UNSUPPORTED_PROPERTIES, LoadedStack
 from swarmlet.stack.objects import NetworkDef, SecretDef, StackObjects, VolumeDef
 from swarmlet.state.model import Healthcheck, PortConfig, ServiceSpec, Ulimit
@@ -183,7 +183,9 @@ class _Converter:
             container_labels=string_map(svc.get("labels")),
             mode=mode,
             replicas=replicas,
-            ports=self._ports(svc.get("ports") or [], p + ".ports"),
+            ports=proxy_protocol(
+                ctx, svc, deploy, p, self._ports(svc.get("ports") or [], p + ".ports")
+            ),
             placement=deploy_section.placement(
                 ctx, deploy.get("placement") or {}, p + ".deploy.placement"
             ),

@@ -1,5 +1,7 @@
-"""The ``x-swarmlet-*`` service extensions: ``x-swarmlet-autoscale`` (an `AutoscalePolicy`) and
-``x-swarmlet-rebalance`` (whether the leader may move this service's tasks to even out nodes).
+"""The ``x-swarmlet-*`` service extensions: ``x-swarmlet-autoscale`` (an `AutoscalePolicy`),
+``x-swarmlet-rebalance`` (whether the leader may move this service's tasks to even out nodes)
+and ``x-swarmlet-proxy-protocol`` (which published ports the mesh opens with a PROXY protocol
+header, and its version: ``{"8080": v2}``; compose's ports have no key for it).
 
 Where they are read: docker's v3 schema forbids ``x-*`` keys inside ``deploy`` (the loader rejects
 ``deploy.x-swarmlet-autoscale``), so the extensions are read at the service level
@@ -8,21 +10,25 @@ should a loader ever pass them through; given in both places is an error.
 
 The autoscale rules are those of `swarmlet.leader.autoscaler.parse_autoscale` (the text form of a
 policy): min >= 0, max >= min and >= 1, at least one target, every target above 0; and a global
-service cannot scale. Knows nothing of the service's other keys.
+service cannot scale. The proxy-protocol rules are `swarmlet.state.specparse`'s, as for
+``--publish ...,proxy-protocol=v2``: v1 or v2, on a published TCP port of mode ingress. Knows
+nothing of the service's other keys but its converted ports.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from swarmlet.errors import UsageError
 from swarmlet.stack.convert_context import ConvertContext, Obj
-from swarmlet.state.model import AutoscalePolicy, ServiceMode
-from swarmlet.state.specparse import parse_size
+from swarmlet.state.model import AutoscalePolicy, PortConfig, ServiceMode
+from swarmlet.state.specparse import parse_size, proxy_protocol_refusal
 
 AUTOSCALE_KEY = "x-swarmlet-autoscale"
 REBALANCE_KEY = "x-swarmlet-rebalance"
-EXTENSION_KEYS = (AUTOSCALE_KEY, REBALANCE_KEY)
+PROXY_PROTOCOL_KEY = "x-swarmlet-proxy-protocol"
+EXTENSION_KEYS = (AUTOSCALE_KEY, REBALANCE_KEY, PROXY_PROTOCOL_KEY)
 _AUTOSCALE_FIELDS = ("min", "max", "cpu", "memory", "rps")
 
 
@@ -87,3 +93,41 @@ def autoscale(
             "the autoscaler will bring it within"
         )
     return AutoscalePolicy(low, high, cpu, memory, rps)
+
+
+def proxy_protocol(
+    ctx: ConvertContext, svc: Obj, deploy: Obj, p: str, ports: tuple[PortConfig, ...]
+) -> tuple[PortConfig, ...]:
+    """`ports` (the service's, converted), with the PROXY protocol version the extension gives
+    each published TCP port it names (by its number as text: the loader, as docker's, takes
+    only text keys)."""
+    raw, where = _extension(ctx, svc, deploy, PROXY_PROTOCOL_KEY, p)
+    if raw is None:
+        return ports
+    if not isinstance(raw, dict):
+        raise ctx.error(where, 'expected a mapping of published port to v1 or v2, e.g. {"80": v2}')
+    versions: dict[int, str] = {}
+    for key, version in raw.items():
+        at = f"{where}.{key}"
+        text = str(key)
+        if isinstance(key, bool) or not text.isdigit():
+            raise ctx.error(at, f"expected a published port number, got {key!r}")
+        published = int(text)
+        if published in versions:
+            raise ctx.error(at, f"port {published} is given twice")
+        matching = [q for q in ports if q.published == published]
+        if not matching:
+            given = ", ".join(str(q.published) for q in ports) or "none"
+            raise ctx.error(at, f"port {published} is not published by this service ({given})")
+        # The TCP port if the number is published for both protocols: the one a header fits.
+        port = next((q for q in matching if q.protocol == "tcp"), matching[0])
+        refusal = proxy_protocol_refusal(dataclasses.replace(port, proxy_protocol=str(version)))
+        if refusal:
+            raise ctx.error(at, refusal)
+        versions[published] = str(version)
+    return tuple(
+        dataclasses.replace(q, proxy_protocol=versions[q.published])
+        if q.published in versions and q.protocol == "tcp"
+        else q
+        for q in ports
+    )

@@ -129,6 +129,9 @@ class PortConfig:
     target: int
     protocol: str = "tcp"  # tcp | udp
     mode: str = "ingress"  # ingress: every node's proxy; host: only the task's own node
+    # "" | "v1" | "v2": the mesh opens each relayed TCP connection with a PROXY protocol header
+    # of this version, carrying the client's address (ingress TCP ports only).
+    proxy_protocol: str = ""
 
 
 @dataclass(frozen=True, slots=True)

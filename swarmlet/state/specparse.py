@@ -114,19 +114,24 @@ def _port_number(text: str, flag: str, whole: str) -> int:
 
 
 def parse_port(text: str, flag: str = "--publish") -> PortConfig:
-    """ "8080:80", "8080:80/udp", or "published=8080,target=80,protocol=tcp,mode=host"."""
+    """ "8080:80", "8080:80/udp", or "published=8080,target=80,protocol=tcp,mode=host"; the
+    long form also takes swarmlet's "proxy-protocol=v1|v2" (ingress TCP ports only: the mesh
+    sends the header, and only the mesh relays their connections)."""
     if "=" in text:
         fields = dict(parse_key_value(part, flag) for part in text.split(","))
-        unknown = set(fields) - {"published", "target", "protocol", "mode"}
+        unknown = set(fields) - {"published", "target", "protocol", "mode", "proxy-protocol"}
         if unknown:
             raise UsageError(f"{flag}: unknown field(s) {', '.join(sorted(unknown))} in {text!r}")
         if "target" not in fields or "published" not in fields:
             raise UsageError(f"{flag}: {text!r} needs both published= and target=")
+        if fields.get("proxy-protocol") == "":  # given empty: neither version, nor "none"
+            raise UsageError(f"{flag}: proxy-protocol must be v1 or v2, got ''")
         port = PortConfig(
             published=_port_number(fields["published"], flag, text),
             target=_port_number(fields["target"], flag, text),
             protocol=fields.get("protocol", "tcp"),
             mode=fields.get("mode", "ingress"),
+            proxy_protocol=fields.get("proxy-protocol", ""),
         )
     else:
         body, _, protocol = text.partition("/")
@@ -142,7 +147,33 @@ def parse_port(text: str, flag: str = "--publish") -> PortConfig:
         raise UsageError(f"{flag}: protocol must be tcp or udp, got {port.protocol!r}")
     if port.mode not in ("ingress", "host"):
         raise UsageError(f"{flag}: mode must be ingress or host, got {port.mode!r}")
+    refusal = proxy_protocol_refusal(port)
+    if refusal:
+        raise UsageError(f"{flag}: {refusal}")
     return port
+
+
+PROXY_PROTOCOL_VERSIONS = ("v1", "v2")
+
+
+def proxy_protocol_refusal(port: PortConfig) -> str:
+    """Why `port` cannot have its `proxy_protocol`, "" if it can (or has none): the mesh sends
+    the header, so only the TCP connections it relays, those of ingress ports, can have one."""
+    if not port.proxy_protocol:
+        return ""
+    if port.proxy_protocol not in PROXY_PROTOCOL_VERSIONS:
+        return f"proxy-protocol must be v1 or v2, got {port.proxy_protocol!r}"
+    if port.protocol != "tcp":
+        return (
+            f"proxy-protocol is for tcp ports only: port {port.published}/{port.protocol} has "
+            "no connection to open with a header"
+        )
+    if port.mode != "ingress":
+        return (
+            f"proxy-protocol needs mode=ingress: port {port.published} is published mode=host, "
+            "straight to the container, not through the mesh that sends the header"
+        )
+    return ""
 
 
 def parse_port_selector(text: str, flag: str = "--publish-rm") -> tuple[int, str, str | None]:
@@ -154,7 +185,7 @@ def parse_port_selector(text: str, flag: str = "--publish-rm") -> tuple[int, str
     mode: str | None = None
     if "=" in text:
         fields = dict(parse_key_value(part, flag) for part in text.split(","))
-        unknown = set(fields) - {"published", "target", "protocol", "mode"}
+        unknown = set(fields) - {"published", "target", "protocol", "mode", "proxy-protocol"}
         if unknown:
             raise UsageError(f"{flag}: unknown field(s) {', '.join(sorted(unknown))} in {text!r}")
         if "target" not in fields:
@@ -483,6 +514,8 @@ def validate_spec(spec: ServiceSpec) -> None:
         raise UsageError("--replicas-max-per-node: must be 0 or more")
     seen: set[tuple[int, str]] = set()
     for port in spec.ports:
+        if refusal := proxy_protocol_refusal(port):  # the API's path does not go through parse_port
+            raise UsageError(f"--publish: {refusal}")
         key = (port.published, port.protocol)
         if key in seen:
             raise UsageError(f"--publish: port {port.published}/{port.protocol} is given twice")

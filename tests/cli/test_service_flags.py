@@ -236,6 +236,10 @@ CREATE_ONLY: list[tuple[tuple[str, ...], dict[str, Any]]] = [
         ("--publish", "published=53,target=53,protocol=udp,mode=host"),
         {"ports": (PortConfig(53, 53, "udp", "host"),)},
     ),
+    (
+        ("--publish", "published=8080,target=80,proxy-protocol=v2"),
+        {"ports": (PortConfig(8080, 80, proxy_protocol="v2"),)},
+    ),
     (("-e", "A=1", "--env", "B="), {"env": {"A": "1", "B": ""}}),
     (("-e", "PASSED"), {"env": {"PASSED": "from-env"}}),  # docker's pass-through
     (("-l", "team=web", "--label", "tier"), {"labels": {"team": "web", "tier": ""}}),
@@ -414,6 +418,17 @@ UPDATE_ONLY: list[tuple[tuple[str, ...], dict[str, Any]]] = [
                 PortConfig(9090, 90, mode="host"),
                 PortConfig(5353, 53, "udp"),
                 PortConfig(8080, 81),
+            )
+        },
+    ),
+    (
+        # the same port, now opened with a PROXY protocol header by the mesh
+        ("--publish-add", "published=8080,target=80,proxy-protocol=v1"),
+        {
+            "ports": (
+                PortConfig(9090, 90, mode="host"),
+                PortConfig(5353, 53, "udp"),
+                PortConfig(8080, 80, proxy_protocol="v1"),
             )
         },
     ),
@@ -599,6 +614,17 @@ REFUSED: list[tuple[str, tuple[str, ...], str]] = [
     ("update", ("--publish-rm", "80/sctp"), "protocol must be tcp or udp"),
     ("update", ("--publish-rm", "http"), "invalid port 'http'"),
     ("update", ("--publish-rm", "published=8080"), "needs target="),
+    (
+        "create",
+        ("-p", "published=53,target=53,protocol=udp,proxy-protocol=v2"),
+        "--publish: proxy-protocol is for tcp ports only",
+    ),
+    (
+        "update",
+        ("--publish-add", "published=9090,target=90,mode=host,proxy-protocol=v1"),
+        "--publish-add: proxy-protocol needs mode=ingress",
+    ),
+    ("create", ("-p", "published=8080,target=80,proxy-protocol=v9"), "must be v1 or v2"),
     # docker matches the target port: a published port given instead is named, with the fix
     (
         "update",

@@ -356,7 +356,8 @@ async def test_load_goes_to_the_leader_only_when_it_changed(test_ca: TestCA) -> 
         async with leader_serving(test_ca, state) as leader, trio.open_nursery() as nursery:
             node = reporter(test_ca, state, leader, executor, load_interval_s=0.05)
             await nursery.start(node.run)
-            await until(lambda: NODE in leader.intake.loads)
+            # Counted once the leader's answer is back (the intake keeps the load before).
+            await until(lambda: node.counters["status_reports_sent"] == 1)
             assert leader.intake.loads[NODE] == NodeLoad((), {"web": 3})
             sent = node.counters["status_reports_sent"]
             await trio.sleep(0.5)  # ten intervals

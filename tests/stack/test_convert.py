@@ -517,6 +517,61 @@ def test_rebalance_extension_turns_rebalancing_off(tmp_path: Path) -> None:
     assert _error(tmp_path, bad).path == "services.api.x-swarmlet-rebalance"
 
 
+PROXY_PROTOCOL = """\
+version: "3.8"
+services:
+  api:
+    image: busybox
+    ports:
+      - "8080:80"
+      - "8443:443"
+      - "8443:443/udp"
+      - "5353:53/udp"
+      - target: 9000
+        published: 9000
+        mode: host
+    x-swarmlet-proxy-protocol: {proxy_protocol}
+"""
+
+
+def test_proxy_protocol_extension_sets_the_version_of_the_ports_it_names(tmp_path: Path) -> None:
+    text = PROXY_PROTOCOL.format(proxy_protocol='{"8080": v2, "8443": v1}')
+    (api,) = _convert(tmp_path, text).services
+    assert api.ports == (
+        PortConfig(8080, 80, proxy_protocol="v2"),
+        PortConfig(8443, 443, proxy_protocol="v1"),
+        PortConfig(8443, 443, "udp"),  # the same number over UDP: no connection, no header
+        PortConfig(5353, 53, "udp"),
+        PortConfig(9000, 9000, mode="host"),
+    )
+
+
+def test_ports_have_no_proxy_protocol_without_the_extension(tmp_path: Path) -> None:
+    text = PROXY_PROTOCOL.replace("    x-swarmlet-proxy-protocol: {proxy_protocol}\n", "")
+    (api,) = _convert(tmp_path, text).services
+    assert all(port.proxy_protocol == "" for port in api.ports)
+
+
+@pytest.mark.parametrize(
+    ("proxy_protocol", "path", "fragment"),
+    [
+        ('{"8081": v2}', ".8081", "port 8081 is not published by this service"),
+        ('{"8080": v3}', ".8080", "must be v1 or v2, got 'v3'"),
+        ('{"5353": v2}', ".5353", "for tcp ports only"),
+        ('{"9000": v1}', ".9000", "needs mode=ingress"),
+        ('{"http": v1}', ".http", "expected a published port number"),
+        ('{"8080": v1, "08080": v2}', ".08080", "port 8080 is given twice"),
+        ("[8080]", "", "expected a mapping"),
+    ],
+)
+def test_bad_proxy_protocol_is_an_error_with_its_path(
+    tmp_path: Path, proxy_protocol: str, path: str, fragment: str
+) -> None:
+    error = _error(tmp_path, PROXY_PROTOCOL.format(proxy_protocol=proxy_protocol))
+    assert error.path == "services.api.x-swarmlet-proxy-protocol" + path
+    assert fragment in error.message
+
+
 def test_defaults_for_a_minimal_service(tmp_path: Path) -> None:
     plan = _convert(tmp_path, 'version: "3.8"\nservices:\n  api:\n    image: x\n')
     (api,) = plan.services

@@ -16,6 +16,7 @@ from swarmlet.state.model import (
     Mount,
     NetworkAttachment,
     Placement,
+    PortConfig,
     ServiceSpec,
     Ulimit,
 )
@@ -30,6 +31,7 @@ from swarmlet.state.specparse import (
     parse_generic_resource,
     parse_mount,
     parse_network,
+    parse_port,
     parse_port_selector,
     parse_ulimit,
     validate_spec,
@@ -138,6 +140,36 @@ def test_publish_rm_selects_by_target_port(text: str, expected: tuple[int, str, 
 def test_publish_rm_refuses_what_names_no_port(text: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
         parse_port_selector(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("published=8080,target=80,proxy-protocol=v2", PortConfig(8080, 80, proxy_protocol="v2")),
+        (
+            "published=8080,target=80,protocol=tcp,mode=ingress,proxy-protocol=v1",
+            PortConfig(8080, 80, proxy_protocol="v1"),
+        ),
+        ("published=8080,target=80", PortConfig(8080, 80)),  # no header unless asked for
+        ("8080:80", PortConfig(8080, 80)),
+    ],
+)
+def test_publish_takes_a_proxy_protocol_version(text: str, expected: PortConfig) -> None:
+    assert parse_port(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("published=8080,target=80,proxy-protocol=v3", "proxy-protocol must be v1 or v2"),
+        ("published=8080,target=80,proxy-protocol=", "proxy-protocol must be v1 or v2"),
+        ("published=53,target=53,protocol=udp,proxy-protocol=v2", "for tcp ports only"),
+        ("published=8080,target=80,mode=host,proxy-protocol=v1", "needs mode=ingress"),
+    ],
+)
+def test_publish_refuses_a_proxy_protocol_the_mesh_cannot_send(text: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse_port(text, "--publish-add")
 
 
 @pytest.mark.parametrize(

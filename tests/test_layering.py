@@ -124,6 +124,7 @@ PURE_MODULES: tuple[str, ...] = (
     "swarmlet.proxy.routes",
     "swarmlet.proxy.counters",
     "swarmlet.proxy.worker_protocol",
+    "swarmlet.proxy.proxy_header",
     "swarmlet.api.control_protocol",
     "swarmlet.security.secret_access",
     "swarmlet.security.propose_auth",

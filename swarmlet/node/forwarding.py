@@ -43,7 +43,7 @@ from swarmlet.state.commands import COMMANDS, Command
 from swarmlet.state.machine import ApplyResult, ClusterState
 from swarmlet.wire import codec as wire
 from swarmlet.wire.peer_rpc import ProposeBatch, ProposeBatchReply, ProposeReply, ProposeRequest
-from swarmlet.wire.transport import Address, FramedStream, Transport
+from swarmlet.wire.transport import LINK_ERRORS, Address, FramedStream, Transport
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +51,6 @@ log = logging.getLogger(__name__)
 _LEADER_POLL_S = 0.1
 _MAX_BATCH = 256  # forwarded writes in one ProposeBatch, at most
 _MAX_IN_FLIGHT = 4  # batches sent on a link and not yet answered, at most
-
-_LINK_ERRORS = (
-    OSError,
-    trio.BrokenResourceError,
-    trio.ClosedResourceError,
-    trio.TooSlowError,
-    RemoteProtocolError,
-)
 
 
 @dataclass
@@ -106,7 +98,7 @@ class _LeaderLink:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._until_broken, self._receive, stream)
                     await self._until_broken(self._send, stream)
-        except _LINK_ERRORS as exc:
+        except LINK_ERRORS as exc:
             log.debug("no write link to %s: %s", self.leader, exc)
         finally:
             self.closed = True
@@ -124,7 +116,7 @@ class _LeaderLink:
         """Run one half of the link; when either ends, the other is cancelled."""
         try:
             await half(stream)
-        except _LINK_ERRORS as exc:
+        except LINK_ERRORS as exc:
             log.debug("the write link to %s broke: %s", self.leader, exc)
         finally:
             self._scope.cancel()
@@ -279,7 +271,7 @@ class WriteForwarding:
                 nursery.start_soon(self._answer_batch, stream, batch)
                 try:
                     batch = await stream.receive(expect=(ProposeBatch,))
-                except _LINK_ERRORS:
+                except LINK_ERRORS:
                     break  # the answers under way are still sent, or dropped if they cannot be
 
     async def _answer_batch(self, stream: FramedStream, batch: ProposeBatch) -> None:

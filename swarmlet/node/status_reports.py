@@ -49,7 +49,7 @@ from swarmlet.state.observed import (
     TaskLoad,
     TaskObservation,
 )
-from swarmlet.wire.transport import Address, Counters, FramedStream, Transport
+from swarmlet.wire.transport import LINK_ERRORS, Address, Counters, FramedStream, Transport
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +60,6 @@ REPLY_TIMEOUT_S = 10.0  # a leader that does not answer a report in this time is
 MAX_STATUSES_PER_REPORT = 512  # a larger difference leaves in several reports, one after another
 MAX_PORT_ERRORS = 64  # per node; a proxy reports one per published port it cannot listen on
 MAX_PORT_ERROR_CHARS = 300
-
-_LINK_ERRORS = (
-    OSError,
-    trio.BrokenResourceError,
-    trio.ClosedResourceError,
-    trio.TooSlowError,
-    RemoteProtocolError,
-)
 
 
 def is_news(obs: TaskObservation, recorded: TaskObservation | None) -> bool:
@@ -162,7 +154,7 @@ class StatusReporter:
                     continue
                 try:
                     index = await self._send(report)
-                except (NotLeaderError, *_LINK_ERRORS) as exc:
+                except (NotLeaderError, *LINK_ERRORS) as exc:
                     self.counters["status_report_retries"] += 1
                     log.debug("a status report did not reach the leader: %s", exc)
                     with trio.move_on_after(RETRY_S):
@@ -214,7 +206,7 @@ class StatusReporter:
     async def _close_link(self) -> None:
         link, self._link = self._link, None
         if link is not None:
-            with trio.CancelScope(shield=True), contextlib.suppress(*_LINK_ERRORS):
+            with trio.CancelScope(shield=True), contextlib.suppress(*LINK_ERRORS):
                 await link.aclose()
 
 

@@ -53,6 +53,16 @@ MAX_FRAME_BYTES = 64 * 1024 * 1024  # Raft snapshots travel in one frame
 _LEN = struct.Struct(">I")
 MAX_JOIN_FRAME_BYTES = 16 * 1024  # what a node that is not a member yet may send in one frame
 MAX_CONNECTIONS = 1024  # served at once; beyond, new connections are closed (and counted)
+
+# What a request/reply stream to a peer raises when the peer goes away, refuses it, times out
+# or sends what does not decode: a caller that keeps a link retries on any of them.
+LINK_ERRORS = (
+    OSError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    trio.TooSlowError,
+    RemoteProtocolError,
+)
 HANDSHAKE_TIMEOUT_S = 5.0
 
 # The peer as this node sees it now (its certificate's identity, the role possibly lowered by

@@ -3,8 +3,8 @@ assigns to it, and reports what it observes.
 
 Inputs: the replicated state (which tasks are ours, and their desired state) and the Docker
 events stream (a container died, became healthy or unhealthy). Output: one `TaskObservation` per
-task, published through gossip, from which the leader decides (restart, replace) and every
-node's proxy learns the endpoints.
+task, reported to the leader and committed (`node.status_reports`), from which the leader
+decides (restart, replace) and every node's proxy learns the endpoints.
 
 Invariants:
   * we only ever touch containers labelled with our cluster id AND our node id;

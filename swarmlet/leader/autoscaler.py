@@ -135,7 +135,7 @@ class AutoscaleConfig:
 
 @dataclass(frozen=True)
 class Sample:
-    """One service's load at `at_s`, as the leader sees it through gossip and the proxies."""
+    """One service's load at `at_s`, as the leader sees it in the nodes' load reports."""
 
     at_s: float
     replicas: int  # running replicas the means are taken over

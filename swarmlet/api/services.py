@@ -14,14 +14,16 @@ import time
 from typing import Any
 
 from swarmlet import crypto
+from swarmlet.api import registry_auth
 from swarmlet.api.cluster import LocalAgent
 from swarmlet.api.control_socket import Handler, StreamHandler
 from swarmlet.api.logs import ServiceLogs
 from swarmlet.api.nodes import managers_only
 from swarmlet.api.registry import pin_image
 from swarmlet.errors import RemoteProtocolError, UsageError
+from swarmlet.executor.registry_auth import RegistryCredential
 from swarmlet.leader.observation import observe
-from swarmlet.state.commands import CreateService, RemoveService, UpdateService
+from swarmlet.state.commands import Batch, Command, CreateService, RemoveService, UpdateService
 from swarmlet.state.model import (
     Service,
     ServiceMode,
@@ -32,6 +34,7 @@ from swarmlet.state.model import (
     UpdateStatus,
 )
 from swarmlet.state.observed import TaskObservation
+from swarmlet.state.observed import effective_state as observed_state
 from swarmlet.state.specparse import validate_spec
 from swarmlet.wire import codec as wire
 
@@ -65,18 +68,26 @@ def decode_spec(raw: object) -> ServiceSpec:
 
 
 async def pin_spec_image(
-    spec: ServiceSpec, current: ServiceSpec | None, args: dict[str, Any]
+    spec: ServiceSpec,
+    current: ServiceSpec | None,
+    args: dict[str, Any],
+    credential: RegistryCredential | None = None,
 ) -> tuple[ServiceSpec, list[str]]:
-    """`spec` with its image's tag resolved to a digest on the registry (`registry.pin_image`),
-    unless the caller asked `no_resolve_image`; and the warnings for the user."""
+    """`spec` with its image's tag resolved to a digest on the registry (`registry.pin_image`,
+    with the service's registry `credential` if it is that registry's), unless the caller asked
+    `no_resolve_image`; and the warnings for the user."""
     if args.get("no_resolve_image"):
         return spec, []
-    image, warning = await pin_image(spec.image, current.image if current else None)
+    image, warning = await pin_image(
+        spec.image,
+        current.image if current else None,
+        registry_auth.for_pinning(credential, spec.image),
+    )
     return dataclasses.replace(spec, image=image), [warning] if warning else []
 
 
 def effective_state(task: Task, obs: TaskObservation | None) -> TaskState:
-    return max(task.state, obs.state) if obs is not None else task.state
+    return observed_state(task.state, obs)
 
 
 def is_up(task: Task, obs: TaskObservation | None) -> bool:
@@ -181,9 +192,19 @@ class ServiceControl:
     # ------------------------------------------------------------------------ operations
 
     async def create(self, args: dict[str, Any]) -> dict[str, Any]:
-        spec, warnings = await pin_spec_image(self._spec(args), None, args)
+        spec = self._spec(args)
+        credential = registry_auth.requested(args.get("registry_auth"))
+        registry_auth.check_for_image(credential, spec.image)
+        spec, warnings = await pin_spec_image(spec, None, args, credential)
         now = time.time()
-        service = Service(id=crypto.new_id(), spec=spec, created_at=now, updated_at=now)
+        service_id = crypto.new_id()
+        service = Service(
+            id=service_id,
+            spec=spec,
+            created_at=now,
+            updated_at=now,
+            registry_auth=registry_auth.sealed(self.agent, service_id, credential),
+        )
         await self._commit(CreateService(service))
         return {"id": service.id, "name": spec.name, "warnings": warnings}
 
@@ -192,8 +213,18 @@ class ServiceControl:
         spec = self._spec(args)
         if spec.name != service.spec.name:
             raise UsageError("a service cannot be renamed")
-        spec, warnings = await pin_spec_image(spec, service.spec, args)
-        await self._commit(UpdateService(service.id, spec, time.time()))
+        # docker: --with-registry-auth replaces the service's credential; without, it stays.
+        given = "registry_auth" in args
+        credential = registry_auth.requested(args.get("registry_auth"))
+        registry_auth.check_for_image(credential, spec.image)
+        if not given:
+            credential = registry_auth.stored(self.agent, service)
+        spec, warnings = await pin_spec_image(spec, service.spec, args, credential)
+        command: Command = UpdateService(service.id, spec, time.time())
+        if given:
+            replace = registry_auth.set_command(self.agent, service, credential)
+            command = Batch((command, replace)) if replace is not None else command
+        await self._commit(command)
         return {
             "id": service.id,
             "version": self.agent.state.services[service.id].version,

@@ -18,9 +18,12 @@ trimmed copy is returned when something is held back.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from swarmlet.leader.orchestrator.context import Observed
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import Task, TaskState
+from swarmlet.state.observed import effective_state
 
 STARTED = "service_started"
 HEALTHY = "service_healthy"
@@ -31,16 +34,31 @@ CONDITIONS = (STARTED, HEALTHY, COMPLETED)
 def hold_back_dependents(state: ClusterState, observed: Observed) -> ClusterState:
     """The state to orchestrate: `state` itself, or a copy without the services whose first
     start must wait for a dependency."""
+    return without(state, held_back(state, observed))
+
+
+def without(state: ClusterState, held: Collection[str]) -> ClusterState:
+    """`state` itself if nothing is held, else a copy without the `held` services."""
+    if not held:
+        return state
+    trimmed = state.copy()
+    for service_id in held:
+        del trimmed.services[service_id]
+    return trimmed
+
+
+def held_back(state: ClusterState, observed: Observed) -> list[str]:
+    """The services whose first start must wait for a dependency (by id, sorted). Costs the
+    tasks of the services that have `depends_on` and of their dependencies, not every task."""
 
     def state_of(task: Task) -> TaskState:
-        obs = observed.tasks.get(task.id)
-        return max(task.state, obs.state) if obs is not None else task.state
+        return effective_state(task.state, observed.tasks.get(task.id))
 
     def met(service_name: str, condition: str) -> bool:
         dep = state.service_by_name(service_name)
         if dep is None:
             return True  # removed meanwhile: nothing to wait for
-        tasks = state.tasks_of(dep.id)
+        tasks = list(state.tasks.of_service(dep.id).values())
         if condition == COMPLETED:
             if not dep.spec.mode.is_job:
                 return any(state_of(t) is TaskState.COMPLETE for t in tasks)
@@ -56,18 +74,12 @@ def hold_back_dependents(state: ClusterState, observed: Observed) -> ClusterStat
             for t in tasks
         )
 
-    held = [
+    return sorted(
         s.id
         for s in state.services.values()
         if s.spec.depends_on
-        and not state.tasks_of(s.id)
+        and not state.tasks.of_service(s.id)
         and not all(
             met(name, s.spec.depends_on_condition.get(name, STARTED)) for name in s.spec.depends_on
         )
-    ]
-    if not held:
-        return state
-    trimmed = state.copy()
-    for service_id in held:
-        del trimmed.services[service_id]
-    return trimmed
+    )

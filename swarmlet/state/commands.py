@@ -144,6 +144,55 @@ class Batch:
     commands: tuple[Command, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class SetRegistryAuth:
+    """Replace a service's sealed registry credential (`Service.registry_auth`; b"": none).
+    Leaves the spec and its version alone: a new credential restarts no task."""
+
+    service_id: str
+    sealed: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RotateClusterKey:
+    """A new cluster key (`crypto.ClusterKeys`), of epoch `epoch`, sealed to each member's public
+    key: node id -> blob, for exactly the members of the state it applies to. Committed with a
+    `RemoveNode`, in one `Batch`, so the removed node's copy stops sealing gossip."""
+
+    epoch: int
+    sealed: dict[str, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class SetAutolock:
+    """Turn autolock on (with the unlock key sealed with the managers' key,
+    `security.at_rest.seal_unlock_key`), rotate its key (on again, a new blob), or off (no blob)."""
+
+    enabled: bool
+    sealed_unlock_key: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class RotateManagersKey:
+    """A new managers' key (`crypto.ManagerKeys`), replacing the one whose public key is
+    `previous_public_key`, with everything sealed under the old one sealed again under the new
+    (`security.managers_key_rotation`). Committed with the change that takes a manager out of
+    the managers (a demotion, a `RemoveNode`), in one `Batch`: the node leaving keeps no key that
+    opens what the state holds from then on. Each map covers exactly what the state holds when it
+    applies (the managers, the secrets, the services with a registry credential): a change in
+    between makes the proposer build it again."""
+
+    previous_public_key: bytes
+    public_key: bytes
+    sealed: dict[str, bytes]  # manager id -> the new key sealed to it (`Node.sealed_manager_key`)
+    secrets: dict[str, bytes]  # secret id -> its value sealed anew (configs are not sealed)
+    sealed_worker_token: bytes
+    sealed_manager_token: bytes
+    registry_auth: dict[str, bytes]  # service id -> its credential sealed anew
+    sealed_ca_seed: bytes  # the CA's unchanging key, sealed anew (`ClusterState.sealed_ca_seed`)
+    sealed_unlock_key: bytes = b""  # autolock's unlock key sealed anew; b"" when it is off
+
+
 Command = (
     InitCluster
     | AddNode
@@ -161,6 +210,10 @@ Command = (
     | RemoveSecret
     | Batch
     | ReportTasks
+    | SetRegistryAuth
+    | RotateClusterKey
+    | SetAutolock
+    | RotateManagersKey
 )
 
 # Append only: ids are persisted in the Raft log.
@@ -181,5 +234,9 @@ COMMANDS: tuple[type, ...] = (
     RemoveSecret,
     Batch,
     ReportTasks,
+    SetRegistryAuth,
+    RotateClusterKey,
+    SetAutolock,
+    RotateManagersKey,
 )
 wire.register_all(catalog.STATE_COMMANDS, COMMANDS)

@@ -13,8 +13,9 @@ replica count, a malformed constraint) belongs to the API layer, before anything
 Join tokens and secrets' values are held sealed with the managers' key (`crypto.ManagerKeys`):
 every agent replicates this state, workers too (as Raft learners), but only managers can open
 them. Apply never opens anything: it stores and compares ciphertext. What it can check of keys,
-it does: the managers' public key is set once, at init (it names the managers' key and verifies
-their signatures); a manager's record always carries the managers' key sealed to it, and a
+it does: the managers' public key is set at init (it names the managers' key and verifies
+their signatures) and replaced only by a rotation that covers every manager and every sealed
+value (`RotateManagersKey`); a manager's record always carries the managers' key sealed to it, and a
 command brings that blob only with a promotion; a join cannot take over an existing node id
 under another public key.
 
@@ -24,9 +25,9 @@ Must not know: Raft, the network, Docker, the clock, any key.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from swarmlet.state.commands import (
     AddNode,
@@ -41,11 +42,23 @@ from swarmlet.state.commands import (
     RemoveService,
     RemoveTasks,
     ReportTasks,
+    RotateClusterKey,
+    RotateManagersKey,
     RotateToken,
+    SetAutolock,
+    SetRegistryAuth,
     SetTargetVoters,
     SetUpdateStatus,
     UpdateNode,
     UpdateService,
+)
+from swarmlet.state.indexes import (
+    ChangeJournal,
+    JournaledDict,
+    NodeTable,
+    ServiceTable,
+    StatusTable,
+    TaskTable,
 )
 from swarmlet.state.model import (
     Node,
@@ -61,6 +74,7 @@ from swarmlet.wire import catalog
 from swarmlet.wire import codec as wire
 
 VALID_VOTER_TARGETS = (1, 3, 5, 7)
+J = TypeVar("J", bound=JournaledDict[Any])
 
 
 class Rejected(Exception):
@@ -95,6 +109,9 @@ class StateSnapshot:
     removed_nodes: dict[str, float] = field(default_factory=dict)
     task_status: tuple[TaskObservation, ...] = ()
     port_errors: dict[str, dict[str, str]] = field(default_factory=dict)
+    autolock: bool = wire.appended(since=2, default=False)  # issue #18, `SetAutolock`
+    sealed_unlock_key: bytes = wire.appended(since=2, default=b"")
+    sealed_ca_seed: bytes = wire.appended(since=2, default=b"")  # #15, `RotateManagersKey`
 
 
 SNAPSHOT_TYPES: tuple[type, ...] = (StateSnapshot, ApplyResult)
@@ -104,6 +121,11 @@ wire.register_all(catalog.STATE_SNAPSHOT, SNAPSHOT_TYPES)
 class ClusterState:
     """The replicated desired state. Read freely; change only through `apply`."""
 
+    _nodes: NodeTable
+    _services: ServiceTable
+    _tasks: TaskTable
+    _task_status: StatusTable
+
     def __init__(self) -> None:
         self.cluster_id = ""
         self.created_at = 0.0
@@ -111,9 +133,12 @@ class ClusterState:
         self.sealed_manager_token = b""
         self.target_voters = 3
         self.managers_public_key = b""
-        self.nodes: dict[str, Node] = {}
-        self.services: dict[str, Service] = {}
-        self.tasks: dict[str, Task] = {}
+        # Which records changed, for the leader (`state.indexes`): every write to nodes,
+        # services, tasks and task_status is noted here, once someone takes a mark.
+        self.journal = ChangeJournal()
+        self.nodes = NodeTable(journal=self.journal)
+        self.services = ServiceTable(journal=self.journal)
+        self.tasks = TaskTable(journal=self.journal)
         self.secrets: dict[str, Secret] = {}
         # Network name -> the next VIP index on it. An index is not reused while its network
         # has services: a container keeps the /etc/hosts it started with, so a removed
@@ -126,9 +151,70 @@ class ClusterState:
         self.removed_nodes: dict[str, float] = {}
         # Task id -> what its node last reported of it (`ReportTasks`): only for tasks in
         # `tasks`, each reported by the node it is assigned to.
-        self.task_status: dict[str, TaskObservation] = {}
+        self.task_status = StatusTable(journal=self.journal)
         # Node id -> "PORT/PROTO" -> why its proxy cannot listen there (only nodes with errors).
         self.port_errors: dict[str, dict[str, str]] = {}
+        # Autolock (`security.at_rest`): managers keep their data key sealed by the unlock key,
+        # which the state holds sealed with the managers' key only (never in clear).
+        self.autolock = False
+        self.sealed_unlock_key = b""
+        # The CA's key, sealed with the managers' key, from the first rotation of the managers'
+        # key on (`RotateManagersKey`); b"" before: the CA key derives from the managers' key.
+        self.sealed_ca_seed = b""
+
+    # ------------------------------------------------------------- journaled, indexed records
+
+    # Assigning a plain dict (a test, `restore`) wraps it: the indexes and the journal always
+    # see every record.
+    @property
+    def nodes(self) -> NodeTable:
+        return self._nodes
+
+    @nodes.setter
+    def nodes(self, value: Mapping[str, Node]) -> None:
+        self._nodes = self._journaled(NodeTable, value, getattr(self, "_nodes", None))
+
+    @property
+    def services(self) -> ServiceTable:
+        return self._services
+
+    @services.setter
+    def services(self, value: Mapping[str, Service]) -> None:
+        self._services = self._journaled(ServiceTable, value, getattr(self, "_services", None))
+
+    @property
+    def tasks(self) -> TaskTable:
+        return self._tasks
+
+    @tasks.setter
+    def tasks(self, value: Mapping[str, Task]) -> None:
+        self._tasks = self._journaled(TaskTable, value, getattr(self, "_tasks", None))
+
+    @property
+    def task_status(self) -> StatusTable:
+        return self._task_status
+
+    @task_status.setter
+    def task_status(self, value: Mapping[str, TaskObservation]) -> None:
+        self._task_status = self._journaled(StatusTable, value, getattr(self, "_task_status", None))
+
+    def _journaled(self, table: type[J], value: Mapping[str, Any], old: J | None) -> J:
+        """`value` as this state's `table`, writing to this state's journal; while the journal
+        records, every key of the old and the new table counts as changed."""
+        if type(value) is table:
+            assert isinstance(value, table)
+            value.journal = self.journal
+            if self.journal.recording:
+                for key, record in value.items():
+                    self.journal.note(table.kind, key, getattr(record, "service_id", ""))
+        else:
+            value = table(value, self.journal)
+            assert isinstance(value, table)
+        if old is not None and self.journal.recording:
+            for key, record in old.items():
+                if key not in value:
+                    self.journal.note(table.kind, key, getattr(record, "service_id", ""))
+        return value
 
     # -------------------------------------------------------------------------------- reads
 
@@ -155,7 +241,7 @@ class ClusterState:
 
     def tasks_of(self, service_id: str) -> list[Task]:
         return sorted(
-            (t for t in self.tasks.values() if t.service_id == service_id),
+            self.tasks.of_service(service_id).values(),
             key=lambda t: (t.slot, t.node_id, t.created_at, t.id),
         )
 
@@ -177,11 +263,15 @@ class ClusterState:
         """Apply one committed command. Never raises for a command that is merely invalid."""
         try:
             if isinstance(command, Batch):
-                # All or nothing: check on a scratch copy, then commit by swapping the dicts.
+                # All or nothing: check on a scratch copy, then commit by taking its records
+                # (no second copy). The scratch notes its writes in this state's journal: a
+                # refused batch leaves notes of keys that did not change, which only costs a
+                # reader a look at them.
                 scratch = self.copy()
+                scratch._share_journal(self.journal)
                 for sub in command.commands:
                     scratch._apply_one(sub)
-                self._adopt(scratch)
+                self._adopt(scratch, copy=False)
                 return ApplyResult(True)
             return ApplyResult(True, value=self._apply_one(command))
         except Rejected as exc:
@@ -194,25 +284,47 @@ class ClusterState:
         result: str = handler(self, command)
         return result
 
-    def copy(self) -> ClusterState:
+    def copy(self, *, with_statuses: bool = True) -> ClusterState:
+        """An independent copy. `with_statuses=False`: without the task statuses, for a scratch
+        copy that only computes commands from the records (the orchestrator reads observations,
+        never `task_status`): at 100,000 tasks, one large dict fewer per pass to copy and for
+        the garbage collector to walk."""
         other = ClusterState()
-        other._adopt(self)
+        other._adopt(self, with_statuses=with_statuses)
         return other
 
-    def _adopt(self, other: ClusterState) -> None:
+    def _share_journal(self, journal: ChangeJournal) -> None:
+        self.journal = journal
+        for table in (self.nodes, self.services, self.tasks, self.task_status):
+            table.journal = journal
+
+    def _adopt(self, other: ClusterState, *, copy: bool = True, with_statuses: bool = True) -> None:
+        """Take `other`'s records: copies of them, or (`copy=False`, `other` is discarded) the
+        records themselves."""
         self.cluster_id = other.cluster_id
         self.created_at = other.created_at
         self.sealed_worker_token = other.sealed_worker_token
         self.sealed_manager_token = other.sealed_manager_token
         self.target_voters = other.target_voters
         self.managers_public_key = other.managers_public_key
-        self.nodes = dict(other.nodes)
-        self.services = dict(other.services)
-        self.tasks = dict(other.tasks)
+        self.autolock, self.sealed_unlock_key = other.autolock, other.sealed_unlock_key
+        self.sealed_ca_seed = other.sealed_ca_seed
+        if not copy:
+            # Not through the setters: `other` shares this state's journal and has noted its
+            # writes already (noting every record again would make every key look changed).
+            self._nodes, self._services = other.nodes, other.services
+            self._tasks, self._task_status = other.tasks, other.task_status
+            self._share_journal(self.journal)
+            self.secrets, self.vip_counters = other.secrets, other.vip_counters
+            self.removed_nodes, self.port_errors = other.removed_nodes, other.port_errors
+            return
+        self.nodes = other.nodes.copy()
+        self.services = other.services.copy()
+        self.tasks = other.tasks.copy()
         self.secrets = dict(other.secrets)
         self.vip_counters = dict(other.vip_counters)
         self.removed_nodes = dict(other.removed_nodes)
-        self.task_status = dict(other.task_status)
+        self.task_status = other.task_status.copy() if with_statuses else StatusTable()
         self.port_errors = dict(other.port_errors)
 
     # ------------------------------------------------------------------------- snapshots
@@ -234,6 +346,9 @@ class ClusterState:
                 removed_nodes=dict(self.removed_nodes),
                 task_status=tuple(self.task_status.values()),
                 port_errors=dict(self.port_errors),
+                autolock=self.autolock,
+                sealed_unlock_key=self.sealed_unlock_key,
+                sealed_ca_seed=self.sealed_ca_seed,
             )
         )
 
@@ -257,6 +372,9 @@ class ClusterState:
         state.removed_nodes = dict(snap.removed_nodes)
         state.task_status = {o.task_id: o for o in snap.task_status}
         state.port_errors = dict(snap.port_errors)
+        state.autolock = snap.autolock
+        state.sealed_unlock_key = snap.sealed_unlock_key
+        state.sealed_ca_seed = snap.sealed_ca_seed
         return state
 
 
@@ -306,6 +424,7 @@ def _add_node(state: ClusterState, cmd: AddNode) -> str:
         return existing.name
     if node.role is Role.MANAGER and not node.sealed_manager_key:
         raise Rejected(f"node {node.id} joins as a manager without the managers' key sealed to it")
+    _check_cluster_key(state, node)
     others = [n.name for n in state.nodes.values()]
     if cmd.name_is_explicit and node.name in others:
         raise Rejected(
@@ -323,10 +442,9 @@ def _remove_node(state: ClusterState, cmd: RemoveNode) -> str:
     state.removed_nodes[cmd.node_id] = cmd.removed_at
     state.port_errors.pop(cmd.node_id, None)
     # Its tasks can never report again: mark them orphaned so the orchestrator replaces them.
-    for task in list(state.tasks.values()):
-        if task.node_id == cmd.node_id:
-            state.task_status.pop(task.id, None)
-        if task.node_id == cmd.node_id and not task.state.terminal:
+    for task in list(state.tasks.on_node(cmd.node_id).values()):
+        state.task_status.pop(task.id, None)
+        if not task.state.terminal:
             state.tasks[task.id] = dataclasses.replace(
                 task,
                 desired_state=TaskState.SHUTDOWN,
@@ -477,8 +595,8 @@ def _remove_service(state: ClusterState, cmd: RemoveService) -> str:
         raise Rejected(f"no service {cmd.service_id}")
     del state.services[cmd.service_id]
     _drop_unused_vip_counters(state)
-    for task in list(state.tasks.values()):
-        if task.service_id == cmd.service_id and task.desired_state is TaskState.RUNNING:
+    for task in list(state.tasks.of_service(cmd.service_id).values()):
+        if task.desired_state is TaskState.RUNNING:
             state.tasks[task.id] = dataclasses.replace(
                 task, desired_state=TaskState.SHUTDOWN, updated_at=cmd.updated_at
             )
@@ -580,6 +698,14 @@ def _remove_secret(state: ClusterState, cmd: RemoveSecret) -> str:
     return secret.id
 
 
+def _set_registry_auth(state: ClusterState, cmd: SetRegistryAuth) -> str:
+    service = state.services.get(cmd.service_id)
+    if service is None:
+        raise Rejected(f"no service {cmd.service_id}")
+    state.services[cmd.service_id] = dataclasses.replace(service, registry_auth=cmd.sealed)
+    return cmd.service_id
+
+
 _HANDLERS: dict[type, Any] = {
     InitCluster: _init_cluster,
     AddNode: _add_node,
@@ -596,4 +722,107 @@ _HANDLERS: dict[type, Any] = {
     CreateSecret: _create_secret,
     RemoveSecret: _remove_secret,
     ReportTasks: _report_tasks,
+    SetRegistryAuth: _set_registry_auth,
 }
+
+
+# ------------------------------------------------------------------------ the cluster key's epoch
+
+
+def cluster_key_epoch(state: ClusterState) -> int:
+    """The epoch of the cluster key the members hold now: every record carries it (a rotation
+    gives each member the new key, a join brings the current one), 0 before any rotation."""
+    return max((n.cluster_key_epoch for n in state.nodes.values()), default=0)
+
+
+def _check_cluster_key(state: ClusterState, node: Node) -> None:
+    """A new member's record carries the current cluster key sealed to it (nothing at epoch 0,
+    whose key the join reply carries): a key rotated after the admitting manager sealed its
+    copy would leave the node unable to read or send gossip."""
+    epoch = cluster_key_epoch(state)
+    if node.cluster_key_epoch != epoch or bool(node.sealed_cluster_key) != (epoch > 0):
+        raise Rejected(
+            f"node {node.id} does not bring the cluster key of epoch {epoch} (it was replaced "
+            "while the node joined): join again"
+        )
+
+
+def _rotate_cluster_key(state: ClusterState, cmd: RotateClusterKey) -> str:
+    """Every member's record gets the new key. Sealed for exactly the members there are now, and
+    the next epoch: a member that joined or left since the proposer sealed would otherwise be
+    left without it, or keep an old one."""
+    current = cluster_key_epoch(state)
+    if cmd.epoch != current + 1:
+        raise Rejected(f"the cluster key is at epoch {current}: epoch {cmd.epoch} is not next")
+    if set(cmd.sealed) != set(state.nodes) or not all(cmd.sealed.values()):
+        raise Rejected("the members changed since the new cluster key was sealed: seal it again")
+    for node_id, sealed in cmd.sealed.items():
+        state.nodes[node_id] = dataclasses.replace(
+            state.nodes[node_id], sealed_cluster_key=sealed, cluster_key_epoch=cmd.epoch
+        )
+    return str(cmd.epoch)
+
+
+_HANDLERS[RotateClusterKey] = _rotate_cluster_key
+
+
+# ------------------------------------------------------------------------ autolock (issue #18)
+
+
+def _set_autolock(state: ClusterState, cmd: SetAutolock) -> str:
+    if cmd.enabled != bool(cmd.sealed_unlock_key):
+        raise Rejected("autolock on needs a sealed unlock key, and off takes none")
+    state.autolock = cmd.enabled
+    state.sealed_unlock_key = cmd.sealed_unlock_key
+    return ""
+
+
+_HANDLERS[SetAutolock] = _set_autolock
+
+
+# ---------------------------------------------------------------- the managers' key (issue #15)
+
+
+def _rotate_managers_key(state: ClusterState, cmd: RotateManagersKey) -> str:
+    """The new managers' key in every manager's record, and every value sealed under the old one
+    replaced by its copy under the new. All or nothing, and only for what the state holds now:
+    a manager, secret or credential the proposer did not seal again would be left with the key
+    being retired (a manager without the key, a value no manager opens), and a rotation built on
+    an older key (`previous_public_key`) would undo a newer one. Apply cannot open anything: that
+    each blob opens with the new key is the proposer's (a manager's: `security.propose_auth`)."""
+    if not state.managers_public_key or cmd.previous_public_key != state.managers_public_key:
+        raise Rejected("the managers' key was replaced meanwhile: build the rotation again")
+    if not cmd.public_key or cmd.public_key == cmd.previous_public_key:
+        raise Rejected("a rotation of the managers' key brings a new key")
+    managers = {n.id for n in state.managers()}
+    if not managers or set(cmd.sealed) != managers or not all(cmd.sealed.values()):
+        raise Rejected("the managers changed since the new managers' key was sealed: seal it again")
+    secrets = {s.id for s in state.secrets.values() if not s.is_config}
+    if set(cmd.secrets) != secrets or not all(cmd.secrets.values()):
+        raise Rejected("the secrets changed since they were sealed again: seal them again")
+    credentials = {s.id for s in state.services.values() if s.registry_auth}
+    if set(cmd.registry_auth) != credentials or not all(cmd.registry_auth.values()):
+        raise Rejected("the registry credentials changed since they were sealed again")
+    if not (cmd.sealed_worker_token and cmd.sealed_manager_token and cmd.sealed_ca_seed):
+        raise Rejected("a rotation of the managers' key seals both join tokens and the CA again")
+    if bool(cmd.sealed_unlock_key) != state.autolock:
+        raise Rejected("autolock changed since its unlock key was sealed again")
+    for node_id, blob in cmd.sealed.items():
+        state.nodes[node_id] = dataclasses.replace(state.nodes[node_id], sealed_manager_key=blob)
+    state.secrets = {
+        sid: dataclasses.replace(s, data=cmd.secrets[sid]) if sid in cmd.secrets else s
+        for sid, s in state.secrets.items()
+    }
+    for service_id, sealed in cmd.registry_auth.items():
+        state.services[service_id] = dataclasses.replace(
+            state.services[service_id], registry_auth=sealed
+        )
+    state.managers_public_key = cmd.public_key
+    state.sealed_worker_token = cmd.sealed_worker_token
+    state.sealed_manager_token = cmd.sealed_manager_token
+    state.sealed_ca_seed = cmd.sealed_ca_seed
+    state.sealed_unlock_key = cmd.sealed_unlock_key
+    return ""
+
+
+_HANDLERS[RotateManagersKey] = _rotate_managers_key

@@ -121,6 +121,11 @@ class Node:
     signing_key: bytes = b""
     # Raised by every role change; certificates of an older generation are refused.
     cert_generation: int = 0
+    # The cluster key of epoch `cluster_key_epoch` sealed to `public_key`; b"" at epoch 0, whose
+    # key the join reply carries. Every record gets the new one when a node is removed
+    # (`state.commands.RotateClusterKey`, `security.keyring`).
+    sealed_cluster_key: bytes = codec.appended(since=2, default=b"")
+    cluster_key_epoch: int = codec.appended(since=2, default=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +324,12 @@ class Service:
     # Set by the state machine: network name -> the service's index on it, from which every
     # node derives the service's virtual address on its bridge (`swarmlet.executor.networks`).
     vip_indexes: dict[str, int] = field(default_factory=dict)
+    # `--with-registry-auth`: the client's credential for the image's registry, sealed with the
+    # managers' key under the service's id (`security.registry_auth`), like secrets' values;
+    # b"" for none. Outside the spec: it is no part of what the tasks run (swarmkit's
+    # IsTaskDirty ignores PullOptions too), `service inspect` never shows it, and a rollback
+    # keeps it. Delivered only to the node running a task (`security.secret_delivery`).
+    registry_auth: bytes = codec.appended(since=2, default=b"")
 
 
 @dataclass(frozen=True, slots=True)

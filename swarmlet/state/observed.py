@@ -48,6 +48,16 @@ class TaskObservation:
     since: float = 0.0  # wall-clock time of the last state change
 
 
+def effective_state(recorded: TaskState, obs: TaskObservation | None) -> TaskState:
+    """The later of a task's recorded state and what its node observed (None: nothing yet).
+
+    Task states only move forward, so whichever of the two is further along is the truth: an
+    agent's report runs ahead of the record (RUNNING while the record says ASSIGNED), and the
+    record runs ahead of a stale report (the orchestrator wrote ORPHANED for a node that died).
+    Pure; the orchestrator, `depends_on` and the control API all read states through it."""
+    return max(recorded, obs.state) if obs is not None else recorded
+
+
 @dataclass(frozen=True, slots=True)
 class TaskLoad:
     """One running replica's last measured use (autoscaled services only)."""

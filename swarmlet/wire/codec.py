@@ -38,6 +38,7 @@ _MAX_DEPTH = 32
 _type_by_id: dict[int, type[Any]] = {}
 _id_by_type: dict[type[Any], int] = {}
 _fields_by_type: dict[type[Any], tuple[tuple[str, Any], ...]] = {}
+_defaults_by_type: dict[type[Any], tuple[tuple[str, Any], ...]] = {}
 
 
 def register(type_id: int, cls: type[Any]) -> None:
@@ -79,10 +80,51 @@ def _to_plain(value: Any) -> Any:
         return [_to_plain(v) for v in value]
     if isinstance(value, dict):
         return {k: _to_plain(v) for k, v in value.items()}
-    type_id = _id_by_type.get(type(value))
+    cls = type(value)
+    type_id = _id_by_type.get(cls)
     if type_id is None:
-        raise LocalProtocolError(f"{type(value).__name__} is not a registered wire type")
-    return [type_id, [_to_plain(getattr(value, name)) for name, _ in _fields(type(value))]]
+        raise LocalProtocolError(f"{cls.__name__} is not a registered wire type")
+    fields = _fields(cls)
+    end = len(fields)
+    for name, default in reversed(_appended_defaults(cls)):  # the last fields, in order
+        if getattr(value, name) != default:
+            break
+        end -= 1
+    return [type_id, [_to_plain(getattr(value, name)) for name, _ in fields[:end]]]
+
+
+def appended(since: int, **field_args: Any) -> Any:
+    """A field appended to a message in protocol `since` (`dataclasses.field` arguments with a
+    default). It is left out of the encoding while it holds its default, as every trailing
+    field of that kind: an agent of an older protocol, which refuses more fields than it knows,
+    then still decodes the message, until a value is set in the field (by a feature that an
+    operator should not use before every agent is upgraded: README, "Upgrading"). Fields
+    older than the version window are never left out, so existing encodings keep their bytes
+    (and snapshots their density: `wire.bounds`)."""
+    if "default" not in field_args and "default_factory" not in field_args:
+        raise TypeError("an appended field needs a default")
+    return dataclasses.field(metadata={_SINCE: since}, **field_args)
+
+
+_SINCE = "swarmlet.wire.since_protocol"
+
+
+def _appended_defaults(cls: type[Any]) -> tuple[tuple[str, Any], ...]:
+    """The trailing run of `appended` fields, with their defaults (built once per class)."""
+    cached = _defaults_by_type.get(cls)
+    if cached is None:
+        tail: list[tuple[str, Any]] = []
+        for f in dataclasses.fields(cls):
+            if not f.init:
+                continue
+            if _SINCE not in f.metadata:
+                tail = []
+            elif f.default is not dataclasses.MISSING:
+                tail.append((f.name, f.default))
+            else:
+                tail.append((f.name, f.default_factory()))  # type: ignore[operator]
+        cached = _defaults_by_type[cls] = tuple(tail)
+    return cached
 
 
 def encode(msg: Any) -> bytes:

@@ -3,7 +3,8 @@
 Modules: `core` (the order of the steps and the output), `context` (inputs, scratch state,
 changes), `slots` (restart, node down/drain, handovers), `restart` (policy maths), `replicated`,
 `global_`, `jobs` (replicated and global jobs), `update` (rolling update state machine),
-`rebalance`, `reaper` (task history).
+`rebalance`, `reaper` (task history), `incremental` (passes scoped to what changed: the
+leader's work per change follows the change, issue #16).
 
 Contract with the agents (what the observations must mean):
 * an agent starts only tasks assigned to its node whose recorded state is ASSIGNED or later

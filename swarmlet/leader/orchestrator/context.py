@@ -15,11 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from swarmlet.leader.scheduler import ObservedNode, Scheduler
+from swarmlet.leader.scheduler import NodeTallies, ObservedNode, Scheduler
 from swarmlet.state.commands import UpdateService
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import Service, Task, TaskState, UpdateStatus
-from swarmlet.state.observed import TaskObservation
+from swarmlet.state.observed import TaskObservation, effective_state
 
 IdSource = Callable[[], str]
 """Returns a fresh, unique task id on each call (injected so that a run replays exactly)."""
@@ -74,8 +74,22 @@ def is_current(task: Task) -> bool:
 
 
 class Context:
-    def __init__(self, state: ClusterState, observed: Observed, now: float, ids: IdSource) -> None:
-        self.work = state.copy()
+    """`work` is a copy of the state without its task statuses (the orchestrator reads the
+    observations); its task indexes are shared copy-on-write, so the copy costs one flat dict
+    copy whatever the cluster's size. `tallies`, if the caller keeps them, are
+    the node tallies of `state` (`scheduler.NodeTallies`), from which the scheduler starts
+    instead of counting every task."""
+
+    def __init__(
+        self,
+        state: ClusterState,
+        observed: Observed,
+        now: float,
+        ids: IdSource,
+        tallies: NodeTallies | None = None,
+    ) -> None:
+        self.base = state
+        self.work = state.copy(with_statuses=False)
         self.observed = observed
         self.now = now
         self.ids = ids
@@ -84,17 +98,22 @@ class Context:
         self.statuses: dict[str, UpdateStatus] = {}
         self.rollbacks: list[UpdateService] = []
         self.wakeups: list[float] = []
+        # Per service: its earliest timer, and whether what it decided depends on other
+        # services' tasks (a rebalancing move that found no room): the driver of scoped passes
+        # (`leader.planner`) looks at such a service again when its timer comes due, and on
+        # every pass, respectively.
+        self.service = ""  # the service being reconciled ("" between services)
+        self.timers: dict[str, float] = {}
+        self.watch: set[str] = set()
+        self._tallies = tallies
         self._scheduler: Scheduler | None = None
-        self.by_service: dict[str, dict[str, Task]] = {}
-        for task in state.tasks.values():
-            self.by_service.setdefault(task.service_id, {})[task.id] = task
+        self._sorted: dict[str, list[Task]] = {}  # tasks_of, until the service's next change
 
     # ---------------------------------------------------------------------------- observed
 
     def effective(self, task: Task) -> TaskState:
         """The later of the recorded and the observed state (states only move forward)."""
-        obs = self.observed.tasks.get(task.id)
-        return max(task.state, obs.state) if obs is not None else task.state
+        return effective_state(task.state, self.observed.tasks.get(task.id))
 
     def alive(self, task: Task) -> bool:
         return not self.effective(task).terminal
@@ -120,19 +139,36 @@ class Context:
 
     @property
     def scheduler(self) -> Scheduler:
-        """Built on first use, from the scratch state; kept current by `put`."""
+        """Built on first use, from the scratch state; kept current by `put`. From the caller's
+        tallies (of the state before this call), the changes made so far are counted in; after
+        a rollback (a spec, so reservations, changed in this call) every task is counted."""
         if self._scheduler is None:
-            self._scheduler = Scheduler(self.work, self.observed.nodes)
+            if self._tallies is None or self.rollbacks:
+                self._scheduler = Scheduler(self.work, self.observed.nodes)
+            else:
+                self._scheduler = Scheduler(self.work, self.observed.nodes, self._tallies)
+                for task_id in self.changes.keys() | set(self.removed):
+                    self._scheduler.changed(
+                        self.base.tasks.get(task_id), self.work.tasks.get(task_id)
+                    )
         return self._scheduler
 
     def wake_at(self, at: float) -> None:
         if at > self.now:
             self.wakeups.append(at)
+            if self.service:
+                self.timers[self.service] = min(at, self.timers.get(self.service, at))
 
     # ---------------------------------------------------------------------------- changes
 
     def tasks_of(self, service_id: str) -> list[Task]:
-        return sorted(self.by_service.get(service_id, {}).values(), key=order)
+        """The service's tasks in creation order (a fresh list; the sort is kept until the
+        service's tasks change)."""
+        tasks = self._sorted.get(service_id)
+        if tasks is None:
+            tasks = sorted(self.work.tasks.of_service(service_id).values(), key=order)
+            self._sorted[service_id] = tasks
+        return list(tasks)
 
     def put(self, task: Task, *, counted: bool = False) -> None:
         """Record a new or changed task. `counted`: the scheduler placed it and counted it."""
@@ -141,12 +177,14 @@ class Context:
         if self._scheduler is not None and not counted:
             self._scheduler.changed(self.work.tasks.get(task.id), task)
         self.work.tasks[task.id] = task
-        self.by_service.setdefault(task.service_id, {})[task.id] = task
+        self._sorted.pop(task.service_id, None)
         self.changes[task.id] = task
 
     def remove(self, task: Task) -> None:
+        if self._scheduler is not None:
+            self._scheduler.changed(self.work.tasks.get(task.id), None)
         self.work.tasks.pop(task.id, None)
-        self.by_service.get(task.service_id, {}).pop(task.id, None)
+        self._sorted.pop(task.service_id, None)
         self.removed.append(task.id)
 
     def create(

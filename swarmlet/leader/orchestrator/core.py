@@ -26,8 +26,8 @@ SetUpdateStatus per service. Propose them in this order (or as one Batch).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 
 from swarmlet.errors import UsageError
 from swarmlet.leader.orchestrator.context import Context, IdSource, Observed, SlotKey, counter_ids
@@ -37,6 +37,7 @@ from swarmlet.leader.orchestrator.reaper import reap_history, reap_removed_servi
 from swarmlet.leader.orchestrator.rebalance import rebalance
 from swarmlet.leader.orchestrator.replicated import reconcile_replicated
 from swarmlet.leader.orchestrator.update import adopt_unchanged, run_update
+from swarmlet.leader.scheduler import NodeTallies
 from swarmlet.state.commands import Command, PutTasks, RemoveTasks, SetUpdateStatus
 from swarmlet.state.constraints import Constraint, parse_constraints
 from swarmlet.state.machine import ClusterState
@@ -48,6 +49,11 @@ class Plan:
     commands: tuple[Command, ...]
     wakeup_at: float | None  # the earliest time > now at which a timer (restart delay, update
     # delay/monitor, rebalance cooldown) lets reconcile do more with no other change
+    # Per service reconciled: its earliest timer (the services `wakeup_at` is for).
+    timers: Mapping[str, float] = field(default_factory=dict)
+    # Services reconciled whose outcome depends on other services' tasks (a rebalancing move
+    # that found no room): a scoped pass must look at them whatever changed.
+    watch: frozenset[str] = frozenset()
 
 
 def reconcile(
@@ -74,22 +80,51 @@ def plan(
     now: float,
     ids: IdSource,
     services: Collection[str] | None = None,
+    *,
+    nodes: Collection[str] = (),
+    tallies: NodeTallies | None = None,
 ) -> Plan:
-    """Commands and the next timer. `services` (None: all) limits the per-service work to those
-    services: a driver may pass the services whose spec or tasks' observations changed, and must
-    pass None after any node change (and now and then). Reconcile costs O(tasks) with a
-    constant of tens of microseconds, so at 100,000 tasks a full pass takes seconds."""
-    ctx = Context(state, observed, now, ids)
-    _record_terminal_observations(ctx)
-    _orphan_tasks_on_down_nodes(ctx)
-    for service_id in sorted(ctx.work.services):
-        if services is not None and service_id not in services:
-            continue
+    """Commands and the next timer.
+
+    `services` None: a full pass, which looks at every task (O(tasks): at 100,000 tasks, about a
+    second). Otherwise a scoped pass, whose cost follows the scope: only those services are
+    reconciled (step 2) and reaped if removed (step 3), and steps 0-1 look only at their tasks
+    and at the tasks on `nodes`. Step 4 takes every task waiting for a node, as a full pass does
+    (from the state's index: the scheduler's answer for one depends on the others). A scoped
+    pass returns exactly the full pass's commands when nothing outside the scope needs a
+    change; `leader.planner` says which services and nodes a change concerns (tests hold the
+    two passes to the same result).
+
+    `tallies`: the node tallies of `state`, if the caller keeps them across passes
+    (`scheduler.NodeTallies`); the scheduler then does not count every task."""
+    ctx = Context(state, observed, now, ids, tallies)
+    look_at = None if services is None else _tasks_in_scope(state, services, nodes)
+    _record_terminal_observations(ctx, look_at)
+    _orphan_tasks_on_down_nodes(ctx, look_at)
+    in_scope = ctx.work.services if services is None else services
+    for service_id in sorted(s for s in in_scope if s in ctx.work.services):
+        ctx.service = service_id
         if _orchestrate(ctx, service_id):
             _orchestrate(ctx, service_id)  # rolled back: once more, on the restored spec
-    reap_removed_services(ctx)
+    ctx.service = ""
+    reap_removed_services(ctx, services)
     _schedule_pending(ctx)
-    return Plan(_commands(ctx), min(ctx.wakeups, default=None))
+    return Plan(
+        _commands(ctx), min(ctx.wakeups, default=None), dict(ctx.timers), frozenset(ctx.watch)
+    )
+
+
+def _tasks_in_scope(
+    state: ClusterState, services: Collection[str], nodes: Collection[str]
+) -> list[str]:
+    """The ids of the scoped services' tasks and of the tasks on the scoped nodes, sorted (the
+    order a full pass would visit them in)."""
+    found: set[str] = set()
+    for service_id in services:
+        found.update(state.tasks.of_service(service_id))
+    for node_id in nodes:
+        found.update(state.tasks.on_node(node_id))
+    return sorted(found)
 
 
 def _orchestrate(ctx: Context, service_id: str) -> bool:
@@ -119,28 +154,39 @@ def _orchestrate(ctx: Context, service_id: str) -> bool:
     return False
 
 
-def _record_terminal_observations(ctx: Context) -> None:
+def _record_terminal_observations(ctx: Context, look_at: list[str] | None) -> None:
     """An agent reported a task ended: write it down (the scheduler frees its resources and
-    ports from the record; the reaper and `service ps` read it too)."""
-    for task_id, obs in sorted(ctx.observed.tasks.items()):
+    ports from the record; the reaper and `service ps` read it too). `look_at`: the sorted task
+    ids of a scoped pass (None: every observed task)."""
+    observed = ctx.observed.tasks
+    if look_at is None:
+        look_at = sorted(tid for tid, obs in observed.items() if obs.state.terminal)
+    for task_id in look_at:
+        obs = observed.get(task_id)
         task = ctx.work.tasks.get(task_id)
-        if task is not None and obs.state.terminal and obs.state > task.state:
+        if obs is not None and task is not None and obs.state.terminal and obs.state > task.state:
             ctx.record(task)
 
 
-def _orphan_tasks_on_down_nodes(ctx: Context) -> None:
-    for task in sorted(ctx.work.tasks.values(), key=lambda t: t.id):
-        if task.node_id and ctx.node_ready(task.node_id) is False and ctx.alive(task):
+def _orphan_tasks_on_down_nodes(ctx: Context, look_at: list[str] | None) -> None:
+    """`look_at`: as above (None: the tasks of every node gossip declares down)."""
+    if look_at is None:
+        down = [n for n, obs in ctx.observed.nodes.items() if obs.ready is False]
+        look_at = sorted(tid for n in down for tid in ctx.work.tasks.on_node(n))
+    for task_id in look_at:
+        task = ctx.work.tasks.get(task_id)
+        if (
+            task is not None
+            and task.node_id
+            and ctx.node_ready(task.node_id) is False
+            and ctx.alive(task)
+        ):
             ctx.record(task, state=TaskState.ORPHANED, message="node down")
 
 
 def _schedule_pending(ctx: Context) -> None:
     pending = sorted(
-        (
-            t
-            for t in ctx.work.tasks.values()
-            if t.desired_state is TaskState.RUNNING and t.state <= TaskState.PENDING
-        ),
+        ctx.work.tasks.waiting().values(),
         key=lambda t: (t.service_id, t.slot, t.node_id, t.created_at, t.id),
     )
     if not pending:

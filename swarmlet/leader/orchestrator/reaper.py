@@ -10,13 +10,17 @@ A task recorded and removed in the same reconcile appears only in RemoveTasks.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from swarmlet.leader.orchestrator import restart
 from swarmlet.leader.orchestrator.context import Context, is_current, order, slot_key
 from swarmlet.state.model import Service, Task, TaskState
 
 
-def reap_removed_services(ctx: Context) -> None:
-    for service_id in sorted(ctx.by_service):
+def reap_removed_services(ctx: Context, services: Collection[str] | None = None) -> None:
+    """`services`: those of a scoped pass (None: every service that has tasks)."""
+    candidates = ctx.work.tasks.service_ids() if services is None else services
+    for service_id in sorted(candidates):
         if service_id in ctx.work.services:
             continue
         for task in ctx.tasks_of(service_id):

@@ -87,6 +87,9 @@ def rebalance(
     decision = ctx.scheduler.probe(probe)
     target = decision.node_id
     if not target or counts.get(target, load[target]) > counts[source] - 2:
+        # No room where it would help: room depends on the other services' tasks, so this
+        # service is looked at again whatever changes (`Plan.watch`).
+        ctx.watch.add(service.id)
         return
     task = ctx.create(service, mover.slot, attempt=mover.attempt, message=MESSAGE + source)
     ctx.put(dataclasses.replace(task, node_id=target, state=TaskState.ASSIGNED))

@@ -1,0 +1,325 @@
+"""What `ClusterState` keeps beside its records so that the leader's work scales with a change
+(issue #16): indexes of the tasks, and a journal of which records changed.
+
+Both are maintained by the containers themselves (`JournaledDict`, `TaskTable`), so every write
+counts, whoever makes it: `ClusterState.apply`'s handlers, the orchestrator's scratch copy, a test
+that pokes a task in. Neither is replicated or snapshotted: each replica derives them from its
+records, and they hold nothing that is not in the records.
+
+* `TaskTable` indexes tasks by service, by node, and the tasks waiting for a node (desired
+  RUNNING, state NEW or PENDING: what the scheduler takes). A copy shares the per-service and
+  per-node buckets and copies one only when it first writes to it (copy-on-write), so the
+  orchestrator's scratch copy costs a flat dict copy, not a re-index.
+* `ChangeJournal` answers "which tasks, statuses, services and nodes changed since mark M", in
+  time proportional to the answer. It remembers each record's last change only (a key changed
+  twice is listed once), records nothing until someone takes a mark (followers never do), and
+  forgets the oldest keys beyond a bound: `since` then answers None and the reader falls back to
+  a full look.
+
+Must not know: Raft, the network, the orchestrator's policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from swarmlet.state.model import Node, Service, Task, TaskState
+from swarmlet.state.observed import TaskObservation
+
+V = TypeVar("V")
+
+TASK = "task"
+STATUS = "status"
+SERVICE = "service"
+NODE = "node"
+KINDS = (TASK, STATUS, SERVICE, NODE)
+
+
+@dataclass
+class Changes:
+    """What changed since a mark. `tasks`: task id -> its service (known even for a removed
+    task, so the reader knows whose history moved)."""
+
+    tasks: dict[str, str] = field(default_factory=dict)
+    statuses: set[str] = field(default_factory=set)
+    services: set[str] = field(default_factory=set)
+    nodes: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.tasks or self.statuses or self.services or self.nodes)
+
+
+class ChangeJournal:
+    """Per kind, key -> (sequence number of its last change, extra); insertion order is the order
+    of last change (a key is moved to the end when it changes again), so `since` walks back from
+    the end and stops at the mark."""
+
+    def __init__(self, max_keys: int = 500_000) -> None:
+        self.max_keys = max_keys
+        self.recording = False
+        self._seq = 0
+        self._floor = 0  # changes at or before this were forgotten (or never recorded)
+        self._last: dict[str, dict[str, tuple[int, str]]] = {kind: {} for kind in KINDS}
+        self._size = 0
+
+    def note(self, kind: str, key: str, extra: str = "") -> None:
+        if not self.recording:
+            return
+        self._seq += 1
+        last = self._last[kind]
+        if last.pop(key, None) is None:
+            self._size += 1
+        last[key] = (self._seq, extra)
+        if self._size > self.max_keys:
+            self._forget_oldest()
+
+    def mark(self) -> int:
+        """The position now; start recording if nobody had asked before (what happened
+        earlier is unknown: `since` of an older mark answers None)."""
+        if not self.recording:
+            self.recording = True
+            self._floor = self._seq
+        return self._seq
+
+    def since(self, mark: int) -> Changes | None:
+        """Every key changed after `mark`; None if the journal cannot tell (forgotten)."""
+        if mark < self._floor or not self.recording:
+            return None
+        changes = Changes()
+        for kind, last in self._last.items():
+            for key, (seq, extra) in reversed(last.items()):
+                if seq <= mark:
+                    break
+                if kind == TASK:
+                    changes.tasks[key] = extra
+                elif kind == STATUS:
+                    changes.statuses.add(key)
+                elif kind == SERVICE:
+                    changes.services.add(key)
+                else:
+                    changes.nodes.add(key)
+        return changes
+
+    def _forget_oldest(self) -> None:
+        """Drop the oldest quarter of the keys (by their last change) across all kinds."""
+        drop = self._size // 4
+        oldest = sorted(
+            (seq, kind, key) for kind, last in self._last.items() for key, (seq, _) in last.items()
+        )[:drop]
+        for seq, kind, key in oldest:
+            del self._last[kind][key]
+            self._floor = max(self._floor, seq)
+        self._size -= len(oldest)
+
+
+class JournaledDict(dict[str, V]):
+    """A dict that notes every key written or deleted in a `ChangeJournal`. All of dict's
+    mutators go through `_write`/`_delete` (dict's own C methods would bypass an override)."""
+
+    kind = ""
+
+    def __init__(self, items: Mapping[str, V] | None = None, journal: ChangeJournal | None = None):
+        super().__init__()
+        self.journal = journal if journal is not None else ChangeJournal()
+        if items:
+            for key, value in items.items():
+                self._write(key, value)
+
+    # Hooks (TaskTable indexes on them).
+    def _write(self, key: str, value: V) -> None:
+        dict.__setitem__(self, key, value)
+        self.journal.note(self.kind, key)
+
+    def _delete(self, key: str) -> V:
+        value = dict.pop(self, key)
+        self.journal.note(self.kind, key)
+        return value
+
+    def __setitem__(self, key: str, value: V) -> None:
+        self._write(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self._delete(key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        if key in self:
+            return self._delete(key)
+        if default:
+            return default[0]
+        raise KeyError(key)
+
+    def popitem(self) -> tuple[str, V]:
+        key = next(reversed(self.keys()))
+        return key, self._delete(key)
+
+    def clear(self) -> None:
+        for key in list(self):
+            self._delete(key)
+
+    def update(self, *args: Any, **kwargs: V) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self._write(key, value)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self._write(key, default)
+        return self[key]
+
+    def __ior__(self, other: Any) -> JournaledDict[V]:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def copy(self) -> JournaledDict[V]:
+        """A plain copy, writing to a new journal (not recording)."""
+        other = type(self).__new__(type(self))
+        dict.update(other, self)
+        other.journal = ChangeJournal()
+        return other
+
+
+class ServiceTable(JournaledDict[Service]):
+    kind = SERVICE
+
+
+class NodeTable(JournaledDict[Node]):
+    kind = NODE
+
+
+class StatusTable(JournaledDict[TaskObservation]):
+    kind = STATUS
+
+
+def waits_for_node(task: Task) -> bool:
+    """What the scheduler takes: desired RUNNING, not placed yet (NEW or PENDING)."""
+    return task.desired_state is TaskState.RUNNING and task.state <= TaskState.PENDING
+
+
+_EMPTY: Mapping[str, Task] = {}
+
+
+class TaskTable(JournaledDict[Task]):
+    """Tasks by id, indexed by service, by node and waiting for a node. Read the indexes through
+    `of_service`, `on_node` and `waiting`: live views, valid until the next write."""
+
+    kind = TASK
+
+    def __init__(
+        self, items: Mapping[str, Task] | None = None, journal: ChangeJournal | None = None
+    ) -> None:
+        self._by_service: dict[str, dict[str, Task]] = {}
+        self._by_node: dict[str, dict[str, Task]] = {}
+        self._waiting: dict[str, Task] = {}
+        # Buckets this table may write in place; the others are shared with a copy.
+        self._own_services: set[str] = set()
+        self._own_nodes: set[str] = set()
+        self._own_waiting = True
+        super().__init__(items, journal)
+
+    # ------------------------------------------------------------------------- reads
+
+    def of_service(self, service_id: str) -> Mapping[str, Task]:
+        return self._by_service.get(service_id, _EMPTY)
+
+    def on_node(self, node_id: str) -> Mapping[str, Task]:
+        return self._by_node.get(node_id, _EMPTY)
+
+    def waiting(self) -> Mapping[str, Task]:
+        return self._waiting
+
+    def service_ids(self) -> Iterator[str]:
+        """Every service that has a task (removed services' included)."""
+        return iter(self._by_service)
+
+    # ------------------------------------------------------------------------- writes
+
+    def _write(self, key: str, value: Task) -> None:
+        if key != value.id:  # the indexes are by task id
+            raise ValueError(f"task {value.id} stored under another id, {key}")
+        old = dict.get(self, key)
+        dict.__setitem__(self, key, value)
+        if old is None:
+            self._index(value)
+        elif old.service_id == value.service_id and old.node_id == value.node_id:
+            self._reindex(old, value)  # the common case: a task moves on where it is
+        else:
+            self._unindex(old)
+            self._index(value)
+        self.journal.note(TASK, key, value.service_id)
+
+    def _delete(self, key: str) -> Task:
+        value = dict.pop(self, key)
+        self._unindex(value)
+        self.journal.note(TASK, key, value.service_id)
+        return value
+
+    def _index(self, task: Task) -> None:
+        self._bucket(self._by_service, self._own_services, task.service_id)[task.id] = task
+        if task.node_id:
+            self._bucket(self._by_node, self._own_nodes, task.node_id)[task.id] = task
+        if waits_for_node(task):
+            self._writable_waiting()[task.id] = task
+
+    def _reindex(self, old: Task, new: Task) -> None:
+        """`new` replaces `old` (same id, service and node) in place in the buckets."""
+        self._bucket(self._by_service, self._own_services, new.service_id)[new.id] = new
+        if new.node_id:
+            self._bucket(self._by_node, self._own_nodes, new.node_id)[new.id] = new
+        if waits_for_node(new):
+            self._writable_waiting()[new.id] = new
+        elif old.id in self._waiting:
+            self._writable_waiting().pop(old.id)
+
+    def _unindex(self, task: Task) -> None:
+        self._drop(self._by_service, self._own_services, task.service_id, task.id)
+        if task.node_id:
+            self._drop(self._by_node, self._own_nodes, task.node_id, task.id)
+        if task.id in self._waiting:
+            self._writable_waiting().pop(task.id)
+
+    @staticmethod
+    def _bucket(index: dict[str, dict[str, Task]], own: set[str], key: str) -> dict[str, Task]:
+        if key not in own:
+            index[key] = dict(index.get(key, _EMPTY))
+            own.add(key)
+        return index[key]
+
+    def _drop(
+        self, index: dict[str, dict[str, Task]], own: set[str], key: str, task_id: str
+    ) -> None:
+        bucket = self._bucket(index, own, key)
+        bucket.pop(task_id, None)
+        if not bucket:
+            del index[key]
+            own.discard(key)
+
+    def _writable_waiting(self) -> dict[str, Task]:
+        if not self._own_waiting:
+            self._waiting = dict(self._waiting)
+            self._own_waiting = True
+        return self._waiting
+
+    def copy(self) -> TaskTable:
+        """A copy sharing the index buckets (copy-on-write on both sides), with a new journal."""
+        other = TaskTable.__new__(TaskTable)
+        dict.update(other, self)
+        other.journal = ChangeJournal()
+        other._by_service = dict(self._by_service)
+        other._by_node = dict(self._by_node)
+        other._waiting = self._waiting
+        other._own_services, other._own_nodes, other._own_waiting = set(), set(), False
+        self._own_services, self._own_nodes, self._own_waiting = set(), set(), False
+        return other
+
+
+def index_problems(table: TaskTable) -> list[str]:
+    """How `table`'s indexes differ from a fresh count (empty: none). For tests."""
+    fresh = TaskTable(dict(table))
+    problems = []
+    for name in ("_by_service", "_by_node", "_waiting"):
+        if getattr(fresh, name) != getattr(table, name):
+            problems.append(name)
+    return problems

@@ -1,0 +1,205 @@
+"""Scoped passes (`orchestrator.incremental`) against full ones (issue #16).
+
+The property: on the same inputs, the leader's scoped pass returns exactly the commands and the
+next timer of a full pass, so nothing outside the scope needed a change. It is checked on every
+pass of the chaos simulation (`sim.py`: nodes down and up, drained, paused, joining, tasks
+failing and rejected, scaling, rolling updates with rollbacks, rebalancing), over seeds, and on
+a larger settled cluster for one random change at a time, where the scope must also be small.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import pytest
+
+from swarmlet.leader.orchestrator import counter_ids, plan
+from swarmlet.leader.orchestrator.incremental import IncrementalPlanner
+from swarmlet.state.commands import Command, PutTasks, SetUpdateStatus, UpdateService
+from swarmlet.state.model import Availability, Placement, Resources, ServiceMode, TaskState
+from tests.leader.orchestrator.cluster import Harness, add_node, add_service, make_state
+from tests.leader.orchestrator.sim import Sim
+
+
+def services_of(commands: tuple[Command, ...]) -> set[str]:
+    found: set[str] = set()
+    for command in commands:
+        if isinstance(command, PutTasks):
+            found.update(t.service_id for t in command.tasks)
+        elif isinstance(command, (SetUpdateStatus, UpdateService)):
+            found.add(command.service_id)
+    return found
+
+
+class Checked:
+    """Drives a Harness with an `IncrementalPlanner` (never a periodic full pass) and, on every
+    pass, compares it with a full pass on the same inputs, then applies the commands."""
+
+    def __init__(self, h: Harness) -> None:
+        self.h = h
+        self.planner = IncrementalPlanner(full_pass_every_s=float("inf"))
+        self.passes = 0
+        self.scoped = 0
+
+    def reconcile(self) -> list[Command]:
+        h = self.h
+        self.passes += 1
+        observed = h.observed()
+        prefix = f"p{self.passes}-"
+        full = plan(h.state, observed, h.now, counter_ids(prefix))
+        scoped = self.planner.plan(h.state, observed, h.now, counter_ids(prefix))
+        scope = self.planner.last_scope
+        assert scoped.commands == full.commands, (self.passes, scope)
+        assert scoped.wakeup_at == full.wakeup_at, (self.passes, scope)
+        if scope is not None:
+            self.scoped += 1
+            outside = services_of(full.commands) - scope.services
+            # Only the tasks waiting for a node are looked at outside the scope.
+            waiting = {t.service_id for t in h.state.tasks.waiting().values()}
+            assert outside <= waiting, (self.passes, outside)
+        for command in full.commands:
+            result = h.state.apply(command)
+            assert result.ok, (command, result.error)
+        return list(full.commands)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_scoped_passes_equal_full_passes_through_chaos(seed: int) -> None:
+    sim = Sim(seed)
+    checked = Checked(sim.h)
+    sim.h.reconcile = checked.reconcile  # type: ignore[method-assign]
+    sim.run(120)
+    assert checked.scoped == checked.passes - 1  # all but the first pass were scoped
+
+
+# ------------------------------------------------------------------- one change at a time
+
+
+def settled_cluster(rng: random.Random) -> tuple[Harness, Checked]:
+    state = make_state(12, labels={i: {"zone": "ab"[i % 2]} for i in range(1, 13)})
+    h = Harness(state)
+    for i in range(8):
+        add_service(h.state, f"r{i}", replicas=rng.randint(1, 15))
+    add_service(h.state, "g", mode=ServiceMode.GLOBAL)
+    add_service(
+        h.state,
+        "pref",
+        replicas=6,
+        placement=dataclasses.replace(
+            h.state.services["s-r0"].spec.placement, preferences=("spread=node.labels.zone",)
+        ),
+    )
+    checked = Checked(h)
+    h.reconcile = checked.reconcile  # type: ignore[method-assign]
+    h.settle(rounds=6)
+    h.now += 100.0
+    h.settle(rounds=3)
+    assert h.reconcile() == []
+    return h, checked
+
+
+def one_change(h: Harness, rng: random.Random) -> str:
+    nodes = sorted(h.state.nodes)
+    running = sorted(t.id for s in h.state.services for t in h.running(s))
+    kind = rng.choice(["fail", "fail", "down", "up", "drain", "scale", "update", "join"])
+    if kind == "fail":
+        h.fail(rng.choice(running))
+    elif kind == "down":
+        h.down.add(rng.choice(nodes))
+    elif kind == "up":
+        h.down.discard(rng.choice(sorted(h.down) or nodes))
+    elif kind == "drain":
+        h.set_availability(rng.choice(nodes), Availability.DRAIN)
+    elif kind == "scale":
+        h.update_spec(f"s-r{rng.randrange(8)}", replicas=rng.randint(0, 15))
+    elif kind == "update":
+        h.update_spec(f"s-r{rng.randrange(8)}", image=f"img:{rng.random()}")
+    else:
+        add_node(h.state, 20 + len(nodes))
+    return kind
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_one_change_at_a_time_is_reconciled_in_its_scope(seed: int) -> None:
+    rng = random.Random(seed)
+    h, checked = settled_cluster(rng)
+    for _ in range(25):
+        for _ in range(5):  # whatever came due meanwhile (a back-off, a cool-down) is done
+            if not h.reconcile():
+                break
+        kind = one_change(h, rng)
+        h.reconcile()
+        scope = checked.planner.last_scope
+        assert scope is not None
+        if kind == "fail":  # one task's service, nothing else
+            assert len(scope.services) == 1 and not scope.nodes, scope
+        for _ in range(4):  # let it play out, every pass still checked
+            h.agents()
+            h.now += 1.0
+            h.reconcile()
+        h.now += 40.0
+
+
+def test_a_failed_task_is_replaced_by_a_pass_that_looks_at_its_service_only() -> None:
+    h, checked = settled_cluster(random.Random(1))
+    victim = h.running("s-r3")[0]
+    h.fail(victim.id)
+    commands = h.reconcile()
+    assert checked.planner.last_scope is not None
+    assert checked.planner.last_scope.services == {"s-r3"}
+    replaced = [t for c in commands if isinstance(c, PutTasks) for t in c.tasks]
+    assert {t.service_id for t in replaced} == {"s-r3"}
+    assert any(t.id == victim.id and t.state is TaskState.FAILED for t in replaced)
+    assert any(t.state is TaskState.ASSIGNED and t.slot == victim.slot for t in replaced)
+
+
+def test_nothing_changed_means_nothing_looked_at() -> None:
+    h, checked = settled_cluster(random.Random(2))
+    h.now += 1.0
+    assert h.reconcile() == []
+    scope = checked.planner.last_scope
+    assert scope is not None and not scope.services and not scope.nodes
+
+
+def test_a_deferred_pass_is_looked_at_again() -> None:
+    h, checked = settled_cluster(random.Random(3))
+    victim = h.running("s-r2")[0]
+    h.fail(victim.id)
+    observed = h.observed()
+    lost = checked.planner.plan(h.state, observed, h.now, counter_ids("lost-"))
+    assert lost.commands  # ... and never committed
+    checked.planner.deferred()
+    again = checked.planner.plan(h.state, observed, h.now, counter_ids("again-"))
+    assert services_of(again.commands) == {"s-r2"}
+
+
+def test_a_move_that_found_no_room_is_tried_again_when_another_service_frees_it() -> None:
+    """`Plan.watch`: web cannot rebalance onto n02 while big holds its memory; once big is
+    scaled down (a change of big's alone), the pass looks at web too, as a full pass would."""
+    h = Harness(make_state(2, labels={1: {"x": "1"}}))
+    checked = Checked(h)
+    h.reconcile = checked.reconcile  # type: ignore[method-assign]
+    gib = 1 << 30
+    add_service(
+        h.state,
+        "web",
+        replicas=4,
+        reservations=Resources(memory_bytes=gib),
+        placement=Placement(constraints=("node.labels.x==1",)),
+    )
+    add_service(
+        h.state,
+        "big",
+        reservations=Resources(memory_bytes=7 * gib + gib // 2),
+        placement=Placement(constraints=("node.hostname==host2",)),
+    )
+    h.settle(rounds=4)
+    assert h.placement("s-web") == {"n01": 4} and h.placement("s-big") == {"n02": 1}
+    h.update_spec("s-web", placement=Placement())  # n02 is eligible now, but full
+    h.settle(rounds=3)
+    assert h.placement("s-web") == {"n01": 4}
+    assert "s-web" in checked.planner._watch
+    h.update_spec("s-big", replicas=0)
+    h.settle(rounds=4)
+    assert h.placement("s-web").get("n02", 0) >= 1  # rebalanced, every pass checked

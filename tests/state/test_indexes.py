@@ -1,0 +1,156 @@
+"""state.indexes: the task indexes follow every write (apply, a batch, a direct poke, a copy
+written on either side) exactly as a fresh count would, and the change journal names every
+record written since a mark, once, and says when it cannot tell."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import pytest
+
+from swarmlet.state.commands import (
+    AddNode,
+    Batch,
+    CreateService,
+    InitCluster,
+    PutTasks,
+    RemoveNode,
+    RemoveService,
+    RemoveTasks,
+    ReportTasks,
+)
+from swarmlet.state.indexes import ChangeJournal, TaskTable, index_problems
+from swarmlet.state.machine import ClusterState
+from swarmlet.state.model import Node, Role, Service, ServiceSpec, Task, TaskState
+from swarmlet.state.observed import TaskObservation
+
+
+def cluster(nodes: int = 4, services: int = 3) -> ClusterState:
+    state = ClusterState()
+    assert state.apply(InitCluster("c", 0.0, b"w", b"m")).ok
+    for i in range(nodes):
+        node = Node(f"n{i}", f"host{i}", f"10.0.0.{i}:1", f"10.0.0.{i}", Role.WORKER)
+        assert state.apply(AddNode(node)).ok
+    for i in range(services):
+        assert state.apply(CreateService(Service(f"s{i}", ServiceSpec(f"svc{i}", "img")))).ok
+    return state
+
+
+def random_task(rng: random.Random, state: ClusterState, task_id: str) -> Task:
+    old = state.tasks.get(task_id)
+    if old is None:
+        return Task(task_id, rng.choice(sorted(state.services)), rng.randint(1, 5), 1)
+    node = old.node_id or rng.choice(["", *sorted(state.nodes)])
+    states = [s for s in TaskState if s >= old.state]
+    return dataclasses.replace(
+        old,
+        node_id=node,
+        state=rng.choice(states),
+        desired_state=max(old.desired_state, rng.choice([TaskState.RUNNING, TaskState.SHUTDOWN])),
+    )
+
+
+def test_indexes_follow_random_commands_like_a_fresh_count() -> None:
+    rng = random.Random(5)
+    state = cluster()
+    ids = [f"t{i}" for i in range(40)]
+    copies = []
+    for step in range(300):
+        roll = rng.random()
+        if roll < 0.5:
+            batch = [random_task(rng, state, rng.choice(ids)) for _ in range(rng.randint(1, 4))]
+            state.apply(PutTasks(tuple({t.id: t for t in batch}.values())))
+        elif roll < 0.6:
+            state.apply(RemoveTasks(tuple(rng.sample(ids, 3))))
+        elif roll < 0.7:
+            one = PutTasks((random_task(rng, state, rng.choice(ids)),))
+            bad = RemoveNode("no-such-node", 1.0)
+            state.apply(Batch((one, bad)))  # refused as a whole
+            state.apply(Batch((one,)))
+        elif roll < 0.75:
+            poked = random_task(rng, state, rng.choice(ids))
+            state.tasks[poked.id] = poked
+        elif roll < 0.8:
+            copies.append(state.copy())  # then both sides are written
+            copy = copies[-1]
+            copy.tasks.pop(rng.choice(ids), None)
+            copy.tasks[f"c{step}"] = Task(f"c{step}", "s0", 1, 1, node_id="n1")
+        elif roll < 0.82 and len(state.nodes) > 1:
+            state.apply(RemoveNode(rng.choice(sorted(state.nodes)), 1.0))
+        assert index_problems(state.tasks) == [], step
+    for copy in copies:
+        assert index_problems(copy.tasks) == []
+    state.apply(RemoveService("s1", 2.0))
+    assert all(t.desired_state >= TaskState.SHUTDOWN for t in state.tasks.of_service("s1").values())
+    assert index_problems(state.tasks) == []
+
+
+def test_a_task_under_another_id_is_refused() -> None:
+    state = cluster()
+    with pytest.raises(ValueError, match="another id"):
+        state.tasks["x"] = Task("y", "s0", 1, 1)
+
+
+def test_a_restored_or_assigned_table_is_indexed() -> None:
+    state = cluster()
+    state.tasks = {"a": Task("a", "s0", 1, 1, node_id="n0"), "b": Task("b", "s1", 1, 1)}
+    assert isinstance(state.tasks, TaskTable)
+    assert set(state.tasks.on_node("n0")) == {"a"}
+    assert set(state.tasks.waiting()) == {"a", "b"}
+    again = ClusterState.restore(state.snapshot())
+    assert set(again.tasks.of_service("s1")) == {"b"}
+    assert index_problems(again.tasks) == []
+
+
+def test_journal_names_what_changed_since_a_mark() -> None:
+    state = cluster()
+    assert state.journal.since(0) is None  # nobody was listening: unknown
+    mark = state.journal.mark()
+    changes = state.journal.since(mark)
+    assert changes is not None and not changes
+    task = Task("t1", "s0", 1, 1, node_id="n2", state=TaskState.ASSIGNED)
+    assert state.apply(PutTasks((task,))).ok
+    assert state.apply(ReportTasks("n2", (TaskObservation("t1", TaskState.RUNNING),))).ok
+    assert state.apply(RemoveService("s2", 1.0)).ok
+    changes = state.journal.since(mark)
+    assert changes is not None
+    assert changes.tasks == {"t1": "s0"}
+    assert changes.statuses == {"t1"}
+    assert changes.services == {"s2"}
+    assert changes.nodes == set()
+    second = state.journal.mark()
+    assert state.apply(RemoveNode("n2", 2.0)).ok
+    later = state.journal.since(second)
+    assert later is not None
+    assert later.nodes == {"n2"} and later.tasks == {"t1": "s0"} and later.statuses == {"t1"}
+    assert state.apply(RemoveTasks(("t1",))).ok
+    gone = state.journal.since(second)
+    assert gone is not None and gone.tasks == {"t1": "s0"}  # a reaped task still names its service
+
+
+def test_a_batch_notes_only_what_it_wrote() -> None:
+    state = cluster()
+    tasks = tuple(Task(f"t{i}", "s0", i + 1, 1) for i in range(5))
+    assert state.apply(PutTasks(tasks)).ok
+    mark = state.journal.mark()
+    changed = dataclasses.replace(tasks[0], node_id="n1", state=TaskState.ASSIGNED)
+    assert state.apply(Batch((PutTasks((changed,)), RemoveTasks(("t4",))))).ok
+    changes = state.journal.since(mark)
+    assert changes is not None
+    assert changes.tasks == {"t0": "s0", "t4": "s0"} and not changes.services
+    assert index_problems(state.tasks) == []
+    assert set(state.tasks.on_node("n1")) == {"t0"}
+
+
+def test_journal_forgets_the_oldest_and_then_says_it_cannot_tell() -> None:
+    journal = ChangeJournal(max_keys=8)
+    mark = journal.mark()
+    for i in range(5):
+        journal.note("task", f"t{i}", "s")
+    recent = journal.mark()
+    for i in range(5, 12):
+        journal.note("task", f"t{i}", "s")
+    assert journal.since(mark) is None
+    changes = journal.since(recent)
+    assert changes is not None and set(changes.tasks) == {f"t{i}" for i in range(5, 12)}

@@ -17,12 +17,14 @@ the replicated state, and the mesh keeps its routes while there is no leader.
   and fsync (group commit in `raft.driver`).
 - In the sender's name only: `StatusIntake` on the leader commits a report's statuses in the name
   of the connection's certificate, and only about the tasks the state assigns to that node
-  (`leader.observation.report_refusal`); what it refuses is counted, and a report that changes
+  (`leader.observation.report_refusal`); what it refuses is counted (so are the load entries it
+  drops and the reports whose port errors it cuts to their bounds), and a report that changes
   nothing commits nothing. The state machine checks ownership again when it applies.
 
 Load figures (`NodeLoad`: per-task CPU and memory, proxy connection counts) change every few
 seconds and only the leader's autoscaler reads them: they ride along at most every
-`LOAD_INTERVAL_S`, when they changed, and stay in the leader's memory.
+`LOAD_INTERVAL_S`, when they changed, and stay in the leader's memory, one entry per member of
+the state (a removed node's goes at the next report after its removal).
 
 Must not know: what the executor or the proxy do (it reads their figures through callables).
 """
@@ -226,6 +228,7 @@ class StatusIntake:
         self._propose = propose
         self.counters = counters
         self.loads: dict[str, NodeLoad] = {}  # node id -> as its last report brought it
+        self._members_seen = (0, 0)  # (nodes, removed nodes) of the state `loads` was pruned for
 
     async def serve(self, stream: FramedStream, first: object) -> None:
         """Answer a connection's reports, one after another, until it closes."""
@@ -244,8 +247,12 @@ class StatusIntake:
             hint = self._raft.leader_id or ""
             return StatusReportReply(report.seq, False, not_leader=True, leader_hint=hint)
         node_id = peer.node_id
+        self._forget_departed(state)
         if report.load is not None:
-            self.loads[node_id] = _vetted_load(node_id, report.load, state)
+            load = self.loads[node_id] = _vetted_load(node_id, report.load, state)
+            dropped = _entries(report.load) - _entries(load)
+            if dropped:
+                self.counters["status_refused_load_entries"] += dropped
         statuses = []
         for obs in report.statuses:
             reason = report_refusal(state, node_id, obs.task_id)
@@ -256,7 +263,10 @@ class StatusIntake:
                 statuses.append(obs)
         port_errors = report.port_errors
         if port_errors is not None:
-            port_errors = _vetted_port_errors(port_errors)
+            vetted = _vetted_port_errors(port_errors)
+            if vetted != port_errors:  # some dropped, or cut to size
+                self.counters["status_refused_port_errors"] += 1
+            port_errors = vetted
             if port_errors == state.port_errors.get(node_id, {}):
                 port_errors = None
         if not statuses and port_errors is None:
@@ -268,6 +278,18 @@ class StatusIntake:
             return StatusReportReply(report.seq, False, not_leader=True, leader_hint=hint)
         self.counters["status_statuses_committed"] += len(statuses)
         return StatusReportReply(report.seq, result.ok, result.error, index=self._raft.applied)
+
+    def _forget_departed(self, state: ClusterState) -> None:
+        """Drop the loads of nodes no longer in the state. A node leaves it only by removal,
+        which grows the revocation list (`removed_nodes`, never shrunk), so the sizes tell
+        whether anything can have left: the scan runs once per membership change, not per
+        report."""
+        seen = (len(state.nodes), len(state.removed_nodes))
+        if seen == self._members_seen:
+            return
+        self._members_seen = seen
+        for node_id in [n for n in self.loads if n not in state.nodes]:
+            del self.loads[node_id]
 
     def _refuse(self, report: StatusReport, why: str) -> StatusReportReply:
         self.counters["status_report_refused"] += 1
@@ -285,6 +307,10 @@ def _vetted_load(node_id: str, load: NodeLoad, state: ClusterState) -> NodeLoad:
     names = {s.spec.name for s in state.services.values()}
     connections = {k: v for k, v in load.proxy_connections.items() if k in names}
     return NodeLoad(tuple(tasks), connections)
+
+
+def _entries(load: NodeLoad) -> int:
+    return len(load.tasks) + len(load.proxy_connections)
 
 
 def _vetted_port_errors(errors: dict[str, str]) -> dict[str, str]:

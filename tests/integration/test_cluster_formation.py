@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import socket
 import stat
 import time
@@ -176,3 +177,33 @@ def test_control_socket_is_owner_only(tmp_path: Path) -> None:
         assert stat.S_ISSOCK(mode)
         assert stat.S_IMODE(mode) == 0o600
         assert stat.S_IMODE(os.stat(a.data_dir).st_mode) == 0o700
+
+
+def _stop_cleanly(pid: int) -> None:
+    """As `systemctl stop` does: SIGTERM (hand over, leave, exit)."""
+    os.kill(pid, signal.SIGTERM)
+    wait_for("the agent to exit", lambda: not Path(f"/proc/{pid}").exists(), timeout=30)
+
+
+def test_the_first_node_restarted_after_a_clean_stop_is_seen_again_by_everyone(
+    tmp_path: Path,
+) -> None:
+    """The first node has no join seeds and starts from a state not yet replayed, while the
+    others hold it as gone (it left) and never probe it: gossip must reach the state's members
+    again on its own (`node.reconnect`), or every node sees the rest down. Twice, since the
+    race with the log's replay does not lose every time."""
+    with local_cluster(tmp_path) as cluster:
+        cluster.start(managers=3)
+        first = cluster.agents[0]
+        for _ in range(2):
+            pid = first.pid()
+            assert pid is not None
+            _stop_cleanly(pid)
+            wait_for("n2 to see n1 gone", lambda: _statuses(cluster, 2)["n1"] == "down")
+            cluster.restart(first)
+            for observer in (1, 2, 3):
+                wait_for(
+                    f"n{observer} to see every node ready",
+                    lambda o=observer: set(_statuses(cluster, o).values()) == {"ready"},
+                    timeout=25,
+                )

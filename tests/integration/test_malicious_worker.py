@@ -55,6 +55,7 @@ from swarmlet.gossip.messages import (
     alive_signed_bytes,
 )
 from swarmlet.node.replicated import encode_command
+from swarmlet.node.status_reports import MAX_PORT_ERRORS, MAX_STATUSES_PER_REPORT
 from swarmlet.raft.driver import RaftStreamHello
 from swarmlet.raft.messages import (
     AppendEntries,
@@ -75,9 +76,11 @@ from swarmlet.state.commands import Command, RemoveNode, UpdateNode
 from swarmlet.state.model import Role, TaskState
 from swarmlet.state.observed import (
     Endpoint,
+    NodeLoad,
     NodeMeta,
     StatusReport,
     StatusReportReply,
+    TaskLoad,
     TaskObservation,
     decode_meta,
     encode_meta,
@@ -1045,6 +1048,136 @@ async def test_a_workers_status_reports_cannot_claim_another_nodes_task_or_forei
                 lambda m=m: not refused(scene.cluster, m),
             )
         assert await off_loop(committed_status, scene, on_worker) == real_report
+        await off_loop(assert_unchanged, scene, before)
+
+
+def routes(scene: Scene) -> dict[int, dict[str, tuple[str, str]]]:
+    """Each manager's proxy routes: per listener, its service and its endpoints."""
+    found = {}
+    for m in scene.managers:
+        proxy = scene.cluster.status(m)["proxy"]
+        found[m.index] = {
+            k: (v["service"], json.dumps(v["endpoints"], sort_keys=True)) for k, v in proxy.items()
+        }
+    return found
+
+
+def web_state(scene: Scene) -> list[tuple[Any, ...]]:
+    """The committed tasks of the two web services, as `service ps` shows them."""
+    return sorted(
+        (t["id"], t["state"], t["node_name"], t["container_id"], json.dumps(t["endpoints"]))
+        for name in ("mw_web_manager", "mw_web_worker")
+        for t in tasks(scene.cluster, name)
+    )
+
+
+def stranger_data_dir(scene: Scene, where: Path) -> Path:
+    """The worker's data dir with a certificate the cluster CA signed (with the managers' key
+    from a manager's data dir) for a node id the state does not hold: what a node whose join
+    never completed, or anyone with that key, would present. The transport admits it (not
+    removed, not expired, this cluster); only the intake can tell it is no member."""
+    worker = DataDir(scene.worker.data_dir)
+    where.mkdir()
+    for name in ("identity.msgpack", "cluster.key", "node.key", "ca.crt"):
+        (where / name).write_bytes((worker.path / name).read_bytes())
+    managers_key = DataDir(scene.managers[0].data_dir).read_manager_key()
+    assert managers_key is not None
+    key = crypto.node_signing_key(crypto.new_key())
+    stranger = DataDir(where)
+    stranger.cert_file.write_bytes(
+        certs.issue(
+            crypto.ManagerKeys(managers_key).ca_key,
+            cluster_id=scene.cluster.cluster_id,
+            node_id=crypto.new_id(),
+            role="worker",
+            generation=0,
+            public_key=certs.raw_public_key(key),
+            now=time.time(),
+        )
+    )
+    stranger.tls_key_file.write_bytes(certs.private_key_pem(key))
+    return where
+
+
+@pytest.mark.docker
+async def test_status_reports_from_a_non_member_or_of_too_many_statuses_are_refused(
+    scene: Scene, web_tasks: tuple[WebTask, WebTask], tmp_path: Path
+) -> None:
+    """The intake's first checks, over real TLS to the leader: a report from a certificate of
+    the cluster for a node the state does not hold, and one from the worker with more than
+    `MAX_STATUSES_PER_REPORT` statuses, are each refused with their reason and counted once;
+    the control, the same worker sending its own committed status, is answered. The state, the
+    routes and the leader are what they were."""
+    with trio.fail_after(TEST_TIMEOUT_S):
+        worker = Impostor(scene.worker.data_dir)
+        stranger = Impostor(stranger_data_dir(scene, tmp_path / "stranger"))
+        _, on_worker = web_tasks
+        leader = await off_loop(scene.leader)
+        before = await off_loop(picture, scene)
+        routes_before = await off_loop(routes, scene)
+        state_before = await off_loop(web_state, scene)
+        own = await off_loop(committed_status, scene, on_worker)
+        seen = await off_loop(counters, scene.cluster, leader)
+
+        reply = await stranger.ask(leader, StatusReport(1, (own,)), (StatusReportReply,))
+        assert isinstance(reply, StatusReportReply) and not reply.ok, reply
+        assert "the sender is not a member" in reply.error
+        too_many = StatusReport(1, (own,) * (MAX_STATUSES_PER_REPORT + 1))
+        reply = await worker.ask(leader, too_many, (StatusReportReply,))
+        assert isinstance(reply, StatusReportReply) and not reply.ok, reply
+        assert f"more than {MAX_STATUSES_PER_REPORT} statuses" in reply.error
+        reply = await worker.ask(leader, StatusReport(2, (own,)), (StatusReportReply,))
+        assert isinstance(reply, StatusReportReply) and reply.ok, reply  # the control
+
+        # (Statuses the real nodes report meanwhile may be committed: not counted here.)
+        expected = Counter(status_report_refused=2)
+        await off_loop(wait_counted, scene.cluster, leader, seen, expected)
+        assert await off_loop(web_state, scene) == state_before
+        assert await off_loop(routes, scene) == routes_before
+        await off_loop(assert_unchanged, scene, before)
+
+
+@pytest.mark.docker
+async def test_a_workers_load_and_port_errors_are_cut_to_its_own_and_counted(
+    scene: Scene, web_tasks: tuple[WebTask, WebTask]
+) -> None:
+    """Load figures for the manager's task and a made-up one, connection counts for a hundred
+    services that do not exist, and three times `MAX_PORT_ERRORS` oversized port errors, in
+    the worker's name over real TLS: the leader keeps only what the worker may speak for (its
+    own running task, the services that exist) and counts every entry it drops, and the report
+    whose port errors it cuts. The worker's own reporter then says its truth again; the state,
+    the routes and the leader are what they were."""
+    with trio.fail_after(TEST_TIMEOUT_S):
+        worker = Impostor(scene.worker.data_dir)
+        on_manager, on_worker = web_tasks
+        leader = await off_loop(scene.leader)
+        before = await off_loop(picture, scene)
+        routes_before = await off_loop(routes, scene)
+        state_before = await off_loop(web_state, scene)
+        seen = await off_loop(counters, scene.cluster, leader)
+
+        made_up = {f"made-up-{i}": 1 for i in range(100)}
+        load = NodeLoad(
+            (
+                TaskLoad(on_manager.task_id, 99.0, 1 << 40),
+                TaskLoad("no-such-task", 99.0, 1 << 40),
+                TaskLoad(on_worker.task_id, 1.0, 1 << 20),  # its own: kept
+            ),
+            {"mw_web_worker": 1, **made_up},
+        )
+        errors = {f"{40000 + i}/tcp": "x" * 1000 for i in range(3 * MAX_PORT_ERRORS)}
+        reply = await worker.ask(leader, StatusReport(1, (), errors, load), (StatusReportReply,))
+        assert isinstance(reply, StatusReportReply) and reply.ok, reply
+
+        dropped = 2 + len(made_up)
+        expected = Counter(
+            status_refused_load_entries=dropped,
+            status_refused_port_errors=1,
+            status_report_refused=0,
+        )
+        await off_loop(wait_counted, scene.cluster, leader, seen, expected)
+        assert await off_loop(web_state, scene) == state_before
+        assert await off_loop(routes, scene) == routes_before
         await off_loop(assert_unchanged, scene, before)
 
 

@@ -1,0 +1,84 @@
+"""node.status_reports: the loads the leader keeps. One entry per member of the state, not one per
+node it has ever heard from: a removed node's entry goes at the next report after its removal,
+and the intake looks for such entries only when the membership changed, not on every report.
+What it drops of a load, or cuts of port errors, is counted."""
+
+from __future__ import annotations
+
+from swarmlet.node.status_reports import MAX_PORT_ERRORS, StatusIntake
+from swarmlet.state.commands import AddNode, RemoveNode
+from swarmlet.state.machine import ClusterState
+from swarmlet.state.model import Node, Role
+from swarmlet.state.observed import NodeLoad, StatusReport, TaskLoad
+from swarmlet.wire.transport import Counters
+from tests.node.test_status_reports import (
+    HOST,
+    LEADER,
+    NODE,
+    OTHER,
+    FakeRaft,
+    cluster,
+    intake,
+    peer,
+)
+
+WEB_LOAD = NodeLoad((), {"web": 3})
+
+
+async def report_load(leader: StatusIntake, node_id: str, seq: int) -> None:
+    reply = await leader.answer(peer(node_id), StatusReport(seq, (), None, WEB_LOAD))
+    assert reply.ok, reply.error
+
+
+async def loads_of_both_workers() -> tuple[ClusterState, StatusIntake]:
+    state = cluster()
+    leader = intake(state, FakeRaft(state, leader=True))
+    await report_load(leader, NODE, 1)
+    await report_load(leader, OTHER, 1)
+    assert set(leader.loads) == {NODE, OTHER}
+    return state, leader
+
+
+async def test_a_removed_nodes_load_goes_at_the_next_report() -> None:
+    state, leader = await loads_of_both_workers()
+    assert state.apply(RemoveNode(OTHER, removed_at=1.0)).ok
+    # Any member's report will do, with a load or without.
+    reply = await leader.answer(peer(NODE), StatusReport(2, ()))
+    assert reply.ok
+    assert leader.loads == {NODE: WEB_LOAD}
+
+
+async def test_a_node_removed_while_another_joins_is_forgotten_too() -> None:
+    # The node count is back where it was; the revocation list has grown.
+    state, leader = await loads_of_both_workers()
+    assert state.apply(RemoveNode(OTHER, removed_at=1.0)).ok
+    assert state.apply(AddNode(Node("w3", "w3", f"{HOST}:1", HOST, Role.WORKER))).ok
+    await report_load(leader, NODE, 2)
+    assert set(leader.loads) == {NODE}
+
+
+async def test_the_loads_are_scanned_only_when_the_membership_changed() -> None:
+    state, leader = await loads_of_both_workers()
+    # An entry that no membership change explains (the state never held it) stays until the
+    # membership changes: proof that an unchanged membership costs no scan.
+    leader.loads["never-a-member"] = WEB_LOAD
+    await report_load(leader, NODE, 2)
+    assert "never-a-member" in leader.loads
+    assert state.apply(RemoveNode(LEADER, removed_at=1.0)).ok
+    await report_load(leader, NODE, 3)
+    assert set(leader.loads) == {NODE, OTHER}
+
+
+async def test_what_the_intake_drops_of_loads_and_port_errors_is_counted() -> None:
+    state = cluster()
+    counters = Counters()
+    leader = intake(state, FakeRaft(state, leader=True), counters)
+    load = NodeLoad((TaskLoad("t-other", 1.0, 1), TaskLoad("t-x", 1.0, 1)), {"web": 1, "no": 2})
+    errors = {f"{port}/tcp": "taken" for port in range(MAX_PORT_ERRORS + 1)}
+    assert (await leader.answer(peer(NODE), StatusReport(1, (), errors, load))).ok
+    assert counters["status_refused_load_entries"] == 3  # two others' tasks, one made-up service
+    assert counters["status_refused_port_errors"] == 1  # per report cut to its bounds
+    within = {"8080/tcp": "taken"}
+    assert (await leader.answer(peer(NODE), StatusReport(2, (), within, WEB_LOAD))).ok
+    assert counters["status_refused_load_entries"] == 3
+    assert counters["status_refused_port_errors"] == 1

@@ -19,6 +19,9 @@ Invariants:
   - `remove` also removes the container's anonymous volumes (`v=True`, as swarmkit's executor
     does), so replaced replicas leak nothing; a missing container, or one whose removal is
     already in progress, is not an error;
+  - every call through `_call` is timed in its worker thread (the engine's answer, not the wait
+    for a thread) and counted by `operation_kind`, a closed set, on the trio thread: the
+    figures `node.metrics` exports (`call_latency`, `call_failures`);
   - `events` asks for the events since the moment it was called, so one that fires while the
     HTTP stream is being set up is replayed, not lost; only lifecycle and health actions are
     requested (`CONTAINER_EVENT_ACTIONS`), since every health probe would otherwise add `exec_*`
@@ -31,6 +34,7 @@ It must not know tasks, services or the cluster: callers choose names and labels
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import socket
@@ -57,6 +61,7 @@ from swarmlet.executor.docker_translate import (
     label_filters,
     network_info_from_inspect,
 )
+from swarmlet.executor.registry_auth import RegistryCredential
 from swarmlet.executor.runtime_types import (
     ContainerEvent,
     ContainerInfo,
@@ -65,6 +70,7 @@ from swarmlet.executor.runtime_types import (
     DockerError,
     NetworkInfo,
 )
+from swarmlet.wire.histogram import DOCKER_CALL_BUCKETS_S, Histogram
 
 __all__ = ["DockerRuntime", "open_docker_runtime"]
 
@@ -76,6 +82,39 @@ _NO_TIMEOUT: Any = None  # requests: no read timeout (docker's stubs say int)
 
 # --------------------------------------------------------------------------------------------
 # Calls into docker-py
+
+# The adapter's operations, as its operation strings name them ("network create web" ->
+# "network_create"): a closed set, so that they may label metrics. "run" is one container's
+# create, network connects, start and inspect; "events" and "logs" time opening the stream.
+DOCKER_OPERATIONS = (
+    "ping",
+    "image_inspect",
+    "pull",
+    "run",
+    "inspect",
+    "list",
+    "stop",
+    "remove",
+    "kill",
+    "events",
+    "logs",
+    "stats",
+    "volume_create",
+    "volume_rm",
+    "network_create",
+    "network_ls",
+    "network_inspect",
+    "network_rm",
+)
+_KNOWN_OPERATIONS = frozenset(DOCKER_OPERATIONS)
+_OBJECT_WORDS = frozenset({"image", "volume", "network"})
+
+
+def operation_kind(operation: str) -> str:
+    """The member of `DOCKER_OPERATIONS` an operation string names, "other" for none."""
+    words = operation.split(" ", 2)
+    kind = "_".join(words[:2]) if words[0] in _OBJECT_WORDS else words[0]
+    return kind if kind in _KNOWN_OPERATIONS else "other"
 
 
 def _translated(operation: str, fn: Callable[[], T]) -> Callable[[], T]:
@@ -160,9 +199,34 @@ class DockerRuntime:
         self._stream_api = stream_client.api
         self._limiter = limiter
         self._stream_limiter = stream_limiter
+        # By `operation_kind`, updated on the trio thread only: seconds per call, and the calls
+        # that raised DockerError (the engine refused, or was not reached).
+        self.call_latency: dict[str, Histogram] = {}
+        self.call_failures: collections.Counter[str] = collections.Counter()
 
     async def _call(self, operation: str, fn: Callable[[], T]) -> T:
-        return await trio.to_thread.run_sync(_translated(operation, fn), limiter=self._limiter)
+        call = _translated(operation, fn)
+        elapsed_s: list[float] = []  # written by the worker thread, read once it has returned
+
+        def timed() -> T:
+            started = time.perf_counter()
+            try:
+                return call()
+            finally:
+                elapsed_s.append(time.perf_counter() - started)
+
+        kind = operation_kind(operation)
+        try:
+            return await trio.to_thread.run_sync(timed, limiter=self._limiter)
+        except DockerError:
+            self.call_failures[kind] += 1
+            raise
+        finally:
+            if elapsed_s:
+                histogram = self.call_latency.get(kind)
+                if histogram is None:
+                    histogram = self.call_latency[kind] = Histogram(DOCKER_CALL_BUCKETS_S)
+                histogram.observe(elapsed_s[0])
 
     async def ping(self) -> None:
         await self._call("ping", self._api.ping)
@@ -177,9 +241,11 @@ class DockerRuntime:
 
         return await self._call(f"image inspect {ref}", present)
 
-    async def ensure_image(self, ref: str) -> None:
+    async def ensure_image(self, ref: str, credential: RegistryCredential | None = None) -> None:
         """Return when `ref` is present, pulling it if needed; a failed pull raises DockerError
         with the daemon's message (e.g. "pull access denied for ...", "dial tcp: lookup ...").
+        `credential` is the service's for the image's registry (`--with-registry-auth`), given
+        to this pull alone.
 
         A pinned reference (`name:tag@sha256:...`, as managers record them) is the digest: it
         is present only if that digest is, whatever image the tag names here, and it is pulled
@@ -193,7 +259,8 @@ class DockerRuntime:
             # and docker-py's `images.pull` ignores them: read the stream ourselves, to its end
             # (which releases the connection), keeping the first error.
             error: str | None = None
-            for message in self._api.pull(ref, stream=True, decode=True):
+            auth = credential.auth_config() if credential is not None else None
+            for message in self._api.pull(ref, stream=True, decode=True, auth_config=auth):
                 if "error" in message and error is None:
                     detail = message.get("errorDetail") or {}
                     error = str(detail.get("message") or message["error"])
@@ -365,16 +432,41 @@ class DockerRuntime:
         tail: int | None = None,
         since: float | None = None,
         timestamps: bool = False,
+        details: bool = False,
     ) -> AsyncGenerator[bytes, None]:
         """stdout and stderr interleaved, one line at a time without its newline: the last
         `tail` lines (all if None) of those Docker stamped at or after `since` (epoch seconds),
         each behind Docker's own timestamp and a space if `timestamps` (RFC 3339 with 9-digit
-        nanoseconds, from the engine's clock as it read the line). With `follow` the iteration
-        ends when the container stops. Use it under `contextlib.aclosing` (or iterate to the
-        end) so that the HTTP stream is closed promptly."""
+        nanoseconds, from the engine's clock as it read the line), then, if `details`, the
+        logging driver's attributes and a space (the Engine API's `details=true`: `k=v,k=v`,
+        URL-escaped, sorted by key; "" when the driver gives none, as json-file without
+        `--log-opt labels/env`). With `follow` the iteration ends when the container stops.
+        Use it under `contextlib.aclosing` (or iterate to the end) so that the HTTP stream is
+        closed promptly."""
+
+        def open_details() -> Any:
+            # docker-py's `logs` has no `details`: the same request, with it, through the
+            # client's own request helpers (private, so not in its stubs).
+            api: Any = self._stream_api
+            params: dict[str, Any] = {
+                "stdout": 1,
+                "stderr": 1,
+                "follow": int(follow),
+                "timestamps": int(timestamps),
+                "tail": "all" if tail is None else tail,
+                "details": 1,
+            }
+            if since:
+                params["since"] = since
+            url = api._url("/containers/{0}/logs", container_id)
+            response = api._get(url, params=params, stream=True)
+            return api._get_result(container_id, True, response)
+
         stream = await self._call(
             f"logs {_short(container_id)}",
-            lambda: self._stream_api.logs(
+            open_details
+            if details
+            else lambda: self._stream_api.logs(
                 container_id,
                 stdout=True,
                 stderr=True,

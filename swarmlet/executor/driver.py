@@ -20,6 +20,7 @@ functions of `executor.task_container`; this module does the I/O and keeps the b
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -31,10 +32,11 @@ import trio
 
 from swarmlet.errors import RuntimeAdapterError, SecretsUnavailableError
 from swarmlet.executor import secretfiles
-from swarmlet.executor.docker_runtime import DockerRuntime
+from swarmlet.executor.docker_runtime import DOCKER_OPERATIONS, DockerRuntime, operation_kind
 from swarmlet.executor.labels import LABEL_CLUSTER, LABEL_NODE, LABEL_TASK
 from swarmlet.executor.networks import LocalNetworks
-from swarmlet.executor.runtime_types import ContainerEvent
+from swarmlet.executor.registry_auth import credential_for
+from swarmlet.executor.runtime_types import ContainerEvent, DockerError
 from swarmlet.executor.task_container import (
     container_spec,
     exit_state,
@@ -59,6 +61,23 @@ STATS_INTERVAL_S = 5.0
 # so that every proxy has dropped it: the status report's batch window, its commit, and the
 # append that brings the commit to every replica.
 ENDPOINT_DRAIN_S = 0.3
+
+# Why a start failed (`Executor.start_failures`), a closed set: the Docker operation that failed,
+# or the task's secrets and configs (not delivered, or missing), or writing their files.
+START_FAILURE_REASONS = (*DOCKER_OPERATIONS, "other", "secrets", "files", "runtime")
+# Why a started task failed (`Executor.task_failures`).
+TASK_FAILURE_REASONS = ("exit_code", "unhealthy")
+
+
+def start_failure_reason(exc: Exception) -> str:
+    """The member of `START_FAILURE_REASONS` for a start that raised `exc`."""
+    if isinstance(exc, DockerError):
+        return operation_kind(exc.operation)
+    if isinstance(exc, SecretsUnavailableError | KeyError):
+        return "secrets"
+    if isinstance(exc, OSError):
+        return "files"
+    return "runtime"
 
 
 class Executor:
@@ -107,6 +126,11 @@ class Executor:
         self._wake = trio.Event()
         self._start_limiter = trio.CapacityLimiter(max_parallel_starts)
         self._nursery: trio.Nursery | None = None
+        # Read by `node.metrics` at scrape time: starts attempted, those that failed by
+        # `start_failure_reason`, and started tasks that failed, by `TASK_FAILURE_REASONS`.
+        self.task_starts = 0
+        self.start_failures: collections.Counter[str] = collections.Counter()
+        self.task_failures: collections.Counter[str] = collections.Counter()
 
     @property
     def labels(self) -> dict[str, str]:
@@ -134,6 +158,12 @@ class Executor:
         if new != old:
             self.observations[task_id] = new
             self._publish()
+
+    def _count_failure(self, task_id: str, reason: str) -> None:
+        """Once per task: a later event about a task that has already ended is not news."""
+        old = self.observations.get(task_id)
+        if old is None or not old.state.terminal:
+            self.task_failures[reason] += 1
 
     # ------------------------------------------------------------------------ run
 
@@ -236,11 +266,14 @@ class Executor:
                 self._observe(task_id, TaskState.SHUTDOWN, exit_code=event.exit_code)
             else:
                 state, error = exit_state(event.exit_code)
+                if state is TaskState.FAILED:
+                    self._count_failure(task_id, "exit_code")
                 self._observe(task_id, state, error=error, exit_code=event.exit_code)
                 self._record("task", str(state), task_id, error or "task completed")
         elif health == "healthy":
             self._observe(task_id, TaskState.RUNNING, healthy=True)
         elif health == "unhealthy":
+            self._count_failure(task_id, "unhealthy")
             self._observe(
                 task_id, TaskState.FAILED, healthy=False, error="task: unhealthy container"
             )
@@ -314,18 +347,25 @@ class Executor:
     async def _start(self, service: Service, task: Task) -> None:
         try:
             async with self._start_limiter:
+                self.task_starts += 1
                 self._observe(task.id, TaskState.STARTING)
                 try:
                     refs = [(r, False) for r in service.spec.secrets]
                     refs += [(r, True) for r in service.spec.configs]
+                    # The registry credential (`--with-registry-auth`) comes with the secrets.
+                    delivered = (
+                        await self._task_files(task) if refs or service.registry_auth else {}
+                    )
                     files = (
-                        secretfiles.materialize(
-                            self.node_id, task.id, refs, await self._task_files(task)
-                        )
+                        secretfiles.materialize(self.node_id, task.id, refs, delivered)
                         if refs
                         else []
                     )
-                    await self.runtime.ensure_image(service.spec.image)
+                    credential = credential_for(delivered, service.spec.image)
+                    if credential is None:  # (the tests' fake runtimes take no credential)
+                        await self.runtime.ensure_image(service.spec.image)
+                    else:
+                        await self.runtime.ensure_image(service.spec.image, credential)
                     networks: tuple[str, ...] = ()
                     exposed: tuple[tuple[int, str], ...] = ()
                     if service.spec.networks:
@@ -347,6 +387,7 @@ class Executor:
                     info = await self.runtime.run(spec)
                 except (RuntimeAdapterError, SecretsUnavailableError, KeyError, OSError) as exc:
                     error = start_error(exc)
+                    self.start_failures[start_failure_reason(exc)] += 1
                     self._observe(task.id, TaskState.REJECTED, error=error)
                     self._record("task", "rejected", task.id, error)
                     return
@@ -356,6 +397,8 @@ class Executor:
                 has_health = spec.healthcheck is not None and not spec.healthcheck.is_disabled
                 if info.state != "running":
                     state, error = exit_state(info.exit_code)
+                    if state is TaskState.FAILED:
+                        self._count_failure(task.id, "exit_code")
                     self._observe(task.id, state, container_id=info.id, error=error)
                     return
                 self._observe(

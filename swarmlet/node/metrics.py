@@ -3,8 +3,10 @@
 `AgentCollector` is a prometheus_client custom collector: it keeps no state of its own and reads
 the agent only when Prometheus scrapes, from the figures the parts already keep (Raft's and
 gossip's counters, the transport's, the mesh's per-port counters, the executor's observations,
-the replicated state). Nothing is added to a hot path; a figure the agent does not keep is not
-exported (issue #18 lists them).
+the replicated state). What a hot path records for it is a plain int or a fixed-bucket
+`wire.histogram.Histogram` (proposal latency, Docker calls), never a prometheus_client object:
+this module is the only one that imports prometheus_client. A figure the agent does not keep is
+not exported (issue #18 lists them).
 
 Conventions (https://prometheus.io/docs/practices/naming/): every name starts with `swarmlet_`,
 carries its unit (`_bytes`, `_seconds`) and counters end in `_total`. Label values are bounded:
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -40,6 +43,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
 )
@@ -56,6 +60,7 @@ from swarmlet.raft.types import Snapshot
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import TaskState
 from swarmlet.state.observed import TaskObservation
+from swarmlet.wire.histogram import Histogram
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +90,15 @@ class RaftReadings(Protocol):
 
     @property
     def core(self) -> RaftCoreReadings: ...
+
+    @property
+    def proposal_outcomes(self) -> Mapping[str, int]: ...
+
+    @property
+    def proposal_latency(self) -> Histogram: ...
+
+    @property
+    def leader_changes_seen(self) -> int: ...
 
 
 class StorageReadings(Protocol):
@@ -116,9 +130,29 @@ class ProxyReadings(Protocol):
     def stats(self) -> dict[str, dict[str, object]]: ...
 
 
+class DockerReadings(Protocol):
+    @property
+    def call_latency(self) -> Mapping[str, Histogram]: ...
+
+    @property
+    def call_failures(self) -> Mapping[str, int]: ...
+
+
 class ExecutorReadings(Protocol):
     @property
     def observations(self) -> Mapping[str, TaskObservation]: ...
+
+    @property
+    def runtime(self) -> DockerReadings: ...
+
+    @property
+    def task_starts(self) -> int: ...
+
+    @property
+    def start_failures(self) -> Mapping[str, int]: ...
+
+    @property
+    def task_failures(self) -> Mapping[str, int]: ...
 
 
 class MetricsSource(Protocol):
@@ -154,6 +188,12 @@ class MetricsSource(Protocol):
 
     @property
     def is_leader(self) -> bool: ...
+
+    @property
+    def leader(self) -> object:
+        """The leader's duties (`leader.duties.LeaderDuties`), read with defaults: see
+        `_LEADER_COUNTERS`."""
+        ...
 
     def node_name(self, node_id: str) -> str: ...
 
@@ -210,6 +250,14 @@ _GOSSIP_COUNTERS: dict[str, tuple[str, str]] = {
 _NODE_COUNTERS: dict[str, tuple[str, str]] = {
     "datagrams_in": ("swarmlet_gossip_datagrams_received", "Gossip datagrams received."),
     "datagrams_out": ("swarmlet_gossip_datagrams_sent", "Gossip datagrams sent."),
+    "datagram_bytes_in": (
+        "swarmlet_gossip_received_bytes",
+        "Bytes of gossip datagrams received (signed and sealed, dropped ones included).",
+    ),
+    "datagram_bytes_out": (
+        "swarmlet_gossip_sent_bytes",
+        "Bytes of gossip datagrams sent (signed and sealed).",
+    ),
     "frames_in": ("swarmlet_transport_frames_received", "Frames received on TCP streams."),
     "frames_out": ("swarmlet_transport_frames_sent", "Frames sent on TCP streams."),
     "connections_broken": (
@@ -404,6 +452,29 @@ class AgentCollector:
             role.add_metric([r.name.lower()], float(r.name.lower() == status.role))
         yield role
         yield from _counter_families(core.counters, _RAFT_COUNTERS, "raft", "Raft messages")
+        yield CounterMetricFamily(
+            "swarmlet_raft_leader_changes_seen",
+            "Times this node learnt of a new leader.",
+            value=raft.leader_changes_seen,
+        )
+        proposals = CounterMetricFamily(
+            "swarmlet_raft_proposals",
+            "Proposals made on this node, by outcome: committed (applied here), not_leader "
+            "(refused: this node did not lead), lost (with the leadership, before committing), "
+            "abandoned (the caller stopped waiting).",
+            labels=["outcome"],
+        )
+        for outcome, n in raft.proposal_outcomes.items():
+            proposals.add_metric([outcome], n)
+        yield proposals
+        latency = HistogramMetricFamily(
+            "swarmlet_raft_proposal_duration_seconds",
+            "Seconds from a proposal on this node (the leader) to its entry applied here; "
+            "committed proposals only.",
+            labels=[],
+        )
+        _add_histogram(latency, [], raft.proposal_latency)
+        yield latency
 
     def _gossip(self) -> Iterator[Metric]:
         core = self.agent.gossip.core
@@ -472,10 +543,53 @@ class AgentCollector:
         for state in TaskState:
             tasks.add_metric([str(state)], observed[state])
         yield tasks
+        # Counted by the executor and its Docker runtime since the engine last answered (both are
+        # made anew when it comes back: the counters restart, as after an agent restart).
+        starts = CounterMetricFamily(
+            "swarmlet_executor_task_starts",
+            "Task starts this node attempted (secrets, image, networks, container).",
+            labels=[],
+        )
+        start_failures = CounterMetricFamily(
+            "swarmlet_executor_task_start_failures",
+            "Task starts that failed (the task was rejected), by the step that failed: a Docker "
+            "operation (pull, run, ...), secrets, files or runtime.",
+            labels=["reason"],
+        )
+        task_failures = CounterMetricFamily(
+            "swarmlet_executor_task_failures",
+            "Started tasks that failed: exit_code (non-zero exit), unhealthy (health check).",
+            labels=["reason"],
+        )
+        calls = HistogramMetricFamily(
+            "swarmlet_executor_docker_call_duration_seconds",
+            "Seconds the Docker engine took per call of the runtime adapter, by operation "
+            "(run: create, connect, start and inspect of one container).",
+            labels=["operation"],
+        )
+        call_failures = CounterMetricFamily(
+            "swarmlet_executor_docker_call_failures",
+            "Docker calls that failed (the engine refused or was not reached), by operation.",
+            labels=["operation"],
+        )
+        if executor is not None:
+            starts.add_metric([], executor.task_starts)
+            for reason, n in sorted(executor.start_failures.items()):
+                start_failures.add_metric([reason], n)
+            for reason, n in sorted(executor.task_failures.items()):
+                task_failures.add_metric([reason], n)
+            runtime = executor.runtime
+            for operation, histogram in sorted(runtime.call_latency.items()):
+                _add_histogram(calls, [operation], histogram)
+            for operation, n in sorted(runtime.call_failures.items()):
+                call_failures.add_metric([operation], n)
+        yield from (starts, start_failures, task_failures, calls, call_failures)
 
     def _leader(self) -> Iterator[Metric]:
         """The cluster as the leader sees it; empty on other nodes, so that a sum over the
-        cluster counts each task once (and workers hold only their own part of the state)."""
+        cluster counts each task once (and workers hold only their own part of the state). The
+        duties' own counters (`_LEADER_COUNTERS`) are served on every node: a former leader
+        keeps what it did."""
         agent = self.agent
         pending = GaugeMetricFamily(
             "swarmlet_leader_pending_tasks",
@@ -507,6 +621,45 @@ class AgentCollector:
                 tasks.add_metric(list(labels), n)
             services.add_metric([], len(state.services))
         yield from (pending, tasks, services)
+        yield from _leader_counters(agent.leader)
+
+
+# What `leader.duties.LeaderDuties` counts, on any node (the work it did while it led), read
+# with getattr: a family appears once the duties keep its attribute (`passes` and `pass_cpu_s`
+# arrive with the orchestrator's pass counters; `autoscale_decisions` is a mapping direction ->
+# count).
+_LEADER_COUNTERS = (
+    ("passes", "swarmlet_leader_reconcile_passes", "Orchestration passes this node ran as leader."),
+    (
+        "pass_cpu_s",
+        "swarmlet_leader_reconcile_cpu_seconds",
+        "CPU seconds of this node's orchestration passes.",
+    ),
+)
+
+
+def _leader_counters(leader: object) -> Iterator[Metric]:
+    for attribute, name, help_ in _LEADER_COUNTERS:
+        reading = getattr(leader, attribute, None)
+        if reading is not None:
+            yield CounterMetricFamily(name, help_, value=_number(reading))
+    decisions = getattr(leader, "autoscale_decisions", None)
+    if isinstance(decisions, Mapping):
+        family = CounterMetricFamily(
+            "swarmlet_leader_autoscale_decisions",
+            "Replica changes the autoscaler committed, by direction (up, down).",
+            labels=["direction"],
+        )
+        for direction, n in sorted(decisions.items()):
+            family.add_metric([str(direction)], _number(n))
+        yield family
+
+
+def _add_histogram(family: HistogramMetricFamily, labels: list[str], h: Histogram) -> None:
+    buckets = [
+        ("+Inf" if bound == math.inf else str(bound), float(n)) for bound, n in h.cumulative()
+    ]
+    family.add_metric(labels, buckets, h.sum)
 
 
 def _gauge(name: str, help_: str, value: float) -> GaugeMetricFamily:
@@ -515,7 +668,7 @@ def _gauge(name: str, help_: str, value: float) -> GaugeMetricFamily:
 
 def _number(value: object) -> float:
     if not isinstance(value, int | float):
-        raise TypeError(f"expected a number in the proxy's stats, got {value!r}")
+        raise TypeError(f"expected a number, got {value!r}")
     return float(value)
 
 

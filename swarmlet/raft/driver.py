@@ -45,6 +45,7 @@ from __future__ import annotations
 import collections
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar, cast
@@ -60,6 +61,7 @@ from swarmlet.raft.storage import RaftStorage
 from swarmlet.raft.types import ConfChange, Entry, EntryKind, Snapshot
 from swarmlet.wire import catalog
 from swarmlet.wire import codec as wire
+from swarmlet.wire.histogram import PROPOSAL_BUCKETS_S, Histogram
 from swarmlet.wire.transport import Address, FramedStream, Transport
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,11 @@ _SEND_BATCH = 256  # messages written to a peer in one system call, at most
 _RECONNECT_BACKOFF_S = 0.2
 
 ResultT = TypeVar("ResultT")
+
+# How `propose` calls ended (`RaftDriver.proposal_outcomes`): applied here; refused at once
+# (this node did not lead); lost with the leadership before its entry committed; abandoned by a
+# caller that stopped waiting (its entry may still commit).
+PROPOSAL_OUTCOMES = ("committed", "not_leader", "lost", "abandoned")
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +169,12 @@ class RaftDriver(Generic[ResultT]):
         self._nursery: trio.Nursery | None = None
         self.soft_state = SoftState(Role.FOLLOWER, None, hard_state.term)
         self.leader_changed = trio.Event()
+        # Read by `node.metrics` at scrape time: `propose` calls by outcome, and the seconds from
+        # `propose` to its entry applied on this node (committed ones only).
+        self.proposal_outcomes = dict.fromkeys(PROPOSAL_OUTCOMES, 0)
+        self.proposal_latency = Histogram(PROPOSAL_BUCKETS_S)
+        # Times this node learnt of a new leader (as etcd's leader_changes_seen_total).
+        self.leader_changes_seen = 0
 
     # ------------------------------------------------------------------------ observation
 
@@ -206,13 +219,22 @@ class RaftDriver(Generic[ResultT]):
         if not data:
             raise ValueError("an entry without data is Raft's own no-op: propose some data")
         if not self.is_leader:
+            self.proposal_outcomes["not_leader"] += 1
             raise NotLeaderError(self.core.leader_id)
         waiter = _Waiter[ResultT]()
         self._proposals.append((data, waiter))
         self._wake.set()
-        await waiter.done.wait()
+        started = time.perf_counter()  # real time (not a test's MockClock), cheaper than trio's
+        try:
+            await waiter.done.wait()
+        except trio.Cancelled:
+            self.proposal_outcomes["abandoned"] += 1
+            raise
         if not waiter.committed:
+            self.proposal_outcomes["lost"] += 1
             raise NotLeaderError(waiter.leader_hint)
+        self.proposal_outcomes["committed"] += 1
+        self.proposal_latency.observe(time.perf_counter() - started)
         # A committed NORMAL entry with data always went through the state machine.
         return cast(ResultT, waiter.result)
 
@@ -500,6 +522,8 @@ class RaftDriver(Generic[ResultT]):
                     del self._waiters[index]
                     waiter.leader_hint = soft.leader_id
                     waiter.done.set()
+        if soft.leader_id is not None and soft.leader_id != old.leader_id:
+            self.leader_changes_seen += 1
         if (old.leader_id, old.term) != (soft.leader_id, soft.term):
             self.leader_changed.set()
             self.leader_changed = trio.Event()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.integration.cluster import local_cluster, run_cli, services, wait_for
+from tests.integration.test_metrics import ENV, environment, metrics_addr
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.usefixtures("docker_images")]
 
@@ -19,7 +21,10 @@ BURN = "end=$(( $(date +%s) + 90 )); while [ $(date +%s) -lt $end ]; do :; done;
 
 def test_cpu_load_scales_up_within_bounds_and_back_down_after_it_stops(tmp_path: Path) -> None:
     with local_cluster(tmp_path) as cluster:
-        cluster.start(managers=1, workers=1)
+        leader = cluster.handle(1)
+        with environment(ENV, metrics_addr(cluster, leader)):  # the leader's only
+            cluster.init()
+        cluster.join("worker")
         d = cluster.agents[0].data_dir
         run_cli(
             "service",
@@ -69,3 +74,14 @@ def test_cpu_load_scales_up_within_bounds_and_back_down_after_it_stops(tmp_path:
         reasons = [e["message"] for e in events]
         assert any(r.startswith("scaled burn 1 -> ") and "cpu" in r for r in reasons), reasons
         assert all(1 <= int(r.split(" -> ")[1].split(":")[0]) <= 3 for r in reasons)
+        # The same decisions, counted for Prometheus by direction.
+        url = f"http://{metrics_addr(cluster, leader)}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            lines = response.read().decode().splitlines()
+        counted = {
+            line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+            for line in lines
+            if line.startswith("swarmlet_leader_autoscale_decisions_total{")
+        }
+        assert counted.get("up", 0) >= 1 and counted.get("down", 0) >= 1, counted
+        assert counted["up"] + counted["down"] == len(reasons), (counted, reasons)

@@ -238,6 +238,27 @@ def test_mesh_and_executor_figures_follow_a_service(
     )
     assert prometheus.scalar("sum(swarmlet_leader_services)") == 1
     assert prometheus.scalar("sum(swarmlet_executor_up)") == 3
+    # The executors started the 3 replicas, timing the engine's calls for them.
+    starts = "sum(swarmlet_executor_task_starts_total)"
+    wait_for("3 task starts", lambda: (prometheus.scalar(starts) or 0) >= 3)
+    runs = 'sum(swarmlet_executor_docker_call_duration_seconds_count{operation="run"})'
+    wait_for("3 docker runs timed", lambda: (prometheus.scalar(runs) or 0) >= 3)
+
+
+def test_proposal_latency_and_gossip_bytes(prometheus: Prometheus, web_port: int) -> None:
+    """The leader timed the proposals that created `web` (a histogram Prometheus can take a
+    quantile of); every node counts the gossip bytes it sends and receives."""
+    count = "sum(swarmlet_raft_proposal_duration_seconds_count)"
+    wait_for("committed proposals timed", lambda: (prometheus.scalar(count) or 0) > 0)
+    committed = 'sum(swarmlet_raft_proposals_total{outcome="committed"})'
+    assert prometheus.scalar(committed) == prometheus.scalar(count)
+    p99 = "histogram_quantile(0.99, sum by (le) (swarmlet_raft_proposal_duration_seconds_bucket))"
+    latency = prometheus.scalar(p99)
+    assert latency is not None and latency > 0
+    sent = "swarmlet_gossip_sent_bytes_total"
+    wait_for("3 nodes sending gossip bytes", lambda: len(prometheus.query(f"{sent} > 0")) == 3)
+    received = "min(swarmlet_gossip_received_bytes_total)"
+    assert (prometheus.scalar(received) or 0) > 0
 
 
 def test_the_grafana_dashboards_queries_return_data(prometheus: Prometheus, web_port: int) -> None:
@@ -250,6 +271,9 @@ def test_the_grafana_dashboards_queries_return_data(prometheus: Prometheus, web_
         "listen_failures",
     )
     quiet += ("pending_tasks", "suspicions", "refutations", "members_failed", "indirect_probes")
+    quiet += ("start_failures", "task_failures", "docker_call_failures")
+    # Served once the leader's duties count their passes (`node.metrics._LEADER_COUNTERS`).
+    quiet += ("reconcile",)
     for expr in dashboard_queries():
         promql = expr.replace("$__rate_interval", "1m").replace("$instance", ".*")
         promql = promql.replace("$job", ".*")

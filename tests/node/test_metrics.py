@@ -33,6 +33,7 @@ from swarmlet.state.commands import PutTasks
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import Task, TaskState
 from swarmlet.state.observed import TaskObservation
+from swarmlet.wire.histogram import DOCKER_CALL_BUCKETS_S, PROPOSAL_BUCKETS_S, Histogram
 from tests.leader.orchestrator.cluster import add_service, all_ready, make_state
 
 # https://prometheus.io/docs/concepts/data_model/#metric-names-and-labels
@@ -54,6 +55,9 @@ class FakeRaftCore:
 class FakeRaft:
     raft_status: RaftStatus
     core: FakeRaftCore = field(default_factory=FakeRaftCore)
+    proposal_outcomes: dict[str, int] = field(default_factory=dict)
+    proposal_latency: Histogram = field(default_factory=lambda: Histogram(PROPOSAL_BUCKETS_S))
+    leader_changes_seen: int = 0
 
     def status(self) -> RaftStatus:
         return self.raft_status
@@ -93,8 +97,33 @@ class FakeProxy:
 
 
 @dataclass
+class FakeDockerRuntime:
+    call_latency: dict[str, Histogram] = field(default_factory=dict)
+    call_failures: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
 class FakeExecutor:
     observations: dict[str, TaskObservation] = field(default_factory=dict)
+    runtime: FakeDockerRuntime = field(default_factory=FakeDockerRuntime)
+    task_starts: int = 0
+    start_failures: dict[str, int] = field(default_factory=dict)
+    task_failures: dict[str, int] = field(default_factory=dict)
+
+
+class FakeLeaderDuties:
+    """What `leader.duties.LeaderDuties` counts, as attributes: the collector reads them with
+    getattr, so an instance without some of them stands for duties that do not keep them."""
+
+    def __init__(self, **counters: object) -> None:
+        self.__dict__.update(counters)
+
+
+def histogram(bounds: tuple[float, ...], *values: float) -> Histogram:
+    h = Histogram(bounds)
+    for v in values:
+        h.observe(v)
+    return h
 
 
 @dataclass
@@ -108,6 +137,7 @@ class FakeAgent:
     proxy: FakeProxy = field(default_factory=FakeProxy)
     executor: FakeExecutor | None = None
     is_leader: bool = False
+    leader: FakeLeaderDuties = field(default_factory=FakeLeaderDuties)
 
     def node_name(self, node_id: str) -> str:
         return f"host-{node_id}"
@@ -145,6 +175,9 @@ def a_busy_agent(*, leader: bool = True) -> FakeAgent:
                 last_index=45,
                 snapshot=Snapshot(SnapshotMeta(index=30, term=5), b"x" * 1234),
             ),
+            {"committed": 4, "not_leader": 1, "lost": 0, "abandoned": 0},
+            histogram(PROPOSAL_BUCKETS_S, 0.0004, 0.001, 0.003, 20.0),
+            leader_changes_seen=2,
         ),
         storage=FakeStorage(StorageStats(2, 65536, 31, 45, 30)),
         state=state,
@@ -163,6 +196,8 @@ def a_busy_agent(*, leader: bool = True) -> FakeAgent:
         counters={
             "datagrams_in": 100,
             "datagrams_out": 90,
+            "datagram_bytes_in": 12000,
+            "datagram_bytes_out": 11000,
             "refused_peer_wrong_node": 1,
             "dropped_frame_invalid": 2,
             "status_reports_sent": 6,
@@ -175,9 +210,20 @@ def a_busy_agent(*, leader: bool = True) -> FakeAgent:
             {(9000, "udp"): "address in use"},
         ),
         executor=FakeExecutor(
-            {"task-r1": TaskObservation("task-r1", TaskState.RUNNING, container_id="c1")}
+            {"task-r1": TaskObservation("task-r1", TaskState.RUNNING, container_id="c1")},
+            FakeDockerRuntime(
+                {
+                    "run": histogram(DOCKER_CALL_BUCKETS_S, 0.2, 0.3),
+                    "pull": histogram(DOCKER_CALL_BUCKETS_S, 100.0),
+                },
+                {"pull": 1},
+            ),
+            task_starts=3,
+            start_failures={"pull": 1},
+            task_failures={"exit_code": 1},
         ),
         is_leader=leader,
+        leader=FakeLeaderDuties(passes=17, pass_cpu_s=0.25),
     )
 
 
@@ -211,7 +257,7 @@ def test_every_family_follows_prometheus_naming(leader: bool) -> None:
     for family in families:
         assert METRIC_NAME.fullmatch(family.name), family.name
         assert family.name.startswith("swarmlet_"), family.name
-        assert family.type in ("counter", "gauge", "info"), family.name
+        assert family.type in ("counter", "gauge", "info", "histogram"), family.name
         assert family.documentation, f"{family.name} has no help text"
         # Counters get `_total` in the exposition; nothing else may end with it.
         assert not family.name.endswith("_total"), family.name
@@ -223,6 +269,11 @@ def test_every_family_follows_prometheus_naming(leader: bool) -> None:
                 assert LABEL_NAME.fullmatch(label) and not label.startswith("__"), label
             if family.type == "counter":
                 assert s.name == f"{family.name}_total", s.name
+            if family.type == "histogram":
+                assert family.name.endswith("_seconds"), family.name
+                suffix = s.name.removeprefix(family.name)
+                assert suffix in ("_bucket", "_sum", "_count"), s.name
+                assert ("le" in s.labels) == (suffix == "_bucket"), s
 
 
 def test_exposition_parses_as_text_and_as_openmetrics() -> None:
@@ -342,7 +393,9 @@ def test_leader_reports_pending_tasks_by_service_and_reason() -> None:
 
 def test_only_the_leader_reports_the_cluster() -> None:
     names = {name for name, _ in samples(a_busy_agent(leader=False))}
-    assert not {n for n in names if n.startswith("swarmlet_leader_")}
+    # What the duties did while this node led stays (counters); the cluster's state does not.
+    work = {"swarmlet_leader_reconcile_passes_total", "swarmlet_leader_reconcile_cpu_seconds_total"}
+    assert {n for n in names if n.startswith("swarmlet_leader_")} == work
     assert "swarmlet_raft_term" in names
 
 

@@ -5,6 +5,9 @@ Here the agent (`node.agent`) meets the control API: the handlers of `swarmlet.a
 the agent, which they see only through their own Protocols (`api.cluster`), and served on the
 data dir's Unix socket inside the agent's nursery. Nothing below this module knows both sides.
 
+A locked node (autolock, `security.at_rest`) first serves only `status` and `unlock`
+(`node.locked`); the agent is built once the unlock key has opened its data key.
+
 SIGTERM and SIGINT stop the agent cleanly: it hands over Raft leadership if it holds it, tells
 gossip it is leaving (the others see a departure, not a failure), and exits after its last write
 is durable (Raft persists before it acknowledges, so there is nothing left to flush).
@@ -21,6 +24,7 @@ from collections.abc import Callable
 
 import trio
 
+from swarmlet.api.autolock import AutolockControl
 from swarmlet.api.control_socket import serve_control
 from swarmlet.api.nodes import Control
 from swarmlet.api.secrets import SecretControl
@@ -30,6 +34,8 @@ from swarmlet.errors import StorageCorruptError, UsageError
 from swarmlet.logs import configure_logging
 from swarmlet.node.agent import Agent
 from swarmlet.node.config import AgentConfig, parse_metrics_addr
+from swarmlet.node.locked import wait_until_unlocked
+from swarmlet.security import at_rest
 from swarmlet.security.datadir import DataDir
 
 log = logging.getLogger("swarmlet")
@@ -38,8 +44,12 @@ log = logging.getLogger("swarmlet")
 async def _main(
     datadir: DataDir, config: AgentConfig | None, on_ready: Callable[[], None] | None
 ) -> None:
-    agent = Agent(datadir, config)
+    data_key, unlocked_with = None, None
+    if at_rest.is_locked(datadir.path):  # autolock: nothing opens before `swarmlet unlock`
+        data_key, unlocked_with = await wait_until_unlocked(datadir)
+    agent = Agent(datadir, config, data_key=data_key, unlocked_with=unlocked_with)
     control = Control(agent)
+    autolock = AutolockControl(agent)
     services = ServiceControl(agent)
     stacks = StackControl(agent)
     secrets = SecretControl(agent)
@@ -47,7 +57,11 @@ async def _main(
     async def serve(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await serve_control(
             datadir.socket_path,
-            control.handlers() | services.handlers() | stacks.handlers() | secrets.handlers(),
+            control.handlers()
+            | services.handlers()
+            | stacks.handlers()
+            | secrets.handlers()
+            | autolock.handlers(),
             control.streams() | services.streams(),
             task_status=task_status,
         )
@@ -125,19 +139,22 @@ def run_agent(
     on_ready: Callable[[], None] | None = None,
 ) -> int:
     """Run the agent until it stops. Exit status: 0 after a clean stop; 2 if its configuration
-    is refused (a malformed or unusable metrics address, a log level or format it cannot take);
-    3 if its data dir is corrupt."""
+    is refused (a malformed or unusable metrics address, a log level or format it cannot take)
+    or its data dir was written by a newer release; 3 if its data dir is corrupt."""
     try:
         configure_logging()
     except ValueError as exc:
         log.critical("refusing to start: %s", exc)
         return 2
     try:
+        # Before anything opens a file of the data dir: an older format is brought up to date,
+        # a newer one refused (issue #18).
+        datadir.migrate_format()
         trio.run(_main, datadir, config or config_from_env(), on_ready)
     except StorageCorruptError as exc:
         log.critical("refusing to start: %s", exc)
         return 3
-    except UsageError as exc:  # from config_from_env
+    except UsageError as exc:  # from config_from_env, or a data dir of a newer release
         log.critical("refusing to start: %s", exc)
         return 2
     except BaseExceptionGroup as group:  # from inside the agent's nurseries: the metrics port

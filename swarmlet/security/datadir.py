@@ -1,6 +1,9 @@
 """The agent's data directory: identity, keys, and where everything else lives.
 
 Layout (all files owned by the agent's user, the directory and secrets 0700/0600):
+    FORMAT             the data dir's format and the swarmlet version that wrote it
+                       (`datadir_format`): written first in a fresh data dir, checked by every
+                       reader of the identity, brought up to date when the agent starts
     identity.msgpack   who this node is and how it was started (see `Identity`)
     cluster.key        the cluster master key (32 bytes); every node
     node.key           this node's X25519 private key (32 bytes); every node, written with the
@@ -37,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from swarmlet import certs, crypto
 from swarmlet.crypto import KEY_BYTES
 from swarmlet.errors import StorageCorruptError, UsageError
+from swarmlet.security import datadir_format
 from swarmlet.security.datadir_location import ENV_VAR as ENV_VAR
 from swarmlet.security.datadir_location import control_socket_path
 from swarmlet.security.datadir_location import default_data_dir as default_data_dir
@@ -175,13 +179,32 @@ class DataDir:
     def incarnation_file(self) -> Path:
         return self.path / "gossip.incarnation"
 
+    @property
+    def format_file(self) -> Path:
+        return self.path / datadir_format.FORMAT_FILE_NAME
+
     def exists(self) -> bool:
         return self.identity_file.exists()
 
     def create(self) -> None:
+        """Make the directory; a fresh (empty) one gets this release's FORMAT before anything
+        else, so that only a data dir of an older release lacks it."""
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.check_owner()
         os.chmod(self.path, 0o700)
+        if datadir_format.read_format(self.path) is None:
+            write_atomic(self.format_file, datadir_format.current_record().encode(), 0o644)
+
+    def check_format(self) -> None:
+        """DataDirTooNewError (a UsageError: exit status 2) if a newer release wrote this data
+        dir; StorageCorruptError if its FORMAT is damaged. An older format is readable."""
+        datadir_format.check_readable(self.path)
+
+    def migrate_format(self) -> int | None:
+        """Bring an older data dir up to this release's format (the agent, before it opens
+        anything); the format found, None if there is no data dir."""
+        self.check_owner()
+        return datadir_format.migrate(self.path, write_atomic)
 
     def check_owner(self) -> None:
         """Refuse a data dir that another user owns: that user could replace the keys, the
@@ -227,6 +250,7 @@ class DataDir:
 
     def read_identity(self) -> tuple[Identity, bytes]:
         self.check_owner()
+        self.check_format()  # before trusting any file of a release that may mean otherwise
         if not self.exists():
             raise UsageError(
                 f"{self.path} holds no swarmlet node: run `swarmlet init` or `swarmlet join` first"

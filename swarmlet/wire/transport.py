@@ -16,6 +16,12 @@ A frame is ``[u32 big-endian length][msgpack, sealed on the join channel]``; len
 
 Before a peer is authenticated it can only make the TLS handshake, within `handshake_timeout_s`;
 at most `max_connections` connections are served at once (more are closed at once, counted).
+
+Versions (`protocol_version`): the TLS handshake settles which protocol the two agents speak
+(ALPN), kept as `FramedStream.peer_protocol` and counted (`streams_protocol_<v>`); a peer with none
+in common is refused after the handshake, before any frame, counted as `refused_peer_protocol`
+and logged once per peer. The join channel and datagrams carry no version (why:
+`protocol_version`).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import logging
 import ssl
 import struct
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -33,7 +40,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from swarmlet.certs import PeerIdentity, identity_of_der
 from swarmlet.crypto import (
-    AAD_GOSSIP,
     AAD_JOIN,
     KEY_ID_BYTES,
     SIGNATURE_BYTES,
@@ -42,6 +48,8 @@ from swarmlet.crypto import (
 )
 from swarmlet.errors import RemoteProtocolError, UsageError
 from swarmlet.wire import codec as wire
+from swarmlet.wire import protocol_version
+from swarmlet.wire.datagram_keys import DatagramKeys
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +87,11 @@ class TlsConfig:
     client: ssl.SSLContext
     admit: Admit
 
+    def __post_init__(self) -> None:
+        # Every context the transport uses offers this release's protocol versions.
+        for context in (self.server, self.client):
+            context.set_alpn_protocols(protocol_version.alpn_protocols())
+
 
 def parse_addr(text: str) -> Address:
     """`HOST:PORT` as an Address; a UsageError says what was expected."""
@@ -102,7 +115,8 @@ class DatagramAuth:
 
     The seal with the shared cluster key keeps datagrams private among members; the signature
     is what authenticates them, so a holder of the cluster key (any worker, a removed node)
-    cannot speak for another node."""
+    cannot speak for another node. The cluster key is replaced when a node is removed, so a
+    removed node soon cannot read the datagrams either (`wire.datagram_keys`: its epochs)."""
 
     node_id: str
     signing_key: Ed25519PrivateKey
@@ -156,9 +170,13 @@ class FramedStream:
         admit: Admit | None = None,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         buffered: bytes = b"",
+        peer_protocol: int | None = None,
     ) -> None:
         self.stream = stream
         self.peer = peer  # as admitted at the last frame (see `_check_peer`)
+        # The protocol both sides speak (the cluster channel's handshake settled it); None on
+        # the join channel, which carries no version.
+        self.peer_protocol = peer_protocol
         self._certified = peer  # as its certificate says
         self._sealer = sealer
         self._aad = aad
@@ -266,22 +284,26 @@ class Transport:
         max_connections: int = MAX_CONNECTIONS,
         counters: Counters | None = None,
         datagram_auth: DatagramAuth | None = None,
+        datagram_keys: DatagramKeys | None = None,
     ):
         self.bind = bind
         self.counters = counters if counters is not None else Counters()
-        self._sealer = Sealer(message_key)
+        # The cluster key's epochs (an agent's follow its key ring); without them, `message_key`
+        # alone, as epoch 0.
+        self.datagram_keys = datagram_keys or DatagramKeys(0, message_key)
         self.tls = tls
         self._udp: trio.socket.SocketType | None = None
         self._connect_timeout_s = connect_timeout_s
         self._handshake_timeout_s = handshake_timeout_s
         self._max_connections = max_connections
         self._open_connections = 0
+        self._warned_protocol: set[str] = set()  # peers (authenticated node ids) refused so
         # None: datagrams are only sealed (transports in tests of other layers); an agent
         # always signs, and then drops every datagram that is not signed by a known member.
         self.datagram_auth = datagram_auth
 
     def set_key(self, message_key: bytes) -> None:
-        self._sealer = Sealer(message_key)
+        self.datagram_keys = DatagramKeys(0, message_key)
 
     def set_tls(self, tls: TlsConfig) -> None:
         """A renewed certificate: new connections present it (open ones keep theirs)."""
@@ -304,7 +326,7 @@ class Transport:
         body = wire.encode(msg)
         if self.datagram_auth is not None:
             body = self.datagram_auth.envelope(body)
-        sealed = self._sealer.seal(body, AAD_GOSSIP)
+        sealed = self.datagram_keys.seal(body)
         if len(sealed) > MAX_DATAGRAM_BYTES:
             self.counters["dropped_datagram_out_oversized"] += 1
             return False
@@ -314,6 +336,7 @@ class Transport:
             self.counters["datagram_send_errors"] += 1
             return False
         self.counters["datagrams_out"] += 1
+        self.counters["datagram_bytes_out"] += len(sealed)  # as sent: signed and sealed
         return True
 
     async def serve_udp(self, handler: DatagramHandler) -> None:
@@ -321,11 +344,11 @@ class Transport:
         while True:
             data, addr = await self._udp.recvfrom(MAX_DATAGRAM_BYTES + 1)
             self.counters["datagrams_in"] += 1
-            try:
-                body = self._sealer.open(data, AAD_GOSSIP)
-            except RemoteProtocolError as exc:
-                self.counters["dropped_datagram_invalid"] += 1
-                log.debug("dropped datagram from %s: %s", addr, exc)
+            self.counters["datagram_bytes_in"] += len(data)  # as received, dropped ones too
+            body = self.datagram_keys.open(data, time.monotonic())
+            if isinstance(body, str):  # invalid, stale_epoch, unknown_epoch
+                self.counters[f"dropped_datagram_{body}"] += 1
+                log.debug("dropped datagram from %s: %s", addr, body)
                 continue
             if self.datagram_auth is not None:
                 opened = self.datagram_auth.open(body)
@@ -410,7 +433,10 @@ class Transport:
                 log.debug("TLS handshake failed: %s", exc.__cause__ or exc)
                 return None
             peer = self._authenticate(secure)
-            return FramedStream(secure, None, b"", self.counters, peer=peer, admit=tls.admit)
+            version = self._negotiated(secure, peer)
+            return FramedStream(
+                secure, None, b"", self.counters, peer=peer, admit=tls.admit, peer_protocol=version
+            )
         self.counters["refused_tls_handshake_timeout"] += 1
         return None
 
@@ -427,6 +453,27 @@ class Transport:
             self.counters["refused_peer_bad_certificate"] += 1
             raise
         return peer
+
+    def _negotiated(self, secure: trio.SSLStream[trio.SocketStream], peer: PeerIdentity) -> int:
+        """The protocol the handshake settled with `peer`; RemoteProtocolError (counted, and
+        logged the first time for this peer: senders reconnect every fraction of a second) if
+        the two share none."""
+        version = protocol_version.negotiated(secure.selected_alpn_protocol())
+        if isinstance(version, int):
+            # Streams by protocol (`swarmlet status`): whether peers of an older one remain.
+            self.counters[f"streams_protocol_{version}"] += 1
+            return version
+        self.counters["refused_peer_protocol"] += 1
+        if peer.node_id not in self._warned_protocol:
+            self._warned_protocol.add(peer.node_id)
+            log.warning(
+                "refusing node %s: it %s (this node speaks %d..%d)",
+                peer.node_id,
+                version,
+                protocol_version.OLDEST_PEER_PROTOCOL,
+                protocol_version.PROTOCOL_VERSION,
+            )
+        raise RemoteProtocolError(f"node {peer.node_id} {version}")
 
     async def connect(self, addr: Address, node_id: str | None = None) -> FramedStream:
         """A cluster-channel connection to a peer, authenticated both ways. With `node_id`,
@@ -447,7 +494,10 @@ class Transport:
             if node_id is not None and peer.node_id != node_id:
                 self.counters["refused_peer_wrong_node"] += 1
                 raise RemoteProtocolError(f"{addr[0]}:{addr[1]} is {peer.node_id}, not {node_id}")
-            return FramedStream(secure, None, b"", self.counters, peer=peer, admit=tls.admit)
+            version = self._negotiated(secure, peer)
+            return FramedStream(
+                secure, None, b"", self.counters, peer=peer, admit=tls.admit, peer_protocol=version
+            )
         except BaseException:
             await stream.aclose()
             raise

@@ -53,10 +53,11 @@ class AgentHandle:
 def run_cli(
     *args: str, data_dir: Path | None = None, check: bool = True, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    cmd = [*SWARMLET, *args]
+    cmd = [*swarmlet_command(data_dir), *args]
     env = dict(os.environ)
     if data_dir is not None:
         env["SWARMLET_DATA_DIR"] = str(data_dir)  # not a flag: COMMAND ARG... would swallow it
+        env.update(release_env(data_dir))
     proc = subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, check=False, env=env
     )
@@ -332,3 +333,31 @@ class RequestLoop:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+
+# ---------------------------------------------------------------- agents of another release (#18)
+#
+# A node may run another release's swarmlet (tests/integration/test_upgrade.py): its own python,
+# from a virtualenv that holds that release. Every command run for the node's data dir, and so
+# the agent that `init`, `join` and `agent --detach` start, runs under that python.
+
+RELEASE_PYTHON: dict[Path, str] = {}  # data dir -> the python of its release; absent: this tree
+
+
+def use_release(data_dir: Path, python: str | None) -> None:
+    """Run the node of `data_dir` with `python`'s swarmlet from now on (None: this tree's)."""
+    if python is None:
+        RELEASE_PYTHON.pop(data_dir, None)
+    else:
+        RELEASE_PYTHON[data_dir] = python
+
+
+def swarmlet_command(data_dir: Path | None) -> list[str]:
+    python = RELEASE_PYTHON.get(data_dir) if data_dir is not None else None
+    return SWARMLET if python is None else [python, "-m", "swarmlet"]
+
+
+def release_env(data_dir: Path) -> dict[str, str]:
+    """PYTHONSAFEPATH: `python -m` would otherwise put the working directory (this tree, whose
+    `swarmlet/` shadows the release's) first on sys.path, in the agent it starts as well."""
+    return {"PYTHONSAFEPATH": "1"} if data_dir in RELEASE_PYTHON else {}

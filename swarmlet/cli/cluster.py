@@ -1,5 +1,6 @@
 """`swarmlet init|join|agent|join-token|leave|status|events`: forming the cluster, running this
-node's agent, and watching it.
+node's agent, and watching it; `update --autolock`, `unlock`, `unlock-key`: autolock (issue #18,
+as `docker swarm update --autolock`, `docker swarm unlock`, `docker swarm unlock-key`).
 
 `init` and `join` write a new data dir and then start the agent (`cli.agent_process`); both
 refuse a data dir that already holds a node, so a node is never created twice. The order of
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 from swarmlet.cli.common import (
+    BoolFlag,
     ExitStatus,
     add_bool,
     add_command,
@@ -27,6 +29,8 @@ from swarmlet.errors import UsageError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at run time
 if TYPE_CHECKING:
+    from typing import Any
+
     from swarmlet.cli.common import Subcommands
     from swarmlet.cli.output import Output
     from swarmlet.security.datadir import DataDir
@@ -81,6 +85,11 @@ def cmd_init(args: argparse.Namespace, out: Output) -> ExitStatus:
     from swarmlet.security.datadir import Identity
 
     _use_metrics_addr(args)
+    if args.autolock and (args.foreground or args.force_new_cluster):
+        raise UsageError(
+            "--autolock starts the agent in the background and unlocks it: without --foreground "
+            "and --force-new-cluster (or run `swarmlet update --autolock=true` later)"
+        )
     if args.force_new_cluster:
         if args.restore:
             raise UsageError("--force-new-cluster and --restore: choose one")
@@ -116,6 +125,12 @@ def cmd_init(args: argparse.Namespace, out: Output) -> ExitStatus:
     else:
         datadir.write_manager_key(crypto.new_key())  # managers only: `swarmlet.security.keyring`
         cluster_key = crypto.new_key()
+    unlock_key = None
+    if args.autolock:  # sealed from the first byte: the agent starts locked, and is unlocked below
+        from swarmlet.security import at_rest
+
+        unlock_key = at_rest.new_unlock_key()
+        at_rest.create_sealed_data_key(datadir.path, unlock_key)
     datadir.write_identity(identity, cluster_key, crypto.new_node_key())
     if args.foreground:
         return ExitStatus(
@@ -125,6 +140,9 @@ def cmd_init(args: argparse.Namespace, out: Output) -> ExitStatus:
             )
         )
     proc = agent_process.start_background_agent(datadir)
+    if unlock_key is not None:
+        agent_process.wait_ready(datadir, proc, lambda status: bool(status.get("locked")))
+        call(args, "unlock", key=unlock_key)
     agent_process.wait_ready(datadir, proc, agent_process.is_member_with_leader)
     worker = call(args, "join-token", role="worker")
     manager = call(args, "join-token", role="manager")
@@ -133,6 +151,55 @@ def cmd_init(args: argparse.Namespace, out: Output) -> ExitStatus:
     out.line(f"    swarmlet join --token {worker['token']} {identity.addr}\n")
     out.line("To add a manager to this cluster, run:\n")
     out.line(f"    swarmlet join --token {manager['token']} {identity.addr}\n")
+    if unlock_key is not None:
+        _print_unlock_key(out, unlock_key)
+    return ExitStatus.OK
+
+
+def _print_unlock_key(out: Output, key: str) -> None:
+    out.line("To unlock a swarmlet manager after it restarts, run `swarmlet unlock` and provide")
+    out.line("the following key:\n")
+    out.line(f"    {key}\n")
+    out.line("Remember to store this key in a password manager: without it, a restarted manager")
+    out.line("cannot read its Raft log.")
+
+
+def cmd_update(args: argparse.Namespace, out: Output) -> ExitStatus:
+    if args.autolock is None:
+        raise UsageError("nothing to update: give --autolock=true or --autolock=false")
+    result = call(args, "autolock.update", autolock=args.autolock)
+    out.line("Cluster updated." if result["changed"] else "Autolock was already so: no change.")
+    if result["key"]:
+        _print_unlock_key(out, result["key"])
+    return ExitStatus.OK
+
+
+def cmd_unlock(args: argparse.Namespace, out: Output) -> ExitStatus:
+    """The key from the terminal (not echoed) or one line of stdin, never from a flag (it would
+    be in `ps` and the shell's history), as `docker swarm unlock` reads it."""
+    import sys
+
+    if sys.stdin.isatty():
+        import getpass
+
+        key = getpass.getpass("Enter unlock key: ")
+    else:
+        key = sys.stdin.readline()
+    if not key.strip():
+        raise UsageError("no unlock key given (type it, or pipe it on stdin)")
+    call(args, "unlock", key=key.strip())
+    out.line("Node unlocked: the agent is starting.")
+    return ExitStatus.OK
+
+
+def cmd_unlock_key(args: argparse.Namespace, out: Output) -> ExitStatus:
+    result = call(args, "unlock-key", rotate=args.rotate)
+    if args.quiet:
+        out.line(str(result["key"]))
+        return ExitStatus.OK
+    if result["rotated"]:
+        out.line("Successfully rotated the manager unlock key.\n")
+    _print_unlock_key(out, result["key"])
     return ExitStatus.OK
 
 
@@ -168,11 +235,10 @@ def cmd_backup(args: argparse.Namespace, out: Output) -> ExitStatus:
 
     datadir = data_dir(args)
     _identity, cluster_key = datadir.read_identity()
-    managers_key = datadir.read_manager_key()
-    if managers_key is None:
+    if datadir.read_manager_key() is None:
         raise UsageError("this node is not a manager: run `swarmlet backup` on a manager")
     passphrase = _passphrase(args, confirm=True)
-    taken = call(args, "backup")
+    taken, managers_key = _state_and_its_managers_key(args, datadir)
     sealed = seal_backup(
         Backup(
             cluster_id=taken["cluster_id"],
@@ -188,6 +254,29 @@ def cmd_backup(args: argparse.Namespace, out: Output) -> ExitStatus:
     write_atomic(path, sealed)  # owner-only: it holds the cluster's keys
     out.line(f"backed up the state at index {taken['index']} to {path} ({len(sealed)} bytes)")
     return ExitStatus.OK
+
+
+def _state_and_its_managers_key(
+    args: argparse.Namespace, datadir: DataDir
+) -> tuple[dict[str, Any], bytes]:
+    """The state at a read barrier, and the managers' key its secrets are sealed with: read
+    after the state, and both taken again if a rotation (a manager left the managers) came in
+    between, until this node's key file has caught up with the state."""
+    from swarmlet import crypto
+    from swarmlet.state.machine import ClusterState
+
+    for _attempt in range(10):
+        taken = call(args, "backup")
+        managers_key = datadir.read_manager_key()
+        if managers_key is None:
+            raise UsageError("this node is no longer a manager: run `swarmlet backup` on a manager")
+        state = ClusterState.restore(taken["state"])
+        if crypto.ManagerKeys(managers_key).public_key == state.managers_public_key:
+            return taken, managers_key
+        time.sleep(0.5)
+    raise UsageError(
+        "the managers' key kept changing during the backup (managers leaving?): try again"
+    )
 
 
 def _force_new_cluster(args: argparse.Namespace, out: Output) -> ExitStatus:
@@ -210,7 +299,15 @@ def _force_new_cluster(args: argparse.Namespace, out: Output) -> ExitStatus:
             f"--force-new-cluster: the agent of {datadir.path} is running "
             f"(pid {datadir.read_pid()}); stop it first"
         )
-    with RaftStorage.open(datadir.raft_dir) as storage:
+    from swarmlet.security import at_rest
+
+    data_key = at_rest.read_data_key(datadir.path)
+    if data_key is None:
+        raise UsageError(
+            "--force-new-cluster: this node is locked (autolock); start it (`swarmlet agent`), "
+            "unlock it, and stop it, or restore the cluster from a backup"
+        )
+    with RaftStorage.open(datadir.raft_dir, cipher=at_rest.AtRest.cipher_of(data_key)) as storage:
         try:
             forced = force_new_cluster(storage, identity.node_id)
         except ValueError as exc:
@@ -412,6 +509,12 @@ def register(sub: Subcommands) -> None:
         "voter of its cluster, keeping its state, e.g. swarmlet init --force-new-cluster "
         "--data-dir /var/lib/swarmlet",
     )
+    add_bool(
+        p,
+        "--autolock",
+        help_="keep the managers' Raft data keys sealed by an unlock key, which a restarted "
+        "manager waits for (`swarmlet unlock`); the key is printed",
+    )
 
     p = add_command(
         sub,
@@ -481,3 +584,35 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument("file", metavar="FILE", help="where to write the backup")
     _add_passphrase_flag(p)
+
+    p = add_command(
+        sub,
+        "update",
+        cmd_update,
+        "update the cluster's settings: autolock (on a manager; prints the unlock key)",
+        "swarmlet update --autolock=true",
+    )
+    p.add_argument(
+        "--autolock",
+        action=BoolFlag,
+        default=None,
+        help="lock restarted managers until `swarmlet unlock` (=true) or not (=false)",
+    )
+
+    add_command(
+        sub,
+        "unlock",
+        cmd_unlock,
+        "unlock this locked manager with the unlock key (read from the terminal or stdin)",
+        "swarmlet unlock < /root/unlock.key",
+    )
+
+    p = add_command(
+        sub,
+        "unlock-key",
+        cmd_unlock_key,
+        "print (or rotate) the unlock key of an autolocked cluster (on a manager)",
+        "swarmlet unlock-key -q --rotate",
+    )
+    add_bool(p, "-q", "--quiet", help_="print the key only")
+    add_bool(p, "--rotate", help_="replace the key (each running manager re-seals its data key)")

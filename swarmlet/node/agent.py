@@ -7,6 +7,7 @@
     leader duties (`leader`)       ->  voter policy, orchestration, autoscaling (pure cores)
     executor (`executor`)          ->  this node's containers, through the Docker runtime
     keys (`security.keyring`)      ->  node key pair; the managers' key, following the role
+    data key (`security.at_rest`)  ->  the Raft log's encryption at rest; sealed under autolock
     secrets (`security.secret_delivery`) -> a task's secrets: from this node's state or a manager
     statuses (`node.status_reports`) -> this node's task statuses to the leader, committed
     proxy (`proxy`)                ->  the routing mesh, fed from the observed state
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 from collections.abc import Awaitable, Callable
 
@@ -35,6 +37,7 @@ from swarmlet.errors import (
     NotLeaderError,
     RemoteProtocolError,
     RuntimeAdapterError,
+    UsageError,
 )
 from swarmlet.executor.docker_runtime import open_docker_runtime
 from swarmlet.executor.driver import Executor
@@ -51,6 +54,7 @@ from swarmlet.node.config import AgentConfig
 from swarmlet.node.events import EventLog
 from swarmlet.node.forwarding import WriteForwarding
 from swarmlet.node.metrics import serve_metrics
+from swarmlet.node.reconnect import RECONNECT_INTERVAL_S, reconnect_targets
 from swarmlet.node.replicated import ReplicatedState, encode_command
 from swarmlet.node.status_reports import StatusIntake, StatusReporter
 from swarmlet.proxy.mesh import Proxy, Route, routes_from
@@ -59,7 +63,7 @@ from swarmlet.raft.messages import Role as RaftRole
 from swarmlet.raft.messages import SoftState
 from swarmlet.raft.storage import RaftStorage
 from swarmlet.raft.types import ConfChange, ConfState
-from swarmlet.security import peer_policy
+from swarmlet.security import at_rest, peer_policy
 from swarmlet.security.certificates import Certificates
 from swarmlet.security.datadir import DataDir
 from swarmlet.security.join import JoinAcceptor
@@ -96,7 +100,15 @@ UNHEARD_DOWN_AFTER_S = 30.0
 
 
 class Agent:
-    def __init__(self, datadir: DataDir, config: AgentConfig | None = None) -> None:
+    def __init__(
+        self,
+        datadir: DataDir,
+        config: AgentConfig | None = None,
+        *,
+        data_key: bytes | None = None,
+        unlocked_with: str | None = None,
+    ) -> None:
+        """`data_key`, `unlocked_with`: from a locked start (`node.locked`); None otherwise."""
         self.datadir = datadir
         self.config = config or AgentConfig()
         self.identity, key = datadir.read_identity()
@@ -124,14 +136,24 @@ class Agent:
             self._port_errors_changed,
             workers=self.config.proxy_workers,
         )
-        self.storage = RaftStorage.open(datadir.raft_dir)
+        # Encryption at rest (`security.at_rest`): every record under this node's data key.
+        if data_key is None:
+            data_key = at_rest.read_data_key(datadir.path)
+        if data_key is None:
+            raise UsageError(f"{datadir.path} is locked (autolock): run `swarmlet unlock`")
+        self.at_rest = at_rest.AtRest(datadir.path, data_key, unlocked_with=unlocked_with)
+        self.storage = RaftStorage.open(datadir.raft_dir, cipher=self.at_rest.cipher)
         if self.identity.bootstrap and self.storage.last_index == 0:
             restored = datadir.read_restore_state()
             if restored is not None:  # `init --restore`: the backup's state, this node first
-                removed = restore_storage(self.storage, self.identity, datadir, restored)
+                removed = restore_storage(
+                    self.storage, self.identity, datadir, restored, autolock_key=unlocked_with
+                )
                 log.info("restored the cluster from a backup (%d old nodes removed)", removed)
             else:
-                bootstrap_storage(self.storage, self.identity, self.keys, datadir)
+                bootstrap_storage(
+                    self.storage, self.identity, self.keys, datadir, autolock_key=unlocked_with
+                )
         datadir.remove_restore_state()  # consumed (the storage holds it), or a leftover
         self.replicated = ReplicatedState(on_apply=self._on_apply)
         self._signing_key = datadir.signing_key()  # signs datagrams and this node's Alive
@@ -156,6 +178,7 @@ class Agent:
             self.certificates.tls(),
             counters=self.counters,
             datagram_auth=DatagramAuth(self.node_id, self._signing_key, self.member_key),
+            datagram_keys=self.keyring.datagram_keys,  # the cluster key's epochs
         )
         # Members' identity keys as last seen, for datagrams that arrive before the state that
         # lists their senders is applied (a start, the whole cluster restarting at once).
@@ -306,14 +329,30 @@ class Agent:
         `UNHEARD_DOWN_AFTER_S` after this agent started is down since then: after a restart,
         a node that never comes back (lost with its host, or left behind by
         `init --force-new-cluster`) would otherwise keep its tasks and its voter seat for ever,
-        since no verdict is ever reached about a node never heard of."""
+        since no verdict is ever reached about a node never heard of. A pure read: since when
+        such a node is down, `_record_unheard_down` writes once, when the time comes."""
         member = self.gossip.core.member(node_id)
         if member is not None:
             return member.state
-        if node_id in self.state.nodes and time.monotonic() >= self._started + UNHEARD_DOWN_AFTER_S:
-            self.down_since.setdefault(node_id, self._started)  # gone when it is heard of
+        if node_id in self.state.nodes and self._unheard_count_as_down():
             return MemberState.DEAD
         return None
+
+    def _unheard_count_as_down(self) -> bool:
+        return time.monotonic() >= self._started + UNHEARD_DOWN_AFTER_S
+
+    async def _record_unheard_down(self) -> None:
+        """A start-up timer: `UNHEARD_DOWN_AFTER_S` after the start, every member of the state
+        gossip has not heard of is recorded as down since the start, for the voter policy and
+        the orchestrator (`down_since`); gossip's JOIN/ALIVE removes the record. A node added to
+        the state later and never heard of is not recorded: it counts as down all the same
+        (`member_state`), and it holds no voter seat, which is given only to a live node."""
+        await trio.sleep(max(0.0, self._started + UNHEARD_DOWN_AFTER_S - time.monotonic()))
+        unheard = [n for n in self.state.nodes if self.gossip.core.member(n) is None]
+        for node_id in unheard:
+            self.down_since.setdefault(node_id, self._started)
+        if unheard:
+            self.leader.notify()
 
     def node_meta(self, node_id: str) -> NodeMeta | None:
         member = self.gossip.core.member(node_id)
@@ -430,6 +469,8 @@ class Agent:
 
     def _on_apply(self, command: Command, result: ApplyResult) -> None:
         self.keyring.sync()  # promoted or demoted: take or drop the managers' key
+        if self.raft.applied >= self.raft.startup_commit:  # no replayed setting rewrites the key
+            self.at_rest.notify()  # autolock on, off, rotated: its file follows
         self.certificates.notify()  # ... and renew the certificate
         self._remember_member_keys()
         if self.executor is not None:
@@ -545,6 +586,24 @@ class Agent:
         addrs.discard(self.identity.addr)
         return [parse_addr(a) for a in sorted(addrs)]
 
+    async def _reconnect_members(self) -> None:
+        """Join again, every few seconds, members of the state that gossip does not see alive
+        (`node.reconnect`): the start-up seeds come from a state that may not be replayed yet,
+        and SWIM never probes a member it holds as dead or gone."""
+        rng = random.Random()
+        while True:
+            await trio.sleep(RECONNECT_INTERVAL_S)
+            members = ((n.id, n.addr) for n in self.state.nodes.values())
+            targets = reconnect_targets(members, self.node_id, self.member_gossip_state, rng)
+            if targets:
+                self.gossip.join([parse_addr(a) for a in targets])
+
+    def member_gossip_state(self, node_id: str) -> MemberState | None:
+        """What gossip itself holds of `node_id` (None: never heard of), without the
+        unheard-counts-as-down rule of `member_state`."""
+        member = self.gossip.core.member(node_id)
+        return member.state if member is not None else None
+
     async def run(
         self,
         serve_control: Callable[..., Awaitable[None]] | None = None,
@@ -556,10 +615,13 @@ class Agent:
             await nursery.start(self.transport.serve_tcp, self._on_stream, self.joins.serve)
             await nursery.start(self.certificates.run)
             await nursery.start(self.raft.run)
+            await nursery.start(self.at_rest.run, lambda: self.state, lambda: self.keyring.managers)
             await nursery.start(self.forwarding.run)
             await nursery.start(self.status_reporter.run)
             await nursery.start(self.gossip.run)
             self.gossip.join(self.seeds())
+            nursery.start_soon(self._reconnect_members)
+            nursery.start_soon(self._record_unheard_down)
             await nursery.start(self.leader.run)
             nursery.start_soon(self._run_executor)
             await nursery.start(self.proxy.run)

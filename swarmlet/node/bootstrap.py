@@ -21,16 +21,23 @@ from swarmlet.errors import StorageCorruptError
 from swarmlet.executor.hostinfo import read_host_info
 from swarmlet.raft.storage import RaftStorage
 from swarmlet.raft.types import ConfState, HardState, Snapshot, SnapshotMeta
+from swarmlet.security import at_rest
 from swarmlet.security.datadir import DataDir, Identity
-from swarmlet.state.commands import AddNode, Command, InitCluster, RemoveNode
+from swarmlet.state.commands import AddNode, Command, InitCluster, RemoveNode, SetAutolock
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import Node, Resources, Role
 
 
 def bootstrap_storage(
-    storage: RaftStorage, identity: Identity, keys: crypto.ClusterKeys, datadir: DataDir
+    storage: RaftStorage,
+    identity: Identity,
+    keys: crypto.ClusterKeys,
+    datadir: DataDir,
+    *,
+    autolock_key: str | None = None,
 ) -> None:
-    """Save the first snapshot of a new cluster whose first node is `identity`.
+    """Save the first snapshot of a new cluster whose first node is `identity`; autolocked from
+    the start with `autolock_key` (`init --autolock`: `_autolock`).
     StorageCorruptError if `init` left no managers' key in the data dir."""
     managers = _managers(datadir)
     state = ClusterState()
@@ -43,14 +50,20 @@ def bootstrap_storage(
         ),
         managers_public_key=managers.public_key,
     )
-    for command in (init, _add_first_node(identity, datadir, managers)):
+    first = _add_first_node(identity, datadir, managers)
+    for command in (init, first, *_autolock(managers, autolock_key)):
         result = state.apply(command)
         assert result.ok, result.error
     _save_first_snapshot(storage, identity, state)
 
 
 def restore_storage(
-    storage: RaftStorage, identity: Identity, datadir: DataDir, state_data: bytes
+    storage: RaftStorage,
+    identity: Identity,
+    datadir: DataDir,
+    state_data: bytes,
+    *,
+    autolock_key: str | None = None,
 ) -> int:
     """Seed a new data dir's storage from a backup's state (`init --restore`): every node of the
     old cluster is removed (their hosts join again as new nodes; their tasks are replaced, and
@@ -66,11 +79,21 @@ def restore_storage(
     old = sorted(state.nodes)
     commands: list[Command] = [RemoveNode(node_id, removed_at=now) for node_id in old]
     commands.append(_add_first_node(identity, datadir, managers))
+    commands.extend(_autolock(managers, autolock_key))
     for command in commands:
         result = state.apply(command)
         assert result.ok, result.error
     _save_first_snapshot(storage, identity, state)
     return len(old)
+
+
+def _autolock(managers: crypto.ManagerKeys, key: str | None) -> list[Command]:
+    """`init --autolock` (issue #18): the first node's data key is sealed by `key` before its
+    first start (`cli.cluster`), so the cluster's first state says autolock with that key, and
+    no data key of this cluster is ever written in clear (`security.at_rest`)."""
+    if key is None:
+        return []
+    return [SetAutolock(True, at_rest.seal_unlock_key(managers, key))]
 
 
 def _managers(datadir: DataDir) -> crypto.ManagerKeys:

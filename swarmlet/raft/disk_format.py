@@ -8,7 +8,19 @@ Layout::
     votefloor                         one record: [index, term] (only after a torn tail was cut)
     snapshot-<index:020d>.snap        one record: [index, term, voters, learners, data]
     log-<first-index:020d>.seg        records, one per entry: [0, term, index, kind, data]
+                                      or, encrypted: [1, term, index, kind, sealed data]
     *.tmp                             an atomic write in progress; removed on open
+
+Encrypted records (issue #18, encryption at rest). With a `RecordCipher` (the node's data key,
+`swarmlet.security.at_rest`), what a record holds of the cluster (an entry's data, a snapshot's
+state) is sealed with AES-256-GCM: a log record under tag 1, a snapshot as a six-element record
+``[index, term, voters, learners, sealed data, 1]``. What Raft needs to recover the directory
+without the key (indexes, terms, kinds, the configuration) stays in clear, and is the associated
+data of the seal, so a sealed body cannot be moved to another index, term, kind or snapshot. A
+decoder returns a sealed body as `SealedBytes`, which `open_entry` / `open_snapshot` turn back
+into the plaintext: recovery checks the log's shape without the key, the storage opens it.
+Plaintext records (tag 0, five-element snapshots) still decode, so files written before
+encryption, or without a key, read as before.
 
 Record: ``[u32 length][u32 crc32 of payload][payload]`` (big-endian), payload msgpack
 (``use_bin_type=True``, read with ``raw=False, strict_map_key=True``); never pickle. A length of 0,
@@ -29,7 +41,7 @@ from __future__ import annotations
 import re
 import struct
 import zlib
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
@@ -48,6 +60,12 @@ ANY_RECORD_BYTES = 0xFFFFFFFF  # the frame's own bound (a u32 length): for singl
 _HEADER = struct.Struct(">II")  # payload length, crc32 of payload
 HEADER_BYTES = _HEADER.size
 _ENTRY_TAG = 0  # first element of a log record's payload; other values are reserved
+_SEALED_ENTRY_TAG = 1  # ... an entry whose data is sealed (`RecordCipher`)
+_ENTRY_TAGS = (_ENTRY_TAG, _SEALED_ENTRY_TAG)
+_SEALED_SNAPSHOT_MARK = 1  # last element of a six-element (sealed) snapshot record
+# Associated data of the seals: a body sealed for one place opens nowhere else.
+AAD_ENTRY = b"swarmlet/raft-entry/1"
+AAD_SNAPSHOT = b"swarmlet/raft-snapshot/1"
 
 SEGMENT_RE = re.compile(r"^log-(\d{20})\.seg$")
 SNAPSHOT_RE = re.compile(r"^snapshot-(\d{20})\.snap$")
@@ -117,6 +135,52 @@ def read_single_record(buf: bytes) -> memoryview:
     return payload
 
 
+# -- encryption ---------------------------------------------------------------------------------
+
+
+class RecordCipher(Protocol):
+    """Seals and opens record bodies (`crypto.Sealer` under the node's data key). `open` raises
+    RemoteProtocolError for a wrong key or altered bytes (the storage reports corruption)."""
+
+    def seal(self, plaintext: bytes, aad: bytes) -> bytes: ...
+
+    def open(self, sealed: bytes, aad: bytes) -> bytes: ...
+
+
+class SealedBytes(bytes):
+    """A record body still sealed: `open_entry` / `open_snapshot` open it. Never handed to Raft
+    or the state machine (the storage opens every one before it returns entries)."""
+
+
+def _entry_aad(term: int, index: int, kind: int) -> bytes:
+    return AAD_ENTRY + _pack([term, index, kind])
+
+
+def _snapshot_aad(meta: SnapshotMeta) -> bytes:
+    conf = [list(meta.conf.voters), list(meta.conf.learners)]
+    return AAD_SNAPSHOT + _pack([meta.index, meta.term, *conf])
+
+
+def open_entry(entry: Entry, cipher: RecordCipher) -> Entry:
+    """`entry` with its data opened if it was sealed (as is otherwise); `cipher.open`'s error
+    if it does not open under this key with this index, term and kind."""
+    if not isinstance(entry.data, SealedBytes):
+        return entry
+    data = cipher.open(bytes(entry.data), _entry_aad(entry.term, entry.index, int(entry.kind)))
+    return Entry(term=entry.term, index=entry.index, kind=entry.kind, data=data)
+
+
+def open_snapshot(snap: Snapshot, cipher: RecordCipher) -> Snapshot:
+    """As `open_entry`, for a snapshot (bound to its index, term and configuration)."""
+    if not isinstance(snap.data, SealedBytes):
+        return snap
+    return Snapshot(meta=snap.meta, data=cipher.open(bytes(snap.data), _snapshot_aad(snap.meta)))
+
+
+def is_sealed(data: bytes) -> bool:
+    return isinstance(data, SealedBytes)
+
+
 # -- payloads -----------------------------------------------------------------------------------
 
 
@@ -135,19 +199,31 @@ def _is_int(value: object, minimum: int) -> bool:
     return type(value) is int and value >= minimum
 
 
-def encode_entry(entry: Entry) -> bytes:
-    return encode_record(_pack([_ENTRY_TAG, entry.term, entry.index, int(entry.kind), entry.data]))
+def _is_tag(value: object, tags: tuple[int, ...]) -> bool:
+    return type(value) is int and value in tags  # not a bool, though True == 1
+
+
+def encode_entry(entry: Entry, cipher: RecordCipher | None = None) -> bytes:
+    """A log record; with `cipher`, its data sealed (tag 1; see the module docstring)."""
+    kind = int(entry.kind)
+    if cipher is None:
+        return encode_record(_pack([_ENTRY_TAG, entry.term, entry.index, kind, entry.data]))
+    sealed = cipher.seal(entry.data, _entry_aad(entry.term, entry.index, kind))
+    return encode_record(_pack([_SEALED_ENTRY_TAG, entry.term, entry.index, kind, sealed]))
 
 
 def decode_entry(payload: memoryview | bytes) -> Entry:
+    """The entry of a log record; a sealed one's data is `SealedBytes` (`open_entry`)."""
     obj = _unpack(payload)
-    if not (isinstance(obj, list) and len(obj) == 5 and obj[0] == _ENTRY_TAG):
+    if not (isinstance(obj, list) and len(obj) == 5 and _is_tag(obj[0], _ENTRY_TAGS)):
         raise ValueError("not an entry record")
-    _, term, index, kind, data = obj
+    tag, term, index, kind, data = obj
     if not (_is_int(term, 1) and _is_int(index, 1) and type(kind) is int):
         raise ValueError("bad term, index or kind")
     if not isinstance(data, bytes):
         raise ValueError("entry data is not bytes")
+    if tag == _SEALED_ENTRY_TAG:
+        data = SealedBytes(data)
     return Entry(term=term, index=index, kind=EntryKind(kind), data=data)
 
 
@@ -159,7 +235,7 @@ def peek_torn_entry(buf: bytes, offset: int) -> tuple[int, int] | None:
     unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=64)
     unpacker.feed(buf[offset + HEADER_BYTES : offset + HEADER_BYTES + 64])
     try:
-        if unpacker.read_array_header() != 5 or unpacker.unpack() != _ENTRY_TAG:
+        if unpacker.read_array_header() != 5 or not _is_tag(unpacker.unpack(), _ENTRY_TAGS):
             return None
         term, index = unpacker.unpack(), unpacker.unpack()
     except (ValueError, TypeError, msgpack.UnpackException, msgpack.OutOfData):
@@ -194,17 +270,23 @@ def decode_vote_floor(payload: memoryview) -> VoteFloor:
     return VoteFloor(index=obj[0], term=obj[1])
 
 
-def encode_snapshot(snap: Snapshot) -> bytes:
+def encode_snapshot(snap: Snapshot, cipher: RecordCipher | None = None) -> bytes:
+    """A snapshot record; with `cipher`, its data sealed (six elements; module docstring)."""
     meta = snap.meta
     conf = [list(meta.conf.voters), list(meta.conf.learners)]
-    return encode_record(_pack([meta.index, meta.term, *conf, snap.data]))
+    if cipher is None:
+        return encode_record(_pack([meta.index, meta.term, *conf, snap.data]))
+    sealed = cipher.seal(snap.data, _snapshot_aad(meta))
+    return encode_record(_pack([meta.index, meta.term, *conf, sealed, _SEALED_SNAPSHOT_MARK]))
 
 
 def decode_snapshot(payload: memoryview) -> Snapshot:
+    """The snapshot of a record; a sealed one's data is `SealedBytes` (`open_snapshot`)."""
     obj = _unpack(payload)
-    if not (isinstance(obj, list) and len(obj) == 5):
+    sealed = isinstance(obj, list) and len(obj) == 6 and _is_tag(obj[5], (_SEALED_SNAPSHOT_MARK,))
+    if not (isinstance(obj, list) and (len(obj) == 5 or sealed)):
         raise ValueError("not a snapshot record")
-    index, term, voters, learners, data = obj
+    index, term, voters, learners, data = obj[:5]
     ok = _is_int(index, 1) and _is_int(term, 1) and isinstance(data, bytes)
     ok = ok and all(
         isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in (voters, learners)
@@ -212,4 +294,6 @@ def decode_snapshot(payload: memoryview) -> Snapshot:
     if not ok:
         raise ValueError("bad snapshot fields")
     conf = ConfState(voters=tuple(voters), learners=tuple(learners))
+    if sealed:
+        data = SealedBytes(data)
     return Snapshot(meta=SnapshotMeta(index=index, term=term, conf=conf), data=data)

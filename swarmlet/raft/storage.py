@@ -35,6 +35,13 @@ Decisions, and why:
   deletion is not fsynced: if a crash undoes it, the floor comes back, which only delays votes.
 - An OSError while writing leaves the files in an unknown state (and a failed fsync cannot be
   retried): the storage refuses every later call; the driver must stop the node and reopen.
+- Encryption at rest (issue #18): opened with a `cipher` (the node's data key,
+  `swarmlet.security.at_rest`), every record it writes has its body sealed (`disk_format`), and
+  every sealed record it reads is opened at open (and at each re-load), so a wrong key, an altered
+  or a moved record stops the open with `StorageCorruptError`, before Raft sees anything. Old
+  plaintext records are still read and are NOT rewritten: they go with the segments a snapshot
+  compacts away (a snapshot is written sealed), so a log written before encryption becomes
+  sealed through normal compaction. A sealed record read without a cipher is refused.
 """
 
 from __future__ import annotations
@@ -47,16 +54,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from swarmlet.errors import UsageError
+from swarmlet.errors import RemoteProtocolError, StorageCorruptError, UsageError
 from swarmlet.raft.disk_format import (
     HARD_STATE_NAME,
     HEADER_BYTES,
     LOCK_NAME,
     SNAPSHOT_RE,
     VOTE_FLOOR_NAME,
+    RecordCipher,
     encode_entry,
     encode_hard_state,
     encode_snapshot,
+    is_sealed,
+    open_entry,
+    open_snapshot,
     segment_name,
     snapshot_name,
 )
@@ -98,8 +109,10 @@ class RaftStorage:
         *,
         segment_bytes: int,
         max_record_bytes: int,
+        cipher: RecordCipher | None = None,
     ) -> None:
         self._dir = dirpath
+        self._cipher = cipher
         self._lock_fd: int | None = lock_fd
         self._segment_bytes = segment_bytes
         self._max_record_bytes = max_record_bytes
@@ -120,10 +133,12 @@ class RaftStorage:
         *,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        cipher: RecordCipher | None = None,
     ) -> RaftStorage:
         """Open (creating if needed) the raft directory `path`, lock it, and recover it: remove
         temp files, cut a torn tail off the last segment (with a warning), drop segments the
-        snapshot covers. Raises `StorageCorruptError` for damage that could lose committed data."""
+        snapshot covers. Raises `StorageCorruptError` for damage that could lose committed data,
+        and for a sealed record that does not open with `cipher` (or is read without one)."""
         dirpath = Path(path)
         dirpath.mkdir(parents=True, exist_ok=True)
         lock_fd = os.open(dirpath / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
@@ -136,7 +151,7 @@ class RaftStorage:
                 "stop it or use another data directory"
             ) from None
         try:
-            loaded = recover(dirpath, max_record_bytes)
+            loaded = _opened(dirpath, recover(dirpath, max_record_bytes), cipher)
         except BaseException:
             os.close(lock_fd)
             raise
@@ -146,6 +161,7 @@ class RaftStorage:
             loaded,
             segment_bytes=segment_bytes,
             max_record_bytes=max_record_bytes,
+            cipher=cipher,
         )
 
     def load(self) -> tuple[HardState, Snapshot, list[Entry]]:
@@ -156,7 +172,7 @@ class RaftStorage:
         self._loaded = None
         if loaded is None:
             self._close_active()
-            loaded = recover(self._dir, self._max_record_bytes)
+            loaded = _opened(self._dir, recover(self._dir, self._max_record_bytes), self._cipher)
             self._segments = loaded.segments
             self._hard_state = loaded.hard_state
             self._snapshot_meta = loaded.snapshot.meta
@@ -354,7 +370,7 @@ class RaftStorage:
             if entry.term < max(prev_term, 1):
                 raise ValueError(f"entry {entry.index}: term {entry.term} below {prev_term}")
             prev_term = entry.term
-            record = encode_entry(entry)
+            record = encode_entry(entry, self._cipher)
             if len(record) - HEADER_BYTES > self._max_record_bytes:
                 raise ValueError(f"entry {entry.index} exceeds {self._max_record_bytes} bytes")
             records.append(record)
@@ -362,7 +378,7 @@ class RaftStorage:
 
     def _install_snapshot(self, snapshot: Snapshot, *, keep_log: bool) -> None:
         index = snapshot.meta.index
-        self._write_atomic(snapshot_name(index), encode_snapshot(snapshot))
+        self._write_atomic(snapshot_name(index), encode_snapshot(snapshot, self._cipher))
         self._fsync_dir()  # the snapshot is durable before any entry it covers is deleted
         self._snapshot_meta = snapshot.meta
         if keep_log:
@@ -449,3 +465,32 @@ class RaftStorage:
 
     def _fsync_dir(self) -> None:
         fsync_dir(self._dir)
+
+
+def _opened(dirpath: Path, loaded: Loaded, cipher: RecordCipher | None) -> Loaded:
+    """`loaded` with every sealed body opened; StorageCorruptError if one does not open."""
+    snapshot = loaded.snapshot
+    where = f"raft storage {dirpath}"
+    try:
+        if is_sealed(snapshot.data):
+            what = f"the snapshot at index {snapshot.meta.index}"
+            if cipher is None:
+                raise StorageCorruptError(f"{where}: {what} is encrypted and no data key was given")
+            snapshot = open_snapshot(snapshot, cipher)
+        entries = []
+        for entry in loaded.entries:
+            if is_sealed(entry.data):
+                what = f"the entry at index {entry.index} (term {entry.term})"
+                if cipher is None:
+                    raise StorageCorruptError(
+                        f"{where}: {what} is encrypted and no data key was given"
+                    )
+                entry = open_entry(entry, cipher)
+            entries.append(entry)
+    except RemoteProtocolError:
+        raise StorageCorruptError(
+            f"{where}: {what} does not open with this node's data key: it was altered or moved "
+            "from another place in the log, or the data key file is not this directory's; "
+            "restore the data dir from a backup, or remove it and join this node again"
+        ) from None
+    return Loaded(loaded.hard_state, snapshot, entries, loaded.segments, loaded.vote_floor)

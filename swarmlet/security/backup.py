@@ -3,11 +3,15 @@
 `swarmlet backup FILE` on a manager takes the state as its Raft replica holds it after a read
 barrier (a linearizable point, not a copy of files that may be mid-write) and writes it with the
 two cluster keys that give it meaning: the managers' key, which opens the secrets and join tokens
-sealed in the state (and from which the cluster CA derives), and the cluster key, which verifies
-the join tokens. Whoever holds a backup and its passphrase holds the cluster, so the whole
-payload is sealed with AES-256-GCM under a key derived from the operator's passphrase by scrypt
-(RFC 7914; n=2^15, r=8, p=1, a fresh 16-byte salt per file), and the header is authenticated as
-the AAD. `swarmlet init --restore FILE` opens it (`node.bootstrap.restore_storage`).
+sealed in the state (and the cluster CA's key: derived from it, or, once the managers' key has
+been rotated, sealed with it in the state, `security.managers_key_rotation`), and the cluster
+key, which verifies the join tokens. A manager replaces its copy of the managers' key when it
+applies a rotation, so the key read from its data dir is the one the state names, unless a
+rotation was committed between the two reads: take the backup again then. Whoever holds a
+backup and its passphrase holds the cluster, so the whole payload is sealed with AES-256-GCM
+under a key derived from the operator's passphrase by scrypt (RFC 7914; n=2^15, r=8, p=1, a
+fresh 16-byte salt per file), and the header is authenticated as the AAD. `swarmlet init
+--restore FILE` opens it (`node.bootstrap.restore_storage`).
 
 File: MAGIC, then a msgpack map {version, salt, n, r, p, sealed}; the plaintext is a msgpack
 map {cluster_id, created_at, raft_index, managers_key, cluster_key, state}. A wrong passphrase,
@@ -43,7 +47,7 @@ class Backup:
     state: bytes  # `ClusterState.snapshot()`
 
 
-def _key(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+def scrypt_key(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase.encode())
 
 
@@ -64,7 +68,7 @@ def seal_backup(backup: Backup, passphrase: str) -> bytes:
     nonce = os.urandom(_NONCE)
     head = {"version": VERSION, "salt": salt, "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P}
     aad = MAGIC + msgpack.packb(head)
-    sealed = nonce + AESGCM(_key(passphrase, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)).encrypt(
+    sealed = nonce + AESGCM(scrypt_key(passphrase, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)).encrypt(
         nonce, plaintext, aad
     )
     return MAGIC + msgpack.packb({**head, "sealed": sealed})
@@ -87,7 +91,7 @@ def open_backup(data: bytes, passphrase: str, *, source: str = "the backup") -> 
         raise UsageError(f"{source} is damaged: implausible key derivation parameters")
     head = {"version": version, "salt": salt, "n": n, "r": r, "p": p}
     try:
-        plaintext = AESGCM(_key(passphrase, salt, n, r, p)).decrypt(
+        plaintext = AESGCM(scrypt_key(passphrase, salt, n, r, p)).decrypt(
             sealed[:_NONCE], sealed[_NONCE:], MAGIC + msgpack.packb(head)
         )
     except (InvalidTag, ValueError, TypeError):

@@ -13,6 +13,7 @@ from swarmlet.crypto import ManagerKeys
 from swarmlet.errors import RemoteProtocolError, UsageError
 from swarmlet.raft.storage import RaftStorage
 from swarmlet.raft.types import EntryKind
+from swarmlet.security import at_rest
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import Role
 from swarmlet.wire import codec as wire
@@ -254,10 +255,13 @@ def test_a_secret_is_readable_in_the_container_and_nowhere_in_plain_text(
 
 
 def _replicated_state(data_dir: Path) -> ClusterState | None:
-    """What a stopped node's Raft storage holds: its snapshot, then every entry of its log.
+    """What a stopped node's Raft storage holds: its snapshot, then every entry of its log,
+    opened with the node's data key (a worker's lies in clear beside its log: `at_rest`).
     None while the storage is still locked (a killed agent's last threads are still exiting)."""
+    data_key = at_rest.read_data_key(data_dir)
+    assert data_key is not None
     try:
-        storage = RaftStorage.open(data_dir / "raft")
+        storage = RaftStorage.open(data_dir / "raft", cipher=at_rest.AtRest.cipher_of(data_key))
     except UsageError:
         return None
     with storage:

@@ -18,9 +18,11 @@ can open it, and the reply (which carries the cluster key) is sealed with the sa
 only the joiner can read it. The joiner checks the key it receives against the token's fingerprint.
 
 Two keys, two circles. The cluster key (`ClusterKeys`) is held by every node, workers included: it
-seals the traffic between agents. The managers' key (`ManagerKeys`) is held by managers only: it
-seals what workers must not read although they replicate it (Raft learners): secrets' values and
-both join tokens (a worker that could read the manager token could make itself a manager).
+seals the gossip datagrams (the TCP channel is TLS with node certificates), and is replaced, in a
+new epoch, when a node is removed (`wire.datagram_keys`, `security.keyring`). The managers'
+key (`ManagerKeys`) is held by managers only: it seals what workers must not read although they
+replicate it (Raft learners): secrets' values and both join tokens (a worker that could read the
+manager token could make itself a manager).
 
 Sealed to a node (`seal_to`): each node has an X25519 key pair; anything meant for one node alone
 (the managers' key for a new manager, a task's secrets for its node, a join challenge) is sealed
@@ -72,6 +74,7 @@ AAD_TOKEN = b"swarmlet/token/1/"  # + the role: a worker token cannot pass for t
 AAD_MANAGER_KEY = b"swarmlet/manager-key/1/"  # + the node id the blob is recorded for
 AAD_DELIVERY = b"swarmlet/secret-delivery/1/"  # + node, task and request nonce (`delivery_aad`)
 AAD_JOIN_PROOF = b"swarmlet/join-proof/1/"  # + the joining node's id
+AAD_CLUSTER_KEY = b"swarmlet/cluster-key/1/"  # + the node id and the epoch (`cluster_key_aad`)
 
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
@@ -114,6 +117,21 @@ class ClusterKeys:
     @property
     def fingerprint(self) -> str:
         return fingerprint(self.master)
+
+    def seal_to_node(self, node_id: str, public_key: bytes, epoch: int) -> bytes:
+        """This key, as epoch `epoch` of the cluster key, sealed to a member's public key for
+        its Node record (`security.keyring`). RemoteProtocolError for an unusable key."""
+        return seal_to(public_key, self.master, cluster_key_aad(node_id, epoch))
+
+    @classmethod
+    def open_from_node(
+        cls, node_key: bytes, node_id: str, epoch: int, sealed: bytes
+    ) -> ClusterKeys:
+        """The inverse of `seal_to_node`, with the node's private key."""
+        master = open_sealed(node_key, sealed, cluster_key_aad(node_id, epoch))
+        if len(master) != KEY_BYTES:
+            raise RemoteProtocolError(f"the cluster key must be {KEY_BYTES} bytes")
+        return cls(master)
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +326,12 @@ def delivery_aad(node_id: str, task_id: str, nonce: bytes) -> bytes:
     """Binds a delivery of secrets to the node and the task it was granted for, and to the
     request it answers (`nonce`, the asker's): an old delivery cannot be replayed."""
     return AAD_DELIVERY + node_id.encode() + b"/" + task_id.encode() + b"/" + nonce
+
+
+def cluster_key_aad(node_id: str, epoch: int) -> bytes:
+    """Binds a cluster key sealed to a node to that node and to its epoch: a blob cannot be
+    copied to another record, nor an old key passed off as a newer epoch's."""
+    return AAD_CLUSTER_KEY + node_id.encode() + b"/" + str(epoch).encode()
 
 
 def join_proof_aad(node_id: str) -> bytes:

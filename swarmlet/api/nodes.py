@@ -24,7 +24,16 @@ from swarmlet.api.cluster import ClusterAccess, LocalAgent
 from swarmlet.api.control_socket import Emit, Handler, StreamHandler
 from swarmlet.errors import NoLeaderError, UsageError
 from swarmlet.leader.observation import observe
-from swarmlet.state.commands import Command, RemoveNode, RotateToken, UpdateNode
+from swarmlet.security import managers_key_rotation
+from swarmlet.security.keyring import rotate_cluster_key
+from swarmlet.state.commands import (
+    Batch,
+    Command,
+    RemoveNode,
+    RotateManagersKey,
+    RotateToken,
+    UpdateNode,
+)
 from swarmlet.state.machine import ApplyResult
 from swarmlet.state.model import Availability, Node, Role, TaskState
 
@@ -57,6 +66,11 @@ def parse_label(text: str) -> tuple[str, str]:
     if not key or key != key.strip():
         raise UsageError(f"invalid label {text!r}: expected KEY=VALUE")
     return key, value if sep else ""
+
+
+# A removal is sealed against this replica's members (see `node_rm`): tried again when one joined
+# or left meanwhile, a few times, each after a read barrier.
+_REMOVE_ATTEMPTS = 3
 
 
 class Control:
@@ -134,6 +148,8 @@ class Control:
                 "meta_bytes": len(me.meta)
                 if (me := agent.gossip.core.member(agent.node_id))
                 else 0,
+                # The cluster key's epoch this node seals its datagrams under (`node rm` raises it).
+                "key_epoch": agent.transport.datagram_keys.epoch,
             },
             "proxy": agent.proxy.stats(),
             "counters": dict(agent.transport.counters)
@@ -183,6 +199,8 @@ class Control:
             managers = [n for n in self.agent.state.managers() if n.id != node.id]
             if not managers:
                 raise UsageError(f"cannot demote {node.name}: it is the last manager")
+            await self._commit_without_manager(node, UpdateNode(node.id, role=Role.WORKER))
+            return self.node_view(self.agent.state.nodes[node.id])
         # A manager's record carries the managers' key sealed to it (`security.keyring`), so only
         # a manager can promote; demotion drops the key from the record.
         sealed_key = (
@@ -205,8 +223,53 @@ class Control:
             )
         if node.role is Role.MANAGER and not force:
             raise UsageError(f"node {node.name} is a manager; demote it first or use --force")
-        await self._commit(RemoveNode(node.id, removed_at=time.time()))
-        return {"removed": node.id}
+        # The removed node holds the cluster key: a new one comes with the removal, in one
+        # command, sealed to every other member (`security.keyring`). The state refuses it if a
+        # member joined or left since this replica was read; it is then sealed again.
+        # A manager also holds the managers' key: a new one comes in the same command
+        # (`security.managers_key_rotation`).
+        error = ""
+        for _ in range(_REMOVE_ATTEMPTS):
+            await self.agent.read_barrier()
+            state = self.agent.state
+            if node.id not in state.nodes:
+                raise UsageError(f"no such node: {node.id} (removed meanwhile)")
+            rotation = rotate_cluster_key(state, without=node.id)
+            commands: list[Command] = [RemoveNode(node.id, removed_at=time.time()), rotation]
+            if state.nodes[node.id].role is Role.MANAGER:
+                commands.append(self._managers_key_rotation(without=node.id))
+            result = await self.agent.write(Batch(tuple(commands)))
+            if result.ok:
+                return {"removed": node.id, "cluster_key_epoch": rotation.epoch}
+            error = result.error
+        raise UsageError(error)
+
+    async def _commit_without_manager(self, node: Node, change: Command) -> None:
+        """Commit `change`, which takes `node` out of the managers, with a new managers' key in
+        one `Batch`; built again if the state refuses it (the managers, secrets or credentials
+        changed since this replica was read)."""
+        error = ""
+        for _ in range(_REMOVE_ATTEMPTS):
+            await self.agent.read_barrier()
+            current = self.agent.state.nodes.get(node.id)
+            if current is None:
+                raise UsageError(f"no such node: {node.id} (removed meanwhile)")
+            if current.role is not Role.MANAGER:
+                return  # demoted meanwhile, and the key rotated with it
+            rotation = self._managers_key_rotation(without=node.id)
+            result = await self.agent.write(Batch((change, rotation)))
+            if result.ok:
+                return
+            error = result.error
+        raise UsageError(error)
+
+    def _managers_key_rotation(self, *, without: str) -> RotateManagersKey:
+        state = self.agent.state
+        return managers_key_rotation.rotation(
+            state,
+            self.agent.keyring.require_managers(),
+            managers=[n.id for n in state.managers() if n.id != without],
+        )
 
     async def backup(self, args: dict[str, Any]) -> dict[str, Any]:
         """The replicated state at a linearizable point (after a read barrier), for `swarmlet

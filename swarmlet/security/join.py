@@ -177,6 +177,8 @@ class JoinKeys(Protocol):
 
     def seal_manager_key_to(self, node_id: str, public_key: bytes) -> bytes: ...
 
+    def seal_cluster_key_to(self, node_id: str, public_key: bytes) -> tuple[int, bytes]: ...
+
     def issue_certificate(self, node_id: str, role: Role, generation: int, key: bytes) -> bytes: ...
 
     def ca_certificate(self) -> bytes: ...
@@ -239,6 +241,10 @@ class JoinAcceptor:
                 if role is Role.MANAGER
                 else b""
             )
+            # The reply carries epoch 0 of the cluster key; a newer one comes in the record.
+            epoch, sealed_cluster_key = self.keyring.seal_cluster_key_to(
+                request.node_id, public_key
+            )
             result = await self._write(
                 AddNode(
                     Node(
@@ -252,6 +258,8 @@ class JoinAcceptor:
                         public_key=public_key,
                         sealed_manager_key=sealed_key,
                         signing_key=request.signing_key,
+                        sealed_cluster_key=sealed_cluster_key,
+                        cluster_key_epoch=epoch,
                     ),
                     name_is_explicit=request.name_is_explicit,
                 )

@@ -10,6 +10,16 @@ manager's. The transport asks on every connection and again before every message
 direction, so a removed node is cut off as soon as the removal is applied here, even on a
 connection it opened before.
 
+A certificate must also be for the identity key in the node's record (`Node.signing_key`,
+recorded when it joined): a signature of the CA alone does not make a node. The CA key stays the
+same when the managers' key is rotated on a demotion (`security.managers_key_rotation`), so a
+demoted manager that kept its copy of the old key can still derive it; a
+certificate it mints in another member's name must name that member's key, and the TLS handshake
+then needs that member's private key. What it can still mint: certificates for its own id, which
+the state's role (`is_manager`) and the revocation list judge as they judge its real one, and for
+ids no member's state lists yet, which are admitted as nothing more than unknown nodes (no manager's
+rights, no task's data). A receiver that has not applied a node's record yet cannot check its key.
+
 A receiver whose state is behind may accept a certificate that a newer state revokes: a removal
 takes effect on each member when it applies it, as Raft gives every other change.
 
@@ -37,6 +47,8 @@ def admit(
     if now > peer.not_after:
         return "expired"
     node = state.nodes.get(peer.node_id)
+    if node is not None and node.signing_key and peer.public_key != node.signing_key:
+        return "other_key"
     if peer.is_manager and node is not None and peer.generation < node.cert_generation:
         return dataclasses.replace(peer, role="worker")  # issued before a role change
     return peer

@@ -23,6 +23,19 @@ is the leader's: a request captured on the wire could be replayed to the same le
 restarted, within `MAX_SKEW_S` of being sent (binding the leader's id stops replays to another
 manager).
 
+A rotation of the managers' key (`security.managers_key_rotation`, when a manager leaves the
+managers). The leader checks a MAC under the key its own state names, and a MAC under the key
+it held just before is refused too, with its own reason ("made with the previous managers'
+key"), for no grace period. Why not accept the previous key for a while: the proposer signed
+with it because it had not applied the rotation yet, so its command was built on the state
+before it, and may carry a value sealed under the retired key (a secret, a join token, a
+registry credential, the managers' key for a node it admits or promotes) that no manager could
+open once committed. Refused, the write fails at once with that reason, and the user (or the
+loop that wrote it) retries it from a state that has caught up, in milliseconds. What a grace
+would have bought is only the absence of that retry; the demoted manager itself gains nothing
+either way, as its certificate is no longer a manager's (`node.forwarding` checks the sender
+before the MAC).
+
 Pure: the time and the nonce come in; no I/O.
 """
 
@@ -70,6 +83,10 @@ class ProposeGuard:
         self._seen: set[bytes] = set()
         self._by_time: list[tuple[float, bytes]] = []  # a heap of (sent_at, nonce), oldest first
         self._floor = -math.inf  # requests sent at or before this are refused (see the docstring)
+        # The managers' keys of the last checks: the current one, and the one it replaced (only
+        # to say why a request under it is refused: see the docstring).
+        self._current: ManagerKeys | None = None
+        self._previous: ManagerKeys | None = None
 
     def check(
         self, keys: ManagerKeys | None, request: ProposeRequest, *, leader: str, now: float
@@ -78,9 +95,16 @@ class ProposeGuard:
         and then its nonce is remembered."""
         if keys is None:
             return "this node does not hold the managers' key"
+        if keys != self._current:
+            self._previous, self._current = self._current, keys
         try:
             keys.check_mac(_signed_part(request), request.mac)
         except RemoteProtocolError:
+            if self._authenticated_by_previous(request):
+                return (
+                    "made with the previous managers' key (it was just rotated, and the "
+                    "proposer had not applied the rotation yet): retry the write"
+                )
             return "not authenticated with the managers' key: only managers may write"
         if request.leader != leader:
             return f"addressed to another leader ({request.leader})"
@@ -100,6 +124,15 @@ class ProposeGuard:
         while len(self._by_time) > self.max_seen:
             self._forget_oldest()
         return ""
+
+    def _authenticated_by_previous(self, request: ProposeRequest) -> bool:
+        if self._previous is None:
+            return False
+        try:
+            self._previous.check_mac(_signed_part(request), request.mac)
+        except RemoteProtocolError:
+            return False
+        return True
 
     def _forget_oldest(self) -> None:
         sent_at, nonce = heapq.heappop(self._by_time)

@@ -69,6 +69,9 @@ class FakeKeys:
     def seal_manager_key_to(self, node_id: str, public_key: bytes) -> bytes:
         return b"sealed-for-" + node_id.encode()
 
+    def seal_cluster_key_to(self, node_id: str, public_key: bytes) -> tuple[int, bytes]:
+        return 0, b""  # never rotated: the reply's key is the current one
+
     def issue_certificate(self, node_id: str, role: Role, generation: int, key: bytes) -> bytes:
         return certs.issue(
             MANAGERS.ca_key,

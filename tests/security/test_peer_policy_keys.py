@@ -1,0 +1,54 @@
+"""security.peer_policy: a certificate is worth something only for the identity key in its node's
+record. The CA key is derived from the managers' key, which a demoted manager may have kept: a
+certificate it mints in a member's name for its own key is refused; for its own id, or for an id
+no record lists yet (a join this node has not applied), there is no key to compare."""
+
+from __future__ import annotations
+
+from swarmlet.certs import PeerIdentity
+from swarmlet.security import peer_policy
+from swarmlet.state.machine import ClusterState
+from swarmlet.state.model import Node, Role
+
+CLUSTER = "c1"
+NOW = 1_000_000.0
+M1_KEY, W1_KEY, OTHER_KEY = b"1" * 32, b"2" * 32, b"3" * 32
+
+
+def state() -> ClusterState:
+    s = ClusterState()
+    s.cluster_id = CLUSTER
+    s.nodes["m1"] = Node("m1", "m1", "m1:1", "h", Role.MANAGER, signing_key=M1_KEY)
+    s.nodes["w1"] = Node("w1", "w1", "w1:1", "h", Role.WORKER, signing_key=W1_KEY)
+    s.nodes["old"] = Node("old", "old", "old:1", "h", Role.WORKER)  # recorded before the key
+    return s
+
+
+def cert(node_id: str, key: bytes, role: str = "manager") -> PeerIdentity:
+    return PeerIdentity(node_id, role, 1000, NOW + 60, CLUSTER, key)
+
+
+def test_a_certificate_for_another_key_than_the_records_is_refused() -> None:
+    """Minted in a manager's name for the minter's key (the handshake proves that key only)."""
+    assert peer_policy.admit(cert("m1", W1_KEY), state(), CLUSTER, NOW) == "other_key"
+    assert peer_policy.admit(cert("w1", OTHER_KEY, "worker"), state(), CLUSTER, NOW) == "other_key"
+
+
+def test_a_certificate_for_the_records_key_is_admitted_and_judged_by_the_state() -> None:
+    """Its own id and key, whatever role the minter wrote: the state's role is what counts."""
+    s = state()
+    minted = cert("w1", W1_KEY, "manager")
+    admitted = peer_policy.admit(minted, s, CLUSTER, NOW)
+    assert admitted == minted
+    assert isinstance(admitted, PeerIdentity) and not peer_policy.is_manager(admitted, s)
+    assert peer_policy.admit(cert("m1", M1_KEY), s, CLUSTER, NOW) == cert("m1", M1_KEY)
+
+
+def test_without_a_recorded_key_there_is_nothing_to_compare() -> None:
+    """A record from before identity keys, or a node this replica does not list yet."""
+    s = state()
+    assert peer_policy.admit(cert("old", OTHER_KEY, "worker"), s, CLUSTER, NOW) == cert(
+        "old", OTHER_KEY, "worker"
+    )
+    unknown = peer_policy.admit(cert("new", OTHER_KEY), s, CLUSTER, NOW)
+    assert isinstance(unknown, PeerIdentity) and not peer_policy.is_manager(unknown, s)

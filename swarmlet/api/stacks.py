@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from swarmlet import crypto
+from swarmlet.api import registry_auth
 from swarmlet.api.cluster import ClusterAccess
 from swarmlet.api.control_socket import Handler
 from swarmlet.api.nodes import managers_only
@@ -51,28 +52,48 @@ class StackControl:
             if command is not None:
                 commands.append(command)
         specs = [decode_spec(raw) for raw in args.get("services") or ()]
+        # --with-registry-auth: one credential (or None) per service, in the order of `services`.
+        given = "registry_auth" in args
+        credentials = list(args.get("registry_auth") or ())
+        if given and len(credentials) != len(specs):
+            raise UsageError("registry_auth: expected one entry (or null) per service")
         created, updated, unchanged, removed = [], [], [], []
         warnings: list[str] = []
         now = time.time()
-        for spec in specs:
+        for index, spec in enumerate(specs):
             current = agent.state.service_by_name(spec.name)
+            credential = None
+            if given:
+                credential = registry_auth.requested(credentials[index])
+                registry_auth.check_for_image(credential, spec.image)
+            elif current is not None:
+                credential = registry_auth.stored(agent, current)
             # Pinned as `service create/update` pin, so that a redeploy whose tags still name
             # the same digests leaves those services unchanged, and one whose tag moved updates.
             spec, spec_warnings = await pin_spec_image(
-                spec, current.spec if current is not None else None, args
+                spec, current.spec if current is not None else None, args, credential
             )
             warnings += spec_warnings
             if current is None:
-                service = Service(id=crypto.new_id(), spec=spec, created_at=now, updated_at=now)
+                service_id = crypto.new_id()
+                sealed = registry_auth.sealed(agent, service_id, credential)
+                service = Service(
+                    id=service_id, spec=spec, created_at=now, updated_at=now, registry_auth=sealed
+                )
                 commands.append(CreateService(service))
                 created.append(spec.name)
-            elif current.spec.stack != stack:
+                continue
+            if current.spec.stack != stack:
                 raise UsageError(f"service {spec.name} exists and does not belong to stack {stack}")
-            elif current.spec != spec:
+            if current.spec != spec:
                 commands.append(UpdateService(current.id, spec, now))
                 updated.append(spec.name)
             else:
                 unchanged.append(spec.name)
+            # A new credential alone restarts nothing (as swarmkit, which ignores PullOptions).
+            replace = registry_auth.set_command(agent, current, credential) if given else None
+            if replace is not None:
+                commands.append(replace)
         if args.get("prune"):
             names = {s.name for s in specs}
             for service in agent.state.services.values():

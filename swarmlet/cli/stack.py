@@ -34,7 +34,7 @@ from swarmlet.errors import StackError, UsageError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at run time
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from typing import Any
 
     from swarmlet.cli.common import Subcommands
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from swarmlet.cli.output import Output
     from swarmlet.stack.convert import StackPlan
     from swarmlet.stack.loader import LoadedStack
+    from swarmlet.state.model import ServiceSpec
 
 
 STDIN = "-"
@@ -111,6 +112,17 @@ def _secret_payloads(plan: StackPlan) -> list[dict[str, Any]]:
     return payloads
 
 
+def _registry_auth(args: argparse.Namespace, specs: Sequence[ServiceSpec]) -> dict[str, Any]:
+    """`--with-registry-auth`: this client's credential for each service's image (None where it
+    has none, which docker sends as an empty credential); nothing without the flag."""
+    from swarmlet.cli.registry_auth import credential_for
+
+    if not args.with_registry_auth:
+        return {}
+    found = [credential_for(spec.image) for spec in specs]
+    return {"registry_auth": [c.as_mapping() if c is not None else None for c in found]}
+
+
 def cmd_deploy(args: argparse.Namespace, out: Output) -> ExitStatus:
     from swarmlet.wire import codec as wire
 
@@ -128,6 +140,7 @@ def cmd_deploy(args: argparse.Namespace, out: Output) -> ExitStatus:
         secrets=_secret_payloads(plan),
         prune=args.prune,
         no_resolve_image=args.resolve_image == "never",
+        **_registry_auth(args, plan.services),
     )
     for warning in result.get("warnings") or ():
         error(f"warning: {warning}")
@@ -228,6 +241,13 @@ def register(sub: Subcommands) -> None:
         default="always",
         help="pin each image's tag to its digest through its registry (always) or keep the "
         "tags (never), e.g. --resolve-image never",
+    )
+    add_bool(
+        p,
+        "--with-registry-auth",
+        help_="send this client's credential for each image's registry (from "
+        "$DOCKER_CONFIG/config.json) to the nodes that pull it; without it, services keep "
+        "theirs",
     )
     add_bool(p, "-d", "--detach", help_="do not wait for the services to converge")
     p.add_argument("name", metavar="STACK")

@@ -11,6 +11,8 @@ to nodes running a task that uses them"):
   * the secrets granted are exactly those its service's current spec references (the spec the
     executor starts the container from). They exist: the state machine refuses a spec that
     names a missing secret and the removal of a secret in use.
+  * the service's registry credential (`--with-registry-auth`, `Service.registry_auth`), if it
+    has one, goes with them: the node pulls the task's image with it.
 
 The asker's identity needs no proof here: the values are sealed to the public key in the named
 node's record, so a member that claims to be another node receives nothing it can open.
@@ -34,6 +36,7 @@ class SecretGrant:
 
     names: tuple[str, ...] = ()
     refusal: str = ""  # non-empty: refused
+    registry_auth: bool = False  # the service's registry credential too
 
     @property
     def ok(self) -> bool:
@@ -54,4 +57,7 @@ def grant_secrets(state: ClusterState, node_id: str, task_id: str) -> SecretGran
         check_public_key(node.public_key if node is not None else b"")
     except RemoteProtocolError:
         return SecretGrant(refusal=f"node {node_id} has no public key to seal secrets to")
-    return SecretGrant(tuple(dict.fromkeys(ref.name for ref in service.spec.secrets)))
+    return SecretGrant(
+        tuple(dict.fromkeys(ref.name for ref in service.spec.secrets)),
+        registry_auth=bool(service.registry_auth),
+    )

@@ -12,7 +12,9 @@ Secrets' values are sealed with the managers' key in the replicated state (`keyr
     (`crypto.delivery_aad`), signed with the managers' Ed25519 key (`ManagerKeys.sign`). No
     other member can open the values, even with the cluster key, and a member claiming to be
     that node gains nothing.
-Configs are not secret: every node reads them from its own state.
+Configs are not secret: every node reads them from its own state. A service's registry
+credential (`--with-registry-auth`) travels as one more secret value, under the reserved name
+`executor.registry_auth.REGISTRY_AUTH_NAME`, by the same path and under the same decision.
 
 Forged answers. The cluster channel is sealed with the cluster key, which workers hold too, and
 anyone can seal values to a worker's public key: without the signature, whoever answers in a
@@ -21,6 +23,12 @@ its choosing. The worker therefore opens a delivery only if the managers' public
 state verifies it, and only for the nonce of its own request, so an old delivery cannot be
 replayed either. What such a member can still do is refuse or stay silent: the worker asks the
 next manager, and if none delivers the task is rejected and retried.
+
+A rotation of the managers' key (`security.managers_key_rotation`) changes the signing key: a
+manager that applied it signs under the new key before the worker has applied it. The worker
+then waits briefly for its log to bring the new key and checks again (`_open`); it never accepts
+the previous key, which the demoted manager may have kept. A manager never signs under an older
+key than the worker's state names: it applies the worker's index before answering.
 
 When no manager delivers (none reachable, a refusal, an invalid answer) within `ASK_TOTAL_S`,
 `SecretsUnavailableError` carries each manager's answer; the executor rejects the task with it
@@ -39,7 +47,9 @@ import trio
 
 from swarmlet.crypto import ManagerKeys, delivery_aad, seal_to
 from swarmlet.errors import RemoteProtocolError, SecretsUnavailableError
+from swarmlet.executor.registry_auth import REGISTRY_AUTH_NAME
 from swarmlet.security.keyring import KeyRing
+from swarmlet.security.registry_auth import open_sealed_credential
 from swarmlet.security.secret_access import grant_secrets
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import Task
@@ -109,7 +119,7 @@ class SecretDelivery:
             if item is None:
                 raise SecretsUnavailableError(f"config {ref.name!r} not found")
             files[(ref.name, True)] = item.data
-        if service.spec.secrets:
+        if service.spec.secrets or service.registry_auth:
             keys = self.keyring.managers
             if keys is not None:
                 values = _open_granted(state, keys, self.node_id, task.id)
@@ -135,7 +145,7 @@ class SecretDelivery:
                     if not reply.ok:
                         answers.append(f"{manager.name} refused: {reply.error}")
                         continue
-                    plain = self.keyring.open_delivery(reply, task_id, nonce)
+                    plain = await self._open(reply, task_id, nonce)
                     delivered: SecretValues = wire.decode(plain, expect=(SecretValues,))
                     return dict(delivered.values)
                 except trio.TooSlowError:
@@ -148,6 +158,25 @@ class SecretDelivery:
             answers.append(f"{manager.name} was still being asked after {ASK_TOTAL_S:g} s in all")
         why = "; ".join(answers) or "no manager is reachable"
         raise SecretsUnavailableError(f"no manager delivered the secrets of task {task_id}: {why}")
+
+    async def _open(self, reply: SecretsReply, task_id: str, nonce: bytes) -> bytes:
+        """The delivery opened once its signature holds under the managers' public key of this
+        node's state, or of its state a little later: the manager signs with the key of a state
+        at least as new as this node's (it applies this node's index first), so a signature this
+        node's state refuses may be under a key rotated in an entry this node has not applied
+        yet. It waits for its log to move past that key (up to CATCH_UP_TIMEOUT_S), then checks
+        again; never under an older key, which a demoted manager may have kept."""
+        key = self._state().managers_public_key
+        try:
+            return self.keyring.open_delivery(reply, task_id, nonce)
+        except RemoteProtocolError:
+            with trio.move_on_after(CATCH_UP_TIMEOUT_S):
+                while self._state().managers_public_key == key:
+                    await self.raft.wait_applied(self.raft.applied + 1)
+            if self._state().managers_public_key == key:
+                raise
+        self.transport.counters["secrets_delivery_rechecked"] += 1
+        return self.keyring.open_delivery(reply, task_id, nonce)
 
     async def _ask(self, manager_id: str, request: SecretsRequest) -> SecretsReply:
         addr = self._resolve(manager_id)
@@ -219,10 +248,16 @@ def _open_granted(
         raise SecretsUnavailableError(grant.refusal)
     values = {}
     for name in grant.names:
+        if name == REGISTRY_AUTH_NAME:
+            raise SecretsUnavailableError(f"secret name {name!r} is reserved")
         secret = state.secret_by_name(name)
         assert secret is not None  # see `secretaccess`: a secret in use cannot be removed
         try:
             values[name] = keys.open_secret(secret.id, secret.data)
         except RemoteProtocolError:
             raise SecretsUnavailableError(f"secret {name!r} does not open: it is damaged") from None
+    if grant.registry_auth:
+        service_id = state.tasks[task_id].service_id
+        sealed = state.services[service_id].registry_auth
+        values[REGISTRY_AUTH_NAME] = open_sealed_credential(keys, service_id, sealed)
     return values

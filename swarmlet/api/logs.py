@@ -11,6 +11,9 @@ Two sides, both here:
 - `_serve` (the cluster channel's `LogsRequest`, on any node): reads its own containers through
   the executor's runtime and sends one `LogLine` per line, to managers only.
 
+With `details` (docker's `--details`), each node asks Docker for the logging driver's attributes
+of every line (`split_details`) and the items carry them, unescaped, in `details`.
+
 Invariants: a task's stream is opened at most once per call; one task's lines keep Docker's order
 (the merge is a stable sort, and Docker's timestamps never go back within one container). The
 items' `task` field (`SERVICE.SLOT.TASKID10`) is a contract with the dashboard (`feeds`).
@@ -19,6 +22,7 @@ items' `task` field (`SERVICE.SLOT.TASKID10`) is a contract with the dashboard (
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -126,11 +130,31 @@ def timestamp_ns(text: str) -> int:
     return int(when.timestamp()) * 1_000_000_000 + int(fraction.ljust(9, "0") or 0)
 
 
+def split_details(raw: bytes) -> tuple[dict[str, str], bytes]:
+    """A line Docker gave with `details=True` (its timestamp split off) as (the logging driver's
+    attributes, line). Docker writes them `k=v,k=v` with keys and values URL-escaped (Go's
+    QueryEscape), then a space; none is an empty string, so the line starts with the space.
+    A line with no such part (or a malformed one) comes back whole, with no attributes."""
+    head, space, line = raw.partition(b" ")
+    if not space:
+        return {}, raw
+    if not head:
+        return {}, line
+    attrs = {}
+    for pair in head.decode(errors="replace").split(","):
+        key, equals, value = pair.partition("=")
+        if not equals:
+            return {}, raw
+        attrs[urllib.parse.unquote_plus(key)] = urllib.parse.unquote_plus(value)
+    return attrs, line
+
+
 class _Line(NamedTuple):
     node_id: str
     task_id: str  # "" for a note about a node (down, unreachable)
     timestamp: str  # Docker's, or ""
     text: str
+    attrs: tuple[tuple[str, str], ...] = ()  # the logging driver's, with `details`
 
 
 def in_time_order(lines: list[_Line]) -> list[_Line]:
@@ -170,12 +194,19 @@ class ServiceLogs:
     async def logs(self, args: dict[str, Any], emit: Emit) -> None:
         """Arguments: `targets` (docker's SERVICE|TASK operands; `service`, one name, is the
         older spelling), `follow`, `tail` (lines per task, None or "all" for all), `since`
-        (seconds since the epoch). One item per line; see `_item` for its keys."""
+        (seconds since the epoch), `details` (the logging driver's attributes of each line).
+        One item per line; see `_item` for its keys."""
         await self.agent.read_barrier()
         refs = args.get("targets") or [args.get("service", "")]
         selection = select(self.agent.state, [str(ref) for ref in refs])
         follow = bool(args.get("follow"))
-        template = LogsRequest((), follow, _tail(args.get("tail")), _since(args.get("since")))
+        template = LogsRequest(
+            (),
+            follow,
+            _tail(args.get("tail")),
+            _since(args.get("since")),
+            details=bool(args.get("details")),
+        )
         opened: dict[str, Task] = {}
         send, receive = trio.open_memory_channel[_Line](LINE_BUFFER)
         async with trio.open_nursery() as nursery:
@@ -213,7 +244,9 @@ class ServiceLogs:
             opened[task.id] = task
             by_node.setdefault(task.node_id, []).append(task.id)
         for node_id, task_ids in by_node.items():
-            request = LogsRequest(tuple(task_ids), template.follow, template.tail, template.since)
+            request = LogsRequest(
+                tuple(task_ids), template.follow, template.tail, template.since, template.details
+            )
             nursery.start_soon(self._node_logs, node_id, request, out.clone())
 
     async def _watch(
@@ -235,7 +268,8 @@ class ServiceLogs:
         """One line for the caller: `task` (SERVICE.SLOT.TASKID10), `task_id`, `service`,
         `service_id`, `slot` (the slot, or the node's name for a global service's task),
         `slot_width` (digits of the replica count: docker pads the prefix by it), `node`,
-        `node_id`, `timestamp` (Docker's RFC 3339, or "") and `line`."""
+        `node_id`, `timestamp` (Docker's RFC 3339, or ""), `line` and `details` (the logging
+        driver's attributes, with `details`; {} without)."""
         task = opened.get(line.task_id)
         service = self.agent.state.services.get(task.service_id) if task else None
         item: dict[str, Any] = {
@@ -249,6 +283,7 @@ class ServiceLogs:
             "node_id": line.node_id,
             "timestamp": line.timestamp,
             "line": line.text,
+            "details": dict(line.attrs),
         }
         if task is not None:
             name = service.spec.name if service else task.service_id
@@ -315,11 +350,15 @@ class ServiceLogs:
                 tail=None if request.tail < 0 else request.tail,
                 since=request.since or None,
                 timestamps=True,
+                details=request.details,
             )
             async with out, aclosing(lines):
                 async for raw in lines:
                     timestamp, line = split_timestamp(raw)
-                    await out.send(LogLine(task_id, line, timestamp))
+                    attrs: dict[str, str] = {}
+                    if request.details:
+                        attrs, line = split_details(line)
+                    await out.send(LogLine(task_id, line, timestamp, attrs))
 
         async with out, trio.open_nursery() as nursery:
             if executor is None:
@@ -346,4 +385,5 @@ class ServiceLogs:
 
 
 def _line(node_id: str, msg: LogLine) -> _Line:
-    return _Line(node_id, msg.task_id, msg.timestamp, msg.line.decode(errors="replace"))
+    text = msg.line.decode(errors="replace")
+    return _Line(node_id, msg.task_id, msg.timestamp, text, tuple(sorted(msg.attrs.items())))

@@ -15,6 +15,7 @@ and `--format TEMPLATE` over docker's field names (`service_row`, `task_row`).
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from swarmlet.cli.common import (
@@ -129,12 +130,31 @@ def cmd_create(args: argparse.Namespace, out: Output) -> ExitStatus:
         "service.create",
         spec=wire.encode(spec),
         no_resolve_image=bool(args.no_resolve_image),
+        **_registry_auth(args, spec.image),
     )
     _print_warnings(result)
     out.line(str(result["id"]))
     if args.detach:
         return ExitStatus.OK
     return wait_converged(args, out, [spec.name])
+
+
+def _registry_auth(args: argparse.Namespace, image: str) -> dict[str, Any]:
+    """The request's `registry_auth` argument for `--with-registry-auth` (`api.registry_auth`):
+    nothing without the flag (an update keeps the service's credential)."""
+    from swarmlet.cli.registry_auth import config_path, credential_for
+    from swarmlet.executor.registry_auth import registry_of
+
+    if not args.with_registry_auth:
+        return {}
+    credential = credential_for(image)
+    if credential is None:
+        raise UsageError(
+            f"--with-registry-auth: no credential for {registry_of(image)} in "
+            f"{config_path(os.environ)}: log in with `docker login {registry_of(image)}` "
+            "(or set DOCKER_CONFIG to the directory that holds it)"
+        )
+    return {"registry_auth": credential.as_mapping()}
 
 
 def _print_warnings(result: dict[str, Any]) -> None:
@@ -170,6 +190,7 @@ def cmd_update(args: argparse.Namespace, out: Output) -> ExitStatus:
         service=args.service,
         spec=wire.encode(spec),
         no_resolve_image=bool(args.no_resolve_image),
+        **_registry_auth(args, spec.image),
     )
     _print_warnings(result)
     out.line(args.service)
@@ -488,9 +509,8 @@ NOT_SUPPORTED: dict[str, tuple[str, str | None]] = {
     "--isolation": ("isolation modes are Windows-only", "default"),
     "--credential-spec": ("credential specs are Windows-only", None),
     "--endpoint-mode": ("services are reached through a virtual IP only (no dnsrr)", "vip"),
-    "--with-registry-auth": ("nodes pull images without credentials", None),
 }
-_NOT_SUPPORTED_SWITCHES = ("--with-registry-auth",)
+_NOT_SUPPORTED_SWITCHES: tuple[str, ...] = ()  # boolean ones (none at the moment)
 
 
 def _add_not_supported(p: argparse.ArgumentParser, *, update: bool) -> None:
@@ -729,6 +749,14 @@ def _add_spec_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
         help_="keep the image's tag as given, instead of pinning it to the digest the "
         "registry names now (images named without a registry host are never pinned), "
         "e.g. --no-resolve-image",
+    )
+    add_bool(
+        p,
+        "--with-registry-auth",
+        help_="send this client's credential for the image's registry (from "
+        "$DOCKER_CONFIG/config.json, as `docker login` writes it) to the nodes that pull it"
+        + ("; without it, the service keeps the one it has" if update else "")
+        + ", e.g. --with-registry-auth",
     )
     add_bool(p, "-d", "--detach", help_="do not wait for the service to converge, e.g. -d")
     add_bool(p, "-q", "--quiet", help_="do not print progress, e.g. -q")
@@ -1009,6 +1037,12 @@ def register(sub: Subcommands) -> None:
         help="only lines since a time (2026-12-03T08:25:03Z, Unix seconds) or for a while (10m)",
     )
     add_bool(p, "--raw", help_="no prefix before the lines")
+    add_bool(
+        p,
+        "--details",
+        help_="each line's extra attributes from the logging driver (the labels and env "
+        "variables --log-opt labels=/env= name), as docker prints them",
+    )
     add_bool(p, "--no-task-ids", help_="no task ids in the prefix")
     add_bool(p, "--no-trunc", help_="full task ids in the prefix")
     add_bool(p, "--no-resolve", help_="service and node ids instead of names in the prefix")

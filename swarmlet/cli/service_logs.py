@@ -6,6 +6,9 @@ A line reads as docker prints it: `[TIMESTAMP ]SERVICE.SLOT.TASKID@NODE    | LIN
 padded to the width of the replica count, TASKID docker's 12 characters unless `--no-trunc`;
 `--no-task-ids` drops TASKID, `--no-resolve` prints ids for the service and node names, `--raw`
 drops the prefix. Timestamps are Docker's own (`-t`), the ones the agent sorts merged lines by.
+`--details` puts the logging driver's attributes of each line (`k=v,k=v`, sorted; empty when the
+driver gives none) and a space after the prefix, as docker's CLI does; with `--raw`, as docker's
+daemon sends them: with swarm's `com.docker.swarm.{node,service,task}.id` context, URL-escaped.
 `--since` is turned into seconds since the epoch here, so `10m` means ten minutes before now on
 this machine, as with docker. `--format json` prints each item as the agent sent it (a contract:
 see `api.logs.ServiceLogs._item`).
@@ -104,7 +107,7 @@ def stream_args(args: argparse.Namespace, now: float) -> dict[str, Any]:
         "follow": args.follow,
         "tail": parse_tail(args.tail),
         "since": parse_since(args.since, now) if args.since else None,
-    }
+    } | ({"details": True} if args.details else {})
 
 
 # ---------------------------------------------------------------------------- one line
@@ -128,6 +131,23 @@ def prefix(
     return f"{name}@{node}{padding}    | "
 
 
+def details_text(item: Mapping[str, Any], *, raw: bool) -> str:
+    """docker's `--details` text before a line, without its trailing space. docker's CLI
+    (`service logs`' logWriter) prints the driver's attributes `k=v` sorted and joined by commas,
+    having taken swarm's context out; with `--raw` it prints the daemon's own
+    (`attrsByteSlice`): the context included, sorted by key, each part URL-escaped."""
+    from urllib.parse import quote_plus
+
+    attrs = {str(k): str(v) for k, v in (item.get("details") or {}).items()}
+    if not raw:
+        return ",".join(sorted(f"{k}={v}" for k, v in attrs.items()))
+    if item.get("task_id") and item.get("service_id"):
+        attrs["com.docker.swarm.node.id"] = str(item.get("node_id", ""))
+        attrs["com.docker.swarm.service.id"] = str(item["service_id"])
+        attrs["com.docker.swarm.task.id"] = str(item["task_id"])
+    return ",".join(f"{quote_plus(k)}={quote_plus(v)}" for k, v in sorted(attrs.items()))
+
+
 def render(item: Mapping[str, Any], args: argparse.Namespace) -> tuple[str, str, str]:
     """(timestamp and space or "", prefix, line) of one item, as the flags in `args` ask."""
     stamp = f"{item['timestamp']} " if args.timestamps and item.get("timestamp") else ""
@@ -141,7 +161,10 @@ def render(item: Mapping[str, Any], args: argparse.Namespace) -> tuple[str, str,
             resolve=not args.no_resolve,
         )
     )
-    return stamp, context, str(item.get("line", ""))
+    line = str(item.get("line", ""))
+    if args.details and item.get("task_id"):  # not on the agent's notes about a node
+        line = details_text(item, raw=args.raw) + " " + line
+    return stamp, context, line
 
 
 def print_logs(args: argparse.Namespace, out: Output) -> ExitStatus:

@@ -71,6 +71,8 @@ class LogsRequest:
     follow: bool
     tail: int  # lines per container from the end; -1 for all
     since: float = 0.0  # only lines Docker stamped at or after this (epoch seconds); 0: all
+    # Each line with its logging driver's attributes (`--details`).
+    details: bool = codec.appended(since=2, default=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,9 @@ class LogLine:
     task_id: str
     line: bytes  # without its newline, nor Docker's timestamp
     timestamp: str = ""  # Docker's own (RFC 3339, nanoseconds), so merged lines sort; "" if none
+    # With `LogsRequest.details`: the logging driver's attributes of the line (docker's
+    # `details`: the labels and env variables `--log-opt labels/env` name), unescaped.
+    attrs: dict[str, str] = codec.appended(since=2, default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,7 +172,9 @@ class FakeRuntime:
         tail: int | None = None,
         since: float | None = None,
         timestamps: bool = False,
+        details: bool = False,  # no attributes here: tests/api/test_logs_details.py has them
     ) -> AsyncGenerator[bytes, None]:
+        assert not details
         self.calls.append((container_id, follow, tail, since, timestamps))
         lines = self.lines[container_id]
         for line in lines[len(lines) - tail :] if tail is not None else lines:

@@ -34,6 +34,7 @@ from swarmlet.state.commands import (
     RotateToken,
     UpdateNode,
 )
+from swarmlet.state.generic_resources import advertised_text
 from swarmlet.state.machine import ApplyResult
 from swarmlet.state.model import Availability, Node, Role, TaskState
 
@@ -111,6 +112,8 @@ class Control:
             "labels": dict(node.labels),
             "cpus": node.resources.nano_cpus / 1e9,
             "memory_bytes": node.resources.memory_bytes,
+            # what the node advertises (`--generic-resource`): "gpu=UUID1", "ssd=3"
+            "generic_resources": advertised_text(node.resources),
             "cpu_percent": (meta.cpu_percent if meta else agent.host.cpu_percent),
             "memory_used_bytes": (meta.memory_used_bytes if meta else agent.host.memory_used_bytes),
             "tasks": sum(

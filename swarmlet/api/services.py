@@ -187,6 +187,8 @@ class ServiceControl:
             "updated_at": max(task.updated_at, obs.since if obs is not None else 0.0),
             "endpoints": [_plain(e) for e in obs.endpoints] if obs is not None else [],
             "exit_code": obs.exit_code if obs is not None else None,
+            # the named generic resources the task was given on its node ("gpu=UUID1")
+            "generic_resources": [f"{r.kind}={r.value}" for r in task.assigned_resources],
         }
 
     # ------------------------------------------------------------------------ operations

@@ -77,14 +77,31 @@ def _use_metrics_addr(args: argparse.Namespace) -> None:
         os.environ["SWARMLET_METRICS_ADDR"] = args.metrics_addr
 
 
+def _advertised(args: argparse.Namespace) -> list[str]:
+    """`--generic-resource`: checked before anything is written (the node keeps the list in its
+    data dir, `node.advertised_resources`)."""
+    from swarmlet.state.generic_resources import parse_advertised
+
+    entries: list[str] = args.generic_resource or []
+    parse_advertised(entries)
+    return entries
+
+
 def cmd_init(args: argparse.Namespace, out: Output) -> ExitStatus:
     import socket
 
     from swarmlet import crypto
     from swarmlet.cli import agent_process
+    from swarmlet.node.advertised_resources import write_advertised
     from swarmlet.security.datadir import Identity
 
     _use_metrics_addr(args)
+    advertised = _advertised(args)
+    if advertised and args.force_new_cluster:
+        raise UsageError(
+            "--generic-resource with --force-new-cluster: start the agent with "
+            "`swarmlet agent --generic-resource ...` to change what it advertises"
+        )
     if args.autolock and (args.foreground or args.force_new_cluster):
         raise UsageError(
             "--autolock starts the agent in the background and unlocks it: without --foreground "
@@ -132,6 +149,7 @@ def cmd_init(args: argparse.Namespace, out: Output) -> ExitStatus:
         unlock_key = at_rest.new_unlock_key()
         at_rest.create_sealed_data_key(datadir.path, unlock_key)
     datadir.write_identity(identity, cluster_key, crypto.new_node_key())
+    write_advertised(datadir.path, advertised)  # the agent's start records them
     if args.foreground:
         return ExitStatus(
             agent_process.run_agent_foreground(
@@ -338,9 +356,11 @@ def cmd_join(args: argparse.Namespace, out: Output) -> ExitStatus:
 
     from swarmlet import crypto
     from swarmlet.cli import agent_process
+    from swarmlet.node.advertised_resources import write_advertised
     from swarmlet.security.join import join_cluster
 
     _use_metrics_addr(args)
+    advertised = _advertised(args)
     datadir = _new_node_dir(args)
     token = crypto.JoinToken.parse(args.token)
     host = args.advertise_addr or default_advertise_host()
@@ -354,8 +374,10 @@ def cmd_join(args: argparse.Namespace, out: Output) -> ExitStatus:
             port=args.port,
             publish_host=args.publish_addr or "0.0.0.0",
             datadir=datadir,
+            generic_resources=advertised,  # recorded by the manager that admits the node
         )
     )
+    write_advertised(datadir.path, advertised)  # and kept, to be re-advertised at each start
     if args.foreground:
         return ExitStatus(agent_process.run_agent_foreground(datadir))
     proc = agent_process.start_background_agent(datadir)
@@ -366,14 +388,18 @@ def cmd_join(args: argparse.Namespace, out: Output) -> ExitStatus:
 
 def cmd_agent(args: argparse.Namespace, out: Output) -> ExitStatus:
     from swarmlet.cli import agent_process
+    from swarmlet.node.advertised_resources import write_advertised
 
     _use_metrics_addr(args)
+    advertised = _advertised(args)
     datadir = data_dir(args)
     datadir.read_identity()  # a clear error if there is no node here
     if agent_process.agent_running(datadir):
         raise UsageError(
             f"an agent is already running for {datadir.path} (pid {datadir.read_pid()})"
         )
+    if advertised:  # replaces the kept list; the agent records it as it starts
+        write_advertised(datadir.path, advertised)
     if args.detach:
         proc = agent_process.start_background_agent(datadir)
         status = agent_process.wait_ready(datadir, proc, lambda s: True)
@@ -466,6 +492,18 @@ def _add_node_address_flags(parser: argparse.ArgumentParser, *, port_help: str |
     parser.add_argument("--name", help="node name (default: the host name)")
     add_bool(parser, "--foreground", help_="run the agent in this process")
     _add_metrics_flag(parser)
+    _add_generic_resource_flag(parser)
+
+
+def _add_generic_resource_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--generic-resource",
+        action="append",
+        metavar="KIND=ID|KIND=COUNT",
+        help="a resource this node advertises to services' --generic-resource (repeatable; "
+        "kept in the data dir; `agent` replaces the kept list), e.g. --generic-resource "
+        "gpu=UUID1 --generic-resource gpu=UUID2 (named) or --generic-resource ssd=3 (a count)",
+    )
 
 
 def _add_passphrase_flag(parser: argparse.ArgumentParser) -> None:
@@ -537,6 +575,7 @@ def register(sub: Subcommands) -> None:
     )
     add_bool(p, "--detach", help_="run in the background")
     _add_metrics_flag(p)
+    _add_generic_resource_flag(p)
 
     p = add_command(
         sub,

@@ -540,8 +540,8 @@ def _add_container_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
         (
             "--generic-resource",
             "KIND=COUNT",
-            "a resource the task reserves on its node (not supported yet: nodes do not "
-            "advertise any)",
+            "a count of a generic resource each task reserves on its node (which advertises "
+            "it: `swarmlet join --generic-resource`)",
             "gpu=2",
             "gpu=2",
         ),

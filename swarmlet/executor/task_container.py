@@ -35,6 +35,7 @@ from swarmlet.executor.runtime_types import (
     PortBinding,
     UlimitSpec,
 )
+from swarmlet.state import generic_resources
 from swarmlet.state.model import Service, ServiceSpec, Task, TaskState
 from swarmlet.state.observed import Endpoint
 
@@ -96,7 +97,9 @@ def container_spec(
         image=spec.image,
         command=spec.command,
         entrypoint=spec.entrypoint,
-        env=dict(spec.env),
+        # swarmkit appends the generic resources' variables to the spec's: they win.
+        env=dict(spec.env)
+        | generic_resources.environment(spec.generic_resources, task.assigned_resources),
         labels=labels,
         ports=tuple(
             PortBinding(target, protocol)

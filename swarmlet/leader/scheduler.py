@@ -22,6 +22,10 @@ draining; 1 node is down)"):
    the tasks already on it (not terminal). Capacity is what the node reports through gossip
    (`ObservedNode.total`), else what the node recorded when it joined; 0 means unknown and does
    not limit. `ObservedNode.free` is not used: like Swarm, placement counts reservations, not load.
+   Generic resources (`state.generic_resources`) come from the node's record only, and unlike CPU
+   and memory, a node that advertises none of a kind has none: a task placed there is given
+   the lowest free ids of each named kind it reserves (`Decision.resources`, recorded on the
+   task), which no other task holds until it is terminal.
 5. host ports: a `mode=host` published port must be free on the node: not used by another task
    there, nor by a non-swarmlet process the agent reported.
 6. max replicas per node: tasks of the service desired running on the node.
@@ -48,10 +52,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from swarmlet.errors import UsageError
+from swarmlet.state import generic_resources
 from swarmlet.state.constraints import Constraint, parse_constraints, preference_label
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import (
     Availability,
+    NamedResource,
     Node,
     Resources,
     Service,
@@ -82,6 +88,7 @@ class Decision:
     task_id: str
     node_id: str
     message: str = ""
+    resources: tuple[NamedResource, ...] = ()  # named generic resources given on `node_id`
 
 
 # ------------------------------------------------------------------------------- explanations
@@ -98,6 +105,10 @@ _REASONS: dict[str, tuple[str, str]] = {
     ),
     "cpu": ("{n} node lacks CPU", "{n} nodes lack CPU"),
     "memory": ("{n} node lacks memory", "{n} nodes lack memory"),
+    "generic": (
+        "{n} node has insufficient generic resources {detail}",
+        "{n} nodes have insufficient generic resources {detail}",
+    ),
     "port": ("{n} node has host port {detail} in use", "{n} nodes have host port {detail} in use"),
     "max_replicas": (
         "{n} node already runs the maximum replicas per node ({detail})",
@@ -152,6 +163,7 @@ class _NodeInfo:
 
     __slots__ = (
         "_own_by_service",
+        "_own_generic",
         "by_service",
         "cap_cpu",
         "cap_mem",
@@ -161,6 +173,8 @@ class _NodeInfo:
         "reserved_cpu",
         "reserved_mem",
         "total",
+        "used_discrete",
+        "used_named",
     )
 
     def __init__(
@@ -178,6 +192,9 @@ class _NodeInfo:
             self._own_by_service = True
             self.reserved_cpu = 0
             self.reserved_mem = 0
+            self.used_discrete: Counter[str] = Counter()
+            self.used_named: Counter[NamedResource] = Counter()
+            self._own_generic = True
         else:
             self.total = tally.total
             self.by_service = tally.by_service
@@ -185,6 +202,9 @@ class _NodeInfo:
             self.reserved_cpu = tally.reserved_cpu
             self.reserved_mem = tally.reserved_mem
             self.ports.update(tally.ports)
+            self.used_discrete = tally.used_discrete
+            self.used_named = tally.used_named
+            self._own_generic = False
 
     def _counts(self) -> dict[str, int]:
         if not self._own_by_service:
@@ -192,22 +212,53 @@ class _NodeInfo:
             self._own_by_service = True
         return self.by_service
 
-    def add(self, service_id: str, spec: ServiceSpec | None, *, active: bool) -> None:
+    def _hold_generic(self, spec: ServiceSpec, named: tuple[NamedResource, ...], sign: int) -> None:
+        if not spec.generic_resources and not named:
+            return
+        if not self._own_generic:
+            self.used_discrete = self.used_discrete.copy()
+            self.used_named = self.used_named.copy()
+            self._own_generic = True
+        _count_generic(
+            self.used_discrete,
+            self.used_named,
+            generic_resources.held_discrete(spec.generic_resources, named),
+            named,
+            sign,
+        )
+
+    def add(
+        self,
+        service_id: str,
+        spec: ServiceSpec | None,
+        *,
+        active: bool,
+        named: tuple[NamedResource, ...] = (),
+    ) -> None:
         if spec is not None:
             self.reserved_cpu += spec.reservations.nano_cpus
             self.reserved_mem += spec.reservations.memory_bytes
             self.ports.update(host_ports(spec))
+            self._hold_generic(spec, named, 1)
         if active:
             self.total += 1
             counts = self._counts()
             counts[service_id] = counts.get(service_id, 0) + 1
 
-    def remove(self, service_id: str, spec: ServiceSpec | None, *, active: bool) -> None:
+    def remove(
+        self,
+        service_id: str,
+        spec: ServiceSpec | None,
+        *,
+        active: bool,
+        named: tuple[NamedResource, ...] = (),
+    ) -> None:
         """The inverse of `add` (a task's host ports were free before it took them)."""
         if spec is not None:
             self.reserved_cpu -= spec.reservations.nano_cpus
             self.reserved_mem -= spec.reservations.memory_bytes
             self.ports.difference_update(host_ports(spec))
+            self._hold_generic(spec, named, -1)
         if active:
             self.total -= 1
             counts = self._counts()
@@ -216,6 +267,25 @@ class _NodeInfo:
                 counts[service_id] = left
             else:
                 del counts[service_id]
+
+
+def _count_generic(
+    used_discrete: Counter[str],
+    used_named: Counter[NamedResource],
+    discrete: tuple[tuple[str, int], ...],
+    named: tuple[NamedResource, ...],
+    sign: int,
+) -> None:
+    """Add (`sign` 1) or take back (-1) what one task holds; zero counts are deleted, so equal
+    holdings compare equal however they were reached."""
+    for kind, n in discrete:
+        used_discrete[kind] += sign * n
+        if used_discrete[kind] == 0:
+            del used_discrete[kind]
+    for r in named:
+        used_named[r] += sign
+        if used_named[r] == 0:
+            del used_named[r]
 
 
 # ------------------------------------------------------------------------------- across passes
@@ -231,6 +301,8 @@ class _Held:
     mem: int
     ports: tuple[tuple[int, str], ...]
     active: bool
+    discrete: tuple[tuple[str, int], ...] = ()  # generic resources held by count
+    named: tuple[NamedResource, ...] = ()  # and by id
 
 
 @dataclass
@@ -241,6 +313,8 @@ class _Tally:
     reserved_mem: int = 0
     ports: Counter[tuple[int, str]] = field(default_factory=Counter)  # a multiset: two tasks
     # may hold one port for a moment (a handover); the port is free when neither does
+    used_discrete: Counter[str] = field(default_factory=Counter)  # generic resources, by kind
+    used_named: Counter[NamedResource] = field(default_factory=Counter)
 
 
 class NodeTallies:
@@ -266,7 +340,15 @@ class NodeTallies:
         other = NodeTallies.__new__(NodeTallies)
         other.mark = self.mark
         other.nodes = {
-            nid: _Tally(t.total, dict(t.by_service), t.reserved_cpu, t.reserved_mem, t.ports.copy())
+            nid: _Tally(
+                t.total,
+                dict(t.by_service),
+                t.reserved_cpu,
+                t.reserved_mem,
+                t.ports.copy(),
+                t.used_discrete.copy(),
+                t.used_named.copy(),
+            )
             for nid, t in self.nodes.items()
         }
         other._held = dict(self._held)
@@ -301,6 +383,7 @@ class NodeTallies:
             for port in old.ports:
                 if tally.ports[port] <= 0:
                     del tally.ports[port]
+            _count_generic(tally.used_discrete, tally.used_named, old.discrete, old.named, -1)
             if old.active:
                 tally.total -= 1
                 left = tally.by_service[old.service_id] - 1
@@ -320,12 +403,17 @@ class NodeTallies:
             spec.reservations.memory_bytes if spec else 0,
             host_ports(spec) if spec else (),
             is_active(task),
+            generic_resources.held_discrete(spec.generic_resources, task.assigned_resources)
+            if spec and spec.generic_resources
+            else (),
+            task.assigned_resources if spec else (),
         )
         self._held[task_id] = held
         tally = self.nodes[task.node_id]
         tally.reserved_cpu += held.cpu
         tally.reserved_mem += held.mem
         tally.ports.update(held.ports)
+        _count_generic(tally.used_discrete, tally.used_named, held.discrete, held.named, 1)
         if held.active:
             tally.total += 1
             tally.by_service[held.service_id] = tally.by_service.get(held.service_id, 0) + 1
@@ -357,6 +445,12 @@ def _dynamic_rejection(
         return "cpu"
     if want.memory_bytes and info.cap_mem and info.reserved_mem + want.memory_bytes > info.cap_mem:
         return "memory"
+    if spec.generic_resources and (
+        kind := generic_resources.shortage(
+            info.node.resources, spec.generic_resources, info.used_discrete, info.used_named
+        )
+    ):
+        return f"generic:{kind}"
     for port, proto in ports:
         if (port, proto) in info.ports:
             return f"port:{port}/{proto}"
@@ -420,7 +514,10 @@ class Scheduler:
             if occupies(task) and task.node_id in self.infos:
                 service = state.services.get(task.service_id)
                 self.infos[task.node_id].add(
-                    task.service_id, service.spec if service else None, active=is_active(task)
+                    task.service_id,
+                    service.spec if service else None,
+                    active=is_active(task),
+                    named=task.assigned_resources,
                 )
 
     def schedule(self, tasks: Sequence[Task]) -> list[Decision]:
@@ -440,8 +537,8 @@ class Scheduler:
                     decisions[i] = Decision(tasks[i].id, "", f"no service {service_id}")
                 continue
             placed = _schedule_group(service, self.infos, pinned, len(indexes))
-            for i, outcome in zip(indexes, placed, strict=True):
-                decisions[i] = Decision(tasks[i].id, *outcome)
+            for i, (node_id, message, named) in zip(indexes, placed, strict=True):
+                decisions[i] = Decision(tasks[i].id, node_id, message, named)
         return [d for d in decisions if d is not None]
 
     def probe(self, task: Task) -> Decision:
@@ -449,7 +546,9 @@ class Scheduler:
         [decision] = self.schedule([task])
         service = self.state.services.get(task.service_id)
         if decision.node_id and service is not None:
-            self.infos[decision.node_id].remove(task.service_id, service.spec, active=True)
+            self.infos[decision.node_id].remove(
+                task.service_id, service.spec, active=True, named=decision.resources
+            )
         return decision
 
     def changed(self, old: Task | None, new: Task | None) -> None:
@@ -463,21 +562,26 @@ class Scheduler:
             if info is None:
                 continue
             spec = service.spec if service is not None else None
+            held = task.assigned_resources
             if sign > 0:
-                info.add(task.service_id, spec, active=is_active(task))
+                info.add(task.service_id, spec, active=is_active(task), named=held)
             else:
-                info.remove(task.service_id, spec, active=is_active(task))
+                info.remove(task.service_id, spec, active=is_active(task), named=held)
+
+
+_Placement = tuple[str, str, tuple[NamedResource, ...]]
 
 
 def _schedule_group(
     service: Service, infos: dict[str, _NodeInfo], pinned: str, count: int
-) -> list[tuple[str, str]]:
-    """Place `count` identical tasks of `service`; (node_id, "") or ("", explanation) each."""
+) -> list[_Placement]:
+    """Place `count` identical tasks of `service`; (node_id, "", named ids given) or
+    ("", explanation, ()) each."""
     spec = service.spec
     try:
         constraints = parse_constraints(spec.placement.constraints)
     except UsageError as exc:
-        return [("", str(exc))] * count
+        return [("", str(exc), ())] * count
     if pinned:
         candidates = [infos[pinned]] if pinned in infos else []
     else:
@@ -494,7 +598,7 @@ def _schedule_group(
         else:
             failures[reason] += 1
     if pinned and pinned not in infos:
-        return [("", f"node {pinned} is not in the cluster")] * count
+        return [("", f"node {pinned} is not in the cluster", ())] * count
 
     labels = [lbl for p in spec.placement.preferences if (lbl := preference_label(p)) is not None]
     root = _Branch()
@@ -508,10 +612,10 @@ def _schedule_group(
         branch.heap.append((n, info.total, info.node.id))
     _heapify_leaves(root)
 
-    out: list[tuple[str, str]] = []
+    out: list[_Placement] = []
     for _ in range(count):
-        node_id = _place_one(root, infos, service, ports, failures)
-        out.append((node_id, "") if node_id else ("", explain(failures)))
+        placed = _place_one(root, infos, service, ports, failures)
+        out.append((placed[0], "", placed[1]) if placed else ("", explain(failures), ()))
     return out
 
 
@@ -527,7 +631,7 @@ def _place_one(
     service: Service,
     ports: Sequence[tuple[int, str]],
     failures: Counter[str],
-) -> str:
+) -> tuple[str, tuple[NamedResource, ...]] | None:
     spec = service.spec
     while not root.exhausted:
         # Walk down the preference tree: at each level the branch with the fewest tasks of the
@@ -542,17 +646,17 @@ def _place_one(
             branch = min(live, key=lambda entry: (entry[0], entry[1]))[2]
             path.append(branch)
         else:
-            node_id = _pop_leaf(branch, infos, service, spec, ports, failures)
-            if node_id:
+            placed = _pop_leaf(branch, infos, service, spec, ports, failures)
+            if placed is not None:
                 for b in path:
                     b.count += 1
-                return node_id
+                return placed
             branch.exhausted = True
         # An exhausted branch may leave its parents without live children: re-check from the top.
         for b in reversed(path[:-1]):
             if all(c.exhausted for c in b.children.values()):
                 b.exhausted = True
-    return ""
+    return None
 
 
 def _pop_leaf(
@@ -562,7 +666,7 @@ def _pop_leaf(
     spec: ServiceSpec,
     ports: Sequence[tuple[int, str]],
     failures: Counter[str],
-) -> str:
+) -> tuple[str, tuple[NamedResource, ...]] | None:
     heap = leaf.heap
     while heap:
         _, _, node_id = heapq.heappop(heap)
@@ -571,7 +675,10 @@ def _pop_leaf(
         if reason is not None:
             failures[reason] += 1  # full for this group from now on: dropped from the heap
             continue
-        info.add(service.id, spec, active=True)
+        named = generic_resources.claim(
+            info.node.resources, spec.generic_resources, info.used_named
+        )
+        info.add(service.id, spec, active=True, named=named)
         heapq.heappush(heap, (info.by_service[service.id], info.total, node_id))
-        return node_id
-    return ""
+        return node_id, named
+    return None

@@ -21,6 +21,7 @@ read, each through its own narrow interface. Protocol rules live in the cores, n
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -37,6 +38,7 @@ from swarmlet.errors import (
     NotLeaderError,
     RemoteProtocolError,
     RuntimeAdapterError,
+    SwarmletError,
     UsageError,
 )
 from swarmlet.executor.docker_runtime import open_docker_runtime
@@ -49,6 +51,7 @@ from swarmlet.gossip.driver import GossipDriver
 from swarmlet.gossip.messages import MemberState, PushPullState
 from swarmlet.leader.duties import LeaderDuties
 from swarmlet.leader.observation import is_ready, observe
+from swarmlet.node.advertised_resources import read_advertised
 from swarmlet.node.bootstrap import bootstrap_storage, restore_storage
 from swarmlet.node.config import AgentConfig
 from swarmlet.node.events import EventLog
@@ -69,9 +72,10 @@ from swarmlet.security.datadir import DataDir
 from swarmlet.security.join import JoinAcceptor
 from swarmlet.security.keyring import KeyRing
 from swarmlet.security.secret_delivery import SecretDelivery
-from swarmlet.state.commands import Command
+from swarmlet.state.commands import Command, UpdateNode
+from swarmlet.state.generic_resources import advertised_text, parse_advertised
 from swarmlet.state.machine import ApplyResult, ClusterState
-from swarmlet.state.model import Role
+from swarmlet.state.model import Resources, Role
 from swarmlet.state.observed import (
     NodeLoad,
     NodeMeta,
@@ -92,6 +96,12 @@ from swarmlet.wire.transport import (
 )
 
 log = logging.getLogger(__name__)
+
+
+def _lists(recorded: Resources, wanted: Resources) -> bool:
+    """Whether a node's record lists the generic resources it advertises."""
+    return (recorded.generic, recorded.named) == (wanted.generic, wanted.named)
+
 
 # After a start, how long a member of the state may go unheard of by gossip before it counts as
 # down (`Agent.member_state`): a live node is heard of within a second or two (push-pull with
@@ -353,6 +363,45 @@ class Agent:
             self.down_since.setdefault(node_id, self._started)
         if unheard:
             self.leader.notify()
+
+    async def _advertise_generic_resources(self) -> None:
+        """Make this node's record list the generic resources kept in its data dir
+        (`node.advertised_resources`), at every start. A manager writes its record itself;
+        a worker's is written when it joins (only managers propose): a worker whose list has
+        changed since says so, and joins again to advertise the new one."""
+        try:
+            wanted = parse_advertised(read_advertised(self.datadir.path))
+        except UsageError as exc:  # a hand-edited file: the CLI checks what it writes
+            log.error("no generic resources advertised: %s", exc)
+            self.events.record("node", "generic-resources-invalid", self.identity.name, str(exc))
+            return
+        own = self.state.nodes.get(self.node_id)
+        if (own.role.value if own else self.identity.role) != Role.MANAGER.value:
+            if own is not None and not _lists(own.resources, wanted):
+                log.warning(
+                    "this worker advertises generic resources %s, its record %s: a worker's "
+                    "are recorded when it joins (leave, then join again)",
+                    advertised_text(wanted),
+                    advertised_text(own.resources),
+                )
+            return
+        while not await self.sync_state():
+            pass  # no leader yet: wait for one (the barrier waits up to 5 s a time)
+        while (own := self.state.nodes.get(self.node_id)) is not None:
+            if _lists(own.resources, wanted) or own.role is not Role.MANAGER:
+                return  # (demoted while it was down: the check above saw a stale record)
+            resources = dataclasses.replace(
+                own.resources, generic=wanted.generic, named=wanted.named
+            )
+            try:
+                result = await self.write(UpdateNode(self.node_id, resources=resources))
+            except SwarmletError as exc:  # no leader for now, a lost forward: again
+                log.info("generic resources not recorded yet: %s", exc)
+                await trio.sleep(1.0)
+                continue
+            if not result.ok:
+                log.error("generic resources not recorded: %s", result.error)
+            return
 
     def node_meta(self, node_id: str) -> NodeMeta | None:
         member = self.gossip.core.member(node_id)
@@ -622,6 +671,7 @@ class Agent:
             self.gossip.join(self.seeds())
             nursery.start_soon(self._reconnect_members)
             nursery.start_soon(self._record_unheard_down)
+            nursery.start_soon(self._advertise_generic_resources)
             await nursery.start(self.leader.run)
             nursery.start_soon(self._run_executor)
             await nursery.start(self.proxy.run)

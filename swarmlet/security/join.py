@@ -37,7 +37,7 @@ from __future__ import annotations
 import hmac
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
 import trio
@@ -47,6 +47,7 @@ from swarmlet.errors import RemoteProtocolError, SwarmletError, UsageError
 from swarmlet.executor.hostinfo import host_info
 from swarmlet.security.datadir import DataDir, Identity
 from swarmlet.state.commands import AddNode, Command
+from swarmlet.state.generic_resources import parse_advertised
 from swarmlet.state.machine import ApplyResult, ClusterState
 from swarmlet.state.model import Node, Resources, Role
 from swarmlet.wire.peer_rpc import JoinChallenge, JoinProof, JoinReply, JoinRequest
@@ -85,7 +86,9 @@ async def join_cluster(
     port: int,
     publish_host: str,
     datadir: DataDir,
+    generic_resources: Sequence[str] = (),
 ) -> Identity:
+    """`generic_resources`: what the node advertises ("gpu=UUID1", "ssd=3"), for its record."""
     addr = _parse_remote(remote)
     node_id = crypto.new_id()
     node_key = crypto.new_node_key()
@@ -101,6 +104,7 @@ async def join_cluster(
         memory_bytes=info.memory_bytes,
         public_key=crypto.public_key_of(node_key),
         signing_key=signing_key,
+        generic_resources=tuple(generic_resources),
     )
     try:
         with trio.fail_after(JOIN_TIMEOUT_S):
@@ -227,6 +231,7 @@ class JoinAcceptor:
         try:
             parse_addr(request.addr)
             public_key = crypto.check_public_key(request.public_key)
+            advertised = parse_advertised(request.generic_resources)
             # Issued before the node is added (a key that is no Ed25519 key refuses the join
             # here), for generation 0: the record the AddNode below creates.
             certificate = self.keyring.issue_certificate(
@@ -253,7 +258,12 @@ class JoinAcceptor:
                         addr=request.addr,
                         publish_addr=request.publish_addr,
                         role=role,
-                        resources=Resources(request.nano_cpus, request.memory_bytes),
+                        resources=Resources(
+                            request.nano_cpus,
+                            request.memory_bytes,
+                            advertised.generic,
+                            advertised.named,
+                        ),
                         joined_at=time.time(),
                         public_key=public_key,
                         sealed_manager_key=sealed_key,

@@ -20,10 +20,11 @@ Decisions where docker and swarmlet differ (each also noted at its code):
   by name); ``depends_on`` naming an unknown service, or a cycle, is an error.
 - What swarmlet cannot honour and that would change where data lives or where tasks run is an
   error (cluster/npipe mounts, secret drivers, unknown protocols, constraints the scheduler
-  cannot parse: the docker daemon rejects those constraints too; generic resources, which no
-  node advertises). The container settings service.go converts (ulimits, logging, dns,
-  dns_search, read_only, tty, limits.pids) are honoured; other keys are ignored with one warning
-  per service. docker's schema has no ``dns_opt``: the loader refuses it, as docker does.
+  cannot parse: the docker daemon rejects those constraints too). The container settings
+  service.go converts (ulimits, logging, dns, dns_search, read_only, tty, limits.pids, and
+  reservations' generic_resources, which nodes advertise: `state.generic_resources`) are
+  honoured; other keys are ignored with one warning per service. docker's schema has no
+  ``dns_opt``: the loader refuses it, as docker does.
 - A port without ``published`` gets a random port from docker's ingress; swarmlet allocates
   none, so the port is dropped with a warning.
 - ``environment: {FOO: null}`` (no value, none in the environment) is docker's bare ``FOO``;
@@ -240,12 +241,6 @@ class _Converter:
                 ctx, resources.get("reservations"), p + ".deploy.resources.reservations"
             ),
         )
-        if spec.generic_resources:
-            raise ctx.error(
-                p + ".deploy.resources.reservations.generic_resources",
-                "not supported yet: nodes do not advertise generic resources, so no node "
-                "could be chosen for the task",
-            )
         try:
             validate_spec(spec)
         except UsageError as exc:

@@ -88,9 +88,23 @@ class FailureAction(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class NamedResource:
+    """One named generic resource: a node advertises each of its ids (`gpu=UUID1`), a task
+    records the ids it was given (swarmkit's NamedResourceSpec)."""
+
+    kind: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
 class Resources:
     nano_cpus: int = 0
     memory_bytes: int = 0
+    # A node's generic resources (Swarm's `node-generic-resources`), on a node's record only: a
+    # count per discrete kind (`ssd=3`) and the ids of each named kind (`gpu=UUID1`); a kind is
+    # one or the other. A service reserves them in `ServiceSpec.generic_resources`.
+    generic: tuple[GenericResource, ...] = codec.appended(since=2, default=())
+    named: tuple[NamedResource, ...] = codec.appended(since=2, default=())
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +242,8 @@ class Ulimit:
 
 @dataclass(frozen=True, slots=True)
 class GenericResource:
-    """A discrete resource a task reserves on its node, Swarm's `kind=value` (e.g. gpu=2)."""
+    """A count of a generic resource: what a task reserves on its node (`gpu=2`), or a node's
+    discrete capacity (`ssd=3`, `Resources.generic`)."""
 
     kind: str
     value: int
@@ -286,8 +301,8 @@ class ServiceSpec:
     read_only: bool = False  # the root file system
     tty: bool = False
     pids_limit: int = 0  # 0: unlimited
-    # Reservations of node-advertised resources; refused by `specparse.validate_spec` until
-    # nodes advertise them (the scheduler could not honour them).
+    # Reservations of node-advertised generic resources, a count per task of each kind
+    # (`state.generic_resources`; the scheduler gives named kinds' ids, `Task.assigned_resources`).
     generic_resources: tuple[GenericResource, ...] = ()
     # compose-spec's long `depends_on`: service name -> "service_healthy" or
     # "service_completed_successfully" (absent: "service_started"), `leader.depends_on`.
@@ -355,6 +370,10 @@ class Task:
     attempt: int = 0
     created_at: float = 0.0
     updated_at: float = 0.0
+    # The named generic resources the scheduler gave the task on its node (ids of the kinds its
+    # spec reserves that the node advertises by name); they are the task's alone until it is
+    # terminal (`leader.generic_resources`).
+    assigned_resources: tuple[NamedResource, ...] = codec.appended(since=2, default=())
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,5 +408,6 @@ WIRE_TYPES: tuple[type, ...] = (
     NetworkAttachment,  # appended: ids are permanent
     Ulimit,
     GenericResource,
+    NamedResource,
 )
 codec.register_all(catalog.STATE_MODEL, WIRE_TYPES)

@@ -468,7 +468,8 @@ def parse_dns_option(text: str, flag: str = "--dns-option") -> str:
 
 
 def parse_generic_resource(text: str, flag: str = "--generic-resource") -> GenericResource:
-    """ "KIND=COUNT" (docker's ParseGenericResources; its named form KIND=ID is not held)."""
+    """ "KIND=COUNT" per task (docker's ParseGenericResources): a service reserves a count of
+    a kind; the ids of a named kind are the node's to give (`state.generic_resources`)."""
     kind, sep, value = text.partition("=")
     kind, value = kind.strip(), value.strip()
     if not sep or not kind or not value:
@@ -476,7 +477,8 @@ def parse_generic_resource(text: str, flag: str = "--generic-resource") -> Gener
     if not value.isdigit():
         raise UsageError(
             f"{flag}: invalid count {value!r} in {text!r}: expected a whole number (named "
-            "resources, KIND=ID, are not supported)"
+            "resources, KIND=ID, are not supported: a service reserves a count of a kind, and "
+            "the node gives each task ids of it)"
         )
     return GenericResource(kind, int(value))
 
@@ -564,9 +566,3 @@ def _validate_container_settings(spec: ServiceSpec) -> None:
                 f"--generic-resource: invalid {resource.kind}={resource.value}: expected "
                 "KIND=COUNT with a count of 1 or more"
             )
-    if spec.generic_resources:
-        shown = ",".join(f"{r.kind}={r.value}" for r in spec.generic_resources)
-        raise UsageError(
-            f"--generic-resource {shown}: not supported yet: nodes do not advertise generic "
-            "resources, so no node could be chosen for the task"
-        )

@@ -45,6 +45,9 @@ class JoinRequest:
     memory_bytes: int
     public_key: bytes  # the joiner's X25519 public key, for its Node record
     signing_key: bytes = b""  # its Ed25519 identity key: the certificate it receives is for it
+    # The generic resources it advertises ("gpu=UUID1", "ssd=3"), parsed by the manager
+    # (`state.generic_resources.parse_advertised`), which refuses the join if they are malformed.
+    generic_resources: tuple[str, ...] = codec.appended(since=2, default=())
 
 
 @dataclass(frozen=True, slots=True)

@@ -274,6 +274,14 @@ CREATE_ONLY: list[tuple[tuple[str, ...], dict[str, Any]]] = [
         {"ulimits": (Ulimit("nofile", 1024, 2048), Ulimit("nproc", -1, -1))},
     ),
     (("--ulimit", "core=0"), {"ulimits": (Ulimit("core", 0, 0),)}),
+    # a count per task of each kind; a kind given again replaces its count
+    (
+        (
+            *("--generic-resource", "gpu=1", "--generic-resource", "ssd=2"),
+            *("--generic-resource", "gpu=2"),
+        ),
+        {"generic_resources": (GenericResource("gpu", 2), GenericResource("ssd", 2))},
+    ),
     (
         ("--dns", "8.8.8.8", "--dns", "2001:4860:4860::8888", "--dns", "8.8.8.8"),
         {"dns_servers": ("8.8.8.8", "2001:4860:4860::8888")},
@@ -514,6 +522,7 @@ UPDATE_ONLY: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--dns-option-add", "edns0"), {"dns_options": ("ndots:2", "edns0")}),
     (("--dns-option-rm", "ndots:2"), {"dns_options": ()}),
     (("--generic-resource-rm", "gpu"), {}),  # none reserved: nothing to remove
+    (("--generic-resource-add", "gpu=1"), {"generic_resources": (GenericResource("gpu", 1),)}),
     # a driver replaces the options; options alone add to the current driver's
     (
         ("--log-driver", "json-file", "--log-opt", "max-file=3"),
@@ -655,13 +664,6 @@ REFUSED: list[tuple[str, tuple[str, ...], str]] = [
     ("update", ("--dns-option-add", ""), "--dns-option-add: invalid option"),
     ("create", ("--limit-pids", "-1"), "--limit-pids: must be 0 (unlimited) or more, got -1"),
     ("create", ("--log-opt", "=x"), "--log-opt: invalid '=x': expected KEY=VALUE"),
-    # no node advertises generic resources: a reservation could never be placed
-    (
-        "create",
-        ("--generic-resource", "gpu=2"),
-        "--generic-resource gpu=2: not supported yet: nodes do not advertise generic resources",
-    ),
-    ("update", ("--generic-resource-add", "gpu=1"), "--generic-resource gpu=1: not supported"),
     ("create", ("--generic-resource", "gpu=GPU-1"), "named resources, KIND=ID, are not"),
     ("create", ("--generic-resource", "gpu"), "expected KIND=COUNT"),
 ]
@@ -678,7 +680,6 @@ def test_what_cannot_be_honoured_is_refused_saying_why(
 
 
 def test_a_generic_resource_is_removed_by_its_kind() -> None:
-    # a spec holding one (the API's validation would refuse it today) can drop it
     base = dataclasses.replace(DEFAULT, generic_resources=(GenericResource("gpu", 2),))
     assert update(base, "--generic-resource-rm", "gpu") == DEFAULT
     assert update(base, "--generic-resource-rm", "gpu=2") == DEFAULT

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,7 +118,10 @@ class LocalCluster:
     def token(self, role: str) -> str:
         return run_cli("join-token", "-q", role, data_dir=self.agents[0].data_dir).stdout.strip()
 
-    def join(self, role: str, via: AgentHandle | None = None) -> AgentHandle:
+    def join(
+        self, role: str, via: AgentHandle | None = None, *, extra: Sequence[str] = ()
+    ) -> AgentHandle:
+        """`extra`: more `join` flags (e.g. `--generic-resource gpu=g1`)."""
         a = self.handle(len(self.agents) + 1)
         via = via or self.agents[0]
         run_cli(
@@ -133,6 +136,7 @@ class LocalCluster:
             a.host,
             "--name",
             f"n{a.index}",
+            *extra,
             via.addr,
             data_dir=a.data_dir,
         )

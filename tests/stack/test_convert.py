@@ -25,6 +25,7 @@ from swarmlet.state.model import (
     AutoscalePolicy,
     FailureAction,
     FileRef,
+    GenericResource,
     Healthcheck,
     Mount,
     NetworkAttachment,
@@ -258,15 +259,10 @@ def test_full_example_fails_where_docker_fails_each_with_its_path(tmp_path: Path
     # docker's convert: undefined network
     assert error().path == "services.foo.networks.other-other-network"
     config["networks"]["other-other-network"] = {}
-    # no node advertises generic resources: a reservation of them could never be placed
-    e = error()
-    assert (e.path, e.message) == (
-        "services.foo.deploy.resources.reservations.generic_resources",
-        "not supported yet: nodes do not advertise generic resources, so no node could be "
-        "chosen for the task",
-    )
-    del foo["deploy"]["resources"]["reservations"]["generic_resources"]
-    convert_stack("st", LoadedStack(config, ()), file="full.yml")
+    # generic resources are reserved (nodes advertise them): the rest converts
+    plan = convert_stack("st", LoadedStack(config, ()), file="full.yml")
+    [spec] = [s for s in plan.services if s.name == "st_foo"]
+    assert spec.generic_resources == (GenericResource("gpu", 2), GenericResource("ssd", 1))
 
 
 def _repaired_full_example(tmp_path: Path) -> StackPlan:
@@ -958,12 +954,6 @@ def test_container_settings_are_converted_as_service_go_does(tmp_path: Path) -> 
             "services.web.deploy.resources.reservations.generic_resources[0]"
             ".discrete_resource_spec.value",
             "expected a whole number",
-        ),
-        (
-            "limits: {pids: 50}",
-            "reservations: {generic_resources: [{discrete_resource_spec: {kind: gpu, value: 2}}]}",
-            "services.web.deploy.resources.reservations.generic_resources",
-            "not supported yet: nodes do not advertise generic resources",
         ),
     ],
 )

@@ -268,10 +268,6 @@ def _spec(**changes: object) -> ServiceSpec:
         (_spec(dns_search=("a b",)), "--dns-search: invalid search domain 'a b'"),
         (_spec(dns_options=("",)), "--dns-option: invalid option ''"),
         (_spec(log_options={"": "x"}), "--log-opt: invalid option with no name"),
-        (
-            _spec(generic_resources=(GenericResource("gpu", 2),)),
-            "--generic-resource gpu=2: not supported yet: nodes do not advertise",
-        ),
         (_spec(generic_resources=(GenericResource("gpu", 0),)), "a count of 1 or more"),
     ],
 )

@@ -200,6 +200,7 @@ def _schedule_pending(ctx: Context) -> None:
                     node_id=decision.node_id,
                     state=TaskState.ASSIGNED,
                     message="assigned",
+                    assigned_resources=decision.resources,
                     updated_at=ctx.now,
                 ),
                 counted=True,

@@ -92,4 +92,11 @@ def rebalance(
         ctx.watch.add(service.id)
         return
     task = ctx.create(service, mover.slot, attempt=mover.attempt, message=MESSAGE + source)
-    ctx.put(dataclasses.replace(task, node_id=target, state=TaskState.ASSIGNED))
+    ctx.put(
+        dataclasses.replace(
+            task,
+            node_id=target,
+            state=TaskState.ASSIGNED,
+            assigned_resources=decision.resources,  # free again since the probe
+        )
+    )

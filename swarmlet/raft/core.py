@@ -77,6 +77,9 @@ Timing defaults, in ticks (driver tick_interval_s ~ 0.05): a follower times out 
 then takes a pre-vote round, a vote round and one replication round for the new leader's no-op,
 each a LAN round trip (~1 ms): a new leader commits within ~0.5-1.0 s of the old one's death
 (mean ~0.75 s). Use tick_interval_s <= 0.05 s to meet the 1 s goal; at 0.1 s it is 1-2 s.
+Learners, which never campaign, get a heartbeat every election_ticks // 2 ticks (rounded to
+whole heartbeat rounds) instead of every heartbeat_ticks: in a cluster of workers they were most
+of the heartbeats, and at rest a heartbeat is most of what an agent does (issue #20).
 """
 
 from __future__ import annotations
@@ -230,6 +233,7 @@ class RaftNode:
         self.counters: dict[str, int] = {}
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
+        self._heartbeat_rounds = 0  # learners get every `_learner_heartbeat_every`-th round
         self._randomized_timeout = self.config.election_ticks
         self._votes: dict[str, bool] = {}
         self._progress: dict[str, Progress] = {}
@@ -300,6 +304,23 @@ class RaftNode:
             self._tick_leader()
         else:
             self._tick_election()
+
+    def idle_ticks(self) -> int:
+        """How many ticks from now the next one that may act is (>= 1): the ticks before it only
+        count. A driver may sleep until then, provided that it calls `tick` once for each tick
+        that passed before it steps anything that arrived meanwhile (issue #20: an idle agent
+        woke at every tick, 20 times a second, mostly only to count). A leader's tick acts at its
+        next heartbeat or check-quorum (at every tick while a snapshot may need resending); a
+        follower's at its election timeout, if it may campaign; one that may not (a learner)
+        only counts, and is given a bound all the same."""
+        if self.role == Role.LEADER:
+            if any(pr.state == ProgressState.SNAPSHOT for pr in self._progress.values()):
+                return 1
+            heartbeat = self.config.heartbeat_ticks - self._heartbeat_elapsed
+            return max(1, min(heartbeat, self.config.election_ticks - self._election_elapsed))
+        if not self._promotable():
+            return 2 * self.config.election_ticks
+        return max(1, self._randomized_timeout - self._election_elapsed)
 
     def propose(self, data: bytes) -> int:
         """Append a command; returns its index. It is committed when it appears in
@@ -606,7 +627,25 @@ class RaftNode:
                     self._send_append(peer, allow_empty=True)
         if self._heartbeat_elapsed >= self.config.heartbeat_ticks:
             self._heartbeat_elapsed = 0
-            self._broadcast_heartbeat()
+            self._heartbeat_rounds += 1
+            learners = self._heartbeat_rounds % self._learner_heartbeat_every() == 0
+            self._broadcast_heartbeat(learners=learners)
+
+    def _learner_heartbeat_every(self) -> int:
+        """Heartbeat rounds per heartbeat to a peer that cannot campaign (issue #20: most of an
+        idle cluster's heartbeats went to workers, which are learners). Their period stays within
+        half an election timeout, so a learner still counts a live leader as such (`in_lease`)
+        and a lost append to it is still retried soon; what they learn from appends (entries,
+        the commit index: `_send_commit`) goes out at once as before. Voters, and those that may
+        still campaign (`_may_campaign`), get every round: their election timers depend on it."""
+        period = max(self.config.heartbeat_ticks, self.config.election_ticks // 2)
+        return max(1, period // self.config.heartbeat_ticks)
+
+    def _may_campaign(self, peer: str) -> bool:
+        """`_promotable` as seen from the leader, vote floor aside (the peer's own business)."""
+        if peer in self.conf.voters:
+            return True
+        return self._conf_index > self.commit_index and peer in self._prev_conf.voters
 
     def _quorum_active(self) -> bool:
         active = {p for p, pr in self._progress.items() if pr.recent_active}
@@ -942,8 +981,10 @@ class RaftNode:
                     self._send_append(p, allow_empty=True)
         self._commit_unsent = False
 
-    def _broadcast_heartbeat(self) -> None:
+    def _broadcast_heartbeat(self, *, learners: bool = True) -> None:
         for p, pr in self._progress.items():
+            if not learners and not self._may_campaign(p):
+                continue
             commit = min(pr.match, self.commit_index)
             self._send(Heartbeat(self.id, p, self.term, commit, self._read_seq))
 

@@ -11,7 +11,8 @@ only `max_batches_in_flight` of them may wait for their commit at once: meanwhil
 grows. Each batch costs every member a fixed amount of work (messages, a Ready, an fsync, a
 wake-up of whatever watches the state) whatever its size, so when the CPU, not the network, is
 what limits writes, a few large batches commit more than many small ones; a lone write still
-goes out at once.
+goes out at once. An idle loop sleeps through the ticks that would only count
+(`RaftNode.idle_ticks`) and counts them when it wakes, before it steps what woke it.
 
 Persist before send, with one exception (Raft thesis §10.2.1): a leader's appends may leave
 before its own disk write, so that the followers' writes overlap it. That is safe because the
@@ -404,8 +405,14 @@ class RaftDriver(Generic[ResultT]):
             task_status.started()
             next_tick = trio.current_time() + self.tick_interval_s
             while True:
+                # Ticks the loop slept through on purpose, to be counted when it wakes (issue
+                # #20): the core says how many only count (`idle_ticks`), so an idle follower
+                # wakes at its election timeout or for a message, not at every tick.
+                slept_ticks = 1
                 if not (self._inbox or self._may_propose()):
-                    with trio.move_on_at(next_tick):
+                    slept_ticks = self.core.idle_ticks()
+                    wake_at = next_tick + (slept_ticks - 1) * self.tick_interval_s
+                    with trio.move_on_at(wake_at):
                         await self._wake.wait()
                 self._wake = trio.Event()
                 busy = True
@@ -413,14 +420,21 @@ class RaftDriver(Generic[ResultT]):
                     async with self._core_lock:  # released between turns: reads wait one turn
                         now = trio.current_time()
                         if now >= next_tick:
-                            self.core.tick()
-                            # Ticks missed while the loop was busy are dropped, not replayed in
-                            # a burst (as etcd's ticker drops them): a burst would age every
-                            # timer at once, and check-quorum would depose a leader that was
-                            # only slow to read its followers' answers.
-                            next_tick += self.tick_interval_s
+                            # The ticks due, in order, before any message that came meanwhile
+                            # is stepped: as if the loop had woken for each. Beyond those it
+                            # slept through, ticks missed while the loop was busy are dropped,
+                            # not replayed in a burst (as etcd's ticker drops them): a burst
+                            # would age every timer at once, and check-quorum would depose a
+                            # leader that was only slow to read its followers' answers.
+                            # (+1e-6: a wake-up at a deadline computed from `next_tick` counts
+                            # as that tick in spite of rounding.)
+                            due = 1 + int((now - next_tick) / self.tick_interval_s + 1e-6)
+                            for _ in range(min(due, slept_ticks)):
+                                self.core.tick()
+                            next_tick += min(due, slept_ticks) * self.tick_interval_s
                             if next_tick <= now:
                                 next_tick = now + self.tick_interval_s
+                        slept_ticks = 1
                         self._take_inputs()
                         busy = self.core.has_ready()
                         if busy:

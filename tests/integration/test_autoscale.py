@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.cluster import local_cluster, run_cli, services, wait_for
+from tests.integration.opt_in import require_opt_in
 from tests.integration.test_metrics import ENV, environment, metrics_addr
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.usefixtures("docker_images")]
@@ -19,7 +20,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.usefixtur
 BURN = "end=$(( $(date +%s) + 90 )); while [ $(date +%s) -lt $end ]; do :; done; exec sleep 86400"
 
 
+AUTOSCALE_SWITCH = "SWARMLET_AUTOSCALE_TEST"
+
+
 def test_cpu_load_scales_up_within_bounds_and_back_down_after_it_stops(tmp_path: Path) -> None:
+    """Opt-in (`SWARMLET_AUTOSCALE_TEST=1`): a scale-down waits out the load and the
+    autoscaler's stabilisation window, about 3.5 min of a CI run that has a 30-minute limit.
+    The decision rules are pure and tested in tests/leader/autoscaler on every run."""
+    require_opt_in(AUTOSCALE_SWITCH, "real CPU load scaled up and back down, about 3.5 min")
     with local_cluster(tmp_path) as cluster:
         leader = cluster.handle(1)
         with environment(ENV, metrics_addr(cluster, leader)):  # the leader's only

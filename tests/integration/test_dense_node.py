@@ -15,12 +15,12 @@ missing Docker Engine or image fails it, and a value other than 1 (or 0) is refu
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from tests.integration.cluster import local_cluster, run_cli, services, tasks, wait_for
+from tests.integration.opt_in import require_opt_in
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -31,11 +31,7 @@ DENSE_SWITCH = "SWARMLET_DENSE_TEST"
 @pytest.fixture(scope="session")  # session scope: before `docker_images` builds anything
 def dense_opt_in() -> None:
     """Skips unless `SWARMLET_DENSE_TEST=1`; a value it cannot honour is an error, not a skip."""
-    value = os.environ.get(DENSE_SWITCH, "")
-    if value in ("", "0"):
-        pytest.skip(f"150 real containers, about 2 min: set {DENSE_SWITCH}=1 to run it")
-    if value != "1":
-        pytest.fail(f"{DENSE_SWITCH}={value!r}: set it to 1 to run this test, or unset it")
+    require_opt_in(DENSE_SWITCH, "150 real containers, about 2 min")
 
 
 def test_a_node_runs_150_tasks_and_every_agent_stays_up(

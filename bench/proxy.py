@@ -2,8 +2,12 @@
 
     .venv/bin/python -m bench.proxy [--rounds 3] [--duration 15] [--no-profile] [--quick] [--keep]
                                     [--profile-mode close|keep-alive] [--proxy-workers N]
-                                    [--compare-workers M]
+                                    [--compare-workers M] [--metrics [--scrape-every S]]
                                     [--json FILE]
+
+With --metrics, n1 serves Prometheus metrics and the target "mesh scraped" (n1's mesh while a
+thread scrapes them every S seconds, 1 by default) is interleaved with "mesh" (the same, not
+scraped): what metrics cost the mesh's throughput, in the same run (issue #18).
 
 Figures, not pass/fail checks. A swarmlet cluster of 3 agents (127.0.0.1-3) runs a service of 3
 nginx replicas (`swarmlet-bench/nginx:1`, built here from bench/images/ if missing) with a
@@ -46,6 +50,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -79,6 +84,7 @@ BUILD_SCRIPT = Path(__file__).with_name("images") / "build.sh"
 SERVICE = "bnginx"
 REPLICAS = 3
 MODES = {"keep-alive": [], "close": ["-H", "Connection: close"]}
+SCRAPED = "mesh scraped"  # n1's mesh while its metrics are scraped (--metrics)
 
 
 def ensure_nginx_image() -> str:
@@ -182,6 +188,45 @@ def proxy_workers(count: int) -> Iterator[None]:
         yield
     finally:
         del os.environ["SWARMLET_PROXY_WORKERS"]
+
+
+@contextlib.contextmanager
+def metrics_served(addr: str | None) -> Iterator[None]:
+    """Agents started within serve Prometheus metrics on `addr` (SWARMLET_METRICS_ADDR)."""
+    if addr is None:
+        yield
+        return
+    os.environ["SWARMLET_METRICS_ADDR"] = addr
+    try:
+        yield
+    finally:
+        del os.environ["SWARMLET_METRICS_ADDR"]
+
+
+@contextlib.contextmanager
+def scraping(url: str | None, every_s: float) -> Iterator[list[float]]:
+    """Scrape `url` every `every_s` in a thread while the block runs (a Prometheus at a far
+    higher rate than its usual 15 s, so that the cost shows); yields each scrape's seconds."""
+    took: list[float] = []
+    if url is None:
+        yield took
+        return
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            start = time.monotonic()
+            with urllib.request.urlopen(url, timeout=10) as response:
+                response.read()
+            took.append(time.monotonic() - start)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield took
+    finally:
+        stop.set()
+        thread.join()
 
 
 def start_haproxy(root: Path, backends: list[tuple[str, int]]) -> int:
@@ -338,7 +383,9 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
         f"swarmlet: starting 3 managers on 127.0.0.1-3:{cluster.port}; proxy worker processes: "
         f"n1 {workers}, n2 {compare}, n3 0"
     )
-    with proxy_workers(workers):
+    # With --metrics, n1 serves metrics; "mesh scraped" is n1's mesh while they are scraped.
+    metrics_addr = f"127.0.0.1:{free_port()}" if args.metrics else None
+    with proxy_workers(workers), metrics_served(metrics_addr):
         cluster.init()
     with proxy_workers(compare):
         cluster.join("manager")
@@ -350,6 +397,8 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
     haproxy_port = start_haproxy(root, backends)
     # n1 is the mesh as configured; n2 (the agent alone) only to compare, when they differ.
     meshes = {"mesh": (cluster.agents[0], "127.0.0.1")}
+    if metrics_addr is not None:
+        meshes[SCRAPED] = meshes["mesh"]
     if compare != workers:
         meshes[f"mesh w={compare}"] = (cluster.agents[1], "127.0.0.2")
     urls = {t: f"http://{host}:{published}/" for t, (_, host) in meshes.items()}
@@ -367,6 +416,7 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
     results["compare_workers"] = compare
     results["agent_cpu_cores"] = agent_cpu
     results["agent_run_queue_wait"] = agent_wait
+    scrape_s: list[float] = []
     for round_ in range(args.rounds):
         for mode in MODES:
             for target, url in urls.items():
@@ -374,7 +424,10 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
                 if pid is not None:
                     cpu0, t0 = cpu_seconds(pid), time.monotonic()
                     wait0 = run_queue_wait_s(pid)
-                r = wrk(url, mode, args.duration)
+                metrics_url = f"http://{metrics_addr}/metrics" if target == SCRAPED else None
+                with scraping(metrics_url, args.scrape_every) as took:
+                    r = wrk(url, mode, args.duration)
+                scrape_s.extend(took)
                 if pid is not None:
                     wall_s = time.monotonic() - t0
                     agent_cpu[target][mode].append((cpu_seconds(pid) - cpu0) / wall_s)
@@ -394,6 +447,8 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
         results["profile"] = profile(
             agent_pid, urls["mesh"], args.profile_mode, args.duration, root
         )
+    if scrape_s:
+        results["scrapes"] = {"count": len(scrape_s), "median_s": median(scrape_s)}
     report(runs, agent_cpu, agent_wait, results)
     run_cli_rm(cluster)
 
@@ -459,6 +514,18 @@ def report(
         "6.7k connection-per-request; direct 28.9k"
     )
     results["summary"] = summary
+    if SCRAPED in summary:
+        scrapes = results["scrapes"]
+        print(
+            f"\nmetrics scraped every {results['scrape_every_s']} s during '{SCRAPED}' runs "
+            f"({scrapes['count']} scrapes, median {1000 * scrapes['median_s']:.1f} ms):"
+        )
+        for mode in MODES:
+            m, sc = summary["mesh"][mode], summary[SCRAPED][mode]
+            print(
+                f"  {mode:10}: throughput scraped/unscraped {sc['rps'] / m['rps']:.3f}, "
+                f"p99 {sc['p99_ms'] / m['p99_ms']:.2f}x"
+            )
     if "image" in results:
         print(f"\nimage: {results['image']}")
     if "profile" in results:
@@ -482,6 +549,12 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the data dirs and profile")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round of 3 s")
     parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="n1 serves Prometheus metrics; adds the target 'mesh scraped' (n1 while scraped)",
+    )
+    parser.add_argument("--scrape-every", type=float, default=1.0, help="seconds, with --metrics")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.duration, args.no_profile = 1, 3, True
@@ -489,6 +562,7 @@ def main() -> None:
     ensure_installed(["wrk"], ["wrk"])
     ensure_installed(["haproxy"], ["haproxy"])
     results: dict[str, Any] = {"rounds": args.rounds, "duration_s": args.duration}
+    results["scrape_every_s"] = args.scrape_every
     results["image"] = ensure_nginx_image()
     log(results["image"])
     try:

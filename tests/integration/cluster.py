@@ -11,6 +11,7 @@ cleanup, whatever happened.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -313,7 +314,9 @@ def get(host: str, port: int) -> str:
 
 
 class RequestLoop:
-    """Requests in a background thread until stopped; records every failure."""
+    """Requests in a background thread until stopped; records every failure (a refused or reset
+    connection, a timeout, an HTTP response cut short or malformed), so that a failure shows in
+    `failures` instead of ending the loop."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
@@ -327,7 +330,7 @@ class RequestLoop:
             try:
                 get(self.host, self.port)
                 self.ok += 1
-            except OSError as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 self.failures.append(repr(exc))
 
     def __enter__(self) -> RequestLoop:

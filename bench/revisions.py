@@ -43,6 +43,18 @@ def worktree(rev: str) -> Iterator[Path]:
         )
 
 
+def byte_compile(tree: Path) -> None:
+    """Compile both trees' modules before the first run, as installing a wheel does: with
+    PYTHONDONTWRITEBYTECODE set (these machines set it) an uncompiled tree recompiles every module
+    in every process it starts, which is start-up time (join, CLI) no installed release pays."""
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "swarmlet", "bench"],
+        cwd=tree,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
 def run_once(tree: Path, bench: list[str], out: Path) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=str(tree))
     cmd = [sys.executable, "-m", f"bench.{bench[0]}", *bench[1:], "--json", str(out)]
@@ -86,6 +98,8 @@ def main() -> int:
         parser.error("name a benchmark after --, e.g. -- idle_cost --nodes 10")
     results: dict[str, list[dict[str, float]]] = {"base": [], "this": []}
     with worktree(args.base) as base_tree, tempfile.TemporaryDirectory() as tmp:
+        for tree in (base_tree, HERE):
+            byte_compile(tree)
         for i in range(args.runs):
             for label, tree in (("base", base_tree), ("this", HERE)):
                 out = Path(tmp) / f"{label}-{i}.json"

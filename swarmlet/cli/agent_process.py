@@ -42,13 +42,18 @@ def agent_running(datadir: DataDir) -> bool:
     return state != "Z" and b"swarmlet" in cmdline
 
 
-def start_background_agent(datadir: DataDir) -> subprocess.Popen[bytes]:
+def start_background_agent(datadir: DataDir, *, held: bool = False) -> subprocess.Popen[bytes]:
+    """`held`: the agent loads its code, then waits for `release(proc)` before it reads anything
+    of the data dir, and exits quietly if the pipe closes first. `join` starts it so while the
+    join handshake runs: the agent's imports (about half a second) then overlap the handshake
+    instead of following it."""
     datadir.create()
+    cmd = [sys.executable, "-m", "swarmlet", "agent", "--data-dir", str(datadir.path)]
     log = open(datadir.log_file, "ab")  # noqa: SIM115 - handed to the child process
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "swarmlet", "agent", "--data-dir", str(datadir.path)],
-            stdin=subprocess.DEVNULL,
+            [*cmd, "--held"] if held else cmd,
+            stdin=subprocess.PIPE if held else subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -56,6 +61,31 @@ def start_background_agent(datadir: DataDir) -> subprocess.Popen[bytes]:
         )
     finally:
         log.close()
+
+
+RELEASE = b"go\n"
+
+
+def release(proc: subprocess.Popen[bytes]) -> None:
+    """Let a held agent (`start_background_agent(held=True)`) start."""
+    assert proc.stdin is not None
+    with proc.stdin:
+        proc.stdin.write(RELEASE)
+
+
+def abandon(proc: subprocess.Popen[bytes]) -> None:
+    """A held agent that must not start: it sees its pipe close and exits."""
+    assert proc.stdin is not None
+    proc.stdin.close()
+    proc.wait()
+
+
+def wait_for_release() -> bool:
+    """In a held agent: load the agent's code, then wait for `release`. False if the pipe
+    closed without it (the command that started it failed, or was interrupted)."""
+    import swarmlet.node.main  # noqa: F401 - the point: imported before the wait
+
+    return sys.stdin.buffer.readline() == RELEASE
 
 
 def run_agent_foreground(datadir: DataDir, *, on_ready: Callable[[], None] | None = None) -> int:

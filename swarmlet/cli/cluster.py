@@ -364,23 +364,30 @@ def cmd_join(args: argparse.Namespace, out: Output) -> ExitStatus:
     datadir = _new_node_dir(args)
     token = crypto.JoinToken.parse(args.token)
     host = args.advertise_addr or default_advertise_host()
-    identity = trio.run(
-        lambda: join_cluster(
-            args.remote,
-            token,
-            name=args.name or socket.gethostname(),
-            name_is_explicit=bool(args.name),
-            advertise_host=host,
-            port=args.port,
-            publish_host=args.publish_addr or "0.0.0.0",
-            datadir=datadir,
-            generic_resources=advertised,  # recorded by the manager that admits the node
+    # Started before the handshake, held until it succeeds: its start-up overlaps the join.
+    proc = None if args.foreground else agent_process.start_background_agent(datadir, held=True)
+    try:
+        identity = trio.run(
+            lambda: join_cluster(
+                args.remote,
+                token,
+                name=args.name or socket.gethostname(),
+                name_is_explicit=bool(args.name),
+                advertise_host=host,
+                port=args.port,
+                publish_host=args.publish_addr or "0.0.0.0",
+                datadir=datadir,
+                generic_resources=advertised,  # recorded by the manager that admits the node
+            )
         )
-    )
-    write_advertised(datadir.path, advertised)  # and kept, to be re-advertised at each start
-    if args.foreground:
+        write_advertised(datadir.path, advertised)  # and kept, to be re-advertised at each start
+    except BaseException:
+        if proc is not None:
+            agent_process.abandon(proc)
+        raise
+    if proc is None:
         return ExitStatus(agent_process.run_agent_foreground(datadir))
-    proc = agent_process.start_background_agent(datadir)
+    agent_process.release(proc)
     agent_process.wait_ready(datadir, proc, agent_process.is_member_seeing_others)
     out.line(f"This node joined the cluster as a {identity.role} ({identity.name}).")
     return ExitStatus.OK
@@ -390,6 +397,8 @@ def cmd_agent(args: argparse.Namespace, out: Output) -> ExitStatus:
     from swarmlet.cli import agent_process
     from swarmlet.node.advertised_resources import write_advertised
 
+    if args.held and not agent_process.wait_for_release():
+        return ExitStatus.OK  # `join` failed and said why; this agent never started
     _use_metrics_addr(args)
     advertised = _advertised(args)
     datadir = data_dir(args)
@@ -574,6 +583,8 @@ def register(sub: Subcommands) -> None:
         "swarmlet agent --data-dir /var/lib/swarmlet",
     )
     add_bool(p, "--detach", help_="run in the background")
+    # `join`'s own start of the agent (`agent_process.start_background_agent(held=True)`).
+    p.add_argument("--held", action="store_true", help=argparse.SUPPRESS)
     _add_metrics_flag(p)
     _add_generic_resource_flag(p)
 

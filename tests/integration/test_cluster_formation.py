@@ -64,6 +64,22 @@ def test_node_ls_json_has_the_contract_fields(tmp_path: Path) -> None:
         assert by_name["n2"]["leader"] is False and by_name["n2"]["role"] == "worker"
 
 
+def _processes_of(data_dir: Path) -> list[int]:
+    """Live processes whose command line names `data_dir` (zombies are not running)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        if str(data_dir).encode() in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
 def test_wrong_or_rotated_token_is_refused_and_changes_nothing(tmp_path: Path) -> None:
     with local_cluster(tmp_path) as cluster:
         cluster.start(managers=1)
@@ -86,6 +102,8 @@ def test_wrong_or_rotated_token_is_refused_and_changes_nothing(tmp_path: Path) -
         assert proc.returncode != 0
         assert "refused the join token" in proc.stderr
         assert not (a.data_dir / "identity.msgpack").exists()
+        # `join` starts its agent before the handshake, held: a refused join must not leave it.
+        assert _processes_of(a.data_dir) == []
         run_cli("join-token", "--rotate", "worker", data_dir=first.data_dir)
         proc = run_cli(
             "join",

@@ -63,16 +63,18 @@ from swarmlet.executor.docker_translate import (
 )
 from swarmlet.executor.registry_auth import RegistryCredential
 from swarmlet.executor.runtime_types import (
+    DOCKER_OPERATIONS,
     ContainerEvent,
     ContainerInfo,
     ContainerSpec,
     ContainerStats,
     DockerError,
     NetworkInfo,
+    operation_kind,
 )
 from swarmlet.wire.histogram import DOCKER_CALL_BUCKETS_S, Histogram
 
-__all__ = ["DockerRuntime", "open_docker_runtime"]
+__all__ = ["DOCKER_OPERATIONS", "DockerRuntime", "open_docker_runtime", "operation_kind"]
 
 T = TypeVar("T")
 
@@ -82,39 +84,6 @@ _NO_TIMEOUT: Any = None  # requests: no read timeout (docker's stubs say int)
 
 # --------------------------------------------------------------------------------------------
 # Calls into docker-py
-
-# The adapter's operations, as its operation strings name them ("network create web" ->
-# "network_create"): a closed set, so that they may label metrics. "run" is one container's
-# create, network connects, start and inspect; "events" and "logs" time opening the stream.
-DOCKER_OPERATIONS = (
-    "ping",
-    "image_inspect",
-    "pull",
-    "run",
-    "inspect",
-    "list",
-    "stop",
-    "remove",
-    "kill",
-    "events",
-    "logs",
-    "stats",
-    "volume_create",
-    "volume_rm",
-    "network_create",
-    "network_ls",
-    "network_inspect",
-    "network_rm",
-)
-_KNOWN_OPERATIONS = frozenset(DOCKER_OPERATIONS)
-_OBJECT_WORDS = frozenset({"image", "volume", "network"})
-
-
-def operation_kind(operation: str) -> str:
-    """The member of `DOCKER_OPERATIONS` an operation string names, "other" for none."""
-    words = operation.split(" ", 2)
-    kind = "_".join(words[:2]) if words[0] in _OBJECT_WORDS else words[0]
-    return kind if kind in _KNOWN_OPERATIONS else "other"
 
 
 def _translated(operation: str, fn: Callable[[], T]) -> Callable[[], T]:

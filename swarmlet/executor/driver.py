@@ -32,11 +32,15 @@ import trio
 
 from swarmlet.errors import RuntimeAdapterError, SecretsUnavailableError
 from swarmlet.executor import secretfiles
-from swarmlet.executor.docker_runtime import DOCKER_OPERATIONS, DockerRuntime, operation_kind
 from swarmlet.executor.labels import LABEL_CLUSTER, LABEL_NODE, LABEL_TASK
 from swarmlet.executor.networks import LocalNetworks
 from swarmlet.executor.registry_auth import credential_for
-from swarmlet.executor.runtime_types import ContainerEvent, DockerError
+from swarmlet.executor.runtime_types import (
+    DOCKER_OPERATIONS,
+    ContainerEvent,
+    DockerError,
+    operation_kind,
+)
 from swarmlet.executor.task_container import (
     container_spec,
     exit_state,
@@ -47,6 +51,7 @@ from swarmlet.state.model import Service, ServiceSpec, Task, TaskState
 from swarmlet.state.observed import TaskLoad, TaskObservation
 
 if TYPE_CHECKING:
+    from swarmlet.executor.docker_runtime import DockerRuntime
     from swarmlet.state.machine import ClusterState
 
 log = logging.getLogger(__name__)

@@ -37,16 +37,19 @@ import logging
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import psutil
 import trio
 
 from swarmlet.errors import RuntimeAdapterError
-from swarmlet.executor.docker_runtime import DockerRuntime
 from swarmlet.executor.labels import LABEL_CLUSTER, LABEL_NETWORK, LABEL_NODE, LABEL_STACK
 from swarmlet.executor.runtime_types import DockerError, NetworkInfo
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import NetworkAttachment, Service, ServiceSpec
+
+if TYPE_CHECKING:
+    from swarmlet.executor.docker_runtime import DockerRuntime
 
 log = logging.getLogger(__name__)
 

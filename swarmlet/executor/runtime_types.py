@@ -1,6 +1,7 @@
 """The values that cross the container-runtime boundary: what to run (`ContainerSpec` and its
 parts), what the engine reports back (`ContainerInfo`, `ContainerEvent`, `ContainerStats`,
-`NetworkInfo`), and `DockerError`, the one exception the adapter raises.
+`NetworkInfo`), `DockerError`, the one exception the adapter raises, and the closed set of the
+adapter's operations (`DOCKER_OPERATIONS`) that errors and metrics are labelled with.
 
 Invariants:
   - every value is a frozen dataclass; empty / None fields mean "Docker's (or the image's)
@@ -26,6 +27,7 @@ from typing import Literal
 from swarmlet.errors import RuntimeAdapterError
 
 __all__ = [
+    "DOCKER_OPERATIONS",
     "ContainerEvent",
     "ContainerInfo",
     "ContainerSpec",
@@ -37,6 +39,7 @@ __all__ = [
     "NetworkInfo",
     "PortBinding",
     "UlimitSpec",
+    "operation_kind",
 ]
 
 MountType = Literal["volume", "bind", "tmpfs"]
@@ -208,3 +211,37 @@ class DockerError(RuntimeAdapterError):
         self.status_code = status_code
         self.explanation = explanation
         super().__init__(f"docker {operation} failed: {explanation}")
+
+
+# The adapter's operations, as its operation strings name them ("network create web" ->
+# "network_create"): a closed set, so that they may label metrics. "run" is one container's
+# create, network connects, start and inspect; "events" and "logs" time opening the stream.
+DOCKER_OPERATIONS = (
+    "ping",
+    "image_inspect",
+    "pull",
+    "run",
+    "inspect",
+    "list",
+    "stop",
+    "remove",
+    "kill",
+    "events",
+    "logs",
+    "stats",
+    "volume_create",
+    "volume_rm",
+    "network_create",
+    "network_ls",
+    "network_inspect",
+    "network_rm",
+)
+_KNOWN_OPERATIONS = frozenset(DOCKER_OPERATIONS)
+_OBJECT_WORDS = frozenset({"image", "volume", "network"})
+
+
+def operation_kind(operation: str) -> str:
+    """The member of `DOCKER_OPERATIONS` an operation string names, "other" for none."""
+    words = operation.split(" ", 2)
+    kind = "_".join(words[:2]) if words[0] in _OBJECT_WORDS else words[0]
+    return kind if kind in _KNOWN_OPERATIONS else "other"

@@ -22,6 +22,7 @@ read, each through its own narrow interface. Protocol rules live in the cores, n
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import os
 import random
@@ -41,7 +42,6 @@ from swarmlet.errors import (
     SwarmletError,
     UsageError,
 )
-from swarmlet.executor.docker_runtime import open_docker_runtime
 from swarmlet.executor.driver import Executor
 from swarmlet.executor.hostinfo import host_info, read_host_info
 from swarmlet.executor.networks import LocalNetworks
@@ -56,7 +56,6 @@ from swarmlet.node.bootstrap import bootstrap_storage, restore_storage
 from swarmlet.node.config import AgentConfig
 from swarmlet.node.events import EventLog
 from swarmlet.node.forwarding import WriteForwarding
-from swarmlet.node.metrics import serve_metrics
 from swarmlet.node.reconnect import RECONNECT_INTERVAL_S, reconnect_targets
 from swarmlet.node.replicated import ReplicatedState, encode_command
 from swarmlet.node.status_reports import StatusIntake, StatusReporter
@@ -601,6 +600,11 @@ class Agent:
 
     async def _run_executor(self) -> None:
         """Run this node's tasks; without a Docker engine, say so and keep trying."""
+        # Docker's SDK (requests, urllib3: a tenth of a second) is loaded here, in a thread,
+        # rather than with the agent: off the path of a join or a restart, and of the loop.
+        await trio.to_thread.run_sync(importlib.import_module, "swarmlet.executor.docker_runtime")
+        from swarmlet.executor.docker_runtime import open_docker_runtime  # loaded: no wait
+
         while True:
             try:
                 async with open_docker_runtime() as runtime:
@@ -676,7 +680,10 @@ class Agent:
             nursery.start_soon(self._run_executor)
             await nursery.start(self.proxy.run)
             nursery.start_soon(self._refresh_meta)
-            await nursery.start(serve_metrics, self, self.config.metrics_addr)  # opt-in
+            if self.config.metrics_addr is not None:  # opt-in; prometheus_client only then
+                from swarmlet.node.metrics import serve_metrics
+
+                await nursery.start(serve_metrics, self, self.config.metrics_addr)
             if serve_control is not None:
                 await nursery.start(serve_control)
             self.datadir.write_pid(os.getpid())

@@ -366,6 +366,17 @@ class RaftNode:
         else:
             raise NoLeaderError("no leader is known; retry the read later")
 
+    def peer_reachable(self, peer: str) -> None:
+        """The node learned, outside Raft, that `peer` has just come up (gossip saw it join or
+        come back). What a leader sent it while it was down is lost, and its next heartbeat
+        round may be far off (a learner's comes every few rounds): probe it now from what is
+        known to match (etcd's ReportUnreachable, the other way round), so that a joining
+        node's snapshot, or a returning one's catch-up, starts at once. Else nothing."""
+        pr = self._progress.get(peer) if self.role == Role.LEADER else None
+        if pr is not None:
+            pr.become_probe()
+            self._send_append(peer, allow_empty=True)
+
     def transfer_leadership(self, to: str) -> None:
         """Hand leadership to voter `to` (thesis §3.10): bring its log up to date, then send it
         TimeoutNow. Proposals are refused meanwhile; the transfer is abandoned after

@@ -158,6 +158,7 @@ class RaftDriver(Generic[ResultT]):
         )
         self._core_lock = trio.Lock()
         self._wake = trio.Event()
+        self._reachable: set[str] = set()  # peers gossip saw come up, for the loop to tell
         self._applied_changed = trio.Event()
         self._inbox: list[Message] = []  # from peers, stepped by the loop in arrival order
         self._proposals: list[tuple[bytes, _Waiter[ResultT]]] = []  # proposed as one batch
@@ -269,6 +270,12 @@ class RaftDriver(Generic[ResultT]):
     async def wait_applied(self, index: int) -> None:
         while self.applied < index:
             await self._applied_changed.wait()
+
+    def peer_reachable(self, peer: str) -> None:
+        """`peer` has just come up (gossip says): the loop tells the core, whose leader then
+        probes it at once (`RaftNode.peer_reachable`)."""
+        self._reachable.add(peer)
+        self._wake.set()
 
     async def transfer_leadership(self, to: str) -> None:
         async with self._core_lock:
@@ -409,7 +416,7 @@ class RaftDriver(Generic[ResultT]):
                 # #20): the core says how many only count (`idle_ticks`), so an idle follower
                 # wakes at its election timeout or for a message, not at every tick.
                 slept_ticks = 1
-                if not (self._inbox or self._may_propose()):
+                if not (self._inbox or self._reachable or self._may_propose()):
                     slept_ticks = self.core.idle_ticks()
                     wake_at = next_tick + (slept_ticks - 1) * self.tick_interval_s
                     with trio.move_on_at(wake_at):
@@ -460,6 +467,10 @@ class RaftDriver(Generic[ResultT]):
             inbox, self._inbox = self._inbox, []
             for msg in inbox:
                 self.core.step(msg)
+        if self._reachable:
+            reachable, self._reachable = self._reachable, set()
+            for peer in sorted(reachable):
+                self.core.peer_reachable(peer)
         if self._may_propose():
             batch, self._proposals = self._proposals, []
             try:

@@ -103,3 +103,29 @@ def test_a_voter_demoted_by_an_uncommitted_change_keeps_every_heartbeat() -> Non
     counts = _heartbeats_per_peer(net, leader, CONFIG.election_ticks, no_appends)
     assert leader.commit_index < leader.last_index
     assert counts["n3"] == counts["n2"] == CONFIG.election_ticks // CONFIG.heartbeat_ticks
+
+
+def test_a_peer_that_came_up_is_probed_at_once_and_catches_up() -> None:
+    # A joining learner whose first appends were lost (it was not listening yet) would wait for
+    # its next heartbeat round; told that it came up (gossip), the leader probes it now.
+    net = cluster(3, config=CONFIG, learners=["n4"])
+    leader = net.elect("n1")
+    leader.propose(b"x")
+    net.run(lambda m: m.to_id != "n4")  # everything to n4 is lost
+    net.drop()
+    assert net.nodes["n4"].last_index < leader.last_index
+    leader.peer_reachable("n4")
+    sent = net.take()
+    assert [(type(m), m.to_id) for m in sent] == [(AppendEntries, "n4")]
+    net.pending.extend(sent)
+    net.run()  # no tick: the probe and its answers alone bring the catch-up
+    assert net.nodes["n4"].last_index == leader.last_index
+
+
+def test_peer_reachable_does_nothing_on_a_follower_or_for_a_stranger() -> None:
+    net = cluster(3, config=CONFIG)
+    leader = net.elect("n1")
+    net.run()
+    net.nodes["n2"].peer_reachable("n3")
+    leader.peer_reachable("n9")
+    assert net.take() == []

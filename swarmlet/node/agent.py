@@ -503,6 +503,7 @@ class Agent:
                 self.events.record("node", "ready", name, f"node {name} is back")
             else:
                 self.events.record("node", "join", name, f"node {name} joined gossip")
+            self.raft.peer_reachable(member.name)  # its snapshot or catch-up starts now
         # Every kind, UPDATE too: a node's meta carries its capacity.
         self.leader.notify()
         self.proxy.notify()
@@ -601,7 +602,9 @@ class Agent:
     async def _run_executor(self) -> None:
         """Run this node's tasks; without a Docker engine, say so and keep trying."""
         # Docker's SDK (requests, urllib3: a tenth of a second) is loaded here, in a thread,
-        # rather than with the agent: off the path of a join or a restart, and of the loop.
+        # rather than with the agent, and once there is a state to run (a joining node's first
+        # snapshot): off the path of a join or a restart, whose handshakes it would slow.
+        await self.raft.wait_applied(1)
         await trio.to_thread.run_sync(importlib.import_module, "swarmlet.executor.docker_runtime")
         from swarmlet.executor.docker_runtime import open_docker_runtime  # loaded: no wait
 

@@ -50,6 +50,7 @@ from swarmlet.errors import RemoteProtocolError, UsageError
 from swarmlet.wire import codec as wire
 from swarmlet.wire import protocol_version
 from swarmlet.wire.datagram_keys import DatagramKeys
+from swarmlet.wire.tls_socket import TlsSocketStream
 
 log = logging.getLogger(__name__)
 
@@ -397,7 +398,8 @@ class Transport:
                 if channel == CHANNEL_CLUSTER:
                     framed = await self._accept_tls(stream, deadline)
                     if framed is not None:
-                        await on_stream(framed, addr)
+                        async with framed.stream:  # it holds the socket now
+                            await on_stream(framed, addr)
                 elif channel == CHANNEL_JOIN:
                     head = None
                     with trio.move_on_at(deadline):
@@ -424,23 +426,32 @@ class Transport:
         """The server side of the handshake, within its deadline; None (counted) if the peer
         does not complete it with a certificate the CA signed and the policy admits."""
         tls = self.tls
-        secure = trio.SSLStream(stream, tls.server, server_side=True)
         with trio.move_on_at(deadline):
             try:
-                await secure.do_handshake()
+                secure = await TlsSocketStream.handshake(stream, tls.server, server_side=True)
             except trio.BrokenResourceError as exc:
                 self.counters["refused_tls_handshake"] += 1
                 log.debug("TLS handshake failed: %s", exc.__cause__ or exc)
                 return None
-            peer = self._authenticate(secure)
-            version = self._negotiated(secure, peer)
-            return FramedStream(
-                secure, None, b"", self.counters, peer=peer, admit=tls.admit, peer_protocol=version
-            )
+            try:
+                peer = self._authenticate(secure)
+                version = self._negotiated(secure, peer)
+                return FramedStream(
+                    secure,
+                    None,
+                    b"",
+                    self.counters,
+                    peer=peer,
+                    admit=tls.admit,
+                    peer_protocol=version,
+                )
+            except BaseException:
+                await secure.aclose()
+                raise
         self.counters["refused_tls_handshake_timeout"] += 1
         return None
 
-    def _authenticate(self, secure: trio.SSLStream[trio.SocketStream]) -> PeerIdentity:
+    def _authenticate(self, secure: TlsSocketStream) -> PeerIdentity:
         """The peer's identity as its certificate (verified in the handshake) says; whether it
         is admitted is for the `FramedStream` to ask, as it does again at every frame."""
         der = secure.getpeercert(binary_form=True)
@@ -454,7 +465,7 @@ class Transport:
             raise
         return peer
 
-    def _negotiated(self, secure: trio.SSLStream[trio.SocketStream], peer: PeerIdentity) -> int:
+    def _negotiated(self, secure: TlsSocketStream, peer: PeerIdentity) -> int:
         """The protocol the handshake settled with `peer`; RemoteProtocolError (counted, and
         logged the first time for this peer: senders reconnect every fraction of a second) if
         the two share none."""
@@ -487,9 +498,12 @@ class Transport:
             stream = await trio.open_tcp_stream(addr[0], addr[1], local_address=self.bind[0])
         try:
             await stream.send_all(CHANNEL_CLUSTER)
-            secure = trio.SSLStream(stream, tls.client, server_hostname=None)
             with trio.fail_after(self._handshake_timeout_s):
-                await secure.do_handshake()
+                secure = await TlsSocketStream.handshake(stream, tls.client, server_side=False)
+        except BaseException:
+            await stream.aclose()  # nothing left to close once the handshake took the socket
+            raise
+        try:
             peer = self._authenticate(secure)
             if node_id is not None and peer.node_id != node_id:
                 self.counters["refused_peer_wrong_node"] += 1
@@ -499,7 +513,7 @@ class Transport:
                 secure, None, b"", self.counters, peer=peer, admit=tls.admit, peer_protocol=version
             )
         except BaseException:
-            await stream.aclose()
+            await secure.aclose()
             raise
 
 

@@ -92,9 +92,8 @@ class TlsSocketStream(trio.abc.Stream):
     async def wait_send_all_might_not_block(self) -> None:
         await trio.lowlevel.wait_writable(self._sock)
 
-    def getpeercert(self, binary_form: bool = True) -> bytes | None:
-        """The peer's certificate, DER (verified in the handshake by the context): as
-        trio.SSLStream's with `binary_form=True`, the only form the transport asks for."""
+    def getpeercert(self) -> bytes | None:
+        """The peer's certificate, DER (verified in the handshake by the context)."""
         return self._sock.getpeercert(binary_form=True)
 
     def selected_alpn_protocol(self) -> str | None:

@@ -454,7 +454,7 @@ class Transport:
     def _authenticate(self, secure: TlsSocketStream) -> PeerIdentity:
         """The peer's identity as its certificate (verified in the handshake) says; whether it
         is admitted is for the `FramedStream` to ask, as it does again at every frame."""
-        der = secure.getpeercert(binary_form=True)
+        der = secure.getpeercert()
         if not der:  # cannot happen with CERT_REQUIRED; never assume it
             self.counters["refused_peer_no_certificate"] += 1
             raise RemoteProtocolError("the peer presented no certificate")

@@ -6,46 +6,20 @@ release and any TLS peer speak the same TLS."""
 from __future__ import annotations
 
 import ssl
-import time
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from swarmlet import certs
 from swarmlet.wire.tls_socket import TlsSocketStream
+from tests.test_certs import tls_context
 
 TIMEOUT_S = 20
 
 
 def _contexts(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    ca = Ed25519PrivateKey.generate()
-    ca_pem = certs.ca_certificate(ca)
-    made = []
-    for name, server in (("s", True), ("c", False)):
-        key = Ed25519PrivateKey.generate()
-        cert = certs.issue(
-            ca,
-            cluster_id="c",
-            node_id=name,
-            role="manager",
-            generation=0,
-            public_key=certs.raw_public_key(key),
-            now=time.time(),
-        )
-        (tmp_path / f"{name}.crt").write_bytes(cert)
-        (tmp_path / f"{name}.key").write_bytes(certs.private_key_pem(key))
-        made.append(
-            certs.tls_context(
-                server=server,
-                ca_pem=ca_pem,
-                cert_file=tmp_path / f"{name}.crt",
-                key_file=tmp_path / f"{name}.key",
-            )
-        )
-    return made[0], made[1]
+    return tls_context(tmp_path, "s", server=True), tls_context(tmp_path, "c", server=False)
 
 
 async def _pair(tmp_path: Path) -> tuple[TlsSocketStream, trio.SSLStream[trio.SocketStream]]:

@@ -291,8 +291,8 @@ class Executor:
     async def _reconcile(self) -> None:
         assert self._nursery is not None
         state = self._state()
-        for task in state.tasks.values():
-            if task.node_id != self.node_id or task.id in self._busy:
+        for task in state.tasks.on_node(self.node_id).values():  # no await in this loop
+            if task.id in self._busy:
                 continue
             obs = self.observations.get(task.id)
             observed = obs.state if obs is not None else TaskState.NEW

@@ -299,8 +299,10 @@ class LocalNetworks:
                         continue
                     del self.local[network]
             ready: dict[str, list[tuple[str, str]]] = {}
-            present = await trio.to_thread.run_sync(psutil.net_if_addrs)
-            for bridge, vips in wanted_vips(state, self.local).items():
+            wanted = wanted_vips(state, self.local)  # one entry per bridge of this node
+            # Asked only when this node has a bridge: a thread hop per applied write otherwise.
+            present = await trio.to_thread.run_sync(psutil.net_if_addrs) if wanted else {}
+            for bridge, vips in wanted.items():
                 have = {a.address for a in present.get(bridge, ()) if a.family == socket.AF_INET}
                 net = next(n for n in self.local.values() if n.bridge == bridge)
                 upper = ipaddress.ip_network(split_subnet(net.subnet)[1])

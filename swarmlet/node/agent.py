@@ -82,6 +82,7 @@ from swarmlet.state.observed import (
     TaskObservation,
     decode_meta,
     encode_meta,
+    meta_news,
 )
 from swarmlet.wire.peer_rpc import CertRequest, ProposeBatch, ProposeRequest, SecretsRequest
 from swarmlet.wire.transport import (
@@ -585,14 +586,12 @@ class Agent:
             await handler(stream, first)
 
     async def _refresh_meta(self) -> None:
-        last: tuple[object, ...] = ()
+        published: NodeMeta | None = None
         while True:
             self.host = await host_info()
             meta = self._meta()
-            # Republish on what others act on or show: roles, leadership, load in 10% steps.
-            key = (meta.name, meta.role, meta.raft_term, meta.leader_id, meta.cpu_percent // 10)
-            if key != last:
-                last = key
+            if meta_news(published, meta):
+                published = meta
                 self._publish_meta(meta)
             with trio.move_on_after(self.config.meta_refresh_s):
                 await self.raft.leader_changed.wait()

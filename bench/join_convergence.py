@@ -18,6 +18,10 @@ polls `node.ls` instead, which costs a ReadIndex barrier through the leader per 
 this 2-core machine those polls (30 every 150 ms) timed out (> 2 s; a CLI `node ls` took 13.7 s)
 and no member was ever seen to report the joiner ready, so the cheaper probe is the default.
 
+Under load (`--load K`, issue #20: "at most 2x Serf's time in the same run under load"): K busy
+processes (`common.start_cpu_hog`, one per core in turn) run through every measurement of both
+systems, so swarmlet and Serf share the CPU with the same competitors.
+
 Polling: every 50 ms per member at N <= 10, scaled as 50 ms * N / 10 above (at N = 30 every
 150 ms), so that the observers' own load (N clients, each a read barrier on swarmlet) stays
 roughly constant on a small machine; the resolution of a figure is therefore about one interval.
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -272,6 +277,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=60.0, help="per-run timeout (s)")
     parser.add_argument("--quick", action="store_true", help="smoke run: N = 5, 2 runs")
+    parser.add_argument(
+        "--load",
+        type=int,
+        default=0,
+        metavar="K",
+        help="K busy processes on the cores, in turn, throughout (0: none)",
+    )
     parser.add_argument("--no-serf", action="store_true")
     parser.add_argument("--no-swarmlet", action="store_true")
     parser.add_argument("--json", help="write the figures to this file")
@@ -284,7 +296,10 @@ def main() -> None:
     with common.cleanup_on_exit():
         root = common.make_root("join", keep=args.keep)
         log(f"data dirs and logs under {root}")
-        result: dict[str, Any] = {"sizes": args.nodes, "runs": args.runs}
+        result: dict[str, Any] = {"sizes": args.nodes, "runs": args.runs, "load": args.load}
+        hogs = [common.start_cpu_hog(k % (os.cpu_count() or 1)) for k in range(args.load)]
+        if hogs:
+            log(f"under load: {len(hogs)} busy processes ({', '.join(map(str, hogs))})")
         for n in args.nodes:
             if not args.no_swarmlet:
                 try:
@@ -295,6 +310,8 @@ def main() -> None:
             if not args.no_serf:
                 common.ensure_installed(["serf"], ["serf"])
                 result[f"serf_{n}"] = serf_size(args, root, n)
+        for pid in hogs:
+            common.kill9(pid)
         report(result, args.nodes)
         if REGISTRY.keep_dirs:
             result["root"] = str(root)

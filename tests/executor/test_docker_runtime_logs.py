@@ -79,7 +79,9 @@ async def test_timestamps_put_dockers_own_before_each_line(
     assert [DOCKER_TIMESTAMP.sub(b"", line, count=1) for line in lines] == [b"one", b"two"]
     assert all(DOCKER_TIMESTAMP.match(line) for line in lines)
     stamps = [timestamp_ns(split_timestamp(line)[0]) for line in lines]
-    assert stamps[1] - stamps[0] >= 200_000_000  # the engine's clock, as it read each line
+    # The engine's clock as it read each line, so in order. Not "0.2 s apart": the engine may read
+    # the first line late, and asserting that gap failed once on a freshly booted machine.
+    assert stamps[0] < stamps[1]
 
 
 @pytest.mark.docker

@@ -82,7 +82,15 @@ from swarmlet.state.commands import (
     ReportTasks,
 )
 from swarmlet.state.machine import ApplyResult, ClusterState
-from swarmlet.state.model import Node, Resources, Role, Service, ServiceSpec, TaskState
+from swarmlet.state.model import (
+    Availability,
+    Node,
+    Resources,
+    Role,
+    Service,
+    ServiceSpec,
+    TaskState,
+)
 from swarmlet.state.observed import NodeLoad, NodeMeta, StatusReport, TaskObservation
 from swarmlet.wire import codec as wire
 from swarmlet.wire.transport import Counters
@@ -123,6 +131,9 @@ class SimConfig:
     node_resources: Resources = NODE_RESOURCES
     reservations: Resources = RESERVATIONS  # of every service's replicas
     profile_top: int = 15  # hot spots of the single-change pass printed (0: no profile)
+    # The manager's node drained: every task runs on a worker, whose statuses go up as reports
+    # (at nodes=2, one worker runs them all: issue #16's "1,000 tasks on one node").
+    drain_manager: bool = False
 
 
 # ------------------------------------------------------------------------------------ figures
@@ -434,6 +445,11 @@ class Simulation:
                     addr=f"{host}:7946",
                     publish_addr=host,
                     role=role,
+                    availability=(
+                        Availability.DRAIN
+                        if role is Role.MANAGER and self.config.drain_manager
+                        else Availability.ACTIVE
+                    ),
                     resources=self.config.node_resources,
                     sealed_manager_key=b"sealed" if role is Role.MANAGER else b"",
                 )

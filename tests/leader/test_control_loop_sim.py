@@ -70,3 +70,27 @@ def test_same_seed_replays_the_same_run() -> None:
         ), name
     assert first.killed == second.killed
     assert first.moves == second.moves
+
+
+def test_one_worker_runs_a_thousand_tasks() -> None:
+    """Issue #16: 1,000 tasks on one node. The manager's node is drained, so the one worker runs
+    every replica; its statuses reach the leader as reports of a bounded size whatever the node
+    runs, and are committed in batches: a status costs the same bytes at 1,000 tasks as at one."""
+    sim = Simulation(
+        SimConfig(
+            nodes=2,
+            tasks=1000,
+            services=2,
+            seed=5,
+            charge_cpu=False,
+            profile_top=0,
+            drain_manager=True,
+        )
+    )
+    deploy = sim.deploy()
+    assert deploy.converged
+    worker = next(nid for nid in sim.nodes if nid != sim.leader_id)
+    assert Counter(running_by_slot(sim).values()) == {worker: 1000}
+    assert deploy.statuses >= 2000  # STARTING and RUNNING, at the least once each
+    assert deploy.report_bytes / deploy.statuses < 200  # bytes per status, not per node
+    assert deploy.entries < deploy.statuses / 10  # committed in batches

@@ -48,6 +48,7 @@ from swarmlet.gossip.messages import (
     Ack,
     Alive,
     Dead,
+    MemberState,
     Ping,
     PushNodeState,
     PushPullState,
@@ -213,6 +214,13 @@ class Impostor:
     async def acked(self, agent: AgentHandle, agent_id: str, *, signed_as: str) -> bool:
         """Whether `agent` answers a Ping signed as `signed_as` with its Ack (within CUT_WAIT_S):
         the control that a datagram refused for its sender is otherwise one that is answered."""
+        return await self.ack_datagram(agent, agent_id, signed_as=signed_as) is not None
+
+    async def ack_datagram(
+        self, agent: AgentHandle, agent_id: str, *, signed_as: str
+    ) -> bytes | None:
+        """The datagram, as sent (signed by `agent`, sealed), that carries `agent`'s Ack of a Ping
+        signed as `signed_as`; None if none came within CUT_WAIT_S."""
         seq_no = random.randrange(1 << 30)
         with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as sock:
             await sock.bind((ATTACKER_HOST, 0))
@@ -220,9 +228,10 @@ class Impostor:
             await sock.sendto(ping, (agent.host, agent.port))
             with trio.move_on_after(CUT_WAIT_S):
                 while True:
-                    if Ack(seq_no) in self.opened(await sock.recv(MAX_DATAGRAM_BYTES + 1)):
-                        return True
-        return False
+                    data = await sock.recv(MAX_DATAGRAM_BYTES + 1)
+                    if Ack(seq_no) in self.opened(data):
+                        return data
+        return None
 
     def opened(self, data: bytes) -> tuple[object, ...]:
         """The messages of a datagram from a member; its signature is skipped, not checked."""
@@ -842,6 +851,54 @@ async def test_forged_unsigned_and_garbage_gossip_is_dropped_and_counted(scene: 
                 assert said is not None and said.name == f"n{agent.index}", (m.index, record)
         victim = await off_loop(scene.follower)
         assert await refutes_a_suspicion(worker, scene, victim)
+        ready = functools.partial(all_ready_everywhere, scene)
+        await off_loop(wait_for, "every node ready on every manager", ready)
+        await off_loop(assert_unchanged, scene, before)
+
+
+async def test_captured_datagrams_replayed_are_dropped_and_counted(scene: Scene) -> None:
+    """Datagrams are signed but carry no freshness of their own: what makes a replay harmless is
+    that gossip acts only on news. Captured here: a manager's real Ack (signed by it), and a
+    follower's own signed Alive, relayed again after the follower has refuted a suspicion (so at
+    an incarnation it has left behind). Both are sent again verbatim to every manager, the Ack's
+    author included: each is an authentic datagram that is dropped and counted (an Ack of no probe
+    in flight; an Alive older than the member's) and changes nothing."""
+    with trio.fail_after(TEST_TIMEOUT_S):
+        worker = Impostor(scene.worker.data_dir)
+        w = scene.worker_id
+        before = await off_loop(picture, scene)
+        author = scene.managers[0]
+        ack = await worker.ack_datagram(author, scene.manager_ids[author.index], signed_as=w)
+        assert ack is not None
+        victim = await off_loop(scene.follower)
+        victim_id = scene.manager_ids[victim.index]
+        said = (await worker.members(author))[victim_id]  # its own signature over these facts
+        old_alive = Alive(
+            said.incarnation, victim_id, said.host, said.port, said.meta, said.signature
+        )
+        assert await refutes_a_suspicion(worker, scene, victim)  # it moves past `said`
+        for target in scene.managers:
+            with trio.fail_after(10):  # the refutation spreads by gossip
+                while True:
+                    held = (await worker.members(target))[victim_id]
+                    if held.incarnation > said.incarnation:
+                        break
+                    await trio.sleep(0.1)
+            seen = await off_loop(counters, scene.cluster, target)
+            stale = worker.datagram(old_alive, signed_as=w)  # a relay of the victim's words
+            # In this order from one socket: once the Acks are counted, the Alive was handled.
+            await worker.send_datagrams(target, [stale, ack, ack])
+            expected = Counter(gossip_dropped_unknown_ack=2)
+            await off_loop(wait_counted, scene.cluster, target, seen, expected)
+            if target is not victim:  # the victim takes its own old news silently
+                # At least: the suspicion's relays, late, are stale here too.
+                grew = (await off_loop(counters, scene.cluster, target))["gossip_dropped_stale"]
+                assert grew >= seen["gossip_dropped_stale"] + 1, target.index
+            # Not put back to what was captured (the member may move on by itself meanwhile:
+            # a new load figure is a new incarnation).
+            now = (await worker.members(target))[victim_id]
+            assert now.incarnation >= held.incarnation > said.incarnation, target.index
+            assert now.state is MemberState.ALIVE, target.index
         ready = functools.partial(all_ready_everywhere, scene)
         await off_loop(wait_for, "every node ready on every manager", ready)
         await off_loop(assert_unchanged, scene, before)

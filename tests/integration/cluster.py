@@ -25,6 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from swarmlet.errors import SwarmletError
+from swarmlet.executor import secretfiles
+from swarmlet.security.datadir import DataDir
+
 SWARMLET = [sys.executable, "-m", "swarmlet"]
 _IPTABLES_COMMENT = "swarmlet-test"
 
@@ -251,6 +255,8 @@ class LocalCluster:
                 subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
             for network in self.networks():
                 subprocess.run(["docker", "network", "rm", network], capture_output=True)
+        for a in self.agents:
+            remove_secret_files(a.data_dir)
 
     def networks(self, **labels: str) -> list[str]:
         """The names of this cluster's Docker networks (the nodes' bridges)."""
@@ -275,6 +281,19 @@ def _alive(pid: int) -> bool:
 
 
 _next_port = [17000 + (os.getpid() % 500) * 10]
+
+
+def remove_secret_files(data_dir: Path) -> None:
+    """What the node's next agent start would sweep, for an agent killed for good: its tasks'
+    secret files on the tmpfs (`executor.secretfiles`), which outlive the process."""
+    try:
+        node_id = DataDir(data_dir).read_identity()[0].node_id
+    except (OSError, SwarmletError):
+        return  # never got an identity: never had a task
+    for task_id in secretfiles.task_ids(node_id):
+        secretfiles.remove(node_id, task_id)
+    with contextlib.suppress(OSError, SwarmletError):
+        os.rmdir(secretfiles.tmpfs_root() / node_id)  # empty by now
 
 
 @contextlib.contextmanager

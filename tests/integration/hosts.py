@@ -46,7 +46,13 @@ from pathlib import Path
 from typing import Any
 
 from swarmlet.testing.images import TEST_IMAGES
-from tests.integration.cluster import SWARMLET, CommandFailed, _alive, wait_for
+from tests.integration.cluster import (
+    SWARMLET,
+    CommandFailed,
+    _alive,
+    remove_secret_files,
+    wait_for,
+)
 
 AGENT_PORT = 7946  # the default: every host has its own address, as in production
 STATE_DIR = Path("/run/swarmlet-test-hosts")  # records of live topologies, for the sweep
@@ -644,6 +650,8 @@ class HostCluster:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         self.topology.reset()
+        for host in self.topology.hosts:  # the namespaces share this machine's tmpfs
+            remove_secret_files(self.data_dir(host))
 
 
 def _is_agent(pid: int) -> bool:

@@ -82,6 +82,7 @@ def test_autolocked_cluster_keeps_specs_and_secrets_off_the_disks(tmp_path: Path
             data_dir=first.data_dir,
         ).stdout
         cluster.agents.append(first)
+        cluster.cluster_id = cluster.status(first)["cluster_id"]  # its containers go at the end
         key = unlock_key(cluster)
         assert key.startswith("SWLKEY-1-") and key in out
         cluster.join("manager")

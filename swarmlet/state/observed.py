@@ -110,10 +110,13 @@ def meta_news(published: NodeMeta | None, current: NodeMeta) -> bool:
     once it has moved by `LOAD_REPUBLISH_POINTS` (a hysteresis: jitter never flaps it)."""
     if published is None:
         return True
-    acted_on = ("name", "role", "raft_term", "leader_id")
-    if any(getattr(published, f) != getattr(current, f) for f in acted_on):
+    if _acted_on(published) != _acted_on(current):
         return True
     return abs(current.cpu_percent - published.cpu_percent) >= LOAD_REPUBLISH_POINTS
+
+
+def _acted_on(meta: NodeMeta) -> tuple[str, str, int, str]:
+    return meta.name, meta.role, meta.raft_term, meta.leader_id
 
 
 @dataclass(frozen=True, slots=True)

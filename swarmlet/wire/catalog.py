@@ -23,10 +23,11 @@ GOSSIP_DATAGRAM = GOSSIP_RANGE.start + 50
 RAFT_TYPES = RAFT_RANGE.start
 RAFT_MESSAGES = RAFT_RANGE.start + 20
 RAFT_STREAM = RAFT_RANGE.start + 80
-# state/: the model, the commands, the snapshot, the observed state.
+# state/: the model, the commands, the snapshot, a worker's view, the observed state.
 STATE_MODEL = STATE_RANGE.start
 STATE_COMMANDS = STATE_RANGE.start + 50
 STATE_SNAPSHOT = STATE_RANGE.start + 100
+STATE_WORKER_VIEW = STATE_RANGE.start + 110  # what a manager serves a worker (issue #16)
 STATE_OBSERVED = STATE_RANGE.start + 120
 # wire/peer_rpc: requests and replies between agents.
 PEER_RPC = CONTROL_RANGE.start
@@ -42,7 +43,8 @@ BLOCKS: dict[str, range] = {
     "RAFT_STREAM": range(RAFT_STREAM, RAFT_RANGE.stop),
     "STATE_MODEL": range(STATE_MODEL, STATE_COMMANDS),
     "STATE_COMMANDS": range(STATE_COMMANDS, STATE_SNAPSHOT),
-    "STATE_SNAPSHOT": range(STATE_SNAPSHOT, STATE_OBSERVED),
+    "STATE_SNAPSHOT": range(STATE_SNAPSHOT, STATE_WORKER_VIEW),
+    "STATE_WORKER_VIEW": range(STATE_WORKER_VIEW, STATE_OBSERVED),
     "STATE_OBSERVED": range(STATE_OBSERVED, STATE_RANGE.stop),
     "PEER_RPC": range(PEER_RPC, PROXY_WORKERS),
     "PROXY_WORKERS": range(PROXY_WORKERS, CONTROL_RANGE.stop),

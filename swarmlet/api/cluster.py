@@ -56,6 +56,27 @@ class EventFeed(Protocol):
     def follow(self, since: float) -> AsyncIterator[ClusterEvent]: ...
 
 
+class StateSource(Protocol):
+    """Where a node's state comes from now (`node.replica_source`): its Raft replica, or a
+    worker's session."""
+
+    @property
+    def leader_id(self) -> str | None: ...
+
+    @property
+    def applied(self) -> int: ...
+
+
+class SessionStatus(Protocol):
+    """A worker's session (`node.worker_sessions`), as `status` shows it."""
+
+    @property
+    def manager_id(self) -> str | None: ...
+
+    @property
+    def applied(self) -> int: ...
+
+
 class ClusterAccess(Protocol):
     """The replicated cluster through this node: read it, wait until it is current, write it."""
 
@@ -67,6 +88,15 @@ class ClusterAccess(Protocol):
     @property
     def keyring(self) -> KeyRing:
         """This node's keys; `require_managers()` refuses on a node that is not a manager."""
+        ...
+
+    @property
+    def replica(self) -> StateSource:
+        """Where `state` comes from now: the leader it knows, the index it reflects."""
+        ...
+
+    def reads_view(self) -> bool:
+        """Whether `state` is a worker's view (`state.worker_view`): only this node's part."""
         ...
 
     async def read_barrier(self) -> bool:
@@ -94,6 +124,9 @@ class LocalAgent(ClusterAccess, ObservationSource, Protocol):
 
     @property
     def gossip(self) -> GossipDriver: ...
+
+    @property
+    def worker_session(self) -> SessionStatus: ...
 
     @property
     def transport(self) -> Transport: ...

@@ -62,6 +62,26 @@ def managers_only(cluster: ClusterAccess, handlers: Mapping[str, Handler]) -> di
     return {op: guard(handler) for op, handler in handlers.items()}
 
 
+def cluster_reads(cluster: ClusterAccess, handlers: Mapping[str, Handler]) -> dict[str, Handler]:
+    """`handlers` (reads of services, tasks, secrets, stacks), each refused with a UsageError on
+    a worker that holds only its view of the state (`state.worker_view`): what it could answer
+    would be its own part of the cluster, not the cluster."""
+
+    def guard(handler: Handler) -> Handler:
+        async def guarded(args: dict[str, Any]) -> Any:
+            if cluster.reads_view():
+                managers = sorted(n.name for n in cluster.state.managers())
+                raise UsageError(
+                    "this node is a worker: it holds only its own tasks' part of the cluster "
+                    f"state; run this on a manager ({', '.join(managers) or 'none known'})"
+                )
+            return await handler(args)
+
+        return guarded
+
+    return {op: guard(handler) for op, handler in handlers.items()}
+
+
 def parse_label(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not key or key != key.strip():
@@ -96,7 +116,8 @@ class Control:
         agent = self.agent
         meta = agent.node_meta(node.id) if node.id != agent.node_id else None
         conf = agent.raft.core.conf
-        tasks = [t for t in agent.state.tasks.values() if t.node_id == node.id]
+        view = agent.reads_view()  # a worker's view: its own tasks only, no Raft configuration
+        tasks = agent.state.tasks.on_node(node.id).values()
         return {
             "id": node.id,
             "hostname": node.name,
@@ -105,8 +126,10 @@ class Control:
             "status": "ready" if agent.is_ready(node.id) else "down",
             "availability": node.availability.value,
             "role": node.role.value,
-            "leader": node.id == agent.raft.leader_id,
-            "raft": "voter"
+            "leader": node.id == agent.replica.leader_id,
+            "raft": "unknown"
+            if view
+            else "voter"
             if node.id in conf.voters
             else ("learner" if node.id in conf.learners else "none"),
             "labels": dict(node.labels),
@@ -116,7 +139,9 @@ class Control:
             "generic_resources": advertised_text(node.resources),
             "cpu_percent": (meta.cpu_percent if meta else agent.host.cpu_percent),
             "memory_used_bytes": (meta.memory_used_bytes if meta else agent.host.memory_used_bytes),
-            "tasks": sum(
+            "tasks": None
+            if view and node.id != agent.node_id
+            else sum(
                 1 for t in tasks if not t.state.terminal and t.desired_state is TaskState.RUNNING
             ),
             "self": node.id == agent.node_id,
@@ -136,7 +161,7 @@ class Control:
             "raft": {
                 "role": raft.role,
                 "term": raft.term,
-                "leader_id": raft.leader_id,
+                "leader_id": agent.replica.leader_id,  # a worker's: from its session
                 "commit_index": raft.commit_index,
                 "applied_index": raft.applied_index,
                 "voters": list(raft.voters),
@@ -154,6 +179,14 @@ class Control:
                 # The cluster key's epoch this node seals its datagrams under (`node rm` raises it).
                 "key_epoch": agent.transport.datagram_keys.epoch,
             },
+            # A worker's session (`node.worker_sessions`): who serves its view, at which index;
+            # None on a node that reads a Raft replica.
+            "session": {
+                "manager_id": agent.worker_session.manager_id,
+                "index": agent.worker_session.applied,
+            }
+            if agent.reads_view()
+            else None,
             "proxy": agent.proxy.stats(),
             "counters": dict(agent.transport.counters)
             | {f"gossip_{k}": v for k, v in agent.gossip.core.counters.items()}

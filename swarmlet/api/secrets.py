@@ -17,7 +17,7 @@ from typing import Any
 from swarmlet import crypto
 from swarmlet.api.cluster import ClusterAccess
 from swarmlet.api.control_socket import Handler
-from swarmlet.api.nodes import managers_only
+from swarmlet.api.nodes import cluster_reads, managers_only
 from swarmlet.errors import UsageError
 from swarmlet.state.commands import Command, CreateSecret, RemoveSecret
 from swarmlet.state.model import Secret
@@ -128,7 +128,10 @@ class SecretControl:
 
     def handlers(self) -> dict[str, Handler]:
         writes = {"secret.create": self.create, "secret.rm": self.rm}
-        return managers_only(self.agent, writes) | {
-            "secret.ls": self.ls,
-            "secret.inspect": self.inspect,
-        }
+        return managers_only(self.agent, writes) | cluster_reads(
+            self.agent,
+            {
+                "secret.ls": self.ls,
+                "secret.inspect": self.inspect,
+            },
+        )

@@ -18,7 +18,7 @@ from swarmlet.api import registry_auth
 from swarmlet.api.cluster import LocalAgent
 from swarmlet.api.control_socket import Handler, StreamHandler
 from swarmlet.api.logs import ServiceLogs
-from swarmlet.api.nodes import managers_only
+from swarmlet.api.nodes import cluster_reads, managers_only
 from swarmlet.api.registry import pin_image
 from swarmlet.errors import RemoteProtocolError, UsageError
 from swarmlet.executor.registry_auth import RegistryCredential
@@ -352,12 +352,15 @@ class ServiceControl:
             "service.scale": self.scale,
             "service.rm": self.rm,
         }
-        return managers_only(self.agent, writes) | {
-            "service.ls": self.ls,
-            "service.inspect": self.inspect,
-            "service.spec": self.spec,
-            "service.ps": self.ps,
-        }
+        return managers_only(self.agent, writes) | cluster_reads(
+            self.agent,
+            {
+                "service.ls": self.ls,
+                "service.inspect": self.inspect,
+                "service.spec": self.spec,
+                "service.ps": self.ps,
+            },
+        )
 
     def streams(self) -> dict[str, StreamHandler]:
         return self.service_logs.streams()

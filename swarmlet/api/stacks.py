@@ -15,7 +15,7 @@ from swarmlet import crypto
 from swarmlet.api import registry_auth
 from swarmlet.api.cluster import ClusterAccess
 from swarmlet.api.control_socket import Handler
-from swarmlet.api.nodes import managers_only
+from swarmlet.api.nodes import cluster_reads, managers_only
 from swarmlet.api.secrets import LABEL_STACK, secret_command
 from swarmlet.api.services import decode_spec, pin_spec_image
 from swarmlet.errors import UsageError
@@ -141,4 +141,4 @@ class StackControl:
 
     def handlers(self) -> dict[str, Handler]:
         writes = {"stack.deploy": self.deploy, "stack.rm": self.rm}
-        return managers_only(self.agent, writes) | {"stack.ls": self.ls}
+        return managers_only(self.agent, writes) | cluster_reads(self.agent, {"stack.ls": self.ls})

@@ -158,7 +158,7 @@ def _print_table(out: Output, nodes: list[dict[str, Any]]) -> None:
                 manager_status(n),
                 f"{n['cpus']:g}",
                 format_bytes(n["memory_bytes"]),
-                str(n["tasks"]),
+                "-" if n["tasks"] is None else str(n["tasks"]),  # a worker knows its own only
             ]
         )
     out.table(NODE_COLUMNS, rows)

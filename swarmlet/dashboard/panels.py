@@ -121,7 +121,12 @@ def nodes_section(
             6,
             justify="right",
         ),
-        Column("TASKS", [Text(str(n.tasks)) for n in nodes], 2, justify="right"),
+        Column(
+            "TASKS",
+            [Text("-" if n.tasks is None else str(n.tasks)) for n in nodes],
+            2,
+            justify="right",
+        ),
     ]
     header, rows = table(columns, width, ["red" if n.down else "" for n in nodes])
     info = f"{len(view.nodes)}" + (f" ({down} down)" if down else "")

@@ -84,7 +84,7 @@ class NodeRow:
     cpu_percent: float
     memory_bytes: int
     memory_used_bytes: int
-    tasks: int
+    tasks: int | None  # None: not known here (a worker knows its own tasks only)
     is_self: bool = False
     labels: tuple[tuple[str, str], ...] = ()  # sorted by key
 
@@ -270,7 +270,7 @@ def node_rows(result: Mapping[str, Any]) -> tuple[NodeRow, ...]:
                 cpu_percent=_float(n, "cpu_percent"),
                 memory_bytes=_int(n, "memory_bytes"),
                 memory_used_bytes=_int(n, "memory_used_bytes"),
-                tasks=_int(n, "tasks"),
+                tasks=None if n.get("tasks") is None else _int(n, "tasks"),
                 is_self=n.get("self") is True,
                 labels=tuple(sorted((str(k), str(v)) for k, v in _map(n.get("labels")).items())),
             )

@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import random
 import time
+from collections.abc import Mapping
 from typing import Protocol
 
 import trio
@@ -65,6 +66,12 @@ class DutiesHost(ObservationSource, Protocol):
 
     @property
     def events(self) -> EventRecorder: ...
+
+    @property
+    def peer_protocols(self) -> Mapping[str, int]:
+        """Node id -> the protocol of the last stream with it (what the voter policy knows of
+        each node's release)."""
+        ...
 
     def node_load(self, node_id: str) -> NodeLoad | None:
         """What `node_id` last measured (`state.observed.NodeLoad`): this node's own now,
@@ -135,6 +142,7 @@ class LeaderDuties:
                 leader_id=host.node_id,
                 target_voters=host.state.target_voters,
                 grace_s=self.voter_grace_s,
+                protocols=host.peer_protocols,
             )
             if change is None:
                 await trio.sleep(0.4)

@@ -1,9 +1,10 @@
 """Which nodes vote in Raft: the leader's voter policy, as a pure function.
 
-Managers are the voters, up to a target (1, 3, 5 or 7); every other node of the cluster is a
-learner (a non-voting replica of the state). The leader calls `next_conf_change` whenever the
-membership or liveness changes and proposes the one change it returns (Raft: one server at a
-time); after it commits, it asks again.
+Managers are the voters, up to a target (1, 3, 5 or 7); a manager beyond it is a learner (a
+non-voting replica of the state). A worker is in the group only while its release is too old to
+be served by a session (issue #16: a learner receives every entry, every service's spec). The
+leader calls `next_conf_change` whenever the membership or liveness changes and proposes the one
+change it returns (Raft: one server at a time); after it commits, it asks again.
 
 Beyond Swarm: a voter that has been down longer than `grace_s` is replaced automatically by a
 healthy manager that is not voting yet, so the cluster regains its fault tolerance without an
@@ -43,7 +44,12 @@ def next_conf_change(
     leader_id: str,
     target_voters: int,
     grace_s: float,
+    protocols: Mapping[str, int] = {},  # read only
+    session_protocol: int = 3,
 ) -> ConfChange | None:
+    """The one membership change to make now, or None. `protocols`: each node's release, as the
+    protocol of the last stream with it (absent: not known); from `session_protocol` on, a
+    worker takes its state from a session rather than as a learner."""
     voters = set(conf.voters)
     learners = set(conf.learners)
     members = voters | learners
@@ -53,14 +59,29 @@ def next_conf_change(
         if node_id != leader_id:
             return ConfChange(ConfChangeKind.REMOVE, node_id)
 
-    # 2. Every node of the cluster receives the log.
-    for node_id in sorted(set(nodes) - members):
-        return ConfChange(ConfChangeKind.ADD_LEARNER, node_id)
+    # 2. Every manager receives the log, and a worker too old for a session (issue #16): a
+    #    worker's state comes from a manager's session (`node.worker_sessions`), which holds
+    #    only what it needs; one whose release is not known yet is left as it is.
+    def legacy(node_id: str) -> bool:
+        version = protocols.get(node_id)
+        return version is not None and version < session_protocol
 
-    # 3. Workers do not vote.
+    for node_id in sorted(set(nodes) - members):
+        if nodes[node_id].role is Role.MANAGER or legacy(node_id):
+            return ConfChange(ConfChangeKind.ADD_LEARNER, node_id)
+
+    # 3. Workers do not vote; one that speaks sessions leaves the group.
     for node_id in sorted(voters):
         if node_id != leader_id and nodes[node_id].role is not Role.MANAGER and len(voters) > 1:
             return ConfChange(ConfChangeKind.ADD_LEARNER, node_id)
+    for node_id in sorted(learners):
+        version = protocols.get(node_id)
+        if (
+            nodes[node_id].role is Role.WORKER
+            and version is not None
+            and version >= session_protocol
+        ):
+            return ConfChange(ConfChangeKind.REMOVE, node_id)
 
     def long_down(node_id: str) -> bool:
         since = down_since.get(node_id)

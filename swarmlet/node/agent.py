@@ -10,6 +10,7 @@
     data key (`security.at_rest`)  ->  the Raft log's encryption at rest; sealed under autolock
     secrets (`security.secret_delivery`) -> a task's secrets: from this node's state or a manager
     statuses (`node.status_reports`) -> this node's task statuses to the leader, committed
+    sessions (`node.worker_sessions`) -> a worker's view of the state, served by a manager
     proxy (`proxy`)                ->  the routing mesh, fed from the observed state
 
 The agent owns the wiring and what only the whole node can answer: its gossip metadata (capacity,
@@ -57,8 +58,10 @@ from swarmlet.node.config import AgentConfig
 from swarmlet.node.events import EventLog
 from swarmlet.node.forwarding import WriteForwarding
 from swarmlet.node.reconnect import RECONNECT_INTERVAL_S, reconnect_targets
+from swarmlet.node.replica_source import ReplicaSource
 from swarmlet.node.replicated import ReplicatedState, encode_command
 from swarmlet.node.status_reports import StatusIntake, StatusReporter
+from swarmlet.node.worker_sessions import SessionServer, WorkerSession
 from swarmlet.proxy.mesh import Proxy, Route, routes_from
 from swarmlet.raft.driver import RaftDriver, RaftStreamHello
 from swarmlet.raft.messages import Role as RaftRole
@@ -84,6 +87,7 @@ from swarmlet.state.observed import (
     encode_meta,
     meta_news,
 )
+from swarmlet.state.worker_view import SessionHello
 from swarmlet.wire.peer_rpc import CertRequest, ProposeBatch, ProposeRequest, SecretsRequest
 from swarmlet.wire.transport import (
     Address,
@@ -152,6 +156,8 @@ class Agent:
         if data_key is None:
             raise UsageError(f"{datadir.path} is locked (autolock): run `swarmlet unlock`")
         self.at_rest = at_rest.AtRest(datadir.path, data_key, unlocked_with=unlocked_with)
+        if datadir.drop_superseded_raft_log():
+            log.info("removed the Raft log this worker kept from before its sessions")
         self.storage = RaftStorage.open(datadir.raft_dir, cipher=self.at_rest.cipher)
         if self.identity.bootstrap and self.storage.last_index == 0:
             restored = datadir.read_restore_state()
@@ -166,8 +172,18 @@ class Agent:
                 )
         datadir.remove_restore_state()  # consumed (the storage holds it), or a leftover
         self.replicated = ReplicatedState(on_apply=self._on_apply)
+        self._raft_superseded = False  # whether the data dir says so (`_on_view_update`)
         self._signing_key = datadir.signing_key()  # signs datagrams and this node's Alive
         self.counters = Counters()  # the transport's and every other layer's events, by name
+        # A worker's state: its view, served by a manager (`node.worker_sessions`).
+        self.worker_session = WorkerSession(
+            node_id=self.node_id,
+            connect=self._connect,
+            managers=self._managers_to_ask,
+            wanted=self._wants_session,
+            on_update=self._on_view_update,
+            counters=self.counters,
+        )
         # Before Raft has loaded the state: a certificate this node issues itself at start
         # says manager of generation 0, and is renewed as soon as the state says otherwise.
         self.certificates = Certificates(
@@ -218,6 +234,18 @@ class Agent:
             verify=self._verify_member,
         )
 
+        # What reads the state and waits on it asks `replica`, which answers for the source in
+        # use: Raft's replica, or a worker session's view.
+        self.replica = ReplicaSource(self.raft, self.worker_session, self.reads_view)
+        self.sessions = SessionServer(
+            node_id=self.node_id,
+            state=lambda: self.replicated.state,
+            applied=lambda: self.raft.applied,
+            leader_id=lambda: self.raft.leader_id,
+            conf=lambda: self.raft.core.conf,
+            counters=self.counters,
+        )
+
         self.stopping = trio.Event()
         self.forwarding = WriteForwarding(
             node_id=self.node_id,
@@ -244,7 +272,7 @@ class Agent:
             node_id=self.node_id,
             keyring=self.keyring,
             state=lambda: self.state,
-            raft=self.raft,
+            raft=self.replica,
             commit_index=lambda: self.raft.core.commit_index,
             transport=self.transport,
             resolve=self._resolve,
@@ -253,9 +281,10 @@ class Agent:
         self.stream_handlers[SecretsRequest] = self.secrets.serve
         self.stream_handlers[CertRequest] = self.certificates.serve
         self.stream_handlers[ProposeBatch] = self.forwarding.serve_batches
+        self.stream_handlers[SessionHello] = self.sessions.serve
         self.status_reporter = StatusReporter(
             node_id=self.node_id,
-            raft=self.raft,
+            raft=self.replica,
             state=lambda: self.state,
             observed=lambda: self.executor.observations if self.executor is not None else {},
             port_errors=self._port_errors,
@@ -274,8 +303,34 @@ class Agent:
 
     @property
     def state(self) -> ClusterState:
-        """This node's replica of the desired state (behind the leader until a read barrier)."""
-        return self.replicated.state
+        """This node's replica of the desired state (behind the leader until a read barrier);
+        on a worker served by a session, its view (`state.worker_view`)."""
+        view = self.worker_session.view
+        return view if view is not None else self.replicated.state
+
+    def reads_view(self) -> bool:
+        """Whether `state` is this worker's view rather than a Raft replica."""
+        return self.worker_session.view is not None
+
+    def _wants_session(self) -> bool:
+        """Whether this node should take its state from a manager's session: it is a worker
+        (by its record, or by its identity until it has one)."""
+        own = self.state.nodes.get(self.node_id)
+        return (own.role.value if own else self.identity.role) == Role.WORKER.value
+
+    def _leave_view_once_replicated(self) -> None:
+        """A worker promoted to manager reads its view until Raft has brought its replica as
+        far, then Raft's state (the leader adds every manager to the Raft group)."""
+        session = self.worker_session
+        if session.view is None or self._wants_session():
+            return
+        if self._raft_superseded:  # promoted: the log is this node's replica again
+            self._raft_superseded = False
+            self.datadir.mark_raft_superseded(False)
+        if self.raft.applied >= session.applied and self.raft.applied > 0:
+            session.drop_view()
+            self.events.record("node", "replica", self.identity.name, "reading the Raft replica")
+            self._state_changed()
 
     # ------------------------------------------------------------------------ observed state
 
@@ -471,9 +526,17 @@ class Agent:
         self.transport.set_tls(tls)
 
     def _managers_to_ask(self) -> list[tuple[str, Address]]:
-        """Managers to ask for a certificate: the leader first, then the other ready ones."""
-        leader = self.raft.leader_id
+        """Managers to ask for a certificate or a session: the leader first, then the other
+        ready ones. Before this node holds any state (a worker that just joined), the managers
+        gossip knows of, by what each says of itself."""
+        leader = self.replica.leader_id
         ids = [n.id for n in self.state.nodes.values() if n.role is Role.MANAGER]
+        if not ids:
+            ids = [
+                m.name
+                for m in self.gossip.core.members()
+                if (meta := self.node_meta(m.name)) is not None and meta.role == Role.MANAGER.value
+            ]
         ids.sort(key=lambda i: (i != leader, i))
         found = []
         for node_id in ids:
@@ -516,11 +579,30 @@ class Agent:
             leader = self.node_name(soft.leader_id)
             self.events.record("raft", "leader", leader, f"{leader} leads term {soft.term}")
         self.leader.notify()
+        self.sessions.notify()  # workers learn the leader from their sessions
 
     def _on_apply(self, command: Command, result: ApplyResult) -> None:
-        self.keyring.sync()  # promoted or demoted: take or drop the managers' key
         if self.raft.applied >= self.raft.startup_commit:  # no replayed setting rewrites the key
             self.at_rest.notify()  # autolock on, off, rotated: its file follows
+        self.sessions.notify()
+        if self.worker_session.view is not None:
+            self._leave_view_once_replicated()
+            return  # the view is what this node reads: Raft's state moving changes nothing
+        self._state_changed()
+
+    def _on_view_update(self) -> None:
+        self._leave_view_once_replicated()
+        session = self.worker_session
+        superseded = not session.in_raft and self.raft.applied > 0 and self._wants_session()
+        if superseded != self._raft_superseded:
+            # A Raft log from before this node's sessions: it goes at the next start.
+            self._raft_superseded = superseded
+            self.datadir.mark_raft_superseded(superseded)
+        self._state_changed()
+
+    def _state_changed(self) -> None:
+        """The state this node reads moved: everything that follows it looks again."""
+        self.keyring.sync()  # promoted or demoted: take or drop the managers' key
         self.certificates.notify()  # ... and renew the certificate
         self._remember_member_keys()
         if self.executor is not None:
@@ -539,6 +621,10 @@ class Agent:
     def raft_conf(self) -> ConfState:
         return self.raft.core.conf
 
+    @property
+    def peer_protocols(self) -> dict[str, int]:
+        return self.transport.peer_protocols
+
     async def propose(self, command: Command) -> ApplyResult:
         """Commit `command` on this node, which must lead (NotLeaderError if not)."""
         return await self.raft.propose(encode_command(command))
@@ -552,13 +638,23 @@ class Agent:
 
     async def sync_state(self) -> bool:
         """Bring the local state up to date before acting on it after a start: first everything
-        this node knew was committed, then a ReadIndex barrier. False if no leader answered."""
+        this node knew was committed, then a ReadIndex barrier; on a worker without a Raft
+        replica, a whole view from a manager. False if neither came within 5 s."""
+        if self._wants_session() and (
+            self.worker_session.view is not None or not self.raft.applied
+        ):
+            with trio.move_on_after(5.0):
+                await self.worker_session.wait_applied(1)
+            return self.worker_session.view is not None
         await self.raft.wait_applied(self.raft.startup_commit)
         return await self.read_barrier(timeout_s=5.0)
 
     async def read_barrier(self, timeout_s: float = 2.0) -> bool:
         """Make the local state linearizable (ReadIndex). False if no leader answered in time:
-        the caller then serves the local, possibly stale, state and says so."""
+        the caller then serves the local, possibly stale, state and says so. On a worker reading
+        its view: whether a manager serves it now (the view follows that manager's state)."""
+        if self.reads_view():
+            return self.worker_session.manager_id is not None
         with trio.move_on_after(timeout_s):
             while True:
                 try:
@@ -603,7 +699,7 @@ class Agent:
         # Docker's SDK (requests, urllib3: a tenth of a second) is loaded here, in a thread,
         # rather than with the agent, and once there is a state to run (a joining node's first
         # snapshot): off the path of a join or a restart, whose handshakes it would slow.
-        await self.raft.wait_applied(1)
+        await self.replica.wait_applied(1)
         await trio.to_thread.run_sync(importlib.import_module, "swarmlet.executor.docker_runtime")
         from swarmlet.executor.docker_runtime import open_docker_runtime  # loaded: no wait
 
@@ -673,6 +769,7 @@ class Agent:
             await nursery.start(self.at_rest.run, lambda: self.state, lambda: self.keyring.managers)
             await nursery.start(self.forwarding.run)
             await nursery.start(self.status_reporter.run)
+            await nursery.start(self.worker_session.run)
             await nursery.start(self.gossip.run)
             self.gossip.join(self.seeds())
             nursery.start_soon(self._reconnect_members)

@@ -40,6 +40,7 @@ import trio
 from swarmlet.certs import PeerIdentity
 from swarmlet.errors import NotLeaderError, RemoteProtocolError
 from swarmlet.leader.observation import report_refusal
+from swarmlet.node.replica_source import AppliedSource
 from swarmlet.raft.driver import RaftDriver
 from swarmlet.state.commands import Command, ReportTasks
 from swarmlet.state.machine import ApplyResult, ClusterState
@@ -90,7 +91,7 @@ class StatusReporter:
         self,
         *,
         node_id: str,
-        raft: RaftDriver[ApplyResult],
+        raft: AppliedSource,
         state: Callable[[], ClusterState],
         observed: Callable[[], Mapping[str, TaskObservation]],
         port_errors: Callable[[], dict[str, str]],

@@ -31,6 +31,7 @@ import contextlib
 import logging
 import os
 import pwd
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,6 +158,13 @@ class DataDir:
     @property
     def raft_dir(self) -> Path:
         return self.path / "raft"
+
+    @property
+    def raft_superseded_file(self) -> Path:
+        """Present while this node is a worker that a manager serves by session and that still
+        keeps the Raft log of its learner days (an upgrade, a demotion): dropped at the next
+        start (`drop_superseded_raft_log`)."""
+        return self.path / "raft.superseded"
 
     @property
     def restore_file(self) -> Path:
@@ -360,6 +368,24 @@ class DataDir:
 
     def remove_restore_state(self) -> None:
         self.restore_file.unlink(missing_ok=True)
+
+    def mark_raft_superseded(self, superseded: bool) -> None:
+        if superseded:
+            write_atomic(self.raft_superseded_file, b"")
+        else:
+            self.raft_superseded_file.unlink(missing_ok=True)
+
+    def drop_superseded_raft_log(self) -> bool:
+        """Before the storage opens: remove the Raft log a worker no longer needs (it holds
+        every service's spec). Safe: the mark is set only while this node is in no manager's
+        Raft configuration, and a node added to it later starts as a learner that catches up
+        from the leader. The mark goes last, so a crash in between removes the rest again."""
+        if not self.raft_superseded_file.exists():
+            return False
+        if self.raft_dir.exists():
+            shutil.rmtree(self.raft_dir)
+        self.raft_superseded_file.unlink()
+        return True
 
     def signing_key(self) -> Ed25519PrivateKey:
         return crypto.node_signing_key(self.read_node_key())

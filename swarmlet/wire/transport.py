@@ -289,6 +289,9 @@ class Transport:
     ):
         self.bind = bind
         self.counters = counters if counters is not None else Counters()
+        # Node id -> the protocol of the last stream with it, either way (what the leader's
+        # voter policy knows of each node's release).
+        self.peer_protocols: dict[str, int] = {}
         # The cluster key's epochs (an agent's follow its key ring); without them, `message_key`
         # alone, as epoch 0.
         self.datagram_keys = datagram_keys or DatagramKeys(0, message_key)
@@ -473,6 +476,7 @@ class Transport:
         if isinstance(version, int):
             # Streams by protocol (`swarmlet status`): whether peers of an older one remain.
             self.counters[f"streams_protocol_{version}"] += 1
+            self.peer_protocols[peer.node_id] = version
             return version
         self.counters["refused_peer_protocol"] += 1
         if peer.node_id not in self._warned_protocol:

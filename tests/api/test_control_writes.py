@@ -1,6 +1,9 @@
-"""The control API refuses cluster writes on a node that is not a manager (as Swarm does) and
-serves reads there. The agent is a stand-in holding a real KeyRing and ClusterState; a write
-handler that got past the refusal would touch what the stand-in lacks and fail otherwise."""
+"""The control API refuses cluster writes on a node that is not a manager (as Swarm does). A
+worker that holds a Raft replica (a learner kept by an older leader) serves reads; one that
+holds only its view (issue #16) serves what the view answers (nodes, status) and refuses reads of
+services, tasks, stacks, secrets and configs, naming the managers. The agent is a stand-in
+holding a real KeyRing and ClusterState; a write handler that got past the refusal would touch
+what the stand-in lacks and fail otherwise."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from swarmlet.errors import UsageError
 from swarmlet.security.datadir import DataDir, Identity
 from swarmlet.security.keyring import KeyRing
 from swarmlet.state.machine import ClusterState
+from swarmlet.state.model import Node, Role
 
 WRITES = {
     "node.update",
@@ -38,17 +42,32 @@ WRITES = {
 }
 
 
+READS_OF_THE_CLUSTER = {
+    "service.ls",
+    "service.inspect",
+    "service.spec",
+    "service.ps",
+    "stack.ls",
+    "secret.ls",
+    "secret.inspect",
+}
+
+
 @dataclass
 class StandIn:
     keyring: KeyRing
     state: ClusterState = field(default_factory=ClusterState)
     stream_handlers: dict[type, Any] = field(default_factory=dict)
+    view: bool = False  # whether `state` is a worker's view
 
     async def read_barrier(self) -> bool:
         return True
 
+    def reads_view(self) -> bool:
+        return self.view
 
-def handlers(tmp_path: Path, *, manager: bool) -> dict[str, Handler]:
+
+def handlers(tmp_path: Path, *, manager: bool, view: bool = False) -> dict[str, Handler]:
     d = DataDir(tmp_path / "n1")
     d.write_identity(
         Identity("n1", "c", "n1", "127.0.0.1", 1, "127.0.0.1", "worker"),
@@ -57,7 +76,8 @@ def handlers(tmp_path: Path, *, manager: bool) -> dict[str, Handler]:
     )
     if manager:
         d.write_manager_key(crypto.new_key())
-    agent: Any = StandIn(KeyRing(d, "n1", ClusterState, cluster_id="c1"))
+    agent: Any = StandIn(KeyRing(d, "n1", ClusterState, cluster_id="c1"), view=view)
+    agent.state.nodes["m1"] = Node("m1", "m1", "127.0.0.1:1", "127.0.0.1", Role.MANAGER)
     table: dict[str, Handler] = {}
     for control in (Control, ServiceControl, StackControl, SecretControl):
         table |= control(agent).handlers()
@@ -91,11 +111,32 @@ async def test_a_manager_goes_on_to_the_write(tmp_path: Path, op: str) -> None:
     assert "not a manager" not in result
 
 
-@pytest.mark.parametrize("op", ["node.ls", "stack.ls", "secret.ls"])
-async def test_a_worker_serves_reads(tmp_path: Path, op: str) -> None:
+@pytest.mark.parametrize("op", ["stack.ls", "secret.ls"])
+async def test_a_worker_with_a_raft_replica_serves_reads(tmp_path: Path, op: str) -> None:
     with trio.fail_after(5):
         result = await handlers(tmp_path, manager=False)[op]({})
     assert result is not None
+
+
+@pytest.mark.parametrize("op", sorted(READS_OF_THE_CLUSTER))
+async def test_a_worker_reading_its_view_refuses_reads_of_the_cluster(
+    tmp_path: Path, op: str
+) -> None:
+    with (
+        trio.fail_after(5),
+        pytest.raises(UsageError, match=r"this node is a worker: .* run this on a manager \(m1\)"),
+    ):
+        await handlers(tmp_path, manager=False, view=True)[op]({})
+
+
+def test_every_read_of_the_cluster_is_listed(tmp_path: Path) -> None:
+    """A new read of services, tasks, stacks or secrets must be guarded on a worker's view."""
+    guarded = {
+        op
+        for op, handler in handlers(tmp_path, manager=False).items()
+        if handler.__qualname__.startswith("cluster_reads.")
+    }
+    assert guarded == READS_OF_THE_CLUSTER
 
 
 def test_every_write_is_listed(tmp_path: Path) -> None:

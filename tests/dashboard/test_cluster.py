@@ -1,6 +1,7 @@
 """The dashboard headless (Textual's pilot) against a real cluster: a manager and a worker on
 loopback addresses, a service on the real Docker Engine. Drill down, filter, scale a service from
-the dashboard and see it converge; the worker's dashboard refuses the same action and says why.
+the dashboard and see it converge; the worker's dashboard says that services need a manager and
+refuses the same action, saying why.
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ TIMEOUT_S = 180
 async def _drive(data_dir: Path, scenario_name: str) -> None:
     app = DashboardApp(ControlClient(control_socket_path(data_dir)), interval_s=0.3)
     async with asyncio.timeout(TIMEOUT_S), app.run_test(size=(80, 24)) as pilot:
-        await wait_screen(app, pilot, "● ok")
-        await wait_screen(app, pilot, "dash")
         await SCENARIOS[scenario_name](app, pilot)
         await pilot.press("q")
 
 
 async def _scale_from_the_manager(app: DashboardApp, pilot: Pilot[None]) -> None:
+    await wait_screen(app, pilot, "● ok")
+    await wait_screen(app, pilot, "dash")
     # Drill down: the service's screen lists its one running task.
     await pilot.press("enter")
     shown = await wait_screen(app, pilot, "── Service dash")
@@ -58,9 +59,14 @@ async def _scale_from_the_manager(app: DashboardApp, pilot: Pilot[None]) -> None
 
 
 async def _refused_on_the_worker(app: DashboardApp, pilot: Pilot[None]) -> None:
+    # A worker holds only its own tasks' part of the state (issue #16): it lists the nodes, and
+    # says that the services need a manager, naming it.
+    await wait_screen(app, pilot, "n1")
+    await wait_screen(app, pilot, "this node is a worker")
     await wait_screen(app, pilot, "worker: actions need a manager")
-    await pilot.press("s")
-    await wait_screen(app, pilot, "scale needs a manager: n2 is a worker")
+    # Drain a node from the nodes pane (the first row, n1): refused, and why.
+    await pilot.press("1", "d")
+    await wait_screen(app, pilot, "drain needs a manager: n2 is a worker")
 
 
 SCENARIOS = {"manager": _scale_from_the_manager, "worker": _refused_on_the_worker}
@@ -90,3 +96,4 @@ def test_drill_down_filter_and_scale_from_the_dashboard(tmp_path: Path) -> None:
         assert service["replicas_desired"] == 3
         asyncio.run(_drive(worker.data_dir, "worker"))
         assert services(cluster)["dash"]["replicas_desired"] == 3  # unchanged by the worker
+        assert all(n["availability"] == "active" for n in cluster.node_ls(manager))

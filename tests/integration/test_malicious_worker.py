@@ -86,6 +86,7 @@ from swarmlet.state.observed import (
     decode_meta,
     encode_meta,
 )
+from swarmlet.state.worker_view import SessionHello, ViewUpdate
 from swarmlet.wire import codec as wire
 from swarmlet.wire.peer_rpc import (
     CertReply,
@@ -661,6 +662,55 @@ async def test_a_worker_cannot_have_the_secrets_of_a_managers_task(
             assert isinstance(reply, SecretsReply), reply
             assert not reply.ok and not reply.sealed and why in reply.error, reply
         await off_loop(wait_counted, scene.cluster, asked, seen, Counter(secrets_refused=2))
+        await off_loop(assert_unchanged, scene, before)
+
+
+# ---------------------------------------------------------------------------- sessions (#16)
+
+
+async def read_view(
+    impostor: Impostor, agent: AgentHandle, hello: SessionHello
+) -> list[ViewUpdate]:
+    """The first complete run of updates `agent` serves `impostor` for `hello`; [] if it closes
+    the stream instead."""
+    run: list[ViewUpdate] = []
+    stream = await impostor.connect(agent)
+    async with stream.stream:
+        await stream.send(hello)
+        while not run or not run[-1].complete:
+            update = await stream.receive(expect=(ViewUpdate,))
+            if update is None:
+                return []
+            run.append(update)
+    return run
+
+
+@pytest.mark.docker
+async def test_a_workers_session_serves_its_own_view_only(
+    scene: Scene, manager_task: ManagerTask
+) -> None:
+    """The view a manager serves is the one of the node its peer's certificate names; nothing
+    in it carries another service's spec (the manager's task, its command, its secret's name),
+    and a session of an unknown view protocol is refused, counted."""
+    with trio.fail_after(TEST_TIMEOUT_S):
+        before = await off_loop(picture, scene)
+        owner = manager_task.runs_on
+        manager = next(m for m in scene.managers if m is not owner)
+        # The same request in the name of the manager that runs the task: its view holds it.
+        control = await read_view(Impostor(owner.data_dir), manager, SessionHello())
+        assert any(s.spec.name == "mw_task" for u in control for s in u.services), control
+        worker = Impostor(scene.worker.data_dir)
+        run = await read_view(worker, manager, SessionHello())
+        assert run and run[0].reset and run[-1].complete
+        frames = b"".join(wire.encode(u) for u in run)
+        for marker in (manager_task.line, "mw_task", "mw_secret"):
+            assert marker.encode() not in frames, f"the worker's view carries {marker!r}"
+        assert all(t.node_id == scene.worker_id for u in run for t in u.tasks)
+        seen = await off_loop(counters, scene.cluster, manager)
+        assert await read_view(worker, manager, SessionHello(protocol=99)) == []
+        await off_loop(
+            wait_counted, scene.cluster, manager, seen, Counter(worker_sessions_refused=1)
+        )
         await off_loop(assert_unchanged, scene, before)
 
 

@@ -168,8 +168,10 @@ def test_a_secret_is_readable_in_the_container_and_nowhere_in_plain_text(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
     """One replica per node, so one runs on the worker (n3), which holds no managers' key and
-    gets the secret from a manager, sealed to it. Its own copy of the replicated state cannot
-    open the secret nor the manager token; promoting it brings the key, demoting it takes it."""
+    gets the secret from a manager, sealed to it. It holds no copy of the replicated state (a
+    manager serves it its view), and a manager's copy holds the secret and the manager token
+    sealed, which the worker's keys cannot open; promoting it brings the key, demoting it takes
+    it."""
     port = cluster.port + 600
     stack = _stack_file(
         tmp_path,
@@ -220,10 +222,18 @@ def test_a_secret_is_readable_in_the_container_and_nowhere_in_plain_text(
         proc = run_cli(*write, data_dir=worker.data_dir, check=False)
         assert proc.returncode != 0 and "this node is not a manager" in proc.stderr, proc.stderr
 
-    # The worker's replicated state holds the secret and the tokens, sealed: neither its
-    # cluster key nor its node key opens them; the managers' key does.
+    # The worker is no Raft replica (issue #16): its storage holds nothing of the state, not
+    # even the secret and the tokens sealed.
     cluster.kill(worker)
-    state = wait_for("the worker's storage lock", lambda: _replicated_state(worker.data_dir))
+    held = wait_for("the worker's storage lock", lambda: _replicated_state(worker.data_dir))
+    assert held.secret_by_name("sec_api_key") is None and not held.sealed_token(Role.MANAGER)
+    cluster.restart(worker)
+    # A manager's replica holds them sealed: neither the worker's cluster key nor its node key
+    # opens them; the managers' key does.
+    follower = cluster.agents[1]
+    cluster.kill(follower)
+    state = wait_for("n2's storage lock", lambda: _replicated_state(follower.data_dir))
+    cluster.restart(follower)
     sealed = state.secret_by_name("sec_api_key")
     assert sealed is not None and value.encode() not in sealed.data
     for name in ("cluster.key", "node.key"):
@@ -235,7 +245,6 @@ def test_a_secret_is_readable_in_the_container_and_nowhere_in_plain_text(
     managers = ManagerKeys(managers_keys.pop())
     assert managers.open_secret(sealed.id, sealed.data).decode().strip() == value
     assert managers.open_token("manager", state.sealed_token(Role.MANAGER)) == manager_token
-    cluster.restart(worker)
 
     run_cli("node", "promote", "n3", data_dir=d)
     wait_for("n3 to receive the managers' key", (worker.data_dir / "managers.key").exists)

@@ -4,9 +4,11 @@ virtualenv, beside this tree, in one cluster.
 A 3-manager cluster starts on the previous release, and a worker of this release joins it; the
 managers are upgraded one at a time (stop, start this tree's agent on the same data dir), and
 after each step a service is scaled, the leader is killed (failover) and the published port is
-checked through every node's mesh. The streams speak protocol 1 to old agents and 2 between new
-ones (the agents' counters say so). The data dirs the old release made are migrated when the
-new agent starts; a data dir of a newer format is refused, with a message that names it.
+checked through every node's mesh. The streams speak protocol 1 to old agents and 3 between new
+ones (the agents' counters say so). The worker is a Raft learner while old managers lead, and
+leaves the group for a session's view (issue #16) once every manager is of this release. The
+data dirs the old release made are migrated when the new agent starts; a data dir of a newer
+format is refused, with a message that names it.
 
 About 45 s in all (the build takes 4-7 s), so it runs with the other integration tests. The
 build installs the release with pip, whose isolated build fetches setuptools from the package
@@ -115,9 +117,9 @@ def data_format(a: AgentHandle) -> int | None:
 
 
 def streams_by_protocol(cluster: LocalCluster, a: AgentHandle) -> dict[int, bool]:
-    """Whether the agent has made or accepted streams of protocols 1 and 2."""
+    """Whether the agent has made or accepted streams of protocols 1 and 3 (this release's)."""
     counters = cluster.status(a)["counters"]
-    return {v: counters.get(f"streams_protocol_{v}", 0) > 0 for v in (1, 2)}
+    return {v: counters.get(f"streams_protocol_{v}", 0) > 0 for v in (1, 3)}
 
 
 def leader_seen_by(cluster: LocalCluster, a: AgentHandle) -> str | None:
@@ -184,7 +186,12 @@ def test_a_cluster_keeps_working_while_its_agents_are_upgraded_one_at_a_time(
     assert data_format(worker) == DATA_FORMAT
     managers = cluster.agents[:3]
     wait_for_all_ready(cluster, cluster.agents)
-    assert streams_by_protocol(cluster, worker) == {1: True, 2: False}
+    assert streams_by_protocol(cluster, worker) == {1: True, 3: False}
+    worker_id = cluster.node_id(worker)
+    wait_for(  # the old leader's voter policy: every node learns the log
+        "the worker to be a learner",
+        lambda: worker_id in cluster.status(cluster.agents[0])["raft"]["learners"],
+    )
     port = cluster.port + 300
     run_cli(
         "service",
@@ -220,8 +227,12 @@ def test_a_cluster_keeps_working_while_its_agents_are_upgraded_one_at_a_time(
         print(f"upgrade step {step} done at {time.monotonic() - started:.1f} s")
     assert [data_format(a) for a in cluster.agents] == [DATA_FORMAT] * 4
     for a in cluster.agents:  # every agent now speaks this release's protocol to the others
-        assert streams_by_protocol(cluster, a)[2], f"n{a.index} made no protocol-2 stream"
+        assert streams_by_protocol(cluster, a)[3], f"n{a.index} made no protocol-3 stream"
         assert cluster.status(a)["counters"].get("refused_peer_protocol", 0) == 0
+    # The worker left the Raft group and reads a view a manager serves it.
+    raft = cluster.status(cluster.agents[0])["raft"]
+    assert worker_id not in raft["voters"] + raft["learners"]
+    assert cluster.status(worker)["counters"].get("worker_view_updates_applied", 0) > 0
 
 
 def test_an_old_data_dir_is_migrated_and_a_newer_one_is_refused(

@@ -1,6 +1,7 @@
 """swarmlet.leader.voters: the leader's voter policy (`next_conf_change`, `desired_voter_count`).
 
-Nodes are named by role: `L` the leader (a manager), `m*` managers, `w*` workers.
+Nodes are named by role: `L` the leader (a manager), `m*` managers, `w*` workers. Unless a test
+says otherwise, every worker is of protocol 2, a release before workers' sessions: a learner.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ ADD_VOTER, ADD_LEARNER, REMOVE = (
 )
 GRACE_S = 30.0
 NOW = 1000.0
+OLD, SESSIONS = 2, 3  # protocols: before workers' sessions, and the first with them
 
 
 def nodes_of(ids: Iterable[str]) -> dict[str, Node]:
@@ -38,10 +40,14 @@ def change(
     down: dict[str, float] | None = None,
     target: int = 3,
     leader: str = "L",
+    protocols: dict[str, int] | None = None,
 ) -> ConfChange | None:
-    """`nodes` defaults to every member; `down` maps node -> seconds down (not alive)."""
+    """`nodes` defaults to every member; `down` maps node -> seconds down (not alive);
+    `protocols`: each node's known release (default: every worker's is 2)."""
     conf = ConfState(tuple(voters), tuple(learners))
     all_nodes = nodes_of(nodes if nodes is not None else [*conf.voters, *conf.learners])
+    if protocols is None:
+        protocols = {n: OLD for n in all_nodes if n.startswith("w")}
     down = down or {}
     alive = set(all_nodes) - set(down)
     down_since = {n: NOW - seconds for n, seconds in down.items()}
@@ -54,6 +60,8 @@ def change(
         leader_id=leader,
         target_voters=target,
         grace_s=GRACE_S,
+        protocols=protocols,
+        session_protocol=SESSIONS,
     )
 
 
@@ -231,13 +239,15 @@ def _clusters(draw: st.DrawFn) -> tuple[ConfState, list[str], dict[str, float], 
     return ConfState(tuple(voters), tuple(learners)), ["L", *cluster], down, target
 
 
+@pytest.mark.parametrize("workers_protocol", [OLD, SESSIONS])
 @settings(max_examples=300, deadline=None)
-@given(_clusters())
+@given(cluster=_clusters())
 def test_applying_the_changes_converges_quickly_and_keeps_a_voter(
-    cluster: tuple[ConfState, list[str], dict[str, float], int],
+    cluster: tuple[ConfState, list[str], dict[str, float], int], workers_protocol: int
 ) -> None:
     conf, node_ids, down, target = cluster
     nodes = nodes_of(node_ids)
+    protocols = {n: workers_protocol for n in nodes if n.startswith("w")}
     alive = set(nodes) - set(down)
     down_since = {n: NOW - s for n, s in down.items()}
     bound = 3 * (len(conf.voters) + len(conf.learners) + len(nodes)) + 2
@@ -251,6 +261,8 @@ def test_applying_the_changes_converges_quickly_and_keeps_a_voter(
             leader_id="L",
             target_voters=target,
             grace_s=GRACE_S,
+            protocols=protocols,
+            session_protocol=SESSIONS,
         )
         if c is None:
             break
@@ -265,8 +277,10 @@ def test_applying_the_changes_converges_quickly_and_keeps_a_voter(
             assert _tolerance(conf, alive) >= _tolerance(before, alive)
     else:
         pytest.fail(f"no convergence in {bound} steps: {conf}")
-    # Converged: every node is a member, nothing else is, no worker votes, target respected.
-    assert set(conf.voters) | set(conf.learners) == set(nodes)
+    # Converged: every node is a member (but workers served by sessions), nothing else is, no
+    # worker votes, target respected.
+    members = {n for n in nodes if workers_protocol == OLD or nodes[n].role is Role.MANAGER}
+    assert set(conf.voters) | set(conf.learners) == members | {"L"}
     assert all(nodes[v].role is Role.MANAGER for v in conf.voters)
     assert len(conf.voters) <= target
 
@@ -275,3 +289,58 @@ def _tolerance(conf: ConfState, alive: set[str]) -> int:
     """How many more voters may fail before the group loses its quorum."""
     quorum = len(conf.voters) // 2 + 1
     return sum(1 for v in conf.voters if v in alive) - quorum
+
+
+# ------------------------------------------------------------------ workers' sessions (#16)
+
+
+@pytest.mark.parametrize(
+    ("case", "kwargs", "expected"),
+    [
+        (
+            "a worker of a release with sessions is never added",
+            {"voters": ["L"], "nodes": ["L", "w1"], "protocols": {"w1": SESSIONS}},
+            None,
+        ),
+        (
+            "nor one whose release is not known yet",
+            {"voters": ["L"], "nodes": ["L", "w1"], "protocols": {}},
+            None,
+        ),
+        (
+            "an older worker still learns the log",
+            {"voters": ["L"], "nodes": ["L", "w1"], "protocols": {"w1": OLD}},
+            (ADD_LEARNER, "w1"),
+        ),
+        (
+            "a learner worker that speaks sessions leaves the group",
+            {"voters": ["L"], "learners": ["w1"], "protocols": {"w1": SESSIONS}},
+            (REMOVE, "w1"),
+        ),
+        (
+            "a learner worker of an unknown release stays",
+            {"voters": ["L"], "learners": ["w1"], "protocols": {}},
+            None,
+        ),
+        (
+            "a worker voter is demoted first, removed next",
+            {"voters": ["L", "w1", "m1"], "protocols": {"w1": SESSIONS}},
+            (ADD_LEARNER, "w1"),
+        ),
+        (
+            "a manager is added whatever its release",
+            {"voters": ["L"], "nodes": ["L", "m1"], "protocols": {}},
+            (ADD_LEARNER, "m1"),
+        ),
+        (
+            "a promoted worker (now a manager) is added",
+            {"voters": ["L"], "nodes": ["L", "m1"], "protocols": {"m1": SESSIONS}},
+            (ADD_LEARNER, "m1"),
+        ),
+    ],
+)
+def test_workers_that_speak_sessions_are_not_in_the_group(
+    case: str, kwargs: dict[str, object], expected: tuple[ConfChangeKind, str] | None
+) -> None:
+    got = change(**kwargs)  # type: ignore[arg-type]
+    assert (got.kind, got.node_id) == expected if got is not None else expected is None, case

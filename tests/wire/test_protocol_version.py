@@ -27,8 +27,8 @@ from swarmlet.wire.protocol_version import (
 from swarmlet.wire.transport import CHANNEL_CLUSTER, Address, FramedStream, TlsConfig, Transport
 from tests.wire.test_transport import HOST, KEY, TIMEOUT_S, free_tcp_port, plain_frame
 
-# A release two protocol versions ahead: it speaks 4 and 3, and lists the marker last.
-NEWER_ALPN = ["swarmlet/4", "swarmlet/3", "swarmlet"]
+# A release two protocol versions ahead of the window: it speaks 5 and 4, and lists the marker last.
+NEWER_ALPN = ["swarmlet/5", "swarmlet/4", "swarmlet"]
 
 
 class IssuingCA(Protocol):
@@ -55,8 +55,9 @@ def raw_context(
 
 
 def test_the_offer_is_each_version_of_the_window_newest_first_then_the_marker() -> None:
-    assert (OLDEST_PEER_PROTOCOL, PROTOCOL_VERSION) == (1, 2)
-    assert alpn_protocols() == ["swarmlet/2", "swarmlet"]  # protocol 1 has no id: it predates ALPN
+    assert (OLDEST_PEER_PROTOCOL, PROTOCOL_VERSION) == (1, 3)
+    # Protocol 1 has no id: it predates ALPN.
+    assert alpn_protocols() == ["swarmlet/3", "swarmlet/2", "swarmlet"]
 
 
 @pytest.mark.parametrize(
@@ -64,8 +65,9 @@ def test_the_offer_is_each_version_of_the_window_newest_first_then_the_marker() 
     [
         (None, 1),  # a peer of the previous release, which sets no ALPN
         ("swarmlet/2", 2),
+        ("swarmlet/3", 3),
         ("swarmlet", None),  # versioned, no version in common
-        ("swarmlet/3", None),  # never offered: refused, not trusted
+        ("swarmlet/4", None),  # never offered: refused, not trusted
         ("swarmlet/0", None),
         ("swarmlet/x", None),
         ("h2", None),
@@ -76,7 +78,7 @@ def test_what_the_handshake_selected_is_the_stream_s_protocol(
 ) -> None:
     result = negotiated(selected)
     if expected is None:
-        assert isinstance(result, str) and "1..2" in result
+        assert isinstance(result, str) and "1..3" in result
     else:
         assert result == expected
 
@@ -138,8 +140,11 @@ async def test_two_agents_of_this_release_speak_its_protocol(test_ca: IssuingCA)
             assert framed.peer_protocol == PROTOCOL_VERSION
             assert [s.peer_protocol for s in accepted] == [PROTOCOL_VERSION]
             for side in (client, server):
-                assert side.counters["streams_protocol_2"] == 1
+                assert side.counters["streams_protocol_3"] == 1
                 assert side.counters["streams_protocol_1"] == 0
+            # What each side knows of the other's release, by its certificate's node id.
+            assert client.peer_protocols == {"server": PROTOCOL_VERSION}
+            assert server.peer_protocols == {"client": PROTOCOL_VERSION}
 
 
 async def test_a_client_of_the_previous_release_is_accepted_as_protocol_1(
@@ -210,7 +215,7 @@ async def test_a_newer_client_is_refused_before_any_frame_and_logged_once(
             assert server.counters["frames_in"] == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, warnings
-    assert "newer-node" in warnings[0] and "1..2" in warnings[0]
+    assert "newer-node" in warnings[0] and "1..3" in warnings[0]
 
 
 async def test_a_newer_server_is_refused_by_the_client(test_ca: IssuingCA) -> None:

@@ -1,0 +1,260 @@
+"""Workers' sessions with managers (issue #16): how a worker gets its part of the state.
+
+Chosen after swarmkit's dispatcher, not Nomad's blocking queries: a worker holds one session (a
+TLS stream of the cluster channel, authenticated by its certificate) with any manager, which
+serves it from its own applied state: the worker's view (`state.worker_view`) whole, then each
+change as it is applied, coalesced while the worker is slow to read. Nomad's client pulls
+instead, two round trips per change (the index, then the allocations); our streams are already
+long-lived and authenticated, so pushing costs one frame per change and no polling.
+
+  worker                                          any manager
+    SessionHello  ------------------------------>   ViewBuilder(certificate's node id)
+                  <------------------------------   ViewUpdate(reset) ... (complete)
+                  <------------------------------   ViewUpdate (changes; or none, every
+                                                      KEEPALIVE_S, carrying index and leader)
+
+Statuses go the other way as before, batched, to the leader (`node.status_reports`).
+
+Invariants:
+  * a manager serves a session only while its own record says it is a manager, and only the
+    view of the node its peer's certificate names: a worker cannot ask for another's;
+  * a worker swaps a full view in only once all of it arrived, and applies a run of updates
+    only once it is complete: its executor and proxy never see half a view;
+  * a worker keeps its last view while it has no session (no manager reachable, an election):
+    its tasks keep running and its proxy keeps serving the routes it had.
+
+Must not know: what a view holds (`state.worker_view`), Docker, the proxy.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+
+import trio
+
+from swarmlet.errors import RemoteProtocolError
+from swarmlet.raft.types import ConfState
+from swarmlet.state.machine import ClusterState
+from swarmlet.state.model import Role
+from swarmlet.state.worker_view import (
+    SessionHello,
+    ViewBuilder,
+    ViewUpdate,
+    apply_update,
+    updates,
+)
+from swarmlet.wire.transport import Address, Counters, FramedStream
+
+log = logging.getLogger(__name__)
+
+VIEW_PROTOCOL = 1  # of `SessionHello`/`ViewUpdate`; a manager refuses one it does not know
+SESSION_PROTOCOL = 3  # the stream protocol (`wire.protocol_version`) that has sessions
+KEEPALIVE_S = 1.0  # a manager sends an update at least this often, changes or not
+DEAD_AFTER_S = 4 * KEEPALIVE_S  # a worker gives a silent session up after this
+RETRY_S = 1.0  # a worker's pause between rounds of managers that all failed
+OLD_MANAGER_RETRY_S = 30.0  # how long a manager too old for sessions is left alone
+
+
+class SessionServer:
+    """A manager's side: serve each worker that asks the view its certificate entitles it to."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        state: Callable[[], ClusterState],
+        applied: Callable[[], int],
+        leader_id: Callable[[], str | None],
+        conf: Callable[[], ConfState],
+        counters: Counters,
+    ) -> None:
+        self.node_id = node_id
+        self._state = state
+        self._applied = applied
+        self._leader_id = leader_id
+        self._conf = conf
+        self.counters = counters
+        self._changed = trio.Event()
+        # Node id -> its session here: one per node, the newest (a worker that reconnects
+        # replaces its old session; a node cannot hold more than one view's worth of memory).
+        self._open: dict[str, trio.CancelScope] = {}
+
+    def notify(self) -> None:
+        """The state or the leader changed: every session looks."""
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _serves(self) -> bool:
+        own = self._state().nodes.get(self.node_id)
+        return own is not None and own.role is Role.MANAGER
+
+    async def serve(self, stream: FramedStream, hello: object) -> None:
+        """A stream handler of the agent, for a first frame `SessionHello`."""
+        assert isinstance(hello, SessionHello)
+        if stream.peer is None or hello.protocol != VIEW_PROTOCOL or not self._serves():
+            self.counters["worker_sessions_refused"] += 1
+            return
+        worker = stream.peer.node_id
+        if (older := self._open.pop(worker, None)) is not None:
+            older.cancel()
+            self.counters["worker_sessions_replaced"] += 1
+        with trio.CancelScope() as scope:
+            self._open[worker] = scope
+            try:
+                await self._serve(stream, worker)
+            finally:
+                if self._open.get(worker) is scope:
+                    del self._open[worker]
+
+    @property
+    def sessions(self) -> int:
+        """Sessions open now."""
+        return len(self._open)
+
+    async def _serve(self, stream: FramedStream, worker: str) -> None:
+        builder = ViewBuilder(worker)
+        self.counters["worker_sessions_served"] += 1
+        changes, reset = builder.full(self._state()), True
+        said: tuple[str, bool] | None = None  # (leader, in Raft) as last sent
+        quiet_until = 0.0  # an update with nothing in it goes only as a keepalive
+        try:
+            while self._serves():
+                changed = self._changed
+                state, index = self._state(), self._applied()
+                if not reset:
+                    found = builder.changes(state)
+                    if found is None:
+                        changes, reset = builder.full(state), True
+                    else:
+                        changes = found
+                conf = self._conf()
+                now = (self._leader_id() or "", worker in conf.voters or worker in conf.learners)
+                # A change elsewhere in the cluster costs this worker nothing.
+                if reset or changes or now != said or trio.current_time() >= quiet_until:
+                    for update in updates(
+                        changes, index=index, leader_id=now[0], in_raft=now[1], reset=reset
+                    ):
+                        await stream.send(update)
+                        self.counters["worker_view_updates_sent"] += 1
+                    said, reset = now, False
+                    quiet_until = trio.current_time() + KEEPALIVE_S
+                with trio.move_on_at(quiet_until):
+                    await changed.wait()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError):
+            pass  # the worker went; it opens another session when it wants one
+
+
+class WorkerSession:
+    """A worker's side: hold a session with some manager, keep the view it serves, and stand in
+    for the Raft driver towards what reads the state (`leader_id`, `applied`, `wait_applied`,
+    `leader_changed`): `applied` is the Raft index the view reflects."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        connect: Callable[[Address, str], Awaitable[FramedStream]],
+        managers: Callable[[], Sequence[tuple[str, Address]]],
+        wanted: Callable[[], bool],
+        on_update: Callable[[], None],
+        counters: Counters,
+        rng: random.Random | None = None,
+    ) -> None:
+        """`managers`: (node id, address) of managers to try, best first; `wanted`: whether this
+        node should hold a session now (a worker); `on_update`: the view moved; `rng`: the
+        jitter of retries."""
+        self.node_id = node_id
+        self._connect = connect
+        self._managers = managers
+        self._wanted = wanted
+        self._on_update = on_update
+        self.counters = counters
+        self.view: ClusterState | None = None  # None until a whole view arrived
+        self.applied = 0
+        self.leader_id: str | None = None
+        self.in_raft = False
+        self.manager_id: str | None = None  # serving now
+        self.leader_changed = trio.Event()
+        self._moved = trio.Event()
+        self._rng = rng or random.Random()
+        self._too_old: dict[str, float] = {}  # manager id -> when it turned out to be too old
+
+    is_leader = False  # a worker never leads
+
+    def drop_view(self) -> None:
+        """Stop reading from the view (this node now replicates the state through Raft)."""
+        self.view, self.applied = None, 0
+
+    async def wait_applied(self, index: int) -> None:
+        while self.applied < index:
+            await self._moved.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            if not self._wanted():
+                await trio.sleep(RETRY_S)
+                continue
+            now = trio.current_time()
+            for manager_id, addr in self._managers():
+                if manager_id == self.node_id or not self._wanted():
+                    continue
+                if self._too_old.get(manager_id, -OLD_MANAGER_RETRY_S) > now - OLD_MANAGER_RETRY_S:
+                    continue
+                try:
+                    await self._session(manager_id, addr)
+                except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+                    log.info("no session with manager %s: %s", manager_id[:12], exc)
+                except RemoteProtocolError as exc:
+                    self.counters["worker_session_errors"] += 1
+                    log.warning("session with manager %s ended: %s", manager_id[:12], exc)
+                finally:
+                    self._set_manager(None)
+            await trio.sleep(RETRY_S * (0.5 + self._rng.random()))
+
+    async def _session(self, manager_id: str, addr: Address) -> None:
+        stream = await self._connect(addr, manager_id)
+        async with stream.stream:
+            if (stream.peer_protocol or 0) < SESSION_PROTOCOL:
+                # An older manager serves no sessions (its leader keeps this node a learner):
+                # asked again only once in a while, as it may be upgraded meanwhile.
+                self._too_old[manager_id] = trio.current_time()
+                return
+            await stream.send(SessionHello(VIEW_PROTOCOL))
+            self.counters["worker_sessions_opened"] += 1
+            staged: list[ViewUpdate] = []
+            first = True
+            while self._wanted():
+                with trio.fail_after(DEAD_AFTER_S):
+                    update = await stream.receive(expect=(ViewUpdate,))
+                if update is None:
+                    return
+                self._set_manager(manager_id)
+                staged.append(update)
+                if update.complete:
+                    self._apply(staged, first=first)
+                    staged, first = [], False
+
+    def _apply(self, run: list[ViewUpdate], *, first: bool) -> None:
+        """A complete run of updates: onto the view, or (a reset) as a new view. A session's
+        first run must be a whole view: changes are relative to what that manager served."""
+        last = run[-1]
+        if first and not run[0].reset:
+            raise RemoteProtocolError("a session began with changes, not a whole view")
+        view = ClusterState() if run[0].reset or self.view is None else self.view
+        for update in run:
+            apply_update(view, update, self.node_id)
+        self.view, self.applied, self.in_raft = view, last.index, last.in_raft
+        self.counters["worker_view_updates_applied"] += len(run)
+        if (last.leader_id or None) != self.leader_id:
+            self.leader_id = last.leader_id or None
+            self.leader_changed.set()
+            self.leader_changed = trio.Event()
+        self._moved.set()
+        self._moved = trio.Event()
+        self._on_update()
+
+    def _set_manager(self, manager_id: str | None) -> None:
+        self.manager_id = manager_id

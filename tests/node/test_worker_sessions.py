@@ -1,0 +1,540 @@
+"""node.worker_sessions: a manager serves a worker the view its certificate entitles it to, whole
+and then as changes; the worker takes a view in only once all of it arrived; a manager that is
+not one, a replaced session and a manager too old for sessions are handled as documented.
+
+Both sides talk over `trio.testing.memory_stream_pair` with `FramedStream`s that know their
+peers as a TLS handshake would have told them (the manager's end: the worker's certificate; the
+worker's end: the protocol both speak). Either side is the real class, or the test drives the
+other end by hand. Time is trio's `MockClock` with autojump: keepalives, retries and the
+worker's dead-session timeout cost nothing, and a test can tell a push from a keepalive.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+
+import pytest
+import trio
+import trio.testing
+
+from swarmlet.certs import PeerIdentity
+from swarmlet.node.worker_sessions import (
+    KEEPALIVE_S,
+    OLD_MANAGER_RETRY_S,
+    RETRY_S,
+    SESSION_PROTOCOL,
+    VIEW_PROTOCOL,
+    SessionServer,
+    WorkerSession,
+)
+from swarmlet.raft.types import ConfState
+from swarmlet.state.machine import ClusterState
+from swarmlet.state.model import Node, Role, Service, ServiceSpec, Task, TaskState
+from swarmlet.state.observed import Endpoint, TaskObservation
+from swarmlet.state.worker_view import (
+    SessionHello,
+    ViewBuilder,
+    ViewChanges,
+    ViewUpdate,
+    updates,
+)
+from swarmlet.wire.transport import Address, Counters, FramedStream
+
+TIMEOUT_S = 60  # virtual seconds under the autojump clock: a hang fails, at no cost
+HOST = "127.0.0.1"
+MANAGER, WORKER, OTHER = "m1", "w1", "w2"
+MANAGER_ADDR: Address = (HOST, 1)
+INDEX = 7  # the Raft index the manager's state is at
+
+
+def cluster() -> ClusterState:
+    """A manager and two workers; service `s` with two tasks on w1 (one reported running),
+    unpublished service `u` with one task on w2."""
+    state = ClusterState()
+    state.cluster_id = "testcluster"
+    for node_id, role in ((MANAGER, Role.MANAGER), (WORKER, Role.WORKER), (OTHER, Role.WORKER)):
+        state.nodes[node_id] = Node(node_id, node_id, f"{HOST}:1", HOST, role)
+    state.services["s"] = Service(
+        id="s", spec=ServiceSpec(name="web", image="web:1", env={"MODE": "full"})
+    )
+    state.services["u"] = Service(id="u", spec=ServiceSpec(name="batch", image="batch:1"))
+    state.tasks["t1"] = Task("t1", "s", 1, 1, node_id=WORKER)
+    state.tasks["t2"] = Task("t2", "s", 2, 1, node_id=WORKER)
+    state.tasks["t-other"] = Task("t-other", "u", 1, 1, node_id=OTHER)
+    state.task_status["t1"] = running("t1")
+    return state
+
+
+def running(task_id: str, port: int = 30000) -> TaskObservation:
+    endpoint = Endpoint(80, "tcp", HOST, port)
+    return TaskObservation(task_id, TaskState.RUNNING, container_id="c", endpoints=(endpoint,))
+
+
+def identity(node_id: str, role: str) -> PeerIdentity:
+    return PeerIdentity(node_id, role, 0, 2e9, "testcluster", bytes(32))
+
+
+def stream_pair(
+    worker: str | None = WORKER,
+    *,
+    protocol: int = SESSION_PROTOCOL,
+    worker_frames: Counters | None = None,
+) -> tuple[FramedStream, FramedStream]:
+    """(the manager's end, knowing `worker` by its certificate; the worker's end, knowing the
+    manager and the protocol both speak). `worker_frames`: the worker end's counters."""
+    left, right = trio.testing.memory_stream_pair()
+    peer = identity(worker, "worker") if worker is not None else None
+    manager_end = FramedStream(left, None, b"", Counters(), peer=peer, peer_protocol=protocol)
+    worker_end = FramedStream(
+        right,
+        None,
+        b"",
+        worker_frames if worker_frames is not None else Counters(),
+        peer=identity(MANAGER, "manager"),
+        peer_protocol=protocol,
+    )
+    return manager_end, worker_end
+
+
+class Manager:
+    """A manager's applied state and Raft facts, as its `SessionServer` reads them."""
+
+    def __init__(self, state: ClusterState) -> None:
+        self.state = state
+        self.index = INDEX
+        self.leader: str | None = MANAGER
+        self.conf = ConfState((MANAGER,), ())
+        self.counters = Counters()
+        self.server = SessionServer(
+            node_id=MANAGER,
+            state=lambda: self.state,
+            applied=lambda: self.index,
+            leader_id=lambda: self.leader,
+            conf=lambda: self.conf,
+            counters=self.counters,
+        )
+        self.ended = 0  # streams whose handling ended
+
+    async def on_stream(self, stream: FramedStream) -> None:
+        """What the agent does with an incoming stream: its first frame picks the handler, and
+        the transport closes the stream once the handler returned."""
+        async with stream.stream:
+            first = await stream.receive()
+            if isinstance(first, SessionHello):
+                await self.server.serve(stream, first)
+        self.ended += 1
+
+
+class Worker:
+    """A `WorkerSession` of w1 whose `connect` hands out the streams in `streams`, then fails as
+    an unreachable manager would; each call is recorded as (when, manager id)."""
+
+    def __init__(
+        self,
+        managers: Sequence[tuple[str, Address]] = ((MANAGER, MANAGER_ADDR),),
+        *,
+        wanted: bool = True,
+    ) -> None:
+        self.streams: list[FramedStream] = []
+        self.connects: list[tuple[float, str]] = []
+        self.wanted = wanted
+        self.counters = Counters()
+        self._updated = trio.Event()
+        self.session = WorkerSession(
+            node_id=WORKER,
+            connect=self._connect,
+            managers=lambda: managers,
+            wanted=lambda: self.wanted,
+            on_update=self._on_update,
+            counters=self.counters,
+        )
+
+    async def _connect(self, addr: Address, node_id: str) -> FramedStream:
+        self.connects.append((trio.current_time(), node_id))
+        await trio.lowlevel.checkpoint()
+        if not self.streams:
+            raise OSError("connection refused")
+        return self.streams.pop(0)
+
+    def _on_update(self) -> None:
+        self._updated.set()
+        self._updated = trio.Event()
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        """Wait for the view to move until `condition` holds."""
+        while not condition():
+            await self._updated.wait()
+
+
+def in_parts(changes: ViewChanges, *, index: int, reset: bool, per_update: int) -> list[ViewUpdate]:
+    return list(
+        updates(
+            changes,
+            index=index,
+            leader_id=MANAGER,
+            in_raft=False,
+            reset=reset,
+            per_update=per_update,
+        )
+    )
+
+
+def serving(session: WorkerSession) -> str | None:
+    """The manager serving `session` now (read afresh, not narrowed by an earlier assert)."""
+    return session.manager_id
+
+
+async def drain(stream: FramedStream) -> int:
+    """Read `stream` to its end; how many frames it still carried."""
+    frames = 0
+    while await stream.receive() is not None:
+        frames += 1
+    return frames
+
+
+# ------------------------------------------------------------------------ a session end to end
+
+
+async def test_a_worker_holds_the_view_its_manager_serves_and_follows_each_change(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    manager, worker = Manager(cluster()), Worker()
+    manager_end, worker_end = stream_pair()
+    worker.streams.append(worker_end)
+    session, state = worker.session, manager.state
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(manager.on_stream, manager_end)
+            await nursery.start(session.run)
+            await worker.until(lambda: session.view is not None)
+
+            view = session.view
+            assert view is not None
+            assert dict(view.tasks) == {"t1": state.tasks["t1"], "t2": state.tasks["t2"]}
+            assert dict(view.services) == {"s": state.services["s"]}  # in full: env and all
+            assert "t-other" not in view.tasks and "u" not in view.services
+            assert dict(view.task_status) == {"t1": state.task_status["t1"]}
+            assert set(view.nodes) == {MANAGER, WORKER, OTHER}
+            # (applied, leader, in Raft, serving by): compared at once, not narrowed for mypy
+            assert (session.applied, session.leader_id, session.in_raft, session.manager_id) == (
+                INDEX,
+                MANAGER,
+                False,
+                MANAGER,
+            )
+            assert manager.server.sessions == 1
+            assert worker.counters["worker_sessions_opened"] == 1
+
+            before = trio.current_time()
+            state.tasks["t3"] = Task("t3", "s", 3, 1, node_id=WORKER)
+            state.task_status["t2"] = running("t2", 30001)
+            manager.index = INDEX + 2
+            manager.conf = ConfState((MANAGER,), (WORKER,))
+            manager.server.notify()
+            await worker.until(lambda: session.applied == INDEX + 2)
+            assert trio.current_time() - before < KEEPALIVE_S  # pushed, not a keepalive
+
+            view = session.view
+            assert view is not None
+            assert dict(view.tasks) == {t: state.tasks[t] for t in ("t1", "t2", "t3")}
+            assert view.task_status["t2"] == running("t2", 30001)
+            assert "t-other" not in view.tasks
+            assert session.in_raft is True
+            assert session.manager_id == MANAGER
+            nursery.cancel_scope.cancel()
+    assert serving(session) is None  # no session any more; the view stays
+    assert session.view is not None
+
+
+# ---------------------------------------------------------------------------------- staging
+
+
+async def test_a_worker_takes_a_view_or_a_run_of_changes_in_only_once_all_of_it_arrived(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    state, builder, worker = cluster(), ViewBuilder(WORKER), Worker()
+    frames = Counters()  # the worker end's: proof that it read each frame
+    manager_end, worker_end = stream_pair(worker_frames=frames)
+    worker.streams.append(worker_end)
+    session = worker.session
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(session.run)
+            assert await manager_end.receive() == SessionHello(VIEW_PROTOCOL)
+
+            # The first view, in three frames: none of it before the last.
+            first = in_parts(builder.full(state), index=INDEX, reset=True, per_update=3)
+            assert [(u.reset, u.complete) for u in first] == [
+                (True, False),
+                (False, False),
+                (False, True),
+            ]
+            for update in first[:-1]:
+                await manager_end.send(update)
+                await trio.testing.wait_all_tasks_blocked()
+                assert session.view is None
+                assert session.applied == 0
+            assert frames["frames_in"] == 2
+            await manager_end.send(first[-1])
+            await trio.testing.wait_all_tasks_blocked()
+            held = session.view
+            assert held is not None
+            assert set(held.tasks) == {"t1", "t2"}
+            assert session.applied == INDEX
+
+            # A whole view again: the one held stays, untouched, until all of the new one is in.
+            state.tasks["t3"] = Task("t3", "s", 3, 1, node_id=WORKER)
+            second = in_parts(builder.full(state), index=INDEX + 1, reset=True, per_update=3)
+            assert [u.complete for u in second] == [False, False, True]
+            for update in second[:-1]:
+                await manager_end.send(update)
+                await trio.testing.wait_all_tasks_blocked()
+                assert session.view is held
+                assert set(held.tasks) == {"t1", "t2"}
+                assert session.applied == INDEX
+            assert frames["frames_in"] == 5
+            await manager_end.send(second[-1])
+            await trio.testing.wait_all_tasks_blocked()
+            view = session.view
+            assert view is not None and view is not held
+            assert set(view.tasks) == {"t1", "t2", "t3"}
+            assert session.applied == INDEX + 1
+
+            # A run of changes in two frames: nothing of it before the last.
+            state.tasks["t4"] = Task("t4", "s", 4, 1, node_id=WORKER)
+            state.task_status["t2"] = running("t2")
+            changes = builder.changes(state)
+            assert changes is not None
+            run = in_parts(changes, index=INDEX + 2, reset=False, per_update=1)
+            assert [u.complete for u in run] == [False, True]
+            await manager_end.send(run[0])
+            await trio.testing.wait_all_tasks_blocked()
+            assert frames["frames_in"] == 7
+            assert set(view.tasks) == {"t1", "t2", "t3"}
+            assert set(view.task_status) == {"t1"}
+            assert session.applied == INDEX + 1
+            await manager_end.send(run[1])
+            await trio.testing.wait_all_tasks_blocked()
+            assert session.view is not None
+            assert set(session.view.tasks) == {"t1", "t2", "t3", "t4"}
+            assert set(session.view.task_status) == {"t1", "t2"}
+            assert session.applied == INDEX + 2
+            assert worker.counters["worker_session_errors"] == 0
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_session_that_begins_with_changes_is_dropped_and_gives_no_view(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    state, worker = cluster(), Worker()
+    manager_end, worker_end = stream_pair()
+    worker.streams.append(worker_end)
+    session = worker.session
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(session.run)
+            assert await manager_end.receive() == SessionHello(VIEW_PROTOCOL)
+            await manager_end.send(
+                ViewUpdate(index=INDEX, leader_id=MANAGER, tasks=(state.tasks["t1"],))
+            )
+            assert await manager_end.receive() is None  # the worker hung up
+            await trio.testing.wait_all_tasks_blocked()
+            assert worker.counters["worker_session_errors"] == 1
+            assert session.view is None
+            assert session.applied == 0
+            assert session.manager_id is None
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_later_session_that_begins_with_changes_leaves_the_view_held_as_it_was(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The worker keeps its view between sessions; a new session must still begin with a whole
+    view, or its changes would be laid over another manager's state at another index."""
+    state, worker = cluster(), Worker()
+    first_manager, first_worker = stream_pair()
+    second_manager, second_worker = stream_pair()
+    worker.streams += [first_worker, second_worker]
+    session = worker.session
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(session.run)
+            assert await first_manager.receive() == SessionHello(VIEW_PROTOCOL)
+            for update in in_parts(
+                ViewBuilder(WORKER).full(state), index=INDEX, reset=True, per_update=500
+            ):
+                await first_manager.send(update)
+            await worker.until(lambda: session.view is not None)
+            held = session.view
+            assert held is not None
+            await first_manager.aclose()  # that manager went; the worker finds another
+
+            assert await second_manager.receive() == SessionHello(VIEW_PROTOCOL)
+            stray = Task("t9", "s", 9, 1, node_id=WORKER)
+            await second_manager.send(ViewUpdate(index=INDEX - 4, leader_id="m2", tasks=(stray,)))
+            await trio.testing.wait_all_tasks_blocked()
+            assert session.view is held
+            assert set(held.tasks) == {"t1", "t2"}
+            assert session.applied == INDEX
+            assert worker.counters["worker_session_errors"] == 1
+            nursery.cancel_scope.cancel()
+
+
+# ------------------------------------------------------------------------- the manager's side
+
+
+@pytest.mark.parametrize("reason", ["not a manager", "unknown view protocol", "no certificate"])
+async def test_a_manager_refuses_a_session_it_must_not_serve_and_sends_nothing(
+    reason: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    state = cluster()
+    if reason == "not a manager":
+        state.nodes[MANAGER] = Node(MANAGER, MANAGER, f"{HOST}:1", HOST, Role.WORKER)
+    manager = Manager(state)
+    manager_end, worker_end = stream_pair(None if reason == "no certificate" else WORKER)
+    protocol = VIEW_PROTOCOL + 1 if reason == "unknown view protocol" else VIEW_PROTOCOL
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(manager.on_stream, manager_end)
+            await worker_end.send(SessionHello(protocol))
+        assert manager.ended == 1
+        assert await worker_end.receive() is None
+    assert manager.counters["worker_sessions_refused"] == 1
+    assert manager.counters["worker_sessions_served"] == 0
+    assert manager.server.sessions == 0
+
+
+async def test_a_manager_demoted_while_serving_ends_the_session(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    manager = Manager(cluster())
+    manager_end, worker_end = stream_pair()
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(manager.on_stream, manager_end)
+            await worker_end.send(SessionHello(VIEW_PROTOCOL))
+            first = await worker_end.receive(expect=(ViewUpdate,))
+            assert first is not None and first.reset and first.complete
+            assert manager.server.sessions == 1
+            manager.state.nodes[MANAGER] = Node(MANAGER, MANAGER, f"{HOST}:1", HOST, Role.WORKER)
+            manager.server.notify()
+            await drain(worker_end)  # ends: no keepalive keeps it open
+        assert manager.ended == 1
+    assert manager.server.sessions == 0
+
+
+async def test_a_change_elsewhere_in_the_cluster_costs_a_worker_only_its_keepalive(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    manager = Manager(cluster())
+    manager_end, worker_end = stream_pair()
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(manager.on_stream, manager_end)
+            await worker_end.send(SessionHello(VIEW_PROTOCOL))
+            first = await worker_end.receive(expect=(ViewUpdate,))
+            assert first is not None and first.complete
+            sent_at = trio.current_time()
+
+            # w2's task of an unpublished service: not in w1's view.
+            manager.state.task_status["t-other"] = running("t-other")
+            manager.state.tasks["t-other2"] = Task("t-other2", "u", 2, 1, node_id=OTHER)
+            manager.index = INDEX + 1
+            manager.server.notify()
+            with trio.move_on_after(KEEPALIVE_S / 2):
+                assert await worker_end.receive() is None, "a frame for a change elsewhere"
+            keepalive = await worker_end.receive(expect=(ViewUpdate,))
+            assert keepalive is not None
+            assert trio.current_time() - sent_at == pytest.approx(KEEPALIVE_S)
+            assert keepalive.records() == 0 and keepalive.complete and not keepalive.reset
+            assert keepalive.index == INDEX + 1  # the index travels with it
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_second_session_of_a_node_replaces_its_first(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    manager = Manager(cluster())
+    old_manager_end, old_worker_end = stream_pair()
+    new_manager_end, new_worker_end = stream_pair()
+    server = manager.server
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(manager.on_stream, old_manager_end)
+            await old_worker_end.send(SessionHello(VIEW_PROTOCOL))
+            first = await old_worker_end.receive(expect=(ViewUpdate,))
+            assert first is not None and first.reset
+            assert server.sessions == 1
+
+            nursery.start_soon(manager.on_stream, new_manager_end)
+            await new_worker_end.send(SessionHello(VIEW_PROTOCOL))
+            first = await new_worker_end.receive(expect=(ViewUpdate,))
+            assert first is not None and first.reset
+            await drain(old_worker_end)  # the first session's stream ends
+            await trio.testing.wait_all_tasks_blocked()
+            assert manager.ended == 1
+            assert manager.counters["worker_sessions_replaced"] == 1
+            assert manager.counters["worker_sessions_served"] == 2
+            assert server.sessions == 1
+
+            # The newer one goes on being served...
+            manager.state.tasks["t3"] = Task("t3", "s", 3, 1, node_id=WORKER)
+            manager.index = INDEX + 1
+            server.notify()
+            change = await new_worker_end.receive(expect=(ViewUpdate,))
+            while change is not None and change.index < INDEX + 1:  # a keepalive before
+                change = await new_worker_end.receive(expect=(ViewUpdate,))
+            assert change is not None and not change.reset
+            assert [t.id for t in change.tasks] == ["t3"]
+            assert server.sessions == 1
+
+            # ... until its worker goes: then no session of the node is left.
+            await new_worker_end.aclose()
+        assert manager.ended == 2
+    assert server.sessions == 0
+    assert manager.counters["worker_sessions_replaced"] == 1
+
+
+# -------------------------------------------------------------------------- the worker's side
+
+
+async def test_a_worker_asks_a_manager_too_old_for_sessions_only_once_in_a_while(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    worker = Worker()
+    pairs = [stream_pair(protocol=SESSION_PROTOCOL - 1) for _ in range(5)]
+    worker.streams += [worker_end for _, worker_end in pairs]
+    with trio.fail_after(TIMEOUT_S * 3):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.session.run)
+            await trio.sleep(2 * OLD_MANAGER_RETRY_S + 5)
+            nursery.cancel_scope.cancel()
+        times = [when for when, _ in worker.connects]
+        assert len(times) == 3
+        for earlier, later in itertools.pairwise(times):
+            # not before the pause; soon after it (the manager may have been upgraded)
+            assert OLD_MANAGER_RETRY_S <= later - earlier < OLD_MANAGER_RETRY_S + 2 * RETRY_S
+        for manager_end, _ in pairs[: len(times)]:
+            assert await manager_end.receive() is None  # no SessionHello: the stream just ends
+    assert worker.counters["worker_sessions_opened"] == 0
+    assert worker.session.view is None
+
+
+async def test_a_node_that_wants_no_session_opens_none(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    worker = Worker(wanted=False)
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.session.run)
+            await trio.sleep(10 * RETRY_S)
+            assert worker.connects == []
+            assert worker.counters["worker_sessions_opened"] == 0
+
+            worker.wanted = True  # it became a worker: now it asks
+            await trio.sleep(2 * RETRY_S)
+            assert worker.connects != []
+            assert {manager_id for _, manager_id in worker.connects} == {MANAGER}
+            nursery.cancel_scope.cancel()
+    assert worker.session.view is None

@@ -31,8 +31,10 @@ Time: the leader is one sequential process. With `charge_cpu` (the default) each
 takes, in virtual time, the real CPU it used (`time.process_time`), so the figures show the leader
 as the bottleneck it is; without it, the run is a pure function of the seed (the test uses that).
 Entries: one per proposed command; an append is one leader step's entries (group commit).
-Bytes: the wire size (`swarmlet.wire.codec`) of each report (node to leader) and of each entry
-(leader to every node: today every worker is a Raft learner and receives the whole log).
+Bytes: the wire size (`swarmlet.wire.codec`) of each report (node to leader), of each entry (what
+a Raft learner receives: every worker did before #16's sessions), and of each session update to a
+sample of workers (`state.worker_view`: the real view builder on the leader's replica, after
+each commit).
 
 Must not change what it measures: it only calls the cores, and reads their results.
 """
@@ -85,6 +87,7 @@ from swarmlet.state.machine import ApplyResult, ClusterState
 from swarmlet.state.model import (
     Availability,
     Node,
+    PortConfig,
     Resources,
     Role,
     Service,
@@ -92,6 +95,7 @@ from swarmlet.state.model import (
     TaskState,
 )
 from swarmlet.state.observed import NodeLoad, NodeMeta, StatusReport, TaskObservation
+from swarmlet.state.worker_view import ViewBuilder, updates
 from swarmlet.wire import codec as wire
 from swarmlet.wire.transport import Counters
 
@@ -134,6 +138,12 @@ class SimConfig:
     # The manager's node drained: every task runs on a worker, whose statuses go up as reports
     # (at nodes=2, one worker runs them all: issue #16's "1,000 tasks on one node").
     drain_manager: bool = False
+    # Services with an ingress port: every worker's view holds their running tasks (the mesh
+    # routes them), the others' only on the nodes that run them (`state.worker_view`).
+    published_services: int = 10
+    # Workers whose sessions are measured (`state.worker_view.ViewBuilder` on the leader's
+    # replica, each update encoded): the bytes a worker receives, as the mean of this sample.
+    session_sample: int = 10
 
 
 # ------------------------------------------------------------------------------------ figures
@@ -154,6 +164,7 @@ class Phase:
     reports: int = 0
     report_bytes: int = 0
     statuses: int = 0
+    view_bytes: int = 0  # to the sampled workers' sessions, in all
 
     @property
     def virtual_s(self) -> float:
@@ -183,6 +194,7 @@ class SimResult:
     lost_tasks: list[str]  # on the killed nodes when they died
     moves: int  # rebalancing moves made after the return
     real_s: float
+    sampled: tuple[str, ...] = ()  # the workers whose sessions were measured
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -418,6 +430,15 @@ class Simulation:
         self._step_commands: list[Command] = []
         self.last_commit_at = 0.0
         self.check_due = False
+        # Sessions of a sample of workers, served from the leader's replica (its own rng: the
+        # sample does not change the run).
+        workers = [n for n in sorted(self.state.nodes) if n != self.leader_id]
+        sample = random.Random(config.seed + 2).sample(
+            workers, min(config.session_sample, len(workers))
+        )
+        self.views = {nid: ViewBuilder(nid) for nid in sample}
+        for builder in self.views.values():
+            builder.full(self.state)
         self.trace_change: str | None = None  # a task whose failure's pass is measured
         self.single_change: SingleChange | None = None
         self._measure_cpu = 0.0
@@ -517,6 +538,10 @@ class Simulation:
     @property
     def raft_conf(self) -> ConfState:
         return ConfState(voters=(self.leader_id,))
+
+    @property
+    def peer_protocols(self) -> dict[str, int]:
+        return {}  # the simulation's one voter proposes no membership change
 
     def node_load(self, nid: str) -> NodeLoad | None:
         return None
@@ -632,7 +657,16 @@ class Simulation:
         return PeerIdentity(nid, str(node.role), node.cert_generation, float("inf"), "sim", b"")
 
     def _deliver(self, committed: list[Command]) -> None:
-        """The entries reach every node's replica: each executor looks at its tasks."""
+        """The entries reach every node's replica: each executor looks at its tasks; the
+        sampled workers' sessions send what changed in their views."""
+        for builder in self.views.values():
+            changes = builder.changes(self.state)
+            assert changes is not None, "the journal forgot: raise its bound"
+            if changes:
+                for update in updates(
+                    changes, index=0, leader_id=self.leader_id, in_raft=False, reset=False
+                ):
+                    self.phase.view_bytes += len(wire.encode(update))
         touched: dict[str, set[str]] = {}
         for command in committed:
             for sub in commands_in(command):
@@ -779,11 +813,13 @@ class Simulation:
         base, extra = divmod(config.tasks, config.services)
         for s in range(config.services):
             name = f"svc{s:03d}"
+            ports = (PortConfig(30_000 + s, 80),) if s < config.published_services else ()
             spec = ServiceSpec(
                 name=name,
                 image="busybox:sim",
                 replicas=base + (1 if s < extra else 0),
                 reservations=config.reservations,
+                ports=ports,
             )
             service = Service(id=name, spec=spec, created_at=self.now, updated_at=self.now)
             run_sync(self.propose(CreateService(service)))
@@ -891,6 +927,7 @@ def run_scenario(
         lost,
         sim.moves(phases["return"].started_at),
         time.perf_counter() - started,
+        tuple(sim.views),
     )
     return result, sim
 
@@ -902,7 +939,7 @@ def _rate(n: float, s: float) -> str:
     return f"{n / s:,.1f}" if s > 0 else "-"
 
 
-def _phase_lines(phase: Phase, nodes: int) -> list[str]:
+def _phase_lines(phase: Phase, nodes: int, sampled: int) -> list[str]:
     passes = phase.pass_cpu_s
     cpu_per_s = phase.leader_cpu_s / phase.virtual_s if phase.virtual_s > 0 else 0.0
     mean_pass = statistics.fmean(passes) if passes else 0.0
@@ -925,7 +962,9 @@ def _phase_lines(phase: Phase, nodes: int) -> list[str]:
         f"  reports: {phase.reports} ({phase.statuses} statuses), "
         f"{phase.report_bytes / 1e6:.2f} MB; bytes per node per s: up (reports) "
         f"{_rate(phase.report_bytes / nodes, phase.virtual_s)}, "
-        f"down (log to every learner) {_rate(phase.entry_bytes, phase.virtual_s)}",
+        f"down (a worker's session, mean of {sampled} sampled) "
+        f"{_rate(phase.view_bytes / max(1, sampled), phase.virtual_s)}, "
+        f"(the whole log, as a Raft learner got it) {_rate(phase.entry_bytes, phase.virtual_s)}",
     ]
     return lines
 
@@ -942,7 +981,7 @@ def report(result: SimResult) -> str:
         f"classic Swarm p99 scheduling {CLASSIC_SWARM_P99_S * 1e3:.0f} ms at 1,000 nodes",
     ]
     for phase in result.phases.values():
-        lines += _phase_lines(phase, config.nodes)
+        lines += _phase_lines(phase, config.nodes, len(result.sampled))
     if deploy.placed_at is not None:
         placed_s = deploy.placed_at - deploy.started_at
         lines.append(

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Set
 
 from swarmlet.raft.types import ConfChange, ConfChangeKind, ConfState
 from swarmlet.state.model import Node, Role
+from swarmlet.wire.protocol_version import SESSIONS_SINCE
 
 
 def desired_voter_count(target: int, healthy_managers: int) -> int:
@@ -45,7 +46,7 @@ def next_conf_change(
     target_voters: int,
     grace_s: float,
     protocols: Mapping[str, int] = {},  # read only
-    session_protocol: int = 3,
+    session_protocol: int = SESSIONS_SINCE,
 ) -> ConfChange | None:
     """The one membership change to make now, or None. `protocols`: each node's release, as the
     protocol of the last stream with it (absent: not known); from `session_protocol` on, a

@@ -17,7 +17,8 @@ Statuses go the other way as before, batched, to the leader (`node.status_report
 
 Invariants:
   * a manager serves a session only while its own record says it is a manager, and only the
-    view of the node its peer's certificate names: a worker cannot ask for another's;
+    view of the node its peer's certificate names: a worker cannot ask for another's; one
+    session per node (a newer one replaces the older);
   * a worker swaps a full view in only once all of it arrived, and applies a run of updates
     only once it is complete: its executor and proxy never see half a view;
   * a worker keeps its last view while it has no session (no manager reachable, an election):
@@ -45,12 +46,12 @@ from swarmlet.state.worker_view import (
     apply_update,
     updates,
 )
+from swarmlet.wire.protocol_version import SESSIONS_SINCE
 from swarmlet.wire.transport import Address, Counters, FramedStream
 
 log = logging.getLogger(__name__)
 
 VIEW_PROTOCOL = 1  # of `SessionHello`/`ViewUpdate`; a manager refuses one it does not know
-SESSION_PROTOCOL = 3  # the stream protocol (`wire.protocol_version`) that has sessions
 KEEPALIVE_S = 1.0  # a manager sends an update at least this often, changes or not
 DEAD_AFTER_S = 4 * KEEPALIVE_S  # a worker gives a silent session up after this
 RETRY_S = 1.0  # a worker's pause between rounds of managers that all failed
@@ -217,7 +218,7 @@ class WorkerSession:
     async def _session(self, manager_id: str, addr: Address) -> None:
         stream = await self._connect(addr, manager_id)
         async with stream.stream:
-            if (stream.peer_protocol or 0) < SESSION_PROTOCOL:
+            if (stream.peer_protocol or 0) < SESSIONS_SINCE:
                 # An older manager serves no sessions (its leader keeps this node a learner):
                 # asked again only once in a while, as it may be upgraded meanwhile.
                 self._too_old[manager_id] = trio.current_time()

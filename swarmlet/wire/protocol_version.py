@@ -44,6 +44,7 @@ PROTOCOL_VERSION = 3
 # an agent of protocol 1 is spoken to exactly as one of 2: keeping it costs nothing, and a
 # cluster of the release before versioning can still be upgraded one agent at a time.
 OLDEST_PEER_PROTOCOL = 1
+SESSIONS_SINCE = 3  # the first protocol whose workers take their state from sessions
 # Protocol 1 predates versioning: its agents set no ALPN.
 UNVERSIONED_PROTOCOL = 1
 _PREFIX = "swarmlet/"

@@ -23,7 +23,6 @@ from swarmlet.node.worker_sessions import (
     KEEPALIVE_S,
     OLD_MANAGER_RETRY_S,
     RETRY_S,
-    SESSION_PROTOCOL,
     VIEW_PROTOCOL,
     SessionServer,
     WorkerSession,
@@ -39,6 +38,7 @@ from swarmlet.state.worker_view import (
     ViewUpdate,
     updates,
 )
+from swarmlet.wire.protocol_version import SESSIONS_SINCE
 from swarmlet.wire.transport import Address, Counters, FramedStream
 
 TIMEOUT_S = 60  # virtual seconds under the autojump clock: a hang fails, at no cost
@@ -78,7 +78,7 @@ def identity(node_id: str, role: str) -> PeerIdentity:
 def stream_pair(
     worker: str | None = WORKER,
     *,
-    protocol: int = SESSION_PROTOCOL,
+    protocol: int = SESSIONS_SINCE,
     worker_frames: Counters | None = None,
 ) -> tuple[FramedStream, FramedStream]:
     """(the manager's end, knowing `worker` by its certificate; the worker's end, knowing the
@@ -503,7 +503,7 @@ async def test_a_worker_asks_a_manager_too_old_for_sessions_only_once_in_a_while
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     worker = Worker()
-    pairs = [stream_pair(protocol=SESSION_PROTOCOL - 1) for _ in range(5)]
+    pairs = [stream_pair(protocol=SESSIONS_SINCE - 1) for _ in range(5)]
     worker.streams += [worker_end for _, worker_end in pairs]
     with trio.fail_after(TIMEOUT_S * 3):
         async with trio.open_nursery() as nursery:

@@ -652,10 +652,13 @@ class Agent:
     async def read_barrier(self, timeout_s: float = 2.0) -> bool:
         """Make the local state linearizable (ReadIndex). False if no leader answered in time:
         the caller then serves the local, possibly stale, state and says so. On a worker reading
-        its view: whether a manager serves it now (the view follows that manager's state)."""
-        if self.reads_view():
-            return self.worker_session.manager_id is not None
+        its view: whether a manager serves it now (the view follows that manager's state); on a
+        node promoted while it read one, first its Raft replica catching up."""
         with trio.move_on_after(timeout_s):
+            while self.reads_view():
+                if self._wants_session():
+                    return self.worker_session.manager_id is not None
+                await self.raft.wait_applied(self.raft.applied + 1)  # leaves the view, in time
             while True:
                 try:
                     await self.raft.read_barrier()

@@ -568,6 +568,7 @@ class Agent:
             else:
                 self.events.record("node", "join", name, f"node {name} joined gossip")
             self.raft.peer_reachable(member.name)  # its snapshot or catch-up starts now
+            self.worker_session.poke()  # perhaps the first manager this worker hears of
         # Every kind, UPDATE too: a node's meta carries its capacity.
         self.leader.notify()
         self.proxy.notify()

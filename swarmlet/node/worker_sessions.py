@@ -180,6 +180,7 @@ class WorkerSession:
         self.leader_changed = trio.Event()
         self._moved = trio.Event()
         self._rng = rng or random.Random()
+        self._poked = trio.Event()
         self._too_old: dict[str, float] = {}  # manager id -> when it turned out to be too old
 
     is_leader = False  # a worker never leads
@@ -187,6 +188,11 @@ class WorkerSession:
     def drop_view(self) -> None:
         """Stop reading from the view (this node now replicates the state through Raft)."""
         self.view, self.applied = None, 0
+
+    def poke(self) -> None:
+        """A member joined or came back: try the managers again now, not after the pause (a
+        worker that just joined learns of its first manager this way)."""
+        self._poked.set()
 
     async def wait_applied(self, index: int) -> None:
         while self.applied < index:
@@ -213,7 +219,9 @@ class WorkerSession:
                     log.warning("session with manager %s ended: %s", manager_id[:12], exc)
                 finally:
                     self._set_manager(None)
-            await trio.sleep(RETRY_S * (0.5 + self._rng.random()))
+            with trio.move_on_after(RETRY_S * (0.5 + self._rng.random())):
+                await self._poked.wait()
+            self._poked = trio.Event()
 
     async def _session(self, manager_id: str, addr: Address) -> None:
         stream = await self._connect(addr, manager_id)

@@ -29,6 +29,7 @@ Must not know: what a view holds (`state.worker_view`), Docker, the proxy.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -56,6 +57,19 @@ KEEPALIVE_S = 1.0  # a manager sends an update at least this often, changes or n
 DEAD_AFTER_S = 4 * KEEPALIVE_S  # a worker gives a silent session up after this
 RETRY_S = 1.0  # a worker's pause between rounds of managers that all failed
 OLD_MANAGER_RETRY_S = 30.0  # how long a manager too old for sessions is left alone
+
+
+def rendezvous_order(
+    node_id: str, managers: Sequence[tuple[str, Address]]
+) -> list[tuple[str, Address]]:
+    """`managers` in the order a worker tries them for its session: by rendezvous hashing
+    (highest random weight) of the pair, so that the workers spread evenly over the managers
+    rather than all on the leader, and a manager that goes moves only its own workers."""
+
+    def weight(manager: tuple[str, Address]) -> bytes:
+        return hashlib.blake2b(f"{node_id}/{manager[0]}".encode(), digest_size=8).digest()
+
+    return sorted(managers, key=weight, reverse=True)
 
 
 class SessionServer:
@@ -163,7 +177,7 @@ class WorkerSession:
         counters: Counters,
         rng: random.Random | None = None,
     ) -> None:
-        """`managers`: (node id, address) of managers to try, best first; `wanted`: whether this
+        """`managers`: (node id, address) of the managers that may serve; `wanted`: whether this
         node should hold a session now (a worker); `on_update`: the view moved; `rng`: the
         jitter of retries."""
         self.node_id = node_id
@@ -205,7 +219,7 @@ class WorkerSession:
                 await trio.sleep(RETRY_S)
                 continue
             now = trio.current_time()
-            for manager_id, addr in self._managers():
+            for manager_id, addr in rendezvous_order(self.node_id, self._managers()):
                 if manager_id == self.node_id or not self._wanted():
                     continue
                 if self._too_old.get(manager_id, -OLD_MANAGER_RETRY_S) > now - OLD_MANAGER_RETRY_S:

@@ -12,6 +12,7 @@ worker's dead-session timeout cost nothing, and a test can tell a push from a ke
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -26,6 +27,7 @@ from swarmlet.node.worker_sessions import (
     VIEW_PROTOCOL,
     SessionServer,
     WorkerSession,
+    rendezvous_order,
 )
 from swarmlet.raft.types import ConfState
 from swarmlet.state.machine import ClusterState
@@ -538,3 +540,20 @@ async def test_a_node_that_wants_no_session_opens_none(
             assert {manager_id for _, manager_id in worker.connects} == {MANAGER}
             nursery.cancel_scope.cancel()
     assert worker.session.view is None
+
+
+# ------------------------------------------------------------------ which manager serves whom
+
+
+def test_workers_spread_over_the_managers_and_a_lost_manager_moves_only_its_own() -> None:
+    managers = [(f"m{i}", ("127.0.0.1", 7946 + i)) for i in range(3)]
+    workers = [f"w{i:03d}" for i in range(300)]
+    first = {w: rendezvous_order(w, managers)[0][0] for w in workers}
+    counts = Counter(first.values())
+    assert set(counts) == {"m0", "m1", "m2"} and min(counts.values()) >= 70, counts
+    # Every worker tries every manager, each in its own stable order.
+    assert all(sorted(rendezvous_order(w, managers)) == sorted(managers) for w in workers)
+    assert rendezvous_order("w000", managers) == rendezvous_order("w000", managers[::-1])
+    # m1 gone: its workers move to the others; no other worker moves.
+    after = {w: rendezvous_order(w, [managers[0], managers[2]])[0][0] for w in workers}
+    assert {w for w in workers if after[w] != first[w]} == {w for w in workers if first[w] == "m1"}

@@ -638,6 +638,7 @@ class Simulation:
         committed, self._step_commands = self._step_commands, []
         done_at = self.now + (cpu if self.config.charge_cpu else 0.0)
         if committed:
+            self._serve_sessions()
             self.phase.appends += 1  # everything proposed in this step: one group commit
             done_at += self.config.commit_s
             self.at(done_at, self._deliver, committed)
@@ -652,13 +653,10 @@ class Simulation:
             delay = IDLE_PASS_S if result.wakeup_at is None else result.wakeup_at - self.now
             self.wake_leader(done_at + min(max(0.0, delay), IDLE_PASS_S))
 
-    def _peer(self, nid: str) -> PeerIdentity:
-        node = self.state.nodes[nid]
-        return PeerIdentity(nid, str(node.role), node.cert_generation, float("inf"), "sim", b"")
-
-    def _deliver(self, committed: list[Command]) -> None:
-        """The entries reach every node's replica: each executor looks at its tasks; the
-        sampled workers' sessions send what changed in their views."""
+    def _serve_sessions(self) -> None:
+        """What the sampled workers' sessions send for this step's entries (counted with the
+        entries, in the phase that proposed them; the manager's CPU for it is not the leader's
+        in the figures: it is outside the measured step)."""
         for builder in self.views.values():
             changes = builder.changes(self.state)
             assert changes is not None, "the journal forgot: raise its bound"
@@ -667,6 +665,13 @@ class Simulation:
                     changes, index=0, leader_id=self.leader_id, in_raft=False, reset=False
                 ):
                     self.phase.view_bytes += len(wire.encode(update))
+
+    def _peer(self, nid: str) -> PeerIdentity:
+        node = self.state.nodes[nid]
+        return PeerIdentity(nid, str(node.role), node.cert_generation, float("inf"), "sim", b"")
+
+    def _deliver(self, committed: list[Command]) -> None:
+        """The entries reach every node's replica: each executor looks at its tasks."""
         touched: dict[str, set[str]] = {}
         for command in committed:
             for sub in commands_in(command):

@@ -421,15 +421,17 @@ class Executor:
 
     async def _stop(self, task: Task, observed: TaskState) -> None:
         container_id = self._containers[task.id]
+        # The grace period as the decision to stop found it: by the time the stop runs (after
+        # the drain, behind other stops) the service may have left this node's state (a worker's
+        # view drops a service once none of its tasks here is left in the state).
+        service = self._state().services.get(task.service_id)
+        grace = service.spec.stop_grace_period_s if service is not None else 10.0
         try:
             self._stopping.add(task.id)
             if observed <= TaskState.RUNNING:
                 # Leave the proxies first (SHUTDOWN carries no endpoints), then stop.
                 self._observe(task.id, TaskState.SHUTDOWN, endpoints=())
                 await trio.sleep(ENDPOINT_DRAIN_S)
-            state = self._state()
-            service = state.services.get(task.service_id)
-            grace = service.spec.stop_grace_period_s if service is not None else 10.0
             with contextlib.suppress(RuntimeAdapterError):
                 await self.runtime.stop(container_id, grace)
         finally:

@@ -2,10 +2,11 @@
 
 A worker is not in the Raft group: a manager serves it its view over a session
 (`node.worker_sessions`). What a view holds is `state.worker_view`'s; here the claims are checked
-where they matter: the worker's memory and data dir hold no other service's environment or
-config (while they do hold its own: the search can find what is there), its mesh still routes
-to every published service, its CLI says what needs a manager, and a promotion and a demotion
-move a node between the two ways of holding the state.
+where they matter, on hosts each with its own network namespace and Docker Engine: the worker's
+memory and data dir hold no other service's environment or config (while they do hold its own:
+the search can find what is there), its mesh still routes to every published service, and its
+CLI says what needs a manager. On loopback: a promotion and a demotion move a node between the
+two ways of holding the state.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import json
 import os
 import re
 import secrets
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from swarmlet.testing.images import WEB_IMAGE
 from tests.integration.cluster import (
     AgentHandle,
     CommandFailed,
@@ -27,13 +30,14 @@ from tests.integration.cluster import (
     services,
     wait_for,
 )
+from tests.integration.hosts import Host, host_cluster, host_topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.usefixtures("docker_images")]
 
 
 @pytest.fixture
 def cluster_shape() -> tuple[int, int]:
-    return (1, 2)
+    return (1, 2)  # the loopback cluster of the promotion test
 
 
 def process_memory_holds(pid: int, needle: bytes) -> bool:
@@ -69,12 +73,6 @@ def data_dir_holds(data_dir: Path, needle: bytes) -> list[str]:
     return hits
 
 
-def agent_pid(a: AgentHandle) -> int:
-    pid = a.pid()
-    assert pid is not None, f"n{a.index} has no agent"
-    return pid
-
-
 def create(cluster: LocalCluster, *args: str) -> None:
     run_cli("service", "create", *args, data_dir=cluster.agents[0].data_dir, timeout=120)
 
@@ -90,76 +88,106 @@ def running(cluster: LocalCluster, name: str) -> bool:
 
 
 def test_a_worker_holds_its_own_tasks_specs_and_routes_nothing_more(
-    cluster: LocalCluster,
+    tmp_path: Path, docker_images: None
 ) -> None:
-    manager, w1, w2 = cluster.agents
-    other_env = f"OTHER_{secrets.token_hex(8)}".encode()
-    own_env = f"OWN_{secrets.token_hex(8)}".encode()
-    other_config = f"CONFIG_{secrets.token_hex(8)}".encode()
-    config_file = cluster.root / "other.conf"
-    config_file.write_bytes(other_config)
-    run_cli("config", "create", "other-conf", str(config_file), data_dir=manager.data_dir)
-    port = cluster.port + 300
-    create(
-        cluster,
-        "--name",
-        "other",
-        "--env",
-        f"MARKER={other_env.decode()}",
-        "--config",
-        "source=other-conf,target=/other.conf",
-        "--constraint",
-        "node.role==manager",
-        "-p",
-        f"{port}:80",
-        "swarmlet/web:1",
-    )
-    create(
-        cluster,
-        "--name",
-        "own",
-        "--env",
-        f"MARKER={own_env.decode()}",
-        "--constraint",
-        "node.hostname==n2",
-        "swarmlet/web:1",
-    )
-    wait_for("both services running", lambda: running(cluster, "other") and running(cluster, "own"))
+    """On hosts as in production: each agent in its own network namespace with its own Docker
+    Engine (`tests/integration/hosts.py`); h1 manages, h2 and h3 work."""
+    with (
+        host_topology(tmp_path / "hosts", images=[WEB_IMAGE]) as topo,
+        host_cluster(topo, tmp_path / "agents") as cluster,
+    ):
+        cluster.start(managers=1, workers=2)
+        manager, w1, w2 = topo.hosts
+        wait_for(
+            "three ready nodes",
+            lambda: list(cluster.node_status(manager).values()) == ["ready"] * 3,
+            timeout=60,
+        )
+        other_env = f"OTHER_{secrets.token_hex(8)}".encode()
+        own_env = f"OWN_{secrets.token_hex(8)}".encode()
+        other_config = f"CONFIG_{secrets.token_hex(8)}".encode()
+        config_file = tmp_path / "other.conf"
+        config_file.write_bytes(other_config)
+        cluster.cli(manager, "config", "create", "other-conf", str(config_file))
+        port = 8090
+        for name, env, where, extra in (
+            (
+                "other",
+                other_env,
+                "node.role==manager",
+                ["--config", "source=other-conf,target=/other.conf", "-p", f"{port}:80"],
+            ),
+            ("own", own_env, f"node.hostname=={w1.name}", []),
+        ):
+            cluster.cli(
+                manager,
+                "service",
+                "create",
+                "--name",
+                name,
+                "--env",
+                f"MARKER={env.decode()}",
+                "--constraint",
+                where,
+                *extra,
+                WEB_IMAGE,
+                timeout=120,
+            )
 
-    # Neither worker is in the Raft group; each is served by a session.
-    worker_ids = {cluster.node_id(w1), cluster.node_id(w2)}
-    assert not worker_ids & raft_members(cluster)
-    for w in (w1, w2):
-        counters = cluster.status(w)["counters"]
-        assert counters.get("worker_view_updates_applied", 0) > 0, f"n{w.index}: {counters}"
+        def runs(name: str) -> bool:
+            s = cluster.services(manager).get(name)
+            return s is not None and s["replicas_running"] == s["replicas_desired"] == 1
 
-    # Every worker's mesh routes to the service it holds only redacted (no replica there).
-    for w in (w1, w2):
-        wait_for(f"n{w.index} to route {port}", lambda w=w: bool(get(w.host, port)))
+        wait_for("both services running", lambda: runs("other") and runs("own"), timeout=120)
+        assert w1.running("own") == 1 and manager.running("other") == 1  # each host's engine
 
-    # w1 runs `own`: its spec is in w1's memory (so the search finds what is there) ...
-    wait_for(
-        "w1 to hold its own task's environment",
-        lambda: process_memory_holds(agent_pid(w1), own_env),
-    )
-    # ... and nothing of `other`, in memory or on disk; w2 holds neither service's.
-    for w in (w1, w2):
-        pid = agent_pid(w)
-        for needle in (other_env, other_config):
-            assert not process_memory_holds(pid, needle), f"n{w.index} holds {needle!r} in memory"
-            assert not data_dir_holds(w.data_dir, needle), f"n{w.index} holds {needle!r} on disk"
-    assert not process_memory_holds(agent_pid(w2), own_env)
-    # The manager's memory holds both (the search is the same one).
-    assert process_memory_holds(agent_pid(manager), other_env)
+        # Neither worker is in the Raft group; each is served by a session.
+        raft = cluster.status(manager)["raft"]
+        members = set(raft["voters"]) | set(raft["learners"])
+        assert not {cluster.node_id(w1), cluster.node_id(w2)} & members
+        for w in (w1, w2):
+            counters = cluster.status(w)["counters"]
+            assert counters.get("worker_view_updates_applied", 0) > 0, (w.name, counters)
 
-    # A worker's CLI answers what its view holds, and says what needs a manager.
-    nodes = cluster.node_ls(w1)
-    by_name = {n["hostname"]: n for n in nodes}
-    assert by_name["n1"]["leader"] is True and by_name["n1"]["role"] == "manager"
-    assert by_name["n2"]["tasks"] == 1 and by_name["n1"]["tasks"] is None
-    for command in (("service", "ls"), ("service", "ps", "own"), ("config", "ls")):
-        with pytest.raises(CommandFailed, match="run this on a manager \\(n1\\)"):
-            run_cli(*command, data_dir=w1.data_dir)
+        # Every worker's mesh routes to the service it holds only redacted (no replica there).
+        for w in (w1, w2):
+            wait_for(f"{w.name} to route {port}", lambda w=w: bool(answer(w.addr, port)))
+
+        def pid(host: Host) -> int:
+            found = cluster.agent_pid(host)
+            assert found is not None, f"{host.name} has no agent"
+            return found
+
+        # w1 runs `own`: its spec is in w1's memory (so the search finds what is there) ...
+        wait_for(
+            "w1 to hold its own task's environment", lambda: process_memory_holds(pid(w1), own_env)
+        )
+        # ... and nothing of `other`, in memory or on disk; w2 holds neither service's.
+        for w in (w1, w2):
+            for needle in (other_env, other_config):
+                assert not process_memory_holds(pid(w), needle), f"{w.name} holds {needle!r}"
+                assert not data_dir_holds(cluster.data_dir(w), needle), f"{w.name}: {needle!r}"
+        assert not process_memory_holds(pid(w2), own_env)
+        assert process_memory_holds(pid(manager), other_env)  # the same search, on a manager
+
+        # A worker's CLI answers what its view holds, and says what needs a manager.
+        by_name = {n["hostname"]: n for n in cluster.node_ls(w1)}
+        assert by_name[manager.name]["leader"] is True
+        assert by_name[w1.name]["tasks"] == 1 and by_name[manager.name]["tasks"] is None
+        for command in (("service", "ls"), ("service", "ps", "own"), ("config", "ls")):
+            proc = cluster.cli(w1, *command, check=False)
+            assert proc.returncode != 0, command
+            assert f"run this on a manager ({manager.name})" in proc.stderr, proc.stderr
+
+
+def answer(addr: str, port: int) -> str:
+    """A GET through the mesh at addr:port from this (the root) namespace; "" if none."""
+    try:
+        with urllib.request.urlopen(f"http://{addr}:{port}/", timeout=5) as response:
+            body: bytes = response.read()
+            return body.decode().strip()
+    except OSError:
+        return ""
 
 
 def test_a_promoted_worker_joins_raft_and_a_demoted_manager_leaves_it(

@@ -232,7 +232,7 @@ class WorkerSession:
                     self.counters["worker_session_errors"] += 1
                     log.warning("session with manager %s ended: %s", manager_id[:12], exc)
                 finally:
-                    self._set_manager(None)
+                    self.manager_id = None
             with trio.move_on_after(RETRY_S * (0.5 + self._rng.random())):
                 await self._poked.wait()
             self._poked = trio.Event()
@@ -254,7 +254,7 @@ class WorkerSession:
                     update = await stream.receive(expect=(ViewUpdate,))
                 if update is None:
                     return
-                self._set_manager(manager_id)
+                self.manager_id = manager_id
                 staged.append(update)
                 if update.complete:
                     self._apply(staged, first=first)
@@ -278,6 +278,3 @@ class WorkerSession:
         self._moved.set()
         self._moved = trio.Event()
         self._on_update()
-
-    def _set_manager(self, manager_id: str | None) -> None:
-        self.manager_id = manager_id

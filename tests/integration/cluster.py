@@ -332,6 +332,14 @@ def get(host: str, port: int) -> str:
         return body.decode().strip()
 
 
+def answer(host: str, port: int) -> str:
+    """`get`, or "" while nothing answers yet (for `wait_for`)."""
+    try:
+        return get(host, port)
+    except OSError:
+        return ""
+
+
 class RequestLoop:
     """Requests in a background thread until stopped; records every failure (a refused or reset
     connection, a timeout, an HTTP response cut short or malformed), so that a failure shows in

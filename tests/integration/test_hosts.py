@@ -12,14 +12,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from swarmlet.testing.images import BUSYBOX_IMAGE, WEB_IMAGE
-from tests.integration.cluster import _alive, wait_for
+from tests.integration.cluster import _alive, answer, get, wait_for
 from tests.integration.hosts import (
     STATE_DIR,
     Host,
@@ -58,21 +57,6 @@ def can_connect(src: Host, addr: str, port: int) -> bool:
     # link on one bridge answers in well under a millisecond).
     code = f"import socket; socket.create_connection(({addr!r}, {port}), timeout=1).close()"
     return src.run([sys.executable, "-c", code], check=False).returncode == 0
-
-
-def get(addr: str, port: int) -> str:
-    """An HTTP GET from the test process (the root namespace, on the bridge)."""
-    with urllib.request.urlopen(f"http://{addr}:{port}/", timeout=5) as response:
-        body: bytes = response.read()
-        return body.decode().strip()
-
-
-def answer(addr: str, port: int) -> str:
-    """`get`, or "" while nothing answers yet (for `wait_for`)."""
-    try:
-        return get(addr, port)
-    except OSError:
-        return ""
 
 
 def leftovers(plan: Plan, containers: Sequence[str] = ()) -> list[str]:

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import secrets
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from tests.integration.cluster import (
     AgentHandle,
     CommandFailed,
     LocalCluster,
+    answer,
     get,
     run_cli,
     services,
@@ -178,16 +178,6 @@ def test_a_worker_holds_its_own_tasks_specs_and_routes_nothing_more(
             proc = cluster.cli(w1, *command, check=False)
             assert proc.returncode != 0, command
             assert f"run this on a manager ({manager.name})" in proc.stderr, proc.stderr
-
-
-def answer(addr: str, port: int) -> str:
-    """A GET through the mesh at addr:port from this (the root) namespace; "" if none."""
-    try:
-        with urllib.request.urlopen(f"http://{addr}:{port}/", timeout=5) as response:
-            body: bytes = response.read()
-            return body.decode().strip()
-    except OSError:
-        return ""
 
 
 def test_a_promoted_worker_joins_raft_and_a_demoted_manager_leaves_it(

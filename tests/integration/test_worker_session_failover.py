@@ -10,26 +10,15 @@ created afterwards runs on the worker and is routed by it.
 
 from __future__ import annotations
 
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from swarmlet.testing.images import WEB_IMAGE
-from tests.integration.cluster import wait_for
+from tests.integration.cluster import answer, wait_for
 from tests.integration.hosts import Host, HostCluster, host_cluster, host_topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
-
-
-def answer(addr: str, port: int) -> str:
-    """The body of a GET through the mesh at addr:port, or "" while nothing answers."""
-    try:
-        with urllib.request.urlopen(f"http://{addr}:{port}/", timeout=5) as response:
-            body: bytes = response.read()
-            return body.decode().strip()
-    except OSError:
-        return ""
 
 
 def serving_manager(cluster: HostCluster, worker: Host) -> str | None:

@@ -5,8 +5,9 @@ follower, commands per second and p50/p99 latency, beside a 3-member etcd cluste
 
 swarmlet: 3 managers; each writer loops on `node.update` (a label `wK=i` on the target manager's
 own node, so the state does not grow) through the target's control API: a replicated write that
-returns once applied on that node (a follower forwards it to the leader). One control connection
-per call, as the CLI does.
+returns once applied on that node (a follower forwards it to the leader). Each writer keeps its
+control connection alive, as etcd's writers do; `--connection-per-call` opens one per write, as
+the `swarmlet` command does (the figures before 2026-12-04 were measured so).
 
 etcd: 3 members on 127.0.0.21-23 (defaults); each writer loops on `/v3/kv/put` (key `wK`, base64)
 through the target member's HTTP/JSON gateway, on its own keep-alive connection (a process per
@@ -21,6 +22,7 @@ and the load generator's own, which say where a gap comes from when the machine 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import math
 import os
@@ -120,24 +122,41 @@ async def load(
     }
 
 
-def swarmlet_op(target: Agent) -> Callable[[int], Awaitable[Op]]:
+def swarmlet_op(
+    target: Agent, connections: contextlib.AsyncExitStack, per_call: bool
+) -> Callable[[int], Awaitable[Op]]:
     async def make(k: int) -> Op:
         client = target.client
+        # A kept-alive control connection per writer, as etcd's writers keep theirs; or, with
+        # `per_call`, a connection per write, as the `swarmlet` command opens one per run.
+        call = (
+            client.call
+            if per_call
+            else (await connections.enter_async_context(client.connection())).call
+        )
 
         async def op(k: int, i: int) -> None:
-            await client.call("node.update", node=target.name, label_add=[f"w{k}={i}"])
+            await call("node.update", node=target.name, label_add=[f"w{k}={i}"])
 
         return op
 
     return make
 
 
+async def with_connections(
+    run: Callable[[contextlib.AsyncExitStack], Awaitable[dict[str, Any]]],
+) -> dict[str, Any]:
+    """`run` with an exit stack that closes the writers' connections when it returns."""
+    async with contextlib.AsyncExitStack() as connections:
+        return await run(connections)
+
+
 def etcd_op(
-    target: EtcdMember, conns: list[reference.HttpConnection]
+    target: EtcdMember, connections: contextlib.AsyncExitStack
 ) -> Callable[[int], Awaitable[Op]]:
     async def make(k: int) -> Op:
         conn = reference.HttpConnection(target.host, target.client_port)
-        conns.append(conn)
+        connections.push_async_callback(conn.aclose)
         key = reference.b64(f"w{k}")
 
         async def op(k: int, i: int) -> None:
@@ -169,7 +188,14 @@ def swarmlet_bench(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]
         for role, target in (("leader", leader), ("follower", follower)):
             for k in args.writers:
                 point = functools.partial(
-                    trio.run, load, swarmlet_op(target), k, args.duration, args.warmup
+                    trio.run,
+                    with_connections,
+                    lambda connections, k=k, target=target: load(
+                        swarmlet_op(target, connections, args.connection_per_call),
+                        k,
+                        args.duration,
+                        args.warmup,
+                    ),
                 )
                 r = measured(point, list(cluster.pids().values()))
                 r |= {"system": "swarmlet", "via": role}
@@ -200,21 +226,15 @@ def etcd_bench(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
         log(f"etcd: 3 members up; leader {leader.name}, follower {follower.name}")
         for role, target in (("leader", leader), ("follower", follower)):
             for k in args.writers:
-                conns: list[reference.HttpConnection] = []
-
-                async def run(
-                    k: int = k,
-                    target: EtcdMember = target,
-                    conns: list[reference.HttpConnection] = conns,
-                ) -> dict[str, Any]:
-                    try:
-                        return await load(etcd_op(target, conns), k, args.duration, args.warmup)
-                    finally:
-                        for c in conns:
-                            await c.aclose()
-
+                point = functools.partial(
+                    trio.run,
+                    with_connections,
+                    lambda connections, k=k, target=target: load(
+                        etcd_op(target, connections), k, args.duration, args.warmup
+                    ),
+                )
                 pids = [m.proc.pid for m in cluster.members if m.proc is not None]
-                r = measured(functools.partial(trio.run, run), pids)
+                r = measured(point, pids)
                 r |= {"system": "etcd", "via": role}
                 rows.append(r)
                 log(
@@ -282,6 +302,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before")
     parser.add_argument("--quick", action="store_true", help="smoke run: K = 4, 3 s")
     parser.add_argument("--no-etcd", action="store_true")
+    parser.add_argument(
+        "--connection-per-call",
+        action="store_true",
+        help="swarmlet's writers open a control connection per write (as the CLI does)",
+    )
     parser.add_argument("--no-swarmlet", action="store_true")
     parser.add_argument("--json", help="write the figures to this file")
     parser.add_argument("--keep", action="store_true", help="keep data dirs and logs")

@@ -8,9 +8,13 @@ length-prefixed msgpack map of plain values (JSON-like, since most results end u
             | {"ok": false, "error": "message", "type": "UsageError"}
     stream    {"item": ...} ... then {"ok": true, "result": null}    (events, logs -f, ...)
 
-One request per connection keeps the server trivial and makes a hung client harmless. The
-framing and the error mapping are `control_protocol`'s, shared with the blocking client the
-`swarmlet` command uses (`control_client`); `ControlClient` here is the same client for trio code.
+A connection carries requests one after another, each answered before the next is read (the
+`swarmlet` command sends one and closes; a benchmark or the dashboard may keep one open, as an
+HTTP client keeps a connection alive). A stream takes the rest of its connection. Each connection
+is its own task, so a hung client is harmless, and one idle for `IDLE_CONNECTION_S` between
+requests is closed. The framing and the error mapping are `control_protocol`'s, shared with the
+blocking client the `swarmlet` command uses (`control_client`); `ControlClient` here is the same
+client for trio code.
 """
 
 from __future__ import annotations
@@ -43,13 +47,18 @@ Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 Emit = Callable[[Any], Awaitable[None]]
 StreamHandler = Callable[[dict[str, Any], Emit], Awaitable[None]]
 
+IDLE_CONNECTION_S = 300.0  # a kept-alive connection with no request for this long is closed
+_CLOSED = object()  # what the server's `_receive` returns when the client closed
+
 
 async def _send(stream: trio.abc.SendStream, body: Any) -> None:
     await stream.send_all(encode_frame(body))
 
 
-async def _receive(stream: trio.abc.ReceiveStream, buffer: bytearray) -> Any | None:
-    """The next frame's value; None if the peer closed before sending one."""
+async def _receive(
+    stream: trio.abc.ReceiveStream, buffer: bytearray, closed: Any = None
+) -> Any | None:
+    """The next frame's value; `closed` if the peer closed before sending one."""
     while True:
         body = next_frame(buffer)
         if body is not NEED_DATA:
@@ -58,7 +67,7 @@ async def _receive(stream: trio.abc.ReceiveStream, buffer: bytearray) -> Any | N
         if not chunk:
             if closed_inside_frame(buffer):
                 raise RemoteProtocolError("connection closed inside a frame")
-            return None
+            return closed
         buffer.extend(chunk)
 
 
@@ -89,48 +98,54 @@ async def serve_control(
     sock.listen(128)
     listener = trio.SocketListener(sock)
 
+    async def answer(stream: trio.SocketStream, request: Any) -> bool:
+        """Answer one request; False when the connection is done (a stream took it, or the
+        request was malformed)."""
+        if not isinstance(request, dict) or not isinstance(request.get("op"), str):
+            await _send(stream, {"ok": False, "error": "bad request", "type": "UsageError"})
+            return False
+        op = request["op"]
+        args = request.get("args") or {}
+        if not isinstance(args, dict):
+            args = {}
+        try:
+            if op in handlers:
+                result = await handlers[op](args)
+                await _send(stream, {"ok": True, "result": result})
+                return True
+            if op in streams:
+
+                async def emit(item: Any) -> None:
+                    await _send(stream, {"item": item})
+
+                await streams[op](args, emit)
+                await _send(stream, {"ok": True, "result": None})
+                return False
+            await _send(
+                stream, {"ok": False, "error": f"unknown operation {op}", "type": "UsageError"}
+            )
+        except SwarmletError as exc:
+            await _send(stream, _error_body(exc))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise  # the client went away before the answer: not an error of ours
+        except Exception as exc:
+            # A bug of ours in one handler: answer and log it loudly, but keep serving.
+            log.exception("control operation %s failed", op)
+            await _send(
+                stream,
+                {"ok": False, "error": f"internal error in {op}: {exc!r}", "type": "SwarmletError"},
+            )
+        return True
+
     async def handle(stream: trio.SocketStream) -> None:
         buffer = bytearray()
         try:
-            request = await _receive(stream, buffer)
-            if not isinstance(request, dict) or not isinstance(request.get("op"), str):
-                await _send(stream, {"ok": False, "error": "bad request", "type": "UsageError"})
-                return
-            op = request["op"]
-            args = request.get("args") or {}
-            if not isinstance(args, dict):
-                args = {}
-            try:
-                if op in handlers:
-                    result = await handlers[op](args)
-                    await _send(stream, {"ok": True, "result": result})
-                elif op in streams:
-
-                    async def emit(item: Any) -> None:
-                        await _send(stream, {"item": item})
-
-                    await streams[op](args, emit)
-                    await _send(stream, {"ok": True, "result": None})
-                else:
-                    await _send(
-                        stream,
-                        {"ok": False, "error": f"unknown operation {op}", "type": "UsageError"},
-                    )
-            except SwarmletError as exc:
-                await _send(stream, _error_body(exc))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                raise  # the client went away before the answer: not an error of ours
-            except Exception as exc:
-                # A bug of ours in one handler: answer and log it loudly, but keep serving.
-                log.exception("control operation %s failed", op)
-                await _send(
-                    stream,
-                    {
-                        "ok": False,
-                        "error": f"internal error in {op}: {exc!r}",
-                        "type": "SwarmletError",
-                    },
-                )
+            while True:
+                request = _CLOSED  # also when the client stays silent too long
+                with trio.move_on_after(IDLE_CONNECTION_S):
+                    request = await _receive(stream, buffer, closed=_CLOSED)
+                if request is _CLOSED or not await answer(stream, request):
+                    return
         except (trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError):
             pass  # the client went away or spoke nonsense: nothing to answer
         finally:
@@ -144,9 +159,26 @@ async def serve_control(
             os.unlink(path)  # a socket path: metadata only, never blocks for long
 
 
+class ControlConnection:
+    """One kept-alive connection: calls go one after another over it (not concurrently)."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+
+    async def call(self, op: str, **args: Any) -> Any:
+        try:
+            await _send(self._stream, {"op": op, "args": args})
+            body = await _receive(self._stream, self._buffer)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            body = None  # the agent closed it (idle too long, or gone): as a closed answer
+        return response_result(body)
+
+
 class ControlClient:
-    """The trio client (the dashboard's, the benchmarks'). Every method opens its own connection.
-    The `swarmlet` command uses `control_client.BlockingControlClient`, which needs no trio."""
+    """The trio client (the dashboard's, the benchmarks'). `call` and `stream` open a connection
+    each; `connection` keeps one for many calls. The `swarmlet` command uses
+    `control_client.BlockingControlClient`, which needs no trio."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -158,11 +190,14 @@ class ControlClient:
             raise agent_unavailable(self.path, exc) from None
 
     async def call(self, op: str, **args: Any) -> Any:
+        async with self.connection() as connection:
+            return await connection.call(op, **args)
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[ControlConnection]:
         stream = await self._open()
         async with stream:
-            await _send(stream, {"op": op, "args": args})
-            body = await _receive(stream, bytearray())
-        return response_result(body)
+            yield ControlConnection(stream)
 
     @contextlib.asynccontextmanager
     async def stream(self, op: str, **args: Any) -> AsyncIterator[AsyncIterator[Any]]:

@@ -85,6 +85,66 @@ async def test_a_call_round_trips_its_arguments(tmp_path: Path) -> None:
             assert await client.call("echo") == {}
 
 
+async def test_a_kept_connection_answers_calls_in_turn_errors_included(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with control(tmp_path) as (client, _), client.connection() as connection:
+            assert await connection.call("echo", n=1) == {"n": 1}
+            with pytest.raises(UsageError, match="no such service"):
+                await connection.call("usage")
+            with pytest.raises(UsageError, match="unknown operation nope"):
+                await connection.call("nope")
+            assert [await connection.call("echo", n=i) for i in range(50)] == [
+                {"n": i} for i in range(50)
+            ]
+
+
+async def test_pipelined_requests_are_answered_in_order(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with control(tmp_path) as (_, path):
+            stream = await trio.open_unix_socket(str(path))
+            async with stream:
+                await stream.send_all(
+                    b"".join(frame({"op": "echo", "args": {"i": i}}) for i in range(5))
+                )
+                await stream.send_eof()
+                data = b""
+                while chunk := await stream.receive_some(65536):
+                    data += chunk
+            answers = []
+            while data:
+                (length,) = _LEN.unpack(data[:4])
+                answers.append(msgpack.unpackb(data[4 : 4 + length], raw=False))
+                data = data[4 + length :]
+            assert answers == [{"ok": True, "result": {"i": i}} for i in range(5)]
+
+
+async def test_a_stream_or_a_malformed_request_ends_its_connection(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with control(tmp_path) as (_, path):
+            for first in ({"op": "count", "args": {"n": 2}}, {"op": 7}):
+                stream = await trio.open_unix_socket(str(path))
+                async with stream:
+                    await stream.send_all(frame(first) + frame({"op": "echo", "args": {}}))
+                    data = b""
+                    while chunk := await stream.receive_some(65536):
+                        data += chunk
+                assert msgpack.packb({"ok": True, "result": {}}) not in data  # echo not answered
+
+
+async def test_a_connection_idle_too_long_is_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from swarmlet.api import control_socket
+
+    monkeypatch.setattr(control_socket, "IDLE_CONNECTION_S", 0.2)
+    with trio.fail_after(TIMEOUT_S):
+        async with control(tmp_path) as (client, _), client.connection() as connection:
+            assert await connection.call("echo", n=1) == {"n": 1}
+            await trio.sleep(0.5)
+            with pytest.raises(AgentUnavailableError, match="closed the connection"):
+                await connection.call("echo", n=2)
+
+
 @pytest.mark.parametrize(
     ("op", "error", "match"),
     [

@@ -44,6 +44,7 @@ machine returned for its entry, whatever its type, and the driver knows no comma
 from __future__ import annotations
 
 import collections
+import heapq
 import logging
 import random
 import time
@@ -159,7 +160,10 @@ class RaftDriver(Generic[ResultT]):
         self._core_lock = trio.Lock()
         self._wake = trio.Event()
         self._reachable: set[str] = set()  # peers gossip saw come up, for the loop to tell
-        self._applied_changed = trio.Event()
+        # `wait_applied` callers: one event per index awaited, released in index order once
+        # applied reaches it (a heap, so an apply wakes only those whose index it reached).
+        self._applied_events: dict[int, trio.Event] = {}
+        self._applied_heap: list[int] = []
         self._inbox: list[Message] = []  # from peers, stepped by the loop in arrival order
         self._proposals: list[tuple[bytes, _Waiter[ResultT]]] = []  # proposed as one batch
         self._batch_ends: collections.deque[int] = collections.deque()  # last index of each
@@ -268,8 +272,18 @@ class RaftDriver(Generic[ResultT]):
             self._reads.pop(ctx, None)
 
     async def wait_applied(self, index: int) -> None:
-        while self.applied < index:
-            await self._applied_changed.wait()
+        if self.applied >= index:
+            return
+        event = self._applied_events.get(index)
+        if event is None:
+            event = self._applied_events[index] = trio.Event()
+            heapq.heappush(self._applied_heap, index)
+        await event.wait()
+
+    def _release_applied(self) -> None:
+        heap = self._applied_heap
+        while heap and heap[0] <= self.applied:
+            self._applied_events.pop(heapq.heappop(heap)).set()
 
     def peer_reachable(self, peer: str) -> None:
         """`peer` has just come up (gossip says): the loop tells the core, whose leader then
@@ -532,9 +546,8 @@ class RaftDriver(Generic[ResultT]):
         if rd.soft_state is not None:
             self._set_soft_state(rd.soft_state)
         self.core.advance(rd)
+        self._release_applied()
         if rd.committed_entries:
-            self._applied_changed.set()
-            self._applied_changed = trio.Event()
             await self._maybe_compact()
 
     def _set_soft_state(self, soft: SoftState) -> None:

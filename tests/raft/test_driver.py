@@ -104,6 +104,44 @@ async def test_a_proposer_gets_back_what_the_state_machine_answered(tmp_path: Pa
     assert driver.applied == int(second.split(":")[0])
 
 
+async def test_wait_applied_wakes_each_waiter_once_its_index_is_applied(tmp_path: Path) -> None:
+    """Waiters are released in index order as applying reaches them, not woken by every apply;
+    a cancelled waiter leaves its index to the others, and waits on one index share one event
+    (what is held is bounded by the distinct indexes awaited, not by the calls)."""
+    driver = _driver(_seeded(tmp_path), Journal())
+    released: list[tuple[int, int]] = []  # (index awaited, applied when released)
+
+    async def waiter(index: int) -> None:
+        await driver.wait_applied(index)
+        released.append((index, driver.applied))
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            await _lead(driver)
+            start = driver.applied
+            await driver.wait_applied(start)  # already applied: returns at once
+            for offset in (3, 1, 2, 2):
+                nursery.start_soon(waiter, start + offset)
+            with trio.move_on_after(0):
+                await driver.wait_applied(start + 5)  # cancelled at once
+            await _settle()
+            assert released == []
+            assert len(driver._applied_events) == 4  # start + 1, 2, 3, 5: one event per index
+            for text in ("a", "b", "c"):
+                await driver.propose(text.encode())
+                await _settle()
+                reached = driver.applied - start
+                assert all(index - start <= reached for index, _ in released)
+                assert {index - start for index, _ in released} == {1, 2, 3} & set(
+                    range(1, reached + 1)
+                )
+            assert sorted(i - start for i, _ in released) == [1, 2, 2, 3]
+            assert all(applied >= index for index, applied in released)
+            assert list(driver._applied_events) == [start + 5]  # left until applied reaches it
+            nursery.cancel_scope.cancel()
+
+
 async def test_an_empty_proposal_is_refused(tmp_path: Path) -> None:
     driver = _driver(_seeded(tmp_path), Journal())
     with pytest.raises(ValueError, match="no-op"):

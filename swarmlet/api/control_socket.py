@@ -99,8 +99,8 @@ async def serve_control(
     listener = trio.SocketListener(sock)
 
     async def answer(stream: trio.SocketStream, request: Any) -> bool:
-        """Answer one request; False when the connection is done (a stream took it, or the
-        request was malformed)."""
+        """Answer one request; False when the connection is done: a stream took it (however
+        it ended), or the request was malformed."""
         if not isinstance(request, dict) or not isinstance(request.get("op"), str):
             await _send(stream, {"ok": False, "error": "bad request", "type": "UsageError"})
             return False
@@ -112,18 +112,17 @@ async def serve_control(
             if op in handlers:
                 result = await handlers[op](args)
                 await _send(stream, {"ok": True, "result": result})
-                return True
-            if op in streams:
+            elif op in streams:
 
                 async def emit(item: Any) -> None:
                     await _send(stream, {"item": item})
 
                 await streams[op](args, emit)
                 await _send(stream, {"ok": True, "result": None})
-                return False
-            await _send(
-                stream, {"ok": False, "error": f"unknown operation {op}", "type": "UsageError"}
-            )
+            else:
+                await _send(
+                    stream, {"ok": False, "error": f"unknown operation {op}", "type": "UsageError"}
+                )
         except SwarmletError as exc:
             await _send(stream, _error_body(exc))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -135,7 +134,7 @@ async def serve_control(
                 stream,
                 {"ok": False, "error": f"internal error in {op}: {exc!r}", "type": "SwarmletError"},
             )
-        return True
+        return op not in streams
 
     async def handle(stream: trio.SocketStream) -> None:
         buffer = bytearray()

@@ -121,7 +121,11 @@ async def test_pipelined_requests_are_answered_in_order(tmp_path: Path) -> None:
 async def test_a_stream_or_a_malformed_request_ends_its_connection(tmp_path: Path) -> None:
     with trio.fail_after(TIMEOUT_S):
         async with control(tmp_path) as (_, path):
-            for first in ({"op": "count", "args": {"n": 2}}, {"op": 7}):
+            for first in (
+                {"op": "count", "args": {"n": 2}},
+                {"op": "count_then_fail", "args": {"n": 1}},
+                {"op": 7},
+            ):
                 stream = await trio.open_unix_socket(str(path))
                 async with stream:
                     await stream.send_all(frame(first) + frame({"op": "echo", "args": {}}))

@@ -33,6 +33,7 @@ import trio
 
 from swarmlet.api.cluster import LocalAgent
 from swarmlet.api.control_socket import Emit, StreamHandler
+from swarmlet.api.nodes import refuse_on_a_worker
 from swarmlet.errors import RemoteProtocolError, UsageError
 from swarmlet.leader.observation import observe
 from swarmlet.security import peer_policy
@@ -195,7 +196,9 @@ class ServiceLogs:
         """Arguments: `targets` (docker's SERVICE|TASK operands; `service`, one name, is the
         older spelling), `follow`, `tail` (lines per task, None or "all" for all), `since`
         (seconds since the epoch), `details` (the logging driver's attributes of each line).
-        One item per line; see `_item` for its keys."""
+        One item per line; see `_item` for its keys. Refused on a worker, as `service ps` is
+        (the nodes it would ask serve logs to managers only)."""
+        refuse_on_a_worker(self.agent)
         await self.agent.read_barrier()
         refs = args.get("targets") or [args.get("service", "")]
         selection = select(self.agent.state, [str(ref) for ref in refs])

@@ -62,19 +62,25 @@ def managers_only(cluster: ClusterAccess, handlers: Mapping[str, Handler]) -> di
     return {op: guard(handler) for op, handler in handlers.items()}
 
 
+def refuse_on_a_worker(cluster: ClusterAccess) -> None:
+    """UsageError on a worker that holds only its view of the state (`state.worker_view`): what
+    it could answer of services, tasks, secrets or stacks would be its own part of the cluster,
+    not the cluster."""
+    if cluster.reads_view():
+        managers = sorted(n.name for n in cluster.state.managers())
+        raise UsageError(
+            "this node is a worker: it holds only its own tasks' part of the cluster "
+            f"state; run this on a manager ({', '.join(managers) or 'none known'})"
+        )
+
+
 def cluster_reads(cluster: ClusterAccess, handlers: Mapping[str, Handler]) -> dict[str, Handler]:
-    """`handlers` (reads of services, tasks, secrets, stacks), each refused with a UsageError on
-    a worker that holds only its view of the state (`state.worker_view`): what it could answer
-    would be its own part of the cluster, not the cluster."""
+    """`handlers` (reads of services, tasks, secrets, stacks), each refused on a worker
+    (`refuse_on_a_worker`)."""
 
     def guard(handler: Handler) -> Handler:
         async def guarded(args: dict[str, Any]) -> Any:
-            if cluster.reads_view():
-                managers = sorted(n.name for n in cluster.state.managers())
-                raise UsageError(
-                    "this node is a worker: it holds only its own tasks' part of the cluster "
-                    f"state; run this on a manager ({', '.join(managers) or 'none known'})"
-                )
+            refuse_on_a_worker(cluster)
             return await handler(args)
 
         return guarded

@@ -16,6 +16,7 @@ import trio
 
 from swarmlet import crypto
 from swarmlet.api.control_socket import Handler
+from swarmlet.api.logs import ServiceLogs
 from swarmlet.api.nodes import Control
 from swarmlet.api.secrets import SecretControl
 from swarmlet.api.services import ServiceControl
@@ -146,3 +147,19 @@ def test_every_write_is_listed(tmp_path: Path) -> None:
         if handler.__qualname__.startswith("managers_only."):
             writes.add(op)
     assert writes == WRITES
+
+
+async def test_a_worker_reading_its_view_refuses_service_logs(tmp_path: Path) -> None:
+    """`service logs` is a stream, not a handler: refused up front all the same (the nodes it
+    would ask serve logs to managers only)."""
+    agent: Any = StandIn(keyring=None, view=True)  # type: ignore[arg-type] (not reached)
+    agent.state.nodes["m1"] = Node("m1", "m1", "127.0.0.1:1", "127.0.0.1", Role.MANAGER)
+    emitted: list[Any] = []
+
+    async def emit(item: Any) -> None:
+        emitted.append(item)
+
+    logs = ServiceLogs(agent).streams()["service.logs"]
+    with trio.fail_after(5), pytest.raises(UsageError, match=r"run this on a manager \(m1\)"):
+        await logs({"targets": ["web"]}, emit)
+    assert emitted == []

@@ -205,6 +205,9 @@ class StandIn:
     async def read_barrier(self) -> bool:
         return True
 
+    def reads_view(self) -> bool:
+        return False  # a manager's (or a learner's) replica: the logs of any task
+
     def node_name(self, node: str) -> str:
         return self.state.nodes[node].name
 

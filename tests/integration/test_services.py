@@ -280,8 +280,10 @@ def test_a_replicated_job_completes_max_concurrent_at_a_time_and_reruns_on_force
     )  # returns once the job has its completions, as `docker service create` does
     ls = run_cli("service", "ls", data_dir=cluster.agents[0].data_dir).stdout
     assert "0/0 (3/3 completed)" in ls, ls
-    exited = [c for c in cluster.containers(service="batch") if c["state"] == "exited"]
-    assert len(exited) == 3
+    containers = cluster.containers(service="batch")
+    exited = [c for c in containers if c["state"] == "exited"]
+    # (Failed once in CI, 2 of 3, not reproduced in 18 runs since: the whole picture if again.)
+    assert len(exited) == 3, (containers, tasks(cluster, "batch"), ls)
     spans = sorted(
         (info["State"]["StartedAt"], info["State"]["FinishedAt"])
         for info in json.loads(

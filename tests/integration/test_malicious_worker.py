@@ -714,6 +714,51 @@ async def test_a_workers_session_serves_its_own_view_only(
         await off_loop(assert_unchanged, scene, before)
 
 
+async def test_a_worker_holds_one_session_per_manager_however_many_it_opens(
+    scene: Scene,
+) -> None:
+    """A worker that opens session after session to one manager (to make it hold one view per
+    connection) holds one: each new session ends the one before it on the manager's side,
+    counted, and the cluster is unchanged."""
+    with trio.fail_after(TEST_TIMEOUT_S):
+        before = await off_loop(picture, scene)
+        # A manager other than the one serving the real worker's own session (which the first
+        # of these would end, and whose reconnection would end the newest of these).
+        session = (await off_loop(scene.cluster.status, scene.worker))["session"]
+        serving = session["manager_id"] if session is not None else None
+        manager = next(m for m in scene.managers if scene.manager_ids[m.index] != serving)
+        worker = Impostor(scene.worker.data_dir)
+        seen = await off_loop(counters, scene.cluster, manager)
+        opened = 12
+        streams = []
+        for _ in range(opened):
+            stream = await worker.connect(manager)
+            await stream.send(SessionHello())
+            first = await stream.receive(expect=(ViewUpdate,))
+            assert isinstance(first, ViewUpdate) and first.reset, first
+            streams.append(stream)
+        # Every session but the newest is ended by the manager: its stream runs dry (a live one
+        # would go on with a keepalive a second, and this would time out).
+        for i, stream in enumerate(streams[:-1]):
+            with trio.move_on_after(10) as waited, contextlib.suppress(*_CUT):
+                while await stream.receive(expect=(ViewUpdate,)) is not None:
+                    pass
+            assert not waited.cancelled_caught, f"session {i} of {opened} is still served"
+        newest = streams[-1]
+        while not (update := await newest.receive(expect=(ViewUpdate,))).complete:
+            assert update is not None
+        for stream in streams:
+            await stream.stream.aclose()
+        await off_loop(
+            wait_counted,
+            scene.cluster,
+            manager,
+            seen,
+            Counter(worker_sessions_replaced=opened - 1),
+        )
+        await off_loop(assert_unchanged, scene, before)
+
+
 # ---------------------------------------------------------------------------- certificates
 
 

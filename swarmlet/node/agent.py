@@ -171,7 +171,7 @@ class Agent:
                     self.storage, self.identity, self.keys, datadir, autolock_key=unlocked_with
                 )
         datadir.remove_restore_state()  # consumed (the storage holds it), or a leftover
-        self.replicated = ReplicatedState(on_apply=self._on_apply)
+        self.replicated = ReplicatedState()
         self._raft_superseded = False  # whether the data dir says so (`_on_view_update`)
         self._signing_key = datadir.signing_key()  # signs datagrams and this node's Alive
         self.counters = Counters()  # the transport's and every other layer's events, by name
@@ -219,6 +219,7 @@ class Agent:
             config=self.config.raft,
             tick_interval_s=self.config.raft_tick_interval_s,
             on_soft_state=self._on_soft_state,
+            on_applied=self._on_applied,
         )
         self.host = read_host_info()
         self._meta_version = 0
@@ -582,7 +583,8 @@ class Agent:
         self.leader.notify()
         self.sessions.notify()  # workers learn the leader from their sessions
 
-    def _on_apply(self, command: Command, result: ApplyResult) -> None:
+    def _on_applied(self) -> None:
+        """Raft applied a batch of committed entries, or a snapshot."""
         if self.raft.applied >= self.raft.startup_commit:  # no replayed setting rewrites the key
             self.at_rest.notify()  # autolock on, off, rotated: its file follows
         self.sessions.notify()

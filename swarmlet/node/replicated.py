@@ -7,14 +7,13 @@ state, and the `ApplyResult` goes back to the proposer unchanged.
 
 Invariants: a committed entry that does not decode is rejected the same way on every replica
 (an error result, logged, the state untouched), so replicas never diverge and the driver never
-sees an exception. `on_apply` runs after each decoded command is applied, in log order, before
-its proposer is answered; it is how the rest of the node learns that the state changed.
+sees an exception. The rest of the node learns that the state changed from the driver, once per
+applied batch (`RaftDriver`'s `on_applied`), not from here.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from swarmlet.errors import RemoteProtocolError
 from swarmlet.state.commands import Command
@@ -32,9 +31,8 @@ def encode_command(command: Command) -> bytes:
 class ReplicatedState:
     """`ClusterState` behind the `raft.state_machine.StateMachine[ApplyResult]` interface."""
 
-    def __init__(self, on_apply: Callable[[Command, ApplyResult], None] | None = None) -> None:
+    def __init__(self) -> None:
         self.state = ClusterState()
-        self._on_apply = on_apply
 
     def restore(self, data: bytes) -> None:
         self.state = ClusterState.restore(data)
@@ -47,10 +45,7 @@ class ReplicatedState:
             # state stays identical; the command is rejected, loudly.
             log.error("committed entry %d is not a valid command: %s", index, exc)
             return ApplyResult(False, error=f"undecodable command: {exc}")
-        result = self.state.apply(command)
-        if self._on_apply is not None:
-            self._on_apply(command, result)
-        return result
+        return self.state.apply(command)
 
     def snapshot(self) -> bytes:
         return self.state.snapshot()

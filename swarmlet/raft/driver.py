@@ -130,6 +130,7 @@ class RaftDriver(Generic[ResultT]):
         snapshot_every: int = 2000,
         max_batches_in_flight: int = 2,
         on_soft_state: Callable[[SoftState], None] | None = None,
+        on_applied: Callable[[], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.node_id = node_id
@@ -140,6 +141,10 @@ class RaftDriver(Generic[ResultT]):
         self.tick_interval_s = tick_interval_s
         self.snapshot_every = snapshot_every
         self._on_soft_state = on_soft_state
+        # Called once a Ready's committed entries (or a snapshot) are applied, before anyone
+        # waiting on them runs: one wake-up of whatever follows the state per batch, not per
+        # entry.
+        self._on_applied = on_applied
         hard_state, snapshot, entries = storage.load()
         state_machine.restore(snapshot.data)
         self.applied = snapshot.meta.index
@@ -538,6 +543,8 @@ class RaftDriver(Generic[ResultT]):
                 self._send(msg)
         for entry in rd.committed_entries:
             self._apply(entry)
+        if (rd.committed_entries or rd.snapshot is not None) and self._on_applied is not None:
+            self._on_applied()
         for read in rd.read_states:
             pending = self._reads.get(read.ctx)
             if pending is not None:

@@ -7,7 +7,7 @@ can look like idleness). A lone voter elects itself after a few ticks of 50 ms."
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -68,7 +68,12 @@ def _seeded(path: Path) -> RaftStorage:
     return storage
 
 
-def _driver(storage: RaftStorage, journal: Journal, snapshot_every: int = 2000) -> RaftDriver[str]:
+def _driver(
+    storage: RaftStorage,
+    journal: Journal,
+    snapshot_every: int = 2000,
+    on_applied: Callable[[], None] | None = None,
+) -> RaftDriver[str]:
     return RaftDriver(
         NODE,
         storage,
@@ -78,6 +83,7 @@ def _driver(storage: RaftStorage, journal: Journal, snapshot_every: int = 2000) 
         config=RaftConfig(election_ticks=4, heartbeat_ticks=1),
         tick_interval_s=0.05,
         snapshot_every=snapshot_every,
+        on_applied=on_applied,
     )
 
 
@@ -239,6 +245,36 @@ async def test_concurrent_proposals_share_appends_and_fsyncs(tmp_path: Path) -> 
     assert sorted(journal.lines[1:]) == sorted(f"w{i}" for i in range(100))
     # Proposals pending together went into the log together: far fewer writes than entries.
     assert storage.entry_saves - before <= 10
+
+
+async def test_on_applied_is_called_once_per_applied_batch_before_its_proposers_resume(
+    tmp_path: Path,
+) -> None:
+    """What follows the state (the executor, the proxy, the leader's duties) is woken once per
+    batch of applied entries, not once per entry, and already knows of an entry when its
+    proposer gets the answer."""
+    storage = _counting(tmp_path, (NODE,))
+    journal = Journal()
+    calls: list[int] = []  # entries applied at each call
+    driver = _driver(storage, journal, on_applied=lambda: calls.append(len(journal.lines)))
+
+    async def write(i: int) -> None:
+        await driver.propose(f"w{i}".encode())
+        assert calls and calls[-1] >= journal.lines.index(f"w{i}") + 1
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            await _lead(driver)
+            before, saves = len(calls), storage.entry_saves
+            async with trio.open_nursery() as writers:
+                for i in range(100):
+                    writers.start_soon(write, i)
+            nursery.cancel_scope.cancel()
+    batches = calls[before:]
+    assert batches[-1] == len(journal.lines) == 101  # the seed, then the 100 writes
+    assert len(batches) <= storage.entry_saves - saves + 1  # once per batch, not per entry
+    assert batches == sorted(batches)
 
 
 async def test_a_follower_refuses_proposals_at_once(tmp_path: Path) -> None:

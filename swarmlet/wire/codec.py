@@ -51,6 +51,8 @@ def register(type_id: int, cls: type[Any]) -> None:
     _id_by_type[cls] = type_id
     _decoders.clear()  # a union compiled before may name this class
     _plans.clear()
+    _encoders.clear()
+    _struct_encoders.clear()
 
 
 def register_all(first_id: int, classes: Iterable[type[Any]]) -> None:
@@ -72,6 +74,7 @@ def _fields(cls: type[Any]) -> tuple[tuple[str, Any], ...]:
 
 
 def _to_plain(value: Any) -> Any:
+    """Any value as msgpack's plain values (the generic path; messages take `_encode_struct`)."""
     if value is None or isinstance(value, bool | int | float | str | bytes):
         return value.value if isinstance(value, enum.Enum) else value
     if isinstance(value, enum.Enum):
@@ -80,17 +83,83 @@ def _to_plain(value: Any) -> Any:
         return [_to_plain(v) for v in value]
     if isinstance(value, dict):
         return {k: _to_plain(v) for k, v in value.items()}
+    return _encode_struct(value)
+
+
+# Encoding is compiled too, per field type, like decoding below: each compiled encoder gives
+# exactly what `_to_plain` gives (the bytes are signed, checksummed and persisted), and hands any
+# value of another type than the one it was compiled for to `_to_plain`.
+
+_Encoder = Callable[[Any], Any]
+_PLAIN_TYPES = frozenset({type(None), bool, int, float, str, bytes})
+_encoders: dict[Any, _Encoder] = {}
+_struct_encoders: dict[type[Any], _Encoder] = {}
+
+
+def _encode_struct(value: Any) -> Any:
     cls = type(value)
-    type_id = _id_by_type.get(cls)
-    if type_id is None:
-        raise LocalProtocolError(f"{cls.__name__} is not a registered wire type")
-    fields = _fields(cls)
-    end = len(fields)
-    for name, default in reversed(_appended_defaults(cls)):  # the last fields, in order
-        if getattr(value, name) != default:
-            break
-        end -= 1
-    return [type_id, [_to_plain(getattr(value, name)) for name, _ in fields[:end]]]
+    encoder = _struct_encoders.get(cls)
+    if encoder is None:
+        if cls not in _id_by_type:
+            raise LocalProtocolError(f"{cls.__name__} is not a registered wire type")
+        encoder = _struct_encoders[cls] = _compile_struct_encoder(cls)
+    return encoder(value)
+
+
+def _compile_struct_encoder(cls: type[Any]) -> _Encoder:
+    type_id = _id_by_type[cls]
+    fields = tuple((name, _encoder(hint)) for name, hint in _fields(cls))
+    trailing = tuple(reversed(_appended_defaults(cls)))  # last field first
+
+    def struct(value: Any) -> Any:
+        end = len(fields)
+        for name, default in trailing:  # left out while they hold their defaults
+            if getattr(value, name) != default:
+                break
+            end -= 1
+        return [type_id, [encode(getattr(value, name)) for name, encode in fields[:end]]]
+
+    return struct
+
+
+def _encoder(hint: Any) -> _Encoder:
+    encoder = _encoders.get(hint)
+    if encoder is None:
+        encoder = _encoders[hint] = _compile_encoder(hint)
+    return encoder
+
+
+def _plain_or_generic(value: Any) -> Any:
+    return value if type(value) in _PLAIN_TYPES else _to_plain(value)
+
+
+def _compile_encoder(hint: Any) -> _Encoder:
+    origin = typing.get_origin(hint)
+    if origin is tuple or origin is list:
+        args = typing.get_args(hint)
+        if origin is list or (len(args) == 2 and args[1] is Ellipsis):
+            item = _encoder(args[0])
+
+            def sequence(value: Any) -> Any:
+                if type(value) is not tuple and type(value) is not list:
+                    return _to_plain(value)
+                return [item(v) for v in value]
+
+            return sequence
+        return _to_plain
+    if origin is dict:
+        of_value = _encoder(typing.get_args(hint)[1])
+
+        def mapping(value: Any) -> Any:
+            if type(value) is not dict:
+                return _to_plain(value)
+            return {k: of_value(v) for k, v in value.items()}
+
+        return mapping
+    if isinstance(hint, type) and hint in _id_by_type:
+        return lambda value: None if value is None else _encode_struct(value)
+    # Scalars, enums, unions, Any: a plain value as it is, anything else the generic way.
+    return _plain_or_generic
 
 
 def appended(since: int, **field_args: Any) -> Any:
@@ -129,9 +198,7 @@ def _appended_defaults(cls: type[Any]) -> tuple[tuple[str, Any], ...]:
 
 def encode(msg: Any) -> bytes:
     """Encode a registered dataclass instance. Raises LocalProtocolError for anything else."""
-    if type(msg) not in _id_by_type:
-        raise LocalProtocolError(f"{type(msg).__name__} is not a registered wire type")
-    return msgpack.packb(_to_plain(msg), use_bin_type=True)
+    return msgpack.packb(_encode_struct(msg), use_bin_type=True)
 
 
 # ---------------------------------------------------------------------------------------- decode

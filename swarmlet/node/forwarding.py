@@ -218,15 +218,14 @@ class WriteForwarding:
             nonce=os.urandom(proposeauth.NONCE_BYTES),
             now=time.time(),
         )
-        with trio.fail_after(self.write_timeout_s):
+        with trio.fail_after(self.write_timeout_s):  # the answer, then the entry applied here
             link = self._link_to(leader, addr)
             if link is not None:
                 reply = await link.call(request)
             else:
                 reply = await self._forward_alone(leader, addr, request)
-        if reply.not_leader:
-            raise NotLeaderError(reply.leader_hint or None)
-        with trio.fail_after(self.write_timeout_s):
+            if reply.not_leader:
+                raise NotLeaderError(reply.leader_hint or None)
             await self.raft.wait_applied(reply.index)
         return ApplyResult(reply.ok, reply.error, reply.value)
 

@@ -1,7 +1,7 @@
 """The blocking client of the control socket: what the `swarmlet` command asks its local agent.
 
-One request per connection, as the server expects (`control_socket`): connect, send the request
-frame, read response frames until the answer. A plain blocking `socket` does this in a few
+One request per connection (the server would take more: `control_socket`): connect, send the
+request frame, read response frames until the answer. A plain blocking `socket` does this in a few
 system calls; the command runs one request at a time and has nothing to do while it waits, so
 it does not load trio (an event loop costs more to import than the whole request takes).
 `control_socket.ControlClient` is the same client for trio code (the dashboard, the benchmarks);

@@ -21,8 +21,6 @@ from tests.executor.test_secretfiles import (
     Harness,
     _state,
     _task,
-    autojump_clock,  # noqa: F401 (a fixture)
-    secrets_root,  # noqa: F401 (a fixture)
 )
 
 
@@ -37,8 +35,8 @@ class GraceRecordingRuntime(FakeRuntime):
 
 
 async def test_a_stop_keeps_the_grace_period_of_its_decision_after_the_service_left(
-    secrets_root: Path,  # noqa: F811
-    autojump_clock: trio.testing.MockClock,  # noqa: F811
+    secrets_root: Path,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     runtime = GraceRecordingRuntime(secrets_root)
     state = _state(_task("t1"))

@@ -290,19 +290,6 @@ class Harness:
         )
 
 
-@pytest.fixture
-def secrets_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "tmpfs" / "swarmlet"
-    root.parent.mkdir()
-    monkeypatch.setattr(secretfiles, "tmpfs_root", lambda: root)
-    return root
-
-
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
 async def _settle() -> None:
     await trio.testing.wait_all_tasks_blocked()
     await trio.sleep(1.0)  # virtual time: the stop's endpoint drain, the reconcile passes

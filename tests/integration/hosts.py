@@ -611,6 +611,15 @@ class HostCluster:
         """{hostname: status} as `observer` sees it."""
         return {n["hostname"]: n["status"] for n in self.node_ls(observer)}
 
+    def wait_all_ready(self, observer: Host, timeout: float = 60) -> None:
+        """Until `observer` sees every member of this cluster ready."""
+        count = len(self.members)
+        wait_for(
+            f"{count} ready nodes",
+            lambda: list(self.node_status(observer).values()) == ["ready"] * count,
+            timeout=timeout,
+        )
+
     def node_id(self, host: Host) -> str:
         node_id: str = self.status(host)["node_id"]
         return node_id

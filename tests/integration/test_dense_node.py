@@ -39,11 +39,7 @@ def test_a_node_runs_150_tasks_and_every_agent_stays_up(
     ):
         cluster.start(managers=1, workers=2)
         manager, dense, other = topo.hosts
-        wait_for(
-            "three ready nodes",
-            lambda: list(cluster.node_status(manager).values()) == ["ready"] * 3,
-            timeout=60,
-        )
+        cluster.wait_all_ready(manager)
         hosts = (manager, dense, other)
         pids = {h.name: cluster.agent_pid(h) for h in hosts}
         meta_bytes = {h.name: cluster.status(h)["gossip"]["meta_bytes"] for h in hosts}

@@ -98,11 +98,7 @@ def test_a_worker_holds_its_own_tasks_specs_and_routes_nothing_more(
     ):
         cluster.start(managers=1, workers=2)
         manager, w1, w2 = topo.hosts
-        wait_for(
-            "three ready nodes",
-            lambda: list(cluster.node_status(manager).values()) == ["ready"] * 3,
-            timeout=60,
-        )
+        cluster.wait_all_ready(manager)
         other_env = f"OTHER_{secrets.token_hex(8)}".encode()
         own_env = f"OWN_{secrets.token_hex(8)}".encode()
         other_config = f"CONFIG_{secrets.token_hex(8)}".encode()

@@ -53,11 +53,7 @@ def test_a_worker_moves_its_session_when_its_manager_dies(
     ):
         cluster.start(managers=3, workers=1)
         managers, worker = topo.hosts[:3], topo.hosts[3]
-        wait_for(
-            "four ready nodes",
-            lambda: list(cluster.node_status(managers[0]).values()) == ["ready"] * 4,
-            timeout=60,
-        )
+        cluster.wait_all_ready(managers[0])
         before_port, after_port = 8081, 8082
         pinned_service(cluster, managers[0], "before", worker, before_port)
         wait_for("the worker to route", lambda: bool(answer(worker.addr, before_port)), timeout=120)

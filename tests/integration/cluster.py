@@ -251,10 +251,16 @@ class LocalCluster:
                     os.kill(pid, signal.SIGKILL)
         if self.cluster_id:
             ids = [c["id"] for c in self.containers()]
+            # Bounded: an engine that hangs (CI saw `docker rm -f` wait 10 minutes on containers
+            # whose shims were gone) fails this test with TimeoutExpired instead of the run.
             if ids:
-                subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
+                subprocess.run(
+                    ["docker", "rm", "-f", *ids], capture_output=True, check=False, timeout=120
+                )
             for network in self.networks():
-                subprocess.run(["docker", "network", "rm", network], capture_output=True)
+                subprocess.run(
+                    ["docker", "network", "rm", network], capture_output=True, timeout=60
+                )
         for a in self.agents:
             remove_secret_files(a.data_dir)
 

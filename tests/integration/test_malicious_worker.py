@@ -749,13 +749,15 @@ async def test_a_worker_holds_one_session_per_manager_however_many_it_opens(
             assert update is not None
         for stream in streams:
             await stream.stream.aclose()
-        await off_loop(
-            wait_counted,
-            scene.cluster,
-            manager,
-            seen,
-            Counter(worker_sessions_replaced=opened - 1),
-        )
+
+        def replaced() -> int | None:
+            now = counters(scene.cluster, manager)["worker_sessions_replaced"]
+            delta = now - seen["worker_sessions_replaced"]
+            return delta if delta >= opened - 1 else None
+
+        # At least one replacement per session after the first; the real worker's own session
+        # may move to this manager meanwhile and add one (CI saw 12 once).
+        await off_loop(wait_for, "the replaced sessions to be counted", replaced)
         await off_loop(assert_unchanged, scene, before)
 
 

@@ -28,7 +28,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -259,7 +259,8 @@ class WriteForwarding:
         self, stream: FramedStream, request: ProposeRequest, addr: Address
     ) -> None:
         """Answer one forwarded write (this node is, or was, the leader)."""
-        await stream.send(await self._answer(stream.peer, request))
+        (reply,) = await self._answer(stream.peer, (request,))
+        await stream.send(reply)
 
     async def serve_batches(self, stream: FramedStream, first: object) -> None:
         """Answer a link's `ProposeBatch`es (this node is, or was, the leader), each as soon
@@ -274,18 +275,38 @@ class WriteForwarding:
                     break  # the answers under way are still sent, or dropped if they cannot be
 
     async def _answer_batch(self, stream: FramedStream, batch: ProposeBatch) -> None:
-        replies: list[ProposeReply] = [ProposeReply(False)] * len(batch.requests)
-
-        async def answer(i: int, request: ProposeRequest) -> None:
-            replies[i] = await self._answer(stream.peer, request)
-
-        async with trio.open_nursery() as nursery:
-            for i, request in enumerate(batch.requests):
-                nursery.start_soon(answer, i, request)
+        replies = await self._answer(stream.peer, batch.requests)
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             await stream.send(ProposeBatchReply(batch.seq, tuple(replies)))
 
-    async def _answer(self, peer: PeerIdentity | None, request: ProposeRequest) -> ProposeReply:
+    async def _answer(
+        self, peer: PeerIdentity | None, requests: Sequence[ProposeRequest]
+    ) -> list[ProposeReply]:
+        """Check each request on its own, propose those that pass in one batch, and answer
+        each once its entry is applied here (or lost, or refused)."""
+        refusals = [self._refusal(peer, request) for request in requests]
+        accepted = [
+            r.command for r, refusal in zip(requests, refusals, strict=True) if refusal is None
+        ]
+        outcomes: list[ApplyResult | NotLeaderError]
+        try:
+            # The bytes the proposer signed are what the log holds: no re-encoding.
+            outcomes = await self.raft.propose_many(accepted)
+        except NotLeaderError as exc:
+            outcomes = [exc] * len(accepted)
+        answers = iter(outcomes)
+        return [
+            refusal if refusal is not None else self._reply(next(answers)) for refusal in refusals
+        ]
+
+    def _reply(self, outcome: ApplyResult | NotLeaderError) -> ProposeReply:
+        if isinstance(outcome, NotLeaderError):
+            return ProposeReply(False, not_leader=True, leader_hint=outcome.leader_hint or "")
+        return ProposeReply(outcome.ok, outcome.error, outcome.value, index=self.raft.applied)
+
+    def _refusal(self, peer: PeerIdentity | None, request: ProposeRequest) -> ProposeReply | None:
+        """The answer to a request that may not be proposed; None if it may (its nonce is then
+        remembered)."""
         # Who sent it is the connection's certificate, not the request's `proposer`: only a
         # manager now, and only in its own name (the MAC alone would pass a demoted manager
         # that kept the managers' key).
@@ -304,10 +325,6 @@ class WriteForwarding:
             return ProposeReply(False, error=f"write refused: {refusal}")
         try:
             wire.decode(request.command, expect=COMMANDS)  # only a valid command is committed
-            # The bytes the proposer signed are what the log holds: no re-encoding.
-            result = await self.raft.propose(request.command)
-        except NotLeaderError as exc:
-            return ProposeReply(False, not_leader=True, leader_hint=exc.leader_hint or "")
         except RemoteProtocolError as exc:
             return ProposeReply(False, error=f"invalid command: {exc}")
-        return ProposeReply(result.ok, result.error, result.value, index=self.raft.applied)
+        return None

@@ -48,7 +48,7 @@ import heapq
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar, cast
 
@@ -227,27 +227,47 @@ class RaftDriver(Generic[ResultT]):
         Raises NotLeaderError (with the hint) if this node is not the leader, or if leadership
         was lost before the entry committed (the caller may retry with the new leader).
         """
-        if not data:
+        (outcome,) = await self.propose_many((data,))
+        if isinstance(outcome, NotLeaderError):
+            raise outcome
+        return outcome
+
+    async def propose_many(self, datas: Sequence[bytes]) -> list[ResultT | NotLeaderError]:
+        """Propose each of `datas`, in order and in one append with whatever else is pending,
+        and wait until each is applied here or lost. Per entry: what the state machine
+        answered, or the NotLeaderError (with the hint) of an entry lost with the leadership.
+        One caller for a whole batch (a follower's forwarded writes), not a task per entry.
+
+        Raises NotLeaderError at once if this node is not the leader.
+        """
+        if not all(datas):
             raise ValueError("an entry without data is Raft's own no-op: propose some data")
+        if not datas:
+            return []
         if not self.is_leader:
-            self.proposal_outcomes["not_leader"] += 1
+            self.proposal_outcomes["not_leader"] += len(datas)
             raise NotLeaderError(self.core.leader_id)
-        waiter = _Waiter[ResultT]()
-        self._proposals.append((data, waiter))
+        waiters = [_Waiter[ResultT]() for _ in datas]
+        self._proposals.extend(zip(datas, waiters, strict=True))
         self._wake.set()
         started = time.perf_counter()  # real time (not a test's MockClock), cheaper than trio's
+        outcomes: list[ResultT | NotLeaderError] = []
         try:
-            await waiter.done.wait()
+            for waiter in waiters:  # applied in order: after the first wait, most are done
+                if not waiter.done.is_set():
+                    await waiter.done.wait()
+                if not waiter.committed:
+                    self.proposal_outcomes["lost"] += 1
+                    outcomes.append(NotLeaderError(waiter.leader_hint))
+                    continue
+                self.proposal_outcomes["committed"] += 1
+                self.proposal_latency.observe(time.perf_counter() - started)
+                # A committed NORMAL entry with data always went through the state machine.
+                outcomes.append(cast(ResultT, waiter.result))
         except trio.Cancelled:
-            self.proposal_outcomes["abandoned"] += 1
+            self.proposal_outcomes["abandoned"] += len(waiters) - len(outcomes)
             raise
-        if not waiter.committed:
-            self.proposal_outcomes["lost"] += 1
-            raise NotLeaderError(waiter.leader_hint)
-        self.proposal_outcomes["committed"] += 1
-        self.proposal_latency.observe(time.perf_counter() - started)
-        # A committed NORMAL entry with data always went through the state machine.
-        return cast(ResultT, waiter.result)
+        return outcomes
 
     async def propose_conf_change(self, change: ConfChange) -> None:
         async with self._core_lock:

@@ -247,6 +247,39 @@ async def test_concurrent_proposals_share_appends_and_fsyncs(tmp_path: Path) -> 
     assert storage.entry_saves - before <= 10
 
 
+async def test_propose_many_appends_a_batch_in_order_and_answers_each_entry(
+    tmp_path: Path,
+) -> None:
+    """One caller for a batch (a follower's forwarded writes): consecutive entries in one
+    append, each with its own answer, in the order given."""
+    storage = _counting(tmp_path, (NODE,))
+    journal = Journal()
+    driver = _driver(storage, journal)
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            await _lead(driver)
+            saves = storage.entry_saves
+            answers = await driver.propose_many([f"b{i}".encode() for i in range(20)])
+            assert await driver.propose_many([]) == []
+            nursery.cancel_scope.cancel()
+    assert all(isinstance(a, str) for a in answers)
+    assert [str(a).split(":")[1] for a in answers] == [f"b{i}" for i in range(20)]
+    indexes = [int(str(a).split(":")[0]) for a in answers]
+    assert indexes == list(range(indexes[0], indexes[0] + 20))
+    assert storage.entry_saves - saves == 1
+    assert driver.proposal_outcomes["committed"] == 20
+
+
+async def test_propose_many_on_a_follower_refuses_the_batch_at_once(tmp_path: Path) -> None:
+    driver = _driver(_counting(tmp_path, (NODE, "n2", "n3")), Journal())
+    with pytest.raises(NotLeaderError):
+        await driver.propose_many([b"x", b"y"])
+    with pytest.raises(ValueError, match="no-op"):
+        await driver.propose_many([b"x", b""])
+    assert driver.proposal_outcomes["not_leader"] == 2
+
+
 async def test_on_applied_is_called_once_per_applied_batch_before_its_proposers_resume(
     tmp_path: Path,
 ) -> None:

@@ -76,6 +76,9 @@ class SessionStatus(Protocol):
     @property
     def applied(self) -> int: ...
 
+    @property
+    def live(self) -> bool: ...
+
 
 class ClusterAccess(Protocol):
     """The replicated cluster through this node: read it, wait until it is current, write it."""

@@ -185,11 +185,13 @@ class Control:
                 # The cluster key's epoch this node seals its datagrams under (`node rm` raises it).
                 "key_epoch": agent.transport.datagram_keys.epoch,
             },
-            # A worker's session (`node.worker_sessions`): who serves its view, at which index;
+            # A worker's session (`node.worker_sessions`): who serves its view, at which index,
+            # and whether a manager served it since the start (False: the view kept on disk);
             # None on a node that reads a Raft replica.
             "session": {
                 "manager_id": agent.worker_session.manager_id,
                 "index": agent.worker_session.applied,
+                "live": agent.worker_session.live,
             }
             if agent.reads_view()
             else None,

@@ -61,6 +61,7 @@ from swarmlet.node.reconnect import RECONNECT_INTERVAL_S, reconnect_targets
 from swarmlet.node.replica_source import ReplicaSource
 from swarmlet.node.replicated import ReplicatedState, encode_command
 from swarmlet.node.status_reports import StatusIntake, StatusReporter
+from swarmlet.node.view_store import ViewStore
 from swarmlet.node.worker_sessions import SessionServer, WorkerSession
 from swarmlet.proxy.mesh import Proxy, Route, routes_from
 from swarmlet.raft.driver import RaftDriver, RaftStreamHello
@@ -183,6 +184,10 @@ class Agent:
             wanted=self._wants_session,
             on_update=self._on_view_update,
             counters=self.counters,
+            # Its own cipher: the storage's seals in a thread, and a nonce is a counter.
+            store=ViewStore(
+                datadir.path, at_rest.AtRest.cipher_of(data_key), self.node_id, self.counters
+            ),
         )
         # Before Raft has loaded the state: a certificate this node issues itself at start
         # says manager of generation 0, and is renewed as soon as the state says otherwise.
@@ -642,13 +647,14 @@ class Agent:
     async def sync_state(self) -> bool:
         """Bring the local state up to date before acting on it after a start: first everything
         this node knew was committed, then a ReadIndex barrier; on a worker without a Raft
-        replica, a whole view from a manager. False if neither came within 5 s."""
+        replica, a whole view from a manager (not the one kept on disk). False if neither came
+        within 5 s."""
         if self._wants_session() and (
             self.worker_session.view is not None or not self.raft.applied
         ):
             with trio.move_on_after(5.0):
-                await self.worker_session.wait_applied(1)
-            return self.worker_session.view is not None
+                await self.worker_session.wait_live()
+            return self.worker_session.live
         await self.raft.wait_applied(self.raft.startup_commit)
         return await self.read_barrier(timeout_s=5.0)
 

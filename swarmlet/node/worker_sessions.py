@@ -22,7 +22,8 @@ Invariants:
   * a worker swaps a full view in only once all of it arrived, and applies a run of updates
     only once it is complete: its executor and proxy never see half a view;
   * a worker keeps its last view while it has no session (no manager reachable, an election):
-    its tasks keep running and its proxy keeps serving the routes it had.
+    its tasks keep running and its proxy keeps serving the routes it had; and across a restart,
+    from its disk (`node.view_store`), though never as a current view (`live`).
 
 Must not know: what a view holds (`state.worker_view`), Docker, the proxy.
 """
@@ -37,6 +38,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import trio
 
 from swarmlet.errors import RemoteProtocolError
+from swarmlet.node.view_store import SAVE_INTERVAL_S, ViewStore
 from swarmlet.raft.types import ConfState
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import Role
@@ -175,11 +177,13 @@ class WorkerSession:
         wanted: Callable[[], bool],
         on_update: Callable[[], None],
         counters: Counters,
+        store: ViewStore | None = None,
         rng: random.Random | None = None,
     ) -> None:
         """`managers`: (node id, address) of the managers that may serve; `wanted`: whether this
-        node should hold a session now (a worker); `on_update`: the view moved; `rng`: the
-        jitter of retries."""
+        node should hold a session now (a worker); `on_update`: the view moved; `store`: where
+        the view is kept across restarts (the last one is loaded here); `rng`: the jitter of
+        retries."""
         self.node_id = node_id
         self._connect = connect
         self._managers = managers
@@ -196,12 +200,28 @@ class WorkerSession:
         self._rng = rng or random.Random()
         self._poked = trio.Event()
         self._too_old: dict[str, float] = {}  # manager id -> when it turned out to be too old
+        # Whether a manager served the view in this run: a view loaded from the disk is the
+        # last one this node saw, not a current one.
+        self.live = False
+        self._store = store
+        self._unsaved = trio.Event()
+        stored = store.load() if store is not None else None
+        if stored is not None:
+            self.view, self.applied = stored.state, stored.index
+            self.leader_id, self.in_raft = stored.leader_id, stored.in_raft
 
     is_leader = False  # a worker never leads
 
     def drop_view(self) -> None:
         """Stop reading from the view (this node now replicates the state through Raft)."""
-        self.view, self.applied = None, 0
+        self.view, self.applied, self.live = None, 0, False
+        if self._store is not None:
+            self._store.remove()
+
+    async def wait_live(self) -> None:
+        """Until a manager has served this run a whole view."""
+        while not self.live:
+            await self._moved.wait()
 
     def poke(self) -> None:
         """A member joined or came back: try the managers again now, not after the pause (a
@@ -213,7 +233,33 @@ class WorkerSession:
             await self._moved.wait()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
+        async with trio.open_nursery() as nursery:
+            if self._store is not None:
+                nursery.start_soon(self._keep, self._store)
+            if self.view is not None:
+                self._on_update()  # the stored view: what follows the state looks at it
+            task_status.started()
+            await self._hold_sessions()
+
+    async def _keep(self, store: ViewStore) -> None:
+        """Save the view after it moved, at most once every SAVE_INTERVAL_S."""
+        while True:
+            await self._unsaved.wait()
+            self._unsaved = trio.Event()
+            view = self.view
+            if view is not None:
+                sealed = store.encode(view, self.applied, self.leader_id, in_raft=self.in_raft)
+                try:
+                    await trio.to_thread.run_sync(store.save, sealed)
+                    self.counters["worker_view_saved"] += 1
+                except OSError as exc:  # a full or read-only disk: the view is only not kept
+                    self.counters["worker_view_save_errors"] += 1
+                    log.warning("could not keep the view on disk: %s", exc)
+                if self.view is None:  # dropped (promoted) while it was written: not kept
+                    store.remove()
+            await trio.sleep(SAVE_INTERVAL_S)
+
+    async def _hold_sessions(self) -> None:
         while True:
             if not self._wanted():
                 await trio.sleep(RETRY_S)
@@ -269,7 +315,13 @@ class WorkerSession:
         view = ClusterState() if run[0].reset or self.view is None else self.view
         for update in run:
             apply_update(view, update, self.node_id)
+        # Saved when what the disk keeps moved, not for a keepalive's index alone (an idle
+        # worker writes nothing).
+        changed = any(u.reset or u.cluster is not None or u.records() for u in run)
+        if changed or (last.leader_id or None, last.in_raft) != (self.leader_id, self.in_raft):
+            self._unsaved.set()
         self.view, self.applied, self.in_raft = view, last.index, last.in_raft
+        self.live = True
         self.counters["worker_view_updates_applied"] += len(run)
         if (last.leader_id or None) != self.leader_id:
             self.leader_id = last.leader_id or None

@@ -14,12 +14,15 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
+from swarmlet import crypto
 from swarmlet.certs import PeerIdentity
+from swarmlet.node.view_store import SAVE_INTERVAL_S, ViewStore
 from swarmlet.node.worker_sessions import (
     KEEPALIVE_S,
     OLD_MANAGER_RETRY_S,
@@ -137,11 +140,13 @@ class Worker:
         managers: Sequence[tuple[str, Address]] = ((MANAGER, MANAGER_ADDR),),
         *,
         wanted: bool = True,
+        store: ViewStore | None = None,
     ) -> None:
         self.streams: list[FramedStream] = []
         self.connects: list[tuple[float, str]] = []
         self.wanted = wanted
         self.counters = Counters()
+        self.updates = 0  # calls of `on_update`
         self._updated = trio.Event()
         self.session = WorkerSession(
             node_id=WORKER,
@@ -150,6 +155,7 @@ class Worker:
             wanted=lambda: self.wanted,
             on_update=self._on_update,
             counters=self.counters,
+            store=store,
         )
 
     async def _connect(self, addr: Address, node_id: str) -> FramedStream:
@@ -160,6 +166,7 @@ class Worker:
         return self.streams.pop(0)
 
     def _on_update(self) -> None:
+        self.updates += 1
         self._updated.set()
         self._updated = trio.Event()
 
@@ -247,6 +254,74 @@ async def test_a_worker_holds_the_view_its_manager_serves_and_follows_each_chang
             nursery.cancel_scope.cancel()
     assert serving(session) is None  # no session any more; the view stays
     assert session.view is not None
+
+
+# ------------------------------------------------------------------------ the view on disk
+
+
+async def saves(counters: Counters, n: int) -> None:
+    """Until the worker saved its view `n` times: in a real thread, which no trio event reports,
+    so polled (the autojump clock lets virtual time run meanwhile)."""
+    while counters["worker_view_saved"] < n:  # noqa: ASYNC110
+        await trio.sleep(0.01)
+
+
+async def test_a_restarted_worker_starts_from_its_stored_view_but_never_as_a_current_one(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A worker keeps the view a manager served on its disk; restarted while no manager
+    answers, it starts from that view (what follows the state is told once), though not
+    `live`: `sync_state` waits for a manager's; a promotion removes it."""
+    key = crypto.new_key()
+    manager, worker = (
+        Manager(cluster()),
+        Worker(store=ViewStore(tmp_path, crypto.Sealer(key), WORKER, Counters())),
+    )
+    manager_end, worker_end = stream_pair()
+    worker.streams.append(worker_end)
+    stored = tmp_path / "worker-view.sealed"
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(manager.on_stream, manager_end)
+            await nursery.start(worker.session.run)
+            await worker.session.wait_live()
+            await saves(worker.counters, 1)
+            assert stored.exists()
+            # Changes meanwhile are saved at most once an interval.
+            manager.state.tasks["t3"] = Task("t3", "s", 3, 1, node_id=WORKER)
+            manager.index = INDEX + 1
+            manager.server.notify()
+            await worker.until(lambda: worker.session.applied == INDEX + 1)
+            manager.state.tasks["t4"] = Task("t4", "s", 4, 1, node_id=WORKER)
+            manager.index = INDEX + 2
+            manager.server.notify()
+            await worker.until(lambda: worker.session.applied == INDEX + 2)
+            started = trio.current_time()
+            await saves(worker.counters, 2)
+            assert trio.current_time() - started >= SAVE_INTERVAL_S - 0.1
+            await trio.sleep(3 * SAVE_INTERVAL_S)
+            assert worker.counters["worker_view_saved"] == 2  # both changes in one save
+            nursery.cancel_scope.cancel()
+    served = worker.session.view
+    assert served is not None and worker.session.live
+
+    counters = Counters()
+    restarted = Worker(store=ViewStore(tmp_path, crypto.Sealer(key), WORKER, counters))
+    session = restarted.session  # every manager refuses its connections
+    assert session.view is not None and not session.live
+    assert session.view.snapshot() == served.snapshot()
+    assert (session.applied, session.leader_id, session.in_raft) == (INDEX + 2, MANAGER, False)
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(session.run)
+            assert restarted.updates == 1  # the executor and the proxy look at the stored view
+            with trio.move_on_after(10 * RETRY_S):
+                await session.wait_live()
+            assert not session.live and len(restarted.connects) > 1
+            session.drop_view()  # promoted: the node reads its Raft replica from now on
+            assert not stored.exists()
+            nursery.cancel_scope.cancel()
+    assert counters["worker_view_unreadable"] == 0
 
 
 # ---------------------------------------------------------------------------------- staging

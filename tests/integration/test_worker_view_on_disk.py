@@ -1,0 +1,112 @@
+"""A worker restarted while no manager answers starts from the view it kept on its disk
+(`node.view_store`): its mesh routes to its replicas, which keep running, and once a manager is
+back its session brings a live view and the worker runs what is created afterwards."""
+
+from __future__ import annotations
+
+import pytest
+
+from swarmlet.node.view_store import ViewStore
+from swarmlet.security import at_rest
+from swarmlet.state.model import TaskState
+from swarmlet.wire.transport import Counters
+from tests.integration.cluster import (
+    AgentHandle,
+    LocalCluster,
+    answer,
+    run_cli,
+    services,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.usefixtures("docker_images")]
+
+
+@pytest.fixture
+def cluster_shape() -> tuple[int, int]:
+    return (1, 1)
+
+
+def stored_endpoints(cluster: LocalCluster, worker: AgentHandle) -> int:
+    """Running tasks with endpoints in the view the worker keeps on its disk (opened as the
+    agent opens it, with its data key)."""
+    key = at_rest.read_data_key(worker.data_dir)
+    assert key is not None
+    node_id = cluster.node_id(worker)
+    stored = ViewStore(worker.data_dir, at_rest.AtRest.cipher_of(key), node_id, Counters()).load()
+    if stored is None:
+        return 0
+    statuses = stored.state.task_status.values()
+    return sum(1 for s in statuses if s.state is TaskState.RUNNING and s.endpoints)
+
+
+def test_a_worker_restarted_without_managers_routes_and_keeps_its_replicas(
+    cluster: LocalCluster,
+) -> None:
+    manager, worker = cluster.agents
+    port = cluster.port + 300
+    run_cli(
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "2",
+        "--constraint",
+        "node.role==worker",
+        "-p",
+        f"{port}:80",
+        "swarmlet/web:1",
+        data_dir=manager.data_dir,
+        timeout=120,
+    )
+    replicas = {c["id"] for c in cluster.containers(service="web")}
+    assert len(replicas) == 2
+    wait_for(
+        "the worker's mesh to reach both replicas",
+        lambda: len({answer(worker.host, port) for _ in range(6)} - {""}) == 2,
+    )
+    # Saved at most every 2 s: a worker killed sooner after a change starts without it.
+    wait_for("the worker to keep both replicas", lambda: stored_endpoints(cluster, worker) == 2)
+
+    cluster.kill(manager)
+    cluster.kill(worker)
+    assert answer(worker.host, port) == ""  # nothing listens: the agent is down
+    cluster.restart(worker)
+    # From the stored view alone: no manager is up to serve one.
+    wait_for(
+        "the restarted worker's mesh to reach both replicas",
+        lambda: len({answer(worker.host, port) for _ in range(6)} - {""}) == 2,
+    )
+    assert {c["id"] for c in cluster.containers(service="web") if c["state"] == "running"} == (
+        replicas
+    )
+    session = cluster.status(worker)["session"]
+    assert (session["manager_id"], session["live"]) == (None, False)
+    assert session["index"] > 0  # the index the stored view reflects
+    # A worker's reads name the managers to ask, as before (it serves no cluster reads).
+    refused = run_cli("service", "ls", data_dir=worker.data_dir, check=False)
+    assert refused.returncode != 0
+
+    cluster.restart(manager)
+    wait_for(
+        "the manager to see the worker ready",
+        lambda: {n["hostname"]: n["status"] for n in cluster.node_ls(manager)}.get("n2") == "ready",
+        timeout=60,
+    )
+    run_cli(
+        "service",
+        "create",
+        "--name",
+        "after",
+        "--constraint",
+        "node.role==worker",
+        "swarmlet/web:1",
+        data_dir=manager.data_dir,
+        timeout=120,
+    )
+    assert services(cluster)["after"]["replicas_running"] == 1
+    assert services(cluster)["web"]["replicas_running"] == 2
+    assert {c["id"] for c in cluster.containers(service="web") if c["state"] == "running"} == (
+        replicas
+    )

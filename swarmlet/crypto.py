@@ -75,6 +75,7 @@ AAD_MANAGER_KEY = b"swarmlet/manager-key/1/"  # + the node id the blob is record
 AAD_DELIVERY = b"swarmlet/secret-delivery/1/"  # + node, task and request nonce (`delivery_aad`)
 AAD_JOIN_PROOF = b"swarmlet/join-proof/1/"  # + the joining node's id
 AAD_CLUSTER_KEY = b"swarmlet/cluster-key/1/"  # + the node id and the epoch (`cluster_key_aad`)
+AAD_WORKER_VIEW = b"swarmlet/worker-view/1/"  # + the node id: a view kept for that node alone
 
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64

@@ -176,7 +176,17 @@ class Agent:
         self._raft_superseded = False  # whether the data dir says so (`_on_view_update`)
         self._signing_key = datadir.signing_key()  # signs datagrams and this node's Alive
         self.counters = Counters()  # the transport's and every other layer's events, by name
-        # A worker's state: its view, served by a manager (`node.worker_sessions`).
+        # A worker's state: its view, served by a manager (`node.worker_sessions`), and kept
+        # on its disk (`node.view_store`). Its own cipher: the storage seals in a thread, and
+        # a nonce is a counter.
+        view_store = ViewStore(
+            datadir.worker_view_file,
+            at_rest.AtRest.cipher_of(data_key),
+            self.node_id,
+            self.counters,
+        )
+        if datadir.manager_key_file.exists():
+            view_store.remove()  # a manager reads its Raft replica, never a worker's old view
         self.worker_session = WorkerSession(
             node_id=self.node_id,
             connect=self._connect,
@@ -184,10 +194,7 @@ class Agent:
             wanted=self._wants_session,
             on_update=self._on_view_update,
             counters=self.counters,
-            # Its own cipher: the storage's seals in a thread, and a nonce is a counter.
-            store=ViewStore(
-                datadir.path, at_rest.AtRest.cipher_of(data_key), self.node_id, self.counters
-            ),
+            store=view_store,
         )
         # Before Raft has loaded the state: a certificate this node issues itself at start
         # says manager of generation 0, and is renewed as soon as the state says otherwise.

@@ -5,38 +5,46 @@ mesh routes nothing (published ports refuse on that host) and its executor does 
 manager serves a session. Swarm's agent keeps its assignments in a local store for the same
 reason. Here the worker keeps its last whole view (`state.worker_view`: its own tasks and what
 its mesh routes), sealed under its data key (`security.at_rest`: like the Raft log, it holds its
-services' environment) and bound to the node (the node id is in the seal's associated data).
+services' environment) and bound to the node (`crypto.AAD_WORKER_VIEW` + its id).
 
 Written by `WorkerSession` after its view moved, at most once every `SAVE_INTERVAL_S` (a view
-may be megabytes): a crash loses the last seconds of changes, which the next session brings.
-Read once, at start. Removed when the node stops reading views (a promotion).
+may be megabytes), and once more when the agent stops: a crash loses the last seconds of
+changes, which the next session brings. Read once, at start. Removed when the node stops
+reading views (a promotion), and at the start of a node that holds the managers' key: a
+manager reads its Raft replica, never a view left from its worker days.
 
 A stored view is never taken for a current one (`WorkerSession.live`): until a manager has
 served a whole view, the executor removes no container it cannot place (it may belong to a
-task assigned after the save) and the proxy routes what the view routes. A view that cannot be
-opened or decoded (another key, a torn or altered file) is set aside, logged and counted: the
-next session brings a whole one.
+task assigned after the save), and replaces no task (the leader does); it does start a task
+the view assigns to this node that has no container yet, as Swarm's agent does from its store.
+A view that cannot be read (another node's or another key's, torn, altered, too large, an I/O
+error) is set aside, logged and counted, never loaded: the next session brings a whole one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
+import trio
 
-from swarmlet.crypto import Sealer
+from swarmlet.crypto import AAD_WORKER_VIEW, Sealer
 from swarmlet.errors import RemoteProtocolError
-from swarmlet.security.datadir import write_atomic
-from swarmlet.state.machine import ClusterState
+from swarmlet.security.datadir import remove_durably, write_atomic
+from swarmlet.state.machine import ClusterState, StateSnapshot
+from swarmlet.wire import bounds
+from swarmlet.wire import codec as wire
 from swarmlet.wire.transport import Counters
 
 log = logging.getLogger(__name__)
 
-FILE_NAME = "worker-view.sealed"
 SAVE_INTERVAL_S = 2.0  # at most one save per interval, however often the view moves
-_AAD = b"swarmlet worker view "
+# What a view may weigh on disk: a state snapshot decodes up to the codec's bound (a Raft
+# snapshot's), beyond which a view could not be loaded, so it is not written either.
+MAX_BYTES = wire.MAX_MESSAGE_BYTES + 4096
 _FORMAT = 1
 
 
@@ -48,56 +56,98 @@ class StoredView:
     in_raft: bool  # whether the node was still in the managers' Raft configuration (a learner)
 
 
+@dataclass(frozen=True, slots=True)
+class ViewToSave:
+    """A view's records as they were at one moment on the event loop (immutable records, so
+    the thread that encodes them sees that moment, whatever the loop applies meanwhile)."""
+
+    snapshot: StateSnapshot
+    index: int
+    leader_id: str | None
+    in_raft: bool
+
+
+class UnreadableView(Exception):
+    pass
+
+
 class ViewStore:
-    def __init__(self, data_dir: Path, cipher: Sealer, node_id: str, counters: Counters) -> None:
-        self.path = data_dir / FILE_NAME
-        self._cipher = cipher
-        self._aad = _AAD + node_id.encode()
+    def __init__(self, path: Path, cipher: Sealer, node_id: str, counters: Counters) -> None:
+        self.path = path
+        self._cipher = cipher  # this store's own: its nonces are a counter
+        self._aad = AAD_WORKER_VIEW + node_id.encode()
         self._counters = counters
 
-    def encode(
-        self, view: ClusterState, index: int, leader_id: str | None, *, in_raft: bool
-    ) -> bytes:
-        """What `save` writes: taken on the event loop, where the view is never half-applied."""
-        blob = msgpack.packb(
-            {
-                "format": _FORMAT,
-                "index": index,
-                "leader": leader_id or "",
-                "in_raft": in_raft,
-                "state": view.snapshot(),
-            }
-        )
-        return self._cipher.seal(blob, self._aad)
+    @staticmethod
+    def take(view: ClusterState, index: int, leader_id: str | None, in_raft: bool) -> ViewToSave:
+        """On the event loop, where the view is never half-applied: cheap (tuples of records)."""
+        return ViewToSave(view.snapshot_record(), index, leader_id, in_raft)
 
-    def save(self, sealed: bytes) -> None:
-        """Replace the stored view with `sealed` (from `encode`); blocking: run it in a thread."""
+    def save(self, taken: ViewToSave) -> None:
+        """Replace the stored view (blocking, and CPU for a large view: run it in a thread).
+        Raises OSError if the disk refuses; a view too large to be loaded is not written."""
+        body = [_FORMAT, taken.index, taken.leader_id or "", taken.in_raft]
+        body.append(wire.encode(taken.snapshot))
+        sealed = self._cipher.seal(msgpack.packb(body, use_bin_type=True), self._aad)
+        if len(sealed) > MAX_BYTES:
+            self._counters["worker_view_too_large"] += 1
+            log.warning("the view (%d bytes) is too large to be kept on disk", len(sealed))
+            return
         write_atomic(self.path, sealed)
 
-    def load(self) -> StoredView | None:
+    async def write(self, taken: ViewToSave) -> None:
+        """`save` in a thread: the disk, and the encoding of a large view, off the event loop."""
+        await trio.to_thread.run_sync(self.save, taken)
+
+    def read(self) -> StoredView | None:
+        """The stored view, None if there is none; UnreadableView (with why) if there is one
+        that cannot be read. Touches nothing."""
         try:
+            size = self.path.stat().st_size
+            if size > MAX_BYTES:
+                raise UnreadableView(f"{size} bytes, more than a view may weigh ({MAX_BYTES})")
             sealed = self.path.read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise UnreadableView(str(exc)) from None
         try:
-            fields = msgpack.unpackb(self._cipher.open(sealed, self._aad))
-            if not isinstance(fields, dict) or fields.get("format") != _FORMAT:
-                raise ValueError(f"not a stored view of format {_FORMAT}")
-            index, leader, in_raft = fields["index"], fields["leader"], fields["in_raft"]
+            fields = bounds.unpack(self._cipher.open(sealed, self._aad), MAX_BYTES)
+            if not isinstance(fields, list) or len(fields) != 5 or fields[0] != _FORMAT:
+                raise UnreadableView(f"not a view of format {_FORMAT}")
+            _, index, leader, in_raft, state = fields
             if not (
-                isinstance(index, int) and isinstance(leader, str) and isinstance(in_raft, bool)
+                isinstance(index, int)
+                and isinstance(leader, str)
+                and isinstance(in_raft, bool)
+                and isinstance(state, bytes)
             ):
-                raise ValueError("malformed index, leader or Raft membership")
-            state = ClusterState.restore(fields["state"])
-            stored = StoredView(state, index, leader or None, bool(in_raft))
-        except (RemoteProtocolError, ValueError, KeyError, TypeError) as exc:
+                raise UnreadableView("a malformed index, leader, Raft membership or state")
+            return StoredView(ClusterState.restore(state), index, leader or None, in_raft)
+        except RemoteProtocolError as exc:  # the seal, the msgpack bounds, the snapshot
+            raise UnreadableView(str(exc)) from None
+
+    def load(self) -> StoredView | None:
+        """`read`, with a view that cannot be read set aside (renamed `.unreadable`, for a
+        person to look at), logged and counted."""
+        try:
+            stored = self.read()
+        except UnreadableView as exc:
             self._counters["worker_view_unreadable"] += 1
             aside = self.path.with_name(self.path.name + ".unreadable")
-            self.path.replace(aside)
-            log.warning("set aside the stored view %s, which cannot be read (%s)", aside, exc)
+            with contextlib.suppress(OSError):
+                self.path.replace(aside)
+            log.warning("set aside the stored view %s, which cannot be read: %s", aside, exc)
             return None
-        log.info("loaded the view stored at index %d (until a manager serves one)", stored.index)
+        if stored is not None:
+            log.info(
+                "loaded the view stored at index %d (until a manager serves one)", stored.index
+            )
         return stored
 
     def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
+        try:
+            remove_durably(self.path)
+        except OSError as exc:  # it is then set aside at the next start, or overwritten
+            self._counters["worker_view_remove_errors"] += 1
+            log.warning("could not remove the stored view %s: %s", self.path, exc)

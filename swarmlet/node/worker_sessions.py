@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import trio
 
 from swarmlet.errors import RemoteProtocolError
-from swarmlet.node.view_store import SAVE_INTERVAL_S, ViewStore
+from swarmlet.node.view_store import SAVE_INTERVAL_S, ViewStore, ViewToSave
 from swarmlet.raft.types import ConfState
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import Role
@@ -242,22 +242,45 @@ class WorkerSession:
             await self._hold_sessions()
 
     async def _keep(self, store: ViewStore) -> None:
-        """Save the view after it moved, at most once every SAVE_INTERVAL_S."""
-        while True:
-            await self._unsaved.wait()
-            self._unsaved = trio.Event()
-            view = self.view
-            if view is not None:
-                sealed = store.encode(view, self.applied, self.leader_id, in_raft=self.in_raft)
+        """Save the view after it moved, at most once every SAVE_INTERVAL_S (off the event
+        loop); a change not saved yet when the agent stops is saved then, on the way out
+        (blocking: the loop has nothing left to do)."""
+        try:
+            while True:
+                await self._unsaved.wait()
+                self._unsaved = trio.Event()
+                taken = self._take(store)
+                if taken is not None:
+                    try:
+                        await store.write(taken)
+                    except OSError as exc:
+                        self._save_failed(exc)
+                    else:
+                        self.counters["worker_view_saved"] += 1
+                    if self.view is None:  # dropped (promoted) while it was written
+                        store.remove()
+                await trio.sleep(SAVE_INTERVAL_S)
+        finally:
+            taken = self._take(store) if self._unsaved.is_set() else None
+            if taken is not None:
                 try:
-                    await trio.to_thread.run_sync(store.save, sealed)
+                    store.save(taken)
+                except OSError as exc:
+                    self._save_failed(exc)
+                else:
                     self.counters["worker_view_saved"] += 1
-                except OSError as exc:  # a full or read-only disk: the view is only not kept
-                    self.counters["worker_view_save_errors"] += 1
-                    log.warning("could not keep the view on disk: %s", exc)
-                if self.view is None:  # dropped (promoted) while it was written: not kept
-                    store.remove()
-            await trio.sleep(SAVE_INTERVAL_S)
+
+    def _take(self, store: ViewStore) -> ViewToSave | None:
+        view = self.view
+        return (
+            None if view is None else store.take(view, self.applied, self.leader_id, self.in_raft)
+        )
+
+    def _save_failed(self, exc: OSError) -> None:
+        """A full or read-only disk: tried again after the interval, change or not."""
+        self._unsaved.set()
+        self.counters["worker_view_save_errors"] += 1
+        log.warning("could not keep the view on disk: %s", exc)
 
     async def _hold_sessions(self) -> None:
         while True:

@@ -13,6 +13,8 @@ Layout (all files owned by the agent's user, the directory and secrets 0700/0600
                        carries it sealed to this node (join as a manager, promotion); removed
                        when it is demoted or removed from the cluster
     raft/              the Raft log, hard state and snapshots (`swarmlet.raft.storage`)
+    worker-view.sealed a worker's last view of the state, sealed under its data key
+                       (`node.view_store`); removed when the node becomes a manager
     control.sock       the control API (Unix socket, 0600); found by `datadir_location`
     agent.pid          the running agent's pid
     agent.log          the agent's log when it runs in the background
@@ -81,6 +83,15 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         raise
     os.close(fd)
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def remove_durably(path: Path) -> None:
+    """Remove `path` if it is there, and fsync its directory: a crash does not bring it back."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
     _fsync_dir(path.parent)
 
 
@@ -165,6 +176,11 @@ class DataDir:
         keeps the Raft log of its learner days (an upgrade, a demotion): dropped at the next
         start (`drop_superseded_raft_log`)."""
         return self.path / "raft.superseded"
+
+    @property
+    def worker_view_file(self) -> Path:
+        """A worker's last view, sealed under its data key (`node.view_store`)."""
+        return self.path / "worker-view.sealed"
 
     @property
     def restore_file(self) -> Path:

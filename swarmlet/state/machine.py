@@ -330,26 +330,29 @@ class ClusterState:
     # ------------------------------------------------------------------------- snapshots
 
     def snapshot(self) -> bytes:
-        return wire.encode(
-            StateSnapshot(
-                cluster_id=self.cluster_id,
-                created_at=self.created_at,
-                sealed_worker_token=self.sealed_worker_token,
-                sealed_manager_token=self.sealed_manager_token,
-                target_voters=self.target_voters,
-                nodes=tuple(self.nodes.values()),
-                services=tuple(self.services.values()),
-                tasks=tuple(self.tasks.values()),
-                secrets=tuple(self.secrets.values()),
-                vip_counters=dict(self.vip_counters),
-                managers_public_key=self.managers_public_key,
-                removed_nodes=dict(self.removed_nodes),
-                task_status=tuple(self.task_status.values()),
-                port_errors=dict(self.port_errors),
-                autolock=self.autolock,
-                sealed_unlock_key=self.sealed_unlock_key,
-                sealed_ca_seed=self.sealed_ca_seed,
-            )
+        return wire.encode(self.snapshot_record())
+
+    def snapshot_record(self) -> StateSnapshot:
+        """What `snapshot` encodes: the records as they are now (immutable: a copy of the
+        tables, cheap, which another thread may encode while this state moves on)."""
+        return StateSnapshot(
+            cluster_id=self.cluster_id,
+            created_at=self.created_at,
+            sealed_worker_token=self.sealed_worker_token,
+            sealed_manager_token=self.sealed_manager_token,
+            target_voters=self.target_voters,
+            nodes=tuple(self.nodes.values()),
+            services=tuple(self.services.values()),
+            tasks=tuple(self.tasks.values()),
+            secrets=tuple(self.secrets.values()),
+            vip_counters=dict(self.vip_counters),
+            managers_public_key=self.managers_public_key,
+            removed_nodes=dict(self.removed_nodes),
+            task_status=tuple(self.task_status.values()),
+            port_errors=dict(self.port_errors),
+            autolock=self.autolock,
+            sealed_unlock_key=self.sealed_unlock_key,
+            sealed_ca_seed=self.sealed_ca_seed,
         )
 
     @classmethod

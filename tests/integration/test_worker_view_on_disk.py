@@ -8,6 +8,7 @@ import pytest
 
 from swarmlet.node.view_store import ViewStore
 from swarmlet.security import at_rest
+from swarmlet.security.datadir import DataDir
 from swarmlet.state.model import TaskState
 from swarmlet.wire.transport import Counters
 from tests.integration.cluster import (
@@ -28,12 +29,13 @@ def cluster_shape() -> tuple[int, int]:
 
 
 def stored_endpoints(cluster: LocalCluster, worker: AgentHandle) -> int:
-    """Running tasks with endpoints in the view the worker keeps on its disk (opened as the
-    agent opens it, with its data key)."""
+    """Running tasks with endpoints in the view the worker keeps on its disk, opened as the
+    agent opens it, with its data key (`read`: the agent's file is left as it is)."""
     key = at_rest.read_data_key(worker.data_dir)
     assert key is not None
-    node_id = cluster.node_id(worker)
-    stored = ViewStore(worker.data_dir, at_rest.AtRest.cipher_of(key), node_id, Counters()).load()
+    path = DataDir(worker.data_dir).worker_view_file
+    cipher = at_rest.AtRest.cipher_of(key)
+    stored = ViewStore(path, cipher, cluster.node_id(worker), Counters()).read()
     if stored is None:
         return 0
     statuses = stored.state.task_status.values()
@@ -110,3 +112,35 @@ def test_a_worker_restarted_without_managers_routes_and_keeps_its_replicas(
     assert {c["id"] for c in cluster.containers(service="web") if c["state"] == "running"} == (
         replicas
     )
+
+
+def test_a_promoted_worker_drops_its_view_and_a_leftover_one_is_never_read(
+    cluster: LocalCluster,
+) -> None:
+    """Promoted, the node reads its Raft replica and removes the view; a view file left beside
+    a manager's data (a crash between the two) is removed at its next start, never loaded,
+    even with no other manager up to correct it: a stale view would make it take itself for
+    a worker (and drop the managers' key)."""
+    manager, worker = cluster.agents
+    data = DataDir(worker.data_dir)
+    path = data.worker_view_file
+    wait_for("the worker to keep its view", path.exists)
+    leftover = path.read_bytes()
+    run_cli("node", "promote", "n2", data_dir=manager.data_dir)
+    wait_for("the promoted node to read its Raft replica", lambda: not path.exists())
+    assert cluster.status(worker)["session"] is None
+    wait_for("the managers' key on the promoted node", data.manager_key_file.exists)
+
+    cluster.kill(manager)
+    cluster.kill(worker)
+    path.write_bytes(leftover)
+    cluster.restart(worker)  # alone: no manager serves it a view that would correct one
+    status = wait_for("the restarted node to answer", lambda: cluster.status(worker))
+    assert status["session"] is None, status["session"]  # its Raft replica, not the view
+    assert not path.exists()
+    assert data.manager_key_file.exists()
+
+    cluster.restart(manager)
+    wait_for("a leader again", lambda: cluster.status(worker)["raft"]["leader_id"] is not None)
+    nodes = {n["hostname"]: n for n in cluster.node_ls(worker)}  # read from its replica
+    assert nodes["n2"]["role"] == "manager", nodes["n2"]

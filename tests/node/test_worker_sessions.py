@@ -22,7 +22,7 @@ import trio.testing
 
 from swarmlet import crypto
 from swarmlet.certs import PeerIdentity
-from swarmlet.node.view_store import SAVE_INTERVAL_S, ViewStore
+from swarmlet.node.view_store import SAVE_INTERVAL_S, ViewStore, ViewToSave
 from swarmlet.node.worker_sessions import (
     KEEPALIVE_S,
     OLD_MANAGER_RETRY_S,
@@ -259,9 +259,29 @@ async def test_a_worker_holds_the_view_its_manager_serves_and_follows_each_chang
 # ------------------------------------------------------------------------ the view on disk
 
 
+class Disk(ViewStore):
+    """The real store, saving on the event loop: a thread's work would look like idleness to
+    the autojump clock (the integration test saves in the thread); refuses the first
+    `failures` saves, as a full disk would."""
+
+    def __init__(self, path: Path, key: bytes, *, failures: int = 0) -> None:
+        self.counters = Counters()  # the store's own (unreadable views)
+        super().__init__(path, crypto.Sealer(key), WORKER, self.counters)
+        self.failures = failures
+
+    def save(self, taken: ViewToSave) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise OSError(28, "No space left on device")
+        super().save(taken)
+
+    async def write(self, taken: ViewToSave) -> None:
+        self.save(taken)
+        await trio.lowlevel.checkpoint()
+
+
 async def saves(counters: Counters, n: int) -> None:
-    """Until the worker saved its view `n` times: in a real thread, which no trio event reports,
-    so polled (the autojump clock lets virtual time run meanwhile)."""
+    """Until the worker saved its view `n` times (counted after each save, no event)."""
     while counters["worker_view_saved"] < n:  # noqa: ASYNC110
         await trio.sleep(0.01)
 
@@ -269,17 +289,22 @@ async def saves(counters: Counters, n: int) -> None:
 async def test_a_restarted_worker_starts_from_its_stored_view_but_never_as_a_current_one(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    """A worker keeps the view a manager served on its disk; restarted while no manager
-    answers, it starts from that view (what follows the state is told once), though not
-    `live`: `sync_state` waits for a manager's; a promotion removes it."""
-    key = crypto.new_key()
-    manager, worker = (
-        Manager(cluster()),
-        Worker(store=ViewStore(tmp_path, crypto.Sealer(key), WORKER, Counters())),
-    )
+    """A worker keeps the view a manager served on its disk (at most once an interval, and
+    what is left at its stop); restarted while no manager answers, it starts from that view
+    (what follows the state is told once), though not `live`: `sync_state` waits for a
+    manager's; a promotion removes it."""
+    key, stored = crypto.new_key(), tmp_path / "worker-view.sealed"
+    manager = Manager(cluster())
+    worker = Worker(store=Disk(stored, key))
     manager_end, worker_end = stream_pair()
     worker.streams.append(worker_end)
-    stored = tmp_path / "worker-view.sealed"
+
+    async def change(task_id: str, index: int) -> None:
+        manager.state.tasks[task_id] = Task(task_id, "s", 3, 1, node_id=WORKER)
+        manager.index = index
+        manager.server.notify()
+        await worker.until(lambda: worker.session.applied == index)
+
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(manager.on_stream, manager_end)
@@ -287,30 +312,26 @@ async def test_a_restarted_worker_starts_from_its_stored_view_but_never_as_a_cur
             await worker.session.wait_live()
             await saves(worker.counters, 1)
             assert stored.exists()
-            # Changes meanwhile are saved at most once an interval.
-            manager.state.tasks["t3"] = Task("t3", "s", 3, 1, node_id=WORKER)
-            manager.index = INDEX + 1
-            manager.server.notify()
-            await worker.until(lambda: worker.session.applied == INDEX + 1)
-            manager.state.tasks["t4"] = Task("t4", "s", 4, 1, node_id=WORKER)
-            manager.index = INDEX + 2
-            manager.server.notify()
-            await worker.until(lambda: worker.session.applied == INDEX + 2)
+            await change("t3", INDEX + 1)  # two changes within an interval: one save
+            await change("t4", INDEX + 2)
             started = trio.current_time()
             await saves(worker.counters, 2)
             assert trio.current_time() - started >= SAVE_INTERVAL_S - 0.1
-            await trio.sleep(3 * SAVE_INTERVAL_S)
-            assert worker.counters["worker_view_saved"] == 2  # both changes in one save
-            nursery.cancel_scope.cancel()
+            await trio.sleep(3 * SAVE_INTERVAL_S)  # keepalives alone: nothing to save
+            assert worker.counters["worker_view_saved"] == 2
+            await change("t5", INDEX + 3)
+            await change("t6", INDEX + 4)  # within the interval after the save of t5's
+            nursery.cancel_scope.cancel()  # the agent stops: what is left is saved now
     served = worker.session.view
     assert served is not None and worker.session.live
+    assert worker.counters["worker_view_saved"] == 4
 
-    counters = Counters()
-    restarted = Worker(store=ViewStore(tmp_path, crypto.Sealer(key), WORKER, counters))
+    disk = Disk(stored, key)
+    restarted = Worker(store=disk)
     session = restarted.session  # every manager refuses its connections
     assert session.view is not None and not session.live
     assert session.view.snapshot() == served.snapshot()
-    assert (session.applied, session.leader_id, session.in_raft) == (INDEX + 2, MANAGER, False)
+    assert (session.applied, session.leader_id, session.in_raft) == (INDEX + 4, MANAGER, False)
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
             await nursery.start(session.run)
@@ -321,7 +342,27 @@ async def test_a_restarted_worker_starts_from_its_stored_view_but_never_as_a_cur
             session.drop_view()  # promoted: the node reads its Raft replica from now on
             assert not stored.exists()
             nursery.cancel_scope.cancel()
-    assert counters["worker_view_unreadable"] == 0
+    assert disk.counters["worker_view_unreadable"] == 0
+    assert not stored.exists()  # nothing left to save for a view dropped
+
+
+async def test_a_save_the_disk_refused_is_tried_again_without_another_change(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    manager, worker = (
+        Manager(cluster()),
+        Worker(store=Disk(tmp_path / "view", crypto.new_key(), failures=2)),
+    )
+    manager_end, worker_end = stream_pair()
+    worker.streams.append(worker_end)
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(manager.on_stream, manager_end)
+            await nursery.start(worker.session.run)
+            await saves(worker.counters, 1)
+            nursery.cancel_scope.cancel()
+    assert worker.counters["worker_view_save_errors"] == 2
+    assert (tmp_path / "view").exists()
 
 
 # ---------------------------------------------------------------------------------- staging

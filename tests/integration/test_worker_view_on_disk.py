@@ -64,10 +64,11 @@ def test_a_worker_restarted_without_managers_routes_and_keeps_its_replicas(
     )
     replicas = {c["id"] for c in cluster.containers(service="web")}
     assert len(replicas) == 2
-    wait_for(
-        "the worker's mesh to reach both replicas",
-        lambda: len({answer(worker.host, port) for _ in range(6)} - {""}) == 2,
-    )
+
+    def reaches_both() -> bool:
+        return len({answer(worker.host, port) for _ in range(6)} - {""}) == 2
+
+    wait_for("the worker's mesh to reach both replicas", reaches_both)
     # Saved at most every 2 s: a worker killed sooner after a change starts without it.
     wait_for("the worker to keep both replicas", lambda: stored_endpoints(cluster, worker) == 2)
 
@@ -76,10 +77,7 @@ def test_a_worker_restarted_without_managers_routes_and_keeps_its_replicas(
     assert answer(worker.host, port) == ""  # nothing listens: the agent is down
     cluster.restart(worker)
     # From the stored view alone: no manager is up to serve one.
-    wait_for(
-        "the restarted worker's mesh to reach both replicas",
-        lambda: len({answer(worker.host, port) for _ in range(6)} - {""}) == 2,
-    )
+    wait_for("the restarted worker's mesh to reach both replicas", reaches_both)
     assert {c["id"] for c in cluster.containers(service="web") if c["state"] == "running"} == (
         replicas
     )

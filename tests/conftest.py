@@ -11,8 +11,18 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from swarmlet import certs, crypto
+from swarmlet.executor import secretfiles
 from swarmlet.testing.images import ensure_test_images
 from swarmlet.wire.transport import Admit, TlsConfig
+
+
+@pytest.fixture
+def secrets_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Secret files go under the test's tmp dir instead of the host's tmpfs."""
+    root = tmp_path / "tmpfs" / "swarmlet"
+    root.parent.mkdir()
+    monkeypatch.setattr(secretfiles, "tmpfs_root", lambda: root)
+    return root
 
 
 @pytest.fixture(scope="session")

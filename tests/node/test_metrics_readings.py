@@ -15,7 +15,6 @@ import trio
 import trio.testing
 
 from swarmlet.errors import NotLeaderError, RuntimeAdapterError, SecretsUnavailableError
-from swarmlet.executor import secretfiles
 from swarmlet.executor.docker_runtime import DOCKER_OPERATIONS, open_docker_runtime, operation_kind
 from swarmlet.executor.driver import START_FAILURE_REASONS, start_failure_reason
 from swarmlet.executor.runtime_types import ContainerEvent, DockerError
@@ -183,19 +182,6 @@ def test_operation_kinds_are_a_closed_set(operation: str, kind: str) -> None:
 def test_start_failure_reasons(exc: Exception, reason: str) -> None:
     assert start_failure_reason(exc) == reason
     assert reason in START_FAILURE_REASONS
-
-
-@pytest.fixture
-def secrets_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "tmpfs" / "swarmlet"
-    root.parent.mkdir()
-    monkeypatch.setattr(secretfiles, "tmpfs_root", lambda: root)
-    return root
-
-
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
 
 
 class UnreachableRegistry(FakeRuntime):

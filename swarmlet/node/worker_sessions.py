@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import trio
 
 from swarmlet.errors import RemoteProtocolError
-from swarmlet.node.view_store import SAVE_INTERVAL_S, ViewStore, ViewToSave
+from swarmlet.node.view_store import SAVE_INTERVAL_S, ViewStore
 from swarmlet.raft.types import ConfState
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import Role
@@ -243,44 +243,33 @@ class WorkerSession:
 
     async def _keep(self, store: ViewStore) -> None:
         """Save the view after it moved, at most once every SAVE_INTERVAL_S (off the event
-        loop); a change not saved yet when the agent stops is saved then, on the way out
-        (blocking: the loop has nothing left to do)."""
+        loop); a change not saved yet when the agent stops is saved then (shielded: the stop
+        waits for the disk)."""
         try:
             while True:
                 await self._unsaved.wait()
-                self._unsaved = trio.Event()
-                taken = self._take(store)
-                if taken is not None:
-                    try:
-                        await store.write(taken)
-                    except OSError as exc:
-                        self._save_failed(exc)
-                    else:
-                        self.counters["worker_view_saved"] += 1
-                    if self.view is None:  # dropped (promoted) while it was written
-                        store.remove()
+                await self._save(store)
                 await trio.sleep(SAVE_INTERVAL_S)
         finally:
-            taken = self._take(store) if self._unsaved.is_set() else None
-            if taken is not None:
-                try:
-                    store.save(taken)
-                except OSError as exc:
-                    self._save_failed(exc)
-                else:
-                    self.counters["worker_view_saved"] += 1
+            if self._unsaved.is_set():
+                with trio.CancelScope(shield=True):
+                    await self._save(store)
 
-    def _take(self, store: ViewStore) -> ViewToSave | None:
+    async def _save(self, store: ViewStore) -> None:
+        self._unsaved = trio.Event()
         view = self.view
-        return (
-            None if view is None else store.take(view, self.applied, self.leader_id, self.in_raft)
-        )
-
-    def _save_failed(self, exc: OSError) -> None:
-        """A full or read-only disk: tried again after the interval, change or not."""
-        self._unsaved.set()
-        self.counters["worker_view_save_errors"] += 1
-        log.warning("could not keep the view on disk: %s", exc)
+        if view is None:
+            return
+        try:
+            await store.write(store.take(view, self.applied, self.leader_id, self.in_raft))
+        except OSError as exc:  # a full or read-only disk: tried again after the interval
+            self._unsaved.set()
+            self.counters["worker_view_save_errors"] += 1
+            log.warning("could not keep the view on disk: %s", exc)
+        else:
+            self.counters["worker_view_saved"] += 1
+        if self.view is None:  # dropped (promoted) while it was written
+            store.remove()
 
     async def _hold_sessions(self) -> None:
         while True:

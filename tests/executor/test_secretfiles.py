@@ -205,6 +205,7 @@ class FakeRuntime:
         self.seen_at_run: list[bytes] = []  # the secret file's content when `run` was called
         self.containers: list[ContainerInfo] = []
         self.stopped: list[str] = []
+        self.removed: list[str] = []
 
     @contextlib.asynccontextmanager
     async def events(self, labels: Mapping[str, str]) -> AsyncIterator[NoEvents]:
@@ -230,7 +231,7 @@ class FakeRuntime:
         self.stopped.append(container_id)
 
     async def remove(self, container_id: str, force: bool = False) -> None:
-        pass
+        self.removed.append(container_id)
 
 
 def _container(container_id: str, task_id: str) -> ContainerInfo:
@@ -263,12 +264,17 @@ def _task(task_id: str, desired: TaskState = TaskState.RUNNING) -> Task:
 
 
 class Harness:
-    def __init__(self, root: Path, runtime: FakeRuntime, state: ClusterState) -> None:
+    def __init__(
+        self, root: Path, runtime: FakeRuntime, state: ClusterState, *, current: bool = True
+    ) -> None:
+        """`current`: whether the state can be made current (`Executor`'s `sync`: False for
+        a worker on the view it kept on disk, or a manager without a quorum)."""
         self.state = state
         self.observations: dict[str, TaskObservation] = {}
 
         async def sync() -> bool:
-            return True
+            await trio.lowlevel.checkpoint()
+            return current
 
         def publish() -> None:
             self.observations = dict(self.executor.observations)

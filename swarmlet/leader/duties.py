@@ -94,7 +94,11 @@ class LeaderDuties:
         self.host = host
         self.voter_grace_s = voter_grace_s
         self.write_timeout_s = write_timeout_s
-        self.wake = trio.Event()
+        self.wake = trio.Event()  # the orchestration loop's: what it looks at moved
+        # What a node that does not lead waits on in each loop, rather than a timer (issue #20:
+        # their polling was a third of an idle follower's or worker's timer wake-ups): `notify`
+        # sets and replaces it, and the node notifies at every change of its Raft role.
+        self._nudged = trio.Event()
         self._ids = seeded_ids(random.Random())
         self.autoscale_config = AutoscaleConfig()
         self._autoscalers: dict[str, AutoscalerState] = {}
@@ -113,6 +117,12 @@ class LeaderDuties:
 
     def notify(self) -> None:
         self.wake.set()
+        self._nudged.set()
+        self._nudged = trio.Event()
+
+    async def _until_leading(self) -> None:
+        while not self.host.is_leader:
+            await self._nudged.wait()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -129,10 +139,7 @@ class LeaderDuties:
     async def _membership_loop(self) -> None:
         host = self.host
         while True:
-            await trio.sleep(0.1)
-            if not host.is_leader:
-                await trio.sleep(0.4)
-                continue
+            await self._until_leading()
             change = next_conf_change(
                 host.raft_conf,
                 host.state.nodes,
@@ -145,8 +152,10 @@ class LeaderDuties:
                 protocols=host.peer_protocols,
             )
             if change is None:
-                await trio.sleep(0.4)
+                # Polled, not woken: a voter's grace period runs out without any event.
+                await trio.sleep(0.5)
                 continue
+            pause = 0.1  # before the next change, if there is one
             try:
                 with trio.fail_after(self.write_timeout_s):
                     await host.propose_conf_change(change)
@@ -155,14 +164,12 @@ class LeaderDuties:
                 host.events.record("raft", kind, name, f"raft membership: {kind} {name}")
             except (SwarmletError, trio.TooSlowError) as exc:
                 log.info("membership change %s deferred: %s", change, exc)
-                await trio.sleep(0.5)
+                pause = 0.6
+            await trio.sleep(pause)
 
     async def _orchestration_loop(self) -> None:
-        host = self.host
         while True:
-            if not host.is_leader:
-                await self._wait(1.0)
-                continue
+            await self._until_leading()
             now = time.time()
             result = self.orchestration_pass(now)
             if result.commands:
@@ -272,9 +279,11 @@ class LeaderDuties:
     async def _autoscale_loop(self) -> None:
         host = self.host
         while True:
-            await trio.sleep(AUTOSCALE_INTERVAL_S)
             if not host.is_leader:
                 self._autoscalers.clear()  # a new leader gathers its own evidence
+                await self._until_leading()
+            await trio.sleep(AUTOSCALE_INTERVAL_S)
+            if not host.is_leader:
                 continue
             now = time.time()
             services = list(host.state.services.values())

@@ -619,6 +619,7 @@ class Agent:
         """The state this node reads moved: everything that follows it looks again."""
         self.keyring.sync()  # promoted or demoted: take or drop the managers' key
         self.certificates.notify()  # ... and renew the certificate
+        self.worker_session.state_moved()  # ... and hold a session, or not
         self._remember_member_keys()
         if self.executor is not None:
             self.executor.notify()

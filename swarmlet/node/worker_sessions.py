@@ -199,6 +199,7 @@ class WorkerSession:
         self._moved = trio.Event()
         self._rng = rng or random.Random()
         self._poked = trio.Event()
+        self._state_moved = trio.Event()
         self._too_old: dict[str, float] = {}  # manager id -> when it turned out to be too old
         # Whether a manager served the view in this run: a view loaded from the disk is the
         # last one this node saw, not a current one.
@@ -227,6 +228,10 @@ class WorkerSession:
         """A member joined or came back: try the managers again now, not after the pause (a
         worker that just joined learns of its first manager this way)."""
         self._poked.set()
+
+    def state_moved(self) -> None:
+        """The state this node reads moved: whether it wants a session may have changed."""
+        self._state_moved.set()
 
     async def wait_applied(self, index: int) -> None:
         while self.applied < index:
@@ -273,8 +278,9 @@ class WorkerSession:
 
     async def _hold_sessions(self) -> None:
         while True:
-            if not self._wanted():
-                await trio.sleep(RETRY_S)
+            if not self._wanted():  # a manager: until it is demoted (`state_moved`)
+                await self._state_moved.wait()
+                self._state_moved = trio.Event()
                 continue
             now = trio.current_time()
             for manager_id, addr in rendezvous_order(self.node_id, self._managers()):
@@ -327,13 +333,15 @@ class WorkerSession:
         view = ClusterState() if run[0].reset or self.view is None else self.view
         for update in run:
             apply_update(view, update, self.node_id)
-        # Saved when what the disk keeps moved, not for a keepalive's index alone (an idle
-        # worker writes nothing).
+        # Saved, and told to what follows the view, when the view moved, not for a keepalive's
+        # index alone: an idle worker writes nothing, and does not look again at its tasks,
+        # routes and certificate every second (issue #20: that was most of its idle work).
         changed = any(u.reset or u.cluster is not None or u.records() for u in run)
-        if changed or (last.leader_id or None, last.in_raft) != (self.leader_id, self.in_raft):
+        changed |= (last.leader_id or None, last.in_raft) != (self.leader_id, self.in_raft)
+        if changed:
             self._unsaved.set()
         self.view, self.applied, self.in_raft = view, last.index, last.in_raft
-        self.live = True
+        self.live = True  # a session's first run is a whole view: `changed`
         self.counters["worker_view_updates_applied"] += len(run)
         if (last.leader_id or None) != self.leader_id:
             self.leader_id = last.leader_id or None
@@ -341,4 +349,5 @@ class WorkerSession:
             self.leader_changed = trio.Event()
         self._moved.set()
         self._moved = trio.Event()
-        self._on_update()
+        if changed:
+            self._on_update()

@@ -317,8 +317,11 @@ async def test_a_restarted_worker_starts_from_its_stored_view_but_never_as_a_cur
             started = trio.current_time()
             await saves(worker.counters, 2)
             assert trio.current_time() - started >= SAVE_INTERVAL_S - 0.1
-            await trio.sleep(3 * SAVE_INTERVAL_S)  # keepalives alone: nothing to save
+            updates, applied = worker.updates, worker.counters["worker_view_updates_applied"]
+            await trio.sleep(3 * SAVE_INTERVAL_S)  # keepalives alone: nothing to save ...
             assert worker.counters["worker_view_saved"] == 2
+            assert worker.counters["worker_view_updates_applied"] > applied  # (they came)
+            assert worker.updates == updates  # ... and nothing for the agent to look at again
             await change("t5", INDEX + 3)
             await change("t6", INDEX + 4)  # within the interval after the save of t5's
             nursery.cancel_scope.cancel()  # the agent stops: what is left is saved now
@@ -650,7 +653,10 @@ async def test_a_node_that_wants_no_session_opens_none(
             assert worker.connects == []
             assert worker.counters["worker_sessions_opened"] == 0
 
-            worker.wanted = True  # it became a worker: now it asks
+            worker.wanted = True  # it became a worker ...
+            await trio.sleep(2 * RETRY_S)
+            assert worker.connects == []  # ... unknown to the session until the state moved
+            worker.session.state_moved()  # as the agent says at every change: now it asks
             await trio.sleep(2 * RETRY_S)
             assert worker.connects != []
             assert {manager_id for _, manager_id in worker.connects} == {MANAGER}

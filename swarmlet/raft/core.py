@@ -79,7 +79,8 @@ each a LAN round trip (~1 ms): a new leader commits within ~0.5-1.0 s of the old
 (mean ~0.75 s). Use tick_interval_s <= 0.05 s to meet the 1 s goal; at 0.1 s it is 1-2 s.
 Learners, which never campaign, get a heartbeat every election_ticks // 2 ticks (rounded to
 whole heartbeat rounds) instead of every heartbeat_ticks: in a cluster of workers they were most
-of the heartbeats, and at rest a heartbeat is most of what an agent does (issue #20).
+of the heartbeats, and at rest a heartbeat is most of what an agent does (issue #20). For the
+same reason a follower answers every other heartbeat, unless it carries news (`_must_answer`).
 """
 
 from __future__ import annotations
@@ -234,6 +235,10 @@ class RaftNode:
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
         self._heartbeat_rounds = 0  # learners get every `_learner_heartbeat_every`-th round
+        # The last heartbeat answered, as (term, leader, read_seq), and whether one came since
+        # unanswered: a follower answers every other heartbeat at least (`_must_answer`).
+        self._answered: tuple[int, str, int] | None = None
+        self._skipped_heartbeat = False
         self._randomized_timeout = self.config.election_ticks
         self._votes: dict[str, bool] = {}
         self._progress: dict[str, Progress] = {}
@@ -735,7 +740,12 @@ class RaftNode:
                 self._handle_append(msg)
             elif isinstance(msg, Heartbeat):
                 self._commit_to(min(msg.commit, self._log.last_index))
-                self._send(HeartbeatResp(self.id, msg.from_id, self.term, msg.read_seq))
+                if self._must_answer(msg):
+                    self._send(HeartbeatResp(self.id, msg.from_id, self.term, msg.read_seq))
+                    self._answered = (self.term, msg.from_id, msg.read_seq)
+                    self._skipped_heartbeat = False
+                else:
+                    self._skipped_heartbeat = True
                 if msg.commit > self._log.last_index:
                     self._report_short_log(msg.from_id, msg.commit)
             else:
@@ -848,6 +858,20 @@ class RaftNode:
         last_new = prev_index + len(entries)
         self._commit_to(min(msg.commit, last_new))
         self._send(AppendResp(self.id, msg.from_id, self.term, last_new))
+
+    def _must_answer(self, msg: Heartbeat) -> bool:
+        """Whether to answer this heartbeat. The leader needs answers for three things: to
+        know that a quorum still follows it (check-quorum, over election_ticks), to confirm a
+        read round (a new `read_seq`, answered at once), and to resend what a follower may not
+        have received. Every other heartbeat does for the first and the last: with
+        heartbeat_ticks <= election_ticks / 4, two answers or more per election timeout.
+        Skipping the rest halves what an idle follower sends and its leader receives (issue
+        #20). Counted in heartbeats, not ticks: the answers follow the leader's clock."""
+        if self._answered != (self.term, msg.from_id, msg.read_seq):
+            return True  # a new leader, or a read round waits for us
+        if 4 * self.config.heartbeat_ticks > self.config.election_ticks:
+            return True  # heartbeats too far apart to skip any
+        return self._skipped_heartbeat
 
     def _report_short_log(self, leader: str, index: int) -> None:
         """The leader's heartbeat carries min(our match, its commit) (see Heartbeat): `index`

@@ -1,10 +1,10 @@
-"""Idle costs of the core (issue #20): the ticks a driver may sleep through, and heartbeats to
-learners at a lower rate than to voters."""
+"""Idle costs of the core (issue #20): the ticks a driver may sleep through, heartbeats to
+learners at a lower rate than to voters, and a follower's answers to every other heartbeat."""
 
 from __future__ import annotations
 
 from swarmlet.raft.core import RaftConfig, RaftNode
-from swarmlet.raft.messages import AppendEntries, Heartbeat, Role
+from swarmlet.raft.messages import AppendEntries, Heartbeat, HeartbeatResp, Role
 from swarmlet.raft.types import ConfChange, ConfChangeKind
 
 from .net import Net, Pred, cluster
@@ -129,3 +129,74 @@ def test_peer_reachable_does_nothing_on_a_follower_or_for_a_stranger() -> None:
     net.nodes["n2"].peer_reachable("n3")
     leader.peer_reachable("n9")
     assert net.take() == []
+
+
+def _answers(net: Net, ticks: int) -> dict[str, int]:
+    """Heartbeat answers each follower sends while every node (but the isolated) ticks `ticks`
+    times, each tick's messages delivered."""
+    counts: dict[str, int] = {}
+    for _ in range(ticks):
+        for nid, node in net.nodes.items():
+            if nid not in net.isolated:
+                node.tick()
+        while msgs := net.take():
+            for m in msgs:
+                if isinstance(m, HeartbeatResp):
+                    counts[m.from_id] = counts.get(m.from_id, 0) + 1
+                net.nodes[m.to_id].step(m)
+    return counts
+
+
+def test_a_follower_answers_every_other_heartbeat_and_its_leader_keeps_the_lead() -> None:
+    net = cluster(3, config=CONFIG)
+    leader = net.elect("n1")
+    net.run()
+    ticks = 10 * CONFIG.election_ticks  # ten check-quorum rounds
+    rounds = ticks // CONFIG.heartbeat_ticks
+    assert _answers(net, ticks) == {"n2": rounds // 2, "n3": rounds // 2}
+    assert leader.role is Role.LEADER and leader.counters.get("check_quorum_step_downs", 0) == 0
+    # ... and with one of the followers gone, the other's answers alone keep the quorum.
+    net.isolated.add("n3")
+    assert _answers(net, ticks) == {"n2": rounds // 2}
+    assert leader.role is Role.LEADER
+
+
+def test_a_read_round_and_a_new_leader_are_answered_at_once() -> None:
+    net = cluster(3, config=CONFIG)
+    leader = net.elect("n1")
+    net.run()
+    leader.read_index(b"r1")
+    net.deliver(lambda m: isinstance(m, Heartbeat))  # the read round's heartbeats
+    answers = net.take(lambda m: isinstance(m, HeartbeatResp))
+    assert sorted(m.from_id for m in answers) == ["n2", "n3"]
+    net.pending.extend(answers)
+    net.run()
+    assert [r.ctx for r in net.reads["n1"]] == [b"r1"]
+    # Then the rounds alternate: skipped, answered.
+    assert _answers(net, CONFIG.heartbeat_ticks) == {}
+    assert _answers(net, CONFIG.heartbeat_ticks) == {"n2": 1, "n3": 1}
+
+
+def test_a_new_leaders_first_heartbeat_is_answered() -> None:
+    net = cluster(3, config=CONFIG)
+    net.elect("n1")
+    net.run()
+    # Answered, skipped, answered: the next heartbeat from n1 would go unanswered ...
+    assert _answers(net, 3 * CONFIG.heartbeat_ticks) == {"n2": 2, "n3": 2}
+    net.isolated.add("n1")  # ... but n1 is cut off, and the new leader's first one is answered
+    for _ in range(4 * CONFIG.election_ticks):
+        new = [n for n in ("n2", "n3") if net.nodes[n].role is Role.LEADER]
+        if new:
+            break
+        _answers(net, 1)
+    (winner,) = new
+    follower = "n3" if winner == "n2" else "n2"
+    first = None
+    while first is None:
+        net.nodes[winner].tick()
+        sent = net.take()
+        first = next((m for m in sent if isinstance(m, Heartbeat) and m.to_id == follower), None)
+        net.pending.extend(m for m in sent if not isinstance(m, Heartbeat))
+        net.run()
+    net.nodes[follower].step(first)
+    assert [m.from_id for m in net.take(lambda m: isinstance(m, HeartbeatResp))] == [follower]

@@ -37,7 +37,7 @@ SWARMLET_DIR = Path(swarmlet.__file__).parent
 # Bottom to top. "swarmlet" is the package's own `__init__` (the version string); "__main__" is
 # `python -m swarmlet`.
 TIERS: tuple[frozenset[str], ...] = (
-    frozenset({"swarmlet", "errors", "logs"}),
+    frozenset({"swarmlet", "errors", "logs", "timers"}),
     frozenset({"crypto", "certs", "testing"}),
     frozenset({"wire"}),
     frozenset({"state"}),
@@ -51,7 +51,7 @@ TIERS: tuple[frozenset[str], ...] = (
     frozenset({"__main__"}),
 )
 
-_FOUNDATION = frozenset({"swarmlet", "errors", "logs"})
+_FOUNDATION = frozenset({"swarmlet", "errors", "logs", "timers"})
 _DATA = _FOUNDATION | {"crypto", "certs", "wire", "state"}
 _PLANES = _DATA | {"raft", "gossip", "stack"}
 _ROLES = _PLANES | {"leader", "executor", "proxy"}
@@ -61,6 +61,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "swarmlet": frozenset(),
     "errors": frozenset(),
     "logs": frozenset(),
+    # Shared wake-ups (a trio instrument): for any loop that may run a little early.
+    "timers": frozenset(),
     "crypto": frozenset({"errors", "logs"}),
     # Node certificates: X.509 and TLS contexts, beside crypto's primitives (not on them).
     "certs": frozenset({"errors", "logs"}),

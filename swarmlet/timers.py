@@ -10,12 +10,16 @@ paid for (a Raft heartbeat, a datagram), as the kernel's timer slack does for sl
 `moment` that follows an I/O wait, whatever woke the loop. The caller still sleeps until its own
 deadline, and when woken looks at what is due then: this only makes it look earlier. A trio
 instrument watches the waits; it costs a peek at a heap per pass of the loop.
+
+`on_beat(now, period)` is the other way to share: loops of one period that wait for the next
+multiple of it on the clock wake together, in one pass, instead of each at its own phase.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import math
 
 import trio
 
@@ -47,3 +51,8 @@ def wake_from(moment: float, event: trio.Event) -> None:
         _RIDERS.set(riders)
         trio.lowlevel.add_instrument(riders)
     riders.add(moment, event)
+
+
+def on_beat(now: float, period: float) -> float:
+    """The first multiple of `period` on the clock after `now`."""
+    return (math.floor(now / period) + 1) * period

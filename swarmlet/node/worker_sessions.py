@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
+from swarmlet import timers
 from swarmlet.errors import RemoteProtocolError
 from swarmlet.node.view_store import SAVE_INTERVAL_S, ViewStore
 from swarmlet.raft.types import ConfState
@@ -156,7 +157,9 @@ class SessionServer:
                         await stream.send(update)
                         self.counters["worker_view_updates_sent"] += 1
                     said, reset = now, False
-                    quiet_until = trio.current_time() + KEEPALIVE_S
+                    # On the beat, the same for every session: a manager's keepalives to all
+                    # its workers go out in one wake-up, not one each (issue #20).
+                    quiet_until = timers.on_beat(trio.current_time(), KEEPALIVE_S)
                 with trio.move_on_at(quiet_until):
                     await changed.wait()
         except (trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError):

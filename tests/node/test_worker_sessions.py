@@ -573,6 +573,37 @@ async def test_a_change_elsewhere_in_the_cluster_costs_a_worker_only_its_keepali
             nursery.cancel_scope.cancel()
 
 
+async def test_a_managers_keepalives_to_all_its_workers_go_out_together(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """On the beat of KEEPALIVE_S, whenever each session began: one wake-up of the manager for
+    all of them (issue #20)."""
+    manager = Manager(cluster())
+    arrivals: dict[str, list[float]] = {WORKER: [], OTHER: []}
+
+    async def worker(name: str, manager_end: FramedStream, worker_end: FramedStream) -> None:
+        await worker_end.send(SessionHello(VIEW_PROTOCOL))
+        while len(arrivals[name]) < 4:
+            update = await worker_end.receive(expect=(ViewUpdate,))
+            assert update is not None
+            arrivals[name].append(trio.current_time())
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            async with trio.open_nursery() as workers:
+                for name, delay in ((WORKER, 0.0), (OTHER, 0.37)):
+                    await trio.sleep(delay)
+                    manager_end, worker_end = stream_pair(name)
+                    nursery.start_soon(manager.on_stream, manager_end)
+                    workers.start_soon(worker, name, manager_end, worker_end)
+            nursery.cancel_scope.cancel()
+    # Each one's whole view when it began (w2's 0.37 s later), then the keepalives: at the same
+    # instants for both, KEEPALIVE_S apart.
+    assert arrivals[OTHER][0] - arrivals[WORKER][0] == pytest.approx(0.37)
+    assert arrivals[WORKER][1:] == arrivals[OTHER][1:]
+    assert arrivals[WORKER][2] - arrivals[WORKER][1] == pytest.approx(KEEPALIVE_S)
+
+
 async def test_a_second_session_of_a_node_replaces_its_first(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from swarmlet import timers
 from swarmlet.errors import RuntimeAdapterError, SecretsUnavailableError
 from swarmlet.executor import secretfiles
 from swarmlet.executor.labels import LABEL_CLUSTER, LABEL_NODE, LABEL_TASK
@@ -187,7 +188,8 @@ class Executor:
                     if not self.synced:
                         self.synced = await self._sync()
                     await self._reconcile()
-                    with trio.move_on_after(5.0):  # a periodic look repairs anything missed
+                    # A periodic look repairs anything missed (on the beat: `swarmlet.timers`).
+                    with trio.move_on_at(timers.on_beat(trio.current_time(), 5.0)):
                         await self._wake.wait()
                     self._wake = trio.Event()
 
@@ -232,7 +234,7 @@ class Executor:
     async def _measure(self) -> None:
         """CPU and memory of the running replicas of autoscaled services, for the leader."""
         while True:
-            await trio.sleep(STATS_INTERVAL_S)
+            await trio.sleep_until(timers.on_beat(trio.current_time(), STATS_INTERVAL_S))
             state = self._state()
             wanted = [
                 (task_id, container_id)

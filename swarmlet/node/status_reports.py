@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import trio
 
+from swarmlet import timers
 from swarmlet.certs import PeerIdentity
 from swarmlet.errors import NotLeaderError, RemoteProtocolError
 from swarmlet.leader.observation import report_refusal
@@ -142,17 +143,18 @@ class StatusReporter:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        next_load = trio.current_time() + self.load_interval_s
+        next_load = timers.on_beat(trio.current_time(), self.load_interval_s)
         try:
             while True:
-                with trio.move_on_at(next_load):
+                with trio.move_on_at(next_load) as load_due:
                     await self._wake.wait()
                 self._wake = trio.Event()
-                await trio.sleep(BATCH_WINDOW_S)
+                if not load_due.cancelled_caught:  # news: let what comes with it gather
+                    await trio.sleep(BATCH_WINDOW_S)
                 with_load = trio.current_time() >= next_load
                 report = self.pending(with_load=with_load)
-                if with_load:
-                    next_load = trio.current_time() + self.load_interval_s
+                if with_load:  # on the beat, with the agent's other periodic work
+                    next_load = timers.on_beat(trio.current_time(), self.load_interval_s)
                 if report is None:
                     continue
                 try:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from swarmlet import timers
 from swarmlet.proxy.counters import PortCounters, PortKey, PortStats, snapshot, total
 from swarmlet.proxy.routes import EndpointSelector, Route, routes_from
 from swarmlet.proxy.tcp import Relay, connection_budget
@@ -120,7 +121,9 @@ class Proxy:
             await self._sync()
             task_status.started()
             while True:
-                with trio.move_on_after(2.0):
+                # A periodic look (ports that were busy), on the agent's beat: with its other
+                # periodic work, in one wake-up (`swarmlet.timers`).
+                with trio.move_on_at(timers.on_beat(trio.current_time(), 2.0)):
                     await self._wake.wait()
                 self._wake = trio.Event()
                 await self._sync()

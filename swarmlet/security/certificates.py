@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from swarmlet import certs
+from swarmlet import certs, timers
 from swarmlet.errors import RemoteProtocolError, StorageCorruptError, SwarmletError, UsageError
 from swarmlet.security.datadir import DataDir
 from swarmlet.security.keyring import KeyRing
@@ -145,7 +145,7 @@ class Certificates:
             why = self.due(time.time())
             if why is not None:
                 await self.renew(why)
-            with trio.move_on_after(CHECK_INTERVAL_S):
+            with trio.move_on_at(timers.on_beat(trio.current_time(), CHECK_INTERVAL_S)):
                 await self._wake.wait()
             self._wake = trio.Event()
 

@@ -53,12 +53,6 @@ class GossipConfig:
     # which costs an indirect probe and raises our own awareness score. Intermediaries wait this
     # long before sending a Nack.
     probe_timeout_s: float = 0.12
-    # A probe may start up to this long before its time when the agent is awake anyway (a Raft
-    # heartbeat, a datagram: `swarmlet.timers`), if the last probe has ended. An idle agent pays
-    # for each wake-up, not for the ping; a manager hears a heartbeat every 0.1 s, so its
-    # probes need no wake-up of their own (issue #20). The schedule keeps its period: the next
-    # probe is due one interval after this one was due, not after it started.
-    probe_early_s: float = 0.1
     # Members asked to probe indirectly (SWIM k). More: fewer false suspicions under loss, more
     # packets on each failed probe.
     indirect_checks: int = 3
@@ -102,8 +96,6 @@ class GossipConfig:
             raise ValueError("probe_interval_s and probe_timeout_s must be positive")
         if self.probe_timeout_s >= self.probe_interval_s:
             raise ValueError("probe_timeout_s must be shorter than probe_interval_s")
-        if not 0 <= self.probe_early_s < self.probe_interval_s:
-            raise ValueError("probe_early_s must be in [0, probe_interval_s)")
         if self.gossip_interval_s <= 0 or self.push_pull_interval_s <= 0:
             raise ValueError("gossip_interval_s and push_pull_interval_s must be positive")
         if self.suspicion_mult < 1 or self.suspicion_max_timeout_mult < 1:

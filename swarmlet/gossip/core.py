@@ -404,15 +404,6 @@ class Swim:
         deadlines += self._gone.values()
         return min(deadlines)
 
-    def next_probe_from(self) -> float:
-        """From when the next probe may start, early (`GossipConfig.probe_early_s`) if the
-        last probe has ended: a driver that is awake anyway then may tick (`swarmlet.timers`)."""
-        if self._left:
-            return math.inf
-        if self._probe is not None:
-            return self._next_probe_s
-        return self._next_probe_s - self.config.probe_early_s
-
     def tick(self, now: float) -> None:
         probe = self._probe
         if probe is not None and not probe.indirect_sent and now >= probe.direct_deadline_s:
@@ -432,9 +423,8 @@ class Swim:
                 m = self._members.get(name)
                 if m is not None and m.state is MemberState.SUSPECT:
                     self._on_dead(now, Dead(m.incarnation, name, self.name))
-        if not self._left and now >= self.next_probe_from():
-            # From when this one was due (not when it started): early starts keep the period.
-            self._next_probe_s = max(now, self._next_probe_s) + self._start_probe(now)
+        if not self._left and now >= self._next_probe_s:
+            self._next_probe_s = now + self._start_probe(now)
         if now >= self._next_gossip_s:
             self._gossip(now)
             self._next_gossip_s = now + self.config.gossip_interval_s

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import trio
 
-from swarmlet import timers
 from swarmlet.errors import RemoteProtocolError
 from swarmlet.gossip.config import GossipConfig
 from swarmlet.gossip.core import MemberEvent, SendDatagram, Sign, StartPushPull, Swim, Verify
@@ -142,9 +141,6 @@ class GossipDriver:
                 await self._flush()
                 if self._leaving and self.core.leave_broadcast_done():
                     self._leave_done.set()
-                deadline = self.core.next_deadline()
-                if (early := self.core.next_probe_from()) < deadline:
-                    timers.wake_from(early, self._wake)  # a wake-up someone else pays for
-                with trio.move_on_at(deadline):
+                with trio.move_on_at(self.core.next_deadline()):
                     await self._wake.wait()
                 self._wake = trio.Event()

@@ -759,21 +759,3 @@ def test_pure_core_imports_no_io() -> None:
         src = (pkg / f"{module}.py").read_text()
         for call in ("random.random(", "random.choice(", "random.shuffle(", "random.sample("):
             assert call not in src, (module, call)
-
-
-def test_a_probe_starts_early_when_awake_anyway_and_the_schedule_keeps_its_period() -> None:
-    core = with_peers("bcde")
-    now, _, ping = run_to_probe(core)
-    core.handle_datagram(now + 0.001, ADDR[ping.target], (Ack(ping.seq_no),))  # answered
-    due = core.next_probe_from() + CFG.probe_early_s  # when the next probe is due
-    assert due == pytest.approx(core.next_deadline()) and due > now + CFG.probe_early_s
-    core.tick(due - CFG.probe_early_s - 0.001)  # awake a little too soon: nothing
-    assert of_type(datagrams(core), Ping) == []
-    early = due - CFG.probe_early_s / 2
-    core.tick(early)  # awake within the slack: the probe goes now
-    assert len(of_type(datagrams(core), Ping)) == 1
-    # The next is due an interval after this one was due, not after it started ...
-    assert core.next_probe_from() == pytest.approx(due + CFG.probe_interval_s)  # (pending)
-    # ... and while this one waits for its answer, none starts early.
-    core.tick(due + CFG.probe_interval_s - CFG.probe_early_s / 2)
-    assert of_type(datagrams(core), Ping) == []

@@ -61,7 +61,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "swarmlet": frozenset(),
     "errors": frozenset(),
     "logs": frozenset(),
-    # Shared wake-ups (a trio instrument): for any loop that may run a little early.
+    # Shared wake-ups: the beat periodic loops wait for.
     "timers": frozenset(),
     "crypto": frozenset({"errors", "logs"}),
     # Node certificates: X.509 and TLS contexts, beside crypto's primitives (not on them).

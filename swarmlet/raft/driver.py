@@ -455,7 +455,7 @@ class RaftDriver(Generic[ResultT]):
                 # #20): the core says how many only count (`idle_ticks`), so an idle follower
                 # wakes at its election timeout or for a message, not at every tick.
                 slept_ticks = 1
-                if not self._has_inputs():
+                if not (self._inbox or self._reachable or self._may_propose()):
                     slept_ticks = self.core.idle_ticks()
                     wake_at = next_tick + (slept_ticks - 1) * self.tick_interval_s
                     with trio.move_on_at(wake_at):
@@ -485,13 +485,6 @@ class RaftDriver(Generic[ResultT]):
                         busy = self.core.has_ready()
                         if busy:
                             await self._handle_ready()
-                            # Another turn if something came meanwhile, else back to sleep
-                            # now: not one more turn of the lock to find nothing (a wake-up's
-                            # share of an idle follower's work, issue #20).
-                            busy = self._has_inputs() or self.core.has_ready()
-
-    def _has_inputs(self) -> bool:
-        return bool(self._inbox or self._reachable or self._may_propose())
 
     def _may_propose(self) -> bool:
         """Whether queued proposals go into the log now: when fewer than

@@ -9,10 +9,8 @@ and writes the socket itself; Python runs only to wait for readiness when OpenSS
 Contract: trio.abc.Stream's, for one receiving and one sending task at a time (FramedStream
 has one reader and a send lock), plus the peer's certificate and the ALPN protocol the handshake
 selected. Like trio's streams, every call is a checkpoint: a reader that always finds data
-still lets the other tasks run (a call that waited for the socket has let them already, so it
-adds no second yield: an idle reader's frame costs one pass of trio's loop, not two). A close
-without TLS's close_notify reads as the end of the stream (b""), as a TCP close would: the
-framing above says whether a frame was cut.
+still lets the other tasks run. A close without TLS's close_notify reads as the end of the
+stream (b""), as a TCP close would: the framing above says whether a frame was cut.
 """
 
 from __future__ import annotations
@@ -33,7 +31,6 @@ _RECEIVE_BYTES = 65536
 class TlsSocketStream(trio.abc.Stream):
     def __init__(self, sock: ssl.SSLSocket) -> None:
         self._sock = sock
-        self._waits = 0  # for a call to tell whether it has been a checkpoint already
 
     @classmethod
     async def handshake(
@@ -56,16 +53,14 @@ class TlsSocketStream(trio.abc.Stream):
         return self
 
     async def _retry(self, op: Callable[[], T]) -> T:
-        """Call `op` until OpenSSL does not need to wait for the socket (each wait counts in
-        `_waits`); OS and TLS errors as trio.BrokenResourceError, as trio's streams raise them."""
+        """Call `op` until OpenSSL does not need to wait for the socket; OS and TLS errors as
+        trio.BrokenResourceError, as trio's streams raise them."""
         while True:
             try:
                 return op()
             except ssl.SSLWantReadError:
-                self._waits += 1
                 await trio.lowlevel.wait_readable(self._sock)
             except ssl.SSLWantWriteError:
-                self._waits += 1
                 await trio.lowlevel.wait_writable(self._sock)
             except (ssl.SSLError, OSError) as exc:
                 if self._sock.fileno() == -1:
@@ -82,21 +77,17 @@ class TlsSocketStream(trio.abc.Stream):
             except ssl.SSLZeroReturnError:  # the peer's close_notify
                 return b""
 
-        waits = self._waits
         data = await self._retry(read)
-        if self._waits == waits:  # a wait for the socket was this call's checkpoint
-            await trio.lowlevel.cancel_shielded_checkpoint()
+        await trio.lowlevel.cancel_shielded_checkpoint()
         return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
         view = memoryview(data)
-        waits = self._waits
         while view:
             sent = await self._retry(functools.partial(self._sock.send, view))
             view = view[sent:]
-        if self._waits == waits:
-            await trio.lowlevel.cancel_shielded_checkpoint()
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def wait_send_all_might_not_block(self) -> None:
         await trio.lowlevel.wait_writable(self._sock)

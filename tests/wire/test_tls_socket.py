@@ -6,7 +6,6 @@ release and any TLS peer speak the same TLS."""
 from __future__ import annotations
 
 import ssl
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -103,58 +102,4 @@ async def test_closing_wakes_a_task_waiting_to_receive(tmp_path: Path) -> None:
             await ours.aclose()
         with pytest.raises(trio.ClosedResourceError):
             await ours.send_all(b"x")
-        await theirs.aclose()
-
-
-class _Steps(trio.abc.Instrument):
-    """How many times each task ran (a step: from a resumption to its next suspension)."""
-
-    def __init__(self) -> None:
-        self.steps: dict[trio.lowlevel.Task, int] = {}
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        self.steps[task] = self.steps.get(task, 0) + 1
-
-
-async def _steps_of(
-    call: Callable[[], Awaitable[object]], before: Callable[[], Awaitable[None]]
-) -> int:
-    """The steps one `call` takes in a task of its own, `before` run once it waits."""
-    steps = _Steps()
-    trio.lowlevel.add_instrument(steps)
-    try:
-        async with trio.open_nursery() as nursery:
-
-            async def task() -> None:
-                await call()
-
-            nursery.start_soon(task)
-            await trio.testing.wait_all_tasks_blocked()
-            await before()
-        (count,) = [n for t, n in steps.steps.items() if t.name.endswith("task")]
-        return count
-    finally:
-        trio.lowlevel.remove_instrument(steps)
-
-
-async def test_every_call_is_one_checkpoint_not_two(tmp_path: Path) -> None:
-    """A receive that finds its data lets the other tasks run once (a schedule point: its
-    second step); one that waits for the socket has let them run while it waited, and adds no
-    second yield after it (issue #20: each was one more pass of an idle agent's loop)."""
-    with trio.fail_after(TIMEOUT_S):
-        ours, theirs = await _pair(tmp_path)
-
-        async def nothing() -> None:
-            await trio.lowlevel.checkpoint()
-
-        await theirs.send_all(b"ready")
-        await trio.sleep(0.1)  # arrived: the receive finds it
-        assert await _steps_of(lambda: ours.receive_some(), nothing) == 2
-
-        async def send() -> None:
-            await theirs.send_all(b"later")
-
-        assert await _steps_of(lambda: ours.receive_some(), send) == 2  # parked, then woken
-        assert await _steps_of(lambda: ours.send_all(b"x"), nothing) == 2
-        await ours.aclose()
         await theirs.aclose()

@@ -189,7 +189,7 @@ class Executor:
                         self.synced = await self._sync()
                     await self._reconcile()
                     # A periodic look repairs anything missed (on the beat: `swarmlet.timers`).
-                    with trio.move_on_at(timers.on_beat(trio.current_time(), 5.0)):
+                    with trio.move_on_at(timers.next_beat(5.0)):
                         await self._wake.wait()
                     self._wake = trio.Event()
 
@@ -234,7 +234,7 @@ class Executor:
     async def _measure(self) -> None:
         """CPU and memory of the running replicas of autoscaled services, for the leader."""
         while True:
-            await trio.sleep_until(timers.on_beat(trio.current_time(), STATS_INTERVAL_S))
+            await trio.sleep_until(timers.next_beat(STATS_INTERVAL_S))
             state = self._state()
             wanted = [
                 (task_id, container_id)

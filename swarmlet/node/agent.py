@@ -709,7 +709,7 @@ class Agent:
             if meta_news(published, meta):
                 published = meta
                 self._publish_meta(meta)
-            with trio.move_on_at(timers.on_beat(trio.current_time(), self.config.meta_refresh_s)):
+            with trio.move_on_at(timers.next_beat(self.config.meta_refresh_s)):
                 await self.raft.leader_changed.wait()
 
     # ------------------------------------------------------------------------ run
@@ -763,7 +763,7 @@ class Agent:
         and SWIM never probes a member it holds as dead or gone."""
         rng = random.Random()
         while True:
-            await trio.sleep_until(timers.on_beat(trio.current_time(), RECONNECT_INTERVAL_S))
+            await trio.sleep_until(timers.next_beat(RECONNECT_INTERVAL_S))
             members = ((n.id, n.addr) for n in self.state.nodes.values())
             targets = reconnect_targets(members, self.node_id, self.member_gossip_state, rng)
             if targets:

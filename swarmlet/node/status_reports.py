@@ -143,7 +143,7 @@ class StatusReporter:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        next_load = timers.on_beat(trio.current_time(), self.load_interval_s)
+        next_load = timers.next_beat(self.load_interval_s)
         try:
             while True:
                 with trio.move_on_at(next_load) as load_due:
@@ -154,7 +154,7 @@ class StatusReporter:
                 with_load = trio.current_time() >= next_load
                 report = self.pending(with_load=with_load)
                 if with_load:  # on the beat, with the agent's other periodic work
-                    next_load = timers.on_beat(trio.current_time(), self.load_interval_s)
+                    next_load = timers.next_beat(self.load_interval_s)
                 if report is None:
                     continue
                 try:

@@ -159,7 +159,7 @@ class SessionServer:
                     said, reset = now, False
                     # On the beat, the same for every session: a manager's keepalives to all
                     # its workers go out in one wake-up, not one each (issue #20).
-                    quiet_until = timers.on_beat(trio.current_time(), KEEPALIVE_S)
+                    quiet_until = timers.next_beat(KEEPALIVE_S)
                 with trio.move_on_at(quiet_until):
                     await changed.wait()
         except (trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError):

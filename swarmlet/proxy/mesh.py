@@ -123,7 +123,7 @@ class Proxy:
             while True:
                 # A periodic look (ports that were busy), on the agent's beat: with its other
                 # periodic work, in one wake-up (`swarmlet.timers`).
-                with trio.move_on_at(timers.on_beat(trio.current_time(), 2.0)):
+                with trio.move_on_at(timers.next_beat(2.0)):
                     await self._wake.wait()
                 self._wake = trio.Event()
                 await self._sync()

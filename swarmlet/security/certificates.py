@@ -145,7 +145,7 @@ class Certificates:
             why = self.due(time.time())
             if why is not None:
                 await self.renew(why)
-            with trio.move_on_at(timers.on_beat(trio.current_time(), CHECK_INTERVAL_S)):
+            with trio.move_on_at(timers.next_beat(CHECK_INTERVAL_S)):
                 await self._wake.wait()
             self._wake = trio.Event()
 

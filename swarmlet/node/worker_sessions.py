@@ -233,8 +233,10 @@ class WorkerSession:
         self._poked.set()
 
     def state_moved(self) -> None:
-        """The state this node reads moved: whether it wants a session may have changed."""
-        self._state_moved.set()
+        """The state this node reads moved: whether it wants a session may have changed. Only
+        a node that now wants one is woken: on a manager this is every applied batch of writes."""
+        if self._wanted():
+            self._state_moved.set()
 
     async def wait_applied(self, index: int) -> None:
         while self.applied < index:

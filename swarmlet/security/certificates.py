@@ -124,8 +124,10 @@ class Certificates:
         return tls_config(self._datadir, self._admit)
 
     def notify(self) -> None:
-        """The state changed: this node's role may have."""
-        self._wake.set()
+        """The state changed: this node's role may have. The loop is woken only if a renewal
+        is due: the agent notifies at every applied batch of writes."""
+        if self.due(time.time()) is not None:
+            self._wake.set()
 
     def due(self, now: float) -> str | None:
         """Why this node's certificate should be renewed now, or None."""

@@ -11,6 +11,7 @@ import trio.testing
 
 from bench.control_loop_sim import Simulation
 from tests.leader.test_control_loop_sim import TINY
+from tests.task_wakeups import tasks_woken
 
 
 class Host(Simulation):
@@ -34,8 +35,13 @@ async def test_duties_wait_for_the_lead_without_a_timer_and_start_when_it_comes(
             # The only deadline left is this test's own.
             left = trio.lowlevel.current_statistics().seconds_to_next_deadline
             assert left == pytest.approx(limit.deadline - trio.current_time())
-            duties.notify()  # a change that is not a lead: still nothing to do
-            await trio.testing.wait_all_tasks_blocked()
+            # A change that is not a lead (a follower hears of every applied batch of writes):
+            # still nothing to do, and no loop of the duties is even woken to see that.
+            with tasks_woken() as woken:
+                for _ in range(3):
+                    duties.notify()
+                    await trio.testing.wait_all_tasks_blocked()
+            assert woken == []
             assert duties.passes == 0
 
             host.leading = True

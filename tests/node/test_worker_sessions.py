@@ -45,6 +45,7 @@ from swarmlet.state.worker_view import (
 )
 from swarmlet.wire.protocol_version import SESSIONS_SINCE
 from swarmlet.wire.transport import Address, Counters, FramedStream
+from tests.task_wakeups import tasks_woken
 
 TIMEOUT_S = 60  # virtual seconds under the autojump clock: a hang fails, at no cost
 HOST = "127.0.0.1"
@@ -683,6 +684,12 @@ async def test_a_node_that_wants_no_session_opens_none(
             await trio.sleep(10 * RETRY_S)
             assert worker.connects == []
             assert worker.counters["worker_sessions_opened"] == 0
+
+            with tasks_woken() as woken:  # a manager is told of every applied batch ...
+                for _ in range(3):
+                    worker.session.state_moved()
+                    await trio.testing.wait_all_tasks_blocked()
+            assert woken == []  # ... which wakes nothing while it wants no session
 
             worker.wanted = True  # it became a worker ...
             await trio.sleep(2 * RETRY_S)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from swarmlet import certs, crypto
 from swarmlet.errors import StorageCorruptError
@@ -34,6 +35,7 @@ from swarmlet.wire.transport import (
     TlsConfig,
     Transport,
 )
+from tests.task_wakeups import tasks_woken
 
 HOST = "127.0.0.1"
 TIMEOUT_S = 10
@@ -276,6 +278,32 @@ async def test_a_manager_renews_by_issuing_locally_and_installs_the_new_certific
     assert len(m1.installed) == 1
     assert m1.certificates.counters["certificate_renewals"] == 1
     assert m1.certificates.due(time.time()) is None
+
+
+async def test_the_renewal_loop_is_woken_only_by_a_change_that_makes_a_renewal_due(
+    tmp_path: Path,
+) -> None:
+    d = data_dir(tmp_path, "m1", manager=True)
+    state = new_state(record(d, "m1", Role.MANAGER, 0))
+    m1 = side(d, "m1", state)
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(m1.certificates.run)
+            await trio.testing.wait_all_tasks_blocked()
+            # The agent notifies at every applied batch of writes: most change nothing here.
+            with tasks_woken() as woken:
+                for _ in range(3):
+                    m1.certificates.notify()
+                    await trio.testing.wait_all_tasks_blocked()
+            assert woken == []
+            assert m1.installed == []
+
+            state.nodes["m1"] = dataclasses.replace(state.nodes["m1"], cert_generation=1)
+            m1.certificates.notify()
+            while not m1.installed:
+                await trio.sleep(0.01)
+            assert m1.certificates.current.generation == 1
+            nursery.cancel_scope.cancel()
 
 
 @dataclass

@@ -108,8 +108,9 @@ ALLOWED: dict[str, frozenset[str]] = {
 PURE_PACKAGES: dict[str, tuple[str, ...]] = {
     "swarmlet.state": (),
     "swarmlet.stack": (),
-    # the trio driver; the durable log written (storage) and read back at open (recovery)
-    "swarmlet.raft": ("driver", "storage", "recovery"),
+    # the trio driver and the thread it saves through; the durable log written (storage) and
+    # read back at open (recovery)
+    "swarmlet.raft": ("driver", "disk_thread", "storage", "recovery"),
     "swarmlet.gossip": ("driver",),  # the trio driver (UDP, TCP push/pull, the clock)
     "swarmlet.leader.orchestrator": (),
 }

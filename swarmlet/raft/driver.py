@@ -56,6 +56,7 @@ import trio
 
 from swarmlet.errors import NotLeaderError, RemoteProtocolError
 from swarmlet.raft.core import RaftConfig, RaftNode
+from swarmlet.raft.disk_thread import DiskThread
 from swarmlet.raft.interface import Ready
 from swarmlet.raft.messages import Message, Role, SoftState, sender_refusal
 from swarmlet.raft.state_machine import StateMachine
@@ -140,6 +141,7 @@ class RaftDriver(Generic[ResultT]):
         self.resolve = resolve
         self.tick_interval_s = tick_interval_s
         self.snapshot_every = snapshot_every
+        self._disk = DiskThread()  # the storage's saves and compactions, in order, off the loop
         self._on_soft_state = on_soft_state
         # Called once a Ready's committed entries (or a snapshot) are applied, before anyone
         # waiting on them runs: one wake-up of whatever follows the state per batch, not per
@@ -551,9 +553,7 @@ class RaftDriver(Generic[ResultT]):
                 self._send(msg)
         if hard_state is not None or rd.entries or rd.snapshot is not None:
             # Durable before anything that depends on it leaves this node (Raft Figure 2).
-            await trio.to_thread.run_sync(
-                self.storage.save, hard_state, list(rd.entries), rd.snapshot
-            )
+            await self._disk.run_sync(self.storage.save, hard_state, list(rd.entries), rd.snapshot)
             if hard_state is not None:
                 self._persisted_term_vote = (hard_state.term, hard_state.vote)
         if rd.snapshot is not None:
@@ -621,4 +621,4 @@ class RaftDriver(Generic[ResultT]):
         data = self.state_machine.snapshot()
         self.core.compact(self.applied, data)
         snapshot = self.core.snapshot
-        await trio.to_thread.run_sync(self.storage.compact, snapshot)
+        await self._disk.run_sync(self.storage.compact, snapshot)

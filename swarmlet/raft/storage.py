@@ -3,7 +3,7 @@ the driver opens, saves each Ready through and compacts.
 
 Owns `<data-dir>/raft/`; knows nothing of the Raft rules beyond log indexes and terms, and
 nothing of trio: every call blocks on file I/O, and the driver calls it through
-`trio.to_thread.run_sync`. One `RaftStorage` per directory and per process: an exclusive `flock` on
+`raft.disk_thread`. One `RaftStorage` per directory and per process: an exclusive `flock` on
 `LOCK` keeps a second agent out. The bytes of each file are `disk_format`'s; reading the directory
 back at open, and repairing it, is `recovery`'s.
 

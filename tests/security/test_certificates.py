@@ -285,7 +285,8 @@ async def test_the_renewal_loop_is_woken_only_by_a_change_that_makes_a_renewal_d
 ) -> None:
     d = data_dir(tmp_path, "m1", manager=True)
     state = new_state(record(d, "m1", Role.MANAGER, 0))
-    m1 = side(d, "m1", state)
+    renewed = trio.Event()
+    m1 = side(d, "m1", state, install=lambda tls: renewed.set())
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
             await nursery.start(m1.certificates.run)
@@ -300,8 +301,7 @@ async def test_the_renewal_loop_is_woken_only_by_a_change_that_makes_a_renewal_d
 
             state.nodes["m1"] = dataclasses.replace(state.nodes["m1"], cert_generation=1)
             m1.certificates.notify()
-            while not m1.installed:
-                await trio.sleep(0.01)
+            await renewed.wait()
             assert m1.certificates.current.generation == 1
             nursery.cancel_scope.cancel()
 

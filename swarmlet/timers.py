@@ -1,4 +1,5 @@
-"""Shared wake-ups: periodic looks that wait for the beat of their period.
+"""Shared wake-ups: periodic looks that wait for the beat of their period, and looks at a
+moving state paced under a stream of writes.
 
 An idle agent pays for each time it wakes up (on a 2-core virtual machine a few hundred
 microseconds of CPU, mostly cold caches), far more than for the little work it then does
@@ -6,6 +7,11 @@ microseconds of CPU, mostly cold caches), far more than for the little work it t
 (`next_beat`), rather than for a period after their last turn, wake together, in one pass of the
 run loop: a manager's keepalives to all its workers, and every periodic look of an agent whose
 period divides another's.
+
+What follows the replicated state (the routing mesh's routes, the leader's orchestration) is
+notified at every applied batch of writes, which under load is every few milliseconds on every
+member. Such a loop looks again at most every `FOLLOW_GAP_S`: a change after a quiet spell is
+seen at once, and a stream of them once per gap, each look covering all that came meanwhile.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 import math
 
 import trio
+
+FOLLOW_GAP_S = 0.02  # the least time between two looks at the state by a loop that follows it
 
 
 def on_beat(now: float, period: float) -> float:

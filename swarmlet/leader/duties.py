@@ -23,6 +23,7 @@ from typing import Protocol
 
 import trio
 
+from swarmlet import timers
 from swarmlet.errors import SwarmletError
 from swarmlet.leader.autoscaler import AutoscaleConfig, AutoscalerState, Sample, decide
 from swarmlet.leader.depends_on import held_back
@@ -185,7 +186,12 @@ class LeaderDuties:
                     await self._wait(0.5)
                 continue  # look again at once: the commands may enable more work
             delay = 5.0 if result.wakeup_at is None else max(0.0, result.wakeup_at - now)
+            passed_at = trio.current_time()
             await self._wait(min(delay, 5.0))
+            # Paced under a stream of writes (`timers.FOLLOW_GAP_S`), not after a pass with
+            # commands: those are followed at once, as they may enable more work.
+            await trio.sleep_until(passed_at + timers.FOLLOW_GAP_S)
+            self.wake = trio.Event()  # the next pass sees whatever came meanwhile
 
     def orchestration_pass(self, now: float) -> Plan:
         """Observe, hold back what `depends_on` holds, and plan what changed since the last

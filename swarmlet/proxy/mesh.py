@@ -121,10 +121,13 @@ class Proxy:
             await self._sync()
             task_status.started()
             while True:
+                synced_at = trio.current_time()
                 # A periodic look (ports that were busy), on the agent's beat: with its other
                 # periodic work, in one wake-up (`swarmlet.timers`).
                 with trio.move_on_at(timers.next_beat(2.0)):
                     await self._wake.wait()
+                # Paced under a stream of writes (`timers.FOLLOW_GAP_S`).
+                await trio.sleep_until(synced_at + timers.FOLLOW_GAP_S)
                 self._wake = trio.Event()
                 await self._sync()
 

@@ -129,7 +129,7 @@ class Executor:
         self._busy: set[str] = set()  # task ids with a start or stop in progress
         self._stopping: set[str] = set()
         self._stopped: set[str] = set()  # tasks whose container was stopped on purpose
-        self._wake = trio.Event()
+        self._changes = timers.StateFollower()  # the state, or what this node runs, moved
         self._start_limiter = trio.CapacityLimiter(max_parallel_starts)
         self._nursery: trio.Nursery | None = None
         # Read by `node.metrics` at scrape time: starts attempted, those that failed by
@@ -147,7 +147,7 @@ class Executor:
 
     def notify(self) -> None:
         """The replicated state changed: look again."""
-        self._wake.set()
+        self._changes.notify()
 
     # ------------------------------------------------------------------------ observations
 
@@ -189,9 +189,7 @@ class Executor:
                         self.synced = await self._sync()
                     await self._reconcile()
                     # A periodic look repairs anything missed (on the beat: `swarmlet.timers`).
-                    with trio.move_on_at(timers.next_beat(5.0)):
-                        await self._wake.wait()
-                    self._wake = trio.Event()
+                    await self._changes.wait(timers.next_beat(5.0))
 
     async def _adopt(self) -> None:
         state = self._state()
@@ -285,8 +283,8 @@ class Executor:
                 task_id, TaskState.FAILED, healthy=False, error="task: unhealthy container"
             )
             self._record("task", "unhealthy", task_id, "health check failed: replacing the task")
-            self._wake.set()  # stop it
-        self._wake.set()
+            self._changes.notify()  # stop it
+        self._changes.notify()
 
     # ------------------------------------------------------------------------ reconcile
 
@@ -419,7 +417,7 @@ class Executor:
             if task.id not in self._containers:  # failed or cancelled: no secret stays behind
                 secretfiles.remove(self.node_id, task.id)
             self._busy.discard(task.id)
-            self._wake.set()
+            self._changes.notify()
 
     async def _stop(self, task: Task, observed: TaskState) -> None:
         container_id = self._containers[task.id]
@@ -441,7 +439,7 @@ class Executor:
             self._stopped.add(task.id)
             self._stopping.discard(task.id)
             self._busy.discard(task.id)
-            self._wake.set()
+            self._changes.notify()
 
     async def _forget(self, task_id: str) -> None:
         try:

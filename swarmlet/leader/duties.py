@@ -95,7 +95,7 @@ class LeaderDuties:
         self.host = host
         self.voter_grace_s = voter_grace_s
         self.write_timeout_s = write_timeout_s
-        self.wake = trio.Event()  # the orchestration loop's: what it looks at moved
+        self._changes = timers.StateFollower()  # the orchestration loop's: what it reads moved
         # What a node that does not lead waits on in each loop, rather than a timer (issue #20:
         # their polling was a third of an idle follower's or worker's timer wake-ups): `notify`
         # sets and replaces it once the node leads, and the node notifies at every change of
@@ -119,7 +119,7 @@ class LeaderDuties:
         self.last_observe_cpu_s = 0.0
 
     def notify(self) -> None:
-        self.wake.set()
+        self._changes.notify()
         if self.host.is_leader:
             self._nudged.set()
             self._nudged = trio.Event()
@@ -136,9 +136,7 @@ class LeaderDuties:
             task_status.started()
 
     async def _wait(self, timeout_s: float) -> None:
-        with trio.move_on_after(timeout_s):
-            await self.wake.wait()
-        self.wake = trio.Event()
+        await self._changes.wait(trio.current_time() + timeout_s)
 
     async def _membership_loop(self) -> None:
         host = self.host
@@ -186,12 +184,7 @@ class LeaderDuties:
                     await self._wait(0.5)
                 continue  # look again at once: the commands may enable more work
             delay = 5.0 if result.wakeup_at is None else max(0.0, result.wakeup_at - now)
-            passed_at = trio.current_time()
             await self._wait(min(delay, 5.0))
-            # Paced under a stream of writes (`timers.FOLLOW_GAP_S`), not after a pass with
-            # commands: those are followed at once, as they may enable more work.
-            await trio.sleep_until(passed_at + timers.FOLLOW_GAP_S)
-            self.wake = trio.Event()  # the next pass sees whatever came meanwhile
 
     def orchestration_pass(self, now: float) -> Plan:
         """Observe, hold back what `depends_on` holds, and plan what changed since the last

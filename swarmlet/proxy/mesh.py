@@ -65,10 +65,10 @@ class Proxy:
         self.port_errors: dict[tuple[int, str], str] = {}
         self._udp: dict[PortKey, _UdpPort] = {}
         self._nursery: trio.Nursery | None = None
-        self._wake = trio.Event()
+        self._changes = timers.StateFollower()
 
     def notify(self) -> None:
-        self._wake.set()
+        self._changes.notify()
 
     def _ports(self) -> dict[PortKey, tuple[Route, PortStats]]:
         """Every port this process holds, TCP and UDP."""
@@ -121,14 +121,9 @@ class Proxy:
             await self._sync()
             task_status.started()
             while True:
-                synced_at = trio.current_time()
                 # A periodic look (ports that were busy), on the agent's beat: with its other
                 # periodic work, in one wake-up (`swarmlet.timers`).
-                with trio.move_on_at(timers.next_beat(2.0)):
-                    await self._wake.wait()
-                # Paced under a stream of writes (`timers.FOLLOW_GAP_S`).
-                await trio.sleep_until(synced_at + timers.FOLLOW_GAP_S)
-                self._wake = trio.Event()
+                await self._changes.wait(timers.next_beat(2.0))
                 await self._sync()
 
     async def _sync(self) -> None:

@@ -16,6 +16,7 @@ import trio.testing
 
 from swarmlet.executor.driver import ENDPOINT_DRAIN_S
 from swarmlet.state.model import TaskState
+from swarmlet.timers import FOLLOW_GAP_S
 from tests.executor.test_secretfiles import (
     FakeRuntime,
     Harness,
@@ -54,6 +55,7 @@ async def test_a_stop_keeps_the_grace_period_of_its_decision_after_the_service_l
                 state.tasks["t1"], desired_state=TaskState.SHUTDOWN
             )
             harness.executor.notify()
+            await trio.sleep(FOLLOW_GAP_S)  # its next look (`timers.StateFollower`)
             await trio.testing.wait_all_tasks_blocked()  # decided: draining the endpoints
             assert runtime.graces == []
             del state.services["s1"]  # the view drops the service during the drain

@@ -240,11 +240,14 @@ def _container(container_id: str, task_id: str) -> ContainerInfo:
 
 
 class FakeNetworks:
+    def __init__(self) -> None:
+        self.synced_at: list[float] = []  # trio's clock at each sync: one per reconcile pass
+
     async def load(self) -> None:
         pass
 
     async def sync(self, state: ClusterState) -> None:
-        pass
+        self.synced_at.append(trio.current_time())
 
     def hosts_for(self, state: ClusterState, spec: ServiceSpec) -> dict[str, str]:
         return {}
@@ -282,6 +285,7 @@ class Harness:
         async def task_files(task: Task) -> Mapping[tuple[str, bool], bytes]:
             return VALUES
 
+        self.networks = FakeNetworks()
         self.executor = Executor(
             cast(Any, runtime),
             cluster_id="c1",
@@ -291,7 +295,7 @@ class Harness:
             sync=sync,
             publish=publish,
             record_event=lambda *args: None,
-            networks=cast(LocalNetworks, FakeNetworks()),
+            networks=cast(LocalNetworks, self.networks),
             task_files=task_files,
         )
 

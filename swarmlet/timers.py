@@ -8,11 +8,11 @@ microseconds of CPU, mostly cold caches), far more than for the little work it t
 run loop: a manager's keepalives to all its workers, and every periodic look of an agent whose
 period divides another's.
 
-What follows the replicated state (the routing mesh's routes, the leader's orchestration) is
-notified at every applied batch of writes, which under load is every few milliseconds on every
-member. Such a loop waits on a `StateFollower`, and looks again at most every `FOLLOW_GAP_S`: a
-change after a quiet spell is seen at once, and a stream of them once per gap, each look covering
-all that came meanwhile.
+What follows the replicated state (the routing mesh's routes, the leader's orchestration, the
+executor's reconcile) is notified at every applied batch of writes, which under load is every
+few milliseconds on every member. Such a loop waits on a `StateFollower`, and looks again at
+most every `FOLLOW_GAP_S`: a change after a quiet spell is seen at once, and a stream of them
+once per gap, each look covering all that came meanwhile.
 """
 
 from __future__ import annotations

@@ -4,10 +4,10 @@ Why not `trio.to_thread.run_sync`, which the rest of the agent uses: the driver 
 Ready's save (an fdatasync) to a thread, on every member, for every batch of writes, and the
 hand-off is on the write's path. `to_thread` pays for what this caller does not need (a capacity
 limiter, a copy of the context, a thread taken from and returned to a cache, a cancellation
-protocol): 2,000 fdatasyncs of 200 bytes cost ~125 us of CPU and ~205-230 us wall each through
-it, ~92 us and ~170-175 us through one waiting thread and a queue (~54 us and ~130 us on the
-event loop, which must not wait for the disk: a stalled disk would stall gossip too, and get
-the node declared dead).
+protocol): 2,000 fdatasyncs of 200 bytes cost ~125-140 us of CPU and ~205-230 us wall each
+through it, ~92 us and ~170-175 us through one waiting thread and a queue (~54 us and ~130 us
+on the event loop, which must not wait for the disk: a stalled disk would stall gossip too, and
+get the node declared dead).
 
 Semantics are `to_thread.run_sync`'s default: the caller cannot be cancelled out of a call under
 way (the driver never goes on while a save may be half done), and an exception in the call is

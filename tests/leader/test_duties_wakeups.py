@@ -5,16 +5,14 @@ The host is the control-loop simulation's, whose Raft role the test sets."""
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import trio
 import trio.testing
 
 from bench.control_loop_sim import Simulation
 from swarmlet.leader.orchestrator.core import Plan
-from swarmlet.timers import FOLLOW_GAP_S
 from tests.leader.test_control_loop_sim import TINY
+from tests.pacing import check_paced
 from tests.task_wakeups import tasks_woken
 
 
@@ -63,8 +61,7 @@ async def test_a_leader_under_a_stream_of_writes_passes_once_per_gap_and_at_once
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """The agent notifies the duties at every applied batch of writes: every few milliseconds
-    under load. The orchestration looks at once at a change after a quiet spell, and at most
-    once per `FOLLOW_GAP_S` under a stream of them, the last change included."""
+    under load. The orchestration passes as `tests.pacing` says."""
     host = Host(TINY)
     host.leading = True
     duties = host.duties
@@ -80,20 +77,5 @@ async def test_a_leader_under_a_stream_of_writes_passes_once_per_gap_and_at_once
         async with trio.open_nursery() as nursery:
             await nursery.start(duties.run)
             await trio.sleep(7.5)  # settled: nothing left to do, a look every 5 s
-            passed_at.clear()
-            now = trio.current_time()
-            duties.notify()
-            await trio.testing.wait_all_tasks_blocked()
-            assert passed_at == [now]  # at once
-
-            passed_at.clear()
-            for _ in range(100):  # a batch applied every millisecond for 0.1 s
-                await trio.sleep(0.001)
-                duties.notify()
-            last_change = trio.current_time()
-            await trio.sleep(2 * FOLLOW_GAP_S)
-            assert 0.1 / FOLLOW_GAP_S - 1 <= len(passed_at) <= 0.1 / FOLLOW_GAP_S + 2
-            gaps = [b - a for a, b in itertools.pairwise(passed_at)]
-            assert min(gaps) >= FOLLOW_GAP_S - 1e-9
-            assert passed_at[-1] >= last_change  # the last change was looked at too
+            await check_paced(duties.notify, passed_at)
             nursery.cancel_scope.cancel()

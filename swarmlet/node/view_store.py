@@ -83,21 +83,23 @@ class ViewStore:
         """On the event loop, where the view is never half-applied: cheap (tuples of records)."""
         return ViewToSave(view.snapshot_record(), index, leader_id, in_raft)
 
-    def save(self, taken: ViewToSave) -> None:
-        """Replace the stored view (blocking, and CPU for a large view: run it in a thread).
-        Raises OSError if the disk refuses; a view too large to be loaded is not written."""
+    def save(self, taken: ViewToSave) -> bool:
+        """Replace the stored view (blocking, and CPU for a large view: run it in a thread);
+        False if the view is too large to be loaded back, and then it is not written. Raises
+        OSError if the disk refuses. Touches no counter: the agent's are the event loop's."""
         body = [_FORMAT, taken.index, taken.leader_id or "", taken.in_raft]
         body.append(wire.encode(taken.snapshot))
         sealed = self._cipher.seal(msgpack.packb(body, use_bin_type=True), self._aad)
         if len(sealed) > MAX_BYTES:
-            self._counters["worker_view_too_large"] += 1
             log.warning("the view (%d bytes) is too large to be kept on disk", len(sealed))
-            return
+            return False
         write_atomic(self.path, sealed)
+        return True
 
     async def write(self, taken: ViewToSave) -> None:
         """`save` in a thread: the disk, and the encoding of a large view, off the event loop."""
-        await trio.to_thread.run_sync(self.save, taken)
+        if not await trio.to_thread.run_sync(self.save, taken):
+            self._counters["worker_view_too_large"] += 1
 
     def read(self) -> StoredView | None:
         """The stored view, None if there is none; UnreadableView (with why) if there is one

@@ -113,10 +113,11 @@ def test_a_view_the_disk_cannot_give_back_is_counted_and_does_not_stop_the_agent
     assert s.load() is None and counters["worker_view_unreadable"] == 1
 
 
-def test_a_view_too_large_to_load_is_not_written(
+async def test_a_view_too_large_to_load_is_not_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s, counters = store(tmp_path)
     monkeypatch.setattr(view_store, "MAX_BYTES", 100)
-    save(s, view())
+    # Counted by `write`, on the event loop, once the thread that encoded it has returned.
+    await s.write(ViewStore.take(view(), 3, "m1", True))
     assert not s.path.exists() and counters["worker_view_too_large"] == 1

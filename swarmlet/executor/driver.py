@@ -63,6 +63,10 @@ log = logging.getLogger(__name__)
 # node's status reports (`loads`), not in the observations, which are committed.
 STATS_INTERVAL_S = 5.0
 
+# Between two attempts to make the state current while none succeeds (each waits seconds for a
+# manager or a leader; the pause only keeps one that fails at once from spinning).
+SYNC_RETRY_S = 1.0
+
 # How long a stopped task's endpoint stays out of the proxies before its container is signalled,
 # so that every proxy has dropped it: the status report's batch window, its commit, and the
 # append that brings the commit to every replica.
@@ -183,13 +187,23 @@ class Executor:
                 await self._adopt()
                 nursery.start_soon(self._watch, events)
                 nursery.start_soon(self._measure)
+                if not self.synced:
+                    nursery.start_soon(self._until_synced)
                 task_status.started()
                 while True:
-                    if not self.synced:
-                        self.synced = await self._sync()
                     await self._reconcile()
                     # A periodic look repairs anything missed (on the beat: `swarmlet.timers`).
                     await self._changes.wait(timers.next_beat(5.0))
+
+    async def _until_synced(self) -> None:
+        """Try again to make the state current until it is, beside the reconcile loop: each
+        attempt waits seconds for a manager or a leader, and meanwhile the tasks the state
+        assigns here start and stop as it says; only removing a container whose task this node
+        has not heard of waits (`_reconcile`)."""
+        while not self.synced:
+            await trio.sleep(SYNC_RETRY_S)  # an attempt that fails at once does not spin
+            self.synced = await self._sync()
+        self._changes.notify()  # now it may remove what it cannot place
 
     async def _adopt(self) -> None:
         state = self._state()

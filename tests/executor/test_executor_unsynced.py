@@ -10,6 +10,7 @@ from pathlib import Path
 import trio
 import trio.testing
 
+from swarmlet.timers import FOLLOW_GAP_S
 from tests.executor.test_secretfiles import FakeRuntime, Harness, _container, _state, _task
 
 
@@ -44,5 +45,33 @@ async def test_an_executor_on_a_state_not_current_keeps_unknown_containers_and_s
         async with trio.open_nursery() as nursery:
             await nursery.start(harness.executor.run)
             await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    assert runtime.removed == ["c-newer"]
+
+
+async def test_an_executor_not_current_acts_on_changes_at_once_and_cleans_up_once_current(
+    secrets_root: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Its attempts to be current (each waits seconds for a manager) are not on the path of
+    its reconcile: a task assigned meanwhile starts at once, not after the next attempt."""
+    runtime = FakeRuntime(secrets_root)
+    runtime.containers = [_container("c-newer", "newer")]
+    state = _state()
+    harness = Harness(secrets_root, runtime, state, current=False)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(harness.executor.run)
+            await trio.sleep(1.0)
+            state.tasks["assigned"] = _task("assigned")
+            harness.executor.notify()
+            await trio.sleep(FOLLOW_GAP_S)  # its next look (`timers.StateFollower`)
+            await trio.testing.wait_all_tasks_blocked()
+            assert "assigned" in harness.observations  # started at once
+            assert runtime.removed == []  # not current: "newer" may be a task it has not heard of
+
+            harness.current = True  # a manager answers again
+            await trio.sleep(10.0)  # the next attempt succeeds
+            await trio.testing.wait_all_tasks_blocked()
+            assert harness.executor.synced
             nursery.cancel_scope.cancel()
     assert runtime.removed == ["c-newer"]

@@ -271,13 +271,17 @@ class Harness:
         self, root: Path, runtime: FakeRuntime, state: ClusterState, *, current: bool = True
     ) -> None:
         """`current`: whether the state can be made current (`Executor`'s `sync`: False for
-        a worker on the view it kept on disk, or a manager without a quorum)."""
+        a worker on the view it kept on disk, or a manager without a quorum; an attempt then
+        waits 5 s, as the agent's does, for a manager or a leader that does not come)."""
         self.state = state
+        self.current = current
         self.observations: dict[str, TaskObservation] = {}
 
         async def sync() -> bool:
             await trio.lowlevel.checkpoint()
-            return current
+            if not self.current:
+                await trio.sleep(5.0)
+            return self.current
 
         def publish() -> None:
             self.observations = dict(self.executor.observations)

@@ -173,6 +173,9 @@ class ControlConnection:
             body = None  # the agent closed it (idle too long, or gone): as a closed answer
         return response_result(body)
 
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
 
 class ControlClient:
     """The trio client (the dashboard's, the benchmarks'). `call` and `stream` open a connection
@@ -192,11 +195,17 @@ class ControlClient:
         async with self.connection() as connection:
             return await connection.call(op, **args)
 
+    async def open_connection(self) -> ControlConnection:
+        """A kept-alive connection, which the caller closes (`ControlConnection.aclose`)."""
+        return ControlConnection(await self._open())
+
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[ControlConnection]:
-        stream = await self._open()
-        async with stream:
-            yield ControlConnection(stream)
+        connection = await self.open_connection()
+        try:
+            yield connection
+        finally:
+            await connection.aclose()
 
     @contextlib.asynccontextmanager
     async def stream(self, op: str, **args: Any) -> AsyncIterator[AsyncIterator[Any]]:

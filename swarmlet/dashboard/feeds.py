@@ -5,7 +5,8 @@ learn goes through the pure `build_view` (and `screens.render_screen`); this mod
 
 - Polls: `status`, `node.ls`, `service.ls` and `service.ps` concurrently, every `interval_s`,
   under one `POLL_TIMEOUT_S` deadline. Reads wait up to 2 s for a leader (ReadIndex), so the
-  deadline is longer than that: a stale answer is an answer, a hung agent is not.
+  deadline is longer than that: a stale answer is an answer, a hung agent is not. Each call
+  keeps its connection from one poll to the next (`Poller`).
 - Events: a background `events` stream into a bounded deque, re-opened after a failure (the
   agent restarting) from the last event's time; duplicates of the reopen are skipped by
   (time, seq). A new event updates the view at once, with the last poll's data.
@@ -26,9 +27,9 @@ from typing import Any
 
 import trio
 
-from swarmlet.api.control_socket import ControlClient
+from swarmlet.api.control_socket import ControlClient, ControlConnection
 from swarmlet.dashboard.lists import LogLine
-from swarmlet.errors import SwarmletError
+from swarmlet.errors import AgentUnavailableError, SwarmletError
 
 DEFAULT_INTERVAL_S = 0.5
 POLL_TIMEOUT_S = 5.0  # > the agents' 2 s read barrier
@@ -50,41 +51,84 @@ class PollResult:
     error: str  # the first failure, "" if every call answered
 
 
-async def poll(client: ControlClient, timeout_s: float = POLL_TIMEOUT_S) -> PollResult:
-    """One round of the four calls; a call that fails or times out gives None and a reason."""
-    calls: dict[str, tuple[str, dict[str, Any]]] = {
+class Poller:
+    """The four calls of a poll, each over a connection kept from one poll to the next: a
+    connection per call cost the agent an accept, a task and a close each time (eight a second
+    at the default interval). A call that fails, or that the deadline cuts, drops its
+    connection; one found closed (the agent restarted, or closed it idle) is made again at once
+    on a new connection. Close it with `aclose`."""
+
+    CALLS: Mapping[str, tuple[str, Mapping[str, Any]]] = {
         "status": ("status", {}),
         "nodes": ("node.ls", {}),
         "services": ("service.ls", {}),
         "tasks": ("service.ps", {}),
     }
-    results: dict[str, Mapping[str, Any]] = {}
-    errors: list[str] = []
 
-    async def one(key: str, op: str, args: dict[str, Any]) -> None:
+    def __init__(self, client: ControlClient) -> None:
+        self.client = client
+        self._connections: dict[str, ControlConnection] = {}
+
+    async def poll(self, timeout_s: float = POLL_TIMEOUT_S) -> PollResult:
+        """One round of the four calls; a call that fails or times out gives None and a reason."""
+        results: dict[str, Mapping[str, Any]] = {}
+        errors: list[str] = []
+
+        async def one(key: str, op: str, args: Mapping[str, Any]) -> None:
+            try:
+                result = await self._call(key, op, args)
+            except _FAILURES as exc:
+                errors.append(str(exc) or type(exc).__name__)
+                return
+            if isinstance(result, Mapping):
+                results[key] = result
+            else:
+                errors.append(f"{op}: unexpected answer {type(result).__name__}")
+
+        with trio.move_on_after(timeout_s):
+            async with trio.open_nursery() as nursery:
+                for key, (op, args) in self.CALLS.items():
+                    nursery.start_soon(one, key, op, args)
+        if len(results) < len(self.CALLS) and not errors:
+            errors.append(f"the agent did not answer within {timeout_s:g} s")
+        return PollResult(
+            results.get("status"),
+            results.get("nodes"),
+            results.get("services"),
+            results.get("tasks"),
+            errors[0] if errors else "",
+        )
+
+    async def _call(self, key: str, op: str, args: Mapping[str, Any]) -> Any:
+        kept = self._connections.pop(key, None)
+        if kept is not None:
+            try:
+                result = await self._over(kept, op, args)
+            except AgentUnavailableError:
+                pass  # closed meanwhile: once more, on a new connection
+            else:
+                self._connections[key] = kept
+                return result
+        connection = await self.client.open_connection()
+        result = await self._over(connection, op, args)
+        self._connections[key] = connection
+        return result
+
+    @staticmethod
+    async def _over(connection: ControlConnection, op: str, args: Mapping[str, Any]) -> Any:
+        """`op` over `connection`, which is closed if the call does not answer (an error, or a
+        cancellation: an answer may still be on its way, and would be taken for the next's)."""
         try:
-            result = await client.call(op, **args)
-        except _FAILURES as exc:
-            errors.append(str(exc) or type(exc).__name__)
-            return
-        if isinstance(result, Mapping):
-            results[key] = result
-        else:
-            errors.append(f"{op}: unexpected answer {type(result).__name__}")
+            return await connection.call(op, **args)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await connection.aclose()
+            raise
 
-    with trio.move_on_after(timeout_s):
-        async with trio.open_nursery() as nursery:
-            for key, (op, args) in calls.items():
-                nursery.start_soon(one, key, op, args)
-    if len(results) < len(calls) and not errors:
-        errors.append(f"the agent did not answer within {timeout_s:g} s")
-    return PollResult(
-        results.get("status"),
-        results.get("nodes"),
-        results.get("services"),
-        results.get("tasks"),
-        errors[0] if errors else "",
-    )
+    async def aclose(self) -> None:
+        connections, self._connections = self._connections, {}
+        for connection in connections.values():
+            await connection.aclose()
 
 
 class EventFeed:

@@ -40,9 +40,9 @@ from swarmlet.dashboard.feeds import (
     DEFAULT_INTERVAL_S,
     EventFeed,
     LogFeed,
+    Poller,
     follow_events,
     follow_logs,
-    poll,
 )
 from swarmlet.dashboard.keys import (
     Effect,
@@ -222,25 +222,30 @@ class DashboardApp(App[None]):
         self.mark_dirty()
 
     async def _poll_loop(self) -> None:
-        while True:
-            result = await poll(self.client)
-            now = self.clock()
-            self.view = build_view(
-                result.status,
-                result.nodes,
-                result.services,
-                result.tasks,
-                self.feed.items,
-                self.view if self.polls else None,
-                now,
-                error=result.error,
-                utc_offset_s=_utc_offset_s(now),
-            )
-            self.polls += 1
-            self.mark_dirty()
-            with trio.move_on_after(self.interval_s):
-                await self._poll_now.wait()
-            self._poll_now = trio.Event()
+        poller = Poller(self.client)
+        try:
+            while True:
+                result = await poller.poll()
+                now = self.clock()
+                self.view = build_view(
+                    result.status,
+                    result.nodes,
+                    result.services,
+                    result.tasks,
+                    self.feed.items,
+                    self.view if self.polls else None,
+                    now,
+                    error=result.error,
+                    utc_offset_s=_utc_offset_s(now),
+                )
+                self.polls += 1
+                self.mark_dirty()
+                with trio.move_on_after(self.interval_s):
+                    await self._poll_now.wait()
+                self._poll_now = trio.Event()
+        finally:
+            with trio.CancelScope(shield=True):
+                await poller.aclose()
 
     async def _perform(self, effect: Perform) -> None:
         error = answer = ""

@@ -1,14 +1,15 @@
 """The dashboard's I/O (polls, events, logs, actions) against a fake agent on a real control
-socket (no Docker, no sleeps)."""
+socket (no Docker; sleeps only where a poll's deadline is under test)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
-from swarmlet.api.control_socket import ControlClient
+from swarmlet.api.control_socket import ControlClient, ControlConnection
 from swarmlet.dashboard import actions, feeds
 from swarmlet.dashboard.keys import Action, ActionKind
 from swarmlet.errors import SwarmletError
@@ -24,24 +25,87 @@ async def _serve(nursery: trio.Nursery, path: Path, agent: FakeAgent) -> Control
     return ControlClient(path)
 
 
-async def test_poll_returns_every_answer_when_the_agent_answers(tmp_path: Path) -> None:
+class CountingClient(ControlClient):
+    """A client that counts the connections it opens."""
+
+    opened = 0
+
+    async def open_connection(self) -> ControlConnection:
+        self.opened += 1
+        return await super().open_connection()
+
+
+ANSWERED = (STATUS, NODES, SERVICES, TASKS, "")
+
+
+def answers(result: feeds.PollResult) -> tuple[object, ...]:
+    return (result.status, result.nodes, result.services, result.tasks, result.error)
+
+
+async def test_polls_return_every_answer_over_connections_kept_from_poll_to_poll(
+    tmp_path: Path,
+) -> None:
+    client = CountingClient(tmp_path / "c.sock")
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            client = await _serve(nursery, tmp_path / "c.sock", FakeAgent([]))
-            result = await feeds.poll(client)
+            await serve(nursery, client.path, FakeAgent([]))
+            poller = feeds.Poller(client)
+            results = [await poller.poll() for _ in range(5)]
+            await poller.aclose()
             nursery.cancel_scope.cancel()
-    assert (result.status, result.nodes, result.services, result.tasks, result.error) == (
-        STATUS,
-        NODES,
-        SERVICES,
-        TASKS,
-        "",
-    )
+    assert [answers(r) for r in results] == [ANSWERED] * 5
+    assert client.opened == 4  # one per call, not one per call and poll
+
+
+async def test_polls_go_on_over_new_connections_after_the_agent_restarts(tmp_path: Path) -> None:
+    client = CountingClient(tmp_path / "c.sock")
+    poller = feeds.Poller(client)
+    with trio.fail_after(10):
+        for _ in range(2):  # the same poller, across the agent's restart
+            async with trio.open_nursery() as nursery:
+                await serve(nursery, client.path, FakeAgent([]))
+                assert answers(await poller.poll()) == ANSWERED
+                nursery.cancel_scope.cancel()  # the agent stops: its connections close
+        await poller.aclose()
+    assert client.opened == 8
+
+
+async def test_a_call_cut_by_the_deadline_drops_its_connection_and_its_late_answer(
+    tmp_path: Path,
+) -> None:
+    class SlowOnce(FakeAgent):
+        def handlers(self) -> dict[str, Any]:
+            handlers = super().handlers()
+            calls = 0
+
+            async def ps(args: dict[str, Any]) -> Any:
+                nonlocal calls
+                calls += 1
+                if calls == 1:
+                    await trio.sleep(0.5)
+                    return {"tasks": "the late answer of the first poll"}
+                return TASKS
+
+            return handlers | {"service.ps": ps}
+
+    client = CountingClient(tmp_path / "c.sock")
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await serve(nursery, client.path, SlowOnce([]))
+            poller = feeds.Poller(client)
+            first = await poller.poll(timeout_s=0.2)
+            await trio.sleep(0.5)  # the late answer is sent, to a connection nobody reads
+            second = await poller.poll()
+            await poller.aclose()
+            nursery.cancel_scope.cancel()
+    assert first.tasks is None and "did not answer within 0.2 s" in first.error
+    assert answers(second) == ANSWERED  # not the first poll's late answer
+    assert client.opened == 5
 
 
 async def test_poll_of_a_missing_agent_gives_nothing_and_says_why(tmp_path: Path) -> None:
     with trio.fail_after(10):
-        result = await feeds.poll(ControlClient(tmp_path / "none.sock"))
+        result = await feeds.Poller(ControlClient(tmp_path / "none.sock")).poll()
     assert result.status is None and result.nodes is None
     assert "no agent answers" in result.error
 

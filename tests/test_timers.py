@@ -36,9 +36,9 @@ async def test_a_state_follower_wakes_at_once_after_quiet_and_once_per_gap_under
         follower.notify()  # again at once: held until the gap has passed
         await trio.testing.wait_all_tasks_blocked()
         assert woke_at == [1.0]
-        await trio.sleep(FOLLOW_GAP_S)
-        assert woke_at == [1.0, 1.0 + FOLLOW_GAP_S]
+        await trio.sleep(2 * FOLLOW_GAP_S)  # past the gap (a tie with it may go either way)
+        assert woke_at == [1.0, pytest.approx(1.0 + FOLLOW_GAP_S)]
         woke_at.clear()
-        await trio.sleep(10.5)
+        await trio.sleep(10.0)
         assert woke_at == [pytest.approx(1.0 + FOLLOW_GAP_S + 10.0)]  # the deadline
         nursery.cancel_scope.cancel()

@@ -82,11 +82,20 @@ class GossipDriver:
         self.core.handle_datagram(trio.current_time(), addr, msg.msgs)
         self._wake.set()
 
+    # A join or new metadata once this node has left is dropped here, where the core would
+    # raise (a caller's bug there): the agent's loops that speak for the node (reconnects, its
+    # metadata refresh) run until it stops, and one that woke during the leave crashed the agent
+    # before its leave went out; the others then saw a failure, not a departure.
+
     def join(self, seeds: Sequence[Address]) -> None:
+        if self._leaving:
+            return
         self.core.join(trio.current_time(), seeds)
         self._wake.set()
 
     def set_meta(self, meta: bytes) -> None:
+        if self._leaving:
+            return
         self.core.set_meta(trio.current_time(), meta)
         self._wake.set()
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from swarmlet.gossip.config import GossipConfig
 from swarmlet.gossip.core import EventKind, SendDatagram, Swim
+from swarmlet.gossip.driver import GossipDriver
 from swarmlet.gossip.messages import (
     MAX_INCARNATION,
     Alive,
@@ -369,11 +370,9 @@ def test_no_refutation_passes_the_cap() -> None:
 # --- driver -------------------------------------------------------------------------------------
 
 
-async def test_the_driver_passes_sign_and_verify_to_the_core() -> None:
-    from swarmlet.gossip.driver import GossipDriver
-
-    sign, verify = Signer("a"), Verifier()
-    driver = GossipDriver(
+def driver_of_a(sign: Signer, verify: Verifier) -> GossipDriver:
+    """Member a's driver with `sign` and `verify`, not run (no transport)."""
+    return GossipDriver(
         None,  # type: ignore[arg-type]  # not used until run()
         CFG,
         "a",
@@ -385,6 +384,11 @@ async def test_the_driver_passes_sign_and_verify_to_the_core() -> None:
         sign=sign,
         verify=verify,
     )
+
+
+async def test_the_driver_passes_sign_and_verify_to_the_core() -> None:
+    sign, verify = Signer("a"), Verifier()
+    driver = driver_of_a(sign, verify)
     now = trio.current_time()
     assert own_alive(driver.core).signature == sign(
         alive_signed_bytes("a", 0, *ADDR["a"], b"meta-a")
@@ -446,20 +450,7 @@ async def test_a_join_or_metadata_after_leave_is_dropped_by_the_driver_not_raise
     """The agent's reconnect and metadata loops run until it stops: one that woke while the node
     was leaving raised out of the core ("set_meta after leave") and crashed the agent before its
     leave went out, so the others saw a failure (found as a flaky integration test under load)."""
-    from swarmlet.gossip.driver import GossipDriver
-
-    driver = GossipDriver(
-        None,  # type: ignore[arg-type]  # not used until run()
-        CFG,
-        "a",
-        ADDR["a"],
-        b"meta-a",
-        0,
-        lambda _event: None,
-        random.Random(0),
-        sign=Signer("a"),
-        verify=Verifier(),
-    )
+    driver = driver_of_a(Signer("a"), Verifier())
     await driver.leave(0.0)  # announced (the broadcast waits for run(), not started here)
     driver.core.take_outputs()
     driver.set_meta(b"meta-a, later")

@@ -223,24 +223,7 @@ class LocalCluster:
         """This cluster's containers (running or not) as {id, node, task, service, state}."""
         filters = [f"label=swarmlet.cluster={self.cluster_id}"]
         filters += [f"label=swarmlet.{k}={v}" for k, v in labels.items()]
-        args = ["docker", "ps", "-a", "--no-trunc", "--format", "{{json .}}"]
-        for f in filters:
-            args += ["--filter", f]
-        out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
-        result = []
-        for line in out.splitlines():
-            row = json.loads(line)
-            labels_ = dict(kv.split("=", 1) for kv in row["Labels"].split(",") if "=" in kv)
-            result.append(
-                {
-                    "id": row["ID"],
-                    "node": labels_.get("swarmlet.node", ""),
-                    "task": labels_.get("swarmlet.task", ""),
-                    "service": labels_.get("swarmlet.service", ""),
-                    "state": row["State"],
-                }
-            )
-        return result
+        return docker_containers(_docker, filters)
 
     def cleanup(self) -> None:
         self.heal()
@@ -271,6 +254,38 @@ class LocalCluster:
         for k, v in labels.items():
             args += ["--filter", f"label=swarmlet.{k}={v}"]
         return subprocess.run(args, capture_output=True, text=True, check=True).stdout.split()
+
+
+def _docker(*args: str, check: bool = True) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check).stdout
+
+
+def docker_containers(docker: Callable[..., str], filters: Sequence[str]) -> list[dict[str, str]]:
+    """The containers `docker ps -a` lists under `filters`, as {id, node, task, service, state}.
+
+    The state is `docker inspect`'s, not the listing's: Docker 20.10 sends a container's "die"
+    event, then releases its network and mounts, and only then updates the copy `docker ps`
+    reads, so a listing can still say "running" after the agent has seen the exit (a job's task
+    complete, its container listed as running: a CI failure). Inspect reads the container under
+    its lock, which that cleanup holds, so it answers once the exit is fully handled."""
+    args = ["ps", "-aq", "--no-trunc"]
+    for f in filters:
+        args += ["--filter", f]
+    ids = docker(*args).split()
+    if not ids:
+        return []
+    # A container removed since the listing is left out (inspect fails for it, prints the rest).
+    found = json.loads(docker("inspect", *ids, check=False) or "[]")
+    return [
+        {
+            "id": info["Id"],
+            "node": (labels := info["Config"]["Labels"] or {}).get("swarmlet.node", ""),
+            "task": labels.get("swarmlet.task", ""),
+            "service": labels.get("swarmlet.service", ""),
+            "state": info["State"]["Status"],
+        }
+        for info in found
+    ]
 
 
 def _alive(pid: int) -> bool:

@@ -50,6 +50,7 @@ from tests.integration.cluster import (
     SWARMLET,
     CommandFailed,
     _alive,
+    docker_containers,
     remove_secret_files,
     wait_for,
 )
@@ -212,24 +213,9 @@ class Host:
     def containers(self, **labels: str) -> list[dict[str, str]]:
         """Swarmlet's containers on this engine (running or not), as {id, node, task, service,
         state}, filtered by swarmlet labels (`service="web"` is `swarmlet.service=web`)."""
-        args = ["ps", "-a", "--no-trunc", "--format", "{{json .}}"]
-        args += ["--filter", "label=swarmlet.task"]
-        for key, value in labels.items():
-            args += ["--filter", f"label=swarmlet.{key}={value}"]
-        result = []
-        for line in self.docker(*args).splitlines():
-            row = json.loads(line)
-            row_labels = dict(kv.split("=", 1) for kv in row["Labels"].split(",") if "=" in kv)
-            result.append(
-                {
-                    "id": row["ID"],
-                    "node": row_labels.get("swarmlet.node", ""),
-                    "task": row_labels.get("swarmlet.task", ""),
-                    "service": row_labels.get("swarmlet.service", ""),
-                    "state": row["State"],
-                }
-            )
-        return result
+        filters = ["label=swarmlet.task"]
+        filters += [f"label=swarmlet.{key}={value}" for key, value in labels.items()]
+        return docker_containers(self.docker, filters)
 
     def running(self, service: str) -> int:
         """How many containers of `service` this engine runs (the ground truth)."""

@@ -15,10 +15,11 @@ import textwrap
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import docker
 import pytest
 
 from swarmlet.testing.images import BUSYBOX_IMAGE, WEB_IMAGE
-from tests.integration.cluster import _alive, answer, get, wait_for
+from tests.integration.cluster import _alive, _docker, answer, docker_containers, get, wait_for
 from tests.integration.hosts import (
     STATE_DIR,
     Host,
@@ -167,6 +168,27 @@ def test_a_lossy_link_drops_a_share_of_the_packets(topology: Topology) -> None:
     (counters,) = [line.split() for line in rules.splitlines() if topology.plan.tag in line]
     dropped = int(counters[0])  # packets the rule matched, hence dropped
     assert 100 < dropped < 300, rules  # binomial(400, 0.5): 10 standard deviations either side
+
+
+def test_the_container_listing_says_exited_once_docker_has_reported_the_exit() -> None:
+    """Docker 20.10 sends a container's "die" event before `docker ps` shows it exited (its
+    cleanup comes between): a job test once saw its last task complete and its container
+    "running". The harness's listing reads the state as inspect has it: exited, at the event."""
+    label = f"swarmlet.test-listing={os.getpid()}"
+    client = docker.from_env()
+    events = client.events(decode=True, filters={"event": "die", "label": label})
+    try:
+        container = client.containers.run(
+            BUSYBOX_IMAGE, ["true"], detach=True, labels=dict([label.split("=")])
+        )
+        try:
+            next(iter(events))  # it has exited: the agent would now report its task done
+            listed = docker_containers(_docker, [f"label={label}"])
+            assert [(c["id"], c["state"]) for c in listed] == [(container.id, "exited")]
+        finally:
+            container.remove(force=True)
+    finally:
+        events.close()
 
 
 class FailingTest(Exception):

@@ -256,6 +256,7 @@ class Agent:
             applied=lambda: self.raft.applied,
             leader_id=lambda: self.raft.leader_id,
             conf=lambda: self.raft.core.conf,
+            catch_up=self.sync_state,
             counters=self.counters,
         )
 

@@ -21,6 +21,10 @@ Invariants:
     session per node (a newer one replaces the older);
   * a worker swaps a full view in only once all of it arrived, and applies a run of updates
     only once it is complete: its executor and proxy never see half a view;
+  * a worker's view never goes back in Raft index: a manager serves only once its replica has
+    caught up with the cluster since it started, and a worker holds a session's view back
+    while it is older than the one it has (a restarted manager's replica starts where its disk
+    left it, which may lack tasks the worker runs: taken in, the executor would stop them);
   * a worker keeps its last view while it has no session (no manager reachable, an election):
     its tasks keep running and its proxy keeps serving the routes it had; and across a restart,
     from its disk (`node.view_store`), though never as a current view (`live`).
@@ -58,6 +62,7 @@ log = logging.getLogger(__name__)
 VIEW_PROTOCOL = 1  # of `SessionHello`/`ViewUpdate`; a manager refuses one it does not know
 KEEPALIVE_S = 1.0  # a manager sends an update at least this often, changes or not
 DEAD_AFTER_S = 4 * KEEPALIVE_S  # a worker gives a silent session up after this
+CATCH_UP_S = 3.0  # a restarted manager's wait to catch up before it serves (< DEAD_AFTER_S)
 RETRY_S = 1.0  # a worker's pause between rounds of managers that all failed
 OLD_MANAGER_RETRY_S = 30.0  # how long a manager too old for sessions is left alone
 
@@ -86,13 +91,18 @@ class SessionServer:
         applied: Callable[[], int],
         leader_id: Callable[[], str | None],
         conf: Callable[[], ConfState],
+        catch_up: Callable[[], Awaitable[bool]],
         counters: Counters,
     ) -> None:
+        """`catch_up`: bring this manager's replica up to date with the cluster (a read
+        barrier); False if it could not (no leader)."""
         self.node_id = node_id
         self._state = state
         self._applied = applied
         self._leader_id = leader_id
         self._conf = conf
+        self._catch_up = catch_up
+        self._caught_up = False  # once since the start: then its replica follows the leader's
         self.counters = counters
         self._changed = trio.Event()
         # Node id -> its session here: one per node, the newest (a worker that reconnects
@@ -114,6 +124,9 @@ class SessionServer:
         if stream.peer is None or hello.protocol != VIEW_PROTOCOL or not self._serves():
             self.counters["worker_sessions_refused"] += 1
             return
+        if not await self._has_caught_up():
+            self.counters["worker_sessions_refused_behind"] += 1
+            return
         worker = stream.peer.node_id
         if (older := self._open.pop(worker, None)) is not None:
             older.cancel()
@@ -125,6 +138,15 @@ class SessionServer:
             finally:
                 if self._open.get(worker) is scope:
                     del self._open[worker]
+
+    async def _has_caught_up(self) -> bool:
+        """Whether this manager's replica has caught up since the agent started. Until then it
+        holds what it had applied when it stopped (its commit index is not kept on every
+        write), maybe older than the view its workers hold."""
+        if not self._caught_up:
+            with trio.move_on_after(CATCH_UP_S):
+                self._caught_up = await self._catch_up()
+        return self._caught_up
 
     @property
     def sessions(self) -> int:
@@ -317,36 +339,46 @@ class WorkerSession:
             await stream.send(SessionHello(VIEW_PROTOCOL))
             self.counters["worker_sessions_opened"] += 1
             staged: list[ViewUpdate] = []
-            first = True
+            served: ClusterState | None = None  # this session's view, once a whole one came
             while self._wanted():
                 with trio.fail_after(DEAD_AFTER_S):
                     update = await stream.receive(expect=(ViewUpdate,))
                 if update is None:
                     return
-                self.manager_id = manager_id
                 staged.append(update)
                 if update.complete:
-                    self._apply(staged, first=first)
-                    staged, first = [], False
+                    served = self._apply(staged, served)
+                    staged = []
+                    if served is self.view:
+                        self.manager_id = manager_id
 
-    def _apply(self, run: list[ViewUpdate], *, first: bool) -> None:
-        """A complete run of updates: onto the view, or (a reset) as a new view. A session's
-        first run must be a whole view: changes are relative to what that manager served."""
+    def _apply(self, run: list[ViewUpdate], served: ClusterState | None) -> ClusterState:
+        """A complete run of updates: onto the session's view `served`, or (a reset) as a new
+        one, taken in as this node's view unless it is older. A session's first run must be a
+        whole view: changes are relative to what that manager served. Returns the session's
+        view."""
         last = run[-1]
-        if first and not run[0].reset:
+        if run[0].reset:
+            served = ClusterState()
+        elif served is None:
             raise RemoteProtocolError("a session began with changes, not a whole view")
-        view = ClusterState() if run[0].reset or self.view is None else self.view
         for update in run:
-            apply_update(view, update, self.node_id)
+            apply_update(served, update, self.node_id)
+        if served is not self.view and last.index < self.applied:
+            # Behind the view held (a manager restarted, not caught up yet): kept aside, and
+            # followed, until it reaches the index of the one held.
+            self.counters["worker_view_behind"] += 1
+            return served
         # Saved, and told to what follows the view, when the view moved, not for a keepalive's
         # index alone: an idle worker writes nothing, and does not look again at its tasks,
         # routes and certificate every second (issue #20: that was most of its idle work).
-        changed = any(u.reset or u.cluster is not None or u.records() for u in run)
+        changed = served is not self.view
+        changed |= any(u.cluster is not None or u.records() for u in run)
         changed |= (last.leader_id or None, last.in_raft) != (self.leader_id, self.in_raft)
         if changed:
             self._unsaved.set()
-        self.view, self.applied, self.in_raft = view, last.index, last.in_raft
-        self.live = True  # a session's first run is a whole view: `changed`
+        self.view, self.applied, self.in_raft = served, last.index, last.in_raft
+        self.live = True  # a session's first view taken in: `changed`
         self.counters["worker_view_updates_applied"] += len(run)
         if (last.leader_id or None) != self.leader_id:
             self.leader_id = last.leader_id or None
@@ -356,3 +388,4 @@ class WorkerSession:
         self._moved = trio.Event()
         if changed:
             self._on_update()
+        return served

@@ -112,15 +112,24 @@ class Manager:
         self.leader: str | None = MANAGER
         self.conf = ConfState((MANAGER,), ())
         self.counters = Counters()
+        self.catch_ups: list[bool] = []  # what each catch-up asked for answers (default: True)
+        self.catch_up_calls = 0
         self.server = SessionServer(
             node_id=MANAGER,
             state=lambda: self.state,
             applied=lambda: self.index,
             leader_id=lambda: self.leader,
             conf=lambda: self.conf,
+            catch_up=self._catch_up,
             counters=self.counters,
         )
         self.ended = 0  # streams whose handling ended
+
+    async def _catch_up(self) -> bool:
+        """A read barrier: answers the next of `catch_ups`, or True."""
+        self.catch_up_calls += 1
+        await trio.lowlevel.checkpoint()
+        return self.catch_ups.pop(0) if self.catch_ups else True
 
     async def on_stream(self, stream: FramedStream) -> None:
         """What the agent does with an incoming stream: its first frame picks the handler, and
@@ -503,6 +512,66 @@ async def test_a_later_session_that_begins_with_changes_leaves_the_view_held_as_
             nursery.cancel_scope.cancel()
 
 
+async def test_a_view_older_than_the_one_held_is_held_back_until_it_catches_up(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A manager restarted with an old replica (issue: found as a worker's replicas stopped
+    and replaced after its only manager restarted under load): the worker keeps its view, and
+    what follows it is not told, until that manager's view reaches the index held; then it
+    is taken in whole, with the changes that came meanwhile."""
+    state, worker = cluster(), Worker()
+    first_manager, first_worker = stream_pair()
+    second_manager, second_worker = stream_pair()
+    worker.streams += [first_worker, second_worker]
+    session = worker.session
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(session.run)
+            assert await first_manager.receive() == SessionHello(VIEW_PROTOCOL)
+            for update in in_parts(
+                ViewBuilder(WORKER).full(state), index=INDEX, reset=True, per_update=500
+            ):
+                await first_manager.send(update)
+            await worker.until(lambda: session.view is not None)
+            held, updates = session.view, worker.updates
+            await first_manager.aclose()
+
+            # The second manager's replica predates t2 (and t1's status).
+            assert await second_manager.receive() == SessionHello(VIEW_PROTOCOL)
+            old = cluster()
+            del old.tasks["t2"], old.task_status["t1"]
+            builder = ViewBuilder(WORKER)
+            for update in in_parts(builder.full(old), index=INDEX - 3, reset=True, per_update=2):
+                await second_manager.send(update)
+            old.tasks["t2"] = state.tasks["t2"]
+            changes = builder.changes(old)
+            assert changes is not None
+            for update in in_parts(changes, index=INDEX - 1, reset=False, per_update=500):
+                await second_manager.send(update)
+            await trio.testing.wait_all_tasks_blocked()
+            assert session.view is held and session.applied == INDEX
+            assert worker.updates == updates
+            assert serving(session) is None  # it does not serve this node (yet)
+            assert worker.counters["worker_view_behind"] == 2
+
+            # Caught up: its view, changes included, is taken in at once.
+            old.task_status["t1"] = running("t1")
+            old.tasks["t3"] = Task("t3", "s", 3, 1, node_id=WORKER)
+            changes = builder.changes(old)
+            assert changes is not None
+            for update in in_parts(changes, index=INDEX + 1, reset=False, per_update=500):
+                await second_manager.send(update)
+            await worker.until(lambda: session.applied == INDEX + 1)
+            view = session.view
+            assert view is not None and view is not held
+            assert set(view.tasks) == {"t1", "t2", "t3"}
+            assert view.task_status["t1"] == running("t1")
+            assert worker.updates == updates + 1
+            assert serving(session) == MANAGER
+            assert worker.counters["worker_session_errors"] == 0
+            nursery.cancel_scope.cancel()
+
+
 # ------------------------------------------------------------------------- the manager's side
 
 
@@ -525,6 +594,28 @@ async def test_a_manager_refuses_a_session_it_must_not_serve_and_sends_nothing(
     assert manager.counters["worker_sessions_refused"] == 1
     assert manager.counters["worker_sessions_served"] == 0
     assert manager.server.sessions == 0
+
+
+async def test_a_manager_serves_only_once_its_replica_has_caught_up_and_asks_only_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Restarted, a manager's replica holds what its disk held; it refuses sessions, sending
+    nothing, while it cannot catch up (no leader answers its read barrier), and once it has,
+    serves every later session without asking again: from then on it follows the leader."""
+    manager = Manager(cluster())
+    manager.catch_ups = [False]
+    with trio.fail_after(TIMEOUT_S):
+        for served in (False, True, True):
+            manager_end, worker_end = stream_pair()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(manager.on_stream, manager_end)
+                await worker_end.send(SessionHello(VIEW_PROTOCOL))
+                first = await worker_end.receive(expect=(ViewUpdate,))
+                assert (first is not None) == served
+                await worker_end.aclose()
+    assert manager.counters["worker_sessions_refused_behind"] == 1
+    assert manager.counters["worker_sessions_served"] == 2
+    assert manager.catch_up_calls == 2
 
 
 async def test_a_manager_demoted_while_serving_ends_the_session(

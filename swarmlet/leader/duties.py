@@ -57,7 +57,8 @@ class DutiesHost(ObservationSource, Protocol):
 
     @property
     def is_leader(self) -> bool:
-        """Whether this node leads the Raft group now."""
+        """Whether this node leads the Raft group now, with a state that holds everything
+        committed before it was elected (`RaftDriver.leader_caught_up`)."""
         ...
 
     @property

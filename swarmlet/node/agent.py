@@ -632,7 +632,7 @@ class Agent:
 
     @property
     def is_leader(self) -> bool:
-        return self.raft.is_leader
+        return self.raft.leader_caught_up  # (DutiesHost: not before its state is current)
 
     @property
     def raft_conf(self) -> ConfState:

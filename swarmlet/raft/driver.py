@@ -150,6 +150,7 @@ class RaftDriver(Generic[ResultT]):
         hard_state, snapshot, entries = storage.load()
         state_machine.restore(snapshot.data)
         self.applied = snapshot.meta.index
+        self._applied_term = snapshot.meta.term  # of the entry at `applied`
         # What this node knew to be committed when it stopped: its state is not "as before the
         # restart" until it has applied at least this far.
         self.startup_commit = hard_state.commit
@@ -194,6 +195,16 @@ class RaftDriver(Generic[ResultT]):
     @property
     def is_leader(self) -> bool:
         return self.core.role is Role.LEADER
+
+    @property
+    def leader_caught_up(self) -> bool:
+        """Leads, and has applied an entry of its own term (its no-op): its state holds
+        everything committed before its election. Until then a new leader's state may lag its
+        log, a restarted node's by much (it applied only what its disk knew as committed, and
+        the commit index is not saved at every write). What decides from the state (the
+        leader's duties) waits for this, as swarmkit's orchestrators wait for its leader to
+        have caught up before it signals leadership."""
+        return self.core.role is Role.LEADER and self._applied_term == self.core.term
 
     @property
     def leader_id(self) -> str | None:
@@ -598,12 +609,13 @@ class RaftDriver(Generic[ResultT]):
     def _restore(self, snapshot: Snapshot) -> None:
         self.state_machine.restore(snapshot.data)
         self.applied = snapshot.meta.index
+        self._applied_term = snapshot.meta.term
         log.info("restored state from snapshot at index %d", snapshot.meta.index)
 
     def _apply(self, entry: Entry) -> None:
         if entry.index <= self.applied:
             return
-        self.applied = entry.index
+        self.applied, self._applied_term = entry.index, entry.term
         result: ResultT | None = None
         if entry.kind is EntryKind.NORMAL and entry.data:
             result = self.state_machine.apply(entry.index, entry.data)

@@ -21,7 +21,15 @@ from swarmlet.raft.core import RaftConfig
 from swarmlet.raft.driver import RaftDriver
 from swarmlet.raft.messages import AppendEntries, AppendResp, Message, Role, VoteResp
 from swarmlet.raft.storage import RaftStorage
-from swarmlet.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMeta, VoteFloor
+from swarmlet.raft.types import (
+    ConfState,
+    Entry,
+    EntryKind,
+    HardState,
+    Snapshot,
+    SnapshotMeta,
+    VoteFloor,
+)
 from swarmlet.wire.transport import Counters, Transport
 
 from .net import role
@@ -414,4 +422,42 @@ async def test_a_group_that_commits_on_append_persists_before_it_sends(tmp_path:
             storage.release.set()
             while not _appends_of(sent, b"x"):
                 await _settle()
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_new_leader_has_caught_up_only_once_it_applied_its_own_no_op(
+    tmp_path: Path,
+) -> None:
+    """A restarted member applies only what its disk knew as committed (here index 1, its
+    entries 2-3 committed by others while it ran): elected, its state lacks them until its
+    no-op commits, and `leader_caught_up`, which the leader's duties wait for, says so."""
+    storage = _counting(tmp_path, (NODE, "n2", "n3"))
+    storage.save(None, [Entry(1, 2, EntryKind.NORMAL, b"a"), Entry(1, 3, EntryKind.NORMAL, b"b")])
+    journal = Journal()
+    driver = RaftDriver(
+        NODE,
+        storage,
+        journal,
+        _offline(),
+        lambda _node_id: None,
+        config=RaftConfig(election_ticks=1000, heartbeat_ticks=1, pre_vote=False),
+        tick_interval_s=0.05,
+    )
+    core = driver.core
+    while role(core) is not Role.CANDIDATE:
+        core.tick()
+    core.step(VoteResp("n2", NODE, core.term, granted=True))
+    _recording(driver)
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            await _settle()
+            assert driver.is_leader and not driver.leader_caught_up
+            assert journal.lines == ["seed"]  # what the state holds: not yet a and b
+            noop = core.last_index
+            driver.deliver(AppendResp("n2", NODE, core.term, noop))
+            while driver.applied < noop:
+                await _settle()
+            assert driver.leader_caught_up
+            assert journal.lines == ["seed", "a", "b"]
             nursery.cancel_scope.cancel()

@@ -103,6 +103,7 @@ class SessionServer:
         self._conf = conf
         self._catch_up = catch_up
         self._caught_up = False  # once since the start: then its replica follows the leader's
+        self._catching_up: trio.Event | None = None  # set when the attempt under way ends
         self.counters = counters
         self._changed = trio.Event()
         # Node id -> its session here: one per node, the newest (a worker that reconnects
@@ -143,9 +144,18 @@ class SessionServer:
         """Whether this manager's replica has caught up since the agent started. Until then it
         holds what it had applied when it stopped (its commit index is not kept on every
         write), maybe older than the view its workers hold."""
-        if not self._caught_up:
+        if self._caught_up:
+            return True
+        if self._catching_up is not None:  # one barrier for all the workers asking at once
+            await self._catching_up.wait()
+            return self._caught_up
+        done = self._catching_up = trio.Event()
+        try:
             with trio.move_on_after(CATCH_UP_S):
                 self._caught_up = await self._catch_up()
+        finally:
+            self._catching_up = None
+            done.set()
         return self._caught_up
 
     @property

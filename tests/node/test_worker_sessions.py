@@ -114,6 +114,7 @@ class Manager:
         self.counters = Counters()
         self.catch_ups: list[bool] = []  # what each catch-up asked for answers (default: True)
         self.catch_up_calls = 0
+        self.catch_up_gate: trio.Event | None = None  # a catch-up waits for it when set
         self.server = SessionServer(
             node_id=MANAGER,
             state=lambda: self.state,
@@ -129,6 +130,8 @@ class Manager:
         """A read barrier: answers the next of `catch_ups`, or True."""
         self.catch_up_calls += 1
         await trio.lowlevel.checkpoint()
+        if self.catch_up_gate is not None:
+            await self.catch_up_gate.wait()
         return self.catch_ups.pop(0) if self.catch_ups else True
 
     async def on_stream(self, stream: FramedStream) -> None:
@@ -616,6 +619,30 @@ async def test_a_manager_serves_only_once_its_replica_has_caught_up_and_asks_onl
     assert manager.counters["worker_sessions_refused_behind"] == 1
     assert manager.counters["worker_sessions_served"] == 2
     assert manager.catch_up_calls == 2
+
+
+async def test_workers_asking_a_restarted_manager_at_once_share_one_catch_up(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A restarted manager with many workers: their sessions wait on one read barrier, not
+    one each (a barrier is a round trip to the leader)."""
+    manager = Manager(cluster())
+    gate = manager.catch_up_gate = trio.Event()
+    ends = [stream_pair(worker) for worker in (WORKER, OTHER)]
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            for manager_end, worker_end in ends:
+                nursery.start_soon(manager.on_stream, manager_end)
+                await worker_end.send(SessionHello(VIEW_PROTOCOL))
+            await trio.testing.wait_all_tasks_blocked()
+            assert manager.catch_up_calls == 1
+            gate.set()
+            for _, worker_end in ends:
+                first = await worker_end.receive(expect=(ViewUpdate,))
+                assert first is not None and first.reset
+                await worker_end.aclose()
+    assert manager.counters["worker_sessions_served"] == 2
+    assert manager.catch_up_calls == 1
 
 
 async def test_a_manager_demoted_while_serving_ends_the_session(

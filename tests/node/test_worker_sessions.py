@@ -202,6 +202,15 @@ def in_parts(changes: ViewChanges, *, index: int, reset: bool, per_update: int) 
     )
 
 
+async def serve_whole_view(manager_end: FramedStream, state: ClusterState) -> None:
+    """Be the manager at the other end of a worker's new session: take its hello, send the
+    worker's whole view of `state` at INDEX."""
+    assert await manager_end.receive() == SessionHello(VIEW_PROTOCOL)
+    whole = ViewBuilder(WORKER).full(state)
+    for update in in_parts(whole, index=INDEX, reset=True, per_update=500):
+        await manager_end.send(update)
+
+
 def serving(session: WorkerSession) -> str | None:
     """The manager serving `session` now (read afresh, not narrowed by an earlier assert)."""
     return session.manager_id
@@ -494,11 +503,7 @@ async def test_a_later_session_that_begins_with_changes_leaves_the_view_held_as_
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
             await nursery.start(session.run)
-            assert await first_manager.receive() == SessionHello(VIEW_PROTOCOL)
-            for update in in_parts(
-                ViewBuilder(WORKER).full(state), index=INDEX, reset=True, per_update=500
-            ):
-                await first_manager.send(update)
+            await serve_whole_view(first_manager, state)
             await worker.until(lambda: session.view is not None)
             held = session.view
             assert held is not None
@@ -530,11 +535,7 @@ async def test_a_view_older_than_the_one_held_is_held_back_until_it_catches_up(
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
             await nursery.start(session.run)
-            assert await first_manager.receive() == SessionHello(VIEW_PROTOCOL)
-            for update in in_parts(
-                ViewBuilder(WORKER).full(state), index=INDEX, reset=True, per_update=500
-            ):
-                await first_manager.send(update)
+            await serve_whole_view(first_manager, state)
             await worker.until(lambda: session.view is not None)
             held, updates = session.view, worker.updates
             await first_manager.aclose()

@@ -339,6 +339,25 @@ def _appends_of(sent: list[Message], data: bytes) -> set[str]:
     }
 
 
+def _elected(storage: RaftStorage, journal: Journal) -> RaftDriver[str]:
+    """A driver of NODE in the group of n1-n3, made leader by hand (n2's vote), not running."""
+    driver = RaftDriver(
+        NODE,
+        storage,
+        journal,
+        _offline(),
+        lambda _node_id: None,
+        config=RaftConfig(election_ticks=1000, heartbeat_ticks=1, pre_vote=False),
+        tick_interval_s=0.05,
+    )
+    core = driver.core
+    while role(core) is not Role.CANDIDATE:
+        core.tick()
+    core.step(VoteResp("n2", NODE, core.term, granted=True))
+    assert role(core) is Role.LEADER
+    return driver
+
+
 async def _settle() -> None:
     for _ in range(20):
         await trio.testing.wait_all_tasks_blocked()
@@ -352,20 +371,8 @@ async def test_a_leader_sends_before_its_own_fsync_but_commits_only_after_it(
     # an entry acknowledged by every follower meanwhile is still not committed (nor answered)
     # until the leader's write has returned.
     storage = _counting(tmp_path, (NODE, "n2", "n3"))
-    driver = RaftDriver(
-        NODE,
-        storage,
-        Journal(),
-        _offline(),
-        lambda _node_id: None,
-        config=RaftConfig(election_ticks=1000, heartbeat_ticks=1, pre_vote=False),
-        tick_interval_s=0.05,
-    )
+    driver = _elected(storage, Journal())
     core = driver.core
-    while role(core) is not Role.CANDIDATE:
-        core.tick()
-    core.step(VoteResp("n2", NODE, core.term, granted=True))
-    assert role(core) is Role.LEADER
     sent = _recording(driver)
     term = core.term
     with trio.fail_after(TIMEOUT_S):
@@ -434,19 +441,8 @@ async def test_a_new_leader_has_caught_up_only_once_it_applied_its_own_no_op(
     storage = _counting(tmp_path, (NODE, "n2", "n3"))
     storage.save(None, [Entry(1, 2, EntryKind.NORMAL, b"a"), Entry(1, 3, EntryKind.NORMAL, b"b")])
     journal = Journal()
-    driver = RaftDriver(
-        NODE,
-        storage,
-        journal,
-        _offline(),
-        lambda _node_id: None,
-        config=RaftConfig(election_ticks=1000, heartbeat_ticks=1, pre_vote=False),
-        tick_interval_s=0.05,
-    )
+    driver = _elected(storage, journal)
     core = driver.core
-    while role(core) is not Role.CANDIDATE:
-        core.tick()
-    core.step(VoteResp("n2", NODE, core.term, granted=True))
     _recording(driver)
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:

@@ -150,7 +150,6 @@ class RaftDriver(Generic[ResultT]):
         hard_state, snapshot, entries = storage.load()
         state_machine.restore(snapshot.data)
         self.applied = snapshot.meta.index
-        self._applied_term = snapshot.meta.term  # of the entry at `applied`
         # What this node knew to be committed when it stopped: its state is not "as before the
         # restart" until it has applied at least this far.
         self.startup_commit = hard_state.commit
@@ -204,7 +203,7 @@ class RaftDriver(Generic[ResultT]):
         the commit index is not saved at every write). What decides from the state (the
         leader's duties) waits for this, as swarmkit's orchestrators wait for its leader to
         have caught up before it signals leadership."""
-        return self.core.role is Role.LEADER and self._applied_term == self.core.term
+        return self.core.role is Role.LEADER and self.core.term_at(self.applied) == self.core.term
 
     @property
     def leader_id(self) -> str | None:
@@ -609,13 +608,12 @@ class RaftDriver(Generic[ResultT]):
     def _restore(self, snapshot: Snapshot) -> None:
         self.state_machine.restore(snapshot.data)
         self.applied = snapshot.meta.index
-        self._applied_term = snapshot.meta.term
         log.info("restored state from snapshot at index %d", snapshot.meta.index)
 
     def _apply(self, entry: Entry) -> None:
         if entry.index <= self.applied:
             return
-        self.applied, self._applied_term = entry.index, entry.term
+        self.applied = entry.index
         result: ResultT | None = None
         if entry.kind is EntryKind.NORMAL and entry.data:
             result = self.state_machine.apply(entry.index, entry.data)

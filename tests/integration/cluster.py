@@ -223,7 +223,7 @@ class LocalCluster:
         """This cluster's containers (running or not) as {id, node, task, service, state}."""
         filters = [f"label=swarmlet.cluster={self.cluster_id}"]
         filters += [f"label=swarmlet.{k}={v}" for k, v in labels.items()]
-        return docker_containers(_docker, filters)
+        return docker_containers(docker_cli, filters)
 
     def cleanup(self) -> None:
         self.heal()
@@ -256,7 +256,8 @@ class LocalCluster:
         return subprocess.run(args, capture_output=True, text=True, check=True).stdout.split()
 
 
-def _docker(*args: str, check: bool = True) -> str:
+def docker_cli(*args: str, check: bool = True) -> str:
+    """`docker ARGS` on this machine's engine; its stdout."""
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=check).stdout
 
 

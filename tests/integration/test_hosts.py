@@ -19,7 +19,7 @@ import docker
 import pytest
 
 from swarmlet.testing.images import BUSYBOX_IMAGE, WEB_IMAGE
-from tests.integration.cluster import _alive, _docker, answer, docker_containers, get, wait_for
+from tests.integration.cluster import _alive, answer, docker_cli, docker_containers, get, wait_for
 from tests.integration.hosts import (
     STATE_DIR,
     Host,
@@ -183,7 +183,7 @@ def test_the_container_listing_says_exited_once_docker_has_reported_the_exit() -
         )
         try:
             next(iter(events))  # it has exited: the agent would now report its task done
-            listed = docker_containers(_docker, [f"label={label}"])
+            listed = docker_containers(docker_cli, [f"label={label}"])
             assert [(c["id"], c["state"]) for c in listed] == [(container.id, "exited")]
         finally:
             container.remove(force=True)

@@ -118,6 +118,7 @@ PURE_MODULES: tuple[str, ...] = (
     "swarmlet.wire.bounds",
     "swarmlet.wire.catalog",
     "swarmlet.wire.codec",
+    "swarmlet.wire.hosts",
     "swarmlet.wire.peer_rpc",
     "swarmlet.leader.scheduler",
     "swarmlet.leader.voters",

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from swarmlet.wire import catalog, codec
+from swarmlet.wire.hosts import is_host
 
 MAX_NAME_BYTES = 255  # node names and hosts (a DNS name is at most 253 bytes)
 MAX_INCARNATION = 2**63 - 1  # msgpack int64; memberlist uses uint32
@@ -298,7 +299,7 @@ _CHECKS: dict[type, tuple[tuple[str, Callable[[object], bool]], ...]] = {
     PingReq: (
         ("seq_no", _is_seq),
         ("target", _is_name),
-        ("target_host", _is_name),
+        ("target_host", is_host),
         ("target_port", _is_port),
         ("nack", _is_bool),
     ),
@@ -307,7 +308,7 @@ _CHECKS: dict[type, tuple[tuple[str, Callable[[object], bool]], ...]] = {
     Alive: (
         ("incarnation", _is_inc),
         ("node", _is_name),
-        ("host", _is_name),
+        ("host", is_host),
         ("port", _is_port),
         ("meta", _is_bytes),
         ("signature", _is_signature),
@@ -321,7 +322,7 @@ _CHECKS: dict[type, tuple[tuple[str, Callable[[object], bool]], ...]] = {
     ),
     PushNodeState: (
         ("name", _is_name),
-        ("host", _is_name),
+        ("host", is_host),
         ("port", _is_port),
         ("meta", _is_bytes),
         ("incarnation", _is_inc),

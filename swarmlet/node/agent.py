@@ -484,7 +484,7 @@ class Agent:
     def _resolve(self, node_id: str) -> Address | None:
         node = self.state.nodes.get(node_id)
         if node is not None:
-            return parse_addr(node.addr)
+            return _address(node.addr)
         member = self.gossip.core.member(node_id)
         return member.addr if member is not None else None
 
@@ -756,7 +756,7 @@ class Agent:
         addrs = {n.addr for n in self.state.nodes.values() if n.id != self.node_id}
         addrs.update(s for s in self.identity.seeds)
         addrs.discard(self.identity.addr)
-        return [parse_addr(a) for a in sorted(addrs)]
+        return [addr for a in sorted(addrs) if (addr := _address(a)) is not None]
 
     async def _reconnect_members(self) -> None:
         """Join again, every few seconds, members of the state that gossip does not see alive
@@ -768,7 +768,7 @@ class Agent:
             members = ((n.id, n.addr) for n in self.state.nodes.values())
             targets = reconnect_targets(members, self.node_id, self.member_gossip_state, rng)
             if targets:
-                self.gossip.join([parse_addr(a) for a in targets])
+                self.gossip.join([addr for a in targets if (addr := _address(a)) is not None])
 
     def member_gossip_state(self, node_id: str) -> MemberState | None:
         """What gossip itself holds of `node_id` (None: never heard of), without the
@@ -832,3 +832,13 @@ class Agent:
                             await self.raft.leader_changed.wait()
             await self.gossip.leave(self.config.leave_timeout_s)
         self.datadir.remove_pid()
+
+
+def _address(text: str) -> Address | None:
+    """A member's address as the state records it; None (logged) if it is not one. Joins check
+    it (`security.join`), but a record written before they did must not stop the agent."""
+    try:
+        return parse_addr(text)
+    except UsageError:
+        log.warning("ignoring a node address that is not HOST:PORT: %r", text[:80])
+        return None

@@ -50,6 +50,7 @@ from swarmlet.errors import RemoteProtocolError, UsageError
 from swarmlet.wire import codec as wire
 from swarmlet.wire import protocol_version
 from swarmlet.wire.datagram_keys import DatagramKeys
+from swarmlet.wire.hosts import is_host, is_port
 from swarmlet.wire.tls_socket import TlsSocketStream
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,12 @@ MAX_CONNECTIONS = 1024  # served at once; beyond, new connections are closed (an
 
 # What a request/reply stream to a peer raises when the peer goes away, refuses it, times out
 # or sends what does not decode: a caller that keeps a link retries on any of them.
+# What resolving or connecting to a malformed address raises besides OSError: the IDNA codec's
+# UnicodeError (a label over 63 bytes), ValueError (a NUL byte), OverflowError (a port beyond
+# 65535). Addresses are checked where they enter (`wire.hosts`); these are caught where they are
+# used too, as an OSError, so that no address can stop a task that handles a failed connection.
+BAD_ADDRESS_ERRORS = (UnicodeError, ValueError, OverflowError)
+
 LINK_ERRORS = (
     OSError,
     trio.BrokenResourceError,
@@ -95,10 +102,14 @@ class TlsConfig:
 
 
 def parse_addr(text: str) -> Address:
-    """`HOST:PORT` as an Address; a UsageError says what was expected."""
+    """`HOST:PORT` as an Address; a UsageError says what was expected. The host is an IP
+    address (IPv6 in brackets or bare) or a DNS name, the port 1-65535 (`wire.hosts`: an
+    address that passes cannot make a connect raise anything but OSError)."""
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    if not sep or not is_host(host) or not port.isascii() or not port.isdigit():
         raise UsageError(f"invalid address {text!r}: expected HOST:PORT")
+    if not is_port(int(port)):
+        raise UsageError(f"invalid address {text!r}: the port must be 1-65535")
     return host, int(port)
 
 
@@ -336,7 +347,7 @@ class Transport:
             return False
         try:
             await self._udp.sendto(sealed, addr)
-        except OSError:
+        except (OSError, *BAD_ADDRESS_ERRORS):
             self.counters["datagram_send_errors"] += 1
             return False
         self.counters["datagrams_out"] += 1
@@ -499,7 +510,10 @@ class Transport:
         with trio.fail_after(self._connect_timeout_s):
             # From our own address: peers (and firewalls) see connections come from the address
             # we advertise, not whatever source the kernel would pick (127.0.0.1 on loopback).
-            stream = await trio.open_tcp_stream(addr[0], addr[1], local_address=self.bind[0])
+            try:
+                stream = await trio.open_tcp_stream(addr[0], addr[1], local_address=self.bind[0])
+            except BAD_ADDRESS_ERRORS as exc:
+                raise OSError(f"{addr!r} is not an address: {exc}") from None
         try:
             await stream.send_all(CHANNEL_CLUSTER)
             with trio.fail_after(self._handshake_timeout_s):

@@ -34,6 +34,14 @@ from swarmlet.gossip.messages import (
 states = st.sampled_from(list(MemberState))
 incarnations = st.integers(min_value=0, max_value=2**63 - 2)
 names = st.text(min_size=1, max_size=60).filter(lambda s: len(s.encode()) <= 255)
+# Hosts to connect to: IP addresses and DNS names (`wire.hosts`), up to the longest name.
+hosts = st.one_of(
+    st.ip_addresses().map(str),
+    st.from_regex(
+        r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.){0,4}[a-z]([a-z0-9-]{0,61}[a-z0-9])?",
+        fullmatch=True,
+    ).filter(lambda s: len(s) <= 253),
+)
 
 
 @given(states, incarnations, states, incarnations)
@@ -100,7 +108,7 @@ def _encoded_sizes(msg: Message) -> list[int]:
 wire_messages = st.one_of(
     st.builds(Ping, st.integers(0, 2**63 - 1), names),
     st.builds(
-        PingReq, st.integers(0, 2**63 - 1), names, names, st.integers(1, 65535), st.booleans()
+        PingReq, st.integers(0, 2**63 - 1), names, hosts, st.integers(1, 65535), st.booleans()
     ),
     st.builds(Ack, st.integers(0, 2**63 - 1)),
     st.builds(Nack, st.integers(0, 2**63 - 1)),
@@ -108,7 +116,7 @@ wire_messages = st.one_of(
         Alive,
         incarnations,
         names,
-        names,
+        hosts,
         st.integers(1, 65535),
         st.binary(max_size=2000),
         st.binary(max_size=MAX_SIGNATURE_BYTES),
@@ -142,6 +150,9 @@ def test_every_generated_message_is_well_formed(msg: Message) -> None:
     assert is_well_formed(msg)
 
 
+BAD_HOSTS = ("a" * 70, "a\x00b", ".", "", "x..y", "-a.b", "1.2.3.999", "bücher.de", "a" * 254)
+
+
 def test_wrong_typed_and_out_of_range_fields_are_not_well_formed() -> None:
     bad: list[object] = [
         Ping("7", "a"),  # type: ignore[arg-type]
@@ -163,6 +174,11 @@ def test_wrong_typed_and_out_of_range_fields_are_not_well_formed() -> None:
         Suspect(1, "b", 5),  # type: ignore[arg-type]
         Dead(1.5, "b", "c"),  # type: ignore[arg-type]
         PushNodeState("b", "10.0.0.2", 7946, b"", 0, 9),  # type: ignore[arg-type]
+        # Hosts the resolver cannot take: each made `sendto` or `connect` raise something else
+        # than OSError, which stopped the agent that relayed or probed it.
+        *(PingReq(1, "b", host, 7946, False) for host in BAD_HOSTS),
+        *(Alive(1, "b", host, 7946, b"") for host in BAD_HOSTS),
+        *(PushNodeState("b", host, 7946, b"", 0, MemberState.ALIVE) for host in BAD_HOSTS),
         "ping",
         None,
         (1, 2, 3),

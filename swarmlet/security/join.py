@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
@@ -50,6 +51,7 @@ from swarmlet.state.commands import AddNode, Command
 from swarmlet.state.generic_resources import parse_advertised
 from swarmlet.state.machine import ApplyResult, ClusterState
 from swarmlet.state.model import Node, Resources, Role
+from swarmlet.wire.hosts import is_host
 from swarmlet.wire.peer_rpc import JoinChallenge, JoinProof, JoinReply, JoinRequest
 from swarmlet.wire.transport import (
     JOIN_ACCEPTED,
@@ -188,6 +190,25 @@ class JoinKeys(Protocol):
     def ca_certificate(self) -> bytes: ...
 
 
+NODE_ID = re.compile(r"[a-z0-9]{1,64}")  # `crypto.new_id()`'s (certificates allow 64 characters)
+MAX_NODE_NAME = 253  # a host name's length (`--name` defaults to the host's name)
+
+
+def check_join_request(request: JoinRequest) -> None:
+    """Refuse, with a UsageError saying which, a request whose fields would not fit where they
+    go: the node id in a certificate's subject (x509 raised ValueError on 65 characters, which
+    stopped the manager), the address in every member's seeds and `connect` (a host the
+    resolver raises on stopped every agent that tried it), the name in terminal tables."""
+    if not NODE_ID.fullmatch(request.node_id):
+        raise UsageError(f"invalid node id {request.node_id[:80]!r}")
+    parse_addr(request.addr)
+    if request.publish_addr and not is_host(request.publish_addr):
+        raise UsageError(f"invalid publish address {request.publish_addr[:80]!r}")
+    name = request.name
+    if not name or len(name) > MAX_NODE_NAME or not name.isprintable():
+        raise UsageError(f"invalid node name {name[:80]!r}: 1-{MAX_NODE_NAME} printable characters")
+
+
 class JoinAcceptor:
     """The accepting side: admits a node that holds a valid join token and its node key."""
 
@@ -229,7 +250,7 @@ class JoinAcceptor:
             self.counters["join_refused_no_request"] += 1
             return
         try:
-            parse_addr(request.addr)
+            check_join_request(request)
             public_key = crypto.check_public_key(request.public_key)
             advertised = parse_advertised(request.generic_resources)
             # Issued before the node is added (a key that is no Ed25519 key refuses the join

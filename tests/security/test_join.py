@@ -6,6 +6,7 @@ Every test runs under `trio.fail_after`.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -302,3 +303,40 @@ async def test_a_join_request_whose_signing_key_is_not_ed25519_is_refused(tls: T
     assert isinstance(reply, JoinReply) and not reply.ok
     assert "not an Ed25519 public key" in reply.error
     assert manager.written == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "refusal"),
+    [
+        ("node_id", "x" * 65, "invalid node id"),  # x509 raised ValueError: the manager stopped
+        ("node_id", "", "invalid node id"),
+        ("node_id", "N2/../x", "invalid node id"),
+        ("addr", "a" * 70 + ":7946", "invalid address"),  # every member's seeds, then connect
+        ("addr", "6.6.6.6:99999", "invalid address"),
+        ("publish_addr", "a\x00b", "invalid publish address"),
+        ("name", "\x1b[2Jn2", "invalid node name"),  # a terminal escape in `node ls`
+        ("name", "n" * 254, "invalid node name"),
+    ],
+)
+async def test_a_join_request_with_a_field_that_does_not_fit_is_refused_and_the_manager_serves_on(
+    tmp_path: Path, tls: TlsConfig, field: str, value: str, refusal: str
+) -> None:
+    manager = Manager()
+    node_key = crypto.new_node_key()
+    signing = certs.raw_public_key(crypto.node_signing_key(node_key))
+    good = JoinRequest(
+        "n2", "n2", False, "6.6.6.6:1", "6.6.6.6", 1, 1, crypto.public_key_of(node_key), signing
+    )
+    request = dataclasses.replace(good, **{field: value})
+    with trio.fail_after(TIMEOUT_S):
+        async with serving(manager, tls) as addr:
+            stream = await open_join_stream(addr, TOKEN.join_key, TOKEN.key_id)
+            assert stream is not None
+            async with stream.stream:
+                await stream.send(request)
+                reply = await stream.receive(expect=(JoinChallenge, JoinReply))
+            await join(addr, DataDir(tmp_path / "n3"))  # the next join is served
+    assert isinstance(reply, JoinReply) and not reply.ok
+    assert refusal in reply.error
+    [command] = manager.written
+    assert isinstance(command, AddNode) and command.node.name != value

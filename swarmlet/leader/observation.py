@@ -37,7 +37,7 @@ from swarmlet.leader.orchestrator.context import Observed
 from swarmlet.leader.scheduler import ObservedNode
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import Resources
-from swarmlet.state.observed import Endpoint, NodeMeta, TaskObservation
+from swarmlet.state.observed import Endpoint, NodeMeta, TaskObservation, endpoint_is_well_formed
 
 # Why `observe` dropped a report or an endpoint: the keys of `ObservedView.refused`.
 REFUSED_UNKNOWN_TASK = "report_unknown_task"  # not in this replica (yet, or any more)
@@ -45,6 +45,7 @@ REFUSED_OTHER_NODES_TASK = "report_other_nodes_task"  # assigned to another node
 REFUSED_SPECIAL_ADDRESS = "endpoint_special_address"  # unspecified, link-local or multicast
 REFUSED_FOREIGN_HOST = "endpoint_foreign_host"  # not the reporting node's own address
 REFUSED_LOOPBACK = "endpoint_loopback"  # a loopback address seen from another host
+REFUSED_MALFORMED = "endpoint_malformed"  # a port out of 1-65535, or neither tcp nor udp
 
 
 def counts_as_ready(member_state: MemberState | None, *, is_self: bool = False) -> bool:
@@ -187,6 +188,8 @@ def _vetted(
     kept: list[Endpoint] = []
     for e in obs.endpoints:
         reason = endpoint_refusal(e.host, owner_addr=owner_addr, observer_addr=observer_addr)
+        if not endpoint_is_well_formed(e):  # the intake refuses these; committed before it did
+            reason = REFUSED_MALFORMED
         if reason is None:
             kept.append(e)
         else:

@@ -32,6 +32,7 @@ Must not know: what the executor or the proxy do (it reads their figures through
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -52,6 +53,7 @@ from swarmlet.state.observed import (
     StatusReportReply,
     TaskLoad,
     TaskObservation,
+    endpoint_is_well_formed,
 )
 from swarmlet.wire.transport import LINK_ERRORS, Address, Counters, FramedStream, Transport
 
@@ -64,6 +66,12 @@ REPLY_TIMEOUT_S = 10.0  # a leader that does not answer a report in this time is
 MAX_STATUSES_PER_REPORT = 512  # a larger difference leaves in several reports, one after another
 MAX_PORT_ERRORS = 64  # per node; a proxy reports one per published port it cannot listen on
 MAX_PORT_ERROR_CHARS = 300
+# What one task's status may hold, so that a report (512 statuses) stays well inside a Raft entry
+# and the state stays small: one endpoint per published port (a service publishing more is
+# refused by the loader long before), an error is a sentence (Docker's are a few hundred bytes).
+MAX_ENDPOINTS = 1024
+MAX_ERROR_CHARS = 1000
+MAX_CONTAINER_ID_CHARS = 128
 
 
 def is_news(obs: TaskObservation, recorded: TaskObservation | None) -> bool:
@@ -77,10 +85,12 @@ def news(
 ) -> list[TaskObservation]:
     """What this node observes of its own tasks that its replica of the state does not show."""
     found = []
-    for task_id, obs in observed.items():
+    for task_id, observation in observed.items():
         task = state.tasks.get(task_id)
-        mine = task is not None and task.node_id == node_id
-        if mine and is_news(obs, state.task_status.get(task_id)):
+        if task is None or task.node_id != node_id:
+            continue
+        obs = vetted_observation(observation)  # as the leader will take it, or not at all
+        if obs is not None and is_news(obs, state.task_status.get(task_id)):
             found.append(obs)
     return found
 
@@ -256,12 +266,15 @@ class StatusIntake:
             dropped = _entries(report.load) - _entries(load)
             if dropped:
                 self.counters["status_refused_load_entries"] += dropped
-        statuses = []
-        for obs in report.statuses:
-            reason = report_refusal(state, node_id, obs.task_id)
-            if reason is not None:
-                self.counters[f"status_refused_{reason}"] += 1
+        statuses: list[TaskObservation] = []
+        for reported in report.statuses:
+            obs = vetted_observation(reported)
+            reason = report_refusal(state, node_id, reported.task_id)
+            if reason is not None or obs is None:
+                self.counters[f"status_refused_{reason or 'malformed'}"] += 1
                 continue
+            if obs != reported:
+                self.counters["status_cut_to_size"] += 1
             if is_news(obs, state.task_status.get(obs.task_id)):
                 statuses.append(obs)
         port_errors = report.port_errors
@@ -314,6 +327,23 @@ def _vetted_load(node_id: str, load: NodeLoad, state: ClusterState) -> NodeLoad:
 
 def _entries(load: NodeLoad) -> int:
     return len(load.tasks) + len(load.proxy_connections)
+
+
+def vetted_observation(obs: TaskObservation) -> TaskObservation | None:
+    """`obs` with its error and container id cut to size; None if an endpoint is malformed or
+    there are too many (a worker does not send these, so the whole status is refused). Cut
+    before `is_news` compares it with the recorded one, so a long error is committed once."""
+    if len(obs.endpoints) > MAX_ENDPOINTS or not all(
+        endpoint_is_well_formed(e) for e in obs.endpoints
+    ):
+        return None
+    if len(obs.error) <= MAX_ERROR_CHARS and len(obs.container_id) <= MAX_CONTAINER_ID_CHARS:
+        return obs
+    return dataclasses.replace(
+        obs,
+        error=obs.error[:MAX_ERROR_CHARS],
+        container_id=obs.container_id[:MAX_CONTAINER_ID_CHARS],
+    )
 
 
 def _vetted_port_errors(errors: dict[str, str]) -> dict[str, str]:

@@ -354,7 +354,7 @@ async def _connect(endpoint: Endpoint) -> socket.socket | None:
             infos = await trio.socket.getaddrinfo(
                 endpoint.host, endpoint.port, type=socket.SOCK_STREAM
             )
-        except OSError:
+        except (OSError, ValueError):  # ValueError: UnicodeError of a label over 63 bytes
             return None
         family, _, _, _, address = infos[0]  # numeric now
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -372,6 +372,8 @@ async def _connect(endpoint: Endpoint) -> socket.socket | None:
                 err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err == errno.EINPROGRESS:  # timed out
                 err = errno.ETIMEDOUT
+    except (ValueError, OverflowError):  # an address no socket takes (a port beyond 65535):
+        err = errno.EINVAL  # a failed endpoint, as a refused one (`observation` drops them)
     except BaseException:
         sock.close()
         raise

@@ -132,7 +132,13 @@ class UdpRelay:
             return False
         endpoint = order[0]
         upstream = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
-        await upstream.connect((endpoint.host, endpoint.port))
+        try:
+            await upstream.connect((endpoint.host, endpoint.port))
+        except (OSError, ValueError, OverflowError):  # unreachable, or no address at all:
+            upstream.close()  # a failed endpoint, never a stopped relay
+            self.selector.failed(endpoint, now)
+            self.stats.errors += 1
+            return False
         flow = self.table.open(client, endpoint, now)
         self._upstreams[client] = upstream
         scope = self._scopes[client] = trio.CancelScope()

@@ -25,6 +25,7 @@ from swarmlet.errors import RemoteProtocolError
 from swarmlet.state.model import TaskState
 from swarmlet.wire import catalog
 from swarmlet.wire import codec as wire
+from swarmlet.wire.hosts import is_port
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,16 @@ class TaskObservation:
     endpoints: tuple[Endpoint, ...] = ()
     exit_code: int | None = None
     since: float = 0.0  # wall-clock time of the last state change
+
+
+PROTOCOLS = ("tcp", "udp")
+
+
+def endpoint_is_well_formed(endpoint: Endpoint) -> bool:
+    """Ports a socket takes and a protocol the proxy relays: a port out of range made the
+    proxy's `connect` raise OverflowError, which stopped the agent on every node routing to it.
+    (The host is checked against the reporting node's address: `leader.observation`.)"""
+    return is_port(endpoint.port) and is_port(endpoint.target) and endpoint.protocol in PROTOCOLS
 
 
 def effective_state(recorded: TaskState, obs: TaskObservation | None) -> TaskState:

@@ -5,6 +5,7 @@ serves come from `observe`, so they are checked here too."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import pytest
@@ -13,6 +14,7 @@ from swarmlet.gossip.messages import MemberState
 from swarmlet.leader.observation import (
     REFUSED_FOREIGN_HOST,
     REFUSED_LOOPBACK,
+    REFUSED_MALFORMED,
     REFUSED_OTHER_NODES_TASK,
     REFUSED_SPECIAL_ADDRESS,
     REFUSED_UNKNOWN_TASK,
@@ -196,6 +198,22 @@ def test_only_endpoints_on_the_nodes_own_address_are_kept() -> None:
     assert routes_from(source.state, observed.tasks) == routes_from(
         source.state, observe(_honest()).tasks
     )
+
+
+def test_malformed_endpoints_committed_before_the_intake_refused_them_are_not_routed() -> None:
+    source = _honest()
+    report = dataclasses.replace(
+        WEB_REPORT,
+        endpoints=(
+            Endpoint(80, "tcp", "10.0.0.3", 70000),  # OverflowError in the proxy's connect
+            Endpoint(80, "bogus", "10.0.0.3", 30003),
+            *WEB_REPORT.endpoints,
+        ),
+    )
+    _report(source, WORKER, report)
+    observed = observe(source)
+    assert observed.tasks["t-web"].endpoints == WEB_REPORT.endpoints
+    assert observed.refused == {REFUSED_MALFORMED: 2}
 
 
 def test_a_task_left_without_endpoints_stays_observed() -> None:

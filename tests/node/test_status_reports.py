@@ -9,6 +9,7 @@ lets a test count exactly how many reports a change costs.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -22,12 +23,15 @@ from swarmlet import crypto
 from swarmlet.certs import PeerIdentity
 from swarmlet.errors import NotLeaderError
 from swarmlet.node.status_reports import (
+    MAX_ENDPOINTS,
+    MAX_ERROR_CHARS,
     MAX_PORT_ERRORS,
     MAX_STATUSES_PER_REPORT,
     StatusIntake,
     StatusReporter,
     is_news,
     news,
+    vetted_observation,
 )
 from swarmlet.raft.driver import RaftDriver
 from swarmlet.security import peer_policy
@@ -189,6 +193,58 @@ async def test_the_intake_refuses_and_counts(
     assert not reply.ok and error in reply.error
     assert counters["status_report_refused"] == 1
     assert raft.proposed == [] and state.task_status == {}
+
+
+MALFORMED_ENDPOINTS = [
+    Endpoint(80, "tcp", HOST, 70000),  # OverflowError in every proxy's connect: agents stopped
+    Endpoint(80, "tcp", HOST, -1),
+    Endpoint(80, "tcp", HOST, 0),
+    Endpoint(0, "tcp", HOST, 30000),
+    Endpoint(80, "sctp", HOST, 30000),
+]
+
+
+@pytest.mark.parametrize("endpoint", MALFORMED_ENDPOINTS)
+async def test_a_status_with_a_malformed_endpoint_is_refused_and_counted(
+    endpoint: Endpoint,
+) -> None:
+    state = cluster()
+    raft = FakeRaft(state, leader=True)
+    counters = Counters()
+    bad = dataclasses.replace(running("t0"), endpoints=(endpoint,))
+    reply = await intake(state, raft, counters).answer(peer(NODE), StatusReport(1, (bad,)))
+    assert reply.ok and raft.proposed == [] and state.task_status == {}
+    assert counters["status_refused_malformed"] == 1
+    assert vetted_observation(bad) is None
+    assert news(NODE, state, {"t0": bad}) == []  # and an honest reporter never sends one
+
+
+async def test_too_many_endpoints_are_refused() -> None:
+    state = cluster()
+    raft = FakeRaft(state, leader=True)
+    counters = Counters()
+    many = tuple(Endpoint(80, "tcp", HOST, 1 + i) for i in range(MAX_ENDPOINTS + 1))
+    bad = dataclasses.replace(running("t0"), endpoints=many)
+    await intake(state, raft, counters).answer(peer(NODE), StatusReport(1, (bad,)))
+    assert raft.proposed == [] and counters["status_refused_malformed"] == 1
+
+
+async def test_a_long_error_is_cut_to_size_and_committed_once() -> None:
+    """A 60 MiB error in one status made a Raft entry over the log's record limit: the save
+    raised in the leader's disk thread and stopped it, on every leader in turn."""
+    state = cluster()
+    raft = FakeRaft(state, leader=True)
+    counters = Counters()
+    long = TaskObservation("t0", TaskState.FAILED, container_id="c" * 200, error="x" * 60_000_000)
+    await intake(state, raft, counters).answer(peer(NODE), StatusReport(1, (long,)))
+    [command] = raft.proposed
+    assert isinstance(command, ReportTasks)
+    [taken] = command.statuses
+    assert len(taken.error) == MAX_ERROR_CHARS and len(taken.container_id) == 128
+    assert counters["status_cut_to_size"] == 1
+    assert news(NODE, state, {"t0": long}) == []  # the reporter does not send it again
+    await intake(state, raft, counters).answer(peer(NODE), StatusReport(2, (long,)))
+    assert len(raft.proposed) == 1
 
 
 async def test_a_follower_sends_the_reporter_to_the_leader() -> None:

@@ -168,6 +168,33 @@ async def test_a_replica_closing_without_answering_is_replaced_transparently() -
             nursery.cancel_scope.cancel()
 
 
+async def test_an_endpoint_no_socket_takes_is_a_failed_one_not_a_stopped_relay() -> None:
+    """A port beyond 65535 made `connect_ex` raise OverflowError, a 70-byte label UnicodeError:
+    either escaped the relay and stopped the agent. Now the next endpoint answers."""
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            good_port, good_got = await _echo_server(nursery, reply=True)
+            route = Route(
+                "web",
+                0,
+                "tcp",
+                (
+                    Endpoint(80, "tcp", "127.0.0.1", 70000),
+                    Endpoint(80, "tcp", "a" * 70, 80),
+                    Endpoint(80, "tcp", "127.0.0.1", good_port),
+                ),
+            )
+            client_side, server_side = await _socket_pair()
+            listener_route = proxy_listener(route)
+            async with client_side:
+                nursery.start_soon(Relay("127.0.0.1").handle, listener_route, server_side)
+                await client_side.send_all(b"hello")
+                answer = await client_side.receive_some(100)
+            assert answer == b"echo:hello" and good_got == [b"hello"]
+            assert listener_route.stats.errors == 2
+            nursery.cancel_scope.cancel()
+
+
 def proxy_listener(route: Route) -> _Listener:
     listener = _Listener(route, [])
     listener.selector = EndpointSelector()  # start at the first endpoint, not a random one

@@ -96,6 +96,33 @@ async def test_flows_go_round_robin_stick_to_their_replica_and_move_when_it_dies
             sock.close()
 
 
+async def test_an_endpoint_no_socket_takes_is_a_failed_one_not_a_stopped_relay() -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            a_sock, a_port = await _udp_server(nursery, b"a")
+            bad = Endpoint(53, "udp", "127.0.0.1", 70000)  # OverflowError in connect
+            good = Endpoint(53, "udp", "127.0.0.1", a_port)
+            listen = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+            await listen.bind(("127.0.0.1", 0))
+            published = listen.getsockname()
+            stats = PortStats()
+            relay = UdpRelay(
+                Route("dns", published[1], "udp", (bad, good)), stats, EndpointSelector()
+            )
+            nursery.start_soon(relay.serve, listen)
+            client = await _client()
+            await client.sendto(b"q", published)  # to the bad one: dropped, counted
+            while stats.errors == 0:
+                await trio.testing.wait_all_tasks_blocked()
+                await trio.sleep(0.01)
+            await client.sendto(b"q", published)  # the bad one is benched: to the good one
+            assert await client.recv(65535) == b"a:q"
+            a_sock.close()
+            nursery.cancel_scope.cancel()
+        for sock in (listen, client):
+            sock.close()
+
+
 async def test_idle_flows_are_closed() -> None:
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:

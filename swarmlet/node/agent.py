@@ -189,7 +189,7 @@ class Agent:
             view_store.remove()  # a manager reads its Raft replica, never a worker's old view
         self.worker_session = WorkerSession(
             node_id=self.node_id,
-            connect=self._connect,
+            connect=self._connect_manager,
             managers=self._managers_to_ask,
             wanted=self._wants_session,
             on_update=self._on_view_update,
@@ -205,7 +205,7 @@ class Agent:
             keyring=self.keyring,
             state=lambda: self.state,
             admit=self._admit,
-            connect=self._connect,
+            connect=self._connect_manager,
             managers=self._managers_to_ask,
             install=self._install_tls,
             counters=self.counters,
@@ -533,8 +533,10 @@ class Agent:
             return False
         return True
 
-    async def _connect(self, addr: Address, node_id: str) -> FramedStream:
-        return await self.transport.connect(addr, node_id=node_id)
+    async def _connect_manager(self, addr: Address, node_id: str) -> FramedStream:
+        """What a worker takes its view and its certificate from: a manager by the cluster
+        CA's word (`Transport.connect(manager=True)`), not by what it gossips of itself."""
+        return await self.transport.connect(addr, node_id=node_id, manager=True)
 
     def _install_tls(self, tls: TlsConfig) -> None:
         self.transport.set_tls(tls)

@@ -183,7 +183,7 @@ class SecretDelivery:
         if addr is None:
             raise OSError("no address known")
         with trio.fail_after(ASK_TIMEOUT_S):
-            stream = await self.transport.connect(addr, node_id=manager_id)
+            stream = await self.transport.connect(addr, node_id=manager_id, manager=True)
             async with stream.stream:
                 await stream.send(request)
                 reply: SecretsReply | None = await stream.receive(expect=(SecretsReply,))

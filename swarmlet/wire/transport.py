@@ -501,11 +501,15 @@ class Transport:
             )
         raise RemoteProtocolError(f"node {peer.node_id} {version}")
 
-    async def connect(self, addr: Address, node_id: str | None = None) -> FramedStream:
+    async def connect(
+        self, addr: Address, node_id: str | None = None, *, manager: bool = False
+    ) -> FramedStream:
         """A cluster-channel connection to a peer, authenticated both ways. With `node_id`,
-        the peer must be that node (whoever now answers at an address is not trusted for it).
-        Raises OSError or trio.TooSlowError if it cannot be reached, trio.BrokenResourceError if
-        the TLS handshake fails, RemoteProtocolError if the peer is not admitted."""
+        the peer must be that node (whoever now answers at an address is not trusted for it);
+        with `manager`, its certificate must say manager (what a node says of its own role in
+        gossip is its own word: a worker could claim to be one). Raises OSError or
+        trio.TooSlowError if it cannot be reached, trio.BrokenResourceError if the TLS
+        handshake fails, RemoteProtocolError if the peer is not admitted."""
         tls = self.tls
         with trio.fail_after(self._connect_timeout_s):
             # From our own address: peers (and firewalls) see connections come from the address
@@ -526,6 +530,9 @@ class Transport:
             if node_id is not None and peer.node_id != node_id:
                 self.counters["refused_peer_wrong_node"] += 1
                 raise RemoteProtocolError(f"{addr[0]}:{addr[1]} is {peer.node_id}, not {node_id}")
+            if manager and not peer.is_manager:
+                self.counters["refused_peer_not_manager"] += 1
+                raise RemoteProtocolError(f"{peer.node_id} is not a manager (by its certificate)")
             version = self._negotiated(secure, peer)
             return FramedStream(
                 secure, None, b"", self.counters, peer=peer, admit=tls.admit, peer_protocol=version

@@ -302,6 +302,27 @@ async def test_connect_refuses_a_server_that_is_not_the_node_asked_for(test_ca: 
             assert server.counters["frames_in"] == 1
 
 
+async def test_connect_to_a_manager_refuses_a_worker_whatever_it_gossips(test_ca: CA) -> None:
+    """A worker's metadata may say manager (it signs its own); its certificate, from the
+    cluster's CA, cannot. A new worker asking such a "manager" for its view was served
+    whatever the impostor liked."""
+    with trio.fail_after(TIMEOUT_S):
+        async with (
+            serve(test_ca.tls("w9", role="worker")) as worker,
+            serve(test_ca.tls("m1", role="manager")) as manager,
+        ):
+            client = Transport((HOST, 0), KEY, test_ca.tls("client", role="worker"))
+            with pytest.raises(RemoteProtocolError, match="w9 is not a manager"):
+                await client.connect(worker.addr, node_id="w9", manager=True)
+            assert client.counters["refused_peer_not_manager"] == 1
+            assert worker.counters["frames_in"] == 0
+            stream = await client.connect(manager.addr, node_id="m1", manager=True)
+            await stream.aclose()
+            stream = await client.connect(worker.addr, node_id="w9")  # as a peer, it is one
+            await stream.aclose()
+            assert client.counters["refused_peer_not_manager"] == 1
+
+
 # ------------------------------------------------------------------------------- the policy
 
 

@@ -54,6 +54,12 @@ class AgentHandle:
         except (FileNotFoundError, ValueError):
             return None
 
+    def running(self) -> bool:
+        """Whether the agent process of its pid file is still there (not stopped, not a
+        zombie)."""
+        pid = self.pid()
+        return pid is not None and _alive(pid)
+
 
 def run_cli(
     *args: str, data_dir: Path | None = None, check: bool = True, timeout: float = 60

@@ -50,6 +50,7 @@ from swarmlet.gossip.messages import (
     Dead,
     MemberState,
     Ping,
+    PingReq,
     PushNodeState,
     PushPullState,
     Suspect,
@@ -1202,6 +1203,70 @@ async def test_a_workers_status_reports_cannot_claim_another_nodes_task_or_forei
                 lambda m=m: not refused(scene.cluster, m),
             )
         assert await off_loop(committed_status, scene, on_worker) == real_report
+        await off_loop(assert_unchanged, scene, before)
+
+
+def replies(m: AgentHandle, task: WebTask) -> Counter[str]:
+    return Counter(get(m.host, task.port) for _ in range(10))
+
+
+@pytest.mark.docker
+async def test_addresses_no_socket_takes_stop_no_agent(
+    scene: Scene, web_tasks: tuple[WebTask, WebTask]
+) -> None:
+    """Each of these stopped agents before: a gossip PingReq whose target host has a 70-byte
+    label (the relaying member's `sendto` raised UnicodeError), a NUL (ValueError) or is "."; an
+    Alive of the worker's own with such a host; a status report of the worker's own replica with
+    an endpoint on port 70000, committed and then tried by every proxy (OverflowError in
+    `connect`). Now each datagram is dropped as malformed and the status refused, counted; every
+    agent stays up and every proxy still reaches every replica."""
+    with trio.fail_after(TEST_TIMEOUT_S):
+        worker = Impostor(scene.worker.data_dir)
+        w = scene.worker_id
+        before = await off_loop(picture, scene)
+        own_meta = (await worker.members(scene.managers[0]))[w].meta
+        bad_hosts = ("a" * 70, "a\x00b", ".")
+        for target in scene.managers:
+            target_id = scene.manager_ids[target.index]
+            seen = await off_loop(counters, scene.cluster, target)
+            await worker.send_datagrams(
+                target,
+                [
+                    *(
+                        worker.datagram(PingReq(7, target_id, host, 7946, False), signed_as=w)
+                        for host in bad_hosts
+                    ),
+                    worker.datagram(
+                        worker.own_alive(HUGE_INCARNATION, "a" * 70, 7946, own_meta),
+                        signed_as=w,
+                    ),
+                ],
+            )
+            expected = Counter(gossip_dropped_malformed=len(bad_hosts) + 1)
+            await off_loop(wait_counted, scene.cluster, target, seen, expected)
+
+        _, on_worker = web_tasks
+        leader = await off_loop(scene.leader)
+        real = await off_loop(committed_status, scene, on_worker)
+        like = real.endpoints[0]
+        claim = dataclasses.replace(
+            real, endpoints=(*real.endpoints, dataclasses.replace(like, port=70000))
+        )
+        seen = await off_loop(counters, scene.cluster, leader)
+        stream = await worker.connect(leader)
+        async with stream.stream:
+            reply = await ask_on(stream, StatusReport(1, (claim,)), (StatusReportReply,))
+        assert reply is not None and reply.ok, reply
+        await off_loop(
+            wait_counted, scene.cluster, leader, seen, Counter(status_refused_malformed=1)
+        )
+        for m in scene.managers:
+            for task in web_tasks:
+                got = await off_loop(replies, m, task)
+                assert got == Counter({task.answer: 10}), (m.index, task.port, got)
+        assert await off_loop(committed_status, scene, on_worker) == real
+        for agent in scene.cluster.agents:
+            assert agent.running(), f"n{agent.index} stopped"
         await off_loop(assert_unchanged, scene, before)
 
 

@@ -35,7 +35,7 @@ import trio
 
 from swarmlet.certs import PeerIdentity
 from swarmlet.errors import NoLeaderError, NotLeaderError, RemoteProtocolError
-from swarmlet.raft.driver import RaftDriver
+from swarmlet.raft.driver import MAX_PROPOSAL_BYTES, RaftDriver
 from swarmlet.security import peer_policy
 from swarmlet.security import propose_auth as proposeauth
 from swarmlet.security.keyring import KeyRing
@@ -323,6 +323,8 @@ class WriteForwarding:
             source = peer.node_id if peer is not None else "?"
             log.warning("refused a write from %r (%s): %s", request.proposer, source, refusal)
             return ProposeReply(False, error=f"write refused: {refusal}")
+        if len(request.command) > MAX_PROPOSAL_BYTES:
+            return ProposeReply(False, error=f"a write over {MAX_PROPOSAL_BYTES} bytes")
         try:
             wire.decode(request.command, expect=COMMANDS)  # only a valid command is committed
         except RemoteProtocolError as exc:

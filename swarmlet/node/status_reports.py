@@ -40,7 +40,7 @@ import trio
 
 from swarmlet import timers
 from swarmlet.certs import PeerIdentity
-from swarmlet.errors import NotLeaderError, RemoteProtocolError
+from swarmlet.errors import NotLeaderError, RemoteProtocolError, UsageError
 from swarmlet.leader.observation import report_refusal
 from swarmlet.node.replica_source import AppliedSource
 from swarmlet.raft.driver import RaftDriver
@@ -292,6 +292,8 @@ class StatusIntake:
         except NotLeaderError as exc:
             hint = exc.leader_hint or ""
             return StatusReportReply(report.seq, False, not_leader=True, leader_hint=hint)
+        except UsageError as exc:  # over the size of one write: send fewer at a time
+            return self._refuse(report, str(exc))
         self.counters["status_statuses_committed"] += len(statuses)
         return StatusReportReply(report.seq, result.ok, result.error, index=self._raft.applied)
 

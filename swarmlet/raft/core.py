@@ -1037,7 +1037,7 @@ class RaftNode:
             self._count("snapshots_sent")
             return True
         hi = min(self._log.last_index + 1, pr.next + self.config.max_entries_per_append)
-        entries = tuple(self._log.slice(pr.next, hi))
+        entries = self._within_budget(self._log.slice(pr.next, hi))
         if not entries and not allow_empty:
             return False
         self._send(
@@ -1051,6 +1051,15 @@ class RaftNode:
         else:
             pr.probe_sent = True
         return True
+
+    def _within_budget(self, entries: list[Entry]) -> tuple[Entry, ...]:
+        """The first entries whose data fit `max_bytes_per_append`; the first always goes."""
+        budget = self.config.max_bytes_per_append
+        for i, entry in enumerate(entries):
+            budget -= len(entry.data)
+            if budget < 0 and i > 0:
+                return tuple(entries[:i])
+        return tuple(entries)
 
     def _handle_append_response(self, msg: AppendResp) -> None:
         pr = self._progress[msg.from_id]

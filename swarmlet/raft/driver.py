@@ -54,7 +54,7 @@ from typing import Generic, TypeVar, cast
 
 import trio
 
-from swarmlet.errors import NotLeaderError, RemoteProtocolError
+from swarmlet.errors import NotLeaderError, RemoteProtocolError, UsageError
 from swarmlet.raft.core import RaftConfig, RaftNode
 from swarmlet.raft.disk_thread import DiskThread
 from swarmlet.raft.interface import Ready
@@ -79,6 +79,10 @@ ResultT = TypeVar("ResultT")
 # How `propose` calls ended (`RaftDriver.proposal_outcomes`): applied here; refused at once
 # (this node did not lead); lost with the leadership before its entry committed; abandoned by a
 # caller that stopped waiting (its entry may still commit).
+# The largest entry a proposal may make: well inside the storage's record limit (64 MiB) and an
+# AppendEntries frame (64 MiB), which must carry at least one entry.
+MAX_PROPOSAL_BYTES = 16 * 1024 * 1024
+
 PROPOSAL_OUTCOMES = ("committed", "not_leader", "lost", "abandoned")
 
 
@@ -256,6 +260,14 @@ class RaftDriver(Generic[ResultT]):
             raise ValueError("an entry without data is Raft's own no-op: propose some data")
         if not datas:
             return []
+        largest = max(map(len, datas))
+        if largest > MAX_PROPOSAL_BYTES:
+            # Refused here, with a reason, rather than by the storage's record limit in the
+            # disk thread (which stops the node) or the transport's frame limit (which stalls
+            # replication).
+            raise UsageError(
+                f"a write of {largest} bytes is over the limit of {MAX_PROPOSAL_BYTES} bytes"
+            )
         if not self.is_leader:
             self.proposal_outcomes["not_leader"] += len(datas)
             raise NotLeaderError(self.core.leader_id)

@@ -31,6 +31,10 @@ class RaftConfig:
     pre_vote: bool = True  # thesis §9.6
     check_quorum: bool = True  # leader steps down without a quorum for election_ticks; stickiness
     max_entries_per_append: int = 64  # batch size of one AppendEntries
+    # ... and its entries' bytes, past the first entry (etcd's MaxSizePerMsg): 64 large entries
+    # made a frame over the transport's limit, dropped by every follower and resent as it was,
+    # so nothing committed again.
+    max_bytes_per_append: int = 8 * 1024 * 1024
     max_inflight_appends: int = 16  # unacknowledged appends per follower in REPLICATE state
     snapshot_retry_ticks: int = 20  # resend an unacknowledged InstallSnapshot after this
 
@@ -39,6 +43,8 @@ class RaftConfig:
             raise ValueError("need 0 < heartbeat_ticks < election_ticks")
         if self.max_entries_per_append < 1 or self.max_inflight_appends < 1:
             raise ValueError("max_entries_per_append and max_inflight_appends must be >= 1")
+        if self.max_bytes_per_append < 1:
+            raise ValueError("max_bytes_per_append must be >= 1")
         if self.snapshot_retry_ticks < 1:
             raise ValueError("snapshot_retry_ticks must be >= 1")
 

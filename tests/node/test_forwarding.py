@@ -21,7 +21,7 @@ from swarmlet import crypto
 from swarmlet.certs import PeerIdentity
 from swarmlet.errors import NoLeaderError, NotLeaderError
 from swarmlet.node.forwarding import WriteForwarding
-from swarmlet.raft.driver import RaftDriver
+from swarmlet.raft.driver import MAX_PROPOSAL_BYTES, RaftDriver
 from swarmlet.security import peer_policy, propose_auth
 from swarmlet.security.keyring import KeyRing
 from swarmlet.state.commands import UpdateNode
@@ -372,3 +372,25 @@ async def test_a_write_in_another_managers_name_is_refused_and_counted(
     assert leader.transport.counters["propose_refused"] == 1
     assert own_name.ok  # the same sender in its own name is taken
     assert leader.raft.proposed == [wire.encode(_command(2))]
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["alone", "batched"])
+async def test_a_write_over_the_size_of_one_entry_is_refused_before_it_is_proposed(
+    test_ca: TestCA, batched: bool
+) -> None:
+    state = cluster_state(test_ca.cluster_id)
+    huge = propose_auth.sign(
+        MANAGERS,
+        b"\x00" * (MAX_PROPOSAL_BYTES + 1),
+        proposer="m2",
+        leader=LEADER,
+        nonce=os.urandom(propose_auth.NONCE_BYTES),
+        now=time.time(),
+    )
+    with trio.fail_after(TIMEOUT_S):
+        async with leader_serving(test_ca, state) as leader:
+            m2 = tls(test_ca, state, "m2")
+            reply = await propose_as(leader, m2, huge, batched=batched)
+            after = await propose_as(leader, m2, signed(2, "m2"), batched=batched)
+    assert not reply.ok and f"over {MAX_PROPOSAL_BYTES} bytes" in reply.error
+    assert after.ok and leader.raft.proposed == [wire.encode(_command(2))]

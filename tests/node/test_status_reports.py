@@ -21,7 +21,7 @@ import trio
 
 from swarmlet import crypto
 from swarmlet.certs import PeerIdentity
-from swarmlet.errors import NotLeaderError
+from swarmlet.errors import NotLeaderError, UsageError
 from swarmlet.node.status_reports import (
     MAX_ENDPOINTS,
     MAX_ERROR_CHARS,
@@ -245,6 +245,21 @@ async def test_a_long_error_is_cut_to_size_and_committed_once() -> None:
     assert news(NODE, state, {"t0": long}) == []  # the reporter does not send it again
     await intake(state, raft, counters).answer(peer(NODE), StatusReport(2, (long,)))
     assert len(raft.proposed) == 1
+
+
+async def test_a_report_over_the_size_of_one_write_is_refused_not_raised() -> None:
+    state = cluster()
+    raft = FakeRaft(state, leader=True)
+
+    async def too_large(command: Command) -> ApplyResult:
+        raise UsageError("a write of 17000000 bytes is over the limit of 16777216 bytes")
+
+    counters = Counters()
+    taker = intake(state, raft, counters)
+    taker._propose = too_large
+    reply = await taker.answer(peer(NODE), StatusReport(1, (running("t0"),)))
+    assert not reply.ok and "over the limit" in reply.error
+    assert counters["status_report_refused"] == 1
 
 
 async def test_a_follower_sends_the_reporter_to_the_leader() -> None:

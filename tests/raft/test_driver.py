@@ -16,9 +16,9 @@ import pytest
 import trio
 import trio.testing
 
-from swarmlet.errors import NotLeaderError
+from swarmlet.errors import NotLeaderError, UsageError
 from swarmlet.raft.core import RaftConfig
-from swarmlet.raft.driver import RaftDriver
+from swarmlet.raft.driver import MAX_PROPOSAL_BYTES, RaftDriver
 from swarmlet.raft.messages import AppendEntries, AppendResp, Message, Role, VoteResp
 from swarmlet.raft.storage import RaftStorage
 from swarmlet.raft.types import (
@@ -160,6 +160,26 @@ async def test_an_empty_proposal_is_refused(tmp_path: Path) -> None:
     driver = _driver(_seeded(tmp_path), Journal())
     with pytest.raises(ValueError, match="no-op"):
         await driver.propose(b"")
+
+
+async def test_a_proposal_over_the_size_limit_is_refused_and_the_leader_goes_on(
+    tmp_path: Path,
+) -> None:
+    """One larger than the storage's record limit was refused in the disk thread, which stopped
+    the node (a worker's 64 MiB status report did it to every leader in turn)."""
+    journal = Journal()
+    driver = _driver(_seeded(tmp_path), journal)
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            await _lead(driver)
+            with pytest.raises(UsageError, match="over the limit"):
+                await driver.propose(b"x" * (MAX_PROPOSAL_BYTES + 1))
+            with pytest.raises(UsageError, match="over the limit"):
+                await driver.propose_many([b"a", b"x" * (MAX_PROPOSAL_BYTES + 1)])
+            assert (await driver.propose(b"b")).endswith(":b")
+            nursery.cancel_scope.cancel()
+    assert journal.lines == ["seed", "b"]
 
 
 async def test_the_log_is_compacted_into_the_state_machines_snapshot(tmp_path: Path) -> None:

@@ -135,6 +135,33 @@ def test_leader_batches_entries_up_to_max_per_append() -> None:
     assert net.nodes["n2"].last_index == leader.last_index
 
 
+def test_leader_batches_entries_up_to_max_bytes_per_append_and_a_large_one_alone() -> None:
+    """64 entries of a few MiB each made a frame over the transport's limit: every follower
+    dropped it, and the leader sent the same again, so nothing committed any more."""
+    cfg = RaftConfig(max_bytes_per_append=10)
+    net = cluster(3, config=cfg)
+    leader = net.elect("n1")
+    net.isolated = {"n2"}
+    datas = [b"aaaa", b"bbbb", b"cccc", b"x" * 25, b"dd", b"ee"]
+    for data in datas:
+        leader.propose(data)
+    net.run()
+    net.isolated = set()
+    net.tick("n1")  # heartbeat -> response -> probe -> catch up in batches
+    batches = [
+        [e.data for e in m.entries if e.data]
+        for rd in net.readies["n1"]
+        for m in rd.messages
+        if isinstance(m, AppendEntries) and m.to_id == "n2" and any(e.data for e in m.entries)
+    ]
+    assert all(sum(map(len, b)) <= 10 or len(b) == 1 for b in batches), batches
+    assert [b"x" * 25] in batches
+    assert net.nodes["n2"].last_index == leader.last_index
+    net.tick_all(2)
+    applied = [e.data for e in net.applied["n2"] if e.data]
+    assert applied == datas
+
+
 def test_ready_entries_come_before_their_messages_are_needed() -> None:
     net = cluster(3)
     leader = net.elect("n1")

@@ -112,6 +112,9 @@ def _lists(recorded: Resources, wanted: Resources) -> bool:
 # down (`Agent.member_state`): a live node is heard of within a second or two (push-pull with
 # the seeds at join); this leaves room for a whole cluster restarting on a loaded machine.
 UNHEARD_DOWN_AFTER_S = 30.0
+# A peer sends its first frame as soon as it is connected (every client here does): one that
+# does not is closed, or a member could hold every connection the transport allows, silent.
+FIRST_FRAME_TIMEOUT_S = 10.0
 
 
 class Agent:
@@ -690,7 +693,12 @@ class Agent:
     # ------------------------------------------------------------------------ incoming TCP
 
     async def _on_stream(self, stream: FramedStream, addr: Address) -> None:
-        first = await stream.receive()
+        first = None
+        with trio.move_on_after(FIRST_FRAME_TIMEOUT_S) as waited:
+            first = await stream.receive()
+        if waited.cancelled_caught:  # holding one of the connections the transport allows
+            self.transport.counters["dropped_stream_silent"] += 1
+            return
         if isinstance(first, RaftStreamHello):
             await self.raft.serve_stream(stream, first)
         elif isinstance(first, PushPullState):

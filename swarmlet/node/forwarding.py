@@ -266,18 +266,30 @@ class WriteForwarding:
         """Answer a link's `ProposeBatch`es (this node is, or was, the leader), each as soon
         as its writes are applied here, while the next ones arrive."""
         batch = first
+        # As many batches under way as a forwarder sends before it waits for answers: a peer
+        # that sends more, and reads none, is no longer read from (its TCP window fills).
+        under_way = trio.Semaphore(_MAX_IN_FLIGHT)
         async with trio.open_nursery() as nursery:
             while isinstance(batch, ProposeBatch):
-                nursery.start_soon(self._answer_batch, stream, batch)
+                if len(batch.requests) > _MAX_BATCH:  # no forwarder sends more
+                    self.transport.counters["propose_refused_oversized_batch"] += 1
+                    break
+                await under_way.acquire()
+                nursery.start_soon(self._answer_batch, stream, batch, under_way)
                 try:
                     batch = await stream.receive(expect=(ProposeBatch,))
                 except LINK_ERRORS:
                     break  # the answers under way are still sent, or dropped if they cannot be
 
-    async def _answer_batch(self, stream: FramedStream, batch: ProposeBatch) -> None:
-        replies = await self._answer(stream.peer, batch.requests)
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            await stream.send(ProposeBatchReply(batch.seq, tuple(replies)))
+    async def _answer_batch(
+        self, stream: FramedStream, batch: ProposeBatch, under_way: trio.Semaphore
+    ) -> None:
+        try:
+            replies = await self._answer(stream.peer, batch.requests)
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await stream.send(ProposeBatchReply(batch.seq, tuple(replies)))
+        finally:
+            under_way.release()
 
     async def _answer(
         self, peer: PeerIdentity | None, requests: Sequence[ProposeRequest]
@@ -285,6 +297,16 @@ class WriteForwarding:
         """Check each request on its own, propose those that pass in one batch, and answer
         each once its entry is applied here (or lost, or refused)."""
         refusals = [self._refusal(peer, request) for request in requests]
+        refused = [r for r in refusals if r is not None]
+        if refused:  # one line per batch, not per request: a batch may hold thousands
+            source = peer.node_id if peer is not None else "?"
+            log.warning(
+                "refused %d of %d writes from %s: %s",
+                len(refused),
+                len(requests),
+                source,
+                refused[0].error,
+            )
         accepted = [
             r.command for r, refusal in zip(requests, refusals, strict=True) if refusal is None
         ]
@@ -320,8 +342,6 @@ class WriteForwarding:
             )
         if refusal:
             self.transport.counters["propose_refused"] += 1
-            source = peer.node_id if peer is not None else "?"
-            log.warning("refused a write from %r (%s): %s", request.proposer, source, refusal)
             return ProposeReply(False, error=f"write refused: {refusal}")
         if len(request.command) > MAX_PROPOSAL_BYTES:
             return ProposeReply(False, error=f"a write over {MAX_PROPOSAL_BYTES} bytes")

@@ -56,6 +56,7 @@ from swarmlet.gossip.messages import (
     Suspect,
     alive_signed_bytes,
 )
+from swarmlet.node.agent import FIRST_FRAME_TIMEOUT_S
 from swarmlet.node.replicated import encode_command
 from swarmlet.node.status_reports import MAX_PORT_ERRORS, MAX_STATUSES_PER_REPORT
 from swarmlet.raft.driver import RaftStreamHello
@@ -1268,6 +1269,23 @@ async def test_addresses_no_socket_takes_stop_no_agent(
         for agent in scene.cluster.agents:
             assert agent.running(), f"n{agent.index} stopped"
         await off_loop(assert_unchanged, scene, before)
+
+
+async def test_a_silent_connection_is_closed_and_counted(scene: Scene) -> None:
+    """A member that connects (its certificate is valid) and sends nothing held one of the
+    connections the transport allows for as long as it liked: 1,024 such, and no Raft stream,
+    session or report could connect any more. It is closed after FIRST_FRAME_TIMEOUT_S."""
+    with trio.fail_after(TEST_TIMEOUT_S):
+        worker = Impostor(scene.worker.data_dir)
+        target = scene.managers[0]
+        seen = await off_loop(counters, scene.cluster, target)
+        stream = await worker.connect(target)
+        async with stream.stream:
+            with trio.move_on_after(FIRST_FRAME_TIMEOUT_S + CUT_WAIT_S) as waited:
+                with contextlib.suppress(*_CUT):
+                    assert await stream.receive() is None
+        assert not waited.cancelled_caught, "the silent connection was kept open"
+        await off_loop(wait_counted, scene.cluster, target, seen, Counter(dropped_stream_silent=1))
 
 
 def routes(scene: Scene) -> dict[int, dict[str, tuple[str, str]]]:

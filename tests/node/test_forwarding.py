@@ -394,3 +394,22 @@ async def test_a_write_over_the_size_of_one_entry_is_refused_before_it_is_propos
             after = await propose_as(leader, m2, signed(2, "m2"), batched=batched)
     assert not reply.ok and f"over {MAX_PROPOSAL_BYTES} bytes" in reply.error
     assert after.ok and leader.raft.proposed == [wire.encode(_command(2))]
+
+
+async def test_a_batch_larger_than_any_forwarder_sends_closes_the_link_unanswered(
+    test_ca: TestCA,
+) -> None:
+    """Each request of a batch is checked (a MAC, a decode, a reply): a peer sending batches of
+    millions of requests had the leader's loop do all of that, and log each refusal."""
+    state = cluster_state(test_ca.cluster_id)
+    with trio.fail_after(TIMEOUT_S):
+        async with leader_serving(test_ca, state) as leader:
+            client = Transport((HOST, 0), MESSAGE_KEY, tls(test_ca, state, "w1", "worker", 1))
+            stream = await client.connect(leader.addr, LEADER)
+            async with stream.stream:
+                await stream.send(ProposeBatch(1, tuple(signed(i, "w1") for i in range(257))))
+                assert await stream.receive() is None  # closed, nothing answered
+            assert leader.transport.counters["propose_refused_oversized_batch"] == 1
+            assert leader.transport.counters["propose_refused"] == 0  # none was even checked
+            m2 = tls(test_ca, state, "m2")
+            assert (await propose_as(leader, m2, signed(2, "m2"), batched=True)).ok

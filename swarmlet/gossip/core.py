@@ -170,6 +170,7 @@ _COUNTERS = (
     "suspects",
     "refutes",
     "failed",
+    "dead_taken_as_suspect",  # another member's Dead before X was suspected here long enough
     "gossip_datagrams",
     "push_pulls",
     "corrections_sent",
@@ -422,7 +423,7 @@ class Swim:
                 del self._suspicions[name]
                 m = self._members.get(name)
                 if m is not None and m.state is MemberState.SUSPECT:
-                    self._on_dead(now, Dead(m.incarnation, name, self.name))
+                    self._declare_dead(now, Dead(m.incarnation, name, self.name), left=False)
         if not self._left and now >= self._next_probe_s:
             self._next_probe_s = now + self._start_probe(now)
         if now >= self._next_gossip_s:
@@ -691,8 +692,8 @@ class Swim:
         if d.incarnation > old.incarnation:
             self._drop_above_known()
             return
-        self._suspicions.pop(d.node, None)
         if old.state in (MemberState.DEAD, MemberState.LEFT):
+            self._suspicions.pop(d.node, None)
             return
         if d.node == self.name:
             self._refute(d.incarnation)  # after leave our state is LEFT: we never get here
@@ -705,6 +706,25 @@ class Swim:
                 # one unsigned datagram must not make a live manager a learner.
                 self.counters["dropped_unverified"] += 1
                 return
+        if not left:
+            suspicion = self._suspicions.get(d.node)
+            if suspicion is None or now - suspicion.started_s < suspicion.min_s:
+                # Another member's word that X failed, and X has not been suspected here for
+                # the least time a suspicion gives it to refute: a confirmed suspicion, not a
+                # death. memberlist takes the word at once, so any member (a compromised
+                # worker, in this threat model) could have the leader write off every task of
+                # a live node with one datagram. An honest accuser's Dead comes after its own
+                # timer, which started when ours did (its Suspect), so ours ends about then.
+                self.counters["dead_taken_as_suspect"] += 1
+                self._on_suspect(now, Suspect(d.incarnation, d.node, d.accuser), sender)
+                return
+        self._declare_dead(now, d, left)
+
+    def _declare_dead(self, now: float, d: Dead, left: bool) -> None:
+        """`d.node` is dead (our own suspicion ran out, or it was confirmed long enough) or left
+        (in its own signed word)."""
+        old = self._members[d.node]
+        self._suspicions.pop(d.node, None)
         self._queue.queue(d)
         state = MemberState.LEFT if left else MemberState.DEAD
         # At the incarnation we know (see above), so the record's signature still covers it.

@@ -33,6 +33,8 @@ from swarmlet.gossip.messages import (
     precedence_key,
 )
 
+from .deaths import confirmed_dead
+
 T = TypeVar("T")
 CFG = GossipConfig.lan()
 ADDR = {name: (f"10.0.0.{i + 1}", 7946) for i, name in enumerate("abcdefgh")}
@@ -271,6 +273,36 @@ def test_independent_confirmations_shorten_the_suspicion(confirmations: int) -> 
     assert state_of(core, "b") is MemberState.DEAD
 
 
+def test_another_members_word_that_x_failed_is_a_suspicion_x_can_refute() -> None:
+    """memberlist takes a Dead at once: one datagram from any member (a compromised worker)
+    had the leader write off every task of a live node. Here X gets the least time any
+    suspicion gives it, and its refutation wins."""
+    core = with_peers("bcde")
+    core.handle_datagram(1.0, ADDR["c"], (Dead(1, "b", "c"),))
+    assert state_of(core, "b") is MemberState.SUSPECT
+    assert core.counters["dead_taken_as_suspect"] == 1
+    core.tick(core.next_deadline())  # gossiped as a suspicion, to b too, which refutes
+    assert Suspect(1, "b", "c") in [m for _, m in of_type(datagrams(core), Suspect)]
+    core.handle_datagram(1.5, ADDR["b"], (Alive(2, "b", *ADDR["b"], b""),))
+    core.handle_datagram(1.6, ADDR["c"], (Dead(1, "b", "c"),))  # the old accusation again
+    core.tick(1.0 + CFG.suspicion_max_s(len(core.members())))
+    assert state_of(core, "b") is MemberState.ALIVE
+    assert kinds(core, "b") == [EventKind.SUSPECT, EventKind.ALIVE]
+
+
+def test_a_dead_after_the_least_suspicion_is_taken_at_once() -> None:
+    """An honest accuser's Dead comes after its own timer ran out, which started about when
+    ours did: it is not held for a timer of our own."""
+    core = with_peers("bcdefg")
+    n = len(core.members())
+    suspect_b(core, 1.0, accuser="c")
+    core.handle_datagram(1.0 + CFG.suspicion_min_s(n) - 0.01, ADDR["d"], (Dead(1, "b", "d"),))
+    assert state_of(core, "b") is MemberState.SUSPECT  # too early: a confirmation
+    core.handle_datagram(1.0 + CFG.suspicion_min_s(n), ADDR["c"], (Dead(1, "b", "c"),))
+    assert state_of(core, "b") is MemberState.DEAD
+    assert kinds(core, "b") == [EventKind.SUSPECT, EventKind.FAILED]
+
+
 def test_suspicion_about_ourselves_is_refuted_with_a_higher_incarnation() -> None:
     core = make("a", incarnation=4)
     core.handle_datagram(0.0, ADDR["b"], tuple(Alive(1, p, *ADDR[p], b"") for p in "bcd"))
@@ -367,22 +399,22 @@ def test_a_suspect_is_probed_within_two_probes() -> None:
 
 def test_a_dead_member_rejoins_with_a_higher_incarnation() -> None:
     core = with_peers("bc")
-    core.handle_datagram(1.0, ADDR["c"], (Dead(1, "b", "c"),))
+    confirmed_dead(core, Dead(1, "b", "c"), 1.0, ADDR["c"])
     assert state_of(core, "b") is MemberState.DEAD
-    core.handle_datagram(2.0, ADDR["b"], (Alive(1, "b", *ADDR["b"], b""),))  # stale
+    core.handle_datagram(3.0, ADDR["b"], (Alive(1, "b", *ADDR["b"], b""),))  # stale
     assert state_of(core, "b") is MemberState.DEAD
-    core.handle_datagram(3.0, ADDR["b"], (Alive(2, "b", *ADDR["b"], b"back"),))
+    core.handle_datagram(4.0, ADDR["b"], (Alive(2, "b", *ADDR["b"], b"back"),))
     b = core.member("b")
     assert b is not None
     assert b.state is MemberState.ALIVE
-    assert b.state_change_s == 3.0
-    assert kinds(core, "b") == [EventKind.FAILED, EventKind.JOIN]
+    assert b.state_change_s == 4.0
+    assert kinds(core, "b") == [EventKind.SUSPECT, EventKind.FAILED, EventKind.JOIN]
 
 
 def test_a_dead_member_may_come_back_at_a_new_address() -> None:
     core = with_peers("bc")
-    core.handle_datagram(1.0, ADDR["c"], (Dead(1, "b", "c"),))
-    core.handle_datagram(2.0, ("10.9.9.9", 8000), (Alive(0, "b", "10.9.9.9", 8000, b""),))
+    confirmed_dead(core, Dead(1, "b", "c"), 1.0, ADDR["c"])
+    core.handle_datagram(3.0, ("10.9.9.9", 8000), (Alive(0, "b", "10.9.9.9", 8000, b""),))
     b = core.member("b")
     assert b is not None
     assert b.state is MemberState.ALIVE
@@ -473,12 +505,13 @@ def test_oversized_meta_is_refused_locally_and_dropped_remotely() -> None:
 
 def test_dead_and_left_members_are_forgotten_after_dead_reclaim() -> None:
     core = with_peers("bcd")
-    core.handle_datagram(1.0, ADDR["c"], (Dead(1, "b", "c"), Dead(1, "d", "d")))
+    core.handle_datagram(1.0, ADDR["c"], (Dead(1, "d", "d"),))
+    at = confirmed_dead(core, Dead(1, "b", "c"), 1.0, ADDR["c"])
     assert state_of(core, "b") is MemberState.DEAD
     assert state_of(core, "d") is MemberState.LEFT
-    core.tick(1.0 + CFG.dead_reclaim_s - 0.1)
+    core.tick(at + CFG.dead_reclaim_s - 0.1)
     assert core.member("b") is not None
-    core.tick(1.0 + CFG.dead_reclaim_s)
+    core.tick(at + CFG.dead_reclaim_s)
     assert core.member("b") is None
     assert core.member("d") is None
     assert state_of(core, "c") is MemberState.ALIVE
@@ -568,9 +601,9 @@ def test_a_restarted_member_refutes_its_old_death_learned_by_push_pull() -> None
 
 def test_a_restarted_member_seeded_with_a_higher_incarnation_rejoins_at_once() -> None:
     view = with_peers("ab", name="c")
-    view.handle_datagram(1.0, ADDR["b"], (Dead(1, "a", "b"),))
-    restarted = make("a", now=2.0, incarnation=2)
-    view.merge_remote_state(2.0, restarted.local_state(join=True))
+    confirmed_dead(view, Dead(1, "a", "b"), 1.0, ADDR["b"])
+    restarted = make("a", now=3.0, incarnation=2)
+    view.merge_remote_state(3.0, restarted.local_state(join=True))
     assert state_of(view, "a") is MemberState.ALIVE
     assert kinds(view, "a")[-1] is EventKind.JOIN
 

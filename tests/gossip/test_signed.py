@@ -25,6 +25,7 @@ from swarmlet.gossip.messages import (
     leave_signed_bytes,
 )
 
+from .deaths import confirmed_dead
 from .fake_keys import Signer, Verifier
 
 CFG = GossipConfig.lan()
@@ -138,14 +139,14 @@ def test_a_forged_alive_with_a_higher_incarnation_and_new_meta_is_refused() -> N
 
 def test_a_forged_alive_about_a_new_or_dead_member_is_refused() -> None:
     a = knowing("a", "bc")
-    a.handle_datagram(1.0, ADDR["c"], (Dead(1, "b", "c"),))
-    a.handle_datagram(2.0, ADDR["c"], (Alive(0, "e", *ADDR["e"], b""),))  # unknown member
-    a.handle_datagram(2.0, ("10.9.9.9", 1), (Alive(0, "b", "10.9.9.9", 1, b""),))  # reclaim
-    a.handle_datagram(2.0, ADDR["c"], (Alive(5, "b", *ADDR["b"], b""),))  # revive
+    confirmed_dead(a, Dead(1, "b", "c"), 1.0, ADDR["c"])
+    a.handle_datagram(3.0, ADDR["c"], (Alive(0, "e", *ADDR["e"], b""),))  # unknown member
+    a.handle_datagram(3.0, ("10.9.9.9", 1), (Alive(0, "b", "10.9.9.9", 1, b""),))  # reclaim
+    a.handle_datagram(3.0, ADDR["c"], (Alive(5, "b", *ADDR["b"], b""),))  # revive
     assert a.counters["dropped_unverified"] == 3
     assert a.member("e") is None
     assert view(a, "b") == (MemberState.DEAD, 1)
-    a.handle_datagram(3.0, ADDR["b"], (alive("b", 2),))
+    a.handle_datagram(4.0, ADDR["b"], (alive("b", 2),))
     assert view(a, "b") == (MemberState.ALIVE, 2)
 
 
@@ -338,12 +339,12 @@ def test_any_accusation_a_member_accepts_its_victim_can_refute(seq: list[tuple[s
 def test_a_restarted_member_that_lost_its_counter_outbids_its_own_signed_death() -> None:
     old_view = knowing("c", "b")
     old_view.handle_datagram(0.5, ADDR["a"], (alive("a", 3, b"meta-a"),))
-    old_view.handle_datagram(1.0, ADDR["b"], (Dead(3, "a", "b"),))
+    confirmed_dead(old_view, Dead(3, "a", "b"), 1.0, ADDR["b"])
     assert view(old_view, "a") == (MemberState.DEAD, 3)
     restarted = node("a")  # incarnation 0
-    restarted.merge_remote_state(2.0, old_view.local_state(join=True))
+    restarted.merge_remote_state(3.0, old_view.local_state(join=True))
     assert restarted.incarnation == 4  # our own signature says we were at 3
-    old_view.merge_remote_state(2.0, restarted.local_state())
+    old_view.merge_remote_state(3.0, restarted.local_state())
     assert view(old_view, "a") == (MemberState.ALIVE, 4)
 
 

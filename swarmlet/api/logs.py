@@ -44,6 +44,9 @@ from swarmlet.wire.transport import FramedStream, parse_addr
 
 FOLLOW_POLL_INTERVAL_S = 0.5  # how soon `-f` opens the stream of a replica started after it
 LINE_BUFFER = 256  # lines in flight between the node streams and the caller
+# Without --follow and --tail, the most lines one task's logs give (held in memory to be sorted
+# in time order); past it the output says so, and --tail or --since choose what to see.
+MAX_LINES_PER_TASK = 100_000
 
 
 # ---------------------------------------------------------------------------- selecting tasks
@@ -319,6 +322,13 @@ class ServiceLogs:
                     await out.send(_Line(node_id, "", "", "(node is down: no logs)"))
                     return
                 stream = await self.agent.transport.connect(parse_addr(node.addr), node_id)
+                asked = set(request.task_ids)
+                # Without --follow every line is held until all nodes are done (to sort them):
+                # what one node may send is bounded, as a node need not stop on its own.
+                per_task = MAX_LINES_PER_TASK
+                if request.tail >= 0:  # -1: all
+                    per_task = min(request.tail, MAX_LINES_PER_TASK)
+                left = None if request.follow else len(asked) * per_task
                 async with stream.stream:
                     await stream.send(request)
                     while True:
@@ -327,6 +337,15 @@ class ServiceLogs:
                             if msg is not None and msg.error:
                                 await out.send(_Line(node_id, "", "", f"({msg.error})"))
                             return
+                        if msg.task_id not in asked:  # a node speaks for its own tasks only
+                            self.agent.transport.counters["logs_dropped_foreign_task"] += 1
+                            continue
+                        if left is not None:
+                            if left == 0:
+                                note = f"(cut at {per_task} lines a task: see --tail, --since)"
+                                await out.send(_Line(node_id, "", "", note))
+                                return
+                            left -= 1
                         await out.send(_line(node_id, msg))
             except (
                 OSError,

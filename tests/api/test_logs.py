@@ -4,6 +4,8 @@ flags passed to the runtime, and `follow` opening a replica that starts after it
 
 from __future__ import annotations
 
+import collections
+import contextlib
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 import trio
 import trio.testing
 
+from swarmlet.api import logs as logs_module
 from swarmlet.api.logs import (
     FOLLOW_POLL_INTERVAL_S,
     Selection,
@@ -25,7 +28,7 @@ from swarmlet.errors import UsageError
 from swarmlet.state.commands import PutTasks, RemoveService, RemoveTasks
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import Task, TaskState
-from swarmlet.wire.peer_rpc import LogsRequest
+from swarmlet.wire.peer_rpc import EndOfStream, LogLine, LogsRequest
 from tests.leader.orchestrator.cluster import add_service, make_state, node_id
 
 WEB_1 = "webtask1aaaaaaaaaaaaaaaaa"
@@ -335,3 +338,68 @@ async def test_follow_ends_once_its_service_is_removed_and_its_containers_stoppe
     with trio.fail_after(60):  # virtual time: a follow that never ends fails here
         await ServiceLogs(agent).logs({"targets": ["api"], "follow": True}, emit)  # type: ignore[arg-type]
     assert [i["line"] for i in items] == ["api up"]
+
+
+class ScriptedNode:
+    """Another node's side of a logs stream, as a compromised one may play it: `lines` sent
+    in order, then an end only if `ends`."""
+
+    def __init__(self, lines: list[LogLine], *, ends: bool) -> None:
+        self.script: list[object] = [*lines, *([EndOfStream()] if ends else [])]
+        self.asked: list[object] = []
+        self.stream = contextlib.nullcontext()
+
+    async def send(self, msg: object) -> None:
+        self.asked.append(msg)
+
+    async def receive(self, expect: tuple[type, ...]) -> object:
+        if not self.script:
+            await trio.sleep_forever()  # a node need not end its stream
+        return self.script.pop(0)
+
+
+class ScriptedTransport:
+    def __init__(self, node: ScriptedNode) -> None:
+        self.node = node
+        self.counters: collections.Counter[str] = collections.Counter()
+
+    async def connect(self, addr: object, node_id: str) -> ScriptedNode:
+        return self.node
+
+
+def remote_task(state: ClusterState) -> str:
+    put(state, Task("remote1", "s-api", 2, 1, state=TaskState.RUNNING, node_id=node_id(2)))
+    return "remote1"
+
+
+async def test_lines_another_node_sends_for_tasks_not_asked_of_it_are_dropped_and_counted(
+    state: ClusterState,
+) -> None:
+    own = remote_task(state)
+    node = ScriptedNode(
+        [
+            LogLine(own, b"mine", "2025-12-03T08:00:00Z"),
+            LogLine(WEB_1, b"passed off as web.1's", "2025-12-03T08:00:01Z"),
+        ],
+        ends=True,
+    )
+    agent = StandIn(state)
+    agent.transport = ScriptedTransport(node)  # type: ignore[attr-defined]
+    items = await collect(ServiceLogs(agent), targets=[own])  # type: ignore[arg-type]
+    assert [i["line"] for i in items] == ["mine"]
+    assert agent.transport.counters["logs_dropped_foreign_task"] == 1  # type: ignore[attr-defined]
+
+
+async def test_without_follow_a_node_that_never_ends_its_stream_is_cut_at_the_bound(
+    state: ClusterState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logs_module, "MAX_LINES_PER_TASK", 5)
+    own = remote_task(state)
+    endless = [LogLine(own, b"%d" % i, "2025-12-03T08:00:00Z") for i in range(50)]
+    agent = StandIn(state)
+    agent.transport = ScriptedTransport(ScriptedNode(endless, ends=False))  # type: ignore[attr-defined]
+    items = await collect(ServiceLogs(agent), targets=[own])  # type: ignore[arg-type]
+    assert [i["line"] for i in items] == [  # a note without a timestamp sorts first
+        "(cut at 5 lines a task: see --tail, --since)",
+        *"01234",
+    ]

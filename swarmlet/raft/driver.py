@@ -369,8 +369,13 @@ class RaftDriver(Generic[ResultT]):
             # admitted at this frame: a demotion applied meanwhile lowers `stream.peer`'s role.
             admitted = stream.peer
             may_lead = admitted is not None and admitted.is_manager
+            conf = self.core.conf
             reason = sender_refusal(
-                msg, peer.node_id, peer_may_lead=may_lead, current_term=self.core.term
+                msg,
+                peer.node_id,
+                peer_may_lead=may_lead,
+                peer_in_group=peer.node_id in conf.voters or peer.node_id in conf.learners,
+                current_term=self.core.term,
             )
             if reason is not None:
                 self.transport.counters[f"raft_refused_{reason}"] += 1

@@ -241,7 +241,7 @@ def sent_by_leader_or_candidate(msg: object) -> bool:
 
 
 def sender_refusal(
-    msg: object, peer_id: str, *, peer_may_lead: bool, current_term: int
+    msg: object, peer_id: str, *, peer_may_lead: bool, peer_in_group: bool, current_term: int
 ) -> str | None:
     """Why a message that arrived on a stream authenticated as node `peer_id` is refused, or None.
     `peer_may_lead`: the peer's certificate says it is a manager (issue #15: checked against the
@@ -258,13 +258,19 @@ def sender_refusal(
     A non-manager's answers never raise the receiver's term (`current_term`): any message with
     a higher term makes a Raft server step down, so a worker's answer at term+1 would depose
     the leader at will. A learner only ever learns its term from managers' messages, so an
-    honest one never holds a term that no manager has."""
+    honest one never holds a term that no manager has.
+
+    A non-manager answers only as a learner of the group (`peer_in_group`: a voter or learner of
+    the receiver's configuration): any other worker's answers would be dropped by the core
+    anyway, after taking places in the inbox the managers' acknowledgements need."""
     if not isinstance(msg, Message):
         return "not_raft"
     if msg.from_id != peer_id:
         return "sender_not_peer"
     if not peer_may_lead and sent_by_leader_or_candidate(msg):
         return "not_manager"
+    if not peer_may_lead and not peer_in_group:
+        return "not_in_group"
     if not _term_in_range(msg.term):
         return "term_out_of_range"
     if not peer_may_lead and msg.term > current_term:

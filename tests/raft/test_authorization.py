@@ -90,8 +90,14 @@ def test_messages_only_a_leader_or_candidate_sends(msg: Message, leader_or_candi
 @pytest.mark.parametrize(("msg", "leader_or_candidate"), KINDS)
 def test_a_worker_may_only_answer(msg: Message, leader_or_candidate: bool) -> None:
     expected = "not_manager" if leader_or_candidate else None
-    assert sender_refusal(msg, "n2", peer_may_lead=False, current_term=msg.term) == expected
-    assert sender_refusal(msg, "n2", peer_may_lead=True, current_term=msg.term) is None
+    assert (
+        sender_refusal(msg, "n2", peer_may_lead=False, peer_in_group=True, current_term=msg.term)
+        == expected
+    )
+    assert (
+        sender_refusal(msg, "n2", peer_may_lead=True, peer_in_group=True, current_term=msg.term)
+        is None
+    )
 
 
 @pytest.mark.parametrize(
@@ -110,7 +116,12 @@ def test_a_worker_may_only_answer(msg: Message, leader_or_candidate: bool) -> No
     ],
 )
 def test_sender_refusal(msg: object, peer_id: str, may_lead: bool, reason: str | None) -> None:
-    assert sender_refusal(msg, peer_id, peer_may_lead=may_lead, current_term=MAX_TERM) == reason
+    assert (
+        sender_refusal(
+            msg, peer_id, peer_may_lead=may_lead, peer_in_group=True, current_term=MAX_TERM
+        )
+        == reason
+    )
 
 
 @pytest.mark.parametrize(
@@ -119,9 +130,15 @@ def test_sender_refusal(msg: object, peer_id: str, may_lead: bool, reason: str |
 def test_a_worker_never_raises_the_term(msg: Message) -> None:
     # An answer at a higher term would make the leader step down: a worker could depose it.
     refusal = "term_from_non_manager" if not sent_by_leader_or_candidate(msg) else "not_manager"
-    assert sender_refusal(msg, "n2", peer_may_lead=False, current_term=7) == refusal
-    assert sender_refusal(msg, "n2", peer_may_lead=False, current_term=8) in (None, "not_manager")
-    assert sender_refusal(msg, "n2", peer_may_lead=True, current_term=7) is None
+    assert (
+        sender_refusal(msg, "n2", peer_may_lead=False, peer_in_group=True, current_term=7)
+        == refusal
+    )
+    assert sender_refusal(msg, "n2", peer_may_lead=False, peer_in_group=True, current_term=8) in (
+        None,
+        "not_manager",
+    )
+    assert sender_refusal(msg, "n2", peer_may_lead=True, peer_in_group=True, current_term=7) is None
 
 
 # ---------------------------------------------------------------------------- bounds
@@ -382,6 +399,17 @@ async def test_a_worker_may_answer(tmp_path: Path) -> None:
     await _serve(driver, IncomingStream(_peer("n2", "worker"), answers), "n2")
     assert transport.counters["raft_refused_not_manager"] == 1
     assert driver._inbox == answers[1:]
+
+
+async def test_a_worker_outside_the_group_may_not_even_answer(tmp_path: Path) -> None:
+    """Its answers were dropped by the core, but only after taking places in the one inbox
+    (4,096 messages) that the managers' acknowledgements need: a flood could crowd them out."""
+    transport = FakeTransport()
+    driver = _driver(tmp_path, transport, THREE)
+    answers: list[object] = [AppendResp("n9", ME, 1, 1), HeartbeatResp("n9", ME, 1)]
+    await _serve(driver, IncomingStream(_peer("n9", "worker"), answers), "n9")
+    assert transport.counters["raft_refused_not_in_group"] == 2
+    assert driver._inbox == []
 
 
 async def test_a_manager_leads(tmp_path: Path) -> None:

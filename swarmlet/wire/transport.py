@@ -15,7 +15,9 @@ A frame is ``[u32 big-endian length][msgpack, sealed on the join channel]``; len
 `max_frame_bytes` close the connection before anything is allocated.
 
 Before a peer is authenticated it can only make the TLS handshake, within `handshake_timeout_s`;
-at most `max_connections` connections are served at once (more are closed at once, counted).
+at most `max_connections` connections are served at once, at most `max_connections_per_node` of
+them for one node (more are closed at once, counted); a peer that is not a manager sends frames
+of at most MAX_NON_MANAGER_FRAME_BYTES.
 
 Versions (`protocol_version`): the TLS handshake settles which protocol the two agents speak
 (ALPN), kept as `FramedStream.peer_protocol` and counted (`streams_protocol_<v>`); a peer with none
@@ -63,15 +65,22 @@ MAX_FRAME_BYTES = 64 * 1024 * 1024  # Raft snapshots travel in one frame
 _LEN = struct.Struct(">I")
 MAX_JOIN_FRAME_BYTES = 16 * 1024  # what a node that is not a member yet may send in one frame
 MAX_CONNECTIONS = 1024  # served at once; beyond, new connections are closed (and counted)
+# What one node may hold of those (an agent uses a few: Raft, session, status, writes, logs), so
+# that one member cannot take them all.
+MAX_CONNECTIONS_PER_NODE = 64
+# The largest frame a peer that is not a manager may send: its status reports, gossip state and
+# log lines. Only managers send snapshots; 64 MiB frames from anyone were 64 MiB of buffer per
+# connection and seconds of decoding on the event loop.
+MAX_NON_MANAGER_FRAME_BYTES = 4 * 1024 * 1024
 
-# What a request/reply stream to a peer raises when the peer goes away, refuses it, times out
-# or sends what does not decode: a caller that keeps a link retries on any of them.
 # What resolving or connecting to a malformed address raises besides OSError: the IDNA codec's
 # UnicodeError (a label over 63 bytes), ValueError (a NUL byte), OverflowError (a port beyond
 # 65535). Addresses are checked where they enter (`wire.hosts`); these are caught where they are
 # used too, as an OSError, so that no address can stop a task that handles a failed connection.
 BAD_ADDRESS_ERRORS = (UnicodeError, ValueError, OverflowError)
 
+# What a request/reply stream to a peer raises when the peer goes away, refuses it, times out
+# or sends what does not decode: a caller that keeps a link retries on any of them.
 LINK_ERRORS = (
     OSError,
     trio.BrokenResourceError,
@@ -256,9 +265,12 @@ class FramedStream:
                 raise RemoteProtocolError("connection closed inside a frame header")
             return None
         (length,) = _LEN.unpack(header)
-        if length > self._max:
+        limit = self._max
+        if self.peer is not None and not self.peer.is_manager:
+            limit = min(limit, MAX_NON_MANAGER_FRAME_BYTES)
+        if length > limit:
             self._counters["dropped_frame_oversized"] += 1
-            raise RemoteProtocolError(f"frame of {length} bytes exceeds {self._max}")
+            raise RemoteProtocolError(f"frame of {length} bytes exceeds {limit}")
         body = await self._read_exactly(length)
         if body is None:
             self._counters["dropped_frame_truncated"] += 1
@@ -294,6 +306,7 @@ class Transport:
         connect_timeout_s: float = 2.0,
         handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
         max_connections: int = MAX_CONNECTIONS,
+        max_connections_per_node: int = MAX_CONNECTIONS_PER_NODE,
         counters: Counters | None = None,
         datagram_auth: DatagramAuth | None = None,
         datagram_keys: DatagramKeys | None = None,
@@ -312,6 +325,8 @@ class Transport:
         self._handshake_timeout_s = handshake_timeout_s
         self._max_connections = max_connections
         self._open_connections = 0
+        self._max_connections_per_node = max_connections_per_node
+        self._per_node: dict[str, int] = {}  # node id (by certificate) -> connections it holds
         self._warned_protocol: set[str] = set()  # peers (authenticated node ids) refused so
         # None: datagrams are only sealed (transports in tests of other layers); an agent
         # always signs, and then drops every datagram that is not signed by a known member.
@@ -413,7 +428,7 @@ class Transport:
                     framed = await self._accept_tls(stream, deadline)
                     if framed is not None:
                         async with framed.stream:  # it holds the socket now
-                            await on_stream(framed, addr)
+                            await self._serve_peer(framed, addr, on_stream)
                 elif channel == CHANNEL_JOIN:
                     head = None
                     with trio.move_on_at(deadline):
@@ -435,6 +450,23 @@ class Transport:
         listeners = await trio.open_tcp_listeners(self.bind[1], host=self.bind[0])
         task_status.started()
         await trio.serve_listeners(handle, listeners)
+
+    async def _serve_peer(
+        self, framed: FramedStream, addr: Address, on_stream: StreamHandler
+    ) -> None:
+        """`on_stream`, unless the peer already holds its share of the connections."""
+        node_id = framed.peer.node_id if framed.peer is not None else ""
+        held = self._per_node.get(node_id, 0)
+        if held >= self._max_connections_per_node:
+            self.counters["refused_connection_limit_node"] += 1
+            return
+        self._per_node[node_id] = held + 1
+        try:
+            await on_stream(framed, addr)
+        finally:
+            self._per_node[node_id] -= 1
+            if not self._per_node[node_id]:
+                del self._per_node[node_id]
 
     async def _accept_tls(self, stream: trio.SocketStream, deadline: float) -> FramedStream | None:
         """The server side of the handshake, within its deadline; None (counted) if the peer

@@ -29,6 +29,7 @@ from swarmlet.gossip.messages import Ack, Ping
 from swarmlet.wire import codec as wire
 from swarmlet.wire.transport import (
     CHANNEL_CLUSTER,
+    MAX_NON_MANAGER_FRAME_BYTES,
     Address,
     Admit,
     Counters,
@@ -467,6 +468,50 @@ async def test_connections_beyond_the_cap_are_closed_at_once_and_counted(test_ca
                     await _wait_closed(holder.stream)  # its place is free once it is closed
             await _round_trip(server.addr, client_tls)
             assert server.counters["refused_connection_limit"] == 3
+
+
+async def test_one_node_holds_at_most_its_share_of_the_connections(test_ca: CA) -> None:
+    """Otherwise one member (a compromised worker) could hold all of them, and no Raft stream,
+    session or report could connect."""
+    greedy, other = test_ca.tls("w9", role="worker"), test_ca.tls("m2", role="manager")
+    with trio.fail_after(TIMEOUT_S):
+        async with serve(test_ca.tls("server"), max_connections_per_node=2) as server:
+            holders = [await Transport((HOST, 0), KEY, greedy).connect(server.addr) for _ in "ab"]
+            for holder in holders:
+                await holder.send(Ping(1, "hold"))
+                assert await holder.receive() == Ping(1, "hold")
+            third = await Transport((HOST, 0), KEY, greedy).connect(server.addr)
+            async with third.stream:
+                await _wait_closed(third.stream)
+            assert server.counters["refused_connection_limit_node"] == 1
+            await _round_trip(server.addr, other)  # another node is served
+            for holder in holders:
+                async with holder.stream:
+                    await holder.send(BYE)
+                    await _wait_closed(holder.stream)
+            await _round_trip(server.addr, greedy)  # its places are free once closed
+            assert server.counters["refused_connection_limit_node"] == 1
+
+
+@pytest.mark.parametrize(("role", "refused"), [("worker", True), ("manager", False)])
+async def test_a_frame_over_the_non_managers_limit_is_refused_from_a_non_manager(
+    test_ca: CA, role: str, refused: bool
+) -> None:
+    """Snapshots, the only frames of tens of MiB, come from managers."""
+    big = Ping(1, "x" * (MAX_NON_MANAGER_FRAME_BYTES + 16))
+    with trio.fail_after(TIMEOUT_S):
+        async with serve(test_ca.tls("server")) as server:
+            client = await Transport((HOST, 0), KEY, test_ca.tls("c1", role=role)).connect(
+                server.addr
+            )
+            async with client.stream:
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await client.send(big)
+                if refused:
+                    await _wait_closed(client.stream)
+                else:
+                    assert await client.receive() == big
+            assert server.counters["dropped_frame_oversized"] == int(refused)
 
 
 def _random_payloads(rng: random.Random) -> list[bytes]:

@@ -45,6 +45,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False)
 
 
+# C0 and C1 control characters (DEL too), as Python spells them in a string literal.
+_ESCAPES = {c: repr(chr(c))[1:-1] for c in (*range(0x20), *range(0x7F, 0xA0)) if c != 0x09}
+
+
+class TextFormatter(logging.Formatter):
+    """A record's message on one line: its control characters (a newline, a terminal escape,
+    from a field a peer filled or a file name) are written escaped, so that no value can end a
+    line and start what looks like another record. A traceback, after it, keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = record.message.translate(_ESCAPES)
+        return super().formatMessage(record)
+
+
 class JournalPrefix(logging.Formatter):
     """Another formatter's lines, each prefixed with the record's syslog priority."""
 
@@ -61,9 +75,9 @@ def formatter(log_format: str, *, journal: bool) -> logging.Formatter:
     if log_format == "json":
         base: logging.Formatter = JsonFormatter()
     elif journal:
-        base = logging.Formatter("%(levelname)s %(name)s: %(message)s")
+        base = TextFormatter("%(levelname)s %(name)s: %(message)s")
     else:
-        base = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        base = TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     return JournalPrefix(base) if journal else base
 
 

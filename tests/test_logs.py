@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from swarmlet.logs import configure_logging
+from swarmlet.logs import TextFormatter, configure_logging
 
 PROGRAM = """
 import logging
@@ -41,6 +41,18 @@ def test_text_by_default() -> None:
     assert not any("hidden" in line for line in lines)
 
 
+def test_a_message_is_one_line_whatever_its_values_hold() -> None:
+    """A value a peer filled (a task id, a node name) must not end the line and start one that
+    looks like another record: control characters are written escaped; a traceback keeps its
+    lines."""
+    lines = run({})
+    assert lines[1].endswith(" ERROR swarmlet.test: two\\nlines")
+    assert lines[2].endswith(" ERROR swarmlet.test: it failed")
+    assert lines[3] == "Traceback (most recent call last):"
+    record = logging.LogRecord("x", logging.WARNING, "", 0, "task %s", ("t1\r\x1b[2J\x85",), None)
+    assert TextFormatter("%(message)s").format(record) == "task t1\\r\\x1b[2J\\x85"
+
+
 def test_json_lines_carry_level_logger_message_and_traceback() -> None:
     records = [json.loads(line) for line in run({"SWARMLET_LOG_FORMAT": "json"})]
     assert [(r["level"], r["logger"], r["msg"]) for r in records] == [
@@ -56,8 +68,9 @@ def test_under_systemd_every_line_starts_with_its_syslog_priority() -> None:
     lines = run({"JOURNAL_STREAM": "8:12345", "SWARMLET_LOG_LEVEL": "debug"})
     assert lines[0] == "<7>DEBUG swarmlet.test: hidden at INFO"  # no time: journald stamps
     assert lines[1] == "<6>INFO swarmlet.test: ready on 127.0.0.1:7946"
-    assert lines[2:4] == ["<3>ERROR swarmlet.test: two", "<3>lines"]
-    assert all(line.startswith("<3>") for line in lines[4:])
+    assert lines[2] == "<3>ERROR swarmlet.test: two\\nlines"  # a message is one line
+    assert lines[3] == "<3>ERROR swarmlet.test: it failed"
+    assert len(lines) > 5 and all(line.startswith("<3>") for line in lines[4:])  # traceback
     json_lines = run({"JOURNAL_STREAM": "8:1", "SWARMLET_LOG_FORMAT": "json"})
     assert json_lines[0].startswith("<6>{") and json.loads(json_lines[0][3:])["level"] == "info"
 

@@ -180,6 +180,7 @@ _COUNTERS = (
     "dropped_stale",
     "dropped_unknown_member",
     "dropped_wrong_target",
+    "dropped_relay_unknown_target",  # a PingReq for a node that is not a member here
     "dropped_addr_conflict",
     "dropped_meta_too_large",
     "dropped_illegal",
@@ -557,10 +558,16 @@ class Swim:
         if req.target == self.name:
             self.counters["dropped_illegal"] += 1
             return
+        target = self._members.get(req.target)
+        if target is None:
+            # Relayed only to a member, at the address we hold for it: the requester's would
+            # have members send pings to any address and port it named.
+            self.counters["dropped_relay_unknown_target"] += 1
+            return
         seq_no = self._next_seq_no()
         deadline_s = now + self.config.probe_timeout_s
         self._relays[seq_no] = _Relay(from_addr, req.seq_no, req.nack, deadline_s)
-        self._send((req.target_host, req.target_port), [Ping(seq_no, req.target)])
+        self._send(target.addr, [Ping(seq_no, req.target)])
         self.counters["relays"] += 1
 
     def _on_nack(self, nack: Nack) -> None:

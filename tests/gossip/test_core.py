@@ -167,6 +167,18 @@ def test_intermediary_pings_the_target_and_relays_its_ack() -> None:
     assert of_type(datagrams(core), Nack) == []
 
 
+def test_an_intermediary_pings_only_members_at_the_address_it_holds() -> None:
+    """A PingReq names the target's address: relayed as named, any member could have every
+    other send datagrams to any host and port it liked."""
+    core = with_peers("bc")
+    core.handle_datagram(1.0, ADDR["b"], (PingReq(77, "c", "203.0.113.9", 53, nack=True),))
+    ((dgram, _),) = of_type(datagrams(core), Ping)
+    assert dgram.addr == ADDR["c"]  # c's, not the address named
+    core.handle_datagram(1.0, ADDR["b"], (PingReq(78, "stranger", "203.0.113.9", 53, True),))
+    assert of_type(datagrams(core), Ping) == []
+    assert core.counters["dropped_relay_unknown_target"] == 1
+
+
 def test_intermediary_sends_a_nack_when_the_target_stays_silent() -> None:
     core = with_peers("bc")
     core.handle_datagram(1.0, ADDR["b"], (PingReq(77, "c", *ADDR["c"], nack=True),))

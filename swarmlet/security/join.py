@@ -35,6 +35,7 @@ state, the write path, liveness, counters, the event log); it must not know the 
 from __future__ import annotations
 
 import hmac
+import math
 import os
 import re
 import time
@@ -191,6 +192,7 @@ class JoinKeys(Protocol):
 
 
 NODE_ID = re.compile(r"[a-z0-9]{1,64}")  # `crypto.new_id()`'s (certificates allow 64 characters)
+REFUSAL_EVENT_EVERY_S = 10.0  # join-refused events, at most one in this time (all counted)
 MAX_NODE_NAME = 253  # a host name's length (`--name` defaults to the host's name)
 
 
@@ -230,6 +232,24 @@ class JoinAcceptor:
         self._is_ready = is_ready
         self.counters = counters
         self._record_event = record_event
+        self._next_refusal_event = -math.inf
+        self._unrecorded_refusals = 0
+
+    def _record_refusal(self, addr: Address) -> None:
+        """An event for a join with no valid token, at most one per REFUSAL_EVENT_EVERY_S
+        (they are counted all the same): anyone who can connect may try, and the events of a
+        flood of them would push every other out of the agent's ring."""
+        now = trio.current_time()
+        if now < self._next_refusal_event:
+            self._unrecorded_refusals += 1
+            return
+        more = self._unrecorded_refusals
+        message = "join refused: invalid token"
+        if more:
+            message += f" ({more} more refused since the last such event)"
+        self._record_event("node", "join-refused", addr[0], message)
+        self._next_refusal_event = now + REFUSAL_EVENT_EVERY_S
+        self._unrecorded_refusals = 0
 
     async def serve(self, raw: trio.SocketStream, key_id: bytes, addr: Address) -> None:
         """One join connection, from the token's key id on (the transport's join handler)."""
@@ -237,7 +257,7 @@ class JoinAcceptor:
         match = self.keyring.join_tokens().get(key_id)
         if match is None:
             self.counters["join_refused_bad_token"] += 1
-            self._record_event("node", "join-refused", f"{addr[0]}", "join refused: invalid token")
+            self._record_refusal(addr)
             await raw.send_all(JOIN_REFUSED)
             return
         await raw.send_all(JOIN_ACCEPTED)

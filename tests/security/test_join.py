@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 import trio
+import trio.testing
 
 from swarmlet import certs, crypto
 from swarmlet.errors import SwarmletError, UsageError
 from swarmlet.security.datadir import DataDir
-from swarmlet.security.join import JoinAcceptor, join_cluster
+from swarmlet.security.join import REFUSAL_EVENT_EVERY_S, JoinAcceptor, join_cluster
 from swarmlet.state.commands import AddNode, Command
 from swarmlet.state.machine import ApplyResult, ClusterState
 from swarmlet.state.model import Node, Role
@@ -201,6 +202,25 @@ async def test_a_node_that_cannot_open_the_tokens_refuses_every_join(
     assert manager.written == []
     assert manager.counters["join_refused_bad_token"] == 1
     assert manager.events[-1][:2] == ("node", "join-refused")
+
+
+async def test_a_flood_of_refused_joins_records_one_event_in_a_while_and_counts_each(
+    tmp_path: Path, tls: TlsConfig, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Anyone who can connect may try a join: one event each would push every other event out
+    of the agent's ring."""
+    manager = Manager(keys=FakeKeys(role=None))
+    async with serving(manager, tls) as addr:
+        for i in range(5):
+            with pytest.raises(UsageError, match="refused the join token"):
+                await join(addr, DataDir(tmp_path / f"n{i}"))
+        await trio.sleep(REFUSAL_EVENT_EVERY_S)
+        with pytest.raises(UsageError, match="refused the join token"):
+            await join(addr, DataDir(tmp_path / "late"))
+    assert manager.counters["join_refused_bad_token"] == 6
+    refused = [e for e in manager.events if e[1] == "join-refused"]
+    assert len(refused) == 2
+    assert refused[1][3].endswith("(4 more refused since the last such event)")
 
 
 async def test_a_join_the_state_refuses_is_refused_with_its_reason(

@@ -142,26 +142,27 @@ async def _echo_server(
     return listeners[0].socket.getsockname()[1], got
 
 
+async def _relay_hello(nursery: trio.Nursery, *endpoints: Endpoint) -> tuple[_Listener, bytes]:
+    """One client connection relayed to the first of `endpoints` that takes it: it says hello,
+    and what comes back is returned with the listener (and its stats)."""
+    listener = proxy_listener(Route("web", 0, "tcp", endpoints))
+    client_side, server_side = await _socket_pair()
+    async with client_side:
+        nursery.start_soon(Relay("127.0.0.1").handle, listener, server_side)
+        await client_side.send_all(b"hello")
+        return listener, await client_side.receive_some(100)
+
+
 async def test_a_replica_closing_without_answering_is_replaced_transparently() -> None:
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
             dead_port, dead_got = await _echo_server(nursery, reply=False)
             good_port, good_got = await _echo_server(nursery, reply=True)
-            route = Route(
-                "web",
-                0,
-                "tcp",
-                (
-                    Endpoint(80, "tcp", "127.0.0.1", dead_port),
-                    Endpoint(80, "tcp", "127.0.0.1", good_port),
-                ),
+            listener_route, answer = await _relay_hello(
+                nursery,
+                Endpoint(80, "tcp", "127.0.0.1", dead_port),
+                Endpoint(80, "tcp", "127.0.0.1", good_port),
             )
-            client_side, server_side = await _socket_pair()
-            listener_route = proxy_listener(route)
-            async with client_side:
-                nursery.start_soon(Relay("127.0.0.1").handle, listener_route, server_side)
-                await client_side.send_all(b"hello")
-                answer = await client_side.receive_some(100)
             assert answer == b"echo:hello"
             assert dead_got == [b"hello"] and good_got == [b"hello"]
             assert listener_route.stats.retries == 1
@@ -174,22 +175,12 @@ async def test_an_endpoint_no_socket_takes_is_a_failed_one_not_a_stopped_relay()
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
             good_port, good_got = await _echo_server(nursery, reply=True)
-            route = Route(
-                "web",
-                0,
-                "tcp",
-                (
-                    Endpoint(80, "tcp", "127.0.0.1", 70000),
-                    Endpoint(80, "tcp", "a" * 70, 80),
-                    Endpoint(80, "tcp", "127.0.0.1", good_port),
-                ),
+            listener_route, answer = await _relay_hello(
+                nursery,
+                Endpoint(80, "tcp", "127.0.0.1", 70000),
+                Endpoint(80, "tcp", "a" * 70, 80),
+                Endpoint(80, "tcp", "127.0.0.1", good_port),
             )
-            client_side, server_side = await _socket_pair()
-            listener_route = proxy_listener(route)
-            async with client_side:
-                nursery.start_soon(Relay("127.0.0.1").handle, listener_route, server_side)
-                await client_side.send_all(b"hello")
-                answer = await client_side.receive_some(100)
             assert answer == b"echo:hello" and good_got == [b"hello"]
             assert listener_route.stats.errors == 2
             nursery.cancel_scope.cancel()

@@ -307,6 +307,15 @@ async def test_a_joiner_refuses_a_certificate_that_is_not_for_it(
     assert not d.has_certificate()
 
 
+async def first_answer(addr: Address, request: JoinRequest) -> object:
+    """What a manager answers first to `request` (a challenge, or a refusal)."""
+    stream = await open_join_stream(addr, TOKEN.join_key, TOKEN.key_id)
+    assert stream is not None
+    async with stream.stream:
+        await stream.send(request)
+        return await stream.receive(expect=(JoinChallenge, JoinReply))
+
+
 async def test_a_join_request_whose_signing_key_is_not_ed25519_is_refused(tls: TlsConfig) -> None:
     manager = Manager()
     node_key = crypto.new_node_key()
@@ -315,11 +324,7 @@ async def test_a_join_request_whose_signing_key_is_not_ed25519_is_refused(tls: T
     )
     with trio.fail_after(TIMEOUT_S):
         async with serving(manager, tls) as addr:
-            stream = await open_join_stream(addr, TOKEN.join_key, TOKEN.key_id)
-            assert stream is not None
-            async with stream.stream:
-                await stream.send(request)
-                reply = await stream.receive(expect=(JoinChallenge, JoinReply))
+            reply = await first_answer(addr, request)
     assert isinstance(reply, JoinReply) and not reply.ok
     assert "not an Ed25519 public key" in reply.error
     assert manager.written == []
@@ -350,11 +355,7 @@ async def test_a_join_request_with_a_field_that_does_not_fit_is_refused_and_the_
     request = dataclasses.replace(good, **{field: value})
     with trio.fail_after(TIMEOUT_S):
         async with serving(manager, tls) as addr:
-            stream = await open_join_stream(addr, TOKEN.join_key, TOKEN.key_id)
-            assert stream is not None
-            async with stream.stream:
-                await stream.send(request)
-                reply = await stream.receive(expect=(JoinChallenge, JoinReply))
+            reply = await first_answer(addr, request)
             await join(addr, DataDir(tmp_path / "n3"))  # the next join is served
     assert isinstance(reply, JoinReply) and not reply.ok
     assert refusal in reply.error

@@ -16,8 +16,8 @@ A frame is ``[u32 big-endian length][msgpack, sealed on the join channel]``; len
 
 Before a peer is authenticated it can only make the TLS handshake, within `handshake_timeout_s`;
 at most `max_connections` connections are served at once, at most `max_connections_per_node` of
-them for one node (more are closed at once, counted); a peer that is not a manager sends frames
-of at most MAX_NON_MANAGER_FRAME_BYTES.
+them for one node that is not a manager (more are closed at once, counted); a peer that is not a
+manager sends frames of at most MAX_NON_MANAGER_FRAME_BYTES.
 
 Versions (`protocol_version`): the TLS handshake settles which protocol the two agents speak
 (ALPN), kept as `FramedStream.peer_protocol` and counted (`streams_protocol_<v>`); a peer with none
@@ -65,8 +65,8 @@ MAX_FRAME_BYTES = 64 * 1024 * 1024  # Raft snapshots travel in one frame
 _LEN = struct.Struct(">I")
 MAX_JOIN_FRAME_BYTES = 16 * 1024  # what a node that is not a member yet may send in one frame
 MAX_CONNECTIONS = 1024  # served at once; beyond, new connections are closed (and counted)
-# What one node may hold of those (an agent uses a few: Raft, session, status, writes, logs), so
-# that one member cannot take them all.
+# What one node that is not a manager may hold of those (a worker uses a few: its session, its
+# status link, logs asked of it), so that one member cannot take them all.
 MAX_CONNECTIONS_PER_NODE = 64
 # The largest frame a peer that is not a manager may send: its status reports, gossip state and
 # log lines. Only managers send snapshots; 64 MiB frames from anyone were 64 MiB of buffer per
@@ -454,8 +454,13 @@ class Transport:
     async def _serve_peer(
         self, framed: FramedStream, addr: Address, on_stream: StreamHandler
     ) -> None:
-        """`on_stream`, unless the peer already holds its share of the connections."""
-        node_id = framed.peer.node_id if framed.peer is not None else ""
+        """`on_stream`, unless the peer, not a manager, already holds its share of the
+        connections (the threat model's peers are workers; a manager may follow the logs of
+        many tasks at once, a connection each)."""
+        if framed.peer is None or framed.peer.is_manager:
+            await on_stream(framed, addr)
+            return
+        node_id = framed.peer.node_id
         held = self._per_node.get(node_id, 0)
         if held >= self._max_connections_per_node:
             self.counters["refused_connection_limit_node"] += 1
@@ -562,13 +567,16 @@ class Transport:
             if node_id is not None and peer.node_id != node_id:
                 self.counters["refused_peer_wrong_node"] += 1
                 raise RemoteProtocolError(f"{addr[0]}:{addr[1]} is {peer.node_id}, not {node_id}")
-            if manager and not peer.is_manager:
-                self.counters["refused_peer_not_manager"] += 1
-                raise RemoteProtocolError(f"{peer.node_id} is not a manager (by its certificate)")
             version = self._negotiated(secure, peer)
-            return FramedStream(
+            framed = FramedStream(
                 secure, None, b"", self.counters, peer=peer, admit=tls.admit, peer_protocol=version
             )
+            # As admitted, not as the certificate says: a demoted manager's certificate says
+            # manager until it expires, and the policy lowers it to what the state says.
+            if manager and (framed.peer is None or not framed.peer.is_manager):
+                self.counters["refused_peer_not_manager"] += 1
+                raise RemoteProtocolError(f"{peer.node_id} is not a manager")
+            return framed
         except BaseException:
             await secure.aclose()
             raise

@@ -324,6 +324,21 @@ async def test_connect_to_a_manager_refuses_a_worker_whatever_it_gossips(test_ca
             assert client.counters["refused_peer_not_manager"] == 1
 
 
+async def test_connect_to_a_manager_refuses_a_demoted_managers_old_certificate(test_ca: CA) -> None:
+    """Its certificate says manager until it expires; the policy, from the state, says it was
+    demoted: the role that counts is the one admitted."""
+
+    def demoted(peer: PeerIdentity) -> PeerIdentity:
+        return dataclasses.replace(peer, role="worker") if peer.node_id == "m1" else peer
+
+    with trio.fail_after(TIMEOUT_S):
+        async with serve(test_ca.tls("m1", role="manager")) as old_manager:
+            client = Transport((HOST, 0), KEY, test_ca.tls("client", admit=demoted))
+            with pytest.raises(RemoteProtocolError, match="m1 is not a manager"):
+                await client.connect(old_manager.addr, node_id="m1", manager=True)
+            assert client.counters["refused_peer_not_manager"] == 1
+
+
 # ------------------------------------------------------------------------------- the policy
 
 
@@ -490,6 +505,12 @@ async def test_one_node_holds_at_most_its_share_of_the_connections(test_ca: CA) 
                     await holder.send(BYE)
                     await _wait_closed(holder.stream)
             await _round_trip(server.addr, greedy)  # its places are free once closed
+            assert server.counters["refused_connection_limit_node"] == 1
+            managers = [await Transport((HOST, 0), KEY, other).connect(server.addr) for _ in "abc"]
+            for held in managers:  # a manager is not held to the share (logs of many tasks)
+                await held.send(Ping(2, "held"))
+                assert await held.receive() == Ping(2, "held")
+                await held.aclose()
             assert server.counters["refused_connection_limit_node"] == 1
 
 

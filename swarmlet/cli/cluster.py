@@ -492,11 +492,25 @@ def cmd_events(args: argparse.Namespace, out: Output) -> ExitStatus:
 # ---------------------------------------------------------------------------- parser
 
 
+def _host(text: str) -> str:
+    """An --advertise-addr or --publish-addr: what the other agents would refuse is refused
+    here, before the node is made (`wire.hosts`)."""
+    from swarmlet.wire.hosts import is_host
+
+    if not is_host(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address or a host name")
+    return text
+
+
 def _add_node_address_flags(parser: argparse.ArgumentParser, *, port_help: str | None) -> None:
-    parser.add_argument("--advertise-addr", help="address the other agents reach this one on")
+    parser.add_argument(
+        "--advertise-addr", type=_host, help="address the other agents reach this one on"
+    )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=port_help)
     parser.add_argument(
-        "--publish-addr", help="address published service ports listen on (default: all)"
+        "--publish-addr",
+        type=_host,
+        help="address published service ports listen on (default: all)",
     )
     parser.add_argument("--name", help="node name (default: the host name)")
     add_bool(parser, "--foreground", help_="run the agent in this process")

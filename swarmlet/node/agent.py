@@ -23,6 +23,7 @@ read, each through its own narrow interface. Protocol rules live in the cores, n
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import logging
 import os
@@ -844,6 +845,7 @@ class Agent:
         self.datadir.remove_pid()
 
 
+@functools.lru_cache(maxsize=1024)  # pure; and logged once per address, not at every use
 def _address(text: str) -> Address | None:
     """A member's address as the state records it; None (logged) if it is not one. Joins check
     it (`security.join`), but a record written before they did must not stop the agent."""

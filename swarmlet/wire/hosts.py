@@ -15,24 +15,23 @@ import ipaddress
 import re
 
 MAX_NAME_BYTES = 253  # a DNS name, without the trailing dot
-_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+# RFC 1123 labels, and the underscore that Docker's and compose's names carry ("proj_mgr_1",
+# which Docker's DNS resolves): it makes no resolver raise anything but OSError.
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
 
 
 def is_host(text: object) -> bool:
     """Whether `text` is an IPv4 or IPv6 address (bare or in brackets) or a DNS name."""
     if not isinstance(text, str) or not text or not text.isascii():
         return False
+    bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
     try:
-        ipaddress.ip_address(text.removeprefix("[").removesuffix("]"))
+        ipaddress.ip_address(bare)
         return True
     except ValueError:
         pass
     name = text.removesuffix(".")
-    if len(name) > MAX_NAME_BYTES:
-        return False
-    labels = name.split(".")
-    # The last label of a name is never all digits: "1.2.3.999" is a bad address, not a name.
-    return all(_LABEL.fullmatch(label) for label in labels) and not labels[-1].isdigit()
+    return len(name) <= MAX_NAME_BYTES and all(_LABEL.fullmatch(x) for x in name.split("."))
 
 
 def is_port(value: object) -> bool:

@@ -26,6 +26,22 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[ExitStatus
     return status, out.getvalue(), " ".join(capsys.readouterr().err.split())
 
 
+@pytest.mark.parametrize("flag", ["--advertise-addr", "--publish-addr"])
+@pytest.mark.parametrize("command", ["init", "join"])
+def test_an_address_the_other_agents_would_refuse_is_refused_at_once(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str, flag: str
+) -> None:
+    """Every member drops gossip from a host with a 64-byte label (it made them raise):
+    such a node must not be made at all."""
+    argv = [command, "--data-dir", str(tmp_path / "n"), flag, "a" * 64]
+    if command == "join":
+        argv += ["--token", "SWMTKN-x", "127.0.0.1:7946"]
+    status, _, err = run(argv, capsys)
+    assert status is ExitStatus.USAGE
+    assert f"argument {flag}: {'a' * 64!r} is not an IP address or a host name" in err
+    assert not (tmp_path / "n").exists()
+
+
 def test_a_bad_command_line_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     status, _, err = run(["node", "ls", "--format", "yaml"], capsys)
     assert status is ExitStatus.USAGE

@@ -150,7 +150,7 @@ def test_every_generated_message_is_well_formed(msg: Message) -> None:
     assert is_well_formed(msg)
 
 
-BAD_HOSTS = ("a" * 70, "a\x00b", ".", "", "x..y", "-a.b", "1.2.3.999", "bücher.de", "a" * 254)
+BAD_HOSTS = ("a" * 70, "a\x00b", ".", "", "x..y", "-a.b", "bücher.de", "a" * 254)
 
 
 def test_wrong_typed_and_out_of_range_fields_are_not_well_formed() -> None:

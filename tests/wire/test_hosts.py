@@ -12,8 +12,32 @@ from swarmlet.gossip.messages import Ping
 from swarmlet.wire.hosts import is_host, is_port
 from swarmlet.wire.transport import BAD_ADDRESS_ERRORS, Transport, parse_addr
 
-GOOD = ("10.0.0.2", "::1", "[fe80::1]", "node-1", "n1.example.org", "a" * 63, "x.y.", "0a.b")
-BAD = ("", "a" * 64, "a\x00b", ".", "x..y", "-a", "a-", "1.2.3.999", "bücher.de", "a b", "a" * 254)
+GOOD = (
+    "10.0.0.2",
+    "::1",
+    "[fe80::1]",
+    "node-1",
+    "n1.example.org",
+    "a" * 63,
+    "x.y.",
+    "0a.b",
+    "proj_mgr_1",  # compose's container names, which Docker's DNS resolves
+    "1.2.3.999",  # not an address: a name, that will not resolve (an OSError)
+)
+BAD = (
+    "",
+    "a" * 64,
+    "a\x00b",
+    ".",
+    "x..y",
+    "-a",
+    "a-",
+    "bücher.de",
+    "a b",
+    "a" * 254,
+    "[::1",
+    "::1]",
+)
 
 
 @pytest.mark.parametrize("host", GOOD)
@@ -42,6 +66,13 @@ async def test_the_hosts_refused_are_ones_trio_raises_on(host: str) -> None:
     ):
         await sock.sendto(b"x", (host, 9))
     assert not isinstance(raised.value, OSError)
+
+
+@pytest.mark.parametrize("host", GOOD)
+def test_the_hosts_taken_pass_the_idna_codec_that_trio_resolves_them_with(host: str) -> None:
+    """What raised UnicodeError was the IDNA codec; a name it takes can only fail to resolve
+    (an OSError), never stop whoever tried it."""
+    assert host.encode("idna")
 
 
 @pytest.mark.parametrize("host", ["a" * 64, "."])

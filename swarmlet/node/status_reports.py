@@ -66,12 +66,16 @@ REPLY_TIMEOUT_S = 10.0  # a leader that does not answer a report in this time is
 MAX_STATUSES_PER_REPORT = 512  # a larger difference leaves in several reports, one after another
 MAX_PORT_ERRORS = 64  # per node; a proxy reports one per published port it cannot listen on
 MAX_PORT_ERROR_CHARS = 300
-# What one task's status may hold, so that a report (512 statuses) stays well inside a Raft entry
-# and the state stays small: one endpoint per published port (a service publishing more is
-# refused by the loader long before), an error is a sentence (Docker's are a few hundred bytes).
-MAX_ENDPOINTS = 1024
-MAX_ERROR_CHARS = 1000
+# What one task's status may hold: one endpoint per published port (a range of every port of
+# one protocol at most), an error of a few KiB (Docker's are a few hundred bytes; a runtime's
+# with long mount paths a few thousand). Past them the intake refuses (endpoints) or cuts (the
+# rest), so that a status stays inside the frame a worker may send and a Raft entry.
+MAX_ENDPOINTS = 65536
+MAX_ERROR_CHARS = 4096
 MAX_CONTAINER_ID_CHARS = 128
+# A report holds statuses up to about this many bytes (and at least one), so that it stays well
+# inside the largest frame a worker may send (`transport.MAX_NON_MANAGER_FRAME_BYTES`).
+REPORT_BYTES = 1024 * 1024
 
 
 def is_news(obs: TaskObservation, recorded: TaskObservation | None) -> bool:
@@ -136,7 +140,7 @@ class StatusReporter:
     def pending(self, *, with_load: bool) -> StatusReport | None:
         """The next report to send, None if there is nothing to say."""
         state = self._state()
-        statuses = news(self.node_id, state, self._observed())[:MAX_STATUSES_PER_REPORT]
+        statuses = within_report(news(self.node_id, state, self._observed()))
         port_errors: dict[str, str] | None = self._port_errors()
         if port_errors == state.port_errors.get(self.node_id, {}):
             port_errors = None
@@ -346,6 +350,19 @@ def vetted_observation(obs: TaskObservation) -> TaskObservation | None:
         error=obs.error[:MAX_ERROR_CHARS],
         container_id=obs.container_id[:MAX_CONTAINER_ID_CHARS],
     )
+
+
+def within_report(statuses: list[TaskObservation]) -> list[TaskObservation]:
+    """The first statuses that fit one report: MAX_STATUSES_PER_REPORT of them, about
+    REPORT_BYTES (the first always goes); the rest go in the next reports."""
+    budget = REPORT_BYTES
+    for i, obs in enumerate(statuses[:MAX_STATUSES_PER_REPORT]):
+        # An upper bound on its encoding: fields, and each endpoint's four.
+        budget -= 128 + len(obs.task_id) + len(obs.container_id) + len(obs.error)
+        budget -= sum(32 + len(e.host) for e in obs.endpoints)
+        if budget < 0 and i > 0:
+            return statuses[:i]
+    return statuses[:MAX_STATUSES_PER_REPORT]
 
 
 def _vetted_port_errors(errors: dict[str, str]) -> dict[str, str]:

@@ -27,11 +27,13 @@ from swarmlet.node.status_reports import (
     MAX_ERROR_CHARS,
     MAX_PORT_ERRORS,
     MAX_STATUSES_PER_REPORT,
+    REPORT_BYTES,
     StatusIntake,
     StatusReporter,
     is_news,
     news,
     vetted_observation,
+    within_report,
 )
 from swarmlet.raft.driver import RaftDriver
 from swarmlet.security import peer_policy
@@ -223,10 +225,38 @@ async def test_too_many_endpoints_are_refused() -> None:
     state = cluster()
     raft = FakeRaft(state, leader=True)
     counters = Counters()
-    many = tuple(Endpoint(80, "tcp", HOST, 1 + i) for i in range(MAX_ENDPOINTS + 1))
+    many = tuple(Endpoint(80, "tcp", HOST, 1 + i % 65535) for i in range(MAX_ENDPOINTS + 1))
     bad = dataclasses.replace(running("t0"), endpoints=many)
     await intake(state, raft, counters).answer(peer(NODE), StatusReport(1, (bad,)))
     assert raft.proposed == [] and counters["status_refused_malformed"] == 1
+
+
+async def test_a_task_publishing_a_range_of_two_thousand_ports_is_reported() -> None:
+    """`10000-12000:10000-12000/udp` (RTP, for a SIP server) makes 2,001 endpoints: an honest
+    status, taken whole."""
+    state = cluster()
+    raft = FakeRaft(state, leader=True)
+    ports = tuple(Endpoint(p, "udp", HOST, p) for p in range(10000, 12001))
+    rtp = dataclasses.replace(running("t0"), endpoints=ports)
+    assert news(NODE, state, {"t0": rtp}) == [rtp]
+    await intake(state, raft).answer(peer(NODE), StatusReport(1, (rtp,)))
+    assert state.task_status["t0"] == rtp
+
+
+def test_a_report_holds_statuses_up_to_about_a_mib_and_at_least_one() -> None:
+    """A worker's frames are at most 4 MiB (`transport.MAX_NON_MANAGER_FRAME_BYTES`)."""
+    big = dataclasses.replace(running("t"), error="x" * MAX_ERROR_CHARS)
+    taken = within_report([dataclasses.replace(big, task_id=f"t{i}") for i in range(400)])
+    assert 100 < len(taken) < 400
+    assert sum(len(wire.encode(o)) for o in taken) <= REPORT_BYTES
+    huge = dataclasses.replace(
+        running("h"), endpoints=tuple(Endpoint(p, "tcp", HOST, p) for p in range(1, 60001))
+    )
+    assert within_report([huge, running("t1")]) == [huge]
+    assert len(wire.encode(huge)) < 4 * 1024 * 1024
+    assert within_report([running(f"t{i}") for i in range(600)]) == [
+        running(f"t{i}") for i in range(MAX_STATUSES_PER_REPORT)
+    ]
 
 
 async def test_a_long_error_is_cut_to_size_and_committed_once() -> None:

@@ -21,6 +21,7 @@ items' `task` field (`SERVICE.SLOT.TASKID10`) is a contract with the dashboard (
 
 from __future__ import annotations
 
+import collections
 import re
 import urllib.parse
 from collections.abc import Iterable
@@ -44,8 +45,8 @@ from swarmlet.wire.transport import FramedStream, parse_addr
 
 FOLLOW_POLL_INTERVAL_S = 0.5  # how soon `-f` opens the stream of a replica started after it
 LINE_BUFFER = 256  # lines in flight between the node streams and the caller
-# Without --follow and --tail, the most lines one task's logs give (held in memory to be sorted
-# in time order); past it the output says so, and --tail or --since choose what to see.
+# Without --follow, the most lines of one task shown: the newest (all are held in memory, to be
+# sorted in time order); where a task has more, the output says so, and --since chooses.
 MAX_LINES_PER_TASK = 100_000
 
 
@@ -206,12 +207,13 @@ class ServiceLogs:
         refs = args.get("targets") or [args.get("service", "")]
         selection = select(self.agent.state, [str(ref) for ref in refs])
         follow = bool(args.get("follow"))
+        tail = _tail(args.get("tail"))
+        if not follow and not 0 <= tail <= MAX_LINES_PER_TASK:
+            # Every line is held until all nodes are done, to be sorted: the newest
+            # MAX_LINES_PER_TASK of each task at most (a note says so where it cut).
+            tail = MAX_LINES_PER_TASK
         template = LogsRequest(
-            (),
-            follow,
-            _tail(args.get("tail")),
-            _since(args.get("since")),
-            details=bool(args.get("details")),
+            (), follow, tail, _since(args.get("since")), details=bool(args.get("details"))
         )
         opened: dict[str, Task] = {}
         send, receive = trio.open_memory_channel[_Line](LINE_BUFFER)
@@ -226,6 +228,11 @@ class ServiceLogs:
                         await emit(self._item(line, opened))
                 else:
                     lines = [line async for line in receive]
+                    per_task = collections.Counter(line.task_id for line in lines)
+                    for task_id, count in per_task.items():
+                        if task_id and count >= MAX_LINES_PER_TASK:
+                            note = f"(the newest {MAX_LINES_PER_TASK} lines only: see --since)"
+                            lines.append(_Line(opened[task_id].node_id, task_id, "", note))
                     for line in in_time_order(lines):
                         await emit(self._item(line, opened))
 
@@ -323,12 +330,11 @@ class ServiceLogs:
                     return
                 stream = await self.agent.transport.connect(parse_addr(node.addr), node_id)
                 asked = set(request.task_ids)
-                # Without --follow every line is held until all nodes are done (to sort them):
-                # what one node may send is bounded, as a node need not stop on its own.
-                per_task = MAX_LINES_PER_TASK
-                if request.tail >= 0:  # -1: all
-                    per_task = min(request.tail, MAX_LINES_PER_TASK)
-                left = None if request.follow else len(asked) * per_task
+                # Without --follow what a node sends is held (see `logs`): an honest one sends
+                # `tail` lines a task at most; one that goes on (a node need not stop on its
+                # own) is cut, with some slack for a runtime that counts lines its own way.
+                allowed = None if request.follow else 2 * request.tail + 100
+                sent: collections.Counter[str] = collections.Counter()
                 async with stream.stream:
                     await stream.send(request)
                     while True:
@@ -340,12 +346,14 @@ class ServiceLogs:
                         if msg.task_id not in asked:  # a node speaks for its own tasks only
                             self.agent.transport.counters["logs_dropped_foreign_task"] += 1
                             continue
-                        if left is not None:
-                            if left == 0:
-                                note = f"(cut at {per_task} lines a task: see --tail, --since)"
+                        sent[msg.task_id] += 1
+                        if allowed is not None and sent[msg.task_id] > request.tail:
+                            if sent[msg.task_id] > allowed:
+                                self.agent.transport.counters["logs_cut_beyond_tail"] += 1
+                                note = f"(more lines than the {request.tail} asked for: cut)"
                                 await out.send(_Line(node_id, "", "", note))
                                 return
-                            left -= 1
+                            continue  # beyond what was asked: not shown
                         await out.send(_line(node_id, msg))
             except (
                 OSError,

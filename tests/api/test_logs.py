@@ -16,6 +16,7 @@ import trio.testing
 from swarmlet.api import logs as logs_module
 from swarmlet.api.logs import (
     FOLLOW_POLL_INTERVAL_S,
+    MAX_LINES_PER_TASK,
     Selection,
     ServiceLogs,
     _Line,
@@ -265,9 +266,9 @@ async def test_lines_of_several_tasks_are_merged_in_dockers_time_order(
         "s-web",
         node_id(1),
     )
-    assert sorted(agent.executor.runtime.calls) == [
-        (f"c-{WEB_1}", False, None, 1_764_748_000.5, True),
-        (f"c-{WEB_2}", False, None, 1_764_748_000.5, True),
+    assert sorted(agent.executor.runtime.calls) == [  # "all": the newest MAX_LINES_PER_TASK
+        (f"c-{WEB_1}", False, MAX_LINES_PER_TASK, 1_764_748_000.5, True),
+        (f"c-{WEB_2}", False, MAX_LINES_PER_TASK, 1_764_748_000.5, True),
     ]
 
 
@@ -390,16 +391,27 @@ async def test_lines_another_node_sends_for_tasks_not_asked_of_it_are_dropped_an
     assert agent.transport.counters["logs_dropped_foreign_task"] == 1  # type: ignore[attr-defined]
 
 
-async def test_without_follow_a_node_that_never_ends_its_stream_is_cut_at_the_bound(
+async def test_without_follow_a_node_that_never_ends_its_stream_is_cut(
     state: ClusterState, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """An honest node sends the newest `tail` lines a task; one that goes on is cut (its lines
+    are held in memory until every node is done)."""
     monkeypatch.setattr(logs_module, "MAX_LINES_PER_TASK", 5)
     own = remote_task(state)
-    endless = [LogLine(own, b"%d" % i, "2025-12-03T08:00:00Z") for i in range(50)]
+    endless = [LogLine(own, b"%d" % i, "2025-12-03T08:00:00Z") for i in range(500)]
     agent = StandIn(state)
     agent.transport = ScriptedTransport(ScriptedNode(endless, ends=False))  # type: ignore[attr-defined]
     items = await collect(ServiceLogs(agent), targets=[own])  # type: ignore[arg-type]
-    assert [i["line"] for i in items] == [  # a note without a timestamp sorts first
-        "(cut at 5 lines a task: see --tail, --since)",
+    assert [i["line"] for i in items] == [  # notes without a timestamp sort first
+        "(more lines than the 5 asked for: cut)",
+        "(the newest 5 lines only: see --since)",
         *"01234",
     ]
+    assert agent.transport.counters["logs_cut_beyond_tail"] == 1  # type: ignore[attr-defined]
+    assert node_asked_tail(agent) == 5  # the newest 5 asked of the node
+
+
+def node_asked_tail(agent: StandIn) -> int:
+    [request] = agent.transport.node.asked  # type: ignore[attr-defined]
+    assert isinstance(request, LogsRequest)
+    return request.tail

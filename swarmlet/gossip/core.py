@@ -561,8 +561,12 @@ class Swim:
         target = self._members.get(req.target)
         if target is None:
             # Relayed only to a member, at the address we hold for it: the requester's would
-            # have members send pings to any address and port it named.
+            # have members send pings to any address and port it named. Told, as a relay that
+            # heard nothing tells it (Lifeguard: a requester missing nacks blames itself).
             self.counters["dropped_relay_unknown_target"] += 1
+            if req.nack:
+                self._send(from_addr, [Nack(req.seq_no)])
+                self.counters["nacks_sent"] += 1
             return
         seq_no = self._next_seq_no()
         deadline_s = now + self.config.probe_timeout_s

@@ -354,7 +354,7 @@ async def _connect(endpoint: Endpoint) -> socket.socket | None:
             infos = await trio.socket.getaddrinfo(
                 endpoint.host, endpoint.port, type=socket.SOCK_STREAM
             )
-        except (OSError, ValueError):  # ValueError: UnicodeError of a label over 63 bytes
+        except (OSError, ValueError, OverflowError):  # a label over 63 bytes, a huge port
             return None
         family, _, _, _, address = infos[0]  # numeric now
     sock = socket.socket(family, socket.SOCK_STREAM)

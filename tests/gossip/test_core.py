@@ -175,8 +175,11 @@ def test_an_intermediary_pings_only_members_at_the_address_it_holds() -> None:
     ((dgram, _),) = of_type(datagrams(core), Ping)
     assert dgram.addr == ADDR["c"]  # c's, not the address named
     core.handle_datagram(1.0, ADDR["b"], (PingReq(78, "stranger", "203.0.113.9", 53, True),))
-    assert of_type(datagrams(core), Ping) == []
+    sent = datagrams(core)
+    assert of_type(sent, Ping) == []
     assert core.counters["dropped_relay_unknown_target"] == 1
+    ((back, nack),) = of_type(sent, Nack)  # the requester is told, not left to blame itself
+    assert (back.addr, nack.seq_no) == (ADDR["b"], 78)
 
 
 def test_intermediary_sends_a_nack_when_the_target_stays_silent() -> None:

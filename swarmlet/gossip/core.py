@@ -182,6 +182,7 @@ _COUNTERS = (
     "dropped_wrong_target",
     "dropped_relay_unknown_target",  # a PingReq for a node that is not a member here
     "dropped_addr_conflict",
+    "dropped_addr_not_recorded",  # an Alive at another address than the member's record's
     "dropped_meta_too_large",
     "dropped_illegal",
     "dropped_above_known",  # news about X above the incarnation we know, not signed by X
@@ -203,9 +204,12 @@ class Swim:
         *,
         sign: Sign | None = None,
         verify: Verify | None = None,
+        recorded_addr: Callable[[str], Addr | None] | None = None,
     ) -> None:
         """`sign` signs our own Alive (else we send it unsigned); `verify`, if given, is required
-        to pass for any Alive or pushed state about another member that changes our belief."""
+        to pass for any Alive or pushed state about another member that changes our belief;
+        `recorded_addr`, if given, is where the cluster's records say a member is (None: they
+        do not say), and a member is taken at no other address."""
         if not name or len(name.encode()) > MAX_NAME_BYTES:
             raise ValueError(f"member name must be 1..{MAX_NAME_BYTES} bytes: {name!r}")
         if not 0 <= incarnation < MAX_INCARNATION:
@@ -217,6 +221,7 @@ class Swim:
         self._rng = rng
         self._sign = sign
         self._verify = verify
+        self._recorded_addr = recorded_addr
         self.counters: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
         self._members: dict[str, Member] = {}
         self._probe_order: list[str] = []  # other members, shuffled each pass (memberlist)
@@ -597,6 +602,12 @@ class Swim:
             return
         old = self._members.get(a.node)
         addr = (a.host, a.port)
+        if (old is None or old.addr != addr) and not self._at_recorded_addr(a.node, addr):
+            # A member signs its own address, so it could name any: after a leave of its own,
+            # an Alive at a victim's address would have every member probe, ping and connect
+            # there (memberlist takes a dead or left member's new address).
+            self.counters["dropped_addr_not_recorded"] += 1
+            return
         if old is None:
             if not self._verified(a):
                 return
@@ -745,6 +756,12 @@ class Swim:
         if not left:
             self.counters["failed"] += 1
         self._event(EventKind.LEFT if left else EventKind.FAILED, new, now)
+
+    def _at_recorded_addr(self, name: str, addr: Addr) -> bool:
+        if name == self.name or self._recorded_addr is None:
+            return True
+        recorded = self._recorded_addr(name)
+        return recorded is None or recorded == addr
 
     def _drop_above_known(self) -> None:
         """A Suspect or Dead about X at an incarnation above the one we know for X.

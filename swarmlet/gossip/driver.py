@@ -51,10 +51,11 @@ class GossipDriver:
         *,
         sign: Sign | None = None,
         verify: Verify | None = None,
+        recorded_addr: Callable[[str], Address | None] | None = None,
     ) -> None:
-        """`sign` and `verify` go to the core (see `Swim`): sign our own Alive with this node's
-        key; check another node's Alive against that node's key. Both run on the trio thread, so
-        they must be quick and must not block."""
+        """`sign`, `verify` and `recorded_addr` go to the core (see `Swim`): sign our own Alive
+        with this node's key; check another node's Alive against that node's key and its
+        recorded address. They run on the trio thread, so they must be quick and not block."""
         self.transport = transport
         self.core = Swim(
             config,
@@ -66,6 +67,7 @@ class GossipDriver:
             incarnation,
             sign=sign,
             verify=verify,
+            recorded_addr=recorded_addr,
         )
         self._on_event = on_event
         self._wake = trio.Event()

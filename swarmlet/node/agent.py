@@ -249,6 +249,7 @@ class Agent:
             self._on_member_event,
             sign=self._signing_key.sign,
             verify=self._verify_member,
+            recorded_addr=self._recorded_addr,
         )
 
         # What reads the state and waits on it asks `replica`, which answers for the source in
@@ -484,6 +485,12 @@ class Agent:
         """Liveness as gossip sees it; a suspected node still counts as ready
         (`leader.observation.counts_as_ready` holds the rule and its source)."""
         return is_ready(self, node_id)
+
+    def _recorded_addr(self, node_id: str) -> Address | None:
+        """Where the state says `node_id` is (None: it does not say): gossip takes a member at
+        no other address (`gossip.core`)."""
+        node = self.state.nodes.get(node_id)
+        return _address(node.addr) if node is not None else None
 
     def _resolve(self, node_id: str) -> Address | None:
         node = self.state.nodes.get(node_id)

@@ -436,6 +436,26 @@ def test_a_dead_member_may_come_back_at_a_new_address() -> None:
     assert b.addr == ("10.9.9.9", 8000)
 
 
+def test_a_member_is_taken_only_at_the_address_the_records_give_it() -> None:
+    """A member signs its own Alive, address included: after a leave of its own, one at a
+    victim's address had every member probe, ping and connect there."""
+    records = {"b": ADDR["b"]}  # c: not recorded (yet), as a node whose join is not applied
+    core = Swim(CFG, "a", ADDR["a"], b"", random.Random(0), 0.0, recorded_addr=records.get)
+    core.handle_datagram(0.0, ADDR["b"], (Alive(1, "b", "10.9.9.9", 80, b""),))
+    assert core.member("b") is None
+    core.handle_datagram(
+        0.0, ADDR["b"], (Alive(1, "b", *ADDR["b"], b""), Alive(1, "c", *ADDR["c"], b""))
+    )
+    assert state_of(core, "b") is MemberState.ALIVE and state_of(core, "c") is MemberState.ALIVE
+    core.handle_datagram(1.0, ADDR["b"], (Dead(1, "b", "b"),))  # b leaves (unsigned: no verify)
+    assert state_of(core, "b") is MemberState.LEFT
+    core.handle_datagram(2.0, ("10.9.9.9", 80), (Alive(2, "b", "10.9.9.9", 80, b""),))
+    assert state_of(core, "b") is MemberState.LEFT  # not reclaimed at the victim's address
+    assert core.counters["dropped_addr_not_recorded"] == 2
+    core.handle_datagram(3.0, ADDR["b"], (Alive(2, "b", *ADDR["b"], b""),))
+    assert state_of(core, "b") is MemberState.ALIVE  # back where its record says
+
+
 def test_an_alive_member_claimed_at_another_address_is_a_conflict() -> None:
     core = with_peers("bc")
     core.handle_datagram(1.0, ("10.9.9.9", 8000), (Alive(9, "b", "10.9.9.9", 8000, b""),))

@@ -76,13 +76,13 @@ _RECONNECT_BACKOFF_S = 0.2
 
 ResultT = TypeVar("ResultT")
 
-# How `propose` calls ended (`RaftDriver.proposal_outcomes`): applied here; refused at once
-# (this node did not lead); lost with the leadership before its entry committed; abandoned by a
-# caller that stopped waiting (its entry may still commit).
 # The largest entry a proposal may make: well inside the storage's record limit (64 MiB) and an
 # AppendEntries frame (64 MiB), which must carry at least one entry.
 MAX_PROPOSAL_BYTES = 16 * 1024 * 1024
 
+# How `propose` calls ended (`RaftDriver.proposal_outcomes`): applied here; refused at once
+# (this node did not lead); lost with the leadership before its entry committed; abandoned by a
+# caller that stopped waiting (its entry may still commit).
 PROPOSAL_OUTCOMES = ("committed", "not_leader", "lost", "abandoned")
 
 

@@ -229,6 +229,9 @@ class Swim:
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
         self._suspicions: dict[str, Suspicion] = {}
+        # Verified leaves above the incarnation we know of their member, one per member, until
+        # its Alive at that incarnation comes (see `_on_dead`).
+        self._pending_leaves: dict[str, Dead] = {}
         self._gone: dict[str, float] = {}  # DEAD/LEFT others -> when to forget them
         self._queue = BroadcastQueue()
         self._outputs: list[Output] = []
@@ -666,6 +669,9 @@ class Swim:
             self._event(EventKind.ALIVE, new, now)
         elif old.meta != new.meta or old.addr != new.addr:
             self._event(EventKind.UPDATE, new, now)
+        leave = self._pending_leaves.pop(a.node, None)
+        if leave is not None and leave.incarnation == a.incarnation:
+            self._on_dead(now, leave)
 
     def _on_suspect(self, now: float, s: Suspect, sender: Addr | None = None) -> None:
         old = self._members.get(s.node)
@@ -712,6 +718,10 @@ class Swim:
             self._correct(sender, old)
             return
         if d.incarnation > old.incarnation:
+            if d.accuser == d.node and self._leave_verified(d):
+                # The member's own leave, after a refutation we have not heard yet (they often
+                # leave together, the leave first): kept until the refutation's Alive comes.
+                self._pending_leaves[d.node] = d
             self._drop_above_known()
             return
         if old.state in (MemberState.DEAD, MemberState.LEFT):
@@ -721,13 +731,11 @@ class Swim:
             self._refute(d.incarnation)  # after leave our state is LEFT: we never get here
             return
         left = d.accuser == d.node
-        if left and self._verify is not None:
-            signed = leave_signed_bytes(d.node, d.incarnation)
-            if not self._verify(d.node, signed, d.signature):
-                # A leave skips the grace a failure gets (a voter's seat is handed on at once):
-                # one unsigned datagram must not make a live manager a learner.
-                self.counters["dropped_unverified"] += 1
-                return
+        if left and not self._leave_verified(d):
+            # A leave skips the grace a failure gets (a voter's seat is handed on at once):
+            # one unsigned datagram must not make a live manager a learner.
+            self.counters["dropped_unverified"] += 1
+            return
         if not left:
             suspicion = self._suspicions.get(d.node)
             if suspicion is None or now - suspicion.started_s < suspicion.min_s:
@@ -741,6 +749,12 @@ class Swim:
                 self._on_suspect(now, Suspect(d.incarnation, d.node, d.accuser), sender)
                 return
         self._declare_dead(now, d, left)
+
+    def _leave_verified(self, d: Dead) -> bool:
+        """Whether a leave is signed by the member that leaves (always, when we do not verify)."""
+        if self._verify is None:
+            return True
+        return self._verify(d.node, leave_signed_bytes(d.node, d.incarnation), d.signature)
 
     def _declare_dead(self, now: float, d: Dead, left: bool) -> None:
         """`d.node` is dead (our own suspicion ran out, or it was confirmed long enough) or left
@@ -821,6 +835,7 @@ class Swim:
         del self._gone[name]
         self._members.pop(name, None)
         self._suspicions.pop(name, None)
+        self._pending_leaves.pop(name, None)
         i = self._probe_order.index(name)
         del self._probe_order[i]
         if i < self._probe_index:

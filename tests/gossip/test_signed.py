@@ -418,6 +418,19 @@ def test_a_leave_counts_only_with_the_leavers_signature() -> None:
     assert [e.kind for e in core.take_events()] == [EventKind.LEFT]
 
 
+def test_a_leave_that_comes_before_the_refutation_it_follows_is_taken_after_it() -> None:
+    """Suspected while it leaves, a member refutes (incarnation 2) and leaves at 2; gossip sends
+    the newest first, so the leave came before the Alive it outbids, was dropped as above what
+    we knew, and the member, gone, was then declared down: a failure, not a departure."""
+    core = knowing("a", "bc")
+    leave = Dead(2, "b", "b", Signer("b")(leave_signed_bytes("b", 2)))
+    forged = Dead(3, "b", "b", Signer("c")(leave_signed_bytes("b", 3)))
+    core.handle_datagram(1.0, ADDR["b"], (leave, forged, alive("b", 2, b"real")))
+    assert view(core, "b") == (MemberState.LEFT, 2)
+    assert [e.kind for e in core.take_events()] == [EventKind.LEFT]  # no failure
+    assert core.counters["dropped_above_known"] == 2  # held, then taken; the forged one is not
+
+
 def test_a_members_own_leave_is_signed_and_accepted_when_relayed() -> None:
     # b starts at incarnation 0; the others know it there.
     leaver, relay, hearer = knowing("b", "ac"), knowing("c", "ab", 0), knowing("a", "bc", 0)

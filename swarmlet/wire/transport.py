@@ -16,8 +16,9 @@ A frame is ``[u32 big-endian length][msgpack, sealed on the join channel]``; len
 
 Before a peer is authenticated it can only make the TLS handshake, within `handshake_timeout_s`;
 at most `max_connections` connections are served at once, at most `max_connections_per_node` of
-them for one node that is not a manager (more are closed at once, counted); a peer that is not a
-manager sends frames of at most MAX_NON_MANAGER_FRAME_BYTES.
+them for one node that is not a manager, and at most `max_handshakes_per_ip` not authenticated
+yet from one address (more are closed at once, counted); a peer that is not a manager sends
+frames of at most MAX_NON_MANAGER_FRAME_BYTES.
 
 Versions (`protocol_version`): the TLS handshake settles which protocol the two agents speak
 (ALPN), kept as `FramedStream.peer_protocol` and counted (`streams_protocol_<v>`); a peer with none
@@ -68,6 +69,9 @@ MAX_CONNECTIONS = 1024  # served at once; beyond, new connections are closed (an
 # What one node that is not a manager may hold of those (a worker uses a few: its session, its
 # status link, logs asked of it), so that one member cannot take them all.
 MAX_CONNECTIONS_PER_NODE = 64
+# Connections from one address not authenticated yet (a handshake takes milliseconds; an agent
+# opens a few at once), so that one address without credentials cannot hold them all.
+MAX_HANDSHAKES_PER_IP = 64
 # The largest frame a peer that is not a manager may send: its status reports, gossip state and
 # log lines. Only managers send snapshots; 64 MiB frames from anyone were 64 MiB of buffer per
 # connection and seconds of decoding on the event loop.
@@ -307,6 +311,7 @@ class Transport:
         handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
         max_connections: int = MAX_CONNECTIONS,
         max_connections_per_node: int = MAX_CONNECTIONS_PER_NODE,
+        max_handshakes_per_ip: int = MAX_HANDSHAKES_PER_IP,
         counters: Counters | None = None,
         datagram_auth: DatagramAuth | None = None,
         datagram_keys: DatagramKeys | None = None,
@@ -327,6 +332,8 @@ class Transport:
         self._open_connections = 0
         self._max_connections_per_node = max_connections_per_node
         self._per_node: dict[str, int] = {}  # node id (by certificate) -> connections it holds
+        self._max_handshakes_per_ip = max_handshakes_per_ip
+        self._greeting: dict[str, int] = {}  # source address -> connections not authenticated
         self._warned_protocol: set[str] = set()  # peers (authenticated node ids) refused so
         # None: datagrams are only sealed (transports in tests of other layers); an agent
         # always signs, and then drops every datagram that is not signed by a known member.
@@ -414,31 +421,24 @@ class Transport:
                 # Inside the try: a connection reset before we get here raises ENOTCONN.
                 remote = stream.socket.getpeername()
                 addr = (remote[0], remote[1])
-                # One deadline for all that comes before authentication: the channel byte,
-                # then the TLS handshake or the join key id.
-                deadline = trio.current_time() + self._handshake_timeout_s
-                channel = b""
-                with trio.move_on_at(deadline) as hello:
-                    channel = await stream.receive_some(1)
-                if hello.cancelled_caught:
-                    self.counters["refused_connection_hello_timeout"] += 1
-                if not channel:
+                # Anyone may start a handshake: one address holds a share of the connections
+                # while it has not authenticated (it could hold all, a handshake at a time).
+                ip = addr[0]
+                if self._greeting.get(ip, 0) >= self._max_handshakes_per_ip:
+                    self.counters["refused_connection_limit_ip"] += 1
                     return
-                if channel == CHANNEL_CLUSTER:
-                    framed = await self._accept_tls(stream, deadline)
-                    if framed is not None:
-                        async with framed.stream:  # it holds the socket now
-                            await self._serve_peer(framed, addr, on_stream)
-                elif channel == CHANNEL_JOIN:
-                    head = None
-                    with trio.move_on_at(deadline):
-                        head = await _receive_exactly(stream, KEY_ID_BYTES)
-                    if head is None:
-                        self.counters["refused_connection_hello_timeout"] += 1
-                        return
-                    await on_join(stream, head, addr)
-                else:
-                    self.counters["dropped_connection_bad_channel"] += 1
+                self._greeting[ip] = self._greeting.get(ip, 0) + 1
+                try:
+                    greeted = await self._greet(stream)
+                finally:
+                    self._greeting[ip] -= 1
+                    if not self._greeting[ip]:
+                        del self._greeting[ip]
+                if isinstance(greeted, FramedStream):
+                    async with greeted.stream:  # it holds the socket now
+                        await self._serve_peer(greeted, addr, on_stream)
+                elif greeted is not None:
+                    await on_join(stream, greeted, addr)
             except RemoteProtocolError as exc:
                 log.debug("closed connection from %s: %s", addr, exc)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -450,6 +450,30 @@ class Transport:
         listeners = await trio.open_tcp_listeners(self.bind[1], host=self.bind[0])
         task_status.started()
         await trio.serve_listeners(handle, listeners)
+
+    async def _greet(self, stream: trio.SocketStream) -> FramedStream | bytes | None:
+        """What comes before authentication, within one deadline: the channel byte, then the
+        TLS handshake (the peer's stream) or the join key id (its bytes); None (counted) if the
+        peer does not get that far."""
+        deadline = trio.current_time() + self._handshake_timeout_s
+        channel = b""
+        with trio.move_on_at(deadline) as hello:
+            channel = await stream.receive_some(1)
+        if hello.cancelled_caught:
+            self.counters["refused_connection_hello_timeout"] += 1
+        if not channel:
+            return None
+        if channel == CHANNEL_CLUSTER:
+            return await self._accept_tls(stream, deadline)
+        if channel == CHANNEL_JOIN:
+            head = None
+            with trio.move_on_at(deadline):
+                head = await _receive_exactly(stream, KEY_ID_BYTES)
+            if head is None:
+                self.counters["refused_connection_hello_timeout"] += 1
+            return head
+        self.counters["dropped_connection_bad_channel"] += 1
+        return None
 
     async def _serve_peer(
         self, framed: FramedStream, addr: Address, on_stream: StreamHandler

@@ -485,6 +485,36 @@ async def test_connections_beyond_the_cap_are_closed_at_once_and_counted(test_ca
             assert server.counters["refused_connection_limit"] == 3
 
 
+async def test_one_address_holds_at_most_its_share_of_unauthenticated_connections(
+    test_ca: CA,
+) -> None:
+    """Anyone who can reach the port may start a handshake and stall in it: from one address,
+    without credentials, that held every one of the 1,024 connections (a fresh one every 5 s)."""
+    with trio.fail_after(TIMEOUT_S):
+        async with serve(
+            test_ca.tls("server"), max_handshakes_per_ip=2, handshake_timeout_s=3600
+        ) as server:
+            stalled = [await trio.open_tcp_stream(*server.addr) for _ in "ab"]
+            # Until both are accepted and wait in their handshake (the server has no event).
+            while server.transport._greeting.get(HOST) != 2:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+            extra = await trio.open_tcp_stream(*server.addr)
+            async with extra:
+                await _wait_closed(extra)
+            assert server.counters["refused_connection_limit_ip"] == 1
+            other = Transport(("127.0.0.2", 0), KEY, test_ca.tls("client"))
+            framed = await other.connect(server.addr)  # another address is served
+            async with framed.stream:
+                await framed.send(Ping(1, "x"))
+                assert await framed.receive() == Ping(1, "x")
+            for stream in stalled:
+                await stream.aclose()
+            while HOST in server.transport._greeting:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+            await _round_trip(server.addr, test_ca.tls("client"))  # free again once they went
+            assert server.counters["refused_connection_limit_ip"] == 1
+
+
 async def test_one_node_holds_at_most_its_share_of_the_connections(test_ca: CA) -> None:
     """Otherwise one member (a compromised worker) could hold all of them, and no Raft stream,
     session or report could connect."""

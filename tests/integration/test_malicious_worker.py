@@ -49,6 +49,7 @@ from swarmlet.gossip.messages import (
     Alive,
     Dead,
     MemberState,
+    Nack,
     Ping,
     PingReq,
     PushNodeState,
@@ -1001,6 +1002,108 @@ async def test_captured_datagrams_replayed_are_dropped_and_counted(scene: Scene)
         ready = functools.partial(all_ready_everywhere, scene)
         await off_loop(wait_for, "every node ready on every manager", ready)
         await off_loop(assert_unchanged, scene, before)
+
+
+async def test_a_workers_word_that_a_live_node_died_is_a_suspicion_it_refutes(
+    scene: Scene,
+) -> None:
+    """The worker tells every other manager that a live follower died: a Dead at the incarnation
+    they know, in the worker's own name. memberlist takes such a word at once, and so did this
+    cluster: the leader wrote the follower off (its voter seat, its tasks). Now it is a suspicion
+    (counted) that the follower refutes; no member declares anyone failed, and the follower stays
+    alive and ready in every table."""
+    with trio.fail_after(TEST_TIMEOUT_S):
+        worker = Impostor(scene.worker.data_dir)
+        w = scene.worker_id
+        before = await off_loop(picture, scene)
+        victim = await off_loop(scene.follower)
+        victim_id = scene.manager_ids[victim.index]
+        targets = [m for m in scene.managers if m is not victim]
+        failed = {
+            m.index: (await off_loop(counters, scene.cluster, m))["gossip_failed"]
+            for m in scene.managers
+        }
+
+        def reached(target: AgentHandle, seen: Counter[str]) -> bool:
+            now = counters(scene.cluster, target)
+            return any(now[k] > seen[k] for k in ("gossip_dead_taken_as_suspect", "gossip_failed"))
+
+        async def accused_everywhere() -> bool:
+            """One Dead to each target at the incarnation it holds for the victim (which moves
+            with the victim's load figures: read just before, and tried again if it moved)."""
+            seen = {m.index: await off_loop(counters, scene.cluster, m) for m in targets}
+            for target in targets:
+                held = (await worker.members(target))[victim_id]
+                dead = Dead(held.incarnation, victim_id, w)
+                await worker.send_datagrams(target, [worker.datagram(dead, signed_as=w)])
+            with contextlib.suppress(AssertionError):  # wait_for's timeout: try again
+                for target in targets:
+                    check = functools.partial(reached, target, seen[target.index])
+                    await off_loop(wait_for, f"n{target.index} to take the Dead", check, timeout=5)
+                return True
+            return False
+
+        taken = {
+            m.index: (await off_loop(counters, scene.cluster, m))["gossip_dead_taken_as_suspect"]
+            for m in targets
+        }
+        refutes = (await off_loop(counters, scene.cluster, victim))["gossip_refutes"]
+        for _ in range(5):
+            if await accused_everywhere():
+                break
+        else:
+            pytest.fail("no try reached every target at the victim's incarnation")
+        # Past the longest a suspicion could run at 4 members (6 x 1.2 s): had anyone taken
+        # the word as a death, it would show by now.
+        await trio.sleep(10)
+        for m in scene.managers:
+            assert (await off_loop(counters, scene.cluster, m))["gossip_failed"] == failed[
+                m.index
+            ], f"n{m.index} declared a member failed"
+            if m is not victim:
+                now = (await off_loop(counters, scene.cluster, m))["gossip_dead_taken_as_suspect"]
+                assert now > taken[m.index], m.index
+            assert (await worker.members(m))[victim_id].state is MemberState.ALIVE, m.index
+        assert (await off_loop(counters, scene.cluster, victim))["gossip_refutes"] > refutes
+        await off_loop(assert_unchanged, scene, before)
+
+
+async def test_a_ping_req_is_relayed_to_members_at_their_address_only(scene: Scene) -> None:
+    """The worker asks every manager to ping, for it, a member at the attacker's address, and a
+    node that is no member at all. Relayed to the host and port a PingReq names, any member could
+    have the others send datagrams wherever it liked. Now the member is pinged where this manager
+    knows it (its Ack relayed back, as SWIM wants) and the stranger not at all (a Nack, counted);
+    the named address gets nothing."""
+    with trio.fail_after(TEST_TIMEOUT_S):
+        worker = Impostor(scene.worker.data_dir)
+        w = scene.worker_id
+        with (
+            trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as decoy,
+            trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as sock,
+        ):
+            await decoy.bind(("127.0.0.51", 0))
+            decoy_host, decoy_port = decoy.getsockname()
+            await sock.bind((ATTACKER_HOST, 0))
+            for i, target in enumerate(scene.managers):
+                member = scene.managers[(i + 1) % len(scene.managers)]
+                member_id = scene.manager_ids[member.index]
+                seen = await off_loop(counters, scene.cluster, target)
+                reqs = (
+                    PingReq(1000 + i, member_id, decoy_host, decoy_port, True),
+                    PingReq(2000 + i, f"stranger-{i}", decoy_host, decoy_port, True),
+                )
+                for req in reqs:
+                    await sock.sendto(worker.datagram(req, signed_as=w), (target.host, target.port))
+                got: set[object] = set()
+                with trio.move_on_after(CUT_WAIT_S):
+                    while not {Ack(1000 + i), Nack(2000 + i)} <= got:
+                        got.update(worker.opened(await sock.recv(MAX_DATAGRAM_BYTES + 1)))
+                assert {Ack(1000 + i), Nack(2000 + i)} <= got, (target.index, got)
+                expected = Counter(gossip_relays=1, gossip_dropped_relay_unknown_target=1)
+                await off_loop(wait_counted, scene.cluster, target, seen, expected)
+            with trio.move_on_after(2.0):  # a stray ping would be on its way by now
+                data = await decoy.recv(MAX_DATAGRAM_BYTES + 1)
+                pytest.fail(f"a manager sent {len(data)} bytes to the address a PingReq named")
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ from swarmlet.gossip.messages import (
     PushPullState,
     Suspect,
     alive_signed_bytes,
+    leave_signed_bytes,
 )
 from swarmlet.node.agent import FIRST_FRAME_TIMEOUT_S
 from swarmlet.node.replicated import encode_command
@@ -1558,6 +1559,45 @@ async def test_raft_answers_from_a_worker_cannot_raise_a_managers_term(scene: Sc
 
 
 # ---------------------------------------------------------------------------- node rm
+
+
+async def test_a_worker_that_left_cannot_come_back_at_another_address(tmp_path: Path) -> None:
+    """A member signs its own Alive, address included, and memberlist takes a dead or departed
+    member back at whatever new address it names. So the worker leaves in its own signed word and,
+    in the same datagram, comes back far above its incarnation at the attacker's address: had the
+    manager taken it, it would probe, ping and push-pull there (any host the attacker chose to
+    aim it at). The manager takes the leave (the worker's to give), refuses the address (counted,
+    not the one the state records) and sends nothing there; the real worker refutes its leave and
+    is back, at its own address."""
+    with trio.fail_after(TEST_TIMEOUT_S):
+        with local_cluster(tmp_path) as cluster:
+            scene = await off_loop(start_scene, cluster, 1)
+            worker = Impostor(scene.worker.data_dir)
+            w = scene.worker_id
+            manager = scene.managers[0]
+            with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as decoy:
+                await decoy.bind(("127.0.0.51", 0))
+                decoy_host, decoy_port = decoy.getsockname()
+                held = (await worker.members(manager))[w]
+                leave = Dead(
+                    held.incarnation,
+                    w,
+                    w,
+                    worker.signing_key.sign(leave_signed_bytes(w, held.incarnation)),
+                )
+                back = worker.own_alive(held.incarnation + 1000, decoy_host, decoy_port, held.meta)
+                seen = await off_loop(counters, cluster, manager)
+                await worker.send_datagrams(manager, [worker.datagram(leave, back, signed_as=w)])
+                with trio.move_on_after(5.0):  # probes come every 0.3 s
+                    data = await decoy.recv(MAX_DATAGRAM_BYTES + 1)
+                    pytest.fail(f"the manager sent {len(data)} bytes to the worker's new address")
+                expected = Counter(gossip_dropped_addr_not_recorded=1)
+                await off_loop(wait_counted, cluster, manager, seen, expected)
+            ready = functools.partial(all_ready_everywhere, scene)
+            await off_loop(wait_for, "the worker to be back and ready", ready)
+            now = (await worker.members(manager))[w]
+            assert (now.host, now.port) == (held.host, held.port), now
+            assert now.state is MemberState.ALIVE, now
 
 
 async def test_a_removed_worker_is_refused_on_new_and_open_connections(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 SwarmletError
 ├── UsageError            bad command-line or API input; nothing was changed
+│   └── ProposalTooLargeError  one write over the Raft entry limit
 ├── StackError            a stack file failed to load (file, key path, what was expected)
 ├── NotLeaderError        a write reached a node that is not the leader (carries the leader hint)
 ├── NoLeaderError         no leader is known right now; retry later
@@ -23,6 +24,11 @@ class SwarmletError(Exception):
 
 class UsageError(SwarmletError):
     """Invalid input from the user or an API caller; nothing was changed."""
+
+
+class ProposalTooLargeError(UsageError):
+    """A write over the limit of one Raft entry (`raft.driver.MAX_PROPOSAL_BYTES`), refused
+    before it was queued: what can be split (the leader's plans) is proposed in parts."""
 
 
 class StackError(SwarmletError):

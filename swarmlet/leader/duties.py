@@ -24,7 +24,7 @@ from typing import Protocol
 import trio
 
 from swarmlet import timers
-from swarmlet.errors import SwarmletError
+from swarmlet.errors import ProposalTooLargeError, SwarmletError
 from swarmlet.leader.autoscaler import AutoscaleConfig, AutoscalerState, Sample, decide
 from swarmlet.leader.depends_on import held_back
 from swarmlet.leader.observation import (
@@ -46,6 +46,54 @@ from swarmlet.state.observed import NodeLoad
 log = logging.getLogger(__name__)
 
 AUTOSCALE_INTERVAL_S = 5.0  # one load sample per autoscaled service per interval
+# A plan goes to Raft in entries of at most this many tasks. As one entry, a plan over the
+# driver's limit (16 MiB: a scale to ~300,000 replicas, a spec change that re-stamps as many
+# tasks) was refused, deferred and planned again forever, and every other service waited with
+# it. 10,000 tasks are about 0.6 MB as the orchestrator writes them; swarmkit's store.Batch
+# splits its transactions the same way. A plan in parts is not applied atomically: each part is
+# a state the orchestrator plans on from (as after a leader's crash mid-plan).
+TASKS_PER_ENTRY = 10_000
+
+
+def entry_tasks(commands: tuple[Command, ...]) -> int:
+    """The size of an entry as `plan_entries` counts it: its tasks, 1 per other command."""
+    return sum(_tasks_in(c) for c in commands)
+
+
+def _tasks_in(command: Command) -> int:
+    if isinstance(command, PutTasks):
+        return max(1, len(command.tasks))
+    if isinstance(command, RemoveTasks):
+        return max(1, len(command.task_ids))
+    return 1
+
+
+def _pieces(command: Command, most: int) -> list[Command]:
+    """`command`, a PutTasks or RemoveTasks of more than `most` tasks cut into parts."""
+    if isinstance(command, PutTasks) and len(command.tasks) > most:
+        tasks = command.tasks
+        return [PutTasks(tasks[i : i + most]) for i in range(0, len(tasks), most)]
+    if isinstance(command, RemoveTasks) and len(command.task_ids) > most:
+        ids = command.task_ids
+        return [RemoveTasks(ids[i : i + most]) for i in range(0, len(ids), most)]
+    return [command]
+
+
+def plan_entries(commands: tuple[Command, ...], tasks_per_entry: int) -> list[tuple[Command, ...]]:
+    """`commands` in order, as entries of at most `tasks_per_entry` tasks each (pure)."""
+    entries: list[tuple[Command, ...]] = []
+    entry: list[Command] = []
+    held = 0  # tasks in `entry`
+    for piece in (p for c in commands for p in _pieces(c, tasks_per_entry)):
+        size = _tasks_in(piece)
+        if entry and held + size > tasks_per_entry:
+            entries.append(tuple(entry))
+            entry, held = [], 0
+        entry.append(piece)
+        held += size
+    if entry:
+        entries.append(tuple(entry))
+    return entries
 
 
 class EventRecorder(Protocol):
@@ -208,18 +256,38 @@ class LeaderDuties:
         return result
 
     async def _propose(self, commands: tuple[Command, ...]) -> None:
-        """All of a plan as one entry (one fsync); if the state refuses it, one by one, so that
-        a refused command holds back only its own service."""
+        """A plan in entries of at most TASKS_PER_ENTRY tasks, in order (`plan_entries`); an
+        entry the state refuses goes again one command at a time, so that a refused command
+        holds back only its own service. Deferred if anything was refused."""
+        refused = 0
+        for entry in plan_entries(commands, TASKS_PER_ENTRY):
+            refused += await self._propose_entry(entry, TASKS_PER_ENTRY)
+        if refused:
+            self._planner.deferred()  # what was refused is looked at again
+            await self._wait(1.0)
+
+    async def _propose_entry(self, commands: tuple[Command, ...], tasks_per_entry: int) -> int:
+        """Commit `commands` as one entry (one fsync); how many of them the state refused. Over
+        the entry limit (tasks that carry long messages), in halves."""
         batch = Batch(commands) if len(commands) > 1 else commands[0]
-        applied = await self.host.propose(batch)
+        try:
+            applied = await self.host.propose(batch)
+        except ProposalTooLargeError as exc:
+            tasks = entry_tasks(commands)
+            if tasks <= 1:
+                log.error("orchestrator command refused: %s", exc)
+                return 1
+            half = min(tasks_per_entry, tasks) // 2
+            refused = 0
+            for part in plan_entries(commands, half):
+                refused += await self._propose_entry(part, half)
+            return refused
         if applied.ok:
             self._record(commands)
-            return
+            return 0
         if len(commands) == 1:
             log.error("orchestrator command refused: %s", applied.error)
-            self._planner.deferred()
-            await self._wait(1.0)
-            return
+            return 1
         refused = 0
         for command in commands:
             one = await self.host.propose(command)
@@ -228,9 +296,7 @@ class LeaderDuties:
             else:
                 refused += 1
                 log.error("orchestrator command refused: %s", one.error)
-        if refused:
-            self._planner.deferred()  # what was refused is looked at again
-            await self._wait(1.0)
+        return refused
 
     # ------------------------------------------------------------------------ autoscaling
 

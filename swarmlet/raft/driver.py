@@ -54,7 +54,7 @@ from typing import Generic, TypeVar, cast
 
 import trio
 
-from swarmlet.errors import NotLeaderError, RemoteProtocolError, UsageError
+from swarmlet.errors import NotLeaderError, ProposalTooLargeError, RemoteProtocolError
 from swarmlet.raft.core import RaftConfig, RaftNode
 from swarmlet.raft.disk_thread import DiskThread
 from swarmlet.raft.interface import Ready
@@ -265,7 +265,7 @@ class RaftDriver(Generic[ResultT]):
             # Refused here, with a reason, rather than by the storage's record limit in the
             # disk thread (which stops the node) or the transport's frame limit (which stalls
             # replication).
-            raise UsageError(
+            raise ProposalTooLargeError(
                 f"a write of {largest} bytes is over the limit of {MAX_PROPOSAL_BYTES} bytes"
             )
         if not self.is_leader:

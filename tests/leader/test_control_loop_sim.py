@@ -8,7 +8,11 @@ from __future__ import annotations
 from collections import Counter
 
 from bench.control_loop_sim import SimConfig, Simulation, report, run_scenario
+from swarmlet.errors import ProposalTooLargeError
+from swarmlet.state.commands import Command
+from swarmlet.state.machine import ApplyResult
 from swarmlet.state.model import TaskState
+from swarmlet.wire import codec as wire
 
 TINY = SimConfig(nodes=20, tasks=200, services=4, seed=3, charge_cpu=False, profile_top=0)
 
@@ -94,3 +98,46 @@ def test_one_worker_runs_a_thousand_tasks() -> None:
     assert deploy.statuses >= 2000  # STARTING and RUNNING, at the least once each
     assert deploy.report_bytes / deploy.statuses < 200  # bytes per status, not per node
     assert deploy.entries < deploy.statuses / 10  # committed in batches
+
+
+class EntryLimited(Simulation):
+    """The simulation's leader with the Raft driver's refusal of a write over its limit (here
+    32 KiB for `RaftDriver.propose`'s 16 MiB, so that a plan of a few thousand tasks is over)."""
+
+    limit = 32 * 1024
+
+    def __init__(self, config: SimConfig) -> None:
+        super().__init__(config)
+        self.refused = 0
+        self.largest = 0
+
+    async def propose(self, command: Command) -> ApplyResult:
+        size = len(wire.encode(command))
+        if size > self.limit:
+            self.refused += 1
+            raise ProposalTooLargeError(f"a write of {size} bytes is over the limit")
+        self.largest = max(self.largest, size)
+        return await super().propose(command)
+
+
+def test_a_plan_over_the_entry_limit_is_committed_in_parts() -> None:
+    """One service of 2,000 replicas: the first plan (about 115 kB) is over the entry limit.
+    As one entry it was refused, deferred and planned again forever; in halves, every replica
+    runs, each entry within the limit."""
+    sim = EntryLimited(
+        SimConfig(
+            nodes=10,
+            tasks=2_000,
+            services=1,
+            published_services=0,
+            seed=7,
+            charge_cpu=False,
+            profile_top=0,
+            phase_max_s=600.0,
+        )
+    )
+    deploy = sim.deploy()
+    assert deploy.converged
+    assert len(running_by_slot(sim)) == 2_000
+    assert sim.refused > 0  # the halving was needed, and done
+    assert 0 < sim.largest <= sim.limit

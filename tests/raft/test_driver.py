@@ -16,7 +16,7 @@ import pytest
 import trio
 import trio.testing
 
-from swarmlet.errors import NotLeaderError, UsageError
+from swarmlet.errors import NotLeaderError, ProposalTooLargeError
 from swarmlet.raft.core import RaftConfig
 from swarmlet.raft.driver import MAX_PROPOSAL_BYTES, RaftDriver
 from swarmlet.raft.messages import AppendEntries, AppendResp, Message, Role, VoteResp
@@ -173,9 +173,9 @@ async def test_a_proposal_over_the_size_limit_is_refused_and_the_leader_goes_on(
         async with trio.open_nursery() as nursery:
             await nursery.start(driver.run)
             await _lead(driver)
-            with pytest.raises(UsageError, match="over the limit"):
+            with pytest.raises(ProposalTooLargeError, match="over the limit"):
                 await driver.propose(b"x" * (MAX_PROPOSAL_BYTES + 1))
-            with pytest.raises(UsageError, match="over the limit"):
+            with pytest.raises(ProposalTooLargeError, match="over the limit"):
                 await driver.propose_many([b"a", b"x" * (MAX_PROPOSAL_BYTES + 1)])
             assert (await driver.propose(b"b")).endswith(":b")
             nursery.cancel_scope.cancel()

@@ -67,7 +67,7 @@ from swarmlet.leader.depends_on import held_back, without
 from swarmlet.leader.duties import LeaderDuties
 from swarmlet.leader.observation import ObservationCache, observe
 from swarmlet.leader.orchestrator.context import counter_ids, seeded_ids
-from swarmlet.leader.orchestrator.core import plan
+from swarmlet.leader.orchestrator.core import Plan, plan
 from swarmlet.leader.orchestrator.incremental import IncrementalPlanner
 from swarmlet.leader.orchestrator.rebalance import MESSAGE as REBALANCE_MESSAGE
 from swarmlet.node.events import EventLog
@@ -558,6 +558,9 @@ class Simulation:
 
     async def propose_conf_change(self, change: ConfChange) -> None:
         raise NotImplementedError("the simulation has one fixed voter")
+
+    async def run_with_state_still(self, plan_pass: Callable[[], Plan]) -> Plan:
+        return plan_pass()  # nothing applies meanwhile: the simulation's commits are its own steps
 
     def node_name(self, nid: str) -> str:
         node = self.state.nodes.get(nid)

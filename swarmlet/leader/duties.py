@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import trio
@@ -30,6 +31,7 @@ from swarmlet.leader.depends_on import held_back
 from swarmlet.leader.observation import (
     ObservationCache,
     ObservationSource,
+    ObservedView,
     observe,
     ready_node_ids,
 )
@@ -132,6 +134,14 @@ class DutiesHost(ObservationSource, Protocol):
         """Commit `command` on this node, the leader; NotLeaderError if it is not (any more)."""
         ...
 
+    async def run_with_state_still(self, plan_pass: Callable[[], Plan]) -> Plan:
+        """`plan_pass()`, which reads `state` and nothing the event loop changes, with the state
+        held still meanwhile. An agent runs it in a thread with its Raft applies held: a full
+        pass at 100,000 tasks is about two seconds of CPU, and on the event loop it stopped the
+        leader's heartbeats for that long (an election at a 0.4-0.8 s timeout, and another at
+        the next leader's pass). A simulation calls it inline."""
+        ...
+
     async def propose_conf_change(self, change: ConfChange) -> None: ...
 
     def node_name(self, node_id: str) -> str: ...
@@ -222,7 +232,10 @@ class LeaderDuties:
         while True:
             await self._until_leading()
             now = time.time()
-            result = self.orchestration_pass(now)
+            observed = self._observe()
+            result = await self.host.run_with_state_still(
+                functools.partial(self._plan, observed, now)
+            )
             if result.commands:
                 try:
                     with trio.fail_after(self.write_timeout_s):
@@ -237,22 +250,32 @@ class LeaderDuties:
 
     def orchestration_pass(self, now: float) -> Plan:
         """Observe, hold back what `depends_on` holds, and plan what changed since the last
-        pass (`IncrementalPlanner`; a full pass now and then). Propose the commands, and call
-        `_planner.deferred()` if they are not committed."""
+        pass (`IncrementalPlanner`; a full pass now and then), all on the caller's thread (the
+        simulations'; the loop plans through `DutiesHost.run_with_state_still`). Propose the
+        commands, and call `_planner.deferred()` if they are not committed."""
+        return self._plan(self._observe(), now)
+
+    def _observe(self) -> ObservedView:
+        """On the event loop: it reads gossip's tables, which the loop changes."""
         started = time.thread_time()
-        host = self.host
-        observed = self._observations.refresh(host)
+        observed = self._observations.refresh(self.host)
         self.last_observe_cpu_s = time.thread_time() - started
+        return observed
+
+    def _plan(self, observed: ObservedView, now: float) -> Plan:
+        """Pure but for the planner's own memory: reads the state and `observed` only."""
+        started = time.thread_time()
+        state = self.host.state
         result = self._planner.plan(
-            host.state,
+            state,
             observed,
             now,
             self._ids,
-            held=held_back(host.state, observed),
+            held=held_back(state, observed),
             changed_tasks=self._observations.changed_tasks,
         )
         self.passes += 1
-        self.pass_cpu_s += time.thread_time() - started
+        self.pass_cpu_s += self.last_observe_cpu_s + time.thread_time() - started
         return result
 
     async def _propose(self, commands: tuple[Command, ...]) -> None:

@@ -53,6 +53,7 @@ from swarmlet.gossip.driver import GossipDriver
 from swarmlet.gossip.messages import MemberState, PushPullState
 from swarmlet.leader.duties import LeaderDuties
 from swarmlet.leader.observation import is_ready, observe
+from swarmlet.leader.orchestrator.core import Plan
 from swarmlet.node.advertised_resources import read_advertised
 from swarmlet.node.bootstrap import bootstrap_storage, restore_storage
 from swarmlet.node.config import AgentConfig
@@ -661,6 +662,13 @@ class Agent:
 
     async def propose_conf_change(self, change: ConfChange) -> None:
         await self.raft.propose_conf_change(change)
+
+    async def run_with_state_still(self, plan_pass: Callable[[], Plan]) -> Plan:
+        """The leader's pass in a thread: the event loop keeps Raft's heartbeats, gossip and
+        the mesh going (the interpreter switches threads every 5 ms), and applies nothing
+        until the pass returns, which is what keeps the state still for it."""
+        async with self.raft.applies_held():
+            return await trio.to_thread.run_sync(plan_pass)
 
     async def write(self, command: Command) -> ApplyResult:
         """Commit `command` through the leader, wherever it is (`node.forwarding`)."""

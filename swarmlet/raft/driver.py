@@ -23,6 +23,11 @@ term nor vote and installs no snapshot (what a vote or an acknowledgement promis
 disk first), and when nothing it carries as committed lies in its own unpersisted entries (a
 one-voter group commits on append: its learners must not apply what its disk may lose).
 
+Applying can be held (`applies_held`) while something reads the state machine from another
+thread (the leader's orchestration pass): Raft goes on, and what commits meanwhile is applied,
+in order, when the hold ends. Raft separates commit from apply, so that is a slow state machine
+and nothing more: proposals and reads wait for their apply as always.
+
 The core is only touched under `_core_lock` (the loop holds it from taking a Ready to
 `advance`); local requests other than proposals (reads, membership changes, transfers) take it
 for one call.
@@ -44,11 +49,12 @@ machine returned for its entry, whatever its type, and the driver knows no comma
 from __future__ import annotations
 
 import collections
+import contextlib
 import heapq
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar, cast
 
@@ -175,6 +181,10 @@ class RaftDriver(Generic[ResultT]):
         # applied reaches it (a heap, so an apply wakes only those whose index it reached).
         self._applied_events: dict[int, trio.Event] = {}
         self._applied_heap: list[int] = []
+        # `applies_held`: how many are inside, and what committed meanwhile, to apply after.
+        self._apply_holds = 0
+        self._held: list[Entry] = []
+        self._holds_released = trio.Event()
         self._inbox: list[Message] = []  # from peers, stepped by the loop in arrival order
         self._proposals: list[tuple[bytes, _Waiter[ResultT]]] = []  # proposed as one batch
         self._batch_ends: collections.deque[int] = collections.deque()  # last index of each
@@ -484,7 +494,9 @@ class RaftDriver(Generic[ResultT]):
                 # #20): the core says how many only count (`idle_ticks`), so an idle follower
                 # wakes at its election timeout or for a message, not at every tick.
                 slept_ticks = 1
-                if not (self._inbox or self._reachable or self._may_propose()):
+                if not (
+                    self._inbox or self._reachable or self._may_propose() or self._releasable()
+                ):
                     slept_ticks = self.core.idle_ticks()
                     wake_at = next_tick + (slept_ticks - 1) * self.tick_interval_s
                     with trio.move_on_at(wake_at):
@@ -511,6 +523,8 @@ class RaftDriver(Generic[ResultT]):
                                 next_tick = now + self.tick_interval_s
                         slept_ticks = 1
                         self._take_inputs()
+                        if self._releasable():
+                            await self._apply_held()
                         busy = self.core.has_ready()
                         if busy:
                             await self._handle_ready()
@@ -584,14 +598,23 @@ class RaftDriver(Generic[ResultT]):
             if hard_state is not None:
                 self._persisted_term_vote = (hard_state.term, hard_state.vote)
         if rd.snapshot is not None:
+            # It replaces the state whole: not under a reader's feet, and after what it follows.
+            while self._apply_holds:
+                await self._holds_released.wait()
+            await self._apply_held()
             self._restore(rd.snapshot)
         if not early:
             for msg in rd.messages:
                 self._send(msg)
-        for entry in rd.committed_entries:
-            self._apply(entry)
-        if (rd.committed_entries or rd.snapshot is not None) and self._on_applied is not None:
-            self._on_applied()
+        if self._apply_holds:
+            self._held.extend(rd.committed_entries)
+        else:
+            if self._held:
+                await self._apply_held()
+            for entry in rd.committed_entries:
+                self._apply(entry)
+            if (rd.committed_entries or rd.snapshot is not None) and self._on_applied is not None:
+                self._on_applied()
         for read in rd.read_states:
             pending = self._reads.get(read.ctx)
             if pending is not None:
@@ -603,6 +626,39 @@ class RaftDriver(Generic[ResultT]):
         self._release_applied()
         if rd.committed_entries:
             await self._maybe_compact()
+
+    @contextlib.asynccontextmanager
+    async def applies_held(self) -> AsyncIterator[None]:
+        """While inside, nothing is applied to the state machine, so another thread may read
+        it (the leader's orchestration pass: `node.agent`). Raft goes on: ticks, messages,
+        appends, commits. What commits meanwhile is applied, in order, once the last holder
+        has left; proposals and reads wait for that, as for any apply. Entered between two
+        turns of the loop (under the core's lock), never in the middle of an apply."""
+        async with self._core_lock:
+            self._apply_holds += 1
+        try:
+            yield
+        finally:
+            self._apply_holds -= 1
+            if not self._apply_holds:
+                self._holds_released.set()
+                self._holds_released = trio.Event()
+                self._wake.set()
+
+    def _releasable(self) -> bool:
+        return bool(self._held) and not self._apply_holds
+
+    async def _apply_held(self) -> None:
+        """Apply what committed while applies were held (the core advanced past it then)."""
+        if not self._held:
+            return
+        held, self._held = self._held, []
+        for entry in held:
+            self._apply(entry)
+        if self._on_applied is not None:
+            self._on_applied()
+        self._release_applied()
+        await self._maybe_compact()
 
     def _set_soft_state(self, soft: SoftState) -> None:
         old = self.soft_state

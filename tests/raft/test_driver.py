@@ -19,7 +19,14 @@ import trio.testing
 from swarmlet.errors import NotLeaderError, ProposalTooLargeError
 from swarmlet.raft.core import RaftConfig
 from swarmlet.raft.driver import MAX_PROPOSAL_BYTES, RaftDriver
-from swarmlet.raft.messages import AppendEntries, AppendResp, Message, Role, VoteResp
+from swarmlet.raft.messages import (
+    AppendEntries,
+    AppendResp,
+    Heartbeat,
+    Message,
+    Role,
+    VoteResp,
+)
 from swarmlet.raft.storage import RaftStorage
 from swarmlet.raft.types import (
     ConfState,
@@ -426,6 +433,63 @@ async def test_a_leader_sends_before_its_own_fsync_but_commits_only_after_it(
             assert core.commit_index >= index
             nursery.cancel_scope.cancel()
     assert answer[0].endswith(":x")
+
+
+async def test_while_applies_are_held_raft_goes_on_and_applies_after_in_order(
+    tmp_path: Path,
+) -> None:
+    """The leader's orchestration pass reads the state from a thread with applies held
+    (`applies_held`): for the length of the pass the state machine must not change, and Raft
+    must not stop (a pass of two seconds on the event loop cost the leader its lead). Held for
+    longer than an election timeout: heartbeats keep going out, a proposal commits, and nothing
+    is applied or answered until the hold ends; then everything is, in order."""
+    storage = _counting(tmp_path, (NODE, "n2", "n3"))
+    journal = Journal()
+    driver = _elected(storage, journal)
+    core = driver.core
+    sent = _recording(driver)
+    term = core.term
+    answers: list[str] = []
+
+    async def propose(data: bytes) -> None:
+        answers.append(await driver.propose(data))
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            await _settle()
+            nursery.start_soon(propose, b"before")
+            while not answers:
+                for peer in ("n2", "n3"):  # the followers acknowledge all that was sent
+                    driver.deliver(AppendResp(peer, NODE, term, core.last_index))
+                await _settle()
+            applied, lines = driver.applied, list(journal.lines)
+            async with driver.applies_held():
+                heartbeats = sum(isinstance(m, Heartbeat) for m in sent)
+                nursery.start_soon(propose, b"x")
+                nursery.start_soon(propose, b"y")
+                while core.last_index < applied + 2:
+                    await _settle()
+                for peer in ("n2", "n3"):
+                    driver.deliver(AppendResp(peer, NODE, term, core.last_index))
+                await trio.sleep(20 * driver.tick_interval_s)
+                assert core.commit_index == applied + 2  # committed, as always
+                assert (driver.applied, journal.lines, answers) == (applied, lines, [answers[0]])
+                assert sum(isinstance(m, Heartbeat) for m in sent) >= heartbeats + 10
+                assert driver.is_leader
+            while len(answers) < 3:
+                await _settle()
+            nursery.cancel_scope.cancel()
+    # In the order of the log (the two proposers' own order is trio's to choose).
+    assert journal.lines[: len(lines)] == lines and sorted(journal.lines[len(lines) :]) == [
+        "x",
+        "y",
+    ]
+    assert sorted(answers[1:]) == [
+        f"{applied + 1}:{journal.lines[-2]}",
+        f"{applied + 2}:{journal.lines[-1]}",
+    ]
+    assert driver.applied == applied + 2
 
 
 async def test_a_group_that_commits_on_append_persists_before_it_sends(tmp_path: Path) -> None:

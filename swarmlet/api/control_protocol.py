@@ -1,19 +1,25 @@
 """The control socket's protocol without its I/O: frames, and errors as they cross the socket.
 
-A frame is a 4-byte big-endian length, then that many bytes of one msgpack value (the request,
-response and stream bodies are described in `control_socket`). Both sides and both clients (the
-trio one in `control_socket`, the blocking one in `control_client`) frame and parse with these
-functions, so there is one definition of the format and of its limits.
+A message is one msgpack value (the request, response and stream bodies are described in
+`control_socket`), sent as frames: a 4-byte big-endian header, then that many bytes. The header's
+top bit (`MORE`) says the message goes on in the next frame; its other bits are the frame's
+length, at most `MAX_API_FRAME_BYTES`. Most messages are one frame; an answer larger than that (a
+`service ps` of 100,000 tasks is about 30 MB, a backup of a large state more) is cut in frames,
+and a message is at most `MAX_API_MESSAGE_BYTES` in all. A client of a release that knew only
+single frames reads the first header as a frame too long, and refuses it as it did before. Both
+sides and both clients (the trio one in `control_socket`, the blocking one in `control_client`)
+frame and parse with these functions, so there is one definition of the format and its limits.
 
 Sans-I/O, in the manner of h11: the caller owns the socket and a receive buffer; `next_frame`
-takes one complete frame off the front of the buffer, or says it needs more bytes. No trio, no
+takes one complete message off the front of the buffer, or says it needs more bytes. No trio, no
 socket here: the `swarmlet` command loads this module, and a quick command must not pay for an
 event loop it does not use.
 
-Invariants: a frame longer than `MAX_API_FRAME_BYTES` is refused as soon as its length is read,
-before its body is buffered; a frame that does not decode is a RemoteProtocolError, never a
-crash; a peer that closes within a length prefix has sent nothing, one that closes within a body
-has sent a truncated frame (`closed_inside_frame`).
+Invariants: a frame longer than `MAX_API_FRAME_BYTES`, or one that takes its message past
+`MAX_API_MESSAGE_BYTES`, is refused as soon as its header is read, before its body is buffered;
+a message that does not decode is a RemoteProtocolError, never a crash; a peer that closes
+within a header has sent nothing, one that closes within a body or between the frames of one
+message has sent a truncated message (`closed_inside_frame`).
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ if TYPE_CHECKING:
 
 FRAME_HEADER: Final = struct.Struct(">I")
 MAX_API_FRAME_BYTES: Final = 16 * 1024 * 1024
+MAX_API_MESSAGE_BYTES: Final = 1024 * 1024 * 1024  # one message, in all its frames
+MORE: Final = 0x8000_0000  # in a frame's header: the message goes on in the next frame
 RECEIVE_BYTES: Final = 65536  # one read from the socket
 
 # What `next_frame` returns when the buffer holds no complete frame yet.
@@ -39,36 +47,60 @@ NEED_DATA: Final = object()
 
 
 def encode_frame(body: Any) -> bytes:
-    """`body` (plain values: maps, lists, str, bytes, numbers, bool, None) as one frame."""
+    """`body` (plain values: maps, lists, str, bytes, numbers, bool, None) as one message: one
+    frame, or as many as its size takes. SwarmletError if it is over MAX_API_MESSAGE_BYTES."""
     data = msgpack.packb(body, use_bin_type=True)
-    return FRAME_HEADER.pack(len(data)) + data
+    if len(data) <= MAX_API_FRAME_BYTES:
+        return FRAME_HEADER.pack(len(data)) + data
+    if len(data) > MAX_API_MESSAGE_BYTES:
+        raise SwarmletError(
+            f"an answer of {len(data)} bytes is over the {MAX_API_MESSAGE_BYTES} bytes the "
+            "control socket carries"
+        )
+    frames = []
+    for start in range(0, len(data), MAX_API_FRAME_BYTES):
+        piece = data[start : start + MAX_API_FRAME_BYTES]
+        more = MORE if start + MAX_API_FRAME_BYTES < len(data) else 0
+        frames.append(FRAME_HEADER.pack(len(piece) | more) + piece)
+    return b"".join(frames)
 
 
 def next_frame(buffer: bytearray) -> Any:
-    """Take the first complete frame off `buffer` and return its value; NEED_DATA if the buffer
-    does not hold a whole frame yet (it is left as it is). RemoteProtocolError for a frame too
-    long or not msgpack."""
-    if len(buffer) < FRAME_HEADER.size:
-        return NEED_DATA
-    (length,) = FRAME_HEADER.unpack_from(buffer)
-    if length > MAX_API_FRAME_BYTES:
-        raise RemoteProtocolError(f"API frame of {length} bytes is too large")
-    end = FRAME_HEADER.size + length
-    if len(buffer) < end:
-        return NEED_DATA
-    body = bytes(buffer[FRAME_HEADER.size : end])
-    del buffer[:end]
+    """Take the first complete message (all its frames) off `buffer` and return its value;
+    NEED_DATA if the buffer does not hold a whole message yet (it is left as it is).
+    RemoteProtocolError for a frame or a message too long, or one that is not msgpack."""
+    pieces: list[tuple[int, int]] = []  # (start, end) of each frame's body in `buffer`
+    offset = total = 0
+    while True:
+        if len(buffer) < offset + FRAME_HEADER.size:
+            return NEED_DATA
+        (header,) = FRAME_HEADER.unpack_from(buffer, offset)
+        length = header & ~MORE
+        if length > MAX_API_FRAME_BYTES:
+            raise RemoteProtocolError(f"API frame of {length} bytes is too large")
+        total += length
+        if total > MAX_API_MESSAGE_BYTES:
+            raise RemoteProtocolError(f"API message of more than {total} bytes is too large")
+        start = offset + FRAME_HEADER.size
+        offset = start + length
+        if len(buffer) < offset:
+            return NEED_DATA
+        pieces.append((start, offset))
+        if not header & MORE:
+            break
+    body = b"".join(buffer[a:b] for a, b in pieces)
+    del buffer[:offset]
     try:
-        # Explicit per-object limits: nothing may declare more than the frame holds (what
+        # Explicit per-object limits: nothing may declare more than the message holds (what
         # `wire.bounds` gives msgpack; not imported here, the command must not load `wire`).
         return msgpack.unpackb(
             body,
             raw=False,
             strict_map_key=False,
-            max_str_len=length,
-            max_bin_len=length,
-            max_array_len=length,
-            max_map_len=length // 2,
+            max_str_len=total,
+            max_bin_len=total,
+            max_array_len=total,
+            max_map_len=total // 2,
             max_ext_len=0,
         )
     except Exception as exc:

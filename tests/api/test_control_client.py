@@ -17,10 +17,12 @@ import msgpack
 import pytest
 import trio
 
+from swarmlet.api import control_protocol
 from swarmlet.api.control_client import BlockingControlClient
 from swarmlet.api.control_protocol import (
     FRAME_HEADER,
     MAX_API_FRAME_BYTES,
+    MORE,
     NEED_DATA,
     closed_inside_frame,
     encode_frame,
@@ -194,6 +196,52 @@ def test_a_frame_too_long_is_refused_from_its_length_alone() -> None:
         next_frame(bytearray(FRAME_HEADER.pack(MAX_API_FRAME_BYTES + 1)))
     body = msgpack.packb("x" * 10)
     assert next_frame(bytearray(FRAME_HEADER.pack(len(body)) + body)) == "x" * 10
+
+
+def test_a_message_over_one_frame_is_cut_in_frames_and_read_whole() -> None:
+    data = bytes(range(256)) * (MAX_API_FRAME_BYTES // 256 * 2 + 7)  # a bit over two frames
+    wire = encode_frame({"d": data})
+    headers, offset = [], 0
+    while offset < len(wire):
+        (header,) = FRAME_HEADER.unpack_from(wire, offset)
+        headers.append(header)
+        offset += FRAME_HEADER.size + (header & ~MORE)
+    assert offset == len(wire)
+    assert [bool(h & MORE) for h in headers] == [True, True, False]
+    assert all(h & ~MORE <= MAX_API_FRAME_BYTES for h in headers)
+    buffer = bytearray(wire[: MAX_API_FRAME_BYTES + 100])  # the first frame and a bit
+    assert next_frame(buffer) is NEED_DATA
+    assert len(buffer) == MAX_API_FRAME_BYTES + 100  # left as it is
+    assert closed_inside_frame(buffer)  # closed now: a message cut short
+    buffer.extend(wire[MAX_API_FRAME_BYTES + 100 :] + encode_frame("next"))
+    assert next_frame(buffer) == {"d": data}
+    assert next_frame(buffer) == "next"
+
+
+def test_a_message_over_its_limit_is_refused_from_a_header_and_not_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(control_protocol, "MAX_API_FRAME_BYTES", 100)
+    monkeypatch.setattr(control_protocol, "MAX_API_MESSAGE_BYTES", 250)
+    wire = encode_frame(b"x" * 240)  # 243 bytes of msgpack: three frames
+    assert next_frame(bytearray(wire)) == b"x" * 240
+    # A third frame that would take the message past 250 bytes: refused from its header, before
+    # its body arrives.
+    too_long = FRAME_HEADER.pack(100 | MORE) + b"a" * 100 + FRAME_HEADER.pack(100 | MORE)
+    too_long += b"b" * 100 + FRAME_HEADER.pack(60)
+    with pytest.raises(RemoteProtocolError, match="too large"):
+        next_frame(bytearray(too_long))
+    with pytest.raises(SwarmletError, match="over the 250 bytes the control socket carries"):
+        encode_frame(b"x" * 300)
+
+
+async def test_an_answer_larger_than_a_frame_reaches_both_clients(tmp_path: Path) -> None:
+    """`service ps` of 100,000 tasks answers about 30 MB: one frame refused it."""
+    data = b"\x01" * (MAX_API_FRAME_BYTES + 1000)
+    with trio.fail_after(60):
+        async with served(tmp_path) as client:
+            assert await in_thread(client.call, "echo", data=data) == {"data": data}
+            assert await ControlClient(client.path).call("echo", data=data) == {"data": data}
 
 
 @pytest.mark.parametrize(

@@ -21,13 +21,13 @@ its implementation belongs to the node.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from swarmlet.crypto import ClusterKeys
 from swarmlet.executor.driver import Executor
 from swarmlet.executor.hostinfo import HostInfo
 from swarmlet.gossip.driver import GossipDriver
-from swarmlet.leader.observation import ObservationSource
+from swarmlet.leader.observation import ObservationSource, ObservedView
 from swarmlet.proxy.mesh import Proxy
 from swarmlet.raft.driver import RaftDriver
 from swarmlet.security.datadir import Identity
@@ -35,6 +35,8 @@ from swarmlet.security.keyring import KeyRing
 from swarmlet.state.commands import Command
 from swarmlet.state.machine import ApplyResult, ClusterState
 from swarmlet.wire.transport import FramedStream, Transport
+
+T = TypeVar("T")
 
 PeerStreamHandler = Callable[[FramedStream, Any], Awaitable[None]]
 
@@ -160,6 +162,15 @@ class LocalAgent(ClusterAccess, ObservationSource, Protocol):
         ...
 
     def node_name(self, node_id: str) -> str: ...
+
+    def observed(self) -> ObservedView:
+        """What this node observes of every task now (`leader.observation.observe`), kept
+        current at the cost of what changed; live until the next call."""
+        ...
+
+    async def run_with_state_still(self, read: Callable[[], T]) -> T:
+        """`read()` (of the state only) off the event loop, the state held still meanwhile."""
+        ...
 
     async def leave(self) -> None:
         """Leave the cluster (gossip) and stop the agent."""

@@ -36,7 +36,6 @@ from swarmlet.api.cluster import LocalAgent
 from swarmlet.api.control_socket import Emit, StreamHandler
 from swarmlet.api.nodes import refuse_on_a_worker
 from swarmlet.errors import RemoteProtocolError, UsageError
-from swarmlet.leader.observation import observe
 from swarmlet.security import peer_policy
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import ServiceMode, Task, TaskState
@@ -246,7 +245,7 @@ class ServiceLogs:
     ) -> None:
         """Start a stream per node for the selected tasks not opened yet that have run: before
         RUNNING a task may have no container yet, and a later poll opens it."""
-        observed = observe(self.agent).tasks
+        observed = self.agent.observed().tasks
         by_node: dict[str, list[str]] = {}
         for task in sorted(self.agent.state.tasks.values(), key=lambda t: (t.slot, t.id)):
             if task.id in opened or not task.node_id or not selection.matches(task):

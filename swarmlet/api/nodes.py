@@ -23,7 +23,6 @@ from swarmlet import crypto
 from swarmlet.api.cluster import ClusterAccess, LocalAgent
 from swarmlet.api.control_socket import Emit, Handler, StreamHandler
 from swarmlet.errors import NoLeaderError, UsageError
-from swarmlet.leader.observation import observe
 from swarmlet.security import managers_key_rotation
 from swarmlet.security.keyring import rotate_cluster_key
 from swarmlet.state.commands import (
@@ -200,7 +199,7 @@ class Control:
             | {f"gossip_{k}": v for k, v in agent.gossip.core.counters.items()}
             | {f"raft_{k}": v for k, v in agent.raft.core.counters.items()}
             # What the nodes' reports say that this node does not believe (a gauge, not a count).
-            | {f"observed_{k}": v for k, v in observe(agent).refused.items()},
+            | {f"observed_{k}": v for k, v in agent.observed().refused.items()},
         }
 
     async def node_ls(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from swarmlet.api.logs import (
     timestamp_ns,
 )
 from swarmlet.errors import UsageError
+from swarmlet.leader.observation import ObservedView, observe
 from swarmlet.state.commands import PutTasks, RemoveService, RemoveTasks
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import Task, TaskState
@@ -226,6 +227,9 @@ class StandIn:
 
     def local_observations(self) -> tuple[()]:
         return ()
+
+    def observed(self) -> ObservedView:
+        return observe(self)  # the agent's is `observe` kept current (`ObservationCache`)
 
     def run(self, task_id: str, *lines: tuple[str, str]) -> None:
         """`task_id`'s container, with (timestamp, text) lines."""

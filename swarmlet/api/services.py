@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from swarmlet import crypto
@@ -22,7 +23,9 @@ from swarmlet.api.nodes import cluster_reads, managers_only
 from swarmlet.api.registry import pin_image
 from swarmlet.errors import RemoteProtocolError, UsageError
 from swarmlet.executor.registry_auth import RegistryCredential
+from swarmlet.leader.scheduler import ObservedNode, static_rejection
 from swarmlet.state.commands import Batch, Command, CreateService, RemoveService, UpdateService
+from swarmlet.state.constraints import parse_constraints
 from swarmlet.state.model import (
     Service,
     ServiceMode,
@@ -123,19 +126,24 @@ class ServiceControl:
         return result.value
 
     def service_view(
-        self, service: Service, tasks_obs: dict[str, TaskObservation]
+        self,
+        service: Service,
+        tasks_obs: Mapping[str, TaskObservation],
+        nodes: Mapping[str, ObservedNode],
     ) -> dict[str, Any]:
         spec = service.spec
         tasks = self.agent.state.tasks_of(service.id)
         running = sum(1 for t in tasks if is_up(t, tasks_obs.get(t.id)))
         if spec.mode is ServiceMode.GLOBAL:
-            desired = sum(1 for t in tasks if t.desired_state is TaskState.RUNNING)
+            wanted = [t for t in tasks if t.desired_state is TaskState.RUNNING]
+            desired = self._global_desired(service, len(wanted), nodes)
         elif spec.mode is ServiceMode.GLOBAL_JOB:  # one completion per node of this run
-            desired = sum(
-                1
+            run = [
+                t
                 for t in tasks
                 if t.spec_version == service.version and t.desired_state <= TaskState.COMPLETE
-            )
+            ]
+            desired = self._global_desired(service, len(run), nodes)
         else:
             desired = spec.replicas  # a replicated job: the completions it wants
         job = None
@@ -189,6 +197,25 @@ class ServiceControl:
             # the named generic resources the task was given on its node ("gpu=UUID1")
             "generic_resources": [f"{r.kind}={r.value}" for r in task.assigned_resources],
         }
+
+    def _global_desired(
+        self, service: Service, tasks: int, nodes: Mapping[str, ObservedNode]
+    ) -> int:
+        """What a global service (or a global job's run) wants: a task on every node that may
+        take one (Swarm counts the same), or its `tasks` if more (a paused node keeps the task
+        it had). Counted from the tasks alone, a service the leader had not planned yet wanted
+        0 and ran 0, and `service create` returned before any task existed."""
+        try:
+            constraints = parse_constraints(service.spec.placement.constraints)
+        except UsageError:
+            constraints = ()  # as the orchestrator takes it
+        state = self.agent.state
+        eligible = sum(
+            1
+            for node_id, node in state.nodes.items()
+            if static_rejection(node, nodes.get(node_id), constraints) is None
+        )
+        return max(eligible, tasks)
 
     # ------------------------------------------------------------------------ operations
 
@@ -280,19 +307,21 @@ class ServiceControl:
 
     async def ls(self, args: dict[str, Any]) -> dict[str, Any]:
         fresh = await self.agent.read_barrier()
-        tasks_obs = dict(self.agent.observed().tasks)
+        observed = self.agent.observed()
         services = sorted(self.agent.state.services.values(), key=lambda s: s.spec.name)
         stack = args.get("stack")
         views = [
-            self.service_view(s, tasks_obs) for s in services if not stack or s.spec.stack == stack
+            self.service_view(s, observed.tasks, observed.nodes)
+            for s in services
+            if not stack or s.spec.stack == stack
         ]
         return {"stale": not fresh, "services": views}
 
     async def inspect(self, args: dict[str, Any]) -> dict[str, Any]:
         await self.agent.read_barrier()
         service = self._service(str(args.get("service", "")))
-        tasks_obs = dict(self.agent.observed().tasks)
-        view = self.service_view(service, tasks_obs)
+        observed = self.agent.observed()
+        view = self.service_view(service, observed.tasks, observed.nodes)
         view["spec"] = _plain(service.spec)
         view["previous_spec"] = _plain(service.previous_spec) if service.previous_spec else None
         view["created_at"] = service.created_at

@@ -29,9 +29,10 @@ from swarmlet.errors import ProposalTooLargeError, SwarmletError
 from swarmlet.leader.autoscaler import AutoscaleConfig, AutoscalerState, Sample, decide
 from swarmlet.leader.depends_on import held_back
 from swarmlet.leader.observation import (
+    LiveInputs,
     ObservationCache,
     ObservationSource,
-    ObservedView,
+    live_inputs,
     observe,
     ready_node_ids,
 )
@@ -51,10 +52,13 @@ AUTOSCALE_INTERVAL_S = 5.0  # one load sample per autoscaled service per interva
 # A plan goes to Raft in entries of at most this many tasks. As one entry, a plan over the
 # driver's limit (16 MiB: a scale to ~300,000 replicas, a spec change that re-stamps as many
 # tasks) was refused, deferred and planned again forever, and every other service waited with
-# it. 10,000 tasks are about 0.6 MB as the orchestrator writes them; swarmkit's store.Batch
-# splits its transactions the same way. A plan in parts is not applied atomically: each part is
-# a state the orchestrator plans on from (as after a leader's crash mid-plan).
-TASKS_PER_ENTRY = 10_000
+# it. 2,000 tasks are about 115 kB as the orchestrator writes them, and 30-40 ms of every
+# member's event loop to apply: entries of 10,000 took 130-250 ms each, back to back while a
+# 100,000-task service was created, and the followers' loops fell behind the 0.4-0.8 s election
+# timeout (`bench.big_service`: an election a run at 10,000, none in four at 2,000). swarmkit's
+# store.Batch splits its transactions the same way. A plan in parts is not applied atomically:
+# each part is a state the orchestrator plans on from (as after a leader's crash mid-plan).
+TASKS_PER_ENTRY = 2_000
 
 
 def entry_tasks(commands: tuple[Command, ...]) -> int:
@@ -232,10 +236,8 @@ class LeaderDuties:
         while True:
             await self._until_leading()
             now = time.time()
-            observed = self._observe()
-            result = await self.host.run_with_state_still(
-                functools.partial(self._plan, observed, now)
-            )
+            live = live_inputs(self.host)  # on the event loop, which changes them
+            result = await self.host.run_with_state_still(functools.partial(self._pass, live, now))
             if result.commands:
                 try:
                     with trio.fail_after(self.write_timeout_s):
@@ -251,31 +253,27 @@ class LeaderDuties:
     def orchestration_pass(self, now: float) -> Plan:
         """Observe, hold back what `depends_on` holds, and plan what changed since the last
         pass (`IncrementalPlanner`; a full pass now and then), all on the caller's thread (the
-        simulations'; the loop plans through `DutiesHost.run_with_state_still`). Propose the
-        commands, and call `_planner.deferred()` if they are not committed."""
-        return self._plan(self._observe(), now)
+        simulations'; the loop runs `_pass` through `DutiesHost.run_with_state_still`). Propose
+        the commands, and call `_planner.deferred()` if they are not committed."""
+        return self._pass(live_inputs(self.host), now)
 
-    def _observe(self) -> ObservedView:
-        """On the event loop: it reads gossip's tables, which the loop changes."""
+    def _pass(self, live: LiveInputs, now: float) -> Plan:
+        """Reads the state, and of the rest only `live`: it may run off the event loop. After
+        a mass change (100,000 tasks created), refreshing the observation alone is 0.2-0.3 s."""
         started = time.thread_time()
-        observed = self._observations.refresh(self.host)
+        host = self.host
+        observed = self._observations.refresh(host, live)
         self.last_observe_cpu_s = time.thread_time() - started
-        return observed
-
-    def _plan(self, observed: ObservedView, now: float) -> Plan:
-        """Pure but for the planner's own memory: reads the state and `observed` only."""
-        started = time.thread_time()
-        state = self.host.state
         result = self._planner.plan(
-            state,
+            host.state,
             observed,
             now,
             self._ids,
-            held=held_back(state, observed),
+            held=held_back(host.state, observed),
             changed_tasks=self._observations.changed_tasks,
         )
         self.passes += 1
-        self.pass_cpu_s += self.last_observe_cpu_s + time.thread_time() - started
+        self.pass_cpu_s += time.thread_time() - started
         return result
 
     async def _propose(self, commands: tuple[Command, ...]) -> None:

@@ -268,6 +268,20 @@ def _committed(
     return _vetted(obs, state.nodes[task.node_id].addr, observer_addr, refused)
 
 
+@dataclass(frozen=True)
+class LiveInputs:
+    """What an observation reads besides the state: gossip's verdicts and metadata, and this
+    node's executor. The event loop changes them as it runs, so they are read on it; the rest
+    of a refresh reads the state only, and may run in a thread while the state is held still."""
+
+    nodes: dict[str, ObservedNode]
+    local: tuple[TaskObservation, ...]
+
+
+def live_inputs(source: ObservationSource) -> LiveInputs:
+    return LiveInputs(_observed_nodes(source), tuple(source.local_observations()))
+
+
 class ObservationCache:
     """`observe`, kept current from one call to the next at the cost of what changed.
 
@@ -300,10 +314,13 @@ class ObservationCache:
         other._view, other._local = dict(self._view), dict(self._local)
         return other
 
-    def refresh(self, source: ObservationSource) -> ObservedView:
+    def refresh(self, source: ObservationSource, live: LiveInputs | None = None) -> ObservedView:
+        """`live`: what `live_inputs` read of `source` on the event loop, for a refresh that runs
+        off it (the leader's pass: `leader.duties`); read here if not given."""
+        live = live or live_inputs(source)
         state = source.state
         observer = (source.node_id, _observer_addr(source))
-        nodes = _observed_nodes(source)
+        nodes = live.nodes
         changes = state.journal.since(self._mark) if state is self._state else None
         self._mark = state.journal.mark()
         before = self._view
@@ -330,7 +347,7 @@ class ObservationCache:
                 self._committed.pop(task_id, None)
             else:
                 self._committed[task_id] = vetted
-        local = {obs.task_id: obs for obs in source.local_observations()}
+        local = {obs.task_id: obs for obs in live.local}
         touched = recheck | local.keys() | self._local.keys()
         self._local = local
         old = {t: before.get(t) for t in touched} if self._view is before else before

@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 from bench.control_loop_sim import Simulation
-from swarmlet.leader.observation import ObservedView
+from swarmlet.leader.observation import LiveInputs
 from swarmlet.leader.orchestrator.core import Plan
 from tests.leader.test_control_loop_sim import TINY
 from tests.pacing import check_paced
@@ -67,13 +67,13 @@ async def test_a_leader_under_a_stream_of_writes_passes_once_per_gap_and_at_once
     host.leading = True
     duties = host.duties
     passed_at: list[float] = []  # trio's clock at each pass
-    plan_pass = duties._plan
+    plan_pass = duties._pass
 
-    def recorded(observed: ObservedView, now: float) -> Plan:
+    def recorded(live: LiveInputs, now: float) -> Plan:
         passed_at.append(trio.current_time())
-        return plan_pass(observed, now)
+        return plan_pass(live, now)
 
-    duties._plan = recorded  # type: ignore[method-assign]
+    duties._pass = recorded  # type: ignore[method-assign]
     with trio.fail_after(600):
         async with trio.open_nursery() as nursery:
             await nursery.start(duties.run)

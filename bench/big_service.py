@@ -1,7 +1,8 @@
 """A big service: N replicas that no node may run, on 3 managers, beside Docker Swarm mode.
 
     .venv/bin/python -m bench.big_service [--replicas 100000] [--watch 30] [--runs 1]
-                                          [--only swarmlet|swarm] [--json FILE]
+                                          [--only swarmlet|swarm] [--quick] [--keep]
+                                          [--json FILE]
 
 Figures, not pass/fail checks. What is measured is the control plane alone: every replica has
 the constraint `node.labels.nowhere==1`, so each task is created, goes through the scheduler,
@@ -162,8 +163,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--only", choices=("swarmlet", "swarm"), default=None)
     parser.add_argument("--keep", action="store_true", help="keep the agents' data dirs and logs")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2,000 replicas, 8 s")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    if args.quick:
+        args.replicas, args.watch = 2_000, 8.0
     install_cleanup()
     ensure_test_images()
     results: dict[str, Any] = {"replicas": args.replicas, "swarmlet": [], "swarm": []}

@@ -665,7 +665,13 @@ class RaftDriver(Generic[ResultT]):
         self.soft_state = soft
         if soft.role is not Role.LEADER:
             # Proposals of a lost leadership may never commit: fail them so callers can retry.
+            # Not those at or below the commit index (held back by `applies_held`): committed,
+            # they will be applied, and `_apply` answers them (or fails one whose index another
+            # leader's entry took); failed here, their callers would write them a second time.
+            commit = self.core.commit_index
             for index, waiter in list(self._waiters.items()):
+                if index <= commit:
+                    continue
                 if waiter.term != soft.term or old.role is Role.LEADER:
                     del self._waiters[index]
                     waiter.leader_hint = soft.leader_id

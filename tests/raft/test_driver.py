@@ -492,6 +492,51 @@ async def test_while_applies_are_held_raft_goes_on_and_applies_after_in_order(
     assert driver.applied == applied + 2
 
 
+async def test_a_write_committed_while_applies_are_held_is_answered_after_a_lost_lead(
+    tmp_path: Path,
+) -> None:
+    """A proposal whose entry committed while applies were held, then the leader lost its lead
+    before the hold ended: the entry is committed and will be applied, so its proposer gets the
+    state machine's answer. Failed as "lost with the leadership", the caller would retry a
+    write that is in the log, and apply it twice."""
+    storage = _counting(tmp_path, (NODE, "n2", "n3"))
+    journal = Journal()
+    driver = _elected(storage, journal)
+    core = driver.core
+    _recording(driver)
+    term = core.term
+    answers: list[object] = []
+
+    async def propose(data: bytes) -> None:
+        try:
+            answers.append(await driver.propose(data))
+        except NotLeaderError as exc:
+            answers.append(exc)
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            await _settle()
+            async with driver.applies_held():
+                nursery.start_soon(propose, b"x")
+                while core.last_index < 3:  # the seed, the no-op, x
+                    await _settle()
+                for peer in ("n2", "n3"):
+                    driver.deliver(AppendResp(peer, NODE, term, core.last_index))
+                while core.commit_index < core.last_index:
+                    await _settle()
+                # n2 is elected in a later term: this node follows it.
+                driver.deliver(Heartbeat("n2", NODE, term + 1, commit=0))
+                while driver.is_leader:
+                    await _settle()
+                assert answers == [] and journal.lines == ["seed"]
+            while not answers:
+                await _settle()
+            nursery.cancel_scope.cancel()
+    assert journal.lines == ["seed", "x"]
+    assert answers == [f"{core.commit_index}:x"]
+
+
 async def test_a_group_that_commits_on_append_persists_before_it_sends(tmp_path: Path) -> None:
     # One voter commits its entry as soon as it is appended: the append that tells the learner
     # so must not leave before the entry is on the voter's disk.

@@ -673,11 +673,19 @@ class Agent:
         (the interpreter switches threads every 5 ms): a leader's full pass at 100,000 tasks,
         or a listing of them, is a second or two of CPU, and on the loop it stopped the
         heartbeats for that long (an election at a 0.4-0.8 s timeout). A worker's view moves
-        with its session, not Raft: there, on the loop."""
-        if self.reads_view():
-            return read()
-        async with self.raft.applies_held():
-            return await trio.to_thread.run_sync(read)
+        with its session, not Raft: there, on the loop; and again there if a view came while
+        the thread read (this manager was demoted meanwhile: what it read was half of each)."""
+        if not self.reads_view():
+            async with self.raft.applies_held():
+                try:
+                    result = await trio.to_thread.run_sync(read)
+                except Exception:
+                    if not self.reads_view():
+                        raise
+                else:
+                    if not self.reads_view():
+                        return result
+        return read()
 
     def observed(self) -> ObservedView:
         """`leader.observation.observe` now, kept current at the cost of what changed since

@@ -181,10 +181,11 @@ class RaftDriver(Generic[ResultT]):
         # applied reaches it (a heap, so an apply wakes only those whose index it reached).
         self._applied_events: dict[int, trio.Event] = {}
         self._applied_heap: list[int] = []
-        # `applies_held`: how many are inside, and what committed meanwhile, to apply after.
+        # `applies_held`: how many are inside, and what committed (or a snapshot that came)
+        # meanwhile, in order, to apply after; set each time that was applied.
         self._apply_holds = 0
-        self._held: list[Entry] = []
-        self._holds_released = trio.Event()
+        self._held: list[Entry | Snapshot] = []
+        self._held_applied = trio.Event()
         self._inbox: list[Message] = []  # from peers, stepped by the loop in arrival order
         self._proposals: list[tuple[bytes, _Waiter[ResultT]]] = []  # proposed as one batch
         self._batch_ends: collections.deque[int] = collections.deque()  # last index of each
@@ -597,20 +598,20 @@ class RaftDriver(Generic[ResultT]):
             await self._disk.run_sync(self.storage.save, hard_state, list(rd.entries), rd.snapshot)
             if hard_state is not None:
                 self._persisted_term_vote = (hard_state.term, hard_state.vote)
-        if rd.snapshot is not None:
-            # It replaces the state whole: not under a reader's feet, and after what it follows.
-            while self._apply_holds:
-                await self._holds_released.wait()
-            await self._apply_held()
-            self._restore(rd.snapshot)
         if not early:
             for msg in rd.messages:
                 self._send(msg)
         if self._apply_holds:
+            # Kept, in order, for when the hold ends; the snapshot too (it replaces the state
+            # whole): the loop goes on meanwhile.
+            if rd.snapshot is not None:
+                self._held.append(rd.snapshot)
             self._held.extend(rd.committed_entries)
         else:
             if self._held:
                 await self._apply_held()
+            if rd.snapshot is not None:
+                self._restore(rd.snapshot)
             for entry in rd.committed_entries:
                 self._apply(entry)
             if (rd.committed_entries or rd.snapshot is not None) and self._on_applied is not None:
@@ -630,47 +631,58 @@ class RaftDriver(Generic[ResultT]):
     @contextlib.asynccontextmanager
     async def applies_held(self) -> AsyncIterator[None]:
         """While inside, nothing is applied to the state machine, so another thread may read
-        it (the leader's orchestration pass: `node.agent`). Raft goes on: ticks, messages,
-        appends, commits. What commits meanwhile is applied, in order, once the last holder
-        has left; proposals and reads wait for that, as for any apply. Entered between two
-        turns of the loop (under the core's lock), never in the middle of an apply."""
-        async with self._core_lock:
-            self._apply_holds += 1
+        it (the leader's orchestration pass, a large listing: `node.agent`). Raft goes on:
+        ticks, messages, appends, commits. What commits meanwhile (and a snapshot that comes)
+        is applied, in order, once the last holder has left; proposals and reads wait for that,
+        as for any apply. Entered between two turns of the loop (under the core's lock), never
+        in the middle of an apply, and never while something held back waits for its apply:
+        holds that overlap one another would otherwise keep applying off for as long as they
+        kept coming. A holder must not wait for an apply itself."""
+        while True:
+            async with self._core_lock:
+                if not self._held:
+                    self._apply_holds += 1
+                    break
+                applied = self._held_applied
+            await applied.wait()
         try:
             yield
         finally:
             self._apply_holds -= 1
             if not self._apply_holds:
-                self._holds_released.set()
-                self._holds_released = trio.Event()
                 self._wake.set()
 
     def _releasable(self) -> bool:
         return bool(self._held) and not self._apply_holds
 
     async def _apply_held(self) -> None:
-        """Apply what committed while applies were held (the core advanced past it then)."""
+        """Apply what came while applies were held, in order (the core advanced past it then)."""
         if not self._held:
             return
         held, self._held = self._held, []
-        for entry in held:
-            self._apply(entry)
+        for item in held:
+            if isinstance(item, Snapshot):
+                self._restore(item)
+            else:
+                self._apply(item)
         if self._on_applied is not None:
             self._on_applied()
         self._release_applied()
         await self._maybe_compact()
+        self._held_applied.set()
+        self._held_applied = trio.Event()
 
     def _set_soft_state(self, soft: SoftState) -> None:
         old = self.soft_state
         self.soft_state = soft
         if soft.role is not Role.LEADER:
             # Proposals of a lost leadership may never commit: fail them so callers can retry.
-            # Not those at or below the commit index (held back by `applies_held`): committed,
-            # they will be applied, and `_apply` answers them (or fails one whose index another
-            # leader's entry took); failed here, their callers would write them a second time.
-            commit = self.core.commit_index
+            # Not those among the committed entries held back (`applies_held`): they will be
+            # applied, and `_apply` answers them (or fails one whose index another leader's
+            # entry took); failed here, their callers would write them a second time.
+            held = {item.index for item in self._held if isinstance(item, Entry)}
             for index, waiter in list(self._waiters.items()):
-                if index <= commit:
+                if index in held:
                     continue
                 if waiter.term != soft.term or old.role is Role.LEADER:
                     del self._waiters[index]

@@ -23,6 +23,7 @@ from swarmlet.raft.messages import (
     AppendEntries,
     AppendResp,
     Heartbeat,
+    InstallSnapshot,
     Message,
     Role,
     VoteResp,
@@ -535,6 +536,113 @@ async def test_a_write_committed_while_applies_are_held_is_answered_after_a_lost
             nursery.cancel_scope.cancel()
     assert journal.lines == ["seed", "x"]
     assert answers == [f"{core.commit_index}:x"]
+
+
+async def test_holds_that_overlap_let_what_they_held_be_applied_between_them(
+    tmp_path: Path,
+) -> None:
+    """Holders of a second each, a new one every half second (two clients listing 100,000
+    tasks in turn): a new hold waits while entries held by the one before wait for their
+    apply, so a write is answered, not held off for as long as holds keep coming."""
+    storage = _counting(tmp_path, (NODE, "n2", "n3"))
+    driver = _elected(storage, Journal())
+    core = driver.core
+    _recording(driver)
+    term = core.term
+    answers: list[str] = []
+
+    async def propose(data: bytes) -> None:
+        answers.append(await driver.propose(data))
+
+    async def holder(seconds: float) -> None:
+        async with driver.applies_held():
+            await trio.sleep(seconds)
+
+    async def followers() -> None:  # acknowledge all that was sent, as they go
+        while True:
+            for peer in ("n2", "n3"):
+                driver.deliver(AppendResp(peer, NODE, term, core.last_index))
+            await trio.sleep(0.05)
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            nursery.start_soon(followers)
+            await _settle()
+            nursery.start_soon(holder, 1.0)
+            await _settle()
+            nursery.start_soon(propose, b"x")
+            started = trio.current_time()
+            while trio.current_time() - started < 4:
+                nursery.start_soon(holder, 1.0)
+                await trio.sleep(0.5)
+            answered_while_holds_came = list(answers)
+            nursery.cancel_scope.cancel()
+    assert [a.split(":")[1] for a in answered_while_holds_came] == ["x"]
+
+
+async def test_a_leader_deposed_by_a_snapshot_fails_its_pending_proposal(tmp_path: Path) -> None:
+    """A proposal in flight when an InstallSnapshot of a later term deposes the leader: its
+    entry may or may not be in the snapshot, so its caller is told it was lost (and retries),
+    and is never left waiting."""
+    storage = _counting(tmp_path, (NODE, "n2", "n3"))
+    journal = Journal()
+    driver = _elected(storage, journal)
+    core = driver.core
+    _recording(driver)
+    term = core.term
+    answers: list[object] = []
+
+    async def propose(data: bytes) -> None:
+        try:
+            answers.append(await driver.propose(data))
+        except NotLeaderError as exc:
+            answers.append(exc)
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            await _settle()
+            nursery.start_soon(propose, b"x")
+            while core.last_index < 3:
+                await _settle()
+            snapshot = Snapshot(SnapshotMeta(10, term + 1, core.conf), b"seed\nother")
+            driver.deliver(InstallSnapshot("n2", NODE, term + 1, snapshot))
+            while not answers:
+                await _settle()
+            nursery.cancel_scope.cancel()
+    assert isinstance(answers[0], NotLeaderError)
+    assert journal.lines == ["seed", "other"] and driver.applied == 10
+
+
+async def test_a_snapshot_that_comes_during_a_hold_waits_for_it_and_the_loop_goes_on(
+    tmp_path: Path,
+) -> None:
+    """A follower listing its state for a client (a hold) when the leader sends it a snapshot:
+    the loop goes on (it still answers the leader), and the snapshot replaces the state once
+    the hold ends, after the entries held before it."""
+    storage = _counting(tmp_path, (NODE, "n2", "n3"))
+    journal = Journal()
+    driver = _driver(storage, journal)
+    sent = _recording(driver)
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            await _settle()
+            async with driver.applies_held():
+                snapshot = Snapshot(SnapshotMeta(10, 5, driver.core.conf), b"seed\nfrom n2")
+                driver.deliver(InstallSnapshot("n2", NODE, 5, snapshot))
+                while driver.core.commit_index < 10:
+                    await _settle()
+                answered = len(sent)
+                driver.deliver(Heartbeat("n2", NODE, 5, commit=10))
+                while len(sent) == answered:  # the loop answers the leader meanwhile
+                    await _settle()
+                assert journal.lines == ["seed"] and driver.applied == 1
+            while driver.applied < 10:
+                await _settle()
+            nursery.cancel_scope.cancel()
+    assert journal.restored[-1] == b"seed\nfrom n2" and journal.lines == ["seed", "from n2"]
 
 
 async def test_a_group_that_commits_on_append_persists_before_it_sends(tmp_path: Path) -> None:

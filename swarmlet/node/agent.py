@@ -674,7 +674,9 @@ class Agent:
         or a listing of them, is a second or two of CPU, and on the loop it stopped the
         heartbeats for that long (an election at a 0.4-0.8 s timeout). A worker's view moves
         with its session, not Raft: there, on the loop; and again there if a view came while
-        the thread read (this manager was demoted meanwhile: what it read was half of each)."""
+        the thread read (this manager was demoted meanwhile: what it read was half of each).
+        Nearly read-only: `ClusterState.copy` in the pass gives up the live task table's
+        ownership of its index buckets, which only makes the next apply copy one first."""
         if not self.reads_view():
             async with self.raft.applies_held():
                 try:

@@ -23,9 +23,9 @@ from swarmlet.api.nodes import cluster_reads, managers_only
 from swarmlet.api.registry import pin_image
 from swarmlet.errors import RemoteProtocolError, UsageError
 from swarmlet.executor.registry_auth import RegistryCredential
-from swarmlet.leader.scheduler import ObservedNode, static_rejection
+from swarmlet.leader.orchestrator.core import placement_constraints
+from swarmlet.leader.scheduler import ObservedNode, eligible_nodes
 from swarmlet.state.commands import Batch, Command, CreateService, RemoveService, UpdateService
-from swarmlet.state.constraints import parse_constraints
 from swarmlet.state.model import (
     Service,
     ServiceMode,
@@ -205,17 +205,9 @@ class ServiceControl:
         take one (Swarm counts the same), or its `tasks` if more (a paused node keeps the task
         it had). Counted from the tasks alone, a service the leader had not planned yet wanted
         0 and ran 0, and `service create` returned before any task existed."""
-        try:
-            constraints = parse_constraints(service.spec.placement.constraints)
-        except UsageError:
-            constraints = ()  # as the orchestrator takes it
-        state = self.agent.state
-        eligible = sum(
-            1
-            for node_id, node in state.nodes.items()
-            if static_rejection(node, nodes.get(node_id), constraints) is None
-        )
-        return max(eligible, tasks)
+        constraints = placement_constraints(service)
+        eligible = eligible_nodes(self.agent.state.nodes, nodes, constraints)
+        return max(len(eligible), tasks)
 
     # ------------------------------------------------------------------------ operations
 

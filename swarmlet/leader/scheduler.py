@@ -437,6 +437,20 @@ def static_rejection(
     return None
 
 
+def eligible_nodes(
+    nodes: Mapping[str, Node],
+    observed: Mapping[str, ObservedNode],
+    constraints: Sequence[Constraint],
+) -> list[str]:
+    """The ids of the nodes no static filter rejects, in id order: where a global service (or
+    a global job's run) wants a task, and where rebalancing may move one."""
+    return [
+        node_id
+        for node_id, node in sorted(nodes.items())
+        if static_rejection(node, observed.get(node_id), constraints) is None
+    ]
+
+
 def _dynamic_rejection(
     info: _NodeInfo, service_id: str, spec: ServiceSpec, ports: Sequence[tuple[int, str]]
 ) -> str | None:

@@ -41,7 +41,7 @@ from swarmlet.leader.scheduler import NodeTallies
 from swarmlet.state.commands import Command, PutTasks, RemoveTasks, SetUpdateStatus
 from swarmlet.state.constraints import Constraint, parse_constraints
 from swarmlet.state.machine import ClusterState
-from swarmlet.state.model import ServiceMode, Task, TaskState
+from swarmlet.state.model import Service, ServiceMode, Task, TaskState
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,13 +127,19 @@ def _tasks_in_scope(
     return sorted(found)
 
 
+def placement_constraints(service: Service) -> tuple[Constraint, ...]:
+    """The service's constraints as the orchestrator places by them: none if they do not
+    parse (the scheduler then explains that on every pending task)."""
+    try:
+        return parse_constraints(service.spec.placement.constraints)
+    except UsageError:
+        return ()
+
+
 def _orchestrate(ctx: Context, service_id: str) -> bool:
     """One service's step 2; True if it was rolled back."""
     service = ctx.work.services[service_id]
-    try:
-        constraints: tuple[Constraint, ...] = parse_constraints(service.spec.placement.constraints)
-    except UsageError:
-        constraints = ()  # the scheduler explains it on every pending task
+    constraints = placement_constraints(service)
     adopt_unchanged(ctx, service)
     if service.spec.mode.is_job:
         reconcile_job(ctx, service, constraints)

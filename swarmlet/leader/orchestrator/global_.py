@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from swarmlet.leader.orchestrator.context import Context, is_current
 from swarmlet.leader.orchestrator.slots import NodeVerdicts, reconcile_slot
-from swarmlet.leader.scheduler import static_rejection
+from swarmlet.leader.scheduler import eligible_nodes
 from swarmlet.state.constraints import Constraint
 from swarmlet.state.model import Service, Task
 
@@ -21,11 +21,7 @@ def reconcile_global(
     ctx: Context, service: Service, constraints: Sequence[Constraint]
 ) -> dict[str, list[Task]]:
     """Returns the service's filled slots (node id -> current tasks) after the changes."""
-    eligible = {
-        node_id
-        for node_id, node in ctx.work.nodes.items()
-        if static_rejection(node, ctx.observed.nodes.get(node_id), constraints) is None
-    }
+    eligible = set(eligible_nodes(ctx.work.nodes, ctx.observed.nodes, constraints))
     verdicts = NodeVerdicts(ctx, constraints)
     for node_id, slot_tasks in _by_node(ctx, service).items():
         reconcile_slot(ctx, service, slot_tasks, verdicts, can_replace=node_id in eligible)

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from swarmlet.leader.orchestrator.context import Context, SlotKey, is_current, slot_key
 from swarmlet.leader.orchestrator.slots import NodeVerdicts, reconcile_slot
-from swarmlet.leader.scheduler import static_rejection
+from swarmlet.leader.scheduler import eligible_nodes
 from swarmlet.state.constraints import Constraint
 from swarmlet.state.model import Service, Task, TaskState
 
@@ -31,11 +31,8 @@ from swarmlet.state.model import Service, Task, TaskState
 def reconcile_job(ctx: Context, service: Service, constraints: Sequence[Constraint]) -> None:
     spec = service.spec
     if spec.mode.is_global:
-        wanted = [
-            (0, node_id)
-            for node_id, node in sorted(ctx.work.nodes.items())
-            if static_rejection(node, ctx.observed.nodes.get(node_id), constraints) is None
-        ]
+        nodes = eligible_nodes(ctx.work.nodes, ctx.observed.nodes, constraints)
+        wanted = [(0, node_id) for node_id in nodes]
     else:
         wanted = [(slot, "") for slot in range(1, spec.replicas + 1)]
     wanted_set = set(wanted)

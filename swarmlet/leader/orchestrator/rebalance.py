@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from swarmlet.leader.orchestrator.context import Context, SlotKey
-from swarmlet.leader.scheduler import static_rejection
+from swarmlet.leader.scheduler import eligible_nodes
 from swarmlet.state.constraints import Constraint
 from swarmlet.state.model import Service, Task, TaskState, UpdateState
 
@@ -64,11 +64,7 @@ def rebalance(
                 ctx.wake_at(until)
                 return
 
-    eligible = [
-        node_id
-        for node_id, node in sorted(ctx.work.nodes.items())
-        if static_rejection(node, ctx.observed.nodes.get(node_id), constraints) is None
-    ]
+    eligible = eligible_nodes(ctx.work.nodes, ctx.observed.nodes, constraints)
     if len(eligible) < 2:
         return
     load: Counter[str] = Counter(t.node_id for t in primaries)

@@ -29,12 +29,13 @@ and logged once per peer. The join channel and datagrams carry no version (why:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 import struct
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -298,6 +299,33 @@ JoinHandler = Callable[[trio.SocketStream, bytes, Address], Awaitable[None]]
 DatagramHandler = Callable[[Address, Any], None]
 
 
+class _Shares:
+    """Connections held by each key (a node id, a source address), at most `most` each."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self._held: dict[str, int] = {}  # only keys that hold some
+
+    def held(self, key: str) -> int:
+        return self._held.get(key, 0)
+
+    @contextlib.contextmanager
+    def one(self, key: str) -> Iterator[bool]:
+        """One more for `key` for the block (True), unless it holds its share (False: none
+        taken)."""
+        held = self.held(key)
+        if held >= self.most:
+            yield False
+            return
+        self._held[key] = held + 1
+        try:
+            yield True
+        finally:
+            self._held[key] -= 1
+            if not self._held[key]:
+                del self._held[key]
+
+
 class Transport:
     """The agent's UDP socket and TCP listener (same port), and outgoing connections."""
 
@@ -330,10 +358,8 @@ class Transport:
         self._handshake_timeout_s = handshake_timeout_s
         self._max_connections = max_connections
         self._open_connections = 0
-        self._max_connections_per_node = max_connections_per_node
-        self._per_node: dict[str, int] = {}  # node id (by certificate) -> connections it holds
-        self._max_handshakes_per_ip = max_handshakes_per_ip
-        self._greeting: dict[str, int] = {}  # source address -> connections not authenticated
+        self._per_node = _Shares(max_connections_per_node)  # by node id (its certificate)
+        self._greeting = _Shares(max_handshakes_per_ip)  # not authenticated, by source address
         self._warned_protocol: set[str] = set()  # peers (authenticated node ids) refused so
         # None: datagrams are only sealed (transports in tests of other layers); an agent
         # always signs, and then drops every datagram that is not signed by a known member.
@@ -423,17 +449,11 @@ class Transport:
                 addr = (remote[0], remote[1])
                 # Anyone may start a handshake: one address holds a share of the connections
                 # while it has not authenticated (it could hold all, a handshake at a time).
-                ip = addr[0]
-                if self._greeting.get(ip, 0) >= self._max_handshakes_per_ip:
-                    self.counters["refused_connection_limit_ip"] += 1
-                    return
-                self._greeting[ip] = self._greeting.get(ip, 0) + 1
-                try:
+                with self._greeting.one(addr[0]) as taken:
+                    if not taken:
+                        self.counters["refused_connection_limit_ip"] += 1
+                        return
                     greeted = await self._greet(stream)
-                finally:
-                    self._greeting[ip] -= 1
-                    if not self._greeting[ip]:
-                        del self._greeting[ip]
                 if isinstance(greeted, FramedStream):
                     async with greeted.stream:  # it holds the socket now
                         await self._serve_peer(greeted, addr, on_stream)
@@ -484,18 +504,11 @@ class Transport:
         if framed.peer is None or framed.peer.is_manager:
             await on_stream(framed, addr)
             return
-        node_id = framed.peer.node_id
-        held = self._per_node.get(node_id, 0)
-        if held >= self._max_connections_per_node:
-            self.counters["refused_connection_limit_node"] += 1
-            return
-        self._per_node[node_id] = held + 1
-        try:
+        with self._per_node.one(framed.peer.node_id) as taken:
+            if not taken:
+                self.counters["refused_connection_limit_node"] += 1
+                return
             await on_stream(framed, addr)
-        finally:
-            self._per_node[node_id] -= 1
-            if not self._per_node[node_id]:
-                del self._per_node[node_id]
 
     async def _accept_tls(self, stream: trio.SocketStream, deadline: float) -> FramedStream | None:
         """The server side of the handshake, within its deadline; None (counted) if the peer

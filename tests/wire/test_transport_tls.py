@@ -496,7 +496,7 @@ async def test_one_address_holds_at_most_its_share_of_unauthenticated_connection
         ) as server:
             stalled = [await trio.open_tcp_stream(*server.addr) for _ in "ab"]
             # Until both are accepted and wait in their handshake (the server has no event).
-            while server.transport._greeting.get(HOST) != 2:  # noqa: ASYNC110
+            while server.transport._greeting.held(HOST) != 2:  # noqa: ASYNC110
                 await trio.sleep(0.01)
             extra = await trio.open_tcp_stream(*server.addr)
             async with extra:
@@ -509,7 +509,7 @@ async def test_one_address_holds_at_most_its_share_of_unauthenticated_connection
                 assert await framed.receive() == Ping(1, "x")
             for stream in stalled:
                 await stream.aclose()
-            while HOST in server.transport._greeting:  # noqa: ASYNC110
+            while server.transport._greeting.held(HOST):  # noqa: ASYNC110
                 await trio.sleep(0.01)
             await _round_trip(server.addr, test_ca.tls("client"))  # free again once they went
             assert server.counters["refused_connection_limit_ip"] == 1

@@ -7,7 +7,7 @@ can look like idleness). A lone voter elects itself after a few ticks of 50 ms."
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -386,6 +386,24 @@ def _elected(storage: RaftStorage, journal: Journal) -> RaftDriver[str]:
     return driver
 
 
+def _proposer(driver: RaftDriver[str], answers: list[object]) -> Callable[[bytes], Awaitable[None]]:
+    """A task that proposes `data` and appends what it got: the answer, or the NotLeaderError."""
+
+    async def propose(data: bytes) -> None:
+        try:
+            answers.append(await driver.propose(data))
+        except NotLeaderError as exc:
+            answers.append(exc)
+
+    return propose
+
+
+def _acknowledged(driver: RaftDriver[str], term: int) -> None:
+    """n2 and n3, the followers of `_elected`'s leader, acknowledge all it has sent."""
+    for peer in ("n2", "n3"):
+        driver.deliver(AppendResp(peer, NODE, term, driver.core.last_index))
+
+
 async def _settle() -> None:
     for _ in range(20):
         await trio.testing.wait_all_tasks_blocked()
@@ -461,8 +479,7 @@ async def test_while_applies_are_held_raft_goes_on_and_applies_after_in_order(
             await _settle()
             nursery.start_soon(propose, b"before")
             while not answers:
-                for peer in ("n2", "n3"):  # the followers acknowledge all that was sent
-                    driver.deliver(AppendResp(peer, NODE, term, core.last_index))
+                _acknowledged(driver, term)
                 await _settle()
             applied, lines = driver.applied, list(journal.lines)
             async with driver.applies_held():
@@ -471,8 +488,7 @@ async def test_while_applies_are_held_raft_goes_on_and_applies_after_in_order(
                 nursery.start_soon(propose, b"y")
                 while core.last_index < applied + 2:
                     await _settle()
-                for peer in ("n2", "n3"):
-                    driver.deliver(AppendResp(peer, NODE, term, core.last_index))
+                _acknowledged(driver, term)
                 await trio.sleep(20 * driver.tick_interval_s)
                 assert core.commit_index == applied + 2  # committed, as always
                 assert (driver.applied, journal.lines, answers) == (applied, lines, [answers[0]])
@@ -507,12 +523,7 @@ async def test_a_write_committed_while_applies_are_held_is_answered_after_a_lost
     _recording(driver)
     term = core.term
     answers: list[object] = []
-
-    async def propose(data: bytes) -> None:
-        try:
-            answers.append(await driver.propose(data))
-        except NotLeaderError as exc:
-            answers.append(exc)
+    propose = _proposer(driver, answers)
 
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
@@ -522,8 +533,7 @@ async def test_a_write_committed_while_applies_are_held_is_answered_after_a_lost
                 nursery.start_soon(propose, b"x")
                 while core.last_index < 3:  # the seed, the no-op, x
                     await _settle()
-                for peer in ("n2", "n3"):
-                    driver.deliver(AppendResp(peer, NODE, term, core.last_index))
+                _acknowledged(driver, term)
                 while core.commit_index < core.last_index:
                     await _settle()
                 # n2 is elected in a later term: this node follows it.
@@ -560,8 +570,7 @@ async def test_holds_that_overlap_let_what_they_held_be_applied_between_them(
 
     async def followers() -> None:  # acknowledge all that was sent, as they go
         while True:
-            for peer in ("n2", "n3"):
-                driver.deliver(AppendResp(peer, NODE, term, core.last_index))
+            _acknowledged(driver, term)
             await trio.sleep(0.05)
 
     with trio.fail_after(TIMEOUT_S):
@@ -592,12 +601,7 @@ async def test_a_leader_deposed_by_a_snapshot_fails_its_pending_proposal(tmp_pat
     _recording(driver)
     term = core.term
     answers: list[object] = []
-
-    async def propose(data: bytes) -> None:
-        try:
-            answers.append(await driver.propose(data))
-        except NotLeaderError as exc:
-            answers.append(exc)
+    propose = _proposer(driver, answers)
 
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:

@@ -1074,10 +1074,11 @@ async def test_a_ping_req_is_relayed_to_members_at_their_address_only(scene: Sce
     node that is no member at all. Relayed to the host and port a PingReq names, any member could
     have the others send datagrams wherever it liked. Now the member is pinged where this manager
     knows it (its Ack relayed back, as SWIM wants) and the stranger not at all (a Nack, counted);
-    the named address gets nothing."""
+    the named address gets nothing, and the cluster is as it was."""
     with trio.fail_after(TEST_TIMEOUT_S):
         worker = Impostor(scene.worker.data_dir)
         w = scene.worker_id
+        before = await off_loop(picture, scene)
         with (
             trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as decoy,
             trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as sock,
@@ -1105,6 +1106,7 @@ async def test_a_ping_req_is_relayed_to_members_at_their_address_only(scene: Sce
             with trio.move_on_after(2.0):  # a stray ping would be on its way by now
                 data = await decoy.recv(MAX_DATAGRAM_BYTES + 1)
                 pytest.fail(f"a manager sent {len(data)} bytes to the address a PingReq named")
+        await off_loop(assert_unchanged, scene, before)
 
 
 @dataclass(frozen=True)
@@ -1572,6 +1574,7 @@ async def test_a_worker_that_left_cannot_come_back_at_another_address(tmp_path: 
     with trio.fail_after(TEST_TIMEOUT_S):
         with local_cluster(tmp_path) as cluster:
             scene = await off_loop(start_scene, cluster, 1)
+            before = await off_loop(picture, scene)
             worker = Impostor(scene.worker.data_dir)
             w = scene.worker_id
             manager = scene.managers[0]
@@ -1598,6 +1601,9 @@ async def test_a_worker_that_left_cannot_come_back_at_another_address(tmp_path: 
             now = (await worker.members(manager))[w]
             assert (now.host, now.port) == (held.host, held.port), now
             assert now.state is MemberState.ALIVE, now
+            # Leader, term and every node's record as before (one manager: no follower to
+            # write through, as `assert_unchanged` does).
+            assert await off_loop(picture, scene) == before
 
 
 async def test_a_removed_worker_is_refused_on_new_and_open_connections(tmp_path: Path) -> None:

@@ -71,5 +71,11 @@ def test_a_restarted_manager_that_cannot_catch_up_serves_no_view_and_the_worker_
         lambda: cluster.status(worker)["session"]["manager_id"] is not None,
         timeout=60,
     )
-    assert services(cluster, via=1)["web"]["replicas_running"] == 2
+    # m2 counts the worker's replicas once its own gossip has the worker back in its view
+    # (a status is believed only of a node it observes), which may come after the session.
+    wait_for(
+        "the restarted managers to count the worker's two replicas",
+        lambda: services(cluster, via=1)["web"]["replicas_running"] == 2,
+        timeout=60,
+    )
     assert running() == replicas

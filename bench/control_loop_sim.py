@@ -422,7 +422,7 @@ class Simulation:
             propose=self.propose,
             counters=Counters(),
         )
-        self.duties = LeaderDuties(self, voter_grace_s=60.0, write_timeout_s=10.0)
+        self.duties = LeaderDuties(self, voter_grace_s=60.0)
         self.duties._ids = self.ids  # the run's seeded ids, so that a seed replays the run
         self.inbox: list[tuple[SimNode, int, bytes]] = []
         self.leader_free_at = 0.0

@@ -8,18 +8,25 @@ difference as commands, computed by pure functions: `voters.next_conf_change`,
 
 The duties see the node they run on only through `DutiesHost`: what they read of the cluster and
 of the nodes' load, how they propose, and where they record events. They must not know how the
-node is put together; a proposal that fails (leadership lost, timeout) is deferred, never fatal.
+node is put together; a proposal that fails (leadership lost, refused) is deferred, never fatal.
+
+A duty waits for the fate of each of its writes, however long it takes, before it looks again:
+Raft does not take back an entry whose proposer stopped waiting, and a plan re-made while the
+previous one may still commit places its tasks twice (they were, after a 10 s timeout, when
+a leader's followers were slow). The driver answers every proposal: applied, or lost with the
+lead (which check-quorum gives up within an election timeout of losing its majority).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
 import trio
@@ -59,6 +66,7 @@ AUTOSCALE_INTERVAL_S = 5.0  # one load sample per autoscaled service per interva
 # store.Batch splits its transactions the same way. A plan in parts is not applied atomically:
 # each part is a state the orchestrator plans on from (as after a leader's crash mid-plan).
 TASKS_PER_ENTRY = 2_000
+SLOW_WRITE_S = 10.0  # a duty's write that took longer is logged: what an operator looks for
 
 
 def entry_tasks(commands: tuple[Command, ...]) -> int:
@@ -152,12 +160,10 @@ class DutiesHost(ObservationSource, Protocol):
 
 
 class LeaderDuties:
-    def __init__(self, host: DutiesHost, *, voter_grace_s: float, write_timeout_s: float) -> None:
-        """`voter_grace_s`: how long a voter may be down before a standby replaces it;
-        `write_timeout_s`: how long one proposal may take before it is deferred."""
+    def __init__(self, host: DutiesHost, *, voter_grace_s: float) -> None:
+        """`voter_grace_s`: how long a voter may be down before a standby replaces it."""
         self.host = host
         self.voter_grace_s = voter_grace_s
-        self.write_timeout_s = write_timeout_s
         self._changes = timers.StateFollower()  # the orchestration loop's: what it reads moved
         # What a node that does not lead waits on in each loop, rather than a timer (issue #20:
         # their polling was a third of an idle follower's or worker's timer wake-ups): `notify`
@@ -222,12 +228,12 @@ class LeaderDuties:
                 continue
             pause = 0.1  # before the next change, if there is one
             try:
-                with trio.fail_after(self.write_timeout_s):
+                with _logged_if_slow("a membership change"):
                     await host.propose_conf_change(change)
                 name = host.node_name(change.node_id)
                 kind = change.kind.name.lower().replace("_", "-")
                 host.events.record("raft", kind, name, f"raft membership: {kind} {name}")
-            except (SwarmletError, trio.TooSlowError) as exc:
+            except SwarmletError as exc:
                 log.info("membership change %s deferred: %s", change, exc)
                 pause = 0.6
             await trio.sleep(pause)
@@ -240,9 +246,9 @@ class LeaderDuties:
             result = await self.host.run_with_state_still(functools.partial(self._pass, live, now))
             if result.commands:
                 try:
-                    with trio.fail_after(self.write_timeout_s):
+                    with _logged_if_slow("an orchestration plan"):
                         await self._propose(result.commands)
-                except (SwarmletError, trio.TooSlowError) as exc:
+                except SwarmletError as exc:
                     self._planner.deferred()
                     log.info("orchestration deferred: %s", exc)
                     await self._wait(0.5)
@@ -396,9 +402,9 @@ class LeaderDuties:
                     continue
                 spec = dataclasses.replace(service.spec, replicas=decision.to_replicas)
                 try:
-                    with trio.fail_after(self.write_timeout_s):
+                    with _logged_if_slow("an autoscaling decision"):
                         result = await host.propose(UpdateService(service.id, spec, now))
-                except (SwarmletError, trio.TooSlowError) as exc:
+                except SwarmletError as exc:
                     log.info("autoscaling %s deferred: %s", service.spec.name, exc)
                     continue
                 if result.ok:
@@ -431,3 +437,12 @@ class LeaderDuties:
                     )
             elif isinstance(command, RemoveTasks):
                 continue
+
+
+@contextlib.contextmanager
+def _logged_if_slow(what: str) -> Iterator[None]:
+    started = trio.current_time()
+    yield
+    took = trio.current_time() - started
+    if took > SLOW_WRITE_S:
+        log.warning("%s took %.1f s to commit", what, took)

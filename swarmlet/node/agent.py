@@ -153,11 +153,7 @@ class Agent:
         self._observations = ObservationCache()  # `observed`: the API's and the mesh's
         self._threads_computing = 0  # `run_with_state_still` reads under way
         self._switch_interval_s = sys.getswitchinterval()
-        self.leader = LeaderDuties(
-            self,
-            voter_grace_s=self.config.voter_grace_s,
-            write_timeout_s=self.config.write_timeout_s,
-        )
+        self.leader = LeaderDuties(self, voter_grace_s=self.config.voter_grace_s)
         self.executor: Executor | None = None
         self.proxy = Proxy(
             self.identity.publish_host,

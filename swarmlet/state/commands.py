@@ -193,6 +193,22 @@ class RotateManagersKey:
     sealed_unlock_key: bytes = b""  # autolock's unlock key sealed anew; b"" when it is off
 
 
+@dataclass(frozen=True, slots=True)
+class Once:
+    """`command`, applied at most once however often it is committed (the Raft thesis, §6.3).
+
+    A writer that could not learn a write's fate (its leader died, or lost the lead, after the
+    entry may have gone out to a majority) writes it again, under the same `request_id`: the
+    first copy to apply takes effect, and any later one is answered with the first one's
+    result (`ClusterState.applied_requests`) instead of being applied again, which would
+    refuse a `service create` or `secret create` that had succeeded ("name in use"), or a
+    `service rm` ("no service"). Proposed only while every member of the Raft group speaks
+    `wire.protocol_version.ONCE_SINCE` (`node.forwarding`)."""
+
+    request_id: bytes
+    command: Command
+
+
 Command = (
     InitCluster
     | AddNode
@@ -214,6 +230,7 @@ Command = (
     | RotateClusterKey
     | SetAutolock
     | RotateManagersKey
+    | Once
 )
 
 # Append only: ids are persisted in the Raft log.
@@ -238,5 +255,6 @@ COMMANDS: tuple[type, ...] = (
     RotateClusterKey,
     SetAutolock,
     RotateManagersKey,
+    Once,
 )
 wire.register_all(catalog.STATE_COMMANDS, COMMANDS)

@@ -2,7 +2,8 @@
 
 Generic on purpose: a class added to a core's `MESSAGES` tuple is covered by the round-trip tests
 without touching this file. Floats exclude NaN (NaN != NaN would make equality checks meaningless);
-recursion (a `Batch` of commands) is cut at `MAX_DEPTH` by generating empty tuples there.
+recursion (a `Batch` of commands) is cut at `MAX_DEPTH` by generating empty tuples there; a
+field that holds one command (a `Once`'s) recurses only as often as that command is drawn.
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ def values_for(hint: Any, depth: int = 0) -> st.SearchStrategy[Any]:
             return st.just({})
         return st.dictionaries(st.text(max_size=8), values_for(value_hint, depth + 1), max_size=3)
     if isinstance(hint, type) and wire.registered(hint):
-        return instances_of(hint, depth + 1)
+        # Deferred: built when drawn, so that a class holding a command of any type (a `Once`
+        # holds one) does not recurse while the strategy is built.
+        return st.deferred(lambda: instances_of(hint, depth + 1))
     raise TypeError(f"no strategy for {hint!r}")
 
 

@@ -6,6 +6,14 @@ leader checks the signature, proposes, and answers with the entry's index, and t
 until its own replica has applied that index, so a caller reads its own write. Elections and
 unreachable leaders are retried until `write_timeout_s`.
 
+A retry is of a write whose fate is unknown: the leader that took it may have sent it to a
+majority before it died or lost the lead, and then the next leader commits it too. So every
+attempt of one write carries the same request id (`state.commands.Once`), and the state machine
+applies the first copy that commits and answers any later one with its result. An agent of a
+protocol older than `ONCE_SINCE` does not know `Once`: a write goes to a leader in one only if
+that leader speaks it, and a leader proposes one only if every member of the Raft group does
+(else it proposes the command inside, as before: a retry may then apply twice).
+
 Forwarded writes travel in batches over one long-lived connection to the leader (`_LeaderLink`):
 the writes that are waiting when the link may send leave together as one `ProposeBatch`, up to
 `_MAX_IN_FLIGHT` batches are outstanding, and each reply comes back on the same connection,
@@ -39,10 +47,11 @@ from swarmlet.raft.driver import MAX_PROPOSAL_BYTES, RaftDriver
 from swarmlet.security import peer_policy
 from swarmlet.security import propose_auth as proposeauth
 from swarmlet.security.keyring import KeyRing
-from swarmlet.state.commands import COMMANDS, Command
+from swarmlet.state.commands import COMMANDS, Command, Once
 from swarmlet.state.machine import ApplyResult, ClusterState
 from swarmlet.wire import codec as wire
 from swarmlet.wire.peer_rpc import ProposeBatch, ProposeBatchReply, ProposeReply, ProposeRequest
+from swarmlet.wire.protocol_version import ONCE_SINCE
 from swarmlet.wire.transport import LINK_ERRORS, Address, FramedStream, Transport
 
 log = logging.getLogger(__name__)
@@ -51,6 +60,7 @@ log = logging.getLogger(__name__)
 _LEADER_POLL_S = 0.1
 _MAX_BATCH = 256  # forwarded writes in one ProposeBatch, at most
 _MAX_IN_FLIGHT = 4  # batches sent on a link and not yet answered, at most
+REQUEST_ID_BYTES = 16  # a write's `Once` id: random, so no two writers' ids meet
 
 
 @dataclass
@@ -185,15 +195,19 @@ class WriteForwarding:
 
     async def write(self, command: Command) -> ApplyResult:
         """Commit `command` through the leader, wherever it is, and wait until it is applied
-        here too. Retries across elections until `write_timeout_s`; raises NoLeaderError then."""
+        here too. Retries across elections until `write_timeout_s`; raises NoLeaderError then.
+        Every attempt is the same request (`Once`): applied once, whichever commits."""
         deadline = trio.current_time() + self.write_timeout_s
+        once = Once(os.urandom(REQUEST_ID_BYTES), command)
         while True:
             try:
                 if self.raft.is_leader:
-                    return await self._propose(command)
+                    wanted = once if self._group_speaks_once() else command
+                    return await self._propose(self._counted(wanted))
                 leader = self.raft.leader_id
                 if leader is not None:
-                    return await self._forward(leader, command)
+                    wanted = once if self._speaks_once(leader) else command
+                    return await self._forward(leader, self._counted(wanted))
             except NotLeaderError:
                 pass
             except (OSError, trio.BrokenResourceError, RemoteProtocolError) as exc:
@@ -228,6 +242,23 @@ class WriteForwarding:
                 raise NotLeaderError(reply.leader_hint or None)
             await self.raft.wait_applied(reply.index)
         return ApplyResult(reply.ok, reply.error, reply.value)
+
+    def _counted(self, command: Command) -> Command:
+        # Whether the cluster's writes are exactly-once yet (not while a member is older).
+        once = isinstance(command, Once)
+        self.transport.counters["writes_once" if once else "writes_without_once"] += 1
+        return command
+
+    def _speaks_once(self, node_id: str) -> bool:
+        """Whether `node_id` knows `Once` (as far as this node's streams with it tell)."""
+        return self.transport.peer_protocols.get(node_id, 0) >= ONCE_SINCE
+
+    def _group_speaks_once(self) -> bool:
+        """Whether every other member of the Raft group, learners too, applies a `Once`."""
+        conf = self.raft.core.conf
+        return all(
+            self._speaks_once(n) for n in (*conf.voters, *conf.learners) if n != self.node_id
+        )
 
     def _link_to(self, leader: str, addr: Address) -> _LeaderLink | None:
         """The open link to `leader` (a new one if needed); None without the forwarder."""
@@ -310,9 +341,12 @@ class WriteForwarding:
         accepted = [
             r.command for r, refusal in zip(requests, refusals, strict=True) if refusal is None
         ]
+        if not self._group_speaks_once():
+            accepted = [self._without_once(data) for data in accepted]
         outcomes: list[ApplyResult | NotLeaderError]
         try:
-            # The bytes the proposer signed are what the log holds: no re-encoding.
+            # The bytes the proposer signed are what the log holds: no re-encoding (but for a
+            # `Once` a member could not apply).
             outcomes = await self.raft.propose_many(accepted)
         except NotLeaderError as exc:
             outcomes = [exc] * len(accepted)
@@ -320,6 +354,15 @@ class WriteForwarding:
         return [
             refusal if refusal is not None else self._reply(next(answers)) for refusal in refusals
         ]
+
+    def _without_once(self, data: bytes) -> bytes:
+        """The encoded command inside a `Once` (`data` as it is if it holds none), for a group
+        with a member that would refuse the `Once`. `data` was decoded once already (`_refusal`)."""
+        command = wire.decode(data, expect=COMMANDS)
+        if not isinstance(command, Once):
+            return data
+        self.transport.counters["writes_once_unwrapped"] += 1
+        return wire.encode(command.command)
 
     def _reply(self, outcome: ApplyResult | NotLeaderError) -> ProposeReply:
         if isinstance(outcome, NotLeaderError):

@@ -4,8 +4,9 @@ virtualenv, beside this tree, in one cluster.
 A 3-manager cluster starts on the previous release, and a worker of this release joins it; the
 managers are upgraded one at a time (stop, start this tree's agent on the same data dir), and
 after each step a service is scaled, the leader is killed (failover) and the published port is
-checked through every node's mesh. The streams speak protocol 1 to old agents and 3 between new
-ones (the agents' counters say so). The worker is a Raft learner while old managers lead, and
+checked through every node's mesh. The streams speak protocol 1 to old agents and this release's
+between new ones (the agents' counters say so); writes are sent as a `Once` only once every
+member is of this release. The worker is a Raft learner while old managers lead, and
 leaves the group for a session's view (issue #16) once every manager is of this release. The
 data dirs the old release made are migrated when the new agent starts; a data dir of a newer
 format is refused, with a message that names it.
@@ -29,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from swarmlet.security.datadir_format import DATA_FORMAT, FORMAT_FILE_NAME
+from swarmlet.wire.protocol_version import PROTOCOL_VERSION
 from tests.integration.cluster import (
     AgentHandle,
     LocalCluster,
@@ -117,9 +119,14 @@ def data_format(a: AgentHandle) -> int | None:
 
 
 def streams_by_protocol(cluster: LocalCluster, a: AgentHandle) -> dict[int, bool]:
-    """Whether the agent has made or accepted streams of protocols 1 and 3 (this release's)."""
+    """Whether the agent has made or accepted streams of protocol 1 and of this release's."""
     counters = cluster.status(a)["counters"]
-    return {v: counters.get(f"streams_protocol_{v}", 0) > 0 for v in (1, 3)}
+    return {v: counters.get(f"streams_protocol_{v}", 0) > 0 for v in (1, PROTOCOL_VERSION)}
+
+
+def writes(cluster: LocalCluster, a: AgentHandle) -> dict[str, int]:
+    counters = cluster.status(a)["counters"]
+    return {k: counters.get(k, 0) for k in ("writes_once", "writes_without_once")}
 
 
 def leader_seen_by(cluster: LocalCluster, a: AgentHandle) -> str | None:
@@ -186,7 +193,7 @@ def test_a_cluster_keeps_working_while_its_agents_are_upgraded_one_at_a_time(
     assert data_format(worker) == DATA_FORMAT
     managers = cluster.agents[:3]
     wait_for_all_ready(cluster, cluster.agents)
-    assert streams_by_protocol(cluster, worker) == {1: True, 3: False}
+    assert streams_by_protocol(cluster, worker) == {1: True, PROTOCOL_VERSION: False}
     worker_id = cluster.node_id(worker)
     wait_for(  # the old leader's voter policy: every node learns the log
         "the worker to be a learner",
@@ -227,8 +234,15 @@ def test_a_cluster_keeps_working_while_its_agents_are_upgraded_one_at_a_time(
         print(f"upgrade step {step} done at {time.monotonic() - started:.1f} s")
     assert [data_format(a) for a in cluster.agents] == [DATA_FORMAT] * 4
     for a in cluster.agents:  # every agent now speaks this release's protocol to the others
-        assert streams_by_protocol(cluster, a)[3], f"n{a.index} made no protocol-3 stream"
+        assert streams_by_protocol(cluster, a)[PROTOCOL_VERSION], f"n{a.index}: no new stream"
         assert cluster.status(a)["counters"].get("refused_peer_protocol", 0) == 0
+    # While any member was of the old release, no write went as a `Once`, which it cannot apply
+    # (it would have refused it, and the write failed); now every write does.
+    for a in managers:
+        assert writes(cluster, a)["writes_once"] == 0, f"n{a.index} sent a Once too early"
+    for a in managers:
+        run_cli("node", "update", "--label-add", f"upgraded=n{a.index}", "n1", data_dir=a.data_dir)
+        assert writes(cluster, a)["writes_once"] == 1, f"n{a.index}'s write was not a Once"
     # The worker left the Raft group and reads a view a manager serves it.
     raft = cluster.status(cluster.agents[0])["raft"]
     assert worker_id not in raft["voters"] + raft["learners"]

@@ -12,6 +12,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
 
 import pytest
@@ -22,13 +23,15 @@ from swarmlet.certs import PeerIdentity
 from swarmlet.errors import NoLeaderError, NotLeaderError
 from swarmlet.node.forwarding import WriteForwarding
 from swarmlet.raft.driver import MAX_PROPOSAL_BYTES, RaftDriver
+from swarmlet.raft.types import ConfState
 from swarmlet.security import peer_policy, propose_auth
 from swarmlet.security.keyring import KeyRing
-from swarmlet.state.commands import UpdateNode
+from swarmlet.state.commands import Command, CreateService, Once, UpdateNode
 from swarmlet.state.machine import ApplyResult, ClusterState
-from swarmlet.state.model import Node, Role
+from swarmlet.state.model import Node, Role, Service, ServiceSpec
 from swarmlet.wire import codec as wire
 from swarmlet.wire.peer_rpc import ProposeBatch, ProposeBatchReply, ProposeReply, ProposeRequest
+from swarmlet.wire.protocol_version import ONCE_SINCE, PROTOCOL_VERSION
 from swarmlet.wire.transport import Address, FramedStream, TlsConfig, Transport
 
 if TYPE_CHECKING:
@@ -49,15 +52,19 @@ def free_port() -> int:
 
 
 class FakeRaft:
-    """Leads (or follows `LEADER`); commits each proposal at once, counting them."""
+    """Leads (or follows `LEADER`); commits each proposal at once, counting them; applies it to
+    `state` if it has one. Its group: the leader and the follower."""
 
-    def __init__(self, *, leader: bool) -> None:
+    def __init__(self, *, leader: bool, state: ClusterState | None = None) -> None:
         self.is_leader = leader
         self.leader_id: str | None = None if leader else LEADER
         self.applied = 0
         self.proposed: list[bytes] = []
         self.batches_proposed: list[int] = []  # the size of each `propose_many`
         self.leader_changed = trio.Event()
+        self.core = SimpleNamespace(conf=ConfState(voters=(LEADER, "follower")))
+        self.state = state
+        self.lose_lead_after_next_commit = False  # the lead lost as the entry commits
 
     async def propose(self, data: bytes) -> ApplyResult:
         if not self.is_leader:
@@ -65,7 +72,16 @@ class FakeRaft:
         await trio.lowlevel.checkpoint()
         self.applied += 1
         self.proposed.append(data)
-        return ApplyResult(True, value=f"entry {self.applied}")
+        if self.state is not None:
+            result = self.state.apply(wire.decode(data))
+        else:
+            result = ApplyResult(True, value=f"entry {self.applied}")
+        if self.lose_lead_after_next_commit:
+            # The entry committed (the next leader had it), but this leader lost the lead
+            # before it learned so: what the driver answers is "lost".
+            self.lose_lead_after_next_commit = False
+            raise NotLeaderError(None)
+        return result
 
     async def propose_many(self, datas: Sequence[bytes]) -> list[ApplyResult | NotLeaderError]:
         self.batches_proposed.append(len(datas))
@@ -146,6 +162,7 @@ class Leader:
         self.connections = 0
         self.batches = 0
         self.drop_first_connection = False
+        self.answer_nothing_on_first_connection = False  # it commits the first batch, though
 
     async def on_stream(self, stream: FramedStream, addr: Address) -> None:
         self.connections += 1
@@ -153,6 +170,10 @@ class Leader:
             await stream.receive()
             return  # the leader went away without answering (the listener closes it)
         first = await stream.receive()
+        if self.answer_nothing_on_first_connection and self.connections == 1:
+            assert isinstance(first, ProposeBatch)
+            await self.forwarding._answer(stream.peer, first.requests)
+            return  # committed, and gone before the answer (the listener closes the stream)
         if isinstance(first, ProposeRequest):
             await self.forwarding.serve_propose(stream, first, addr)
         elif isinstance(first, ProposeBatch):
@@ -277,7 +298,105 @@ async def test_a_broken_link_fails_its_writes_and_they_are_retried(test_ca: Test
             nursery.cancel_scope.cancel()
     assert result.ok
     assert leader.connections == 2  # a new link, after the first broke
+    assert commands_proposed(leader.raft) == [_command(1)]
+
+
+def commands_proposed(raft: FakeRaft) -> list[Command]:
+    """What `raft` was given to commit, each without its `Once`, if it came in one."""
+    commands = [wire.decode(data) for data in raft.proposed]
+    return [c.command if isinstance(c, Once) else c for c in commands]
+
+
+def request_ids(raft: FakeRaft) -> list[bytes | None]:
+    return [getattr(wire.decode(data), "request_id", None) for data in raft.proposed]
+
+
+SERVICE = CreateService(
+    Service(id="s1", spec=ServiceSpec(name="web", image="busybox"), created_at=1.0, updated_at=1.0)
+)
+
+
+async def test_a_write_committed_as_its_link_broke_is_retried_and_applied_once(
+    test_ca: TestCA,
+) -> None:
+    """The leader commits the write and goes away before it answers: the follower cannot tell
+    whether it committed, and writes it again, on a new link. Both copies commit; the second
+    is answered with the first's result. A `service create` written twice used to fail with
+    "name in use" although it had succeeded."""
+    state = cluster_state(test_ca.cluster_id)
+    replica = ClusterState()  # what the leader's Raft applies
+    with trio.fail_after(TIMEOUT_S):
+        async with leader_serving(test_ca, state) as leader, trio.open_nursery() as nursery:
+            leader.raft.state = replica
+            leader.answer_nothing_on_first_connection = True
+            follower = follower_of(leader, test_ca, state)
+            follower.transport.peer_protocols[LEADER] = PROTOCOL_VERSION  # from its Raft stream
+            await nursery.start(follower.run)
+            result = await follower.write(SERVICE)
+            nursery.cancel_scope.cancel()
+    assert result == ApplyResult(True, value="s1")
+    assert commands_proposed(leader.raft) == [SERVICE, SERVICE]  # both copies committed
+    first, second = request_ids(leader.raft)
+    assert first is not None and first == second
+    assert list(replica.services) == ["s1"] and list(replica.applied_requests) == [first]
+    assert follower.transport.counters["writes_once"] == 2  # two attempts of one write
+
+
+async def test_a_write_whose_lead_was_lost_as_it_committed_is_retried_and_applied_once() -> None:
+    """On the leader: the driver answers "lost" for an entry that the next leader went on to
+    commit (this node leads again here, and the entry is in its state)."""
+    replica = ClusterState()
+    raft = FakeRaft(leader=True, state=replica)
+    raft.lose_lead_after_next_commit = True
+    transport = Transport((HOST, 0), MESSAGE_KEY, cast(TlsConfig, None))
+    transport.peer_protocols["follower"] = PROTOCOL_VERSION
+    forwarding = _forwarding(LEADER, raft, transport, cluster_state("c"), (HOST, 1))
+    with trio.fail_after(TIMEOUT_S):
+        result = await forwarding.write(SERVICE)
+    assert result == ApplyResult(True, value="s1")
+    assert commands_proposed(raft) == [SERVICE, SERVICE]
+    assert len(set(request_ids(raft))) == 1 and list(replica.services) == ["s1"]
+
+
+@pytest.mark.parametrize("older", ["follower", "learner"])
+async def test_a_leader_proposes_no_once_while_a_member_is_of_an_older_protocol(
+    older: str,
+) -> None:
+    """A member of protocol 3 would refuse a `Once` on apply (an unknown command): replicas
+    would differ. Its writes then go as the command itself (a retry may apply twice)."""
+    raft = FakeRaft(leader=True)
+    raft.core = SimpleNamespace(conf=ConfState(voters=(LEADER, "follower"), learners=("w1",)))
+    transport = Transport((HOST, 0), MESSAGE_KEY, cast(TlsConfig, None))
+    transport.peer_protocols.update({"follower": PROTOCOL_VERSION, "w1": PROTOCOL_VERSION})
+    transport.peer_protocols["follower" if older == "follower" else "w1"] = ONCE_SINCE - 1
+    forwarding = _forwarding(LEADER, raft, transport, cluster_state("c"), (HOST, 1))
+    with trio.fail_after(TIMEOUT_S):
+        assert (await forwarding.write(_command(1))).ok
+        assert request_ids(raft) == [None]
+        transport.peer_protocols.update({"follower": PROTOCOL_VERSION, "w1": PROTOCOL_VERSION})
+        assert (await forwarding.write(_command(2))).ok
+        assert request_ids(raft)[1] is not None
+    assert transport.counters["writes_without_once"] == 1
+    assert transport.counters["writes_once"] == 1
+
+
+async def test_a_leader_unwraps_a_forwarded_once_while_a_member_is_of_an_older_protocol(
+    test_ca: TestCA,
+) -> None:
+    """The follower and the leader speak `Once`, but m2, in the group, never said it does
+    (it is of an older release, or has not connected): the leader proposes what is inside."""
+    state = cluster_state(test_ca.cluster_id)
+    with trio.fail_after(TIMEOUT_S):
+        async with leader_serving(test_ca, state) as leader, trio.open_nursery() as nursery:
+            leader.raft.core = SimpleNamespace(conf=ConfState(voters=(LEADER, "follower", "m2")))
+            follower = follower_of(leader, test_ca, state)
+            follower.transport.peer_protocols[LEADER] = PROTOCOL_VERSION  # from its Raft stream
+            await nursery.start(follower.run)
+            assert (await follower.write(_command(1))).ok
+            nursery.cancel_scope.cancel()
+    assert follower.transport.counters["writes_once"] == 1
     assert leader.raft.proposed == [wire.encode(_command(1))]
+    assert leader.transport.counters["writes_once_unwrapped"] == 1
 
 
 async def test_without_the_forwarder_a_write_goes_alone(test_ca: TestCA) -> None:

@@ -55,9 +55,9 @@ def raw_context(
 
 
 def test_the_offer_is_each_version_of_the_window_newest_first_then_the_marker() -> None:
-    assert (OLDEST_PEER_PROTOCOL, PROTOCOL_VERSION) == (1, 3)
+    assert (OLDEST_PEER_PROTOCOL, PROTOCOL_VERSION) == (1, 4)
     # Protocol 1 has no id: it predates ALPN.
-    assert alpn_protocols() == ["swarmlet/3", "swarmlet/2", "swarmlet"]
+    assert alpn_protocols() == ["swarmlet/4", "swarmlet/3", "swarmlet/2", "swarmlet"]
 
 
 @pytest.mark.parametrize(
@@ -66,8 +66,9 @@ def test_the_offer_is_each_version_of_the_window_newest_first_then_the_marker() 
         (None, 1),  # a peer of the previous release, which sets no ALPN
         ("swarmlet/2", 2),
         ("swarmlet/3", 3),
+        ("swarmlet/4", 4),
         ("swarmlet", None),  # versioned, no version in common
-        ("swarmlet/4", None),  # never offered: refused, not trusted
+        ("swarmlet/5", None),  # never offered: refused, not trusted
         ("swarmlet/0", None),
         ("swarmlet/x", None),
         ("h2", None),
@@ -140,7 +141,7 @@ async def test_two_agents_of_this_release_speak_its_protocol(test_ca: IssuingCA)
             assert framed.peer_protocol == PROTOCOL_VERSION
             assert [s.peer_protocol for s in accepted] == [PROTOCOL_VERSION]
             for side in (client, server):
-                assert side.counters["streams_protocol_3"] == 1
+                assert side.counters[f"streams_protocol_{PROTOCOL_VERSION}"] == 1
                 assert side.counters["streams_protocol_1"] == 0
             # What each side knows of the other's release, by its certificate's node id.
             assert client.peer_protocols == {"server": PROTOCOL_VERSION}

@@ -675,6 +675,11 @@ class RaftDriver(Generic[ResultT]):
     def _set_soft_state(self, soft: SoftState) -> None:
         old = self.soft_state
         self.soft_state = soft
+        if soft.role is not Role.LEADER or soft.term != old.term:
+            # The batches in flight were this leadership's: another leader may have cut them
+            # from the log, and their ends, never committed, would count against the next
+            # leadership's batches for good (no proposal would be appended again).
+            self._batch_ends.clear()
         if soft.role is not Role.LEADER:
             # Proposals of a lost leadership may never commit: fail them so callers can retry.
             # Not those among the committed entries held back (`applies_held`): they will be

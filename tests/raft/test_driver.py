@@ -26,6 +26,7 @@ from swarmlet.raft.messages import (
     InstallSnapshot,
     Message,
     Role,
+    TimeoutNow,
     VoteResp,
 )
 from swarmlet.raft.storage import RaftStorage
@@ -697,4 +698,54 @@ async def test_a_new_leader_has_caught_up_only_once_it_applied_its_own_no_op(
                 await _settle()
             assert driver.leader_caught_up
             assert journal.lines == ["seed", "a", "b"]
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_leader_that_lost_its_batches_in_flight_and_leads_again_takes_new_writes(
+    tmp_path: Path,
+) -> None:
+    """Two batches in flight (the limit), cut from the log by the next leader; this node wins
+    again. The ends of those batches were kept and never committed, so they counted as in
+    flight for good: every later write waited in the queue while this node led (found by a
+    review; the orchestrator, which waits for each write's fate, would have stopped)."""
+    storage = _counting(tmp_path, (NODE, "n2", "n3"))
+    driver = _elected(storage, Journal())
+    core = driver.core
+    _recording(driver)
+    answers: list[object] = []
+    propose = _proposer(driver, answers)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            await _settle()
+            term = core.term
+            noop = core.last_index
+            _acknowledged(driver, term)
+            while core.commit_index < noop:
+                await _settle()
+            for batch in (b"a", b"b"):  # never acknowledged
+                for i in range(5):
+                    nursery.start_soon(propose, batch + bytes([i]))
+                await _settle()
+            assert len(driver._batch_ends) == driver.max_batches_in_flight
+            # n2 leads the next term with only the no-op: our batches are cut from the log.
+            cut = Entry(term + 1, noop + 1, data=b"n2")
+            driver.deliver(AppendEntries("n2", NODE, term + 1, noop, term, (cut,), noop + 1))
+            while len(answers) < 10:
+                await _settle()
+            assert all(isinstance(a, NotLeaderError) for a in answers)
+            driver.deliver(TimeoutNow("n2", NODE, term + 1))  # n2 hands the lead back
+            await _settle()
+            driver.deliver(VoteResp("n2", NODE, core.term, granted=True))
+            await _settle()
+            assert role(core) is Role.LEADER
+            _acknowledged(driver, core.term)
+            while not driver.leader_caught_up:
+                await _settle()
+            answers.clear()
+            nursery.start_soon(propose, b"after")
+            while not answers:
+                _acknowledged(driver, core.term)
+                await _settle()
+            assert answers == [f"{core.last_index}:after"]
             nursery.cancel_scope.cancel()

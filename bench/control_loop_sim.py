@@ -536,6 +536,10 @@ class Simulation:
         return True
 
     @property
+    def lead_term(self) -> int:
+        return 1 if self.is_leader else 0  # one leader, one term
+
+    @property
     def raft_conf(self) -> ConfState:
         return ConfState(voters=(self.leader_id,))
 

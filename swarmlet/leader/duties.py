@@ -124,6 +124,11 @@ class DutiesHost(ObservationSource, Protocol):
         ...
 
     @property
+    def lead_term(self) -> int:
+        """The Raft term in which this node leads (`is_leader`); 0 while it does not."""
+        ...
+
+    @property
     def raft_conf(self) -> ConfState:
         """The Raft group's current voters and learners."""
         ...
@@ -243,7 +248,14 @@ class LeaderDuties:
             await self._until_leading()
             now = time.time()
             live = live_inputs(self.host)  # on the event loop, which changes them
+            term = self.host.lead_term
             result = await self.host.run_with_state_still(functools.partial(self._pass, live, now))
+            if self.host.lead_term != term:
+                # The lead was lost during the pass (and maybe won again): the plan was made
+                # from a state that another leader's writes may have moved on from (placing
+                # again what it placed). Planned anew from the state as it is now.
+                self._planner.deferred()
+                continue
             if result.commands:
                 try:
                     with _logged_if_slow("an orchestration plan"):

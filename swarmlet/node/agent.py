@@ -654,6 +654,10 @@ class Agent:
         return self.raft.leader_caught_up  # (DutiesHost: not before its state is current)
 
     @property
+    def lead_term(self) -> int:
+        return self.raft.core.term if self.is_leader else 0
+
+    @property
     def raft_conf(self) -> ConfState:
         return self.raft.core.conf
 

@@ -1,4 +1,5 @@
-"""A plan whose write is slow is not planned twice.
+"""A plan is not written twice: not when its write is slow, nor when another leader led while it
+was made.
 
 Raft does not take back an entry whose caller stopped waiting: once the leader has appended it,
 it commits when a majority has it (or is lost with the lead). The orchestration loop used to
@@ -16,12 +17,15 @@ nothing).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 import trio
 import trio.testing
 
 from bench.control_loop_sim import Simulation
+from swarmlet.leader.duties import LeaderDuties
+from swarmlet.leader.orchestrator.core import Plan
 from swarmlet.state.commands import Command, CreateService
 from swarmlet.state.machine import ApplyResult
 from swarmlet.state.model import Service, ServiceSpec, TaskState
@@ -72,3 +76,41 @@ async def test_a_plan_that_commits_after_the_write_timeout_is_not_planned_again(
     assert len(host.state.tasks_of("web")) == 6, "no task was ever placed twice"
     # What the operator sees of it instead.
     assert "an orchestration plan took 25.0 s to commit" in caplog.messages
+
+
+class ReElected(Simulation):
+    """While its first pass runs (applies held), this node loses the lead to another, whose
+    orchestrator places the service's tasks, and wins it back: when the hold ends it has
+    applied the other's writes, in a later term."""
+
+    term = 1
+    elections = 1
+
+    @property
+    def lead_term(self) -> int:
+        return self.term
+
+    async def run_with_state_still(self, plan_pass: Callable[[], Plan]) -> Plan:
+        plan = plan_pass()
+        if self.elections:
+            self.elections -= 1
+            other = LeaderDuties(self, voter_grace_s=60.0)  # the other leader's, on this state
+            for command in other.orchestration_pass(self.now).commands:
+                assert self.state.apply(command).ok
+            self.term += 2
+        return plan
+
+
+async def test_a_plan_made_while_another_leader_led_is_dropped_and_made_anew(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    host = ReElected(TINY)
+    spec = ServiceSpec(name="web", image="busybox:sim", replicas=6)
+    host.state.apply(CreateService(Service(id="web", spec=spec, created_at=0.0, updated_at=0.0)))
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(host.duties.run)
+            await trio.sleep(30)
+            nursery.cancel_scope.cancel()
+    assert host.elections == 0 and host.duties.passes >= 2
+    assert len(host.state.tasks_of("web")) == 6, "the other leader's 6 tasks, none placed again"

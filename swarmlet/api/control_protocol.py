@@ -5,18 +5,22 @@ A message is one msgpack value (the request, response and stream bodies are desc
 top bit (`MORE`) says the message goes on in the next frame; its other bits are the frame's
 length, at most `MAX_API_FRAME_BYTES`. Most messages are one frame; an answer larger than that (a
 `service ps` of 100,000 tasks is about 30 MB, a backup of a large state more) is cut in frames,
-and a message is at most `MAX_API_MESSAGE_BYTES` in all. A client of a release that knew only
-single frames reads the first header as a frame too long, and refuses it as it did before. Both
-sides and both clients (the trio one in `control_socket`, the blocking one in `control_client`)
-frame and parse with these functions, so there is one definition of the format and its limits.
+and a message is at most `MAX_API_MESSAGE_BYTES` in all; only a full frame says more follows.
+A request is one frame (the agent reads at most `MAX_API_REQUEST_BYTES`). A client of a release
+that knew only single frames reads the first header as a frame too long, and refuses it as it
+did before. Both sides and both clients (the trio one in `control_socket`, the blocking one in
+`control_client`) frame and parse with these functions, so there is one definition of the
+format and its limits.
 
 Sans-I/O, in the manner of h11: the caller owns the socket and a receive buffer; `next_frame`
 takes one complete message off the front of the buffer, or says it needs more bytes. No trio, no
 socket here: the `swarmlet` command loads this module, and a quick command must not pay for an
 event loop it does not use.
 
-Invariants: a frame longer than `MAX_API_FRAME_BYTES`, or one that takes its message past
-`MAX_API_MESSAGE_BYTES`, is refused as soon as its header is read, before its body is buffered;
+Invariants: a frame longer than `MAX_API_FRAME_BYTES`, one shorter that says more follows, or
+one that takes its message past the reader's limit, is refused as soon as its header is read,
+before its body is buffered (so a message is at most 64 frames: empty frames that each said
+more follows were an endless message held in memory, parsed again at every read);
 a message that does not decode is a RemoteProtocolError, never a crash; a peer that closes
 within a header has sent nothing, one that closes within a body or between the frames of one
 message has sent a truncated message (`closed_inside_frame`).
@@ -39,6 +43,8 @@ if TYPE_CHECKING:
 FRAME_HEADER: Final = struct.Struct(">I")
 MAX_API_FRAME_BYTES: Final = 16 * 1024 * 1024
 MAX_API_MESSAGE_BYTES: Final = 1024 * 1024 * 1024  # one message, in all its frames
+# What the agent reads of a request: one frame. Only answers are long (a listing, a backup).
+MAX_API_REQUEST_BYTES: Final = MAX_API_FRAME_BYTES
 MORE: Final = 0x8000_0000  # in a frame's header: the message goes on in the next frame
 RECEIVE_BYTES: Final = 65536  # one read from the socket
 
@@ -65,10 +71,13 @@ def encode_frame(body: Any) -> bytes:
     return b"".join(frames)
 
 
-def next_frame(buffer: bytearray) -> Any:
+def next_frame(buffer: bytearray, max_message_bytes: int | None = None) -> Any:
     """Take the first complete message (all its frames) off `buffer` and return its value;
     NEED_DATA if the buffer does not hold a whole message yet (it is left as it is).
-    RemoteProtocolError for a frame or a message too long, or one that is not msgpack."""
+    RemoteProtocolError for a frame or a message too long (`max_message_bytes`: the reader's
+    limit; MAX_API_MESSAGE_BYTES if None), a short frame that says more follows, or a message
+    that is not msgpack."""
+    limit = MAX_API_MESSAGE_BYTES if max_message_bytes is None else max_message_bytes
     pieces: list[tuple[int, int]] = []  # (start, end) of each frame's body in `buffer`
     offset = total = 0
     while True:
@@ -78,8 +87,10 @@ def next_frame(buffer: bytearray) -> Any:
         length = header & ~MORE
         if length > MAX_API_FRAME_BYTES:
             raise RemoteProtocolError(f"API frame of {length} bytes is too large")
+        if header & MORE and length != MAX_API_FRAME_BYTES:
+            raise RemoteProtocolError(f"API frame of {length} bytes says more follows")
         total += length
-        if total > MAX_API_MESSAGE_BYTES:
+        if total + bool(header & MORE) > limit:  # (more follows: longer still)
             raise RemoteProtocolError(f"API message of more than {total} bytes is too large")
         start = offset + FRAME_HEADER.size
         offset = start + length

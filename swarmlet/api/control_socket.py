@@ -30,6 +30,7 @@ import trio
 
 from swarmlet import errors
 from swarmlet.api.control_protocol import (
+    MAX_API_REQUEST_BYTES,
     NEED_DATA,
     RECEIVE_BYTES,
     agent_unavailable,
@@ -56,11 +57,14 @@ async def _send(stream: trio.abc.SendStream, body: Any) -> None:
 
 
 async def _receive(
-    stream: trio.abc.ReceiveStream, buffer: bytearray, closed: Any = None
+    stream: trio.abc.ReceiveStream,
+    buffer: bytearray,
+    closed: Any = None,
+    max_message_bytes: int | None = None,
 ) -> Any | None:
     """The next frame's value; `closed` if the peer closed before sending one."""
     while True:
-        body = next_frame(buffer)
+        body = next_frame(buffer, max_message_bytes)
         if body is not NEED_DATA:
             return body
         chunk = await stream.receive_some(RECEIVE_BYTES)
@@ -142,7 +146,9 @@ async def serve_control(
             while True:
                 request = _CLOSED  # also when the client stays silent too long
                 with trio.move_on_after(IDLE_CONNECTION_S):
-                    request = await _receive(stream, buffer, closed=_CLOSED)
+                    request = await _receive(
+                        stream, buffer, closed=_CLOSED, max_message_bytes=MAX_API_REQUEST_BYTES
+                    )
                 if request is _CLOSED or not await answer(stream, request):
                     return
         except (trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError):

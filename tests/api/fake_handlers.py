@@ -13,6 +13,11 @@ async def echo(args: dict[str, Any]) -> Any:
     return args
 
 
+async def big(args: dict[str, Any]) -> Any:
+    """An answer of `size` bytes (a listing of 100,000 tasks) to a short request."""
+    return {"data": b"\x01" * int(args["size"])}
+
+
 async def usage(args: dict[str, Any]) -> Any:
     raise UsageError("no such service 'web'")
 
@@ -41,6 +46,7 @@ async def count_then_fail(args: dict[str, Any], emit: Emit) -> None:
 
 HANDLERS: dict[str, Handler] = {
     "echo": echo,
+    "big": big,
     "usage": usage,
     "not_leader": not_leader,
     "no_leader": no_leader,

@@ -22,6 +22,7 @@ from swarmlet.api.control_client import BlockingControlClient
 from swarmlet.api.control_protocol import (
     FRAME_HEADER,
     MAX_API_FRAME_BYTES,
+    MAX_API_REQUEST_BYTES,
     MORE,
     NEED_DATA,
     closed_inside_frame,
@@ -237,11 +238,54 @@ def test_a_message_over_its_limit_is_refused_from_a_header_and_not_sent(
 
 async def test_an_answer_larger_than_a_frame_reaches_both_clients(tmp_path: Path) -> None:
     """`service ps` of 100,000 tasks answers about 30 MB: one frame refused it."""
-    data = b"\x01" * (MAX_API_FRAME_BYTES + 1000)
+    size = MAX_API_FRAME_BYTES + 1000
+    data = b"\x01" * size
     with trio.fail_after(60):
         async with served(tmp_path) as client:
-            assert await in_thread(client.call, "echo", data=data) == {"data": data}
-            assert await ControlClient(client.path).call("echo", data=data) == {"data": data}
+            assert await in_thread(client.call, "big", size=size) == {"data": data}
+            assert await ControlClient(client.path).call("big", size=size) == {"data": data}
+
+
+def test_a_short_frame_that_says_more_follows_is_refused_from_its_header() -> None:
+    """Only a full frame says more follows: empty ones that did were a message without end,
+    held in memory and parsed again from its first header at every read."""
+    for length in (0, 1, MAX_API_FRAME_BYTES - 1):
+        with pytest.raises(RemoteProtocolError, match="says more follows"):
+            next_frame(bytearray(FRAME_HEADER.pack(length | MORE)))
+
+
+def test_a_reader_refuses_a_message_over_its_own_limit_from_a_header() -> None:
+    two_frames = FRAME_HEADER.pack(MAX_API_FRAME_BYTES | MORE)
+    with pytest.raises(RemoteProtocolError, match="too large"):
+        next_frame(bytearray(two_frames), max_message_bytes=MAX_API_REQUEST_BYTES)
+    assert next_frame(bytearray(two_frames)) is NEED_DATA  # an answer may go on
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        FRAME_HEADER.pack(MORE) * 100_000,  # empty frames, each saying more follows
+        FRAME_HEADER.pack(MAX_API_FRAME_BYTES | MORE),  # a request past one frame
+    ],
+    ids=["empty-more-frames", "request-over-a-frame"],
+)
+async def test_a_request_the_agent_will_not_read_closes_its_connection_and_nothing_else(
+    tmp_path: Path, attack: bytes
+) -> None:
+    """On the real socket: the agent closes the connection from the first header it refuses,
+    before it buffers what follows, and serves the next client as before."""
+    with trio.fail_after(TIMEOUT_S):
+        async with served(tmp_path) as client:
+            stream = await trio.open_unix_socket(str(client.path))
+            with contextlib.suppress(trio.BrokenResourceError):
+                await stream.send_all(attack)
+            try:
+                answer = await stream.receive_some(10)
+            except trio.BrokenResourceError:  # reset: closed with our bytes unread
+                answer = b""
+            assert answer == b""  # closed, unanswered
+            await stream.aclose()
+            assert await in_thread(client.call, "echo", n=1) == {"n": 1}
 
 
 @pytest.mark.parametrize(

@@ -125,6 +125,34 @@ UNHEARD_DOWN_AFTER_S = 30.0
 FIRST_FRAME_TIMEOUT_S = 10.0
 
 
+class _SwitchInterval:
+    """The interpreter's switch interval is the process's: one count of the threads computing,
+    for every agent in it (tests and simulations run several), restored when the last ends."""
+
+    computing = 0
+    saved = sys.getswitchinterval()
+
+
+@contextlib.contextmanager
+def _gil_handed_back_quickly() -> Iterator[None]:
+    """While a thread computes, the event loop waits for the GIL each time it gave it up for a
+    system call: up to the interpreter's switch interval, 5 ms by default, so a loop turn of a
+    dozen system calls took tens of milliseconds, and a leader creating 100,000 tasks sent its
+    heartbeats late past the election timeout (`bench.big_service`: an election in 3 of 5 runs
+    at 5 ms, none in 6 at 1 ms). Only meanwhile: at 1 ms throughout, writes through a follower
+    lost 4-8% (more hand-offs with the disk thread)."""
+    if not _SwitchInterval.computing:
+        _SwitchInterval.saved = sys.getswitchinterval()
+        sys.setswitchinterval(THREAD_SWITCH_INTERVAL_S)
+    _SwitchInterval.computing += 1
+    try:
+        yield
+    finally:
+        _SwitchInterval.computing -= 1
+        if not _SwitchInterval.computing:
+            sys.setswitchinterval(_SwitchInterval.saved)
+
+
 class Agent:
     def __init__(
         self,
@@ -151,8 +179,6 @@ class Agent:
         self.down_since: dict[str, float] = {}
         self._started = time.monotonic()
         self._observations = ObservationCache()  # `observed`: the API's and the mesh's
-        self._threads_computing = 0  # `run_with_state_still` reads under way
-        self._switch_interval_s = sys.getswitchinterval()
         self.leader = LeaderDuties(self, voter_grace_s=self.config.voter_grace_s)
         self.executor: Executor | None = None
         self.proxy = Proxy(
@@ -686,7 +712,7 @@ class Agent:
         if not self.reads_view():
             async with self.raft.applies_held():
                 try:
-                    with self._gil_handed_back_quickly():
+                    with _gil_handed_back_quickly():
                         result = await trio.to_thread.run_sync(read)
                 except Exception:
                     if not self.reads_view():
@@ -695,26 +721,6 @@ class Agent:
                     if not self.reads_view():
                         return result
         return read()
-
-    @contextlib.contextmanager
-    def _gil_handed_back_quickly(self) -> Iterator[None]:
-        """While a thread computes, the event loop waits for the GIL each time it gave it up
-        for a system call: up to the interpreter's switch interval, 5 ms by default, so a loop
-        turn of a dozen system calls took tens of milliseconds, and a leader creating 100,000
-        tasks sent its heartbeats late past the election timeout (`bench.big_service`: an
-        election in 3 of 5 runs at 5 ms, none in 6 at 1 ms). Only meanwhile: at 1 ms
-        throughout, writes through a follower lost 4-8% (more hand-offs with the disk
-        thread)."""
-        if not self._threads_computing:
-            self._switch_interval_s = sys.getswitchinterval()
-            sys.setswitchinterval(THREAD_SWITCH_INTERVAL_S)
-        self._threads_computing += 1
-        try:
-            yield
-        finally:
-            self._threads_computing -= 1
-            if not self._threads_computing:
-                sys.setswitchinterval(self._switch_interval_s)
 
     def observed(self) -> ObservedView:
         """`leader.observation.observe` now, kept current at the cost of what changed since

@@ -34,9 +34,22 @@ from tests.leader.test_control_loop_sim import TINY
 COMMIT_DELAY_S = 25.0
 
 
+async def run_duties(host: Simulation, seconds: float) -> None:
+    """Create a service of 6 replicas, and run `host`'s duties for `seconds` (virtual)."""
+    spec = ServiceSpec(name="web", image="busybox:sim", replicas=6)
+    host.state.apply(CreateService(Service(id="web", spec=spec, created_at=0.0, updated_at=0.0)))
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            if isinstance(host, SlowRaft):
+                host.nursery = nursery
+            await nursery.start(host.duties.run)
+            await trio.sleep(seconds)
+            nursery.cancel_scope.cancel()
+
+
 class SlowRaft(Simulation):
-    """Each entry commits COMMIT_DELAY_S after it is proposed, in order, in `self.log_task`'s
-    nursery: a proposer that stops waiting does not withdraw it."""
+    """Each entry commits COMMIT_DELAY_S after it is proposed, in order, in a task of its own
+    (`self.nursery`): a proposer that stops waiting does not withdraw it."""
 
     nursery: trio.Nursery
 
@@ -60,15 +73,7 @@ async def test_a_plan_that_commits_after_the_write_timeout_is_not_planned_again(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     host = SlowRaft(TINY)
-    spec = ServiceSpec(name="web", image="busybox:sim", replicas=6)
-    host.state.apply(CreateService(Service(id="web", spec=spec, created_at=0.0, updated_at=0.0)))
-    with trio.fail_after(600):
-        async with trio.open_nursery() as nursery:
-            host.nursery = nursery
-            await nursery.start(host.duties.run)
-            await trio.sleep(120)  # several write timeouts, had the loop still kept them
-            nursery.cancel_scope.cancel()
-
+    await run_duties(host, 120)  # several write timeouts, had the loop still kept them
     slots = Counter(
         t.slot for t in host.state.tasks_of("web") if t.desired_state is TaskState.RUNNING
     )
@@ -105,12 +110,6 @@ async def test_a_plan_made_while_another_leader_led_is_dropped_and_made_anew(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     host = ReElected(TINY)
-    spec = ServiceSpec(name="web", image="busybox:sim", replicas=6)
-    host.state.apply(CreateService(Service(id="web", spec=spec, created_at=0.0, updated_at=0.0)))
-    with trio.fail_after(600):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(host.duties.run)
-            await trio.sleep(30)
-            nursery.cancel_scope.cancel()
+    await run_duties(host, 30)
     assert host.elections == 0 and host.duties.passes >= 2
     assert len(host.state.tasks_of("web")) == 6, "the other leader's 6 tasks, none placed again"

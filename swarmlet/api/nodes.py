@@ -36,6 +36,7 @@ from swarmlet.state.commands import (
 from swarmlet.state.generic_resources import advertised_text
 from swarmlet.state.machine import ApplyResult
 from swarmlet.state.model import Availability, Node, Role, TaskState
+from swarmlet.wire.protocol_version import ONCE_SINCE
 
 
 def _str_arg(args: Mapping[str, Any], key: str, *, required: bool = True) -> str:
@@ -244,6 +245,19 @@ class Control:
                 raise UsageError(f"cannot demote {node.name}: it is the last manager")
             await self._commit_without_manager(node, UpdateNode(node.id, role=Role.WORKER))
             return self.node_view(self.agent.state.nodes[node.id])
+        version = self.agent.transport.peer_protocols.get(node.id)
+        if (
+            role is Role.MANAGER
+            and self.agent.state.applied_requests
+            and version is not None
+            and version < ONCE_SINCE
+        ):
+            # A manager receives the Raft log, and this one's release cannot apply it (the
+            # voter policy would leave it out of the group: a manager in name only).
+            raise UsageError(
+                f"cannot promote {node.name}: it runs an older release (protocol {version}), "
+                "which cannot apply this cluster's log; upgrade it first"
+            )
         # A manager's record carries the managers' key sealed to it (`security.keyring`), so only
         # a manager can promote; demotion drops the key from the record.
         sealed_key = (

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Set
 
 from swarmlet.raft.types import ConfChange, ConfChangeKind, ConfState
 from swarmlet.state.model import Node, Role
-from swarmlet.wire.protocol_version import SESSIONS_SINCE
+from swarmlet.wire.protocol_version import ONCE_SINCE, SESSIONS_SINCE
 
 
 def desired_voter_count(target: int, healthy_managers: int) -> int:
@@ -47,17 +47,29 @@ def next_conf_change(
     grace_s: float,
     protocols: Mapping[str, int] = {},  # read only
     session_protocol: int = SESSIONS_SINCE,
+    once_applied: bool = False,
 ) -> ConfChange | None:
     """The one membership change to make now, or None. `protocols`: each node's release, as the
     protocol of the last stream with it (absent: not known); from `session_protocol` on, a
-    worker takes its state from a session rather than as a learner."""
+    worker takes its state from a session rather than as a learner. `once_applied`: the state
+    has applied a `Once` (`ClusterState.applied_requests`), which a node of a protocol older
+    than ONCE_SINCE cannot apply, nor a snapshot that remembers one."""
     voters = set(conf.voters)
     learners = set(conf.learners)
     members = voters | learners
 
-    # 1. Nodes removed from the cluster leave the group (never the leader itself).
+    def cannot_apply_the_log(node_id: str) -> bool:
+        version = protocols.get(node_id)
+        return once_applied and version is not None and version < ONCE_SINCE
+
+    # 1. Nodes removed from the cluster leave the group (never the leader itself), and so does
+    #    a node whose release cannot apply the log (README, "Upgrading": it joined, or was
+    #    promoted, after the cluster was upgraded); it is not added again while it runs that.
     for node_id in sorted(members - set(nodes)):
         if node_id != leader_id:
+            return ConfChange(ConfChangeKind.REMOVE, node_id)
+    for node_id in sorted(members):
+        if node_id != leader_id and cannot_apply_the_log(node_id):
             return ConfChange(ConfChangeKind.REMOVE, node_id)
 
     # 2. Every manager receives the log, and a worker too old for a session (issue #16): a
@@ -68,6 +80,8 @@ def next_conf_change(
         return version is not None and version < session_protocol
 
     for node_id in sorted(set(nodes) - members):
+        if cannot_apply_the_log(node_id):
+            continue
         if nodes[node_id].role is Role.MANAGER or legacy(node_id):
             return ConfChange(ConfChangeKind.ADD_LEARNER, node_id)
 

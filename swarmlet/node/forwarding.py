@@ -207,7 +207,16 @@ class WriteForwarding:
                 leader = self.raft.leader_id
                 if leader is not None:
                     wanted = once if self._speaks_once(leader) else command
-                    return await self._forward(leader, self._counted(wanted))
+                    return await self._forward(leader, self._counted(wanted), deadline)
+            except trio.TooSlowError:
+                # At the deadline, connecting, or sent and neither answered nor applied here:
+                # its fate may not be known (this was an "internal error", after up to twice
+                # the timeout).
+                raise NoLeaderError(
+                    f"no leader answered the write within {self.write_timeout_s:g} s; if it "
+                    "reached one, it may still be applied (once at most): check before writing "
+                    "it again"
+                ) from None
             except NotLeaderError:
                 pass
             except (OSError, trio.BrokenResourceError, RemoteProtocolError) as exc:
@@ -220,7 +229,7 @@ class WriteForwarding:
             with trio.move_on_at(min(deadline, trio.current_time() + _LEADER_POLL_S)):
                 await self.raft.leader_changed.wait()
 
-    async def _forward(self, leader: str, command: Command) -> ApplyResult:
+    async def _forward(self, leader: str, command: Command, deadline: float) -> ApplyResult:
         addr = self._resolve(leader)
         if addr is None:
             raise NotLeaderError(leader)
@@ -232,7 +241,7 @@ class WriteForwarding:
             nonce=os.urandom(proposeauth.NONCE_BYTES),
             now=time.time(),
         )
-        with trio.fail_after(self.write_timeout_s):  # the answer, then the entry applied here
+        with trio.fail_at(deadline):  # the answer, then the entry applied here
             link = self._link_to(leader, addr)
             if link is not None:
                 reply = await link.call(request)
@@ -389,7 +398,11 @@ class WriteForwarding:
         if len(request.command) > MAX_PROPOSAL_BYTES:
             return ProposeReply(False, error=f"a write over {MAX_PROPOSAL_BYTES} bytes")
         try:
-            wire.decode(request.command, expect=COMMANDS)  # only a valid command is committed
+            command = wire.decode(request.command, expect=COMMANDS)  # only a valid command
         except RemoteProtocolError as exc:
             return ProposeReply(False, error=f"invalid command: {exc}")
+        if isinstance(command, Once) and isinstance(command.command, Once):
+            # Refused by every replica that knows `Once`, but unwrapped once for a group with
+            # an older member (`_without_once`) it would be applied by some replicas only.
+            return ProposeReply(False, error="invalid command: a Once inside a Once")
         return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -24,8 +25,9 @@ from swarmlet.api.stacks import StackControl
 from swarmlet.errors import UsageError
 from swarmlet.security.datadir import DataDir, Identity
 from swarmlet.security.keyring import KeyRing
-from swarmlet.state.machine import ClusterState
+from swarmlet.state.machine import ApplyResult, ClusterState
 from swarmlet.state.model import Node, Role
+from swarmlet.wire.protocol_version import ONCE_SINCE
 
 WRITES = {
     "node.update",
@@ -60,6 +62,8 @@ class StandIn:
     state: ClusterState = field(default_factory=ClusterState)
     stream_handlers: dict[type, Any] = field(default_factory=dict)
     view: bool = False  # whether `state` is a worker's view
+    # What this node's streams tell of each node's release.
+    transport: Any = field(default_factory=lambda: SimpleNamespace(peer_protocols={}))
 
     async def read_barrier(self) -> bool:
         return True
@@ -69,6 +73,10 @@ class StandIn:
 
 
 def handlers(tmp_path: Path, *, manager: bool, view: bool = False) -> dict[str, Handler]:
+    return handlers_of(stand_in(tmp_path, manager=manager, view=view))
+
+
+def stand_in(tmp_path: Path, *, manager: bool, view: bool = False) -> Any:
     d = DataDir(tmp_path / "n1")
     d.write_identity(
         Identity("n1", "c", "n1", "127.0.0.1", 1, "127.0.0.1", "worker"),
@@ -77,8 +85,12 @@ def handlers(tmp_path: Path, *, manager: bool, view: bool = False) -> dict[str, 
     )
     if manager:
         d.write_manager_key(crypto.new_key())
-    agent: Any = StandIn(KeyRing(d, "n1", ClusterState, cluster_id="c1"), view=view)
+    agent = StandIn(KeyRing(d, "n1", ClusterState, cluster_id="c1"), view=view)
     agent.state.nodes["m1"] = Node("m1", "m1", "127.0.0.1:1", "127.0.0.1", Role.MANAGER)
+    return agent
+
+
+def handlers_of(agent: Any) -> dict[str, Handler]:
     table: dict[str, Handler] = {}
     for control in (Control, ServiceControl, StackControl, SecretControl):
         table |= control(agent).handlers()
@@ -95,9 +107,9 @@ async def test_a_worker_refuses_every_cluster_write(tmp_path: Path, op: str) -> 
         await handler({})
 
 
-async def outcome(handler: Handler) -> str:
+async def outcome(handler: Handler, args: dict[str, Any] | None = None) -> str:
     try:
-        await handler({})
+        await handler(args or {})
     except UsageError as exc:  # the write's own checks of its (empty) arguments
         return str(exc)
     except AttributeError as exc:  # it reached what the stand-in lacks: past any refusal
@@ -163,3 +175,25 @@ async def test_a_worker_reading_its_view_refuses_service_logs(tmp_path: Path) ->
     with trio.fail_after(5), pytest.raises(UsageError, match=r"run this on a manager \(m1\)"):
         await logs({"targets": ["web"]}, emit)
     assert emitted == []
+
+
+@pytest.mark.parametrize("upgraded", [False, True], ids=["before-any-once", "after-a-once"])
+async def test_a_node_of_an_older_release_is_not_promoted_once_the_log_holds_a_once(
+    tmp_path: Path, upgraded: bool
+) -> None:
+    """Its replica would refuse every `Once` of the log, and the voter policy leaves it out of
+    the group: a manager in name only. Refused, with what to do (found by a review)."""
+    agent = stand_in(tmp_path, manager=True)
+    agent.state.nodes["w1"] = Node("w1", "w1", "127.0.0.1:2", "127.0.0.1", Role.WORKER)
+    agent.transport.peer_protocols["w1"] = ONCE_SINCE - 1
+    if upgraded:
+        agent.state.applied_requests[b"r" * 16] = ApplyResult(True)
+    with trio.fail_after(5):
+        result = await outcome(handlers_of(agent)["node.role"], {"node": "w1", "role": "manager"})
+    if upgraded:
+        assert result == (
+            f"cannot promote w1: it runs an older release (protocol {ONCE_SINCE - 1}), "
+            "which cannot apply this cluster's log; upgrade it first"
+        )
+    else:
+        assert "older release" not in result  # on to the write

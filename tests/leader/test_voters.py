@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from swarmlet.leader.voters import desired_voter_count, next_conf_change
 from swarmlet.raft.types import ConfChange, ConfChangeKind, ConfState
 from swarmlet.state.model import Node, Role
+from swarmlet.wire.protocol_version import ONCE_SINCE
 
 ADD_VOTER, ADD_LEARNER, REMOVE = (
     ConfChangeKind.ADD_VOTER,
@@ -41,6 +42,7 @@ def change(
     target: int = 3,
     leader: str = "L",
     protocols: dict[str, int] | None = None,
+    once_applied: bool = False,
 ) -> ConfChange | None:
     """`nodes` defaults to every member; `down` maps node -> seconds down (not alive);
     `protocols`: each node's known release (default: every worker's is 2)."""
@@ -62,6 +64,7 @@ def change(
         grace_s=GRACE_S,
         protocols=protocols,
         session_protocol=SESSIONS,
+        once_applied=once_applied,
     )
 
 
@@ -344,3 +347,44 @@ def test_workers_that_speak_sessions_are_not_in_the_group(
 ) -> None:
     got = change(**kwargs)  # type: ignore[arg-type]
     assert (got.kind, got.node_id) == expected if got is not None else expected is None, case
+
+
+ONCE_CASES = [
+    (
+        "a promoted manager of an older release is not added",
+        {"voters": ["L"], "nodes": ["L", "m1"], "protocols": {"m1": ONCE_SINCE - 1}},
+        None,
+    ),
+    (
+        "a manager of an older release that is a member leaves",
+        {"voters": ["L", "m1", "m2"], "protocols": {"m1": ONCE_SINCE - 1, "m2": ONCE_SINCE}},
+        (REMOVE, "m1"),
+    ),
+    (
+        "a worker too old for sessions is not added as a learner",
+        {"voters": ["L"], "nodes": ["L", "w1"], "protocols": {"w1": OLD}},
+        None,
+    ),
+    (
+        "a manager whose release is not known yet is added (and leaves once it is known old)",
+        {"voters": ["L"], "nodes": ["L", "m1"], "protocols": {}},
+        (ADD_LEARNER, "m1"),
+    ),
+    (
+        "a manager of this release is added",
+        {"voters": ["L"], "nodes": ["L", "m1"], "protocols": {"m1": ONCE_SINCE}},
+        (ADD_LEARNER, "m1"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "kwargs", "expected"), ONCE_CASES, ids=[c[0] for c in ONCE_CASES])
+def test_once_a_once_is_applied_no_node_that_cannot_apply_it_is_in_the_group(
+    case: str, kwargs: dict[str, object], expected: tuple[ConfChangeKind, str] | None
+) -> None:
+    """Found by a review: a worker of an older release, promoted after the upgrade, was added
+    as a learner, and its replica refused every `Once` of the log (and any snapshot)."""
+    got = change(**kwargs, once_applied=True)  # type: ignore[arg-type]
+    assert (got.kind, got.node_id) == expected if got is not None else expected is None, case
+    if expected is None or expected[0] is REMOVE:  # before any Once: as it always was
+        assert change(**kwargs) != got  # type: ignore[arg-type]

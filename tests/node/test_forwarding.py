@@ -532,3 +532,43 @@ async def test_a_batch_larger_than_any_forwarder_sends_closes_the_link_unanswere
             assert leader.transport.counters["propose_refused"] == 0  # none was even checked
             m2 = tls(test_ca, state, "m2")
             assert (await propose_as(leader, m2, signed(2, "m2"), batched=True)).ok
+
+
+async def test_a_once_inside_a_once_is_refused_before_it_is_proposed(test_ca: TestCA) -> None:
+    """`write` never nests them. A leader that unwraps a forwarded `Once` for a group with an
+    older member (`_without_once`) would have logged the inner `Once`, applied by the members
+    that know it and refused by the others: replicas apart (found by a review)."""
+    state = cluster_state(test_ca.cluster_id)
+    nested = propose_auth.sign(
+        MANAGERS,
+        wire.encode(Once(b"a" * 16, Once(b"b" * 16, _command(1)))),
+        proposer="m2",
+        leader=LEADER,
+        nonce=os.urandom(propose_auth.NONCE_BYTES),
+        now=time.time(),
+    )
+    with trio.fail_after(TIMEOUT_S):
+        async with leader_serving(test_ca, state) as leader:
+            reply = await propose_as(leader, tls(test_ca, state, "m2"), nested, batched=True)
+    assert not reply.ok and "a Once inside a Once" in reply.error
+    assert leader.raft.proposed == []
+
+
+async def test_a_write_the_leader_never_answers_fails_at_the_timeout_saying_its_fate_is_unknown(
+    test_ca: TestCA,
+) -> None:
+    """It was an internal error: trio's TooSlowError reached the API (found by a review)."""
+    state = cluster_state(test_ca.cluster_id)
+    with trio.fail_after(TIMEOUT_S):
+        async with leader_serving(test_ca, state) as leader, trio.open_nursery() as nursery:
+            leader.raft.propose = _never_answered  # type: ignore[method-assign]
+            follower = follower_of(leader, test_ca, state, write_timeout_s=1.0)
+            await nursery.start(follower.run)
+            with pytest.raises(NoLeaderError, match="may still be applied"):
+                await follower.write(_command(1))
+            nursery.cancel_scope.cancel()
+
+
+async def _never_answered(data: bytes) -> ApplyResult:
+    await trio.sleep_forever()
+    raise AssertionError("unreachable")

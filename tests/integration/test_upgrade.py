@@ -129,6 +129,12 @@ def writes(cluster: LocalCluster, a: AgentHandle) -> dict[str, int]:
     return {k: counters.get(k, 0) for k in ("writes_once", "writes_without_once")}
 
 
+def desired_replicas(cluster: LocalCluster, a: AgentHandle) -> int:
+    """The replicas of `web` as agent `a`'s replica of the state says."""
+    count: int = services(cluster, via=cluster.agents.index(a))["web"]["replicas_desired"]
+    return count
+
+
 def leader_seen_by(cluster: LocalCluster, a: AgentHandle) -> str | None:
     try:
         return cluster.leader_of(a)
@@ -228,12 +234,18 @@ def test_a_cluster_keeps_working_while_its_agents_are_upgraded_one_at_a_time(
         # Writes through the upgraded node (forwarded to a leader of either release).
         replicas = 3 + step % 2
         run_cli("service", "scale", f"web={replicas}", data_dir=a.data_dir, timeout=120)
-        # As a `Once` only when no member of the old release is left (the old leader is last):
-        # one would refuse it (an unknown command), and the write would fail.
-        sent = writes(cluster, a)  # since its restart: this write's attempts
-        if step < len(order):
-            assert sent["writes_once"] == 0 and sent["writes_without_once"] >= 1, sent
-        else:
+        # Every manager applied it, of either release: a member of the old one refuses a
+        # `Once` (an unknown command), so none is in the log while one is in the group (a
+        # leader of this release takes the command out of it). Once none is left, writes go
+        # as a `Once`.
+        for m in managers:
+            wait_for(
+                f"n{m.index} to have applied the scale to {replicas}",
+                lambda m=m, want=replicas: desired_replicas(cluster, m) == want,
+                timeout=30,
+            )
+        if step == len(order):
+            sent = writes(cluster, a)  # since its restart: this write's attempts
             assert sent["writes_once"] >= 1 and sent["writes_without_once"] == 0, sent
         check_mesh(cluster, port, replicas)
         fail_over(cluster)

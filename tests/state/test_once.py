@@ -3,12 +3,17 @@ write whose fate it could not learn), answered each time with its first result."
 
 from __future__ import annotations
 
+import dataclasses
+
+import msgpack
 import pytest
 
+from swarmlet.errors import RemoteProtocolError
 from swarmlet.state import machine
 from swarmlet.state.commands import Batch, Command, CreateService, Once, RemoveService
 from swarmlet.state.machine import ApplyResult, ClusterState
 from swarmlet.state.model import Service
+from swarmlet.wire import codec as wire
 from tests.state.test_machine import cluster, spec  # noqa: F401 (a fixture)
 
 RID = b"r" * 16
@@ -85,6 +90,27 @@ def test_what_is_remembered_survives_a_snapshot_and_a_copy_is_independent(
     restored = ClusterState.restore(cluster.snapshot())
     assert restored.applied_requests == {RID: first}
     assert restored.apply(once) == first and "id-api" in restored.services
+    # A copy computes commands (the orchestrator's, a batch's scratch): it shares the memory,
+    # and a Once is not applied to it.
     scratch = cluster.copy()
-    scratch.apply(Once(b"s" * 16, create("other")))
-    assert list(cluster.applied_requests) == [RID]
+    refused = scratch.apply(Once(b"s" * 16, create("other")))
+    assert not refused.ok and "not a copy" in refused.error
+    assert list(cluster.applied_requests) == [RID] and "id-other" not in scratch.services
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        msgpack.packb([[b"r" * 16, True, "", 7]]),  # a value that is not a string
+        msgpack.packb([[b"r" * 16, True, ""]]),  # a field short
+        msgpack.packb({"r": 1}),
+        b"\xc1",  # not msgpack
+    ],
+)
+def test_a_snapshot_whose_request_memory_is_malformed_is_refused(
+    cluster: ClusterState,  # noqa: F811
+    blob: bytes,
+) -> None:
+    snap = dataclasses.replace(cluster.snapshot_record(), applied_requests=blob)
+    with pytest.raises(RemoteProtocolError, match=r"applied_requests|undecodable msgpack"):
+        ClusterState.restore(wire.encode(snap))

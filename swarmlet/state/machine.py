@@ -327,10 +327,11 @@ class ClusterState:
         return result
 
     def copy(self, *, with_statuses: bool = True) -> ClusterState:
-        """An independent copy. `with_statuses=False`: without the task statuses, for a scratch
-        copy that only computes commands from the records (the orchestrator reads observations,
-        never `task_status`): at 100,000 tasks, one large dict fewer per pass to copy and for
-        the garbage collector to walk."""
+        """An independent copy of the records, sharing the request memory, which it may read
+        but not add to (it applies no `Once`). `with_statuses=False`: without the task statuses,
+        for a scratch copy that only computes commands from the records (the orchestrator reads
+        observations, never `task_status`): at 100,000 tasks, one large dict fewer per pass to
+        copy and for the garbage collector to walk."""
         other = ClusterState()
         other._adopt(self, with_statuses=with_statuses)
         return other

@@ -231,9 +231,14 @@ def _command(i: int) -> UpdateNode:
 
 def signed(i: int, proposer: str = "follower") -> ProposeRequest:
     """A write with a valid MAC of the managers' key, from `proposer` to the leader."""
+    return signed_data(wire.encode(_command(i)), proposer)
+
+
+def signed_data(data: bytes, proposer: str) -> ProposeRequest:
+    """`data` as a write with a valid MAC of the managers' key, from `proposer` to the leader."""
     return propose_auth.sign(
         MANAGERS,
-        wire.encode(_command(i)),
+        data,
         proposer=proposer,
         leader=LEADER,
         nonce=os.urandom(propose_auth.NONCE_BYTES),
@@ -498,14 +503,7 @@ async def test_a_write_over_the_size_of_one_entry_is_refused_before_it_is_propos
     test_ca: TestCA, batched: bool
 ) -> None:
     state = cluster_state(test_ca.cluster_id)
-    huge = propose_auth.sign(
-        MANAGERS,
-        b"\x00" * (MAX_PROPOSAL_BYTES + 1),
-        proposer="m2",
-        leader=LEADER,
-        nonce=os.urandom(propose_auth.NONCE_BYTES),
-        now=time.time(),
-    )
+    huge = signed_data(b"\x00" * (MAX_PROPOSAL_BYTES + 1), "m2")
     with trio.fail_after(TIMEOUT_S):
         async with leader_serving(test_ca, state) as leader:
             m2 = tls(test_ca, state, "m2")
@@ -539,14 +537,7 @@ async def test_a_once_inside_a_once_is_refused_before_it_is_proposed(test_ca: Te
     older member (`_without_once`) would have logged the inner `Once`, applied by the members
     that know it and refused by the others: replicas apart (found by a review)."""
     state = cluster_state(test_ca.cluster_id)
-    nested = propose_auth.sign(
-        MANAGERS,
-        wire.encode(Once(b"a" * 16, Once(b"b" * 16, _command(1)))),
-        proposer="m2",
-        leader=LEADER,
-        nonce=os.urandom(propose_auth.NONCE_BYTES),
-        now=time.time(),
-    )
+    nested = signed_data(wire.encode(Once(b"a" * 16, Once(b"b" * 16, _command(1)))), "m2")
     with trio.fail_after(TIMEOUT_S):
         async with leader_serving(test_ca, state) as leader:
             reply = await propose_as(leader, tls(test_ca, state, "m2"), nested, batched=True)

@@ -23,6 +23,7 @@ from swarmlet import crypto
 from swarmlet.api.cluster import ClusterAccess, LocalAgent
 from swarmlet.api.control_socket import Emit, Handler, StreamHandler
 from swarmlet.errors import NoLeaderError, UsageError
+from swarmlet.leader.voters import cannot_apply_the_log
 from swarmlet.security import managers_key_rotation
 from swarmlet.security.keyring import rotate_cluster_key
 from swarmlet.state.commands import (
@@ -36,7 +37,6 @@ from swarmlet.state.commands import (
 from swarmlet.state.generic_resources import advertised_text
 from swarmlet.state.machine import ApplyResult
 from swarmlet.state.model import Availability, Node, Role, TaskState
-from swarmlet.wire.protocol_version import ONCE_SINCE
 
 
 def _str_arg(args: Mapping[str, Any], key: str, *, required: bool = True) -> str:
@@ -246,11 +246,8 @@ class Control:
             await self._commit_without_manager(node, UpdateNode(node.id, role=Role.WORKER))
             return self.node_view(self.agent.state.nodes[node.id])
         version = self.agent.transport.peer_protocols.get(node.id)
-        if (
-            role is Role.MANAGER
-            and self.agent.state.applied_requests
-            and version is not None
-            and version < ONCE_SINCE
+        if role is Role.MANAGER and cannot_apply_the_log(
+            version, bool(self.agent.state.applied_requests)
         ):
             # A manager receives the Raft log, and this one's release cannot apply it (the
             # voter policy would leave it out of the group: a manager in name only).

@@ -29,6 +29,12 @@ from swarmlet.state.model import Node, Role
 from swarmlet.wire.protocol_version import ONCE_SINCE, SESSIONS_SINCE
 
 
+def cannot_apply_the_log(version: int | None, once_applied: bool) -> bool:
+    """Whether a node of protocol `version` (None: not known yet) cannot apply the Raft log of
+    a state that has applied a `Once` (`once_applied`), which its release does not know."""
+    return once_applied and version is not None and version < ONCE_SINCE
+
+
 def desired_voter_count(target: int, healthy_managers: int) -> int:
     """The largest odd number <= min(target, healthy managers), and at least 1."""
     n = max(1, min(target, healthy_managers))
@@ -58,9 +64,8 @@ def next_conf_change(
     learners = set(conf.learners)
     members = voters | learners
 
-    def cannot_apply_the_log(node_id: str) -> bool:
-        version = protocols.get(node_id)
-        return once_applied and version is not None and version < ONCE_SINCE
+    def too_old(node_id: str) -> bool:
+        return cannot_apply_the_log(protocols.get(node_id), once_applied)
 
     # 1. Nodes removed from the cluster leave the group (never the leader itself), and so does
     #    a node whose release cannot apply the log (README, "Upgrading": it joined, or was
@@ -69,7 +74,7 @@ def next_conf_change(
         if node_id != leader_id:
             return ConfChange(ConfChangeKind.REMOVE, node_id)
     for node_id in sorted(members):
-        if node_id != leader_id and cannot_apply_the_log(node_id):
+        if node_id != leader_id and too_old(node_id):
             return ConfChange(ConfChangeKind.REMOVE, node_id)
 
     # 2. Every manager receives the log, and a worker too old for a session (issue #16): a
@@ -80,7 +85,7 @@ def next_conf_change(
         return version is not None and version < session_protocol
 
     for node_id in sorted(set(nodes) - members):
-        if cannot_apply_the_log(node_id):
+        if too_old(node_id):
             continue
         if nodes[node_id].role is Role.MANAGER or legacy(node_id):
             return ConfChange(ConfChangeKind.ADD_LEARNER, node_id)

@@ -246,9 +246,7 @@ class Control:
             await self._commit_without_manager(node, UpdateNode(node.id, role=Role.WORKER))
             return self.node_view(self.agent.state.nodes[node.id])
         version = self.agent.transport.peer_protocols.get(node.id)
-        if role is Role.MANAGER and cannot_apply_the_log(
-            version, bool(self.agent.state.applied_requests)
-        ):
+        if role is Role.MANAGER and cannot_apply_the_log(version, self.agent.state.once_applied):
             # A manager receives the Raft log, and this one's release cannot apply it (the
             # voter policy would leave it out of the group: a manager in name only).
             raise UsageError(

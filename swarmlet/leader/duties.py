@@ -226,7 +226,7 @@ class LeaderDuties:
                 target_voters=host.state.target_voters,
                 grace_s=self.voter_grace_s,
                 protocols=host.peer_protocols,
-                once_applied=bool(host.state.applied_requests),
+                once_applied=host.state.once_applied,
             )
             if change is None:
                 # Polled, not woken: a voter's grace period runs out without any event.

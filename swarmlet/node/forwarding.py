@@ -12,7 +12,8 @@ attempt of one write carries the same request id (`state.commands.Once`), and th
 applies the first copy that commits and answers any later one with its result. An agent of a
 protocol older than `ONCE_SINCE` does not know `Once`: a write goes to a leader in one only if
 that leader speaks it, and a leader proposes one only if every member of the Raft group does
-(else it proposes the command inside, as before: a retry may then apply twice).
+(else it proposes the command inside, as before: a retry may then apply twice). Once the state
+has applied a `Once`, every member is taken to speak it, known or not yet.
 
 Forwarded writes travel in batches over one long-lived connection to the leader (`_LeaderLink`):
 the writes that are waiting when the link may send leave together as one `ProposeBatch`, up to
@@ -259,8 +260,13 @@ class WriteForwarding:
         return command
 
     def _speaks_once(self, node_id: str) -> bool:
-        """Whether `node_id` knows `Once` (as far as this node's streams with it tell)."""
-        return self.transport.peer_protocols.get(node_id, 0) >= ONCE_SINCE
+        """Whether `node_id` knows `Once`: its streams with this node say so, or the state has
+        applied one (a member that could not apply it is behind and leaves the group anyway:
+        `leader.voters`). The second matters to a new leader, which has not yet heard from
+        every member: a retry it took as the plain command could apply twice."""
+        if self.transport.peer_protocols.get(node_id, 0) >= ONCE_SINCE:
+            return True
+        return self._state().once_applied
 
     def _group_speaks_once(self) -> bool:
         """Whether every other member of the Raft group, learners too, applies a `Once`."""

@@ -302,6 +302,12 @@ class ClusterState:
         except Rejected as exc:
             return ApplyResult(False, error=str(exc))
 
+    @property
+    def once_applied(self) -> bool:
+        """Whether this state has applied a `Once`: from then on a member whose release does not
+        know it cannot keep up (`leader.voters` removes it), so every member speaks it."""
+        return bool(self.applied_requests)
+
     def _apply_once(self, once: Once) -> ApplyResult:
         if not self._owns_requests:
             return ApplyResult(False, error="a Once applies to the replicated state, not a copy")

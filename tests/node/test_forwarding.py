@@ -385,6 +385,28 @@ async def test_a_leader_proposes_no_once_while_a_member_is_of_an_older_protocol(
     assert transport.counters["writes_once"] == 1
 
 
+async def test_a_new_leader_that_has_not_heard_from_a_member_proposes_a_once_if_one_applied() -> (
+    None
+):
+    """Right after an election a leader may not know a member's protocol yet (a follower has
+    no stream with the other followers). Unknown counts as older, unless the state has applied
+    a `Once`: then every member speaks it (one that could not apply it would be behind, and is
+    removed), and a retried write must stay one request."""
+    raft = FakeRaft(leader=True)
+    raft.core = SimpleNamespace(conf=ConfState(voters=(LEADER, "follower", "m2")))
+    transport = Transport((HOST, 0), MESSAGE_KEY, cast(TlsConfig, None))
+    transport.peer_protocols["follower"] = PROTOCOL_VERSION  # m2: not heard from yet
+    state = cluster_state("c")
+    forwarding = _forwarding(LEADER, raft, transport, state, (HOST, 1))
+    with trio.fail_after(TIMEOUT_S):
+        assert (await forwarding.write(_command(1))).ok
+        assert request_ids(raft) == [None]
+        assert state.apply(Once(b"r" * 16, UpdateNode("m2", labels_add={"k": "v"}))).ok
+        assert (await forwarding.write(_command(3))).ok
+    assert request_ids(raft)[1] is not None
+    assert (transport.counters["writes_without_once"], transport.counters["writes_once"]) == (1, 1)
+
+
 async def test_a_leader_unwraps_a_forwarded_once_while_a_member_is_of_an_older_protocol(
     test_ca: TestCA,
 ) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import ssl
 import struct
 import time
@@ -94,6 +95,34 @@ LINK_ERRORS = (
     RemoteProtocolError,
 )
 HANDSHAKE_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class TcpLiveness:
+    """When the kernel gives up on a peer that went silent: every cluster TCP connection, either
+    way, sends keepalive probes after `idle_s` without traffic, every `interval_s`, and is
+    dropped once its probes, or data it sent, stay unanswered for `dead_after_s`
+    (TCP_USER_TIMEOUT). Without it, a loop that only receives (a Raft stream's server side, a
+    session, a link's) waited forever on a peer that lost power, or that closed its side while
+    the network was cut: each such connection held its slot (`MAX_CONNECTIONS`, a worker's
+    `MAX_CONNECTIONS_PER_NODE`) for good, until the node refused everyone. A live peer whose
+    agent is idle answers probes in its kernel: its connections stay. Go's net package, hence
+    etcd and Serf, keep connections alive so too (every 15 s)."""
+
+    idle_s: int = 10
+    interval_s: int = 5
+    dead_after_s: float = 30.0
+
+    def apply(self, stream: trio.SocketStream) -> None:
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, self.idle_s)
+        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, self.interval_s)
+        stream.setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.dead_after_s * 1000)
+        )
+
+
+TCP_LIVENESS = TcpLiveness()
 
 # The peer as this node sees it now (its certificate's identity, the role possibly lowered by
 # what the state says since), or why it is refused now.
@@ -343,8 +372,10 @@ class Transport:
         counters: Counters | None = None,
         datagram_auth: DatagramAuth | None = None,
         datagram_keys: DatagramKeys | None = None,
+        liveness: TcpLiveness = TCP_LIVENESS,
     ):
         self.bind = bind
+        self.liveness = liveness
         self.counters = counters if counters is not None else Counters()
         # Node id -> the protocol of the last stream with it, either way (what the leader's
         # voter policy knows of each node's release).
@@ -447,6 +478,7 @@ class Transport:
                 # Inside the try: a connection reset before we get here raises ENOTCONN.
                 remote = stream.socket.getpeername()
                 addr = (remote[0], remote[1])
+                self.liveness.apply(stream)
                 # Anyone may start a handshake: one address holds a share of the connections
                 # while it has not authenticated (it could hold all, a handshake at a time).
                 with self._greeting.one(addr[0]) as taken:
@@ -593,6 +625,7 @@ class Transport:
             except BAD_ADDRESS_ERRORS as exc:
                 raise OSError(f"{addr!r} is not an address: {exc}") from None
         try:
+            self.liveness.apply(stream)
             await stream.send_all(CHANNEL_CLUSTER)
             with trio.fail_after(self._handshake_timeout_s):
                 secure = await TlsSocketStream.handshake(stream, tls.client, server_side=False)
@@ -636,6 +669,7 @@ JOIN_REFUSED = b"\x01"
 async def open_join_stream(addr: Address, join_key: bytes, key_id: bytes) -> FramedStream | None:
     """The joiner's side of the join channel; None if the cluster does not know the token."""
     stream = await trio.open_tcp_stream(addr[0], addr[1])
+    TCP_LIVENESS.apply(stream)
     await stream.send_all(CHANNEL_JOIN + key_id)
     status = await _receive_exactly(stream, 1)
     if status != JOIN_ACCEPTED:

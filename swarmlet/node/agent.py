@@ -643,8 +643,11 @@ class Agent:
 
     def _on_applied(self) -> None:
         """Raft applied a batch of committed entries, or a snapshot."""
-        if self.raft.applied >= self.raft.startup_commit:  # no replayed setting rewrites the key
-            self.at_rest.notify()  # autolock on, off, rotated: its file follows
+        # Autolock on, off, rotated: its file follows. A replayed older setting does not (the
+        # file records the index it follows); the guard is for a file of an older release,
+        # which records none.
+        if self.raft.applied >= self.raft.startup_commit:
+            self.at_rest.notify()
         self.sessions.notify()
         if self.worker_session.view is not None:
             self._leave_view_once_replicated()
@@ -872,7 +875,12 @@ class Agent:
             await nursery.start(self.transport.serve_tcp, self._on_stream, self.joins.serve)
             await nursery.start(self.certificates.run)
             await nursery.start(self.raft.run)
-            await nursery.start(self.at_rest.run, lambda: self.state, lambda: self.keyring.managers)
+            await nursery.start(
+                self.at_rest.run,
+                lambda: self.state,
+                lambda: self.keyring.managers,
+                lambda: self.raft.applied,
+            )
             await nursery.start(self.forwarding.run)
             await nursery.start(self.status_reporter.run)
             await nursery.start(self.worker_session.run)

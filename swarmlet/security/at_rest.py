@@ -111,18 +111,26 @@ def open_unlock_key(managers: crypto.ManagerKeys, sealed: bytes) -> str:
 # ------------------------------------------------------------------------------ the key file
 
 
-def _head(salt: bytes) -> dict[str, object]:
-    return {"salt": salt, "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P}
+# The file records the Raft index of the state whose setting it follows ("index", absent from
+# files of releases before it: 0), so that a restarted node, which replays its log from a
+# commit index that may be older than what it had applied (the hard state is saved with term
+# and vote only), does not take an older setting for a new one: a replayed rotation would have
+# sealed the key again by the unlock key rotated away, a replayed "autolock on" by nothing.
 
 
-def encode_clear(dek: bytes) -> bytes:
-    return MAGIC + msgpack.packb({"key": dek}, use_bin_type=True)
+def _head(salt: bytes, index: int) -> dict[str, object]:
+    return {"salt": salt, "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P, "index": index}
 
 
-def encode_sealed(dek: bytes, unlock_key: str) -> bytes:
-    """`dek` sealed (AES-256-GCM) by scrypt(`unlock_key`), the KDF parameters authenticated."""
+def encode_clear(dek: bytes, index: int = 0) -> bytes:
+    return MAGIC + msgpack.packb({"key": dek, "index": index}, use_bin_type=True)
+
+
+def encode_sealed(dek: bytes, unlock_key: str, index: int = 0) -> bytes:
+    """`dek` sealed (AES-256-GCM) by scrypt(`unlock_key`), the KDF parameters and the index
+    authenticated."""
     salt = os.urandom(16)
-    head = _head(salt)
+    head = _head(salt, index)
     nonce = os.urandom(_NONCE)
     kek = scrypt_key(unlock_key, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
     aad = MAGIC + msgpack.packb(head, use_bin_type=True)
@@ -143,12 +151,25 @@ def _decode(path: Path, data: bytes) -> dict[str, object]:
         raise damaged from None
     if not isinstance(body, dict):
         raise damaged
+    index = body.get("index", 0)
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise damaged
     if "key" in body and isinstance(body["key"], bytes) and len(body["key"]) == crypto.KEY_BYTES:
         return body
     fields_ok = all(isinstance(body.get(k), int) for k in ("n", "r", "p"))
     if fields_ok and isinstance(body.get("salt"), bytes) and isinstance(body.get("sealed"), bytes):
         return body
     raise damaged
+
+
+def _index_of(path: Path) -> int:
+    """The Raft index of the setting the key file at `path` follows (0: none recorded)."""
+    try:
+        index = _decode(path, path.read_bytes()).get("index", 0)
+    except FileNotFoundError:
+        return 0
+    assert isinstance(index, int)  # checked by _decode
+    return index
 
 
 def is_locked(data_dir: Path) -> bool:
@@ -192,7 +213,10 @@ def unlock(data_dir: Path, unlock_key: str) -> bytes:
         raise StorageCorruptError(f"{path} is damaged: implausible key derivation parameters")
     salt, sealed = body["salt"], body["sealed"]
     assert isinstance(salt, bytes) and isinstance(sealed, bytes)  # checked by _decode
-    aad = MAGIC + msgpack.packb({"salt": salt, "n": n, "r": r, "p": p}, use_bin_type=True)
+    head = {"salt": salt, "n": n, "r": r, "p": p}
+    if "index" in body:  # an older release's file has none
+        head["index"] = body["index"]
+    aad = MAGIC + msgpack.packb(head, use_bin_type=True)
     try:
         return AESGCM(scrypt_key(unlock_key, salt, n, r, p)).decrypt(
             sealed[:_NONCE], sealed[_NONCE:], aad
@@ -216,6 +240,7 @@ class AtRest:
         self._dek = dek
         self.cipher = crypto.Sealer(dek)  # one per process: its nonces never repeat
         self._sealed_by = unlocked_with
+        self._written_at = _index_of(self._path)  # the Raft index of the setting it follows
         self._opened: tuple[bytes, str] | None = None  # (blob, key) last opened
         self._changed = trio.Event()
 
@@ -235,53 +260,62 @@ class AtRest:
         return self._opened[1]
 
     def notify(self) -> None:
-        """The state changed (the agent calls this after each command it applies once it has
-        caught up, so no replayed old setting rewrites the file): `run` looks again."""
+        """The state changed (the agent calls this after the commands it applies): `run` looks
+        again."""
         self._changed.set()
 
     async def run(
         self,
         state: Callable[[], ClusterState],
         managers: Callable[[], crypto.ManagerKeys | None],
+        applied: Callable[[], int],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Keep the key file in the form the setting asks for. The scrypt of a new seal (a few
-        tenths of a second) runs in a thread: every manager applies the change at once, and a
-        blocked event loop would cost them their Raft heartbeats."""
+        """Keep the key file in the form the setting asks for; `applied`: the Raft index
+        `state` reflects. The scrypt of a new seal (a few tenths of a second) runs in a thread:
+        every manager applies the change at once, and a blocked event loop would cost them
+        their Raft heartbeats."""
         task_status.started()
         while True:
             await self._changed.wait()
             self._changed = trio.Event()
-            wanted = self._wanted_or_none(state(), managers())
-            if wanted is not None and wanted != (self._sealed_by or ""):
-                await trio.to_thread.run_sync(self._write, wanted)
+            index = applied()
+            wanted = self._wanted_or_none(state(), managers(), index)
+            if wanted is not None:
+                await trio.to_thread.run_sync(self._write, wanted, index)
 
-    def sync(self, state: ClusterState, managers: crypto.ManagerKeys | None) -> None:
-        """`run`'s step, blocking: rewrite the key file if the setting asks for another form."""
-        wanted = self._wanted_or_none(state, managers)
-        if wanted is not None and wanted != (self._sealed_by or ""):
-            self._write(wanted)
+    def sync(self, state: ClusterState, managers: crypto.ManagerKeys | None, index: int) -> None:
+        """`run`'s step, blocking: rewrite the key file if the setting of `state` (at Raft
+        index `index`) asks for another form."""
+        wanted = self._wanted_or_none(state, managers, index)
+        if wanted is not None:
+            self._write(wanted, index)
 
     def _wanted_or_none(
-        self, state: ClusterState, managers: crypto.ManagerKeys | None
+        self, state: ClusterState, managers: crypto.ManagerKeys | None, index: int
     ) -> str | None:
+        """The form to write now (as `wanted_unlock_key`), None to leave the file as it is: in
+        that form already, or following a later state than `state` (one replayed at a start)."""
+        if index < self._written_at:
+            return None
         try:
-            return self.wanted_unlock_key(state, managers)
+            wanted = self.wanted_unlock_key(state, managers)
         except RemoteProtocolError as exc:
             log.error("the unlock key in the state does not open: %s; key file unchanged", exc)
             return None
+        return None if wanted == (self._sealed_by or "") else wanted
 
-    def _write(self, wanted: str) -> None:
+    def _write(self, wanted: str, index: int) -> None:
         try:
             if wanted:
-                write_atomic(self._path, encode_sealed(self._dek, wanted))
+                write_atomic(self._path, encode_sealed(self._dek, wanted, index))
             else:
-                write_atomic(self._path, encode_clear(self._dek))
+                write_atomic(self._path, encode_clear(self._dek, index))
         except OSError as exc:  # the file is as it was (an atomic write); the next change retries
             log.error("cannot rewrite %s: %s", self._path, exc)
             return
-        self._sealed_by = wanted or None
+        self._sealed_by, self._written_at = wanted or None, index
         if wanted:
             log.info("autolock: this node's data key is sealed by the cluster's unlock key")
         else:

@@ -186,6 +186,16 @@ def identity_of_der(der: bytes) -> PeerIdentity:
     return identity_of(cert)
 
 
+def identity_of_pem(cert_pem: bytes) -> PeerIdentity:
+    """What this node's own certificate says, unverified (it may have expired while the node
+    was down). RemoteProtocolError if it does not parse."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError as exc:
+        raise RemoteProtocolError(f"unreadable certificate: {exc}") from None
+    return identity_of(cert)
+
+
 def verify(cert_pem: bytes, ca_pem: bytes, *, now: float) -> PeerIdentity:
     """Check that `cert_pem` is a node certificate the CA signed and valid at `now`.
     RemoteProtocolError if not."""

@@ -13,6 +13,13 @@ manager over the cluster channel (`CertRequest`), authenticated by the certifica
 The manager issues for the key of that certificate, with the role and generation of the node's
 record: nothing the asker says is taken. A node whose certificate expired, or that was removed,
 cannot renew (every manager refuses its connections): it must join again, as in Swarm.
+
+The CA never changes (`security.managers_key_rotation` keeps its seed across rotations of the
+managers' key), so a manager never replaces the CA certificate in its data dir: one derived from
+a replica that has not yet applied the CA's seed (a restart, before the log is replayed; the
+seed is sealed in the state from the first rotation on) is not the cluster's, and written, it
+cut the node off from every peer. Such a manager starts with the certificate it has, even an
+expired one, and issues its own once its replica has caught up.
 """
 
 from __future__ import annotations
@@ -89,16 +96,25 @@ class Certificates:
         self.counters = counters
         self._wake = trio.Event()
         self._key = certs.raw_public_key(datadir.signing_key())  # what every cert is for
+        self._unusable_at_start = False  # and not issued again yet: the replica was behind
         if not datadir.has_certificate():
             if keyring.managers is None:
                 datadir.read_certificate()  # raises StorageCorruptError: what to do about it
             self._issue_own()
         self.current = self._load()
 
-    def _issue_own(self) -> None:
-        self._datadir.write_certificate(
-            *own_certificate(self._keyring, self._node_id, self._key, self._state())
-        )
+    def _issue_own(self) -> bool:
+        """Write a certificate this manager issues itself, as the state says; False if the CA
+        it would issue under is not the one in the data dir (the replica is behind): the
+        certificate is then written only where there is none, as something to start with."""
+        cert, ca = own_certificate(self._keyring, self._node_id, self._key, self._state())
+        datadir = self._datadir
+        if datadir.ca_file.exists() and datadir.ca_file.read_bytes() != ca:
+            if not datadir.cert_file.exists():
+                datadir.write_certificate(cert)
+            return False
+        datadir.write_certificate(cert, ca)
+        return True
 
     def _load(self) -> certs.PeerIdentity:
         cert, ca = self._datadir.read_certificate()
@@ -110,11 +126,18 @@ class Certificates:
                 )
             return current
         except RemoteProtocolError as exc:
-            if self._keyring.managers is not None:
-                log.warning("this node's certificate is unusable (%s): issuing a new one", exc)
-                self._issue_own()
+            if self._keyring.managers is not None and self._issue_own():
+                log.warning("this node's certificate was unusable (%s): issued a new one", exc)
                 cert, ca = self._datadir.read_certificate()
                 return certs.verify(cert, ca, now=time.time())
+            if self._keyring.managers is not None:
+                log.warning(
+                    "this node's certificate is unusable (%s): a new one is issued once its "
+                    "replica has applied the cluster's CA",
+                    exc,
+                )
+                self._unusable_at_start = True
+                return certs.identity_of_pem(cert)
             raise StorageCorruptError(
                 f"{self._datadir.cert_file}: {exc}; remove this node (`swarmlet node rm` on a "
                 "manager) and join it again"
@@ -131,6 +154,8 @@ class Certificates:
 
     def due(self, now: float) -> str | None:
         """Why this node's certificate should be renewed now, or None."""
+        if self._unusable_at_start:
+            return "it was unusable at start"
         own = self._state().nodes.get(self._node_id)
         cert = self.current
         if own is not None and (
@@ -157,6 +182,8 @@ class Certificates:
                 cert, new_ca = own_certificate(
                     self._keyring, self._node_id, self._key, self._state()
                 )
+                if new_ca != self._datadir.read_certificate()[1]:
+                    raise SwarmletError("this manager's replica has not applied the CA's seed yet")
             else:
                 cert, new_ca = await self._ask(), None
                 _, ca = self._datadir.read_certificate()
@@ -166,6 +193,7 @@ class Certificates:
             # Files written with fsync: off the event loop.
             await trio.to_thread.run_sync(self._datadir.write_certificate, cert, new_ca)
             self.current = self._load()
+            self._unusable_at_start = False
         except (SwarmletError, OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
             self.counters["certificate_renewal_failures"] += 1
             log.warning("could not renew this node's certificate (%s): %s", why, exc)

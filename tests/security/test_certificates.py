@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from swarmlet import certs, crypto
 from swarmlet.errors import StorageCorruptError
@@ -505,3 +506,47 @@ async def test_a_worker_installs_no_certificate_that_is_not_for_itself(
     assert w1.d.read_certificate() == before
     assert w1.side.installed == []
     assert w1.certificates.counters["certificate_renewal_failures"] == 1
+
+
+@pytest.mark.parametrize("certificate", ["expired", "missing"])
+async def test_a_manager_behind_the_cas_seed_at_start_keeps_the_cluster_ca(
+    tmp_path: Path, certificate: str
+) -> None:
+    """After a rotation of the managers' key, the CA's seed is in the state, sealed; a manager
+    that starts with an unusable certificate has not replayed its log yet, and the CA it would
+    derive from its (new) managers' key is not the cluster's. It used to write that CA over
+    `ca.crt` (7 days down are enough for an expired certificate): every peer, and the node
+    itself, then refused the other. It keeps the cluster's CA, starts, and issues its own once
+    its replica holds the seed."""
+    seed = crypto.new_key()
+    cluster_ca = certs.ca_certificate(Ed25519PrivateKey.from_private_bytes(seed))
+    d = data_dir(tmp_path, "m1", manager=True)
+    issued_at = time.time() - (2 * LIFETIME_S if certificate == "expired" else 0)
+    cert = certs.issue(
+        Ed25519PrivateKey.from_private_bytes(seed),
+        cluster_id=CLUSTER_ID,
+        node_id="m1",
+        role="manager",
+        generation=0,
+        public_key=signing_key_of(d),
+        now=issued_at,
+        lifetime_s=LIFETIME_S,
+    )
+    d.write_certificate(cert, cluster_ca)
+    if certificate == "missing":
+        d.cert_file.unlink()
+    replayed = new_state(record(d, "m1", Role.MANAGER))
+    state = new_state()  # what the agent holds before Raft replays its log
+    m1 = side(d, "m1", state)
+    assert d.read_certificate()[1] == cluster_ca
+    assert m1.certificates.due(time.time()) == "it was unusable at start"
+    with trio.fail_after(TIMEOUT_S):
+        assert not await m1.certificates.renew("at start")  # still behind
+        assert d.read_certificate()[1] == cluster_ca
+        state.nodes = dict(replayed.nodes)
+        state.sealed_ca_seed = MANAGERS.seal_secret("ca-seed/1", seed)
+        assert await m1.certificates.renew("caught up")
+    cert_now, ca_now = d.read_certificate()
+    assert ca_now == cluster_ca
+    assert certs.verify(cert_now, cluster_ca, now=time.time()) == m1.certificates.current
+    assert m1.certificates.due(time.time()) is None

@@ -565,11 +565,12 @@ class Agent:
             self._known_keys = keys
             self.datadir.write_member_keys(keys)
 
-    def _verify_member(self, node_id: str, data: bytes, signature: bytes) -> bool:
-        """Whether `node_id`'s identity key signed `data` (what it says of itself in gossip)."""
+    def _verify_member(self, node_id: str, data: bytes, signature: bytes) -> bool | None:
+        """Whether `node_id`'s identity key signed `data` (what it says of itself in gossip);
+        None if this node does not know that key (yet)."""
         key = self.member_key(node_id)
         if key is None:
-            return False
+            return None
         try:
             crypto.check_signature(key, signature, data)
         except RemoteProtocolError:

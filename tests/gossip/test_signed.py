@@ -17,6 +17,7 @@ from swarmlet.gossip.messages import (
     Alive,
     Dead,
     MemberState,
+    Ping,
     PushNodeState,
     PushPullState,
     Suspect,
@@ -155,9 +156,8 @@ def test_an_alive_that_changes_nothing_costs_no_verification() -> None:
     a = node("a", verify=verify)
     a.handle_datagram(0.0, ADDR["b"], (alive("b", 2),))
     assert verify.calls == 1
-    a.handle_datagram(
-        1.0, ADDR["c"], (alive("b", 2), alive("b", 1), Alive(2, "b", *ADDR["b"], b""))
-    )
+    for again in (alive("b", 2), alive("b", 1), Alive(2, "b", *ADDR["b"], b"")):
+        a.handle_datagram(1.0, ADDR["c"], (again,))
     assert verify.calls == 1  # the same news again, and older news: the precedence rules decide
     assert a.counters["dropped_stale"] == 1
 
@@ -218,18 +218,21 @@ def test_push_pull_refuses_unsigned_and_forged_entries() -> None:
     before_b = a.member("b")
     good = alive("g", 4, b"g4")
     forged_sig = Signer("c")(alive_signed_bytes("f", 0, *ADDR["f"], b""))
-    remote = PushPullState(
-        "c",
-        False,
-        (
-            entry("b", 5, MemberState.ALIVE, b"evil", b""),  # newer, unsigned
-            entry("e", 0, MemberState.ALIVE, b"", b""),  # new, unsigned
-            entry("f", 0, MemberState.ALIVE, b"", forged_sig),  # new, signed by c
-            entry("g", 4, MemberState.ALIVE, b"g4", good.signature),  # new, signed by g
-        ),
+    forgeries = (
+        entry("b", 5, MemberState.ALIVE, b"evil", b""),  # newer, unsigned
+        entry("e", 0, MemberState.ALIVE, b"", b""),  # new, unsigned
+        entry("f", 0, MemberState.ALIVE, b"", forged_sig),  # new, signed by c
     )
-    a.merge_remote_state(1.0, remote)
+    good_entry = entry("g", 4, MemberState.ALIVE, b"g4", good.signature)  # new, signed by g
+    for forged in forgeries:
+        a.merge_remote_state(1.0, PushPullState("c", False, (forged,)))
     assert a.counters["dropped_unverified"] == 3
+    # After a forgery, the rest of a pushed state is dropped: an honest member pushes only
+    # what it checked (each entry would cost a signature check).
+    a.merge_remote_state(1.0, PushPullState("c", False, (forgeries[0], good_entry)))
+    assert a.counters["dropped_after_bad_signature"] == 1
+    assert a.member("g") is None
+    a.merge_remote_state(1.0, PushPullState("c", False, (good_entry,)))
     assert a.member("b") == before_b
     assert a.member("e") is None
     assert a.member("f") is None
@@ -407,7 +410,8 @@ def test_a_leave_counts_only_with_the_leavers_signature() -> None:
     core = knowing("a", "bc")
     forged = Dead(1, "b", "b")  # unsigned
     wrong = Dead(1, "b", "b", Signer("c")(leave_signed_bytes("b", 1)))  # c's key
-    core.handle_datagram(1.0, ADDR["c"], (forged, wrong))
+    for message in (forged, wrong):
+        core.handle_datagram(1.0, ADDR["c"], (message,))
     assert view(core, "b") == (MemberState.ALIVE, 1)
     assert core.counters["dropped_unverified"] == 2
     assert not [e for e in core.take_events() if e.kind is EventKind.LEFT]
@@ -425,7 +429,8 @@ def test_a_leave_that_comes_before_the_refutation_it_follows_is_taken_after_it()
     core = knowing("a", "bc")
     leave = Dead(2, "b", "b", Signer("b")(leave_signed_bytes("b", 2)))
     forged = Dead(3, "b", "b", Signer("c")(leave_signed_bytes("b", 3)))
-    core.handle_datagram(1.0, ADDR["b"], (leave, forged, alive("b", 2, b"real")))
+    core.handle_datagram(1.0, ADDR["c"], (forged,))
+    core.handle_datagram(1.0, ADDR["b"], (leave, alive("b", 2, b"real")))
     assert view(core, "b") == (MemberState.LEFT, 2)
     assert [e.kind for e in core.take_events()] == [EventKind.LEFT]  # no failure
     assert core.counters["dropped_above_known"] == 2  # held, then taken; the forged one is not
@@ -471,3 +476,48 @@ async def test_a_join_or_metadata_after_leave_is_dropped_by_the_driver_not_raise
     driver.join([ADDR["b"]])
     assert driver.core.take_outputs() == []
     assert driver.core.member("a").meta == b"meta-a"  # type: ignore[union-attr]
+
+
+# --- what one datagram or pushed state may cost -------------------------------------------------
+
+
+def test_a_datagram_of_more_probes_or_updates_than_a_member_sends_is_dropped_whole() -> None:
+    """Each Ping is answered and each PingReq relayed: one datagram of 1,000 Pings was 1,001
+    datagrams out. A member sends one probe a datagram, and about one member at most its
+    buddy Suspect and one queued update."""
+    a = knowing("a", "bc")
+    a.handle_datagram(1.0, ADDR["b"], tuple(Ping(n, "a") for n in range(1000)))
+    assert a.counters["dropped_datagram_shape"] == 1
+    assert a.take_outputs() == []
+    three = (Suspect(1, "b", "c"), Suspect(1, "b", "c"), Suspect(1, "b", "c"))
+    a.handle_datagram(1.0, ADDR["c"], three)
+    assert a.counters["dropped_datagram_shape"] == 2
+    assert view(a, "b") == (MemberState.ALIVE, 1)
+    # What a probe of a suspect carries is taken: its buddy Suspect, the queued one, a Ping.
+    a.handle_datagram(1.0, ADDR["c"], (Suspect(0, "a", "c"), Suspect(0, "a", "c"), Ping(7, "a")))
+    assert a.counters["dropped_datagram_shape"] == 2
+    assert a.counters["refutes"] == 1
+
+
+def test_after_a_forged_signature_the_rest_of_a_datagram_is_dropped() -> None:
+    """An honest member relays only what it checked: after one forgery, nothing more of that
+    datagram costs a signature check. A member whose key is not known here yet is no
+    forgery (it joined since): what follows it is taken."""
+    verify = Verifier(known={"a", "b", "c"})
+    a = knowing("a", "bc")
+    a._verify = verify  # as `knowing` built it, but counting (and knowing only a, b, c)
+    forged = alive("b", 2, b"evil", signer="c")
+    a.handle_datagram(1.0, ADDR["c"], (forged, *(alive(n, 1) for n in "defg")))
+    assert (verify.calls, a.counters["dropped_after_bad_signature"]) == (1, 1)
+    a.handle_datagram(1.0, ADDR["c"], (alive("h", 0), alive("c", 2, b"news")))
+    assert verify.calls == 3  # h: no key here, not a forgery; c's news is checked and taken
+    assert view(a, "c") == (MemberState.ALIVE, 2)
+    assert a.counters["dropped_after_bad_signature"] == 1
+
+
+def test_a_pushed_state_naming_a_member_twice_is_dropped() -> None:
+    a = knowing("a", "bc")
+    twice = entry("b", 2, MemberState.ALIVE, b"b2", alive("b", 2, b"b2").signature)
+    a.merge_remote_state(1.0, PushPullState("c", False, (twice, twice)))
+    assert a.counters["dropped_push_pull_duplicate"] == 1
+    assert view(a, "b") == (MemberState.ALIVE, 1)

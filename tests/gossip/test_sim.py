@@ -258,11 +258,23 @@ def test_a_signed_cluster_refuses_no_honest_news_and_loses_no_member_at_ten_perc
 ) -> None:
     with replay_hint(nodeid, seed):
         sim = run_without_crash(seed, 20, Net(loss=0.10), duration_s=120.0, signed=True)
-        keys = ("suspects", "refutes", "dropped_above_known", "dropped_unverified")
+        keys = (
+            "suspects",
+            "refutes",
+            "dropped_above_known",
+            "dropped_unverified",
+            "dropped_datagram_shape",
+            "dropped_after_bad_signature",
+            "dropped_push_pull_duplicate",
+        )
         total = {k: sum(c.counters[k] for c in sim.nodes.values()) for k in keys}
         print(f"20 signed members, 10% loss, 120 s: {total}")
         assert total["refutes"] > 0
         assert total["dropped_unverified"] == 0  # every honest Alive verifies, relayed or not
+        # Every datagram and pushed state a member sends is of the shape members take.
+        assert total["dropped_datagram_shape"] == 0
+        assert total["dropped_after_bad_signature"] == 0
+        assert total["dropped_push_pull_duplicate"] == 0
         assert sim.observed.false_failures == []
         assert sim.converged()
 
@@ -293,7 +305,8 @@ def test_a_forger_with_the_cluster_key_can_neither_kill_nor_rewrite_a_member(
                 Alive(real + 1, victim, *vaddr, b"evil"),
             )
             for name in names:
-                sim.forge(forger, sim.addrs[name], forged)
+                for message in forged:  # one a datagram: together they are not of our shape
+                    sim.forge(forger, sim.addrs[name], (message,))
             if sim.rng.random() < 0.1:  # now and then, an accusation the victim must refute
                 sim.forge(forger, sim.addrs[names[0]], (Suspect(real, victim, "mallory"),))
             sim.run_until(sim.now + 0.1)

@@ -906,24 +906,28 @@ async def test_forged_unsigned_and_garbage_gossip_is_dropped_and_counted(scene: 
             # what, not for its form.
             assert await worker.acked(target, target_id, signed_as=w)
             garbage = rng.randbytes(crypto.SIGNATURE_BYTES)
-            lies = worker.datagram(
-                # At the members' real addresses: another would be refused for that alone.
-                Alive(HUGE_INCARNATION, victim_id, victim.host, victim.port, meta, garbage),
-                Alive(HUGE_INCARNATION, target_id, target.host, target.port, meta, garbage),
-                Suspect(HUGE_INCARNATION, victim_id, w),
-                Dead(HUGE_INCARNATION, victim_id, w),
-                Dead(HUGE_INCARNATION, victim_id, victim_id),  # a leave, in the victim's name
-                Suspect(HUGE_INCARNATION, target_id, w),
-                Dead(HUGE_INCARNATION, target_id, target_id),
-                signed_as=w,
-            )
+            # One a datagram: each is refused for itself (together they are not of the shape
+            # a member sends, and the first forgery would drop the rest).
+            lies = [
+                worker.datagram(lie, signed_as=w)
+                for lie in (
+                    # At the members' real addresses: another would be refused for that alone.
+                    Alive(HUGE_INCARNATION, victim_id, victim.host, victim.port, meta, garbage),
+                    Alive(HUGE_INCARNATION, target_id, target.host, target.port, meta, garbage),
+                    Suspect(HUGE_INCARNATION, victim_id, w),
+                    Dead(HUGE_INCARNATION, victim_id, w),
+                    Dead(HUGE_INCARNATION, victim_id, victim_id),  # a leave, in the victim's name
+                    Suspect(HUGE_INCARNATION, target_id, w),
+                    Dead(HUGE_INCARNATION, target_id, target_id),
+                )
+            ]
             ping = Ping(rng.randrange(1 << 30), target_id)
             noise = [rng.randbytes(rng.randint(1, 2000)) for _ in range(5)]
             seen = await off_loop(counters, scene.cluster, target)
             await worker.send_datagrams(
                 target,
                 [
-                    lies,
+                    *lies,
                     worker.datagram(ping, signed_as=victim_id),  # a manager's name, our key
                     worker.datagram(ping, signed_as=f"impostor-{crypto.new_id(4)}"),
                     worker.datagram(ping, signed_as=None),
@@ -952,6 +956,65 @@ async def test_forged_unsigned_and_garbage_gossip_is_dropped_and_counted(scene: 
                 assert said is not None and said.name == f"n{agent.index}", (m.index, record)
         victim = await off_loop(scene.follower)
         assert await refutes_a_suspicion(worker, scene, victim)
+        ready = functools.partial(all_ready_everywhere, scene)
+        await off_loop(wait_for, "every node ready on every manager", ready)
+        await off_loop(assert_unchanged, scene, before)
+
+
+async def test_gossip_that_would_cost_a_manager_more_than_a_member_sends_is_dropped(
+    scene: Scene,
+) -> None:
+    """Signed by the worker (its Ping alone is answered), to every manager: one datagram of
+    1,000 Pings (each was answered: 1,001 datagrams out for one in); one of a forged Alive
+    about another manager (a signature check) followed by 50 Suspects of it (each was checked
+    on); and a push-pull naming one member 1,000 times (each entry a signature check: 40,000
+    entries held a manager's event loop 2.4 s). Each is dropped and counted, nothing answers
+    the Pings, and nothing changes."""
+    with trio.fail_after(TEST_TIMEOUT_S):
+        worker = Impostor(scene.worker.data_dir)
+        w = scene.worker_id
+        before = await off_loop(picture, scene)
+        for i, target in enumerate(scene.managers):
+            victim = scene.managers[(i + 1) % len(scene.managers)]
+            target_id, victim_id = scene.manager_ids[target.index], scene.manager_ids[victim.index]
+            assert await worker.acked(target, target_id, signed_as=w)
+            said = (await worker.members(target))[victim_id]
+            # Far above the victim's incarnation: it raises its own as its load changes.
+            forged = Alive(
+                HUGE_INCARNATION, victim_id, victim.host, victim.port, said.meta, bytes(64)
+            )
+            seen = await off_loop(counters, scene.cluster, target)
+            pings = [Ping(n, target_id) for n in range(1000)]
+            followers = [Suspect(said.incarnation, f"x{n}", w) for n in range(50)]
+            await worker.send_datagrams(
+                target,
+                [
+                    worker.datagram(*pings, signed_as=w),
+                    worker.datagram(forged, *followers, signed_as=w),
+                ],
+            )
+            entry = PushNodeState(
+                victim_id,
+                victim.host,
+                victim.port,
+                said.meta,
+                HUGE_INCARNATION,
+                MemberState.ALIVE,
+                bytes(64),
+            )
+            stream = await worker.connect(target)
+            async with stream.stream:
+                await ask_on(stream, PushPullState(w, False, (entry,) * 1000), (PushPullState,))
+            expected = Counter(
+                gossip_dropped_datagram_shape=1,
+                gossip_dropped_unverified=1,
+                gossip_dropped_after_bad_signature=1,
+                gossip_dropped_push_pull_duplicate=1,
+            )
+            await off_loop(wait_counted, scene.cluster, target, seen, expected)
+            now = await off_loop(counters, scene.cluster, target)
+            # Its own probes and gossip go on meanwhile; 1,000 Acks would not hide in them.
+            assert now["datagrams_out"] - seen["datagrams_out"] < 200, target.index
         ready = functools.partial(all_ready_everywhere, scene)
         await off_loop(wait_for, "every node ready on every manager", ready)
         await off_loop(assert_unchanged, scene, before)

@@ -47,6 +47,12 @@ LINE_BUFFER = 256  # lines in flight between the node streams and the caller
 # Without --follow, the most lines of one task shown: the newest (all are held in memory, to be
 # sorted in time order); where a task has more, the output says so, and --since chooses.
 MAX_LINES_PER_TASK = 100_000
+# What another node may make this one hold (it may be compromised, and a `LogLine` can be 4 MiB):
+# a line is cut beyond MAX_LINE_BYTES (its text and the driver's attributes together), with a
+# mark that says so; without --follow, a node's lines beyond MAX_BYTES_PER_NODE are not read.
+# 100,000 lines of a task at 100 bytes fit; 256 lines in flight stay under 64 MiB.
+MAX_LINE_BYTES = 256 * 1024
+MAX_BYTES_PER_NODE = 64 * 1024 * 1024
 
 
 # ---------------------------------------------------------------------------- selecting tasks
@@ -125,12 +131,16 @@ def split_timestamp(raw: bytes) -> tuple[str, bytes]:
 
 
 def timestamp_ns(text: str) -> int:
-    """Nanoseconds since the epoch of Docker's timestamp `text`; 0 for "" or anything else."""
+    """Nanoseconds since the epoch of Docker's timestamp `text`; 0 for "" or anything else
+    (a date of the right shape that does not exist, as month 13, included)."""
     match = _TIMESTAMP.match(text.encode() + b" ")
     if match is None:
         return 0
     seconds, fraction, zone = (g.decode() if g else "" for g in match.groups())
-    when = datetime.fromisoformat(seconds + ("+00:00" if zone == "Z" else zone))
+    try:
+        when = datetime.fromisoformat(seconds + ("+00:00" if zone == "Z" else zone))
+    except ValueError:
+        return 0
     return int(when.timestamp()) * 1_000_000_000 + int(fraction.ljust(9, "0") or 0)
 
 
@@ -334,6 +344,7 @@ class ServiceLogs:
                 # own) is cut, with some slack for a runtime that counts lines its own way.
                 allowed = None if request.follow else 2 * request.tail + 100
                 sent: collections.Counter[str] = collections.Counter()
+                held = 0  # bytes of this node's lines held (without --follow)
                 async with stream.stream:
                     await stream.send(request)
                     while True:
@@ -346,6 +357,20 @@ class ServiceLogs:
                             self.agent.transport.counters["logs_dropped_foreign_task"] += 1
                             continue
                         sent[msg.task_id] += 1
+                        line = _line(node_id, msg)
+                        if len(msg.line) + _attrs_bytes(msg) > MAX_LINE_BYTES:
+                            self.agent.transport.counters["logs_cut_long_line"] += 1
+                            line = _cut(line, len(msg.line))
+                        if not request.follow:
+                            held += len(line.text) + len(line.timestamp)
+                            if held > MAX_BYTES_PER_NODE:
+                                self.agent.transport.counters["logs_cut_beyond_bytes"] += 1
+                                note = (
+                                    f"(more than {MAX_BYTES_PER_NODE >> 20} MiB of lines from "
+                                    "this node: cut; see --since or --tail)"
+                                )
+                                await out.send(_Line(node_id, "", "", note))
+                                return
                         if allowed is not None and sent[msg.task_id] > request.tail:
                             if sent[msg.task_id] > allowed:
                                 self.agent.transport.counters["logs_cut_beyond_tail"] += 1
@@ -353,7 +378,7 @@ class ServiceLogs:
                                 await out.send(_Line(node_id, "", "", note))
                                 return
                             continue  # beyond what was asked: not shown
-                        await out.send(_line(node_id, msg))
+                        await out.send(line)
             except (
                 OSError,
                 trio.BrokenResourceError,
@@ -414,5 +439,16 @@ class ServiceLogs:
 
 
 def _line(node_id: str, msg: LogLine) -> _Line:
-    text = msg.line.decode(errors="replace")
+    text = msg.line[:MAX_LINE_BYTES].decode(errors="replace")  # what is beyond: see `_cut`
     return _Line(node_id, msg.task_id, msg.timestamp, text, tuple(sorted(msg.attrs.items())))
+
+
+def _attrs_bytes(msg: LogLine) -> int:
+    return sum(len(k) + len(v) for k, v in msg.attrs.items())
+
+
+def _cut(line: _Line, size: int) -> _Line:
+    """A line over MAX_LINE_BYTES with its attributes (`_line` kept the start of its text):
+    marked as cut, and without the attributes."""
+    mark = f" ... (cut: a line of {size} bytes with its attributes is over {MAX_LINE_BYTES})"
+    return line._replace(text=line.text + mark, attrs=())

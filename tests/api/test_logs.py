@@ -419,3 +419,50 @@ def node_asked_tail(agent: StandIn) -> int:
     [request] = agent.transport.node.asked  # type: ignore[attr-defined]
     assert isinstance(request, LogsRequest)
     return request.tail
+
+
+async def test_a_line_over_the_limit_is_cut_and_marked(
+    state: ClusterState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node may send 4 MiB lines (a frame's worth), with as many attributes: a manager held
+    256 of them in flight, and every one without --follow (a compromised worker ran it out of
+    memory). A line is cut with a mark saying so, and loses its attributes."""
+    monkeypatch.setattr(logs_module, "MAX_LINE_BYTES", 10)
+    own = remote_task(state)
+    lines = [
+        LogLine(own, b"short", "2025-12-03T08:00:00Z"),
+        LogLine(own, b"x" * 50, "2025-12-03T08:00:01Z"),
+        LogLine(own, b"short", "2025-12-03T08:00:02Z", {"k": "v" * 50}),
+    ]
+    agent = StandIn(state)
+    agent.transport = ScriptedTransport(ScriptedNode(lines, ends=True))  # type: ignore[attr-defined]
+    items = await collect(ServiceLogs(agent), targets=[own])  # type: ignore[arg-type]
+    mark = "... (cut: a line of {} bytes with its attributes is over 10)"
+    assert [i["line"] for i in items] == [
+        "short",
+        "x" * 10 + " " + mark.format(50),
+        "short " + mark.format(5),
+    ]
+    assert not items[2].get("details")
+    assert agent.transport.counters["logs_cut_long_line"] == 2  # type: ignore[attr-defined]
+
+
+async def test_without_follow_a_nodes_lines_beyond_the_bytes_held_are_cut(
+    state: ClusterState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logs_module, "MAX_BYTES_PER_NODE", 100)
+    own = remote_task(state)
+    lines = [LogLine(own, b"%02d" % i + b"." * 8, "2025-12-03T08:00:00Z") for i in range(50)]
+    agent = StandIn(state)
+    agent.transport = ScriptedTransport(ScriptedNode(lines, ends=True))  # type: ignore[attr-defined]
+    items = await collect(ServiceLogs(agent), targets=[own])  # type: ignore[arg-type]
+    shown = [i["line"] for i in items]
+    assert shown[0] == "(more than 0 MiB of lines from this node: cut; see --since or --tail)"
+    assert 0 < len(shown) - 1 < 50
+    assert agent.transport.counters["logs_cut_beyond_bytes"] == 1  # type: ignore[attr-defined]
+
+
+def test_a_timestamp_of_the_right_shape_for_no_date_sorts_first() -> None:
+    """A node's `2024-13-45T00:00:00Z` raised ValueError: the whole request failed ("internal
+    error"), the other nodes' lines with it."""
+    assert timestamp_ns("2024-13-45T00:00:00Z") == 0

@@ -319,16 +319,17 @@ class StatusIntake:
 
 
 def _vetted_load(node_id: str, load: NodeLoad, state: ClusterState) -> NodeLoad:
-    """`load` with only what the node may speak for: its own running tasks, and the services
-    that exist (so what a node sends cannot grow the leader's memory beyond the state's size)."""
-    tasks: list[TaskLoad] = []
+    """`load` with only what the node may speak for: its own running tasks, each once (the
+    first figure), and the services that exist (so what a node sends cannot grow the leader's
+    memory beyond the state's size, nor weigh one task as many)."""
+    tasks: dict[str, TaskLoad] = {}
     for t in load.tasks:
         task = state.tasks.get(t.task_id)
         if task is not None and task.node_id == node_id and task.state <= TaskState.RUNNING:
-            tasks.append(t)
+            tasks.setdefault(t.task_id, t)
     names = {s.spec.name for s in state.services.values()}
     connections = {k: v for k, v in load.proxy_connections.items() if k in names}
-    return NodeLoad(tuple(tasks), connections)
+    return NodeLoad(tuple(tasks.values()), connections)
 
 
 def _entries(load: NodeLoad) -> int:

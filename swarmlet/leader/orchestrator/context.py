@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -129,8 +130,16 @@ class Context:
         )
 
     def running_since(self, task: Task) -> float:
-        obs = self.observed.tasks.get(task.id)
-        return obs.since if obs is not None and obs.since else self.now
+        return self._since(task, self.observed.tasks.get(task.id))
+
+    def _since(self, task: Task, obs: TaskObservation | None) -> float:
+        """When the node says `task` entered its reported state, within what can be true: not
+        before the task was created, not after now (a node's clock may be ahead, and a node
+        may lie: a terminal state "since" 1e300 held its slot's restart off for good)."""
+        since = obs.since if obs is not None else 0.0
+        if not since or not math.isfinite(since):
+            return self.now
+        return max(task.created_at, min(since, self.now))
 
     def node_ready(self, node_id: str) -> bool | None:
         """True/False: gossip's verdict; None: not heard of yet."""
@@ -215,7 +224,7 @@ class Context:
         updated_at = task.updated_at
         if obs is not None and obs.state.terminal and obs.state > new_state:
             new_state, error = obs.state, obs.error or error
-            updated_at = obs.since or self.now
+            updated_at = self._since(task, obs)
         if state is not None and state > new_state:
             new_state, updated_at = state, self.now
         if new_state == task.state and not message:

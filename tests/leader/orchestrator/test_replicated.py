@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
+import pytest
+
 from swarmlet.leader.orchestrator import next_wakeup, reconcile
 from swarmlet.state.commands import PutTasks, RemoveTasks, UpdateNode
 from swarmlet.state.model import (
@@ -113,6 +118,24 @@ def test_fixed_restart_delay_of_swarm() -> None:
     h.fail(first.id)
     h.reconcile()
     assert active(h.state, "s-web") == []
+    assert next_wakeup(h.state, h.observed(), h.now) == h.now + 5.0
+    h.now += 5.0
+    h.reconcile()
+    assert len(active(h.state, "s-web")) == 1
+
+
+@pytest.mark.parametrize("since", [1e300, math.inf, math.nan])
+def test_a_failure_reported_since_a_time_that_cannot_be_is_taken_as_now(since: float) -> None:
+    """A node says when its task ended; one that said 1e300 (a lie, or a clock far ahead) held
+    its slot's restart off for good: the time is taken within [created, now]."""
+    h = Harness(make_state(1))
+    add_service(h.state, "web", restart=RestartPolicy(delay_s=5.0))
+    h.settle(1)
+    [first] = h.running("s-web")
+    h.observe(first.id, TaskState.FAILED, error="exit 1")
+    h.tasks[first.id] = dataclasses.replace(h.tasks[first.id], since=since)
+    h.reconcile()
+    assert h.state.tasks[first.id].updated_at == h.now
     assert next_wakeup(h.state, h.observed(), h.now) == h.now + 5.0
     h.now += 5.0
     h.reconcile()

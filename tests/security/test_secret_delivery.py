@@ -226,6 +226,18 @@ async def test_a_manager_refuses_a_task_that_is_not_the_nodes_own(
             assert w.manager.transport.counters["secrets_refused"] == 1
 
 
+async def test_a_refusal_logs_one_short_line_whatever_the_asker_sends(
+    tmp_path: Path, test_ca: TestCA, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The task id is the asker's: one of 1 MiB made a log line of 2 MiB or more per request."""
+    with trio.fail_after(TIMEOUT_S):
+        async with world(tmp_path, test_ca) as w:
+            with pytest.raises(SecretsUnavailableError, match="no task"):
+                await w.worker.task_files(task("t" * (1 << 20), "w1"))
+    [line] = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert line.startswith("secrets of task 'tttt") and len(line) < 600
+
+
 async def test_a_member_posing_as_the_node_cannot_open_the_answer(
     tmp_path: Path, test_ca: TestCA
 ) -> None:

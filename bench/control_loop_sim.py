@@ -421,6 +421,7 @@ class Simulation:
             state=lambda: self.state,
             propose=self.propose,
             counters=Counters(),
+            clock=lambda: self.now,
         )
         self.duties = LeaderDuties(self, voter_grace_s=60.0)
         self.duties._ids = self.ids  # the run's seeded ids, so that a seed replays the run

@@ -76,6 +76,15 @@ MAX_CONTAINER_ID_CHARS = 128
 # A report holds statuses up to about this many bytes (and at least one), so that it stays well
 # inside the largest frame a worker may send (`transport.MAX_NON_MANAGER_FRAME_BYTES`).
 REPORT_BYTES = 1024 * 1024
+# What the leader commits of one node's statuses (`_Budget`): a burst of two full reports, then
+# STATUS_BYTES_PER_S. Each status it commits is a Raft write on every manager, and from the
+# services with a published port or a network, a frame to every worker: a node that changed
+# the error text of its 512 tasks in every report committed 2 MiB per report, as fast as it
+# sent them. An honest node's statuses are a few hundred bytes each, on change: a node
+# restarting 1,000 tasks at once is about 200 KiB. Beyond it a report is refused and the node
+# sends it again after `RETRY_S`, with what is news by then.
+STATUS_BURST_BYTES = 2 * REPORT_BYTES
+STATUS_BYTES_PER_S = 256 * 1024
 
 
 def is_news(obs: TaskObservation, recorded: TaskObservation | None) -> bool:
@@ -239,12 +248,16 @@ class StatusIntake:
         state: Callable[[], ClusterState],
         propose: Callable[[Command], Awaitable[ApplyResult]],
         counters: Counters,
+        clock: Callable[[], float] = trio.current_time,
     ) -> None:
+        """`clock`: what the node's rate of statuses counts in (a simulation's own time)."""
         self._raft = raft
         self._state = state
         self._propose = propose
         self.counters = counters
+        self._clock = clock
         self.loads: dict[str, NodeLoad] = {}  # node id -> as its last report brought it
+        self._budgets: dict[str, _Budget] = {}  # node id -> what it may commit now
         self._members_seen = (0, 0)  # (nodes, removed nodes) of the state `loads` was pruned for
 
     async def serve(self, stream: FramedStream, first: object) -> None:
@@ -291,6 +304,12 @@ class StatusIntake:
                 port_errors = None
         if not statuses and port_errors is None:
             return StatusReportReply(report.seq, True, index=self._raft.applied)
+        now = self._clock()
+        budget = self._budgets.setdefault(node_id, _Budget(now))
+        size = sum(map(status_bytes, statuses)) + sum(map(len, (port_errors or {}).values()))
+        if not budget.take(size, now):
+            self.counters["status_refused_rate"] += 1
+            return self._refuse(report, "over the node's rate of statuses (sent again soon)")
         try:
             result = await self._propose(ReportTasks(node_id, tuple(statuses), port_errors))
         except NotLeaderError as exc:
@@ -312,6 +331,8 @@ class StatusIntake:
         self._members_seen = seen
         for node_id in [n for n in self.loads if n not in state.nodes]:
             del self.loads[node_id]
+        for node_id in [n for n in self._budgets if n not in state.nodes]:
+            del self._budgets[node_id]
 
     def _refuse(self, report: StatusReport, why: str) -> StatusReportReply:
         self.counters["status_report_refused"] += 1
@@ -358,12 +379,36 @@ def within_report(statuses: list[TaskObservation]) -> list[TaskObservation]:
     REPORT_BYTES (the first always goes); the rest go in the next reports."""
     budget = REPORT_BYTES
     for i, obs in enumerate(statuses[:MAX_STATUSES_PER_REPORT]):
-        # An upper bound on its encoding: fields, and each endpoint's four.
-        budget -= 128 + len(obs.task_id) + len(obs.container_id) + len(obs.error)
-        budget -= sum(32 + len(e.host) for e in obs.endpoints)
+        budget -= status_bytes(obs)
         if budget < 0 and i > 0:
             return statuses[:i]
     return statuses[:MAX_STATUSES_PER_REPORT]
+
+
+def status_bytes(obs: TaskObservation) -> int:
+    """An upper bound on a status's encoding: its fields, and each endpoint's four."""
+    fields = 128 + len(obs.task_id) + len(obs.container_id) + len(obs.error)
+    return fields + sum(32 + len(e.host) for e in obs.endpoints)
+
+
+class _Budget:
+    """A token bucket of status bytes: STATUS_BURST_BYTES at most, refilled at
+    STATUS_BYTES_PER_S. A full bucket takes any size, and owes what it lacked: a report larger
+    than the burst (a status may hold 65,536 endpoints) goes, and waits out its size after."""
+
+    def __init__(self, now: float) -> None:
+        self._bytes = float(STATUS_BURST_BYTES)
+        self._at = now
+
+    def take(self, size: int, now: float) -> bool:
+        """Whether `size` bytes may be committed now (they are then taken)."""
+        elapsed = max(0.0, now - self._at)
+        self._bytes = min(STATUS_BURST_BYTES, self._bytes + elapsed * STATUS_BYTES_PER_S)
+        self._at = now
+        if size > self._bytes and self._bytes < STATUS_BURST_BYTES:
+            return False
+        self._bytes -= size
+        return True
 
 
 def _vetted_port_errors(errors: dict[str, str]) -> dict[str, str]:

@@ -5,11 +5,21 @@ What it drops of a load, or cuts of port errors, is counted."""
 
 from __future__ import annotations
 
-from swarmlet.node.status_reports import MAX_PORT_ERRORS, StatusIntake
+import trio
+import trio.testing
+
+from swarmlet.node.status_reports import (
+    MAX_ERROR_CHARS,
+    MAX_PORT_ERRORS,
+    STATUS_BURST_BYTES,
+    STATUS_BYTES_PER_S,
+    StatusIntake,
+    status_bytes,
+)
 from swarmlet.state.commands import AddNode, RemoveNode
 from swarmlet.state.machine import ClusterState
-from swarmlet.state.model import Node, Role
-from swarmlet.state.observed import NodeLoad, StatusReport, TaskLoad
+from swarmlet.state.model import Node, Role, TaskState
+from swarmlet.state.observed import NodeLoad, StatusReport, TaskLoad, TaskObservation
 from swarmlet.wire.transport import Counters
 from tests.node.test_status_reports import (
     HOST,
@@ -95,3 +105,34 @@ async def test_a_task_named_many_times_in_a_load_is_kept_once() -> None:
     assert (await leader.answer(peer(NODE), StatusReport(1, (), None, load))).ok
     assert leader.loads[NODE].tasks == (TaskLoad("t0", 0.0, 1),)
     assert counters["status_refused_load_entries"] == 999
+
+
+async def test_a_node_that_reports_faster_than_its_rate_is_refused_until_it_has_waited(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Each report changes the error text of the worker's tasks: news every time, and each one
+    was a Raft write on every manager, as fast as the worker sent them. Past a burst of two
+    full reports the intake refuses, counted, and takes the node's reports again at its rate."""
+    state = cluster(tasks_on_node=2)
+    counters = Counters()
+    raft = FakeRaft(state, leader=True)
+    leader = intake(state, raft, counters)
+    error = "e" * MAX_ERROR_CHARS
+    per_report = 2 * status_bytes(failed("t0", error))
+    taken = 0
+    for seq in range(1, 10_000):
+        statuses = (failed("t0", f"{seq}{error}"), failed("t1", f"{seq}{error}"))
+        reply = await leader.answer(peer(NODE), StatusReport(seq, statuses))
+        if not reply.ok:
+            assert "over the node's rate of statuses" in reply.error
+            break
+        taken += 1
+    assert taken * per_report <= STATUS_BURST_BYTES + per_report
+    assert counters["status_refused_rate"] == 1
+    await trio.sleep(2 * per_report / STATUS_BYTES_PER_S)
+    statuses = (failed("t0", "later"),)
+    assert (await leader.answer(peer(NODE), StatusReport(seq + 1, statuses))).ok
+
+
+def failed(task_id: str, error: str) -> TaskObservation:
+    return TaskObservation(task_id, TaskState.FAILED, error=error[:MAX_ERROR_CHARS])

@@ -60,7 +60,11 @@ from swarmlet.gossip.messages import (
 )
 from swarmlet.node.agent import FIRST_FRAME_TIMEOUT_S
 from swarmlet.node.replicated import encode_command
-from swarmlet.node.status_reports import MAX_PORT_ERRORS, MAX_STATUSES_PER_REPORT
+from swarmlet.node.status_reports import (
+    MAX_PORT_ERRORS,
+    MAX_STATUSES_PER_REPORT,
+    STATUS_BURST_BYTES,
+)
 from swarmlet.raft.driver import RaftStreamHello
 from swarmlet.raft.messages import (
     AppendEntries,
@@ -1567,7 +1571,8 @@ async def test_a_workers_load_and_port_errors_are_cut_to_its_own_and_counted(
             (
                 TaskLoad(on_manager.task_id, 99.0, 1 << 40),
                 TaskLoad("no-such-task", 99.0, 1 << 40),
-                TaskLoad(on_worker.task_id, 1.0, 1 << 20),  # its own: kept
+                TaskLoad(on_worker.task_id, 1.0, 1 << 20),  # its own: kept, once
+                *[TaskLoad(on_worker.task_id, 99.0, 1 << 40)] * 1000,
             ),
             {"mw_web_worker": 1, **made_up},
         )
@@ -1575,7 +1580,7 @@ async def test_a_workers_load_and_port_errors_are_cut_to_its_own_and_counted(
         reply = await worker.ask(leader, StatusReport(1, (), errors, load), (StatusReportReply,))
         assert isinstance(reply, StatusReportReply) and reply.ok, reply
 
-        dropped = 2 + len(made_up)
+        dropped = 2 + 1000 + len(made_up)
         expected = Counter(
             status_refused_load_entries=dropped,
             status_refused_port_errors=1,
@@ -1583,6 +1588,47 @@ async def test_a_workers_load_and_port_errors_are_cut_to_its_own_and_counted(
         )
         await off_loop(wait_counted, scene.cluster, leader, seen, expected)
         assert await off_loop(web_state, scene) == state_before
+        assert await off_loop(routes, scene) == routes_before
+        await off_loop(assert_unchanged, scene, before)
+
+
+@pytest.mark.docker
+async def test_a_worker_reporting_news_faster_than_its_rate_is_refused_and_counted(
+    scene: Scene, web_tasks: tuple[WebTask, WebTask]
+) -> None:
+    """Its own task's status with a new 4 KiB error text in every report, one after another on
+    one TLS link to the leader: each was news, and a Raft write on every manager, as fast as
+    the worker sent them. Past a burst of two full reports' worth, refused and counted; once
+    the rate allows, the worker's own reporter says its truth again, and the state, the routes
+    and the leader are what they were."""
+    with trio.fail_after(TEST_TIMEOUT_S):
+        worker = Impostor(scene.worker.data_dir)
+        _, on_worker = web_tasks
+        leader = await off_loop(scene.leader)
+        before = await off_loop(picture, scene)
+        routes_before = await off_loop(routes, scene)
+        state_before = await off_loop(web_state, scene)
+        own = await off_loop(committed_status, scene, on_worker)
+        seen = await off_loop(counters, scene.cluster, leader)
+        stream = await worker.connect(leader)
+        async with stream.stream:
+            for seq in range(1, 100_000):
+                lie = dataclasses.replace(own, error=f"{seq:06d}" + "x" * 4000)
+                reply = await ask_on(stream, StatusReport(seq, (lie,)), (StatusReportReply,))
+                assert isinstance(reply, StatusReportReply), reply
+                if not reply.ok:
+                    assert "over the node's rate of statuses" in reply.error, reply
+                    break
+        taken = seq - 1
+        assert taken * 4000 <= 4 * STATUS_BURST_BYTES, taken  # the burst, and what refilled
+        await off_loop(wait_counted, scene.cluster, leader, seen, Counter(status_refused_rate=1))
+
+        def truth_again() -> bool:
+            return web_state(scene) == state_before and not any(
+                t["error"] for t in tasks(scene.cluster, "mw_web_worker")
+            )
+
+        await off_loop(wait_for, "the worker's status as it is, again", truth_again)
         assert await off_loop(routes, scene) == routes_before
         await off_loop(assert_unchanged, scene, before)
 

@@ -25,6 +25,7 @@ from swarmlet.certs import PeerIdentity
 from swarmlet.node.view_store import SAVE_INTERVAL_S, ViewStore, ViewToSave
 from swarmlet.node.worker_sessions import (
     KEEPALIVE_S,
+    MIN_VIEW_INTERVAL_S,
     OLD_MANAGER_RETRY_S,
     RETRY_S,
     VIEW_PROTOCOL,
@@ -766,6 +767,39 @@ async def test_a_second_session_of_a_node_replaces_its_first(
         assert manager.ended == 2
     assert server.sessions == 0
     assert manager.counters["worker_sessions_replaced"] == 1
+
+
+async def test_a_node_that_opens_session_after_session_gets_a_whole_view_every_interval_only(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Each new session was a whole view built and sent (its tasks and every routed service):
+    a worker looping on hellos had the manager build them back to back. Twenty hellos a
+    second for 10 s: the manager builds at most one a MIN_VIEW_INTERVAL_S, and another node
+    is served at once meanwhile."""
+    manager = Manager(cluster())
+    views = 0
+    start = trio.current_time()
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            ends: list[FramedStream] = []
+            while trio.current_time() < start + 10.0:
+                manager_end, worker_end = stream_pair()
+                ends.append(worker_end)
+                nursery.start_soon(manager.on_stream, manager_end)
+                await worker_end.send(SessionHello(VIEW_PROTOCOL))
+                await trio.sleep(0.05)
+            other_manager_end, other_end = stream_pair(OTHER)
+            nursery.start_soon(manager.on_stream, other_manager_end)
+            await other_end.send(SessionHello(VIEW_PROTOCOL))
+            first = await other_end.receive(expect=(ViewUpdate,))
+            assert first is not None and first.reset
+            assert trio.current_time() < start + 10.1  # not paced by w1's sessions
+            for end in ends:
+                update = await end.receive(expect=(ViewUpdate,))
+                views += update is not None and update.reset
+            nursery.cancel_scope.cancel()
+    assert views <= 10.0 / MIN_VIEW_INTERVAL_S + 1
+    assert manager.counters["worker_sessions_paced"] >= 150
 
 
 # -------------------------------------------------------------------------- the worker's side

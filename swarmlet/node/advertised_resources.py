@@ -9,10 +9,10 @@ of an older release, which ignores it, advertises (no data-dir format change).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from swarmlet.security.datadir import write_atomic
 from swarmlet.state.generic_resources import parse_advertised
 
 FILE_NAME = "generic-resources"
@@ -32,9 +32,8 @@ def read_advertised(datadir_path: Path) -> tuple[str, ...]:
 
 
 def write_advertised(datadir_path: Path, entries: Sequence[str]) -> None:
-    """Replace the stored list (atomically: a crash leaves the old list or the new one)."""
+    """Replace the stored list (atomically and durably: a crash, a power cut included, leaves
+    the old list or the new one, never an empty or partial file)."""
     parse_advertised(entries)
-    path = datadir_path / FILE_NAME
-    tmp = path.with_name(FILE_NAME + ".tmp")
-    tmp.write_text("".join(f"{entry.strip()}\n" for entry in entries))
-    os.replace(tmp, path)
+    text = "".join(f"{entry.strip()}\n" for entry in entries)
+    write_atomic(datadir_path / FILE_NAME, text.encode(), 0o644)

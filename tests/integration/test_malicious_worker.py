@@ -1483,6 +1483,25 @@ def web_state(scene: Scene) -> list[tuple[Any, ...]]:
     )
 
 
+@dataclass(frozen=True)
+class WebBaseline:
+    """What an attack on status reports may not change: the cluster (`picture`), the web
+    services' committed tasks and every manager's routes."""
+
+    picture: dict[str, Any]
+    web_state: list[tuple[Any, ...]]
+    routes: dict[int, dict[str, tuple[str, str]]]
+
+    @classmethod
+    def now(cls, scene: Scene) -> WebBaseline:
+        return cls(picture(scene), web_state(scene), routes(scene))
+
+    def assert_unchanged(self, scene: Scene) -> None:
+        assert web_state(scene) == self.web_state
+        assert routes(scene) == self.routes
+        assert_unchanged(scene, self.picture)
+
+
 def stranger_data_dir(scene: Scene, where: Path) -> Path:
     """The worker's data dir with a certificate the cluster CA signed (with the managers' key
     from a manager's data dir) for a node id the state does not hold: what a node whose join
@@ -1525,9 +1544,7 @@ async def test_status_reports_from_a_non_member_or_of_too_many_statuses_are_refu
         stranger = Impostor(stranger_data_dir(scene, tmp_path / "stranger"))
         _, on_worker = web_tasks
         leader = await off_loop(scene.leader)
-        before = await off_loop(picture, scene)
-        routes_before = await off_loop(routes, scene)
-        state_before = await off_loop(web_state, scene)
+        before = await off_loop(WebBaseline.now, scene)
         own = await off_loop(committed_status, scene, on_worker)
         seen = await off_loop(counters, scene.cluster, leader)
 
@@ -1544,9 +1561,7 @@ async def test_status_reports_from_a_non_member_or_of_too_many_statuses_are_refu
         # (Statuses the real nodes report meanwhile may be committed: not counted here.)
         expected = Counter(status_report_refused=2)
         await off_loop(wait_counted, scene.cluster, leader, seen, expected)
-        assert await off_loop(web_state, scene) == state_before
-        assert await off_loop(routes, scene) == routes_before
-        await off_loop(assert_unchanged, scene, before)
+        await off_loop(before.assert_unchanged, scene)
 
 
 @pytest.mark.docker
@@ -1563,9 +1578,7 @@ async def test_a_workers_load_and_port_errors_are_cut_to_its_own_and_counted(
         worker = Impostor(scene.worker.data_dir)
         on_manager, on_worker = web_tasks
         leader = await off_loop(scene.leader)
-        before = await off_loop(picture, scene)
-        routes_before = await off_loop(routes, scene)
-        state_before = await off_loop(web_state, scene)
+        before = await off_loop(WebBaseline.now, scene)
         seen = await off_loop(counters, scene.cluster, leader)
 
         made_up = {f"made-up-{i}": 1 for i in range(100)}
@@ -1589,9 +1602,7 @@ async def test_a_workers_load_and_port_errors_are_cut_to_its_own_and_counted(
             status_report_refused=0,
         )
         await off_loop(wait_counted, scene.cluster, leader, seen, expected)
-        assert await off_loop(web_state, scene) == state_before
-        assert await off_loop(routes, scene) == routes_before
-        await off_loop(assert_unchanged, scene, before)
+        await off_loop(before.assert_unchanged, scene)
 
 
 @pytest.mark.docker
@@ -1607,9 +1618,7 @@ async def test_a_worker_reporting_news_faster_than_its_rate_is_refused_and_count
         worker = Impostor(scene.worker.data_dir)
         _, on_worker = web_tasks
         leader = await off_loop(scene.leader)
-        before = await off_loop(picture, scene)
-        routes_before = await off_loop(routes, scene)
-        state_before = await off_loop(web_state, scene)
+        before = await off_loop(WebBaseline.now, scene)
         own = await off_loop(committed_status, scene, on_worker)
         seen = await off_loop(counters, scene.cluster, leader)
         stream = await worker.connect(leader)
@@ -1626,13 +1635,12 @@ async def test_a_worker_reporting_news_faster_than_its_rate_is_refused_and_count
         await off_loop(wait_counted, scene.cluster, leader, seen, Counter(status_refused_rate=1))
 
         def truth_again() -> bool:
-            return web_state(scene) == state_before and not any(
+            return web_state(scene) == before.web_state and not any(
                 t["error"] for t in tasks(scene.cluster, "mw_web_worker")
             )
 
         await off_loop(wait_for, "the worker's status as it is, again", truth_again)
-        assert await off_loop(routes, scene) == routes_before
-        await off_loop(assert_unchanged, scene, before)
+        await off_loop(before.assert_unchanged, scene)
 
 
 # ---------------------------------------------------------------------------- answers

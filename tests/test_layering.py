@@ -37,7 +37,7 @@ SWARMLET_DIR = Path(swarmlet.__file__).parent
 # Bottom to top. "swarmlet" is the package's own `__init__` (the version string); "__main__" is
 # `python -m swarmlet`.
 TIERS: tuple[frozenset[str], ...] = (
-    frozenset({"swarmlet", "errors", "logs", "timers"}),
+    frozenset({"swarmlet", "errors", "logs", "timers", "off_loop"}),
     frozenset({"crypto", "certs", "testing"}),
     frozenset({"wire"}),
     frozenset({"state"}),
@@ -51,7 +51,7 @@ TIERS: tuple[frozenset[str], ...] = (
     frozenset({"__main__"}),
 )
 
-_FOUNDATION = frozenset({"swarmlet", "errors", "logs", "timers"})
+_FOUNDATION = frozenset({"swarmlet", "errors", "logs", "timers", "off_loop"})
 _DATA = _FOUNDATION | {"crypto", "certs", "wire", "state"}
 _PLANES = _DATA | {"raft", "gossip", "stack"}
 _ROLES = _PLANES | {"leader", "executor", "proxy"}
@@ -63,6 +63,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "logs": frozenset(),
     # Shared wake-ups: the beat periodic loops wait for.
     "timers": frozenset(),
+    # Long computations in a thread, the GIL handed back to the loop quickly.
+    "off_loop": frozenset(),
     "crypto": frozenset({"errors", "logs"}),
     # Node certificates: X.509 and TLS contexts, beside crypto's primitives (not on them).
     "certs": frozenset({"errors", "logs"}),

@@ -22,21 +22,19 @@ read, each through its own narrow interface. Protocol rules live in the cores, n
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import importlib
 import logging
 import os
 import random
-import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import trio
 
-from swarmlet import crypto, timers
+from swarmlet import crypto, off_loop, timers
 from swarmlet.certs import PeerIdentity
 from swarmlet.errors import (
     LocalProtocolError,
@@ -108,9 +106,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-THREAD_SWITCH_INTERVAL_S = 0.001  # the GIL's, while a thread reads the state (see below)
-
-
 def _lists(recorded: Resources, wanted: Resources) -> bool:
     """Whether a node's record lists the generic resources it advertises."""
     return (recorded.generic, recorded.named) == (wanted.generic, wanted.named)
@@ -123,34 +118,6 @@ UNHEARD_DOWN_AFTER_S = 30.0
 # A peer sends its first frame as soon as it is connected (every client here does): one that
 # does not is closed, or a member could hold every connection the transport allows, silent.
 FIRST_FRAME_TIMEOUT_S = 10.0
-
-
-class _SwitchInterval:
-    """The interpreter's switch interval is the process's: one count of the threads computing,
-    for every agent in it (tests and simulations run several), restored when the last ends."""
-
-    computing = 0
-    saved = sys.getswitchinterval()
-
-
-@contextlib.contextmanager
-def _gil_handed_back_quickly() -> Iterator[None]:
-    """While a thread computes, the event loop waits for the GIL each time it gave it up for a
-    system call: up to the interpreter's switch interval, 5 ms by default, so a loop turn of a
-    dozen system calls took tens of milliseconds, and a leader creating 100,000 tasks sent its
-    heartbeats late past the election timeout (`bench.big_service`: an election in 3 of 5 runs
-    at 5 ms, none in 6 at 1 ms). Only meanwhile: at 1 ms throughout, writes through a follower
-    lost 4-8% (more hand-offs with the disk thread)."""
-    if not _SwitchInterval.computing:
-        _SwitchInterval.saved = sys.getswitchinterval()
-        sys.setswitchinterval(THREAD_SWITCH_INTERVAL_S)
-    _SwitchInterval.computing += 1
-    try:
-        yield
-    finally:
-        _SwitchInterval.computing -= 1
-        if not _SwitchInterval.computing:
-            sys.setswitchinterval(_SwitchInterval.saved)
 
 
 class Agent:
@@ -716,8 +683,7 @@ class Agent:
         if not self.reads_view():
             async with self.raft.applies_held():
                 try:
-                    with _gil_handed_back_quickly():
-                        result = await trio.to_thread.run_sync(read)
+                    result = await off_loop.run(read)
                 except Exception:
                     if not self.reads_view():
                         raise

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import sys
 
-from swarmlet.node.agent import THREAD_SWITCH_INTERVAL_S, _gil_handed_back_quickly
+from swarmlet.off_loop import THREAD_SWITCH_INTERVAL_S, gil_handed_back_quickly
 
 
 def test_overlapping_reads_of_two_agents_restore_the_interval_the_process_had() -> None:
     before = sys.getswitchinterval()
     assert before != THREAD_SWITCH_INTERVAL_S
-    first, second = _gil_handed_back_quickly(), _gil_handed_back_quickly()
+    first, second = gil_handed_back_quickly(), gil_handed_back_quickly()
     first.__enter__()
     second.__enter__()  # another agent's read begins while the first runs
     first.__exit__(None, None, None)

@@ -30,6 +30,7 @@ and logged once per peer. The join channel and datagrams carry no version (why:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import socket
 import ssl
@@ -43,6 +44,7 @@ from typing import Any
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from swarmlet import off_loop
 from swarmlet.certs import PeerIdentity, identity_of_der
 from swarmlet.crypto import (
     AAD_JOIN,
@@ -78,6 +80,11 @@ MAX_HANDSHAKES_PER_IP = 64
 # log lines. Only managers send snapshots; 64 MiB frames from anyone were 64 MiB of buffer per
 # connection and seconds of decoding on the event loop.
 MAX_NON_MANAGER_FRAME_BYTES = 4 * 1024 * 1024
+# A frame from a peer that is not a manager, over this size, is decoded in a thread (one at a
+# time for the whole transport: `Transport.off_loop_decodes`). Decoding is pure Python, about
+# 0.17 s a megabyte of small objects (statuses full of endpoints): one 4 MiB frame held the
+# event loop 0.7 s, past the Raft election timeout, and a worker could send them back to back.
+OFF_LOOP_DECODE_BYTES = 64 * 1024
 
 # What resolving or connecting to a malformed address raises besides OSError: the IDNA codec's
 # UnicodeError (a label over 63 bytes), ValueError (a NUL byte), OverflowError (a port beyond
@@ -226,7 +233,10 @@ class FramedStream:
         max_frame_bytes: int = MAX_FRAME_BYTES,
         buffered: bytes = b"",
         peer_protocol: int | None = None,
+        off_loop_decodes: trio.CapacityLimiter | None = None,
     ) -> None:
+        """`off_loop_decodes`: the threads a non-manager's large frame is decoded in (None: on
+        the loop)."""
         self.stream = stream
         self.peer = peer  # as admitted at the last frame (see `_check_peer`)
         # The protocol both sides speak (the cluster channel's handshake settled it); None on
@@ -240,6 +250,7 @@ class FramedStream:
         self._max = max_frame_bytes
         self._buffer = bytearray(buffered)
         self._send_lock = trio.Lock()
+        self._off_loop_decodes = off_loop_decodes
         self._check_peer()  # RemoteProtocolError (counted) if the policy refuses the peer
 
     def _frame(self, msg: Any) -> bytes:
@@ -312,12 +323,26 @@ class FramedStream:
         self._check_peer()
         try:
             plain = self._sealer.open(body, self._aad) if self._sealer is not None else body
-            msg = wire.decode(plain, expect=expect)
+            if self._decodes_off_loop(len(plain)):
+                msg = await off_loop.run(
+                    functools.partial(wire.decode, plain, expect=expect), self._off_loop_decodes
+                )
+            else:
+                msg = wire.decode(plain, expect=expect)
         except RemoteProtocolError:
             self._counters["dropped_frame_invalid"] += 1
             raise
         self._counters["frames_in"] += 1
         return msg
+
+    def _decodes_off_loop(self, size: int) -> bool:
+        peer = self.peer
+        return (
+            size > OFF_LOOP_DECODE_BYTES
+            and self._off_loop_decodes is not None
+            and peer is not None
+            and not peer.is_manager
+        )
 
     async def aclose(self) -> None:
         await self.stream.aclose()
@@ -391,6 +416,9 @@ class Transport:
         self._open_connections = 0
         self._per_node = _Shares(max_connections_per_node)  # by node id (its certificate)
         self._greeting = _Shares(max_handshakes_per_ip)  # not authenticated, by source address
+        # One thread decodes the large frames of the peers that are not managers, in turn: so
+        # many workers' frames cost the loop at most one thread's share of the GIL.
+        self.off_loop_decodes = trio.CapacityLimiter(1)
         self._warned_protocol: set[str] = set()  # peers (authenticated node ids) refused so
         # None: datagrams are only sealed (transports in tests of other layers); an agent
         # always signs, and then drops every datagram that is not signed by a known member.
@@ -564,6 +592,7 @@ class Transport:
                     peer=peer,
                     admit=tls.admit,
                     peer_protocol=version,
+                    off_loop_decodes=self.off_loop_decodes,
                 )
             except BaseException:
                 await secure.aclose()
@@ -639,7 +668,14 @@ class Transport:
                 raise RemoteProtocolError(f"{addr[0]}:{addr[1]} is {peer.node_id}, not {node_id}")
             version = self._negotiated(secure, peer)
             framed = FramedStream(
-                secure, None, b"", self.counters, peer=peer, admit=tls.admit, peer_protocol=version
+                secure,
+                None,
+                b"",
+                self.counters,
+                peer=peer,
+                admit=tls.admit,
+                peer_protocol=version,
+                off_loop_decodes=self.off_loop_decodes,
             )
             # As admitted, not as the certificate says: a demoted manager's certificate says
             # manager until it expires, and the policy lowers it to what the state says.

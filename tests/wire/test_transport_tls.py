@@ -26,6 +26,8 @@ import trio
 from swarmlet.certs import PeerIdentity
 from swarmlet.errors import RemoteProtocolError
 from swarmlet.gossip.messages import Ack, Ping
+from swarmlet.state.model import TaskState
+from swarmlet.state.observed import Endpoint, StatusReport, TaskObservation
 from swarmlet.wire import codec as wire
 from swarmlet.wire.transport import (
     CHANNEL_CLUSTER,
@@ -600,3 +602,44 @@ async def test_random_bytes_instead_of_a_client_hello_are_refused(test_ca: CA) -
             assert server.counters["refused_tls_handshake"] == len(payloads)
             _assert_nothing_got_through(server)
             await _round_trip(server.addr, test_ca.tls("client"))
+
+
+def _dense_report() -> StatusReport:
+    """A frame a worker may send (3.7 MiB, under its 4 MiB) of small objects only: 174,080
+    endpoints, about 0.7 s of decoding here."""
+    endpoints = tuple(Endpoint(80, "tcp", "10.0.0.1", 30000 + i) for i in range(340))
+    running = TaskState.RUNNING
+    return StatusReport(
+        1, tuple(TaskObservation(f"t{i}", running, endpoints=endpoints) for i in range(512))
+    )
+
+
+async def test_a_workers_large_frame_is_decoded_while_the_loop_serves_the_others(
+    test_ca: CA,
+) -> None:
+    """Decoded on the event loop, one such frame held it 0.7 s (past the Raft election timeout:
+    the leader's heartbeats stopped), and a worker could send them back to back. A manager's
+    message sent after it, while it decodes, is served first."""
+    served: list[str] = []
+    both = trio.Event()
+
+    async def record(framed: FramedStream, _addr: Address) -> None:
+        while await framed.receive() is not None:
+            assert framed.peer is not None
+            served.append(framed.peer.node_id)
+            if len(served) == 2:
+                both.set()
+
+    with trio.fail_after(TIMEOUT_S):
+        async with serve(test_ca.tls("server"), record) as server:
+            manager_tls, worker_tls = test_ca.tls("m2"), test_ca.tls("w1", role="worker")
+            manager = await Transport((HOST, 0), KEY, manager_tls).connect(server.addr)
+            worker = await Transport((HOST, 0), KEY, worker_tls).connect(server.addr)
+            await worker.send(_dense_report())
+            await trio.sleep(0.2)  # across the loopback, and being decoded
+            await manager.send(Ping(1, "meanwhile"))
+            await both.wait()
+            assert served == ["m2", "w1"]
+            assert server.transport.counters["frames_in"] == 2
+            await manager.aclose()
+            await worker.aclose()

@@ -407,8 +407,10 @@ def _compile_union(options: tuple[Any, ...]) -> _Decoder:
 def _struct_plan(cls: type[Any]) -> tuple[tuple[str, _Decoder], ...]:
     plan = _plans.get(cls)
     if plan is None:
-        plan = _plans[cls] = tuple((name, _decoder(hint)) for name, hint in _fields(cls))
+        # `_required` first: a frame may be decoded in a thread (`transport`) while the loop
+        # decodes another, and whoever finds the plan reads the count too.
         _required[cls] = _required_count(cls)
+        plan = _plans[cls] = tuple((name, _decoder(hint)) for name, hint in _fields(cls))
     return plan
 
 

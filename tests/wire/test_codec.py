@@ -29,6 +29,7 @@ from swarmlet.raft.types import ConfState, Entry, EntryKind, Snapshot, SnapshotM
 from swarmlet.state import commands, machine, model, observed
 from swarmlet.state.commands import AddNode, Batch, InitCluster, RemoveNode
 from swarmlet.state.model import Node, Role, TaskState
+from swarmlet.wire import codec
 from swarmlet.wire import codec as wire
 from swarmlet.wire import peer_rpc as rpc
 from tests.wire.strategies import instances_of, plain_values
@@ -464,3 +465,30 @@ def test_str_fields_must_be_valid_utf8() -> None:
     bad = b"\x92\x01\x92\x01\xa2\xff\xfe"  # [1, [1, <str with invalid utf-8>]]
     with pytest.raises(RemoteProtocolError):
         wire.decode(bad)
+
+
+def test_a_type_decoded_for_the_first_time_twice_at_once_decodes_both_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker's large frame is decoded in a thread while the loop decodes others: the
+    thread may stop between filling the first-use caches of a type (the switch interval is
+    1 ms then), and the loop decode the same type. It found the plan without its count of
+    required fields: a KeyError, which no handler expects, stopped the agent. Played here in
+    one thread: the other decode runs at the moment the thread would have stopped."""
+    data = codec.encode(observed.StatusReport(1))
+    monkeypatch.delitem(codec._plans, observed.StatusReport, raising=False)
+    monkeypatch.delitem(codec._required, observed.StatusReport, raising=False)
+    count = codec._required_count
+    interleaved: list[object] = []
+    stopped = False
+
+    def required_count(cls: type[Any]) -> int:
+        nonlocal stopped
+        if not stopped:  # the first decode, stopped here; the other one runs
+            stopped = True
+            interleaved.append(codec.decode(data))
+        return count(cls)
+
+    monkeypatch.setattr(codec, "_required_count", required_count)
+    assert codec.decode(data) == observed.StatusReport(1)
+    assert interleaved == [observed.StatusReport(1)]

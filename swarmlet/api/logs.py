@@ -429,6 +429,8 @@ class ServiceLogs:
             self.agent.transport.counters["logs_refused_not_manager"] += 1
             await stream.send(EndOfStream(error="logs are served to managers only"))
             return
+        if request.follow:
+            stream.let_the_reader_pause()  # into a pager the operator paused, for instance
         send, receive = trio.open_memory_channel[LogLine](LINE_BUFFER)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._local_logs, request, send)

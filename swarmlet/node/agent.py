@@ -106,6 +106,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+
 def _lists(recorded: Resources, wanted: Resources) -> bool:
     """Whether a node's record lists the generic resources it advertises."""
     return (recorded.generic, recorded.named) == (wanted.generic, wanted.named)

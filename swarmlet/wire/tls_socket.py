@@ -52,6 +52,9 @@ class TlsSocketStream(trio.abc.Stream):
             raise
         return self
 
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        self._sock.setsockopt(level, option, value)
+
     async def _retry(self, op: Callable[[], T]) -> T:
         """Call `op` until OpenSSL does not need to wait for the socket; OS and TLS errors as
         trio.BrokenResourceError, as trio's streams raise them."""

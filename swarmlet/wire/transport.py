@@ -110,11 +110,14 @@ class TcpLiveness:
     way, sends keepalive probes after `idle_s` without traffic, every `interval_s`, and is
     dropped once its probes, or data it sent, stay unanswered for `dead_after_s`
     (TCP_USER_TIMEOUT). Without it, a loop that only receives (a Raft stream's server side, a
-    session, a link's) waited forever on a peer that lost power, or that closed its side while
+    session, a link's) waited for ever on a peer that lost power, or that closed its side while
     the network was cut: each such connection held its slot (`MAX_CONNECTIONS`, a worker's
-    `MAX_CONNECTIONS_PER_NODE`) for good, until the node refused everyone. A live peer whose
-    agent is idle answers probes in its kernel: its connections stay. Go's net package, hence
-    etcd and Serf, keep connections alive so too (every 15 s)."""
+    `MAX_CONNECTIONS_PER_NODE`) for good, until the node refused everyone; and data sent to such
+    a peer stayed unacknowledged for the kernel's quarter of an hour of retransmissions. A live
+    peer answers probes from its kernel, busy or idle. The user timeout also ends a connection
+    whose reader has kept its window shut that long: a stream whose reader may pause, alive
+    (logs followed into a paused pager), lifts it (`FramedStream.let_the_reader_pause`). Go's net
+    package, hence etcd and Serf, keep connections alive so too (every 15 s)."""
 
     idle_s: int = 10
     interval_s: int = 5
@@ -334,6 +337,12 @@ class FramedStream:
             raise
         self._counters["frames_in"] += 1
         return msg
+
+    def let_the_reader_pause(self) -> None:
+        """Lift the user timeout (`TcpLiveness`) of this stream's socket: its reader may keep
+        its window shut for long, alive. A dead peer still ends it (keepalive, retransmissions)."""
+        if isinstance(self.stream, TlsSocketStream):
+            self.stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 0)
 
     def _decodes_off_loop(self, size: int) -> bool:
         peer = self.peer

@@ -5,7 +5,8 @@ host that lost power or a cut cable would.
 Without keepalive, a loop that only receives waited for ever on such a peer, and its connection
 kept a slot of the node's `MAX_CONNECTIONS` (and of the peer's own share); without
 TCP_USER_TIMEOUT, data sent to it stayed unacknowledged for the kernel's ~15 minutes of
-retransmissions before the sender heard of it.
+retransmissions before the sender heard of it. A stream whose reader may pause lifts the
+latter.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import subprocess
 from collections.abc import Iterator
 
+import pytest
 import trio
 
 from swarmlet.gossip.messages import Ping
@@ -84,3 +86,39 @@ async def test_data_a_peer_never_acknowledges_fails_the_sender(test_ca: CA) -> N
                     except LINK_ERRORS:
                         pass
             assert sent >= 2  # it sent before the kernel gave up on the peer
+
+
+@pytest.mark.parametrize("lifted", [True, False])
+async def test_a_reader_that_pauses_keeps_its_connection_where_the_stream_lets_it(
+    test_ca: CA, lifted: bool
+) -> None:
+    """A live reader that stops reading for longer than `dead_after_s` (`service logs -f`
+    into a paused pager): the sender's window stays shut, and the user timeout ends the
+    connection, unless the sender's stream lets its reader pause (a followed log does)."""
+    frames = 200  # 12 MB: more than the two sockets' buffers hold, so the sender waits
+    got_all = trio.Event()
+
+    async def pauses(framed: FramedStream, _addr: Address) -> None:
+        await framed.receive()
+        await trio.sleep(3 * FAST.dead_after_s)
+        received = 1
+        while await framed.receive() is not None:
+            received += 1
+            if received == frames:
+                got_all.set()
+
+    with trio.fail_after(TIMEOUT_S):
+        async with serve(test_ca.tls("server"), pauses, liveness=FAST) as server:
+            client = Transport((PEER, 0), KEY, test_ca.tls("w1", role="worker"), liveness=FAST)
+            framed = await client.connect(server.addr)
+            if lifted:
+                framed.let_the_reader_pause()
+            async with framed.stream:
+                try:
+                    for i in range(frames):
+                        await framed.send(Ping(i, "x" * 60_000))
+                except LINK_ERRORS:
+                    assert not lifted
+                    return
+                await got_all.wait()
+                assert lifted

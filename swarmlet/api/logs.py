@@ -357,12 +357,11 @@ class ServiceLogs:
                             self.agent.transport.counters["logs_dropped_foreign_task"] += 1
                             continue
                         sent[msg.task_id] += 1
-                        line = _line(node_id, msg)
-                        if len(msg.line) + _attrs_bytes(msg) > MAX_LINE_BYTES:
+                        line, size, cut = _bounded(node_id, msg, details=request.details)
+                        if cut:
                             self.agent.transport.counters["logs_cut_long_line"] += 1
-                            line = _cut(line, len(msg.line))
                         if not request.follow:
-                            held += len(line.text) + len(line.timestamp)
+                            held += size
                             if held > MAX_BYTES_PER_NODE:
                                 self.agent.transport.counters["logs_cut_beyond_bytes"] += 1
                                 note = (
@@ -441,16 +440,23 @@ class ServiceLogs:
 
 
 def _line(node_id: str, msg: LogLine) -> _Line:
-    text = msg.line[:MAX_LINE_BYTES].decode(errors="replace")  # what is beyond: see `_cut`
+    text = msg.line.decode(errors="replace")
     return _Line(node_id, msg.task_id, msg.timestamp, text, tuple(sorted(msg.attrs.items())))
 
 
-def _attrs_bytes(msg: LogLine) -> int:
-    return sum(len(k) + len(v) for k, v in msg.attrs.items())
+_TIMESTAMP_CHARS = 64  # Docker's RFC 3339 with nanoseconds and a zone is 35 at most
 
 
-def _cut(line: _Line, size: int) -> _Line:
-    """A line over MAX_LINE_BYTES with its attributes (`_line` kept the start of its text):
-    marked as cut, and without the attributes."""
-    mark = f" ... (cut: a line of {size} bytes with its attributes is over {MAX_LINE_BYTES})"
-    return line._replace(text=line.text + mark, attrs=())
+def _bounded(node_id: str, msg: LogLine, *, details: bool) -> tuple[_Line, int, bool]:
+    """Another node's line as it is held, the bytes it takes at most, and whether it was cut:
+    its attributes only if they were asked for, a timestamp of Docker's shape only, and over
+    MAX_LINE_BYTES all told, the start of its text, marked, without its attributes."""
+    timestamp = msg.timestamp if len(msg.timestamp) <= _TIMESTAMP_CHARS else ""
+    attrs = tuple(sorted(msg.attrs.items())) if details else ()
+    size = len(msg.line) + len(timestamp) + sum(len(k) + len(v) for k, v in attrs)
+    if size <= MAX_LINE_BYTES:
+        text = msg.line.decode(errors="replace")
+        return _Line(node_id, msg.task_id, timestamp, text, attrs), size, False
+    start = msg.line[:MAX_LINE_BYTES].decode(errors="replace")
+    text = f"{start} ... (cut: {size} bytes with its attributes, over {MAX_LINE_BYTES})"
+    return _Line(node_id, msg.task_id, timestamp, text), MAX_LINE_BYTES + 128, True

@@ -426,25 +426,35 @@ async def test_a_line_over_the_limit_is_cut_and_marked(
 ) -> None:
     """A node may send 4 MiB lines (a frame's worth), with as many attributes: a manager held
     256 of them in flight, and every one without --follow (a compromised worker ran it out of
-    memory). A line is cut with a mark saying so, and loses its attributes."""
-    monkeypatch.setattr(logs_module, "MAX_LINE_BYTES", 10)
+    memory). A line over the limit, its timestamp and the attributes asked for counted, is cut
+    with a mark saying so, and loses its attributes; attributes not asked for are not kept."""
+    monkeypatch.setattr(logs_module, "MAX_LINE_BYTES", 40)
     own = remote_task(state)
+    stamp = "2025-12-03T08:00:0{}Z"  # 20 characters
     lines = [
-        LogLine(own, b"short", "2025-12-03T08:00:00Z"),
-        LogLine(own, b"x" * 50, "2025-12-03T08:00:01Z"),
-        LogLine(own, b"short", "2025-12-03T08:00:02Z", {"k": "v" * 50}),
+        LogLine(own, b"short", stamp.format(0), {"k": "v"}),
+        LogLine(own, b"x" * 50, stamp.format(1)),
+        LogLine(own, b"short", stamp.format(2), {"k": "v" * 50}),
     ]
-    agent = StandIn(state)
-    agent.transport = ScriptedTransport(ScriptedNode(lines, ends=True))  # type: ignore[attr-defined]
-    items = await collect(ServiceLogs(agent), targets=[own])  # type: ignore[arg-type]
-    mark = "... (cut: a line of {} bytes with its attributes is over 10)"
-    assert [i["line"] for i in items] == [
-        "short",
-        "x" * 10 + " " + mark.format(50),
-        "short " + mark.format(5),
-    ]
-    assert not items[2].get("details")
-    assert agent.transport.counters["logs_cut_long_line"] == 2  # type: ignore[attr-defined]
+    for details in (True, False):
+        agent = StandIn(state)
+        agent.transport = ScriptedTransport(ScriptedNode(lines, ends=True))  # type: ignore[attr-defined]
+        items = await collect(ServiceLogs(agent), targets=[own], details=details)  # type: ignore[arg-type]
+        shown = [(i["line"], i.get("details") or {}) for i in items]
+        if details:
+            assert shown == [
+                ("short", {"k": "v"}),
+                ("x" * 40 + " ... (cut: 70 bytes with its attributes, over 40)", {}),
+                ("short ... (cut: 76 bytes with its attributes, over 40)", {}),
+            ]
+        else:  # the attributes were not asked for: neither kept nor counted
+            assert shown == [
+                ("short", {}),
+                ("x" * 40 + " ... (cut: 70 bytes with its attributes, over 40)", {}),
+                ("short", {}),
+            ]
+        counted = agent.transport.counters["logs_cut_long_line"]  # type: ignore[attr-defined]
+        assert counted == (2 if details else 1)
 
 
 async def test_without_follow_a_nodes_lines_beyond_the_bytes_held_are_cut(

@@ -134,12 +134,13 @@ class Context:
 
     def _since(self, task: Task, obs: TaskObservation | None) -> float:
         """When the node says `task` entered its reported state, within what can be true: not
-        before the task was created, not after now (a node's clock may be ahead, and a node
-        may lie: a terminal state "since" 1e300 held its slot's restart off for good)."""
+        before the task was created, and never after now, whatever the clocks of the node
+        and of the leader that created the task said (a node may lie: a terminal state
+        "since" 1e300 held its slot's restart off for good)."""
         since = obs.since if obs is not None else 0.0
         if not since or not math.isfinite(since):
             return self.now
-        return max(task.created_at, min(since, self.now))
+        return min(max(task.created_at, since), self.now)
 
     def node_ready(self, node_id: str) -> bool | None:
         """True/False: gossip's verdict; None: not heard of yet."""

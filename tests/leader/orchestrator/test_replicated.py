@@ -142,6 +142,21 @@ def test_a_failure_reported_since_a_time_that_cannot_be_is_taken_as_now(since: f
     assert len(active(h.state, "s-web")) == 1
 
 
+def test_a_task_created_by_a_leader_whose_clock_was_ahead_is_not_taken_to_end_later_than_now() -> (
+    None
+):
+    h = Harness(make_state(1))
+    add_service(h.state, "web", restart=RestartPolicy(delay_s=5.0))
+    h.settle(1)
+    [first] = h.running("s-web")
+    ahead = dataclasses.replace(first, created_at=h.now + 60.0)  # an earlier leader's clock
+    h.state.tasks[first.id] = ahead
+    h.observe(first.id, TaskState.FAILED, error="exit 1")
+    h.reconcile()
+    assert h.state.tasks[first.id].updated_at == h.now
+    assert next_wakeup(h.state, h.observed(), h.now) == h.now + 5.0
+
+
 def test_on_failure_policy_leaves_a_completed_slot_done() -> None:
     h = Harness(make_state(1))
     add_service(h.state, "job", replicas=2, restart=RestartPolicy(RestartCondition.ON_FAILURE))

@@ -107,14 +107,22 @@ class Certificates:
         """Write a certificate this manager issues itself, as the state says; False if the CA
         it would issue under is not the one in the data dir (the replica is behind): the
         certificate is then written only where there is none, as something to start with."""
-        cert, ca = own_certificate(self._keyring, self._node_id, self._key, self._state())
+        state = self._state()
+        cert, ca = own_certificate(self._keyring, self._node_id, self._key, state)
         datadir = self._datadir
-        if datadir.ca_file.exists() and datadir.ca_file.read_bytes() != ca:
+        if not self._may_write_ca(ca, state):
             if not datadir.cert_file.exists():
                 datadir.write_certificate(cert)
             return False
         datadir.write_certificate(cert, ca)
         return True
+
+    def _may_write_ca(self, ca: bytes, state: ClusterState) -> bool:
+        """Whether `ca`, derived from `state`, is the cluster's: the one in the data dir (or
+        none is there yet), or one derived from the CA's seed itself (which heals a data dir
+        that an older release wrote a wrong one into, from a replica behind the seed)."""
+        path = self._datadir.ca_file
+        return bool(state.sealed_ca_seed) or not path.exists() or path.read_bytes() == ca
 
     def _load(self) -> certs.PeerIdentity:
         cert, ca = self._datadir.read_certificate()
@@ -179,11 +187,13 @@ class Certificates:
     async def renew(self, why: str) -> bool:
         try:
             if self._keyring.managers is not None:
-                cert, new_ca = own_certificate(
-                    self._keyring, self._node_id, self._key, self._state()
-                )
-                if new_ca != self._datadir.read_certificate()[1]:
-                    raise SwarmletError("this manager's replica has not applied the CA's seed yet")
+                state = self._state()
+                cert, new_ca = own_certificate(self._keyring, self._node_id, self._key, state)
+                if not self._may_write_ca(new_ca, state):
+                    # Its replica has not applied the CA's seed yet (a start, replaying its
+                    # log): tried again at the next applied batch, without a warning each time.
+                    self.counters["certificate_renewals_behind_ca"] += 1
+                    return False
             else:
                 cert, new_ca = await self._ask(), None
                 _, ca = self._datadir.read_certificate()

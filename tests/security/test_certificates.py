@@ -550,3 +550,23 @@ async def test_a_manager_behind_the_cas_seed_at_start_keeps_the_cluster_ca(
     assert ca_now == cluster_ca
     assert certs.verify(cert_now, cluster_ca, now=time.time()) == m1.certificates.current
     assert m1.certificates.due(time.time()) is None
+
+
+async def test_a_ca_an_older_release_wrote_wrongly_is_replaced_once_the_state_holds_the_seed(
+    tmp_path: Path,
+) -> None:
+    """An older release wrote a CA derived from the managers' key over the cluster's (its
+    replica had not applied the CA's seed yet), with a certificate under it: a consistent
+    pair, but not the cluster's. Once the state holds the seed, renewal writes the cluster's."""
+    seed = crypto.new_key()
+    cluster_ca = certs.ca_certificate(Ed25519PrivateKey.from_private_bytes(seed))
+    d = data_dir(tmp_path, "m1", manager=True)
+    install_certificate(d, "m1", Role.MANAGER, 0)  # under CA_PEM, derived from MANAGERS
+    state = new_state(record(d, "m1", Role.MANAGER))
+    state.sealed_ca_seed = MANAGERS.seal_secret("ca-seed/1", seed)
+    m1 = side(d, "m1", state)
+    with trio.fail_after(TIMEOUT_S):
+        assert await m1.certificates.renew("half of its lifetime has passed")
+    cert, ca = d.read_certificate()
+    assert ca == cluster_ca
+    assert certs.verify(cert, ca, now=time.time()) == m1.certificates.current

@@ -15,11 +15,11 @@ record: nothing the asker says is taken. A node whose certificate expired, or th
 cannot renew (every manager refuses its connections): it must join again, as in Swarm.
 
 The CA never changes (`security.managers_key_rotation` keeps its seed across rotations of the
-managers' key), so a manager never replaces the CA certificate in its data dir: one derived from
-a replica that has not yet applied the CA's seed (a restart, before the log is replayed; the
-seed is sealed in the state from the first rotation on) is not the cluster's, and written, it
-cut the node off from every peer. Such a manager starts with the certificate it has, even an
-expired one, and issues its own once its replica has caught up.
+managers' key), so a manager writes no CA certificate but the cluster's: one derived from a
+replica that has not yet applied the CA's seed (a restart, before the log is replayed; the seed
+is sealed in the state from the first rotation on) is not the cluster's, and written, it cut the
+node off from every peer. Such a manager starts with the certificate it has, even an expired
+one, and issues its own once its replica holds the seed (`_may_write_ca`).
 """
 
 from __future__ import annotations

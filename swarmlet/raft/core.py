@@ -80,7 +80,9 @@ each a LAN round trip (~1 ms): a new leader commits within ~0.5-1.0 s of the old
 Learners, which never campaign, get a heartbeat every election_ticks // 2 ticks (rounded to
 whole heartbeat rounds) instead of every heartbeat_ticks: in a cluster of workers they were most
 of the heartbeats, and at rest a heartbeat is most of what an agent does (issue #20). For the
-same reason a follower answers every other heartbeat, unless it carries news (`_must_answer`).
+same reason a follower answers every other heartbeat, unless it carries news (`_must_answer`),
+and an append that only moves the commit index to a follower in REPLICATE is not answered
+(`AppendEntries.commit_only`) unless refused.
 """
 
 from __future__ import annotations
@@ -857,6 +859,8 @@ class RaftNode:
             self._truncate_and_append(new)
         last_new = prev_index + len(entries)
         self._commit_to(min(msg.commit, last_new))
+        if msg.commit_only and not msg.entries:
+            return  # the leader asked for no answer (see AppendEntries); a refusal is answered
         self._send(AppendResp(self.id, msg.from_id, self.term, last_new))
 
     def _must_answer(self, msg: Heartbeat) -> bool:
@@ -1013,7 +1017,7 @@ class RaftNode:
         if self._commit_to_send():
             for p in list(self._progress):
                 if self._sent_commit.get(p, 0) < self.commit_index:
-                    self._send_append(p, allow_empty=True)
+                    self._send_append(p, allow_empty=True, commit_only=True)
         self._commit_unsent = False
 
     def _broadcast_heartbeat(self, *, learners: bool = True) -> None:
@@ -1023,7 +1027,12 @@ class RaftNode:
             commit = min(pr.match, self.commit_index)
             self._send(Heartbeat(self.id, p, self.term, commit, self._read_seq))
 
-    def _send_append(self, to: str, *, allow_empty: bool) -> bool:
+    def _send_append(self, to: str, *, allow_empty: bool, commit_only: bool = False) -> bool:
+        """Send `to` what it lacks of the log (or a snapshot), if its progress allows. With
+        `commit_only`, an append that carries no entries to a follower in REPLICATE asks for no
+        answer: the leader learns nothing from one (its match does not move, and the follower's
+        heartbeat answers keep it active), and at one write at a time the two answers were two
+        of the five messages a write brought the leader (issue #20)."""
         pr = self._progress[to]
         if pr.is_paused(self.config.max_inflight_appends):
             return False
@@ -1040,8 +1049,11 @@ class RaftNode:
         entries = self._within_budget(self._log.slice(pr.next, hi))
         if not entries and not allow_empty:
             return False
+        unanswered = commit_only and not entries and pr.state == ProgressState.REPLICATE
         self._send(
-            AppendEntries(self.id, to, self.term, prev, prev_term, entries, self.commit_index)
+            AppendEntries(
+                self.id, to, self.term, prev, prev_term, entries, self.commit_index, unanswered
+            )
         )
         self._sent_commit[to] = self.commit_index
         if pr.state == ProgressState.REPLICATE:

@@ -55,7 +55,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar, cast
 
 import trio
@@ -64,13 +64,14 @@ from swarmlet.errors import NotLeaderError, ProposalTooLargeError, RemoteProtoco
 from swarmlet.raft.core import RaftConfig, RaftNode
 from swarmlet.raft.disk_thread import DiskThread
 from swarmlet.raft.interface import Ready
-from swarmlet.raft.messages import Message, Role, SoftState, sender_refusal
+from swarmlet.raft.messages import AppendEntries, Message, Role, SoftState, sender_refusal
 from swarmlet.raft.state_machine import StateMachine
 from swarmlet.raft.storage import RaftStorage
 from swarmlet.raft.types import ConfChange, Entry, EntryKind, Snapshot
 from swarmlet.wire import catalog
 from swarmlet.wire import codec as wire
 from swarmlet.wire.histogram import PROPOSAL_BUCKETS_S, Histogram
+from swarmlet.wire.protocol_version import COMMIT_ONLY_SINCE
 from swarmlet.wire.transport import Address, FramedStream, Transport
 
 log = logging.getLogger(__name__)
@@ -439,7 +440,7 @@ class RaftDriver(Generic[ResultT]):
                         await trio.sleep(_RECONNECT_BACKOFF_S)
                         break
                 try:
-                    await stream.send_many(batch)
+                    await stream.send_many(_as_spoken(batch, stream.peer_protocol))
                     break
                 except (
                     OSError,
@@ -728,3 +729,14 @@ class RaftDriver(Generic[ResultT]):
         self.core.compact(self.applied, data)
         snapshot = self.core.snapshot
         await self._disk.run_sync(self.storage.compact, snapshot)
+
+
+def _as_spoken(batch: list[Message], protocol: int | None) -> Sequence[Message]:
+    """`batch` as a peer of `protocol` takes it: one older than `COMMIT_ONLY_SINCE` refuses an
+    append with `commit_only` set, and answers it as any other instead."""
+    if (protocol or 0) >= COMMIT_ONLY_SINCE:
+        return batch
+    return [
+        replace(m, commit_only=False) if isinstance(m, AppendEntries) and m.commit_only else m
+        for m in batch
+    ]

@@ -21,7 +21,12 @@ from swarmlet.wire import catalog, codec
 
 @dataclass(frozen=True, slots=True)
 class AppendEntries:
-    """Raft §5.3: entries after (`prev_index`, `prev_term`); `commit`: the leader's commit index."""
+    """Raft §5.3: entries after (`prev_index`, `prev_term`); `commit`: the leader's commit index.
+
+    `commit_only`: the leader sends no entries and needs no answer, only to tell a follower it
+    already replicates to that the commit index moved (`RaftNode._send_commit`). The follower
+    answers it only to refuse it. Protocol 5 (`wire.protocol_version`): never set to an older
+    peer, which would refuse the field (the driver clears it)."""
 
     from_id: str
     to_id: str
@@ -30,6 +35,7 @@ class AppendEntries:
     prev_term: int
     entries: tuple[Entry, ...]
     commit: int
+    commit_only: bool = codec.appended(since=5, default=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,13 +1,15 @@
 """The version of the protocol between agents, and where it travels (issue #18).
 
-Protocol 1 is every release before versioning; this release speaks 4, and accepts peers of
+Protocol 1 is every release before versioning; this release speaks 5, and accepts peers of
 `OLDEST_PEER_PROTOCOL` up to `PROTOCOL_VERSION`, so that a cluster keeps working while its
 agents are upgraded one at a time. Protocol 2 sends the same messages as 1: it only adds the
 version itself. Protocol 3 adds workers' sessions (`node.worker_sessions`): a new first frame,
 `SessionHello`, sent only to a peer of 3, and a manager of 3 takes a worker of 3 out of the Raft
 group (`leader.voters`); to a peer of 1 or 2 it speaks exactly as they do. Protocol 4 adds a
 command, `Once` (a write applied once however often it is retried: `node.forwarding`), sent to
-a leader of 4 and proposed only while every member of the Raft group is of 4.
+a leader of 4 and proposed only while every member of the Raft group is of 4. Protocol 5 adds
+`AppendEntries.commit_only` (an append that asks for no answer: `raft.core`), set only on a
+stream to a peer of 5.
 
 Where the version travels, and why there:
   * Cluster channel (TLS): in the handshake, as ALPN protocol ids (RFC 7301). Each side offers
@@ -41,14 +43,15 @@ Pure: no I/O; `transport` offers these ids and acts on what was selected.
 
 from __future__ import annotations
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 # The window: this release and every one before it. Protocol 2 only added the version itself,
-# so an agent of protocol 1 is spoken to exactly as one of 2, and 3 and 4 add only what is sent
+# so an agent of protocol 1 is spoken to exactly as one of 2, and 3 to 5 add only what is sent
 # to a peer that speaks it: keeping them costs nothing, and a cluster of the release before
 # versioning can still be upgraded one agent at a time.
 OLDEST_PEER_PROTOCOL = 1
 SESSIONS_SINCE = 3  # the first protocol whose workers take their state from sessions
 ONCE_SINCE = 4  # the first protocol that applies `state.commands.Once`
+COMMIT_ONLY_SINCE = 5  # the first protocol that knows `raft.messages.AppendEntries.commit_only`
 # Protocol 1 predates versioning: its agents set no ALPN.
 UNVERSIONED_PROTOCOL = 1
 _PREFIX = "swarmlet/"

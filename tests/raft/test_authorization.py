@@ -7,6 +7,7 @@ transport."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -48,6 +49,7 @@ from swarmlet.raft.types import (
     SnapshotMeta,
 )
 from swarmlet.wire import codec as wire
+from swarmlet.wire.protocol_version import COMMIT_ONLY_SINCE, PROTOCOL_VERSION
 from swarmlet.wire.transport import Address, Counters, FramedStream, Transport
 
 from .net import make_node, role
@@ -254,6 +256,7 @@ class OutgoingStream:
         self.fail: Exception | None = None
         self.closed = False
         self.hellos: list[object] = []
+        self.peer_protocol = PROTOCOL_VERSION  # as the handshake settles it with this release
 
     async def send(self, msg: Any) -> None:  # the sender's hello
         await trio.lowlevel.checkpoint()
@@ -283,6 +286,7 @@ class FakeTransport:
         self.changed = trio.Event()
         self.refuse_next: Exception | None = None
         self.first_fails: Exception | None = None
+        self.peer_protocol = PROTOCOL_VERSION  # of the streams it opens
 
     async def connect(self, addr: Address, node_id: str | None = None) -> OutgoingStream:
         await trio.lowlevel.checkpoint()
@@ -290,6 +294,7 @@ class FakeTransport:
             exc, self.refuse_next = self.refuse_next, None
             raise exc
         stream = OutgoingStream(self, node_id)
+        stream.peer_protocol = self.peer_protocol
         if not self.streams and self.first_fails is not None:
             stream.fail = self.first_fails
         self.streams.append(stream)
@@ -481,9 +486,28 @@ async def _run_senders(driver: RaftDriver[str], transport: FakeTransport, *msgs:
         async with trio.open_nursery() as nursery:
             driver._nursery = nursery
             for msg in msgs:
+                sent = len(transport.sent)
                 driver._send(msg)
-                await transport.wait_sent(msg)
+                while len(transport.sent) == sent:
+                    await transport.changed.wait()
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("protocol", [COMMIT_ONLY_SINCE - 1, COMMIT_ONLY_SINCE])
+async def test_a_peer_that_does_not_know_commit_notices_is_sent_plain_appends(
+    tmp_path: Path, protocol: int
+) -> None:
+    # An older peer refuses a message with a field it does not know: it would refuse every
+    # commit notice, and learn the commit index only from the next entries or heartbeat.
+    transport = FakeTransport()
+    transport.peer_protocol = protocol
+    driver = _driver(tmp_path, transport, (ME,))
+    notice = AppendEntries(ME, "n2", 1, 1, 1, (), 1, commit_only=True)
+    after = HeartbeatResp(ME, "n2", 1, read_seq=1)
+    await _run_senders(driver, transport, notice, after)
+    (sent, _) = transport.sent
+    assert isinstance(sent, AppendEntries)
+    assert sent == dataclasses.replace(notice, commit_only=protocol >= COMMIT_ONLY_SINCE)
 
 
 async def test_a_sender_reconnects_after_an_unexpected_error(tmp_path: Path) -> None:

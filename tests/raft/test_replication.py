@@ -302,3 +302,66 @@ def test_state_machine_safety_every_node_applies_the_same_sequence() -> None:
     seqs = {nid: [(e.index, e.term, e.data) for e in a] for nid, a in net.applied.items()}
     assert seqs["n1"] == seqs["n2"] == seqs["n3"]
     assert len([s for s in seqs["n1"] if s[2]]) == 9
+
+
+def _one_write(net: Net, leader: RaftNode) -> list[object]:
+    """Propose one entry on a settled cluster and deliver its whole round; the messages sent."""
+    sent: list[object] = []
+    leader.propose(b"w")
+    while True:
+        msgs = net.take()
+        if not msgs:
+            return sent
+        sent.extend(msgs)
+        for m in msgs:
+            net.nodes[m.to_id].step(m)
+
+
+def test_a_commit_notice_to_a_replicating_follower_is_not_answered() -> None:
+    net = cluster(3)
+    leader = net.elect("n1")
+    net.tick_all(3)
+    sent = _one_write(net, leader)
+    appends = [m for m in sent if isinstance(m, AppendEntries)]
+    answers = [m for m in sent if isinstance(m, AppendResp)]
+    # The entry to each follower, then the commit index to each: only the first is answered.
+    assert [(m.to_id, bool(m.entries), m.commit_only) for m in appends] == [
+        ("n2", True, False),
+        ("n3", True, False),
+        ("n2", False, True),
+        ("n3", False, True),
+    ]
+    assert sorted(m.from_id for m in answers) == ["n2", "n3"]
+    # And the followers applied the write all the same.
+    for nid in net.nodes:
+        assert [e.data for e in net.applied[nid]][-1:] == [b"w"]
+
+
+def test_a_commit_notice_the_follower_cannot_take_is_answered_with_a_refusal() -> None:
+    net = cluster(3)
+    leader = net.elect("n1")
+    net.tick_all(3)
+    leader.propose(b"w")
+    net.deliver(lambda m: isinstance(m, AppendEntries))
+    net.drop(lambda m: m.from_id == "n3")  # n3's acknowledgement is lost
+    net.deliver(lambda m: m.to_id == "n1")  # n2's commits the entry
+    # n3's log lost the entry since (a lost tail): the notice after it does not match.
+    net.nodes["n3"] = make_node("n3", term=leader.term, entries=())
+    notice = net.take(lambda m: isinstance(m, AppendEntries) and m.to_id == "n3")
+    assert [m.commit_only for m in notice] == [True]
+    net.nodes["n3"].step(notice[0])
+    (answer,) = net.take(lambda m: m.from_id == "n3")
+    assert isinstance(answer, AppendResp) and answer.reject
+
+
+def test_only_a_replicating_follower_is_sent_a_notice_it_need_not_answer() -> None:
+    net = cluster(3)
+    leader = net.elect("n1")
+    net.tick_all(3)
+    _one_write(net, leader)
+    leader._progress["n3"].become_probe()  # as after a lost connection: the leader must hear
+    assert leader._send_append("n3", allow_empty=True, commit_only=True)
+    assert leader._send_append("n2", allow_empty=True, commit_only=True)
+    notices = {m.to_id: m for m in net.take() if isinstance(m, AppendEntries)}
+    assert not notices["n3"].entries and not notices["n3"].commit_only
+    assert not notices["n2"].entries and notices["n2"].commit_only

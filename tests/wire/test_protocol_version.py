@@ -56,9 +56,9 @@ def raw_context(
 
 
 def test_the_offer_is_each_version_of_the_window_newest_first_then_the_marker() -> None:
-    assert (OLDEST_PEER_PROTOCOL, PROTOCOL_VERSION) == (1, 4)
+    assert (OLDEST_PEER_PROTOCOL, PROTOCOL_VERSION) == (1, 5)
     # Protocol 1 has no id: it predates ALPN.
-    assert alpn_protocols() == ["swarmlet/4", "swarmlet/3", "swarmlet/2", "swarmlet"]
+    assert alpn_protocols() == ["swarmlet/5", "swarmlet/4", "swarmlet/3", "swarmlet/2", "swarmlet"]
 
 
 @pytest.mark.parametrize(
@@ -68,8 +68,9 @@ def test_the_offer_is_each_version_of_the_window_newest_first_then_the_marker() 
         ("swarmlet/2", 2),
         ("swarmlet/3", 3),
         ("swarmlet/4", 4),
+        ("swarmlet/5", 5),
         ("swarmlet", None),  # versioned, no version in common
-        ("swarmlet/5", None),  # never offered: refused, not trusted
+        ("swarmlet/6", None),  # never offered: refused, not trusted
         ("swarmlet/0", None),
         ("swarmlet/x", None),
         ("h2", None),

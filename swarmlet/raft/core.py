@@ -1032,7 +1032,9 @@ class RaftNode:
         `commit_only`, an append that carries no entries to a follower in REPLICATE asks for no
         answer: the leader learns nothing from one (its match does not move, and the follower's
         heartbeat answers keep it active), and at one write at a time the two answers were two
-        of the five messages a write brought the leader (issue #20)."""
+        of the five messages a write brought the leader (issue #20). The price: an entry's
+        acknowledgement that is lost (a broken stream, a full queue) is no longer repeated by
+        the notice's answer, and waits for a heartbeat's (a round later)."""
         pr = self._progress[to]
         if pr.is_paused(self.config.max_inflight_appends):
             return False

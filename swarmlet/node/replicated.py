@@ -13,7 +13,9 @@ applied batch (`RaftDriver`'s `on_applied`), not from here.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 
 from swarmlet.errors import RemoteProtocolError
 from swarmlet.state.commands import Command
@@ -47,5 +49,5 @@ class ReplicatedState:
             return ApplyResult(False, error=f"undecodable command: {exc}")
         return self.state.apply(command)
 
-    def snapshot(self) -> bytes:
-        return self.state.snapshot()
+    def snapshot_later(self) -> Callable[[], bytes]:
+        return functools.partial(wire.encode, self.state.snapshot_record())

@@ -11,7 +11,10 @@ driver holds a `StateMachine` and never looks inside an entry's data or a result
   that entry, so its type is the user's (`ResultT_co`). It must not raise for data it cannot
   understand: every replica applies the same entries, so it answers with a result that says so
   and leaves the state as every other replica leaves it.
-- `snapshot()` serialises the state as of the last applied entry, for log compaction.
+- `snapshot_later()` takes the state as of the last applied entry, for log compaction, and
+  returns what serialises it. The driver calls that in a thread while the state moves on (at
+  100,000 tasks an encoding is half a second of CPU, which on the event loop would stop Raft's
+  heartbeats and the gossip), so what it reads must not change: a copy, or immutable records.
 
 Implementations must be deterministic: the same entries on the same state give the same state
 and the same results on every replica. This module knows no command, codec or state type.
@@ -19,6 +22,7 @@ and the same results on every replica. This module knows no command, codec or st
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 ResultT_co = TypeVar("ResultT_co", covariant=True)
@@ -31,4 +35,4 @@ class StateMachine(Protocol[ResultT_co]):
 
     def apply(self, index: int, data: bytes) -> ResultT_co: ...
 
-    def snapshot(self) -> bytes: ...
+    def snapshot_later(self) -> Callable[[], bytes]: ...

@@ -8,6 +8,7 @@ transport."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -226,8 +227,9 @@ class Journal:
         self.lines.append(data)
         return str(index)
 
-    def snapshot(self) -> bytes:
-        return b"".join(self.lines)
+    def snapshot_later(self) -> Callable[[], bytes]:
+        data = b"".join(self.lines)
+        return lambda: data
 
 
 class IncomingStream:

@@ -62,8 +62,9 @@ class Journal:
         self.lines.append(data.decode())
         return f"{index}:{data.decode()}"
 
-    def snapshot(self) -> bytes:
-        return "\n".join(self.lines).encode()
+    def snapshot_later(self) -> Callable[[], bytes]:
+        data = "\n".join(self.lines).encode()
+        return lambda: data
 
 
 class _Offline:
@@ -206,6 +207,62 @@ async def test_the_log_is_compacted_into_the_state_machines_snapshot(tmp_path: P
     again = Journal()
     _driver(RaftStorage.open(tmp_path), again)
     assert again.restored[0].decode().split("\n")[:2] == ["seed", "a"]
+
+
+class SlowSnapshots(Journal):
+    """A journal whose first snapshot's encoding, in the driver's thread, waits for `release`
+    (as a large state's encoding takes its time) and says when it started; what each encoding
+    returned is kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoding = threading.Event()
+        self.release = threading.Event()
+        self.encoded: list[bytes] = []
+
+    def snapshot_later(self) -> Callable[[], bytes]:
+        encode = super().snapshot_later()
+
+        def slowly() -> bytes:
+            self.encoding.set()
+            self.release.wait(TIMEOUT_S)
+            self.encoded.append(encode())
+            return self.encoded[-1]
+
+        return slowly
+
+
+async def test_writes_commit_while_the_snapshot_is_encoded(tmp_path: Path) -> None:
+    # On the loop, a large state's encoding (half a second at 100,000 tasks) stopped Raft:
+    # a leader sent no heartbeat meanwhile.
+    storage = _seeded(tmp_path)
+    journal = SlowSnapshots()
+    driver = _driver(storage, journal, snapshot_every=3)
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            await _lead(driver)  # the leader's empty entry is index 2
+            for text in ("a", "b", "c"):
+                await driver.propose(text.encode())
+            await trio.to_thread.run_sync(journal.encoding.wait)  # taken at index 4 (a, b)
+            for text in ("d", "e", "f", "g"):  # commit meanwhile: the loop goes on
+                await driver.propose(text.encode())
+            assert storage.snapshot_index == 1
+            journal.release.set()
+            # The next compaction fell due meanwhile; none started while one was under way,
+            # and it follows this one by itself (no write comes to start it).
+            while storage.snapshot_index != 9:  # noqa: ASYNC110  # the driver's own task
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    # Each snapshot is of the state when it was taken, not when it was written.
+    assert [data.decode().split("\n") for data in journal.encoded] == [
+        ["seed", "a", "b"],
+        ["seed", "a", "b", "c", "d", "e", "f", "g"],
+    ]
+    storage.close()
+    again = Journal()
+    _driver(RaftStorage.open(tmp_path), again)
+    assert again.restored[0] == journal.encoded[-1]
 
 
 def test_the_driver_hands_the_storages_vote_floor_to_the_core(tmp_path: Path) -> None:

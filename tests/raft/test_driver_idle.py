@@ -6,6 +6,7 @@ mock clock may jump ahead freely."""
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -32,8 +33,8 @@ class _Bytes:
     def apply(self, index: int, data: bytes) -> str:
         return ""
 
-    def snapshot(self) -> bytes:
-        return b""
+    def snapshot_later(self) -> Callable[[], bytes]:
+        return lambda: b""
 
 
 class _Offline:

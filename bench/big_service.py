@@ -14,7 +14,11 @@ then, polled through the control API from this process every POLL_S:
 - every manager's Raft term, once a second for `--watch` seconds after the create: the leader
   elections are the last term less the first (a leader that stops its heartbeats for longer
   than the election timeout, 0.4-0.8 s, is replaced);
-- one more `service.ps`, timed: the answer's size is what a user's `service ps` reads.
+- one more `service.ps`, timed: the answer's size is what a user's `service ps` reads;
+- with `--writes W`, then W small writes (a config each, 8 writers on kept-alive connections
+  to the leader), timed: every 2,000 of them each member compacts its Raft log into a snapshot
+  of the 100,000 tasks, and the elections are counted over this phase too. (Not a node label:
+  a label may satisfy the constraint, so each one has the leader plan the 100,000 tasks again.)
 Docker Swarm mode: `docker swarm init` on this engine (only if it is not in a swarm already,
 left in a `finally` whatever happens; its one manager has no one to lose an election to), the
 same service through the Engine API, and the same two times (until the service's task list
@@ -45,6 +49,7 @@ from bench.common import (
     write_json,
 )
 from bench.services import swarm_mode
+from swarmlet.api.control_socket import ControlClient
 from swarmlet.state.model import Placement, ServiceSpec
 from swarmlet.testing.images import BUSYBOX_IMAGE, ensure_test_images
 from swarmlet.wire import codec as wire
@@ -54,7 +59,9 @@ NAME = "big"
 NOWHERE = "node.labels.nowhere==1"
 
 
-async def swarmlet_run(replicas: int, watch_s: float, index: int, keep: bool) -> dict[str, Any]:
+async def swarmlet_run(
+    replicas: int, watch_s: float, index: int, keep: bool, writes: int = 0
+) -> dict[str, Any]:
     cluster = SwarmletCluster(make_root(f"big-service-{index}", keep), free_port())
     await trio.to_thread.run_sync(cluster.start, 3, 0)
     leader = cluster.agents[0]
@@ -93,6 +100,9 @@ async def swarmlet_run(replicas: int, watch_s: float, index: int, keep: bool) ->
         began = time.monotonic()
         listed = len((await leader.client.call("service.ps", services=[NAME]))["tasks"])
         r["ps_s"] = time.monotonic() - began
+        if writes:
+            r["writes_s"] = await _writes(leader.client, writes)
+            log(f"swarmlet: {writes} writes in {r['writes_s']:.2f} s")
         await trio.sleep(2.0)  # the terms after
         nursery.cancel_scope.cancel()
     whole = [t for t in terms if len(t) == len(managers)]  # every manager answered
@@ -101,6 +111,22 @@ async def swarmlet_run(replicas: int, watch_s: float, index: int, keep: bool) ->
     log(f"swarmlet: service ps {r['ps_s']:.2f} s ({listed} rows); elections {r['elections']}")
     REGISTRY.cleanup()
     return r
+
+
+async def _writes(client: ControlClient, writes: int, writers: int = 8) -> float:
+    """`writes` new configs of a few bytes, `writers` at a time; their wall time."""
+    todo = iter(range(writes))
+    began = time.monotonic()
+
+    async def writer(k: int) -> None:
+        async with client.connection() as connection:
+            for i in todo:
+                await connection.call("secret.create", name=f"c{i}", data=b"x", is_config=True)
+
+    async with trio.open_nursery() as nursery:
+        for k in range(writers):
+            nursery.start_soon(writer, k)
+    return time.monotonic() - began
 
 
 def swarm_run(client: docker.DockerClient, replicas: int) -> dict[str, Any]:
@@ -140,9 +166,11 @@ def report(results: dict[str, Any], replicas: int) -> None:
     ):
         s, w = med(s_runs, key), med(w_runs, key)
         rows.append([label, fmt(s), fmt(w), fmt(s / w, 2) if s == s and w == w and w else "-"])
+    if any("writes_s" in r for r in s_runs):
+        rows.append(["then the small writes (s)", fmt(med(s_runs, "writes_s")), "-", "-"])
     rows.append(
         [
-            "leader elections in the watch window",
+            "leader elections in the watch window (and the writes)",
             ", ".join(str(r["elections"]) for r in s_runs) or "-",
             "- (one manager)",
             "-",
@@ -165,6 +193,9 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the agents' data dirs and logs")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2,000 replicas, 8 s")
     parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--writes", type=int, default=0, help="small writes after the listing (swarmlet only)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.replicas, args.watch = 2_000, 8.0
@@ -175,7 +206,7 @@ def main() -> None:
         for i in range(args.runs):
             if args.only != "swarm":
                 results["swarmlet"].append(
-                    trio.run(swarmlet_run, args.replicas, args.watch, i, args.keep)
+                    trio.run(swarmlet_run, args.replicas, args.watch, i, args.keep, args.writes)
                 )
             if args.only != "swarmlet":
                 client = docker.from_env()

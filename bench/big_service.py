@@ -118,14 +118,14 @@ async def _writes(client: ControlClient, writes: int, writers: int = 8) -> float
     todo = iter(range(writes))
     began = time.monotonic()
 
-    async def writer(k: int) -> None:
+    async def writer() -> None:
         async with client.connection() as connection:
             for i in todo:
                 await connection.call("secret.create", name=f"c{i}", data=b"x", is_config=True)
 
     async with trio.open_nursery() as nursery:
-        for k in range(writers):
-            nursery.start_soon(writer, k)
+        for _ in range(writers):
+            nursery.start_soon(writer)
     return time.monotonic() - began
 
 

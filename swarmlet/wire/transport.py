@@ -592,23 +592,27 @@ class Transport:
                 return None
             try:
                 peer = self._authenticate(secure)
-                return self._cluster_stream(secure, peer)
+                return self._cluster_stream(secure, peer, tls)
             except BaseException:
                 await secure.aclose()
                 raise
         self.counters["refused_tls_handshake_timeout"] += 1
         return None
 
-    def _cluster_stream(self, secure: TlsSocketStream, peer: PeerIdentity) -> FramedStream:
-        """The framed stream over an authenticated TLS connection with `peer`, either side:
-        RemoteProtocolError (counted) if the two share no protocol or the policy refuses it."""
+    def _cluster_stream(
+        self, secure: TlsSocketStream, peer: PeerIdentity, tls: TlsConfig
+    ) -> FramedStream:
+        """The framed stream over an authenticated TLS connection with `peer`, either side,
+        admitted by the policy of `tls`, the configuration of its handshake (`set_tls` may have
+        replaced the transport's meanwhile): RemoteProtocolError (counted) if the two share no
+        protocol or the policy refuses it."""
         return FramedStream(
             secure,
             None,
             b"",
             self.counters,
             peer=peer,
-            admit=self.tls.admit,
+            admit=tls.admit,
             peer_protocol=self._negotiated(secure, peer),
             off_loop_decodes=self.off_loop_decodes,
         )
@@ -679,7 +683,7 @@ class Transport:
             if node_id is not None and peer.node_id != node_id:
                 self.counters["refused_peer_wrong_node"] += 1
                 raise RemoteProtocolError(f"{addr[0]}:{addr[1]} is {peer.node_id}, not {node_id}")
-            framed = self._cluster_stream(secure, peer)
+            framed = self._cluster_stream(secure, peer, tls)
             # As admitted, not as the certificate says: a demoted manager's certificate says
             # manager until it expires, and the policy lowers it to what the state says.
             if manager and (framed.peer is None or not framed.peer.is_manager):

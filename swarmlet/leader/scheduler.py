@@ -330,6 +330,7 @@ class NodeTallies:
 
     def __init__(self, state: ClusterState) -> None:
         self.mark = state.journal.mark()
+        self.version = 0  # grows whenever `advance` changes a tally (what a task holds)
         self.nodes: dict[str, _Tally] = {nid: _Tally() for nid in state.nodes}
         self._held: dict[str, _Held] = {}
         for task in state.tasks.values():
@@ -339,6 +340,7 @@ class NodeTallies:
         """An independent copy (to measure a pass without disturbing the kept tallies)."""
         other = NodeTallies.__new__(NodeTallies)
         other.mark = self.mark
+        other.version = self.version
         other.nodes = {
             nid: _Tally(
                 t.total,
@@ -371,10 +373,12 @@ class NodeTallies:
         for service_id in changes.services:  # reservations and ports come from the spec
             recount.update(state.tasks.of_service(service_id))
         for task_id in recount:
-            self._count(state, task_id)
+            if self._count(state, task_id):
+                self.version += 1
         return True
 
-    def _count(self, state: ClusterState, task_id: str) -> None:
+    def _count(self, state: ClusterState, task_id: str) -> bool:
+        """Count what the task holds now instead of what it held; True if that changed."""
         old = self._held.pop(task_id, None)
         if old is not None and (tally := self.nodes.get(old.node_id)) is not None:
             tally.reserved_cpu -= old.cpu
@@ -393,7 +397,7 @@ class NodeTallies:
                     del tally.by_service[old.service_id]
         task = state.tasks.get(task_id)
         if task is None or not occupies(task) or task.node_id not in self.nodes:
-            return
+            return old is not None
         service = state.services.get(task.service_id)
         spec = service.spec if service is not None else None
         held = _Held(
@@ -417,6 +421,7 @@ class NodeTallies:
         if held.active:
             tally.total += 1
             tally.by_service[held.service_id] = tally.by_service.get(held.service_id, 0) + 1
+        return held != old
 
 
 def static_rejection(
@@ -558,12 +563,16 @@ class Scheduler:
     def probe(self, task: Task) -> Decision:
         """Where `task` would go, without counting it."""
         [decision] = self.schedule([task])
+        self.unplace(task, decision)
+        return decision
+
+    def unplace(self, task: Task, decision: Decision) -> None:
+        """Take back what `schedule` counted for `task` when it gave it `decision`."""
         service = self.state.services.get(task.service_id)
         if decision.node_id and service is not None:
             self.infos[decision.node_id].remove(
                 task.service_id, service.spec, active=True, named=decision.resources
             )
-        return decision
 
     def changed(self, old: Task | None, new: Task | None) -> None:
         """Keep the tallies current when a task is created, changed or removed (`new` None)
@@ -629,7 +638,12 @@ def _schedule_group(
     out: list[_Placement] = []
     for _ in range(count):
         placed = _place_one(root, infos, service, ports, failures)
-        out.append((placed[0], "", placed[1]) if placed else ("", explain(failures), ()))
+        if placed is None:
+            # Every node is out of the running for this group now and `failures` is final:
+            # the rest of the group stays pending for the same reason (explained once).
+            out.extend([("", explain(failures), ())] * (count - len(out)))
+            break
+        out.append((placed[0], "", placed[1]))
     return out
 
 

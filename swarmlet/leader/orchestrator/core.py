@@ -15,7 +15,8 @@ Steps, in order:
    update (`update`), rebalancing (`rebalance`), the task history (`reaper`);
 3. tasks of removed services are reaped;
 4. every task waiting for a node goes through the scheduler in one batch; a task that stays
-   pending records why (rewritten only when the explanation changes).
+   pending records why (rewritten only when the explanation changes). A scoped pass may skip
+   the tasks the last pass left pending when nothing the scheduler reads changed (`pending`).
 
 Output, in this order: UpdateService for rollbacks (a service rolled back is reconciled again on
 the restored spec in the same call, so the tasks that follow may carry its new version), one
@@ -25,7 +26,6 @@ SetUpdateStatus per service. Propose them in this order (or as one Batch).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
@@ -33,6 +33,7 @@ from swarmlet.errors import UsageError
 from swarmlet.leader.orchestrator.context import Context, IdSource, Observed, SlotKey, counter_ids
 from swarmlet.leader.orchestrator.global_ import reconcile_global
 from swarmlet.leader.orchestrator.jobs import reconcile_job
+from swarmlet.leader.orchestrator.pending import Unplaced, schedule_pending
 from swarmlet.leader.orchestrator.reaper import reap_history, reap_removed_services
 from swarmlet.leader.orchestrator.rebalance import rebalance
 from swarmlet.leader.orchestrator.replicated import reconcile_replicated
@@ -54,6 +55,10 @@ class Plan:
     # Services reconciled whose outcome depends on other services' tasks (a rebalancing move
     # that found no room): a scoped pass must look at them whatever changed.
     watch: frozenset[str] = frozenset()
+    # The tasks step 4 left waiting, for the next pass if nothing it places by changes
+    # (`pending`); None: not to be relied on. And how many tasks it put through the scheduler.
+    unplaced: Unplaced | None = None
+    scheduled: int = 0
 
 
 def reconcile(
@@ -83,6 +88,8 @@ def plan(
     *,
     nodes: Collection[str] = (),
     tallies: NodeTallies | None = None,
+    unplaced: Unplaced | None = None,
+    touched: Collection[str] = (),
 ) -> Plan:
     """Commands and the next timer.
 
@@ -90,13 +97,18 @@ def plan(
     second). Otherwise a scoped pass, whose cost follows the scope: only those services are
     reconciled (step 2) and reaped if removed (step 3), and steps 0-1 look only at their tasks
     and at the tasks on `nodes`. Step 4 takes every task waiting for a node, as a full pass does
-    (from the state's index: the scheduler's answer for one depends on the others). A scoped
+    (from the state's index: the scheduler's answer for one depends on the others), except
+    those `unplaced` vouches for. A scoped
     pass returns exactly the full pass's commands when nothing outside the scope needs a
     change; `leader.planner` says which services and nodes a change concerns (tests hold the
     two passes to the same result).
 
     `tallies`: the node tallies of `state`, if the caller keeps them across passes
-    (`scheduler.NodeTallies`); the scheduler then does not count every task."""
+    (`scheduler.NodeTallies`); the scheduler then does not count every task.
+
+    `unplaced`: the last pass's `Plan.unplaced`, if nothing the scheduler reads (nodes, the
+    tallies, services) changed since, and `touched` the tasks written since: step 4 then
+    schedules only the waiting tasks that are new or were written (`pending`)."""
     ctx = Context(state, observed, now, ids, tallies)
     look_at = None if services is None else _tasks_in_scope(state, services, nodes)
     _record_terminal_observations(ctx, look_at)
@@ -108,9 +120,14 @@ def plan(
             _orchestrate(ctx, service_id)  # rolled back: once more, on the restored spec
     ctx.service = ""
     reap_removed_services(ctx, services)
-    _schedule_pending(ctx)
+    left, scheduled = schedule_pending(ctx, unplaced, touched)
     return Plan(
-        _commands(ctx), min(ctx.wakeups, default=None), dict(ctx.timers), frozenset(ctx.watch)
+        _commands(ctx),
+        min(ctx.wakeups, default=None),
+        dict(ctx.timers),
+        frozenset(ctx.watch),
+        left,
+        scheduled,
     )
 
 
@@ -188,35 +205,6 @@ def _orphan_tasks_on_down_nodes(ctx: Context, look_at: list[str] | None) -> None
             and ctx.alive(task)
         ):
             ctx.record(task, state=TaskState.ORPHANED, message="node down")
-
-
-def _schedule_pending(ctx: Context) -> None:
-    pending = sorted(
-        ctx.work.tasks.waiting().values(),
-        key=lambda t: (t.service_id, t.slot, t.node_id, t.created_at, t.id),
-    )
-    if not pending:
-        return
-    decisions = ctx.scheduler.schedule(pending)
-    for task, decision in zip(pending, decisions, strict=True):
-        if decision.node_id:
-            ctx.put(
-                dataclasses.replace(
-                    task,
-                    node_id=decision.node_id,
-                    state=TaskState.ASSIGNED,
-                    message="assigned",
-                    assigned_resources=decision.resources,
-                    updated_at=ctx.now,
-                ),
-                counted=True,
-            )
-        elif task.state is not TaskState.PENDING or task.message != decision.message:
-            ctx.put(
-                dataclasses.replace(
-                    task, state=TaskState.PENDING, message=decision.message, updated_at=ctx.now
-                )
-            )
 
 
 def _commands(ctx: Context) -> tuple[Command, ...]:

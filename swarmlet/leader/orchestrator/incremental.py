@@ -16,7 +16,9 @@ What a node change concerns: the services with tasks on the node (down, drained,
 every global service and global job (eligibility), and, when the node may take more than before
 (it came back, joined, or its record or capacity changed: not when it only went down), every
 service that rebalances. Every task waiting for a node goes through the scheduler on every pass
-anyway (`plan` step 4).
+(`plan` step 4), except those the last pass left pending when nothing the scheduler reads changed
+since: no node record written or seen differently, no tally moved, no service written, the same
+services held back (`pending.Unplaced`).
 
 Invariant (a property test holds it on seeded random clusters and changes): a scoped pass returns
 exactly the commands of a full pass on the same inputs, and the timers. A full pass still runs
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 
 from swarmlet.leader.orchestrator.context import IdSource, Observed
 from swarmlet.leader.orchestrator.core import Plan, plan
+from swarmlet.leader.orchestrator.pending import Unplaced
 from swarmlet.leader.scheduler import NodeTallies, ObservedNode
 from swarmlet.state.indexes import ChangeJournal, Changes
 from swarmlet.state.machine import ClusterState
@@ -67,6 +70,9 @@ class IncrementalPlanner:
         self._timers: dict[str, float] = {}
         self._watch: set[str] = set()
         self._carried: Scope | None = None  # a deferred pass's scope, looked at again
+        # What the last pass left waiting, and the tallies' version it saw (`pending`).
+        self._unplaced: Unplaced | None = None
+        self._tallies_version = -1
 
     def copy(self) -> IncrementalPlanner:
         """An independent copy (to measure a pass without disturbing this planner)."""
@@ -101,10 +107,13 @@ class IncrementalPlanner:
         )
         if full or self._tallies is None or not self._tallies.advance(state):
             self._tallies = NodeTallies(state)
+            self._unplaced = None
         held_now = frozenset(held)
         orchestrated = _without(state, held_now)
 
         scope: Scope | None = None
+        unplaced: Unplaced | None = None
+        touched: Collection[str] = ()
         if not full:
             assert changes is not None
             if changed_tasks is None:
@@ -118,6 +127,16 @@ class IncrementalPlanner:
                 compared if changed_tasks is None else changed_tasks,
                 held_now,
             )
+            # (A spec change also rewrites the service's waiting tasks in the same pass, which
+            # makes them fresh; checking `changes.services` keeps that from being load-bearing.)
+            if not (
+                changes.nodes
+                or changes.services
+                or held_now != self._held
+                or self._tallies.version != self._tallies_version
+                or _nodes_changed(self._nodes, observed.nodes)
+            ):
+                unplaced, touched = self._unplaced, changes.tasks
         # The observed tasks are kept only to compare them with the next call's when the
         # caller does not say what changed (a caller that does may hand a live view).
         self._nodes, self._held = observed.nodes, held_now
@@ -129,7 +148,11 @@ class IncrementalPlanner:
             self._timers = dict(result.timers)
             self._watch = set(result.watch)
         else:
-            if scope.services or scope.nodes or orchestrated.tasks.waiting():
+            waiting = orchestrated.tasks.waiting()
+            # Nothing written since a pass that vouched for every waiting task: nothing waits
+            # for an answer either.
+            settled = not waiting or (unplaced is not None and not unplaced.written and not touched)
+            if scope.services or scope.nodes or not settled:
                 result = plan(
                     orchestrated,
                     observed,
@@ -138,9 +161,11 @@ class IncrementalPlanner:
                     scope.services,
                     nodes=scope.nodes,
                     tallies=self._tallies,
+                    unplaced=unplaced,
+                    touched=touched,
                 )
             else:
-                result = Plan((), None)  # nothing changed: nothing to look at
+                result = Plan((), None, unplaced=unplaced if waiting else Unplaced({}))
             for service_id in scope.services:
                 self._timers.pop(service_id, None)
             self._timers.update(result.timers)
@@ -148,11 +173,14 @@ class IncrementalPlanner:
             self._watch.update(result.watch)
         self.last_scope = scope
         self._carried = None
+        self._unplaced, self._tallies_version = result.unplaced, self._tallies.version
         return Plan(
             result.commands,
             min(self._timers.values(), default=None),
             result.timers,
             result.watch,
+            result.unplaced,
+            result.scheduled,
         )
 
     def deferred(self) -> None:
@@ -204,6 +232,14 @@ class IncrementalPlanner:
             services.update(self._carried.services)
             nodes.update(self._carried.nodes)
         return Scope(frozenset(services), frozenset(nodes))
+
+
+def _nodes_changed(before: Mapping[str, ObservedNode], after: Mapping[str, ObservedNode]) -> bool:
+    if before is after:
+        return False
+    return before.keys() != after.keys() or any(
+        (was := before[n]) is not (now := after[n]) and was != now for n in after
+    )
 
 
 def _changed(

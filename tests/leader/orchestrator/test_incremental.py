@@ -16,9 +16,31 @@ import pytest
 
 from swarmlet.leader.orchestrator import counter_ids, plan
 from swarmlet.leader.orchestrator.incremental import IncrementalPlanner
-from swarmlet.state.commands import Command, PutTasks, SetUpdateStatus, UpdateService
-from swarmlet.state.model import Availability, Placement, Resources, ServiceMode, TaskState
-from tests.leader.orchestrator.cluster import Harness, add_node, add_service, make_state
+from swarmlet.state.commands import (
+    Command,
+    CreateSecret,
+    PutTasks,
+    SetUpdateStatus,
+    UpdateService,
+)
+from swarmlet.state.model import (
+    Availability,
+    Placement,
+    Resources,
+    RestartPolicy,
+    Secret,
+    ServiceMode,
+    Task,
+    TaskState,
+)
+from tests.leader.orchestrator.cluster import (
+    CPU,
+    GIB,
+    Harness,
+    add_node,
+    add_service,
+    make_state,
+)
 from tests.leader.orchestrator.sim import Sim
 
 
@@ -41,6 +63,11 @@ class Checked:
         self.planner = IncrementalPlanner(full_pass_every_s=float("inf"))
         self.passes = 0
         self.scoped = 0
+        self.skipped = 0  # passes that left some waiting task out of the scheduler
+
+    @property
+    def waiting(self) -> int:
+        return len(self.h.state.tasks.waiting())
 
     def reconcile(self) -> list[Command]:
         h = self.h
@@ -50,6 +77,7 @@ class Checked:
         full = plan(h.state, observed, h.now, counter_ids(prefix))
         scoped = self.planner.plan(h.state, observed, h.now, counter_ids(prefix))
         scope = self.planner.last_scope
+        self.skipped += scoped.scheduled < self.waiting
         assert scoped.commands == full.commands, (self.passes, scope)
         assert scoped.wakeup_at == full.wakeup_at, (self.passes, scope)
         if scope is not None:
@@ -203,3 +231,137 @@ def test_a_move_that_found_no_room_is_tried_again_when_another_service_frees_it(
     h.update_spec("s-big", replicas=0)
     h.settle(rounds=4)
     assert h.placement("s-web").get("n02", 0) >= 1  # rebalanced, every pass checked
+
+
+# ------------------------------------------------------------------- tasks left pending
+
+
+def crowded_cluster() -> tuple[Harness, Checked]:
+    """More replicas than room: greedy fills memory, capped hits max replicas per node,
+    nowhere matches no node. Every pass is checked against a full pass."""
+    h = Harness(make_state(6, resources=Resources(4 * CPU, 4 * GIB)))
+    checked = Checked(h)
+    h.reconcile = checked.reconcile  # type: ignore[method-assign]
+    add_service(h.state, "greedy", replicas=20, reservations=Resources(memory_bytes=3 * GIB))
+    add_service(h.state, "capped", replicas=8, placement=Placement(max_replicas_per_node=1))
+    add_service(
+        h.state, "nowhere", replicas=5, placement=Placement(constraints=("node.labels.x==y",))
+    )
+    h.settle(rounds=4)
+    return h, checked
+
+
+def test_a_write_that_concerns_no_placement_asks_the_scheduler_nothing() -> None:
+    h, checked = crowded_cluster()
+    waiting = len(h.state.tasks.waiting())
+    assert waiting == 14 + 2 + 5
+    for i in range(3):
+        assert h.state.apply(CreateSecret(Secret(f"cfg{i}", f"cfg{i}", b"x", is_config=True))).ok
+        h.now += 1.0
+        skipped = checked.skipped
+        assert h.reconcile() == []
+        assert checked.skipped == skipped + 1
+    assert len(h.state.tasks.waiting()) == waiting
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_tasks_left_pending_are_asked_again_whenever_their_answer_may_differ(seed: int) -> None:
+    """Room freed or taken, nodes lost, drained and joining, specs and scale changed: the pass
+    that skips the tasks the last one left pending returns what a full pass returns."""
+    rng = random.Random(seed)
+    h, checked = crowded_cluster()
+    for step in range(30):
+        kind = rng.choice(["fail", "down", "up", "drain", "active", "scale", "join", "config"])
+        nodes = sorted(h.state.nodes)
+        running = sorted(t.id for s in ("s-greedy", "s-capped") for t in h.running(s))
+        if kind == "fail" and running:
+            h.fail(rng.choice(running))
+        elif kind == "down":
+            h.down.add(rng.choice(nodes))
+        elif kind == "up" and h.down:
+            h.down.discard(rng.choice(sorted(h.down)))
+        elif kind in ("drain", "active"):
+            h.set_availability(rng.choice(nodes), Availability(kind))
+        elif kind == "scale":
+            h.update_spec(rng.choice(["s-greedy", "s-capped"]), replicas=rng.randint(2, 24))
+        elif kind == "join":
+            add_node(h.state, 30 + step, resources=Resources(4 * CPU, 4 * GIB))
+        else:
+            assert h.state.apply(
+                CreateSecret(Secret(f"c{step}", f"c{step}", b"", is_config=True))
+            ).ok
+        for _ in range(3):
+            h.reconcile()
+            h.agents()
+            h.now += 1.0
+    assert checked.skipped > 0  # the skip was taken, and every pass that took it was checked
+
+
+def pending_of(h: Harness, service_id: str) -> list[Task]:
+    return [t for t in h.state.tasks.waiting().values() if t.service_id == service_id]
+
+
+def test_a_write_from_outside_the_pass_that_frees_room_lets_a_pending_task_in() -> None:
+    """No pass of the orchestrator records it (another writer did): the tallies moved."""
+    h, _ = crowded_cluster()
+    h.update_spec("s-greedy", restart=RestartPolicy(delay_s=60.0))
+    h.settle(rounds=3)
+    before = len(pending_of(h, "s-greedy"))
+    victim = h.running("s-greedy")[0]
+    stopped = dataclasses.replace(victim, state=TaskState.FAILED, message="stopped elsewhere")
+    assert h.state.apply(PutTasks((stopped,))).ok
+    h.reconcile()  # checked against a full pass
+    assert len(pending_of(h, "s-greedy")) == before - 1  # the replacement waits 60 s
+
+
+def test_a_task_left_pending_that_another_writer_rewrote_is_asked_again() -> None:
+    h, _ = crowded_cluster()
+    [task, *_] = pending_of(h, "s-nowhere")
+    assert h.state.apply(PutTasks((dataclasses.replace(task, message="tampered"),))).ok
+    h.reconcile()
+    assert h.state.tasks[task.id].message.startswith("no suitable node")
+
+
+def test_what_a_lost_pass_told_the_pending_tasks_is_told_again() -> None:
+    """A node joins and has not reported yet: the pass that tells every pending task so is
+    never committed. Nothing the scheduler reads changes after it, yet the next pass tells
+    them again (it expected its own writes back)."""
+    h, checked = crowded_cluster()
+    h.unknown.add(add_node(h.state, 9))
+    lost = checked.planner.plan(h.state, h.observed(), h.now, counter_ids("lost-"))
+    assert lost.commands  # ... and never committed
+    checked.planner.deferred()
+    h.now += 1.0
+    h.reconcile()  # checked against a full pass
+    for task in h.state.tasks.waiting().values():
+        assert "1 node has not reported its status" in task.message
+
+
+def test_a_fresh_task_placed_changes_what_the_tasks_left_pending_are_told() -> None:
+    """A replacement started after its restart delay takes the memory that made n01 refuse the
+    pending task of `capped` for its replica limit. `backup` comes first in the batch, so the
+    pass that places it tells that task the new reason at once (as a full pass does)."""
+    h = Harness(make_state(2, resources=Resources(4 * CPU, 4 * GIB)))
+    checked = Checked(h)
+    h.reconcile = checked.reconcile  # type: ignore[method-assign]
+    two = Resources(memory_bytes=2 * GIB)
+    add_service(
+        h.state,
+        "capped",
+        replicas=3,
+        reservations=two,
+        placement=Placement(max_replicas_per_node=1),
+    )
+    add_service(h.state, "backup", reservations=two, restart=RestartPolicy(delay_s=5.0))
+    h.settle(rounds=3)
+    [waiting] = pending_of(h, "s-capped")
+    told = waiting.message
+    assert "memory" in told
+    h.fail(h.running("s-backup")[0].id)
+    h.settle(rounds=2)
+    assert "memory" not in h.state.tasks[waiting.id].message
+    h.now += 5.0
+    h.settle(rounds=2)
+    assert h.running("s-backup")
+    assert h.state.tasks[waiting.id].message == told
+    assert checked.skipped > 0

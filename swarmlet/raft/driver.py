@@ -28,10 +28,15 @@ thread (the leader's orchestration pass): Raft goes on, and what commits meanwhi
 in order, when the hold ends. Raft separates commit from apply, so that is a slow state machine
 and nothing more: proposals and reads wait for their apply as always.
 
-Compaction (every `snapshot_every` applied entries) takes the state machine's snapshot on the
-loop and encodes it in a thread (`off_loop`): at 100,000 tasks that is half a second of CPU, in
-which a leader on the loop sent no heartbeat. The log is compacted to it between two turns of
-the loop; one compaction at a time, and one a leader's snapshot overtook meanwhile is dropped.
+Compaction takes the state machine's snapshot on the loop and encodes it in a thread
+(`off_loop`): at 100,000 tasks that is half a second of CPU, in which a leader on the loop sent
+no heartbeat. It is due once `snapshot_every` entries were applied since the last snapshot and
+their bytes reach `snapshot_growth` times that snapshot's size (the Raft thesis, 5.1.3): a
+snapshot costs what the state weighs, so the log it replaces grows with the state too (at
+100,000 tasks and every 2,000 small writes, encoding snapshots took a quarter of every member's
+CPU). The log then stays within that factor of the state, and so does what a restart replays.
+The log is compacted to it between two turns of the loop; one compaction at a time, and one a
+leader's snapshot overtook meanwhile is dropped.
 
 The core is only touched under `_core_lock` (the loop holds it from taking a Ready to
 `advance`); local requests other than proposals (reads, membership changes, transfers) take it
@@ -146,6 +151,7 @@ class RaftDriver(Generic[ResultT]):
         config: RaftConfig,
         tick_interval_s: float,
         snapshot_every: int = 2000,
+        snapshot_growth: float = 1.0,
         max_batches_in_flight: int = 2,
         on_soft_state: Callable[[SoftState], None] | None = None,
         on_applied: Callable[[], None] | None = None,
@@ -158,7 +164,12 @@ class RaftDriver(Generic[ResultT]):
         self.resolve = resolve
         self.tick_interval_s = tick_interval_s
         self.snapshot_every = snapshot_every
+        self.snapshot_growth = snapshot_growth
         self._compacting = False
+        # Bytes of entries applied (since start), and at the last snapshot, and its size.
+        self._applied_bytes = 0
+        self._snapshot_at_bytes = 0
+        self._snapshot_bytes = 0
         self._disk = DiskThread()  # the storage's saves and compactions, in order, off the loop
         self._on_soft_state = on_soft_state
         # Called once a Ready's committed entries (or a snapshot) are applied, before anyone
@@ -168,6 +179,7 @@ class RaftDriver(Generic[ResultT]):
         hard_state, snapshot, entries = storage.load()
         state_machine.restore(snapshot.data)
         self.applied = snapshot.meta.index
+        self._snapshot_bytes = len(snapshot.data)
         # What this node knew to be committed when it stopped: its state is not "as before the
         # restart" until it has applied at least this far.
         self.startup_commit = hard_state.commit
@@ -712,12 +724,14 @@ class RaftDriver(Generic[ResultT]):
     def _restore(self, snapshot: Snapshot) -> None:
         self.state_machine.restore(snapshot.data)
         self.applied = snapshot.meta.index
+        self._snapshot_at_bytes, self._snapshot_bytes = self._applied_bytes, len(snapshot.data)
         log.info("restored state from snapshot at index %d", snapshot.meta.index)
 
     def _apply(self, entry: Entry) -> None:
         if entry.index <= self.applied:
             return
         self.applied = entry.index
+        self._applied_bytes += len(entry.data)
         result: ResultT | None = None
         if entry.kind is EntryKind.NORMAL and entry.data:
             result = self.state_machine.apply(entry.index, entry.data)
@@ -731,19 +745,27 @@ class RaftDriver(Generic[ResultT]):
 
     def _maybe_compact(self) -> None:
         """Start a compaction at the applied index if one is due and none is under way."""
-        if self._compacting or self.applied - self.storage.snapshot_index < self.snapshot_every:
+        if (
+            self._compacting
+            or self.applied - self.storage.snapshot_index < self.snapshot_every
+            or self._applied_bytes - self._snapshot_at_bytes
+            < self.snapshot_growth * self._snapshot_bytes
+        ):
             return
         assert self._nursery is not None
         self._compacting = True
-        self._nursery.start_soon(self._compact, self.applied, self.state_machine.snapshot_later())
+        self._nursery.start_soon(
+            self._compact, self.applied, self._applied_bytes, self.state_machine.snapshot_later()
+        )
 
-    async def _compact(self, index: int, encode: Callable[[], bytes]) -> None:
+    async def _compact(self, index: int, at_bytes: int, encode: Callable[[], bytes]) -> None:
         try:
             data = await off_loop.run(encode)
             async with self._core_lock:  # between two turns of the loop
                 if index > self.core.snapshot.meta.index:  # else a leader's snapshot came since
                     snapshot = self.core.compact(index, data)
                     await self._disk.run_sync(self.storage.compact, snapshot)
+                    self._snapshot_at_bytes, self._snapshot_bytes = at_bytes, len(data)
         finally:
             self._compacting = False
         async with self._core_lock:

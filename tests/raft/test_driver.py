@@ -91,6 +91,7 @@ def _driver(
     journal: Journal,
     snapshot_every: int = 2000,
     on_applied: Callable[[], None] | None = None,
+    snapshot_growth: float = 0.0,  # by count alone, unless a test says
 ) -> RaftDriver[str]:
     return RaftDriver(
         NODE,
@@ -101,6 +102,7 @@ def _driver(
         config=RaftConfig(election_ticks=4, heartbeat_ticks=1),
         tick_interval_s=0.05,
         snapshot_every=snapshot_every,
+        snapshot_growth=snapshot_growth,
         on_applied=on_applied,
     )
 
@@ -210,6 +212,39 @@ async def test_the_log_is_compacted_into_the_state_machines_snapshot(tmp_path: P
     again = Journal()
     _driver(RaftStorage.open(tmp_path), again)
     assert again.restored[0].decode().split("\n")[:2] == ["seed", "a"]
+
+
+async def test_a_larger_state_is_compacted_after_more_log(tmp_path: Path) -> None:
+    """With `snapshot_growth` 1, a compaction waits for entries that weigh the last snapshot:
+    b"seed" (4 bytes), then the one it made."""
+    storage = _seeded(tmp_path)
+    driver = _driver(storage, Journal(), snapshot_every=1, snapshot_growth=1.0)
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            await _lead(driver)
+            await driver.propose(b"abc")
+            await _settle()
+            assert storage.snapshot_index == 1  # 3 bytes applied: not yet
+            await driver.propose(b"d")
+            while storage.snapshot_index == 1:  # noqa: ASYNC110  # the driver's own task
+                await trio.sleep(0.01)
+            compacted = storage.snapshot_index
+            weight = len(driver.core.snapshot.data)  # b"seed\nabc\nd"
+            await driver.propose(b"e" * (weight - 2))
+            await driver.propose(b"f")
+            await _settle()
+            assert storage.snapshot_index == compacted
+            await driver.propose(b"o")
+            while storage.snapshot_index == compacted:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+
+
+async def _settle() -> None:
+    """Time for a compaction that was due to be written (it takes a thread and the disk)."""
+    for _ in range(20):
+        await trio.sleep(0.01)
 
 
 class SlowSnapshots(Journal):

@@ -64,15 +64,19 @@ def run_once(tree: Path, bench: list[str], out: Path) -> dict[str, Any]:
     return figures
 
 
+MAX_LIST = 16  # a longer list is a series over time (a run's samples), not a figure
+
+
 def flatten(value: Any, prefix: str = "") -> dict[str, float]:
-    """Every number in a JSON value, by its path (lists by index)."""
+    """Every number in a JSON value, by its path (lists by index; a list longer than
+    MAX_LIST is left out: its items are samples whose index means nothing across runs)."""
     if isinstance(value, bool):
         return {}
     if isinstance(value, int | float):
         return {prefix: float(value)}
     if isinstance(value, dict):
         items: Any = value.items()
-    elif isinstance(value, list):
+    elif isinstance(value, list) and len(value) <= MAX_LIST:
         items = enumerate(value)
     else:
         return {}

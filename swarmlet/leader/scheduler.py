@@ -185,7 +185,11 @@ class _NodeInfo:
         reported = observed.total if observed is not None else None
         self.cap_cpu = (reported.nano_cpus if reported else 0) or node.resources.nano_cpus
         self.cap_mem = (reported.memory_bytes if reported else 0) or node.resources.memory_bytes
-        self.ports: set[tuple[int, str]] = set(observed.host_ports_in_use) if observed else set()
+        # A multiset, as `_Tally.ports`: in a handover two tasks hold one port for a moment,
+        # and the port is free only when neither does (a set freed it with the first to go).
+        self.ports: Counter[tuple[int, str]] = Counter(
+            observed.host_ports_in_use if observed is not None else ()
+        )
         if tally is None:
             self.total = 0
             self.by_service: dict[str, int] = {}
@@ -253,11 +257,14 @@ class _NodeInfo:
         active: bool,
         named: tuple[NamedResource, ...] = (),
     ) -> None:
-        """The inverse of `add` (a task's host ports were free before it took them)."""
+        """The inverse of `add`."""
         if spec is not None:
             self.reserved_cpu -= spec.reservations.nano_cpus
             self.reserved_mem -= spec.reservations.memory_bytes
-            self.ports.difference_update(host_ports(spec))
+            for port in host_ports(spec):
+                self.ports[port] -= 1
+                if self.ports[port] <= 0:
+                    del self.ports[port]
             self._hold_generic(spec, named, -1)
         if active:
             self.total -= 1

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from swarmlet.leader.scheduler import ObservedNode, Scheduler, explain, schedule
+from swarmlet.leader.scheduler import NodeTallies, ObservedNode, Scheduler, explain, schedule
 from swarmlet.state.commands import PutTasks, UpdateNode
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import (
@@ -286,7 +288,7 @@ def test_throughput_helper_places_every_task() -> None:
 
 def tallies(scheduler: Scheduler) -> dict[str, tuple[object, ...]]:
     return {
-        nid: (i.total, dict(i.by_service), i.reserved_cpu, i.reserved_mem, sorted(i.ports))
+        nid: (i.total, dict(i.by_service), i.reserved_cpu, i.reserved_mem, sorted(i.ports.items()))
         for nid, i in scheduler.infos.items()
     }
 
@@ -318,3 +320,22 @@ def test_scheduler_tallies_follow_changes_like_a_fresh_count() -> None:
     probe = pending("s-edge", 1, start=3)[0]
     assert scheduler.probe(probe).node_id == "n02"
     assert tallies(scheduler) == tallies(Scheduler(state, all_ready(state)))
+
+
+def test_a_port_two_tasks_hold_is_free_only_when_both_let_go() -> None:
+    """A handover: the task leaving and the one taking over both hold host port 80 on n01 for
+    a moment. The first to end leaves the port held. (The scheduler's per-pass tallies kept
+    ports in a set, so a pass that followed that change placed a third task on the port: a
+    fuzzer comparing scoped and full passes found it.)"""
+    state = make_state(1)
+    add_service(state, "edge", ports=(PortConfig(80, 8080, mode="host"),))
+    leaving = Task("s-edge-1", "s-edge", 1, 1, TaskState.SHUTDOWN, TaskState.RUNNING, "n01")
+    taking_over = Task("s-edge-2", "s-edge", 2, 1, TaskState.RUNNING, TaskState.ASSIGNED, "n01")
+    assert state.apply(PutTasks((leaving, taking_over))).ok
+    scheduler = Scheduler(state, all_ready(state), NodeTallies(state))
+    ended = dataclasses.replace(leaving, state=TaskState.SHUTDOWN)
+    scheduler.changed(leaving, ended)
+    assert state.apply(PutTasks((ended,))).ok
+    assert tallies(scheduler) == tallies(Scheduler(state, all_ready(state)))
+    [decision] = scheduler.schedule(pending("s-edge", 1, start=3))
+    assert decision.message == "no suitable node (1 node has host port 80/tcp in use)"

@@ -574,7 +574,8 @@ class Scheduler:
         return decision
 
     def unplace(self, task: Task, decision: Decision) -> None:
-        """Take back what `schedule` counted for `task` when it gave it `decision`."""
+        """Take back what `schedule` counted for `task`, a task waiting for a node, when it
+        gave it `decision` (a task that was not waiting got its node back uncounted)."""
         service = self.state.services.get(task.service_id)
         if decision.node_id and service is not None:
             self.infos[decision.node_id].remove(

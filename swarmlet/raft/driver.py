@@ -34,7 +34,9 @@ no heartbeat. It is due once `snapshot_every` entries were applied since the las
 their bytes reach `snapshot_growth` times that snapshot's size (the Raft thesis, 5.1.3): a
 snapshot costs what the state weighs, so the log it replaces grows with the state too (at
 100,000 tasks and every 2,000 small writes, encoding snapshots took a quarter of every member's
-CPU). The log then stays within that factor of the state, and so does what a restart replays.
+CPU). The log's entry data then stays within that factor of the last snapshot, and so does
+what a restart replays (the entries' own overhead comes on top; a state that shrank compacts
+once the log weighs what it weighed).
 The log is compacted to it between two turns of the loop; one compaction at a time, and one a
 leader's snapshot overtook meanwhile is dropped.
 

@@ -55,8 +55,9 @@ class Plan:
     # Services reconciled whose outcome depends on other services' tasks (a rebalancing move
     # that found no room): a scoped pass must look at them whatever changed.
     watch: frozenset[str] = frozenset()
-    # The tasks step 4 left waiting, for the next pass if nothing it places by changes
-    # (`pending`); None: not to be relied on. And how many tasks it put through the scheduler.
+    # The tasks step 4 left waiting, which the next pass may skip if nothing the scheduler
+    # reads changes meanwhile (`pending`); None: not to be relied on. And how many tasks step
+    # 4 put through the scheduler.
     unplaced: Unplaced | None = None
     scheduled: int = 0
 

@@ -17,8 +17,9 @@ every global service and global job (eligibility), and, when the node may take m
 (it came back, joined, or its record or capacity changed: not when it only went down), every
 service that rebalances. Every task waiting for a node goes through the scheduler on every pass
 (`plan` step 4), except those the last pass left pending when nothing the scheduler reads changed
-since: no node record written or seen differently, no tally moved, no service written, the same
-services held back (`pending.Unplaced`).
+since: no node record written or seen differently, no tally moved, no service written
+(`pending.Unplaced`; what `depends_on` holds back does not matter there: a held service has no
+task yet).
 
 Invariant (a property test holds it on seeded random clusters and changes): a scoped pass returns
 exactly the commands of a full pass on the same inputs, and the timers. A full pass still runs
@@ -127,12 +128,11 @@ class IncrementalPlanner:
                 compared if changed_tasks is None else changed_tasks,
                 held_now,
             )
-            # (A spec change also rewrites the service's waiting tasks in the same pass, which
-            # makes them fresh; checking `changes.services` keeps that from being load-bearing.)
+            # A service written: its spec is what the scheduler explains its tasks by (a rolling
+            # update rewrites one waiting task per step, yet all are told why anew).
             if not (
                 changes.nodes
                 or changes.services
-                or held_now != self._held
                 or self._tallies.version != self._tallies_version
                 or _nodes_changed(self._nodes, observed.nodes)
             ):
@@ -151,7 +151,7 @@ class IncrementalPlanner:
             waiting = orchestrated.tasks.waiting()
             # Nothing written since a pass that vouched for every waiting task: nothing waits
             # for an answer either.
-            settled = not waiting or (unplaced is not None and not unplaced.written and not touched)
+            settled = not waiting or (unplaced is not None and not touched)
             if scope.services or scope.nodes or not settled:
                 result = plan(
                     orchestrated,
@@ -190,6 +190,9 @@ class IncrementalPlanner:
             self._last_full_at = None
         else:
             self._carried = self.last_scope
+        # Its `Unplaced` left out the waiting tasks its earlier steps retired or rewrote; the
+        # next pass may decide otherwise about them, so it schedules every waiting task.
+        self._unplaced = None
 
     def _scope(
         self,

@@ -2,18 +2,19 @@
 stay where it is.
 
 A task the scheduler cannot place stays pending with its reason, and the next pass asks again.
-At 100,000 such tasks (a service asking for more than the cluster has), asking again costs the
-leader about 0.2 s per pass, and a pass runs after every write: small writes then went at 20 a
-second. Asking again is pointless while nothing the scheduler reads has changed, so a pass may
-hand the next one what it left pending (`Unplaced`), and the next pass schedules only the
-waiting tasks that are new or were written since.
+At 100,000 such tasks (a service asking for more than the cluster has), asking again cost the
+leader 0.2-0.4 s per pass, and a pass runs after every write: small writes went at 20 a second.
+Asking again is pointless while nothing the scheduler reads has changed, so a pass may hand the
+next one what it left pending (`Unplaced`), and the next pass schedules only the waiting tasks
+that are new or were written since.
 
 Why the answer for a remembered task cannot have changed: the scheduler decides from the nodes
 (records and gossip), the tallies of the tasks that hold them, the services' specs, and the
 other tasks of the same batch in order. The caller hands `Unplaced` over only when the first
-three are unchanged since the pass that made it (`IncrementalPlanner` reads them from the
-journal), and it is made only by a pass whose scheduler saw exactly the committed tallies
-(nothing placed, no task holding a node changed earlier in the pass, no rollback). Tasks of the
+three are unchanged since the pass that made it, whose commands were all committed
+(`IncrementalPlanner` reads the journal and the gossip view), and it is made only by a pass
+whose scheduler saw exactly the committed tallies (nothing placed, no task holding a node
+changed earlier in the pass, no rollback). Tasks of the
 same batch: a task left pending holds nothing, so only a placement can change what the tasks
 after it are told; if a fresh task is placed, its placement is taken back and the whole batch
 is scheduled in order, as without `Unplaced`.
@@ -33,12 +34,12 @@ from swarmlet.state.model import Task, TaskState
 
 @dataclass(frozen=True)
 class Unplaced:
-    """The tasks a pass left waiting for a node: each with the record it left it with (a record
-    this pass wrote is expected back through the journal; `written` names them, so one that
-    never lands is scheduled again)."""
+    """The tasks a pass left waiting for a node, each with the record it left it with (the
+    pass's own writes come back through the journal, and are then checked against it). Valid
+    only once the pass's commands are committed: a pass whose commands were not hands over
+    none (`IncrementalPlanner.deferred`)."""
 
     tasks: Mapping[str, Task]
-    written: frozenset[str] = frozenset()
 
 
 def schedule_pending(
@@ -50,11 +51,13 @@ def schedule_pending(
     `known`: the last pass's `Unplaced`, if nothing the scheduler reads changed since (see the
     module's docstring); `touched`: the task ids written since that pass (the journal's)."""
     waiting = ctx.work.tasks.waiting()
+    # A rollback changed a spec in this pass: the scheduler counts its tasks anew (it comes
+    # with failures recorded in the same pass today, which `_held_nodes_changed` sees too).
     clean = not ctx.rollbacks and not _held_nodes_changed(ctx)
     if known is not None and clean:
         stale: set[str] = set()
         fresh: dict[str, Task] = {}
-        for task_id in itertools.chain(touched, known.written, ctx.changes, ctx.removed):
+        for task_id in itertools.chain(touched, ctx.changes, ctx.removed):
             task = waiting.get(task_id)
             expected = known.tasks.get(task_id)
             if expected is not None and not _same(task, expected):
@@ -66,21 +69,21 @@ def schedule_pending(
         batch = _in_order(fresh.values())
         decisions = ctx.scheduler.schedule(batch)
         if not any(d.node_id for d in decisions):
-            written = _record(ctx, batch, decisions)
+            _record(ctx, batch, decisions)
             if not stale and not batch:
-                return Unplaced(known.tasks), 0  # (not copied: nobody writes into it)
+                return known, 0
             remembered = {t: task for t, task in known.tasks.items() if t not in stale}
             remembered.update((t.id, ctx.work.tasks[t.id]) for t in batch)
-            return Unplaced(remembered, written), len(batch)
+            return Unplaced(remembered), len(batch)
         for task, decision in zip(batch, decisions, strict=True):
             if decision.node_id:
                 ctx.scheduler.unplace(task, decision)
     batch = _in_order(waiting.values())
     decisions = ctx.scheduler.schedule(batch)
-    written = _record(ctx, batch, decisions)
+    _record(ctx, batch, decisions)
     if not clean or any(d.node_id for d in decisions):
         return None, len(batch)
-    return Unplaced({t.id: ctx.work.tasks[t.id] for t in batch}, written), len(batch)
+    return Unplaced({t.id: ctx.work.tasks[t.id] for t in batch}), len(batch)
 
 
 def _in_order(tasks: Iterable[Task]) -> list[Task]:
@@ -101,10 +104,9 @@ def _held_nodes_changed(ctx: Context) -> bool:
     return False
 
 
-def _record(ctx: Context, batch: list[Task], decisions: list[Decision]) -> frozenset[str]:
-    """Write the decisions into the scratch state; the ids of the tasks left pending whose
-    record changed."""
-    written: set[str] = set()
+def _record(ctx: Context, batch: list[Task], decisions: list[Decision]) -> None:
+    """Write the decisions into the scratch state (a pending task's record only if its
+    explanation changed)."""
     for task, decision in zip(batch, decisions, strict=True):
         if decision.node_id:
             ctx.put(
@@ -124,5 +126,3 @@ def _record(ctx: Context, batch: list[Task], decisions: list[Decision]) -> froze
                     task, state=TaskState.PENDING, message=decision.message, updated_at=ctx.now
                 )
             )
-            written.add(task.id)
-    return frozenset(written)

@@ -111,12 +111,15 @@ class Harness:
         self.unknown: set[str] = set()
         self.tasks: dict[str, TaskObservation] = {}
         self.failing_nodes: set[str] = set()  # agents there fail every task they start
+        self.capacity: dict[str, Resources] = {}  # what gossip says a node has, if it says
 
     # ------------------------------------------------------------------------- observations
 
     def observed(self) -> Observed:
         nodes = {
-            nid: ObservedNode(nid, ready=nid not in self.down, changed_at=0.0)
+            nid: ObservedNode(
+                nid, ready=nid not in self.down, total=self.capacity.get(nid), changed_at=0.0
+            )
             for nid in self.state.nodes
             if nid not in self.unknown
         }

@@ -168,6 +168,7 @@ class RaftDriver(Generic[ResultT]):
         self.snapshot_every = snapshot_every
         self.snapshot_growth = snapshot_growth
         self._compacting = False
+        self._step_downs_seen = (0, 0)  # the core's step-down counters at the last soft state
         # Bytes of entries applied (since start), and at the last snapshot, and its size.
         self._applied_bytes = 0
         self._snapshot_at_bytes = 0
@@ -717,11 +718,32 @@ class RaftDriver(Generic[ResultT]):
                     waiter.done.set()
         if soft.leader_id is not None and soft.leader_id != old.leader_id:
             self.leader_changes_seen += 1
+        self._log_leadership(old, soft)
         if (old.leader_id, old.term) != (soft.leader_id, soft.term):
             self.leader_changed.set()
             self.leader_changed = trio.Event()
         if self._on_soft_state is not None:
             self._on_soft_state(soft)
+
+    def _log_leadership(self, old: SoftState, soft: SoftState) -> None:
+        """A line for each change of leader: rare, and what an operator asks about first."""
+        if soft.role is Role.LEADER and old.role is not Role.LEADER:
+            log.info("this node leads, term %d", soft.term)
+        elif old.role is Role.LEADER and soft.role is not Role.LEADER:
+            quorum_lost, handed_over = self._step_down_counts()
+            why = "a higher term"
+            if quorum_lost > self._step_downs_seen[0]:
+                why = "no majority answered within an election timeout (check-quorum)"
+            elif handed_over > self._step_downs_seen[1]:
+                why = "the lead was handed over"
+            log.info("this node no longer leads (term %d): %s", soft.term, why)
+        elif soft.leader_id is not None and soft.leader_id != old.leader_id:
+            log.info("the leader is %s, term %d", soft.leader_id, soft.term)
+        self._step_downs_seen = self._step_down_counts()
+
+    def _step_down_counts(self) -> tuple[int, int]:
+        counts = self.core.counters
+        return counts.get("check_quorum_step_downs", 0), counts.get("transfers_started", 0)
 
     def _restore(self, snapshot: Snapshot) -> None:
         self.state_machine.restore(snapshot.data)

@@ -6,6 +6,7 @@ can look like idleness). A lone voter elects itself after a few ticks of 50 ms."
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -844,3 +845,15 @@ async def test_a_leader_that_lost_its_batches_in_flight_and_leads_again_takes_ne
                 await _settle()
             assert answers == [f"{core.last_index}:after"]
             nursery.cancel_scope.cancel()
+
+
+async def test_a_change_of_leader_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    driver = _driver(_seeded(tmp_path), Journal())
+    with caplog.at_level(logging.INFO, logger="swarmlet.raft.driver"), trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            await _lead(driver)
+            nursery.cancel_scope.cancel()
+    assert f"this node leads, term {driver.core.term}" in caplog.text

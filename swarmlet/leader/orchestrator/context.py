@@ -101,7 +101,7 @@ class Context:
         self.wakeups: list[float] = []
         # Per service: its earliest timer, and whether what it decided depends on other
         # services' tasks (a rebalancing move that found no room): the driver of scoped passes
-        # (`leader.planner`) looks at such a service again when its timer comes due, and on
+        # (`incremental`) looks at such a service again when its timer comes due, and on
         # every pass, respectively.
         self.service = ""  # the service being reconciled ("" between services)
         self.timers: dict[str, float] = {}

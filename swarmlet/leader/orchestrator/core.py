@@ -98,11 +98,10 @@ def plan(
     second). Otherwise a scoped pass, whose cost follows the scope: only those services are
     reconciled (step 2) and reaped if removed (step 3), and steps 0-1 look only at their tasks
     and at the tasks on `nodes`. Step 4 takes every task waiting for a node, as a full pass does
-    (from the state's index: the scheduler's answer for one depends on the others), except
-    those `unplaced` vouches for. A scoped
-    pass returns exactly the full pass's commands when nothing outside the scope needs a
-    change; `leader.planner` says which services and nodes a change concerns (tests hold the
-    two passes to the same result).
+    (from the state's index: the scheduler's answer for one depends on the others), but those
+    `unplaced` vouches for. A scoped pass returns exactly the full pass's commands when nothing
+    outside the scope needs a change; `incremental` says which services and nodes a change
+    concerns (tests hold the two passes to the same result).
 
     `tallies`: the node tallies of `state`, if the caller keeps them across passes
     (`scheduler.NodeTallies`); the scheduler then does not count every task.

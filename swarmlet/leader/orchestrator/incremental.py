@@ -108,7 +108,6 @@ class IncrementalPlanner:
         )
         if full or self._tallies is None or not self._tallies.advance(state):
             self._tallies = NodeTallies(state)
-            self._unplaced = None
         held_now = frozenset(held)
         orchestrated = _without(state, held_now)
 
@@ -128,8 +127,10 @@ class IncrementalPlanner:
                 compared if changed_tasks is None else changed_tasks,
                 held_now,
             )
-            # A service written: its spec is what the scheduler explains its tasks by (a rolling
-            # update rewrites one waiting task per step, yet all are told why anew).
+            # The last pass's `Unplaced` holds while nothing the scheduler reads changed: node
+            # records, the gossip view of nodes, the tallies, a service (its spec is what the
+            # scheduler explains its tasks by: a rolling update rewrites one waiting task per
+            # step, yet all are told why anew).
             if not (
                 changes.nodes
                 or changes.services

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 import struct
+import threading
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
@@ -14,6 +15,8 @@ import pytest
 import trio
 import trio.lowlevel
 
+from swarmlet.api import control_socket
+from swarmlet.api.control_protocol import encode_frame
 from swarmlet.api.control_socket import ControlClient, Emit, Handler, StreamHandler, serve_control
 from swarmlet.errors import (
     AgentUnavailableError,
@@ -85,6 +88,27 @@ async def test_a_call_round_trips_its_arguments(tmp_path: Path) -> None:
             assert await client.call("echo") == {}
 
 
+async def test_a_long_listing_is_encoded_off_the_loop_and_answered_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`service ps` of 100,000 tasks held the event loop while its answer was encoded."""
+    answers: list[tuple[bool, bool]] = []  # (encoded on the loop's thread, a listing)
+
+    def recording(body: Any) -> bytes:
+        if isinstance(body, dict) and "ok" in body:
+            on_loop = threading.current_thread() is threading.main_thread()
+            answers.append((on_loop, "rows" in (body.get("result") or {})))
+        return encode_frame(body)
+
+    monkeypatch.setattr("swarmlet.api.control_socket.encode_frame", recording)
+    rows = [{"id": f"t{i}", "slot": i} for i in range(control_socket.LARGE_LISTING + 1)]
+    with trio.fail_after(TIMEOUT_S):
+        async with control(tmp_path) as (client, _):
+            assert await client.call("echo", rows=rows) == {"rows": rows}
+            assert await client.call("echo", n=1) == {"n": 1}
+    assert answers == [(False, True), (True, False)]
+
+
 async def test_a_kept_connection_answers_calls_in_turn_errors_included(tmp_path: Path) -> None:
     with trio.fail_after(TIMEOUT_S):
         async with control(tmp_path) as (client, _), client.connection() as connection:
@@ -138,7 +162,6 @@ async def test_a_stream_or_a_malformed_request_ends_its_connection(tmp_path: Pat
 async def test_a_connection_idle_too_long_is_closed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from swarmlet.api import control_socket
 
     monkeypatch.setattr(control_socket, "IDLE_CONNECTION_S", 0.2)
     with trio.fail_after(TIMEOUT_S):

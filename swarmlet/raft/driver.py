@@ -31,14 +31,14 @@ and nothing more: proposals and reads wait for their apply as always.
 Compaction takes the state machine's snapshot on the loop and encodes it in a thread
 (`off_loop`): at 100,000 tasks that is half a second of CPU, in which a leader on the loop sent
 no heartbeat. It is due once `snapshot_every` entries were applied since the last snapshot and
-their bytes reach `snapshot_growth` times that snapshot's size (the Raft thesis, 5.1.3): a
-snapshot costs what the state weighs, so the log it replaces grows with the state too (at
-100,000 tasks and every 2,000 small writes, encoding snapshots took a quarter of every member's
-CPU). The log's entry data then stays within that factor of the last snapshot, and so does
-what a restart replays (the entries' own overhead comes on top; a state that shrank compacts
-once the log weighs what it weighed).
-The log is compacted to it between two turns of the loop; one compaction at a time, and one a
-leader's snapshot overtook meanwhile is dropped.
+their bytes reach `snapshot_growth` times that snapshot's size (the Raft thesis, 5.1.3), or at
+`snapshot_max_entries` entries whatever they weigh. A snapshot costs what the state weighs, so
+the log it replaces grows with the state too (at 100,000 tasks and every 2,000 small writes,
+encoding snapshots took a quarter of every member's CPU); but a restart replays the log entry
+by entry (a small write, 30-260 us), so its length has a ceiling: 20,000 entries, 0.6-5 s of
+replay, where 160,000 tiny ones could take to weigh a 4.7 MB snapshot. The log is compacted
+to the snapshot between two turns of the loop; one compaction at a time, and one a leader's
+snapshot overtook meanwhile is dropped.
 
 The core is only touched under `_core_lock` (the loop holds it from taking a Ready to
 `advance`); local requests other than proposals (reads, membership changes, transfers) take it
@@ -154,6 +154,7 @@ class RaftDriver(Generic[ResultT]):
         tick_interval_s: float,
         snapshot_every: int = 2000,
         snapshot_growth: float = 1.0,
+        snapshot_max_entries: int = 20_000,
         max_batches_in_flight: int = 2,
         on_soft_state: Callable[[SoftState], None] | None = None,
         on_applied: Callable[[], None] | None = None,
@@ -167,6 +168,7 @@ class RaftDriver(Generic[ResultT]):
         self.tick_interval_s = tick_interval_s
         self.snapshot_every = snapshot_every
         self.snapshot_growth = snapshot_growth
+        self.snapshot_max_entries = snapshot_max_entries
         self._compacting = False
         self._step_downs_seen = (0, 0)  # the core's step-down counters at the last soft state
         # Bytes of entries applied (since start), and at the last snapshot, and its size.
@@ -769,11 +771,15 @@ class RaftDriver(Generic[ResultT]):
 
     def _maybe_compact(self) -> None:
         """Start a compaction at the applied index if one is due and none is under way."""
+        entries = self.applied - self.storage.snapshot_index
+        weight = self._applied_bytes - self._snapshot_at_bytes
         if (
             self._compacting
-            or self.applied - self.storage.snapshot_index < self.snapshot_every
-            or self._applied_bytes - self._snapshot_at_bytes
-            < self.snapshot_growth * self._snapshot_bytes
+            or entries < self.snapshot_every
+            or (
+                weight < self.snapshot_growth * self._snapshot_bytes
+                and entries < self.snapshot_max_entries
+            )
         ):
             return
         assert self._nursery is not None

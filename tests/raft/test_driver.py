@@ -93,6 +93,7 @@ def _driver(
     snapshot_every: int = 2000,
     on_applied: Callable[[], None] | None = None,
     snapshot_growth: float = 0.0,  # by count alone, unless a test says
+    snapshot_max_entries: int = 20_000,
 ) -> RaftDriver[str]:
     return RaftDriver(
         NODE,
@@ -104,6 +105,7 @@ def _driver(
         tick_interval_s=0.05,
         snapshot_every=snapshot_every,
         snapshot_growth=snapshot_growth,
+        snapshot_max_entries=snapshot_max_entries,
         on_applied=on_applied,
     )
 
@@ -242,10 +244,24 @@ async def test_a_larger_state_is_compacted_after_more_log(tmp_path: Path) -> Non
             nursery.cancel_scope.cancel()
 
 
-async def _settle() -> None:
-    """Time for a compaction that was due to be written (it takes a thread and the disk)."""
-    for _ in range(20):
-        await trio.sleep(0.01)
+async def test_many_light_entries_are_compacted_at_the_ceiling(tmp_path: Path) -> None:
+    """A restart replays the log entry by entry: however little the entries weigh, at
+    `snapshot_max_entries` (3 here: the leader's empty entry, a, b) the log is compacted."""
+    storage = _seeded(tmp_path)
+    driver = _driver(
+        storage, Journal(), snapshot_every=1, snapshot_growth=1.0, snapshot_max_entries=3
+    )
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            await _lead(driver)
+            await driver.propose(b"a")
+            await _settle()
+            assert storage.snapshot_index == 1  # 2 entries, 1 byte of b"seed"'s 4
+            await driver.propose(b"b")
+            while storage.snapshot_index == 1:  # noqa: ASYNC110  # the driver's own task
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
 
 
 class SlowSnapshots(Journal):

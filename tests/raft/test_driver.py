@@ -207,8 +207,7 @@ async def test_the_log_is_compacted_into_the_state_machines_snapshot(tmp_path: P
             for text in ("a", "b", "c", "d"):
                 await driver.propose(text.encode())
             # The driver's own task encodes the snapshot, then compacts.
-            while storage.snapshot_index == 1:  # noqa: ASYNC110
-                await trio.sleep(0.01)
+            await _compacted_past(storage, 1)
             nursery.cancel_scope.cancel()
     assert storage.snapshot_index > 1
     storage.close()
@@ -230,8 +229,7 @@ async def test_a_larger_state_is_compacted_after_more_log(tmp_path: Path) -> Non
             await _settle()
             assert storage.snapshot_index == 1  # 3 bytes applied: not yet
             await driver.propose(b"d")
-            while storage.snapshot_index == 1:  # noqa: ASYNC110  # the driver's own task
-                await trio.sleep(0.01)
+            await _compacted_past(storage, 1)
             compacted = storage.snapshot_index
             weight = len(driver.core.snapshot.data)  # b"seed\nabc\nd"
             await driver.propose(b"e" * (weight - 2))
@@ -239,8 +237,7 @@ async def test_a_larger_state_is_compacted_after_more_log(tmp_path: Path) -> Non
             await _settle()
             assert storage.snapshot_index == compacted
             await driver.propose(b"o")
-            while storage.snapshot_index == compacted:  # noqa: ASYNC110
-                await trio.sleep(0.01)
+            await _compacted_past(storage, compacted)
             nursery.cancel_scope.cancel()
 
 
@@ -259,8 +256,7 @@ async def test_many_light_entries_are_compacted_at_the_ceiling(tmp_path: Path) -
             await _settle()
             assert storage.snapshot_index == 1  # 2 entries, 1 byte of b"seed"'s 4
             await driver.propose(b"b")
-            while storage.snapshot_index == 1:  # noqa: ASYNC110  # the driver's own task
-                await trio.sleep(0.01)
+            await _compacted_past(storage, 1)
             nursery.cancel_scope.cancel()
 
 
@@ -515,6 +511,12 @@ def _acknowledged(driver: RaftDriver[str], term: int) -> None:
     """n2 and n3, the followers of `_elected`'s leader, acknowledge all it has sent."""
     for peer in ("n2", "n3"):
         driver.deliver(AppendResp(peer, NODE, term, driver.core.last_index))
+
+
+async def _compacted_past(storage: RaftStorage, index: int) -> None:
+    """Until the driver's own task has compacted the log past `index`."""
+    while storage.snapshot_index == index:  # noqa: ASYNC110
+        await trio.sleep(0.01)
 
 
 async def _settle() -> None:

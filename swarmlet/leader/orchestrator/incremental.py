@@ -127,15 +127,13 @@ class IncrementalPlanner:
                 compared if changed_tasks is None else changed_tasks,
                 held_now,
             )
-            # The last pass's `Unplaced` holds while nothing the scheduler reads changed: node
-            # records, the gossip view of nodes, the tallies, a service (its spec is what the
+            # The last pass's `Unplaced` holds while nothing the scheduler reads changed: a node
+            # (its record or the gossip view: `scope.nodes`, which a deferred pass's nodes join
+            # only when there is no `Unplaced`), the tallies, a service (its spec is what the
             # scheduler explains its tasks by: a rolling update rewrites one waiting task per
             # step, yet all are told why anew).
             if not (
-                changes.nodes
-                or changes.services
-                or self._tallies.version != self._tallies_version
-                or _nodes_changed(self._nodes, observed.nodes)
+                scope.nodes or changes.services or self._tallies.version != self._tallies_version
             ):
                 unplaced, touched = self._unplaced, changes.tasks
         # The observed tasks are kept only to compare them with the next call's when the
@@ -236,14 +234,6 @@ class IncrementalPlanner:
             services.update(self._carried.services)
             nodes.update(self._carried.nodes)
         return Scope(frozenset(services), frozenset(nodes))
-
-
-def _nodes_changed(before: Mapping[str, ObservedNode], after: Mapping[str, ObservedNode]) -> bool:
-    if before is after:
-        return False
-    return before.keys() != after.keys() or any(
-        (was := before[n]) is not (now := after[n]) and was != now for n in after
-    )
 
 
 def _changed(

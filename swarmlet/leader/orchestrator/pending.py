@@ -14,10 +14,10 @@ other tasks of the same batch in order. The caller hands `Unplaced` over only wh
 three are unchanged since the pass that made it, whose commands were all committed
 (`IncrementalPlanner` reads the journal and the gossip view), and it is made only by a pass
 whose scheduler saw exactly the committed tallies (nothing placed, no task holding a node
-changed earlier in the pass, no rollback). Tasks of the
-same batch: a task left pending holds nothing, so only a placement can change what the tasks
-after it are told; if a fresh task is placed, its placement is taken back and the whole batch
-is scheduled in order, as without `Unplaced`.
+changed earlier in the pass, no rollback). Tasks of the same batch: a task left pending holds
+nothing, so only a placement can change what the tasks after it are told; if a fresh task is
+placed, its placement is taken back and the whole batch is scheduled in order, as without
+`Unplaced`.
 """
 
 from __future__ import annotations
@@ -60,10 +60,10 @@ def schedule_pending(
         for task_id in itertools.chain(touched, ctx.changes, ctx.removed):
             task = waiting.get(task_id)
             expected = known.tasks.get(task_id)
-            if expected is not None and not _same(task, expected):
+            if expected is not None:
+                if _same(task, expected):
+                    continue  # as it was left (the pass's own write came back as made)
                 stale.add(task_id)
-            elif expected is not None:
-                continue
             if task is not None:
                 fresh[task_id] = task
         batch = _in_order(fresh.values())

@@ -61,6 +61,7 @@ from swarmlet.state.indexes import (
     ChangeJournal,
     JournaledDict,
     NodeTable,
+    SecretTable,
     ServiceTable,
     StatusTable,
     TaskTable,
@@ -138,6 +139,7 @@ class ClusterState:
     _nodes: NodeTable
     _services: ServiceTable
     _tasks: TaskTable
+    _secrets: SecretTable
     _task_status: StatusTable
 
     def __init__(self) -> None:
@@ -153,7 +155,7 @@ class ClusterState:
         self.nodes = NodeTable(journal=self.journal)
         self.services = ServiceTable(journal=self.journal)
         self.tasks = TaskTable(journal=self.journal)
-        self.secrets: dict[str, Secret] = {}
+        self.secrets = SecretTable()
         # Network name -> the next VIP index on it. An index is not reused while its network
         # has services: a container keeps the /etc/hosts it started with, so a removed
         # service's VIP must not come to mean another service. A network's counter goes with
@@ -204,6 +206,14 @@ class ClusterState:
     @services.setter
     def services(self, value: Mapping[str, Service]) -> None:
         self._services = self._journaled(ServiceTable, value, getattr(self, "_services", None))
+
+    @property
+    def secrets(self) -> SecretTable:
+        return self._secrets
+
+    @secrets.setter
+    def secrets(self, value: Mapping[str, Secret]) -> None:
+        self._secrets = value if type(value) is SecretTable else SecretTable(value)
 
     @property
     def tasks(self) -> TaskTable:
@@ -269,10 +279,7 @@ class ClusterState:
         )
 
     def secret_by_name(self, name: str, *, is_config: bool = False) -> Secret | None:
-        return next(
-            (s for s in self.secrets.values() if s.name == name and s.is_config == is_config),
-            None,
-        )
+        return self.secrets.by_name(name, is_config)
 
     def sealed_token(self, role: Role) -> bytes:
         return self.sealed_manager_token if role is Role.MANAGER else self.sealed_worker_token
@@ -370,7 +377,7 @@ class ClusterState:
         self.nodes = other.nodes.copy()
         self.services = other.services.copy()
         self.tasks = other.tasks.copy()
-        self.secrets = dict(other.secrets)
+        self.secrets = other.secrets.copy()
         self.vip_counters = dict(other.vip_counters)
         self.removed_nodes = dict(other.removed_nodes)
         self.task_status = other.task_status.copy() if with_statuses else StatusTable()

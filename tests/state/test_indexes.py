@@ -1,6 +1,7 @@
 """state.indexes: the task indexes follow every write (apply, a batch, a direct poke, a copy
-written on either side) exactly as a fresh count would, and the change journal names every
-record written since a mark, once, and says when it cannot tell."""
+written on either side) exactly as a fresh count would, the secret name index answers as a scan
+would, and the change journal names every record written since a mark, once, and says when it
+cannot tell."""
 
 from __future__ import annotations
 
@@ -12,17 +13,19 @@ import pytest
 from swarmlet.state.commands import (
     AddNode,
     Batch,
+    CreateSecret,
     CreateService,
     InitCluster,
     PutTasks,
     RemoveNode,
+    RemoveSecret,
     RemoveService,
     RemoveTasks,
     ReportTasks,
 )
-from swarmlet.state.indexes import ChangeJournal, TaskTable, index_problems
+from swarmlet.state.indexes import ChangeJournal, SecretTable, TaskTable, index_problems
 from swarmlet.state.machine import ClusterState
-from swarmlet.state.model import Node, Role, Service, ServiceSpec, Task, TaskState
+from swarmlet.state.model import Node, Role, Secret, Service, ServiceSpec, Task, TaskState
 from swarmlet.state.observed import TaskObservation
 
 
@@ -154,3 +157,48 @@ def test_journal_forgets_the_oldest_and_then_says_it_cannot_tell() -> None:
     assert journal.since(mark) is None
     changes = journal.since(recent)
     assert changes is not None and set(changes.tasks) == {f"t{i}" for i in range(5, 12)}
+
+
+def _scan(secrets: dict[str, Secret], name: str, is_config: bool) -> Secret | None:
+    """What `ClusterState.secret_by_name` answered before the index: the first written."""
+    return next((s for s in secrets.values() if (s.name, s.is_config) == (name, is_config)), None)
+
+
+def test_the_secret_name_index_answers_like_a_scan_through_every_kind_of_write() -> None:
+    rng = random.Random(11)
+    state = cluster()
+    names = [f"name{i}" for i in range(6)]
+    copies: list[ClusterState] = []
+    for step in range(400):
+        roll = rng.random()
+        table = rng.choice(copies).secrets if copies and roll < 0.2 else state.secrets
+        key = f"x{rng.randrange(12)}"
+        if roll < 0.35:
+            name, is_config = rng.choice(names), rng.random() < 0.5
+            created = Secret(f"new{step}", name, b"v", is_config=is_config)
+            state.apply(CreateSecret(created))  # refused when the name is taken
+        elif roll < 0.55:  # a direct write: new, rewritten, renamed, or a duplicate name
+            table[key] = Secret(key, rng.choice(names), b"v", is_config=rng.random() < 0.5)
+        elif roll < 0.7:
+            table.pop(key, None)
+        elif roll < 0.75 and state.secrets:
+            state.apply(RemoveSecret(rng.choice(sorted(state.secrets))))
+        elif roll < 0.8:
+            copies.append(state.copy())  # then both sides are written
+        elif roll < 0.82:
+            state = ClusterState.restore(state.snapshot())
+        for held in (state, *copies):
+            for name in names:
+                for is_config in (False, True):
+                    want = _scan(dict(held.secrets), name, is_config)
+                    assert held.secret_by_name(name, is_config=is_config) == want, step
+
+
+def test_an_assigned_secret_table_is_indexed() -> None:
+    state = cluster()
+    state.secrets = {"a": Secret("a", "db", b"v"), "b": Secret("b", "db", b"v", is_config=True)}
+    assert isinstance(state.secrets, SecretTable)
+    assert state.secret_by_name("db") == Secret("a", "db", b"v")
+    assert state.secret_by_name("db", is_config=True) == Secret("b", "db", b"v", is_config=True)
+    state.secrets.clear()
+    assert state.secret_by_name("db") is None

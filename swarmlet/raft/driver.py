@@ -3,9 +3,9 @@
 One loop owns the core. Messages from peers and local proposals land in two inboxes; each turn
 of the loop ticks, steps every queued message, proposes every queued command as ONE batch
 (`RaftNode.propose_batch`), and then, in etcd's order, takes a `Ready`, persists it (fsync, in a
-worker thread), sends its messages, hands its committed entries to the `StateMachine` it was
-given, answers waiting proposals and reads, and calls `advance`. Whatever arrives during the
-fsync waits in the inboxes for the next turn, so all the proposals pending at a Ready share one
+worker thread), sends its messages, calls `advance`, hands its committed entries to the
+`StateMachine` it was given, and answers waiting proposals and reads. Whatever arrives during
+the fsync waits in the inboxes for the next turn, so all the proposals pending at a Ready share one
 append, one fsync and one AppendEntries per follower (group commit). Batches are pipelined, but
 only `max_batches_in_flight` of them may wait for their commit at once: meanwhile the next batch
 grows. Each batch costs every member a fixed amount of work (messages, a Ready, an fsync, a
@@ -23,10 +23,12 @@ term nor vote and installs no snapshot (what a vote or an acknowledgement promis
 disk first), and when nothing it carries as committed lies in its own unpersisted entries (a
 one-voter group commits on append: its learners must not apply what its disk may lose).
 
-Applying can be held (`applies_held`) while something reads the state machine from another
-thread (the leader's orchestration pass): Raft goes on, and what commits meanwhile is applied,
-in order, when the hold ends. Raft separates commit from apply, so that is a slow state machine
-and nothing more: proposals and reads wait for their apply as always.
+A turn applies for `apply_budget_s` at most (and at least one entry), the rest in the next
+turns, so that a restart's replay of thousands of entries lets the gossip through. Applying can
+be held (`applies_held`) while something reads the state machine from another thread (the
+leader's orchestration pass): Raft goes on, and what commits meanwhile is applied, in order,
+when the hold ends. Raft separates commit from apply, so either is a slow state machine and
+nothing more: proposals and reads wait for their apply as always.
 
 Compaction takes the state machine's snapshot on the loop and encodes it in a thread
 (`off_loop`): at 100,000 tasks that is half a second of CPU, in which a leader on the loop sent
@@ -156,6 +158,7 @@ class RaftDriver(Generic[ResultT]):
         snapshot_growth: float = 1.0,
         snapshot_max_entries: int = 20_000,
         max_batches_in_flight: int = 2,
+        apply_budget_s: float = 0.02,
         on_soft_state: Callable[[SoftState], None] | None = None,
         on_applied: Callable[[], None] | None = None,
         rng: random.Random | None = None,
@@ -169,6 +172,7 @@ class RaftDriver(Generic[ResultT]):
         self.snapshot_every = snapshot_every
         self.snapshot_growth = snapshot_growth
         self.snapshot_max_entries = snapshot_max_entries
+        self.apply_budget_s = apply_budget_s
         self._compacting = False
         self._step_downs_seen = (0, 0)  # the core's step-down counters at the last soft state
         # Bytes of entries applied (since start), and at the last snapshot, and its size.
@@ -206,11 +210,12 @@ class RaftDriver(Generic[ResultT]):
         # applied reaches it (a heap, so an apply wakes only those whose index it reached).
         self._applied_events: dict[int, trio.Event] = {}
         self._applied_heap: list[int] = []
-        # `applies_held`: how many are inside, and what committed (or a snapshot that came)
-        # meanwhile, in order, to apply after; set each time that was applied.
+        # What committed (and a snapshot that came) and is not applied yet, in order: while
+        # `applies_held` holders are inside, and beyond a turn's `apply_budget_s`.
+        # `_holds_ended` is set each time the last holder leaves.
         self._apply_holds = 0
-        self._held: list[Entry | Snapshot] = []
-        self._held_applied = trio.Event()
+        self._unapplied: collections.deque[Entry | Snapshot] = collections.deque()
+        self._holds_ended = trio.Event()
         self._inbox: list[Message] = []  # from peers, stepped by the loop in arrival order
         self._proposals: list[tuple[bytes, _Waiter[ResultT]]] = []  # proposed as one batch
         self._batch_ends: collections.deque[int] = collections.deque()  # last index of each
@@ -549,11 +554,11 @@ class RaftDriver(Generic[ResultT]):
                                 next_tick = now + self.tick_interval_s
                         slept_ticks = 1
                         self._take_inputs()
-                        if self._releasable():
-                            await self._apply_held()
-                        busy = self.core.has_ready()
-                        if busy:
+                        if self.core.has_ready():
                             await self._handle_ready()
+                        if self._releasable():
+                            self._apply_some(self.apply_budget_s)
+                        busy = self.core.has_ready() or self._releasable()
 
     def _may_propose(self) -> bool:
         """Whether queued proposals go into the log now: when fewer than
@@ -626,21 +631,11 @@ class RaftDriver(Generic[ResultT]):
         if not early:
             for msg in rd.messages:
                 self._send(msg)
-        if self._apply_holds:
-            # Kept, in order, for when the hold ends; the snapshot too (it replaces the state
-            # whole): the loop goes on meanwhile.
-            if rd.snapshot is not None:
-                self._held.append(rd.snapshot)
-            self._held.extend(rd.committed_entries)
-        else:
-            if self._held:
-                await self._apply_held()
-            if rd.snapshot is not None:
-                self._restore(rd.snapshot)
-            for entry in rd.committed_entries:
-                self._apply(entry)
-            if (rd.committed_entries or rd.snapshot is not None) and self._on_applied is not None:
-                self._on_applied()
+        # Applied after this (`_apply_some`), in order; the snapshot too (it replaces the state
+        # whole).
+        if rd.snapshot is not None:
+            self._unapplied.append(rd.snapshot)
+        self._unapplied.extend(rd.committed_entries)
         for read in rd.read_states:
             pending = self._reads.get(read.ctx)
             if pending is not None:
@@ -649,9 +644,6 @@ class RaftDriver(Generic[ResultT]):
         if rd.soft_state is not None:
             self._set_soft_state(rd.soft_state)
         self.core.advance(rd)
-        self._release_applied()
-        if rd.committed_entries:
-            self._maybe_compact()
 
     @contextlib.asynccontextmanager
     async def applies_held(self) -> AsyncIterator[None]:
@@ -662,40 +654,51 @@ class RaftDriver(Generic[ResultT]):
         as for any apply. Entered between two turns of the loop (under the core's lock), never
         in the middle of an apply, and never while something held back waits for its apply:
         holds that overlap one another would otherwise keep applying off for as long as they
-        kept coming. A holder must not wait for an apply itself."""
+        kept coming. What the loop has yet to apply (beyond its budget) is applied first, at
+        once: a holder comes every 20 ms on a busy leader, and a stream of writes would keep
+        one waiting for the loop's turns. A holder must not wait for an apply itself."""
         while True:
             async with self._core_lock:
-                if not self._held:
+                if self._unapplied and not self._apply_holds:
+                    self._apply_some(None)
+                if not self._unapplied:
                     self._apply_holds += 1
                     break
-                applied = self._held_applied
-            await applied.wait()
+                ended = self._holds_ended
+            await ended.wait()
         try:
             yield
         finally:
             self._apply_holds -= 1
             if not self._apply_holds:
                 self._wake.set()
+                self._holds_ended.set()
+                self._holds_ended = trio.Event()
 
     def _releasable(self) -> bool:
-        return bool(self._held) and not self._apply_holds
+        return bool(self._unapplied) and not self._apply_holds
 
-    async def _apply_held(self) -> None:
-        """Apply what came while applies were held, in order (the core advanced past it then)."""
-        if not self._held:
-            return
-        held, self._held = self._held, []
-        for item in held:
+    def _apply_some(self, budget_s: float | None) -> None:
+        """Apply what committed and is not applied yet, in order (the core advanced past it):
+        all of it (`budget_s` None), or at least one item and then until `budget_s` has passed,
+        the rest in the loop's next turns. A restarted manager applies up to 20,000 entries of
+        its log at once (`snapshot_max_entries`): applied in one turn, that held the event loop
+        for seconds, in which the node answered no gossip probe and the others could declare it
+        dead; between turns, everything else on the loop runs."""
+        queue = self._unapplied
+        deadline = None if budget_s is None else time.perf_counter() + budget_s
+        while queue:
+            item = queue.popleft()
             if isinstance(item, Snapshot):
                 self._restore(item)
             else:
                 self._apply(item)
+            if deadline is not None and time.perf_counter() >= deadline:
+                break
         if self._on_applied is not None:
             self._on_applied()
         self._release_applied()
         self._maybe_compact()
-        self._held_applied.set()
-        self._held_applied = trio.Event()
 
     def _set_soft_state(self, soft: SoftState) -> None:
         old = self.soft_state
@@ -707,10 +710,10 @@ class RaftDriver(Generic[ResultT]):
             self._batch_ends.clear()
         if soft.role is not Role.LEADER:
             # Proposals of a lost leadership may never commit: fail them so callers can retry.
-            # Not those among the committed entries held back (`applies_held`): they will be
-            # applied, and `_apply` answers them (or fails one whose index another leader's
-            # entry took); failed here, their callers would write them a second time.
-            held = {item.index for item in self._held if isinstance(item, Entry)}
+            # Not those among the committed entries not applied yet: they will be, and `_apply`
+            # answers them (or fails one whose index another leader's entry took); failed here,
+            # their callers would write them a second time.
+            held = {item.index for item in self._unapplied if isinstance(item, Entry)}
             for index, waiter in list(self._waiters.items()):
                 if index in held:
                     continue

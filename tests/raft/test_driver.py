@@ -94,6 +94,7 @@ def _driver(
     on_applied: Callable[[], None] | None = None,
     snapshot_growth: float = 0.0,  # by count alone, unless a test says
     snapshot_max_entries: int = 20_000,
+    apply_budget_s: float = 0.02,
 ) -> RaftDriver[str]:
     return RaftDriver(
         NODE,
@@ -106,6 +107,7 @@ def _driver(
         snapshot_every=snapshot_every,
         snapshot_growth=snapshot_growth,
         snapshot_max_entries=snapshot_max_entries,
+        apply_budget_s=apply_budget_s,
         on_applied=on_applied,
     )
 
@@ -703,6 +705,62 @@ async def test_holds_that_overlap_let_what_they_held_be_applied_between_them(
             answered_while_holds_came = list(answers)
             nursery.cancel_scope.cancel()
     assert [a.split(":")[1] for a in answered_while_holds_came] == ["x"]
+
+
+def _with_committed_log(path: Path, lines: list[str]) -> RaftStorage:
+    """What a restarting node finds: after the seed snapshot, `lines` as entries, committed."""
+    storage = _seeded(path)
+    entries = [
+        Entry(index=i + 2, term=1, kind=EntryKind.NORMAL, data=line.encode())
+        for i, line in enumerate(lines)
+    ]
+    storage.save(HardState(term=1, vote=NODE, commit=len(lines) + 1), entries)
+    return storage
+
+
+async def test_a_long_replay_is_applied_over_turns_of_the_loop_in_order(tmp_path: Path) -> None:
+    """A restarted manager applies up to 20,000 entries of its log: in one turn of the loop
+    that held the gossip's answers for seconds (the others could declare the node dead). A
+    turn applies for `apply_budget_s` (here nothing: one entry a turn), and between turns the
+    other tasks run; the entries are applied in order, once each, and the node then writes."""
+    lines = [f"w{i}" for i in range(50)]
+    journal = Journal()
+    driver = _driver(_with_committed_log(tmp_path, lines), journal, apply_budget_s=0.0)
+    seen: set[int] = set()
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            while driver.applied < len(lines) + 1:
+                seen.add(driver.applied)
+                await trio.lowlevel.checkpoint()
+            await _lead(driver)
+            written = await driver.propose(b"after")
+            nursery.cancel_scope.cancel()
+    assert len(seen) > 25, f"another task ran at only {len(seen)} points of the replay"
+    assert journal.lines == ["seed", *lines, "after"]
+    assert written.endswith(":after")
+
+
+async def test_a_holder_finds_everything_committed_applied_even_beyond_the_budget(
+    tmp_path: Path,
+) -> None:
+    """What the loop has not applied yet for its budget is applied before a hold starts: the
+    holder reads a state with every committed entry in it, as it did before the budget."""
+    lines = [f"w{i}" for i in range(50)]
+    journal = Journal()
+    driver = _driver(_with_committed_log(tmp_path, lines), journal, apply_budget_s=0.0)
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            while driver.applied < 3:
+                await trio.lowlevel.checkpoint()
+            assert driver.applied < len(lines) + 1  # the replay is under way
+            async with driver.applies_held():
+                held = (driver.applied, driver.core.commit_index, list(journal.lines))
+            nursery.cancel_scope.cancel()
+    applied, committed, applied_lines = held
+    assert applied == committed >= len(lines) + 1  # (and the no-op, if it was elected since)
+    assert applied_lines == ["seed", *lines]
 
 
 async def test_a_leader_deposed_by_a_snapshot_fails_its_pending_proposal(tmp_path: Path) -> None:

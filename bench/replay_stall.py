@@ -1,7 +1,7 @@
 """A restart's replay: how long applying the log holds the event loop of a manager.
 
 .venv/bin/python -m bench.replay_stall [--tasks 100000] [--entries 20000] [--kind config]
-    [--runs 3] [--json FILE]
+    [--runs 3] [--after-s 3] [--json FILE]
 
 A manager that restarts applies every entry after its last snapshot before its state is
 current: up to `RaftDriver.snapshot_max_entries` (20,000). Its gossip has started by then, so
@@ -10,7 +10,8 @@ timeout (about 1.5 s at 10 nodes), the others declare it dead and move its tasks
 what such a manager finds on its disk (a snapshot of a cluster with `--tasks` tasks and
 `--entries` small writes after it, all committed), starts a real `RaftDriver` on it, and
 measures, beside it, how late a task that asks to wake every 10 ms wakes (the loop's longest
-stall) until the log is applied.
+stall) until the log is applied and for `--after-s` more (20,000 entries make the log due for
+compaction, whose snapshot is encoded in a thread beside the loop).
 
 Kinds of writes: `config` (a config created, as `swarmlet config create` writes it), `status`
 (one task's status report, the commonest write of a running cluster). No reference system:
@@ -23,6 +24,7 @@ has one voter, so the driver commits nothing new and only replays.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import tempfile
 import time
@@ -107,7 +109,7 @@ class _Offline:
         self.counters = Counters()
 
 
-async def replay(root: Path, last: int) -> dict[str, float]:
+async def replay(root: Path, last: int, after_s: float) -> dict[str, float]:
     storage = RaftStorage.open(root)
     started = time.perf_counter()
     driver: RaftDriver[object] = RaftDriver(
@@ -123,19 +125,24 @@ async def replay(root: Path, last: int) -> dict[str, float]:
     stalls: list[float] = []
     async with trio.open_nursery() as nursery:
         await nursery.start(driver.run)
-        while driver.applied < last:
+        done: float | None = None
+        while done is None or time.perf_counter() < done + after_s:
             asked = time.perf_counter()
             await trio.sleep(TICK_S)
             stalls.append(time.perf_counter() - asked - TICK_S)
+            if done is None and driver.applied >= last:
+                done = time.perf_counter()
         nursery.cancel_scope.cancel()
-    done = time.perf_counter()
+    compacted = storage.snapshot_index >= last
     storage.close()
+    assert done is not None
     return {
         "load_s": loaded - started,
         "replay_s": done - loaded,
         "longest_stall_s": max(stalls),
         "stalls_over_100ms": sum(s > 0.1 for s in stalls),
         "wakeups": len(stalls),
+        "compacted": float(compacted),
     }
 
 
@@ -145,12 +152,16 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=20_000)
     parser.add_argument("--kind", choices=("config", "status"), default="config")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--after-s", type=float, default=3.0)
     parser.add_argument("--json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
-        root = Path(tmp) / "raft"
-        last = prepare(root, args.tasks, args.entries, args.kind)
-        results = [trio.run(replay, root, last) for _ in range(args.runs)]
+        prepared = Path(tmp) / "prepared"
+        last = prepare(prepared, args.tasks, args.entries, args.kind)
+        results = []
+        for run in range(args.runs):  # each on a copy: a run compacts the log it replayed
+            root = shutil.copytree(prepared, Path(tmp) / f"run{run}")
+            results.append(trio.run(replay, root, last, args.after_s))
     medians = {key: statistics.median(r[key] for r in results) for key in results[0]}
     print_table(
         f"replay of {args.entries:,} '{args.kind}' writes after a snapshot of {args.tasks:,} "

@@ -18,7 +18,9 @@ Kinds of writes: `config` (a config created, as `swarmlet config create` writes 
 etcd applies its log on a goroutine of its own, beside the one that answers its peers.
 
 What is real: the storage on disk, the driver, the replicated state and its codec. The group
-has one voter, so the driver commits nothing new and only replays.
+has one voter: it elects itself and commits its no-op, and otherwise only replays. Not here:
+what an agent does each time the driver has applied a turn's entries (`on_applied`: its
+keyring, executor, mesh and leader look at the new state, at most every 20 ms).
 """
 
 from __future__ import annotations

@@ -55,7 +55,12 @@ NEED_DATA: Final = object()
 def encode_frame(body: Any) -> bytes:
     """`body` (plain values: maps, lists, str, bytes, numbers, bool, None) as one message: one
     frame, or as many as its size takes. SwarmletError if it is over MAX_API_MESSAGE_BYTES."""
-    data = msgpack.packb(body, use_bin_type=True)
+    return frames_of(msgpack.packb(body, use_bin_type=True))
+
+
+def frames_of(data: bytes) -> bytes:
+    """`data`, one packed message, as one frame or as many as its size takes (see
+    `encode_frame`)."""
     if len(data) <= MAX_API_FRAME_BYTES:
         return FRAME_HEADER.pack(len(data)) + data
     if len(data) > MAX_API_MESSAGE_BYTES:

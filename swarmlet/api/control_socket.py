@@ -36,6 +36,7 @@ from swarmlet.api.control_protocol import (
     agent_unavailable,
     closed_inside_frame,
     encode_frame,
+    frames_of,
     next_frame,
     response_result,
     stream_item,
@@ -65,7 +66,7 @@ async def _send_result(stream: trio.abc.SendStream, result: Any) -> None:
     body = {"ok": True, "result": result}
     values = result.values() if isinstance(result, dict) else (result,)
     if any(isinstance(v, list | tuple) and len(v) > LARGE_LISTING for v in values):
-        await stream.send_all(await off_loop.run(lambda: encode_frame(body)))
+        await stream.send_all(await off_loop.run(lambda: frames_of(off_loop.pack(body))))
     else:
         await _send(stream, body)
 

@@ -13,10 +13,10 @@ applied batch (`RaftDriver`'s `on_applied`), not from here.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable
 
+from swarmlet import off_loop
 from swarmlet.errors import RemoteProtocolError
 from swarmlet.state.commands import Command
 from swarmlet.state.machine import ApplyResult, ClusterState
@@ -50,4 +50,5 @@ class ReplicatedState:
         return self.state.apply(command)
 
     def snapshot_later(self) -> Callable[[], bytes]:
-        return functools.partial(wire.encode, self.state.snapshot_record())
+        record = self.state.snapshot_record()
+        return lambda: off_loop.pack(wire.as_plain(record))  # in a thread: `wire.encode`'s bytes

@@ -201,6 +201,12 @@ def encode(msg: Any) -> bytes:
     return msgpack.packb(_encode_struct(msg), use_bin_type=True)
 
 
+def as_plain(msg: Any) -> Any:
+    """What `encode` packs: `msg` as msgpack's plain values (for a packer of one's own, such as
+    `off_loop.pack`)."""
+    return _encode_struct(msg)
+
+
 # ---------------------------------------------------------------------------------------- decode
 #
 # Decoding is compiled: the first time a field type (a hint) is met, `_decoder` builds a

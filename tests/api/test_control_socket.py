@@ -15,6 +15,7 @@ import pytest
 import trio
 import trio.lowlevel
 
+from swarmlet import off_loop
 from swarmlet.api import control_socket
 from swarmlet.api.control_protocol import encode_frame
 from swarmlet.api.control_socket import ControlClient, Emit, Handler, StreamHandler, serve_control
@@ -100,7 +101,14 @@ async def test_a_long_listing_is_encoded_off_the_loop_and_answered_whole(
             answers.append((on_loop, "rows" in (body.get("result") or {})))
         return encode_frame(body)
 
+    pack = off_loop.pack
+
+    def packing(body: Any) -> bytes:  # the long listing's way: packed in pieces, then framed
+        recording(body)
+        return pack(body)
+
     monkeypatch.setattr("swarmlet.api.control_socket.encode_frame", recording)
+    monkeypatch.setattr("swarmlet.off_loop.pack", packing)
     rows = [{"id": f"t{i}", "slot": i} for i in range(control_socket.LARGE_LISTING + 1)]
     with trio.fail_after(TIMEOUT_S):
         async with control(tmp_path) as (client, _):

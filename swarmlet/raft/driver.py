@@ -181,9 +181,12 @@ class RaftDriver(Generic[ResultT]):
         self._snapshot_bytes = 0
         self._disk = DiskThread()  # the storage's saves and compactions, in order, off the loop
         self._on_soft_state = on_soft_state
-        # Called once a Ready's committed entries (or a snapshot) are applied, before anyone
-        # waiting on them runs: one wake-up of whatever follows the state per batch, not per
-        # entry.
+        # Called once a turn of the loop has applied what it applies (a Ready's committed
+        # entries, or a snapshot, or the part of them its budget allows), before anyone waiting
+        # on them runs: one wake-up of whatever follows the state per turn, not per entry. Not
+        # during the start's replay up to `startup_commit`: those are older states than the one
+        # the node stopped with (a keyring would drop the managers' key of a node promoted later
+        # in the log); once, when the replay is through.
         self._on_applied = on_applied
         hard_state, snapshot, entries = storage.load()
         state_machine.restore(snapshot.data)
@@ -211,10 +214,15 @@ class RaftDriver(Generic[ResultT]):
         self._applied_events: dict[int, trio.Event] = {}
         self._applied_heap: list[int] = []
         # What committed (and a snapshot that came) and is not applied yet, in order: while
-        # `applies_held` holders are inside, and beyond a turn's `apply_budget_s`.
-        # `_holds_ended` is set each time the last holder leaves.
+        # `applies_held` holders are inside, and beyond a turn's `apply_budget_s`. Only the
+        # loop applies (an error applying stops the driver, whoever waits). Counted, items ever
+        # queued and applied, for a holder to wait for what came before it; `_applied_more` is
+        # set at each turn that applied, `_holds_ended` each time the last holder leaves.
         self._apply_holds = 0
         self._unapplied: collections.deque[Entry | Snapshot] = collections.deque()
+        self._queued_count = 0
+        self._applied_count = 0
+        self._applied_more = trio.Event()
         self._holds_ended = trio.Event()
         self._inbox: list[Message] = []  # from peers, stepped by the loop in arrival order
         self._proposals: list[tuple[bytes, _Waiter[ResultT]]] = []  # proposed as one batch
@@ -526,7 +534,11 @@ class RaftDriver(Generic[ResultT]):
                 # wakes at its election timeout or for a message, not at every tick.
                 slept_ticks = 1
                 if not (
-                    self._inbox or self._reachable or self._may_propose() or self._releasable()
+                    self._inbox
+                    or self._reachable
+                    or self._may_propose()
+                    or self._releasable()
+                    or self.core.has_ready()  # at the start: the log's replay waits for nothing
                 ):
                     slept_ticks = self.core.idle_ticks()
                     wake_at = next_tick + (slept_ticks - 1) * self.tick_interval_s
@@ -636,6 +648,7 @@ class RaftDriver(Generic[ResultT]):
         if rd.snapshot is not None:
             self._unapplied.append(rd.snapshot)
         self._unapplied.extend(rd.committed_entries)
+        self._queued_count += len(rd.committed_entries) + (rd.snapshot is not None)
         for read in rd.read_states:
             pending = self._reads.get(read.ctx)
             if pending is not None:
@@ -654,18 +667,20 @@ class RaftDriver(Generic[ResultT]):
         as for any apply. Entered between two turns of the loop (under the core's lock), never
         in the middle of an apply, and never while something held back waits for its apply:
         holds that overlap one another would otherwise keep applying off for as long as they
-        kept coming. What the loop has yet to apply (beyond its budget) is applied first, at
-        once: a holder comes every 20 ms on a busy leader, and a stream of writes would keep
-        one waiting for the loop's turns. A holder must not wait for an apply itself."""
+        kept coming. What had committed when the holder came and the loop had yet to apply
+        (beyond its budget: a replay) is applied first, by the loop's turns; what commits
+        after may wait for the hold, or a stream of writes could keep the holder out. A holder
+        must not wait for an apply itself."""
+        came_after = self._queued_count
         while True:
             async with self._core_lock:
-                if self._unapplied and not self._apply_holds:
-                    self._apply_some(None)
-                if not self._unapplied:
+                if not self._unapplied or (
+                    not self._apply_holds and self._applied_count >= came_after
+                ):
                     self._apply_holds += 1
                     break
-                ended = self._holds_ended
-            await ended.wait()
+                wait_for = self._holds_ended if self._apply_holds else self._applied_more
+            await wait_for.wait()
         try:
             yield
         finally:
@@ -678,27 +693,30 @@ class RaftDriver(Generic[ResultT]):
     def _releasable(self) -> bool:
         return bool(self._unapplied) and not self._apply_holds
 
-    def _apply_some(self, budget_s: float | None) -> None:
+    def _apply_some(self, budget_s: float) -> None:
         """Apply what committed and is not applied yet, in order (the core advanced past it):
-        all of it (`budget_s` None), or at least one item and then until `budget_s` has passed,
-        the rest in the loop's next turns. A restarted manager applies up to 20,000 entries of
-        its log at once (`snapshot_max_entries`): applied in one turn, that held the event loop
-        for seconds, in which the node answered no gossip probe and the others could declare it
-        dead; between turns, everything else on the loop runs."""
+        at least one item and then until `budget_s` has passed, the rest in the loop's next
+        turns. A restarted manager applies up to 20,000 entries of its log at once
+        (`snapshot_max_entries`): applied in one turn, that held the event loop for seconds, in
+        which the node answered no gossip probe and the others could declare it dead; between
+        turns, everything else on the loop runs."""
         queue = self._unapplied
-        deadline = None if budget_s is None else time.perf_counter() + budget_s
+        deadline = time.perf_counter() + budget_s
         while queue:
             item = queue.popleft()
             if isinstance(item, Snapshot):
                 self._restore(item)
             else:
                 self._apply(item)
-            if deadline is not None and time.perf_counter() >= deadline:
+            self._applied_count += 1
+            if time.perf_counter() >= deadline:
                 break
-        if self._on_applied is not None:
+        if self._on_applied is not None and self.applied >= self.startup_commit:
             self._on_applied()
         self._release_applied()
         self._maybe_compact()
+        self._applied_more.set()
+        self._applied_more = trio.Event()
 
     def _set_soft_state(self, soft: SoftState) -> None:
         old = self.soft_state

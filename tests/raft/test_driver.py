@@ -722,10 +722,15 @@ async def test_a_long_replay_is_applied_over_turns_of_the_loop_in_order(tmp_path
     """A restarted manager applies up to 20,000 entries of its log: in one turn of the loop
     that held the gossip's answers for seconds (the others could declare the node dead). A
     turn applies for `apply_budget_s` (here nothing: one entry a turn), and between turns the
-    other tasks run; the entries are applied in order, once each, and the node then writes."""
+    other tasks run; the entries are applied in order, once each, and the node then writes.
+    What follows the state hears of it once, at the end: the states on the way are older than
+    the one the node stopped with."""
     lines = [f"w{i}" for i in range(50)]
     journal = Journal()
-    driver = _driver(_with_committed_log(tmp_path, lines), journal, apply_budget_s=0.0)
+    told: list[int] = []  # `on_applied`: what follows the state is told of none of the replay
+    storage = _with_committed_log(tmp_path, lines)
+    driver = _driver(storage, journal, on_applied=lambda: told.append(driver.applied))
+    driver.apply_budget_s = 0.0
     seen: set[int] = set()
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
@@ -739,28 +744,94 @@ async def test_a_long_replay_is_applied_over_turns_of_the_loop_in_order(tmp_path
     assert len(seen) > 25, f"another task ran at only {len(seen)} points of the replay"
     assert journal.lines == ["seed", *lines, "after"]
     assert written.endswith(":after")
+    assert told[0] == driver.startup_commit == len(lines) + 1  # then the no-op's, the write's
+
+
+async def test_a_start_applies_the_committed_log_at_once(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The loop slept at its start until a message or an election timeout woke it, with the
+    log's committed entries unapplied: a lone manager's restart waited 1-2 s (its election
+    timeout) before its state was current. Virtual time: no tick passes before the replay."""
+    lines = [f"w{i}" for i in range(50)]
+    driver = _driver(_with_committed_log(tmp_path, lines), Journal())
+    started = trio.current_time()
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            await driver.wait_applied(len(lines) + 1)
+            replayed_after = trio.current_time() - started
+            nursery.cancel_scope.cancel()
+    assert replayed_after < driver.tick_interval_s
 
 
 async def test_a_holder_finds_everything_committed_applied_even_beyond_the_budget(
     tmp_path: Path,
 ) -> None:
-    """What the loop has not applied yet for its budget is applied before a hold starts: the
-    holder reads a state with every committed entry in it, as it did before the budget."""
+    """A hold asked for during a replay starts once the loop has applied what had committed
+    when it was asked for: the holder reads a state with all of it (as before the budget),
+    and the loop applies it over its turns meanwhile (the holder applying it all at once held
+    the loop as the replay did)."""
     lines = [f"w{i}" for i in range(50)]
     journal = Journal()
     driver = _driver(_with_committed_log(tmp_path, lines), journal, apply_budget_s=0.0)
+    seen: set[int] = set()
+    held: list[object] = []
+
+    async def holder() -> None:
+        async with driver.applies_held():
+            held.extend((driver.applied, driver.core.commit_index, list(journal.lines)))
+
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
             await nursery.start(driver.run)
             while driver.applied < 3:
                 await trio.lowlevel.checkpoint()
             assert driver.applied < len(lines) + 1  # the replay is under way
-            async with driver.applies_held():
-                held = (driver.applied, driver.core.commit_index, list(journal.lines))
+            nursery.start_soon(holder)
+            while not held:
+                seen.add(driver.applied)
+                await trio.lowlevel.checkpoint()
             nursery.cancel_scope.cancel()
     applied, committed, applied_lines = held
     assert applied == committed >= len(lines) + 1  # (and the no-op, if it was elected since)
     assert applied_lines == ["seed", *lines]
+    assert len(seen) > 25, f"another task ran at only {len(seen)} points while the hold waited"
+
+
+class _Failing(Journal):
+    def apply(self, index: int, data: bytes) -> str:
+        if data == b"bad":
+            raise RuntimeError("the state machine failed")
+        return super().apply(index, data)
+
+
+async def test_an_error_applying_stops_the_driver_even_while_a_holder_waits(
+    tmp_path: Path,
+) -> None:
+    """Only the loop applies: a state machine that fails stops the driver (and the node), as it
+    always did, rather than failing whichever holder applied, which would go on with the entry
+    skipped and its replica's state no longer the others'."""
+    journal = _Failing()
+    storage = _with_committed_log(tmp_path, [f"w{i}" for i in range(20)] + ["bad", "after"])
+    driver = _driver(storage, journal, apply_budget_s=0.0)
+    entered: list[int] = []
+
+    async def holder() -> None:
+        async with driver.applies_held():
+            entered.append(driver.applied)
+
+    with (
+        trio.fail_after(TIMEOUT_S),
+        pytest.RaisesGroup(pytest.RaisesExc(RuntimeError, match="failed"), flatten_subgroups=True),
+    ):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            while driver.applied < 3:
+                await trio.lowlevel.checkpoint()
+            nursery.start_soon(holder)  # while the replay is under way
+            await trio.sleep_forever()
+    assert entered == [] and "after" not in journal.lines
 
 
 async def test_a_leader_deposed_by_a_snapshot_fails_its_pending_proposal(tmp_path: Path) -> None:

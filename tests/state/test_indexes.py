@@ -166,32 +166,34 @@ def _scan(secrets: dict[str, Secret], name: str, is_config: bool) -> Secret | No
 
 def test_the_secret_name_index_answers_like_a_scan_through_every_kind_of_write() -> None:
     rng = random.Random(11)
-    state = cluster()
+    states = [cluster()]
     names = [f"name{i}" for i in range(6)]
-    copies: list[ClusterState] = []
-    for step in range(400):
+    for step in range(600):
         roll = rng.random()
-        table = rng.choice(copies).secrets if copies and roll < 0.2 else state.secrets
+        state = rng.choice(states)  # the first, or a copy: a copy and its original share
         key = f"x{rng.randrange(12)}"
-        if roll < 0.35:
+        if roll < 0.3:
             name, is_config = rng.choice(names), rng.random() < 0.5
             created = Secret(f"new{step}", name, b"v", is_config=is_config)
             state.apply(CreateSecret(created))  # refused when the name is taken
-        elif roll < 0.55:  # a direct write: new, rewritten, renamed, or a duplicate name
-            table[key] = Secret(key, rng.choice(names), b"v", is_config=rng.random() < 0.5)
-        elif roll < 0.7:
-            table.pop(key, None)
-        elif roll < 0.75 and state.secrets:
+        elif roll < 0.5:  # a direct write: new, rewritten, renamed, or a duplicate name
+            state.secrets[key] = Secret(key, rng.choice(names), b"v", is_config=rng.random() < 0.5)
+        elif roll < 0.6:
+            state.secrets.pop(key, None)
+        elif roll < 0.65:
+            state.secrets.setdefault(key, Secret(key, rng.choice(names), b"v"))
+        elif roll < 0.7 and state.secrets:
             state.apply(RemoveSecret(rng.choice(sorted(state.secrets))))
-        elif roll < 0.8:
-            copies.append(state.copy())  # then both sides are written
-        elif roll < 0.82:
-            state = ClusterState.restore(state.snapshot())
-        for held in (state, *copies):
+        elif roll < 0.75:
+            states.append(state.copy())  # then both sides are written
+        elif roll < 0.77:
+            states[states.index(state)] = ClusterState.restore(state.snapshot())
+        for held in states:
             for name in names:
                 for is_config in (False, True):
                     want = _scan(dict(held.secrets), name, is_config)
                     assert held.secret_by_name(name, is_config=is_config) == want, step
+    assert len(states) > 10
 
 
 def test_an_assigned_secret_table_is_indexed() -> None:

@@ -528,17 +528,15 @@ class RaftDriver(Generic[ResultT]):
             self._nursery = nursery
             task_status.started()
             next_tick = trio.current_time() + self.tick_interval_s
+            if self.core.has_ready():
+                self._wake.set()  # the log's committed entries: replayed without waiting
             while True:
                 # Ticks the loop slept through on purpose, to be counted when it wakes (issue
                 # #20): the core says how many only count (`idle_ticks`), so an idle follower
                 # wakes at its election timeout or for a message, not at every tick.
                 slept_ticks = 1
                 if not (
-                    self._inbox
-                    or self._reachable
-                    or self._may_propose()
-                    or self._releasable()
-                    or self.core.has_ready()  # at the start: the log's replay waits for nothing
+                    self._inbox or self._reachable or self._may_propose() or self._releasable()
                 ):
                     slept_ticks = self.core.idle_ticks()
                     wake_at = next_tick + (slept_ticks - 1) * self.tick_interval_s
@@ -566,11 +564,12 @@ class RaftDriver(Generic[ResultT]):
                                 next_tick = now + self.tick_interval_s
                         slept_ticks = 1
                         self._take_inputs()
-                        if self.core.has_ready():
+                        busy = self.core.has_ready()
+                        if busy:
                             await self._handle_ready()
                         if self._releasable():
                             self._apply_some(self.apply_budget_s)
-                        busy = self.core.has_ready() or self._releasable()
+                        busy = busy or self._releasable()
 
     def _may_propose(self) -> bool:
         """Whether queued proposals go into the log now: when fewer than

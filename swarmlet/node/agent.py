@@ -504,7 +504,14 @@ class Agent:
     def _admit(self, peer: PeerIdentity) -> PeerIdentity | str:
         """Whether an authenticated peer is still a member in good standing (the transport asks
         on every connection and frame; `security.peer_policy` holds the rules)."""
-        return peer_policy.admit(peer, self.state, self.identity.cluster_id, time.time())
+        return peer_policy.admit(
+            peer,
+            self.state,
+            self.identity.cluster_id,
+            time.time(),
+            voters=self.raft.core.conf.voters,
+            known_keys=self._known_keys,
+        )
 
     def member_key(self, node_id: str) -> bytes | None:
         """A member's Ed25519 identity key, which signs its datagrams and its gossip Alive: from

@@ -250,16 +250,18 @@ def sender_refusal(
     msg: object, peer_id: str, *, peer_may_lead: bool, peer_in_group: bool, current_term: int
 ) -> str | None:
     """Why a message that arrived on a stream authenticated as node `peer_id` is refused, or None.
-    `peer_may_lead`: the peer's certificate says it is a manager (issue #15: checked against the
-    authenticated identity, never against a field the sender fills).
+    `peer_may_lead`: the peer is a manager as `security.peer_policy.admit` takes its certificate
+    (issue #15: the authenticated identity judged by the replicated state, never a field the
+    sender fills).
 
     Leader and candidate messages need a manager, not a voter of the receiver's configuration:
     that configuration may be stale (a node catching up, a new node with an empty log) and a
     server must accept appends from a leader not in its latest configuration (Raft thesis
     §4.2.2), so a strict voter check would keep such a node from ever catching up. Demotion and
     revocation are enforced by the transport instead: a removed node is refused, and a
-    certificate issued before a role change counts as a worker's. Which voters count is the
-    core's business.
+    manager's certificate counts as a worker's unless the state lists that node as a manager
+    (minted ones included: the CA key outlives demotions). Which voters count is the core's
+    business.
 
     A non-manager's answers never raise the receiver's term (`current_term`): any message with
     a higher term makes a Raft server step down, so a worker's answer at term+1 would depose

@@ -18,7 +18,12 @@ mints, with the CA key:
   counts it, whatever it asks;
 - the control, a manager's certificate in its own name and key: the TLS handshake and the
   policy pass, so the other refusal is for the key, and what it gets is a worker's certificate
-  (the state's role for its id, not what it minted).
+  (the state's role for its id, not what it minted);
+- a manager's certificate in its own name, and one for an id no member lists, each carrying a
+  Raft stream of what only a leader sends (a heartbeat and an append at the next term, a
+  snapshot that makes the minter the only voter): the state does not list either as a manager,
+  so each is taken for a worker's and every message is refused (`peer_policy.admit`; before,
+  the certificate's role counted and the snapshot replaced every manager's state).
 
 The cluster's leader, terms and members are unchanged after it, and writes still commit.
 """
@@ -39,12 +44,17 @@ import trio
 from swarmlet import certs, crypto
 from swarmlet.certs import PeerIdentity
 from swarmlet.errors import RemoteProtocolError
+from swarmlet.node.replicated import encode_command
+from swarmlet.raft.driver import RaftStreamHello
+from swarmlet.raft.messages import AppendEntries, Heartbeat, InstallSnapshot
+from swarmlet.raft.types import ConfState, Entry, Snapshot, SnapshotMeta
 from swarmlet.security.backup import open_backup
 from swarmlet.security.datadir import DataDir
+from swarmlet.state.commands import UpdateNode
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import Role
 from swarmlet.wire.peer_rpc import CertReply, CertRequest
-from swarmlet.wire.transport import TlsConfig, Transport
+from swarmlet.wire.transport import FramedStream, TlsConfig, Transport
 from tests.integration.cluster import AgentHandle, LocalCluster, local_cluster, run_cli, wait_for
 from tests.integration.test_malicious_worker import (
     ATTACKER_HOST,
@@ -57,6 +67,7 @@ from tests.integration.test_malicious_worker import (
     picture,
     settled,
     start_scene,
+    wait_counted,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
@@ -108,6 +119,29 @@ class Minter:
         async with stream.stream:
             reply: CertReply | None = await ask_on(stream, CertRequest(), (CertReply,))
             return reply
+
+    async def raft_stream(self, agent: AgentHandle, as_node: str) -> FramedStream:
+        """A Raft stream from `as_node`, under a manager's certificate minted for that id."""
+        stream = await self.transport(as_node).connect((agent.host, agent.port))
+        await stream.send(RaftStreamHello(as_node))
+        return stream
+
+
+def leaders_messages(
+    as_node: str, target_id: str, term: int, last_index: int
+) -> list[Heartbeat | AppendEntries | InstallSnapshot]:
+    """What a leader of the next term sends: a heartbeat, an append that makes `as_node` a
+    manager, and a snapshot whose only voter is `as_node`."""
+    promote = encode_command(UpdateNode(as_node, role=Role.MANAGER))
+    entry = Entry(term=term + 1, index=last_index + 1, data=promote)
+    snapshot = Snapshot(
+        SnapshotMeta(last_index + 1000, term + 1, ConfState(voters=(as_node,))), b""
+    )
+    return [
+        Heartbeat(as_node, target_id, term + 1, last_index),
+        AppendEntries(as_node, target_id, term + 1, last_index, term, (entry,), last_index + 1),
+        InstallSnapshot(as_node, target_id, term + 1, snapshot),
+    ]
 
 
 def demote(cluster: LocalCluster, scene: Scene, target: AgentHandle) -> None:
@@ -209,6 +243,30 @@ async def test_a_certificate_minted_in_another_nodes_name_is_refused(
             now = await off_loop(counters, cluster, m)
             delta = Counter({k: now[k] - seen[k] for k in ("refused_peer_other_key",)})
             assert delta == Counter(refused_peer_other_key=1), delta
+        await off_loop(assert_unchanged, rest, before)
+
+
+async def test_a_minted_managers_certificate_cannot_lead_the_managers(
+    tmp_path: Path, demotion: Demotion
+) -> None:
+    scene, rest, demoted, kept = demotion.scene, demotion.rest, demotion.demoted, demotion.kept
+    cluster, managers = scene.cluster, rest.managers
+    with trio.fail_after(TEST_TIMEOUT_S):
+        minter = Minter(kept, cluster.cluster_id, tmp_path / "minted")
+        before = await off_loop(picture, rest)
+        for as_node in (scene.manager_ids[demoted.index], crypto.new_id()):
+            for m in managers:
+                target_id = scene.manager_ids[m.index]
+                status = await off_loop(cluster.status, m)
+                messages = leaders_messages(
+                    as_node, target_id, status["raft"]["term"], status["raft"]["commit_index"]
+                )
+                seen = await off_loop(counters, cluster, m)
+                stream = await minter.raft_stream(m, as_node)
+                async with stream.stream:
+                    await stream.send_many(messages)
+                    expected = Counter(raft_refused_not_manager=len(messages))
+                    await off_loop(wait_counted, cluster, m, seen, expected)
         await off_loop(assert_unchanged, rest, before)
 
 

@@ -78,9 +78,7 @@ def test_admit_refuses_with_a_word_that_says_why(certificate: PeerIdentity, refu
         peer("w2"),
         peer("w2", not_after=NOW),  # the last instant of its validity
         peer("m1", "manager", 3),  # a newer generation: a change this node has not applied yet
-        peer("w2", "manager", 1),  # a promotion this node has not applied yet (see is_manager)
         peer("new", "worker", 0),  # joined: not in this node's state yet
-        peer("new", "manager", 0),
         peer("w1", "worker", 0),  # a worker's certificate of an older generation stays a worker's
     ],
 )
@@ -96,9 +94,14 @@ def test_admit_takes_a_certificate_as_it_is_when_nothing_since_supersedes_it(
         (peer("w1", "manager", 0), "demoted since: its record is a worker's of generation 1"),
         (peer("m1", "manager", 1), "demoted and promoted again since: generation 2"),
         (peer("m1", "manager", 0), "two role changes ago"),
+        # The CA key outlives demotions and removals: what the state does not list as a
+        # manager is not taken for one on a certificate's word, whatever its generation.
+        (peer("w1", "manager", 1000), "minted by the demoted manager for its own id"),
+        (peer("w2", "manager", 1), "a promotion this node has not applied yet"),
+        (peer("new", "manager", 0), "an id this node's state does not list"),
     ],
 )
-def test_admit_takes_a_manager_certificate_of_an_older_generation_as_a_workers(
+def test_admit_takes_a_manager_certificate_the_state_does_not_back_as_a_workers(
     certificate: PeerIdentity, why: str
 ) -> None:
     admitted = peer_policy.admit(certificate, world(), CLUSTER, NOW)
@@ -107,6 +110,40 @@ def test_admit_takes_a_manager_certificate_of_an_older_generation_as_a_workers(
 
 
 # ------------------------------------------------------------------------------ requests
+
+
+@pytest.mark.parametrize(
+    ("certificate", "counts"),
+    [
+        (peer("new", "manager", 0), True),  # a manager's join this replica has not applied yet
+        (peer("w2", "manager", 1), True),  # a promotion it has not applied yet
+        (peer("w2", "manager", 0), False),  # a generation its record already has: minted
+        (peer("w1", "manager", 1), False),  # the demotion it applied: a voter only until the
+        # leader takes it out of the group, and a worker to this node meanwhile
+        (peer("w1", "worker", 2), False),  # a worker's certificate stays a worker's
+    ],
+)
+def test_a_voter_of_the_log_the_replica_does_not_list_as_a_manager_yet(
+    certificate: PeerIdentity, counts: bool
+) -> None:
+    """A restart replays what the node knew committed: its log's configuration may name voters
+    its replica lists as workers or not at all. The log says they are managers; a certificate
+    minted for a node that is no voter there gets nothing from it."""
+    voters = ("m1", "new", "w1", "w2")
+    admitted = peer_policy.admit(certificate, world(), CLUSTER, NOW, voters=voters)
+    assert isinstance(admitted, PeerIdentity)
+    assert admitted.is_manager is counts
+    assert peer_policy.admit(certificate, world(), CLUSTER, NOW) == dataclasses.replace(
+        certificate, role="worker"
+    )  # and without the log's word, none of them
+
+
+def test_a_replica_that_lists_no_node_takes_a_managers_certificate_at_its_word() -> None:
+    """A manager that joined, before its first append: nothing else can vouch for its leader."""
+    empty = ClusterState()
+    empty.cluster_id = CLUSTER
+    certificate = peer("m1", "manager", 2)
+    assert peer_policy.admit(certificate, empty, CLUSTER, NOW) == certificate
 
 
 @pytest.mark.parametrize(

@@ -37,8 +37,8 @@ holds the CA key, which does not change (every certificate in use hangs on it): 
 rotation on, the state keeps its seed sealed under the current managers' key (`ca_key`), so the
 old copy yields the CA key only because it derives it, as before. With it the demoted node can
 mint certificates, which count only for the identity key in the node's record
-(`peer_policy.admit`): never in another member's name; in its own, judged by the state's role
-(a worker's) and the revocation list; for ids no record lists, admitted as unknown nodes with
+(`peer_policy.admit`): never in another member's name; in its own, or for ids no record lists,
+judged by the state's role (a worker's, whatever the certificate says) and the revocation list:
 no manager's rights and no task's data. That residual risk is documented (README); replacing the
 CA would need every node's trust anchor replaced.
 

@@ -22,9 +22,10 @@ backup holds the state and the managers' key of its time, which opens that state
 restore keeps the CA. Residual risk, accepted and documented (README, `security.keyring`): a
 demoted manager that kept the old key also holds the CA key, now and later. What it can mint
 is limited by `security.peer_policy.admit`: a certificate counts only for the identity key in its
-node's record, so it mints nothing in another member's name, only for its own id (which the
-state's role and revocation list judge as its real certificate) and for ids no record lists yet
-(admitted as unknown nodes: no manager's rights, no task's data).
+node's record, so it mints nothing in another member's name, only for its own id and for ids
+no record lists; a manager's certificate counts only for a node the state (or the receiver's
+Raft configuration) lists as a manager, so either is a worker's: no manager's rights, no task's
+data.
 
 Who may rotate. Only managers propose (`security.propose_auth`: the sender's certificate and the
 state must say manager, and the MAC must be under the current key), and `rotation` needs the

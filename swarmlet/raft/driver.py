@@ -184,9 +184,9 @@ class RaftDriver(Generic[ResultT]):
         # Called once a turn of the loop has applied what it applies (a Ready's committed
         # entries, or a snapshot, or the part of them its budget allows), before anyone waiting
         # on them runs: one wake-up of whatever follows the state per turn, not per entry. Not
-        # during the start's replay up to `startup_commit`: those are older states than the one
-        # the node stopped with (a keyring would drop the managers' key of a node promoted later
-        # in the log); once, when the replay is through.
+        # during the start's replay (`_replaying`): those are older states than the one the node
+        # stopped with (a keyring would drop the managers' key of a node promoted later in the
+        # log); once, when the replay is through.
         self._on_applied = on_applied
         hard_state, snapshot, entries = storage.load()
         state_machine.restore(snapshot.data)
@@ -195,6 +195,14 @@ class RaftDriver(Generic[ResultT]):
         # What this node knew to be committed when it stopped: its state is not "as before the
         # restart" until it has applied at least this far.
         self.startup_commit = hard_state.commit
+        # The last entry of the log at the start, (index, term): the replay is through once it
+        # is applied. Not `startup_commit`: the commit index on disk is rewritten only with the
+        # term or vote, so it may lag far behind what the node had applied when it stopped, and
+        # the rest commits again only once a leader says so. None once through.
+        last = entries[-1] if entries else None
+        self._replay_end: tuple[int, int] | None = (
+            (last.index, last.term) if last is not None and last.index > self.applied else None
+        )
         self._persisted_term_vote = (hard_state.term, hard_state.vote)
         self.core = RaftNode(
             node_id,
@@ -215,13 +223,11 @@ class RaftDriver(Generic[ResultT]):
         self._applied_heap: list[int] = []
         # What committed (and a snapshot that came) and is not applied yet, in order: while
         # `applies_held` holders are inside, and beyond a turn's `apply_budget_s`. Only the
-        # loop applies (an error applying stops the driver, whoever waits). Counted, items ever
-        # queued and applied, for a holder to wait for what came before it; `_applied_more` is
-        # set at each turn that applied, `_holds_ended` each time the last holder leaves.
+        # loop applies (an error applying stops the driver, whoever waits). For a holder that
+        # waits for what committed before it came: `_applied_more` is set at each turn that
+        # applied, `_holds_ended` each time the last holder leaves.
         self._apply_holds = 0
         self._unapplied: collections.deque[Entry | Snapshot] = collections.deque()
-        self._queued_count = 0
-        self._applied_count = 0
         self._applied_more = trio.Event()
         self._holds_ended = trio.Event()
         self._inbox: list[Message] = []  # from peers, stepped by the loop in arrival order
@@ -647,7 +653,6 @@ class RaftDriver(Generic[ResultT]):
         if rd.snapshot is not None:
             self._unapplied.append(rd.snapshot)
         self._unapplied.extend(rd.committed_entries)
-        self._queued_count += len(rd.committed_entries) + (rd.snapshot is not None)
         for read in rd.read_states:
             pending = self._reads.get(read.ctx)
             if pending is not None:
@@ -670,12 +675,12 @@ class RaftDriver(Generic[ResultT]):
         (beyond its budget: a replay) is applied first, by the loop's turns; what commits
         after may wait for the hold, or a stream of writes could keep the holder out. A holder
         must not wait for an apply itself."""
-        came_after = self._queued_count
+        # By index, not by what the loop has queued: what committed may not be queued yet (the
+        # start's replay before the loop's first turn, a Ready's entries while it is saved).
+        committed = self.core.commit_index
         while True:
             async with self._core_lock:
-                if not self._unapplied or (
-                    not self._apply_holds and self._applied_count >= came_after
-                ):
+                if self.applied >= committed and (not self._unapplied or not self._apply_holds):
                     self._apply_holds += 1
                     break
                 wait_for = self._holds_ended if self._apply_holds else self._applied_more
@@ -707,15 +712,28 @@ class RaftDriver(Generic[ResultT]):
                 self._restore(item)
             else:
                 self._apply(item)
-            self._applied_count += 1
             if time.perf_counter() >= deadline:
                 break
-        if self._on_applied is not None and self.applied >= self.startup_commit:
+        if self._on_applied is not None and not self._replaying():
             self._on_applied()
         self._release_applied()
         self._maybe_compact()
         self._applied_more.set()
         self._applied_more = trio.Event()
+
+    def _replaying(self) -> bool:
+        """Whether the start's replay is still under way: until the log's last entry at the
+        start is applied, or, if a leader cut it from the log (it was never committed), until
+        what is committed is applied (no less than the node had applied when it stopped, since
+        only entries past that can be cut)."""
+        if self._replay_end is None:
+            return False
+        index, term = self._replay_end
+        cut = self.core.term_at(index) != term and index > self.core.snapshot_meta.index
+        if self.applied >= index or (cut and not self._unapplied):
+            self._replay_end = None
+            return False
+        return True
 
     def _set_soft_state(self, soft: SoftState) -> None:
         old = self.soft_state

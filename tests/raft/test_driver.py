@@ -1004,3 +1004,92 @@ async def test_a_change_of_leader_is_logged(
             await _lead(driver)
             nursery.cancel_scope.cancel()
     assert f"this node leads, term {driver.core.term}" in caplog.text
+
+
+# ------------------------------------------------------------------ holds and restarts by index
+
+
+async def test_a_holder_right_after_the_start_waits_for_the_replay(tmp_path: Path) -> None:
+    """Before the loop's first turn nothing is queued, yet the whole log has committed: a holder
+    that came then reads the state only once all of it is applied (found by review: a count
+    of what the loop had queued let it in at once, on a half-replayed state)."""
+    lines = [f"w{i}" for i in range(50)]
+    journal = Journal()
+    driver = _driver(_with_committed_log(tmp_path, lines), journal, apply_budget_s=0.0)
+    read_at: list[int] = []
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            committed = driver.core.commit_index
+            async with driver.applies_held():
+                read_at.append(driver.applied)
+            nursery.cancel_scope.cancel()
+    assert committed == len(lines) + 1
+    assert read_at[0] >= committed
+
+
+async def test_a_holder_waits_for_what_committed_while_its_ready_is_saved(tmp_path: Path) -> None:
+    """A lone voter commits on append: the core counts a batch as committed while the loop is
+    still saving it. A holder that comes then waits for that batch to be applied."""
+    storage = _counting(tmp_path, (NODE,))
+    journal = Journal()
+    driver = _driver(storage, journal, apply_budget_s=0.0)
+    read_at: list[int] = []
+    read = trio.Event()
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            await _lead(driver)
+            await driver.propose(b"first")
+            storage.armed = True
+            nursery.start_soon(driver.propose_many, [f"x{i}".encode() for i in range(30)])
+            await trio.to_thread.run_sync(storage.saving.wait)
+            committed = driver.core.commit_index
+
+            async def holder() -> None:
+                async with driver.applies_held():
+                    read_at.append(driver.applied)
+                read.set()
+
+            nursery.start_soon(holder)
+            await trio.sleep(0.05)
+            assert not read_at  # the save is still held back
+            storage.release.set()
+            await read.wait()
+            nursery.cancel_scope.cancel()
+    assert read_at[0] >= committed
+
+
+async def test_a_restart_tells_no_state_older_than_the_one_it_stopped_with(tmp_path: Path) -> None:
+    """The commit index on disk is rewritten only with the term or the vote, so after writes
+    it lags what the node had applied. The restart's catch-up past it is still the replay:
+    `on_applied` hears of nothing before the log's last entry at the start is applied (found
+    by review: it heard of every 20-ms slice from the stale commit index on)."""
+    storage = _seeded(tmp_path)
+    journal = Journal()
+    driver = _driver(storage, journal)
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            await _lead(driver)
+            for i in range(30):
+                await driver.propose(f"w{i}".encode())
+            nursery.cancel_scope.cancel()
+    stopped_at = driver.applied
+    storage.close()
+
+    told: list[int] = []
+    again = _driver(
+        RaftStorage.open(tmp_path),
+        Journal(),
+        apply_budget_s=0.0,
+        on_applied=lambda: told.append(again.applied),
+    )
+    assert again.startup_commit < stopped_at  # what makes this a test
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(again.run)
+            await again.wait_applied(stopped_at)
+            await again.propose(b"after")
+            nursery.cancel_scope.cancel()
+    assert told and min(told) >= stopped_at, told[:5]

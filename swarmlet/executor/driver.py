@@ -49,7 +49,7 @@ from swarmlet.executor.task_container import (
     task_endpoints,
 )
 from swarmlet.state.model import Service, ServiceSpec, Task, TaskState
-from swarmlet.state.observed import TaskLoad, TaskObservation
+from swarmlet.state.observed import MAX_EXPOSED_PORTS, TaskLoad, TaskObservation
 
 if TYPE_CHECKING:
     from swarmlet.executor.docker_runtime import DockerRuntime
@@ -390,6 +390,13 @@ class Executor:
                     if service.spec.networks:
                         networks = await self.networks.ensure(service.spec)
                         exposed = await self.runtime.exposed_ports(service.spec.image)
+                        if len(exposed) > MAX_EXPOSED_PORTS:  # `container_spec` cuts them
+                            log.warning(
+                                "image %s exposes %d ports: the first %d are published",
+                                service.spec.image[:200],
+                                len(exposed),
+                                MAX_EXPOSED_PORTS,
+                            )
                     service_hosts = self._service_hosts(self._state(), service.spec)
                     spec = container_spec(
                         service,

@@ -37,7 +37,7 @@ from swarmlet.executor.runtime_types import (
 )
 from swarmlet.state import generic_resources
 from swarmlet.state.model import Service, ServiceSpec, Task, TaskState
-from swarmlet.state.observed import Endpoint
+from swarmlet.state.observed import MAX_EXPOSED_PORTS, Endpoint
 
 __all__ = ["container_name", "container_spec", "exit_state", "start_error", "task_endpoints"]
 
@@ -66,7 +66,8 @@ def container_spec(
     `files`: (host path, container path) of the task's secrets and configs, bound read-only.
     `networks`: the Docker networks to join; `service_hosts`: the services it may call by name
     (name -> VIP, `executor.networks`); `exposed`: the image's EXPOSE ports, published too so
-    that other nodes' proxies reach them. A `mode=host` port is published at its own number on
+    that other nodes' proxies reach them (the first `MAX_EXPOSED_PORTS`: the leader takes no
+    status with more). A `mode=host` port is published at its own number on
     `publish_ip` (the node's publish address, where its proxy listens; "" for `host_ip`), as
     Swarm does; the mesh does not route it."""
     spec = service.spec
@@ -104,7 +105,8 @@ def container_spec(
         ports=tuple(
             PortBinding(target, protocol)
             for target, protocol in dict.fromkeys(
-                [(p.target, p.protocol) for p in spec.ports if p.mode != "host"] + list(exposed)
+                [(p.target, p.protocol) for p in spec.ports if p.mode != "host"]
+                + list(exposed[:MAX_EXPOSED_PORTS])
             )
         )
         + tuple(

@@ -46,8 +46,9 @@ from swarmlet.node.replica_source import AppliedSource
 from swarmlet.raft.driver import RaftDriver
 from swarmlet.state.commands import Command, ReportTasks
 from swarmlet.state.machine import ApplyResult, ClusterState
-from swarmlet.state.model import TaskState
+from swarmlet.state.model import Service, TaskState
 from swarmlet.state.observed import (
+    MAX_EXPOSED_PORTS,
     NodeLoad,
     StatusReport,
     StatusReportReply,
@@ -287,6 +288,8 @@ class StatusIntake:
         for reported in report.statuses:
             obs = vetted_observation(reported)
             reason = report_refusal(state, node_id, reported.task_id)
+            if reason is None and obs is not None and not endpoints_fit(obs, state, obs.task_id):
+                reason = "endpoints"
             if reason is not None or obs is None:
                 self.counters[f"status_refused_{reason or 'malformed'}"] += 1
                 continue
@@ -372,6 +375,27 @@ def vetted_observation(obs: TaskObservation) -> TaskObservation | None:
         error=obs.error[:MAX_ERROR_CHARS],
         container_id=obs.container_id[:MAX_CONTAINER_ID_CHARS],
     )
+
+
+def endpoints_fit(obs: TaskObservation, state: ClusterState, task_id: str) -> bool:
+    """Whether a status's endpoints are what its task can publish: one per (target, protocol),
+    as Docker maps each container port once, and besides its service's ports (this version's
+    and the one before: tasks of both run during an update) at most `MAX_EXPOSED_PORTS` others
+    (the image's EXPOSE ports). A worker could otherwise report 65,536 endpoints of one target,
+    which every node's proxy would try in turn for each connection, or of as many targets, for
+    each of which every node would listen at the service's virtual addresses."""
+    keys = [(e.target, e.protocol) for e in obs.endpoints]
+    if len(set(keys)) != len(keys):
+        return False
+    task = state.tasks.get(task_id)
+    service = state.services.get(task.service_id) if task is not None else None
+    others = len(set(keys) - _ports_of(service)) if service is not None else len(keys)
+    return others <= MAX_EXPOSED_PORTS
+
+
+def _ports_of(service: Service) -> set[tuple[int, str]]:
+    specs = [service.spec] + ([service.previous_spec] if service.previous_spec else [])
+    return {(p.target, p.protocol) for spec in specs for p in spec.ports}
 
 
 def within_report(statuses: list[TaskObservation]) -> list[TaskObservation]:

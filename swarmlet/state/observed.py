@@ -51,6 +51,10 @@ class TaskObservation:
 
 
 PROTOCOLS = ("tcp", "udp")
+# A task on a network publishes its image's EXPOSE ports beside its spec's, so that the other
+# nodes' proxies reach them at the service's virtual addresses (`executor.task_container`): at
+# most this many (the executor publishes no more, and the leader takes no status with more).
+MAX_EXPOSED_PORTS = 1024
 
 
 def endpoint_is_well_formed(endpoint: Endpoint) -> bool:

@@ -23,7 +23,7 @@ from swarmlet.state.model import (
     TaskState,
     Ulimit,
 )
-from swarmlet.state.observed import Endpoint
+from swarmlet.state.observed import MAX_EXPOSED_PORTS, Endpoint
 
 
 @pytest.mark.parametrize(
@@ -112,6 +112,26 @@ def test_container_spec_publishes_ports_once_binds_files_and_lets_user_hosts_win
     )
     assert spec.extra_hosts == {"db": "10.0.0.9", "api": "10.9.0.3"}
     assert spec.networks == ("net-a", "net-b")
+
+
+def test_an_image_exposing_more_ports_than_a_status_may_hold_publishes_the_first() -> None:
+    """The leader takes no status with more than `MAX_EXPOSED_PORTS` endpoints besides the
+    service's ports: an image that exposes more would never have its task reported."""
+    service = Service(
+        id="s1", spec=ServiceSpec(name="rtp", image="x", ports=(PortConfig(8080, 80),))
+    )
+    exposed = tuple((p, "udp") for p in range(10000, 12001))
+    spec = container_spec(
+        service,
+        Task(id="t1", service_id="s1", slot=1, spec_version=1, node_id="n1"),
+        cluster_id="c1",
+        node_id="n1",
+        host_ip="127.0.0.2",
+        networks=("net-a",),
+        exposed=exposed,
+    )
+    first = [PortBinding(p, "udp") for p in range(10000, 10000 + MAX_EXPOSED_PORTS)]
+    assert spec.ports == (PortBinding(80), *first)
 
 
 def test_task_endpoints_list_each_published_port_on_the_node_address() -> None:

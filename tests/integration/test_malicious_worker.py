@@ -1387,6 +1387,50 @@ def replies(m: AgentHandle, task: WebTask) -> Counter[str]:
 
 
 @pytest.mark.docker
+async def test_a_status_with_more_endpoints_than_its_task_publishes_is_refused(
+    scene: Scene, web_tasks: tuple[WebTask, WebTask]
+) -> None:
+    """The worker's own replica reported with 2,000 endpoints of its one target (every proxy
+    would try each for every connection) and with 2,000 targets (every node would listen on
+    each at the service's addresses), each on the worker's own host: both refused, counted;
+    the committed status, the routes and the cluster are as before (found by review)."""
+    with trio.fail_after(TEST_TIMEOUT_S):
+        worker = Impostor(scene.worker.data_dir)
+        before = await off_loop(picture, scene)
+        _, on_worker = web_tasks
+        leader = await off_loop(scene.leader)
+        real = await off_loop(committed_status, scene, on_worker)
+        like = real.endpoints[0]
+        wide = [
+            dataclasses.replace(
+                real,
+                endpoints=tuple(dataclasses.replace(like, port=20000 + i) for i in range(2000)),
+            ),
+            dataclasses.replace(
+                real,
+                endpoints=tuple(
+                    dataclasses.replace(like, target=20000 + i, port=20000 + i) for i in range(2000)
+                ),
+            ),
+        ]
+        seen = await off_loop(counters, scene.cluster, leader)
+        stream = await worker.connect(leader)
+        async with stream.stream:
+            for seq, claim in enumerate(wide, 1):
+                reply = await ask_on(stream, StatusReport(seq, (claim,)), (StatusReportReply,))
+                assert reply is not None and reply.ok, reply
+        await off_loop(
+            wait_counted, scene.cluster, leader, seen, Counter(status_refused_endpoints=2)
+        )
+        assert await off_loop(committed_status, scene, on_worker) == real
+        for m in scene.managers:
+            for task in web_tasks:
+                got = await off_loop(replies, m, task)
+                assert got == Counter({task.answer: 10}), (m.index, task.port, got)
+        await off_loop(assert_unchanged, scene, before)
+
+
+@pytest.mark.docker
 async def test_addresses_no_socket_takes_stop_no_agent(
     scene: Scene, web_tasks: tuple[WebTask, WebTask]
 ) -> None:

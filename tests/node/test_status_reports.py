@@ -39,8 +39,9 @@ from swarmlet.raft.driver import RaftDriver
 from swarmlet.security import peer_policy
 from swarmlet.state.commands import Command, ReportTasks
 from swarmlet.state.machine import ApplyResult, ClusterState
-from swarmlet.state.model import Node, Role, Service, ServiceSpec, Task, TaskState
+from swarmlet.state.model import Node, PortConfig, Role, Service, ServiceSpec, Task, TaskState
 from swarmlet.state.observed import (
+    MAX_EXPOSED_PORTS,
     Endpoint,
     NodeLoad,
     StatusReport,
@@ -235,12 +236,52 @@ async def test_a_task_publishing_a_range_of_two_thousand_ports_is_reported() -> 
     """`10000-12000:10000-12000/udp` (RTP, for a SIP server) makes 2,001 endpoints: an honest
     status, taken whole."""
     state = cluster()
+    rtp_ports = tuple(PortConfig(p, p, "udp") for p in range(10000, 12001))
+    service = state.services["s"]
+    state.services["s"] = dataclasses.replace(
+        service, spec=dataclasses.replace(service.spec, ports=rtp_ports)
+    )
     raft = FakeRaft(state, leader=True)
     ports = tuple(Endpoint(p, "udp", HOST, p) for p in range(10000, 12001))
     rtp = dataclasses.replace(running("t0"), endpoints=ports)
     assert news(NODE, state, {"t0": rtp}) == [rtp]
     await intake(state, raft).answer(peer(NODE), StatusReport(1, (rtp,)))
     assert state.task_status["t0"] == rtp
+
+
+def with_ports(state: ClusterState, *ports: int, previous: tuple[int, ...] = ()) -> None:
+    """Service `s` publishes `ports` (tcp), and published `previous` before its last update."""
+    service = state.services["s"]
+    spec = dataclasses.replace(service.spec, ports=tuple(PortConfig(p, p) for p in ports))
+    before = dataclasses.replace(service.spec, ports=tuple(PortConfig(p, p) for p in previous))
+    state.services["s"] = dataclasses.replace(service, spec=spec, previous_spec=before)
+
+
+@pytest.mark.parametrize(
+    ("targets", "fits"),
+    [
+        ((80,), True),  # its service's port
+        ((8080,), True),  # the port before the update: old tasks still run
+        ((80, 80), False),  # a container publishes each port once
+        ((80, *range(20000, 20000 + MAX_EXPOSED_PORTS)), True),  # and the image's EXPOSE ports
+        ((80, *range(20000, 20001 + MAX_EXPOSED_PORTS)), False),  # at most that many of them
+    ],
+)
+async def test_a_status_holds_the_endpoints_its_task_can_publish(
+    targets: tuple[int, ...], fits: bool
+) -> None:
+    """A worker's status with 65,535 endpoints made every proxy try each for every connection
+    (one target) or every node listen on each at the service's addresses (many): refused
+    (found by review)."""
+    state = cluster()
+    with_ports(state, 80, previous=(8080,))
+    raft = FakeRaft(state, leader=True)
+    counters = Counters()
+    endpoints = tuple(Endpoint(t, "tcp", HOST, 30000 + i) for i, t in enumerate(targets))
+    obs = dataclasses.replace(running("t0"), endpoints=endpoints)
+    await intake(state, raft, counters).answer(peer(NODE), StatusReport(1, (obs,)))
+    assert (state.task_status.get("t0") == obs) is fits
+    assert counters["status_refused_endpoints"] == (not fits)
 
 
 def test_a_report_holds_statuses_up_to_about_a_mib_and_at_least_one() -> None:

@@ -179,7 +179,8 @@ class LeaderDuties:
         self._ids = seeded_ids(random.Random())
         self.autoscale_config = AutoscaleConfig()
         self._autoscalers: dict[str, AutoscalerState] = {}
-        self._connections: dict[str, tuple[float, int]] = {}  # service -> (time, total count)
+        # service -> (time, each node's count of its proxy's connections to it)
+        self._connections: dict[str, tuple[float, dict[str, int]]] = {}
         # Orchestration passes scoped to what changed (`orchestrator.incremental`), from an
         # observation kept current (`observation.ObservationCache`).
         self._planner = IncrementalPlanner()
@@ -367,15 +368,15 @@ class LeaderDuties:
             memory = sum(t.memory_bytes for t in measured) / len(measured)
         rps = None
         if any(p.mode == "ingress" for p in spec.ports) or spec.networks:
-            total = sum(
-                load.proxy_connections.get(spec.name, 0)
-                for load in loads.values()
+            counts = {
+                node_id: load.proxy_connections.get(spec.name, 0)
+                for node_id, load in loads.items()
                 if load is not None
-            )
+            }
             previous = self._connections.get(service.id)
-            self._connections[service.id] = (now, total)
-            if previous is not None and now > previous[0]:
-                rps = max(0.0, (total - previous[1]) / (now - previous[0]))
+            self._connections[service.id] = (now, counts)
+            if previous is not None:
+                rps = request_rate(previous, (now, counts))
         return Sample(
             at_s=now,
             replicas=len(up),
@@ -459,3 +460,18 @@ def _logged_if_slow(what: str) -> Iterator[None]:
     took = trio.current_time() - started
     if took > SLOW_WRITE_S:
         log.warning("%s took %.1f s to commit", what, took)
+
+
+def request_rate(
+    previous: tuple[float, Mapping[str, int]], now: tuple[float, Mapping[str, int]]
+) -> float | None:
+    """Connections a second through every proxy between two samples of each node's count: each
+    node's own increase, none below zero. A node's count restarts at zero with its agent, and a
+    node may lie: as a difference of totals, one node's count going down (restarted, or told
+    so) took away what the others had counted, and a worker could hold any service at its
+    minimum under real load. (A node can still claim traffic its proxy did not carry.)"""
+    (then, before), (at, counts) = previous, now
+    if at <= then:
+        return None
+    grown = sum(max(0, n - before.get(node_id, n)) for node_id, n in counts.items())
+    return grown / (at - then)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping
 
 import trio
@@ -349,11 +350,22 @@ def _vetted_load(node_id: str, load: NodeLoad, state: ClusterState) -> NodeLoad:
     tasks: dict[str, TaskLoad] = {}
     for t in load.tasks:
         task = state.tasks.get(t.task_id)
-        if task is not None and task.node_id == node_id and task.state <= TaskState.RUNNING:
+        if (
+            task is not None
+            and task.node_id == node_id
+            and task.state <= TaskState.RUNNING
+            and _measured(t)
+        ):
             tasks.setdefault(t.task_id, t)
     names = {s.spec.name for s in state.services.values()}
-    connections = {k: v for k, v in load.proxy_connections.items() if k in names}
+    connections = {k: v for k, v in load.proxy_connections.items() if k in names and v >= 0}
     return NodeLoad(tuple(tasks.values()), connections)
+
+
+def _measured(t: TaskLoad) -> bool:
+    """A figure a measurement gives: a NaN made the service's mean "missing", which holds off
+    every scale-down, and a negative one pulls the mean of the others down."""
+    return math.isfinite(t.cpu_percent) and t.cpu_percent >= 0 and t.memory_bytes >= 0
 
 
 def _entries(load: NodeLoad) -> int:

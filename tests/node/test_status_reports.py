@@ -10,6 +10,7 @@ lets a test count exactly how many reports a change costs.
 from __future__ import annotations
 
 import dataclasses
+import math
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -331,6 +332,25 @@ async def test_a_report_over_the_size_of_one_write_is_refused_not_raised() -> No
     reply = await taker.answer(peer(NODE), StatusReport(1, (running("t0"),)))
     assert not reply.ok and "over the limit" in reply.error
     assert counters["status_report_refused"] == 1
+
+
+@pytest.mark.parametrize(
+    ("figure", "kept"),
+    [
+        (TaskLoad("t0", 50.0, 1 << 20), True),
+        (TaskLoad("t0", math.nan, 1 << 20), False),  # made the mean "missing": no scale-down
+        (TaskLoad("t0", math.inf, 1 << 20), False),
+        (TaskLoad("t0", -50.0, 1 << 20), False),  # pulled the others' mean down
+        (TaskLoad("t0", 50.0, -1), False),
+    ],
+)
+async def test_a_load_figure_no_measurement_gives_is_dropped(figure: TaskLoad, kept: bool) -> None:
+    state = cluster()
+    state.tasks["t0"] = Task("t0", "s", 1, 1, state=TaskState.RUNNING, node_id=NODE)
+    leader = intake(state, FakeRaft(state, leader=True))
+    load = NodeLoad((figure,), {"web": -(10**12)})  # a count never goes below zero either
+    assert (await leader.answer(peer(NODE), StatusReport(1, (), None, load))).ok
+    assert leader.loads[NODE] == NodeLoad((figure,) if kept else (), {})
 
 
 async def test_a_follower_sends_the_reporter_to_the_leader() -> None:

@@ -289,7 +289,7 @@ class StatusIntake:
         for reported in report.statuses:
             obs = vetted_observation(reported)
             reason = report_refusal(state, node_id, reported.task_id)
-            if reason is None and obs is not None and not endpoints_fit(obs, state, obs.task_id):
+            if reason is None and obs is not None and not endpoints_fit(obs, state):
                 reason = "endpoints"
             if reason is not None or obs is None:
                 self.counters[f"status_refused_{reason or 'malformed'}"] += 1
@@ -389,7 +389,7 @@ def vetted_observation(obs: TaskObservation) -> TaskObservation | None:
     )
 
 
-def endpoints_fit(obs: TaskObservation, state: ClusterState, task_id: str) -> bool:
+def endpoints_fit(obs: TaskObservation, state: ClusterState) -> bool:
     """Whether a status's endpoints are what its task can publish: one per (target, protocol),
     as Docker maps each container port once, and besides its service's ports (this version's
     and the one before: tasks of both run during an update) at most `MAX_EXPOSED_PORTS` others
@@ -399,7 +399,7 @@ def endpoints_fit(obs: TaskObservation, state: ClusterState, task_id: str) -> bo
     keys = [(e.target, e.protocol) for e in obs.endpoints]
     if len(set(keys)) != len(keys):
         return False
-    task = state.tasks.get(task_id)
+    task = state.tasks.get(obs.task_id)
     service = state.services.get(task.service_id) if task is not None else None
     others = len(set(keys) - _ports_of(service)) if service is not None else len(keys)
     return others <= MAX_EXPOSED_PORTS

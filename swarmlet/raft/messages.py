@@ -260,8 +260,8 @@ def sender_refusal(
     §4.2.2), so a strict voter check would keep such a node from ever catching up. Demotion and
     revocation are enforced by the transport instead: a removed node is refused, and a
     manager's certificate counts as a worker's unless the state lists that node as a manager
-    (minted ones included: the CA key outlives demotions). Which voters count is the core's
-    business.
+    or the receiver's log as a voter (minted ones included: the CA key outlives demotions).
+    Which voters count is the core's business.
 
     A non-manager's answers never raise the receiver's term (`current_term`): any message with
     a higher term makes a Raft server step down, so a worker's answer at term+1 would depose

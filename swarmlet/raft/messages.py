@@ -259,8 +259,8 @@ def sender_refusal(
     server must accept appends from a leader not in its latest configuration (Raft thesis
     §4.2.2), so a strict voter check would keep such a node from ever catching up. Demotion and
     revocation are enforced by the transport instead: a removed node is refused, and a
-    manager's certificate counts as a worker's unless the state lists that node as a manager
-    or the receiver's log as a voter (minted ones included: the CA key outlives demotions).
+    manager's certificate counts as a worker's unless the receiver's state, log or known
+    members back it (`peer_policy.admit`; minted ones included: the CA key outlives demotions).
     Which voters count is the core's business.
 
     A non-manager's answers never raise the receiver's term (`current_term`): any message with

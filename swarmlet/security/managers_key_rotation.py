@@ -23,9 +23,9 @@ restore keeps the CA. Residual risk, accepted and documented (README, `security.
 demoted manager that kept the old key also holds the CA key, now and later. What it can mint
 is limited by `security.peer_policy.admit`: a certificate counts only for the identity key in its
 node's record, so it mints nothing in another member's name, only for its own id and for ids
-no record lists; a manager's certificate counts only for a node the state (or the receiver's
-Raft configuration) lists as a manager, so either is a worker's: no manager's rights, no task's
-data.
+no record lists; a manager's certificate counts only where the receiver's state, Raft log or
+known members back it, so either is a worker's: no manager's rights, no task's data (but for
+the narrow windows `peer_policy` lists).
 
 Who may rotate. Only managers propose (`security.propose_auth`: the sender's certificate and the
 state must say manager, and the MAC must be under the current key), and `rotation` needs the

@@ -16,19 +16,22 @@ same when the managers' key is rotated on a demotion (`security.managers_key_rot
 demoted manager that kept its copy of the old key can still derive it; a
 certificate it mints in another member's name must name that member's key, and the TLS handshake
 then needs that member's private key. What it can still mint: certificates for its own id, and
-for ids no member's state lists. So a manager's certificate counts as one only for a node the
-state lists as a manager (at the generation of its latest role change or after), or for a voter
-of the Raft configuration in this node's log that its replica does not list as a manager yet
-(a restart replays only what it knew committed); any other is taken as a worker's, for every
-use: Raft takes leader and candidate messages only from managers, and the transport gives
-managers larger frames. Before that rule, an ex-manager with a certificate minted for its own id
-or an unknown one could send InstallSnapshot at a higher term and replace every manager's
-state. A receiver that does not list a node yet checks its key against the keys it has seen
-(the data dir's copy), if any.
+for ids no member ever had. So a manager's certificate counts as one only where this node's
+replica, its Raft log or the members it has heard of back it (`_manager_by_the_state`); any
+other is taken as a worker's, for every use: Raft takes leader and candidate messages only from
+managers, and the transport gives managers larger frames. Before that rule, an ex-manager with
+a certificate minted for its own id or a new one could send InstallSnapshot or appends at a
+higher term and replace every manager's state.
 
-The price of judging by the state: a follower cut off before a worker's promotion (or a
-manager's join) reached its log takes that node for a worker, and if it is elected, waits for
-the leadership to move before it catches up.
+What is left, each a narrow window: a node that lists no member and has heard of none (a join
+answered by an older release) takes any manager's certificate; a node that lists none yet (just
+joined, before its first snapshot, or a worker before its first view) takes one from any member
+it has heard of, an ex-manager included; a demoted manager stays a voter until the leader takes
+it out of the group, and meanwhile a certificate it mints newer than its record counts where
+that change has not reached the log; a restart's replica that predates a demotion lists the node
+as a manager. And the price: a follower cut off before a worker's promotion reached its log
+takes that node for a worker, and if it is elected, waits for the leadership to move before it
+catches up. Replacing the CA at every demotion and removal would close the windows.
 
 A receiver whose state is behind may accept a certificate that a newer state revokes: a removal
 takes effect on each member when it applies it, as Raft gives every other change.
@@ -71,27 +74,40 @@ def admit(
     key = node.signing_key if node is not None else (known_keys or {}).get(peer.node_id, b"")
     if key and peer.public_key != key:
         return "other_key"
-    if peer.is_manager and not _manager_by_the_state(peer, node, state, voters):
+    if peer.is_manager and not _manager_by_the_state(peer, node, state, voters, known_keys):
         return dataclasses.replace(peer, role="worker")
     return peer
 
 
 def _manager_by_the_state(
-    peer: PeerIdentity, node: Node | None, state: ClusterState, voters: Collection[str]
+    peer: PeerIdentity,
+    node: Node | None,
+    state: ClusterState,
+    voters: Collection[str],
+    known_keys: Mapping[str, bytes] | None,
 ) -> bool:
     """Whether a manager's certificate counts as one here. The CA key that signs certificates
-    outlives demotions and removals, so a certificate proves nothing about who minted it: it
-    counts for a node the replica lists as a manager (at the generation of its latest role
-    change or after), or for a voter of this node's log whose record the replica does not hold
-    or holds from before its latest role change (a restart's replica lags its log). A replica
-    that lists no node at all (a manager that joined, before its first append or snapshot) has
-    nothing to judge by and takes the certificate's word: its leader's messages are how it
-    learns the state."""
-    if not state.nodes:
-        return True
+    outlives demotions and removals, so a certificate proves nothing about who minted it:
+
+    - a node the replica lists as a manager: at the generation of its latest role change or
+      after (an older one was issued before a demotion);
+    - a node it lists as a worker: only as a voter of this node's log, with a certificate newer
+      than the record (a promotion the replica has not applied: a restart replays only what it
+      knew committed);
+    - a node it does not list: a member this node has heard of (the join reply's list, then
+      every record it applied, `known_keys`, whose key `admit` checked) or a voter of its log:
+      a leader may send a joining manager a snapshot older than its own join, and a restart's
+      replica lags its log. An id no member ever had (minted) counts as a worker's.
+
+    A node that has heard of no member at all (none listed, no keys kept: a join answered by
+    a release that sent none) has nothing to judge by and takes the certificate's word."""
     if node is not None and node.role is Role.MANAGER:
         return peer.generation >= node.cert_generation
-    return peer.node_id in voters and (node is None or peer.generation > node.cert_generation)
+    if node is not None:
+        return peer.node_id in voters and peer.generation > node.cert_generation
+    if not state.nodes and not known_keys:
+        return True
+    return peer.node_id in voters or peer.node_id in (known_keys or {})
 
 
 def is_manager(peer: PeerIdentity, state: ClusterState) -> bool:

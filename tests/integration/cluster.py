@@ -126,8 +126,9 @@ class LocalCluster:
         self.cluster_id = self.status(a)["cluster_id"]
         return a
 
-    def token(self, role: str) -> str:
-        return run_cli("join-token", "-q", role, data_dir=self.agents[0].data_dir).stdout.strip()
+    def token(self, role: str, via: AgentHandle | None = None) -> str:
+        via = via or self.agents[0]
+        return run_cli("join-token", "-q", role, data_dir=via.data_dir).stdout.strip()
 
     def join(
         self, role: str, via: AgentHandle | None = None, *, extra: Sequence[str] = ()
@@ -138,7 +139,7 @@ class LocalCluster:
         run_cli(
             "join",
             "--token",
-            self.token(role),
+            self.token(role, via),
             "--advertise-addr",
             a.host,
             "--port",

@@ -35,6 +35,28 @@ def _leader_id(cluster: LocalCluster, a: AgentHandle) -> str | None:
     return cluster.leader_of(a)
 
 
+def test_a_manager_joins_while_a_node_other_than_the_first_leads(tmp_path: Path) -> None:
+    """The leader sends a joining manager the snapshot it holds: before 2,000 entries, the one
+    `init` wrote, which lists the first node alone. The new manager follows the leader all
+    the same (found by review: a manager's certificate judged by the replica alone, every
+    append after that snapshot was refused, for good)."""
+    with local_cluster(tmp_path) as cluster:
+        cluster.start(managers=3)
+        n1, n2, _ = cluster.agents
+        first_id = cluster.node_id(n1)
+        assert _write(cluster, n2, "before")
+        wait_for("three voters", lambda: len(cluster.status(n2)["raft"]["voters"]) == 3)
+        cluster.kill(n1)
+        wait_for("another leader", lambda: _leader_id(cluster, n2) not in (None, first_id))
+        joined = cluster.join("manager", via=n2)
+        assert _write(cluster, n2, "after")
+        wait_for(
+            "the new manager to apply every write",
+            lambda: {"before", "after"} <= _labels(cluster, joined),
+        )
+        assert _leader_id(cluster, joined) == _leader_id(cluster, n2)
+
+
 def test_killed_leader_is_replaced_and_the_cluster_accepts_writes(tmp_path: Path) -> None:
     with local_cluster(tmp_path) as cluster:
         cluster.start(managers=3, workers=2)

@@ -66,3 +66,32 @@ def test_a_node_the_replica_does_not_list_is_checked_against_the_keys_seen() -> 
         cert("new", OTHER_KEY), s, CLUSTER, NOW, voters=("new",), known_keys=seen
     )
     assert admitted == cert("new", OTHER_KEY)
+
+
+def test_a_joining_manager_follows_a_leader_its_first_snapshot_does_not_list() -> None:
+    """A leader sends a joining manager the snapshot it holds, which may predate the leader's
+    own join (init's, until 2,000 entries are applied): restored, it lists the first node
+    only, a voter alone. The leader is a member the join reply named, so its appends count
+    (found by review: a state-only rule refused them, for good)."""
+    s = ClusterState()
+    s.cluster_id = CLUSTER
+    s.nodes["m1"] = Node("m1", "m1", "m1:1", "h", Role.MANAGER, signing_key=M1_KEY)
+    heard_of = {"m1": M1_KEY, "leader": OTHER_KEY}
+    admitted = peer_policy.admit(
+        cert("leader", OTHER_KEY), s, CLUSTER, NOW, voters=("m1",), known_keys=heard_of
+    )
+    assert isinstance(admitted, PeerIdentity) and admitted.is_manager
+    minted = peer_policy.admit(
+        cert("minted", W1_KEY), s, CLUSTER, NOW, voters=("m1",), known_keys=heard_of
+    )
+    assert isinstance(minted, PeerIdentity) and not minted.is_manager
+
+
+def test_a_node_that_lists_no_member_yet_judges_by_the_members_it_heard_of() -> None:
+    empty = ClusterState()
+    empty.cluster_id = CLUSTER
+    heard_of = {"m1": M1_KEY}
+    known = peer_policy.admit(cert("m1", M1_KEY), empty, CLUSTER, NOW, known_keys=heard_of)
+    assert isinstance(known, PeerIdentity) and known.is_manager
+    minted = peer_policy.admit(cert("minted", W1_KEY), empty, CLUSTER, NOW, known_keys=heard_of)
+    assert isinstance(minted, PeerIdentity) and not minted.is_manager

@@ -724,13 +724,16 @@ class RaftDriver(Generic[ResultT]):
     def _replaying(self) -> bool:
         """Whether the start's replay is still under way: until the log's last entry at the
         start is applied, or, if a leader cut it from the log (it was never committed), until
-        what is committed is applied (no less than the node had applied when it stopped, since
-        only entries past that can be cut)."""
+        what is committed is applied, once the commit index has reached an entry of the current
+        term (before, a new leader's commit index may lag what this node had applied when it
+        stopped; after, it holds every committed entry)."""
         if self._replay_end is None:
             return False
         index, term = self._replay_end
-        cut = self.core.term_at(index) != term and index > self.core.snapshot_meta.index
-        if self.applied >= index or (cut and not self._unapplied):
+        core = self.core
+        cut = core.term_at(index) != term and index > core.snapshot_meta.index
+        current = core.term_at(core.commit_index) == core.term
+        if self.applied >= index or (cut and current and not self._unapplied):
             self._replay_end = None
             return False
         return True

@@ -1300,7 +1300,8 @@ async def test_a_workers_status_reports_cannot_claim_another_nodes_task_or_forei
     that node's own tasks (issue #15, item 4; issue #16 moved the reports from gossip to the
     leader). With the worker's credentials, the attacker reports the manager's replica running at
     the worker's address (where it listens) and at 127.0.0.1, and adds endpoints at 127.0.0.1 and
-    at a manager's address to the worker's own replica. The leader refuses the first (counted)
+    at a manager's address (of other target ports) to the worker's own replica. The leader
+    refuses the first (counted)
     and commits the second, which is the worker's to say; every observer then drops its foreign
     endpoints (counted). Each manager's proxy still sends each port to its one real replica, and
     no decoy is ever asked.
@@ -1336,8 +1337,10 @@ async def test_a_workers_status_reports_cannot_claim_another_nodes_task_or_forei
                     real_report,
                     endpoints=(
                         *real_report.endpoints,
-                        at_loopback.endpoint(like),
-                        at_manager.endpoint(like),
+                        # Other target ports: a second endpoint of the same one is refused whole
+                        # by the leader (`test_a_status_with_more_endpoints_than_...`).
+                        at_loopback.endpoint(dataclasses.replace(like, target=like.target + 1)),
+                        at_manager.endpoint(dataclasses.replace(like, target=like.target + 2)),
                     ),
                 ),
             )

@@ -136,22 +136,23 @@ class LocalCluster:
         """`extra`: more `join` flags (e.g. `--generic-resource gpu=g1`)."""
         a = self.handle(len(self.agents) + 1)
         via = via or self.agents[0]
-        run_cli(
-            "join",
-            "--token",
-            self.token(role, via),
-            "--advertise-addr",
-            a.host,
-            "--port",
-            str(a.port),
-            "--publish-addr",
-            a.host,
-            "--name",
-            f"n{a.index}",
-            *extra,
-            via.addr,
-            data_dir=a.data_dir,
-        )
+        with _killed_if_it_fails(a):  # not in `agents` yet: the cleanup would not see it
+            run_cli(
+                "join",
+                "--token",
+                self.token(role, via),
+                "--advertise-addr",
+                a.host,
+                "--port",
+                str(a.port),
+                "--publish-addr",
+                a.host,
+                "--name",
+                f"n{a.index}",
+                *extra,
+                via.addr,
+                data_dir=a.data_dir,
+            )
         self.agents.append(a)
         return a
 
@@ -235,10 +236,7 @@ class LocalCluster:
     def cleanup(self) -> None:
         self.heal()
         for a in self.agents:
-            pid = a.pid()
-            if pid is not None and _alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            _kill_if_running(a)
         if self.cluster_id:
             ids = [c["id"] for c in self.containers()]
             # Bounded: an engine that hangs (CI saw `docker rm -f` wait 10 minutes on containers
@@ -323,6 +321,23 @@ def remove_secret_files(data_dir: Path) -> None:
         secretfiles.remove(node_id, task_id)
     with contextlib.suppress(OSError, SwarmletError):
         os.rmdir(secretfiles.tmpfs_root() / node_id)  # empty by now
+
+
+def _kill_if_running(a: AgentHandle) -> None:
+    pid = a.pid()
+    if pid is not None and _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _killed_if_it_fails(a: AgentHandle) -> Iterator[None]:
+    """A join that fails may leave its agent running (started, then never ready)."""
+    try:
+        yield
+    except BaseException:
+        _kill_if_running(a)
+        raise
 
 
 @contextlib.contextmanager

@@ -396,13 +396,13 @@ def endpoints_fit(obs: TaskObservation, state: ClusterState) -> bool:
     (the image's EXPOSE ports). A worker could otherwise report 65,536 endpoints of one target,
     which every node's proxy would try in turn for each connection, or of as many targets, for
     each of which every node would listen at the service's virtual addresses."""
-    keys = [(e.target, e.protocol) for e in obs.endpoints]
-    if len(set(keys)) != len(keys):
+    keys = {(e.target, e.protocol) for e in obs.endpoints}
+    if len(keys) != len(obs.endpoints):
         return False
     task = state.tasks.get(obs.task_id)
     service = state.services.get(task.service_id) if task is not None else None
-    others = len(set(keys) - _ports_of(service)) if service is not None else len(keys)
-    return others <= MAX_EXPOSED_PORTS
+    others = keys - _ports_of(service) if service is not None else keys
+    return len(others) <= MAX_EXPOSED_PORTS
 
 
 def _ports_of(service: Service) -> set[tuple[int, str]]:

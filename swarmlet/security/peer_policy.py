@@ -71,10 +71,11 @@ def admit(
     if now > peer.not_after:
         return "expired"
     node = state.nodes.get(peer.node_id)
-    key = node.signing_key if node is not None else (known_keys or {}).get(peer.node_id, b"")
+    heard_of = known_keys or {}
+    key = node.signing_key if node is not None else heard_of.get(peer.node_id, b"")
     if key and peer.public_key != key:
         return "other_key"
-    if peer.is_manager and not _manager_by_the_state(peer, node, state, voters, known_keys):
+    if peer.is_manager and not _manager_by_the_state(peer, node, state, voters, heard_of):
         return dataclasses.replace(peer, role="worker")
     return peer
 
@@ -84,7 +85,7 @@ def _manager_by_the_state(
     node: Node | None,
     state: ClusterState,
     voters: Collection[str],
-    known_keys: Mapping[str, bytes] | None,
+    heard_of: Mapping[str, bytes],
 ) -> bool:
     """Whether a manager's certificate counts as one here. The CA key that signs certificates
     outlives demotions and removals, so a certificate proves nothing about who minted it:
@@ -95,7 +96,7 @@ def _manager_by_the_state(
       than the record (a promotion the replica has not applied: a restart replays only what it
       knew committed);
     - a node it does not list: a member this node has heard of (the join reply's list, then
-      every record it applied, `known_keys`, whose key `admit` checked) or a voter of its log:
+      every record it applied, `heard_of`, whose key `admit` checked) or a voter of its log:
       a leader may send a joining manager a snapshot older than its own join, and a restart's
       replica lags its log. An id no member ever had (minted) counts as a worker's.
 
@@ -105,9 +106,9 @@ def _manager_by_the_state(
         return peer.generation >= node.cert_generation
     if node is not None:
         return peer.node_id in voters and peer.generation > node.cert_generation
-    if not state.nodes and not known_keys:
+    if not state.nodes and not heard_of:
         return True
-    return peer.node_id in voters or peer.node_id in (known_keys or {})
+    return peer.node_id in voters or peer.node_id in heard_of
 
 
 def is_manager(peer: PeerIdentity, state: ClusterState) -> bool:

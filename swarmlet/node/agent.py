@@ -142,6 +142,7 @@ class Agent:
             lambda: self.state,
             cluster_id=self.identity.cluster_id,
             cert_lifetime_s=self.config.cert_lifetime_s,
+            settled=self._state_settled,
         )
         self.events = EventLog()
         self.down_since: dict[str, float] = {}
@@ -330,6 +331,14 @@ class Agent:
     def reads_view(self) -> bool:
         """Whether `state` is this worker's view rather than a Raft replica."""
         return self.worker_session.view is not None
+
+    def _state_settled(self) -> bool:
+        """Whether `state` is as recent as what this node held when it stopped: a worker's view,
+        or the replica once the start's replay is through (not before the driver restored it)."""
+        if self.reads_view():
+            return True
+        raft = getattr(self, "raft", None)
+        return raft is not None and not raft.replaying
 
     def _wants_session(self) -> bool:
         """Whether this node should take its state from a manager's session: it is a worker

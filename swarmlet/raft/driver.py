@@ -721,6 +721,12 @@ class RaftDriver(Generic[ResultT]):
         self._applied_more.set()
         self._applied_more = trio.Event()
 
+    @property
+    def replaying(self) -> bool:
+        """Whether the state machine still holds an older state than the one this node stopped
+        with: the start's replay is under way (`_replaying`)."""
+        return self._replaying()
+
     def _replaying(self) -> bool:
         """Whether the start's replay is still under way: until the log's last entry at the
         start is applied, or, if a leader cut it from the log (it was never committed), until

@@ -21,7 +21,10 @@ checks that a manager's record carries a blob. So a blob is taken only if the ke
 the cluster's: its public key (`ManagerKeys.public_key`) must equal the one `init` recorded in
 the state (`ClusterState.managers_public_key`).
 
-`sync` runs after every applied command and before every use of the key. A state installed from
+`sync` runs after every applied command and before every use of the key, but not while the
+state is older than the one the node stopped with (`settled` false: a restart's replay of its
+Raft log), which would drop the key of a node promoted later in that log, only for the replay to
+bring it back (a crash in between left no key on disk). A state installed from
 a snapshot calls no apply hook, so a demotion learnt that way takes effect at the next command
 applied or the next use, whichever comes first. "Seen" is this process's memory: a node removed
 while it was down, which never hears of it, keeps its key (which the removal rotated).
@@ -94,6 +97,7 @@ class KeyRing:
         state: Callable[[], ClusterState],
         *,
         cluster_id: str,
+        settled: Callable[[], bool] = lambda: True,
         cert_lifetime_s: float = certs.DEFAULT_LIFETIME_S,
         datagram_grace_s: float = GRACE_S,
     ) -> None:
@@ -102,6 +106,7 @@ class KeyRing:
         self.cert_lifetime_s = cert_lifetime_s
         self._node_id = node_id
         self._state = state
+        self._settled = settled
         self._node_key = datadir.read_node_key()
         self.public_key = crypto.public_key_of(self._node_key)
         master = datadir.read_manager_key()
@@ -124,6 +129,8 @@ class KeyRing:
 
     def sync(self) -> None:
         """Take or drop the managers' key as this node's own record says (see the docstring)."""
+        if not self._settled():
+            return  # an older state than this node's own (a replay): it keeps what it holds
         state = self._state()
         own = state.nodes.get(self._node_id)
         if own is None:

@@ -1079,13 +1079,22 @@ async def test_a_restart_tells_no_state_older_than_the_one_it_stopped_with(tmp_p
     storage.close()
 
     told: list[int] = []
+    replaying: list[tuple[int, bool]] = []  # (index, `replaying`) as each entry is applied
+
+    class Watched(Journal):
+        def apply(self, index: int, data: bytes) -> str:
+            replaying.append((index, again.replaying))
+            return super().apply(index, data)
+
+    journal = Watched()
     again = _driver(
         RaftStorage.open(tmp_path),
-        Journal(),
+        journal,
         apply_budget_s=0.0,
         on_applied=lambda: told.append(again.applied),
     )
     assert again.startup_commit < stopped_at  # what makes this a test
+    assert again.replaying
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
             await nursery.start(again.run)
@@ -1093,3 +1102,7 @@ async def test_a_restart_tells_no_state_older_than_the_one_it_stopped_with(tmp_p
             await again.propose(b"after")
             nursery.cancel_scope.cancel()
     assert told and min(told) >= stopped_at, told[:5]
+    # What the keyring asks (`settled`): replaying until the state is the one it stopped with.
+    assert not again.replaying
+    assert {flag for index, flag in replaying if index < stopped_at} == {True}
+    assert {flag for index, flag in replaying if index > stopped_at} == {False}

@@ -105,6 +105,26 @@ def test_a_promotion_brings_the_key_and_a_demotion_deletes_it(
     assert not d.manager_key_file.exists()
 
 
+def test_a_replay_of_older_states_keeps_the_key_a_later_promotion_gave(
+    tmp_path: Path,
+) -> None:
+    """A restarted manager replays its log from states in which it was still a worker: the key
+    stays on disk until the state is settled (found by review: the certificates loop's use of
+    `managers` during the replay deleted it, and a crash before the replay brought it back
+    left the node without it)."""
+    d = data_dir(tmp_path, "m2", managers_key=True)
+    public = crypto.public_key_of(d.read_node_key())
+    state = cluster(record("m2", Role.WORKER, public))  # the replay's state before the promotion
+    settled = False
+    keyring = KeyRing(d, "m2", lambda: state, cluster_id="c1", settled=lambda: settled)
+    keyring.sync()
+    assert keyring.managers == MANAGERS
+    assert d.read_manager_key() == MANAGERS.master
+    settled = True  # the replay is through: the state is the node's own, and it says worker
+    assert keyring.managers is None
+    assert not d.manager_key_file.exists()
+
+
 def test_a_key_sealed_to_another_node_is_not_taken(
     worker: tuple[KeyRing, DataDir, ClusterState],
 ) -> None:

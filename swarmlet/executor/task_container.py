@@ -66,8 +66,8 @@ def container_spec(
     `files`: (host path, container path) of the task's secrets and configs, bound read-only.
     `networks`: the Docker networks to join; `service_hosts`: the services it may call by name
     (name -> VIP, `executor.networks`); `exposed`: the image's EXPOSE ports, published too so
-    that other nodes' proxies reach them (the first `MAX_EXPOSED_PORTS`: the leader takes no
-    status with more). A `mode=host` port is published at its own number on
+    that other nodes' proxies reach them (the first `MAX_EXPOSED_PORTS`: the leader cuts a status
+    to them). A `mode=host` port is published at its own number on
     `publish_ip` (the node's publish address, where its proxy listens; "" for `host_ip`), as
     Swarm does; the mesh does not route it."""
     spec = service.spec

@@ -105,7 +105,10 @@ def news(
         if task is None or task.node_id != node_id:
             continue
         obs = vetted_observation(observation)  # as the leader will take it, or not at all
-        if obs is not None and is_news(obs, state.task_status.get(task_id)):
+        if obs is None or not endpoints_distinct(obs):
+            continue
+        obs = within_publishable(obs, state)
+        if is_news(obs, state.task_status.get(task_id)):
             found.append(obs)
     return found
 
@@ -289,13 +292,17 @@ class StatusIntake:
         for reported in report.statuses:
             obs = vetted_observation(reported)
             reason = report_refusal(state, node_id, reported.task_id)
-            if reason is None and obs is not None and not endpoints_fit(obs, state):
+            if reason is None and obs is not None and not endpoints_distinct(obs):
                 reason = "endpoints"
             if reason is not None or obs is None:
                 self.counters[f"status_refused_{reason or 'malformed'}"] += 1
                 continue
             if obs != reported:
                 self.counters["status_cut_to_size"] += 1
+            publishable = within_publishable(obs, state)
+            if publishable is not obs:
+                self.counters["status_cut_endpoints"] += 1
+                obs = publishable
             if is_news(obs, state.task_status.get(obs.task_id)):
                 statuses.append(obs)
         port_errors = report.port_errors
@@ -389,20 +396,36 @@ def vetted_observation(obs: TaskObservation) -> TaskObservation | None:
     )
 
 
-def endpoints_fit(obs: TaskObservation, state: ClusterState) -> bool:
-    """Whether a status's endpoints are what its task can publish: one per (target, protocol),
-    as Docker maps each container port once, and besides its service's ports (this version's
-    and the one before: tasks of both run during an update) at most `MAX_EXPOSED_PORTS` others
-    (the image's EXPOSE ports). A worker could otherwise report 65,536 endpoints of one target,
-    which every node's proxy would try in turn for each connection, or of as many targets, for
-    each of which every node would listen at the service's virtual addresses."""
-    keys = {(e.target, e.protocol) for e in obs.endpoints}
-    if len(keys) != len(obs.endpoints):
-        return False
+def endpoints_distinct(obs: TaskObservation) -> bool:
+    """Whether a status holds one endpoint per (target, protocol), as Docker maps each container
+    port once: more of one target is no executor's (the whole status is refused), and every
+    proxy would try each of them for every connection (a worker reported 65,536: review)."""
+    return len({(e.target, e.protocol) for e in obs.endpoints}) == len(obs.endpoints)
+
+
+def within_publishable(obs: TaskObservation, state: ClusterState) -> TaskObservation:
+    """`obs` with the endpoints its task can publish: its service's ports (this version's and
+    the one before: tasks of both run during an update), and of the others (the image's EXPOSE
+    ports, or a version older than the one before) the first `MAX_EXPOSED_PORTS`; `obs` itself
+    if it holds no more. Cut, not refused: the task's state still reaches the leader (an old
+    version's task with a 2,001-port range, two updates on, was refused whole and sent again
+    at every turn of its node's reporter). Each node would listen at the service's virtual
+    addresses on every target, so a worker with 65,536 of them made every node open as many
+    listeners. The reporter cuts the same way, so it does not resend what the leader cut."""
     task = state.tasks.get(obs.task_id)
     service = state.services.get(task.service_id) if task is not None else None
-    others = keys - _ports_of(service) if service is not None else keys
-    return len(others) <= MAX_EXPOSED_PORTS
+    ports = _ports_of(service) if service is not None else set()
+    others = sum((e.target, e.protocol) not in ports for e in obs.endpoints)
+    if others <= MAX_EXPOSED_PORTS:
+        return obs
+    kept, budget = [], MAX_EXPOSED_PORTS
+    for e in obs.endpoints:
+        if (e.target, e.protocol) in ports:
+            kept.append(e)
+        elif budget:
+            kept.append(e)
+            budget -= 1
+    return dataclasses.replace(obs, endpoints=tuple(kept))
 
 
 def _ports_of(service: Service) -> set[tuple[int, str]]:

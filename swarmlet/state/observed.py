@@ -53,7 +53,7 @@ class TaskObservation:
 PROTOCOLS = ("tcp", "udp")
 # A task on a network publishes its image's EXPOSE ports beside its spec's, so that the other
 # nodes' proxies reach them at the service's virtual addresses (`executor.task_container`): at
-# most this many (the executor publishes no more, and the leader takes no status with more).
+# most this many (the executor publishes no more, and the leader cuts a status to them).
 MAX_EXPOSED_PORTS = 1024
 
 

@@ -115,8 +115,8 @@ def test_container_spec_publishes_ports_once_binds_files_and_lets_user_hosts_win
 
 
 def test_an_image_exposing_more_ports_than_a_status_may_hold_publishes_the_first() -> None:
-    """The leader takes no status with more than `MAX_EXPOSED_PORTS` endpoints besides the
-    service's ports: an image that exposes more would never have its task reported."""
+    """The leader cuts a status to `MAX_EXPOSED_PORTS` endpoints besides the service's ports:
+    what an image exposes beyond them is not published (it would not be routed)."""
     service = Service(
         id="s1", spec=ServiceSpec(name="rtp", image="x", ports=(PortConfig(8080, 80),))
     )

@@ -258,31 +258,54 @@ def with_ports(state: ClusterState, *ports: int, previous: tuple[int, ...] = ())
     state.services["s"] = dataclasses.replace(service, spec=spec, previous_spec=before)
 
 
+async def test_a_status_with_two_endpoints_of_one_target_is_refused() -> None:
+    """A container publishes each port once: a worker's status with 65,535 endpoints of one
+    target made every proxy try each for every connection (found by review). The reporter does
+    not send such a status either (it would send it again at every turn)."""
+    state = cluster()
+    with_ports(state, 80)
+    raft = FakeRaft(state, leader=True)
+    counters = Counters()
+    twice = (Endpoint(80, "tcp", HOST, 30000), Endpoint(80, "tcp", HOST, 30001))
+    obs = dataclasses.replace(running("t0"), endpoints=twice)
+    assert news(NODE, state, {"t0": obs}) == []
+    await intake(state, raft, counters).answer(peer(NODE), StatusReport(1, (obs,)))
+    assert "t0" not in state.task_status
+    assert counters["status_refused_endpoints"] == 1
+
+
 @pytest.mark.parametrize(
-    ("targets", "fits"),
+    ("targets", "kept"),
     [
-        ((80,), True),  # its service's port
-        ((8080,), True),  # the port before the update: old tasks still run
-        ((80, 80), False),  # a container publishes each port once
-        ((80, *range(20000, 20000 + MAX_EXPOSED_PORTS)), True),  # and the image's EXPOSE ports
-        ((80, *range(20000, 20001 + MAX_EXPOSED_PORTS)), False),  # at most that many of them
+        ((80,), 1),  # its service's port
+        ((8080,), 1),  # the port before the update: old tasks still run
+        ((80, *range(20000, 20000 + MAX_EXPOSED_PORTS)), 1 + MAX_EXPOSED_PORTS),  # EXPOSE ports
+        ((*range(20000, 20500), 80, *range(30000, 31000)), 1 + MAX_EXPOSED_PORTS),  # the first
     ],
 )
-async def test_a_status_holds_the_endpoints_its_task_can_publish(
-    targets: tuple[int, ...], fits: bool
+async def test_a_status_keeps_the_endpoints_its_task_can_publish(
+    targets: tuple[int, ...], kept: int
 ) -> None:
-    """A worker's status with 65,535 endpoints made every proxy try each for every connection
-    (one target) or every node listen on each at the service's addresses (many): refused
-    (found by review)."""
+    """Its service's ports (this version's and the one before) and at most `MAX_EXPOSED_PORTS`
+    others, the first ones: a worker's status with 65,535 targets made every node listen on each
+    at the service's addresses (found by review). Cut, not refused, so the task's state still
+    commits (an old version's task with a wide range, two updates on, was refused whole); the
+    reporter cuts it the same way, so it does not send it again."""
     state = cluster()
     with_ports(state, 80, previous=(8080,))
     raft = FakeRaft(state, leader=True)
     counters = Counters()
-    endpoints = tuple(Endpoint(t, "tcp", HOST, 30000 + i) for i, t in enumerate(targets))
+    endpoints = tuple(Endpoint(t, "tcp", HOST, 40000 + i) for i, t in enumerate(targets))
     obs = dataclasses.replace(running("t0"), endpoints=endpoints)
     await intake(state, raft, counters).answer(peer(NODE), StatusReport(1, (obs,)))
-    assert (state.task_status.get("t0") == obs) is fits
-    assert counters["status_refused_endpoints"] == (not fits)
+    committed = state.task_status["t0"]
+    assert len(committed.endpoints) == kept
+    assert {e.target for e in committed.endpoints} >= {80} & set(targets)
+    others = [e for e in obs.endpoints if e.target not in (80, 8080)]
+    assert [e for e in committed.endpoints if e.target not in (80, 8080)] == others[:1024]
+    assert counters["status_cut_endpoints"] == (kept < len(targets))
+    assert counters["status_report_refused"] == 0
+    assert news(NODE, state, {"t0": obs}) == []  # nothing to send again
 
 
 def test_a_report_holds_statuses_up_to_about_a_mib_and_at_least_one() -> None:

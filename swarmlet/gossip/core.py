@@ -169,6 +169,7 @@ _COUNTERS = (
     "nacks_received",
     "nacks_missed",
     "suspects",
+    "suspect_confirmations",  # Lifeguard's: another accuser's own Suspect shortened a timer
     "refutes",
     "failed",
     "dead_taken_as_suspect",  # another member's Dead before X was suspected here long enough
@@ -262,6 +263,9 @@ class Swim:
         # its Alive at that incarnation comes (see `_on_dead`).
         self._pending_leaves: dict[str, Dead] = {}
         self._forged = False  # a signature failed in the datagram or pushed state at hand
+        # Who signed the datagram at hand (None: not known, its accusers are taken at their
+        # word); a Suspect confirms a suspicion only in its accuser's own name (`_on_suspect`).
+        self._signer: str | None = None
         self._gone: dict[str, float] = {}  # DEAD/LEFT others -> when to forget them
         self._queue = BroadcastQueue()
         self._outputs: list[Output] = []
@@ -384,6 +388,7 @@ class Swim:
             self.counters["dropped_push_pull_duplicate"] += 1
             return
         self._forged = False
+        self._signer = None
         for entry in entries:
             if self._forged:  # an honest member pushes only what it checked
                 self.counters["dropped_after_bad_signature"] += 1
@@ -414,15 +419,20 @@ class Swim:
                 # on, only a suspicion, which the member refutes if it is still there.
                 self._on_suspect(now, Suspect(entry.incarnation, entry.name, self.name))
 
-    def handle_datagram(self, now: float, from_addr: Addr, msg: object) -> None:
+    def handle_datagram(
+        self, now: float, from_addr: Addr, msg: object, signer: str | None = None
+    ) -> None:
         """`msg` is one decoded datagram: a tuple or list of messages (a compound), or one.
         Dropped whole if it is not of the shape we send (`_of_our_shape`); the rest of it is
-        dropped at the first forged signature (an honest member relays only what it checked)."""
+        dropped at the first forged signature (an honest member relays only what it checked).
+        `signer`: the member whose signature the transport checked on it (None without
+        signatures)."""
         msgs = msg if isinstance(msg, tuple | list) else (msg,)
         if not _of_our_shape(msgs):
             self.counters["dropped_datagram_shape"] += 1
             return
         self._forged = False
+        self._signer = signer
         for m in msgs:
             if self._forged:
                 self.counters["dropped_after_bad_signature"] += 1
@@ -441,7 +451,7 @@ class Swim:
             elif isinstance(m, Alive):
                 self._on_alive(now, m)
             elif isinstance(m, Suspect):
-                self._on_suspect(now, m, from_addr)
+                self._on_suspect(now, m, from_addr, direct=self._in_signers_name(m.accuser))
             elif isinstance(m, Dead):
                 self._on_dead(now, m, from_addr)
             else:  # a PushNodeState has no business in a datagram
@@ -721,7 +731,19 @@ class Swim:
         if leave is not None and leave.incarnation == a.incarnation:
             self._on_dead(now, leave)
 
-    def _on_suspect(self, now: float, s: Suspect, sender: Addr | None = None) -> None:
+    def _in_signers_name(self, accuser: str) -> bool:
+        return self._signer is None or accuser == self._signer
+
+    def _on_suspect(
+        self, now: float, s: Suspect, sender: Addr | None = None, *, direct: bool = True
+    ) -> None:
+        """`direct`: the accuser itself says so (it signed the datagram, or this member is it).
+        Only then does it confirm a suspicion (Lifeguard §IV-B): any member may relay a
+        Suspect, and a datagram's signature covers its signer's word only, so a compromised
+        worker that named k other members as accusers cut a live member's suspicion from its
+        lone 7.2 s to the confirmed 1.2 s, less than a refutation may take on a busy machine.
+        An accuser's own Suspect reaches most members straight from it (it gossips it to
+        `gossip_nodes` members a round, and piggybacks it on its probes)."""
         old = self._members.get(s.node)
         if old is None:
             self.counters["dropped_unknown_member"] += 1
@@ -736,7 +758,8 @@ class Swim:
         suspicion = self._suspicions.get(s.node)
         if suspicion is not None:
             # Lifeguard §IV-B: an independent confirmation shortens the timer; re-gossip news.
-            if suspicion.confirm(s.accuser):
+            if direct and suspicion.confirm(s.accuser):
+                self.counters["suspect_confirmations"] += 1
                 self._queue.queue(s)
             return
         if old.state is not MemberState.ALIVE:
@@ -752,7 +775,8 @@ class Swim:
         min_s = self.config.suspicion_min_s(n)
         max_s = self.config.suspicion_max_s(n)
         k = maths.suspicion_confirmations_k(self.config.suspicion_mult, n)
-        self._suspicions[s.node] = Suspicion.start(now, s.accuser, k, min_s, max_s)
+        accuser = s.accuser if direct else None  # a relay's word does not spend its confirmation
+        self._suspicions[s.node] = Suspicion.start(now, accuser, k, min_s, max_s)
         self.counters["suspects"] += 1
         self._event(EventKind.SUSPECT, new, now)
 
@@ -794,7 +818,8 @@ class Swim:
                 # a live node with one datagram. An honest accuser's Dead comes after its own
                 # timer, which started when ours did (its Suspect), so ours ends about then.
                 self.counters["dead_taken_as_suspect"] += 1
-                self._on_suspect(now, Suspect(d.incarnation, d.node, d.accuser), sender)
+                suspect = Suspect(d.incarnation, d.node, d.accuser)
+                self._on_suspect(now, suspect, sender, direct=self._in_signers_name(d.accuser))
                 return
         self._declare_dead(now, d, left)
 

@@ -77,11 +77,11 @@ class GossipDriver:
 
     # ---------------------------------------------------------------------------- inputs
 
-    def _on_datagram(self, addr: Address, msg: object) -> None:
+    def _on_datagram(self, addr: Address, msg: object, signer: str | None) -> None:
         if not isinstance(msg, GossipDatagram):
             self.transport.counters["dropped_datagram_unexpected"] += 1
             return
-        self.core.handle_datagram(trio.current_time(), addr, msg.msgs)
+        self.core.handle_datagram(trio.current_time(), addr, msg.msgs, signer)
         self._wake.set()
 
     # A join or new metadata once this node has left is dropped here, where the core would

@@ -25,9 +25,12 @@ class Suspicion:
     probed_s: float = -math.inf  # when the core last probed the suspect out of turn
 
     @classmethod
-    def start(cls, now: float, accuser: str, k: int, min_s: float, max_s: float) -> Suspicion:
+    def start(
+        cls, now: float, accuser: str | None, k: int, min_s: float, max_s: float
+    ) -> Suspicion:
+        """`accuser`: who started it, which confirms nothing more (None: not known)."""
         timeout_s = max_s if k >= 1 else min_s
-        return cls(now, k, min_s, max_s, now + timeout_s, {accuser})
+        return cls(now, k, min_s, max_s, now + timeout_s, {accuser} if accuser else set())
 
     def confirm(self, accuser: str) -> bool:
         """Count `accuser` once; True if it was a new confirmation (the core re-gossips it)."""

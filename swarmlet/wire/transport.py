@@ -192,8 +192,8 @@ class DatagramAuth:
         head = _ID_LEN.pack(len(sender)) + sender
         return head + self.signing_key.sign(_DATAGRAM_DOMAIN + head + body) + body
 
-    def open(self, data: bytes) -> bytes | str:
-        """The message of a datagram signed by a known member, or why it is dropped."""
+    def open(self, data: bytes) -> tuple[str, bytes] | str:
+        """(sender, message) of a datagram signed by a known member, or why it is dropped."""
         if len(data) < _ID_LEN.size:
             return "unsigned"
         (n,) = _ID_LEN.unpack_from(data)
@@ -213,7 +213,7 @@ class DatagramAuth:
             check_signature(key, signature, _DATAGRAM_DOMAIN + data[:head_end] + body)
         except RemoteProtocolError:
             return "bad_signature"
-        return body
+        return sender, body
 
 
 class Counters(Counter[str]):
@@ -359,7 +359,8 @@ class FramedStream:
 
 StreamHandler = Callable[[FramedStream, Address], Awaitable[None]]
 JoinHandler = Callable[[trio.SocketStream, bytes, Address], Awaitable[None]]
-DatagramHandler = Callable[[Address, Any], None]
+# (source address, decoded message, the member that signed it: None without `DatagramAuth`)
+DatagramHandler = Callable[[Address, Any, str | None], None]
 
 
 class _Shares:
@@ -481,19 +482,20 @@ class Transport:
                 self.counters[f"dropped_datagram_{body}"] += 1
                 log.debug("dropped datagram from %s: %s", addr, body)
                 continue
+            signer = None
             if self.datagram_auth is not None:
                 opened = self.datagram_auth.open(body)
                 if isinstance(opened, str):
                     self.counters[f"dropped_datagram_{opened}"] += 1
                     continue
-                body = opened
+                signer, body = opened
             try:
                 msg = wire.decode(body)
             except RemoteProtocolError as exc:
                 self.counters["dropped_datagram_invalid"] += 1
                 log.debug("dropped datagram from %s: %s", addr, exc)
                 continue
-            handler((addr[0], addr[1]), msg)
+            handler((addr[0], addr[1]), msg, signer)
 
     # ------------------------------------------------------------------------------- TCP
 

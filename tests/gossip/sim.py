@@ -209,7 +209,8 @@ class Sim:
             _, to, frm, msgs = item
             target = self._by_addr.get(to)
             if target is not None and target in self.nodes:
-                self.nodes[target].handle_datagram(self.now, frm, msgs)
+                signer = self._by_addr.get(frm)  # what the transport's signature check gives
+                self.nodes[target].handle_datagram(self.now, frm, msgs, signer)
                 self.flush(target)
         else:
             _, name, out = item

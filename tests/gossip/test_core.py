@@ -288,6 +288,26 @@ def test_independent_confirmations_shorten_the_suspicion(confirmations: int) -> 
     assert state_of(core, "b") is MemberState.DEAD
 
 
+@pytest.mark.parametrize("signed", [True, False])
+def test_a_suspect_confirms_only_in_its_signers_name(signed: bool) -> None:
+    """A datagram's signature covers its signer's word: a Suspect that names another accuser
+    is a relay, which starts a suspicion (so that the suspect hears of it and refutes) but
+    confirms none, so one member cannot pass for k independent accusers (found by review).
+    Without signatures (`signer` None) the accuser is taken at its word, as memberlist does."""
+    core = with_peers("bcdefg")
+    n = len(core.members())
+    signer = "c" if signed else None
+    for accuser in "cdefg":  # all from c: its own word, then four others' names
+        core.handle_datagram(1.0, ADDR["c"], (Suspect(1, "b", accuser),), signer)
+    assert state_of(core, "b") is MemberState.SUSPECT
+    k = maths.suspicion_confirmations_k(CFG.suspicion_mult, n)
+    assert core.counters["suspect_confirmations"] == (0 if signed else k)
+    core.handle_datagram(1.1, ADDR["d"], (Suspect(1, "b", "d"),), "d")  # d's own word
+    assert core.counters["suspect_confirmations"] == (1 if signed else k)
+    core.tick(1.0 + CFG.suspicion_min_s(n))  # k confirmations: the least timeout
+    assert state_of(core, "b") is (MemberState.SUSPECT if signed else MemberState.DEAD)
+
+
 def test_another_members_word_that_x_failed_is_a_suspicion_x_can_refute() -> None:
     """memberlist takes a Dead at once: one datagram from any member (a compromised worker)
     had the leader write off every task of a live node. Here X gets the least time any

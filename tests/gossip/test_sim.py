@@ -108,7 +108,10 @@ def test_no_live_member_is_declared_dead_at_ten_percent_loss(seed: int, nodeid: 
         print(f"50 members, 10% loss, 180 s: {refutes} suspicions refuted, none fatal")
         assert refutes > 0  # the loss did cause suspicions...
         assert sim.observed.false_failures == []  # ...and every one was refuted
-        assert sim.converged()
+        # At this loss some member suspects another at almost any moment: the views agree
+        # again soon after (seed 7 had one suspicion pending at 180 s once relayed accusations
+        # stopped confirming suspicions; 1 of seeds 1-20 did before that change too).
+        assert sim.run_until(sim.now + 10.0, sim.converged)
 
 
 @pytest.mark.parametrize("seed", sim_seeds([3]))

@@ -1138,6 +1138,63 @@ async def test_a_workers_word_that_a_live_node_died_is_a_suspicion_it_refutes(
         await off_loop(assert_unchanged, scene, before)
 
 
+async def test_a_workers_suspects_in_other_members_names_confirm_no_suspicion(
+    scene: Scene,
+) -> None:
+    """The worker suspects a live follower in its own name (legal SWIM) and, in the same
+    datagram, in the name of every other manager: Lifeguard's independent confirmations, which
+    would cut the suspicion's timeout from its lone maximum (7.2 s here) to the minimum (1.2
+    s), less than a refutation may take on a busy machine. One datagram each, in a row (a
+    datagram holds at most two updates about one member). A signature covers its signer's
+    word only: every target takes the suspicion (counted), none counts a confirmation in a
+    forged name, the follower refutes and no member declares anyone failed."""
+    with trio.fail_after(TEST_TIMEOUT_S):
+        worker = Impostor(scene.worker.data_dir)
+        w = scene.worker_id
+        before = await off_loop(picture, scene)
+        victim = await off_loop(scene.follower)
+        victim_id = scene.manager_ids[victim.index]
+        targets = [m for m in scene.managers if m is not victim]
+        accusers = [scene.manager_ids[m.index] for m in targets]
+        seen = {m.index: await off_loop(counters, scene.cluster, m) for m in scene.managers}
+
+        async def suspected_by(target: AgentHandle) -> bool:
+            """The Suspects at the incarnation `target` holds for the victim (which moves with
+            the victim's load figures: read just before, and tried again if it moved)."""
+            held = (await worker.members(target))[victim_id].incarnation
+            said = [Suspect(held, victim_id, accuser) for accuser in (w, *accusers)]
+            suspects = (await off_loop(counters, scene.cluster, target))["gossip_suspects"]
+            await worker.send_datagrams(target, [worker.datagram(m, signed_as=w) for m in said])
+            return await off_loop(
+                grows_within, scene.cluster, target, "gossip_suspects", suspects, 5.0
+            )
+
+        for target in targets:
+            for _ in range(5):
+                if await suspected_by(target):
+                    break
+            else:
+                pytest.fail(f"no try reached n{target.index} at the victim's incarnation")
+        await off_loop(
+            grows_within,
+            scene.cluster,
+            victim,
+            "gossip_refutes",
+            seen[victim.index]["gossip_refutes"],
+            10.0,
+        )
+        await trio.sleep(10)  # past the longest a suspicion runs at 4 members (6 x 1.2 s)
+        for m in scene.managers:
+            now = await off_loop(counters, scene.cluster, m)
+            assert now["gossip_failed"] == seen[m.index]["gossip_failed"], m.index
+            # At most the worker's own word, where another target's relay started the
+            # suspicion before the worker's datagram came; with the names it forged, 2 (k).
+            confirmed = now["gossip_suspect_confirmations"]
+            assert confirmed - seen[m.index]["gossip_suspect_confirmations"] <= 1, m.index
+            assert (await worker.members(m))[victim_id].state is MemberState.ALIVE, m.index
+        await off_loop(assert_unchanged, scene, before)
+
+
 async def test_a_ping_req_is_relayed_to_members_at_their_address_only(scene: Scene) -> None:
     """The worker asks every manager to ping, for it, a member at the attacker's address, and a
     node that is no member at all. Relayed to the host and port a PingReq names, any member could

@@ -109,7 +109,7 @@ async def udp_server(
         assert server._udp is not None
         addr: Address = server._udp.getsockname()
         send, receive = trio.open_memory_channel[tuple[Address, Any]](100)
-        nursery.start_soon(server.serve_udp, lambda a, m: send.send_nowait((a, m)))
+        nursery.start_soon(server.serve_udp, lambda a, m, _signer: send.send_nowait((a, m)))
         yield server, addr, receive
         nursery.cancel_scope.cancel()
 

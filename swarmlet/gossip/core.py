@@ -369,9 +369,13 @@ class Swim:
             ),
         )
 
-    def merge_remote_state(self, now: float, state: PushPullState) -> None:
+    def merge_remote_state(self, now: float, state: PushPullState, peer: str | None = None) -> None:
         """memberlist state.go `mergeState`: apply each entry as the matching message; a remote
-        DEAD (or SUSPECT) becomes a Suspect from us, so the member gets a chance to refute."""
+        DEAD (or SUSPECT) becomes a Suspect, so the member gets a chance to refute. Its accuser
+        is `peer`, the member the stream's certificate names (None without certificates: the
+        state's `source`), not this member (memberlist's choice): a worker that pushed "X is
+        suspect" to k members made k accusers of them, each gossiping it in its own name
+        (review)."""
         raw: object = state  # decoded from a peer: trust no annotation
         entries: object = getattr(raw, "members", None)
         if (
@@ -417,7 +421,8 @@ class Swim:
                 # A pushed LEFT carries no proof that the member itself left (its leave
                 # signature travels with its Dead, not in push-pull state): with signatures
                 # on, only a suspicion, which the member refutes if it is still there.
-                self._on_suspect(now, Suspect(entry.incarnation, entry.name, self.name))
+                accuser = peer if peer is not None else raw.source
+                self._on_suspect(now, Suspect(entry.incarnation, entry.name, accuser))
 
     def handle_datagram(
         self, now: float, from_addr: Addr, msg: object, signer: str | None = None
@@ -775,7 +780,7 @@ class Swim:
         min_s = self.config.suspicion_min_s(n)
         max_s = self.config.suspicion_max_s(n)
         k = maths.suspicion_confirmations_k(self.config.suspicion_mult, n)
-        accuser = s.accuser if direct else None  # a relay's word does not spend its confirmation
+        accuser = s.accuser if direct else None  # a relay makes no accuser (`Suspicion`)
         self._suspicions[s.node] = Suspicion.start(now, accuser, k, min_s, max_s)
         self.counters["suspects"] += 1
         self._event(EventKind.SUSPECT, new, now)
@@ -808,20 +813,32 @@ class Swim:
             # one unsigned datagram must not make a live manager a learner.
             self.counters["dropped_unverified"] += 1
             return
-        if not left:
-            suspicion = self._suspicions.get(d.node)
-            if suspicion is None or now - suspicion.started_s < suspicion.min_s:
-                # Another member's word that X failed, and X has not been suspected here for
-                # the least time a suspicion gives it to refute: a confirmed suspicion, not a
-                # death. memberlist takes the word at once, so any member (a compromised
-                # worker, in this threat model) could have the leader write off every task of
-                # a live node with one datagram. An honest accuser's Dead comes after its own
-                # timer, which started when ours did (its Suspect), so ours ends about then.
-                self.counters["dead_taken_as_suspect"] += 1
-                suspect = Suspect(d.incarnation, d.node, d.accuser)
-                self._on_suspect(now, suspect, sender, direct=self._in_signers_name(d.accuser))
-                return
+        if not left and not self._death_confirmed(now, d, sender):
+            self.counters["dead_taken_as_suspect"] += 1
+            return
         self._declare_dead(now, d, left)
+
+    def _death_confirmed(self, now: float, d: Dead, sender: Addr | None) -> bool:
+        """Whether another member's word that X failed is taken as a death here: once X has
+        been suspected here for the least time a suspicion gives it to refute, and by two
+        members at least, each in its own name (the Dead's signer counts as one), or once
+        the suspicion's own timer ran out. Else it is a suspicion (or its accuser's
+        confirmation). memberlist takes the word at once, so any member (a compromised
+        worker, in this threat model) could have the leader write off every task of a live
+        node with one datagram; with the least time alone, with a Suspect and a Dead 1.2 s
+        later (review). An honest accuser's Dead comes after its own timer, which started
+        when ours did (its Suspect), from confirmations that reach us too."""
+        direct = self._in_signers_name(d.accuser)
+        suspicion = self._suspicions.get(d.node)
+        if suspicion is None:
+            self._on_suspect(now, Suspect(d.incarnation, d.node, d.accuser), sender, direct=direct)
+            return False
+        if direct and suspicion.confirm(d.accuser):
+            self.counters["suspect_confirmations"] += 1
+            self._queue.queue(Suspect(d.incarnation, d.node, d.accuser))
+        if now >= suspicion.deadline_s:
+            return True
+        return now - suspicion.started_s >= suspicion.min_s and suspicion.confirmations > 0
 
     def _leave_verified(self, d: Dead) -> bool:
         """Whether a leave is signed by the member that leaves (always, when we do not verify)."""

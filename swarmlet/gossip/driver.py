@@ -111,7 +111,8 @@ class GossipDriver:
 
     async def answer_push_pull(self, stream: FramedStream, remote: PushPullState) -> None:
         await stream.send(self.core.local_state())
-        self.core.merge_remote_state(trio.current_time(), remote)
+        peer = stream.peer.node_id if stream.peer is not None else None
+        self.core.merge_remote_state(trio.current_time(), remote, peer)
         self._wake.set()
 
     # ---------------------------------------------------------------------------- outputs
@@ -124,7 +125,8 @@ class GossipDriver:
                     await stream.send(self.core.local_state(join=join))
                     remote = await stream.receive(expect=(PushPullState,))
             if remote is not None:
-                self.core.merge_remote_state(trio.current_time(), remote)
+                peer = stream.peer.node_id if stream.peer is not None else None
+                self.core.merge_remote_state(trio.current_time(), remote, peer)
                 self._wake.set()
         except (OSError, trio.TooSlowError, trio.BrokenResourceError, RemoteProtocolError) as exc:
             self.transport.counters["push_pull_failures"] += 1

@@ -20,24 +20,34 @@ class Suspicion:
     min_s: float
     max_s: float
     deadline_s: float
-    confirmers: set[str] = field(default_factory=set)
-    confirmations: int = 0
+    # The members heard accusing in their own name (a datagram they signed, or this member's
+    # own probe), the first one included; one relayed in another's name is not counted, so
+    # one member, whatever names it relays, is one accuser at most.
+    accusers: set[str] = field(default_factory=set)
     probed_s: float = -math.inf  # when the core last probed the suspect out of turn
 
     @classmethod
     def start(
         cls, now: float, accuser: str | None, k: int, min_s: float, max_s: float
     ) -> Suspicion:
-        """`accuser`: who started it, which confirms nothing more (None: not known)."""
+        """`accuser`: who started it, in its own name (None: a relay's word only)."""
         timeout_s = max_s if k >= 1 else min_s
         return cls(now, k, min_s, max_s, now + timeout_s, {accuser} if accuser else set())
 
+    @property
+    def confirmations(self) -> int:
+        """Lifeguard's independent confirmations: the accusers after the first, at most k."""
+        return min(self.k, max(0, len(self.accusers) - 1))
+
     def confirm(self, accuser: str) -> bool:
-        """Count `accuser` once; True if it was a new confirmation (the core re-gossips it)."""
-        if self.confirmations >= self.k or accuser in self.confirmers:
+        """Count `accuser`'s own word once; True if it was a new confirmation (the core
+        re-gossips it)."""
+        before = self.confirmations
+        if before >= self.k or accuser in self.accusers:
             return False
-        self.confirmers.add(accuser)
-        self.confirmations += 1
+        self.accusers.add(accuser)
+        if self.confirmations == before:
+            return False  # the first accuser heard in its own name: no confirmation yet
         timeout_s = maths.suspicion_remaining_timeout_s(
             self.confirmations, self.k, self.min_s, self.max_s
         )

@@ -18,8 +18,9 @@ the replicated state, and the mesh keeps its routes while there is no leader.
 - In the sender's name only: `StatusIntake` on the leader commits a report's statuses in the name
   of the connection's certificate, and only about the tasks the state assigns to that node
   (`leader.observation.report_refusal`); what it refuses is counted (so are the load entries it
-  drops and the reports whose port errors it cuts to their bounds), and a report that changes
-  nothing commits nothing. The state machine checks ownership again when it applies.
+  drops, the reports whose port errors it cuts to their bounds and the statuses whose endpoints
+  it cuts to what their task can publish), and a report that changes nothing commits nothing.
+  The state machine checks ownership again when it applies.
 
 Load figures (`NodeLoad`: per-task CPU and memory, proxy connection counts) change every few
 seconds and only the leader's autoscaler reads them: they ride along at most every

@@ -24,9 +24,10 @@ the state (`ClusterState.managers_public_key`).
 `sync` runs after every applied command and before every use of the key, but not while the
 state is older than the one the node stopped with (`settled` false: a restart's replay of its
 Raft log), which would drop the key of a node promoted later in that log, only for the replay to
-bring it back (a crash in between left no key on disk). A state installed from
-a snapshot calls no apply hook, so a demotion learnt that way takes effect at the next command
-applied or the next use, whichever comes first. "Seen" is this process's memory: a node removed
+bring it back (a crash in between left no key on disk); a newer cluster key epoch waits for the
+end of the replay too. A state installed from a snapshot calls no apply hook, so a demotion
+learnt that way takes effect at the next command applied or the next use, whichever comes
+first. "Seen" is this process's memory: a node removed
 while it was down, which never hears of it, keeps its key (which the removal rotated).
 
 The managers' key is rotated when a manager leaves the managers (demotion, `node rm` of a

@@ -338,6 +338,40 @@ def test_a_dead_after_the_least_suspicion_is_taken_at_once() -> None:
     assert kinds(core, "b") == [EventKind.SUSPECT, EventKind.FAILED]
 
 
+@pytest.mark.parametrize("signed", [True, False])
+def test_one_members_suspect_and_dead_are_a_lone_suspicion(signed: bool) -> None:
+    """A worker's Suspect, then its Dead once the least time has passed (1.2 s at 10 members),
+    had a live member declared dead before a busy machine's refutation came (review): one
+    member's word, whatever names it relays, runs the suspicion's whole lone timer. Without
+    signatures its named accusers are taken at their word."""
+    core = with_peers("bcdefg")
+    n = len(core.members())
+    signer = "c" if signed else None
+    suspect_b(core, 1.0, accuser="c")
+    core.handle_datagram(1.0, ADDR["c"], (Suspect(1, "b", "d"),), signer)  # d's name, c's word
+    at = 1.0 + CFG.suspicion_min_s(n)
+    core.handle_datagram(at, ADDR["c"], (Dead(1, "b", "c"),), signer)
+    core.handle_datagram(at, ADDR["c"], (Dead(1, "b", "e"),), signer)
+    assert state_of(core, "b") is (MemberState.SUSPECT if signed else MemberState.DEAD)
+    if signed:
+        core.tick(1.0 + CFG.suspicion_max_s(n) - 0.01)
+        assert state_of(core, "b") is MemberState.SUSPECT
+        assert core.counters["suspect_confirmations"] == 0
+
+
+def test_a_relayed_suspect_makes_no_accuser_of_the_first_one_heard_after() -> None:
+    """A suspicion a relay started counts no accuser: the first member heard in its own name
+    is the first accuser, not a confirmation (else a worker relaying another's name first got
+    one confirmation in its own, review)."""
+    core = with_peers("bcdefg")
+    core.handle_datagram(1.0, ADDR["c"], (Suspect(1, "b", "d"),), "c")  # a relay: starts it
+    assert state_of(core, "b") is MemberState.SUSPECT
+    core.handle_datagram(1.1, ADDR["c"], (Suspect(1, "b", "c"),), "c")  # c's own word
+    assert core.counters["suspect_confirmations"] == 0
+    core.handle_datagram(1.2, ADDR["d"], (Suspect(1, "b", "d"),), "d")  # d's own: a second
+    assert core.counters["suspect_confirmations"] == 1
+
+
 def test_suspicion_about_ourselves_is_refuted_with_a_higher_incarnation() -> None:
     core = make("a", incarnation=4)
     core.handle_datagram(0.0, ADDR["b"], tuple(Alive(1, p, *ADDR[p], b"") for p in "bcd"))
@@ -573,6 +607,27 @@ def test_dead_and_left_members_are_forgotten_after_dead_reclaim() -> None:
 
 
 # --- push-pull ----------------------------------------------------------------------------------
+
+
+def test_a_pushed_suspicion_is_its_pushers_word_not_ours() -> None:
+    """memberlist makes a pushed SUSPECT a Suspect from the receiver: a worker that pushed
+    "b is suspect" to k members made k accusers of them, each gossiping it in its own name
+    (review). Here it is the pusher's (the stream's certificate), once, however many push."""
+    core = with_peers("bcdefg")
+    pushed = PushPullState(
+        "c",
+        False,
+        (PushNodeState("b", *ADDR["b"], b"", 1, MemberState.SUSPECT, b""),),
+    )
+    core.merge_remote_state(1.0, pushed, "c")
+    assert state_of(core, "b") is MemberState.SUSPECT
+    core.tick(core.next_deadline())
+    said = [m for _, m in of_type(datagrams(core), Suspect)]
+    assert said and {m.accuser for m in said} == {"c"}
+    core.merge_remote_state(1.1, pushed, "c")
+    assert core.counters["suspect_confirmations"] == 0
+    core.merge_remote_state(1.2, replace(pushed, source="d"), "d")
+    assert core.counters["suspect_confirmations"] == 1
 
 
 def test_join_asks_for_a_push_pull_with_every_seed_but_ourselves() -> None:

@@ -22,7 +22,16 @@ import trio
 import trio.testing
 
 from swarmlet.certs import PeerIdentity
-from swarmlet.crypto import AAD_GOSSIP, AAD_JOIN, AAD_TCP, ClusterKeys, JoinToken, Sealer
+from swarmlet.crypto import (
+    AAD_GOSSIP,
+    AAD_JOIN,
+    AAD_TCP,
+    ClusterKeys,
+    JoinToken,
+    Sealer,
+    new_node_key,
+    node_signing_key,
+)
 from swarmlet.errors import RemoteProtocolError
 from swarmlet.gossip.driver import GossipDatagram
 from swarmlet.gossip.messages import Ack, Alive, Ping
@@ -37,6 +46,7 @@ from swarmlet.wire.transport import (
     Address,
     Admit,
     Counters,
+    DatagramAuth,
     FramedStream,
     TlsConfig,
     Transport,
@@ -128,6 +138,45 @@ async def test_a_datagram_round_trips_through_serve_udp(server_tls: TlsConfig) -
             assert sender == client._udp.getsockname()
             assert server.counters["datagrams_in"] == 1
             assert client.counters["datagrams_out"] == 1
+
+
+async def test_serve_udp_names_the_member_that_signed_a_datagram(server_tls: TlsConfig) -> None:
+    """Gossip counts an accuser only in the name its datagram is signed with (`gossip.core`):
+    the handler must be told who signed (a None here would take every named accuser at its
+    word)."""
+    key = node_signing_key(new_node_key())
+    public = key.public_key().public_bytes_raw()
+    got: list[tuple[Any, str | None]] = []
+    arrived = trio.Event()
+
+    def handle(_addr: Address, msg: Any, signer: str | None) -> None:
+        got.append((msg, signer))
+        arrived.set()
+
+    server = Transport(
+        (HOST, 0),
+        KEY,
+        server_tls,
+        datagram_auth=DatagramAuth("server", key, {"a": public}.get),
+    )
+    client = Transport(
+        (HOST, 0), KEY, server_tls, datagram_auth=DatagramAuth("a", key, lambda _: None)
+    )
+    await server.open_udp()
+    await client.open_udp()
+    assert server._udp is not None and client._udp is not None
+    try:
+        with trio.fail_after(TIMEOUT_S):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(server.serve_udp, handle)
+                msg = GossipDatagram((Ping(1, "server"),))
+                assert await client.send_datagram(server._udp.getsockname(), msg)
+                await arrived.wait()
+                nursery.cancel_scope.cancel()
+    finally:
+        server._udp.close()
+        client._udp.close()
+    assert got == [(msg, "a")]
 
 
 async def test_bad_datagrams_are_dropped_counted_and_the_loop_keeps_serving(

@@ -203,6 +203,9 @@ _COUNTERS = (
 # 6,578 Pings was 6,579 datagrams out.
 _PROBES = (Ping, Ack, PingReq, Nack)
 _UPDATES_ABOUT_ONE_MEMBER = 2
+# Members told of our own accusation at once (`Swim._tell_accusation`): every other one up to
+# this cluster size, a random sample beyond.
+_ACCUSATION_FANOUT = 16
 
 
 def _of_our_shape(msgs: Sequence[object]) -> bool:
@@ -603,7 +606,25 @@ class Swim:
             self._apply_awareness(missed)
         else:
             self._apply_awareness(1)
-        self._on_suspect(now, Suspect(probe.target_incarnation, probe.target, self.name))
+        accusation = Suspect(probe.target_incarnation, probe.target, self.name)
+        self._on_suspect(now, accusation)
+        suspicion = self._suspicions.get(probe.target)
+        if suspicion is not None and self.name in suspicion.accusers:
+            self._tell_accusation(accusation)
+
+    def _tell_accusation(self, accusation: Suspect) -> None:
+        """Our own Suspect, straight to up to `_ACCUSATION_FANOUT` live members, besides the
+        gossip: only an accuser's own word confirms a suspicion (`_on_suspect`), and the gossip
+        reaches a few members a round, so a failure's confirmations came slower than when
+        relayed copies counted (bench/README.md, 2026-12-07 11:13). One small datagram a member
+        per failed probe of ours."""
+        peers = [
+            m
+            for m in self._members.values()
+            if m.name not in (self.name, accusation.node) and m.state is MemberState.ALIVE
+        ]
+        for peer in self._rng.sample(peers, min(len(peers), _ACCUSATION_FANOUT)):
+            self._outputs.append(SendDatagram(peer.addr, (accusation,)))
 
     def _on_ping(self, from_addr: Addr, ping: Ping) -> None:
         if ping.target != self.name:

@@ -359,6 +359,18 @@ def test_one_members_suspect_and_dead_are_a_lone_suspicion(signed: bool) -> None
         assert core.counters["suspect_confirmations"] == 0
 
 
+def test_an_own_accusation_goes_straight_to_every_other_live_member() -> None:
+    """Only an accuser's own word confirms a suspicion, so a failed probe's Suspect goes to the
+    other members at once, each in a datagram of its own, besides the gossip (at 10 real
+    agents, detection had slowed from a median of 1.73 to 1.94 s without it)."""
+    core = with_peers("bcde")
+    now, _, ping = run_to_probe(core)
+    core.tick(now + CFG.probe_interval_s)  # no ack, no nack: the probe fails
+    told = {d.addr for d, m in of_type(datagrams(core), Suspect) if d.msgs == (m,)}
+    others = {ADDR[p] for p in "bcde" if p != ping.target}
+    assert told >= others  # (the gossip may tell the suspect too: so that it refutes)
+
+
 def test_a_relayed_suspect_makes_no_accuser_of_the_first_one_heard_after() -> None:
     """A suspicion a relay started counts no accuser: the first member heard in its own name
     is the first accuser, not a confirmation (else a worker relaying another's name first got

@@ -9,14 +9,18 @@ of <= 2 s, a few times sooner than memberlist's LAN config with its 1 s probe in
 DEAD over 10 minutes at 5% packet loss with a busy CPU delaying the receivers):
 
 detection ~= first probe of the victim + one probe interval (ping, then ping-req) + the minimum
-suspicion timeout + one or two gossip hops for the Dead message:
+suspicion timeout, on every member's own timer:
   - each of the 9 survivors probes the victim once per round of 9 probes (9 * 0.3 s = 2.7 s), at an
     independent phase, so the first probe comes ~2.7 / 10 = 0.27 s after the crash on average;
   - the probe ends 0.3 s later without an ack: Suspect;
   - min suspicion = 4 * max(1, log10(10)) * 0.3 s = 1.2 s. With k = 4 - 2 = 2 expected
     confirmations, the next two survivors to probe the victim (~0.3 s and ~0.6 s later) confirm
-    it, so the timer shrinks to the minimum before it fires;
-  - Dead then spreads in one or two gossip rounds of 0.1 s.
+    it, so the timer shrinks to the minimum before it fires. A confirmation counts only in its
+    accuser's own name (a signature covers its signer's word), so each accuser sends its
+    Suspect straight to the other members (`core._tell_accusation`): every member's timer
+    starts with the first Suspect it hears and shrinks with the same confirmations;
+  - another member's Dead is one more confirmation, not a verdict: each member declares the
+    death on its own timer, within a gossip round or two of the first.
   Sum: ~0.27 + 0.3 + 1.2 + 0.2 ~= 2.0 s in the worst case of that chain, ~1.8 s typically.
   tests/gossip/test_sim.py holds the goal in virtual time (also at 5% loss, and at 50 members,
   where the minimum suspicion grows with log10(n)); bench/failure_detection.py measures it on real

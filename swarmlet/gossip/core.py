@@ -147,6 +147,7 @@ class _Probe:
     indirect_sent: bool = False
     expected_nacks: int = 0
     nacks: int = 0
+    helpers: tuple[str, ...] = ()  # the members asked to probe the target for us (PingReq)
 
 
 @dataclass(slots=True)
@@ -157,6 +158,7 @@ class _Relay:
     requester_seq_no: int
     nack: bool
     deadline_s: float
+    target: str = ""  # who alone may answer our Ping
 
 
 _COUNTERS = (
@@ -170,6 +172,7 @@ _COUNTERS = (
     "nacks_missed",
     "suspects",
     "suspect_confirmations",  # Lifeguard's: another accuser's own Suspect shortened a timer
+    "accusations_told",  # our own failed probe's Suspect, sent straight to members
     "refutes",
     "failed",
     "dead_taken_as_suspect",  # another member's Dead before X was suspected here long enough
@@ -182,6 +185,8 @@ _COUNTERS = (
     "dropped_stale",
     "dropped_unknown_member",
     "dropped_wrong_target",
+    "dropped_ack_of_another",  # an Ack signed by a member that was not asked (`_on_ack`)
+    "dropped_in_our_name",  # another member's Suspect or Dead naming us as its accuser
     "dropped_relay_unknown_target",  # a PingReq for a node that is not a member here
     "dropped_addr_conflict",
     "dropped_addr_not_recorded",  # an Alive at another address than the member's record's
@@ -203,8 +208,8 @@ _COUNTERS = (
 # 6,578 Pings was 6,579 datagrams out.
 _PROBES = (Ping, Ack, PingReq, Nack)
 _UPDATES_ABOUT_ONE_MEMBER = 2
-# Members told of our own accusation at once (`Swim._tell_accusation`): every other one up to
-# this cluster size, a random sample beyond.
+# Members told of our own accusation at once (`Swim._tell_accusation`): every other live one
+# in a cluster of up to this many plus two (us and the suspect), a random sample beyond.
 _ACCUSATION_FANOUT = 16
 
 
@@ -374,11 +379,12 @@ class Swim:
 
     def merge_remote_state(self, now: float, state: PushPullState, peer: str | None = None) -> None:
         """memberlist state.go `mergeState`: apply each entry as the matching message; a remote
-        DEAD (or SUSPECT) becomes a Suspect, so the member gets a chance to refute. Its accuser
-        is `peer`, the member the stream's certificate names (None without certificates: the
-        state's `source`), not this member (memberlist's choice): a worker that pushed "X is
-        suspect" to k members made k accusers of them, each gossiping it in its own name
-        (review)."""
+        DEAD (or SUSPECT) becomes a Suspect, so the member gets a chance to refute. Only a
+        suspicion: the pusher may hold it from a relay, not from a probe of its own, so it is
+        nobody's accusation here; gossiped on, it names `peer` (the member the stream's
+        certificate names; None without certificates: the state's `source`), not this member
+        (memberlist's choice: a worker that pushed "X is suspect" to k members made k accusers
+        of them, each gossiping it in its own name; review)."""
         raw: object = state  # decoded from a peer: trust no annotation
         entries: object = getattr(raw, "members", None)
         if (
@@ -425,7 +431,8 @@ class Swim:
                 # signature travels with its Dead, not in push-pull state): with signatures
                 # on, only a suspicion, which the member refutes if it is still there.
                 accuser = peer if peer is not None else raw.source
-                self._on_suspect(now, Suspect(entry.incarnation, entry.name, accuser))
+                suspect = Suspect(entry.incarnation, entry.name, accuser)
+                self._on_suspect(now, suspect, direct=False)
 
     def handle_datagram(
         self, now: float, from_addr: Addr, msg: object, signer: str | None = None
@@ -459,9 +466,12 @@ class Swim:
             elif isinstance(m, Alive):
                 self._on_alive(now, m)
             elif isinstance(m, Suspect):
-                self._on_suspect(now, m, from_addr, direct=self._in_signers_name(m.accuser))
+                if not self._in_our_name(m.accuser):
+                    direct = self._in_signers_name(m.accuser)
+                    self._on_suspect(now, m, from_addr, direct=direct)
             elif isinstance(m, Dead):
-                self._on_dead(now, m, from_addr)
+                if m.accuser == m.node or not self._in_our_name(m.accuser):
+                    self._on_dead(now, m, from_addr)
             else:  # a PushNodeState has no business in a datagram
                 self.counters["dropped_malformed"] += 1
 
@@ -589,6 +599,7 @@ class Swim:
             if m.state is MemberState.ALIVE and m.name not in (self.name, probe.target)
         ]
         chosen = self._rng.sample(peers, min(self.config.indirect_checks, len(peers)))
+        probe.helpers = tuple(peer.name for peer in chosen)
         self.counters["indirect_probes"] += 1
         for peer in chosen:
             req = PingReq(probe.seq_no, target.name, target.addr[0], target.addr[1], nack=True)
@@ -607,10 +618,12 @@ class Swim:
         else:
             self._apply_awareness(1)
         accusation = Suspect(probe.target_incarnation, probe.target, self.name)
+        before = self._suspicions.get(probe.target)
+        was_accuser = before is not None and self.name in before.accusers
         self._on_suspect(now, accusation)
         suspicion = self._suspicions.get(probe.target)
-        if suspicion is not None and self.name in suspicion.accusers:
-            self._tell_accusation(accusation)
+        if suspicion is not None and self.name in suspicion.accusers and not was_accuser:
+            self._tell_accusation(accusation)  # once a suspicion: later probes add nothing
 
     def _tell_accusation(self, accusation: Suspect) -> None:
         """Our own Suspect, straight to up to `_ACCUSATION_FANOUT` live members, besides the
@@ -625,6 +638,7 @@ class Swim:
         ]
         for peer in self._rng.sample(peers, min(len(peers), _ACCUSATION_FANOUT)):
             self._outputs.append(SendDatagram(peer.addr, (accusation,)))
+            self.counters["accusations_told"] += 1
 
     def _on_ping(self, from_addr: Addr, ping: Ping) -> None:
         if ping.target != self.name:
@@ -633,15 +647,27 @@ class Swim:
         self._send(from_addr, [Ack(ping.seq_no)])
 
     def _on_ack(self, now: float, ack: Ack) -> None:
+        """An Ack counts only in the name of a member that may send it: our probe's target, or
+        a member we asked to probe it; for a probe we relay, its target. Sequence numbers are
+        no secret (every Ping shows one), so a worker that sprayed Acks had probes of a dead
+        member succeed, and it was never detected (review)."""
         probe = self._probe
+        signer = self._signer
         if probe is not None and ack.seq_no == probe.seq_no:
+            if signer is not None and signer != probe.target and signer not in probe.helpers:
+                self.counters["dropped_ack_of_another"] += 1
+                return
             self._probe = None
             self.counters["acks"] += 1
             # memberlist: -1 for a direct ack in time; a late or relayed ack leaves +1.
             self._apply_awareness(-1 if now <= probe.direct_deadline_s else 1)
             return
-        relay = self._relays.pop(ack.seq_no, None)
+        relay = self._relays.get(ack.seq_no)
         if relay is not None:
+            if signer is not None and signer != relay.target:
+                self.counters["dropped_ack_of_another"] += 1
+                return
+            del self._relays[ack.seq_no]
             self._send(relay.requester, [Ack(relay.requester_seq_no)])
             return
         self.counters["dropped_unknown_ack"] += 1
@@ -662,7 +688,7 @@ class Swim:
             return
         seq_no = self._next_seq_no()
         deadline_s = now + self.config.probe_timeout_s
-        self._relays[seq_no] = _Relay(from_addr, req.seq_no, req.nack, deadline_s)
+        self._relays[seq_no] = _Relay(from_addr, req.seq_no, req.nack, deadline_s, req.target)
         self._send(target.addr, [Ping(seq_no, req.target)])
         self.counters["relays"] += 1
 
@@ -760,6 +786,16 @@ class Swim:
     def _in_signers_name(self, accuser: str) -> bool:
         return self._signer is None or accuser == self._signer
 
+    def _in_our_name(self, accuser: str) -> bool:
+        """Whether a message from another member names us as its accuser: a forgery, or an echo
+        of our own accusation, which we hold already. Taken, it would be gossiped on under our
+        signature, and count everywhere as our own word (review: a worker made honest members
+        its accusers so)."""
+        if accuser == self.name and self._signer is not None and self._signer != self.name:
+            self.counters["dropped_in_our_name"] += 1
+            return True
+        return False
+
     def _on_suspect(
         self, now: float, s: Suspect, sender: Addr | None = None, *, direct: bool = True
     ) -> None:
@@ -840,15 +876,14 @@ class Swim:
         self._declare_dead(now, d, left)
 
     def _death_confirmed(self, now: float, d: Dead, sender: Addr | None) -> bool:
-        """Whether another member's word that X failed is taken as a death here: once X has
-        been suspected here for the least time a suspicion gives it to refute, and by two
-        members at least, each in its own name (the Dead's signer counts as one), or once
-        the suspicion's own timer ran out. Else it is a suspicion (or its accuser's
-        confirmation). memberlist takes the word at once, so any member (a compromised
-        worker, in this threat model) could have the leader write off every task of a live
-        node with one datagram; with the least time alone, with a Suspect and a Dead 1.2 s
-        later (review). An honest accuser's Dead comes after its own timer, which started
-        when ours did (its Suspect), from confirmations that reach us too."""
+        """Whether another member's word that X failed is taken as a death here: only once this
+        member's own suspicion of X has run out, the Dead counting as its signer's
+        confirmation (Lifeguard's timer; else a suspicion, or that confirmation). memberlist
+        takes the word at once, so any member (a compromised worker, in this threat model)
+        could have the leader write off every task of a live node with one datagram; taken
+        once the suspicion was `min_s` old, with a Suspect and a Dead 1.2 s later (review). An
+        honest failure's accusers reach every member in their own names
+        (`_tell_accusation`), so the timers everywhere shrink to about `min_s` together."""
         direct = self._in_signers_name(d.accuser)
         suspicion = self._suspicions.get(d.node)
         if suspicion is None:
@@ -857,9 +892,7 @@ class Swim:
         if direct and suspicion.confirm(d.accuser):
             self.counters["suspect_confirmations"] += 1
             self._queue.queue(Suspect(d.incarnation, d.node, d.accuser))
-        if now >= suspicion.deadline_s:
-            return True
-        return now - suspicion.started_s >= suspicion.min_s and suspicion.confirmations > 0
+        return now >= suspicion.deadline_s
 
     def _leave_verified(self, d: Dead) -> bool:
         """Whether a leave is signed by the member that leaves (always, when we do not verify)."""

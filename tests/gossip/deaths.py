@@ -8,18 +8,15 @@ from swarmlet.gossip.messages import Dead, Suspect
 
 def confirmed_dead(core: Swim, dead: Dead, at: float, sender: tuple[str, int]) -> float:
     """`dead` (a failure, in its accuser's word) handed to `core` at `at`, then the same
-    accusation from another member in its own name (the confirmation an honest failure gets
-    from the other members probing it), and `dead` again once the suspicion has run the least
-    a suspicion runs, as an honest accuser's Dead comes after its own timer (with no other
-    member to confirm it, once the suspicion's timer ran out). Returns when `core` took it."""
-    core.handle_datagram(at, sender, (dead,))
+    accusation from the other members, each in its own name (the confirmations an honest
+    failure gets from the members probing it), and `dead` again once the suspicion's timer ran
+    out, as an honest accuser's Dead comes after its own. Returns when `core` took it."""
+    core.handle_datagram(at, sender, (dead,), dead.accuser)
     suspicion = core._suspicions[dead.node]
-    others = [m.name for m in core.members() if m.name not in (core.name, dead.node, dead.accuser)]
-    if not others:  # nobody else to confirm it: the suspicion's own timer
-        at = suspicion.deadline_s
-    else:
-        confirmation = Suspect(dead.incarnation, dead.node, others[0])
-        core.handle_datagram(at, sender, (confirmation,), others[0])
-        at = suspicion.started_s + suspicion.min_s
-    core.handle_datagram(at, sender, (dead,))
+    for other in (m.name for m in core.members()):
+        if other not in (core.name, dead.node, dead.accuser):
+            confirmation = Suspect(dead.incarnation, dead.node, other)
+            core.handle_datagram(at, sender, (confirmation,), other)
+    at = suspicion.deadline_s
+    core.handle_datagram(at, sender, (dead,), dead.accuser)
     return at

@@ -325,16 +325,17 @@ def test_another_members_word_that_x_failed_is_a_suspicion_x_can_refute() -> Non
     assert kinds(core, "b") == [EventKind.SUSPECT, EventKind.ALIVE]
 
 
-def test_a_dead_after_the_least_suspicion_is_taken_at_once() -> None:
+def test_another_members_dead_is_its_confirmation_and_the_own_timer_decides() -> None:
     """An honest accuser's Dead comes after its own timer ran out, which started about when
-    ours did: it is not held for a timer of our own."""
+    ours did, from confirmations that reached us too: each Dead counts as its signer's
+    confirmation, and the death is taken once our timer, so shortened, has run out."""
     core = with_peers("bcdefg")
     n = len(core.members())
     suspect_b(core, 1.0, accuser="c")
-    core.handle_datagram(1.0 + CFG.suspicion_min_s(n) - 0.01, ADDR["d"], (Dead(1, "b", "d"),))
+    core.handle_datagram(1.0 + CFG.suspicion_min_s(n) - 0.01, ADDR["d"], (Dead(1, "b", "d"),), "d")
     assert state_of(core, "b") is MemberState.SUSPECT  # too early: a confirmation
-    core.handle_datagram(1.0 + CFG.suspicion_min_s(n), ADDR["c"], (Dead(1, "b", "c"),))
-    assert state_of(core, "b") is MemberState.DEAD
+    core.handle_datagram(1.0 + CFG.suspicion_min_s(n), ADDR["e"], (Dead(1, "b", "e"),), "e")
+    assert state_of(core, "b") is MemberState.DEAD  # k confirmations: the least timeout
     assert kinds(core, "b") == [EventKind.SUSPECT, EventKind.FAILED]
 
 
@@ -369,6 +370,34 @@ def test_an_own_accusation_goes_straight_to_every_other_live_member() -> None:
     told = {d.addr for d, m in of_type(datagrams(core), Suspect) if d.msgs == (m,)}
     others = {ADDR[p] for p in "bcde" if p != ping.target}
     assert told >= others  # (the gossip may tell the suspect too: so that it refutes)
+
+
+def test_another_members_word_in_our_name_is_dropped() -> None:
+    """A worker sent an honest member a Suspect (or Dead) naming that member as accuser: it
+    started a suspicion and gossiped it on under its own signature, so every other member
+    counted it as that member's own word; with two such members, a live node was dead at the
+    least timeout (review). Dropped and counted; ours is only what we say."""
+    core = with_peers("bcdefg")
+    core.handle_datagram(1.0, ADDR["c"], (Suspect(1, "b", "a"),), "c")
+    core.handle_datagram(1.0, ADDR["c"], (Dead(1, "d", "a"),), "c")
+    assert core.counters["dropped_in_our_name"] == 2
+    assert state_of(core, "b") is MemberState.ALIVE
+    assert state_of(core, "d") is MemberState.ALIVE
+    core.tick(core.next_deadline())
+    assert not [m for _, m in of_type(datagrams(core), Suspect | Dead)]
+
+
+def test_an_ack_counts_only_from_the_target_or_a_member_asked() -> None:
+    """Sequence numbers are no secret (every Ping shows one): a worker that sprayed Acks had
+    every probe of a dead member succeed, and it was never detected (review)."""
+    core = with_peers("bcde")
+    now, _, ping = run_to_probe(core)
+    bystander = next(p for p in "bcde" if p != ping.target)
+    core.handle_datagram(now + 0.01, ADDR[bystander], (Ack(ping.seq_no),), bystander)
+    assert core.counters["dropped_ack_of_another"] == 1
+    assert core.counters["acks"] == 0
+    core.handle_datagram(now + 0.02, ADDR[ping.target], (Ack(ping.seq_no),), ping.target)
+    assert core.counters["acks"] == 1
 
 
 def test_a_relayed_suspect_makes_no_accuser_of_the_first_one_heard_after() -> None:
@@ -621,10 +650,11 @@ def test_dead_and_left_members_are_forgotten_after_dead_reclaim() -> None:
 # --- push-pull ----------------------------------------------------------------------------------
 
 
-def test_a_pushed_suspicion_is_its_pushers_word_not_ours() -> None:
+def test_a_pushed_suspicion_is_nobodys_accusation() -> None:
     """memberlist makes a pushed SUSPECT a Suspect from the receiver: a worker that pushed
-    "b is suspect" to k members made k accusers of them, each gossiping it in its own name
-    (review). Here it is the pusher's (the stream's certificate), once, however many push."""
+    "b is suspect" to k members made k accusers of them, each gossiping it in its own name;
+    and an honest pusher may hold it from a relay only (review). Here it starts a suspicion
+    that confirms nothing, and is gossiped on in the pusher's name."""
     core = with_peers("bcdefg")
     pushed = PushPullState(
         "c",
@@ -636,10 +666,11 @@ def test_a_pushed_suspicion_is_its_pushers_word_not_ours() -> None:
     core.tick(core.next_deadline())
     said = [m for _, m in of_type(datagrams(core), Suspect)]
     assert said and {m.accuser for m in said} == {"c"}
-    core.merge_remote_state(1.1, pushed, "c")
+    for pusher in "cdefg":
+        core.merge_remote_state(1.1, replace(pushed, source=pusher), pusher)
     assert core.counters["suspect_confirmations"] == 0
-    core.merge_remote_state(1.2, replace(pushed, source="d"), "d")
-    assert core.counters["suspect_confirmations"] == 1
+    core.tick(1.0 + CFG.suspicion_max_s(len(core.members())) - 0.01)
+    assert state_of(core, "b") is MemberState.SUSPECT  # the lone timeout
 
 
 def test_join_asks_for_a_push_pull_with_every_seed_but_ourselves() -> None:

@@ -1141,13 +1141,15 @@ async def test_a_workers_word_that_a_live_node_died_is_a_suspicion_it_refutes(
 async def test_a_workers_suspects_in_other_members_names_confirm_no_suspicion(
     scene: Scene,
 ) -> None:
-    """The worker suspects a live follower in its own name (legal SWIM) and, in the same
-    datagram, in the name of every other manager: Lifeguard's independent confirmations, which
-    would cut the suspicion's timeout from its lone maximum (7.2 s here) to the minimum (1.2
-    s), less than a refutation may take on a busy machine. One datagram each, in a row (a
-    datagram holds at most two updates about one member). A signature covers its signer's
-    word only: every target takes the suspicion (counted), none counts a confirmation in a
-    forged name, the follower refutes and no member declares anyone failed."""
+    """The worker suspects a live follower in the name of every other manager, the target's
+    own name first (taken, the target gossiped it on under its own signature: every other
+    member counted it as the target's word), then in its own (legal SWIM): Lifeguard's
+    independent confirmations, which would cut the suspicion's timeout from its lone maximum
+    (7.2 s here) to the minimum (1.2 s), less than a refutation may take on a busy machine.
+    One datagram each, in a row (a datagram holds at most two updates about one member). A
+    signature covers its signer's word only: the one in the target's name is dropped
+    (counted), every target takes the suspicion (counted), none counts a confirmation, the
+    follower refutes and no member declares anyone failed (found by review, twice)."""
     with trio.fail_after(TEST_TIMEOUT_S):
         worker = Impostor(scene.worker.data_dir)
         w = scene.worker_id
@@ -1162,7 +1164,9 @@ async def test_a_workers_suspects_in_other_members_names_confirm_no_suspicion(
             """The Suspects at the incarnation `target` holds for the victim (which moves with
             the victim's load figures: read just before, and tried again if it moved)."""
             held = (await worker.members(target))[victim_id].incarnation
-            said = [Suspect(held, victim_id, accuser) for accuser in (w, *accusers)]
+            own = scene.manager_ids[target.index]
+            names = (own, *(a for a in accusers if a != own), w)
+            said = [Suspect(held, victim_id, accuser) for accuser in names]
             suspects = (await off_loop(counters, scene.cluster, target))["gossip_suspects"]
             await worker.send_datagrams(target, [worker.datagram(m, signed_as=w) for m in said])
             return await off_loop(
@@ -1187,6 +1191,9 @@ async def test_a_workers_suspects_in_other_members_names_confirm_no_suspicion(
         for m in scene.managers:
             now = await off_loop(counters, scene.cluster, m)
             assert now["gossip_failed"] == seen[m.index]["gossip_failed"], m.index
+            if m is not victim:
+                dropped = now["gossip_dropped_in_our_name"]
+                assert dropped > seen[m.index]["gossip_dropped_in_our_name"], m.index
             # The worker is one accuser, whatever names it signs (with them: 2, k).
             confirmed = now["gossip_suspect_confirmations"]
             assert confirmed == seen[m.index]["gossip_suspect_confirmations"], m.index

@@ -175,7 +175,7 @@ _COUNTERS = (
     "accusations_told",  # our own failed probe's Suspect, sent straight to members
     "refutes",
     "failed",
-    "dead_taken_as_suspect",  # another member's Dead before X was suspected here long enough
+    "dead_taken_as_suspect",  # another member's Dead before our own suspicion of X ran out
     "gossip_datagrams",
     "push_pulls",
     "corrections_sent",
@@ -629,8 +629,8 @@ class Swim:
         """Our own Suspect, straight to up to `_ACCUSATION_FANOUT` live members, besides the
         gossip: only an accuser's own word confirms a suspicion (`_on_suspect`), and the gossip
         reaches a few members a round, so a failure's confirmations came slower than when
-        relayed copies counted (bench/README.md, 2026-12-07 11:13). One small datagram a member
-        per failed probe of ours."""
+        relayed copies counted (bench/README.md, 2026-12-07 11:13). One small datagram a member,
+        once a suspicion."""
         peers = [
             m
             for m in self._members.values()
@@ -804,8 +804,8 @@ class Swim:
         Suspect, and a datagram's signature covers its signer's word only, so a compromised
         worker that named k other members as accusers cut a live member's suspicion from its
         lone 7.2 s to the confirmed 1.2 s, less than a refutation may take on a busy machine.
-        An accuser's own Suspect reaches most members straight from it (it gossips it to
-        `gossip_nodes` members a round, and piggybacks it on its probes)."""
+        An accuser's own Suspect reaches the other members straight from it
+        (`_tell_accusation`)."""
         old = self._members.get(s.node)
         if old is None:
             self.counters["dropped_unknown_member"] += 1

@@ -111,6 +111,10 @@ class GossipDriver:
 
     async def answer_push_pull(self, stream: FramedStream, remote: PushPullState) -> None:
         await stream.send(self.core.local_state())
+        self._merge(stream, remote)
+
+    def _merge(self, stream: FramedStream, remote: PushPullState) -> None:
+        """A pushed state, in the name of the member the stream's certificate names."""
         peer = stream.peer.node_id if stream.peer is not None else None
         self.core.merge_remote_state(trio.current_time(), remote, peer)
         self._wake.set()
@@ -125,9 +129,7 @@ class GossipDriver:
                     await stream.send(self.core.local_state(join=join))
                     remote = await stream.receive(expect=(PushPullState,))
             if remote is not None:
-                peer = stream.peer.node_id if stream.peer is not None else None
-                self.core.merge_remote_state(trio.current_time(), remote, peer)
-                self._wake.set()
+                self._merge(stream, remote)
         except (OSError, trio.TooSlowError, trio.BrokenResourceError, RemoteProtocolError) as exc:
             self.transport.counters["push_pull_failures"] += 1
             log.debug("push-pull with %s:%s failed: %s", addr[0], addr[1], exc)

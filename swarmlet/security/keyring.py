@@ -27,8 +27,8 @@ Raft log), which would drop the key of a node promoted later in that log, only f
 bring it back (a crash in between left no key on disk); a newer cluster key epoch waits for the
 end of the replay too. A state installed from a snapshot calls no apply hook, so a demotion
 learnt that way takes effect at the next command applied or the next use, whichever comes
-first. "Seen" is this process's memory: a node removed
-while it was down, which never hears of it, keeps its key (which the removal rotated).
+first. "Seen" is this process's memory: a node removed while it was down, which never hears of
+it, keeps its key (which the removal rotated).
 
 The managers' key is rotated when a manager leaves the managers (demotion, `node rm` of a
 manager; Swarm does not): `security.managers_key_rotation` builds one `RotateManagersKey`,

@@ -274,6 +274,38 @@ async def test_a_status_with_two_endpoints_of_one_target_is_refused() -> None:
     assert counters["status_refused_endpoints"] == 1
 
 
+async def test_a_report_dense_with_endpoints_lets_the_loop_run_while_it_is_vetted() -> None:
+    """A worker's 4 MiB frame holds 512 statuses of 340 endpoints: vetting them all in one turn
+    of the loop, after decoding, cost a leader its lead on a slow machine (CI). A status about
+    a task the node does not run is refused before its endpoints are looked at; the rest are
+    vetted a share at a time, the loop running in between."""
+    state = cluster()
+    raft = FakeRaft(state, leader=True)
+    counters = Counters()
+    endpoints = tuple(Endpoint(80, "tcp", HOST, 30000 + i) for i in range(340))
+    own = (TaskObservation("t0", TaskState.RUNNING, endpoints=endpoints),) * 512
+    not_its = tuple(dataclasses.replace(obs, task_id="t-other") for obs in own)
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            await trio.lowlevel.checkpoint()
+            turns += 1
+
+    the_intake = intake(state, raft, counters)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(count_turns)
+        await trio.lowlevel.checkpoint()
+        await the_intake.answer(peer(NODE), StatusReport(1, not_its))
+        assert turns == 0  # refused at one lookup each: nothing to let the loop run for
+        await the_intake.answer(peer(NODE), StatusReport(2, own))
+        assert turns >= 10, turns  # 174,080 endpoints, at least once per 17,408
+        nursery.cancel_scope.cancel()
+    assert counters["status_refused_report_other_nodes_task"] == 512
+    assert counters["status_refused_endpoints"] == 512  # one target, 340 times
+
+
 @pytest.mark.parametrize(
     ("targets", "kept"),
     [

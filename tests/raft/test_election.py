@@ -51,6 +51,16 @@ def test_single_voter_elects_itself_and_commits_its_noop() -> None:
     assert [e.data for e in net.applied["n1"]] == [b""]
 
 
+def test_the_only_voter_campaigns_at_its_first_tick_and_a_voter_of_three_waits() -> None:
+    """No one else can lead a configuration of one voter: `init` waited 0.4-0.8 s for nothing."""
+    alone = make_node("n1", ("n1",))
+    assert alone.idle_ticks() == 1
+    alone.tick()
+    assert alone.role == Role.LEADER
+    for seed in range(20):
+        assert ticks_until_campaign(seed) >= 10  # one of three voters: its randomized timeout
+
+
 def test_leader_appends_a_noop_of_its_term_on_election() -> None:
     net = cluster(3)
     leader = net.elect("n1")

@@ -1201,6 +1201,71 @@ async def test_a_workers_suspects_in_other_members_names_confirm_no_suspicion(
         await off_loop(assert_unchanged, scene, before)
 
 
+async def test_a_suspect_pushed_in_a_state_exchange_is_nobodys_accusation(scene: Scene) -> None:
+    """The worker pushes, in a push-pull exchange to each other manager at once, its table with
+    a live follower SUSPECT at the incarnation each holds (the follower's own signed Alive,
+    state changed: push-pull states carry no accuser). memberlist takes it as the receiver's
+    own accusation, which it gossips on under its own signature: k receivers, k accusers, the
+    suspicion's timeout cut to its minimum. Here it starts a suspicion (counted) in the name of
+    the member that pushed it, which no receiver gossips as anyone's word: no confirmation on
+    any member, the follower refutes, no one is declared failed, the cluster is unchanged."""
+    with trio.fail_after(TEST_TIMEOUT_S):
+        worker = Impostor(scene.worker.data_dir)
+        w = scene.worker_id
+        before = await off_loop(picture, scene)
+        victim = await off_loop(scene.follower)
+        victim_id = scene.manager_ids[victim.index]
+        targets = [m for m in scene.managers if m is not victim]
+        seen = {m.index: await off_loop(counters, scene.cluster, m) for m in scene.managers}
+
+        async def push_suspect(target: AgentHandle, entry: PushNodeState) -> None:
+            stream = await worker.connect(target)
+            async with stream.stream:
+                pushed = dataclasses.replace(entry, state=MemberState.SUSPECT)
+                await ask_on(stream, PushPullState(w, False, (pushed,)), (PushPullState,))
+
+        async def suspected_by_all() -> bool:
+            """Pushed to every target together (the victim refutes the first suspicion it
+            hears of); the victim's incarnation, read just before, moves with its load
+            figures: tried again if it moved."""
+            held = {m.index: (await worker.members(m))[victim_id] for m in targets}
+            suspects = {
+                m.index: (await off_loop(counters, scene.cluster, m))["gossip_suspects"]
+                for m in targets
+            }
+            async with trio.open_nursery() as nursery:
+                for m in targets:
+                    nursery.start_soon(push_suspect, m, held[m.index])
+            for m in targets:
+                if not await off_loop(
+                    grows_within, scene.cluster, m, "gossip_suspects", suspects[m.index], 5.0
+                ):
+                    return False
+            return True
+
+        for _ in range(5):
+            if await suspected_by_all():
+                break
+        else:
+            pytest.fail("no try reached every target at the victim's incarnation")
+        await off_loop(
+            grows_within,
+            scene.cluster,
+            victim,
+            "gossip_refutes",
+            seen[victim.index]["gossip_refutes"],
+            10.0,
+        )
+        await trio.sleep(10)  # past the longest a suspicion runs at 4 members (6 x 1.2 s)
+        for m in scene.managers:
+            now = await off_loop(counters, scene.cluster, m)
+            assert now["gossip_failed"] == seen[m.index]["gossip_failed"], m.index
+            confirmed = now["gossip_suspect_confirmations"]
+            assert confirmed == seen[m.index]["gossip_suspect_confirmations"], m.index
+            assert (await worker.members(m))[victim_id].state is MemberState.ALIVE, m.index
+        await off_loop(assert_unchanged, scene, before)
+
+
 async def test_a_ping_req_is_relayed_to_members_at_their_address_only(scene: Scene) -> None:
     """The worker asks every manager to ping, for it, a member at the attacker's address, and a
     node that is no member at all. Relayed to the host and port a PingReq names, any member could

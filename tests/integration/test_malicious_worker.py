@@ -1798,15 +1798,18 @@ async def test_frames_a_worker_makes_dense_to_decode_leave_the_leader_its_lead(
     event loop, past the election timeout (0.4-0.8 s), so the followers stopped hearing from
     it. Decoded in a thread now, and the statuses vetted a share at a time: about tasks the
     worker does not run (refused before a single endpoint is looked at), then about its own
-    task, 512 times over (every endpoint vetted, each status refused: one target 340 times).
-    Each report is answered, and the leader, the term and everything else are what they
-    were."""
+    task, 512 times over, one target 340 times (every endpoint vetted, each status refused),
+    then 340 targets (each status news: one 4 MB Raft entry, 0.3 s to encode and 0.8 s to
+    apply on every manager's loop, where the reporter sends at most REPORT_ENDPOINTS: the
+    report is refused whole). The leader, the term and everything else are what they were."""
     _, on_worker = web_tasks
-    endpoints = tuple(Endpoint(80, "tcp", "10.0.0.1", 30000 + i) for i in range(340))
     running = TaskState.RUNNING
-    unknown = tuple(TaskObservation(f"t{i}", running, endpoints=endpoints) for i in range(512))
-    own = (TaskObservation(on_worker.task_id, running, endpoints=endpoints),) * 512
-    reports = 3
+    one_target = tuple(Endpoint(80, "tcp", "10.0.0.1", 30000 + i) for i in range(340))
+    targets = tuple(Endpoint(81 + i, "tcp", "10.0.0.1", 30000 + i) for i in range(340))
+    unknown = tuple(TaskObservation(f"t{i}", running, endpoints=one_target) for i in range(512))
+    own = (TaskObservation(on_worker.task_id, running, endpoints=one_target),) * 512
+    news = (TaskObservation(on_worker.task_id, running, endpoints=targets),) * 512
+    reports = 2
     with trio.fail_after(TEST_TIMEOUT_S):
         worker = Impostor(scene.worker.data_dir)
         leader = await off_loop(scene.leader)
@@ -1814,13 +1817,18 @@ async def test_frames_a_worker_makes_dense_to_decode_leave_the_leader_its_lead(
         seen = await off_loop(counters, scene.cluster, leader)
         stream = await worker.connect(leader)
         async with stream.stream:
-            for seq, statuses in enumerate((unknown,) * reports + (own,) * reports, start=1):
-                report = StatusReport(seq, statuses)
-                reply = await ask_on(stream, report, (StatusReportReply,))
-                assert isinstance(reply, StatusReportReply) and reply.ok, reply
+            sent = (unknown,) * reports + (own,) * reports + (news,) * reports
+            for seq, statuses in enumerate(sent, start=1):
+                reply = await ask_on(stream, StatusReport(seq, statuses), (StatusReportReply,))
+                assert isinstance(reply, StatusReportReply), reply
+                if statuses is news:
+                    assert "more statuses than one report holds" in reply.error, reply
+                else:
+                    assert reply.ok, reply
         expected = Counter(
             status_refused_report_unknown_task=reports * len(unknown),
             status_refused_endpoints=reports * len(own),
+            status_refused_report_size=reports,
         )
         await off_loop(wait_counted, scene.cluster, leader, seen, expected)
         await off_loop(before.assert_unchanged, scene)

@@ -625,11 +625,13 @@ class RaftNode:
 
     def _election_due(self) -> int:
         """The tick at which a follower campaigns: its randomized timeout, or its first tick if it
-        is the configuration's only voter. No other node can lead that configuration, so there
-        is no leader to wait for, and no one else's election to stay out of (etcd fast-forwards
-        a booting node's ticks likewise): `init`, and a lone manager's restart, waited 0.4-0.8 s
-        for nothing."""
-        if self.conf.voters == (self.id,):
+        is the configuration's only voter and knows of no leader. No other node can lead that
+        configuration, so there is no leader to wait for, and no one else's election to stay
+        out of (etcd fast-forwards a booting node's ticks likewise): `init`, and a lone
+        manager's restart, waited 0.4-0.8 s for nothing. A leader it hears of is one that
+        removed or demoted itself and leads until that change commits: the follower gives it
+        its timeout, as before, so that what it appends meanwhile is not lost (review)."""
+        if self.conf.voters == (self.id,) and self.leader_id is None:
             return 1
         return self._randomized_timeout
 

@@ -61,6 +61,23 @@ def test_the_only_voter_campaigns_at_its_first_tick_and_a_voter_of_three_waits()
         assert ticks_until_campaign(seed) >= 10  # one of three voters: its randomized timeout
 
 
+def test_the_only_voter_gives_a_leader_it_hears_of_its_timeout() -> None:
+    """n1 of {n1, n2} removes itself: n2 holds the change, is the only voter of it, and hears
+    from n1, which leads until the change commits. n2 campaigns at its timeout, not at once:
+    what n1 appends meanwhile would be lost."""
+    net = cluster(2)
+    leader = net.elect("n1")
+    net.run()
+    leader.propose_conf_change(ConfChange(ConfChangeKind.REMOVE, "n1"))
+    net.deliver(lambda m: m.to_id == "n2")  # the change reaches n2; its answer does not return
+    net.drop()
+    follower = net.nodes["n2"]
+    assert follower.conf.voters == ("n2",) and follower.leader_id == "n1"
+    assert follower.idle_ticks() >= follower.config.election_ticks
+    net.tick("n2", pred=lambda m: False)
+    assert follower.role == Role.FOLLOWER
+
+
 def test_leader_appends_a_noop_of_its_term_on_election() -> None:
     net = cluster(3)
     leader = net.elect("n1")

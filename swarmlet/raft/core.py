@@ -257,6 +257,14 @@ class RaftNode:
         self._conf_index = 0
         self._recompute_conf()
         self._reset_timers()
+        if self.conf.voters == (self.id,):
+            # The only voter campaigns at its first tick: no other node can lead its
+            # configuration, so there is no leader to wait for (`init`, and a lone manager's
+            # restart, waited 0.4-0.8 s for nothing). At the start only, as etcd fast-forwards
+            # a booting node's ticks: once it has heard from a leader or granted a vote, its
+            # timer runs whole (one that fired at once deposed the leader it had just elected:
+            # a leader that demoted itself, and the one voter left, simulation seed 4287).
+            self._election_elapsed = self._randomized_timeout - 1
 
     # ---------------------------------------------------------------- observation
 
@@ -327,7 +335,7 @@ class RaftNode:
             return max(1, min(heartbeat, self.config.election_ticks - self._election_elapsed))
         if not self._promotable():
             return 2 * self.config.election_ticks
-        return max(1, self._election_due() - self._election_elapsed)
+        return max(1, self._randomized_timeout - self._election_elapsed)
 
     def propose(self, data: bytes) -> int:
         """Append a command; returns its index. It is committed when it appears in
@@ -620,20 +628,8 @@ class RaftNode:
 
     def _tick_election(self) -> None:
         self._election_elapsed += 1
-        if self._election_elapsed >= self._election_due() and self._promotable():
+        if self._election_elapsed >= self._randomized_timeout and self._promotable():
             self._campaign(transfer=False)
-
-    def _election_due(self) -> int:
-        """The tick at which a follower campaigns: its randomized timeout, or its first tick if it
-        is the configuration's only voter and knows of no leader. No other node can lead that
-        configuration, so there is no leader to wait for, and no one else's election to stay
-        out of (etcd fast-forwards a booting node's ticks likewise): `init`, and a lone
-        manager's restart, waited 0.4-0.8 s for nothing. A leader it hears of is one that
-        removed or demoted itself and leads until that change commits: the follower gives it
-        its timeout, as before, so that what it appends meanwhile is not lost (review)."""
-        if self.conf.voters == (self.id,) and self.leader_id is None:
-            return 1
-        return self._randomized_timeout
 
     def _tick_leader(self) -> None:
         self._heartbeat_elapsed += 1

@@ -48,6 +48,14 @@ def test_long_chaos_seeds_that_once_never_elected_a_leader(seed: int, storage_fa
     run_seed(seed, chaos_ticks=2000, storage_faults=storage_faults)
 
 
+def test_the_only_voter_that_just_elected_a_leader_does_not_depose_it() -> None:
+    # A leader demoted itself; the one voter left granted it a vote in a new term and then,
+    # knowing of no leader yet, campaigned at its next tick (a rule tried for `init`'s sake:
+    # the only voter campaigns at once) and won alone: the leader it had just elected then held
+    # less than was committed. The only voter now campaigns at once at its start only.
+    run_seed(4287, chaos_ticks=2000)
+
+
 def test_without_the_vote_floor_a_lost_acknowledged_tail_breaks_safety() -> None:
     # The harness can see what the vote floor prevents: told nothing of lost acknowledged tails,
     # the core lets a node that lost a committed entry help elect a leader without it. The first

@@ -609,6 +609,8 @@ class Agent:
             returned = self.down_since.pop(member.name, None) is not None
             if returned:
                 self.events.record("node", "ready", name, f"node {name} is back")
+            elif event.kind is MemberEventKind.ALIVE:  # it answered a suspicion: never gone
+                self.events.record("node", "alive", name, f"node {name} refuted the suspicion")
             else:
                 self.events.record("node", "join", name, f"node {name} joined gossip")
             self.raft.peer_reachable(member.name)  # its snapshot or catch-up starts now

@@ -846,6 +846,21 @@ def grown(cluster: LocalCluster, agent: AgentHandle, name: str, before: int) -> 
     return counters(cluster, agent)[name] > before
 
 
+def node_events(agent: AgentHandle, name: str, since: float) -> list[str]:
+    """The actions of `agent`'s node events about `name` since `since` (`swarmlet events`)."""
+    out = run_cli(
+        "events",
+        "--no-follow",
+        "--since",
+        f"{since:.3f}",
+        "--format",
+        "json",
+        data_dir=agent.data_dir,
+    ).stdout
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    return [e["action"] for e in events if e["type"] == "node" and e["subject"] == name]
+
+
 def grows_within(
     cluster: LocalCluster, agent: AgentHandle, name: str, before: int, timeout_s: float
 ) -> bool:
@@ -1217,6 +1232,7 @@ async def test_a_suspect_pushed_in_a_state_exchange_is_nobodys_accusation(scene:
         victim_id = scene.manager_ids[victim.index]
         targets = [m for m in scene.managers if m is not victim]
         seen = {m.index: await off_loop(counters, scene.cluster, m) for m in scene.managers}
+        started = time.time()
 
         async def push_suspect(target: AgentHandle, entry: PushNodeState) -> None:
             stream = await worker.connect(target)
@@ -1263,6 +1279,9 @@ async def test_a_suspect_pushed_in_a_state_exchange_is_nobodys_accusation(scene:
             confirmed = now["gossip_suspect_confirmations"]
             assert confirmed == seen[m.index]["gossip_suspect_confirmations"], m.index
             assert (await worker.members(m))[victim_id].state is MemberState.ALIVE, m.index
+        for m in targets:  # what an operator reads: suspected, then alive (not a new member)
+            said = await off_loop(node_events, m, f"n{victim.index}", started)
+            assert said[:2] == ["suspect", "alive"] and not {"join", "down"} & set(said), said
         await off_loop(assert_unchanged, scene, before)
 
 

@@ -350,23 +350,26 @@ def _force_new_cluster(args: argparse.Namespace, out: Output) -> ExitStatus:
 
 
 def cmd_join(args: argparse.Namespace, out: Output) -> ExitStatus:
-    import socket
-
-    import trio
-
     from swarmlet import crypto
     from swarmlet.cli import agent_process
-    from swarmlet.node.advertised_resources import write_advertised
-    from swarmlet.security.join import join_cluster
 
     _use_metrics_addr(args)
     advertised = _advertised(args)
     datadir = _new_node_dir(args)
     token = crypto.JoinToken.parse(args.token)
     host = args.advertise_addr or default_advertise_host()
-    # Started before the handshake, held until it succeeds: its start-up overlaps the join.
+    # Started once the flags are checked, held until the handshake succeeds: its start-up (a
+    # new interpreter loading the agent's code) overlaps this command's imports and the join
+    # instead of following them (started after them, it was still loading when released).
     proc = None if args.foreground else agent_process.start_background_agent(datadir, held=True)
     try:
+        import socket
+
+        import trio
+
+        from swarmlet.node.advertised_resources import write_advertised
+        from swarmlet.security.join import join_cluster
+
         identity = trio.run(
             lambda: join_cluster(
                 args.remote,

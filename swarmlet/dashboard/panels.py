@@ -40,6 +40,7 @@ _EVENT_ACTION_STYLE = {
     "suspect": "yellow",
     "up": "green",
     "ready": "green",
+    "alive": "green",
     "elected": "green",
     "joined": "green",
     "completed": "green",

@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, cast
 
 import pytest
@@ -462,6 +463,20 @@ async def test_load_and_port_errors_are_kept_within_what_the_node_may_speak_for(
     assert leader.loads[NODE] == NodeLoad((TaskLoad("t0", 50.0, 1 << 20),), {"web": 10})
     kept = state.port_errors[NODE]
     assert len(kept) == MAX_PORT_ERRORS and all(len(v) <= 300 for v in kept.values())
+    # Its reporter sees them kept: nothing to send (it compared them whole, and sent them again
+    # every 20 ms, for ever: review).
+    node = StatusReporter(
+        node_id=NODE,
+        raft=cast(RaftDriver[ApplyResult], FakeRaft(state, leader=False)),
+        state=lambda: state,
+        observed=dict,
+        port_errors=lambda: errors,
+        load=lambda: NodeLoad((), {}),
+        propose=raft.propose,
+        transport=cast(Transport, SimpleNamespace(counters=Counters())),
+        resolve=lambda _node_id: None,
+    )
+    assert node.pending(with_load=False) is None
     # An empty set of errors clears them.
     assert (await leader.answer(peer(NODE), StatusReport(2, (), {}))).ok
     assert NODE not in state.port_errors

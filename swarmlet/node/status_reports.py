@@ -341,8 +341,8 @@ class StatusIntake:
         fitting = within_report(statuses)
         if len(fitting) < len(statuses):
             # The reporter sends no more, but one of an older release may: the rest are still
-            # news to it once it applies these, and come in its next report (refused whole,
-            # its report came back unchanged forever; review).
+            # news to it once it applies these, and come in its next report (refused whole, it
+            # sent the same report for ever; review).
             self.counters["status_cut_report_size"] += 1
             statuses = fitting
         now = self._clock()

@@ -262,8 +262,8 @@ class RaftNode:
             # configuration, so there is no leader to wait for (`init`, and a lone manager's
             # restart, waited 0.4-0.8 s for nothing). At the start only, as etcd fast-forwards
             # a booting node's ticks: once it has heard from a leader or granted a vote, its
-            # timer runs whole (one that fired at once deposed the leader it had just elected:
-            # a leader that demoted itself, and the one voter left, simulation seed 4287).
+            # timer runs whole (one that fired whenever it knew of no leader deposed the leader
+            # it had just voted for: simulation seed 4287).
             self._election_elapsed = self._randomized_timeout - 1
 
     # ---------------------------------------------------------------- observation

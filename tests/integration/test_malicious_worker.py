@@ -1153,6 +1153,27 @@ async def test_a_workers_word_that_a_live_node_died_is_a_suspicion_it_refutes(
         await off_loop(assert_unchanged, scene, before)
 
 
+async def refuted_and_no_one_failed(
+    scene: Scene, worker: Impostor, victim: AgentHandle, seen: dict[int, Counter[str]]
+) -> dict[int, Counter[str]]:
+    """Once `victim` has refuted a suspicion the worker raised, and past the longest one runs at
+    4 members (6 x 1.2 s): no manager declared anyone failed or counted a confirmation (the
+    worker is one accuser, whatever names it signs or pushes), and each holds the victim alive.
+    Each manager's counters then, by index."""
+    victim_id = scene.manager_ids[victim.index]
+    refutes = seen[victim.index]["gossip_refutes"]
+    await off_loop(grows_within, scene.cluster, victim, "gossip_refutes", refutes, 10.0)
+    await trio.sleep(10)
+    now = {}
+    for m in scene.managers:
+        now[m.index] = after = await off_loop(counters, scene.cluster, m)
+        assert after["gossip_failed"] == seen[m.index]["gossip_failed"], m.index
+        confirmed = after["gossip_suspect_confirmations"]
+        assert confirmed == seen[m.index]["gossip_suspect_confirmations"], m.index
+        assert (await worker.members(m))[victim_id].state is MemberState.ALIVE, m.index
+    return now
+
+
 async def test_a_workers_suspects_in_other_members_names_confirm_no_suspicion(
     scene: Scene,
 ) -> None:
@@ -1194,25 +1215,10 @@ async def test_a_workers_suspects_in_other_members_names_confirm_no_suspicion(
                     break
             else:
                 pytest.fail(f"no try reached n{target.index} at the victim's incarnation")
-        await off_loop(
-            grows_within,
-            scene.cluster,
-            victim,
-            "gossip_refutes",
-            seen[victim.index]["gossip_refutes"],
-            10.0,
-        )
-        await trio.sleep(10)  # past the longest a suspicion runs at 4 members (6 x 1.2 s)
-        for m in scene.managers:
-            now = await off_loop(counters, scene.cluster, m)
-            assert now["gossip_failed"] == seen[m.index]["gossip_failed"], m.index
-            if m is not victim:
-                dropped = now["gossip_dropped_in_our_name"]
-                assert dropped > seen[m.index]["gossip_dropped_in_our_name"], m.index
-            # The worker is one accuser, whatever names it signs (with them: 2, k).
-            confirmed = now["gossip_suspect_confirmations"]
-            assert confirmed == seen[m.index]["gossip_suspect_confirmations"], m.index
-            assert (await worker.members(m))[victim_id].state is MemberState.ALIVE, m.index
+        now = await refuted_and_no_one_failed(scene, worker, victim, seen)
+        for m in targets:
+            dropped = now[m.index]["gossip_dropped_in_our_name"]
+            assert dropped > seen[m.index]["gossip_dropped_in_our_name"], m.index
         await off_loop(assert_unchanged, scene, before)
 
 
@@ -1264,21 +1270,7 @@ async def test_a_suspect_pushed_in_a_state_exchange_is_nobodys_accusation(scene:
                 break
         else:
             pytest.fail("no try reached every target at the victim's incarnation")
-        await off_loop(
-            grows_within,
-            scene.cluster,
-            victim,
-            "gossip_refutes",
-            seen[victim.index]["gossip_refutes"],
-            10.0,
-        )
-        await trio.sleep(10)  # past the longest a suspicion runs at 4 members (6 x 1.2 s)
-        for m in scene.managers:
-            now = await off_loop(counters, scene.cluster, m)
-            assert now["gossip_failed"] == seen[m.index]["gossip_failed"], m.index
-            confirmed = now["gossip_suspect_confirmations"]
-            assert confirmed == seen[m.index]["gossip_suspect_confirmations"], m.index
-            assert (await worker.members(m))[victim_id].state is MemberState.ALIVE, m.index
+        await refuted_and_no_one_failed(scene, worker, victim, seen)
         for m in targets:  # what an operator reads: suspected, then alive (not a new member)
             said = await off_loop(node_events, m, f"n{victim.index}", started)
             assert said[:2] == ["suspect", "alive"] and not {"join", "down"} & set(said), said

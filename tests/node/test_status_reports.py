@@ -375,8 +375,8 @@ async def test_a_report_of_more_than_one_reports_worth_commits_what_fits_of_it()
     """512 statuses of 340 ports each, all news (what the reporter never sends: `within_report`;
     one of an older release may): a 4 MB Raft entry, 0.8 s of decoding on every manager's event
     loop as it applied it (review). What fits one report is committed, and counted; the rest is
-    still news to the node, for its next report (refused whole, an old reporter's report came
-    back unchanged forever: review)."""
+    still news to the node, for its next report (refused whole, a reporter of the release
+    before sent the same report for ever: review)."""
     state = cluster(tasks_on_node=512)
     raft = FakeRaft(state, leader=True)
     counters = Counters()

@@ -75,11 +75,6 @@ MAX_PORT_ERROR_CHARS = 300
 # with long mount paths a few thousand). Past them the intake refuses (endpoints) or cuts (the
 # rest), so that a status stays inside the frame a worker may send and a Raft entry.
 MAX_ENDPOINTS = 65536
-# The intake lets the loop run after vetting about this many endpoints: a worker's 4 MiB frame
-# holds 174,080 of them, which took 0.05 s to vet here and three times as long on slower
-# machines, beside the collections and the freeing the frame's objects cost, on a leader
-# whose followers wait 0.4 s for its heartbeat.
-_ENDPOINTS_PER_TURN = 8192
 MAX_ERROR_CHARS = 4096
 MAX_CONTAINER_ID_CHARS = 128
 # A report holds statuses up to about this many bytes (and at least one), so that it stays well
@@ -101,6 +96,11 @@ REPORT_ENDPOINTS = 8192
 # sends it again after `RETRY_S`, with what is news by then.
 STATUS_BURST_BYTES = 2 * REPORT_BYTES
 STATUS_BYTES_PER_S = 256 * 1024
+# The intake lets the loop run after vetting about this many endpoints: a worker's 4 MiB frame
+# holds 174,080 of them, which took 0.05 s to vet here and three times as long on slower
+# machines, beside the collections and the freeing the frame's objects cost, on a leader
+# whose followers wait 0.4 s for its heartbeat.
+_ENDPOINTS_PER_TURN = 8192
 
 
 def is_news(obs: TaskObservation, recorded: TaskObservation | None) -> bool:

@@ -298,6 +298,8 @@ class StatusIntake:
             return StatusReportReply(report.seq, False, not_leader=True, leader_hint=hint)
         node_id = peer.node_id
         self._forget_departed(state)
+        # Taken before the first await: one taken after could re-add a node removed meanwhile.
+        budget = self._budgets.setdefault(node_id, _Budget(self._clock()))
         if report.load is not None:
             load = self.loads[node_id] = _vetted_load(node_id, report.load, state)
             dropped = _entries(report.load) - _entries(load)
@@ -345,10 +347,8 @@ class StatusIntake:
             # sent the same report for ever; review).
             self.counters["status_cut_report_size"] += 1
             statuses = fitting
-        now = self._clock()
-        budget = self._budgets.setdefault(node_id, _Budget(now))
         size = sum(map(status_bytes, statuses)) + sum(map(len, (port_errors or {}).values()))
-        if not budget.take(size, now):
+        if not budget.take(size, self._clock()):
             self.counters["status_refused_rate"] += 1
             return self._refuse(report, "over the node's rate of statuses (sent again soon)")
         try:

@@ -319,6 +319,39 @@ async def test_a_report_dense_with_endpoints_lets_the_loop_run_while_it_is_vette
     assert counters["status_refused_endpoints"] == 512  # one target, 340 times
 
 
+async def test_a_node_removed_while_its_report_is_vetted_leaves_no_budget_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The intake forgets a removed node's rate budget at the next membership change it sees.
+    A report still being vetted when that happened must not put the budget back afterwards: it
+    would stay until the next removal (found by review; the intake's memory is the state's)."""
+    monkeypatch.setattr(status_reports, "_ENDPOINTS_PER_TURN", 0)  # the loop runs every status
+    state = cluster(tasks_on_node=64)
+    raft = FakeRaft(state, leader=True)
+    the_intake = intake(state, raft)
+    first_vetted = trio.Event()
+
+    def vetting(obs: TaskObservation) -> TaskObservation | None:
+        first_vetted.set()
+        return vetted_observation(obs)
+
+    monkeypatch.setattr(status_reports, "vetted_observation", vetting)
+
+    async def remove_the_node() -> None:
+        await first_vetted.wait()
+        del state.nodes[NODE]
+        state.removed_nodes[NODE] = 0.0
+        # Another node's report: the intake sees the membership change and forgets NODE.
+        await the_intake.answer(peer(OTHER), StatusReport(1, (running("t-other"),)))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(remove_the_node)
+        statuses = tuple(running(f"t{i}") for i in range(64))
+        await the_intake.answer(peer(NODE), StatusReport(1, statuses))
+    assert NODE not in state.nodes
+    assert set(the_intake._budgets) == {OTHER}
+
+
 @pytest.mark.parametrize(
     ("targets", "kept"),
     [

@@ -290,6 +290,9 @@ class Simulation:
         self.leader_checked: set[tuple[str, int]] = set()
         self.seen: dict[tuple[int, int], tuple[EntryKind, bytes, int]] = {}
         self.committed: dict[int, tuple[int, EntryKind, bytes]] = {1: (1, EntryKind.NORMAL, b"")}
+        # Index -> the term of the member first seen to commit it: the committing leader's own,
+        # or (a follower's, a restart's) a term at least that high, never lower.
+        self.commit_term: dict[int, int] = {1: 1}
         self.max_committed = 1
         self.history: list[bytes] = []  # the longest applied sequence of writes seen
         # Client state.
@@ -458,11 +461,20 @@ class Simulation:
         key = (nid, raft.term)
         if key not in self.leader_checked:
             self.leader_checked.add(key)
-            # Leader completeness (Raft §5.4): the new leader holds every committed entry.
+            # Leader completeness (Raft §5.4): the new leader holds every entry committed in an
+            # earlier term. One committed in a later term it need not hold: a vote delayed past
+            # a newer leader's commit can still make a leader of an older term (which can commit
+            # nothing: a majority has moved on). Such leaders are counted, not failed.
+            behind = False
             for i in range(raft.snapshot_meta.index + 1, self.max_committed + 1):
+                if self.commit_term.get(i, 0) >= raft.term:
+                    behind = True
+                    continue
                 e = raft.entry_at(i)
                 if e is None or self.committed.get(i) != (e.term, e.kind, e.data):
                     self.fail(f"leader completeness: {nid} (term {raft.term}) lacks entry {i}")
+            if behind:
+                self.count("leaders_elected_behind_a_later_term")
 
     def check_entries(self, nid: str, raft: RaftNode, entries: tuple[Entry, ...]) -> None:
         if not entries:
@@ -498,6 +510,7 @@ class Simulation:
             got = self.committed.setdefault(i, val)
             if got != val:
                 self.fail(f"{nid} committed {e} at {i}, committed before: {got}")
+            self.commit_term.setdefault(i, raft.term)
         node.checked_commit = raft.commit_index
         self.max_committed = max(self.max_committed, raft.commit_index)
 
@@ -517,6 +530,7 @@ class Simulation:
                 val = (e.term, e.kind, e.data)
                 if self.committed.setdefault(e.index, val) != val:
                     self.fail(f"{nid} restarted with {e}, committed: {self.committed[e.index]}")
+                self.commit_term.setdefault(e.index, st.hard_state.term)
 
     # ------------------------------------------------------------------ faults and clients
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import ipaddress
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from swarmlet.leader.scheduler import ObservedNode
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import Resources
 from swarmlet.state.observed import Endpoint, NodeMeta, TaskObservation, endpoint_is_well_formed
+from swarmlet.wire.hosts import host_of, ip_of, same_host
 
 # Why `observe` dropped a report or an endpoint: the keys of `ObservedView.refused`.
 REFUSED_UNKNOWN_TASK = "report_unknown_task"  # not in this replica (yet, or any more)
@@ -143,38 +143,18 @@ def endpoint_refusal(host: str, *, owner_addr: str, observer_addr: str) -> str |
       cluster on one host (tests, `127.0.0.N`): seen from any other host it names the
       observer's own loopback, where a node could point every proxy at a local service.
     """
-    ip = _ip(host)
+    ip = ip_of(host)
     if ip is not None and (ip.is_unspecified or ip.is_link_local or ip.is_multicast):
         return REFUSED_SPECIAL_ADDRESS
-    if not _same_host(host, _host_of(owner_addr)):
+    if not same_host(host, host_of(owner_addr)):
         return REFUSED_FOREIGN_HOST
-    if _is_loopback(host) and not _is_loopback(_host_of(observer_addr)):
+    if _is_loopback(host) and not _is_loopback(host_of(observer_addr)):
         return REFUSED_LOOPBACK
     return None
 
 
-def _host_of(addr: str) -> str:
-    """The host of "HOST:PORT" (an IPv6 host bare or in brackets); "" if `addr` is empty."""
-    host = addr.rpartition(":")[0] if ":" in addr else addr
-    return host.removeprefix("[").removesuffix("]")
-
-
-def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
-    except ValueError:
-        return None  # a name
-
-
-def _same_host(a: str, b: str) -> bool:
-    ip_a, ip_b = _ip(a), _ip(b)
-    if ip_a is not None or ip_b is not None:
-        return ip_a is not None and ip_a == ip_b  # "::1" and "0::1" are one address
-    return bool(a) and a.lower().rstrip(".") == b.lower().rstrip(".")
-
-
 def _is_loopback(host: str) -> bool:
-    ip = _ip(host)
+    ip = ip_of(host)
     if ip is None:
         name = host.lower().rstrip(".")
         return name == "localhost" or name.endswith(".localhost")  # RFC 6761 §6.3

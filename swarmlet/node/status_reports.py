@@ -59,6 +59,7 @@ from swarmlet.state.observed import (
     TaskObservation,
     endpoint_is_well_formed,
 )
+from swarmlet.wire.hosts import host_of, same_host
 from swarmlet.wire.transport import LINK_ERRORS, Address, Counters, FramedStream, Transport
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,10 @@ def news(
     node_id: str, state: ClusterState, observed: Mapping[str, TaskObservation]
 ) -> list[TaskObservation]:
     """What this node observes of its own tasks that its replica of the state does not show."""
+    node = state.nodes.get(node_id)
+    if node is None:
+        return []  # not a member by this replica: the leader would refuse the report
+    host = host_of(node.addr)
     found = []
     for task_id, observation in observed.items():
         task = state.tasks.get(task_id)
@@ -121,7 +126,7 @@ def news(
         obs = vetted_observation(observation)  # as the leader will take it, or not at all
         if obs is None or not endpoints_distinct(obs):
             continue
-        obs = within_publishable(obs, state)
+        obs = on_own_host(within_publishable(obs, state), host)
         if is_news(obs, state.task_status.get(task_id)):
             found.append(obs)
     return found
@@ -305,6 +310,7 @@ class StatusIntake:
             dropped = _entries(report.load) - _entries(load)
             if dropped:
                 self.counters["status_refused_load_entries"] += dropped
+        host = host_of(state.nodes[node_id].addr)
         statuses: list[TaskObservation] = []
         examined = 0  # endpoints since the loop last ran
         for reported in report.statuses:
@@ -328,6 +334,10 @@ class StatusIntake:
             if publishable is not obs:
                 self.counters["status_cut_endpoints"] += 1
                 obs = publishable
+            on_host = on_own_host(obs, host)
+            if on_host is not obs:
+                self.counters["status_cut_foreign_endpoints"] += 1
+                obs = on_host
             if is_news(obs, state.task_status.get(obs.task_id)):
                 statuses.append(obs)
         port_errors = report.port_errors
@@ -456,6 +466,19 @@ def within_publishable(obs: TaskObservation, state: ClusterState) -> TaskObserva
             kept.append(e)
             budget -= 1
     return dataclasses.replace(obs, endpoints=tuple(kept))
+
+
+def on_own_host(obs: TaskObservation, host: str) -> TaskObservation:
+    """`obs` with the endpoints on `host` only, the host of its node's `Node.addr`: the executor
+    publishes every container port there, and every observer drops any other
+    (`leader.observation.endpoint_refusal`). Cut here, a host a worker makes up (one of 3.5 MB
+    grew the state and every worker's view by as much: review) never reaches the state. Cut,
+    not refused, and the reporter cuts the same way (`news`): a node whose address changed
+    under running tasks still reports their states, and sends nothing twice."""
+    if all(e.host == host for e in obs.endpoints):
+        return obs
+    kept = tuple(e for e in obs.endpoints if same_host(e.host, host))
+    return obs if len(kept) == len(obs.endpoints) else dataclasses.replace(obs, endpoints=kept)
 
 
 def _ports_of(service: Service) -> set[tuple[int, str]]:

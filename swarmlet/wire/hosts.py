@@ -37,3 +37,28 @@ def is_host(text: object) -> bool:
 def is_port(value: object) -> bool:
     """A TCP or UDP port a peer can be reached on (1-65535; int, not bool)."""
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 65535
+
+
+def host_of(addr: str) -> str:
+    """The host of "HOST:PORT" (an IPv6 host bare or in brackets); "" if `addr` is empty."""
+    host = addr.rpartition(":")[0] if ":" in addr else addr
+    return host.removeprefix("[").removesuffix("]")
+
+
+def ip_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address `host` spells (bare or in brackets); None for a name."""
+    try:
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return None
+
+
+def same_host(a: str, b: str) -> bool:
+    """Whether two hosts name one address: equal IPs however spelled ("::1", "0::1"), or equal
+    names but for case and a trailing dot. An empty host is no host."""
+    if a == b:
+        return bool(a)
+    ip_a, ip_b = ip_of(a), ip_of(b)
+    if ip_a is not None or ip_b is not None:
+        return ip_a is not None and ip_a == ip_b
+    return bool(a) and a.lower().rstrip(".") == b.lower().rstrip(".")

@@ -1440,15 +1440,12 @@ async def test_a_workers_status_reports_cannot_claim_another_nodes_task_or_forei
     leader). With the worker's credentials, the attacker reports the manager's replica running at
     the worker's address (where it listens) and at 127.0.0.1, and adds endpoints at 127.0.0.1 and
     at a manager's address (of other target ports) to the worker's own replica. The leader
-    refuses the first (counted)
-    and commits the second, which is the worker's to say; every observer then drops its foreign
-    endpoints (counted). Each manager's proxy still sends each port to its one real replica, and
-    no decoy is ever asked.
-
-    The real worker keeps running: its reporter sees the committed status differ from what its
-    executor sees and reports the truth again. So the attacker claims again and again while the
-    checks run; once it stops, the worker's own word is the last, and every manager believes
-    every report again."""
+    refuses the first and cuts the foreign endpoints of the second (both counted): what is
+    left is what the state holds, so nothing is committed, and no observer has anything to
+    drop (every observer would: `leader.observation`, for what a leader of an older release
+    committed). Each manager's proxy still sends each port to its one real replica, and no
+    decoy is ever asked. The attacker claims again and again while the checks run; the
+    worker's own word stays the committed one throughout."""
     with trio.fail_after(TEST_TIMEOUT_S):
         worker = Impostor(scene.worker.data_dir)
         on_manager, on_worker = web_tasks
@@ -1458,8 +1455,8 @@ async def test_a_workers_status_reports_cannot_claim_another_nodes_task_or_forei
         await off_loop(wait_for, "the leader to believe every report", lambda: not believed())
         real_report = await off_loop(committed_status, scene, on_worker)
         like = real_report.endpoints[0]
-        refusals = "status_refused_report_other_nodes_task"
-        refused_before = (await off_loop(counters, scene.cluster, leader))[refusals]
+        refusals, cuts = "status_refused_report_other_nodes_task", "status_cut_foreign_endpoints"
+        seen = await off_loop(counters, scene.cluster, leader)
         with (
             Decoy(scene.worker.host) as at_worker,
             Decoy("127.0.0.1") as at_loopback,
@@ -1496,18 +1493,15 @@ async def test_a_workers_status_reports_cannot_claim_another_nodes_task_or_forei
             def replies_through(m: AgentHandle, task: WebTask) -> Counter[str]:
                 return Counter(get(m.host, task.port) for _ in range(20))
 
-            def claim_refused() -> bool:
-                return counters(scene.cluster, leader)[refusals] > refused_before
+            def claim_refused_and_cut() -> bool:
+                now = counters(scene.cluster, leader)
+                return now[refusals] > seen[refusals] and now[cuts] > seen[cuts]
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(claim_again_and_again)
-                await off_loop(wait_for, "the leader to refuse the claim", claim_refused)
-                await off_loop(
-                    wait_for,
-                    "the leader to drop the foreign endpoints",
-                    lambda: believed() == {"observed_endpoint_foreign_host": 2},
-                    interval=0.0,
-                )
+                await off_loop(wait_for, "the leader to refuse and cut", claim_refused_and_cut)
+                assert not await off_loop(believed)  # nothing foreign was committed to drop
+                assert await off_loop(committed_status, scene, on_worker) == real_report
                 for m in scene.managers:
                     for task in web_tasks:
                         got = await off_loop(replies_through, m, task)
@@ -1535,9 +1529,10 @@ async def test_a_status_with_more_endpoints_than_its_task_publishes_is_refused_o
     """The worker's own replica reported with 2,000 endpoints of its one target (every proxy
     would try each for every connection): refused; and with 2,000 targets (every node would
     listen on each at the service's addresses), each on the worker's own host: cut to the
-    first 1,024 (an honest task's state must still commit). Both counted; the worker's own
-    reporter then sends its real status again, and the routes and the cluster are as before
-    (found by review)."""
+    first 1,024 (an honest task's state must still commit); and with one more endpoint on a
+    made-up host of 3.5 MB (it grew the state and every worker's view by as much): cut. All
+    counted; the worker's own reporter then sends its real status again, and the routes and the
+    cluster are as before (found by reviews)."""
     with trio.fail_after(TEST_TIMEOUT_S):
         worker = Impostor(scene.worker.data_dir)
         before = await off_loop(picture, scene)
@@ -1556,6 +1551,13 @@ async def test_a_status_with_more_endpoints_than_its_task_publishes_is_refused_o
                     dataclasses.replace(like, target=20000 + i, port=20000 + i) for i in range(2000)
                 ),
             ),
+            dataclasses.replace(
+                real,
+                endpoints=(
+                    *real.endpoints,
+                    dataclasses.replace(like, target=like.target + 1, host="h" * 3_500_000),
+                ),
+            ),
         ]
         seen = await off_loop(counters, scene.cluster, leader)
         stream = await worker.connect(leader)
@@ -1568,7 +1570,9 @@ async def test_a_status_with_more_endpoints_than_its_task_publishes_is_refused_o
             scene.cluster,
             leader,
             seen,
-            Counter(status_refused_endpoints=1, status_cut_endpoints=1),
+            Counter(
+                status_refused_endpoints=1, status_cut_endpoints=1, status_cut_foreign_endpoints=1
+            ),
         )
         await off_loop(
             wait_for,

@@ -178,6 +178,30 @@ async def test_a_report_that_changes_nothing_commits_nothing() -> None:
     assert reply.ok and raft.proposed == []
 
 
+async def test_endpoints_off_the_nodes_own_host_are_cut_by_the_intake_and_the_reporter() -> None:
+    """The executor publishes on its node's advertise host only, and every observer drops an
+    endpoint elsewhere; the intake cuts them before they are committed (a made-up host of 3.5
+    MB grew the state and every worker's view by as much: review). The reporter cuts the same
+    way, so what the leader cut is not news to send again."""
+    state = cluster()
+    state.apply(ReportTasks(NODE, (running("t0"),)))
+    raft = FakeRaft(state, leader=True)
+    counters = Counters()
+    real = running("t0")
+    huge = Endpoint(81, "tcp", "h" * 3_500_000, 30001)
+    elsewhere = Endpoint(82, "tcp", "127.0.0.2", 30002)
+    same_ip = Endpoint(83, "tcp", "127.0.0.1", 30003)
+    lie = dataclasses.replace(real, endpoints=(*real.endpoints, huge, elsewhere))
+    reply = await intake(state, raft, counters).answer(peer(NODE), StatusReport(1, (lie,)))
+    assert reply.ok and raft.proposed == []  # the rest is what the state holds
+    assert counters["status_cut_foreign_endpoints"] == 1
+    assert news(NODE, state, {"t0": lie}) == []
+    kept = dataclasses.replace(real, endpoints=(*real.endpoints, same_ip, elsewhere))
+    await intake(state, raft, counters).answer(peer(NODE), StatusReport(2, (kept,)))
+    assert state.task_status["t0"].endpoints == (*real.endpoints, same_ip)
+    assert news(NODE, state, {"t0": kept}) == []
+
+
 @pytest.mark.parametrize(
     ("sender", "report", "error"),
     [

@@ -17,8 +17,10 @@ Statuses go the other way as before, batched, to the leader (`node.status_report
 
 Invariants:
   * a manager serves a session only while its own record says it is a manager, and only the
-    view of the node its peer's certificate names: a worker cannot ask for another's; one
-    session per node (a newer one replaces the older);
+    view of the node its peer's certificate names, once its replica lists that node: a worker
+    cannot ask for another's, nor an id no member has (an ex-manager that kept the CA key can
+    mint certificates for such ids: `security.peer_policy`); one session per node (a newer one
+    replaces the older);
   * a worker swaps a full view in only once all of it arrived, and applies a run of updates
     only once it is complete: its executor and proxy never see half a view;
   * a worker's view never goes back in Raft index: a manager serves only once its replica has
@@ -63,6 +65,10 @@ VIEW_PROTOCOL = 1  # of `SessionHello`/`ViewUpdate`; a manager refuses one it do
 KEEPALIVE_S = 1.0  # a manager sends an update at least this often, changes or not
 DEAD_AFTER_S = 4 * KEEPALIVE_S  # a worker gives a silent session up after this
 CATCH_UP_S = 3.0  # a restarted manager's wait to catch up before it serves (< DEAD_AFTER_S)
+# How long a session from a node this replica does not list waits for its record: a node that
+# just joined opens its sessions once the manager that admitted it answers, maybe before this
+# replica applied the join.
+MEMBER_WAIT_S = 2.0
 RETRY_S = 1.0  # a worker's pause between rounds of managers that all failed
 OLD_MANAGER_RETRY_S = 30.0  # how long a manager too old for sessions is left alone
 # A manager builds and sends one node a whole view at most this often: each is the node's
@@ -136,6 +142,9 @@ class SessionServer:
             self.counters["worker_sessions_refused_behind"] += 1
             return
         worker = stream.peer.node_id
+        if not await self._lists(worker):
+            self.counters["worker_sessions_refused_not_member"] += 1
+            return
         if (older := self._open.pop(worker, None)) is not None:
             older.cancel()
             self.counters["worker_sessions_replaced"] += 1
@@ -165,6 +174,14 @@ class SessionServer:
             self._catching_up = None
             done.set()
         return self._caught_up
+
+    async def _lists(self, worker: str) -> bool:
+        """Whether this replica lists `worker`, waiting up to MEMBER_WAIT_S for it to."""
+        with trio.move_on_after(MEMBER_WAIT_S):
+            while worker not in self._state().nodes:
+                await self._changed.wait()
+            return True
+        return False
 
     async def _paced(self, worker: str) -> None:
         """Wait, if `worker` had a whole view less than MIN_VIEW_INTERVAL_S ago."""

@@ -23,7 +23,9 @@ mints, with the CA key:
   Raft stream of what only a leader sends (a heartbeat and an append at the next term, a
   snapshot that makes the minter the only voter): the state does not list either as a manager,
   so each is taken for a worker's and every message is refused (`peer_policy.admit`; before,
-  the certificate's role counted and the snapshot replaced every manager's state).
+  the certificate's role counted and the snapshot replaced every manager's state);
+- a certificate for an id no member lists, asking for a worker's session: no view is served
+  (before, it got every node's record and the routed services' tasks and endpoints).
 
 The cluster's leader, terms and members are unchanged after it, and writes still commit.
 """
@@ -45,6 +47,7 @@ from swarmlet import certs, crypto
 from swarmlet.certs import PeerIdentity
 from swarmlet.errors import RemoteProtocolError
 from swarmlet.node.replicated import encode_command
+from swarmlet.node.worker_sessions import VIEW_PROTOCOL
 from swarmlet.raft.driver import RaftStreamHello
 from swarmlet.raft.messages import AppendEntries, Heartbeat, InstallSnapshot
 from swarmlet.raft.types import ConfState, Entry, Snapshot, SnapshotMeta
@@ -53,6 +56,7 @@ from swarmlet.security.datadir import DataDir
 from swarmlet.state.commands import UpdateNode
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import Role
+from swarmlet.state.worker_view import SessionHello, ViewUpdate
 from swarmlet.wire.peer_rpc import CertReply, CertRequest
 from swarmlet.wire.transport import FramedStream, TlsConfig, Transport
 from tests.integration.cluster import AgentHandle, LocalCluster, local_cluster, run_cli, wait_for
@@ -267,6 +271,29 @@ async def test_a_minted_managers_certificate_cannot_lead_the_managers(
                     await stream.send_many(messages)
                     expected = Counter(raft_refused_not_manager=len(messages))
                     await off_loop(wait_counted, cluster, m, seen, expected)
+        await off_loop(assert_unchanged, rest, before)
+
+
+async def test_a_minted_certificate_for_an_id_no_member_has_gets_no_view(
+    tmp_path: Path, demotion: Demotion
+) -> None:
+    """Under an id no member has, a minted certificate passes as a worker's; a session under it
+    got a whole view (every node, the routed services, their tasks and endpoints), one for each
+    id minted (review). Each manager now waits for the id to appear in its replica, then closes
+    the session without a frame, and counts it."""
+    scene, rest, kept = demotion.scene, demotion.rest, demotion.kept
+    cluster, managers = scene.cluster, rest.managers
+    with trio.fail_after(TEST_TIMEOUT_S):
+        minter = Minter(kept, cluster.cluster_id, tmp_path / "minted")
+        before = await off_loop(picture, rest)
+        for m in managers:
+            seen = await off_loop(counters, cluster, m)
+            stream = await minter.transport(crypto.new_id()).connect((m.host, m.port))
+            async with stream.stream:
+                await stream.send(SessionHello(VIEW_PROTOCOL))
+                assert await stream.receive(expect=(ViewUpdate,)) is None
+            expected = Counter(worker_sessions_refused_not_member=1, worker_sessions_served=0)
+            await off_loop(wait_counted, cluster, m, seen, expected)
         await off_loop(assert_unchanged, rest, before)
 
 

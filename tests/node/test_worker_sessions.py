@@ -25,6 +25,7 @@ from swarmlet.certs import PeerIdentity
 from swarmlet.node.view_store import SAVE_INTERVAL_S, ViewStore, ViewToSave
 from swarmlet.node.worker_sessions import (
     KEEPALIVE_S,
+    MEMBER_WAIT_S,
     MIN_VIEW_INTERVAL_S,
     OLD_MANAGER_RETRY_S,
     RETRY_S,
@@ -599,6 +600,39 @@ async def test_a_manager_refuses_a_session_it_must_not_serve_and_sends_nothing(
     assert manager.counters["worker_sessions_refused"] == 1
     assert manager.counters["worker_sessions_served"] == 0
     assert manager.server.sessions == 0
+
+
+async def test_a_session_for_an_id_no_member_has_is_refused_and_a_new_members_is_served(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An ex-manager that kept the CA key can mint certificates for ids no member has, which
+    `peer_policy.admit` takes as a worker's: such a session got a whole view (every node, the
+    routed services, their tasks and endpoints), one unpaced for each id (review). Now the
+    manager waits MEMBER_WAIT_S for the node's record, then refuses, sending nothing; a node
+    whose join this replica applies meanwhile (it opened its session as soon as the manager
+    that admitted it answered) is served."""
+    manager = Manager(cluster())
+    with trio.fail_after(TIMEOUT_S):
+        manager_end, worker_end = stream_pair("ghost")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(manager.on_stream, manager_end)
+            await worker_end.send(SessionHello(VIEW_PROTOCOL))
+            assert await worker_end.receive() is None
+        assert trio.current_time() >= MEMBER_WAIT_S
+        assert manager.counters["worker_sessions_refused_not_member"] == 1
+
+        manager_end, worker_end = stream_pair("newcomer")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(manager.on_stream, manager_end)
+            await worker_end.send(SessionHello(VIEW_PROTOCOL))
+            await trio.sleep(MEMBER_WAIT_S / 2)
+            manager.state.nodes["newcomer"] = Node("newcomer", "n", f"{HOST}:1", HOST, Role.WORKER)
+            manager.server.notify()
+            first = await worker_end.receive(expect=(ViewUpdate,))
+            assert first is not None and first.reset
+            await worker_end.aclose()
+    assert manager.counters["worker_sessions_refused_not_member"] == 1
+    assert manager.counters["worker_sessions_served"] == 1
 
 
 async def test_a_manager_serves_only_once_its_replica_has_caught_up_and_asks_only_once(

@@ -287,7 +287,11 @@ def recover(dirpath: Path, max_record_bytes: int) -> Loaded:
             raise _corrupt(path, None, "an empty segment before the last one")
         segments.append(seg)
 
-    # Raft §7, as in save(): a log without the snapshot's last entry is discarded.
+    # Raft §7, as in save(): a log without the snapshot's last entry is discarded. Where that
+    # entry was in a segment already removed, a log that continues the snapshot has no entry
+    # of an older term after it; the remains of a log whose discard a crash interrupted do
+    # (`RaftStorage` removes its segments newest first, the one holding the snapshot's entry
+    # last, but an older release removed them oldest first).
     log_last = expected - 1
     at_snap = next((s for s in segments if s.first_index <= snap_index <= s.last_index), None)
     reset = snap_index > 0 and (
@@ -296,6 +300,7 @@ def recover(dirpath: Path, max_record_bytes: int) -> Loaded:
             at_snap is not None
             and at_snap.terms[snap_index - at_snap.first_index] != snapshot.meta.term
         )
+        or (at_snap is None and bool(entries) and entries[0].term < snapshot.meta.term)
     )
     if reset:
         entries = []
@@ -370,7 +375,7 @@ def recover(dirpath: Path, max_record_bytes: int) -> Loaded:
             snap_index,
             snapshot.meta.term,
         )
-        for seg in segments:
+        for seg in reversed(segments):  # newest first, as `RaftStorage` discards a log
             seg.path.unlink()
         segments = []
         dir_changed = True

@@ -140,7 +140,12 @@ class RaftStorage:
         snapshot covers. Raises `StorageCorruptError` for damage that could lose committed data,
         and for a sealed record that does not open with `cipher` (or is read without one)."""
         dirpath = Path(path)
-        dirpath.mkdir(parents=True, exist_ok=True)
+        try:
+            dirpath.mkdir(parents=True)
+        except FileExistsError:
+            pass
+        else:
+            fsync_dir(dirpath.parent)  # its name as durable as the first vote saved in it
         lock_fd = os.open(dirpath / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -391,9 +396,13 @@ class RaftStorage:
             del self._segments[:covered]
         else:
             self._close_active()
-            doomed = list(self._segments)
+            doomed = self._segments[::-1]
             self._segments.clear()
-        for seg in doomed:  # oldest first: what is left is always contiguous
+        # Covered segments go oldest first, a discarded log newest first: a crash between two
+        # unlinks leaves a log recovery opens (one that starts at or below the snapshot's next
+        # index; a discarded log's remains are found not to hold the snapshot's entry and are
+        # discarded again), never one with a gap after the snapshot.
+        for seg in doomed:
             seg.path.unlink()
         for _, old in numbered_files(self._dir, SNAPSHOT_RE)[:-KEEP_SNAPSHOTS]:
             old.unlink()

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from swarmlet.errors import StorageCorruptError, UsageError
+from swarmlet.raft import storage as storage_module
 from swarmlet.raft.disk_format import (
     HEADER_BYTES,
     BadRecordError,
@@ -189,6 +190,64 @@ def test_crash_between_received_snapshot_and_log_reset_recovers_the_same(
     assert (snapshot.meta.index, entries) == (index, [])
     assert "discarding" in caplog.text
     assert segments(tmp_path / "crashed") == []
+
+
+def test_a_new_directory_is_made_durable_in_its_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Everything inside is fsynced; without its parent's fsync, a power loss soon after a join
+    # could lose the whole directory, a vote already granted with it (review).
+    synced: list[Path] = []
+    monkeypatch.setattr(storage_module, "fsync_dir", synced.append)
+    RaftStorage.open(tmp_path / "raft").close()
+    assert synced == [tmp_path]
+    RaftStorage.open(tmp_path / "raft").close()
+    assert synced == [tmp_path]  # only when it made the directory
+
+
+class _Killed(BaseException):
+    """SIGKILL, for a test: nothing after it runs, and no handler catches it."""
+
+
+@pytest.mark.parametrize("where", ["save", "open"])
+@pytest.mark.parametrize("unlinks", [0, 1, 2, 3])
+def test_a_crash_while_a_log_is_discarded_for_a_snapshot_leaves_a_log_that_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, unlinks: int
+) -> None:
+    """A snapshot whose entry the log holds at another term replaces the whole log (Raft §7),
+    segment by segment. Killed after the first `unlinks` of them (in `save`, or as the next
+    `open` discards what the snapshot left), the directory must open, to the snapshot and no
+    log: deleted oldest first, the later segments were left with a gap after the snapshot,
+    and the node never started again (review)."""
+    with RaftStorage.open(tmp_path, segment_bytes=100) as storage:
+        storage.save(HardState(term=1, commit=2), make_entries(1, 20, term=1))
+    assert len(segments(tmp_path)) >= 4
+    if where == "open":  # the snapshot arrived, and the node was killed before the discard
+        with RaftStorage.open(tmp_path / "done") as storage:
+            storage.save(HardState(term=2, commit=5), [], make_snapshot(5, 2))
+        name = f"snapshot-{5:020d}.snap"
+        shutil.copy(tmp_path / "done" / name, tmp_path / name)
+    unlink, done = Path.unlink, []
+
+    def killed_after_some(path: Path, missing_ok: bool = False) -> None:
+        if path.name.startswith("log-"):
+            if len(done) == unlinks:
+                raise _Killed
+            done.append(path)
+        unlink(path, missing_ok=missing_ok)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "unlink", killed_after_some)
+        if where == "save":
+            storage = RaftStorage.open(tmp_path, segment_bytes=100)
+            with pytest.raises(_Killed):
+                storage.save(HardState(term=2, commit=5), [], make_snapshot(5, 2))
+            storage.close()
+        else:
+            with pytest.raises(_Killed):
+                RaftStorage.open(tmp_path, segment_bytes=100)
+    _, snapshot, entries = reopen(tmp_path)
+    assert (snapshot.meta.index, snapshot.meta.term, entries) == (5, 2, [])
 
 
 def test_load_after_saves_reads_the_directory_again(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import heapq
+import itertools
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
@@ -71,6 +72,7 @@ REPLY_TIMEOUT_S = 10.0  # a leader that does not answer a report in this time is
 MAX_STATUSES_PER_REPORT = 512  # a larger difference leaves in several reports, one after another
 MAX_PORT_ERRORS = 64  # per node; a proxy reports one per published port it cannot listen on
 MAX_PORT_ERROR_CHARS = 300
+_PORT_ERRORS_LOOKED_AT = 4096  # of a report's, by the intake (and the reporter, alike)
 # What one task's status may hold: one endpoint per published port (a range of every port of
 # one protocol at most), an error of a few KiB (Docker's are a few hundred bytes; a runtime's
 # with long mount paths a few thousand). Past them the intake refuses (endpoints) or cuts (the
@@ -393,9 +395,11 @@ class StatusIntake:
 def _vetted_load(node_id: str, load: NodeLoad, state: ClusterState) -> NodeLoad:
     """`load` with only what the node may speak for: its own running tasks, each once (the
     first figure), and the services that exist (so what a node sends cannot grow the leader's
-    memory beyond the state's size, nor weigh one task as many)."""
+    memory beyond the state's size, nor weigh one task as many). Only as many figures are
+    looked at as the node has tasks, and services there are: a frame of 226,000 figures held
+    the leader's loop for 71 ms (review)."""
     tasks: dict[str, TaskLoad] = {}
-    for t in load.tasks:
+    for t in itertools.islice(load.tasks, len(state.tasks.on_node(node_id))):
         task = state.tasks.get(t.task_id)
         if (
             task is not None
@@ -405,7 +409,11 @@ def _vetted_load(node_id: str, load: NodeLoad, state: ClusterState) -> NodeLoad:
         ):
             tasks.setdefault(t.task_id, t)
     names = {s.spec.name for s in state.services.values()}
-    connections = {k: v for k, v in load.proxy_connections.items() if k in names and v >= 0}
+    connections = {
+        k: v
+        for k, v in itertools.islice(load.proxy_connections.items(), len(names))
+        if k in names and v >= 0
+    }
     return NodeLoad(tuple(tasks.values()), connections)
 
 
@@ -528,5 +536,9 @@ class _Budget:
 def _vetted_port_errors(errors: dict[str, str]) -> dict[str, str]:
     """At most `MAX_PORT_ERRORS` errors of at most `MAX_PORT_ERROR_CHARS` each: a node's own
     account of its proxy, kept in the replicated state, must not be able to bloat it."""
-    kept = heapq.nsmallest(MAX_PORT_ERRORS, errors.items())  # sorted()'s, without the sort
+    # sorted()'s first, without the sort, of the first few: an honest proxy has one error per
+    # published port, and a frame of 600,000 held the leader's loop for 31 ms (review)
+    kept = heapq.nsmallest(
+        MAX_PORT_ERRORS, itertools.islice(errors.items(), _PORT_ERRORS_LOOKED_AT)
+    )
     return {k[:16]: v[:MAX_PORT_ERROR_CHARS] for k, v in kept}

@@ -107,6 +107,26 @@ async def test_a_task_named_many_times_in_a_load_is_kept_once() -> None:
     assert counters["status_refused_load_entries"] == 999
 
 
+async def test_only_as_many_figures_as_an_honest_node_sends_are_looked_at() -> None:
+    """A 4 MiB load of 226,000 figures held the leader's loop for 71 ms, 600,000 port errors
+    for 31 (review). An honest node sends a figure per task it runs, a count per service, an
+    error per published port: the intake looks at that many, and at most 4,096 port errors;
+    what follows is dropped unread, and counted."""
+    state = cluster(tasks_on_node=2)
+    counters = Counters()
+    leader = intake(state, FakeRaft(state, leader=True), counters)
+    junk = tuple(TaskLoad("t-x", 1.0, 1) for _ in range(1000))
+    late = NodeLoad(
+        (*junk, TaskLoad("t0", 1.0, 1)), {**{f"x{i}": 1 for i in range(1000)}, "web": 3}
+    )
+    errors = {f"{port}/tcp": "taken" for port in range(10_000, 20_000)}
+    errors["1/tcp"] = "taken"  # the smallest, after the first 4,096
+    assert (await leader.answer(peer(NODE), StatusReport(1, (), errors, late))).ok
+    assert leader.loads[NODE] == NodeLoad((), {})
+    assert counters["status_refused_load_entries"] == 2002
+    assert "1/tcp" not in state.port_errors[NODE] and len(state.port_errors[NODE]) == 64
+
+
 async def test_a_node_that_reports_faster_than_its_rate_is_refused_until_it_has_waited(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -40,6 +40,10 @@ from swarmlet.wire import codec as wire
 # Records per `ViewUpdate`: a full view of 100,000 tasks goes in frames of at most a few hundred
 # kilobytes, each decoded and applied on its own (no frame near the transport's limit).
 RECORDS_PER_UPDATE = 500
+# ... and about this many bytes at most (one record may be larger): records of a view can be
+# large (a config of 1 MB, a status of a task publishing thousands of ports), and 500 of them
+# made a frame over the 64 MiB a worker takes, which broke every session of that worker (review).
+BYTES_PER_UPDATE = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,9 +381,11 @@ def updates(
     in_raft: bool,
     reset: bool,
     per_update: int = RECORDS_PER_UPDATE,
+    bytes_per_update: int = BYTES_PER_UPDATE,
 ) -> Iterator[ViewUpdate]:
-    """`changes` as wire messages of at most `per_update` records each (the last one
-    `complete`): at least one, so that an empty full view or a bare index still travels."""
+    """`changes` as wire messages of at most `per_update` records and about `bytes_per_update`
+    bytes each (the last one `complete`): at least one, so that an empty full view or a bare
+    index still travels."""
     c = changes
     records: list[tuple[str, object]] = [
         *(("nodes", v) for v in c.nodes.values()),
@@ -393,20 +399,50 @@ def updates(
         *(("gone_statuses", k) for k in sorted(c.gone_statuses)),
         *(("gone_configs", k) for k in sorted(c.gone_configs)),
     ]
-    chunks = [records[i : i + per_update] for i in range(0, len(records), per_update)] or [[]]
-    for n, chunk in enumerate(chunks):
+
+    # Cut as it is sent (a chunk is weighed when the one before has gone), so that the weighing
+    # of a large view is spread over the sends rather than done first, in one turn of the loop.
+    def update(chunk: list[tuple[str, object]], first: bool, last: bool) -> ViewUpdate:
         fields: dict[str, list[object]] = {}
         for name, value in chunk:
             fields.setdefault(name, []).append(value)
-        yield ViewUpdate(
+        return ViewUpdate(
             index=index,
             leader_id=leader_id,
             in_raft=in_raft,
-            reset=reset and n == 0,
-            complete=n == len(chunks) - 1,
-            cluster=c.cluster if n == 0 else None,
+            reset=reset and first,
+            complete=last,
+            cluster=c.cluster if first else None,
             **{name: tuple(values) for name, values in fields.items()},  # type: ignore[arg-type]
         )
+
+    chunk: list[tuple[str, object]] = []
+    size, first = 0, True
+    for record in records:
+        weight = _record_bytes(*record)
+        if chunk and (len(chunk) == per_update or size + weight > bytes_per_update):
+            yield update(chunk, first, last=False)
+            chunk, size, first = [], 0, False
+        chunk.append(record)
+        size += weight
+    yield update(chunk, first, last=True)
+
+
+def _record_bytes(name: str, value: object) -> int:
+    """About what `value` takes in a `ViewUpdate`, never much below: counted for the kinds whose
+    size a node or a user sets freely (a status's endpoints and error, a task's message, a
+    config), encoded for the few whose spec can be anything up to one write (nodes, services)."""
+    if isinstance(value, str):  # an id of something gone
+        return 16 + len(value)
+    if isinstance(value, TaskObservation):
+        endpoints = sum(32 + len(e.host) for e in value.endpoints)
+        return 64 + len(value.task_id) + len(value.container_id) + len(value.error) + endpoints
+    if isinstance(value, Task):
+        return 256 + len(value.message) + len(value.error) + 64 * len(value.assigned_resources)
+    if isinstance(value, Secret):
+        labels = sum(len(k) + len(v) for k, v in value.labels.items())
+        return 256 + len(value.name) + len(value.data) + labels
+    return len(wire.encode(value))
 
 
 # ------------------------------------------------------------------------------ the worker's side

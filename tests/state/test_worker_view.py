@@ -43,6 +43,7 @@ from swarmlet.state.model import (
 )
 from swarmlet.state.observed import Endpoint, TaskObservation
 from swarmlet.state.worker_view import (
+    BYTES_PER_UPDATE,
     ViewBuilder,
     ViewChanges,
     ViewCluster,
@@ -756,6 +757,33 @@ def test_updates_cut_records_into_chunks_with_reset_first_and_complete_last() ->
         assert len(chunks) == -(-14 // per_update)
         assert [u.complete for u in chunks] == [False] * (len(chunks) - 1) + [True]
         assert not any(u.reset for u in chunks)
+
+
+def test_large_records_travel_in_frames_of_a_few_mebibytes_not_one_over_the_limit() -> None:
+    """80 configs of 1 MB (Swarm's largest) and statuses of tasks publishing 3,000 ports each:
+    500 records a frame made frames over the 64 MiB a worker takes, and its session broke at
+    every attempt (review). Each frame now holds about BYTES_PER_UPDATE, one large record
+    alone; none is lost, and the order is kept."""
+    big = {f"c{i}": config(f"c{i}", f"cfg{i}", bytes(1000 * 1024)) for i in range(80)}
+    ports = tuple(Endpoint(20000 + p, "tcp", "10.0.0.1", 30000 + p) for p in range(3000))
+    wide = {f"t{i}": dataclasses.replace(status(f"t{i}"), endpoints=ports) for i in range(100)}
+    changes = ViewChanges(configs=big, statuses=wide)
+    sent = list(updates(changes, index=1, leader_id="", in_raft=False, reset=True))
+    frames = [len(wire.encode(u)) for u in sent]
+    assert max(frames) <= BYTES_PER_UPDATE + 1024 * 1024, max(frames)
+    assert sum(len(u.configs) for u in sent) == 80 and sum(len(u.statuses) for u in sent) == 100
+    assert [c for u in sent for c in u.configs] == list(big.values())
+    one = list(
+        updates(
+            ViewChanges(configs={"c0": big["c0"]}),
+            index=1,
+            leader_id="",
+            in_raft=False,
+            reset=True,
+            bytes_per_update=1,
+        )
+    )
+    assert [len(u.configs) for u in one] == [1]  # a record larger than the bound goes alone
 
 
 @pytest.mark.parametrize("reset", [True, False])

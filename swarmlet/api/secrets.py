@@ -25,6 +25,11 @@ from swarmlet.state.model import Secret
 LABEL_STACK = "swarmlet.stack"
 MAX_SECRET_BYTES = 500 * 1024  # Swarm's limits
 MAX_CONFIG_BYTES = 1000 * 1024
+# All secrets and configs together: the cluster's state reaches a new or lagging manager as one
+# Raft snapshot, in one frame of at most 64 MiB (`wire.transport.MAX_FRAME_BYTES`); 70 configs
+# of Swarm's largest size made a state no manager could receive (review). Half of it leaves the
+# rest of the state (100,000 tasks: 4.5 MB) room. Checked before the write is proposed.
+MAX_SECRETS_TOTAL_BYTES = 32 * 1024 * 1024
 
 
 def secret_command(
@@ -48,6 +53,14 @@ def secret_command(
         return None
     secret_id = crypto.new_id()
     stored = data if keys is None else keys.seal_secret(secret_id, data)
+    held = sum(len(s.data) for s in cluster.state.secrets.values())
+    if held + len(stored) > MAX_SECRETS_TOTAL_BYTES:
+        raise UsageError(
+            f"{kind} {name!r} ({len(data)} bytes) would bring the secrets and configs of the "
+            f"cluster to {held + len(stored)} bytes; the limit for all of them together is "
+            f"{MAX_SECRETS_TOTAL_BYTES // (1024 * 1024)} MiB (the state must reach every "
+            f"manager in one message): remove unused ones first (`swarmlet {kind} rm`)"
+        )
     return CreateSecret(
         Secret(
             id=secret_id,

@@ -40,9 +40,7 @@ def test_one_config_over_its_own_limit_is_refused() -> None:
         )
 
 
-def test_a_config_that_would_bring_all_of_them_over_the_total_is_refused_and_one_that_fits_is_not() -> (
-    None
-):
+def test_a_config_over_the_total_of_all_is_refused_and_one_that_fits_is_not() -> None:
     cluster = cluster_with_configs(MAX_SECRETS_TOTAL_BYTES - 1000)
     command = secret_command(cluster, "fits", bytes(1000), {}, is_config=True)
     assert isinstance(command, CreateSecret)

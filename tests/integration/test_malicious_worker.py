@@ -1820,8 +1820,9 @@ async def test_frames_a_worker_makes_dense_to_decode_leave_the_leader_its_lead(
     truth again, the leader, the term and everything else are what they were."""
     _, on_worker = web_tasks
     running = TaskState.RUNNING
-    one_target = tuple(Endpoint(80, "tcp", "10.0.0.1", 30000 + i) for i in range(340))
-    targets = tuple(Endpoint(81 + i, "tcp", "10.0.0.1", 30000 + i) for i in range(340))
+    host = scene.worker.host  # its own: endpoints elsewhere are cut before anything else
+    one_target = tuple(Endpoint(80, "tcp", host, 30000 + i) for i in range(340))
+    targets = tuple(Endpoint(81 + i, "tcp", host, 30000 + i) for i in range(340))
     unknown = tuple(TaskObservation(f"t{i}", running, endpoints=one_target) for i in range(512))
     own = (TaskObservation(on_worker.task_id, running, endpoints=one_target),) * 512
     news = (TaskObservation(on_worker.task_id, running, endpoints=targets),) * 512

@@ -109,9 +109,9 @@ async def test_a_task_named_many_times_in_a_load_is_kept_once() -> None:
 
 async def test_only_as_many_figures_as_an_honest_node_sends_are_looked_at() -> None:
     """A 4 MiB load of 226,000 figures held the leader's loop for 71 ms, 600,000 port errors
-    for 31 (review). An honest node sends a figure per task it runs, a count per service, an
-    error per published port: the intake looks at that many, and at most 4,096 port errors;
-    what follows is dropped unread, and counted."""
+    for 31 (review). An honest node sends about a figure per task it runs, a count per
+    service, an error per published port: the intake looks at twice that many and a few, and
+    at most 4,096 port errors; what follows is dropped unread, and counted."""
     state = cluster(tasks_on_node=2)
     counters = Counters()
     leader = intake(state, FakeRaft(state, leader=True), counters)

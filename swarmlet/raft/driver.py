@@ -93,6 +93,11 @@ log = logging.getLogger(__name__)
 
 _PEER_QUEUE = 512
 _INBOX_LIMIT = 4096  # messages from peers waiting for the loop; beyond it they are dropped
+# ... of which one peer outside the voters may hold at most this many: a learner (a worker of an
+# older release, a manager beyond the voters) that streamed messages kept the inbox full, and
+# the voters' acknowledgements were dropped with its own (review). An honest one answers the
+# leader's messages, a few a turn.
+_NON_VOTER_INBOX_SHARE = 256
 _SEND_BATCH = 256  # messages written to a peer in one system call, at most
 _RECONNECT_BACKOFF_S = 0.2
 
@@ -231,6 +236,7 @@ class RaftDriver(Generic[ResultT]):
         self._applied_more = trio.Event()
         self._holds_ended = trio.Event()
         self._inbox: list[Message] = []  # from peers, stepped by the loop in arrival order
+        self._inbox_of_non_voters: collections.Counter[str] = collections.Counter()
         self._proposals: list[tuple[bytes, _Waiter[ResultT]]] = []  # proposed as one batch
         self._batch_ends: collections.deque[int] = collections.deque()  # last index of each
         self.max_batches_in_flight = max_batches_in_flight
@@ -288,6 +294,12 @@ class RaftDriver(Generic[ResultT]):
         if len(self._inbox) >= _INBOX_LIMIT:
             self.transport.counters["raft_dropped_inbox_full"] += 1
             return
+        if msg.from_id not in self.core.conf.voters:
+            held = self._inbox_of_non_voters[msg.from_id]
+            if held >= _NON_VOTER_INBOX_SHARE:
+                self.transport.counters["raft_dropped_inbox_share"] += 1
+                return
+            self._inbox_of_non_voters[msg.from_id] = held + 1
         self._inbox.append(msg)
         self._wake.set()
 
@@ -595,6 +607,7 @@ class RaftDriver(Generic[ResultT]):
         """Step what the peers sent, then propose everything queued as one batch."""
         if self._inbox:
             inbox, self._inbox = self._inbox, []
+            self._inbox_of_non_voters.clear()
             for msg in inbox:
                 self.core.step(msg)
         if self._reachable:

@@ -26,6 +26,7 @@ from swarmlet.raft.messages import (
     Heartbeat,
     InstallSnapshot,
     Message,
+    ReadIndexReq,
     Role,
     TimeoutNow,
     VoteResp,
@@ -462,6 +463,23 @@ async def test_a_follower_refuses_proposals_at_once(tmp_path: Path) -> None:
     driver = _driver(storage, Journal())  # three voters: it cannot elect itself alone
     with pytest.raises(NotLeaderError):
         await driver.propose(b"x")
+
+
+def test_a_peer_outside_the_voters_holds_a_share_of_the_inbox_only(tmp_path: Path) -> None:
+    """A learner that streams messages (here read requests, each a round of heartbeats to
+    every member) kept the 4,096 places of the inbox full, and the voters' acknowledgements
+    were dropped with its own (review). It holds 256 of them a turn; a voter's still go in."""
+    with _counting(tmp_path, (NODE, "n2", "n3")) as storage:
+        driver = _elected(storage, Journal())
+        term = driver.core.term
+        for i in range(5000):
+            driver.deliver(ReadIndexReq("w9", NODE, term, b"%d" % i))
+        driver.deliver(AppendResp("n2", NODE, term, index=1))
+        assert len(driver._inbox) == 257 and driver._inbox[-1].from_id == "n2"
+        assert driver.transport.counters["raft_dropped_inbox_share"] == 5000 - 256
+        driver._take_inputs()  # the loop's turn: the share is the learner's again
+        driver.deliver(ReadIndexReq("w9", NODE, term, b"again"))
+        assert len(driver._inbox) == 1
 
 
 def _recording(driver: RaftDriver[str]) -> list[Message]:

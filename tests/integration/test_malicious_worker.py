@@ -1809,15 +1809,16 @@ async def test_frames_a_worker_makes_dense_to_decode_leave_the_leader_its_lead(
     scene: Scene, web_tasks: tuple[WebTask, WebTask]
 ) -> None:
     """Status reports of 512 statuses of 300 endpoints each, about 3.8 MiB (under a worker's 4
-    MiB frame; 340 at another host when the intake took those), back to back on one TLS link to the leader: each was 0.74 s of decoding, on the
-    event loop, past the election timeout (0.4-0.8 s), so the followers stopped hearing from
-    it. Decoded in a thread now, and the statuses vetted a share at a time: about tasks the
-    worker does not run (refused before a single endpoint is looked at), then about its own
-    task, 512 times over, one target 300 times (every endpoint vetted, each status refused),
-    then 300 targets (each status news: one 4 MB Raft entry, 0.3 s to encode and 0.8 s to
-    apply on every manager's loop; the reporter sends at most REPORT_ENDPOINTS, and the
-    intake commits that much of it: 27 statuses). Once the worker's own reporter has said its
-    truth again, the leader, the term and everything else are what they were."""
+    MiB frame; 340 at another host when the intake took those), back to back on one TLS link
+    to the leader: each was 0.74 s of decoding, on the event loop, past the election timeout
+    (0.4-0.8 s), so the followers stopped hearing from it. Decoded in a thread now, and the
+    statuses vetted a share at a time: about tasks the worker does not run (refused before a
+    single endpoint is looked at), then about its own task, 512 times over, one target 300
+    times (every endpoint vetted, each status refused), then 300 targets (each status news:
+    one 4 MB Raft entry, 0.3 s to encode and 0.8 s to apply on every manager's loop; the
+    reporter sends at most REPORT_ENDPOINTS, and the intake commits that much of it: 27
+    statuses). Once the worker's own reporter has said its truth again, the leader, the term
+    and everything else are what they were."""
     _, on_worker = web_tasks
     running = TaskState.RUNNING
     host = scene.worker.host  # its own: endpoints elsewhere are cut before anything else

@@ -5,10 +5,17 @@ process, tell whether it runs, wait until it is ready.
 agent`, its output appended to the data dir's log) and return once it answers on its control
 socket in the state the command promised; if it dies first, the error carries the tail of its
 log. Whether an agent already runs is read from `agent.pid` and /proc, never by signalling it.
+
+`join` starts its agent at once and hands it the join to make (`JoiningAgent`): the agent
+loads its code, makes the join handshake itself and tells the command how it went. The command
+then loads nothing of the agent's (trio, the handshake, the cryptography): a join on a busy
+machine started two interpreters that loaded most of that twice.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import time
@@ -16,10 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from swarmlet.errors import AgentUnavailableError, SwarmletError
+from swarmlet.errors import AgentUnavailableError, SwarmletError, UsageError
 
 if TYPE_CHECKING:
-    from swarmlet.security.datadir import DataDir
+    from swarmlet.security.datadir import DataDir, Identity
 
 READY_TIMEOUT_S = 30.0
 READY_POLL_INTERVAL_S = 0.1
@@ -42,50 +49,134 @@ def agent_running(datadir: DataDir) -> bool:
     return state != "Z" and b"swarmlet" in cmdline
 
 
-def start_background_agent(datadir: DataDir, *, held: bool = False) -> subprocess.Popen[bytes]:
-    """`held`: the agent loads its code, then waits for `release(proc)` before it reads anything
-    of the data dir, and exits quietly if the pipe closes first. `join` starts it so while the
-    join handshake runs: the agent's imports (about half a second) then overlap the handshake
-    instead of following it."""
+def start_background_agent(datadir: DataDir) -> subprocess.Popen[bytes]:
     datadir.create()
-    cmd = [sys.executable, "-m", "swarmlet", "agent", "--data-dir", str(datadir.path)]
+    return _spawn(datadir, [], stdin=subprocess.DEVNULL)
+
+
+def _spawn(
+    datadir: DataDir, extra: list[str], *, stdin: int, pass_fds: tuple[int, ...] = ()
+) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "swarmlet", "agent", "--data-dir", str(datadir.path), *extra]
     log = open(datadir.log_file, "ab")  # noqa: SIM115 - handed to the child process
     try:
         return subprocess.Popen(
-            [*cmd, "--held"] if held else cmd,
-            stdin=subprocess.PIPE if held else subprocess.DEVNULL,
+            cmd,
+            stdin=stdin,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            pass_fds=pass_fds,
         )
     finally:
         log.close()
 
 
-RELEASE = b"go\n"
+class JoiningAgent:
+    """`join`'s agent, started before the join is made: it loads its code while the command
+    checks its flags, then takes the join to make on its stdin (one JSON line: what
+    `join_as_asked` takes), makes it, answers on a pipe of its own (`--join-reply-fd`), and
+    runs. A pipe closed without a join makes it exit at once, having written nothing."""
+
+    def __init__(self, datadir: DataDir) -> None:
+        datadir.create()
+        read_end, write_end = os.pipe()
+        try:
+            fd = str(write_end)
+            self.proc = _spawn(
+                datadir, ["--join-reply-fd", fd], stdin=subprocess.PIPE, pass_fds=(write_end,)
+            )
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        self._replies = os.fdopen(read_end, "rb")
+        self._datadir = datadir
+
+    def join(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Hand over the join, wait for its outcome: the node's role and name, or the error
+        the handshake raised, raised here as the same kind (a usage error or another)."""
+        assert self.proc.stdin is not None
+        try:
+            with self.proc.stdin:
+                self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+        except BrokenPipeError:
+            pass  # it died loading its code: its log says why (below)
+        with self._replies:
+            line = self._replies.readline()
+        if not line:
+            self.proc.wait()
+            tail = log_tail(self._datadir)
+            raise SwarmletError(f"the agent exited with status {self.proc.returncode}:\n{tail}")
+        reply: dict[str, Any] = json.loads(line)
+        if reply["ok"]:
+            return reply
+        self.proc.wait()
+        error = UsageError if reply["kind"] == "usage" else SwarmletError
+        raise error(reply["message"])
 
 
-def release(proc: subprocess.Popen[bytes]) -> None:
-    """Let a held agent (`start_background_agent(held=True)`) start."""
-    assert proc.stdin is not None
-    with proc.stdin:
-        proc.stdin.write(RELEASE)
-
-
-def abandon(proc: subprocess.Popen[bytes]) -> None:
-    """A held agent that must not start: it sees its pipe close and exits."""
-    assert proc.stdin is not None
-    proc.stdin.close()
-    proc.wait()
-
-
-def wait_for_release() -> bool:
-    """In a held agent: load the agent's code, then wait for `release`. False if the pipe
-    closed without it (the command that started it failed, or was interrupted)."""
+def wait_for_join() -> dict[str, Any] | None:
+    """In `join`'s agent: load the agent's code, then wait for the join to make. None if the
+    pipe closed without one (the command failed, or was interrupted)."""
     import swarmlet.node.main  # noqa: F401 - the point: imported before the wait
 
-    return sys.stdin.buffer.readline() == RELEASE
+    line = sys.stdin.buffer.readline()
+    return json.loads(line) if line else None
+
+
+def join_in_this_process(datadir: DataDir, request: dict[str, Any]) -> Identity:
+    """Make the join `request` describes (what `cmd_join` builds) and write the new node's data
+    dir: the join handshake with the manager at `request["remote"]`."""
+    import trio
+
+    from swarmlet import crypto
+    from swarmlet.node.advertised_resources import write_advertised
+    from swarmlet.security.join import join_cluster
+
+    token = crypto.JoinToken.parse(request["token"])
+    identity = trio.run(
+        lambda: join_cluster(
+            request["remote"],
+            token,
+            name=request["name"],
+            name_is_explicit=request["name_is_explicit"],
+            advertise_host=request["advertise_host"],
+            port=request["port"],
+            publish_host=request["publish_host"],
+            datadir=datadir,
+            generic_resources=request["advertised"],
+        )
+    )
+    write_advertised(datadir.path, request["advertised"])  # and re-advertised at each start
+    return identity
+
+
+def join_as_asked(datadir: DataDir, request: dict[str, Any], reply_fd: int) -> bool:
+    """In `join`'s agent: make the join, and tell `JoiningAgent.join` how it went on
+    `reply_fd`. True if the node joined (the agent then runs; it does so even if the command
+    went away meanwhile: the cluster holds the node's record by then)."""
+    try:
+        identity = join_in_this_process(datadir, request)
+    except SwarmletError as exc:
+        kind = "usage" if isinstance(exc, UsageError) else "error"
+        _reply(reply_fd, {"ok": False, "kind": kind, "message": str(exc)})
+        return False
+    except Exception as exc:  # a defect: the command says what, the log has the traceback
+        _reply(reply_fd, {"ok": False, "kind": "error", "message": f"{type(exc).__name__}: {exc}"})
+        raise
+    _reply(reply_fd, {"ok": True, "role": identity.role, "name": identity.name})
+    return True
+
+
+def _reply(fd: int, reply: dict[str, Any]) -> None:
+    try:
+        with os.fdopen(fd, "wb") as pipe:
+            pipe.write(json.dumps(reply).encode() + b"\n")
+    except OSError:
+        pass  # the command is gone (interrupted): nobody to tell
 
 
 def run_agent_foreground(datadir: DataDir, *, on_ready: Callable[[], None] | None = None) -> int:

@@ -350,58 +350,49 @@ def _force_new_cluster(args: argparse.Namespace, out: Output) -> ExitStatus:
 
 
 def cmd_join(args: argparse.Namespace, out: Output) -> ExitStatus:
-    from swarmlet import crypto
     from swarmlet.cli import agent_process
 
     _use_metrics_addr(args)
     advertised = _advertised(args)
     datadir = _new_node_dir(args)
-    token = crypto.JoinToken.parse(args.token)
-    host = args.advertise_addr or default_advertise_host()
-    # Started once the flags are checked, held until the handshake succeeds: its start-up (a
-    # new interpreter loading the agent's code) overlaps this command's imports and the join
-    # instead of following them (started after them, it was still loading when released).
-    proc = None if args.foreground else agent_process.start_background_agent(datadir, held=True)
-    try:
-        import socket
-
-        import trio
-
-        from swarmlet.node.advertised_resources import write_advertised
-        from swarmlet.security.join import join_cluster
-
-        identity = trio.run(
-            lambda: join_cluster(
-                args.remote,
-                token,
-                name=args.name or socket.gethostname(),
-                name_is_explicit=bool(args.name),
-                advertise_host=host,
-                port=args.port,
-                publish_host=args.publish_addr or "0.0.0.0",
-                datadir=datadir,
-                generic_resources=advertised,  # recorded by the manager that admits the node
-            )
-        )
-        write_advertised(datadir.path, advertised)  # and kept, to be re-advertised at each start
-    except BaseException:
-        if proc is not None:
-            agent_process.abandon(proc)
-        raise
-    if proc is None:
+    request = {
+        "remote": args.remote,
+        "token": args.token,
+        "name": args.name or _hostname(),
+        "name_is_explicit": bool(args.name),
+        "advertise_host": args.advertise_addr or default_advertise_host(),
+        "port": args.port,
+        "publish_host": args.publish_addr or "0.0.0.0",
+        "advertised": advertised,  # recorded by the manager that admits the node
+    }
+    if args.foreground:
+        agent_process.join_in_this_process(datadir, request)
         return ExitStatus(agent_process.run_agent_foreground(datadir))
-    agent_process.release(proc)
-    agent_process.wait_ready(datadir, proc, agent_process.is_member_seeing_others)
-    out.line(f"This node joined the cluster as a {identity.role} ({identity.name}).")
+    # The agent makes the join: started now, it loads its code while this command finishes
+    # with its flags, and this command loads none of it (`agent_process.JoiningAgent`).
+    agent = agent_process.JoiningAgent(datadir)
+    joined = agent.join(request)
+    agent_process.wait_ready(datadir, agent.proc, agent_process.is_member_seeing_others)
+    out.line(f"This node joined the cluster as a {joined['role']} ({joined['name']}).")
     return ExitStatus.OK
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()
 
 
 def cmd_agent(args: argparse.Namespace, out: Output) -> ExitStatus:
     from swarmlet.cli import agent_process
     from swarmlet.node.advertised_resources import write_advertised
 
-    if args.held and not agent_process.wait_for_release():
-        return ExitStatus.OK  # `join` failed and said why; this agent never started
+    if args.join_reply_fd is not None:
+        request = agent_process.wait_for_join()
+        if request is None:
+            return ExitStatus.OK  # `join` failed and said why; this agent never started
+        if not agent_process.join_as_asked(data_dir(args), request, args.join_reply_fd):
+            return ExitStatus.ERROR  # `join` says why
     _use_metrics_addr(args)
     advertised = _advertised(args)
     datadir = data_dir(args)
@@ -600,8 +591,8 @@ def register(sub: Subcommands) -> None:
         "swarmlet agent --data-dir /var/lib/swarmlet",
     )
     add_bool(p, "--detach", help_="run in the background")
-    # `join`'s own start of the agent (`agent_process.start_background_agent(held=True)`).
-    p.add_argument("--held", action="store_true", help=argparse.SUPPRESS)
+    # `join`'s own start of the agent (`agent_process.JoiningAgent`): the pipe it answers on.
+    p.add_argument("--join-reply-fd", type=int, help=argparse.SUPPRESS)
     _add_metrics_flag(p)
     _add_generic_resource_flag(p)
 

@@ -8,12 +8,19 @@ import random
 import signal
 import socket
 import stat
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.cluster import LocalCluster, local_cluster, run_cli, wait_for
+from tests.integration.cluster import (
+    LocalCluster,
+    local_cluster,
+    run_cli,
+    swarmlet_command,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -78,6 +85,29 @@ def _processes_of(data_dir: Path) -> list[int]:
         if str(data_dir).encode() in cmdline and state != "Z":
             found.append(int(entry.name))
     return found
+
+
+def test_join_in_the_foreground_makes_the_join_and_runs_the_agent_in_its_process(
+    tmp_path: Path,
+) -> None:
+    """`join --foreground` makes the handshake and runs the agent in the command's own process
+    (a background `join` hands both to the agent it starts): the node is seen ready, and a
+    SIGTERM to that one process stops it."""
+    with local_cluster(tmp_path) as cluster:
+        cluster.start(managers=1)
+        first = cluster.agents[0]
+        a = cluster.handle(2)
+        argv = [*swarmlet_command(a.data_dir), "join", "--foreground", "--name", "n2", "--token"]
+        argv += [cluster.token("worker"), "--advertise-addr", a.host, "--port", str(a.port)]
+        env = {**os.environ, "SWARMLET_DATA_DIR": str(a.data_dir)}
+        with subprocess.Popen([*argv, first.addr], env=env) as proc:
+            try:
+                wait_for("n2 ready", lambda: _statuses(cluster, 1).get("n2") == "ready")
+                assert (a.data_dir / "agent.pid").read_text().strip() == str(proc.pid)
+            finally:
+                proc.terminate()
+            assert proc.wait(timeout=30) is not None
+        wait_for("n2 down", lambda: _statuses(cluster, 1).get("n2") == "down")
 
 
 def test_wrong_or_rotated_token_is_refused_and_changes_nothing(tmp_path: Path) -> None:

@@ -250,3 +250,10 @@ def test_a_well_formed_token_parses_into_its_parts() -> None:
 def test_tokens_with_characters_outside_their_alphabet_are_usage_errors(text: str) -> None:
     with pytest.raises(UsageError):
         JoinToken.parse(text)
+
+
+def test_a_data_dirs_key_size_is_the_key_size() -> None:
+    # `security.datadir` checks key files against its own copy (it loads no cryptography).
+    from swarmlet.security import datadir
+
+    assert datadir.KEY_BYTES == crypto.KEY_BYTES

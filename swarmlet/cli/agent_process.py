@@ -162,6 +162,7 @@ def join_as_asked(datadir: DataDir, request: dict[str, Any], reply_fd: int) -> b
         identity = join_in_this_process(datadir, request)
     except SwarmletError as exc:
         kind = "usage" if isinstance(exc, UsageError) else "error"
+        print(f"join failed: {exc}", file=sys.stderr)  # the data dir's log
         _reply(reply_fd, {"ok": False, "kind": kind, "message": str(exc)})
         return False
     except Exception as exc:  # a defect: the command says what, the log has the traceback

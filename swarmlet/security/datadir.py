@@ -38,15 +38,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from swarmlet import certs, crypto
-from swarmlet.crypto import KEY_BYTES
 from swarmlet.errors import StorageCorruptError, UsageError
 from swarmlet.security import datadir_format
 from swarmlet.security.datadir_location import ENV_VAR as ENV_VAR
 from swarmlet.security.datadir_location import control_socket_path
 from swarmlet.security.datadir_location import default_data_dir as default_data_dir
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at run time
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+# Keys are read as bytes here; `swarmlet.crypto` and `swarmlet.certs` (pyca/cryptography: about
+# 80 ms of imports on a busy machine) are loaded by the methods that use them, so that the
+# commands that only find, create or check a data dir (`join` first) do without them.
+KEY_BYTES = 32  # `crypto.KEY_BYTES`: every key of a data dir (a test holds them equal)
 
 # A file this module creates is always new, never reached through a link: whatever was at its
 # name (a crash's leftover, a link someone planted to make the agent write its keys elsewhere)
@@ -336,6 +342,8 @@ class DataDir:
         """Install a (new) certificate for this node's identity key, and the CA's on first use.
         The key file is written from node.key each time, so the three always agree."""
         self.create()
+        from swarmlet import certs
+
         write_atomic(self.tls_key_file, certs.private_key_pem(self.signing_key()))
         if ca_pem is not None:
             write_atomic(self.ca_file, ca_pem, 0o644)
@@ -404,6 +412,8 @@ class DataDir:
         return True
 
     def signing_key(self) -> Ed25519PrivateKey:
+        from swarmlet import crypto
+
         return crypto.node_signing_key(self.read_node_key())
 
     def next_incarnation(self, wall_clock_s: float) -> int:

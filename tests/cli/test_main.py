@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from swarmlet.cli import agent_process
 from swarmlet.cli import main as cli_main
 from swarmlet.cli.common import ExitStatus
 from swarmlet.cli.main import COMMAND_MODULES, build_parser, main
+from swarmlet.security.datadir import DataDir
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[ExitStatus, str, str]:
@@ -203,6 +205,32 @@ def test_building_the_parser_loads_no_heavy_module() -> None:
         "rich",
     }
     assert not heavy & loaded
+
+
+def test_join_leaves_the_handshake_and_its_imports_to_the_agent_it_starts(tmp_path: Path) -> None:
+    """The agent `join` starts makes the handshake (`agent_process.JoiningAgent`): the command
+    itself loads neither trio nor cryptography (on a busy machine, two interpreters loading
+    them was much of a join's time), and an error of the handshake still reaches its stderr
+    and its exit status. The data dir keeps no node, and no agent is left."""
+    token = "SWLT-1-" + "0" * 16 + "-" + "a" * 32
+    node = tmp_path / "n"
+    argv = ["join", "--data-dir", str(node), "--token", token, "--advertise-addr", "127.0.0.1"]
+    code = (
+        "from swarmlet.cli.main import main\n"
+        f"status = main({[*argv, '127.0.0.1:9']!r})\n"
+        "print('exit', int(status))"
+    )
+    probe = f"import sys\n{code}\nprint('\\n'.join(sorted(sys.modules)))"
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], check=True, capture_output=True, text=True, timeout=60
+    )
+    loaded = set(proc.stdout.split())
+    assert "exit" in loaded and "1" in loaded  # ExitStatus.ERROR: nothing listens on port 9
+    assert "cannot reach 127.0.0.1:9" in proc.stderr
+    assert not {"trio", "cryptography", "swarmlet.security.join"} & loaded
+    assert not (node / "identity.msgpack").exists()
+    assert "cannot reach 127.0.0.1:9" in (node / "agent.log").read_text()  # the agent's log too
+    assert not agent_process.agent_running(DataDir(node))
 
 
 @pytest.mark.parametrize(

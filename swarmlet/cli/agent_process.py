@@ -157,7 +157,7 @@ def join_in_this_process(datadir: DataDir, request: dict[str, Any]) -> Identity:
 def join_as_asked(datadir: DataDir, request: dict[str, Any], reply_fd: int) -> bool:
     """In `join`'s agent: make the join, and tell `JoiningAgent.join` how it went on
     `reply_fd`. True if the node joined (the agent then runs; it does so even if the command
-    went away meanwhile: the cluster holds the node's record by then)."""
+    went away meanwhile, unless it was killed: the cluster holds the node's record by then)."""
     try:
         identity = join_in_this_process(datadir, request)
     except SwarmletError as exc:

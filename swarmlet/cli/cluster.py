@@ -371,7 +371,11 @@ def cmd_join(args: argparse.Namespace, out: Output) -> ExitStatus:
     # The agent makes the join: started now, it loads its code while this command finishes
     # with its flags, and this command loads none of it (`agent_process.JoiningAgent`).
     agent = agent_process.JoiningAgent(datadir)
-    joined = agent.join(request)
+    try:
+        joined = agent.join(request)
+    except KeyboardInterrupt:
+        agent.proc.kill()  # interrupted, the join is not made (unless the cluster took it)
+        raise
     agent_process.wait_ready(datadir, agent.proc, agent_process.is_member_seeing_others)
     out.line(f"This node joined the cluster as a {joined['role']} ({joined['name']}).")
     return ExitStatus.OK

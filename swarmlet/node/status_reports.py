@@ -60,7 +60,7 @@ from swarmlet.state.observed import (
     TaskObservation,
     endpoint_is_well_formed,
 )
-from swarmlet.wire.hosts import host_of, same_host
+from swarmlet.wire.hosts import host_of
 from swarmlet.wire.transport import LINK_ERRORS, Address, Counters, FramedStream, Transport
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def news(
     node = state.nodes.get(node_id)
     if node is None:
         return []  # not a member by this replica: the leader would refuse the report
-    host = host_of(node.addr)
+    host = own_host_spellings(node.addr)
     found = []
     for task_id, observation in observed.items():
         task = state.tasks.get(task_id)
@@ -312,7 +312,7 @@ class StatusIntake:
             dropped = _entries(report.load) - _entries(load)
             if dropped:
                 self.counters["status_refused_load_entries"] += dropped
-        host = host_of(state.nodes[node_id].addr)
+        host = own_host_spellings(state.nodes[node_id].addr)
         statuses: list[TaskObservation] = []
         examined = 0  # endpoints since the loop last ran
         for reported in report.statuses:
@@ -481,17 +481,26 @@ def within_publishable(obs: TaskObservation, state: ClusterState) -> TaskObserva
     return dataclasses.replace(obs, endpoints=tuple(kept))
 
 
-def on_own_host(obs: TaskObservation, host: str) -> TaskObservation:
-    """`obs` with the endpoints on `host` only, the host of its node's `Node.addr`: the executor
-    publishes every container port there, and every observer drops any other
+def own_host_spellings(addr: str) -> frozenset[str]:
+    """How an endpoint on the node whose `Node.addr` is `addr` names its host: the executor
+    writes the node's advertise host as it is in `addr` (IPv6 bare or in brackets; a name in
+    any case)."""
+    host = host_of(addr)
+    return frozenset((host, f"[{host}]", host.lower()))
+
+
+def on_own_host(obs: TaskObservation, spellings: frozenset[str]) -> TaskObservation:
+    """`obs` with the endpoints on its node's own host only (`own_host_spellings`): the
+    executor publishes every container port there, and every observer drops any other
     (`leader.observation.endpoint_refusal`). Cut here, a host a worker makes up (one of 3.5 MB
     grew the state and every worker's view by as much: review) never reaches the state. Cut,
     not refused, and the reporter cuts the same way (`news`): a node whose address changed
-    under running tasks still reports their states, and sends nothing twice."""
-    if all(e.host == host for e in obs.endpoints):
+    under running tasks still reports their states, and sends nothing twice. A lookup per
+    endpoint, no parsing: a worker's 4 MiB frame holds 174,080 of them (parsed, 0.7 s: review)."""
+    if all(e.host in spellings for e in obs.endpoints):
         return obs
-    kept = tuple(e for e in obs.endpoints if same_host(e.host, host))
-    return obs if len(kept) == len(obs.endpoints) else dataclasses.replace(obs, endpoints=kept)
+    kept = tuple(e for e in obs.endpoints if e.host in spellings)
+    return dataclasses.replace(obs, endpoints=kept)
 
 
 def _ports_of(service: Service) -> set[tuple[int, str]]:

@@ -33,10 +33,17 @@ MAX_SECRETS_TOTAL_BYTES = 32 * 1024 * 1024
 
 
 def secret_command(
-    cluster: ClusterAccess, name: str, data: bytes, labels: dict[str, str], *, is_config: bool
+    cluster: ClusterAccess,
+    name: str,
+    data: bytes,
+    labels: dict[str, str],
+    *,
+    is_config: bool,
+    proposed_with: int = 0,
 ) -> Command | None:
     """CreateSecret for a new secret/config; None if an identical one exists; UsageError if one
-    of that name exists with other content (secrets are immutable, as in Swarm)."""
+    of that name exists with other content (secrets are immutable, as in Swarm).
+    `proposed_with`: the bytes of the secrets and configs created in the same write (a stack's)."""
     kind = "config" if is_config else "secret"
     limit = MAX_CONFIG_BYTES if is_config else MAX_SECRET_BYTES
     if len(data) > limit:
@@ -53,7 +60,7 @@ def secret_command(
         return None
     secret_id = crypto.new_id()
     stored = data if keys is None else keys.seal_secret(secret_id, data)
-    held = sum(len(s.data) for s in cluster.state.secrets.values())
+    held = proposed_with + sum(len(s.data) for s in cluster.state.secrets.values())
     if held + len(stored) > MAX_SECRETS_TOTAL_BYTES:
         raise UsageError(
             f"{kind} {name!r} ({len(data)} bytes) would bring the secrets and configs of the "

@@ -22,6 +22,7 @@ from swarmlet.errors import UsageError
 from swarmlet.state.commands import (
     Batch,
     Command,
+    CreateSecret,
     CreateService,
     RemoveSecret,
     RemoveService,
@@ -41,6 +42,7 @@ class StackControl:
             raise UsageError("a stack name is required")
         await agent.read_barrier()
         commands: list[Command] = []
+        proposed = 0  # bytes of the secrets and configs created by this deploy
         for item in args.get("secrets") or ():
             command = secret_command(
                 agent,
@@ -48,7 +50,10 @@ class StackControl:
                 bytes(item["data"]),
                 {LABEL_STACK: stack},
                 is_config=bool(item.get("is_config")),
+                proposed_with=proposed,
             )
+            if isinstance(command, CreateSecret):
+                proposed += len(command.secret.data)
             if command is not None:
                 commands.append(command)
         specs = [decode_spec(raw) for raw in args.get("services") or ()]

@@ -14,6 +14,7 @@ machine started two interpreters that loaded most of that twice.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -81,7 +82,7 @@ class JoiningAgent:
 
     def __init__(self, datadir: DataDir) -> None:
         datadir.create()
-        read_end, write_end = os.pipe()
+        read_end, write_end = (_above_stdio(fd) for fd in os.pipe())
         try:
             fd = str(write_end)
             self.proc = _spawn(
@@ -107,7 +108,11 @@ class JoiningAgent:
         with self._replies:
             line = self._replies.readline()
         if not line:
-            self.proc.wait()
+            try:
+                self.proc.wait(timeout=_GONE_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()  # silent, yet alive: no join of its is to be trusted
+                self.proc.wait()
             tail = log_tail(self._datadir)
             raise SwarmletError(f"the agent exited with status {self.proc.returncode}:\n{tail}")
         reply: dict[str, Any] = json.loads(line)
@@ -116,6 +121,19 @@ class JoiningAgent:
         self.proc.wait()
         error = UsageError if reply["kind"] == "usage" else SwarmletError
         raise error(reply["message"])
+
+
+_GONE_S = 10.0  # how long an agent that closed its answer pipe unanswered has to exit
+
+
+def _above_stdio(fd: int) -> int:
+    """`fd`, moved above 0-2 if it is one of them (a command run with its output closed gets
+    them from `os.pipe`, and the agent's own stdout and stderr would then take their place)."""
+    if fd > 2:
+        return fd
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    os.close(fd)
+    return moved
 
 
 def wait_for_join() -> dict[str, Any] | None:

@@ -233,6 +233,21 @@ def test_join_leaves_the_handshake_and_its_imports_to_the_agent_it_starts(tmp_pa
     assert not agent_process.agent_running(DataDir(node))
 
 
+def test_join_run_with_its_output_closed_still_ends(tmp_path: Path) -> None:
+    """With stdout and stderr closed, the pipe the agent answers on got fds 1 and 2, which the
+    agent's own output took over: it answered into its log, and `join` waited for ever (a
+    successful one) (review). The pipe is kept above 0-2 now."""
+    token = "SWLT-1-" + "0" * 16 + "-" + "a" * 32
+    node = tmp_path / "n"
+    join = f"{sys.executable} -m swarmlet join --data-dir {node} --token {token}"
+    join += " --advertise-addr 127.0.0.1 127.0.0.1:9"
+    proc = subprocess.run(["sh", "-c", f"exec {join} >&- 2>&-"], timeout=60, check=False)
+    assert proc.returncode == int(ExitStatus.ERROR)
+    assert "cannot reach 127.0.0.1:9" in (node / "agent.log").read_text()
+    assert '"ok"' not in (node / "agent.log").read_text()  # the answer went where it should
+    assert not agent_process.agent_running(DataDir(node))
+
+
 @pytest.mark.parametrize(
     "module",
     ["common", "agent_process", "cluster", "node", "service", "service_flags", "stack", "secret"],

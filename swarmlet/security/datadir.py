@@ -218,8 +218,12 @@ class DataDir:
 
     def create(self) -> None:
         """Make the directory; a fresh (empty) one gets this release's FORMAT before anything
-        else, so that only a data dir of an older release lacks it."""
+        else, so that only a data dir of an older release lacks it. Each directory it makes
+        is durable in its parent (a power cut right after a join must not lose the node)."""
+        made = [d for d in (self.path, *self.path.parents) if not d.exists()]
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for directory in made:
+            _fsync_dir(directory.parent)
         self.check_owner()
         os.chmod(self.path, 0o700)
         if datadir_format.read_format(self.path) is None:

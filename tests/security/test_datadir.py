@@ -319,3 +319,18 @@ def test_a_data_dir_reached_through_a_link_is_judged_by_the_directory(tmp_path: 
     with pytest.raises(UsageError, match="owned by uid 12345"):
         DataDir(tmp_path / "link-to-theirs").write_identity(IDENTITY, KEY, NODE_KEY)
     assert list(theirs.iterdir()) == []
+
+
+def test_each_directory_create_makes_is_durable_in_its_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Files inside are fsynced with their directory; without the parents' fsyncs a power cut
+    # soon after a join could lose the whole data dir, the node's keys and first vote with it
+    # (review).
+    synced: list[Path] = []
+    monkeypatch.setattr(datadir, "_fsync_dir", synced.append)
+    DataDir(tmp_path / "a" / "node").create()
+    assert {tmp_path, tmp_path / "a"} <= set(synced)
+    synced.clear()
+    DataDir(tmp_path / "a" / "node").create()
+    assert tmp_path not in synced and tmp_path / "a" not in synced

@@ -246,6 +246,12 @@ class RaftNode:
         self._progress: dict[str, Progress] = {}
         self._transferee: str | None = None
         self._read_seq = 0
+        # Reads started since the last heartbeat went out share its next round: one heartbeat
+        # to every member confirms them all, sent with the Ready (a heartbeat per read request
+        # let one learner's stream of them make the leader send thousands a turn: review). A
+        # heartbeat sent, for any reason, closes the round: one sent before a read arrived
+        # must not confirm it.
+        self._read_round_open = False
         self._pending_reads: list[_PendingRead] = []
         self._deferred_reads: list[tuple[bytes, str | None]] = []
         self._outstanding = False
@@ -433,6 +439,7 @@ class RaftNode:
         return bool(
             self._msgs
             or self._commit_to_send()
+            or self._read_round_open
             or self._pending_snapshot is not None
             or self._unstable_from <= self._log.last_index
             or self.commit_index > self._applying
@@ -445,6 +452,8 @@ class RaftNode:
         if self._outstanding:
             raise RuntimeError("advance() the previous Ready before taking another")
         self._send_commit()
+        if self._read_round_open:
+            self._broadcast_heartbeat()
         hs = self._hard_state()
         soft = self._soft_state()
         last = self._log.last_index
@@ -510,6 +519,7 @@ class RaftNode:
             )
         self._pending_reads = []
         self._deferred_reads = []
+        self._read_round_open = False
         self._commit_unsent = False
         self._sent_commit = {}
 
@@ -1029,6 +1039,7 @@ class RaftNode:
         self._commit_unsent = False
 
     def _broadcast_heartbeat(self, *, learners: bool = True) -> None:
+        self._read_round_open = False
         for p, pr in self._progress.items():
             if not learners and not self._may_campaign(p):
                 continue
@@ -1165,7 +1176,8 @@ class RaftNode:
             # know the commit index of its predecessors; defer.
             self._deferred_reads.extend(reads)
             return
-        self._read_seq += 1
+        if not self._read_round_open:
+            self._read_seq += 1
         for ctx, requester in reads:
             self._pending_reads.append(
                 _PendingRead(self._read_seq, ctx, requester, self.commit_index)
@@ -1173,7 +1185,7 @@ class RaftNode:
         if has_quorum(self.conf.voters, {self.id}):
             self._release_confirmed_reads()  # a group of one confirms itself
         else:
-            self._broadcast_heartbeat()
+            self._read_round_open = True  # its heartbeat goes with the Ready
 
     def _release_confirmed_reads(self) -> None:
         while self._pending_reads:

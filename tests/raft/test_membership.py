@@ -12,6 +12,8 @@ from swarmlet.raft.messages import (
     Heartbeat,
     HeartbeatResp,
     InstallSnapshot,
+    ReadIndexReq,
+    ReadIndexResp,
     ReadState,
     RequestVote,
     Role,
@@ -259,6 +261,47 @@ def test_read_index_waits_for_a_heartbeat_quorum() -> None:
     net.nodes["n2"].step(resp)
     net.deliver(lambda m: isinstance(m, HeartbeatResp))
     assert net.reads["n1"] == [ReadState(b"r1", leader.commit_index)]
+
+
+def test_reads_started_in_one_turn_share_one_round_of_heartbeats() -> None:
+    # A heartbeat to every member per read request let one learner streaming requests make
+    # the leader send thousands a turn (review): the reads of a turn share the round sent with
+    # its Ready, and each is answered once a quorum has answered that round.
+    net = cluster(3)
+    leader = net.elect("n1")
+    net.tick_all(1)
+    net.run()
+    term = leader.term
+    for i in range(1000):
+        leader.step(ReadIndexReq("n3", "n1", term, b"%d" % i))
+    hbs = net.take(lambda m: isinstance(m, Heartbeat))
+    assert sorted(m.to_id for m in hbs) == ["n2", "n3"]
+    net.nodes["n2"].step(next(m for m in hbs if m.to_id == "n2"))
+    answers = net.take(lambda m: isinstance(m, HeartbeatResp))
+    for m in answers:
+        leader.step(m)
+    served = net.take(lambda m: isinstance(m, ReadIndexResp))
+    assert len(served) == 1000 and {m.to_id for m in served} == {"n3"}
+
+
+def test_a_heartbeat_sent_before_a_read_does_not_confirm_it() -> None:
+    # Reads join the round not sent yet; once a heartbeat has gone, a new read starts another:
+    # an answer to a heartbeat sent before the read came proves nothing of the time after.
+    net = cluster(3)
+    leader = net.elect("n1")
+    net.tick_all(1)
+    net.run()
+    leader.read_index(b"first")
+    earlier = net.take(lambda m: isinstance(m, Heartbeat))
+    leader.read_index(b"second")
+    later = net.take(lambda m: isinstance(m, Heartbeat))
+    assert earlier and later and later[0].read_seq > earlier[0].read_seq
+    net.nodes["n2"].step(next(m for m in earlier if m.to_id == "n2"))
+    net.deliver(lambda m: isinstance(m, HeartbeatResp))
+    assert [r.ctx for r in net.reads["n1"]] == [b"first"]
+    net.nodes["n2"].step(next(m for m in later if m.to_id == "n2"))
+    net.deliver(lambda m: isinstance(m, HeartbeatResp))
+    assert [r.ctx for r in net.reads["n1"]] == [b"first", b"second"]
 
 
 def test_read_index_of_a_deposed_leader_is_never_served() -> None:

@@ -59,6 +59,7 @@ from swarmlet.state.observed import (
     TaskLoad,
     TaskObservation,
     endpoint_is_well_formed,
+    status_bytes,
 )
 from swarmlet.wire.hosts import host_of
 from swarmlet.wire.transport import LINK_ERRORS, Address, Counters, FramedStream, Transport
@@ -519,12 +520,6 @@ def within_report(statuses: list[TaskObservation]) -> list[TaskObservation]:
         if i > 0 and (size > REPORT_BYTES or endpoints > REPORT_ENDPOINTS):
             return statuses[:i]
     return statuses[:MAX_STATUSES_PER_REPORT]
-
-
-def status_bytes(obs: TaskObservation) -> int:
-    """An upper bound on a status's encoding: its fields, and each endpoint's four."""
-    fields = 128 + len(obs.task_id) + len(obs.container_id) + len(obs.error)
-    return fields + sum(32 + len(e.host) for e in obs.endpoints)
 
 
 class _Budget:

@@ -64,6 +64,12 @@ def endpoint_is_well_formed(endpoint: Endpoint) -> bool:
     return is_port(endpoint.port) and is_port(endpoint.target) and endpoint.protocol in PROTOCOLS
 
 
+def status_bytes(obs: TaskObservation) -> int:
+    """An upper bound on a status's encoding: its fields, and each endpoint's four."""
+    fields = 128 + len(obs.task_id) + len(obs.container_id) + len(obs.error)
+    return fields + sum(32 + len(e.host) for e in obs.endpoints)
+
+
 def effective_state(recorded: TaskState, obs: TaskObservation | None) -> TaskState:
     """The later of a task's recorded state and what its node observed (None: nothing yet).
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from swarmlet.state.indexes import Changes
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import Node, Secret, Service, ServiceSpec, Task, TaskState
-from swarmlet.state.observed import TaskObservation
+from swarmlet.state.observed import TaskObservation, status_bytes
 from swarmlet.wire import catalog
 from swarmlet.wire import codec as wire
 
@@ -419,7 +419,7 @@ def updates(
     chunk: list[tuple[str, object]] = []
     size, first = 0, True
     for record in records:
-        weight = _record_bytes(*record)
+        weight = _record_bytes(record[1])
         if chunk and (len(chunk) == per_update or size + weight > bytes_per_update):
             yield update(chunk, first, last=False)
             chunk, size, first = [], 0, False
@@ -428,15 +428,14 @@ def updates(
     yield update(chunk, first, last=True)
 
 
-def _record_bytes(name: str, value: object) -> int:
+def _record_bytes(value: object) -> int:
     """About what `value` takes in a `ViewUpdate`, never much below: counted for the kinds whose
     size a node or a user sets freely (a status's endpoints and error, a task's message, a
     config), encoded for the few whose spec can be anything up to one write (nodes, services)."""
     if isinstance(value, str):  # an id of something gone
         return 16 + len(value)
     if isinstance(value, TaskObservation):
-        endpoints = sum(32 + len(e.host) for e in value.endpoints)
-        return 64 + len(value.task_id) + len(value.container_id) + len(value.error) + endpoints
+        return status_bytes(value)
     if isinstance(value, Task):
         return 256 + len(value.message) + len(value.error) + 64 * len(value.assigned_resources)
     if isinstance(value, Secret):

@@ -14,12 +14,17 @@ from swarmlet.node.status_reports import (
     STATUS_BURST_BYTES,
     STATUS_BYTES_PER_S,
     StatusIntake,
-    status_bytes,
 )
 from swarmlet.state.commands import AddNode, RemoveNode
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import Node, Role, TaskState
-from swarmlet.state.observed import NodeLoad, StatusReport, TaskLoad, TaskObservation
+from swarmlet.state.observed import (
+    NodeLoad,
+    StatusReport,
+    TaskLoad,
+    TaskObservation,
+    status_bytes,
+)
 from swarmlet.wire.transport import Counters
 from tests.node.test_status_reports import (
     HOST,

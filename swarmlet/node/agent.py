@@ -235,6 +235,7 @@ class Agent:
             self._resolve,
             config=self.config.raft,
             tick_interval_s=self.config.raft_tick_interval_s,
+            snapshot_every=self.config.raft_snapshot_every,
             on_soft_state=self._on_soft_state,
             on_applied=self._on_applied,
         )

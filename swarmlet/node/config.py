@@ -29,6 +29,9 @@ class AgentConfig:
         default_factory=lambda: RaftConfig(election_ticks=8, heartbeat_ticks=2)
     )
     raft_tick_interval_s: float = 0.05
+    # Entries applied before the Raft log may be compacted into a snapshot (etcd's
+    # --snapshot-count; `raft.driver` says what else it waits for).
+    raft_snapshot_every: int = 2000
     # A voter down this long is replaced by a healthy standby manager (beyond Swarm).
     voter_grace_s: float = 30.0
     # How long a write waits for a leader (an election, a partition healing) before failing.

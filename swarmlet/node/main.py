@@ -101,24 +101,38 @@ def _seconds(name: str) -> float | None:
     return value
 
 
+def _whole_number(name: str, *, minimum: int) -> int | None:
+    """The environment variable `name` as a whole number >= `minimum`; None if unset or not one
+    (with a warning)."""
+    text = os.environ.get(name)
+    if not text:
+        return None
+    if text.isdigit() and int(text) >= minimum:
+        return int(text)
+    log.warning("ignoring %s=%r: not a whole number >= %d", name, text, minimum)
+    return None
+
+
 def config_from_env() -> AgentConfig:
     """Operator overrides of the agent's defaults (documented in README.md):
     SWARMLET_VOTER_GRACE_S  how long a Raft voter may be down before a standby replaces it;
     SWARMLET_PROXY_WORKERS  extra processes serving the routing mesh (0: the agent alone);
     SWARMLET_CERT_LIFETIME_S  how long the node certificates this node issues are valid;
-    SWARMLET_METRICS_ADDR  HOST:PORT where Prometheus scrapes the agent (`node.metrics`).
+    SWARMLET_METRICS_ADDR  HOST:PORT where Prometheus scrapes the agent (`node.metrics`);
+    SWARMLET_SNAPSHOT_EVERY  Raft entries applied before the log may be compacted (etcd's
+      --snapshot-count).
     A malformed metrics address is refused (UsageError), not ignored: the operator asked for an
     endpoint, and an agent that silently serves none would look healthy and be unwatched."""
     config = AgentConfig()
     grace = _seconds("SWARMLET_VOTER_GRACE_S")
     if grace is not None:
         config = dataclasses.replace(config, voter_grace_s=grace)
-    workers = os.environ.get("SWARMLET_PROXY_WORKERS")
-    if workers:
-        if workers.isdigit():
-            config = dataclasses.replace(config, proxy_workers=int(workers))
-        else:
-            log.warning("ignoring SWARMLET_PROXY_WORKERS=%r: not a whole number >= 0", workers)
+    workers = _whole_number("SWARMLET_PROXY_WORKERS", minimum=0)
+    if workers is not None:
+        config = dataclasses.replace(config, proxy_workers=workers)
+    snapshot_every = _whole_number("SWARMLET_SNAPSHOT_EVERY", minimum=1)
+    if snapshot_every is not None:
+        config = dataclasses.replace(config, raft_snapshot_every=snapshot_every)
     lifetime = _seconds("SWARMLET_CERT_LIFETIME_S")
     if lifetime is not None:
         config = dataclasses.replace(config, cert_lifetime_s=lifetime)

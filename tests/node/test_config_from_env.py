@@ -26,3 +26,37 @@ def test_anything_else_keeps_the_default_and_warns(
     monkeypatch.setenv(name, value)
     assert config_from_env() == AgentConfig(proxy_workers=config_from_env().proxy_workers)
     assert f"ignoring {name}" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "value", "expected"),
+    [
+        ("SWARMLET_SNAPSHOT_EVERY", "raft_snapshot_every", "8", 8),
+        ("SWARMLET_PROXY_WORKERS", "proxy_workers", "0", 0),
+        ("SWARMLET_PROXY_WORKERS", "proxy_workers", "3", 3),
+    ],
+)
+def test_a_whole_number_is_honoured(
+    name: str, field: str, value: str, expected: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(name, value)
+    assert getattr(config_from_env(), field) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SWARMLET_SNAPSHOT_EVERY", "0"),
+        ("SWARMLET_SNAPSHOT_EVERY", "-1"),
+        ("SWARMLET_SNAPSHOT_EVERY", "1.5"),
+        ("SWARMLET_PROXY_WORKERS", "two"),
+        ("SWARMLET_PROXY_WORKERS", "-1"),
+    ],
+)
+def test_a_whole_number_out_of_range_keeps_the_default_and_warns(
+    name: str, value: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    default = config_from_env()
+    monkeypatch.setenv(name, value)
+    assert config_from_env() == default
+    assert f"ignoring {name}" in caplog.text

@@ -25,10 +25,10 @@ from swarmlet.state.model import Secret
 LABEL_STACK = "swarmlet.stack"
 MAX_SECRET_BYTES = 500 * 1024  # Swarm's limits
 MAX_CONFIG_BYTES = 1000 * 1024
-# All secrets and configs together: the cluster's state reaches a new or lagging manager as one
-# Raft snapshot, in one frame of at most 64 MiB (`wire.transport.MAX_FRAME_BYTES`); 70 configs
-# of Swarm's largest size made a state no manager could receive (review). Half of it leaves the
-# rest of the state (100,000 tasks: 4.5 MB) room. Checked before the write is proposed.
+# All secrets and configs together, checked before the write is proposed. They were the way to a
+# state past the 64 MiB a Raft snapshot was once limited to (70 configs of Swarm's largest size);
+# snapshots now go up to `wire.codec.MAX_SNAPSHOT_BYTES`, and this keeps what every manager
+# holds in memory of them, and sends each new one, modest (100,000 tasks weigh 4.5 MB).
 MAX_SECRETS_TOTAL_BYTES = 32 * 1024 * 1024
 
 

@@ -79,7 +79,14 @@ from swarmlet.errors import NotLeaderError, ProposalTooLargeError, RemoteProtoco
 from swarmlet.raft.core import RaftConfig, RaftNode
 from swarmlet.raft.disk_thread import DiskThread
 from swarmlet.raft.interface import Ready
-from swarmlet.raft.messages import AppendEntries, Message, Role, SoftState, sender_refusal
+from swarmlet.raft.messages import (
+    AppendEntries,
+    InstallSnapshot,
+    Message,
+    Role,
+    SoftState,
+    sender_refusal,
+)
 from swarmlet.raft.state_machine import StateMachine
 from swarmlet.raft.storage import RaftStorage
 from swarmlet.raft.types import ConfChange, Entry, EntryKind, Snapshot
@@ -425,6 +432,9 @@ class RaftDriver(Generic[ResultT]):
         if hello.from_id != peer.node_id:
             self.transport.counters["raft_refused_hello_not_peer"] += 1
             return
+        # A leader's InstallSnapshot is the whole state in one frame; any other frame, and one
+        # from a peer that is not a manager, is still refused at the usual sizes.
+        stream.allow_snapshots()
         while True:
             try:
                 msg = await stream.receive()
@@ -451,6 +461,16 @@ class RaftDriver(Generic[ResultT]):
 
     def _send(self, msg: Message) -> None:
         to = msg.to_id
+        if isinstance(msg, InstallSnapshot) and len(msg.snapshot.data) > wire.MAX_SNAPSHOT_BYTES:
+            # No member would take it: sent, it would be refused after every byte of it.
+            self.transport.counters["raft_dropped_snapshot_too_large"] += 1
+            log.error(
+                "raft: the state (%d bytes) is over %d: %s cannot be sent a snapshot",
+                len(msg.snapshot.data),
+                wire.MAX_SNAPSHOT_BYTES,
+                to,
+            )
+            return
         channel = self._peers.get(to)
         if channel is None:
             assert self._nursery is not None

@@ -105,7 +105,7 @@ class VoteResp:
 
 @dataclass(frozen=True, slots=True)
 class InstallSnapshot:
-    """Raft §7, sent whole in one message (limit: the cluster state must fit in one frame)."""
+    """Raft §7, sent whole in one message (of up to `wire.codec.MAX_SNAPSHOT_BYTES` of state)."""
 
     from_id: str
     to_id: str

@@ -418,7 +418,10 @@ class ClusterState:
         state = cls()
         if not data:
             return state
-        snap = wire.decode(data, expect=(StateSnapshot,))
+        # Any size: these bytes are this node's own (its snapshot or view, sealed on disk) or a
+        # leader's InstallSnapshot, which the transport bounds. A bound here made a state past
+        # 64 MiB one that no member could restart from after its next compaction (review).
+        snap = wire.decode(data, expect=(StateSnapshot,), max_bytes=len(data))
         state.cluster_id = snap.cluster_id
         state.created_at = snap.created_at
         state.sealed_worker_token = snap.sealed_worker_token

@@ -23,7 +23,8 @@ codec's objects built from it take no more than it does (tuples for lists, slott
 for `[type, fields]`); refusing one allocates about one copy of it (the skipper's buffer).
 
 The limits, and why no legitimate message reaches them:
-  * size: the caller's bound (`codec.MAX_MESSAGE_BYTES`, 64 MiB: a Raft snapshot in one frame);
+  * size: the caller's bound (`codec.MAX_MESSAGE_BYTES`, 64 MiB; a Raft snapshot of the state,
+    `codec.MAX_SNAPSHOT_BYTES`);
   * per object (`unpack_limits`, given to msgpack): strings, bins and arrays no longer than the
     value, maps of at most half as many pairs, no ext type at all (the codec never writes one).
     No tighter fixed cap: the largest legitimate values (a snapshot's `data`, the task list of a

@@ -30,6 +30,10 @@ from swarmlet.wire import bounds
 
 # Bounds on what an unpacker will allocate for one message (a peer controls these sizes).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# The one message allowed to be larger, on a Raft stream from a manager: the cluster's state, as
+# the snapshot a leader sends a new or lagging manager. A state that outgrew 64 MiB (a few
+# services with large specs, each kept twice with its previous spec) reached no such manager.
+MAX_SNAPSHOT_BYTES = 512 * 1024 * 1024
 _MAX_DEPTH = 32
 
 
@@ -464,9 +468,14 @@ def unpack_plain(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
     return bounds.unpack(data, max_bytes)
 
 
-def decode(data: bytes, *, expect: tuple[type[Any], ...] | None = None) -> Any:
+def decode(
+    data: bytes,
+    *,
+    expect: tuple[type[Any], ...] | None = None,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+) -> Any:
     """Decode one message. `expect` restricts which top-level types are acceptable."""
-    return from_plain(unpack_plain(data), expect=expect)
+    return from_plain(unpack_plain(data, max_bytes=max_bytes), expect=expect)
 
 
 def from_plain(value: Any, *, expect: tuple[type[Any], ...] | None = None) -> Any:

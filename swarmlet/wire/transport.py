@@ -18,7 +18,9 @@ Before a peer is authenticated it can only make the TLS handshake, within `hands
 at most `max_connections` connections are served at once, at most `max_connections_per_node` of
 them for one node that is not a manager, and at most `max_handshakes_per_ip` not authenticated
 yet from one address (more are closed at once, counted); a peer that is not a manager sends
-frames of at most MAX_NON_MANAGER_FRAME_BYTES.
+frames of at most MAX_NON_MANAGER_FRAME_BYTES, a manager of at most MAX_FRAME_BYTES but on the
+stream Raft takes from it, where a snapshot of the whole state may come in one frame
+(`FramedStream.allow_snapshots`).
 
 Versions (`protocol_version`): the TLS handshake settles which protocol the two agents speak
 (ALPN), kept as `FramedStream.peer_protocol` and counted (`streams_protocol_<v>`); a peer with none
@@ -66,7 +68,13 @@ Address = tuple[str, int]
 CHANNEL_CLUSTER = b"T"
 CHANNEL_JOIN = b"J"
 MAX_DATAGRAM_BYTES = 65507  # the largest UDP payload over IPv4
-MAX_FRAME_BYTES = 64 * 1024 * 1024  # Raft snapshots travel in one frame
+MAX_FRAME_BYTES = wire.MAX_MESSAGE_BYTES
+# On a stream that carries Raft from a manager (`FramedStream.allow_snapshots`): an
+# InstallSnapshot, the cluster's state in one frame, with room for its header.
+MAX_SNAPSHOT_FRAME_BYTES = wire.MAX_SNAPSHOT_BYTES + 1024 * 1024
+# What one read of a frame asks the socket for, at most: the size of a large frame would be a
+# buffer of that size allocated (and shrunk) at every read.
+_READ_BYTES = 1024 * 1024
 _LEN = struct.Struct(">I")
 MAX_JOIN_FRAME_BYTES = 16 * 1024  # what a node that is not a member yet may send in one frame
 MAX_CONNECTIONS = 1024  # served at once; beyond, new connections are closed (and counted)
@@ -290,13 +298,20 @@ class FramedStream:
             await self.stream.send_all(b"".join(parts))
         self._counters["frames_out"] += len(msgs)
 
+    def allow_snapshots(self) -> None:
+        """Take frames up to `MAX_SNAPSHOT_FRAME_BYTES` from now on: this stream carries Raft
+        from a manager. A peer that is not one is still held to `MAX_NON_MANAGER_FRAME_BYTES`."""
+        self._max = max(self._max, MAX_SNAPSHOT_FRAME_BYTES)
+
     async def _read_exactly(self, n: int) -> bytes | None:
         while len(self._buffer) < n:
-            chunk = await self.stream.receive_some(max(65536, n - len(self._buffer)))
+            wanted = min(n - len(self._buffer), _READ_BYTES)
+            chunk = await self.stream.receive_some(max(65536, wanted))
             if not chunk:
                 return None
             self._buffer += chunk
-        data = bytes(self._buffer[:n])
+        with memoryview(self._buffer) as view, view[:n] as head:
+            data = bytes(head)  # one copy, also of a snapshot's hundreds of megabytes
         del self._buffer[:n]
         return data
 
@@ -331,7 +346,7 @@ class FramedStream:
                     functools.partial(wire.decode, plain, expect=expect), self._off_loop_decodes
                 )
             else:
-                msg = wire.decode(plain, expect=expect)
+                msg = wire.decode(plain, expect=expect, max_bytes=limit)
         except RemoteProtocolError:
             self._counters["dropped_frame_invalid"] += 1
             raise

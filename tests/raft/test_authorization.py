@@ -240,6 +240,10 @@ class IncomingStream:
         self.peer = peer
         self.frames = list(frames)
         self.read = 0
+        self.allows_snapshots = False  # FramedStream's frame limit, raised for a leader's snapshot
+
+    def allow_snapshots(self) -> None:
+        self.allows_snapshots = True
 
     async def receive(self) -> object | None:
         if not self.frames:
@@ -359,6 +363,7 @@ async def test_a_stream_without_an_identity_is_refused(tmp_path: Path) -> None:
     await _serve(driver, stream, "n2")
     assert transport.counters["raft_refused_unauthenticated"] == 1
     assert stream.read == 0 and _core_state(driver) == before
+    assert not stream.allows_snapshots
 
 
 async def test_a_hello_from_another_node_than_the_peer_closes_the_stream(tmp_path: Path) -> None:
@@ -370,6 +375,7 @@ async def test_a_hello_from_another_node_than_the_peer_closes_the_stream(tmp_pat
     await _serve(driver, stream, "n2")
     assert transport.counters["raft_refused_hello_not_peer"] == 1
     assert stream.read == 0 and _core_state(driver) == before
+    assert not stream.allows_snapshots
 
 
 async def test_messages_from_another_node_than_the_peer_are_dropped(tmp_path: Path) -> None:
@@ -424,7 +430,9 @@ async def test_a_manager_leads(tmp_path: Path) -> None:
     # the refusals above are not vacuous.
     transport = FakeTransport()
     driver = _driver(tmp_path, transport, THREE)
-    await _serve(driver, IncomingStream(_peer("n2", "manager"), LEADING[:2]), "n2")
+    stream = IncomingStream(_peer("n2", "manager"), LEADING[:2])
+    await _serve(driver, stream, "n2")
+    assert stream.allows_snapshots  # the frames of a state past 64 MiB (the transport's tests)
     assert not any(k.startswith("raft_refused") for k in transport.counters)
     driver._take_inputs()
     assert driver.core.term == 5 and driver.core.leader_id == "n2"
@@ -510,6 +518,24 @@ async def test_a_peer_that_does_not_know_commit_notices_is_sent_plain_appends(
     (sent, _) = transport.sent
     assert isinstance(sent, AppendEntries)
     assert sent == dataclasses.replace(notice, commit_only=protocol >= COMMIT_ONLY_SINCE)
+
+
+async def test_a_snapshot_no_member_would_take_is_not_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Sent, it would be refused after all its bytes, again at every retry of the snapshot.
+    monkeypatch.setattr(wire, "MAX_SNAPSHOT_BYTES", 100)
+    transport = FakeTransport()
+    driver = _driver(tmp_path, transport, (ME,))
+    conf = ConfState(voters=(ME, "n2"))
+
+    def snapshot(size: int) -> InstallSnapshot:
+        return InstallSnapshot(ME, "n2", 1, Snapshot(SnapshotMeta(3, 1, conf), b"s" * size))
+
+    driver._send(snapshot(101))
+    await _run_senders(driver, transport, snapshot(100))
+    assert transport.sent == [snapshot(100)]
+    assert transport.counters["raft_dropped_snapshot_too_large"] == 1
 
 
 async def test_a_sender_reconnects_after_an_unexpected_error(tmp_path: Path) -> None:

@@ -47,6 +47,7 @@ from swarmlet.state.model import (
     UpdateState,
     UpdateStatus,
 )
+from swarmlet.wire import codec as wire
 
 INIT = InitCluster("cluster-1", 100.0, b"wtok", b"mtok")
 
@@ -424,6 +425,19 @@ def test_snapshot_and_restore_give_an_equal_state(cluster: ClusterState) -> None
     assert restored.tasks == cluster.tasks
     assert restored.secrets == cluster.secrets
     assert (restored.cluster_id, restored.target_voters) == ("cluster-1", 5)
+
+
+def test_a_state_past_64_mib_is_restored(cluster: ClusterState) -> None:
+    # Past the limit of any one message: a snapshot is the node's own, or a leader's that the
+    # transport took (only on a Raft stream from a manager). A bound here made every restart
+    # after the compaction of such a state fail.
+    env = {f"K{j}": "x" * 1000 for j in range(14_000)}
+    for i in range(5):
+        apply_ok(cluster, CreateService(Service(f"b{i}", spec(f"big{i}", env=env))))
+    data = cluster.snapshot()
+    assert len(data) > wire.MAX_MESSAGE_BYTES
+    restored = ClusterState.restore(data)
+    assert restored.services == cluster.services
 
 
 def test_restoring_nothing_gives_an_empty_state() -> None:

@@ -31,7 +31,9 @@ from swarmlet.state.observed import Endpoint, StatusReport, TaskObservation
 from swarmlet.wire import codec as wire
 from swarmlet.wire.transport import (
     CHANNEL_CLUSTER,
+    MAX_FRAME_BYTES,
     MAX_NON_MANAGER_FRAME_BYTES,
+    MAX_SNAPSHOT_FRAME_BYTES,
     Address,
     Admit,
     Counters,
@@ -565,6 +567,65 @@ async def test_a_frame_over_the_non_managers_limit_is_refused_from_a_non_manager
                 else:
                     assert await client.receive() == big
             assert server.counters["dropped_frame_oversized"] == int(refused)
+
+
+def _taking_snapshots(allow: bool, sizes: list[int]) -> StreamHandler:
+    """A handler that allows snapshots on its stream if `allow` (as Raft's does) and notes the
+    size of each frame's text; it answers only the last one (`BYE`)."""
+
+    async def handler(framed: FramedStream, _addr: Address) -> None:
+        if allow:
+            framed.allow_snapshots()
+        while (msg := await framed.receive()) is not None:
+            if msg == BYE:
+                await framed.send(BYE)
+                return
+            sizes.append(len(msg.target))
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("role", "allow", "refused"),
+    [
+        ("manager", True, False),  # a leader's InstallSnapshot, on its Raft stream
+        ("manager", False, True),  # any other stream, even from a manager
+        ("worker", True, True),  # a worker on a Raft stream: its own, smaller limit
+    ],
+)
+async def test_a_frame_past_64_mib_is_taken_only_from_a_manager_on_a_stream_that_allows_it(
+    test_ca: CA, role: str, allow: bool, refused: bool
+) -> None:
+    big = Ping(1, "x" * (MAX_FRAME_BYTES + 1024))
+    sizes: list[int] = []
+    with trio.fail_after(TIMEOUT_S * 3):
+        async with serve(test_ca.tls("server"), _taking_snapshots(allow, sizes)) as server:
+            client = await Transport((HOST, 0), KEY, test_ca.tls("c1", role=role)).connect(
+                server.addr
+            )
+            async with client.stream:
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await client.send(big)
+                    await client.send(BYE)
+                if refused:
+                    await _wait_closed(client.stream)
+                else:
+                    assert await client.receive() == BYE
+            assert sizes == ([] if refused else [len(big.target)])
+            assert server.counters["dropped_frame_oversized"] == int(refused)
+
+
+async def test_a_frame_past_the_snapshot_limit_is_refused_before_it_is_read(test_ca: CA) -> None:
+    sizes: list[int] = []
+    with trio.fail_after(TIMEOUT_S):
+        async with serve(test_ca.tls("server"), _taking_snapshots(True, sizes)) as server:
+            client = await Transport((HOST, 0), KEY, test_ca.tls("c1")).connect(server.addr)
+            async with client.stream:
+                # Only the length: the server must not wait for (or make room for) the body.
+                await client.stream.send_all((MAX_SNAPSHOT_FRAME_BYTES + 1).to_bytes(4, "big"))
+                await _wait_closed(client.stream)
+            assert server.counters["dropped_frame_oversized"] == 1
+            assert sizes == []
 
 
 def _random_payloads(rng: random.Random) -> list[bytes]:

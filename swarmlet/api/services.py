@@ -37,6 +37,7 @@ from swarmlet.state.model import (
 )
 from swarmlet.state.observed import TaskObservation
 from swarmlet.state.observed import effective_state as observed_state
+from swarmlet.state.replica_limit import check_replicas
 from swarmlet.state.specparse import validate_spec
 from swarmlet.wire import codec as wire
 
@@ -218,6 +219,7 @@ class ServiceControl:
         spec, warnings = await pin_spec_image(spec, None, args, credential)
         now = time.time()
         service_id = crypto.new_id()
+        check_replicas(self.agent.state.services.values(), {service_id: spec})
         service = Service(
             id=service_id,
             spec=spec,
@@ -240,6 +242,7 @@ class ServiceControl:
         if not given:
             credential = registry_auth.stored(self.agent, service)
         spec, warnings = await pin_spec_image(spec, service.spec, args, credential)
+        check_replicas(self.agent.state.services.values(), {service.id: spec})
         command: Command = UpdateService(service.id, spec, time.time())
         if given:
             replace = registry_auth.set_command(self.agent, service, credential)
@@ -255,6 +258,7 @@ class ServiceControl:
         service = self._service(str(args.get("service", "")))
         if service.previous_spec is None:
             raise UsageError(f"service {service.spec.name} has no previous spec to roll back to")
+        check_replicas(self.agent.state.services.values(), {service.id: service.previous_spec})
         now = time.time()
         status = UpdateStatus(
             UpdateState.ROLLBACK_STARTED, started_at=now, message="manually requested"
@@ -284,9 +288,12 @@ class ServiceControl:
                     "`service update --autoscale` or remove it with `--autoscale none`"
                 )
             planned.append((service, replicas))
-        for service, replicas in planned:
-            spec = dataclasses.replace(service.spec, replicas=replicas)
-            await self._commit(UpdateService(service.id, spec, time.time()))
+        specs = {s.id: dataclasses.replace(s.spec, replicas=r) for s, r in planned}
+        for spec in specs.values():
+            validate_spec(spec)
+        check_replicas(self.agent.state.services.values(), specs)
+        for service_id, spec in specs.items():
+            await self._commit(UpdateService(service_id, spec, time.time()))
         return {"scaled": {s.spec.name: r for s, r in planned}}
 
     async def rm(self, args: dict[str, Any]) -> dict[str, Any]:

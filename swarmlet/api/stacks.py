@@ -28,7 +28,8 @@ from swarmlet.state.commands import (
     RemoveService,
     UpdateService,
 )
-from swarmlet.state.model import Service
+from swarmlet.state.model import Service, ServiceSpec
+from swarmlet.state.replica_limit import check_replicas
 
 
 class StackControl:
@@ -65,6 +66,7 @@ class StackControl:
         created, updated, unchanged, removed = [], [], [], []
         warnings: list[str] = []
         now = time.time()
+        changes: dict[str, ServiceSpec | None] = {}  # for the replica limit
         for index, spec in enumerate(specs):
             current = agent.state.service_by_name(spec.name)
             credential = None
@@ -86,12 +88,14 @@ class StackControl:
                     id=service_id, spec=spec, created_at=now, updated_at=now, registry_auth=sealed
                 )
                 commands.append(CreateService(service))
+                changes[service_id] = spec
                 created.append(spec.name)
                 continue
             if current.spec.stack != stack:
                 raise UsageError(f"service {spec.name} exists and does not belong to stack {stack}")
             if current.spec != spec:
                 commands.append(UpdateService(current.id, spec, now))
+                changes[current.id] = spec
                 updated.append(spec.name)
             else:
                 unchanged.append(spec.name)
@@ -104,7 +108,9 @@ class StackControl:
             for service in agent.state.services.values():
                 if service.spec.stack == stack and service.spec.name not in names:
                     commands.append(RemoveService(service.id, now))
+                    changes[service.id] = None
                     removed.append(service.spec.name)
+        check_replicas(agent.state.services.values(), changes)
         if commands:
             result = await agent.write(Batch(tuple(commands)))
             if not result.ok:

@@ -26,6 +26,7 @@ from swarmlet.state.model import (
     ServiceSpec,
     Ulimit,
 )
+from swarmlet.state.replica_limit import MAX_REPLICAS, replicas_held
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
@@ -499,6 +500,12 @@ def validate_spec(spec: ServiceSpec) -> None:
         raise UsageError("an image is required")
     if spec.replicas < 0:
         raise UsageError(f"--replicas: must be 0 or more, got {spec.replicas}")
+    if replicas_held(spec) > MAX_REPLICAS:
+        what = "--autoscale: max" if spec.autoscale is not None else "--replicas:"
+        raise UsageError(
+            f"{what} must be at most {MAX_REPLICAS:,} (all services together), "
+            f"got {replicas_held(spec):,}"
+        )
     if spec.mode.is_global and spec.replicas != 1:
         raise UsageError(f"--replicas cannot be used with --mode {spec.mode}")
     if spec.max_concurrent < 0:

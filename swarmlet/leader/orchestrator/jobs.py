@@ -26,6 +26,7 @@ from swarmlet.leader.orchestrator.slots import NodeVerdicts, reconcile_slot
 from swarmlet.leader.scheduler import eligible_nodes
 from swarmlet.state.constraints import Constraint
 from swarmlet.state.model import Service, Task, TaskState
+from swarmlet.state.replica_limit import MAX_REPLICAS
 
 
 def reconcile_job(ctx: Context, service: Service, constraints: Sequence[Constraint]) -> None:
@@ -34,7 +35,7 @@ def reconcile_job(ctx: Context, service: Service, constraints: Sequence[Constrai
         nodes = eligible_nodes(ctx.work.nodes, ctx.observed.nodes, constraints)
         wanted = [(0, node_id) for node_id in nodes]
     else:
-        wanted = [(slot, "") for slot in range(1, spec.replicas + 1)]
+        wanted = [(slot, "") for slot in range(1, min(spec.replicas, MAX_REPLICAS) + 1)]
     wanted_set = set(wanted)
     verdicts = NodeVerdicts(ctx, constraints)
     for key, tasks in _by_slot(ctx, service).items():

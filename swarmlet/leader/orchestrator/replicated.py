@@ -15,6 +15,7 @@ from swarmlet.leader.orchestrator.context import Context, is_current
 from swarmlet.leader.orchestrator.slots import NodeVerdicts, reconcile_slot
 from swarmlet.state.constraints import Constraint
 from swarmlet.state.model import Service, Task
+from swarmlet.state.replica_limit import MAX_REPLICAS
 
 
 def reconcile_replicated(
@@ -30,7 +31,7 @@ def reconcile_replicated(
         for slot, tasks in _by_slot(ctx, service).items()
         if (current := [t for t in tasks if is_current(t)])
     }
-    wanted = service.spec.replicas
+    wanted = min(service.spec.replicas, MAX_REPLICAS)  # whatever a state says (the module's)
     if len(filled) < wanted:
         slot = 0
         for _ in range(wanted - len(filled)):

@@ -3,6 +3,9 @@ completion, at most max_concurrent at once; `update --force` runs them again."""
 
 from __future__ import annotations
 
+import pytest
+
+from swarmlet.leader.orchestrator import jobs
 from swarmlet.state.model import (
     Placement,
     RestartCondition,
@@ -54,6 +57,18 @@ def test_a_replicated_job_runs_its_completions_max_concurrent_at_a_time() -> Non
     assert running_now(h, "s-batch") == []  # done: nothing restarts a completed job
     assert sorted(t.slot for t in h.state.tasks_of("s-batch")) == [1, 2, 3, 4, 5]
     assert h.reconcile() == []
+
+
+def test_a_job_runs_no_more_slots_than_the_replica_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As a replicated service (test_replicated): the slots were listed before max_concurrent
+    # was applied, so a job of 3,000,000 completions built that list at every pass.
+    monkeypatch.setattr(jobs, "MAX_REPLICAS", 4)
+    h = Harness(make_state(3))
+    add_service(h.state, "batch", mode=ServiceMode.REPLICATED_JOB, replicas=30)
+    for _ in range(10):
+        h.settle(2)
+        complete_running(h, "s-batch")
+    assert sorted(t.slot for t in h.state.tasks_of("s-batch")) == [1, 2, 3, 4]
 
 
 def test_a_failed_job_task_is_restarted_and_a_completed_one_never() -> None:

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from swarmlet.leader.orchestrator import next_wakeup, reconcile
+from swarmlet.leader.orchestrator import next_wakeup, reconcile, replicated
 from swarmlet.state.commands import PutTasks, RemoveTasks, UpdateNode
 from swarmlet.state.model import (
     Availability,
@@ -57,6 +57,18 @@ def test_scale_up_adds_the_lowest_free_slots() -> None:
     assert sorted(t.slot for t in h.running("s-web")) == [1, 2, 3, 4]
     assert all(t.spec_version == 2 for t in h.running("s-web"))  # scaling restarts nothing
     assert len(h.state.tasks) == 4
+
+
+def test_no_more_slots_than_the_replica_limit_are_planned_whatever_the_state_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A state a release before the limit wrote (`state.replica_limit`): 3,000,000 replicas had
+    # the leader creating task records past 2 GB until it ran out of memory.
+    monkeypatch.setattr(replicated, "MAX_REPLICAS", 7)
+    h = Harness(make_state(2))
+    add_service(h.state, "web", replicas=30)
+    h.settle(2)
+    assert sorted(t.slot for t in active(h.state, "s-web")) == list(range(1, 8))
 
 
 def test_scale_down_prefers_tasks_not_running_then_the_most_loaded_node() -> None:

@@ -65,8 +65,8 @@ def secret_command(
         raise UsageError(
             f"{kind} {name!r} ({len(data)} bytes) would bring the secrets and configs of the "
             f"cluster to {held + len(stored)} bytes; the limit for all of them together is "
-            f"{MAX_SECRETS_TOTAL_BYTES // (1024 * 1024)} MiB (the state must reach every "
-            f"manager in one message): remove unused ones first (`swarmlet {kind} rm`)"
+            f"{MAX_SECRETS_TOTAL_BYTES // (1024 * 1024)} MiB (every manager holds them all): "
+            f"remove unused ones first (`swarmlet {kind} rm`)"
         )
     return CreateSecret(
         Secret(

@@ -37,7 +37,7 @@ from swarmlet.state.model import (
 )
 from swarmlet.state.observed import TaskObservation
 from swarmlet.state.observed import effective_state as observed_state
-from swarmlet.state.replica_limit import check_replicas
+from swarmlet.state.replica_limit import MAX_REPLICAS, check_replicas
 from swarmlet.state.specparse import validate_spec
 from swarmlet.wire import codec as wire
 
@@ -279,6 +279,11 @@ class ServiceControl:
             service = self._service(str(ref))
             if not isinstance(replicas, int) or replicas < 0:
                 raise UsageError(f"{ref}: replicas must be 0 or more, got {replicas!r}")
+            if replicas > MAX_REPLICAS:
+                raise UsageError(
+                    f"{ref}: replicas must be at most {MAX_REPLICAS:,} (the cluster's limit), "
+                    f"got {replicas:,}"
+                )
             if service.spec.mode.is_global:
                 raise UsageError(f"{ref}: a {service.spec.mode} service cannot be scaled")
             if service.spec.autoscale is not None:
@@ -289,8 +294,6 @@ class ServiceControl:
                 )
             planned.append((service, replicas))
         specs = {s.id: dataclasses.replace(s.spec, replicas=r) for s, r in planned}
-        for spec in specs.values():
-            validate_spec(spec)
         check_replicas(self.agent.state.services.values(), specs)
         for service_id, spec in specs.items():
             await self._commit(UpdateService(service_id, spec, time.time()))

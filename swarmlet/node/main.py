@@ -107,7 +107,7 @@ def _whole_number(name: str, *, minimum: int) -> int | None:
     text = os.environ.get(name)
     if not text:
         return None
-    if text.isdigit() and int(text) >= minimum:
+    if text.isascii() and text.isdigit() and int(text) >= minimum:  # "²" is a digit to isdigit
         return int(text)
     log.warning("ignoring %s=%r: not a whole number >= %d", name, text, minimum)
     return None

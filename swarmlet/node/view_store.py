@@ -42,9 +42,10 @@ from swarmlet.wire.transport import Counters
 log = logging.getLogger(__name__)
 
 SAVE_INTERVAL_S = 2.0  # at most one save per interval, however often the view moves
-# What a view may weigh on disk: a state snapshot decodes up to the codec's bound (a Raft
-# snapshot's), beyond which a view could not be loaded, so it is not written either.
-MAX_BYTES = wire.MAX_MESSAGE_BYTES + 4096
+# What a view may weigh on disk: a part of the state, so no more than a Raft snapshot of all of it
+# (a bigger file is not ours). It was the 64 MiB of one message, and a worker running a few
+# services with large specs never saved its view (review).
+MAX_BYTES = wire.MAX_SNAPSHOT_BYTES + 4096
 _FORMAT = 1
 
 

@@ -244,6 +244,7 @@ class RaftDriver(Generic[ResultT]):
         self._holds_ended = trio.Event()
         self._inbox: list[Message] = []  # from peers, stepped by the loop in arrival order
         self._inbox_of_non_voters: collections.Counter[str] = collections.Counter()
+        self._too_large_logged: dict[str, int] = {}  # peer -> index of the snapshot not sent
         self._proposals: list[tuple[bytes, _Waiter[ResultT]]] = []  # proposed as one batch
         self._batch_ends: collections.deque[int] = collections.deque()  # last index of each
         self.max_batches_in_flight = max_batches_in_flight
@@ -462,14 +463,17 @@ class RaftDriver(Generic[ResultT]):
     def _send(self, msg: Message) -> None:
         to = msg.to_id
         if isinstance(msg, InstallSnapshot) and len(msg.snapshot.data) > wire.MAX_SNAPSHOT_BYTES:
-            # No member would take it: sent, it would be refused after every byte of it.
+            # No member would take it: sent, it would be refused after every byte of it. The core
+            # retries every `snapshot_retry_ticks`: counted each time, logged once a snapshot.
             self.transport.counters["raft_dropped_snapshot_too_large"] += 1
-            log.error(
-                "raft: the state (%d bytes) is over %d: %s cannot be sent a snapshot",
-                len(msg.snapshot.data),
-                wire.MAX_SNAPSHOT_BYTES,
-                to,
-            )
+            if self._too_large_logged.get(to) != msg.snapshot.meta.index:
+                self._too_large_logged[to] = msg.snapshot.meta.index
+                log.error(
+                    "raft: the state (%d bytes) is over %d: %s cannot be sent a snapshot",
+                    len(msg.snapshot.data),
+                    wire.MAX_SNAPSHOT_BYTES,
+                    to,
+                )
             return
         channel = self._peers.get(to)
         if channel is None:

@@ -50,7 +50,7 @@ def check_replicas(services: Iterable[Service], changes: Mapping[str, ServiceSpe
     total, previous = sum(after.values()), sum(before.values())
     if total > MAX_REPLICAS and total > previous:
         raise UsageError(
-            f"the services would want {total:,} replicas in all; a cluster runs at most "
-            f"{MAX_REPLICAS:,} (replicated services and jobs together, an autoscaled one at its "
-            "maximum)"
+            f"the services would want {total:,} replicas in all (now {previous:,}); a cluster "
+            f"runs at most {MAX_REPLICAS:,} (replicated services and jobs together, an "
+            "autoscaled one at its maximum)"
         )

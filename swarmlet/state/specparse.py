@@ -26,7 +26,7 @@ from swarmlet.state.model import (
     ServiceSpec,
     Ulimit,
 )
-from swarmlet.state.replica_limit import MAX_REPLICAS, replicas_held
+from swarmlet.state.replica_limit import MAX_REPLICAS
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
@@ -500,11 +500,15 @@ def validate_spec(spec: ServiceSpec) -> None:
         raise UsageError("an image is required")
     if spec.replicas < 0:
         raise UsageError(f"--replicas: must be 0 or more, got {spec.replicas}")
-    if replicas_held(spec) > MAX_REPLICAS:
-        what = "--autoscale: max" if spec.autoscale is not None else "--replicas:"
+    if spec.replicas > MAX_REPLICAS:
         raise UsageError(
-            f"{what} must be at most {MAX_REPLICAS:,} (all services together), "
-            f"got {replicas_held(spec):,}"
+            f"--replicas: must be at most {MAX_REPLICAS:,} (the cluster's limit), "
+            f"got {spec.replicas:,}"
+        )
+    if spec.autoscale is not None and spec.autoscale.max_replicas > MAX_REPLICAS:
+        raise UsageError(
+            f"--autoscale: max must be at most {MAX_REPLICAS:,} (the cluster's limit), "
+            f"got {spec.autoscale.max_replicas:,}"
         )
     if spec.mode.is_global and spec.replicas != 1:
         raise UsageError(f"--replicas cannot be used with --mode {spec.mode}")

@@ -250,6 +250,7 @@ def unpack(data: bytes, max_bytes: int) -> Any:
         raise _skip_failed(exc) from None
     if skipper.tell() != size:
         raise RemoteProtocolError(f"{size - skipper.tell()} bytes after the value")
+    del skipper  # its copy of the value, freed before unpacking makes another (a snapshot's MBs)
     _check_cost(data)
     return _unpack_checked(data)
 

@@ -75,6 +75,8 @@ MAX_SNAPSHOT_FRAME_BYTES = wire.MAX_SNAPSHOT_BYTES + 1024 * 1024
 # What one read of a frame asks the socket for, at most: the size of a large frame would be a
 # buffer of that size allocated (and shrunk) at every read.
 _READ_BYTES = 1024 * 1024
+# Frames sent together are copied into one buffer (one system call) up to this size in all.
+_JOINED_WRITE_BYTES = 1024 * 1024
 _LEN = struct.Struct(">I")
 MAX_JOIN_FRAME_BYTES = 16 * 1024  # what a node that is not a member yet may send in one frame
 MAX_CONNECTIONS = 1024  # served at once; beyond, new connections are closed (and counted)
@@ -281,8 +283,7 @@ class FramedStream:
     async def send(self, msg: Any) -> None:
         self._check_peer()
         sealed = self._frame(msg)
-        async with self._send_lock:
-            await self.stream.send_all(_LEN.pack(len(sealed)) + sealed)
+        await self._write([_LEN.pack(len(sealed)), sealed])
         self._counters["frames_out"] += 1
 
     async def send_many(self, msgs: Sequence[Any]) -> None:
@@ -294,9 +295,18 @@ class FramedStream:
             sealed = self._frame(msg)
             parts.append(_LEN.pack(len(sealed)))
             parts.append(sealed)
-        async with self._send_lock:
-            await self.stream.send_all(b"".join(parts))
+        await self._write(parts)
         self._counters["frames_out"] += len(msgs)
+
+    async def _write(self, parts: list[bytes]) -> None:
+        """`parts` in order, with one write when they are small; a large frame (a snapshot of
+        hundreds of megabytes) is written as it is rather than copied into one buffer."""
+        async with self._send_lock:
+            if sum(map(len, parts)) <= _JOINED_WRITE_BYTES:
+                await self.stream.send_all(b"".join(parts))
+                return
+            for part in parts:
+                await self.stream.send_all(part)
 
     def allow_snapshots(self) -> None:
         """Take frames up to `MAX_SNAPSHOT_FRAME_BYTES` from now on: this stream carries Raft
@@ -328,6 +338,11 @@ class FramedStream:
                 raise RemoteProtocolError("connection closed inside a frame header")
             return None
         (length,) = _LEN.unpack(header)
+        if length > MAX_NON_MANAGER_FRAME_BYTES:
+            # Admitted again before a size only a manager may send is read: a manager demoted
+            # since the last frame is held to a worker's limit (the check after the body would
+            # come after up to 512 MiB of it).
+            self._check_peer()
         limit = self._max
         if self.peer is not None and not self.peer.is_manager:
             limit = min(limit, MAX_NON_MANAGER_FRAME_BYTES)

@@ -54,10 +54,10 @@ def test_asking_for_more_replicas_than_the_limit_is_refused_and_changes_nothing(
         # One count past the limit, asked of the API directly (`scale` sends no spec): refused
         # before any state is read.
         error = refused(node, "service", "scale", "--detach", "w=3000000")
-        assert "must be at most 100,000" in error and "3,000,000" in error
+        assert "w: replicas must be at most 100,000 (the cluster's limit), got 3,000,000" in error
         # Within the limit alone, past it with the autoscaled service's maximum (60,000).
         error = refused(node, "service", "scale", "--detach", "w=50000")
-        assert "would want 110,000 replicas in all" in error
+        assert "would want 110,000 replicas in all (now 60,000)" in error
         error = refused(node, "service", "update", "--detach", "--replicas", "50000", "w")
         assert "would want 110,000 replicas in all" in error
         error = refused(node, *create, "--name", "x", "--replicas", "40001", "busybox")

@@ -49,6 +49,7 @@ def test_a_whole_number_is_honoured(
         ("SWARMLET_SNAPSHOT_EVERY", "0"),
         ("SWARMLET_SNAPSHOT_EVERY", "-1"),
         ("SWARMLET_SNAPSHOT_EVERY", "1.5"),
+        ("SWARMLET_SNAPSHOT_EVERY", "²"),  # a digit to str.isdigit, not to int()
         ("SWARMLET_PROXY_WORKERS", "two"),
         ("SWARMLET_PROXY_WORKERS", "-1"),
     ],

@@ -8,6 +8,7 @@ transport."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -521,7 +522,7 @@ async def test_a_peer_that_does_not_know_commit_notices_is_sent_plain_appends(
 
 
 async def test_a_snapshot_no_member_would_take_is_not_sent(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Sent, it would be refused after all its bytes, again at every retry of the snapshot.
     monkeypatch.setattr(wire, "MAX_SNAPSHOT_BYTES", 100)
@@ -532,10 +533,15 @@ async def test_a_snapshot_no_member_would_take_is_not_sent(
     def snapshot(size: int) -> InstallSnapshot:
         return InstallSnapshot(ME, "n2", 1, Snapshot(SnapshotMeta(3, 1, conf), b"s" * size))
 
-    driver._send(snapshot(101))
-    await _run_senders(driver, transport, snapshot(100))
+    with caplog.at_level(logging.ERROR, logger="swarmlet.raft.driver"):
+        driver._send(snapshot(101))
+        driver._send(snapshot(101))  # the core's retry: counted, not logged again
+        await _run_senders(driver, transport, snapshot(100))
     assert transport.sent == [snapshot(100)]
-    assert transport.counters["raft_dropped_snapshot_too_large"] == 1
+    assert transport.counters["raft_dropped_snapshot_too_large"] == 2
+    assert [r.getMessage() for r in caplog.records] == [
+        "raft: the state (101 bytes) is over 100: n2 cannot be sent a snapshot"
+    ]
 
 
 async def test_a_sender_reconnects_after_an_unexpected_error(tmp_path: Path) -> None:

@@ -55,7 +55,9 @@ def test_a_write_within_the_limit_passes() -> None:
 def test_a_write_past_the_limit_is_refused_with_the_count(
     changes: dict[str, ServiceSpec | None],
 ) -> None:
-    with pytest.raises(UsageError, match=r"would want [\d,]+ replicas in all.*at most 100,000"):
+    with pytest.raises(
+        UsageError, match=r"would want [\d,]+ replicas in all \(now 99,995\).*at most 100,000"
+    ):
         check_replicas(_services(MAX_REPLICAS - 10, 5), changes)
 
 
@@ -71,7 +73,9 @@ def test_a_cluster_over_the_limit_may_shrink_but_not_grow() -> None:
 
 def test_one_spec_past_the_limit_is_refused_before_any_state_is_read() -> None:
     validate_spec(spec(MAX_REPLICAS))
-    with pytest.raises(UsageError, match="--replicas: must be at most 100,000"):
+    with pytest.raises(UsageError, match=r"--replicas: must be at most 100,000 .* got 100,001"):
         validate_spec(spec(MAX_REPLICAS + 1))
     with pytest.raises(UsageError, match="--autoscale: max must be at most 100,000"):
         validate_spec(autoscaled(1, MAX_REPLICAS + 1))
+    with pytest.raises(UsageError, match="--replicas: must be at most"):  # not the policy's fault
+        validate_spec(autoscaled(1, 10, replicas=MAX_REPLICAS + 1))

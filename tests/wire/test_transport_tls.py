@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import pytest
 import trio
+import trio.testing
 
 from swarmlet.certs import PeerIdentity
 from swarmlet.errors import RemoteProtocolError
@@ -613,6 +614,34 @@ async def test_a_frame_past_64_mib_is_taken_only_from_a_manager_on_a_stream_that
                     assert await client.receive() == BYE
             assert sizes == ([] if refused else [len(big.target)])
             assert server.counters["dropped_frame_oversized"] == int(refused)
+
+
+async def test_a_manager_demoted_on_an_open_raft_stream_is_held_to_a_workers_frames(
+    test_ca: CA,
+) -> None:
+    # Admitted again at the next frame's length, not after its body: before, the limit came from
+    # the role admitted at the last frame, and one frame of up to 512 MiB was read and decoded.
+    demoted: set[str] = set()
+
+    def admit(peer: PeerIdentity) -> PeerIdentity:
+        return dataclasses.replace(peer, role="worker") if peer.node_id in demoted else peer
+
+    sizes: list[int] = []
+    handler = _taking_snapshots(True, sizes)
+    with trio.fail_after(TIMEOUT_S):
+        async with serve(test_ca.tls("server", admit=admit), handler) as server:
+            client = await Transport((HOST, 0), KEY, test_ca.tls("m1")).connect(server.addr)
+            async with client.stream:
+                await client.send(Ping(1, "small"))
+                await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+                assert sizes == [len("small")]  # taken, the peer admitted after it as a manager
+                demoted.add("m1")
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await client.send(Ping(2, "x" * (MAX_NON_MANAGER_FRAME_BYTES + 16)))
+                    await client.send(BYE)
+                await _wait_closed(client.stream)
+            assert sizes == [len("small")]
+            assert server.counters["dropped_frame_oversized"] == 1
 
 
 async def test_a_frame_past_the_snapshot_limit_is_refused_before_it_is_read(test_ca: CA) -> None:

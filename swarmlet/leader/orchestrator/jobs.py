@@ -35,8 +35,13 @@ def reconcile_job(ctx: Context, service: Service, constraints: Sequence[Constrai
         nodes = eligible_nodes(ctx.work.nodes, ctx.observed.nodes, constraints)
         wanted = [(0, node_id) for node_id in nodes]
     else:
+        # No slot is made past the cluster's limit (`state.replica_limit`), whatever a state says.
         wanted = [(slot, "") for slot in range(1, min(spec.replicas, MAX_REPLICAS) + 1)]
     wanted_set = set(wanted)
+
+    def wants(key: SlotKey) -> bool:  # slots past the limit that a state holds already stay
+        return key in wanted_set or (not spec.mode.is_global and 1 <= key[0] <= spec.replicas)
+
     verdicts = NodeVerdicts(ctx, constraints)
     for key, tasks in _by_slot(ctx, service).items():
         this_run: list[Task] = []
@@ -45,7 +50,7 @@ def reconcile_job(ctx: Context, service: Service, constraints: Sequence[Constrai
                 this_run.append(task)
             elif is_current(task):
                 ctx.retire(task, "a new run of the job" if ctx.alive(task) else "an earlier run")
-        if key not in wanted_set:
+        if not wants(key):
             for task in this_run:
                 if task.desired_state is TaskState.RUNNING:
                     ctx.retire(task, "scaled down" if not key[1] else "node not eligible")

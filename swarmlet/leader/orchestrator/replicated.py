@@ -1,4 +1,5 @@
-"""Replicated services: exactly `replicas` filled slots.
+"""Replicated services: exactly `replicas` filled slots (new ones only up to the cluster's limit,
+`state.replica_limit`).
 
 Scale up fills the lowest free slot numbers (1, 2, ...). Scale down, as swarmkit's replicated
 orchestrator does, shuts down first the slots whose task is not running yet, then those on the
@@ -31,10 +32,13 @@ def reconcile_replicated(
         for slot, tasks in _by_slot(ctx, service).items()
         if (current := [t for t in tasks if is_current(t)])
     }
-    wanted = min(service.spec.replicas, MAX_REPLICAS)  # whatever a state says (the module's)
-    if len(filled) < wanted:
+    wanted = service.spec.replicas
+    # No slot is added past the limit, whatever a state says (one a release before the limit
+    # wrote); slots filled already are kept.
+    addable = min(wanted, MAX_REPLICAS) - len(filled)
+    if addable > 0:
         slot = 0
-        for _ in range(wanted - len(filled)):
+        for _ in range(addable):
             slot += 1
             while slot in filled:
                 slot += 1

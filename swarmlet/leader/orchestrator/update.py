@@ -41,6 +41,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from swarmlet.errors import UsageError
 from swarmlet.leader.orchestrator.context import Context, SlotKey, is_current, order
 from swarmlet.leader.scheduler import host_ports
 from swarmlet.state.commands import UpdateService
@@ -56,6 +57,7 @@ from swarmlet.state.model import (
     UpdateState,
     UpdateStatus,
 )
+from swarmlet.state.replica_limit import check_replicas
 
 _IDLE = (UpdateState.NONE, UpdateState.COMPLETED, UpdateState.ROLLBACK_COMPLETED)
 _ROLLING_BACK = (
@@ -253,17 +255,25 @@ def run_update(ctx: Context, service: Service, filled: Mapping[SlotKey, Sequence
                 f"{progress.failed_task}",
             ),
         )
-        result = ctx.work.apply(command)
-        if result.ok:
-            ctx.rollbacks.append(command)
-            return True
-        # The previous spec no longer fits the cluster (e.g. its port was taken since): pause.
+        try:
+            # As a manual rollback is: the services created since may have taken the room.
+            check_replicas(ctx.work.services.values(), {service.id: service.previous_spec})
+        except UsageError as exc:
+            error = str(exc)
+        else:
+            result = ctx.work.apply(command)
+            if result.ok:
+                ctx.rollbacks.append(command)
+                return True
+            error = result.error
+        # The previous spec no longer fits the cluster (its port or its replicas were taken since,
+        # say): pause.
         ctx.set_status(
             service,
             UpdateStatus(
                 UpdateState.PAUSED,
                 started_at=status.started_at,
-                message=f"update paused: cannot roll back: {result.error}",
+                message=f"update paused: cannot roll back: {error}",
             ),
         )
         return False

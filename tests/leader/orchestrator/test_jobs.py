@@ -65,9 +65,15 @@ def test_a_job_runs_no_more_slots_than_the_replica_limit(monkeypatch: pytest.Mon
     monkeypatch.setattr(jobs, "MAX_REPLICAS", 4)
     h = Harness(make_state(3))
     add_service(h.state, "batch", mode=ServiceMode.REPLICATED_JOB, replicas=30)
-    for _ in range(10):
-        h.settle(2)
-        complete_running(h, "s-batch")
+    h.settle(2)
+    assert sorted(t.slot for t in h.state.tasks_of("s-batch")) == [1, 2, 3, 4]
+    # Slots a state holds past the limit (planned before it) run on, and complete.
+    monkeypatch.setattr(jobs, "MAX_REPLICAS", 2)
+    h.settle(2)
+    assert sorted(running_now(h, "s-batch")) == sorted(t.id for t in h.state.tasks_of("s-batch"))
+    complete_running(h, "s-batch")
+    h.settle(2)
+    assert completions(h, "s-batch") == 4
     assert sorted(t.slot for t in h.state.tasks_of("s-batch")) == [1, 2, 3, 4]
 
 

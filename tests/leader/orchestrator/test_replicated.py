@@ -69,6 +69,10 @@ def test_no_more_slots_than_the_replica_limit_are_planned_whatever_the_state_say
     add_service(h.state, "web", replicas=30)
     h.settle(2)
     assert sorted(t.slot for t in active(h.state, "s-web")) == list(range(1, 8))
+    # Slots a state holds past the limit (planned before it) are kept, not scaled down.
+    monkeypatch.setattr(replicated, "MAX_REPLICAS", 5)
+    h.settle(2)
+    assert sorted(t.slot for t in active(h.state, "s-web")) == list(range(1, 8))
 
 
 def test_scale_down_prefers_tasks_not_running_then_the_most_loaded_node() -> None:

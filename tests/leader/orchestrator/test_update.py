@@ -7,6 +7,7 @@ import pytest
 from swarmlet.leader.orchestrator import next_wakeup
 from swarmlet.state.commands import SetUpdateStatus, UpdateService
 from swarmlet.state.model import (
+    AutoscalePolicy,
     FailureAction,
     PortConfig,
     Resources,
@@ -16,6 +17,7 @@ from swarmlet.state.model import (
     UpdateOrder,
     UpdateState,
 )
+from swarmlet.state.replica_limit import MAX_REPLICAS
 from tests.leader.orchestrator.cluster import GIB, Harness, active, add_service, make_state
 
 
@@ -267,3 +269,23 @@ def test_rollback_that_the_state_refuses_pauses_the_update() -> None:
     assert service.update_status.state is UpdateState.PAUSED
     assert "cannot roll back" in service.update_status.message
     assert service.spec.image == "busybox:2"
+
+
+def test_a_rollback_past_the_replica_limit_pauses_the_update() -> None:
+    # Scaled down with an update that fails, then another service takes the room: going back
+    # to the previous spec would have the services want more than the limit (review).
+    h = Harness(make_state(1))
+    add_service(
+        h.state, "web", replicas=6, update=UpdateConfig(failure_action=FailureAction.ROLLBACK)
+    )
+    h.settle(2)
+    h.update_spec("s-web", image="busybox:2", replicas=1)
+    # Autoscaled at 0 for now: it holds its maximum, and no task need be made for it here.
+    add_service(h.state, "other", replicas=0, autoscale=AutoscalePolicy(0, MAX_REPLICAS - 2, 70.0))
+    h.failing_nodes.add("n01")
+    h.settle(3)
+    service = h.state.services["s-web"]
+    assert service.update_status.state is UpdateState.PAUSED
+    assert "cannot roll back" in service.update_status.message
+    assert "would want 100,004 replicas in all" in service.update_status.message
+    assert (service.spec.image, service.spec.replicas) == ("busybox:2", 1)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import json
 import os
 import random
@@ -64,6 +65,7 @@ from swarmlet.node.status_reports import (
     MAX_PORT_ERRORS,
     MAX_STATUSES_PER_REPORT,
     STATUS_BURST_BYTES,
+    STATUS_BYTES_PER_S,
 )
 from swarmlet.raft.driver import RaftStreamHello
 from swarmlet.raft.messages import (
@@ -93,6 +95,7 @@ from swarmlet.state.observed import (
     TaskObservation,
     decode_meta,
     encode_meta,
+    status_bytes,
 )
 from swarmlet.state.worker_view import SessionHello, ViewUpdate
 from swarmlet.wire import codec as wire
@@ -1858,10 +1861,13 @@ async def test_a_worker_reporting_news_faster_than_its_rate_is_refused_and_count
     scene: Scene, web_tasks: tuple[WebTask, WebTask]
 ) -> None:
     """Its own task's status with a new 4 KiB error text in every report, one after another on
-    one TLS link to the leader: each was news, and a Raft write on every manager, as fast as
-    the worker sent them. Past a burst of two full reports' worth, refused and counted; once
-    the rate allows, the worker's own reporter says its truth again, and the state, the routes
-    and the leader are what they were."""
+    each of a few TLS links to the leader: each was news, and a Raft write on every manager, as
+    fast as the worker sent them. Past a burst of two full reports' worth, and what the rate
+    refilled meanwhile, refused and counted; once the rate allows, the worker's own reporter
+    says its truth again, and the state, the routes and the leader are what they were. (Four
+    links: one report at a time on one link, each waiting for its commit, went slower than the
+    rate on a busy machine, and was never refused.)"""
+    links = 4
     with trio.fail_after(TEST_TIMEOUT_S):
         worker = Impostor(scene.worker.data_dir)
         _, on_worker = web_tasks
@@ -1869,18 +1875,39 @@ async def test_a_worker_reporting_news_faster_than_its_rate_is_refused_and_count
         before = await off_loop(WebBaseline.now, scene)
         own = await off_loop(committed_status, scene, on_worker)
         seen = await off_loop(counters, scene.cluster, leader)
-        stream = await worker.connect(leader)
-        async with stream.stream:
-            for seq in range(1, 100_000):
-                lie = dataclasses.replace(own, error=f"{seq:06d}" + "x" * 4000)
-                reply = await ask_on(stream, StatusReport(seq, (lie,)), (StatusReportReply,))
-                assert isinstance(reply, StatusReportReply), reply
-                if not reply.ok:
-                    assert "over the node's rate of statuses" in reply.error, reply
-                    break
-        taken = seq - 1
-        assert taken * 4000 <= 4 * STATUS_BURST_BYTES, taken  # the burst, and what refilled
-        await off_loop(wait_counted, scene.cluster, leader, seen, Counter(status_refused_rate=1))
+        numbers = itertools.count(1)
+        taken: list[int] = []  # the size of each report taken
+        refusals = 0
+        refused = trio.Event()
+
+        async def report_until_refused() -> None:
+            nonlocal refusals
+            stream = await worker.connect(leader)
+            async with stream.stream:
+                for seq in itertools.count(1):
+                    if refused.is_set():
+                        return
+                    lie = dataclasses.replace(own, error=f"{next(numbers):06d}" + "x" * 4000)
+                    reply = await ask_on(stream, StatusReport(seq, (lie,)), (StatusReportReply,))
+                    assert isinstance(reply, StatusReportReply), reply
+                    if not reply.ok:
+                        assert "over the node's rate of statuses" in reply.error, reply
+                        refusals += 1
+                        refused.set()
+                        return
+                    taken.append(status_bytes(lie))
+
+        started = time.monotonic()
+        async with trio.open_nursery() as nursery:
+            for _ in range(links):
+                nursery.start_soon(report_until_refused)
+        elapsed = time.monotonic() - started
+        # The burst, what refilled while the test ran, and one report a link in flight.
+        allowed = STATUS_BURST_BYTES + elapsed * STATUS_BYTES_PER_S + links * max(taken)
+        assert sum(taken) <= allowed, (len(taken), elapsed)
+        await off_loop(
+            wait_counted, scene.cluster, leader, seen, Counter(status_refused_rate=refusals)
+        )
 
         def truth_again() -> bool:
             return web_state(scene) == before.web_state and not any(

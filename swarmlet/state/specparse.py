@@ -12,6 +12,7 @@ ulimit.go and opts.ValidateDNSSearch / ParseGenericResources for the container s
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Iterable
 
@@ -82,13 +83,28 @@ def parse_cpus(text: str, flag: str) -> int:
     return round(value * 1e9)
 
 
+# The longest duration a spec may hold: within Go's time.Duration (int64 nanoseconds, 292 years),
+# which Docker takes. `inf` and `nan` parsed as floats, and every agent given the task crashed
+# converting them to nanoseconds, again at each restart (review).
+MAX_DURATION_S = 9e9  # 285 years
+
+
+def check_duration(value: float, flag: str) -> None:
+    if not (math.isfinite(value) and 0 <= value <= MAX_DURATION_S):
+        raise UsageError(f"{flag}: a duration must be from 0 to 285 years, got {value!r} s")
+
+
 def parse_duration(text: str, flag: str) -> float:
-    """Seconds from Go-style durations ("1m30s", "500ms", "10s") or a bare number of seconds."""
+    """Seconds from Go-style durations ("1m30s", "500ms", "10s") or a bare number of seconds,
+    from 0 to MAX_DURATION_S."""
     text = str(text).strip()
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        check_duration(seconds, flag)
+        return seconds
     pos = 0
     total = 0.0
     for match in _DURATION_RE.finditer(text):
@@ -98,6 +114,7 @@ def parse_duration(text: str, flag: str) -> float:
         pos = match.end()
     if pos != len(text) or not text:
         raise UsageError(f"{flag}: invalid duration {text!r}: expected e.g. 10s, 1m30s or 500ms")
+    check_duration(total, flag)
     return total
 
 
@@ -492,6 +509,34 @@ def _check_unique(values: Iterable[str], what: str) -> None:
         seen.add(value)
 
 
+# Each preference splits the nodes once more, a level of the scheduler's tree: a thousand of them
+# overflowed its recursion and stopped the leader, and every leader after it (review). Swarm's
+# docs show one or two.
+MAX_PLACEMENT_PREFERENCES = 16
+
+
+def _durations(spec: ServiceSpec) -> list[tuple[float, str]]:
+    """Every duration of `spec`, with the flag that sets it."""
+    found = [
+        (spec.stop_grace_period_s, "--stop-grace-period"),
+        (spec.restart.window_s, "--restart-window"),
+        (spec.update.delay_s, "--update-delay"),
+        (spec.update.monitor_s, "--update-monitor"),
+        (spec.rollback.delay_s, "--rollback-delay"),
+        (spec.rollback.monitor_s, "--rollback-monitor"),
+    ]
+    if spec.restart.delay_s is not None:
+        found.append((spec.restart.delay_s, "--restart-delay"))
+    if spec.healthcheck is not None:
+        check = spec.healthcheck
+        found += [
+            (check.interval_s, "--health-interval"),
+            (check.timeout_s, "--health-timeout"),
+            (check.start_period_s, "--health-start-period"),
+        ]
+    return found
+
+
 def validate_spec(spec: ServiceSpec) -> None:
     """Checks that do not depend on the cluster state (those are `ClusterState.apply`'s)."""
     if not spec.name or not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", spec.name):
@@ -512,6 +557,17 @@ def validate_spec(spec: ServiceSpec) -> None:
         )
     if spec.mode.is_global and spec.replicas != 1:
         raise UsageError(f"--replicas cannot be used with --mode {spec.mode}")
+    for seconds, flag in _durations(spec):
+        check_duration(seconds, flag)
+    for config, kind in ((spec.update, "update"), (spec.rollback, "rollback")):
+        ratio = config.max_failure_ratio
+        if not (math.isfinite(ratio) and 0 <= ratio <= 1):
+            raise UsageError(f"--{kind}-max-failure-ratio: must be from 0 to 1, got {ratio!r}")
+    if len(spec.placement.preferences) > MAX_PLACEMENT_PREFERENCES:
+        raise UsageError(
+            f"--placement-pref: at most {MAX_PLACEMENT_PREFERENCES}, "
+            f"got {len(spec.placement.preferences)}"
+        )
     if spec.max_concurrent < 0:
         raise UsageError(f"--max-concurrent: must be 0 or more, got {spec.max_concurrent}")
     if spec.max_concurrent and not spec.mode.is_job:

@@ -3,6 +3,7 @@ docker-py's arguments / the Engine API's JSON, tested with tables and without an
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import docker.errors
@@ -97,6 +98,21 @@ def test_create_args_convert_durations_and_sizes_to_docker_units() -> None:
     assert create["stop_timeout"] == 3  # Docker's StopTimeout is whole seconds: round up
     assert host["nano_cpus"] == 500_000_000
     assert host["mem_limit"] == 64 << 20
+
+
+def test_create_args_bound_durations_an_older_release_took() -> None:
+    # `inf` and `nan` were taken before durations were validated, and converting them crashed
+    # every agent given the task, at each start: bounded here, whatever the state holds.
+    spec = ContainerSpec(
+        name="a",
+        image="img:1",
+        healthcheck=HealthcheckSpec(test=("CMD", "true"), interval_s=math.inf, timeout_s=math.nan),
+        stop_grace_s=math.inf,
+    )
+    create, _ = container_create_args(spec)
+    assert create["healthcheck"]["interval"] == 9_000_000_000 * 1_000_000_000
+    assert create["healthcheck"]["timeout"] == 0  # Docker's default
+    assert create["stop_timeout"] == 9_000_000_000
 
 
 def test_create_args_disabled_healthcheck_sends_none_test() -> None:

@@ -158,6 +158,13 @@ def test_bad_input_is_refused_and_changes_nothing(cluster: LocalCluster) -> None
         (["--replicas", "-1"], "--replicas"),
         (["--constraint", "node.labels.zone=a"], "constraint"),
         (["--reserve-memory", "lots"], "--reserve-memory"),
+        # Taken before, and every agent given the task crashed converting it, at each start.
+        (["--stop-grace-period", "inf"], "--stop-grace-period: a duration must be"),
+        # A thousand stopped every leader in turn (the scheduler's recursion).
+        (
+            [a for i in range(17) for a in ("--placement-pref", f"spread=node.labels.l{i}")],
+            "--placement-pref: at most 16",
+        ),
     ):
         proc = run_cli(
             "service", "create", "--name", "bad", *args, "swarmlet/web:1", data_dir=d, check=False

@@ -5,6 +5,7 @@ whole spec."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
@@ -17,8 +18,10 @@ from swarmlet.state.model import (
     NetworkAttachment,
     Placement,
     PortConfig,
+    RestartPolicy,
     ServiceSpec,
     Ulimit,
+    UpdateConfig,
 )
 from swarmlet.state.specparse import (
     effective_capabilities,
@@ -27,6 +30,7 @@ from swarmlet.state.specparse import (
     parse_dns_option,
     parse_dns_search,
     parse_dns_server,
+    parse_duration,
     parse_extra_host,
     parse_generic_resource,
     parse_mount,
@@ -346,3 +350,39 @@ def test_generic_resource_is_kind_and_count(text: str, result: GenericResource |
     else:
         with pytest.raises(UsageError, match=result):
             parse_generic_resource(text)
+
+
+@pytest.mark.parametrize("text", ["inf", "nan", "-1", "-1s", "1e12", "300000000000s"])
+def test_a_duration_outside_0_to_285_years_is_refused(text: str) -> None:
+    # `inf` and `nan` were taken, and every agent given the task crashed converting them.
+    with pytest.raises(UsageError, match=r"--stop-grace-period: (a duration must|invalid dur)"):
+        parse_duration(text, "--stop-grace-period")
+
+
+def test_the_durations_of_a_spec_from_the_api_are_checked_too() -> None:
+    base = ServiceSpec("web", "nginx")
+    for bad, flag in (
+        (dataclasses.replace(base, stop_grace_period_s=math.inf), "--stop-grace-period"),
+        (
+            dataclasses.replace(base, healthcheck=Healthcheck(interval_s=math.nan)),
+            "--health-interval",
+        ),
+        (
+            dataclasses.replace(base, rollback=UpdateConfig(monitor_s=-1.0)),
+            "--rollback-monitor",
+        ),
+        (dataclasses.replace(base, restart=RestartPolicy(delay_s=math.inf)), "--restart-delay"),
+    ):
+        with pytest.raises(UsageError, match=flag):
+            validate_spec(bad)
+    with pytest.raises(UsageError, match="--update-max-failure-ratio: must be from 0 to 1"):
+        validate_spec(dataclasses.replace(base, update=UpdateConfig(max_failure_ratio=math.nan)))
+    validate_spec(dataclasses.replace(base, stop_grace_period_s=9e9))
+
+
+def test_more_placement_preferences_than_the_scheduler_takes_are_refused() -> None:
+    # A thousand overflowed the scheduler's recursion and stopped every leader in turn.
+    prefs = tuple(f"spread=node.labels.l{i}" for i in range(17))
+    validate_spec(ServiceSpec("web", "nginx", placement=Placement(preferences=prefs[:16])))
+    with pytest.raises(UsageError, match="--placement-pref: at most 16, got 17"):
+        validate_spec(ServiceSpec("web", "nginx", placement=Placement(preferences=prefs)))

@@ -38,6 +38,16 @@ from swarmlet.state.generic_resources import advertised_text
 from swarmlet.state.machine import ApplyResult
 from swarmlet.state.model import Availability, Node, Role, TaskState
 
+# A node's labels, keys and values together, in characters. A node's record reaches every worker
+# in one frame of its view (64 MiB at most); labels added 14 MB at a time made one no worker
+# could take, and every session broke (review). swarmkit holds a whole node to the 1.5 MiB of
+# one transaction.
+MAX_NODE_LABEL_CHARS = 1024 * 1024
+
+
+def _label_chars(labels: Mapping[str, str]) -> int:
+    return sum(len(k) + len(v) for k, v in labels.items())
+
 
 def _str_arg(args: Mapping[str, Any], key: str, *, required: bool = True) -> str:
     value = args.get(key)
@@ -227,6 +237,13 @@ class Control:
         for key in labels_rm:
             if key not in node.labels and key not in labels_add:
                 raise UsageError(f"--label-rm: node {node.name} has no label {key!r}")
+        labels = {k: v for k, v in node.labels.items() if k not in labels_rm} | labels_add
+        weight = _label_chars(labels)
+        if weight > MAX_NODE_LABEL_CHARS and weight > _label_chars(node.labels):
+            raise UsageError(
+                f"--label-add: node {node.name}'s labels would hold {weight:,} characters; the "
+                f"limit is {MAX_NODE_LABEL_CHARS:,} (keys and values together)"
+            )
         await self._commit(
             UpdateNode(
                 node.id, availability=availability, labels_add=labels_add, labels_rm=labels_rm

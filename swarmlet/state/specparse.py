@@ -509,6 +509,10 @@ def _check_unique(values: Iterable[str], what: str) -> None:
         seen.add(value)
 
 
+# Every node listens on each published port (the routing mesh), a descriptor each: a range of
+# 20,000 ports ran every agent out of descriptors, at each start (review).
+MAX_PUBLISHED_PORTS = 1024
+
 # Each preference splits the nodes once more, a level of the scheduler's tree: a thousand of them
 # overflowed its recursion and stopped the leader, and every leader after it (review). Swarm's
 # docs show one or two.
@@ -581,6 +585,10 @@ def validate_spec(spec: ServiceSpec) -> None:
             raise UsageError(f"--placement-pref: expected spread=node.labels.KEY, got {pref!r}")
     if spec.placement.max_replicas_per_node < 0:
         raise UsageError("--replicas-max-per-node: must be 0 or more")
+    if len(spec.ports) > MAX_PUBLISHED_PORTS:
+        raise UsageError(
+            f"--publish: at most {MAX_PUBLISHED_PORTS:,} ports a service, got {len(spec.ports):,}"
+        )
     seen: set[tuple[int, str]] = set()
     for port in spec.ports:
         if refusal := proxy_protocol_refusal(port):  # the API's path does not go through parse_port

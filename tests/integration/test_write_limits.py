@@ -1,8 +1,12 @@
-"""The replica limit on a real agent (`state.replica_limit`): every way of asking for more than
-the cluster may run is refused with the count, through the control socket as the CLI sends it,
-and leaves the cluster as it was. Before, `service scale w=3000000` was taken, and the leader
-created task records past 2 GB until it ran out of memory. No replica runs here (autoscaled
-services at 0, a service at 0): only the counts are under test."""
+"""Limits on what one may ask of a cluster, on a real agent, through the control socket as the
+CLI sends it: each refusal gives the count and leaves the cluster as it was.
+
+The replica limit (`state.replica_limit`): before, `service scale w=3000000` was taken, and the
+leader created task records past 2 GB until it ran out of memory. No replica runs here
+(autoscaled services at 0, a service at 0): only the counts are under test.
+
+A node's labels (`api.nodes`): before, labels added 14 MB at a time made a node record that no
+worker's session could carry, and every session broke."""
 
 from __future__ import annotations
 
@@ -82,3 +86,15 @@ def test_asking_for_more_replicas_than_the_limit_is_refused_and_changes_nothing(
             data_dir=d,
         )
         assert services(cluster)["auto"]["autoscale"]["max_replicas"] == 100_000
+
+
+def test_labels_past_a_nodes_limit_are_refused_and_change_nothing(tmp_path: Path) -> None:
+    with local_cluster(tmp_path) as cluster:
+        node = cluster.init()
+        # 120,000 characters an argument: within what one command-line argument may hold.
+        big = [a for i in range(8) for a in ("--label-add", f"k{i}={'v' * 120_000}")]
+        run_cli("node", "update", *big, "n1", data_dir=node.data_dir)
+        error = refused(node, "node", "update", "--label-add", f"k9={'v' * 90_000}", "n1")
+        assert "labels would hold 1,050,018 characters; the limit is 1,048,576" in error
+        (n1,) = cluster.node_ls(node)
+        assert sorted(n1["labels"]) == [f"k{i}" for i in range(8)]

@@ -48,9 +48,10 @@ LINE_BUFFER = 256  # lines in flight between the node streams and the caller
 # Without --follow, the most lines of one task shown: the newest (all are held in memory, to be
 # sorted in time order); where a task has more, the output says so, and --since chooses.
 MAX_LINES_PER_TASK = 100_000
-# What another node may make this one hold (it may be compromised, and a `LogLine` can be 4 MiB):
-# a line is cut beyond MAX_LINE_BYTES (its text and the driver's attributes together), with a
-# mark that says so; without --follow, a node's lines beyond MAX_BYTES_PER_NODE are not read.
+# What a node's lines may make this one hold (another node may be compromised, and a `LogLine`
+# can be 4 MiB; this node's own tasks may log gigabytes): a line is cut beyond MAX_LINE_BYTES
+# (its text and the driver's attributes together), with a mark that says so; without --follow,
+# a node's lines beyond MAX_BYTES_PER_NODE are not read.
 # 100,000 lines of a task at 100 bytes fit; 256 lines in flight stay under 64 MiB.
 MAX_LINE_BYTES = 256 * 1024
 MAX_BYTES_PER_NODE = 64 * 1024 * 1024
@@ -329,12 +330,23 @@ class ServiceLogs:
         async with out:
             try:
                 if node_id == self.agent.node_id:
+                    # Held as another node's are: a task of this node logging 800 MB took the
+                    # agent to 867 MB (review).
                     local_send, local_receive = trio.open_memory_channel[LogLine](LINE_BUFFER)
+                    local_held = 0
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(self._local_logs, request, local_send)
                         async with local_receive:
                             async for local in local_receive:
-                                await out.send(_line(node_id, local))
+                                line, size, cut = _bounded(node_id, local, details=request.details)
+                                if cut:
+                                    self.agent.transport.counters["logs_cut_long_line"] += 1
+                                local_held += 0 if request.follow else size
+                                if local_held > MAX_BYTES_PER_NODE:
+                                    await out.send(self._cut_beyond_bytes(node_id))
+                                    nursery.cancel_scope.cancel()
+                                    return
+                                await out.send(line)
                     return
                 node = self.agent.state.nodes.get(node_id)
                 if node is None or not self.agent.is_ready(node_id):
@@ -366,12 +378,7 @@ class ServiceLogs:
                         if not request.follow:
                             held += size
                             if held > MAX_BYTES_PER_NODE:
-                                self.agent.transport.counters["logs_cut_beyond_bytes"] += 1
-                                note = (
-                                    f"(more than {MAX_BYTES_PER_NODE >> 20} MiB of lines from "
-                                    "this node: cut; see --since or --tail)"
-                                )
-                                await out.send(_Line(node_id, "", "", note))
+                                await out.send(self._cut_beyond_bytes(node_id))
                                 return
                         if allowed is not None and sent[msg.task_id] > request.tail:
                             if sent[msg.task_id] > allowed:
@@ -390,6 +397,12 @@ class ServiceLogs:
                 await out.send(_Line(node_id, "", "", f"(logs unavailable: {exc})"))
 
     # ------------------------------------------------------------------------ the node side
+
+    def _cut_beyond_bytes(self, node_id: str) -> _Line:
+        """The note that ends a node's lines past MAX_BYTES_PER_NODE (counted)."""
+        self.agent.transport.counters["logs_cut_beyond_bytes"] += 1
+        note = f"(more than {MAX_BYTES_PER_NODE >> 20} MiB of lines from this node: cut; "
+        return _Line(node_id, "", "", note + "see --since or --tail)")
 
     async def _local_logs(self, request: LogsRequest, out: trio.MemorySendChannel[LogLine]) -> None:
         """Lines of this node's containers for `request.task_ids`, into `out` (then closed),
@@ -442,16 +455,11 @@ class ServiceLogs:
         await stream.send(EndOfStream())
 
 
-def _line(node_id: str, msg: LogLine) -> _Line:
-    text = msg.line.decode(errors="replace")
-    return _Line(node_id, msg.task_id, msg.timestamp, text, tuple(sorted(msg.attrs.items())))
-
-
 _TIMESTAMP_CHARS = 64  # Docker's RFC 3339 with nanoseconds and a zone is 35 at most
 
 
 def _bounded(node_id: str, msg: LogLine, *, details: bool) -> tuple[_Line, int, bool]:
-    """Another node's line as it is held, the bytes it takes at most, and whether it was cut:
+    """A node's line as it is held, the bytes it takes at most, and whether it was cut:
     its attributes only if they were asked for, a timestamp of Docker's shape only, and over
     MAX_LINE_BYTES all told, the start of its text, marked, without its attributes."""
     timestamp = msg.timestamp if len(msg.timestamp) <= _TIMESTAMP_CHARS else ""

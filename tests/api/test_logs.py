@@ -472,6 +472,32 @@ async def test_without_follow_a_nodes_lines_beyond_the_bytes_held_are_cut(
     assert agent.transport.counters["logs_cut_beyond_bytes"] == 1  # type: ignore[attr-defined]
 
 
+async def test_without_follow_this_nodes_own_lines_are_held_as_another_nodes(
+    state: ClusterState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A task of the agent's own node logging 800 MB took the agent to 867 MB (review).
+    monkeypatch.setattr(logs_module, "MAX_BYTES_PER_NODE", 100)
+    monkeypatch.setattr(logs_module, "MAX_LINE_BYTES", 40)
+    agent = StandIn(state)
+    agent.transport = ScriptedTransport(ScriptedNode([], ends=True))  # type: ignore[attr-defined]
+    agent.run(API_1, *[(f"2025-12-03T08:00:{i:02d}Z", f"{i:02d}........") for i in range(50)])
+    items = await collect(ServiceLogs(agent), targets=["api"])  # type: ignore[arg-type]
+    shown = [i["line"] for i in items]
+    assert shown[0] == "(more than 0 MiB of lines from this node: cut; see --since or --tail)"
+    assert 0 < len(shown) - 1 < 50
+    assert agent.transport.counters["logs_cut_beyond_bytes"] == 1  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(logs_module, "MAX_BYTES_PER_NODE", 1000)
+    agent = StandIn(state)
+    agent.transport = ScriptedTransport(ScriptedNode([], ends=True))  # type: ignore[attr-defined]
+    agent.run(WEB_1, ("2025-12-03T08:00:00Z", "y" * 50))
+    items = await collect(ServiceLogs(agent), targets=["web"])  # type: ignore[arg-type]
+    assert [i["line"] for i in items] == [
+        "y" * 40 + " ... (cut: 70 bytes with its attributes, over 40)"
+    ]
+    assert agent.transport.counters["logs_cut_long_line"] == 1  # type: ignore[attr-defined]
+
+
 def test_a_timestamp_of_the_right_shape_for_no_date_sorts_first() -> None:
     """A node's `2024-13-45T00:00:00Z` raised ValueError: the whole request failed ("internal
     error"), the other nodes' lines with it."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import TaskState
-from swarmlet.state.observed import Endpoint, TaskObservation
+from swarmlet.state.observed import MAX_EXPOSED_PORTS, Endpoint, TaskObservation
 
 BENCH_BASE_S = 1.0  # first back-off after a failed connect; doubles up to BENCH_MAX_S
 BENCH_MAX_S = 30.0
@@ -143,7 +143,26 @@ def routes_from(
             routes.append(
                 Route(name, port.published, port.protocol, endpoints, proxy_protocol=header)
             )
-        for (target, protocol), found in sorted(serving.items()):
+        for (target, protocol), found in _vip_ports(serving):
             for vip, subnet in service_vips:
                 routes.append(Route(name, target, protocol, tuple(found), vip, subnet))
     return routes
+
+
+def _vip_ports(
+    serving: Mapping[tuple[int, str], list[Endpoint]],
+) -> list[tuple[tuple[int, str], list[Endpoint]]]:
+    """The ports a service's virtual addresses listen on, in order: at most MAX_EXPOSED_PORTS,
+    those its replicas serve on the most nodes first. Every node listens on each, a descriptor
+    apiece; a status holds at most MAX_EXPOSED_PORTS, but a worker running 40 replicas of a
+    service made them report 40 sets of different ports, and every node ran out of descriptors
+    (review). The replicas of one service run one image, so its own ports are served on every
+    node that runs one, and a worker's inventions on that worker alone."""
+    if len(serving) <= MAX_EXPOSED_PORTS:
+        return sorted(serving.items())
+
+    def rank(item: tuple[tuple[int, str], list[Endpoint]]) -> tuple[int, tuple[int, str]]:
+        key, found = item
+        return (-len({e.host for e in found}), key)
+
+    return sorted(sorted(serving.items(), key=rank)[:MAX_EXPOSED_PORTS])

@@ -34,7 +34,7 @@ from swarmlet.state.model import (
     Task,
     TaskState,
 )
-from swarmlet.state.observed import Endpoint, NodeMeta, TaskObservation
+from swarmlet.state.observed import MAX_EXPOSED_PORTS, Endpoint, NodeMeta, TaskObservation
 
 ME, DB_NODE, WORKER = "me", "db-node", "worker"
 ADDRS = {ME: "10.0.0.1:7946", DB_NODE: "10.0.0.2:7946", WORKER: "10.0.0.3:7946"}
@@ -291,3 +291,33 @@ def test_endpoint_refusal(
     host: str, owner_addr: str, observer_addr: str, reason: str | None
 ) -> None:
     assert endpoint_refusal(host, owner_addr=owner_addr, observer_addr=observer_addr) == reason
+
+
+def test_a_worker_cannot_make_every_node_listen_on_more_ports_than_a_status_holds() -> None:
+    # Each of its 40 replicas of `web` reports 1,024 ports of its own (a status holds no more):
+    # merged, 40,960 listeners at the service's virtual address on every node, and every node
+    # ran out of descriptors (review). The port that web's replica on another node serves stays.
+    source = _honest()
+    honest = TaskObservation(
+        "t-web",
+        TaskState.RUNNING,
+        container_id="c",
+        endpoints=(Endpoint(8080, "tcp", "10.0.0.2", 30080),),
+    )
+    source.state.tasks["t-web"] = Task("t-web", "web", 1, 1, TaskState.RUNNING, node_id=DB_NODE)
+    assert _report(source, DB_NODE, honest) == 1
+    for i in range(40):
+        task_id = f"t-web-{i}"
+        source.state.tasks[task_id] = Task(
+            task_id, "web", i + 2, 1, TaskState.RUNNING, node_id=WORKER
+        )
+        ports = tuple(
+            Endpoint(10_000 + i * MAX_EXPOSED_PORTS + p, "tcp", "10.0.0.3", 40_000 + p)
+            for p in range(MAX_EXPOSED_PORTS)
+        )
+        lie = TaskObservation(task_id, TaskState.RUNNING, container_id="c", endpoints=ports)
+        assert _report(source, WORKER, lie) == 1
+    vips = {"web": [("10.1.0.2", "10.1.0.0/24")]}
+    routes = [r for r in routes_from(source.state, observe(source).tasks, vips) if r.host]
+    assert len(routes) == MAX_EXPOSED_PORTS
+    assert any(r.published == 8080 for r in routes)

@@ -54,6 +54,7 @@ from swarmlet.errors import RuntimeAdapterError
 from swarmlet.executor.docker_translate import (
     BRIDGE_NAME_OPTION,
     CONTAINER_EVENT_ACTIONS,
+    bounded_seconds,
     container_create_args,
     container_event_from_docker,
     container_info_from_inspect,
@@ -295,7 +296,7 @@ class DockerRuntime:
         """Send the stop signal, then SIGKILL after `timeout_s` (rounded up to whole seconds)."""
         await self._call(
             f"stop {_short(container_id)}",
-            lambda: self._api.stop(container_id, timeout=math.ceil(timeout_s)),
+            lambda: self._api.stop(container_id, timeout=math.ceil(bounded_seconds(timeout_s))),
         )
 
     async def remove(self, container_id: str, force: bool = True) -> None:

@@ -84,14 +84,14 @@ def label_filters(labels: Mapping[str, str]) -> list[str]:
 # ContainerSpec -> docker-py arguments
 
 
-def _bounded_seconds(seconds: float) -> float:
+def bounded_seconds(seconds: float) -> float:
     """`seconds` within 0..MAX_DURATION_S, as every spec is validated today; a release before
     that took `inf` and `nan`, and converting them crashed the agent at every start."""
     return min(max(seconds, 0.0), MAX_DURATION_S) if not math.isnan(seconds) else 0.0
 
 
 def _seconds_to_ns(seconds: float) -> int:
-    return round(_bounded_seconds(seconds) * _NS_PER_S)
+    return round(bounded_seconds(seconds) * _NS_PER_S)
 
 
 def mount_args(spec: MountSpec) -> dict[str, Any]:
@@ -171,7 +171,7 @@ def container_create_args(spec: ContainerSpec) -> tuple[dict[str, Any], dict[str
         if value is not None:
             create[key] = value
     if spec.stop_grace_s is not None:
-        create["stop_timeout"] = math.ceil(_bounded_seconds(spec.stop_grace_s))
+        create["stop_timeout"] = math.ceil(bounded_seconds(spec.stop_grace_s))
     if spec.tty:
         create["tty"] = True
 

@@ -65,6 +65,7 @@ from swarmlet.state.model import (
     Task,
     TaskState,
 )
+from swarmlet.state.specparse import MAX_PLACEMENT_PREFERENCES
 
 # ------------------------------------------------------------------------------- observations
 
@@ -631,7 +632,10 @@ def _schedule_group(
     if pinned and pinned not in infos:
         return [("", f"node {pinned} is not in the cluster", ())] * count
 
-    labels = [lbl for p in spec.placement.preferences if (lbl := preference_label(p)) is not None]
+    # At most MAX_PLACEMENT_PREFERENCES levels (the tree is walked recursively), whatever a
+    # state an older release wrote holds.
+    preferences = spec.placement.preferences[:MAX_PLACEMENT_PREFERENCES]
+    labels = [lbl for p in preferences if (lbl := preference_label(p)) is not None]
     root = _Branch()
     for info in feasible:
         branch = root

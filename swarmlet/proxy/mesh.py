@@ -30,7 +30,7 @@ import trio
 from swarmlet import timers
 from swarmlet.proxy.counters import PortCounters, PortKey, PortStats, snapshot, total
 from swarmlet.proxy.routes import EndpointSelector, Route, routes_from
-from swarmlet.proxy.tcp import Relay, connection_budget
+from swarmlet.proxy.tcp import MAX_LISTENERS, Relay, connection_budget
 from swarmlet.proxy.udp import UdpRelay
 from swarmlet.proxy.worker_pool import WorkerPool
 
@@ -64,6 +64,7 @@ class Proxy:
         # Published ports only (a VIP is ours alone): (port, protocol) -> why it cannot listen.
         self.port_errors: dict[tuple[int, str], str] = {}
         self._udp: dict[PortKey, _UdpPort] = {}
+        self._over_budget = 0  # ports not listened on, past MAX_LISTENERS (logged as it changes)
         self._nursery: trio.Nursery | None = None
         self._changes = timers.StateFollower()
 
@@ -127,12 +128,27 @@ class Proxy:
                 await self._sync()
 
     async def _sync(self) -> None:
-        routes = {r.key: r for r in self._routes()}
+        everything = {r.key: r for r in self._routes()}
+        # Within the budget: the published ports first, then the virtual addresses', in an order
+        # every node shares (the same routes make the same choice).
+        ranked = sorted(everything.items(), key=lambda kv: (bool(kv[1].host), kv[0]))
+        routes = dict(ranked[:MAX_LISTENERS])
         failed = await self.relay.sync({k: r for k, r in routes.items() if r.protocol == "tcp"})
         failed.update(
             await self._sync_udp({k: r for k, r in routes.items() if r.protocol == "udp"})
         )
         errors: dict[tuple[int, str], str] = {}
+        for _, route in ranked[MAX_LISTENERS:]:
+            if not route.host:  # a VIP's is only logged, as below
+                errors[(route.published, route.protocol)] = (
+                    f"cannot listen on {self.publish_host}:{route.published}: this node "
+                    f"listens on {MAX_LISTENERS:,} ports at most"
+                )
+        over = max(0, len(ranked) - MAX_LISTENERS)
+        if over != self._over_budget:
+            self._over_budget = over
+            if over:
+                log.error("%d ports are not listened on: past this node's %d", over, MAX_LISTENERS)
         for key, exc in failed.items():
             route = routes[key]
             reason = (

@@ -143,7 +143,8 @@ def routes_from(
             routes.append(
                 Route(name, port.published, port.protocol, endpoints, proxy_protocol=header)
             )
-        for (target, protocol), found in _vip_ports(serving):
+        spec_targets = {(p.target, p.protocol) for p in service.spec.ports}
+        for (target, protocol), found in _vip_ports(serving, spec_targets):
             for vip, subnet in service_vips:
                 routes.append(Route(name, target, protocol, tuple(found), vip, subnet))
     return routes
@@ -151,18 +152,30 @@ def routes_from(
 
 def _vip_ports(
     serving: Mapping[tuple[int, str], list[Endpoint]],
+    spec_targets: set[tuple[int, str]],
 ) -> list[tuple[tuple[int, str], list[Endpoint]]]:
-    """The ports a service's virtual addresses listen on, in order: at most MAX_EXPOSED_PORTS,
-    those its replicas serve on the most nodes first. Every node listens on each, a descriptor
-    apiece; a status holds at most MAX_EXPOSED_PORTS, but a worker running 40 replicas of a
-    service made them report 40 sets of different ports, and every node ran out of descriptors
-    (review). The replicas of one service run one image, so its own ports are served on every
-    node that runs one, and a worker's inventions on that worker alone."""
+    """The ports a service's virtual addresses listen on, in order: at most MAX_EXPOSED_PORTS.
+    Every node listens on each, a descriptor apiece; a status holds at most MAX_EXPOSED_PORTS,
+    but a worker's 40 replicas of a service reported 40 sets of different ports, and every node
+    ran out of descriptors (review). So, when there are more: first the targets of the service's
+    own published ports, then those served on the most nodes (the replicas of a service run one
+    image, so its ports are served wherever a replica runs, and a worker's inventions on that
+    worker alone), then each node's lowest ports in turn (a node's thousand inventions do not
+    push out the one port another node serves)."""
     if len(serving) <= MAX_EXPOSED_PORTS:
         return sorted(serving.items())
+    hosts = {key: {e.host for e in found} for key, found in serving.items()}
+    by_host: dict[str, list[tuple[int, str]]] = {}
+    for key, found_on in hosts.items():
+        for host in found_on:
+            by_host.setdefault(host, []).append(key)
+    turn: dict[tuple[int, str], int] = {}
+    for keys in by_host.values():
+        for i, key in enumerate(sorted(keys)):
+            turn[key] = min(turn.get(key, i), i)
 
-    def rank(item: tuple[tuple[int, str], list[Endpoint]]) -> tuple[int, tuple[int, str]]:
-        key, found = item
-        return (-len({e.host for e in found}), key)
+    def rank(key: tuple[int, str]) -> tuple[bool, int, int, tuple[int, str]]:
+        return (key not in spec_targets, -len(hosts[key]), turn[key], key)
 
-    return sorted(sorted(serving.items(), key=rank)[:MAX_EXPOSED_PORTS])
+    kept = sorted(sorted(serving, key=rank)[:MAX_EXPOSED_PORTS])
+    return [(key, serving[key]) for key in kept]

@@ -72,6 +72,10 @@ _ACCEPT_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBU
 
 
 FD_RESERVE = 1024  # descriptors kept for the agent itself: Raft, gossip, Docker, the API
+# Ports a process listens on, at most (`mesh.Proxy`), two descriptors each (IPv4 and IPv6 of a
+# host name): a stack publishing a range of 20,000 ports took every descriptor, and the agent
+# stopped, at each start (review). The ports past it are reported as port errors.
+MAX_LISTENERS = 2048
 WANTED_FDS = 1 << 18  # 2 sockets per proxied connection: room for ~100,000 connections
 
 
@@ -93,7 +97,7 @@ def raise_fd_limit() -> int:
 def connection_budget() -> int:
     """Connections a process may relay at once: past it new clients are refused at once, so
     that a flood can never starve its own sockets (Raft, gossip, the API)."""
-    return max(64, (raise_fd_limit() - FD_RESERVE) // 2)
+    return max(64, (raise_fd_limit() - FD_RESERVE - 2 * MAX_LISTENERS) // 2)
 
 
 class _Listener:

@@ -509,10 +509,6 @@ def _check_unique(values: Iterable[str], what: str) -> None:
         seen.add(value)
 
 
-# Every node listens on each published port (the routing mesh), a descriptor each: a range of
-# 20,000 ports ran every agent out of descriptors, at each start (review).
-MAX_PUBLISHED_PORTS = 1024
-
 # Each preference splits the nodes once more, a level of the scheduler's tree: a thousand of them
 # overflowed its recursion and stopped the leader, and every leader after it (review). Swarm's
 # docs show one or two.
@@ -566,7 +562,7 @@ def validate_spec(spec: ServiceSpec) -> None:
     for config, kind in ((spec.update, "update"), (spec.rollback, "rollback")):
         ratio = config.max_failure_ratio
         if not (math.isfinite(ratio) and 0 <= ratio <= 1):
-            raise UsageError(f"--{kind}-max-failure-ratio: must be from 0 to 1, got {ratio!r}")
+            raise UsageError(f"--{kind}-max-failure-ratio: must be between 0 and 1, got {ratio!r}")
     if len(spec.placement.preferences) > MAX_PLACEMENT_PREFERENCES:
         raise UsageError(
             f"--placement-pref: at most {MAX_PLACEMENT_PREFERENCES}, "
@@ -585,10 +581,6 @@ def validate_spec(spec: ServiceSpec) -> None:
             raise UsageError(f"--placement-pref: expected spread=node.labels.KEY, got {pref!r}")
     if spec.placement.max_replicas_per_node < 0:
         raise UsageError("--replicas-max-per-node: must be 0 or more")
-    if len(spec.ports) > MAX_PUBLISHED_PORTS:
-        raise UsageError(
-            f"--publish: at most {MAX_PUBLISHED_PORTS:,} ports a service, got {len(spec.ports):,}"
-        )
     seen: set[tuple[int, str]] = set()
     for port in spec.ports:
         if refusal := proxy_protocol_refusal(port):  # the API's path does not go through parse_port
@@ -605,16 +597,12 @@ def validate_spec(spec: ServiceSpec) -> None:
         (r.target for r in spec.configs), "--config: duplicate config target {} not allowed"
     )
     _check_unique((n.name for n in spec.networks), "--network: network {} is attached twice")
-    if spec.healthcheck is not None:
-        check = spec.healthcheck
-        if min(check.interval_s, check.timeout_s, check.start_period_s, check.retries) < 0:
-            raise UsageError("--health-*: durations and retries must not be negative")
+    if spec.healthcheck is not None and spec.healthcheck.retries < 0:
+        raise UsageError("--health-retries: must not be negative")
     if spec.restart.max_attempts < 0:
         raise UsageError("--restart-max-attempts: must be 0 or more")
     if spec.update.parallelism < 0 or spec.rollback.parallelism < 0:
         raise UsageError("--update-parallelism: must be 0 or more")
-    if not 0.0 <= spec.update.max_failure_ratio <= 1.0:
-        raise UsageError("--update-max-failure-ratio: must be between 0 and 1")
     _validate_container_settings(spec)
 
 

@@ -302,7 +302,7 @@ def test_a_worker_cannot_make_every_node_listen_on_more_ports_than_a_status_hold
         "t-web",
         TaskState.RUNNING,
         container_id="c",
-        endpoints=(Endpoint(8080, "tcp", "10.0.0.2", 30080),),
+        endpoints=(Endpoint(65000, "tcp", "10.0.0.2", 30080),),
     )
     source.state.tasks["t-web"] = Task("t-web", "web", 1, 1, TaskState.RUNNING, node_id=DB_NODE)
     assert _report(source, DB_NODE, honest) == 1
@@ -311,8 +311,8 @@ def test_a_worker_cannot_make_every_node_listen_on_more_ports_than_a_status_hold
         source.state.tasks[task_id] = Task(
             task_id, "web", i + 2, 1, TaskState.RUNNING, node_id=WORKER
         )
-        ports = tuple(
-            Endpoint(10_000 + i * MAX_EXPOSED_PORTS + p, "tcp", "10.0.0.3", 40_000 + p)
+        ports = tuple(  # from 1 to 40,960: all below the other node's, none the same
+            Endpoint(1 + i * MAX_EXPOSED_PORTS + p, "tcp", "10.0.0.3", 40_000 + p)
             for p in range(MAX_EXPOSED_PORTS)
         )
         lie = TaskObservation(task_id, TaskState.RUNNING, container_id="c", endpoints=ports)
@@ -320,4 +320,4 @@ def test_a_worker_cannot_make_every_node_listen_on_more_ports_than_a_status_hold
     vips = {"web": [("10.1.0.2", "10.1.0.0/24")]}
     routes = [r for r in routes_from(source.state, observe(source).tasks, vips) if r.host]
     assert len(routes) == MAX_EXPOSED_PORTS
-    assert any(r.published == 8080 for r in routes)
+    assert any(r.published == 65000 for r in routes)  # the other node's one port

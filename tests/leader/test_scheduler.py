@@ -252,6 +252,17 @@ def test_nested_preferences_spread_level_by_level() -> None:
     assert nodes.count("n01") == nodes.count("n02") == 1
 
 
+def test_a_state_with_more_preferences_than_the_limit_is_placed_by_the_first_ones() -> None:
+    # An older release took any number: 1,100 overflowed the tree's recursion, and the pass
+    # stopped every leader in turn. The first 16 are followed (validate_spec allows no more).
+    labels = {1: {"l0": "a"}, 2: {"l0": "a"}, 3: {"l0": "b"}}
+    state = make_state(3, labels=labels)
+    prefs = tuple(f"spread=node.labels.l{i}" for i in range(1100))
+    add_service(state, "web", placement=Placement(preferences=prefs))
+    nodes, _ = place(state, pending("s-web", 4))
+    assert nodes.count("n03") == 2  # spread over l0 first, as with l0 alone
+
+
 def test_preference_group_that_fills_up_gives_way_to_the_others() -> None:
     state = make_state(3, labels={1: {"zone": "a"}, 2: {"zone": "b"}, 3: {"zone": "b"}})
     add_service(

@@ -91,14 +91,13 @@ def parse_port_spec(raw: str) -> list[tuple[str, str, str, str]]:
 
 def short_port_to_long(raw: str, warnings: list[str]) -> list[dict[str, Any]]:
     """loader.toServicePortConfigs: ports sorted by "port/proto" string, ranges expanded."""
-    mappings = parse_port_spec(raw)
-    keys = sorted({f"{port}/{proto}" for port, proto, _, _ in mappings})
+    by_key: dict[str, list[tuple[str, str]]] = {}  # "port/proto" -> (host_ip, host_port), in order
+    for port, proto, host_ip, host_port in parse_port_spec(raw):
+        by_key.setdefault(f"{port}/{proto}", []).append((host_ip, host_port))
     out: list[dict[str, Any]] = []
-    for key in keys:
+    for key in sorted(by_key):
         port, proto = key.split("/")
-        for m_port, m_proto, host_ip, host_port in mappings:
-            if (m_port, m_proto) != (port, proto):
-                continue
+        for host_ip, host_port in by_key[key]:
             if host_ip and not ipaddress.ip_address(host_ip).is_unspecified:
                 warnings.append(
                     f"ignoring IP-address ({host_ip}:{host_port}:{key}) "

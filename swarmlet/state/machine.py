@@ -265,7 +265,7 @@ class ClusterState:
         return matches[0] if len(matches) == 1 else None
 
     def service_by_name(self, name: str) -> Service | None:
-        return next((s for s in self.services.values() if s.spec.name == name), None)
+        return self.services.by_name(name)
 
     def find_service(self, ref: str) -> Service | None:
         if ref in self.services:
@@ -593,31 +593,19 @@ def _set_target_voters(state: ClusterState, cmd: SetTargetVoters) -> str:
     return str(cmd.target_voters)
 
 
-def _published_ports_in_use(
-    state: ClusterState, exclude_service: str
-) -> dict[tuple[int, str], str]:
-    used: dict[tuple[int, str], str] = {}
-    for service in state.services.values():
-        if service.id == exclude_service:
-            continue
-        for port in service.spec.ports:
-            if port.mode == "ingress" and port.published:  # host-mode ports are per node
-                used[(port.published, port.protocol)] = service.spec.name
-    return used
-
-
 def _check_spec(state: ClusterState, service_id: str, spec: ServiceSpec) -> None:
     other = state.service_by_name(spec.name)
     if other is not None and other.id != service_id:
         raise Rejected(f"a service named {spec.name!r} already exists")
-    used = _published_ports_in_use(state, service_id)
     for port in spec.ports:
-        if port.mode != "ingress" or not port.published:
+        if port.mode != "ingress" or not port.published:  # host-mode ports are per node
             continue
-        owner = used.get((port.published, port.protocol))
+        owners = state.services.ingress_ports.get((port.published, port.protocol))
+        owner = next((i for i in owners if i != service_id), None)
         if owner is not None:
             raise Rejected(
-                f"port {port.published}/{port.protocol} is already published by service {owner}"
+                f"port {port.published}/{port.protocol} is already published by service "
+                f"{state.services[owner].spec.name}"
             )
     for ref in spec.secrets:
         if state.secret_by_name(ref.name) is None:
@@ -654,9 +642,8 @@ def _with_vip_indexes(state: ClusterState, service: Service) -> Service:
 
 
 def _drop_unused_vip_counters(state: ClusterState) -> None:
-    in_use = {n for s in state.services.values() for n in s.vip_indexes}
     for network in list(state.vip_counters):
-        if network not in in_use:
+        if not state.services.vip_networks.get(network):
             del state.vip_counters[network]
 
 

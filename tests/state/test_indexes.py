@@ -1,7 +1,7 @@
 """state.indexes: the task indexes follow every write (apply, a batch, a direct poke, a copy
-written on either side) exactly as a fresh count would, the secret name index answers as a scan
-would, and the change journal names every record written since a mark, once, and says when it
-cannot tell."""
+written on either side) exactly as a fresh count would, the secret and service indexes answer
+as a scan would, and the change journal names every record written since a mark, once, and says
+when it cannot tell."""
 
 from __future__ import annotations
 
@@ -22,10 +22,21 @@ from swarmlet.state.commands import (
     RemoveService,
     RemoveTasks,
     ReportTasks,
+    UpdateService,
 )
 from swarmlet.state.indexes import ChangeJournal, SecretTable, TaskTable, index_problems
 from swarmlet.state.machine import ClusterState
-from swarmlet.state.model import Node, Role, Secret, Service, ServiceSpec, Task, TaskState
+from swarmlet.state.model import (
+    NetworkAttachment,
+    Node,
+    PortConfig,
+    Role,
+    Secret,
+    Service,
+    ServiceSpec,
+    Task,
+    TaskState,
+)
 from swarmlet.state.observed import TaskObservation
 
 
@@ -204,3 +215,68 @@ def test_an_assigned_secret_table_is_indexed() -> None:
     assert state.secret_by_name("db", is_config=True) == Secret("b", "db", b"v", is_config=True)
     state.secrets.clear()
     assert state.secret_by_name("db") is None
+
+
+def _services_holding(services: dict[str, Service]) -> dict[str, dict[object, list[str]]]:
+    """What each service index must hold, by a scan in the table's order."""
+    found: dict[str, dict[object, list[str]]] = {"names": {}, "ports": {}, "networks": {}}
+    for sid, service in services.items():
+        found["names"].setdefault(service.spec.name, []).append(sid)
+        for port in {(p.published, p.protocol) for p in service.spec.ports if p.mode == "ingress"}:
+            found["ports"].setdefault(port, []).append(sid)
+        for network in service.vip_indexes:
+            found["networks"].setdefault(network, []).append(sid)
+    return found
+
+
+def test_the_service_indexes_answer_like_a_scan_through_every_kind_of_write() -> None:
+    """Names, ingress ports and virtual-IP networks, through applied commands (checked, so
+    unique), direct writes (duplicates, renames, a port gained that another holds), copies
+    written on both sides and restores."""
+    rng = random.Random(17)
+    states = [cluster(services=0)]
+    names = [f"svc{i}" for i in range(5)]
+
+    def spec() -> ServiceSpec:
+        ports = tuple(
+            PortConfig(rng.choice([80, 81, 82]), 8080, rng.choice(["tcp", "udp"]), mode)
+            for mode in rng.sample(["ingress", "ingress", "host"], rng.randint(0, 2))
+        )
+        networks = tuple(
+            NetworkAttachment(n) for n in rng.sample(["a", "b", "c"], rng.randint(0, 2))
+        )
+        return ServiceSpec(rng.choice(names), "img", ports=ports, networks=networks)
+
+    for step in range(800):
+        roll = rng.random()
+        state = rng.choice(states)
+        key = f"s{rng.randrange(10)}"
+        if roll < 0.25:
+            state.apply(CreateService(Service(f"new{step}", spec())))  # refused when taken
+        elif roll < 0.4 and state.services:
+            sid = rng.choice(sorted(state.services))
+            state.apply(UpdateService(sid, spec(), float(step)))
+        elif roll < 0.55:  # a direct write: new, rewritten, renamed, or a duplicate
+            networks = {n: 1 for n in rng.sample(["a", "b", "c"], rng.randint(0, 2))}
+            state.services[key] = Service(key, spec(), vip_indexes=networks)
+        elif roll < 0.65:
+            state.services.pop(key, None)
+        elif roll < 0.72 and state.services:
+            state.apply(RemoveService(rng.choice(sorted(state.services)), float(step)))
+        elif roll < 0.77:
+            states.append(state.copy())  # then both sides are written
+        elif roll < 0.79:
+            states[states.index(state)] = ClusterState.restore(state.snapshot())
+        for held in states:
+            table = held.services
+            want = _services_holding(dict(table))
+            for index, name in ((table.names, "names"), (table.ingress_ports, "ports")):
+                for key_, ids in want[name].items():
+                    assert list(index.get(key_)) == ids, (step, name, key_)
+            assert set(table.names._buckets) == set(want["names"])
+            assert set(table.ingress_ports._buckets) == set(want["ports"])
+            assert {k: list(v) for k, v in table.vip_networks._buckets.items()} == want["networks"]
+            for name in names:
+                first = want["names"].get(name)
+                assert held.service_by_name(name) == (table[first[0]] if first else None)
+    assert len(states) > 10

@@ -565,6 +565,19 @@ class DockerRuntime:
 
         return await self._call("network ls", list_)
 
+    async def subnets_in_use(self) -> tuple[str, ...]:
+        """Every subnet of every network on this engine, of any driver, IPv4 and IPv6."""
+
+        def list_() -> tuple[str, ...]:
+            return tuple(
+                config["Subnet"]
+                for row in self._api.networks()
+                for config in ((row.get("IPAM") or {}).get("Config") or ())
+                if config.get("Subnet")
+            )
+
+        return await self._call("network ls", list_)
+
     async def inspect_network(self, name: str) -> NetworkInfo | None:
         def inspect() -> NetworkInfo | None:
             try:

@@ -8,8 +8,11 @@ replicas wherever they run (the same endpoints as the routing mesh). A container
 by name through an ``/etc/hosts`` entry (``extra_hosts``) naming that VIP: ``api``, ``web_api``
 and the service's aliases on the network.
 
-Address plan of a node's bridge: Docker picks a free subnet; containers get addresses from its
-lower half (``ip_range``), VIPs come from its upper half, at ``upper half + index``, where the
+Address plan of a node's bridge: Docker picks a free subnet from its address pools, and once
+those are used up (Docker's defaults hold about 30 bridges: 15 /16s and 16 /20s) the node takes
+the first /20 of Swarm's default pool, 10.0.0.0/8, that no Docker network, host address or host
+route overlaps (4,096 more). Containers get addresses from the subnet's lower half
+(``ip_range``), VIPs come from its upper half, at ``upper half + index``, where the
 index is the service's on that network (``Service.vip_indexes``). The state machine allocates
 indexes from a per-network counter and never reuses one while the network has services, so the
 address a container was given at start keeps meaning the same service. A service whose index
@@ -35,7 +38,7 @@ import hashlib
 import ipaddress
 import logging
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -55,6 +58,10 @@ log = logging.getLogger(__name__)
 
 LABEL_PROBE = "swarmlet.probe"  # a network made only to learn which subnet Docker would pick
 CREATE_ATTEMPTS = 5  # another process may take the probed subnet before we do: try again
+# Where bridges go once Docker's pools are used up: Swarm's default address pool (`docker swarm
+# init --default-addr-pool`), in /20s: 2,046 container addresses and as many VIPs a network.
+FALLBACK_POOL = "10.0.0.0/8"
+FALLBACK_PREFIX = 20
 
 
 class NetworkError(RuntimeAdapterError):
@@ -98,6 +105,56 @@ def vip_address(subnet: str, index: int) -> str | None:
     if index < 1 or index >= upper.num_addresses - 1:
         return None
     return str(upper.network_address + index)
+
+
+def free_subnet(pool: str, prefix: int, taken: Iterable[str]) -> str | None:
+    """The first /`prefix` of `pool` (IPv4) that overlaps none of `taken` (networks in CIDR
+    form; IPv6 ones are ignored), or None."""
+    spans: list[tuple[int, int]] = []  # merged, sorted [first, last] address ranges
+    for net in sorted(
+        (n for n in (ipaddress.ip_network(t, strict=False) for t in taken) if n.version == 4),
+        key=lambda n: int(n.network_address),
+    ):
+        first, last = int(net.network_address), int(net.broadcast_address)
+        if spans and first <= spans[-1][1] + 1:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], last))
+        else:
+            spans.append((first, last))
+    whole = ipaddress.IPv4Network(pool)
+    size = 1 << (32 - prefix)
+    start, end = int(whole.network_address), int(whole.broadcast_address)
+    for first, last in spans:  # walk the candidates past each taken span in turn
+        if last < start:
+            continue
+        if first > start + size - 1:
+            break
+        start = (last // size + 1) * size  # the next aligned candidate after the span
+    if start + size - 1 > end:
+        return None
+    return str(ipaddress.IPv4Network((start, prefix)))
+
+
+def host_subnets() -> list[str]:
+    """The IPv4 networks this host reaches already: its addresses' and its routes' (but the
+    default route's), which a bridge of ours must not shadow."""
+    nets = []
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family == socket.AF_INET and a.netmask:
+                nets.append(str(ipaddress.ip_interface(f"{a.address}/{a.netmask}").network))
+    try:
+        with open("/proc/net/route", encoding="ascii") as f:
+            rows = f.read().splitlines()[1:]
+    except OSError:
+        rows = []
+    for row in rows:
+        fields = row.split()
+        if len(fields) < 8:
+            continue
+        dest, mask = (socket.inet_ntoa(int(x, 16).to_bytes(4, "little")) for x in fields[1:8:6])
+        if mask != "0.0.0.0":
+            nets.append(str(ipaddress.ip_network(f"{dest}/{mask}", strict=False)))
+    return nets
 
 
 def short_name(spec: ServiceSpec) -> str:
@@ -260,19 +317,15 @@ class LocalNetworks:
             return _local(attachment.name, existing)  # made by an earlier run
         last: DockerError | None = None
         for _ in range(CREATE_ATTEMPTS):
-            # Let Docker choose a free subnet (it knows its pools and the host's routes), then
-            # make the real network on it with the upper half kept free for VIPs.
-            probe = await self.runtime.create_network(
-                f"{name}.probe", labels={**self._labels, LABEL_PROBE: "1"}
-            )
-            await self.runtime.remove_network(probe.name)
+            # A free subnet, then the real network on it with the upper half kept for VIPs.
+            subnet, gateway = await self._free_subnet(name)
             try:
                 info = await self.runtime.create_network(
                     name,
                     labels=labels,
-                    subnet=probe.subnet,
-                    ip_range=split_subnet(probe.subnet)[0],
-                    gateway=probe.gateway,
+                    subnet=subnet,
+                    ip_range=split_subnet(subnet)[0],
+                    gateway=gateway,
                     internal=attachment.internal,
                     bridge=bridge_name(name),
                 )
@@ -284,6 +337,31 @@ class LocalNetworks:
             log.info("network %s: bridge %s on %s", name, info.bridge, info.subnet)
             return _local(attachment.name, info)
         raise NetworkError(f"cannot create network {name}: {last}")
+
+    async def _free_subnet(self, name: str) -> tuple[str, str]:
+        """(subnet, gateway) for a new bridge: Docker's choice (it knows its pools and the
+        host's routes), or once its pools are used up, ours from FALLBACK_POOL."""
+        try:
+            probe = await self.runtime.create_network(
+                f"{name}.probe", labels={**self._labels, LABEL_PROBE: "1"}
+            )
+        except DockerError as exc:
+            if exc.status_code is None:  # the engine was not reached
+                raise
+            taken = [
+                *await self.runtime.subnets_in_use(),
+                *await trio.to_thread.run_sync(host_subnets),
+            ]
+            subnet = free_subnet(FALLBACK_POOL, FALLBACK_PREFIX, taken)
+            if subnet is None:
+                raise NetworkError(
+                    f"cannot create network {name}: Docker gave no subnet ({exc}), and every "
+                    f"/{FALLBACK_PREFIX} of {FALLBACK_POOL} is in use"
+                ) from exc
+            log.info("network %s: Docker gave no subnet (%s); taking %s", name, exc, subnet)
+            return subnet, str(ipaddress.ip_network(subnet).network_address + 1)
+        await self.runtime.remove_network(probe.name)
+        return probe.subnet, probe.gateway
 
     async def sync(self, state: ClusterState) -> None:
         """Add and remove VIPs as services come and go; remove bridges no service uses (Docker

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
+import subprocess
+
 import pytest
 
 from swarmlet.executor.networks import (
     LocalNetwork,
     bridge_name,
     docker_network_name,
+    free_subnet,
+    host_subnets,
     hosts_for,
     networks_in_use,
     rewrite_hosts,
@@ -46,6 +51,50 @@ def test_containers_get_the_lower_half_and_vips_the_upper(
 )
 def test_vip_address(subnet: str, index: int, vip: str | None) -> None:
     assert vip_address(subnet, index) == vip
+
+
+@pytest.mark.parametrize(
+    ("taken", "subnet"),
+    [
+        ([], "10.0.0.0/20"),
+        (["10.0.0.0/20", "10.0.16.0/24", "fd00::/64"], "10.0.32.0/20"),  # IPv6 never overlaps
+        (["10.0.0.5/32", "10.0.40.0/21"], "10.0.16.0/20"),  # a host address in the first
+        (
+            ["10.0.16.0/20", "10.0.0.0/21", "10.0.8.0/21"],
+            "10.0.32.0/20",
+        ),  # adjacent spans, unsorted
+        (["9.0.0.0/8", "10.0.0.0/9", "10.128.0.0/20"], "10.128.16.0/20"),
+        (["10.0.0.0/12", "10.8.0.0/13"], "10.16.0.0/20"),  # a span inside another
+        (["10.0.0.0/8"], None),
+        (["0.0.0.0/1"], None),
+        (["10.0.0.0/9", "10.128.0.0/10", "10.192.0.0/11", "10.224.0.0/12"], "10.240.0.0/20"),
+        (["10.0.0.0/9", "10.128.0.0/9"], None),
+    ],
+)
+def test_the_fallback_pool_gives_the_first_subnet_nothing_overlaps(
+    taken: list[str], subnet: str | None
+) -> None:
+    assert free_subnet("10.0.0.0/8", 20, taken) == subnet
+
+
+def test_the_last_subnet_of_the_pool_is_found() -> None:
+    everything_but_the_last = [
+        str(n) for n in list(ipaddress.ip_network("10.0.0.0/8").subnets(new_prefix=20))[:-1]
+    ]
+    assert free_subnet("10.0.0.0/8", 20, everything_but_the_last) == "10.255.240.0/20"
+
+
+def test_host_subnets_hold_this_hosts_addresses_and_routes_but_not_the_default() -> None:
+    nets = {ipaddress.ip_network(n) for n in host_subnets()}
+    assert ipaddress.ip_network("127.0.0.0/8") in nets
+    assert ipaddress.ip_network("0.0.0.0/0") not in nets
+    routes = subprocess.run(
+        ["ip", "-4", "route", "show", "table", "main"], capture_output=True, text=True, check=True
+    ).stdout
+    for line in routes.splitlines():
+        dest = line.split()[0]
+        if dest != "default":
+            assert ipaddress.ip_network(dest, strict=False) in nets, line
 
 
 def test_names_are_per_node_and_fit_linux_interface_names() -> None:

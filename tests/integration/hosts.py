@@ -38,7 +38,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -282,18 +282,21 @@ class Topology:
 
 @contextlib.contextmanager
 def host_topology(
-    root: Path, count: int = 3, images: Sequence[str] = TEST_IMAGES
+    root: Path,
+    count: int = 3,
+    images: Sequence[str] = TEST_IMAGES,
+    engine_config: Mapping[str, Any] | None = None,
 ) -> Iterator[Topology]:
     """`count` hosts h1..hN in namespaces on one bridge, each with its own running engine holding
-    `images` (copied from the machine's engine, which must have them). Everything is removed on
-    exit, whatever happened."""
+    `images` (copied from the machine's engine, which must have them) and configured with
+    `engine_config` (daemon.json's keys) too. Everything is removed on exit, whatever happened."""
     sweep_stale()
     plan = make_plan(root, count)
     topo = Topology(plan, [Host(h) for h in plan.hosts])
     plan.save()  # before creating anything: the sweep must know what to remove
     try:
         _create_network(plan)
-        _each(topo.hosts, _start_dockerd)
+        _each(topo.hosts, partial(_start_dockerd, config=engine_config or {}))
         _load_images(topo, images, root / "images.tar")
         yield topo
     finally:
@@ -325,19 +328,19 @@ def _create_network(plan: Plan) -> None:
         _run([*ns, "link", "set", "lo", "up"])
 
 
-def _start_dockerd(host: Host) -> None:
+def _start_dockerd(host: Host, config: Mapping[str, Any]) -> None:
     p = host.plan
     p.root.mkdir(parents=True, exist_ok=True)
     p.exec_root.mkdir(parents=True, exist_ok=True)
-    config = p.root / "daemon.json"
+    config_file = p.root / "daemon.json"
     # Short shutdown: teardown removes the containers first anyway.
-    config.write_text(json.dumps({"shutdown-timeout": 2, "log-level": "warn"}))
+    config_file.write_text(json.dumps({"shutdown-timeout": 2, "log-level": "warn", **config}))
     cmd = [
         "nsenter",
         f"--net=/run/netns/{p.netns}",
         "dockerd",
         "--config-file",
-        str(config),
+        str(config_file),
         "--data-root",
         str(p.root / "data"),
         "--exec-root",

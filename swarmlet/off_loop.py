@@ -72,6 +72,17 @@ async def run(compute: Callable[[], T], limiter: trio.CapacityLimiter | None = N
         return await trio.to_thread.run_sync(compute, limiter=limiter)
 
 
+# A codec's work on more records or bytes than these goes to a thread (`run_if`); less stays on
+# the loop, where a thread hop costs more than it would save.
+HEAVY_RECORDS = 256
+HEAVY_BYTES = 64 * 1024
+
+
+async def run_if(heavy: bool, compute: Callable[[], T]) -> T:
+    """`compute()` in a thread (as `run`) if `heavy`, else here on the loop."""
+    return await run(compute) if heavy else compute()
+
+
 def pack(value: Any) -> bytes:
     """`msgpack.packb(value)`, byte for byte, for a thread beside the loop: the long lists near
     the top of `value` are packed an item at a time, so that the loop gets the GIL back between

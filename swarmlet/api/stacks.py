@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from swarmlet import crypto
+from swarmlet import crypto, off_loop
 from swarmlet.api import registry_auth
 from swarmlet.api.cluster import ClusterAccess
 from swarmlet.api.control_socket import Handler
@@ -57,7 +57,10 @@ class StackControl:
                 proposed += len(command.secret.data)
             if command is not None:
                 commands.append(command)
-        specs = [decode_spec(raw) for raw in args.get("services") or ()]
+        raws = list(args.get("services") or ())
+        specs = await off_loop.run_if(
+            len(raws) >= off_loop.HEAVY_RECORDS, lambda: [decode_spec(raw) for raw in raws]
+        )
         # --with-registry-auth: one credential (or None) per service, in the order of `services`.
         given = "registry_auth" in args
         credentials = list(args.get("registry_auth") or ())

@@ -48,7 +48,14 @@ from swarmlet.leader.orchestrator.core import Plan
 from swarmlet.leader.orchestrator.incremental import IncrementalPlanner
 from swarmlet.leader.voters import next_conf_change
 from swarmlet.raft.types import ConfChange, ConfState
-from swarmlet.state.commands import Batch, Command, PutTasks, RemoveTasks, UpdateService
+from swarmlet.state.commands import (
+    Batch,
+    Command,
+    PutTasks,
+    RemoveTasks,
+    UpdateService,
+    records_in,
+)
 from swarmlet.state.machine import ApplyResult
 from swarmlet.state.model import Service, TaskState
 from swarmlet.state.observed import NodeLoad
@@ -71,15 +78,7 @@ SLOW_WRITE_S = 10.0  # a duty's write that took longer is logged: what an operat
 
 def entry_tasks(commands: tuple[Command, ...]) -> int:
     """The size of an entry as `plan_entries` counts it: its tasks, 1 per other command."""
-    return sum(_tasks_in(c) for c in commands)
-
-
-def _tasks_in(command: Command) -> int:
-    if isinstance(command, PutTasks):
-        return max(1, len(command.tasks))
-    if isinstance(command, RemoveTasks):
-        return max(1, len(command.task_ids))
-    return 1
+    return sum(records_in(c) for c in commands)
 
 
 def _pieces(command: Command, most: int) -> list[Command]:
@@ -99,7 +98,7 @@ def plan_entries(commands: tuple[Command, ...], tasks_per_entry: int) -> list[tu
     entry: list[Command] = []
     held = 0  # tasks in `entry`
     for piece in (p for c in commands for p in _pieces(c, tasks_per_entry)):
-        size = _tasks_in(piece)
+        size = records_in(piece)
         if entry and held + size > tasks_per_entry:
             entries.append(tuple(entry))
             entry, held = [], 0

@@ -61,7 +61,7 @@ from swarmlet.node.events import EventLog
 from swarmlet.node.forwarding import WriteForwarding
 from swarmlet.node.reconnect import RECONNECT_INTERVAL_S, reconnect_targets
 from swarmlet.node.replica_source import ReplicaSource
-from swarmlet.node.replicated import ReplicatedState, encode_command
+from swarmlet.node.replicated import ReplicatedState, encode_command_aside
 from swarmlet.node.status_reports import StatusIntake, StatusReporter
 from swarmlet.node.view_store import ViewStore
 from swarmlet.node.worker_sessions import SessionServer, WorkerSession
@@ -684,7 +684,7 @@ class Agent:
 
     async def propose(self, command: Command) -> ApplyResult:
         """Commit `command` on this node, which must lead (NotLeaderError if not)."""
-        return await self.raft.propose(encode_command(command))
+        return await self.raft.propose(await encode_command_aside(command))
 
     async def propose_conf_change(self, change: ConfChange) -> None:
         await self.raft.propose_conf_change(change)

@@ -39,11 +39,14 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import trio
 
+from swarmlet import off_loop
 from swarmlet.certs import PeerIdentity
 from swarmlet.errors import NoLeaderError, NotLeaderError, RemoteProtocolError
+from swarmlet.node.replicated import encode_command_aside
 from swarmlet.raft.driver import MAX_PROPOSAL_BYTES, RaftDriver
 from swarmlet.security import peer_policy
 from swarmlet.security import propose_auth as proposeauth
@@ -236,7 +239,7 @@ class WriteForwarding:
             raise NotLeaderError(leader)
         request = proposeauth.sign(
             self.keyring.require_managers(),  # only managers write (`proposeauth`)
-            wire.encode(command),
+            await encode_command_aside(command),
             proposer=self.node_id,
             leader=leader,
             nonce=os.urandom(proposeauth.NONCE_BYTES),
@@ -343,6 +346,10 @@ class WriteForwarding:
         """Check each request on its own, propose those that pass in one batch, and answer
         each once its entry is applied here (or lost, or refused)."""
         refusals = [self._refusal(peer, request) for request in requests]
+        for i, request in enumerate(requests):
+            if refusals[i] is None:  # a large command is decoded in a thread
+                heavy = len(request.command) >= off_loop.HEAVY_BYTES
+                refusals[i] = await off_loop.run_if(heavy, partial(_invalid, request.command))
         refused = [r for r in refusals if r is not None]
         if refused:  # one line per batch, not per request: a batch may hold thousands
             source = peer.node_id if peer is not None else "?"
@@ -372,7 +379,7 @@ class WriteForwarding:
 
     def _without_once(self, data: bytes) -> bytes:
         """The encoded command inside a `Once` (`data` as it is if it holds none), for a group
-        with a member that would refuse the `Once`. `data` was decoded once already (`_refusal`)."""
+        with a member that would refuse the `Once`. `data` was decoded once already (`_invalid`)."""
         command = wire.decode(data, expect=COMMANDS)
         if not isinstance(command, Once):
             return data
@@ -403,12 +410,17 @@ class WriteForwarding:
             return ProposeReply(False, error=f"write refused: {refusal}")
         if len(request.command) > MAX_PROPOSAL_BYTES:
             return ProposeReply(False, error=f"a write over {MAX_PROPOSAL_BYTES} bytes")
-        try:
-            command = wire.decode(request.command, expect=COMMANDS)  # only a valid command
-        except RemoteProtocolError as exc:
-            return ProposeReply(False, error=f"invalid command: {exc}")
-        if isinstance(command, Once) and isinstance(command.command, Once):
-            # Refused by every replica that knows `Once`, but unwrapped once for a group with
-            # an older member (`_without_once`) it would be applied by some replicas only.
-            return ProposeReply(False, error="invalid command: a Once inside a Once")
         return None
+
+
+def _invalid(data: bytes) -> ProposeReply | None:
+    """The answer to a command that is not one to propose; None for a valid one. Pure."""
+    try:
+        command = wire.decode(data, expect=COMMANDS)
+    except RemoteProtocolError as exc:
+        return ProposeReply(False, error=f"invalid command: {exc}")
+    if isinstance(command, Once) and isinstance(command.command, Once):
+        # Refused by every replica that knows `Once`, but unwrapped once for a group with an
+        # older member (`_without_once`) it would be applied by some replicas only.
+        return ProposeReply(False, error="invalid command: a Once inside a Once")
+    return None

@@ -70,6 +70,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Generic, TypeVar, cast
 
 import trio
@@ -113,6 +114,10 @@ ResultT = TypeVar("ResultT")
 # The largest entry a proposal may make: well inside the storage's record limit (64 MiB) and an
 # AppendEntries frame (64 MiB), which must carry at least one entry.
 MAX_PROPOSAL_BYTES = 16 * 1024 * 1024
+
+# A committed entry at least this large is decoded in a thread (`StateMachine.decode`) before
+# the loop applies it; smaller ones on the loop, where a thread hop would cost more.
+DECODE_AHEAD_BYTES = off_loop.HEAVY_BYTES
 
 # How `propose` calls ended (`RaftDriver.proposal_outcomes`): applied here; refused at once
 # (this node did not lead); lost with the leadership before its entry committed; abandoned by a
@@ -240,6 +245,11 @@ class RaftDriver(Generic[ResultT]):
         # applied, `_holds_ended` each time the last holder leaves.
         self._apply_holds = 0
         self._unapplied: collections.deque[Entry | Snapshot] = collections.deque()
+        # Large entries among them, decoded in a thread before their turn (`_decode_ahead`):
+        # index -> what `StateMachine.decode` answered. The loop applies no further than the
+        # first large entry not decoded yet.
+        self._decoded: dict[int, object] = {}
+        self._large_committed = trio.Event()
         self._applied_more = trio.Event()
         self._holds_ended = trio.Event()
         self._inbox: list[Message] = []  # from peers, stepped by the loop in arrival order
@@ -568,6 +578,7 @@ class RaftDriver(Generic[ResultT]):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._decode_ahead)
             task_status.started()
             next_tick = trio.current_time() + self.tick_interval_s
             if self.core.has_ready():
@@ -690,6 +701,8 @@ class RaftDriver(Generic[ResultT]):
         if rd.snapshot is not None:
             self._unapplied.append(rd.snapshot)
         self._unapplied.extend(rd.committed_entries)
+        if any(_decodes_ahead(e) for e in rd.committed_entries):
+            self._large_committed.set()
         for read in rd.read_states:
             pending = self._reads.get(read.ctx)
             if pending is not None:
@@ -732,7 +745,42 @@ class RaftDriver(Generic[ResultT]):
                 self._holds_ended = trio.Event()
 
     def _releasable(self) -> bool:
-        return bool(self._unapplied) and not self._apply_holds
+        return bool(self._unapplied) and not self._apply_holds and self._decoded_if_large()
+
+    def _decoded_if_large(self) -> bool:
+        """Whether the next item to apply is not a large entry still waiting for its decode."""
+        item = self._unapplied[0]
+        return not (
+            isinstance(item, Entry)
+            and _decodes_ahead(item)
+            and item.index > self.applied
+            and item.index not in self._decoded
+        )
+
+    async def _decode_ahead(self) -> None:
+        """Decode the large committed entries in a thread, in log order, each before the loop
+        comes to apply it (see `DECODE_AHEAD_BYTES`); the loop meanwhile sends heartbeats and
+        applies what comes before."""
+        while True:
+            entry = next(
+                (
+                    e
+                    for e in self._unapplied
+                    if isinstance(e, Entry)
+                    and _decodes_ahead(e)
+                    and e.index > self.applied
+                    and e.index not in self._decoded
+                ),
+                None,
+            )
+            if entry is None:
+                await self._large_committed.wait()
+                self._large_committed = trio.Event()
+                continue
+            decoded = await off_loop.run(partial(self.state_machine.decode, entry.data))
+            if entry.index > self.applied:  # else a snapshot came past it meanwhile
+                self._decoded[entry.index] = decoded
+                self._wake.set()
 
     def _apply_some(self, budget_s: float) -> None:
         """Apply what committed and is not applied yet, in order (the core advanced past it):
@@ -743,7 +791,7 @@ class RaftDriver(Generic[ResultT]):
         turns, everything else on the loop runs."""
         queue = self._unapplied
         deadline = time.perf_counter() + budget_s
-        while queue:
+        while queue and self._decoded_if_large():
             item = queue.popleft()
             if isinstance(item, Snapshot):
                 self._restore(item)
@@ -834,17 +882,19 @@ class RaftDriver(Generic[ResultT]):
     def _restore(self, snapshot: Snapshot) -> None:
         self.state_machine.restore(snapshot.data)
         self.applied = snapshot.meta.index
+        self._decoded = {i: d for i, d in self._decoded.items() if i > self.applied}
         self._snapshot_at_bytes, self._snapshot_bytes = self._applied_bytes, len(snapshot.data)
         log.info("restored state from snapshot at index %d", snapshot.meta.index)
 
     def _apply(self, entry: Entry) -> None:
+        decoded = self._decoded.pop(entry.index, None)
         if entry.index <= self.applied:
             return
         self.applied = entry.index
         self._applied_bytes += len(entry.data)
         result: ResultT | None = None
         if entry.kind is EntryKind.NORMAL and entry.data:
-            result = self.state_machine.apply(entry.index, entry.data)
+            result = self.state_machine.apply(entry.index, entry.data, decoded)
         waiter = self._waiters.pop(entry.index, None)
         if waiter is not None:
             # Our proposal's slot was taken by another leader's entry: it was lost.
@@ -895,3 +945,7 @@ def _as_spoken(batch: list[Message], protocol: int | None) -> Sequence[Message]:
         replace(m, commit_only=False) if isinstance(m, AppendEntries) and m.commit_only else m
         for m in batch
     ]
+
+
+def _decodes_ahead(entry: Entry) -> bool:
+    return entry.kind is EntryKind.NORMAL and len(entry.data) >= DECODE_AHEAD_BYTES

@@ -6,9 +6,15 @@ driver holds a `StateMachine` and never looks inside an entry's data or a result
 
 - `restore(data)` replaces the whole state with a snapshot's bytes (at start, and when the
   leader sends a snapshot); empty bytes mean the empty state.
-- `apply(index, data)` applies one committed NORMAL entry that carries data, in log order and
-  once per index on this node. What it returns goes back unchanged to the proposer waiting on
-  that entry, so its type is the user's (`ResultT_co`). It must not raise for data it cannot
+- `decode(data)` reads an entry's data into what `apply` works on, without the state: the
+  driver calls it in a thread for a large entry before applying it (decoding a batch of 10,000
+  service specs is seconds of CPU, which on the event loop stopped Raft's heartbeats on every
+  member at once), while the state moves on. Pure: it must not raise either (it answers what
+  `apply` then refuses).
+- `apply(index, data, decoded)` applies one committed NORMAL entry that carries data, in log
+  order and once per index on this node; `decoded` is `decode(data)`, or None when the driver
+  did not decode ahead. What it returns goes back unchanged to the proposer waiting on that
+  entry, so its type is the user's (`ResultT_co`). It must not raise for data it cannot
   understand: every replica applies the same entries, so it answers with a result that says so
   and leaves the state as every other replica leaves it.
 - `snapshot_later()` takes the state as of the last applied entry, for log compaction, and
@@ -33,6 +39,8 @@ class StateMachine(Protocol[ResultT_co]):
 
     def restore(self, data: bytes) -> None: ...
 
-    def apply(self, index: int, data: bytes) -> ResultT_co: ...
+    def decode(self, data: bytes) -> object: ...
+
+    def apply(self, index: int, data: bytes, decoded: object = None) -> ResultT_co: ...
 
     def snapshot_later(self) -> Callable[[], bytes]: ...

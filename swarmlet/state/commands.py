@@ -233,6 +233,23 @@ Command = (
     | Once
 )
 
+
+def records_in(command: Command) -> int:
+    """About how many records `command` writes (at least 1): what its encoding and decoding
+    cost grows with."""
+    if isinstance(command, Batch):
+        return max(1, sum(records_in(c) for c in command.commands))
+    if isinstance(command, Once):
+        return records_in(command.command)
+    if isinstance(command, PutTasks):
+        return max(1, len(command.tasks))
+    if isinstance(command, RemoveTasks):
+        return max(1, len(command.task_ids))
+    if isinstance(command, ReportTasks):
+        return max(1, len(command.statuses))
+    return 1
+
+
 # Append only: ids are persisted in the Raft log.
 COMMANDS: tuple[type, ...] = (
     InitCluster,

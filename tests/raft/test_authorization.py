@@ -224,7 +224,10 @@ class Journal:
     def restore(self, data: bytes) -> None:
         self.lines = [data]
 
-    def apply(self, index: int, data: bytes) -> str:
+    def decode(self, data: bytes) -> object:
+        return data
+
+    def apply(self, index: int, data: bytes, decoded: object = None) -> str:
         self.lines.append(data)
         return str(index)
 

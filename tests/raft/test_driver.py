@@ -19,7 +19,7 @@ import trio.testing
 
 from swarmlet.errors import NotLeaderError, ProposalTooLargeError
 from swarmlet.raft.core import RaftConfig
-from swarmlet.raft.driver import MAX_PROPOSAL_BYTES, RaftDriver
+from swarmlet.raft.driver import DECODE_AHEAD_BYTES, MAX_PROPOSAL_BYTES, RaftDriver
 from swarmlet.raft.messages import (
     AppendEntries,
     AppendResp,
@@ -60,7 +60,18 @@ class Journal:
         self.restored.append(data)
         self.lines = data.decode().split("\n") if data else []
 
-    def apply(self, index: int, data: bytes) -> str:
+    # Where each entry was decoded: (index, "ahead" in a thread, or "on apply").
+    decodes: list[tuple[int, str]] = field(default_factory=list)
+
+    def decode(self, data: bytes) -> object:
+        return ("decoded", threading.current_thread() is not threading.main_thread(), data)
+
+    def apply(self, index: int, data: bytes, decoded: object = None) -> str:
+        if decoded is None:
+            self.decodes.append((index, "on apply"))
+        else:
+            assert decoded == ("decoded", True, data), decoded  # in a thread, of this entry
+            self.decodes.append((index, "ahead"))
         self.lines.append(data.decode())
         return f"{index}:{data.decode()}"
 
@@ -134,6 +145,37 @@ async def test_a_proposer_gets_back_what_the_state_machine_answered(tmp_path: Pa
     # The leader's empty entry of its term is Raft's own: the state machine never sees it.
     assert journal.lines == ["seed", "a", "b"]
     assert driver.applied == int(second.split(":")[0])
+
+
+async def test_a_large_entry_is_decoded_in_a_thread_and_applied_in_its_turn(
+    tmp_path: Path,
+) -> None:
+    """Entries of DECODE_AHEAD_BYTES and more are decoded off the loop before they are applied;
+    smaller ones on it; whatever the decoding, they apply in log order, each once."""
+    journal = Journal()
+    driver = _driver(_seeded(tmp_path), journal)
+    large = [bytes([65 + i]) * DECODE_AHEAD_BYTES for i in range(3)]
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            await _lead(driver)
+            answers = await driver.propose_many([b"a", large[0], b"b", large[1], large[2], b"c"])
+            nursery.cancel_scope.cancel()
+    indexes = [int(str(a).split(":")[0]) for a in answers]
+    assert indexes == list(range(indexes[0], indexes[0] + 6))
+    assert journal.lines[1:] == ["a", *[x.decode() for x in large[:1]], "b"] + [
+        x.decode() for x in large[1:]
+    ] + ["c"]
+    ways = dict(journal.decodes)
+    assert [ways[i] for i in indexes] == [
+        "on apply",
+        "ahead",
+        "on apply",
+        "ahead",
+        "ahead",
+        "on apply",
+    ]
+    assert not driver._decoded  # nothing kept once applied
 
 
 async def test_wait_applied_wakes_each_waiter_once_its_index_is_applied(tmp_path: Path) -> None:
@@ -818,10 +860,10 @@ async def test_a_holder_finds_everything_committed_applied_even_beyond_the_budge
 
 
 class _Failing(Journal):
-    def apply(self, index: int, data: bytes) -> str:
+    def apply(self, index: int, data: bytes, decoded: object = None) -> str:
         if data == b"bad":
             raise RuntimeError("the state machine failed")
-        return super().apply(index, data)
+        return super().apply(index, data, decoded)
 
 
 async def test_an_error_applying_stops_the_driver_even_while_a_holder_waits(
@@ -1100,9 +1142,9 @@ async def test_a_restart_tells_no_state_older_than_the_one_it_stopped_with(tmp_p
     replaying: list[tuple[int, bool]] = []  # (index, `replaying`) as each entry is applied
 
     class Watched(Journal):
-        def apply(self, index: int, data: bytes) -> str:
+        def apply(self, index: int, data: bytes, decoded: object = None) -> str:
             replaying.append((index, again.replaying))
-            return super().apply(index, data)
+            return super().apply(index, data, decoded)
 
     journal = Watched()
     again = _driver(

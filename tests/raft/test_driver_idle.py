@@ -30,7 +30,10 @@ class _Bytes:
     def restore(self, data: bytes) -> None:
         pass
 
-    def apply(self, index: int, data: bytes) -> str:
+    def decode(self, data: bytes) -> object:
+        return data
+
+    def apply(self, index: int, data: bytes, decoded: object = None) -> str:
         return ""
 
     def snapshot_later(self) -> Callable[[], bytes]:

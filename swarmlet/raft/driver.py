@@ -24,7 +24,9 @@ disk first), and when nothing it carries as committed lies in its own unpersiste
 one-voter group commits on append: its learners must not apply what its disk may lose).
 
 A turn applies for `apply_budget_s` at most (and at least one entry), the rest in the next
-turns, so that a restart's replay of thousands of entries lets the gossip through. Applying can
+turns, so that a restart's replay of thousands of entries lets the gossip through; an entry of
+`DECODE_AHEAD_BYTES` or more is decoded in a thread first (`StateMachine.decode`), and the
+turns apply up to it meanwhile. Applying can
 be held (`applies_held`) while something reads the state machine from another thread (the
 leader's orchestration pass): Raft goes on, and what commits meanwhile is applied, in order,
 when the hold ends. Raft separates commit from apply, so either is a slow state machine and
@@ -749,8 +751,10 @@ class RaftDriver(Generic[ResultT]):
 
     def _decoded_if_large(self) -> bool:
         """Whether the next item to apply is not a large entry still waiting for its decode."""
-        item = self._unapplied[0]
-        return not (
+        return not self._awaits_decode(self._unapplied[0])
+
+    def _awaits_decode(self, item: Entry | Snapshot) -> bool:
+        return (
             isinstance(item, Entry)
             and _decodes_ahead(item)
             and item.index > self.applied
@@ -762,18 +766,8 @@ class RaftDriver(Generic[ResultT]):
         comes to apply it (see `DECODE_AHEAD_BYTES`); the loop meanwhile sends heartbeats and
         applies what comes before."""
         while True:
-            entry = next(
-                (
-                    e
-                    for e in self._unapplied
-                    if isinstance(e, Entry)
-                    and _decodes_ahead(e)
-                    and e.index > self.applied
-                    and e.index not in self._decoded
-                ),
-                None,
-            )
-            if entry is None:
+            entry = next((e for e in self._unapplied if self._awaits_decode(e)), None)
+            if not isinstance(entry, Entry):
                 await self._large_committed.wait()
                 self._large_committed = trio.Event()
                 continue

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 import trio
 
-from swarmlet import crypto
+from swarmlet import crypto, off_loop
 from swarmlet.certs import PeerIdentity
 from swarmlet.errors import NoLeaderError, NotLeaderError
 from swarmlet.node.forwarding import WriteForwarding
@@ -565,6 +565,31 @@ async def test_a_once_inside_a_once_is_refused_before_it_is_proposed(test_ca: Te
             reply = await propose_as(leader, tls(test_ca, state, "m2"), nested, batched=True)
     assert not reply.ok and "a Once inside a Once" in reply.error
     assert leader.raft.proposed == []
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["alone", "batched"])
+async def test_a_large_write_is_checked_in_a_thread_as_a_small_one_is(
+    test_ca: TestCA, batched: bool
+) -> None:
+    """From `off_loop.HEAVY_BYTES` on, the leader decodes a forwarded command in a thread: an
+    undecodable one and a nested `Once` are refused there as on the loop, a valid one proposed
+    byte for byte."""
+    state = cluster_state(test_ca.cluster_id)
+    padding = "x" * off_loop.HEAVY_BYTES
+    valid = wire.encode(UpdateNode("n1", labels_add={"pad": padding}))
+    garbage = b"\xc1" * off_loop.HEAVY_BYTES  # 0xc1: never used by msgpack
+    nested = wire.encode(
+        Once(b"a" * 16, Once(b"b" * 16, UpdateNode("n1", labels_add={"p": padding})))
+    )
+    with trio.fail_after(TIMEOUT_S):
+        async with leader_serving(test_ca, state) as leader:
+            m2 = tls(test_ca, state, "m2")
+            bad = await propose_as(leader, m2, signed_data(garbage, "m2"), batched=batched)
+            twice = await propose_as(leader, m2, signed_data(nested, "m2"), batched=batched)
+            good = await propose_as(leader, m2, signed_data(valid, "m2"), batched=batched)
+    assert not bad.ok and "invalid command" in bad.error
+    assert not twice.ok and "a Once inside a Once" in twice.error
+    assert good.ok and leader.raft.proposed == [valid]
 
 
 async def test_a_write_the_leader_never_answers_fails_at_the_timeout_saying_its_fate_is_unknown(

@@ -10,12 +10,15 @@ and the service's aliases on the network.
 
 Address plan of a node's bridge: Docker picks a free subnet from its address pools, and once
 those are used up (Docker's defaults hold about 30 bridges: 15 /16s and 16 /20s) the node takes
-the first /20 of Swarm's default pool, 10.0.0.0/8, that no Docker network, host address or host
-route overlaps (4,096 more). Containers get addresses from the subnet's lower half
-(``ip_range``), VIPs come from its upper half, at ``upper half + index``, where the
-index is the service's on that network (``Service.vip_indexes``). The state machine allocates
-indexes from a per-network counter and never reuses one while the network has services, so the
-address a container was given at start keeps meaning the same service. A service whose index
+the first /20 of 10.0.0.0/8 (where Swarm's overlay networks take theirs) that overlaps no Docker
+network, no address or route of the host, and no cluster member's address (4,096 more). A host
+that reaches other 10.x networks through its gateway should give Docker pools of its own
+(daemon.json's ``default-address-pools``): a bridge's route would shadow the gateway's.
+Containers get addresses from the subnet's lower half (``ip_range``), VIPs come from its upper
+half, at ``upper half + index``, where the index is the service's on that network
+(``Service.vip_indexes``). The state machine allocates indexes from a per-network counter and
+never reuses one while the network has services, so the address a container was given at start
+keeps meaning the same service. A service whose index
 does not fit the upper half (more services over a network's life than half the bridge's
 subnet: 32,766 on Docker's usual /16, 2,046 on a /20) has no VIP on that bridge: logged.
 
@@ -34,10 +37,12 @@ Pure part: naming and address arithmetic (`vip_address`, `split_subnet`, `hosts_
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import logging
 import socket
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -58,10 +63,12 @@ log = logging.getLogger(__name__)
 
 LABEL_PROBE = "swarmlet.probe"  # a network made only to learn which subnet Docker would pick
 CREATE_ATTEMPTS = 5  # another process may take the probed subnet before we do: try again
-# Where bridges go once Docker's pools are used up: Swarm's default address pool (`docker swarm
-# init --default-addr-pool`), in /20s: 2,046 container addresses and as many VIPs a network.
+# Where bridges go once Docker's pools are used up: the default pool of Swarm's overlay networks
+# (`docker swarm init --default-addr-pool`), in /20s: 2,046 container addresses and as many VIPs.
 FALLBACK_POOL = "10.0.0.0/8"
 FALLBACK_PREFIX = 20
+# What Docker answers when its pools have no subnet left (libnetwork's ErrNoAvailablePool).
+POOLS_USED_UP = "non-overlapping IPv4 address pool"
 
 
 class NetworkError(RuntimeAdapterError):
@@ -151,7 +158,9 @@ def host_subnets() -> list[str]:
         fields = row.split()
         if len(fields) < 8:
             continue
-        dest, mask = (socket.inet_ntoa(int(x, 16).to_bytes(4, "little")) for x in fields[1:8:6])
+        dest, mask = (
+            socket.inet_ntoa(int(x, 16).to_bytes(4, sys.byteorder)) for x in fields[1:8:6]
+        )
         if mask != "0.0.0.0":
             nets.append(str(ipaddress.ip_network(f"{dest}/{mask}", strict=False)))
     return nets
@@ -273,9 +282,11 @@ class LocalNetworks:
         cluster_id: str,
         node_id: str,
         on_change: Callable[[], None] = lambda: None,
+        members: Callable[[], Iterable[str]] = tuple,
     ) -> None:
         self.runtime = runtime
         self.node_id = node_id
+        self._members = members  # the hosts of the cluster's members, which no bridge may shadow
         self._labels = {LABEL_CLUSTER: cluster_id, LABEL_NODE: node_id}
         self._on_change = on_change
         self.local: dict[str, LocalNetwork] = {}
@@ -346,11 +357,12 @@ class LocalNetworks:
                 f"{name}.probe", labels={**self._labels, LABEL_PROBE: "1"}
             )
         except DockerError as exc:
-            if exc.status_code is None:  # the engine was not reached
+            if POOLS_USED_UP not in str(exc):
                 raise
             taken = [
                 *await self.runtime.subnets_in_use(),
                 *await trio.to_thread.run_sync(host_subnets),
+                *ip_networks(self._members()),
             ]
             subnet = free_subnet(FALLBACK_POOL, FALLBACK_PREFIX, taken)
             if subnet is None:
@@ -415,6 +427,15 @@ class LocalNetworks:
                 f.truncate()
 
         await trio.to_thread.run_sync(rewrite)
+
+
+def ip_networks(hosts: Iterable[str]) -> list[str]:
+    """Each host that is an IP address, as a network of one address (names are left out)."""
+    nets = []
+    for host in hosts:
+        with contextlib.suppress(ValueError):
+            nets.append(str(ipaddress.ip_network(host)))
+    return nets
 
 
 def _local(network: str, info: NetworkInfo) -> LocalNetwork:

@@ -77,7 +77,8 @@ SLOW_WRITE_S = 10.0  # a duty's write that took longer is logged: what an operat
 
 
 def entry_tasks(commands: tuple[Command, ...]) -> int:
-    """The size of an entry as `plan_entries` counts it: its tasks, 1 per other command."""
+    """The size of an entry as `plan_entries` counts it: its tasks, 1 per other command (a plan
+    holds no `Batch`, `Once` or `ReportTasks`, which `records_in` counts by what they hold)."""
     return sum(records_in(c) for c in commands)
 
 

@@ -91,6 +91,7 @@ from swarmlet.state.observed import (
     meta_news,
 )
 from swarmlet.state.worker_view import SessionHello
+from swarmlet.wire.hosts import host_of
 from swarmlet.wire.peer_rpc import CertRequest, ProposeBatch, ProposeRequest, SecretsRequest
 from swarmlet.wire.transport import (
     Address,
@@ -819,6 +820,7 @@ class Agent:
                             cluster_id=cluster_id,
                             node_id=self.node_id,
                             on_change=self.proxy.notify,
+                            members=lambda: (host_of(n.addr) for n in self.state.nodes.values()),
                         ),
                     )
                     await self.executor.run()

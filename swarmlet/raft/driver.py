@@ -118,8 +118,11 @@ ResultT = TypeVar("ResultT")
 MAX_PROPOSAL_BYTES = 16 * 1024 * 1024
 
 # A committed entry at least this large is decoded in a thread (`StateMachine.decode`) before
-# the loop applies it; smaller ones on the loop, where a thread hop would cost more.
+# the loop applies it; smaller ones on the loop, where a thread hop would cost more. At most
+# DECODE_AHEAD_ENTRIES of them wait decoded at once: a decoded entry is several times its bytes
+# (a 4 MB stack of 10,000 services, 25 MB), and a replay or a hold may have thousands waiting.
 DECODE_AHEAD_BYTES = off_loop.HEAVY_BYTES
+DECODE_AHEAD_ENTRIES = 2
 
 # How `propose` calls ended (`RaftDriver.proposal_outcomes`): applied here; refused at once
 # (this node did not lead); lost with the leadership before its entry committed; abandoned by a
@@ -247,11 +250,12 @@ class RaftDriver(Generic[ResultT]):
         # applied, `_holds_ended` each time the last holder leaves.
         self._apply_holds = 0
         self._unapplied: collections.deque[Entry | Snapshot] = collections.deque()
-        # Large entries among them, decoded in a thread before their turn (`_decode_ahead`):
-        # index -> what `StateMachine.decode` answered. The loop applies no further than the
-        # first large entry not decoded yet.
+        # Large entries among them, decoded in a thread before their turn (`_decode_ahead`), in
+        # log order: those still to decode, and index -> what `StateMachine.decode` answered.
+        # The loop applies no further than the first large entry not decoded yet.
+        self._to_decode: collections.deque[Entry] = collections.deque()
         self._decoded: dict[int, object] = {}
-        self._large_committed = trio.Event()
+        self._decode_wanted = trio.Event()  # set when either of the two changes
         self._applied_more = trio.Event()
         self._holds_ended = trio.Event()
         self._inbox: list[Message] = []  # from peers, stepped by the loop in arrival order
@@ -703,8 +707,10 @@ class RaftDriver(Generic[ResultT]):
         if rd.snapshot is not None:
             self._unapplied.append(rd.snapshot)
         self._unapplied.extend(rd.committed_entries)
-        if any(_decodes_ahead(e) for e in rd.committed_entries):
-            self._large_committed.set()
+        large = [e for e in rd.committed_entries if _decodes_ahead(e)]
+        if large:
+            self._to_decode.extend(large)
+            self._decode_wanted.set()
         for read in rd.read_states:
             pending = self._reads.get(read.ctx)
             if pending is not None:
@@ -751,10 +757,8 @@ class RaftDriver(Generic[ResultT]):
 
     def _decoded_if_large(self) -> bool:
         """Whether the next item to apply is not a large entry still waiting for its decode."""
-        return not self._awaits_decode(self._unapplied[0])
-
-    def _awaits_decode(self, item: Entry | Snapshot) -> bool:
-        return (
+        item = self._unapplied[0]
+        return not (
             isinstance(item, Entry)
             and _decodes_ahead(item)
             and item.index > self.applied
@@ -764,13 +768,16 @@ class RaftDriver(Generic[ResultT]):
     async def _decode_ahead(self) -> None:
         """Decode the large committed entries in a thread, in log order, each before the loop
         comes to apply it (see `DECODE_AHEAD_BYTES`); the loop meanwhile sends heartbeats and
-        applies what comes before."""
+        applies what comes before. No wedge: the entry the loop waits for is the first of
+        `_to_decode`, and the decoded ones waiting all come after it, so there are none."""
         while True:
-            entry = next((e for e in self._unapplied if self._awaits_decode(e)), None)
-            if not isinstance(entry, Entry):
-                await self._large_committed.wait()
-                self._large_committed = trio.Event()
+            while self._to_decode and self._to_decode[0].index <= self.applied:
+                self._to_decode.popleft()  # a snapshot came past it
+            if not self._to_decode or len(self._decoded) >= DECODE_AHEAD_ENTRIES:
+                await self._decode_wanted.wait()
+                self._decode_wanted = trio.Event()
                 continue
+            entry = self._to_decode.popleft()
             decoded = await off_loop.run(partial(self.state_machine.decode, entry.data))
             if entry.index > self.applied:  # else a snapshot came past it meanwhile
                 self._decoded[entry.index] = decoded
@@ -877,11 +884,14 @@ class RaftDriver(Generic[ResultT]):
         self.state_machine.restore(snapshot.data)
         self.applied = snapshot.meta.index
         self._decoded = {i: d for i, d in self._decoded.items() if i > self.applied}
+        self._decode_wanted.set()
         self._snapshot_at_bytes, self._snapshot_bytes = self._applied_bytes, len(snapshot.data)
         log.info("restored state from snapshot at index %d", snapshot.meta.index)
 
     def _apply(self, entry: Entry) -> None:
         decoded = self._decoded.pop(entry.index, None)
+        if decoded is not None:
+            self._decode_wanted.set()  # room for the next
         if entry.index <= self.applied:
             return
         self.applied = entry.index

@@ -199,12 +199,14 @@ class JournaledDict(HookedDict[V]):
 
 
 class TableIndex(Generic[V]):
-    """Index key -> the ids of a table's records that have it, in the table's order; a record's
-    keys are `keys_of(record)`. Buckets are ordered sets (dicts of None); a copy shares them and
-    copies one only when it first writes to it (copy-on-write, on both sides), as `TaskTable`."""
+    """Index key -> the ids of a table's records that have it, in the table's order (`ordered`;
+    else in no promised order); a record's keys are `keys_of(record)`. Buckets are ordered sets
+    (dicts of None); a copy shares them and copies one only when it first writes to it
+    (copy-on-write, on both sides), as `TaskTable`."""
 
-    def __init__(self, keys_of: Callable[[V], Iterable[Hashable]]) -> None:
+    def __init__(self, keys_of: Callable[[V], Iterable[Hashable]], *, ordered: bool = True) -> None:
         self.keys_of = keys_of
+        self.ordered = ordered
         self._buckets: dict[Hashable, dict[str, None]] = {}
         self._own: set[Hashable] = set()  # buckets this index may write in place
 
@@ -226,9 +228,9 @@ class TableIndex(Generic[V]):
                 del self._buckets[key]
                 self._own.discard(key)
         for key in after - before:
-            if old is None or key not in self._buckets:  # a new record is last in the order
-                self._writable(key)[rid] = None
-            else:  # a record gained a key others hold (rare): keep the table's order
+            if old is None or key not in self._buckets or not self.ordered:
+                self._writable(key)[rid] = None  # a new record is last in the table's order
+            else:  # a record gained a key others hold: keep the table's order (a scan)
                 self._buckets[key] = {i: None for i, v in table.items() if key in self.keys_of(v)}
                 self._own.add(key)
 
@@ -239,7 +241,7 @@ class TableIndex(Generic[V]):
         return self._buckets[key]
 
     def copy(self) -> TableIndex[V]:
-        other = TableIndex(self.keys_of)
+        other = TableIndex(self.keys_of, ordered=self.ordered)
         other._buckets = dict(self._buckets)
         self._own = set()
         return other
@@ -268,8 +270,9 @@ class ServiceTable(JournaledDict[Service]):
     they hold a virtual-IP index on: every service create and update checks the first two and
     may free a network's counter, and scanning every service for each (issue #16's audit) made
     a 10,000-service stack deploy hold each manager's event loop 15.7 s. Names and ingress ports
-    are unique (`ClusterState.apply` refuses a second); should two records share one (a test's),
-    the first in the table's order is found, as a scan found it."""
+    are unique (`ClusterState.apply` refuses a second); should two records share one (a test's,
+    an older release's), the index holds both in the table's order, and readers pick as their
+    scans did (`by_name` the first; `_check_spec` names a port's last other publisher)."""
 
     kind = SERVICE
 
@@ -278,7 +281,9 @@ class ServiceTable(JournaledDict[Service]):
     ) -> None:
         self.names: TableIndex[Service] = TableIndex(_service_name)
         self.ingress_ports: TableIndex[Service] = TableIndex(_ingress_ports)
-        self.vip_networks: TableIndex[Service] = TableIndex(_vip_networks)
+        # Asked only whether a network has services: a service joining a network others are
+        # on (a stack's redeploy adding one to all) would cost a scan each, kept in order.
+        self.vip_networks: TableIndex[Service] = TableIndex(_vip_networks, ordered=False)
         super().__init__(items, journal)
 
     def by_name(self, name: str) -> Service | None:

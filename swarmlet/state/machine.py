@@ -601,7 +601,8 @@ def _check_spec(state: ClusterState, service_id: str, spec: ServiceSpec) -> None
         if port.mode != "ingress" or not port.published:  # host-mode ports are per node
             continue
         owners = state.services.ingress_ports.get((port.published, port.protocol))
-        owner = next((i for i in owners if i != service_id), None)
+        # The last other publisher in the table's order, as a scan of every service named it.
+        owner = next((i for i in reversed(list(owners)) if i != service_id), None)
         if owner is not None:
             raise Rejected(
                 f"port {port.published}/{port.protocol} is already published by service "

@@ -14,6 +14,7 @@ from swarmlet.executor.networks import (
     free_subnet,
     host_subnets,
     hosts_for,
+    ip_networks,
     networks_in_use,
     rewrite_hosts,
     split_subnet,
@@ -75,6 +76,14 @@ def test_the_fallback_pool_gives_the_first_subnet_nothing_overlaps(
     taken: list[str], subnet: str | None
 ) -> None:
     assert free_subnet("10.0.0.0/8", 20, taken) == subnet
+
+
+def test_members_addresses_are_kept_clear_of_as_single_addresses() -> None:
+    """A member reached through the gateway (not on a host route) is kept clear of all the same:
+    a bridge over it would take its traffic."""
+    members = ip_networks(["10.0.0.7", "manager.example", "fd00::1", ""])
+    assert members == ["10.0.0.7/32", "fd00::1/128"]
+    assert free_subnet("10.0.0.0/8", 20, members) == "10.0.16.0/20"
 
 
 def test_the_last_subnet_of_the_pool_is_found() -> None:

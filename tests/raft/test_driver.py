@@ -19,7 +19,12 @@ import trio.testing
 
 from swarmlet.errors import NotLeaderError, ProposalTooLargeError
 from swarmlet.raft.core import RaftConfig
-from swarmlet.raft.driver import DECODE_AHEAD_BYTES, MAX_PROPOSAL_BYTES, RaftDriver
+from swarmlet.raft.driver import (
+    DECODE_AHEAD_BYTES,
+    DECODE_AHEAD_ENTRIES,
+    MAX_PROPOSAL_BYTES,
+    RaftDriver,
+)
 from swarmlet.raft.messages import (
     AppendEntries,
     AppendResp,
@@ -176,6 +181,34 @@ async def test_a_large_entry_is_decoded_in_a_thread_and_applied_in_its_turn(
         "on apply",
     ]
     assert not driver._decoded  # nothing kept once applied
+
+
+async def test_no_more_than_a_few_large_entries_wait_decoded(tmp_path: Path) -> None:
+    """While applies are held, the decoding goes ahead by DECODE_AHEAD_ENTRIES entries and no
+    more (each is several times its bytes once decoded); after the hold, all apply in order."""
+    journal = Journal()
+    driver = _driver(_seeded(tmp_path), journal)
+    large = [bytes([65 + i]) * DECODE_AHEAD_BYTES for i in range(6)]
+    answered = trio.Event()
+
+    async def propose() -> None:
+        await driver.propose_many(large)
+        answered.set()
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            await _lead(driver)
+            async with driver.applies_held():
+                nursery.start_soon(propose)
+                while driver.core.commit_index < driver.applied + len(large):
+                    await _settle()
+                await trio.sleep(0.5)  # time to decode them all, were it allowed
+                assert len(driver._decoded) == DECODE_AHEAD_ENTRIES
+            await answered.wait()
+            nursery.cancel_scope.cancel()
+    assert journal.lines[-len(large) :] == [x.decode() for x in large]
+    assert not driver._decoded and not driver._to_decode
 
 
 async def test_wait_applied_wakes_each_waiter_once_its_index_is_applied(tmp_path: Path) -> None:

@@ -347,7 +347,9 @@ class WriteForwarding:
         each once its entry is applied here (or lost, or refused)."""
         refusals = [self._refusal(peer, request) for request in requests]
         for i, request in enumerate(requests):
-            if refusals[i] is None:  # a large command is decoded in a thread
+            # A large command is decoded in a thread; meanwhile a later batch may be proposed
+            # first, which no writer can tell: writes under way at once have no order.
+            if refusals[i] is None:
                 heavy = len(request.command) >= off_loop.HEAVY_BYTES
                 refusals[i] = await off_loop.run_if(heavy, partial(_invalid, request.command))
         refused = [r for r in refusals if r is not None]

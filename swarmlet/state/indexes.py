@@ -268,7 +268,7 @@ def _vip_networks(service: Service) -> Iterable[str]:
 class ServiceTable(JournaledDict[Service]):
     """Services by id, indexed by name, by the ingress ports they publish and by the networks
     they hold a virtual-IP index on: every service create and update checks the first two and
-    may free a network's counter, and scanning every service for each (issue #16's audit) made
+    may free a network's counter, and scanning every service for each (the audit of sizes) made
     a 10,000-service stack deploy hold each manager's event loop 15.7 s. Names and ingress ports
     are unique (`ClusterState.apply` refuses a second); should two records share one (a test's,
     an older release's), the index holds both in the table's order, and readers pick as their

@@ -39,6 +39,7 @@ from docker.types import ServiceMode
 from bench.common import (
     REGISTRY,
     SwarmletCluster,
+    elections,
     fmt,
     free_port,
     install_cleanup,
@@ -46,6 +47,7 @@ from bench.common import (
     make_root,
     print_load,
     print_table,
+    sample_terms,
     write_json,
 )
 from bench.services import swarm_mode
@@ -68,18 +70,9 @@ async def swarmlet_run(
     managers = cluster.agents
     terms: list[list[int]] = []
 
-    async def sample_terms() -> None:
-        while True:
-            row = []
-            for a in managers:
-                with trio.move_on_after(5):
-                    row.append(int((await a.client.call("status"))["raft"]["term"]))
-            terms.append(row)
-            await trio.sleep(1.0)
-
     r: dict[str, Any] = {}
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(sample_terms)
+        nursery.start_soon(sample_terms, managers, terms)
         await trio.sleep(2.0)  # the terms before
         start = time.monotonic()
         spec = ServiceSpec(
@@ -105,8 +98,7 @@ async def swarmlet_run(
             log(f"swarmlet: {writes} writes in {r['writes_s']:.2f} s")
         await trio.sleep(2.0)  # the terms after
         nursery.cancel_scope.cancel()
-    whole = [t for t in terms if len(t) == len(managers)]  # every manager answered
-    r["elections"] = max(whole[-1]) - max(whole[0])
+    r["elections"] = elections(terms, len(managers))
     r["terms"] = terms
     log(f"swarmlet: service ps {r['ps_s']:.2f} s ({listed} rows); elections {r['elections']}")
     REGISTRY.cleanup()

@@ -37,6 +37,7 @@ from bench.common import (
     REGISTRY,
     SWARMLET,
     SwarmletCluster,
+    elections,
     fmt,
     free_port,
     install_cleanup,
@@ -44,6 +45,7 @@ from bench.common import (
     make_root,
     print_load,
     print_table,
+    sample_terms,
     write_json,
 )
 from bench.services import swarm_mode
@@ -75,15 +77,6 @@ async def swarmlet_run(services: int, index: int, keep: bool) -> dict[str, Any]:
     terms: list[list[int]] = []
     slowest = [0.0]
 
-    async def sample_terms() -> None:
-        while True:
-            row = []
-            for a in cluster.agents:
-                with trio.move_on_after(5):
-                    row.append(int((await a.client.call("status"))["raft"]["term"]))
-            terms.append(row)
-            await trio.sleep(1.0)
-
     async def probe_leader() -> None:
         async with leader.client.connection() as connection:
             while True:
@@ -96,7 +89,7 @@ async def swarmlet_run(services: int, index: int, keep: bool) -> dict[str, Any]:
     cli = [*SWARMLET, "stack"]
     env = {**os.environ, "SWARMLET_DATA_DIR": str(follower.data_dir)}
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(sample_terms)
+        nursery.start_soon(sample_terms, cluster.agents, terms)
         nursery.start_soon(probe_leader)
         await trio.sleep(2.0)  # the terms before
         r["deploy_s"] = await _timed([*cli, "deploy", "-c", str(path), STACK], env)
@@ -105,8 +98,7 @@ async def swarmlet_run(services: int, index: int, keep: bool) -> dict[str, Any]:
         r["rm_s"] = await _timed([*cli, "rm", STACK], env)
         await trio.sleep(3.0)  # the terms after
         nursery.cancel_scope.cancel()
-    whole = [t for t in terms if len(t) == len(cluster.agents)]  # every manager answered
-    r["elections"] = max(whole[-1]) - max(whole[0])
+    r["elections"] = elections(terms, len(cluster.agents))
     r["slowest_status_s"] = slowest[0]
     log(
         f"swarmlet: deploy {r['deploy_s']:.2f} s ({r['listed']} services listed), rm "

@@ -126,6 +126,25 @@ def install_cleanup() -> None:
 LOADAVG_START = os.getloadavg()
 
 
+async def sample_terms(agents: Sequence[Agent], into: list[list[int]]) -> None:
+    """Every agent's Raft term, once a second, as rows of `into` (a row misses an agent that
+    did not answer within 5 s); elections in a window are its last row's highest term less its
+    first's."""
+    while True:
+        row = []
+        for a in agents:
+            with trio.move_on_after(5):
+                row.append(int((await a.client.call("status"))["raft"]["term"]))
+        into.append(row)
+        await trio.sleep(1.0)
+
+
+def elections(rows: list[list[int]], members: int) -> int:
+    """Leader elections over `sample_terms`' rows of `members` agents (whole rows only)."""
+    whole = [row for row in rows if len(row) == members]
+    return max(whole[-1]) - max(whole[0])
+
+
 def print_load() -> None:
     """The machine is shared: say how busy it was, since every figure depends on it."""
     print(

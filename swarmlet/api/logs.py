@@ -338,15 +338,13 @@ class ServiceLogs:
                         nursery.start_soon(self._local_logs, request, local_send)
                         async with local_receive:
                             async for local in local_receive:
-                                line, size, cut = _bounded(node_id, local, details=request.details)
-                                if cut:
-                                    self.agent.transport.counters["logs_cut_long_line"] += 1
-                                local_held += 0 if request.follow else size
-                                if local_held > MAX_BYTES_PER_NODE:
-                                    await out.send(self._cut_beyond_bytes(node_id))
+                                line, local_held, over = self._hold(
+                                    node_id, local, request, local_held
+                                )
+                                await out.send(line)
+                                if over:
                                     nursery.cancel_scope.cancel()
                                     return
-                                await out.send(line)
                     return
                 node = self.agent.state.nodes.get(node_id)
                 if node is None or not self.agent.is_ready(node_id):
@@ -372,14 +370,10 @@ class ServiceLogs:
                             self.agent.transport.counters["logs_dropped_foreign_task"] += 1
                             continue
                         sent[msg.task_id] += 1
-                        line, size, cut = _bounded(node_id, msg, details=request.details)
-                        if cut:
-                            self.agent.transport.counters["logs_cut_long_line"] += 1
-                        if not request.follow:
-                            held += size
-                            if held > MAX_BYTES_PER_NODE:
-                                await out.send(self._cut_beyond_bytes(node_id))
-                                return
+                        line, held, over = self._hold(node_id, msg, request, held)
+                        if over:
+                            await out.send(line)
+                            return
                         if allowed is not None and sent[msg.task_id] > request.tail:
                             if sent[msg.task_id] > allowed:
                                 self.agent.transport.counters["logs_cut_beyond_tail"] += 1
@@ -398,11 +392,23 @@ class ServiceLogs:
 
     # ------------------------------------------------------------------------ the node side
 
-    def _cut_beyond_bytes(self, node_id: str) -> _Line:
-        """The note that ends a node's lines past MAX_BYTES_PER_NODE (counted)."""
+    def _hold(
+        self, node_id: str, msg: LogLine, request: LogsRequest, held: int
+    ) -> tuple[_Line, int, bool]:
+        """A node's line as it is held (`_bounded`, a cut counted), the bytes of its node's
+        lines held with it (without --follow), and whether they went past MAX_BYTES_PER_NODE:
+        then the line is the note that ends the node's lines (counted)."""
+        line, size, cut = _bounded(node_id, msg, details=request.details)
+        if cut:
+            self.agent.transport.counters["logs_cut_long_line"] += 1
+        if request.follow:
+            return line, held, False
+        held += size
+        if held <= MAX_BYTES_PER_NODE:
+            return line, held, False
         self.agent.transport.counters["logs_cut_beyond_bytes"] += 1
         note = f"(more than {MAX_BYTES_PER_NODE >> 20} MiB of lines from this node: cut; "
-        return _Line(node_id, "", "", note + "see --since or --tail)")
+        return _Line(node_id, "", "", note + "see --since or --tail)"), held, True
 
     async def _local_logs(self, request: LogsRequest, out: trio.MemorySendChannel[LogLine]) -> None:
         """Lines of this node's containers for `request.task_ids`, into `out` (then closed),

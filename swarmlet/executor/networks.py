@@ -37,7 +37,6 @@ Pure part: naming and address arithmetic (`vip_address`, `split_subnet`, `hosts_
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import ipaddress
 import logging
@@ -55,6 +54,7 @@ from swarmlet.executor.labels import LABEL_CLUSTER, LABEL_NETWORK, LABEL_NODE, L
 from swarmlet.executor.runtime_types import DockerError, NetworkInfo
 from swarmlet.state.machine import ClusterState
 from swarmlet.state.model import NetworkAttachment, Service, ServiceSpec
+from swarmlet.wire.hosts import ip_of
 
 if TYPE_CHECKING:
     from swarmlet.executor.docker_runtime import DockerRuntime
@@ -431,11 +431,7 @@ class LocalNetworks:
 
 def ip_networks(hosts: Iterable[str]) -> list[str]:
     """Each host that is an IP address, as a network of one address (names are left out)."""
-    nets = []
-    for host in hosts:
-        with contextlib.suppress(ValueError):
-            nets.append(str(ipaddress.ip_network(host)))
-    return nets
+    return [str(ipaddress.ip_network(ip)) for host in hosts if (ip := ip_of(host)) is not None]
 
 
 def _local(network: str, info: NetworkInfo) -> LocalNetwork:
